@@ -1,0 +1,551 @@
+//! The SQLite metadata store.
+//!
+//! One connection behind a mutex: every statement here is a point lookup or a
+//! single-row write taking microseconds, so callers may use it from async code
+//! without `spawn_blocking`. WAL mode lets the CLI (`securenet keys revoke`)
+//! write while a server reads; a revocation takes effect on the next request
+//! because keys are not cached.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use schemas::{Plan, PlanLimits, TenantId};
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+
+use crate::auth::{Principal, Role};
+use crate::error::{Error, Result};
+use crate::keys::{self, IssuedKey};
+
+/// The organization single-tenant callers use.
+pub const DEFAULT_ORG: &str = "default";
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts them.
+const MIGRATIONS: &[&str] = &[r#"
+    CREATE TABLE organizations (
+        id                  TEXT PRIMARY KEY,
+        name                TEXT NOT NULL,
+        owner_email         TEXT NOT NULL,
+        plan                TEXT NOT NULL,
+        max_devices         INTEGER NOT NULL,
+        max_scans_per_month INTEGER NOT NULL,
+        log_retention_days  INTEGER NOT NULL,
+        parent_id           TEXT REFERENCES organizations(id),
+        created_at          INTEGER NOT NULL
+    );
+    CREATE TABLE api_keys (
+        id           TEXT PRIMARY KEY,
+        org_id       TEXT NOT NULL REFERENCES organizations(id),
+        name         TEXT NOT NULL,
+        role         TEXT NOT NULL,
+        hash         BLOB NOT NULL,
+        created_at   INTEGER NOT NULL,
+        last_used_at INTEGER,
+        revoked_at   INTEGER
+    );
+    CREATE INDEX api_keys_org ON api_keys(org_id);
+"#];
+
+/// Only record a key's last use when the stored value is older than this, so
+/// authentication stays a read on the hot path.
+const LAST_USED_RESOLUTION_MS: i64 = 60_000;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Organization {
+    pub id: TenantId,
+    pub name: String,
+    pub owner_email: String,
+    pub plan: Plan,
+    pub limits: PlanLimits,
+    pub parent_id: Option<TenantId>,
+    /// ms since the epoch.
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewOrganization {
+    pub id: TenantId,
+    pub name: String,
+    pub owner_email: String,
+    pub plan: Plan,
+    pub parent_id: Option<TenantId>,
+}
+
+/// What a key listing shows: never the secret or its hash.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApiKeyInfo {
+    pub id: String,
+    pub org_id: String,
+    pub name: String,
+    pub role: Role,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+pub struct MetaStore {
+    conn: Mutex<Connection>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl MetaStore {
+    /// Opens (creating if needed) the store at `path` and applies migrations.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    /// A private in-memory store, for tests.
+    pub fn open_in_memory() -> Result<Self> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let applied: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if applied > MIGRATIONS.len() {
+            return Err(Error::Invalid(format!(
+                "metadata store is at schema version {applied}, newer than this build ({}); upgrade securenet",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i + 1)?;
+            tx.commit()?;
+        }
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent
+        // (statements are atomic), so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Creates the default organization on first start. Returns the key
+    /// issued for it when one was generated (to be shown once), `None` when
+    /// the organization already existed or `configured_key` was used.
+    pub fn ensure_default_org(
+        &self,
+        plan: Plan,
+        configured_key: Option<&str>,
+    ) -> Result<Option<IssuedKey>> {
+        let id = TenantId::new(DEFAULT_ORG)?;
+        if self.organization(&id)?.is_none() {
+            self.create_organization(&NewOrganization {
+                id: id.clone(),
+                name: "Default organization".into(),
+                owner_email: "admin@localhost".into(),
+                plan,
+                parent_id: None,
+            })?;
+        }
+        match configured_key {
+            Some(key) => {
+                self.import_key(&id, "configured", Role::Admin, key)?;
+                Ok(None)
+            }
+            None if self.list_keys(&id)?.is_empty() => {
+                Ok(Some(self.create_key(&id, "default", Role::Admin)?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub fn create_organization(&self, org: &NewOrganization) -> Result<Organization> {
+        if !org.owner_email.contains('@') {
+            return Err(Error::Invalid(format!(
+                "owner email {:?} is not an email address",
+                org.owner_email
+            )));
+        }
+        if org.name.trim().is_empty() {
+            return Err(Error::Invalid("organization name must not be empty".into()));
+        }
+        let limits = org.plan.limits();
+        let created_at = now_ms();
+        let conn = self.conn();
+        let inserted = conn.execute(
+            "INSERT INTO organizations (id, name, owner_email, plan, max_devices, \
+             max_scans_per_month, log_retention_days, parent_id, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT(id) DO NOTHING",
+            params![
+                org.id.as_str(),
+                org.name,
+                org.owner_email,
+                org.plan.as_str(),
+                limits.max_devices as i64,
+                limits.max_scans_per_month as i64,
+                limits.log_retention_days,
+                org.parent_id.as_ref().map(TenantId::as_str),
+                created_at
+            ],
+        );
+        match inserted {
+            Ok(0) => Err(Error::Conflict {
+                what: "organization",
+                id: org.id.to_string(),
+            }),
+            Ok(_) => Ok(Organization {
+                id: org.id.clone(),
+                name: org.name.clone(),
+                owner_email: org.owner_email.clone(),
+                plan: org.plan,
+                limits,
+                parent_id: org.parent_id.clone(),
+                created_at,
+            }),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(Error::NotFound {
+                    what: "parent organization",
+                    id: org.parent_id.as_ref().map(ToString::to_string).unwrap_or_default(),
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn organization(&self, id: &TenantId) -> Result<Option<Organization>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, name, owner_email, plan, max_devices, max_scans_per_month, \
+             log_retention_days, parent_id, created_at FROM organizations WHERE id = ?1",
+        )?;
+        let row = stmt.query_row([id.as_str()], raw_org).optional()?;
+        row.map(RawOrg::into_org).transpose()
+    }
+
+    pub fn list_organizations(&self) -> Result<Vec<Organization>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, name, owner_email, plan, max_devices, max_scans_per_month, \
+             log_retention_days, parent_id, created_at FROM organizations ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], raw_org)?.collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(RawOrg::into_org).collect()
+    }
+
+    /// Issues a new key for `org`; the secret is returned once.
+    pub fn create_key(&self, org: &TenantId, name: &str, role: Role) -> Result<IssuedKey> {
+        let key = keys::generate();
+        self.insert_key(org, name, role, &key.id, &key.secret)?;
+        Ok(key)
+    }
+
+    /// Stores a key supplied by the operator (configuration); idempotent.
+    pub fn import_key(&self, org: &TenantId, name: &str, role: Role, secret: &str) -> Result<String> {
+        if secret.len() < keys::MIN_CONFIGURED_KEY_LEN {
+            return Err(Error::Invalid(format!(
+                "configured API key is {} characters long; use at least {}",
+                secret.len(),
+                keys::MIN_CONFIGURED_KEY_LEN
+            )));
+        }
+        let id = keys::key_id(secret);
+        match self.insert_key(org, name, role, &id, secret) {
+            Err(Error::Conflict { .. }) => Ok(id),
+            other => other.map(|()| id),
+        }
+    }
+
+    fn insert_key(&self, org: &TenantId, name: &str, role: Role, id: &str, secret: &str) -> Result<()> {
+        if self.organization(org)?.is_none() {
+            return Err(Error::NotFound {
+                what: "organization",
+                id: org.to_string(),
+            });
+        }
+        let hash = keys::hash(secret);
+        let n = self.conn().execute(
+            "INSERT INTO api_keys (id, org_id, name, role, hash, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(id) DO NOTHING",
+            params![id, org.as_str(), name, role.as_str(), &hash[..], now_ms()],
+        )?;
+        if n == 0 {
+            return Err(Error::Conflict {
+                what: "api key",
+                id: id.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn list_keys(&self, org: &TenantId) -> Result<Vec<ApiKeyInfo>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, org_id, name, role, created_at, last_used_at, revoked_at \
+             FROM api_keys WHERE org_id = ?1 ORDER BY created_at, id",
+        )?;
+        let rows = stmt
+            .query_map([org.as_str()], |r| {
+                Ok((
+                    ApiKeyInfo {
+                        id: r.get(0)?,
+                        org_id: r.get(1)?,
+                        name: r.get(2)?,
+                        role: Role::Viewer,
+                        created_at: r.get(4)?,
+                        last_used_at: r.get(5)?,
+                        revoked_at: r.get(6)?,
+                    },
+                    r.get::<_, String>(3)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(mut info, role)| {
+                info.role = role.parse()?;
+                Ok(info)
+            })
+            .collect()
+    }
+
+    /// Revokes a key of `org`. Revoking twice is not an error.
+    pub fn revoke_key(&self, org: &TenantId, id: &str) -> Result<()> {
+        let n = self.conn().execute(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?3) WHERE id = ?1 AND org_id = ?2",
+            params![id, org.as_str(), now_ms()],
+        )?;
+        if n == 0 {
+            return Err(Error::NotFound {
+                what: "api key",
+                id: id.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Resolves a presented API key to its principal. The lookup is by the
+    /// public id; the hash comparison is constant-time.
+    pub fn verify_key(&self, presented: &str) -> Result<Principal> {
+        let id = keys::key_id(presented);
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT hash, org_id, role, revoked_at, last_used_at FROM api_keys WHERE id = ?1",
+        )?;
+        let row = stmt
+            .query_row([&id], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                ))
+            })
+            .optional()?;
+        let Some((hash, org, role, revoked_at, last_used)) = row else {
+            return Err(Error::InvalidCredentials);
+        };
+        let matches: bool = keys::hash(presented).ct_eq(hash.as_slice()).into();
+        if !matches || revoked_at.is_some() {
+            return Err(Error::InvalidCredentials);
+        }
+        let now = now_ms();
+        if last_used.is_none_or(|t| now - t > LAST_USED_RESOLUTION_MS) {
+            conn.execute(
+                "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1",
+                params![&id, now],
+            )?;
+        }
+        Ok(Principal {
+            tenant: TenantId::new(&org)?,
+            key_id: id,
+            role: role.parse()?,
+        })
+    }
+}
+
+struct RawOrg {
+    id: String,
+    name: String,
+    owner_email: String,
+    plan: String,
+    max_devices: i64,
+    max_scans: i64,
+    retention: u32,
+    parent_id: Option<String>,
+    created_at: i64,
+}
+
+fn raw_org(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawOrg> {
+    Ok(RawOrg {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        owner_email: r.get(2)?,
+        plan: r.get(3)?,
+        max_devices: r.get(4)?,
+        max_scans: r.get(5)?,
+        retention: r.get(6)?,
+        parent_id: r.get(7)?,
+        created_at: r.get(8)?,
+    })
+}
+
+impl RawOrg {
+    fn into_org(self) -> Result<Organization> {
+        Ok(Organization {
+            id: TenantId::new(&self.id)?,
+            name: self.name,
+            owner_email: self.owner_email,
+            plan: self.plan.parse()?,
+            limits: PlanLimits {
+                max_devices: self.max_devices.max(0) as u64,
+                max_scans_per_month: self.max_scans.max(0) as u64,
+                log_retention_days: self.retention,
+            },
+            parent_id: self.parent_id.as_deref().map(TenantId::new).transpose()?,
+            created_at: self.created_at,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> TenantId {
+        TenantId::new(s).unwrap()
+    }
+
+    fn org(store: &MetaStore, id: &str) -> Organization {
+        store
+            .create_organization(&NewOrganization {
+                id: t(id),
+                name: id.to_uppercase(),
+                owner_email: format!("owner@{id}.test"),
+                plan: Plan::Business,
+                parent_id: None,
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn default_org_is_created_once_with_one_key() {
+        let store = MetaStore::open_in_memory().unwrap();
+        let key = store.ensure_default_org(Plan::Professional, None).unwrap().unwrap();
+        assert!(store.ensure_default_org(Plan::Professional, None).unwrap().is_none());
+        let p = store.verify_key(&key.secret).unwrap();
+        assert_eq!(p.tenant.as_str(), "default");
+        assert_eq!(p.role, Role::Admin);
+        let org = store.organization(&t("default")).unwrap().unwrap();
+        assert_eq!(org.plan, Plan::Professional);
+        assert_eq!(org.limits, Plan::Professional.limits());
+    }
+
+    #[test]
+    fn configured_default_key_works_and_is_idempotent() {
+        let store = MetaStore::open_in_memory().unwrap();
+        let key = "configured-key-for-tests-0001";
+        assert!(store.ensure_default_org(Plan::Starter, Some(key)).unwrap().is_none());
+        assert!(store.ensure_default_org(Plan::Starter, Some(key)).unwrap().is_none());
+        assert_eq!(store.verify_key(key).unwrap().tenant.as_str(), "default");
+        assert_eq!(store.list_keys(&t("default")).unwrap().len(), 1);
+        assert!(matches!(
+            store.ensure_default_org(Plan::Starter, Some("short")),
+            Err(Error::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn keys_are_stored_hashed_listed_and_revocable() {
+        let store = MetaStore::open_in_memory().unwrap();
+        org(&store, "acme");
+        let key = store.create_key(&t("acme"), "forwarder", Role::Member).unwrap();
+        let stored: Vec<u8> = store
+            .conn()
+            .query_row("SELECT hash FROM api_keys WHERE id = ?1", [&key.id], |r| r.get(0))
+            .unwrap();
+        assert_ne!(stored, key.secret.as_bytes());
+        assert_eq!(stored.len(), 32);
+
+        let listed = store.list_keys(&t("acme")).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].id, key.id);
+        assert_eq!(listed[0].role, Role::Member);
+
+        assert_eq!(store.verify_key(&key.secret).unwrap().role, Role::Member);
+        assert!(store.list_keys(&t("acme")).unwrap()[0].last_used_at.is_some());
+
+        store.revoke_key(&t("acme"), &key.id).unwrap();
+        assert!(matches!(store.verify_key(&key.secret), Err(Error::InvalidCredentials)));
+        assert!(store.list_keys(&t("acme")).unwrap()[0].revoked_at.is_some());
+    }
+
+    #[test]
+    fn wrong_secret_with_a_valid_id_is_refused() {
+        let store = MetaStore::open_in_memory().unwrap();
+        org(&store, "acme");
+        let key = store.create_key(&t("acme"), "k", Role::Admin).unwrap();
+        let mut forged = key.secret.clone();
+        forged.pop();
+        forged.push(if key.secret.ends_with('0') { '1' } else { '0' });
+        assert!(matches!(store.verify_key(&forged), Err(Error::InvalidCredentials)));
+        assert!(matches!(store.verify_key("sn_nope"), Err(Error::InvalidCredentials)));
+    }
+
+    #[test]
+    fn a_tenant_cannot_revoke_another_tenants_key() {
+        let store = MetaStore::open_in_memory().unwrap();
+        org(&store, "acme");
+        org(&store, "globex");
+        let key = store.create_key(&t("acme"), "k", Role::Admin).unwrap();
+        assert!(matches!(
+            store.revoke_key(&t("globex"), &key.id),
+            Err(Error::NotFound { .. })
+        ));
+        assert!(store.verify_key(&key.secret).is_ok());
+    }
+
+    #[test]
+    fn organizations_are_unique_and_validated() {
+        let store = MetaStore::open_in_memory().unwrap();
+        org(&store, "acme");
+        let dup = store.create_organization(&NewOrganization {
+            id: t("acme"),
+            name: "x".into(),
+            owner_email: "a@b.c".into(),
+            plan: Plan::Starter,
+            parent_id: None,
+        });
+        assert_eq!(dup.unwrap_err().to_string(), "organization \"acme\" already exists");
+        let orphan = store.create_organization(&NewOrganization {
+            id: t("child"),
+            name: "x".into(),
+            owner_email: "a@b.c".into(),
+            plan: Plan::Starter,
+            parent_id: Some(t("nobody")),
+        });
+        assert!(matches!(orphan, Err(Error::NotFound { .. })), "{orphan:?}");
+        let ids: Vec<_> = store.list_organizations().unwrap().into_iter().map(|o| o.id).collect();
+        assert_eq!(ids, [t("acme")]);
+    }
+
+    #[test]
+    fn reopening_a_file_keeps_data_and_skips_migrations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        let key = {
+            let store = MetaStore::open(&path).unwrap();
+            store.ensure_default_org(Plan::Starter, None).unwrap().unwrap()
+        };
+        let store = MetaStore::open(&path).unwrap();
+        assert_eq!(store.verify_key(&key.secret).unwrap().tenant.as_str(), "default");
+    }
+}

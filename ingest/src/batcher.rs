@@ -1,0 +1,406 @@
+//! The per-tenant batcher.
+//!
+//! Receivers submit a request's records for one tenant and wait. A single
+//! actor task owns one pending batch per tenant and flushes it when it
+//! reaches `max_rows` or `max_bytes`, when it is `linger` old, or at
+//! shutdown. Each flush becomes one envelope (one tenant, one batch id) that
+//! is published on the bus; when the bus reports it durable, every request
+//! whose records were in it is answered.
+//!
+//! Memory is bounded by the in-flight budget: a request holds permits for
+//! its bytes from submission until its batch is durable. When the budget is
+//! spent (sinks slower than senders), a request waits up to
+//! `backpressure_wait` and then gets [`Error::Overloaded`] — a 503 with
+//! Retry-After, never a silent drop.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pipeline::BusProducer;
+use schemas::{Envelope, LogBatchBuilder, LogRecord, RecordKind, TenantId};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::warn;
+use uuid::Uuid;
+
+use crate::config::BatchConfig;
+use crate::error::{Error, Result};
+use crate::metrics::IngestMetrics;
+
+type Outcome = std::result::Result<(), Arc<str>>;
+
+enum Command {
+    Append {
+        tenant: TenantId,
+        records: Vec<LogRecord>,
+        bytes: usize,
+        done: oneshot::Sender<Outcome>,
+    },
+    /// Flush everything now and flush every later append immediately.
+    Close,
+}
+
+/// Handle to the batcher; cheap to clone. The actor exits, after flushing
+/// everything, once every handle is dropped.
+#[derive(Clone)]
+pub struct Batcher {
+    tx: mpsc::Sender<Command>,
+    budget: Arc<Semaphore>,
+    budget_total: usize,
+    backpressure_wait: Duration,
+    metrics: IngestMetrics,
+}
+
+impl Batcher {
+    /// Starts the actor. The returned handle resolves once the actor has
+    /// flushed everything and every publish has settled.
+    pub fn start(
+        config: BatchConfig,
+        producer: Arc<dyn BusProducer>,
+        metrics: IngestMetrics,
+    ) -> Result<(Self, tokio::task::JoinHandle<()>)> {
+        config.validate()?;
+        let (tx, rx) = mpsc::channel(1024);
+        let actor = Actor {
+            config: config.clone(),
+            producer,
+            metrics: metrics.clone(),
+            pending: HashMap::new(),
+            deadlines: VecDeque::new(),
+            flushes: JoinSet::new(),
+            closing: false,
+            generation: 0,
+        };
+        let task = tokio::spawn(actor.run(rx));
+        Ok((
+            Self {
+                tx,
+                budget: Arc::new(Semaphore::new(config.max_in_flight_bytes)),
+                budget_total: config.max_in_flight_bytes,
+                backpressure_wait: Duration::from_millis(config.backpressure_wait_ms),
+                metrics,
+            },
+            task,
+        ))
+    }
+
+    /// Submits one tenant's records and resolves once they are durable.
+    pub async fn submit(&self, tenant: TenantId, records: Vec<LogRecord>) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let bytes: usize = records.iter().map(LogRecord::approx_size).sum();
+        let permits = bytes.clamp(1, self.budget_total) as u32;
+        let permit = match tokio::time::timeout(
+            self.backpressure_wait,
+            self.budget.clone().acquire_many_owned(permits),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => permit,
+            _ => {
+                self.metrics.backpressure.inc();
+                return Err(Error::Overloaded {
+                    retry_after_secs: 1,
+                });
+            }
+        };
+        self.metrics.in_flight_bytes.add(permits as i64);
+        let (done, wait) = oneshot::channel();
+        let sent = self
+            .tx
+            .send(Command::Append {
+                tenant,
+                records,
+                bytes,
+                done,
+            })
+            .await;
+        let outcome = match sent {
+            Ok(()) => wait
+                .await
+                .unwrap_or_else(|_| Err("the batcher stopped".into())),
+            Err(_) => Err("ingest is shutting down".into()),
+        };
+        drop(permit);
+        self.metrics.in_flight_bytes.sub(permits as i64);
+        outcome.map_err(|e| Error::Unavailable(e.to_string()))
+    }
+
+    /// Flushes everything pending now; later submissions flush immediately.
+    /// Call at the start of a graceful shutdown.
+    pub async fn close(&self) {
+        let _ = self.tx.send(Command::Close).await;
+    }
+}
+
+struct Pending {
+    builder: LogBatchBuilder,
+    bytes: usize,
+    waiters: Vec<oneshot::Sender<Outcome>>,
+    generation: u64,
+}
+
+struct Actor {
+    config: BatchConfig,
+    producer: Arc<dyn BusProducer>,
+    metrics: IngestMetrics,
+    pending: HashMap<TenantId, Pending>,
+    /// Flush deadlines in opening order; linger is constant, so this is also
+    /// deadline order. Entries of already-flushed batches are skipped by
+    /// their generation.
+    deadlines: VecDeque<(Instant, TenantId, u64)>,
+    flushes: JoinSet<()>,
+    closing: bool,
+    generation: u64,
+}
+
+impl Actor {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        loop {
+            let next_deadline = self.deadlines.front().map(|(at, _, _)| *at);
+            tokio::select! {
+                command = rx.recv() => match command {
+                    Some(Command::Append { tenant, records, bytes, done }) => {
+                        self.append(tenant, records, bytes, done);
+                    }
+                    Some(Command::Close) => {
+                        self.closing = true;
+                        self.flush_all("shutdown");
+                    }
+                    None => break,
+                },
+                _ = sleep_until(next_deadline) => self.flush_expired(),
+                Some(_) = self.flushes.join_next(), if !self.flushes.is_empty() => {}
+            }
+        }
+        self.flush_all("shutdown");
+        while self.flushes.join_next().await.is_some() {}
+    }
+
+    fn append(
+        &mut self,
+        tenant: TenantId,
+        records: Vec<LogRecord>,
+        bytes: usize,
+        done: oneshot::Sender<Outcome>,
+    ) {
+        let pending = match self.pending.get_mut(&tenant) {
+            Some(p) => p,
+            None => {
+                self.generation += 1;
+                let generation = self.generation;
+                self.deadlines.push_back((
+                    Instant::now() + self.config.linger(),
+                    tenant.clone(),
+                    generation,
+                ));
+                self.pending.entry(tenant.clone()).or_insert(Pending {
+                    builder: LogBatchBuilder::with_capacity(records.len().max(1024)),
+                    bytes: 0,
+                    waiters: Vec::new(),
+                    generation,
+                })
+            }
+        };
+        for record in &records {
+            pending.builder.append(record);
+        }
+        pending.bytes += bytes;
+        pending.waiters.push(done);
+        let reason = if self.closing {
+            Some("shutdown")
+        } else if pending.builder.len() >= self.config.max_rows {
+            Some("rows")
+        } else if pending.bytes >= self.config.max_bytes {
+            Some("bytes")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            self.flush(&tenant, reason);
+        }
+    }
+
+    fn flush_expired(&mut self) {
+        let now = Instant::now();
+        while let Some((at, _, _)) = self.deadlines.front() {
+            if *at > now {
+                break;
+            }
+            let Some((_, tenant, generation)) = self.deadlines.pop_front() else {
+                break;
+            };
+            if self.pending.get(&tenant).is_some_and(|p| p.generation == generation) {
+                self.flush(&tenant, "age");
+            }
+        }
+    }
+
+    fn flush_all(&mut self, reason: &'static str) {
+        let tenants: Vec<TenantId> = self.pending.keys().cloned().collect();
+        for tenant in tenants {
+            self.flush(&tenant, reason);
+        }
+        self.deadlines.clear();
+    }
+
+    fn flush(&mut self, tenant: &TenantId, reason: &'static str) {
+        let Some(pending) = self.pending.remove(tenant) else {
+            return;
+        };
+        self.metrics.flushes.with_label_values(&[reason]).inc();
+        let producer = self.producer.clone();
+        let tenant = tenant.clone();
+        self.flushes.spawn(async move {
+            let outcome = publish(producer.as_ref(), &tenant, pending.builder).await;
+            if let Err(error) = &outcome {
+                warn!(%error, %tenant, "batch not stored; its requests get 503");
+            }
+            for waiter in pending.waiters {
+                // The request may have been cancelled; its rows are stored anyway.
+                let _ = waiter.send(outcome.clone());
+            }
+        });
+    }
+}
+
+async fn publish(producer: &dyn BusProducer, tenant: &TenantId, builder: LogBatchBuilder) -> Outcome {
+    let id = Uuid::now_v7();
+    let batch = builder
+        .finish(tenant, id)
+        .map_err(|e| Arc::<str>::from(e.to_string()))?;
+    let envelope = Envelope::new(tenant.clone(), RecordKind::Logs, id, batch)
+        .map_err(|e| Arc::<str>::from(e.to_string()))?;
+    producer
+        .publish(envelope)
+        .await
+        .map_err(|e| Arc::<str>::from(e.to_string()))
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+    use futures::future::BoxFuture;
+    use std::sync::Mutex;
+
+    /// A bus that records (tenant, rows) and acknowledges after `delay`.
+    #[derive(Default)]
+    struct FakeBus {
+        published: Mutex<Vec<(String, usize)>>,
+        delay: Duration,
+    }
+
+    impl BusProducer for FakeBus {
+        fn publish(&self, envelope: Envelope) -> BoxFuture<'_, pipeline::Result<()>> {
+            async move {
+                tokio::time::sleep(self.delay).await;
+                self.published
+                    .lock()
+                    .unwrap()
+                    .push((envelope.tenant().to_string(), envelope.num_rows()));
+                Ok(())
+            }
+            .boxed()
+        }
+        fn depth(&self) -> usize {
+            0
+        }
+    }
+
+    fn records(n: usize) -> Vec<LogRecord> {
+        (0..n)
+            .map(|i| LogRecord { message: format!("line {i}"), input: "test", ..Default::default() })
+            .collect()
+    }
+
+    fn tenant(s: &str) -> TenantId {
+        TenantId::new(s).unwrap()
+    }
+
+    fn start(config: BatchConfig, bus: Arc<FakeBus>) -> (Batcher, tokio::task::JoinHandle<()>) {
+        let metrics = IngestMetrics::new(&prometheus::Registry::new()).unwrap();
+        Batcher::start(config, bus, metrics).unwrap()
+    }
+
+    #[tokio::test]
+    async fn groups_by_tenant_and_flushes_on_age() {
+        let bus = Arc::new(FakeBus::default());
+        let config = BatchConfig { linger_ms: 50, ..Default::default() };
+        let (batcher, task) = start(config, bus.clone());
+        let (a, b, c) = tokio::join!(
+            batcher.submit(tenant("acme"), records(3)),
+            batcher.submit(tenant("globex"), records(2)),
+            batcher.submit(tenant("acme"), records(4)),
+        );
+        a.unwrap();
+        b.unwrap();
+        c.unwrap();
+        let mut published = bus.published.lock().unwrap().clone();
+        published.sort();
+        assert_eq!(published, [("acme".into(), 7), ("globex".into(), 2)]);
+        drop(batcher);
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn flushes_on_rows_without_waiting_for_linger() {
+        let bus = Arc::new(FakeBus::default());
+        let config = BatchConfig { linger_ms: 60_000, max_rows: 10, ..Default::default() };
+        let (batcher, _task) = start(config, bus.clone());
+        tokio::time::timeout(Duration::from_secs(5), batcher.submit(tenant("acme"), records(10)))
+            .await
+            .expect("flushed on rows, not after the 60 s linger")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn close_flushes_pending_batches_now() {
+        let bus = Arc::new(FakeBus::default());
+        let config = BatchConfig { linger_ms: 60_000, ..Default::default() };
+        let (batcher, task) = start(config, bus.clone());
+        let waiting = tokio::spawn({
+            let b = batcher.clone();
+            async move { b.submit(tenant("acme"), records(5)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        batcher.close().await;
+        waiting.await.unwrap().unwrap();
+        drop(batcher);
+        task.await.unwrap();
+        assert_eq!(bus.published.lock().unwrap().as_slice(), [("acme".to_string(), 5)]);
+    }
+
+    #[tokio::test]
+    async fn spent_budget_answers_overloaded() {
+        let bus = Arc::new(FakeBus { delay: Duration::from_millis(500), ..Default::default() });
+        let per_request: usize = records(10).iter().map(LogRecord::approx_size).sum();
+        let config = BatchConfig {
+            linger_ms: 1,
+            max_in_flight_bytes: per_request + per_request / 2,
+            backpressure_wait_ms: 50,
+            ..Default::default()
+        };
+        let (batcher, _task) = start(config, bus.clone());
+        let first = tokio::spawn({
+            let b = batcher.clone();
+            async move { b.submit(tenant("acme"), records(10)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let second = batcher.submit(tenant("acme"), records(10)).await;
+        assert!(matches!(second, Err(Error::Overloaded { retry_after_secs: 1 })), "{second:?}");
+        first.await.unwrap().unwrap();
+        // Budget released: the retry succeeds.
+        batcher.submit(tenant("acme"), records(10)).await.unwrap();
+    }
+}

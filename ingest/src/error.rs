@@ -1,0 +1,30 @@
+/// Ingest errors. Each maps to exactly one HTTP status in
+/// [`crate::http::error_response`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Auth(#[from] control::Error),
+
+    #[error("request body is {size} bytes, over this route's limit of {limit} bytes")]
+    PayloadTooLarge { size: u64, limit: usize },
+
+    #[error("unsupported content type {0:?}: send application/x-ndjson or application/json")]
+    UnsupportedContentType(String),
+
+    #[error("unsupported content encoding {0:?}: send gzip or no Content-Encoding")]
+    UnsupportedEncoding(String),
+
+    #[error("{0}")]
+    BadRequest(String),
+
+    #[error("the pipeline is saturated; retry after {retry_after_secs}s")]
+    Overloaded { retry_after_secs: u64 },
+
+    #[error("records could not be stored: {0}")]
+    Unavailable(String),
+
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,205 @@
+//! `POST /api/ingest/logs`: NDJSON (`application/x-ndjson`,
+//! `application/jsonl`) or JSON (`application/json`: one object, an array of
+//! objects, or NDJSON sent with the JSON type, as many shippers do).
+//!
+//! Each line/element is parsed on its own: a malformed one gets an error in
+//! the answer with its 1-based line (or array index) and does not keep the
+//! valid ones from being stored. The answer is sent only once the valid
+//! records are durable.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use schemas::{LogRecord, TenantId};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{IngestState, body, error_response};
+use crate::error::Error;
+
+/// At most this many per-record errors are listed in one answer.
+const MAX_LISTED_ERRORS: usize = 100;
+
+#[derive(Debug, Serialize)]
+pub struct RecordError {
+    /// 1-based line number (NDJSON) or array position (JSON array).
+    pub line: usize,
+    pub error: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IngestAnswer {
+    pub accepted: usize,
+    pub rejected: usize,
+    pub errors: Vec<RecordError>,
+}
+
+pub async fn ingest_logs(State(state): State<IngestState>, headers: HeaderMap, body: Body) -> Response {
+    match handle(&state, &headers, body).await {
+        Ok((status, answer)) => (status, Json(answer)).into_response(),
+        Err(e) => error_response(e),
+    }
+}
+
+async fn handle(state: &IngestState, headers: &HeaderMap, body: Body) -> Result<(StatusCode, IngestAnswer), Error> {
+    let principal = control::authenticate(&state.store, headers)?;
+    let media = body::media_type(headers);
+    let array_allowed = match media.as_str() {
+        "application/json" => true,
+        "application/x-ndjson" | "application/jsonl" | "application/json-lines"
+        | "application/x-jsonlines" => false,
+        _ => return Err(Error::UnsupportedContentType(media)),
+    };
+    let bytes = body::read(headers, body, state.config.max_body_bytes).await?;
+    let now = Utc::now().timestamp_millis();
+    let parsed = parse(&bytes, array_allowed, &principal.tenant, now, state.config.max_record_bytes)?;
+    let metrics = &state.metrics;
+    metrics
+        .records
+        .with_label_values(&["http", "rejected"])
+        .inc_by(parsed.rejected as u64);
+    let accepted = parsed.records.len();
+    let accepted_bytes: u64 = parsed.records.iter().map(|r| r.bytes as u64).sum();
+    state.batcher.submit(principal.tenant, parsed.records).await?;
+    metrics
+        .records
+        .with_label_values(&["http", "accepted"])
+        .inc_by(accepted as u64);
+    metrics.bytes.with_label_values(&["http"]).inc_by(accepted_bytes);
+    let answer = IngestAnswer {
+        accepted,
+        rejected: parsed.rejected,
+        errors: parsed.errors,
+    };
+    // Nothing stored and something wrong: the request as a whole failed.
+    let status = if accepted == 0 { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    Ok((status, answer))
+}
+
+pub struct Parsed {
+    pub records: Vec<LogRecord>,
+    pub rejected: usize,
+    pub errors: Vec<RecordError>,
+}
+
+impl Parsed {
+    fn reject(&mut self, line: usize, error: String) {
+        self.rejected += 1;
+        if self.errors.len() < MAX_LISTED_ERRORS {
+            self.errors.push(RecordError { line, error });
+        }
+    }
+}
+
+/// Parses a body into records; per-record problems are collected, a body
+/// that cannot be split into records at all is a `BadRequest`.
+pub fn parse(
+    bytes: &[u8],
+    array_allowed: bool,
+    tenant: &TenantId,
+    now_ms: i64,
+    max_record_bytes: usize,
+) -> Result<Parsed, Error> {
+    let mut out = Parsed {
+        records: Vec::new(),
+        rejected: 0,
+        errors: Vec::new(),
+    };
+    let first = bytes.iter().position(|b| !b.is_ascii_whitespace());
+    let Some(first) = first else {
+        return Err(Error::BadRequest("request body is empty: send at least one log object".into()));
+    };
+    if array_allowed && bytes[first] == b'[' {
+        let items: Vec<Box<serde_json::value::RawValue>> = serde_json::from_slice(bytes)
+            .map_err(|e| Error::BadRequest(format!("body is not a valid JSON array: {e}")))?;
+        out.records.reserve(items.len());
+        for (i, item) in items.into_iter().enumerate() {
+            let raw = item.get();
+            push(&mut out, i + 1, raw.as_bytes(), tenant, now_ms, max_record_bytes);
+        }
+        return Ok(out);
+    }
+    out.records.reserve(bytes.len() / 256);
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        push(&mut out, i + 1, line, tenant, now_ms, max_record_bytes);
+    }
+    Ok(out)
+}
+
+fn push(out: &mut Parsed, line: usize, raw: &[u8], tenant: &TenantId, now_ms: i64, max: usize) {
+    if raw.len() > max {
+        out.reject(line, format!("record is {} bytes, over the limit of {max} bytes", raw.len()));
+        return;
+    }
+    if let Err(e) = std::str::from_utf8(raw) {
+        out.reject(line, format!("record is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to()));
+        return;
+    }
+    let value: Value = match serde_json::from_slice(raw) {
+        Ok(v) => v,
+        Err(e) => {
+            out.reject(line, format!("invalid JSON: {e}"));
+            return;
+        }
+    };
+    match crate::json::to_record(value, tenant, now_ms, raw.len(), "http") {
+        Ok(r) => out.records.push(r),
+        Err(e) => out.reject(line, e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acme() -> TenantId {
+        TenantId::new("acme").unwrap()
+    }
+
+    #[test]
+    fn ndjson_with_bad_lines_keeps_the_good_ones() {
+        let body = b"{\"message\":\"a\"}\n{oops\n\n{\"message\":\"b\"}\r\n\xff\xfe\n[1]\n";
+        let p = parse(body, true, &acme(), 0, 1024).unwrap();
+        let msgs: Vec<_> = p.records.iter().map(|r| r.message.as_str()).collect();
+        assert_eq!(msgs, ["a", "b"]);
+        assert_eq!(p.rejected, 3);
+        let lines: Vec<_> = p.errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [2, 5, 6]);
+        assert!(p.errors[0].error.starts_with("invalid JSON"), "{}", p.errors[0].error);
+        assert!(p.errors[1].error.contains("UTF-8"));
+        assert!(p.errors[2].error.contains("expected a JSON object"));
+    }
+
+    #[test]
+    fn json_array_elements_are_records() {
+        let body = br#" [{"message":"a"}, 7, {"message":"c"}]"#;
+        let p = parse(body, true, &acme(), 0, 1024).unwrap();
+        assert_eq!(p.records.len(), 2);
+        assert_eq!(p.errors[0].line, 2);
+        // An array is not NDJSON: with the NDJSON type it is one bad line.
+        let p = parse(body, false, &acme(), 0, 1024).unwrap();
+        assert_eq!((p.records.len(), p.rejected), (0, 1));
+    }
+
+    #[test]
+    fn broken_array_and_empty_body_are_bad_requests() {
+        assert!(matches!(parse(b"[{\"a\":1},", true, &acme(), 0, 1024), Err(Error::BadRequest(_))));
+        assert!(matches!(parse(b" \n ", true, &acme(), 0, 1024), Err(Error::BadRequest(_))));
+    }
+
+    #[test]
+    fn oversized_record_is_rejected_alone() {
+        let big = format!("{{\"message\":\"{}\"}}", "x".repeat(2000));
+        let body = format!("{big}\n{{\"message\":\"small\"}}\n");
+        let p = parse(body.as_bytes(), false, &acme(), 0, 1024).unwrap();
+        assert_eq!(p.records.len(), 1);
+        assert!(p.errors[0].error.contains("over the limit of 1024 bytes"));
+    }
+}

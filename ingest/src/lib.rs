@@ -1,0 +1,26 @@
+//! Ingest: receivers that turn forwarders' records into tenant-partitioned
+//! Arrow batches on the bus.
+//!
+//! Layout:
+//! - [`batcher`]: the per-tenant batcher — groups records by tenant, flushes
+//!   on rows, bytes or age, publishes to the bus and tells every waiting
+//!   request when its rows are durable. Holds the in-flight memory budget
+//!   that turns a saturated pipeline into 503s instead of drops.
+//! - [`http`]: the HTTP receivers (`POST /api/ingest/logs`) and the error →
+//!   status mapping they share.
+//! - [`json`]: JSON log object → [`schemas::LogRecord`].
+//! - [`testdata`]: the seeded test-data generator behind `securenet gen`.
+//! - [`metrics`]: ingest's Prometheus metrics.
+
+pub mod batcher;
+mod config;
+mod error;
+pub mod testdata;
+pub mod http;
+pub mod json;
+pub mod metrics;
+
+pub use batcher::Batcher;
+pub use config::{BatchConfig, HttpIngestConfig, IngestConfig};
+pub use error::{Error, Result};
+pub use metrics::IngestMetrics;

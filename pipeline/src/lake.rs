@@ -1,0 +1,121 @@
+//! The lake: Parquet objects in a Hive layout on object_store.
+//!
+//! `<root>/<kind>/tenant_id=<tenant>/date=<YYYY-MM-DD>/<batch id>.parquet`
+//!
+//! Writers (the Parquet sink) and readers (the query API's listing tables)
+//! both derive paths from here, so they cannot disagree. Tenant ids are
+//! validated to a path-safe alphabet ([`TenantId`]), so no escaping happens.
+
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use schemas::{RecordKind, TenantId};
+
+use crate::error::{Error, Result};
+
+#[derive(Clone)]
+pub struct Lake {
+    store: Arc<dyn ObjectStore>,
+    /// Scheme and authority the store is registered under, e.g. `file://`.
+    store_url: String,
+    /// Prefix of every object inside the store.
+    root: Path,
+    /// Set for the local filesystem: lets the sink fsync what it wrote.
+    local_root: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Lake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Lake({}{})", self.store_url, self.root)
+    }
+}
+
+impl Lake {
+    /// A lake in a local directory (created if missing).
+    pub fn local(dir: &FsPath) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let abs = std::fs::canonicalize(dir)?;
+        let root = Path::from_filesystem_path(&abs)
+            .map_err(|e| Error::Config(format!("lake directory {}: {e}", abs.display())))?;
+        Ok(Self {
+            // An unprefixed store: paths are absolute, exactly as DataFusion's
+            // default `file://` store sees them.
+            store: Arc::new(LocalFileSystem::new()),
+            store_url: "file://".into(),
+            root,
+            local_root: Some(abs),
+        })
+    }
+
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    /// The URL DataFusion must map to [`Lake::store`].
+    pub fn store_url(&self) -> &str {
+        &self.store_url
+    }
+
+    pub fn kind_prefix(&self, kind: RecordKind) -> Path {
+        self.root.clone().join(kind.as_str())
+    }
+
+    pub fn tenant_prefix(&self, kind: RecordKind, tenant: &TenantId) -> Path {
+        self.kind_prefix(kind)
+            .join(format!("tenant_id={tenant}").as_str())
+    }
+
+    pub fn object_path(&self, kind: RecordKind, tenant: &TenantId, date: NaiveDate, name: &str) -> Path {
+        self.tenant_prefix(kind, tenant)
+            .join(format!("date={}", date.format("%Y-%m-%d")).as_str())
+            .join(name)
+    }
+
+    /// URL of a tenant's table directory, with a trailing slash (a
+    /// DataFusion `ListingTableUrl` treats that as a directory).
+    pub fn table_url(&self, kind: RecordKind, tenant: &TenantId) -> String {
+        format!("{}/{}/", self.store_url, self.tenant_prefix(kind, tenant))
+    }
+
+    /// Flushes a written object to stable storage on the local filesystem
+    /// (file and directory); object stores with their own durability need
+    /// nothing.
+    pub fn sync(&self, path: &Path) -> Result<()> {
+        if self.local_root.is_none() {
+            return Ok(());
+        }
+        let file = PathBuf::from(format!("/{path}"));
+        std::fs::File::open(&file)?.sync_all()?;
+        if let Some(dir) = file.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_follow_the_hive_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::local(dir.path()).unwrap();
+        let t = TenantId::new("acme").unwrap();
+        let date = NaiveDate::from_ymd_opt(2026, 11, 26).unwrap();
+        let p = lake.object_path(RecordKind::Logs, &t, date, "0192.parquet");
+        let abs = std::fs::canonicalize(dir.path()).unwrap();
+        assert_eq!(
+            format!("/{p}"),
+            format!("{}/logs/tenant_id=acme/date=2026-11-26/0192.parquet", abs.display())
+        );
+        assert_eq!(
+            lake.table_url(RecordKind::Logs, &t),
+            format!("file://{}/logs/tenant_id=acme/", abs.display())
+        );
+    }
+}

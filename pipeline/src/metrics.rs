@@ -1,0 +1,76 @@
+//! Prometheus metrics of the pipeline (names per STYLE.md:
+//! `securenet_<subsystem>_<name>_<unit>`, bounded labels).
+
+use std::time::Duration;
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use schemas::Envelope;
+
+#[derive(Clone)]
+pub struct PipelineMetrics {
+    /// Rows written, by sink and kind.
+    pub sink_rows: IntCounterVec,
+    /// Envelopes written, by sink and kind.
+    pub sink_batches: IntCounterVec,
+    /// Failed writes, by sink.
+    pub sink_errors: IntCounterVec,
+    /// Time to write one envelope, by sink.
+    pub sink_write_seconds: HistogramVec,
+    /// Envelopes waiting on the embedded bus.
+    pub bus_depth: IntGauge,
+    /// Envelopes being written right now.
+    pub in_flight: IntGauge,
+}
+
+impl PipelineMetrics {
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let m = Self {
+            sink_rows: IntCounterVec::new(
+                Opts::new("securenet_sink_rows_total", "Rows written by a sink"),
+                &["sink", "kind"],
+            )?,
+            sink_batches: IntCounterVec::new(
+                Opts::new("securenet_sink_batches_total", "Batches written by a sink"),
+                &["sink", "kind"],
+            )?,
+            sink_errors: IntCounterVec::new(
+                Opts::new("securenet_sink_errors_total", "Failed sink writes"),
+                &["sink"],
+            )?,
+            sink_write_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "securenet_sink_write_duration_seconds",
+                    "Time to write one batch to a sink",
+                )
+                .buckets(prometheus::exponential_buckets(0.001, 2.0, 14)?),
+                &["sink"],
+            )?,
+            bus_depth: IntGauge::new(
+                "securenet_bus_queue_depth_batches",
+                "Batches waiting on the embedded bus",
+            )?,
+            in_flight: IntGauge::new(
+                "securenet_pipeline_in_flight_batches",
+                "Batches being written to the sinks",
+            )?,
+        };
+        registry.register(Box::new(m.sink_rows.clone()))?;
+        registry.register(Box::new(m.sink_batches.clone()))?;
+        registry.register(Box::new(m.sink_errors.clone()))?;
+        registry.register(Box::new(m.sink_write_seconds.clone()))?;
+        registry.register(Box::new(m.bus_depth.clone()))?;
+        registry.register(Box::new(m.in_flight.clone()))?;
+        Ok(m)
+    }
+
+    pub fn observe_write(&self, sink: &'static str, envelope: &Envelope, took: Duration) {
+        let kind = envelope.kind().as_str();
+        self.sink_rows
+            .with_label_values(&[sink, kind])
+            .inc_by(envelope.num_rows() as u64);
+        self.sink_batches.with_label_values(&[sink, kind]).inc();
+        self.sink_write_seconds
+            .with_label_values(&[sink])
+            .observe(took.as_secs_f64());
+    }
+}

@@ -1,0 +1,45 @@
+use serde::{Deserialize, Serialize};
+
+use super::sink::ParquetSink;
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+use crate::metrics::PipelineMetrics;
+
+/// Settings of the Parquet sink.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ParquetSinkConfig {
+    /// zstd level, 1 (fast) to 22 (small). 3 is zstd's own default.
+    pub zstd_level: i32,
+    /// Maximum rows per row group.
+    pub max_row_group_rows: usize,
+    /// fsync each object (and its directory) on the local filesystem before
+    /// acknowledging. Turning it off survives a process crash, not a power loss.
+    pub fsync: bool,
+}
+
+impl Default for ParquetSinkConfig {
+    fn default() -> Self {
+        Self {
+            zstd_level: 3,
+            max_row_group_rows: 128 * 1024,
+            fsync: true,
+        }
+    }
+}
+
+impl ParquetSinkConfig {
+    /// Validates the settings and builds the sink.
+    pub fn build(&self, lake: Lake, metrics: PipelineMetrics) -> Result<ParquetSink> {
+        if !(1..=22).contains(&self.zstd_level) {
+            return Err(Error::Config(format!(
+                "parquet.zstd_level is {}; use 1..=22",
+                self.zstd_level
+            )));
+        }
+        if self.max_row_group_rows == 0 {
+            return Err(Error::Config("parquet.max_row_group_rows must be positive".into()));
+        }
+        Ok(ParquetSink::new(self.clone(), lake, metrics))
+    }
+}

@@ -1,0 +1,24 @@
+//! The query API (axum): analyst SQL, health, Prometheus metrics, and the
+//! tenant scoping every route shares.
+//!
+//! Layout:
+//! - [`state`]: [`AppState`] — what handlers share — and [`router`], the one
+//!   function that builds the routes.
+//! - [`auth`]: the [`auth::Caller`] extractor: authenticate first, then pass
+//!   the tenant into everything.
+//! - [`sql`]: `POST /api/sql` — a DataFusion session per query that only has
+//!   the caller's tables registered, on its own runtime, with time and memory
+//!   limits; results as JSON, CSV or Arrow IPC.
+//! - [`ops`]: `/api/metrics/health`, `/metrics`, `/api/metrics/prometheus`.
+//! - [`headers`]: security headers on every response.
+//! - [`error`]: [`ApiError`] and its one mapping to HTTP statuses.
+
+pub mod auth;
+pub mod error;
+pub mod headers;
+pub mod ops;
+pub mod sql;
+pub mod state;
+
+pub use error::{ApiError, Result};
+pub use state::{AppState, HealthCheck, router};

@@ -1,0 +1,103 @@
+//! The tenant session: the caller's tables and nothing else.
+
+use std::sync::Arc;
+
+use arrow::datatypes::DataType;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::error::Result as DfResult;
+use datafusion::execution::memory_pool::GreedyMemoryPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::Statement;
+use pipeline::Lake;
+use schemas::{RecordKind, TenantId, schema};
+
+use super::SqlConfig;
+use crate::error::ApiError;
+
+/// A session in which only `tenant`'s tables exist.
+pub fn tenant_session(config: &SqlConfig, lake: &Lake, tenant: &TenantId) -> DfResult<SessionContext> {
+    let session_config = SessionConfig::new()
+        .with_information_schema(false)
+        .with_target_partitions(config.target_partitions.max(1))
+        .with_default_catalog_and_schema("securenet", "tenant");
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(GreedyMemoryPool::new(config.memory_limit_bytes)))
+        .build_arc()?;
+    let ctx = SessionContext::new_with_config_rt(session_config, runtime);
+    let url = url::Url::parse(lake.store_url())
+        .map_err(|e| datafusion::error::DataFusionError::Configuration(e.to_string()))?;
+    ctx.register_object_store(&url, lake.store());
+    for kind in RecordKind::ALL {
+        let table_url = ListingTableUrl::parse(lake.table_url(kind, tenant))?;
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+            .with_file_extension(".parquet")
+            .with_table_partition_cols(vec![("date".to_string(), DataType::Date32)]);
+        let table_config = ListingTableConfig::new(table_url)
+            .with_listing_options(options)
+            .with_schema(schema::schema(kind));
+        ctx.register_table(kind.as_str(), Arc::new(ListingTable::try_new(table_config)?))?;
+    }
+    Ok(ctx)
+}
+
+/// Parses `sql`, refuses anything but a query (or EXPLAIN of one), and
+/// plans it with DDL, DML and statements disabled as a second line of
+/// defence.
+pub async fn plan_read_only(ctx: &SessionContext, sql: &str) -> Result<DataFrame, ApiError> {
+    let state = ctx.state();
+    let dialect = state.config().options().sql_parser.dialect;
+    let statement = state
+        .sql_to_statement(sql, &dialect)
+        .map_err(ApiError::from_datafusion)?;
+    ensure_read_only(&statement)?;
+    let plan = state
+        .statement_to_plan(statement)
+        .await
+        .map_err(ApiError::from_datafusion)?;
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+        .verify_plan(&plan)
+        .map_err(|e| ApiError::Forbidden(format!("only read-only queries are allowed: {}", e.strip_backtrace())))?;
+    ctx.execute_logical_plan(plan).await.map_err(ApiError::from_datafusion)
+}
+
+fn ensure_read_only(statement: &DfStatement) -> Result<(), ApiError> {
+    let refuse = |what: &str| {
+        Err(ApiError::Forbidden(format!(
+            "{what} is not allowed: tenant sessions are read-only; use SELECT over your tables (logs, devices, scans, findings, anomalies, usage, api_requests)"
+        )))
+    };
+    match statement {
+        DfStatement::Statement(s) => match s.as_ref() {
+            Statement::Query(_) => Ok(()),
+            Statement::Explain { statement, .. } => match statement.as_ref() {
+                Statement::Query(_) => Ok(()),
+                _ => refuse("EXPLAIN of a non-query"),
+            },
+            other => refuse(statement_kind(other)),
+        },
+        DfStatement::Explain(e) => ensure_read_only(&e.statement),
+        DfStatement::CreateExternalTable(_) => refuse("CREATE EXTERNAL TABLE"),
+        DfStatement::CopyTo(_) => refuse("COPY"),
+        DfStatement::Reset(_) => refuse("RESET"),
+    }
+}
+
+fn statement_kind(s: &Statement) -> &'static str {
+    match s {
+        Statement::Insert(_) => "INSERT",
+        Statement::Update(_) => "UPDATE",
+        Statement::Delete(_) => "DELETE",
+        Statement::CreateTable(_) => "CREATE TABLE",
+        Statement::CreateView(_) => "CREATE VIEW",
+        Statement::Drop { .. } => "DROP",
+        Statement::Set(_) => "SET",
+        Statement::ShowTables { .. } | Statement::ShowColumns { .. } => "SHOW",
+        _ => "this statement",
+    }
+}

@@ -1,0 +1,46 @@
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use control::MetaStore;
+use futures::future::BoxFuture;
+
+use crate::error::ApiError;
+use crate::ops;
+use crate::sql::{self, SqlEngine};
+
+/// A named readiness check (metadata store, bus, sinks...).
+#[derive(Clone)]
+pub struct HealthCheck {
+    pub name: &'static str,
+    pub check: Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>,
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<MetaStore>,
+    pub sql: Arc<SqlEngine>,
+    pub registry: prometheus::Registry,
+    pub health: Arc<[HealthCheck]>,
+}
+
+/// The query API's routes over `state`.
+pub fn router(state: AppState) -> Router {
+    let sql_body_limit = state.sql.config().max_body_bytes;
+    Router::new()
+        .route(
+            "/api/sql",
+            post(sql::handler).layer(DefaultBodyLimit::max(sql_body_limit)),
+        )
+        .route("/api/metrics/health", get(ops::health))
+        .route("/api/metrics/prometheus", get(ops::prometheus))
+        .route("/metrics", get(ops::prometheus))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {}", uri.path()))
+}

@@ -1,0 +1,395 @@
+//! The bus envelope: one Arrow IPC stream (schema + exactly one record batch)
+//! plus five headers — `tenant`, `kind`, `schema_version`, `batch_id`,
+//! `produced_at` — identical on Kafka and on the embedded bus.
+//!
+//! [`Envelope::new`] and [`Envelope::decode`] are the only ways to obtain an
+//! envelope, and both enforce the invariants sinks rely on: the batch has the
+//! schema of its kind, every row belongs to the header's tenant, and every row
+//! carries the header's batch id. IPC-level compression is off on purpose:
+//! transport compression happens once, at the Kafka level.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, RecordBatch, StringArray, new_null_array};
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::kind::RecordKind;
+use crate::schema::{self, SchemaVersion};
+use crate::tenant::TenantId;
+
+pub const HEADER_TENANT: &str = "tenant";
+pub const HEADER_KIND: &str = "kind";
+pub const HEADER_SCHEMA_VERSION: &str = "schema_version";
+pub const HEADER_BATCH_ID: &str = "batch_id";
+pub const HEADER_PRODUCED_AT: &str = "produced_at";
+
+/// Envelope metadata; on Kafka these are message headers (and the tenant is
+/// also the message key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvelopeHeaders {
+    pub tenant: TenantId,
+    pub kind: RecordKind,
+    pub schema_version: SchemaVersion,
+    /// UUIDv7: unique and time-ordered; sinks de-duplicate on it.
+    pub batch_id: Uuid,
+    /// Milliseconds since the epoch, UTC.
+    pub produced_at: DateTime<Utc>,
+}
+
+impl EnvelopeHeaders {
+    /// The headers as (name, value) pairs, in a fixed order.
+    pub fn to_pairs(&self) -> [(&'static str, String); 5] {
+        [
+            (HEADER_TENANT, self.tenant.to_string()),
+            (HEADER_KIND, self.kind.to_string()),
+            (HEADER_SCHEMA_VERSION, self.schema_version.to_string()),
+            (HEADER_BATCH_ID, self.batch_id.to_string()),
+            (
+                HEADER_PRODUCED_AT,
+                self.produced_at.timestamp_millis().to_string(),
+            ),
+        ]
+    }
+
+    /// Parses headers from (name, value) pairs; unknown names are ignored so
+    /// that transports may add their own.
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Result<Self> {
+        let (mut tenant, mut kind, mut version, mut batch_id, mut produced_at) =
+            (None, None, None, None, None);
+        for (name, value) in pairs {
+            let slot = match name {
+                HEADER_TENANT => &mut tenant,
+                HEADER_KIND => &mut kind,
+                HEADER_SCHEMA_VERSION => &mut version,
+                HEADER_BATCH_ID => &mut batch_id,
+                HEADER_PRODUCED_AT => &mut produced_at,
+                _ => continue,
+            };
+            *slot = Some(value);
+        }
+        fn text<'a>(name: &'static str, v: Option<&'a [u8]>) -> Result<&'a str> {
+            let v = v.ok_or(Error::MissingHeader { name })?;
+            std::str::from_utf8(v).map_err(|_| Error::InvalidHeader {
+                name,
+                value: String::from_utf8_lossy(v).chars().take(64).collect(),
+            })
+        }
+        let invalid = |name, value: &str| Error::InvalidHeader {
+            name,
+            value: value.chars().take(64).collect(),
+        };
+        let tenant = TenantId::new(text(HEADER_TENANT, tenant)?)?;
+        let kind = text(HEADER_KIND, kind)?.parse()?;
+        let schema_version = text(HEADER_SCHEMA_VERSION, version)?.parse()?;
+        let id = text(HEADER_BATCH_ID, batch_id)?;
+        let batch_id = Uuid::parse_str(id).map_err(|_| invalid(HEADER_BATCH_ID, id))?;
+        let at = text(HEADER_PRODUCED_AT, produced_at)?;
+        let produced_at = at
+            .parse::<i64>()
+            .ok()
+            .and_then(DateTime::<Utc>::from_timestamp_millis)
+            .ok_or_else(|| invalid(HEADER_PRODUCED_AT, at))?;
+        Ok(Self {
+            tenant,
+            kind,
+            schema_version,
+            batch_id,
+            produced_at,
+        })
+    }
+}
+
+/// A validated batch of one kind for one tenant.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    headers: EnvelopeHeaders,
+    batch: RecordBatch,
+}
+
+impl Envelope {
+    /// Wraps a batch produced by this process. The batch must already carry
+    /// `batch_id` in its `batch_id` column (see [`crate::LogBatchBuilder`]).
+    pub fn new(tenant: TenantId, kind: RecordKind, batch_id: Uuid, batch: RecordBatch) -> Result<Self> {
+        let headers = EnvelopeHeaders {
+            tenant,
+            kind,
+            schema_version: schema::version(kind),
+            batch_id,
+            produced_at: DateTime::from_timestamp_millis(Utc::now().timestamp_millis())
+                .unwrap_or_default(),
+        };
+        let batch = conform(&headers, batch)?;
+        Ok(Self { headers, batch })
+    }
+
+    pub fn headers(&self) -> &EnvelopeHeaders {
+        &self.headers
+    }
+    pub fn batch(&self) -> &RecordBatch {
+        &self.batch
+    }
+    pub fn tenant(&self) -> &TenantId {
+        &self.headers.tenant
+    }
+    pub fn kind(&self) -> RecordKind {
+        self.headers.kind
+    }
+    pub fn batch_id(&self) -> Uuid {
+        self.headers.batch_id
+    }
+    pub fn num_rows(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    /// Encodes the batch as one Arrow IPC stream (schema + one batch).
+    pub fn encode(&self) -> Result<Bytes> {
+        let mut out = Vec::with_capacity(self.batch.get_array_memory_size() + 1024);
+        let mut writer = StreamWriter::try_new(&mut out, &self.batch.schema())?;
+        writer.write(&self.batch)?;
+        writer.finish()?;
+        drop(writer);
+        Ok(Bytes::from(out))
+    }
+
+    /// Decodes and validates an envelope received from the bus.
+    pub fn decode(headers: EnvelopeHeaders, payload: &[u8]) -> Result<Self> {
+        let corrupt = |e: arrow::error::ArrowError| Error::CorruptPayload(e.to_string());
+        let mut reader = StreamReader::try_new(payload, None).map_err(corrupt)?;
+        let batch = match reader.next() {
+            Some(batch) => batch.map_err(corrupt)?,
+            None => return Err(Error::CorruptPayload("stream holds no record batch".into())),
+        };
+        if let Some(extra) = reader.next() {
+            extra.map_err(corrupt)?;
+            return Err(Error::CorruptPayload(
+                "stream holds more than one record batch".into(),
+            ));
+        }
+        let batch = conform(&headers, batch)?;
+        Ok(Self { headers, batch })
+    }
+}
+
+/// Brings `batch` to the current schema of the header's kind and checks the
+/// per-row invariants. Accepts the same major version only: an older minor is
+/// padded with null columns, a newer minor has its extra columns dropped.
+fn conform(headers: &EnvelopeHeaders, batch: RecordBatch) -> Result<RecordBatch> {
+    let kind = headers.kind;
+    let ours = schema::version(kind);
+    let expected = schema::schema(kind);
+    let theirs = headers.schema_version;
+    let mismatch = |detail: String| Error::SchemaMismatch {
+        kind,
+        version: theirs.to_string(),
+        detail,
+    };
+    if theirs.major != ours.major {
+        return Err(mismatch(format!(
+            "unsupported major version (this build reads {}.x)",
+            ours.major
+        )));
+    }
+    let actual = batch.schema();
+    let batch = if actual.fields().len() < expected.fields().len() && theirs.minor < ours.minor {
+        // Pad an older minor version: the missing columns must be nullable.
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        for field in expected.fields().iter().skip(actual.fields().len()) {
+            if !field.is_nullable() {
+                return Err(mismatch(format!("missing non-null column {:?}", field.name())));
+            }
+            columns.push(new_null_array(field.data_type(), batch.num_rows()));
+        }
+        RecordBatch::try_new(expected.clone(), columns)?
+    } else {
+        match schema::fields_match(&expected, &actual) {
+            Ok(0) => batch,
+            Ok(_) if theirs.minor > ours.minor => batch.project(
+                &(0..expected.fields().len()).collect::<Vec<_>>(),
+            )?,
+            Ok(extra) => return Err(mismatch(format!("{extra} unexpected extra column(s)"))),
+            Err(detail) => {
+                return Err(match schema::kind_of(&actual) {
+                    Some(other) if other != kind => Error::WrongKind {
+                        header: kind,
+                        actual: other.to_string(),
+                    },
+                    _ => mismatch(detail),
+                });
+            }
+        }
+    };
+    // Re-attach our schema so field metadata is identical across producers.
+    let batch = RecordBatch::try_new(expected, batch.columns().to_vec())?;
+    check_rows(headers, &batch)?;
+    Ok(batch)
+}
+
+fn string_column<'a>(batch: &'a RecordBatch, index: usize) -> Result<&'a StringArray> {
+    batch
+        .column(index)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| Error::CorruptPayload(format!("column {index} is not utf8")))
+}
+
+fn check_rows(headers: &EnvelopeHeaders, batch: &RecordBatch) -> Result<()> {
+    let tenants = string_column(batch, 0)?;
+    let tenant = headers.tenant.as_str();
+    if let Some(row) = (0..tenants.len()).find(|&i| tenants.is_null(i) || tenants.value(i) != tenant) {
+        return Err(Error::MixedTenants {
+            header: tenant.to_string(),
+            row,
+            found: if tenants.is_null(row) {
+                "null".into()
+            } else {
+                tenants.value(row).chars().take(80).collect()
+            },
+        });
+    }
+    let ids = string_column(batch, 3)?;
+    let id = headers.batch_id.to_string();
+    if let Some(row) = (0..ids.len()).find(|&i| ids.is_null(i) || ids.value(i) != id) {
+        return Err(Error::InvalidHeader {
+            name: HEADER_BATCH_ID,
+            value: format!("{id} (row {row} carries {:?})", ids.value(row)),
+        });
+    }
+    Ok(())
+}
+
+/// Helper for producers: a constant string column of `len` rows.
+pub fn constant_utf8(value: &str, len: usize) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(std::iter::repeat_n(value, len)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logs::{LogBatchBuilder, LogRecord};
+
+    fn tenant(t: &str) -> TenantId {
+        TenantId::new(t).unwrap()
+    }
+
+    fn logs(t: &str, n: usize) -> (Uuid, RecordBatch) {
+        let id = Uuid::now_v7();
+        let mut b = LogBatchBuilder::with_capacity(n);
+        for i in 0..n {
+            b.append(&LogRecord {
+                ts_ms: 1_700_000_000_000 + i as i64,
+                message: format!("message {i}"),
+                host: Some("web-1".into()),
+                ..LogRecord::default()
+            });
+        }
+        (id, b.finish(&tenant(t), id).unwrap())
+    }
+
+    fn round_trip(env: &Envelope) -> Result<Envelope> {
+        let bytes = env.encode()?;
+        let pairs = env.headers().to_pairs();
+        let headers = EnvelopeHeaders::from_pairs(pairs.iter().map(|(k, v)| (*k, v.as_bytes())))?;
+        Envelope::decode(headers, &bytes)
+    }
+
+    #[test]
+    fn round_trips_batch_and_headers() {
+        let (id, batch) = logs("acme", 10);
+        let env = Envelope::new(tenant("acme"), RecordKind::Logs, id, batch.clone()).unwrap();
+        let back = round_trip(&env).unwrap();
+        assert_eq!(back.headers(), env.headers());
+        assert_eq!(back.batch(), &batch);
+        assert_eq!(back.num_rows(), 10);
+    }
+
+    #[test]
+    fn corrupt_payload_is_a_clear_error() {
+        let (id, batch) = logs("acme", 3);
+        let env = Envelope::new(tenant("acme"), RecordKind::Logs, id, batch).unwrap();
+        let mut bytes = env.encode().unwrap().to_vec();
+        bytes.truncate(bytes.len() / 2);
+        let err = Envelope::decode(env.headers().clone(), &bytes).unwrap_err();
+        assert!(matches!(err, Error::CorruptPayload(_)), "{err}");
+        let err = Envelope::decode(env.headers().clone(), b"not arrow at all").unwrap_err();
+        assert!(err.to_string().starts_with("corrupt envelope payload"), "{err}");
+    }
+
+    #[test]
+    fn wrong_kind_names_both_kinds() {
+        let (id, batch) = logs("acme", 3);
+        let env = Envelope::new(tenant("acme"), RecordKind::Logs, id, batch).unwrap();
+        let mut headers = env.headers().clone();
+        headers.kind = RecordKind::Devices;
+        let err = Envelope::decode(headers, &env.encode().unwrap()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "envelope says kind devices but the batch has the schema of logs"
+        );
+    }
+
+    #[test]
+    fn schema_mismatch_names_the_column() {
+        let (id, batch) = logs("acme", 3);
+        // Drop the `message` column: no kind has that shape.
+        let idx: Vec<usize> = (0..batch.num_columns())
+            .filter(|&i| batch.schema().field(i).name() != "message")
+            .collect();
+        let broken = batch.project(&idx).unwrap();
+        let err = Envelope::new(tenant("acme"), RecordKind::Logs, id, broken).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("schema mismatch for logs v1.0"), "{msg}");
+        assert!(msg.contains("source_ip") || msg.contains("message"), "{msg}");
+    }
+
+    #[test]
+    fn unsupported_major_version_is_refused() {
+        let (id, batch) = logs("acme", 1);
+        let env = Envelope::new(tenant("acme"), RecordKind::Logs, id, batch).unwrap();
+        let mut headers = env.headers().clone();
+        headers.schema_version = SchemaVersion { major: 2, minor: 0 };
+        let err = Envelope::decode(headers, &env.encode().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("unsupported major version"), "{err}");
+    }
+
+    #[test]
+    fn two_tenants_in_one_batch_are_refused() {
+        let (id, a) = logs("acme", 2);
+        let mut tenants: Vec<ArrayRef> = a.columns().to_vec();
+        tenants[0] = Arc::new(StringArray::from(vec!["acme", "globex"]));
+        let mixed = RecordBatch::try_new(a.schema(), tenants).unwrap();
+        let err = Envelope::new(tenant("acme"), RecordKind::Logs, id, mixed).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "batch belongs to tenant acme but row 1 has tenant \"globex\""
+        );
+    }
+
+    #[test]
+    fn header_errors_name_the_header() {
+        let (id, batch) = logs("acme", 1);
+        let env = Envelope::new(tenant("acme"), RecordKind::Logs, id, batch).unwrap();
+        let pairs = env.headers().to_pairs();
+        let missing = EnvelopeHeaders::from_pairs(
+            pairs.iter().filter(|(k, _)| *k != HEADER_BATCH_ID).map(|(k, v)| (*k, v.as_bytes())),
+        )
+        .unwrap_err();
+        assert_eq!(missing.to_string(), "envelope header batch_id is missing");
+        let bad = EnvelopeHeaders::from_pairs(pairs.iter().map(|(k, v)| {
+            (*k, if *k == HEADER_KIND { &b"lawgs"[..] } else { v.as_bytes() })
+        }))
+        .unwrap_err();
+        assert!(bad.to_string().starts_with("unknown record kind \"lawgs\""), "{bad}");
+    }
+
+    #[test]
+    fn batch_id_column_must_match_header() {
+        let (_, batch) = logs("acme", 2);
+        let err = Envelope::new(tenant("acme"), RecordKind::Logs, Uuid::now_v7(), batch).unwrap_err();
+        assert!(err.to_string().contains("batch_id"), "{err}");
+    }
+}

@@ -1,0 +1,137 @@
+//! The billing catalogue (../shared/API.md "Plans"). Money is integer cents.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// Price per device over the plan's limit, in cents ($5).
+pub const DEVICE_OVERAGE_CENTS: u64 = 500;
+/// Price per scan over the plan's monthly limit, in cents ($0.10).
+pub const SCAN_OVERAGE_CENTS: u64 = 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Plan {
+    Starter,
+    Professional,
+    Business,
+    Enterprise,
+    Msp,
+}
+
+/// What a plan allows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanLimits {
+    pub max_devices: u64,
+    pub max_scans_per_month: u64,
+    pub log_retention_days: u32,
+}
+
+impl Plan {
+    pub const ALL: [Plan; 5] = [
+        Plan::Starter,
+        Plan::Professional,
+        Plan::Business,
+        Plan::Enterprise,
+        Plan::Msp,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Plan::Starter => "starter",
+            Plan::Professional => "professional",
+            Plan::Business => "business",
+            Plan::Enterprise => "enterprise",
+            Plan::Msp => "msp",
+        }
+    }
+
+    /// Monthly base price in cents.
+    pub fn price_cents(self) -> u64 {
+        match self {
+            Plan::Starter => 9_900,
+            Plan::Professional => 29_900,
+            Plan::Business => 79_900,
+            Plan::Enterprise => 199_900,
+            Plan::Msp => 299_900,
+        }
+    }
+
+    pub fn limits(self) -> PlanLimits {
+        let (max_devices, max_scans_per_month, log_retention_days) = match self {
+            Plan::Starter => (5, 25, 30),
+            Plan::Professional => (50, 250, 30),
+            Plan::Business => (500, 2_500, 30),
+            Plan::Enterprise => (1_000, 5_000, 365),
+            Plan::Msp => (1_000, 10_000, 365),
+        };
+        PlanLimits {
+            max_devices,
+            max_scans_per_month,
+            log_retention_days,
+        }
+    }
+
+    pub fn features(self) -> &'static [&'static str] {
+        match self {
+            Plan::Starter => &["basic scanning", "email alerts"],
+            Plan::Professional => &["advanced scanning", "ML detection", "integrations"],
+            Plan::Business => &["full suite", "compliance reporting"],
+            Plan::Enterprise => &["full suite", "white-label", "compliance"],
+            Plan::Msp => &["multi-tenant (child organizations)", "reseller"],
+        }
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Plan {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Plan::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| Error::UnknownPlan(s.chars().take(64).collect()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalogue_matches_the_product_table() {
+        let rows: Vec<_> = Plan::ALL
+            .iter()
+            .map(|p| {
+                let l = p.limits();
+                (p.as_str(), p.price_cents(), l.max_devices, l.max_scans_per_month, l.log_retention_days)
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("starter", 9_900, 5, 25, 30),
+                ("professional", 29_900, 50, 250, 30),
+                ("business", 79_900, 500, 2_500, 30),
+                ("enterprise", 199_900, 1_000, 5_000, 365),
+                ("msp", 299_900, 1_000, 10_000, 365),
+            ]
+        );
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for p in Plan::ALL {
+            assert_eq!(p.as_str().parse::<Plan>().unwrap(), p);
+        }
+        assert!("gold".parse::<Plan>().is_err());
+    }
+}

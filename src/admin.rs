@@ -1,0 +1,75 @@
+//! `securenet orgs …` and `securenet keys …`: the control plane from the
+//! command line, against the same metadata store `serve` uses (SQLite WAL
+//! lets both run at once; revocations apply to the next request).
+
+use anyhow::Context;
+use control::{MetaStore, NewOrganization, Role};
+use schemas::TenantId;
+
+use crate::cli::{KeysCommand, OrgsCommand};
+use crate::config::Config;
+
+pub fn open_store(config: &Config) -> anyhow::Result<MetaStore> {
+    let path = config.database_path();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    MetaStore::open(&path).with_context(|| format!("opening metadata store {}", path.display()))
+}
+
+pub fn orgs(config: &Config, command: OrgsCommand) -> anyhow::Result<()> {
+    let store = open_store(config)?;
+    match command {
+        OrgsCommand::Create { id, name, owner_email, plan, parent } => {
+            let org = store.create_organization(&NewOrganization {
+                id: TenantId::new(&id)?,
+                name,
+                owner_email,
+                plan: plan.parse()?,
+                parent_id: parent.as_deref().map(TenantId::new).transpose()?,
+            })?;
+            println!("{}", serde_json::to_string_pretty(&org)?);
+        }
+        OrgsCommand::List { json } => {
+            let orgs = store.list_organizations()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&orgs)?);
+            } else {
+                println!("{:<24} {:<14} {:<32} {}", "ID", "PLAN", "OWNER", "NAME");
+                for o in orgs {
+                    println!("{:<24} {:<14} {:<32} {}", o.id, o.plan, o.owner_email, o.name);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
+    let store = open_store(config)?;
+    match command {
+        KeysCommand::Create { org, name, role } => {
+            let role: Role = role.parse()?;
+            let key = store.create_key(&TenantId::new(&org)?, &name, role)?;
+            eprintln!("created key {} ({role}) for {org}; the secret below is shown only once", key.id);
+            println!("{}", key.secret);
+        }
+        KeysCommand::List { org, json } => {
+            let keys = store.list_keys(&TenantId::new(&org)?)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+            } else {
+                println!("{:<18} {:<8} {:<10} {}", "ID", "ROLE", "STATE", "NAME");
+                for k in keys {
+                    let state = if k.revoked_at.is_some() { "revoked" } else { "active" };
+                    println!("{:<18} {:<8} {:<10} {}", k.id, k.role, state, k.name);
+                }
+            }
+        }
+        KeysCommand::Revoke { org, id } => {
+            store.revoke_key(&TenantId::new(&org)?, &id)?;
+            eprintln!("revoked key {id} of {org}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,159 @@
+//! The configuration file and its environment overrides.
+//!
+//! Precedence: built-in defaults < TOML file (`--config` / SECURENET_CONFIG)
+//! < `SECURENET_*` environment variables, where `__` separates nesting
+//! levels (`SECURENET_INGEST__BATCH__LINGER_MS=50`). Unknown keys are errors
+//! at every level, so a typo never silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where embedded state lives: the metadata store and the Parquet lake.
+    pub data_dir: PathBuf,
+    /// HTTP listener shared by ingest and the query API in `serve`.
+    pub http: HttpConfig,
+    pub log: LogConfig,
+    pub control: ControlConfig,
+    /// Passed to the ingest crate (batching, HTTP limits).
+    pub ingest: ingest::IngestConfig,
+    pub pipeline: PipelineConfig,
+    pub sql: query_api::sql::SqlConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to listen on. The default only accepts local connections;
+    /// use 0.0.0.0:8080 to serve other machines.
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` for humans, `json` for log shippers.
+    pub format: String,
+    /// tracing filter, e.g. `info` or `info,ingest=debug`; RUST_LOG wins.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// SQLite metadata store; default `<data_dir>/meta.db`.
+    pub database: Option<PathBuf>,
+    /// Plan of the default organization created on first start.
+    pub default_plan: String,
+    /// Use this API key for the default organization instead of generating
+    /// one (at least 20 characters). Stored hashed.
+    pub default_api_key: Option<String>,
+}
+
+/// The pipeline role's settings.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Batches the embedded bus holds before publishers wait.
+    pub bus_capacity: usize,
+    pub consumer: pipeline::consumer::ConsumerConfig,
+    pub parquet: pipeline::sinks::parquet::ParquetSinkConfig,
+    /// Parquet lake directory; default `<data_dir>/lake`.
+    pub lake_dir: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            http: HttpConfig::default(),
+            log: LogConfig::default(),
+            control: ControlConfig::default(),
+            ingest: Default::default(),
+            pipeline: PipelineConfig {
+                bus_capacity: 64,
+                ..Default::default()
+            },
+            sql: Default::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            database: None,
+            default_plan: "enterprise".into(),
+            default_api_key: None,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the file (if any), then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                anyhow::bail!("config file {} does not exist", path.display());
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("SECURENET_").ignore(&["config"]).split("__"));
+        let config: Config = figment.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        self.ingest.validate()?;
+        if self.pipeline.bus_capacity == 0 {
+            anyhow::bail!("pipeline.bus_capacity must be positive");
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            anyhow::bail!("log.format is {:?}; use text or json", self.log.format);
+        }
+        self.control
+            .default_plan
+            .parse::<schemas::Plan>()
+            .map_err(|e| anyhow::anyhow!("control.default_plan: {e}"))?;
+        Ok(())
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.control
+            .database
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("meta.db"))
+    }
+
+    pub fn lake_dir(&self) -> PathBuf {
+        self.pipeline
+            .lake_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("lake"))
+    }
+}

@@ -1,0 +1,73 @@
+//! The `securenet` binary: parses the CLI and configuration, builds the
+//! components from the library crates, runs them and shuts them down. No
+//! pipeline logic lives here.
+
+mod admin;
+mod cli;
+mod config;
+mod serve;
+mod testdata;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command};
+use crate::config::Config;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("securenet: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => {
+            init_tracing(&config);
+            // Analyst queries get their own runtime so a heavy query cannot
+            // starve ingest and the API (DataFusion's recommendation).
+            let sql_runtime = tokio::runtime::Builder::new_multi_thread()
+                .thread_name("securenet-sql")
+                .enable_all()
+                .build()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .thread_name("securenet")
+                .enable_all()
+                .build()?;
+            let outcome = runtime.block_on(serve::run(config, sql_runtime.handle().clone()));
+            runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+            sql_runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            outcome
+        }
+        Command::Orgs(c) => admin::orgs(&config, c),
+        Command::Keys(c) => admin::keys(&config, c),
+        Command::Gen(args) => testdata::run(args),
+        Command::Config => {
+            println!("{}", toml::to_string_pretty(&config)?);
+            Ok(())
+        }
+    }
+}
+
+fn init_tracing(config: &Config) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(config.log.level.clone()));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    if config.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
