@@ -20,7 +20,13 @@ pub fn open_store(config: &Config) -> anyhow::Result<MetaStore> {
 pub fn orgs(config: &Config, command: OrgsCommand) -> anyhow::Result<()> {
     let store = open_store(config)?;
     match command {
-        OrgsCommand::Create { id, name, owner_email, plan, parent } => {
+        OrgsCommand::Create {
+            id,
+            name,
+            owner_email,
+            plan,
+            parent,
+        } => {
             let org = store.create_organization(&NewOrganization {
                 id: TenantId::new(&id)?,
                 name,
@@ -35,9 +41,12 @@ pub fn orgs(config: &Config, command: OrgsCommand) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&orgs)?);
             } else {
-                println!("{:<24} {:<14} {:<32} {}", "ID", "PLAN", "OWNER", "NAME");
+                println!("{:<24} {:<14} {:<32} NAME", "ID", "PLAN", "OWNER");
                 for o in orgs {
-                    println!("{:<24} {:<14} {:<32} {}", o.id, o.plan, o.owner_email, o.name);
+                    println!(
+                        "{:<24} {:<14} {:<32} {}",
+                        o.id, o.plan, o.owner_email, o.name
+                    );
                 }
             }
         }
@@ -51,7 +60,10 @@ pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Create { org, name, role } => {
             let role: Role = role.parse()?;
             let key = store.create_key(&TenantId::new(&org)?, &name, role)?;
-            eprintln!("created key {} ({role}) for {org}; the secret below is shown only once", key.id);
+            eprintln!(
+                "created key {} ({role}) for {org}; the secret below is shown only once",
+                key.id
+            );
             println!("{}", key.secret);
         }
         KeysCommand::List { org, json } => {
@@ -59,9 +71,13 @@ pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&keys)?);
             } else {
-                println!("{:<18} {:<8} {:<10} {}", "ID", "ROLE", "STATE", "NAME");
+                println!("{:<18} {:<8} {:<10} NAME", "ID", "ROLE", "STATE");
                 for k in keys {
-                    let state = if k.revoked_at.is_some() { "revoked" } else { "active" };
+                    let state = if k.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    };
                     println!("{:<18} {:<8} {:<10} {}", k.id, k.role, state, k.name);
                 }
             }

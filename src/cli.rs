@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "securenet", version, about = "Multi-tenant security-telemetry pipeline")]
+#[command(
+    name = "securenet",
+    version,
+    about = "Multi-tenant security-telemetry pipeline"
+)]
 pub struct Cli {
     /// TOML configuration file; SECURENET_* environment variables override it
     /// (nested keys joined by `__`, e.g. SECURENET_HTTP__LISTEN).

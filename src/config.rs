@@ -123,7 +123,9 @@ impl Config {
             figment = figment.merge(Toml::file(path));
         }
         figment = figment.merge(Env::prefixed("SECURENET_").ignore(&["config"]).split("__"));
-        let config: Config = figment.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        let config: Config = figment
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         config.validate()?;
         Ok(config)
     }

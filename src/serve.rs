@@ -18,7 +18,7 @@ use pipeline::{BusProducer, Lake, PipelineMetrics, Sink, consumer};
 use query_api::sql::SqlEngine;
 use query_api::{AppState, HealthCheck};
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::config::Config;
 
@@ -49,10 +49,19 @@ pub async fn run(config: Config, sql_runtime: tokio::runtime::Handle) -> anyhow:
         pipeline_metrics.clone(),
     ));
     let producer: Arc<dyn BusProducer> = Arc::new(producer);
-    let (batcher, batcher_task) =
-        Batcher::start(config.ingest.batch.clone(), producer.clone(), ingest_metrics.clone())?;
+    let (batcher, batcher_task) = Batcher::start(
+        config.ingest.batch.clone(),
+        producer.clone(),
+        ingest_metrics.clone(),
+    )?;
 
-    let health = health_checks(&store, &sinks, &producer, &pipeline_metrics, config.pipeline.bus_capacity);
+    let health = health_checks(
+        &store,
+        &sinks,
+        &producer,
+        &pipeline_metrics,
+        config.pipeline.bus_capacity,
+    );
     let api = AppState {
         store: store.clone(),
         sql: Arc::new(SqlEngine::new(config.sql.clone(), lake, sql_runtime)),
@@ -74,12 +83,12 @@ pub async fn run(config: Config, sql_runtime: tokio::runtime::Handle) -> anyhow:
         .with_context(|| format!("binding {}", config.http.listen))?;
     let addr = listener.local_addr()?;
     info!(%addr, data_dir = %config.data_dir.display(), "securenet serving");
+    let closing = batcher.clone();
+    let signal = shutdown_signal()?;
     // A machine-readable line for scripts and tests that bind port 0.
     println!("securenet ready http={addr}");
-
-    let closing = batcher.clone();
     let shutdown = async move {
-        shutdown_signal().await;
+        signal.await;
         info!("shutting down: flushing pending batches");
         closing.close().await;
     };
@@ -128,14 +137,25 @@ fn health_checks(
             name: "metadata",
             check: Arc::new(move || {
                 let store = store.clone();
-                async move { store.list_organizations().map(|_| ()).map_err(|e| e.to_string()) }.boxed()
+                async move {
+                    store
+                        .list_organizations()
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+                .boxed()
             }),
         },
         HealthCheck {
             name: "sinks",
             check: Arc::new(move || {
                 let sinks = sinks.clone();
-                async move { consumer::healthcheck(&sinks).await.map_err(|e| e.to_string()) }.boxed()
+                async move {
+                    consumer::healthcheck(&sinks)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                .boxed()
             }),
         },
         HealthCheck {
@@ -148,7 +168,9 @@ fn health_checks(
                     let depth = bus.depth();
                     metrics.bus_depth.set(depth as i64);
                     if depth > bus_capacity * 4 {
-                        return Err(format!("bus backlog of {depth} batches (capacity {bus_capacity})"));
+                        return Err(format!(
+                            "bus backlog of {depth} batches (capacity {bus_capacity})"
+                        ));
                     }
                     Ok(())
                 }
@@ -158,29 +180,17 @@ fn health_checks(
     ]
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            warn!(%error, "cannot listen for ctrl-c");
-            std::future::pending::<()>().await;
+/// Installs the SIGINT/SIGTERM handlers now (before the server announces
+/// readiness, so an early signal is never fatal) and returns a future that
+/// resolves on the first of them.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {},
+            _ = terminate.recv() => {},
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(error) => {
-                warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
+    })
 }

@@ -52,7 +52,8 @@ pub fn run(args: GenArgs) -> anyhow::Result<()> {
             let mut files = BTreeMap::new();
             for t in &tenants {
                 let path = dir.join(format!("{t}.{ext}"));
-                let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+                let file =
+                    File::create(&path).with_context(|| format!("creating {}", path.display()))?;
                 files.insert(t.clone(), BufWriter::new(file));
             }
             for event in generator.by_ref() {

@@ -1,1 +1,11 @@
+//! End-to-end tests: the real `securenet` binary, driven through its public
+//! interfaces (HTTP, CLI, files). Run by `scripts/test.sh`
+//! (`cargo test --features e2e`), which also starts the external services
+//! later suites need.
 
+mod support;
+
+mod cli;
+mod ingest_http;
+mod lifecycle;
+mod sql_tenancy;

@@ -94,9 +94,18 @@ mod tests {
     #[test]
     fn finds_the_key_in_every_supported_header() {
         assert_eq!(presented_key(&headers(&[("x-api-key", "k1")])), Some("k1"));
-        assert_eq!(presented_key(&headers(&[("authorization", "Bearer k2")])), Some("k2"));
-        assert_eq!(presented_key(&headers(&[("authorization", "Splunk k3")])), Some("k3"));
-        assert_eq!(presented_key(&headers(&[("authorization", "Basic abc")])), None);
+        assert_eq!(
+            presented_key(&headers(&[("authorization", "Bearer k2")])),
+            Some("k2")
+        );
+        assert_eq!(
+            presented_key(&headers(&[("authorization", "Splunk k3")])),
+            Some("k3")
+        );
+        assert_eq!(
+            presented_key(&headers(&[("authorization", "Basic abc")])),
+            None
+        );
         assert_eq!(presented_key(&headers(&[])), None);
     }
 

@@ -214,7 +214,11 @@ impl MetaStore {
             {
                 Err(Error::NotFound {
                     what: "parent organization",
-                    id: org.parent_id.as_ref().map(ToString::to_string).unwrap_or_default(),
+                    id: org
+                        .parent_id
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
                 })
             }
             Err(e) => Err(e.into()),
@@ -237,7 +241,9 @@ impl MetaStore {
             "SELECT id, name, owner_email, plan, max_devices, max_scans_per_month, \
              log_retention_days, parent_id, created_at FROM organizations ORDER BY id",
         )?;
-        let rows = stmt.query_map([], raw_org)?.collect::<Result<Vec<_>, _>>()?;
+        let rows = stmt
+            .query_map([], raw_org)?
+            .collect::<Result<Vec<_>, _>>()?;
         rows.into_iter().map(RawOrg::into_org).collect()
     }
 
@@ -249,7 +255,13 @@ impl MetaStore {
     }
 
     /// Stores a key supplied by the operator (configuration); idempotent.
-    pub fn import_key(&self, org: &TenantId, name: &str, role: Role, secret: &str) -> Result<String> {
+    pub fn import_key(
+        &self,
+        org: &TenantId,
+        name: &str,
+        role: Role,
+        secret: &str,
+    ) -> Result<String> {
         if secret.len() < keys::MIN_CONFIGURED_KEY_LEN {
             return Err(Error::Invalid(format!(
                 "configured API key is {} characters long; use at least {}",
@@ -264,7 +276,14 @@ impl MetaStore {
         }
     }
 
-    fn insert_key(&self, org: &TenantId, name: &str, role: Role, id: &str, secret: &str) -> Result<()> {
+    fn insert_key(
+        &self,
+        org: &TenantId,
+        name: &str,
+        role: Role,
+        id: &str,
+        secret: &str,
+    ) -> Result<()> {
         if self.organization(org)?.is_none() {
             return Err(Error::NotFound {
                 what: "organization",
@@ -439,8 +458,16 @@ mod tests {
     #[test]
     fn default_org_is_created_once_with_one_key() {
         let store = MetaStore::open_in_memory().unwrap();
-        let key = store.ensure_default_org(Plan::Professional, None).unwrap().unwrap();
-        assert!(store.ensure_default_org(Plan::Professional, None).unwrap().is_none());
+        let key = store
+            .ensure_default_org(Plan::Professional, None)
+            .unwrap()
+            .unwrap();
+        assert!(
+            store
+                .ensure_default_org(Plan::Professional, None)
+                .unwrap()
+                .is_none()
+        );
         let p = store.verify_key(&key.secret).unwrap();
         assert_eq!(p.tenant.as_str(), "default");
         assert_eq!(p.role, Role::Admin);
@@ -453,8 +480,18 @@ mod tests {
     fn configured_default_key_works_and_is_idempotent() {
         let store = MetaStore::open_in_memory().unwrap();
         let key = "configured-key-for-tests-0001";
-        assert!(store.ensure_default_org(Plan::Starter, Some(key)).unwrap().is_none());
-        assert!(store.ensure_default_org(Plan::Starter, Some(key)).unwrap().is_none());
+        assert!(
+            store
+                .ensure_default_org(Plan::Starter, Some(key))
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .ensure_default_org(Plan::Starter, Some(key))
+                .unwrap()
+                .is_none()
+        );
         assert_eq!(store.verify_key(key).unwrap().tenant.as_str(), "default");
         assert_eq!(store.list_keys(&t("default")).unwrap().len(), 1);
         assert!(matches!(
@@ -467,10 +504,14 @@ mod tests {
     fn keys_are_stored_hashed_listed_and_revocable() {
         let store = MetaStore::open_in_memory().unwrap();
         org(&store, "acme");
-        let key = store.create_key(&t("acme"), "forwarder", Role::Member).unwrap();
+        let key = store
+            .create_key(&t("acme"), "forwarder", Role::Member)
+            .unwrap();
         let stored: Vec<u8> = store
             .conn()
-            .query_row("SELECT hash FROM api_keys WHERE id = ?1", [&key.id], |r| r.get(0))
+            .query_row("SELECT hash FROM api_keys WHERE id = ?1", [&key.id], |r| {
+                r.get(0)
+            })
             .unwrap();
         assert_ne!(stored, key.secret.as_bytes());
         assert_eq!(stored.len(), 32);
@@ -481,10 +522,17 @@ mod tests {
         assert_eq!(listed[0].role, Role::Member);
 
         assert_eq!(store.verify_key(&key.secret).unwrap().role, Role::Member);
-        assert!(store.list_keys(&t("acme")).unwrap()[0].last_used_at.is_some());
+        assert!(
+            store.list_keys(&t("acme")).unwrap()[0]
+                .last_used_at
+                .is_some()
+        );
 
         store.revoke_key(&t("acme"), &key.id).unwrap();
-        assert!(matches!(store.verify_key(&key.secret), Err(Error::InvalidCredentials)));
+        assert!(matches!(
+            store.verify_key(&key.secret),
+            Err(Error::InvalidCredentials)
+        ));
         assert!(store.list_keys(&t("acme")).unwrap()[0].revoked_at.is_some());
     }
 
@@ -496,8 +544,14 @@ mod tests {
         let mut forged = key.secret.clone();
         forged.pop();
         forged.push(if key.secret.ends_with('0') { '1' } else { '0' });
-        assert!(matches!(store.verify_key(&forged), Err(Error::InvalidCredentials)));
-        assert!(matches!(store.verify_key("sn_nope"), Err(Error::InvalidCredentials)));
+        assert!(matches!(
+            store.verify_key(&forged),
+            Err(Error::InvalidCredentials)
+        ));
+        assert!(matches!(
+            store.verify_key("sn_nope"),
+            Err(Error::InvalidCredentials)
+        ));
     }
 
     #[test]
@@ -524,7 +578,10 @@ mod tests {
             plan: Plan::Starter,
             parent_id: None,
         });
-        assert_eq!(dup.unwrap_err().to_string(), "organization \"acme\" already exists");
+        assert_eq!(
+            dup.unwrap_err().to_string(),
+            "organization \"acme\" already exists"
+        );
         let orphan = store.create_organization(&NewOrganization {
             id: t("child"),
             name: "x".into(),
@@ -533,7 +590,12 @@ mod tests {
             parent_id: Some(t("nobody")),
         });
         assert!(matches!(orphan, Err(Error::NotFound { .. })), "{orphan:?}");
-        let ids: Vec<_> = store.list_organizations().unwrap().into_iter().map(|o| o.id).collect();
+        let ids: Vec<_> = store
+            .list_organizations()
+            .unwrap()
+            .into_iter()
+            .map(|o| o.id)
+            .collect();
         assert_eq!(ids, [t("acme")]);
     }
 
@@ -543,9 +605,15 @@ mod tests {
         let path = dir.path().join("meta.db");
         let key = {
             let store = MetaStore::open(&path).unwrap();
-            store.ensure_default_org(Plan::Starter, None).unwrap().unwrap()
+            store
+                .ensure_default_org(Plan::Starter, None)
+                .unwrap()
+                .unwrap()
         };
         let store = MetaStore::open(&path).unwrap();
-        assert_eq!(store.verify_key(&key.secret).unwrap().tenant.as_str(), "default");
+        assert_eq!(
+            store.verify_key(&key.secret).unwrap().tenant.as_str(),
+            "default"
+        );
     }
 }

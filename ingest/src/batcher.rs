@@ -3,7 +3,11 @@
 //! Receivers submit a request's records for one tenant and wait. A single
 //! actor task owns one pending batch per tenant and flushes it when it
 //! reaches `max_rows` or `max_bytes`, when it is `linger` old, or at
-//! shutdown. Each flush becomes one envelope (one tenant, one batch id) that
+//! shutdown — and, above all, by *group commit*: a tenant's batch is flushed
+//! at once while fewer than `flush_concurrency` of its batches are being
+//! written, and otherwise grows until one of those writes completes. Idle
+//! tenants get minimal latency; busy tenants get large batches; throughput
+//! never waits on the linger timer, which is only an upper bound. Each flush becomes one envelope (one tenant, one batch id) that
 //! is published on the bus; when the bus reports it durable, every request
 //! whose records were in it is answered.
 //!
@@ -70,6 +74,7 @@ impl Batcher {
             pending: HashMap::new(),
             deadlines: VecDeque::new(),
             flushes: JoinSet::new(),
+            writing: HashMap::new(),
             closing: false,
             generation: 0,
         };
@@ -152,7 +157,10 @@ struct Actor {
     /// deadline order. Entries of already-flushed batches are skipped by
     /// their generation.
     deadlines: VecDeque<(Instant, TenantId, u64)>,
-    flushes: JoinSet<()>,
+    /// Each flush task returns its tenant, to release its slot.
+    flushes: JoinSet<TenantId>,
+    /// Batches being written, per tenant (absent = 0).
+    writing: HashMap<TenantId, usize>,
     closing: bool,
     generation: u64,
 }
@@ -173,7 +181,11 @@ impl Actor {
                     None => break,
                 },
                 _ = sleep_until(next_deadline) => self.flush_expired(),
-                Some(_) = self.flushes.join_next(), if !self.flushes.is_empty() => {}
+                Some(done) = self.flushes.join_next(), if !self.flushes.is_empty() => {
+                if let Ok(tenant) = done {
+                    self.flushed(tenant);
+                }
+            }
             }
         }
         self.flush_all("shutdown");
@@ -216,11 +228,26 @@ impl Actor {
             Some("rows")
         } else if pending.bytes >= self.config.max_bytes {
             Some("bytes")
+        } else if self.writing.get(&tenant).copied().unwrap_or(0) < self.config.flush_concurrency {
+            Some("idle")
         } else {
             None
         };
         if let Some(reason) = reason {
             self.flush(&tenant, reason);
+        }
+    }
+
+    /// A write finished: release its slot and send what accumulated meanwhile.
+    fn flushed(&mut self, tenant: TenantId) {
+        if let Some(n) = self.writing.get_mut(&tenant) {
+            *n -= 1;
+            if *n == 0 {
+                self.writing.remove(&tenant);
+            }
+        }
+        if self.pending.contains_key(&tenant) {
+            self.flush(&tenant, "group");
         }
     }
 
@@ -233,7 +260,11 @@ impl Actor {
             let Some((_, tenant, generation)) = self.deadlines.pop_front() else {
                 break;
             };
-            if self.pending.get(&tenant).is_some_and(|p| p.generation == generation) {
+            if self
+                .pending
+                .get(&tenant)
+                .is_some_and(|p| p.generation == generation)
+            {
                 self.flush(&tenant, "age");
             }
         }
@@ -252,6 +283,7 @@ impl Actor {
             return;
         };
         self.metrics.flushes.with_label_values(&[reason]).inc();
+        *self.writing.entry(tenant.clone()).or_default() += 1;
         let producer = self.producer.clone();
         let tenant = tenant.clone();
         self.flushes.spawn(async move {
@@ -263,11 +295,16 @@ impl Actor {
                 // The request may have been cancelled; its rows are stored anyway.
                 let _ = waiter.send(outcome.clone());
             }
+            tenant
         });
     }
 }
 
-async fn publish(producer: &dyn BusProducer, tenant: &TenantId, builder: LogBatchBuilder) -> Outcome {
+async fn publish(
+    producer: &dyn BusProducer,
+    tenant: &TenantId,
+    builder: LogBatchBuilder,
+) -> Outcome {
     let id = Uuid::now_v7();
     let batch = builder
         .finish(tenant, id)
@@ -289,6 +326,42 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn group_commit_sends_at_once_when_idle_and_groups_while_busy() {
+        let bus = Arc::new(FakeBus {
+            delay: Duration::from_millis(200),
+            ..Default::default()
+        });
+        let config = BatchConfig {
+            linger_ms: 60_000,
+            flush_concurrency: 1,
+            ..Default::default()
+        };
+        let (batcher, _task) = start(config, bus.clone());
+        let started = std::time::Instant::now();
+        // The first request goes out at once; the next four arrive while it is
+        // being written and leave together when it completes.
+        let submit = |n| {
+            let b = batcher.clone();
+            tokio::spawn(async move { b.submit(tenant("acme"), records(n)).await })
+        };
+        let first = submit(1);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let rest: Vec<_> = (2..=5).map(submit).collect();
+        first.await.unwrap().unwrap();
+        for r in rest {
+            r.await.unwrap().unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never waited for the linger"
+        );
+        assert_eq!(
+            bus.published.lock().unwrap().as_slice(),
+            [("acme".to_string(), 1), ("acme".to_string(), 2 + 3 + 4 + 5)]
+        );
+    }
+
     use super::*;
     use futures::FutureExt;
     use futures::future::BoxFuture;
@@ -320,7 +393,11 @@ mod tests {
 
     fn records(n: usize) -> Vec<LogRecord> {
         (0..n)
-            .map(|i| LogRecord { message: format!("line {i}"), input: "test", ..Default::default() })
+            .map(|i| LogRecord {
+                message: format!("line {i}"),
+                input: "test",
+                ..Default::default()
+            })
             .collect()
     }
 
@@ -336,7 +413,12 @@ mod tests {
     #[tokio::test]
     async fn groups_by_tenant_and_flushes_on_age() {
         let bus = Arc::new(FakeBus::default());
-        let config = BatchConfig { linger_ms: 50, ..Default::default() };
+        // No eager flush: only the linger timer sends.
+        let config = BatchConfig {
+            linger_ms: 50,
+            flush_concurrency: 0,
+            ..Default::default()
+        };
         let (batcher, task) = start(config, bus.clone());
         let (a, b, c) = tokio::join!(
             batcher.submit(tenant("acme"), records(3)),
@@ -356,18 +438,30 @@ mod tests {
     #[tokio::test]
     async fn flushes_on_rows_without_waiting_for_linger() {
         let bus = Arc::new(FakeBus::default());
-        let config = BatchConfig { linger_ms: 60_000, max_rows: 10, ..Default::default() };
+        let config = BatchConfig {
+            linger_ms: 60_000,
+            max_rows: 10,
+            flush_concurrency: 0,
+            ..Default::default()
+        };
         let (batcher, _task) = start(config, bus.clone());
-        tokio::time::timeout(Duration::from_secs(5), batcher.submit(tenant("acme"), records(10)))
-            .await
-            .expect("flushed on rows, not after the 60 s linger")
-            .unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            batcher.submit(tenant("acme"), records(10)),
+        )
+        .await
+        .expect("flushed on rows, not after the 60 s linger")
+        .unwrap();
     }
 
     #[tokio::test]
     async fn close_flushes_pending_batches_now() {
         let bus = Arc::new(FakeBus::default());
-        let config = BatchConfig { linger_ms: 60_000, ..Default::default() };
+        let config = BatchConfig {
+            linger_ms: 60_000,
+            flush_concurrency: 0,
+            ..Default::default()
+        };
         let (batcher, task) = start(config, bus.clone());
         let waiting = tokio::spawn({
             let b = batcher.clone();
@@ -378,12 +472,18 @@ mod tests {
         waiting.await.unwrap().unwrap();
         drop(batcher);
         task.await.unwrap();
-        assert_eq!(bus.published.lock().unwrap().as_slice(), [("acme".to_string(), 5)]);
+        assert_eq!(
+            bus.published.lock().unwrap().as_slice(),
+            [("acme".to_string(), 5)]
+        );
     }
 
     #[tokio::test]
     async fn spent_budget_answers_overloaded() {
-        let bus = Arc::new(FakeBus { delay: Duration::from_millis(500), ..Default::default() });
+        let bus = Arc::new(FakeBus {
+            delay: Duration::from_millis(500),
+            ..Default::default()
+        });
         let per_request: usize = records(10).iter().map(LogRecord::approx_size).sum();
         let config = BatchConfig {
             linger_ms: 1,
@@ -398,7 +498,15 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
         let second = batcher.submit(tenant("acme"), records(10)).await;
-        assert!(matches!(second, Err(Error::Overloaded { retry_after_secs: 1 })), "{second:?}");
+        assert!(
+            matches!(
+                second,
+                Err(Error::Overloaded {
+                    retry_after_secs: 1
+                })
+            ),
+            "{second:?}"
+        );
         first.await.unwrap().unwrap();
         // Budget released: the retry succeeds.
         batcher.submit(tenant("acme"), records(10)).await.unwrap();

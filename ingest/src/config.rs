@@ -22,8 +22,12 @@ pub struct BatchConfig {
     pub max_rows: usize,
     /// Flush a tenant's batch once its records take this many bytes.
     pub max_bytes: usize,
-    /// Flush a tenant's batch this long after its first record arrived.
+    /// Flush a tenant's batch at the latest this long after its first record.
     pub linger_ms: u64,
+    /// Group commit: a tenant's batch is flushed at once while fewer than
+    /// this many of its batches are being written; otherwise it grows until
+    /// one completes. 0 disables eager flushing (size and linger only).
+    pub flush_concurrency: usize,
     /// Bytes of records accepted but not yet durable, across all tenants.
     /// When the budget is spent, receivers push back (HTTP 503).
     pub max_in_flight_bytes: usize,
@@ -37,6 +41,7 @@ impl Default for BatchConfig {
             max_rows: 50_000,
             max_bytes: 16 << 20,
             linger_ms: 200,
+            flush_concurrency: 2,
             max_in_flight_bytes: 256 << 20,
             backpressure_wait_ms: 1_000,
         }

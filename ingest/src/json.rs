@@ -23,9 +23,30 @@ const SOURCE_IP: &[&str] = &["source_ip", "src_ip", "client_ip"];
 
 /// Facility names of RFC 5424 §6.2.1, by number.
 const FACILITIES: [&str; 24] = [
-    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
-    "authpriv", "ftp", "ntp", "security", "console", "solaris-cron", "local0", "local1",
-    "local2", "local3", "local4", "local5", "local6", "local7",
+    "kern",
+    "user",
+    "mail",
+    "daemon",
+    "auth",
+    "syslog",
+    "lpr",
+    "news",
+    "uucp",
+    "cron",
+    "authpriv",
+    "ftp",
+    "ntp",
+    "security",
+    "console",
+    "solaris-cron",
+    "local0",
+    "local1",
+    "local2",
+    "local3",
+    "local4",
+    "local5",
+    "local6",
+    "local7",
 ];
 
 /// Converts one JSON value into a record for `tenant`.
@@ -40,7 +61,10 @@ pub fn to_record(
     input: &'static str,
 ) -> Result<LogRecord, String> {
     let Value::Object(mut obj) = value else {
-        return Err(format!("expected a JSON object, found {}", type_name(&value)));
+        return Err(format!(
+            "expected a JSON object, found {}",
+            type_name(&value)
+        ));
     };
     if let Some(t) = obj.remove("tenant_id") {
         let matches = t.as_str().is_some_and(|s| s == tenant.as_str());
@@ -60,33 +84,56 @@ pub fn to_record(
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => Some(n.to_string()),
         Some(Value::String(s)) => Some(s),
-        Some(v) => return Err(format!("field pid: expected a string or number, found {}", type_name(&v))),
+        Some(v) => {
+            return Err(format!(
+                "field pid: expected a string or number, found {}",
+                type_name(&v)
+            ));
+        }
     };
     let severity = match take(&mut obj, SEVERITY) {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => match n.as_u64() {
             Some(s @ 0..=7) => Some(s as u8),
-            _ => return Err(format!("field severity: {n} is not a syslog severity 0..=7")),
+            _ => {
+                return Err(format!(
+                    "field severity: {n} is not a syslog severity 0..=7"
+                ));
+            }
         },
         Some(Value::String(s)) => Some(
-            severity_from_name(&s)
-                .ok_or_else(|| format!("field severity: unknown level {s:?}"))?,
+            severity_from_name(&s).ok_or_else(|| format!("field severity: unknown level {s:?}"))?,
         ),
-        Some(v) => return Err(format!("field severity: expected a number or name, found {}", type_name(&v))),
+        Some(v) => {
+            return Err(format!(
+                "field severity: expected a number or name, found {}",
+                type_name(&v)
+            ));
+        }
     };
     let facility = match take(&mut obj, FACILITY) {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => match n.as_u64() {
             Some(f @ 0..=23) => Some(f as u8),
-            _ => return Err(format!("field facility: {n} is not a syslog facility 0..=23")),
+            _ => {
+                return Err(format!(
+                    "field facility: {n} is not a syslog facility 0..=23"
+                ));
+            }
         },
         Some(Value::String(s)) => Some(
             FACILITIES
                 .iter()
                 .position(|f| f.eq_ignore_ascii_case(&s))
-                .ok_or_else(|| format!("field facility: unknown facility {s:?}"))? as u8,
+                .ok_or_else(|| format!("field facility: unknown facility {s:?}"))?
+                as u8,
         ),
-        Some(v) => return Err(format!("field facility: expected a number or name, found {}", type_name(&v))),
+        Some(v) => {
+            return Err(format!(
+                "field facility: expected a number or name, found {}",
+                type_name(&v)
+            ));
+        }
     };
     let msg_id = take_string(&mut obj, MSG_ID)?;
     let message = take_string(&mut obj, MESSAGE)?.unwrap_or_default();
@@ -129,7 +176,10 @@ fn take_string(obj: &mut Map<String, Value>, names: &[&str]) -> Result<Option<St
             Some(Value::String(s)) => Ok(Some(s)),
             _ => Err("field host: expected a string or an object with a name".into()),
         },
-        Some(v) => Err(format!("field {name}: expected a string, found {}", type_name(&v))),
+        Some(v) => Err(format!(
+            "field {name}: expected a string, found {}",
+            type_name(&v)
+        )),
     }
 }
 
@@ -228,7 +278,11 @@ mod tests {
             (json!(1_700_000_000_123_456_i64), 1_700_000_000_123),
             (json!(1_700_000_000_123_456_789_i64), 1_700_000_000_123),
         ] {
-            assert_eq!(rec(json!({"ts": v, "message": "x"})).unwrap().ts_ms, ms, "{v}");
+            assert_eq!(
+                rec(json!({"ts": v, "message": "x"})).unwrap().ts_ms,
+                ms,
+                "{v}"
+            );
         }
         assert_eq!(rec(json!({"message": "x"})).unwrap().ts_ms, 1_000);
     }
@@ -237,12 +291,30 @@ mod tests {
     fn errors_name_the_field() {
         let cases = [
             (json!([1, 2]), "expected a JSON object, found an array"),
-            (json!({"ts": true}), "field ts: expected an RFC 3339 string or epoch number, found a boolean"),
-            (json!({"ts": "yesterday"}), "field ts: \"yesterday\" is not an RFC 3339 timestamp"),
-            (json!({"severity": 9}), "field severity: 9 is not a syslog severity 0..=7"),
-            (json!({"level": "loud"}), "field severity: unknown level \"loud\""),
-            (json!({"message": {"a": 1}}), "field message: expected a string, found an object"),
-            (json!({"tenant_id": "globex"}), "tenant_id \"globex\" does not match the organization of the API key (acme)"),
+            (
+                json!({"ts": true}),
+                "field ts: expected an RFC 3339 string or epoch number, found a boolean",
+            ),
+            (
+                json!({"ts": "yesterday"}),
+                "field ts: \"yesterday\" is not an RFC 3339 timestamp",
+            ),
+            (
+                json!({"severity": 9}),
+                "field severity: 9 is not a syslog severity 0..=7",
+            ),
+            (
+                json!({"level": "loud"}),
+                "field severity: unknown level \"loud\"",
+            ),
+            (
+                json!({"message": {"a": 1}}),
+                "field message: expected a string, found an object",
+            ),
+            (
+                json!({"tenant_id": "globex"}),
+                "tenant_id \"globex\" does not match the organization of the API key (acme)",
+            ),
         ];
         for (v, want) in cases {
             let err = rec(v.clone()).unwrap_err();

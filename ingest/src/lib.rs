@@ -15,10 +15,10 @@
 pub mod batcher;
 mod config;
 mod error;
-pub mod testdata;
 pub mod http;
 pub mod json;
 pub mod metrics;
+pub mod testdata;
 
 pub use batcher::Batcher;
 pub use config::{BatchConfig, HttpIngestConfig, IngestConfig};

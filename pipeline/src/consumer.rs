@@ -111,7 +111,10 @@ mod tests {
         fn write<'a>(&'a self, envelope: &'a Envelope) -> BoxFuture<'a, Result<()>> {
             async move {
                 if self.fail {
-                    return Err(Error::Sink { sink: "recording", message: "refused".into() });
+                    return Err(Error::Sink {
+                        sink: "recording",
+                        message: "refused".into(),
+                    });
                 }
                 self.rows.lock().unwrap().push(envelope.num_rows());
                 Ok(())
@@ -121,7 +124,10 @@ mod tests {
         fn healthcheck(&self) -> BoxFuture<'_, Result<()>> {
             async move {
                 if self.fail {
-                    Err(Error::Sink { sink: "recording", message: "down".into() })
+                    Err(Error::Sink {
+                        sink: "recording",
+                        message: "down".into(),
+                    })
                 } else {
                     Ok(())
                 }
@@ -154,7 +160,10 @@ mod tests {
     async fn one_failing_sink_fails_the_publish() {
         let (tx, rx) = embedded::channel(8);
         let ok = Arc::new(Recording::default());
-        let bad = Arc::new(Recording { fail: true, ..Default::default() });
+        let bad = Arc::new(Recording {
+            fail: true,
+            ..Default::default()
+        });
         let metrics = PipelineMetrics::new(&prometheus::Registry::new()).unwrap();
         let sinks: Vec<Arc<dyn Sink>> = vec![ok, bad.clone()];
         tokio::spawn(run(rx, sinks.clone(), ConsumerConfig::default(), metrics));

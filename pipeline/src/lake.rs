@@ -69,7 +69,13 @@ impl Lake {
             .join(format!("tenant_id={tenant}").as_str())
     }
 
-    pub fn object_path(&self, kind: RecordKind, tenant: &TenantId, date: NaiveDate, name: &str) -> Path {
+    pub fn object_path(
+        &self,
+        kind: RecordKind,
+        tenant: &TenantId,
+        date: NaiveDate,
+        name: &str,
+    ) -> Path {
         self.tenant_prefix(kind, tenant)
             .join(format!("date={}", date.format("%Y-%m-%d")).as_str())
             .join(name)
@@ -111,7 +117,10 @@ mod tests {
         let abs = std::fs::canonicalize(dir.path()).unwrap();
         assert_eq!(
             format!("/{p}"),
-            format!("{}/logs/tenant_id=acme/date=2026-11-26/0192.parquet", abs.display())
+            format!(
+                "{}/logs/tenant_id=acme/date=2026-11-26/0192.parquet",
+                abs.display()
+            )
         );
         assert_eq!(
             lake.table_url(RecordKind::Logs, &t),

@@ -28,7 +28,9 @@ pub enum ApiError {
     #[error("request body is over this route's limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
 
-    #[error("query exceeded the time limit of {limit_ms} ms; narrow it (e.g. filter on date or ts)")]
+    #[error(
+        "query exceeded the time limit of {limit_ms} ms; narrow it (e.g. filter on date or ts)"
+    )]
     QueryTimeout { limit_ms: u64 },
 
     #[error("query exceeded its resource limits: {0}; narrow it (e.g. filter on date or ts)")]
@@ -46,9 +48,9 @@ pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 impl ApiError {
     pub fn status(&self) -> (StatusCode, &'static str) {
         match self {
-            ApiError::Auth(control::Error::MissingCredentials | control::Error::InvalidCredentials) => {
-                (StatusCode::UNAUTHORIZED, "unauthorized")
-            }
+            ApiError::Auth(
+                control::Error::MissingCredentials | control::Error::InvalidCredentials,
+            ) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Auth(control::Error::NotFound { .. }) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Auth(control::Error::Conflict { .. }) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Auth(control::Error::Invalid(_) | control::Error::Schema(_)) => {
@@ -63,7 +65,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
-            ApiError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::PayloadTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            }
             ApiError::QueryTimeout { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "query_timeout"),
             ApiError::ResourcesExhausted(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "resources_exhausted")
@@ -116,7 +120,8 @@ impl IntoResponse for ApiError {
         } else {
             self.to_string()
         };
-        let mut response = (status, Json(json!({ "error": message, "code": code }))).into_response();
+        let mut response =
+            (status, Json(json!({ "error": message, "code": code }))).into_response();
         match status {
             StatusCode::UNAUTHORIZED => {
                 response.headers_mut().insert(

@@ -12,7 +12,10 @@ use axum::response::Response;
 const HEADERS: &[(&str, &str)] = &[
     ("x-content-type-options", "nosniff"),
     ("x-frame-options", "DENY"),
-    ("strict-transport-security", "max-age=31536000; includeSubDomains"),
+    (
+        "strict-transport-security",
+        "max-age=31536000; includeSubDomains",
+    ),
     ("content-security-policy", "default-src 'self'"),
     ("x-xss-protection", "0"),
     ("referrer-policy", "no-referrer"),
@@ -23,7 +26,10 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     for (name, value) in HEADERS {
-        headers.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+        headers.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
     }
     response
 }

@@ -35,7 +35,11 @@ pub async fn health(State(state): State<AppState>) -> Response {
             (name.to_string(), v)
         })
         .collect();
-    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = json!({
         "status": if healthy { "ok" } else { "unavailable" },
         "version": env!("CARGO_PKG_VERSION"),
@@ -52,7 +56,10 @@ pub async fn prometheus(State(state): State<AppState>) -> Response {
         return crate::error::ApiError::Internal(format!("encoding metrics: {e}")).into_response();
     }
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         out,
     )
         .into_response()

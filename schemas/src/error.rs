@@ -8,10 +8,14 @@ pub enum Error {
     #[error("invalid tenant id {value:?}: {reason}")]
     InvalidTenant { value: String, reason: &'static str },
 
-    #[error("unknown record kind {0:?} (expected one of logs, devices, scans, findings, anomalies, usage, api_requests)")]
+    #[error(
+        "unknown record kind {0:?} (expected one of logs, devices, scans, findings, anomalies, usage, api_requests)"
+    )]
     UnknownKind(String),
 
-    #[error("unknown plan {0:?} (expected one of starter, professional, business, enterprise, msp)")]
+    #[error(
+        "unknown plan {0:?} (expected one of starter, professional, business, enterprise, msp)"
+    )]
     UnknownPlan(String),
 
     #[error("invalid schema version {0:?} (expected MAJOR.MINOR, e.g. 1.0)")]

@@ -85,9 +85,6 @@ mod tests {
     #[test]
     fn topic_names() {
         assert_eq!(RecordKind::Logs.topic("securenet"), "securenet.logs.v1");
-        assert_eq!(
-            RecordKind::ApiRequests.topic("x"),
-            "x.api_requests.v1"
-        );
+        assert_eq!(RecordKind::ApiRequests.topic("x"), "x.api_requests.v1");
     }
 }

@@ -167,7 +167,8 @@ impl LogBatchBuilder {
         self.msg_id.append_option(r.msg_id.as_deref());
         self.message.append_value(&r.message);
         self.source_ip.append_option(r.source_ip.as_deref());
-        self.structured_data.append_option(r.structured_data.as_deref());
+        self.structured_data
+            .append_option(r.structured_data.as_deref());
         self.raw.append_option(r.raw.as_deref());
         self.parse_status.append_value(r.parse_status.as_str());
         self.input.append_value(r.input);
@@ -198,7 +199,10 @@ impl LogBatchBuilder {
             Arc::new(self.input.finish()),
             Arc::new(self.bytes.finish()),
         ];
-        Ok(RecordBatch::try_new(schema::schema(RecordKind::Logs), columns)?)
+        Ok(RecordBatch::try_new(
+            schema::schema(RecordKind::Logs),
+            columns,
+        )?)
     }
 }
 
@@ -220,7 +224,11 @@ mod tests {
             bytes: 5,
             ..Default::default()
         });
-        b.append(&LogRecord { message: "x".into(), input: "http", ..Default::default() });
+        b.append(&LogRecord {
+            message: "x".into(),
+            input: "http",
+            ..Default::default()
+        });
         let t = TenantId::new("acme").unwrap();
         let batch = b.finish(&t, Uuid::nil()).unwrap();
         assert_eq!(batch.num_rows(), 2);

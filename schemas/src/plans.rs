@@ -112,7 +112,13 @@ mod tests {
             .iter()
             .map(|p| {
                 let l = p.limits();
-                (p.as_str(), p.price_cents(), l.max_devices, l.max_scans_per_month, l.log_retention_days)
+                (
+                    p.as_str(),
+                    p.price_cents(),
+                    l.max_devices,
+                    l.max_scans_per_month,
+                    l.log_retention_days,
+                )
             })
             .collect();
         assert_eq!(

@@ -213,11 +213,16 @@ pub fn kind_of(candidate: &Schema) -> Option<RecordKind> {
 /// Checks that `actual` has every field of `expected`, in order, with the same
 /// type and nullability; extra trailing fields are reported via `Ok(extra)`.
 pub(crate) fn fields_match(expected: &Schema, actual: &Schema) -> Result<usize, String> {
-    if actual.fields().len() < expected.fields().len() {
+    if let Some(missing) = expected
+        .fields()
+        .iter()
+        .find(|e| actual.field_with_name(e.name()).is_err())
+    {
         return Err(format!(
-            "expected {} columns, found {}",
-            expected.fields().len(),
-            actual.fields().len()
+            "missing column {:?} ({} columns, expected {})",
+            missing.name(),
+            actual.fields().len(),
+            expected.fields().len()
         ));
     }
     for (i, (e, a)) in expected.fields().iter().zip(actual.fields()).enumerate() {
@@ -256,7 +261,12 @@ mod tests {
     fn every_kind_starts_with_the_common_columns() {
         for k in RecordKind::ALL {
             let s = schema(k);
-            let names: Vec<_> = s.fields().iter().take(4).map(|f| f.name().as_str()).collect();
+            let names: Vec<_> = s
+                .fields()
+                .iter()
+                .take(4)
+                .map(|f| f.name().as_str())
+                .collect();
             assert_eq!(names, ["tenant_id", "ts", "received_at", "batch_id"], "{k}");
             assert!(!s.field(0).is_nullable());
             assert_eq!(s.field(1).data_type(), &timestamp_type());

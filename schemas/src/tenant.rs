@@ -97,7 +97,14 @@ mod tests {
 
     #[test]
     fn accepts_slugs() {
-        for ok in ["default", "acme", "acme-corp", "org_42", "7eleven", &"a".repeat(64)] {
+        for ok in [
+            "default",
+            "acme",
+            "acme-corp",
+            "org_42",
+            "7eleven",
+            &"a".repeat(64),
+        ] {
             assert_eq!(TenantId::new(ok).unwrap().as_str(), ok);
         }
     }
@@ -105,7 +112,15 @@ mod tests {
     #[test]
     fn rejects_what_would_need_escaping() {
         for bad in [
-            "", "Acme", "-acme", "_acme", "acme/../x", "a b", "a'b", "a=b", "ümlaut",
+            "",
+            "Acme",
+            "-acme",
+            "_acme",
+            "acme/../x",
+            "a b",
+            "a'b",
+            "a=b",
+            "ümlaut",
             &"a".repeat(65),
         ] {
             let err = TenantId::new(bad).unwrap_err().to_string();

@@ -37,7 +37,11 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes
                 limit,
             });
         }
-        Err(e) => return Err(Error::BadRequest(format!("failed to read the request body: {e}"))),
+        Err(e) => {
+            return Err(Error::BadRequest(format!(
+                "failed to read the request body: {e}"
+            )));
+        }
     };
     if !gzip {
         return Ok(wire);

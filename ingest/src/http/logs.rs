@@ -37,25 +37,41 @@ pub struct IngestAnswer {
     pub errors: Vec<RecordError>,
 }
 
-pub async fn ingest_logs(State(state): State<IngestState>, headers: HeaderMap, body: Body) -> Response {
+pub async fn ingest_logs(
+    State(state): State<IngestState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     match handle(&state, &headers, body).await {
         Ok((status, answer)) => (status, Json(answer)).into_response(),
         Err(e) => error_response(e),
     }
 }
 
-async fn handle(state: &IngestState, headers: &HeaderMap, body: Body) -> Result<(StatusCode, IngestAnswer), Error> {
+async fn handle(
+    state: &IngestState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, IngestAnswer), Error> {
     let principal = control::authenticate(&state.store, headers)?;
     let media = body::media_type(headers);
     let array_allowed = match media.as_str() {
         "application/json" => true,
-        "application/x-ndjson" | "application/jsonl" | "application/json-lines"
+        "application/x-ndjson"
+        | "application/jsonl"
+        | "application/json-lines"
         | "application/x-jsonlines" => false,
         _ => return Err(Error::UnsupportedContentType(media)),
     };
     let bytes = body::read(headers, body, state.config.max_body_bytes).await?;
     let now = Utc::now().timestamp_millis();
-    let parsed = parse(&bytes, array_allowed, &principal.tenant, now, state.config.max_record_bytes)?;
+    let parsed = parse(
+        &bytes,
+        array_allowed,
+        &principal.tenant,
+        now,
+        state.config.max_record_bytes,
+    )?;
     let metrics = &state.metrics;
     metrics
         .records
@@ -63,19 +79,29 @@ async fn handle(state: &IngestState, headers: &HeaderMap, body: Body) -> Result<
         .inc_by(parsed.rejected as u64);
     let accepted = parsed.records.len();
     let accepted_bytes: u64 = parsed.records.iter().map(|r| r.bytes as u64).sum();
-    state.batcher.submit(principal.tenant, parsed.records).await?;
+    state
+        .batcher
+        .submit(principal.tenant, parsed.records)
+        .await?;
     metrics
         .records
         .with_label_values(&["http", "accepted"])
         .inc_by(accepted as u64);
-    metrics.bytes.with_label_values(&["http"]).inc_by(accepted_bytes);
+    metrics
+        .bytes
+        .with_label_values(&["http"])
+        .inc_by(accepted_bytes);
     let answer = IngestAnswer {
         accepted,
         rejected: parsed.rejected,
         errors: parsed.errors,
     };
     // Nothing stored and something wrong: the request as a whole failed.
-    let status = if accepted == 0 { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    let status = if accepted == 0 {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
     Ok((status, answer))
 }
 
@@ -110,7 +136,9 @@ pub fn parse(
     };
     let first = bytes.iter().position(|b| !b.is_ascii_whitespace());
     let Some(first) = first else {
-        return Err(Error::BadRequest("request body is empty: send at least one log object".into()));
+        return Err(Error::BadRequest(
+            "request body is empty: send at least one log object".into(),
+        ));
     };
     if array_allowed && bytes[first] == b'[' {
         let items: Vec<Box<serde_json::value::RawValue>> = serde_json::from_slice(bytes)
@@ -118,7 +146,14 @@ pub fn parse(
         out.records.reserve(items.len());
         for (i, item) in items.into_iter().enumerate() {
             let raw = item.get();
-            push(&mut out, i + 1, raw.as_bytes(), tenant, now_ms, max_record_bytes);
+            push(
+                &mut out,
+                i + 1,
+                raw.as_bytes(),
+                tenant,
+                now_ms,
+                max_record_bytes,
+            );
         }
         return Ok(out);
     }
@@ -135,11 +170,23 @@ pub fn parse(
 
 fn push(out: &mut Parsed, line: usize, raw: &[u8], tenant: &TenantId, now_ms: i64, max: usize) {
     if raw.len() > max {
-        out.reject(line, format!("record is {} bytes, over the limit of {max} bytes", raw.len()));
+        out.reject(
+            line,
+            format!(
+                "record is {} bytes, over the limit of {max} bytes",
+                raw.len()
+            ),
+        );
         return;
     }
     if let Err(e) = std::str::from_utf8(raw) {
-        out.reject(line, format!("record is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to()));
+        out.reject(
+            line,
+            format!(
+                "record is not valid UTF-8 (invalid byte at offset {})",
+                e.valid_up_to()
+            ),
+        );
         return;
     }
     let value: Value = match serde_json::from_slice(raw) {
@@ -172,7 +219,11 @@ mod tests {
         assert_eq!(p.rejected, 3);
         let lines: Vec<_> = p.errors.iter().map(|e| e.line).collect();
         assert_eq!(lines, [2, 5, 6]);
-        assert!(p.errors[0].error.starts_with("invalid JSON"), "{}", p.errors[0].error);
+        assert!(
+            p.errors[0].error.starts_with("invalid JSON"),
+            "{}",
+            p.errors[0].error
+        );
         assert!(p.errors[1].error.contains("UTF-8"));
         assert!(p.errors[2].error.contains("expected a JSON object"));
     }
@@ -190,8 +241,14 @@ mod tests {
 
     #[test]
     fn broken_array_and_empty_body_are_bad_requests() {
-        assert!(matches!(parse(b"[{\"a\":1},", true, &acme(), 0, 1024), Err(Error::BadRequest(_))));
-        assert!(matches!(parse(b" \n ", true, &acme(), 0, 1024), Err(Error::BadRequest(_))));
+        assert!(matches!(
+            parse(b"[{\"a\":1},", true, &acme(), 0, 1024),
+            Err(Error::BadRequest(_))
+        ));
+        assert!(matches!(
+            parse(b" \n ", true, &acme(), 0, 1024),
+            Err(Error::BadRequest(_))
+        ));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use control::MetaStore;
 use serde_json::json;
-use tracing::error;
+use tracing::{debug, error};
 
 use crate::batcher::Batcher;
 use crate::config::HttpIngestConfig;
@@ -61,12 +61,18 @@ pub fn error_response(err: Error) -> Response {
         Error::Config(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     };
     let message = if status.is_server_error() {
-        // Log the detail; never leak internals to the caller.
-        error!(error = %err, %status, "ingest request failed");
+        // Log the detail; never leak internals to the caller. Backpressure
+        // is flow control, counted in metrics, not an error.
+        if matches!(err, Error::Overloaded { .. }) {
+            debug!(error = %err, "ingest request refused: pipeline saturated");
+        } else {
+            error!(error = %err, %status, "ingest request failed");
+        }
         match &err {
             Error::Overloaded { .. } => err.to_string(),
             Error::Unavailable(_) | Error::Auth(_) => {
-                "records could not be stored right now; nothing was acknowledged, retry later".into()
+                "records could not be stored right now; nothing was acknowledged, retry later"
+                    .into()
             }
             _ => "internal error".into(),
         }

@@ -92,14 +92,20 @@ mod tests {
             let first = rx.next().await.unwrap();
             first.ack.settle(Ok(()));
             let second = rx.next().await.unwrap();
-            second.ack.settle(Err(Error::Sink { sink: "test", message: "disk full".into() }));
+            second.ack.settle(Err(Error::Sink {
+                sink: "test",
+                message: "disk full".into(),
+            }));
             let third = rx.next().await.unwrap();
             drop(third.ack); // never settled
         });
         assert!(tx.publish(envelope("acme", 1)).await.is_ok());
         let err = tx.publish(envelope("acme", 1)).await.unwrap_err();
         assert_eq!(err.to_string(), "sink test failed: disk full");
-        assert!(matches!(tx.publish(envelope("acme", 1)).await, Err(Error::Closed)));
+        assert!(matches!(
+            tx.publish(envelope("acme", 1)).await,
+            Err(Error::Closed)
+        ));
         consumer.await.unwrap();
     }
 
@@ -129,6 +135,9 @@ mod tests {
     async fn closed_consumer_fails_publishers() {
         let (tx, rx) = channel(1);
         drop(rx);
-        assert!(matches!(tx.publish(envelope("acme", 1)).await, Err(Error::Closed)));
+        assert!(matches!(
+            tx.publish(envelope("acme", 1)).await,
+            Err(Error::Closed)
+        ));
     }
 }

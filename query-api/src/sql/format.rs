@@ -48,12 +48,15 @@ impl OutputFormat {
 }
 
 pub fn respond(format: OutputFormat, result: QueryResult) -> Result<Response> {
-    let encode_err = |e: arrow::error::ArrowError| ApiError::Internal(format!("encoding result: {e}"));
+    let encode_err =
+        |e: arrow::error::ArrowError| ApiError::Internal(format!("encoding result: {e}"));
     let (content_type, body) = match format {
         OutputFormat::Json => ("application/json", json(&result).map_err(encode_err)?),
         OutputFormat::Csv => {
             let mut out = Vec::new();
-            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+            let mut w = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut out);
             for b in &result.batches {
                 w.write(b).map_err(encode_err)?;
             }
@@ -73,7 +76,10 @@ pub fn respond(format: OutputFormat, result: QueryResult) -> Result<Response> {
     };
     let mut response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
     let h = response.headers_mut();
-    h.insert("x-securenet-row-count", HeaderValue::from(result.num_rows()));
+    h.insert(
+        "x-securenet-row-count",
+        HeaderValue::from(result.num_rows()),
+    );
     h.insert(
         "x-securenet-truncated",
         HeaderValue::from_static(if result.truncated { "true" } else { "false" }),

@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use arrow::datatypes::DataType;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::error::Result as DfResult;
 use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -18,7 +20,11 @@ use super::SqlConfig;
 use crate::error::ApiError;
 
 /// A session in which only `tenant`'s tables exist.
-pub fn tenant_session(config: &SqlConfig, lake: &Lake, tenant: &TenantId) -> DfResult<SessionContext> {
+pub fn tenant_session(
+    config: &SqlConfig,
+    lake: &Lake,
+    tenant: &TenantId,
+) -> DfResult<SessionContext> {
     let session_config = SessionConfig::new()
         .with_information_schema(false)
         .with_target_partitions(config.target_partitions.max(1))
@@ -38,7 +44,10 @@ pub fn tenant_session(config: &SqlConfig, lake: &Lake, tenant: &TenantId) -> DfR
         let table_config = ListingTableConfig::new(table_url)
             .with_listing_options(options)
             .with_schema(schema::schema(kind));
-        ctx.register_table(kind.as_str(), Arc::new(ListingTable::try_new(table_config)?))?;
+        ctx.register_table(
+            kind.as_str(),
+            Arc::new(ListingTable::try_new(table_config)?),
+        )?;
     }
     Ok(ctx)
 }
@@ -62,8 +71,15 @@ pub async fn plan_read_only(ctx: &SessionContext, sql: &str) -> Result<DataFrame
         .with_allow_dml(false)
         .with_allow_statements(false)
         .verify_plan(&plan)
-        .map_err(|e| ApiError::Forbidden(format!("only read-only queries are allowed: {}", e.strip_backtrace())))?;
-    ctx.execute_logical_plan(plan).await.map_err(ApiError::from_datafusion)
+        .map_err(|e| {
+            ApiError::Forbidden(format!(
+                "only read-only queries are allowed: {}",
+                e.strip_backtrace()
+            ))
+        })?;
+    ctx.execute_logical_plan(plan)
+        .await
+        .map_err(ApiError::from_datafusion)
 }
 
 fn ensure_read_only(statement: &DfStatement) -> Result<(), ApiError> {

@@ -1,7 +1,6 @@
 //! Session-level tests: the tenant boundary and read-only planning. The
 //! same properties are tested over HTTP in the end-to-end suite.
 
-
 use arrow::util::pretty::pretty_format_batches;
 use pipeline::sinks::parquet::ParquetSinkConfig;
 use pipeline::{Lake, PipelineMetrics, Sink};
@@ -18,7 +17,9 @@ async fn lake_with(rows: &[(&str, &str)]) -> (tempfile::TempDir, Lake) {
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::local(dir.path()).unwrap();
     let metrics = PipelineMetrics::new(&prometheus::Registry::new()).unwrap();
-    let sink = ParquetSinkConfig::default().build(lake.clone(), metrics).unwrap();
+    let sink = ParquetSinkConfig::default()
+        .build(lake.clone(), metrics)
+        .unwrap();
     for (tenant, message) in rows {
         let tenant = t(tenant);
         let id = Uuid::now_v7();
@@ -30,7 +31,13 @@ async fn lake_with(rows: &[(&str, &str)]) -> (tempfile::TempDir, Lake) {
             input: "test",
             ..Default::default()
         });
-        let env = Envelope::new(tenant.clone(), RecordKind::Logs, id, b.finish(&tenant, id).unwrap()).unwrap();
+        let env = Envelope::new(
+            tenant.clone(),
+            RecordKind::Logs,
+            id,
+            b.finish(&tenant, id).unwrap(),
+        )
+        .unwrap();
         sink.write(&env).await.unwrap();
     }
     (dir, lake)
@@ -60,10 +67,26 @@ async fn each_tenant_sees_only_its_rows() {
          +-----------+---------+------------+"
     );
     // Even asking for the other tenant's rows explicitly finds nothing.
-    let r = e.execute(&t("acme"), "SELECT count(*) AS n FROM logs WHERE tenant_id = 'globex'").await.unwrap();
-    assert_eq!(pretty_format_batches(&r.batches).unwrap().to_string().matches(" 0 ").count(), 1);
+    let r = e
+        .execute(
+            &t("acme"),
+            "SELECT count(*) AS n FROM logs WHERE tenant_id = 'globex'",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        pretty_format_batches(&r.batches)
+            .unwrap()
+            .to_string()
+            .matches(" 0 ")
+            .count(),
+        1
+    );
     // A tenant without data has empty tables, not errors.
-    let r = e.execute(&t("initech"), "SELECT * FROM logs").await.unwrap();
+    let r = e
+        .execute(&t("initech"), "SELECT * FROM logs")
+        .await
+        .unwrap();
     assert_eq!(r.num_rows(), 0);
 }
 
@@ -84,7 +107,11 @@ async fn everything_but_queries_is_refused() {
         "EXPLAIN INSERT INTO logs (message) VALUES ('x')".to_string(),
     ];
     for sql in &forbidden {
-        let err = e.execute(&t("acme"), sql).await.err().unwrap_or_else(|| panic!("{sql} ran"));
+        let err = e
+            .execute(&t("acme"), sql)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{sql} ran"));
         assert!(matches!(err, ApiError::Forbidden(_)), "{sql}: {err}");
     }
     let not_found = [
@@ -108,18 +135,46 @@ async fn everything_but_queries_is_refused() {
 #[tokio::test]
 async fn limits_apply() {
     let (_dir, lake) = lake_with(&[("acme", "a1"), ("acme", "a2"), ("acme", "a3")]).await;
-    let e = engine(lake.clone(), SqlConfig { max_result_rows: 2, ..Default::default() });
-    let r = e.execute(&t("acme"), "SELECT message FROM logs").await.unwrap();
+    let e = engine(
+        lake.clone(),
+        SqlConfig {
+            max_result_rows: 2,
+            ..Default::default()
+        },
+    );
+    let r = e
+        .execute(&t("acme"), "SELECT message FROM logs")
+        .await
+        .unwrap();
     assert_eq!((r.num_rows(), r.truncated), (2, true));
 
-    let e = engine(lake.clone(), SqlConfig { timeout_ms: 50, ..Default::default() });
+    let e = engine(
+        lake.clone(),
+        SqlConfig {
+            timeout_ms: 50,
+            ..Default::default()
+        },
+    );
     let slow = "SELECT count(*) FROM generate_series(1, 10000000000) a";
-    assert!(matches!(e.execute(&t("acme"), slow).await, Err(ApiError::QueryTimeout { limit_ms: 50 })));
+    assert!(matches!(
+        e.execute(&t("acme"), slow).await,
+        Err(ApiError::QueryTimeout { limit_ms: 50 })
+    ));
 
-    let e = engine(lake, SqlConfig { memory_limit_bytes: 64 << 10, ..Default::default() });
-    let hungry = "SELECT value, count(*) FROM generate_series(1, 2000000) t GROUP BY value ORDER BY 2 DESC";
+    let e = engine(
+        lake,
+        SqlConfig {
+            memory_limit_bytes: 64 << 10,
+            ..Default::default()
+        },
+    );
+    let hungry =
+        "SELECT value, count(*) FROM generate_series(1, 2000000) t GROUP BY value ORDER BY 2 DESC";
     match e.execute(&t("acme"), hungry).await {
         Err(ApiError::ResourcesExhausted(_)) => {}
-        other => panic!("expected resources exhausted, got {:?}", other.map(|r| r.num_rows())),
+        other => panic!(
+            "expected resources exhausted, got {:?}",
+            other.map(|r| r.num_rows())
+        ),
     }
 }

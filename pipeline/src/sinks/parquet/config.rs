@@ -38,7 +38,9 @@ impl ParquetSinkConfig {
             )));
         }
         if self.max_row_group_rows == 0 {
-            return Err(Error::Config("parquet.max_row_group_rows must be positive".into()));
+            return Err(Error::Config(
+                "parquet.max_row_group_rows must be positive".into(),
+            ));
         }
         Ok(ParquetSink::new(self.clone(), lake, metrics))
     }

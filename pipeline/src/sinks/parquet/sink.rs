@@ -76,7 +76,10 @@ impl Sink for ParquetSink {
         async move {
             let outcome = self.write_envelope(envelope).await;
             if outcome.is_err() {
-                self.metrics.sink_errors.with_label_values(&["parquet"]).inc();
+                self.metrics
+                    .sink_errors
+                    .with_label_values(&["parquet"])
+                    .inc();
             }
             outcome
         }
@@ -173,7 +176,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sink = sink(dir.path());
         // 2025-11-25 23:59:59.000 and the next two milliseconds across midnight.
-        let env = envelope_at("acme", &[1_764_115_199_000, 1_764_115_200_000, 1_764_115_200_001]);
+        let env = envelope_at(
+            "acme",
+            &[1_764_115_199_000, 1_764_115_200_000, 1_764_115_200_001],
+        );
         sink.write(&env).await.unwrap();
         sink.write(&env).await.unwrap(); // replay
         let id = env.batch_id();

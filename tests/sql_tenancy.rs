@@ -1,0 +1,245 @@
+//! Tenancy through `POST /api/sql`: each organization sees exactly its own
+//! rows and cannot reach another's by any route SQL offers.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::support::{Env, client, count, ingest, rows, sql};
+
+/// Messages of a generated NDJSON file, sorted.
+fn messages(path: &std::path::Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["message"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn two_tenants_round_trip_exactly_their_own_rows() {
+    let env = Env::new();
+    let acme = env.org_with_key("acme");
+    let globex = env.org_with_key("globex");
+    let (dir, manifest) = env.generate("acme,globex", 3000, 11);
+    let server = env.serve();
+    for (tenant, key) in [("acme", &acme), ("globex", &globex)] {
+        let body = std::fs::read(dir.join(format!("{tenant}.ndjson"))).unwrap();
+        let (status, answer) = ingest(&server, key, body).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["rejected"], 0);
+        assert_eq!(answer["accepted"], manifest["rows_per_tenant"][tenant]);
+    }
+    for (tenant, key) in [("acme", &acme), ("globex", &globex)] {
+        let expected = manifest["rows_per_tenant"][tenant].as_u64().unwrap();
+        assert!(expected > 1000);
+        assert_eq!(count(&server, key, "logs").await, expected, "{tenant}");
+        let other = if tenant == "acme" { "globex" } else { "acme" };
+        assert_eq!(
+            count(&server, key, &format!("logs WHERE tenant_id = '{other}'")).await,
+            0
+        );
+        let tenants = rows(&server, key, "SELECT DISTINCT tenant_id FROM logs").await;
+        assert_eq!(tenants, [serde_json::json!({ "tenant_id": tenant })]);
+        // Contents, not just counts: the multiset of messages is identical.
+        let got = rows(&server, key, "SELECT message FROM logs ORDER BY message").await;
+        let got: Vec<String> = got
+            .iter()
+            .map(|r| r["message"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            got,
+            messages(&dir.join(format!("{tenant}.ndjson"))),
+            "{tenant}"
+        );
+    }
+    // Columns round-trip with their types.
+    let r = rows(
+        &server,
+        &acme,
+        "SELECT app, count(*) AS n, min(severity) AS s FROM logs WHERE app = 'sshd' GROUP BY app",
+    )
+    .await;
+    assert_eq!(r[0]["app"], "sshd");
+    assert!(r[0]["s"].as_u64().unwrap() <= 6);
+}
+
+#[tokio::test]
+async fn a_tenant_cannot_reach_another_tenants_data_through_sql() {
+    let env = Env::new();
+    let acme = env.org_with_key("acme");
+    let globex = env.org_with_key("globex");
+    let server = env.serve();
+    let secret = "globex-secret-marker";
+    let (status, _) = ingest(&server, &globex, format!("{{\"message\":\"{secret}\"}}")).await;
+    assert_eq!(status, 200);
+    let (status, _) = ingest(&server, &acme, "{\"message\":\"acme row\"}").await;
+    assert_eq!(status, 200);
+    let lake = std::fs::canonicalize(env.path().join("lake")).unwrap();
+    let globex_dir = format!("{}/logs/tenant_id=globex", lake.display());
+    let file = walk(&lake.join("logs/tenant_id=globex"))[0].clone();
+
+    let attempts: BTreeMap<&str, String> = BTreeMap::from([
+        ("path as table", format!("SELECT * FROM '{globex_dir}/'")),
+        (
+            "file as table",
+            format!("SELECT * FROM '{}'", file.display()),
+        ),
+        (
+            "url as table",
+            format!("SELECT * FROM 'file://{}'", file.display()),
+        ),
+        ("hive dir name", "SELECT * FROM \"tenant_id=globex\"".into()),
+        ("other schema", "SELECT * FROM globex.logs".into()),
+        (
+            "default catalog",
+            "SELECT * FROM datafusion.public.logs".into(),
+        ),
+        (
+            "create external",
+            format!("CREATE EXTERNAL TABLE g STORED AS PARQUET LOCATION '{globex_dir}/'"),
+        ),
+        (
+            "copy out",
+            format!(
+                "COPY (SELECT * FROM logs) TO '{}/stolen.parquet'",
+                lake.display()
+            ),
+        ),
+        (
+            "copy in",
+            format!("COPY logs TO '{}/x.csv'", lake.display()),
+        ),
+        (
+            "insert",
+            "INSERT INTO logs (message) VALUES ('forged')".into(),
+        ),
+        ("create table", "CREATE TABLE t AS SELECT 1".into()),
+        ("drop", "DROP TABLE logs".into()),
+        (
+            "set option",
+            "SET datafusion.catalog.information_schema = true".into(),
+        ),
+        (
+            "information_schema",
+            "SELECT * FROM information_schema.tables".into(),
+        ),
+        ("show tables", "SHOW TABLES".into()),
+        (
+            "explain insert",
+            "EXPLAIN INSERT INTO logs (message) VALUES ('x')".into(),
+        ),
+        (
+            "two statements",
+            "SELECT 1; SELECT * FROM globex.logs".into(),
+        ),
+    ]);
+    for (what, query) in &attempts {
+        let (status, body) = sql(&server, &acme, query).await;
+        assert!(
+            status == 400 || status == 403,
+            "{what}: {query} answered {status}: {body}"
+        );
+        assert!(!body.to_string().contains(secret), "{what} leaked: {body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{what}: {body}"
+        );
+    }
+    for (what, status) in [
+        ("create external", 403),
+        ("copy out", 403),
+        ("insert", 403),
+        ("set option", 403),
+    ] {
+        assert_eq!(
+            sql(&server, &acme, &attempts[what]).await.0,
+            status,
+            "{what}"
+        );
+    }
+    // Nothing was written by any attempt.
+    assert!(!lake.join("stolen.parquet").exists());
+    assert_eq!(count(&server, &acme, "logs").await, 1);
+    assert_eq!(count(&server, &globex, "logs").await, 1);
+    // The legitimate route still works, and only ever shows acme's row.
+    let all = rows(
+        &server,
+        &acme,
+        "SELECT message FROM logs UNION ALL SELECT message FROM logs",
+    )
+    .await;
+    assert!(all.iter().all(|r| r["message"] == "acme row"));
+}
+
+#[tokio::test]
+async fn results_come_as_json_csv_or_arrow() {
+    let env = Env::new();
+    let server = env.serve();
+    let key = crate::support::DEFAULT_KEY;
+    ingest(
+        &server,
+        key,
+        "{\"message\":\"a\",\"host\":\"h1\"}\n{\"message\":\"b\",\"host\":\"h2\"}",
+    )
+    .await;
+    let q =
+        serde_json::json!({"sql": "SELECT host, message FROM logs ORDER BY host", "format": "csv"});
+    let r = client()
+        .post(server.url("/api/sql"))
+        .header("x-api-key", key)
+        .json(&q)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    assert_eq!(r.text().await.unwrap(), "host,message\nh1,a\nh2,b\n");
+
+    let r = client()
+        .post(server.url("/api/sql?format=arrow"))
+        .header("x-api-key", key)
+        .header("content-type", "text/plain")
+        .body("SELECT host FROM logs")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/vnd.apache.arrow.stream"
+    );
+    let bytes = r.bytes().await.unwrap();
+    assert!(
+        bytes.len() > 100 && bytes.starts_with(&[0xff, 0xff, 0xff, 0xff]),
+        "IPC stream continuation marker"
+    );
+
+    let (status, body) = sql(&server, key, "SELECT nope FROM logs").await;
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("nope"), "{body}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -1,0 +1,253 @@
+//! Starting and stopping `securenet serve` in a private data directory.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_securenet");
+/// The default organization's key in every test server.
+pub const DEFAULT_KEY: &str = "e2e-default-organization-key-0001";
+
+/// A data directory plus the environment every process of one test shares.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub vars: BTreeMap<String, String>,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut vars = BTreeMap::new();
+        vars.insert(
+            "SECURENET_DATA_DIR".into(),
+            dir.path().display().to_string(),
+        );
+        vars.insert("SECURENET_HTTP__LISTEN".into(), "127.0.0.1:0".into());
+        vars.insert(
+            "SECURENET_CONTROL__DEFAULT_API_KEY".into(),
+            DEFAULT_KEY.into(),
+        );
+        // Short linger keeps tests fast; the semantics do not depend on it.
+        vars.insert("SECURENET_INGEST__BATCH__LINGER_MS".into(), "20".into());
+        vars.insert("RUST_LOG".into(), "warn".into());
+        Self { dir, vars }
+    }
+
+    pub fn set(mut self, key: &str, value: &str) -> Self {
+        self.vars.insert(key.into(), value.into());
+        self
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args);
+        c.env_clear();
+        c.env("PATH", std::env::var("PATH").unwrap_or_default());
+        c.envs(&self.vars);
+        c
+    }
+
+    /// Runs a CLI command to completion; panics with its stderr on failure.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = self.command(args).output().expect("run securenet");
+        assert!(
+            out.status.success(),
+            "securenet {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 stdout")
+    }
+
+    /// Creates an organization and returns a fresh admin key for it.
+    pub fn org_with_key(&self, id: &str) -> String {
+        self.cli(&[
+            "orgs",
+            "create",
+            "--id",
+            id,
+            "--name",
+            id,
+            "--owner-email",
+            &format!("sec@{id}.test"),
+            "--plan",
+            "business",
+        ]);
+        self.cli(&["keys", "create", "--org", id])
+            .trim()
+            .to_string()
+    }
+
+    pub fn serve(&self) -> Server {
+        Server::start(self)
+    }
+
+    /// Generates NDJSON for `tenants` into files; returns the manifest.
+    pub fn generate(&self, tenants: &str, rows: usize, seed: u64) -> (PathBuf, Value) {
+        let out = self.path().join(format!("gen-{seed}"));
+        let manifest = self.path().join(format!("gen-{seed}.json"));
+        self.cli(&[
+            "gen",
+            "--tenants",
+            tenants,
+            "--rows",
+            &rows.to_string(),
+            "--seed",
+            &seed.to_string(),
+            "--anomalies",
+            "2",
+            "--start",
+            "2026-11-26T08:00:00Z",
+            "--out-dir",
+            out.to_str().unwrap(),
+            "--manifest",
+            manifest.to_str().unwrap(),
+        ]);
+        let m: Value = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
+        (out, m)
+    }
+}
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+}
+
+impl Server {
+    fn start(env: &Env) -> Self {
+        let mut child = env
+            .command(&["serve"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn securenet serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("securenet ready http=") {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("securenet serve did not become ready within 30s");
+        Self {
+            child,
+            base: format!("http://{addr}"),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(mut self) {
+        signal(self.child.id(), "TERM");
+        let status = wait_timeout(&mut self.child, Duration::from_secs(30))
+            .expect("serve did not exit after SIGTERM");
+        assert!(status.success(), "serve exited with {status}");
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill(mut self) {
+        signal(self.child.id(), "KILL");
+        let _ = self.child.wait();
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        wait_timeout(&mut self.child, timeout)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let until = Instant::now() + timeout;
+    while Instant::now() < until {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client")
+}
+
+/// POSTs NDJSON with `key`; returns (status, JSON body).
+pub async fn ingest(server: &Server, key: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+    let r = client()
+        .post(server.url("/api/ingest/logs"))
+        .bearer_auth(key)
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .expect("ingest request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Runs SQL as `key`; returns (status, JSON body).
+pub async fn sql(server: &Server, key: &str, query: &str) -> (u16, Value) {
+    let r = client()
+        .post(server.url("/api/sql"))
+        .header("x-api-key", key)
+        .json(&serde_json::json!({ "sql": query }))
+        .send()
+        .await
+        .expect("sql request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Runs SQL that must succeed and returns its rows.
+pub async fn rows(server: &Server, key: &str, query: &str) -> Vec<Value> {
+    let (status, body) = sql(server, key, query).await;
+    assert_eq!(status, 200, "{query}: {body}");
+    body["rows"].as_array().cloned().unwrap_or_default()
+}
+
+/// `SELECT count(*)` helper.
+pub async fn count(server: &Server, key: &str, from_where: &str) -> u64 {
+    let r = rows(
+        server,
+        key,
+        &format!("SELECT count(*) AS n FROM {from_where}"),
+    )
+    .await;
+    r[0]["n"].as_u64().expect("count")
+}
