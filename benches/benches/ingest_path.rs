@@ -29,24 +29,14 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut n = 0;
             for line in body.lines() {
-                let v: serde_json::Value = serde_json::from_str(line).unwrap();
-                n += ingest::json::to_record(v, &tenant, 0, line.len(), "http").is_ok() as usize;
+                n += ingest::json::parse_record(line, &tenant, 0, "http").is_ok() as usize;
             }
             assert_eq!(n, rows);
         })
     });
     let records: Vec<_> = body
         .lines()
-        .map(|l| {
-            ingest::json::to_record(
-                serde_json::from_str(l).unwrap(),
-                &tenant,
-                0,
-                l.len(),
-                "http",
-            )
-            .unwrap()
-        })
+        .map(|l| ingest::json::parse_record(l, &tenant, 0, "http").unwrap())
         .collect();
     group.bench_function("build_batch_10k", |b| {
         b.iter(|| {

@@ -9,7 +9,12 @@
 use chrono::DateTime;
 use schemas::logs::severity_from_name;
 use schemas::{LogRecord, TenantId};
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::Value;
+use serde_json::value::RawValue;
 
 const TS: &[&str] = &["ts", "timestamp", "@timestamp", "time", "date"];
 const HOST: &[&str] = &["host", "hostname"];
@@ -49,96 +54,256 @@ const FACILITIES: [&str; 24] = [
     "local7",
 ];
 
-/// Converts one JSON value into a record for `tenant`.
+/// The well-known columns a JSON key can fill.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Column {
+    Tenant,
+    Ts,
+    Host,
+    App,
+    Pid,
+    Severity,
+    Facility,
+    MsgId,
+    Message,
+    SourceIp,
+}
+
+const COLUMNS: [(Column, &[&str]); 10] = [
+    (Column::Tenant, &["tenant_id"]),
+    (Column::Ts, TS),
+    (Column::Host, HOST),
+    (Column::App, APP),
+    (Column::Pid, PID),
+    (Column::Severity, SEVERITY),
+    (Column::Facility, FACILITY),
+    (Column::MsgId, MSG_ID),
+    (Column::Message, MESSAGE),
+    (Column::SourceIp, SOURCE_IP),
+];
+
+/// Which column `key` fills (index into [`COLUMNS`]) and its alias rank
+/// (0 = preferred). A `match` compiles to a few length/byte comparisons;
+/// this runs for every key of every record.
+fn column_of(key: &str) -> Option<(usize, usize)> {
+    Some(match key {
+        "tenant_id" => (0, 0),
+        "ts" => (1, 0),
+        "timestamp" => (1, 1),
+        "@timestamp" => (1, 2),
+        "time" => (1, 3),
+        "date" => (1, 4),
+        "host" => (2, 0),
+        "hostname" => (2, 1),
+        "app" => (3, 0),
+        "program" => (3, 1),
+        "appname" => (3, 2),
+        "app_name" => (3, 3),
+        "ident" => (3, 4),
+        "service" => (3, 5),
+        "pid" => (4, 0),
+        "procid" => (4, 1),
+        "severity" => (5, 0),
+        "level" => (5, 1),
+        "log.level" => (5, 2),
+        "loglevel" => (5, 3),
+        "facility" => (6, 0),
+        "msg_id" => (7, 0),
+        "msgid" => (7, 1),
+        "message" => (8, 0),
+        "msg" => (8, 1),
+        "log" => (8, 2),
+        "_raw" => (8, 3),
+        "source_ip" => (9, 0),
+        "src_ip" => (9, 1),
+        "client_ip" => (9, 2),
+        _ => return None,
+    })
+}
+
+/// A JSON object key, borrowed from the input unless it had escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// The top-level entries of a JSON object, values left unparsed.
+struct Entries<'a>(Vec<(Key<'a>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Entries<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Entries<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Entries<'de>, M::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(12));
+                while let Some(entry) = map.next_entry::<Key<'de>, &'de RawValue>()? {
+                    out.push(entry);
+                }
+                Ok(Entries(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Parses one JSON log object (its text) into a record for `tenant`.
 ///
-/// `received_ms` stamps the record and is the event time when the object
-/// has none; `bytes` is its size as received.
-pub fn to_record(
-    value: Value,
+/// Single pass, no intermediate JSON tree: well-known fields are decoded
+/// from their raw text, every other field is copied verbatim into
+/// `structured_data`. `received_ms` stamps the record and is the event time
+/// when the object has none; the record's size is the text's length.
+pub fn parse_record(
+    text: &str,
     tenant: &TenantId,
     received_ms: i64,
-    bytes: usize,
     input: &'static str,
 ) -> Result<LogRecord, String> {
-    let Value::Object(mut obj) = value else {
-        return Err(format!(
-            "expected a JSON object, found {}",
-            type_name(&value)
-        ));
+    let first = text.trim_start().as_bytes().first().copied();
+    if first != Some(b'{') {
+        return match serde_json::from_str::<Value>(text) {
+            Ok(v) => Err(format!("expected a JSON object, found {}", type_name(&v))),
+            Err(e) => Err(format!("invalid JSON: {e}")),
+        };
+    }
+    let Entries(entries) = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    // Best-ranked entry per column.
+    let mut chosen: [Option<(usize, usize)>; COLUMNS.len()] = [None; COLUMNS.len()];
+    for (i, (key, _)) in entries.iter().enumerate() {
+        if let Some((c, rank)) = column_of(&key.0)
+            && chosen[c].is_none_or(|(r, _)| rank < r)
+        {
+            chosen[c] = Some((rank, i));
+        }
+    }
+    let raw = |c: Column| {
+        let idx = COLUMNS.iter().position(|(col, _)| *col == c)?;
+        chosen[idx].map(|(_, i)| entries[i].1.get())
     };
-    if let Some(t) = obj.remove("tenant_id") {
-        let matches = t.as_str().is_some_and(|s| s == tenant.as_str());
+    if let Some(t) = raw(Column::Tenant) {
+        let matches = serde_json::from_str::<&str>(t).is_ok_and(|s| s == tenant.as_str())
+            || serde_json::from_str::<String>(t).is_ok_and(|s| s == tenant.as_str());
         if !matches {
             return Err(format!(
                 "tenant_id {t} does not match the organization of the API key ({tenant})"
             ));
         }
     }
-    let ts_ms = match take(&mut obj, TS) {
-        None | Some(Value::Null) => received_ms,
-        Some(v) => parse_time(&v)?,
+    let ts_ms = match raw(Column::Ts) {
+        None | Some("null") => received_ms,
+        Some(v) => parse_time(v)?,
     };
-    let host = take_string(&mut obj, HOST)?;
-    let app = take_string(&mut obj, APP)?;
-    let pid = match take(&mut obj, PID) {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => Some(n.to_string()),
-        Some(Value::String(s)) => Some(s),
-        Some(v) => {
-            return Err(format!(
-                "field pid: expected a string or number, found {}",
-                type_name(&v)
-            ));
+    let host = match raw(Column::Host) {
+        Some(v) if v.starts_with('{') => {
+            // ECS-style `host: {"name": ...}`.
+            let obj: Value = serde_json::from_str(v).map_err(|e| format!("field host: {e}"))?;
+            match obj.get("name") {
+                Some(Value::String(s)) => Some(s.clone()),
+                _ => return Err("field host: expected a string or an object with a name".into()),
+            }
         }
+        v => text_field("host", v)?,
     };
-    let severity = match take(&mut obj, SEVERITY) {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => match n.as_u64() {
-            Some(s @ 0..=7) => Some(s as u8),
+    let app = text_field("app", raw(Column::App))?;
+    let pid = text_field("pid", raw(Column::Pid))?;
+    let severity = match raw(Column::Severity) {
+        None | Some("null") => None,
+        Some(v) if v.starts_with('"') => {
+            let s: String = serde_json::from_str(v).map_err(|e| format!("field severity: {e}"))?;
+            Some(
+                severity_from_name(&s)
+                    .ok_or_else(|| format!("field severity: unknown level {s:?}"))?,
+            )
+        }
+        Some(v) => match v.parse::<u64>() {
+            Ok(s @ 0..=7) => Some(s as u8),
+            Ok(_) | Err(_) if looks_numeric(v) => {
+                return Err(format!(
+                    "field severity: {v} is not a syslog severity 0..=7"
+                ));
+            }
             _ => {
                 return Err(format!(
-                    "field severity: {n} is not a syslog severity 0..=7"
+                    "field severity: expected a number or name, found {}",
+                    raw_type_name(v)
                 ));
             }
         },
-        Some(Value::String(s)) => Some(
-            severity_from_name(&s).ok_or_else(|| format!("field severity: unknown level {s:?}"))?,
-        ),
-        Some(v) => {
-            return Err(format!(
-                "field severity: expected a number or name, found {}",
-                type_name(&v)
-            ));
-        }
     };
-    let facility = match take(&mut obj, FACILITY) {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => match n.as_u64() {
-            Some(f @ 0..=23) => Some(f as u8),
+    let facility = match raw(Column::Facility) {
+        None | Some("null") => None,
+        Some(v) if v.starts_with('"') => {
+            let s: String = serde_json::from_str(v).map_err(|e| format!("field facility: {e}"))?;
+            Some(
+                FACILITIES
+                    .iter()
+                    .position(|f| f.eq_ignore_ascii_case(&s))
+                    .ok_or_else(|| format!("field facility: unknown facility {s:?}"))?
+                    as u8,
+            )
+        }
+        Some(v) => match v.parse::<u64>() {
+            Ok(f @ 0..=23) => Some(f as u8),
+            Ok(_) | Err(_) if looks_numeric(v) => {
+                return Err(format!(
+                    "field facility: {v} is not a syslog facility 0..=23"
+                ));
+            }
             _ => {
                 return Err(format!(
-                    "field facility: {n} is not a syslog facility 0..=23"
+                    "field facility: expected a number or name, found {}",
+                    raw_type_name(v)
                 ));
             }
         },
-        Some(Value::String(s)) => Some(
-            FACILITIES
-                .iter()
-                .position(|f| f.eq_ignore_ascii_case(&s))
-                .ok_or_else(|| format!("field facility: unknown facility {s:?}"))?
-                as u8,
-        ),
-        Some(v) => {
-            return Err(format!(
-                "field facility: expected a number or name, found {}",
-                type_name(&v)
-            ));
-        }
     };
-    let msg_id = take_string(&mut obj, MSG_ID)?;
-    let message = take_string(&mut obj, MESSAGE)?.unwrap_or_default();
-    let source_ip = take_string(&mut obj, SOURCE_IP)?;
-    let structured_data = (!obj.is_empty()).then(|| Value::Object(obj).to_string());
+    let msg_id = text_field("msg_id", raw(Column::MsgId))?;
+    let message = text_field("message", raw(Column::Message))?.unwrap_or_default();
+    let source_ip = text_field("source_ip", raw(Column::SourceIp))?;
+
+    // Everything not chosen above, verbatim.
+    let used: Vec<usize> = chosen.iter().flatten().map(|(_, i)| *i).collect();
+    let mut rest = String::new();
+    for (i, (key, value)) in entries.iter().enumerate() {
+        if used.contains(&i) {
+            continue;
+        }
+        rest.push(if rest.is_empty() { '{' } else { ',' });
+        match key.0 {
+            // Keys without escapes are copied as they came.
+            Cow::Borrowed(k) => {
+                rest.push('"');
+                rest.push_str(k);
+                rest.push('"');
+            }
+            Cow::Owned(ref k) => rest.push_str(&Value::from(k.as_str()).to_string()),
+        }
+        rest.push(':');
+        rest.push_str(value.get());
+    }
+    let structured_data = (!rest.is_empty()).then(|| {
+        rest.push('}');
+        rest
+    });
     Ok(LogRecord {
         ts_ms,
         received_ms,
@@ -154,67 +319,90 @@ pub fn to_record(
         raw: None,
         parse_status: schemas::ParseStatus::Ok,
         input,
-        bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
+        bytes: u32::try_from(text.len()).unwrap_or(u32::MAX),
     })
 }
 
-fn take(obj: &mut Map<String, Value>, names: &[&str]) -> Option<Value> {
-    names.iter().find_map(|n| obj.remove(*n))
+/// Converts a JSON value into a record (for receivers that already hold a
+/// parsed value, e.g. a HEC `event` object).
+pub fn to_record(
+    value: &Value,
+    tenant: &TenantId,
+    received_ms: i64,
+    input: &'static str,
+) -> Result<LogRecord, String> {
+    parse_record(&value.to_string(), tenant, received_ms, input)
 }
 
-fn take_string(obj: &mut Map<String, Value>, names: &[&str]) -> Result<Option<String>, String> {
-    let Some(name) = names.iter().find(|n| obj.contains_key(**n)) else {
-        return Ok(None);
-    };
-    match obj.remove(*name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(Value::Bool(b)) => Ok(Some(b.to_string())),
-        // ECS-style `host: {"name": ...}`.
-        Some(Value::Object(mut o)) if *name == "host" => match o.remove("name") {
-            Some(Value::String(s)) => Ok(Some(s)),
-            _ => Err("field host: expected a string or an object with a name".into()),
-        },
+/// Decodes a text column from raw JSON: strings as themselves, numbers and
+/// booleans as their text, null as absent.
+fn text_field(name: &str, raw: Option<&str>) -> Result<Option<String>, String> {
+    match raw {
+        None | Some("null") => Ok(None),
+        // A validated JSON string without backslashes has no escapes: its
+        // text is the content between the quotes.
+        Some(v) if v.starts_with('"') && !v.contains('\\') => {
+            Ok(Some(v[1..v.len() - 1].to_string()))
+        }
+        Some(v) if v.starts_with('"') => serde_json::from_str::<String>(v)
+            .map(Some)
+            .map_err(|e| format!("field {name}: {e}")),
+        Some(v) if v == "true" || v == "false" || looks_numeric(v) => Ok(Some(v.to_string())),
         Some(v) => Err(format!(
             "field {name}: expected a string, found {}",
-            type_name(&v)
+            raw_type_name(v)
         )),
+    }
+}
+
+fn looks_numeric(v: &str) -> bool {
+    v.starts_with(|c: char| c == '-' || c.is_ascii_digit())
+}
+
+fn raw_type_name(v: &str) -> &'static str {
+    match v.as_bytes().first() {
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
     }
 }
 
 /// RFC 3339 text, or a Unix epoch number in seconds, milliseconds,
 /// microseconds or nanoseconds (told apart by magnitude, as Vector does).
-fn parse_time(v: &Value) -> Result<i64, String> {
-    match v {
-        Value::String(s) => DateTime::parse_from_rfc3339(s)
+fn parse_time(raw: &str) -> Result<i64, String> {
+    if raw.starts_with('"') {
+        let s: String = serde_json::from_str(raw).map_err(|e| format!("field ts: {e}"))?;
+        return DateTime::parse_from_rfc3339(&s)
             .map(|t| t.timestamp_millis())
-            .map_err(|e| format!("field ts: {s:?} is not an RFC 3339 timestamp ({e})")),
-        Value::Number(n) => {
-            let f = n
-                .as_f64()
-                .ok_or_else(|| format!("field ts: {n} is not a number"))?;
-            let abs = f.abs();
-            let ms = if abs < 1e11 {
-                f * 1e3
-            } else if abs < 1e14 {
-                f
-            } else if abs < 1e17 {
-                f / 1e3
-            } else {
-                f / 1e6
-            };
-            // Beyond ±100k years chrono cannot represent the date.
-            if !ms.is_finite() || ms.abs() > 3.0e15 {
-                return Err(format!("field ts: {n} is out of range"));
-            }
-            Ok(ms as i64)
-        }
-        other => Err(format!(
-            "field ts: expected an RFC 3339 string or epoch number, found {}",
-            type_name(other)
-        )),
+            .map_err(|e| format!("field ts: {s:?} is not an RFC 3339 timestamp ({e})"));
     }
+    if !looks_numeric(raw) {
+        return Err(format!(
+            "field ts: expected an RFC 3339 string or epoch number, found {}",
+            raw_type_name(raw)
+        ));
+    }
+    let f: f64 = raw
+        .parse()
+        .map_err(|_| format!("field ts: {raw} is not a number"))?;
+    let abs = f.abs();
+    let ms = if abs < 1e11 {
+        f * 1e3
+    } else if abs < 1e14 {
+        f
+    } else if abs < 1e17 {
+        f / 1e3
+    } else {
+        f / 1e6
+    };
+    // Beyond ±100k years chrono cannot represent the date.
+    if !ms.is_finite() || ms.abs() > 3.0e15 {
+        return Err(format!("field ts: {raw} is out of range"));
+    }
+    Ok(ms as i64)
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -231,6 +419,29 @@ fn type_name(v: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn column_table_and_match_agree() {
+        for (c, (_, aliases)) in COLUMNS.iter().enumerate() {
+            for (rank, alias) in aliases.iter().enumerate() {
+                assert_eq!(column_of(alias), Some((c, rank)), "{alias}");
+            }
+        }
+        assert_eq!(column_of("user"), None);
+    }
+
+    #[test]
+    fn escaped_strings_decode() {
+        let r = parse_record(
+            r#"{"message": "a\"b\u00e9\n", "host": "h\\1"}"#,
+            &acme(),
+            0,
+            "http",
+        )
+        .unwrap();
+        assert_eq!(r.message, "a\"b\u{e9}\n");
+        assert_eq!(r.host.as_deref(), Some("h\\1"));
+    }
     use serde_json::json;
 
     fn acme() -> TenantId {
@@ -238,7 +449,7 @@ mod tests {
     }
 
     fn rec(v: Value) -> Result<LogRecord, String> {
-        to_record(v, &acme(), 1_000, 42, "http")
+        to_record(&v, &acme(), 1_000, "http")
     }
 
     #[test]
@@ -266,7 +477,21 @@ mod tests {
         assert_eq!(r.source_ip.as_deref(), Some("203.0.113.9"));
         assert_eq!(r.structured_data.as_deref(), Some(r#"{"user":"root"}"#));
         assert_eq!(r.received_ms, 1_000);
-        assert_eq!(r.bytes, 42);
+        assert!(r.bytes > 0);
+    }
+
+    #[test]
+    fn unknown_fields_are_kept_verbatim_in_order() {
+        let text = r#"{"z": 1, "message": "m", "ctx": {"b": [1, 2], "a": "x"}, "msg": "alias", "k\"q": true}"#;
+        let r = parse_record(text, &acme(), 5, "http").unwrap();
+        assert_eq!(r.message, "m");
+        assert_eq!(
+            r.structured_data.as_deref(),
+            Some(r#"{"z":1,"ctx":{"b": [1, 2], "a": "x"},"msg":"alias","k\"q":true}"#)
+        );
+        assert_eq!(r.bytes as usize, text.len());
+        let sd: Value = serde_json::from_str(r.structured_data.as_deref().unwrap()).unwrap();
+        assert_eq!(sd["k\"q"], true);
     }
 
     #[test]

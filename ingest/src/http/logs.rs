@@ -15,7 +15,6 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use schemas::{LogRecord, TenantId};
 use serde::Serialize;
-use serde_json::Value;
 
 use super::{IngestState, body, error_response};
 use crate::error::Error;
@@ -179,24 +178,20 @@ fn push(out: &mut Parsed, line: usize, raw: &[u8], tenant: &TenantId, now_ms: i6
         );
         return;
     }
-    if let Err(e) = std::str::from_utf8(raw) {
-        out.reject(
-            line,
-            format!(
-                "record is not valid UTF-8 (invalid byte at offset {})",
-                e.valid_up_to()
-            ),
-        );
-        return;
-    }
-    let value: Value = match serde_json::from_slice(raw) {
-        Ok(v) => v,
+    let text = match std::str::from_utf8(raw) {
+        Ok(t) => t,
         Err(e) => {
-            out.reject(line, format!("invalid JSON: {e}"));
+            out.reject(
+                line,
+                format!(
+                    "record is not valid UTF-8 (invalid byte at offset {})",
+                    e.valid_up_to()
+                ),
+            );
             return;
         }
     };
-    match crate::json::to_record(value, tenant, now_ms, raw.len(), "http") {
+    match crate::json::parse_record(text, tenant, now_ms, "http") {
         Ok(r) => out.records.push(r),
         Err(e) => out.reject(line, e),
     }
