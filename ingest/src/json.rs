@@ -7,7 +7,7 @@
 //! well-known fields have the wrong type, is an error for that record only.
 
 use chrono::DateTime;
-use schemas::logs::severity_from_name;
+use schemas::logs::{facility_from_name, severity_from_name};
 use schemas::{LogRecord, TenantId};
 use std::borrow::Cow;
 use std::fmt;
@@ -25,34 +25,6 @@ const FACILITY: &[&str] = &["facility"];
 const MSG_ID: &[&str] = &["msg_id", "msgid"];
 const MESSAGE: &[&str] = &["message", "msg", "log", "_raw"];
 const SOURCE_IP: &[&str] = &["source_ip", "src_ip", "client_ip"];
-
-/// Facility names of RFC 5424 §6.2.1, by number.
-const FACILITIES: [&str; 24] = [
-    "kern",
-    "user",
-    "mail",
-    "daemon",
-    "auth",
-    "syslog",
-    "lpr",
-    "news",
-    "uucp",
-    "cron",
-    "authpriv",
-    "ftp",
-    "ntp",
-    "security",
-    "console",
-    "solaris-cron",
-    "local0",
-    "local1",
-    "local2",
-    "local3",
-    "local4",
-    "local5",
-    "local6",
-    "local7",
-];
 
 /// The well-known columns a JSON key can fill.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -225,57 +197,8 @@ pub fn parse_record(
     };
     let app = text_field("app", raw(Column::App))?;
     let pid = text_field("pid", raw(Column::Pid))?;
-    let severity = match raw(Column::Severity) {
-        None | Some("null") => None,
-        Some(v) if v.starts_with('"') => {
-            let s: String = serde_json::from_str(v).map_err(|e| format!("field severity: {e}"))?;
-            Some(
-                severity_from_name(&s)
-                    .ok_or_else(|| format!("field severity: unknown level {s:?}"))?,
-            )
-        }
-        Some(v) => match v.parse::<u64>() {
-            Ok(s @ 0..=7) => Some(s as u8),
-            Ok(_) | Err(_) if looks_numeric(v) => {
-                return Err(format!(
-                    "field severity: {v} is not a syslog severity 0..=7"
-                ));
-            }
-            _ => {
-                return Err(format!(
-                    "field severity: expected a number or name, found {}",
-                    raw_type_name(v)
-                ));
-            }
-        },
-    };
-    let facility = match raw(Column::Facility) {
-        None | Some("null") => None,
-        Some(v) if v.starts_with('"') => {
-            let s: String = serde_json::from_str(v).map_err(|e| format!("field facility: {e}"))?;
-            Some(
-                FACILITIES
-                    .iter()
-                    .position(|f| f.eq_ignore_ascii_case(&s))
-                    .ok_or_else(|| format!("field facility: unknown facility {s:?}"))?
-                    as u8,
-            )
-        }
-        Some(v) => match v.parse::<u64>() {
-            Ok(f @ 0..=23) => Some(f as u8),
-            Ok(_) | Err(_) if looks_numeric(v) => {
-                return Err(format!(
-                    "field facility: {v} is not a syslog facility 0..=23"
-                ));
-            }
-            _ => {
-                return Err(format!(
-                    "field facility: expected a number or name, found {}",
-                    raw_type_name(v)
-                ));
-            }
-        },
-    };
+    let severity = syslog_number(raw(Column::Severity), SYSLOG_SEVERITY)?;
+    let facility = syslog_number(raw(Column::Facility), SYSLOG_FACILITY)?;
     let msg_id = text_field("msg_id", raw(Column::MsgId))?;
     let message = text_field("message", raw(Column::Message))?.unwrap_or_default();
     let source_ip = text_field("source_ip", raw(Column::SourceIp))?;
@@ -332,6 +255,54 @@ pub fn to_record(
     input: &'static str,
 ) -> Result<LogRecord, String> {
     parse_record(&value.to_string(), tenant, received_ms, input)
+}
+
+/// A syslog number field: its name in messages, its maximum, and how to
+/// read a name.
+struct SyslogNumber {
+    field: &'static str,
+    what: &'static str,
+    max: u64,
+    by_name: fn(&str) -> Option<u8>,
+}
+
+const SYSLOG_SEVERITY: SyslogNumber = SyslogNumber {
+    field: "severity",
+    what: "syslog severity",
+    max: 7,
+    by_name: severity_from_name,
+};
+
+const SYSLOG_FACILITY: SyslogNumber = SyslogNumber {
+    field: "facility",
+    what: "syslog facility",
+    max: 23,
+    by_name: facility_from_name,
+};
+
+/// Decodes a severity or facility given as a number or a name.
+fn syslog_number(raw: Option<&str>, n: SyslogNumber) -> Result<Option<u8>, String> {
+    let field = n.field;
+    match raw {
+        None | Some("null") => Ok(None),
+        Some(v) if v.starts_with('"') => {
+            let s: String = serde_json::from_str(v).map_err(|e| format!("field {field}: {e}"))?;
+            (n.by_name)(&s)
+                .map(Some)
+                .ok_or_else(|| format!("field {field}: unknown name {s:?}"))
+        }
+        Some(v) if looks_numeric(v) => match v.parse::<u64>() {
+            Ok(x) if x <= n.max => Ok(Some(x as u8)),
+            _ => Err(format!(
+                "field {field}: {v} is not a {} 0..={}",
+                n.what, n.max
+            )),
+        },
+        Some(v) => Err(format!(
+            "field {field}: expected a number or name, found {}",
+            raw_type_name(v)
+        )),
+    }
 }
 
 /// Decodes a text column from raw JSON: strings as themselves, numbers and
@@ -530,7 +501,7 @@ mod tests {
             ),
             (
                 json!({"level": "loud"}),
-                "field severity: unknown level \"loud\"",
+                "field severity: unknown name \"loud\"",
             ),
             (
                 json!({"message": {"a": 1}}),

@@ -88,6 +88,48 @@ impl LogRecord {
     }
 }
 
+/// Severity names by number (RFC 5424 §6.2.1 keywords).
+pub const SEVERITY_NAMES: [&str; 8] = [
+    "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
+];
+
+/// Facility names by number (RFC 5424 §6.2.1, the usual keywords).
+pub const FACILITY_NAMES: [&str; 24] = [
+    "kern",
+    "user",
+    "mail",
+    "daemon",
+    "auth",
+    "syslog",
+    "lpr",
+    "news",
+    "uucp",
+    "cron",
+    "authpriv",
+    "ftp",
+    "ntp",
+    "security",
+    "console",
+    "solaris-cron",
+    "local0",
+    "local1",
+    "local2",
+    "local3",
+    "local4",
+    "local5",
+    "local6",
+    "local7",
+];
+
+/// Maps a facility name (`auth`, `LOCAL0`...) to its number.
+pub fn facility_from_name(name: &str) -> Option<u8> {
+    let name = name.trim();
+    FACILITY_NAMES
+        .iter()
+        .position(|f| f.eq_ignore_ascii_case(name))
+        .map(|i| i as u8)
+}
+
 /// Maps a severity given as text (`err`, `warning`, `INFO`...) or digit to
 /// the syslog number.
 pub fn severity_from_name(name: &str) -> Option<u8> {
