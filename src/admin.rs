@@ -26,6 +26,7 @@ pub fn orgs(config: &Config, command: OrgsCommand) -> anyhow::Result<()> {
             owner_email,
             plan,
             parent,
+            allow_overage,
         } => {
             let org = store.create_organization(&NewOrganization {
                 id: TenantId::new(&id)?,
@@ -33,6 +34,7 @@ pub fn orgs(config: &Config, command: OrgsCommand) -> anyhow::Result<()> {
                 owner_email,
                 plan: plan.parse()?,
                 parent_id: parent.as_deref().map(TenantId::new).transpose()?,
+                allow_overage,
             })?;
             println!("{}", serde_json::to_string_pretty(&org)?);
         }

@@ -54,6 +54,10 @@ pub enum OrgsCommand {
         /// Parent organization (an MSP's child).
         #[arg(long)]
         parent: Option<String>,
+        /// Accept devices and scans beyond the plan's limits (billed as
+        /// overage) instead of refusing them.
+        #[arg(long)]
+        allow_overage: bool,
     },
     /// List organizations.
     List {

@@ -1,6 +1,6 @@
 //! `securenet serve`: the embedded all-in-one process.
 //!
-//! HTTP ingest → per-tenant batcher → embedded bus → Parquet sink, and the
+//! HTTP and syslog ingest → per-tenant batcher → embedded bus → Parquet sink, and the
 //! query API over the same lake, on one listener. Shutdown order matters:
 //! stop accepting → flush the batcher (in-flight requests get their
 //! answers) → close the bus → let the consumer drain → exit.
@@ -13,11 +13,14 @@ use control::MetaStore;
 use futures::FutureExt;
 use ingest::Batcher;
 use ingest::http::IngestState;
+use ingest::syslog::{SyslogMetrics, SyslogServer};
 use pipeline::bus::embedded;
 use pipeline::{BusProducer, Lake, PipelineMetrics, Sink, consumer};
 use query_api::sql::SqlEngine;
 use query_api::{AppState, HealthCheck};
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::Config;
@@ -55,6 +58,25 @@ pub async fn run(config: Config, sql_runtime: tokio::runtime::Handle) -> anyhow:
         ingest_metrics.clone(),
     )?;
 
+    // Syslog listeners: bound before the ready line so it can list them.
+    let stop_listeners = CancellationToken::new();
+    let syslog_metrics = SyslogMetrics::new(&registry)?;
+    let mut listeners = JoinSet::new();
+    for listener in &config.ingest.syslog {
+        let server = SyslogServer::build(
+            listener.clone(),
+            store.clone(),
+            batcher.clone(),
+            syslog_metrics.clone(),
+            ingest_metrics.clone(),
+        )?;
+        let name = server.name().to_string();
+        let (addr, serve) = server.bind(stop_listeners.clone()).await?;
+        info!(%addr, listener = %name, "syslog listening");
+        println!("securenet ready syslog {name}={addr}");
+        listeners.spawn(serve);
+    }
+
     let health = health_checks(
         &store,
         &sinks,
@@ -73,6 +95,11 @@ pub async fn run(config: Config, sql_runtime: tokio::runtime::Handle) -> anyhow:
         store,
         config: config.ingest.http.clone(),
         metrics: ingest_metrics,
+        limits: Arc::new(control::RateLimits::new(
+            config.ingest.http.rate_limit_per_sec,
+            config.ingest.http.rate_limit_burst,
+        )),
+        producer: producer.clone(),
     };
     let app = ingest::http::router(ingest_state)
         .merge(query_api::router(api))
@@ -84,6 +111,7 @@ pub async fn run(config: Config, sql_runtime: tokio::runtime::Handle) -> anyhow:
     let addr = listener.local_addr()?;
     info!(%addr, data_dir = %config.data_dir.display(), "securenet serving");
     let closing = batcher.clone();
+    let stopping = stop_listeners.clone();
     let signal = shutdown_signal()?;
     // A machine-readable line for scripts and tests that bind port 0.
     println!("securenet ready http={addr}");
@@ -91,12 +119,15 @@ pub async fn run(config: Config, sql_runtime: tokio::runtime::Handle) -> anyhow:
         signal.await;
         info!("shutting down: flushing pending batches");
         closing.close().await;
+        stopping.cancel();
     };
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .context("http server")?;
 
+    stop_listeners.cancel();
+    while listeners.join_next().await.is_some() {}
     drop(batcher);
     batcher_task.await.context("batcher task")?;
     drop(producer);

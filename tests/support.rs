@@ -33,6 +33,11 @@ impl Env {
         );
         // Short linger keeps tests fast; the semantics do not depend on it.
         vars.insert("SECURENET_INGEST__BATCH__LINGER_MS".into(), "20".into());
+        // Syslog on free ports (the default 5514 would collide between tests).
+        vars.insert(
+            "SECURENET_INGEST__SYSLOG".into(),
+            r#"[{name="tcp",protocol="tcp",listen="127.0.0.1:0",default_tenant="default"},{name="udp",protocol="udp",listen="127.0.0.1:0",default_tenant="default"}]"#.into(),
+        );
         vars.insert("RUST_LOG".into(), "warn".into());
         Self { dir, vars }
     }
@@ -118,6 +123,8 @@ impl Env {
 pub struct Server {
     child: Child,
     pub base: String,
+    /// Syslog listener name → bound address.
+    pub syslog: BTreeMap<String, String>,
 }
 
 impl Server {
@@ -131,23 +138,35 @@ impl Server {
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let mut syslog = BTreeMap::new();
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(listener) = line.strip_prefix("securenet ready syslog ")
+                    && let Some((name, addr)) = listener.split_once('=')
+                {
+                    syslog.insert(name.to_string(), addr.to_string());
+                }
                 if let Some(addr) = line.strip_prefix("securenet ready http=") {
-                    let _ = tx.send(addr.to_string());
+                    let _ = tx.send((addr.to_string(), std::mem::take(&mut syslog)));
                 }
             }
         });
-        let addr = rx
+        let (addr, syslog) = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("securenet serve did not become ready within 30s");
         Self {
             child,
             base: format!("http://{addr}"),
+            syslog,
         }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// Port of a syslog listener.
+    pub fn syslog_port(&self, name: &str) -> u16 {
+        self.syslog[name].rsplit(':').next().and_then(|p| p.parse().ok()).expect("syslog port")
     }
 
     pub fn pid(&self) -> u32 {

@@ -17,6 +17,10 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
 
+    /// A plan limit (devices, scans per month) would be exceeded.
+    #[error("{0}")]
+    PlanLimit(String),
+
     #[error(transparent)]
     Schema(#[from] schemas::Error),
 

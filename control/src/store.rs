@@ -46,6 +46,30 @@ const MIGRATIONS: &[&str] = &[r#"
         revoked_at   INTEGER
     );
     CREATE INDEX api_keys_org ON api_keys(org_id);
+"#, r#"
+    ALTER TABLE organizations ADD COLUMN allow_overage INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE devices (
+        org_id      TEXT NOT NULL REFERENCES organizations(id),
+        device_id   TEXT NOT NULL,
+        ip          TEXT,
+        mac         TEXT,
+        hostname    TEXT,
+        os          TEXT,
+        vendor      TEXT,
+        first_seen  INTEGER NOT NULL,
+        last_seen   INTEGER NOT NULL,
+        PRIMARY KEY (org_id, device_id)
+    );
+    CREATE INDEX devices_ip ON devices(org_id, ip);
+    CREATE INDEX devices_mac ON devices(org_id, mac);
+    CREATE TABLE scans (
+        org_id      TEXT NOT NULL REFERENCES organizations(id),
+        scan_id     TEXT NOT NULL,
+        month       TEXT NOT NULL,
+        received_at INTEGER NOT NULL,
+        PRIMARY KEY (org_id, scan_id)
+    );
+    CREATE INDEX scans_month ON scans(org_id, month);
 "#];
 
 /// Only record a key's last use when the stored value is older than this, so
@@ -60,6 +84,9 @@ pub struct Organization {
     pub plan: Plan,
     pub limits: PlanLimits,
     pub parent_id: Option<TenantId>,
+    /// Accept devices and scans beyond the plan's limits and bill them as
+    /// overage, instead of refusing them.
+    pub allow_overage: bool,
     /// ms since the epoch.
     pub created_at: i64,
 }
@@ -71,6 +98,7 @@ pub struct NewOrganization {
     pub owner_email: String,
     pub plan: Plan,
     pub parent_id: Option<TenantId>,
+    pub allow_overage: bool,
 }
 
 /// What a key listing shows: never the secret or its hash.
@@ -89,7 +117,7 @@ pub struct MetaStore {
     conn: Mutex<Connection>,
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -130,7 +158,7 @@ impl MetaStore {
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent
         // (statements are atomic), so a poisoned lock is still usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
@@ -152,6 +180,7 @@ impl MetaStore {
                 owner_email: "admin@localhost".into(),
                 plan,
                 parent_id: None,
+                allow_overage: false,
             })?;
         }
         match configured_key {
@@ -181,8 +210,8 @@ impl MetaStore {
         let conn = self.conn();
         let inserted = conn.execute(
             "INSERT INTO organizations (id, name, owner_email, plan, max_devices, \
-             max_scans_per_month, log_retention_days, parent_id, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT(id) DO NOTHING",
+             max_scans_per_month, log_retention_days, parent_id, created_at, allow_overage) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT(id) DO NOTHING",
             params![
                 org.id.as_str(),
                 org.name,
@@ -192,7 +221,8 @@ impl MetaStore {
                 limits.max_scans_per_month as i64,
                 limits.log_retention_days,
                 org.parent_id.as_ref().map(TenantId::as_str),
-                created_at
+                created_at,
+                org.allow_overage
             ],
         );
         match inserted {
@@ -207,6 +237,7 @@ impl MetaStore {
                 plan: org.plan,
                 limits,
                 parent_id: org.parent_id.clone(),
+                allow_overage: org.allow_overage,
                 created_at,
             }),
             Err(rusqlite::Error::SqliteFailure(e, _))
@@ -229,7 +260,7 @@ impl MetaStore {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT id, name, owner_email, plan, max_devices, max_scans_per_month, \
-             log_retention_days, parent_id, created_at FROM organizations WHERE id = ?1",
+             log_retention_days, parent_id, created_at, allow_overage FROM organizations WHERE id = ?1",
         )?;
         let row = stmt.query_row([id.as_str()], raw_org).optional()?;
         row.map(RawOrg::into_org).transpose()
@@ -239,7 +270,7 @@ impl MetaStore {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT id, name, owner_email, plan, max_devices, max_scans_per_month, \
-             log_retention_days, parent_id, created_at FROM organizations ORDER BY id",
+             log_retention_days, parent_id, created_at, allow_overage FROM organizations ORDER BY id",
         )?;
         let rows = stmt
             .query_map([], raw_org)?
@@ -401,6 +432,7 @@ struct RawOrg {
     retention: u32,
     parent_id: Option<String>,
     created_at: i64,
+    allow_overage: bool,
 }
 
 fn raw_org(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawOrg> {
@@ -414,6 +446,7 @@ fn raw_org(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawOrg> {
         retention: r.get(6)?,
         parent_id: r.get(7)?,
         created_at: r.get(8)?,
+        allow_overage: r.get(9)?,
     })
 }
 
@@ -430,6 +463,7 @@ impl RawOrg {
                 log_retention_days: self.retention,
             },
             parent_id: self.parent_id.as_deref().map(TenantId::new).transpose()?,
+            allow_overage: self.allow_overage,
             created_at: self.created_at,
         })
     }
@@ -451,6 +485,7 @@ mod tests {
                 owner_email: format!("owner@{id}.test"),
                 plan: Plan::Business,
                 parent_id: None,
+                allow_overage: false,
             })
             .unwrap()
     }
@@ -577,6 +612,7 @@ mod tests {
             owner_email: "a@b.c".into(),
             plan: Plan::Starter,
             parent_id: None,
+            allow_overage: false,
         });
         assert_eq!(
             dup.unwrap_err().to_string(),
@@ -588,6 +624,7 @@ mod tests {
             owner_email: "a@b.c".into(),
             plan: Plan::Starter,
             parent_id: Some(t("nobody")),
+            allow_overage: false,
         });
         assert!(matches!(orphan, Err(Error::NotFound { .. })), "{orphan:?}");
         let ids: Vec<_> = store

@@ -3,11 +3,13 @@
 //! Receivers submit a request's records for one tenant and wait. A single
 //! actor task owns one pending batch per tenant and flushes it when it
 //! reaches `max_rows` or `max_bytes`, when it is `linger` old, or at
-//! shutdown — and, above all, by *group commit*: a tenant's batch is flushed
-//! at once while fewer than `flush_concurrency` of its batches are being
-//! written, and otherwise grows until one of those writes completes. Idle
-//! tenants get minimal latency; busy tenants get large batches; throughput
-//! never waits on the linger timer, which is only an upper bound. Each flush becomes one envelope (one tenant, one batch id) that
+//! shutdown — and, when a request is waiting for its answer, by *group
+//! commit*: such a batch is flushed at once while fewer than
+//! `flush_concurrency` of the tenant's batches are being written, and
+//! otherwise grows until one of those writes completes. Waiting clients get
+//! minimal latency at low load and large batches at high load; nobody waits
+//! on the linger timer. Detached records (syslog, where nobody waits) are
+//! flushed by size or linger only, which keeps Parquet files large. Each flush becomes one envelope (one tenant, one batch id) that
 //! is published on the bus; when the bus reports it durable, every request
 //! whose records were in it is answered.
 //!
@@ -23,7 +25,8 @@ use std::time::Duration;
 
 use pipeline::BusProducer;
 use schemas::{Envelope, LogBatchBuilder, LogRecord, RecordKind, TenantId};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use prometheus::IntGauge;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::warn;
@@ -40,10 +43,35 @@ enum Command {
         tenant: TenantId,
         records: Vec<LogRecord>,
         bytes: usize,
-        done: oneshot::Sender<Outcome>,
+        waiter: Waiter,
     },
     /// Flush everything now and flush every later append immediately.
     Close,
+}
+
+/// Who is waiting for a submission, and the budget it holds. The permit
+/// travels with the records and is released only when their batch is
+/// settled, so a client that disconnects early cannot free budget that is
+/// still in use.
+struct Waiter {
+    /// `None` for detached submissions (syslog): nobody to answer.
+    reply: Option<oneshot::Sender<Outcome>>,
+    _budget: Budget,
+    records: usize,
+    input: &'static str,
+}
+
+/// Budget permits that keep the in-flight gauge in step.
+struct Budget {
+    _permit: OwnedSemaphorePermit,
+    bytes: i64,
+    gauge: IntGauge,
+}
+
+impl Drop for Budget {
+    fn drop(&mut self) {
+        self.gauge.sub(self.bytes);
+    }
 }
 
 /// Handle to the batcher; cheap to clone. The actor exits, after flushing
@@ -92,46 +120,93 @@ impl Batcher {
     }
 
     /// Submits one tenant's records and resolves once they are durable.
+    /// Waits at most `backpressure_wait` for budget, then answers
+    /// [`Error::Overloaded`].
     pub async fn submit(&self, tenant: TenantId, records: Vec<LogRecord>) -> Result<()> {
         if records.is_empty() {
             return Ok(());
         }
         let bytes: usize = records.iter().map(LogRecord::approx_size).sum();
+        let budget = match tokio::time::timeout(self.backpressure_wait, self.reserve(bytes)).await {
+            Ok(Some(budget)) => budget,
+            _ => return Err(self.overloaded()),
+        };
+        let (reply, wait) = oneshot::channel();
+        self.append(tenant, records, bytes, budget, Some(reply)).await?;
+        wait.await
+            .unwrap_or_else(|_| Err("the batcher stopped".into()))
+            .map_err(|e| Error::Unavailable(e.to_string()))
+    }
+
+    /// Queues records without waiting for durability — for receivers with
+    /// nobody to answer (syslog). Waits for budget as long as it takes, which
+    /// is how a TCP listener pauses reading when the pipeline is full. A batch
+    /// that later fails is counted as `failed` in the records metric.
+    pub async fn enqueue(&self, tenant: TenantId, records: Vec<LogRecord>) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let bytes: usize = records.iter().map(LogRecord::approx_size).sum();
+        let budget = self
+            .reserve(bytes)
+            .await
+            .ok_or_else(|| Error::Unavailable("ingest is shutting down".into()))?;
+        self.append(tenant, records, bytes, budget, None).await
+    }
+
+    /// Like [`Batcher::enqueue`] but never waits: with no budget left it
+    /// answers [`Error::Overloaded`] at once (UDP, which cannot push back).
+    pub async fn try_enqueue(&self, tenant: TenantId, records: Vec<LogRecord>) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let bytes: usize = records.iter().map(LogRecord::approx_size).sum();
         let permits = bytes.clamp(1, self.budget_total) as u32;
-        let permit = match tokio::time::timeout(
-            self.backpressure_wait,
-            self.budget.clone().acquire_many_owned(permits),
-        )
-        .await
-        {
-            Ok(Ok(permit)) => permit,
-            _ => {
-                self.metrics.backpressure.inc();
-                return Err(Error::Overloaded {
-                    retry_after_secs: 1,
-                });
-            }
+        let Ok(permit) = self.budget.clone().try_acquire_many_owned(permits) else {
+            return Err(self.overloaded());
         };
+        let budget = self.budget_for(permit, permits);
+        self.append(tenant, records, bytes, budget, None).await
+    }
+
+    fn overloaded(&self) -> Error {
+        self.metrics.backpressure.inc();
+        Error::Overloaded { retry_after_secs: 1 }
+    }
+
+    async fn reserve(&self, bytes: usize) -> Option<Budget> {
+        let permits = bytes.clamp(1, self.budget_total) as u32;
+        let permit = self.budget.clone().acquire_many_owned(permits).await.ok()?;
+        Some(self.budget_for(permit, permits))
+    }
+
+    fn budget_for(&self, permit: OwnedSemaphorePermit, permits: u32) -> Budget {
         self.metrics.in_flight_bytes.add(permits as i64);
-        let (done, wait) = oneshot::channel();
-        let sent = self
-            .tx
-            .send(Command::Append {
-                tenant,
-                records,
-                bytes,
-                done,
-            })
-            .await;
-        let outcome = match sent {
-            Ok(()) => wait
-                .await
-                .unwrap_or_else(|_| Err("the batcher stopped".into())),
-            Err(_) => Err("ingest is shutting down".into()),
+        Budget {
+            _permit: permit,
+            bytes: permits as i64,
+            gauge: self.metrics.in_flight_bytes.clone(),
+        }
+    }
+
+    async fn append(
+        &self,
+        tenant: TenantId,
+        records: Vec<LogRecord>,
+        bytes: usize,
+        budget: Budget,
+        reply: Option<oneshot::Sender<Outcome>>,
+    ) -> Result<()> {
+        let waiter = Waiter {
+            reply,
+            _budget: budget,
+            records: records.len(),
+            input: records.first().map_or("unknown", |r| r.input),
         };
-        drop(permit);
-        self.metrics.in_flight_bytes.sub(permits as i64);
-        outcome.map_err(|e| Error::Unavailable(e.to_string()))
+        self.tx
+            .send(Command::Append { tenant, records, bytes, waiter })
+            .await
+            .map_err(|_| Error::Unavailable("ingest is shutting down".into()))
     }
 
     /// Flushes everything pending now; later submissions flush immediately.
@@ -144,7 +219,7 @@ impl Batcher {
 struct Pending {
     builder: LogBatchBuilder,
     bytes: usize,
-    waiters: Vec<oneshot::Sender<Outcome>>,
+    waiters: Vec<Waiter>,
     generation: u64,
 }
 
@@ -171,8 +246,8 @@ impl Actor {
             let next_deadline = self.deadlines.front().map(|(at, _, _)| *at);
             tokio::select! {
                 command = rx.recv() => match command {
-                    Some(Command::Append { tenant, records, bytes, done }) => {
-                        self.append(tenant, records, bytes, done);
+                    Some(Command::Append { tenant, records, bytes, waiter }) => {
+                        self.append(tenant, records, bytes, waiter);
                     }
                     Some(Command::Close) => {
                         self.closing = true;
@@ -197,7 +272,7 @@ impl Actor {
         tenant: TenantId,
         records: Vec<LogRecord>,
         bytes: usize,
-        done: oneshot::Sender<Outcome>,
+        waiter: Waiter,
     ) {
         let pending = match self.pending.get_mut(&tenant) {
             Some(p) => p,
@@ -221,14 +296,19 @@ impl Actor {
             pending.builder.append(record);
         }
         pending.bytes += bytes;
-        pending.waiters.push(done);
+        pending.waiters.push(waiter);
         let reason = if self.closing {
             Some("shutdown")
         } else if pending.builder.len() >= self.config.max_rows {
             Some("rows")
         } else if pending.bytes >= self.config.max_bytes {
             Some("bytes")
-        } else if self.writing.get(&tenant).copied().unwrap_or(0) < self.config.flush_concurrency {
+        } else if pending.waiters.iter().any(|w| w.reply.is_some())
+            && self.writing.get(&tenant).copied().unwrap_or(0) < self.config.flush_concurrency
+        {
+            // Group commit only helps someone who is waiting for the answer;
+            // detached records (syslog) wait for size or linger, which keeps
+            // files large.
             Some("idle")
         } else {
             None
@@ -246,7 +326,11 @@ impl Actor {
                 self.writing.remove(&tenant);
             }
         }
-        if self.pending.contains_key(&tenant) {
+        let waited_on = self
+            .pending
+            .get(&tenant)
+            .is_some_and(|p| p.waiters.iter().any(|w| w.reply.is_some()));
+        if waited_on {
             self.flush(&tenant, "group");
         }
     }
@@ -285,15 +369,28 @@ impl Actor {
         self.metrics.flushes.with_label_values(&[reason]).inc();
         *self.writing.entry(tenant.clone()).or_default() += 1;
         let producer = self.producer.clone();
+        let metrics = self.metrics.clone();
         let tenant = tenant.clone();
         self.flushes.spawn(async move {
             let outcome = publish(producer.as_ref(), &tenant, pending.builder).await;
             if let Err(error) = &outcome {
-                warn!(%error, %tenant, "batch not stored; its requests get 503");
+                warn!(%error, %tenant, "batch not stored; waiting requests get 503");
             }
             for waiter in pending.waiters {
-                // The request may have been cancelled; its rows are stored anyway.
-                let _ = waiter.send(outcome.clone());
+                match waiter.reply {
+                    // The request may have been cancelled; its rows are stored anyway.
+                    Some(reply) => {
+                        let _ = reply.send(outcome.clone());
+                    }
+                    None if outcome.is_err() => {
+                        // Nobody to tell (syslog): say it in the metrics.
+                        metrics
+                            .records
+                            .with_label_values(&[waiter.input, "failed"])
+                            .inc_by(waiter.records as u64);
+                    }
+                    None => {}
+                }
             }
             tenant
         });
@@ -476,6 +573,20 @@ mod tests {
             bus.published.lock().unwrap().as_slice(),
             [("acme".to_string(), 5)]
         );
+    }
+
+    #[tokio::test]
+    async fn detached_records_wait_for_linger_not_group_commit() {
+        let bus = Arc::new(FakeBus::default());
+        let config = BatchConfig { linger_ms: 300, flush_concurrency: 2, ..Default::default() };
+        let (batcher, _task) = start(config, bus.clone());
+        for _ in 0..3 {
+            batcher.enqueue(tenant("acme"), records(2)).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(bus.published.lock().unwrap().is_empty(), "nothing before the linger");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(bus.published.lock().unwrap().as_slice(), [("acme".to_string(), 6)]);
     }
 
     #[tokio::test]

@@ -2,16 +2,38 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use schemas::TenantId;
+
 use crate::error::{Error, Result};
+use crate::syslog::{Protocol, SyslogConfig};
 
 /// Settings of the ingest role.
-#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
     /// When a tenant's pending batch is flushed.
     pub batch: BatchConfig,
     /// HTTP receivers.
     pub http: HttpIngestConfig,
+    /// Syslog listeners (`[[ingest.syslog]]`); the default is TCP and UDP
+    /// on 127.0.0.1:5514 for the `default` organization.
+    pub syslog: Vec<SyslogConfig>,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        let local = std::net::SocketAddr::from(([127, 0, 0, 1], 5514));
+        let default_tenant = TenantId::new("default").ok();
+        let listener = |name: &str, protocol| SyslogConfig {
+            default_tenant: default_tenant.clone(),
+            ..SyslogConfig::new(name, protocol, local)
+        };
+        Self {
+            batch: BatchConfig::default(),
+            http: HttpIngestConfig::default(),
+            syslog: vec![listener("tcp", Protocol::Tcp), listener("udp", Protocol::Udp)],
+        }
+    }
 }
 
 /// Per-tenant batching and the in-flight budget.
@@ -40,7 +62,7 @@ impl Default for BatchConfig {
         Self {
             max_rows: 50_000,
             max_bytes: 16 << 20,
-            linger_ms: 200,
+            linger_ms: 1_000,
             flush_concurrency: 2,
             max_in_flight_bytes: 256 << 20,
             backpressure_wait_ms: 1_000,
@@ -78,6 +100,13 @@ pub struct HttpIngestConfig {
     pub max_body_bytes: usize,
     /// Largest accepted single NDJSON line / JSON object.
     pub max_record_bytes: usize,
+    /// Largest accepted scan report (nmap XML of big networks is large).
+    pub max_scan_body_bytes: usize,
+    /// Requests per second per organization on the ingest routes; 0 turns
+    /// the limit off. Over it: 429 with Retry-After.
+    pub rate_limit_per_sec: u32,
+    /// Requests an organization may send in a burst above the rate.
+    pub rate_limit_burst: u32,
 }
 
 impl Default for HttpIngestConfig {
@@ -85,6 +114,9 @@ impl Default for HttpIngestConfig {
         Self {
             max_body_bytes: 10 << 20,
             max_record_bytes: 1 << 20,
+            max_scan_body_bytes: 64 << 20,
+            rate_limit_per_sec: 0,
+            rate_limit_burst: 0,
         }
     }
 }
@@ -92,6 +124,13 @@ impl Default for HttpIngestConfig {
 impl IngestConfig {
     pub fn validate(&self) -> Result<()> {
         self.batch.validate()?;
+        let mut names = std::collections::HashSet::new();
+        for listener in &self.syslog {
+            listener.validate()?;
+            if !names.insert(&listener.name) {
+                return Err(Error::Config(format!("two syslog listeners are named {:?}", listener.name)));
+            }
+        }
         if self.http.max_body_bytes > self.batch.max_in_flight_bytes {
             // A body larger than the whole budget could never be accepted.
             return Err(Error::Config(format!(

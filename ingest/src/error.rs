@@ -17,6 +17,12 @@ pub enum Error {
     #[error("{0}")]
     BadRequest(String),
 
+    #[error("rate limit of {} requests/s for this organization exceeded; retry after {}s", .0.per_sec, .0.retry_after_secs())]
+    RateLimited(control::Limited),
+
+    #[error("{0}")]
+    PlanLimit(String),
+
     #[error("the pipeline is saturated; retry after {retry_after_secs}s")]
     Overloaded { retry_after_secs: u64 },
 

@@ -150,6 +150,19 @@ pub fn parse_record(
     received_ms: i64,
     input: &'static str,
 ) -> Result<LogRecord, String> {
+    parse_record_with(text, tenant, received_ms, input, &[])
+}
+
+/// [`parse_record`], adding `extra` string fields to `structured_data`
+/// (e.g. the Elasticsearch index or Splunk sourcetype a record came with);
+/// a field of the same name in the object itself wins.
+pub fn parse_record_with(
+    text: &str,
+    tenant: &TenantId,
+    received_ms: i64,
+    input: &'static str,
+    extra: &[(&str, &str)],
+) -> Result<LogRecord, String> {
     let first = text.trim_start().as_bytes().first().copied();
     if first != Some(b'{') {
         return match serde_json::from_str::<Value>(text) {
@@ -222,6 +235,15 @@ pub fn parse_record(
         }
         rest.push(':');
         rest.push_str(value.get());
+    }
+    for (key, value) in extra {
+        if entries.iter().any(|(k, _)| k.0 == *key) {
+            continue;
+        }
+        rest.push(if rest.is_empty() { '{' } else { ',' });
+        rest.push_str(&Value::from(*key).to_string());
+        rest.push(':');
+        rest.push_str(&Value::from(*value).to_string());
     }
     let structured_data = (!rest.is_empty()).then(|| {
         rest.push('}');

@@ -10,6 +10,10 @@
 //!   status mapping they share.
 //! - [`json`]: JSON log object → [`schemas::LogRecord`].
 //! - [`testdata`]: the seeded test-data generator behind `securenet gen`.
+//! - [`syslog`]: UDP/TCP/TLS syslog listeners, RFC 5424/3164 parsing and
+//!   RFC 6587 framing.
+//! - [`scans`]: nmap XML and JSON scan reports, device inventories, and
+//!   their admission against plan limits.
 //! - [`metrics`]: ingest's Prometheus metrics.
 
 pub mod batcher;
@@ -18,6 +22,8 @@ mod error;
 pub mod http;
 pub mod json;
 pub mod metrics;
+pub mod scans;
+pub mod syslog;
 pub mod testdata;
 
 pub use batcher::Batcher;

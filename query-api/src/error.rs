@@ -56,6 +56,9 @@ impl ApiError {
             ApiError::Auth(control::Error::Invalid(_) | control::Error::Schema(_)) => {
                 (StatusCode::BAD_REQUEST, "bad_request")
             }
+            ApiError::Auth(control::Error::PlanLimit(_)) => {
+                (StatusCode::PAYMENT_REQUIRED, "plan_limit_exceeded")
+            }
             ApiError::Auth(control::Error::Store(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "metadata_unavailable")
             }

@@ -9,12 +9,14 @@
 //! - [`envelope`]: what travels on the bus — one Arrow IPC stream plus headers —
 //!   with the checks that keep a batch to one tenant and one schema.
 //! - [`plans`]: the billing catalogue (prices in integer cents, limits).
+//! - [`inventory`]: typed rows of scans, devices and findings, and their batches.
 //!
 //! Everything that crosses a crate boundary is defined here so that ingest,
 //! pipeline, detectors and the query API cannot disagree about a column.
 
 pub mod envelope;
 mod error;
+pub mod inventory;
 pub mod kind;
 pub mod logs;
 pub mod plans;

@@ -52,7 +52,6 @@ async fn handle(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, IngestAnswer), Error> {
-    let principal = control::authenticate(&state.store, headers)?;
     let media = body::media_type(headers);
     let array_allowed = match media.as_str() {
         "application/json" => true,
@@ -60,47 +59,26 @@ async fn handle(
         | "application/jsonl"
         | "application/json-lines"
         | "application/x-jsonlines" => false,
-        _ => return Err(Error::UnsupportedContentType(media)),
+        _ => {
+            // Authenticate before telling an anonymous caller anything.
+            control::authenticate(&state.store, headers)?;
+            return Err(Error::UnsupportedContentType(media));
+        }
     };
-    let bytes = body::read(headers, body, state.config.max_body_bytes).await?;
+    let (principal, bytes) = state.begin(headers, body, state.config.max_body_bytes).await?;
     let now = Utc::now().timestamp_millis();
-    let parsed = parse(
-        &bytes,
-        array_allowed,
-        &principal.tenant,
-        now,
-        state.config.max_record_bytes,
-    )?;
-    let metrics = &state.metrics;
-    metrics
-        .records
-        .with_label_values(&["http", "rejected"])
-        .inc_by(parsed.rejected as u64);
+    let parsed = parse(&bytes, array_allowed, &principal.tenant, now, state.config.max_record_bytes)?;
     let accepted = parsed.records.len();
-    let accepted_bytes: u64 = parsed.records.iter().map(|r| r.bytes as u64).sum();
     state
-        .batcher
-        .submit(principal.tenant, parsed.records)
+        .store_records(principal.tenant, "http", parsed.records, parsed.rejected)
         .await?;
-    metrics
-        .records
-        .with_label_values(&["http", "accepted"])
-        .inc_by(accepted as u64);
-    metrics
-        .bytes
-        .with_label_values(&["http"])
-        .inc_by(accepted_bytes);
     let answer = IngestAnswer {
         accepted,
         rejected: parsed.rejected,
         errors: parsed.errors,
     };
     // Nothing stored and something wrong: the request as a whole failed.
-    let status = if accepted == 0 {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
-    };
+    let status = if accepted == 0 { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     Ok((status, answer))
 }
 

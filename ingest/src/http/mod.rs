@@ -2,21 +2,35 @@
 //!
 //! - `body.rs`: reading a request body within its limit, gzip, content type.
 //! - `logs.rs`: `POST /api/ingest/logs` (NDJSON or a JSON array).
+//! - `hec.rs`: Splunk HEC (`/services/collector/...`).
+//! - `bulk.rs`: Elasticsearch `_bulk` (`/api/ingest/_bulk`).
+//! - `loki.rs`: Loki push (`/loki/api/v1/push`, JSON).
+//! - `scans.rs`: scan reports (nmap XML, JSON) and device inventories.
 //!
-//! Every answer is JSON. [`error_response`] is the one place an ingest error
-//! becomes a status code.
+//! Every route authenticates first, then checks the tenant's rate limit,
+//! then reads its body within the route's limit (gzip accepted everywhere).
+//! [`error_response`] maps errors to statuses for the SecureNet-shaped
+//! routes; HEC, bulk and Loki answer in their own protocol's shape.
 
 mod body;
+mod bulk;
+mod hec;
 mod logs;
+mod loki;
+mod scans;
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use control::MetaStore;
+use axum::routing::{get, post};
+use bytes::Bytes;
+use control::{MetaStore, Principal, RateLimits};
+use pipeline::BusProducer;
+use schemas::{LogRecord, TenantId};
 use serde_json::json;
 use tracing::{debug, error};
 
@@ -32,25 +46,84 @@ pub struct IngestState {
     pub store: Arc<MetaStore>,
     pub config: HttpIngestConfig,
     pub metrics: IngestMetrics,
+    pub limits: Arc<RateLimits>,
+    /// Scans and inventories are published directly (they are not batched
+    /// with other requests: each report is its own set of envelopes).
+    pub producer: Arc<dyn BusProducer>,
 }
 
 /// The ingest routes.
 pub fn router(state: IngestState) -> Router {
     Router::new()
         .route("/api/ingest/logs", post(logs::ingest_logs))
+        .route("/services/collector", post(hec::event))
+        .route("/services/collector/event", post(hec::event))
+        .route("/services/collector/event/1.0", post(hec::event))
+        .route("/services/collector/raw", post(hec::raw))
+        .route("/services/collector/raw/1.0", post(hec::raw))
+        .route("/services/collector/health", get(hec::health))
+        .route("/services/collector/health/1.0", get(hec::health))
+        .route("/api/ingest", get(bulk::info).head(bulk::info))
+        .route("/api/ingest/", get(bulk::info).head(bulk::info))
+        .route("/api/ingest/_cluster/health", get(bulk::cluster_health))
+        .route("/api/ingest/_bulk", post(bulk::bulk))
+        .route("/api/ingest/{index}/_bulk", post(bulk::bulk_index))
+        .route("/loki/api/v1/push", post(loki::push))
+        .route("/api/ingest/scans", post(scans::scans))
+        .route("/api/ingest/devices", post(scans::devices))
         .with_state(state)
 }
 
-/// Maps an ingest error to its status and a JSON body `{"error", "code"}`.
-pub fn error_response(err: Error) -> Response {
-    let (status, code) = match &err {
+impl IngestState {
+    /// Authenticate, rate-limit, read the body: the start of every route.
+    pub(crate) async fn begin(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+        limit: usize,
+    ) -> Result<(Principal, Bytes), Error> {
+        let principal = control::authenticate(&self.store, headers)?;
+        self.limits.check(&principal.tenant).map_err(Error::RateLimited)?;
+        let bytes = body::read(headers, body, limit).await?;
+        Ok((principal, bytes))
+    }
+
+    /// Stores `records` for `tenant` and counts them; resolves once durable.
+    pub(crate) async fn store_records(
+        &self,
+        tenant: TenantId,
+        input: &'static str,
+        records: Vec<LogRecord>,
+        rejected: usize,
+    ) -> Result<(), Error> {
+        let metrics = &self.metrics;
+        metrics
+            .records
+            .with_label_values(&[input, "rejected"])
+            .inc_by(rejected as u64);
+        let accepted = records.len() as u64;
+        let bytes: u64 = records.iter().map(|r| r.bytes as u64).sum();
+        self.batcher.submit(tenant, records).await?;
+        metrics.records.with_label_values(&[input, "accepted"]).inc_by(accepted);
+        metrics.bytes.with_label_values(&[input]).inc_by(bytes);
+        Ok(())
+    }
+}
+
+/// Status, stable code and client-facing message of an error. 5xx details
+/// are logged here and replaced by a generic message.
+pub(crate) fn classify(err: &Error) -> (StatusCode, &'static str, String) {
+    let (status, code) = match err {
         Error::Auth(control::Error::MissingCredentials | control::Error::InvalidCredentials) => {
             (StatusCode::UNAUTHORIZED, "unauthorized")
         }
         Error::Auth(control::Error::Store(_)) => {
             (StatusCode::SERVICE_UNAVAILABLE, "metadata_unavailable")
         }
+        Error::Auth(control::Error::PlanLimit(_)) => (StatusCode::PAYMENT_REQUIRED, "plan_limit_exceeded"),
         Error::Auth(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+        Error::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+        Error::PlanLimit(_) => (StatusCode::PAYMENT_REQUIRED, "plan_limit_exceeded"),
         Error::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
         Error::UnsupportedContentType(_) | Error::UnsupportedEncoding(_) => {
             (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
@@ -61,39 +134,50 @@ pub fn error_response(err: Error) -> Response {
         Error::Config(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     };
     let message = if status.is_server_error() {
-        // Log the detail; never leak internals to the caller. Backpressure
-        // is flow control, counted in metrics, not an error.
+        // Backpressure is flow control, counted in metrics, not an error.
         if matches!(err, Error::Overloaded { .. }) {
             debug!(error = %err, "ingest request refused: pipeline saturated");
+            err.to_string()
         } else {
             error!(error = %err, %status, "ingest request failed");
-        }
-        match &err {
-            Error::Overloaded { .. } => err.to_string(),
-            Error::Unavailable(_) | Error::Auth(_) => {
-                "records could not be stored right now; nothing was acknowledged, retry later"
-                    .into()
+            match err {
+                Error::Unavailable(_) | Error::Auth(_) => {
+                    "records could not be stored right now; nothing was acknowledged, retry later".into()
+                }
+                _ => "internal error".into(),
             }
-            _ => "internal error".into(),
         }
     } else {
         err.to_string()
     };
-    let mut response = (status, Json(json!({ "error": message, "code": code }))).into_response();
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        let secs = match err {
-            Error::Overloaded { retry_after_secs } => retry_after_secs,
-            _ => 5,
-        };
+    (status, code, message)
+}
+
+/// Adds `Retry-After` / `WWW-Authenticate` where the status calls for it.
+pub(crate) fn with_retry_headers(mut response: Response, err: &Error) -> Response {
+    let retry = match err {
+        Error::Overloaded { retry_after_secs } => Some(*retry_after_secs),
+        Error::RateLimited(limited) => Some(limited.retry_after_secs()),
+        Error::Unavailable(_) | Error::Auth(control::Error::Store(_)) => Some(5),
+        _ => None,
+    };
+    if let Some(secs) = retry {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
-    if status == StatusCode::UNAUTHORIZED {
+    if response.status() == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer realm=\"securenet\""),
         );
     }
     response
+}
+
+/// Maps an ingest error to its status and a JSON body `{"error", "code"}`.
+pub fn error_response(err: Error) -> Response {
+    let (status, code, message) = classify(&err);
+    let response = (status, Json(json!({ "error": message, "code": code }))).into_response();
+    with_retry_headers(response, &err)
 }

@@ -1,0 +1,368 @@
+//! Devices and scans per tenant, with the plan's limits.
+//!
+//! Devices are upserted by MAC when one is known, else by IP: a device seen
+//! first by IP and later with its MAC stays one device; an IP that now
+//! answers with a different MAC is a new device. `first_seen` never moves,
+//! `last_seen` only forward. Scans count once per `scan_id` per month, so a
+//! replayed report is neither refused nor counted twice. Limits are checked
+//! in the same transaction as the writes: a refused request changes nothing.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, Transaction, params};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::store::{MetaStore, Organization};
+
+/// A device as a scan or an inventory reports it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeviceObservation {
+    pub ip: Option<String>,
+    pub mac: Option<String>,
+    pub hostname: Option<String>,
+    pub os: Option<String>,
+    pub vendor: Option<String>,
+}
+
+/// A device as tracked, after an upsert.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Device {
+    pub device_id: String,
+    pub ip: Option<String>,
+    pub mac: Option<String>,
+    pub hostname: Option<String>,
+    pub os: Option<String>,
+    pub vendor: Option<String>,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    /// First seen in this request.
+    pub is_new: bool,
+}
+
+/// What admitting a scan did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanAdmission {
+    /// False when this scan id was already recorded (a replay).
+    pub new_scan: bool,
+    /// Scans this month, this one included.
+    pub scans_this_month: u64,
+    pub devices: Vec<Device>,
+}
+
+fn month_of(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%Y-%m")
+        .to_string()
+}
+
+fn normalize_mac(mac: &str) -> String {
+    mac.trim().to_ascii_lowercase().replace('-', ":")
+}
+
+impl MetaStore {
+    /// Records a scan and upserts the devices it saw, enforcing the scans
+    /// per month and devices limits of `org`'s plan (unless it allows
+    /// overage).
+    pub fn admit_scan(
+        &self,
+        org: &Organization,
+        scan_id: &str,
+        seen: &[DeviceObservation],
+        at_ms: i64,
+    ) -> Result<ScanAdmission> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let month = month_of(at_ms);
+        let known: bool = tx
+            .query_row(
+                "SELECT 1 FROM scans WHERE org_id = ?1 AND scan_id = ?2",
+                params![org.id.as_str(), scan_id],
+                |_| Ok(true),
+            )
+            .optional()?
+            .unwrap_or(false);
+        let count: u64 = tx.query_row(
+            "SELECT COUNT(*) FROM scans WHERE org_id = ?1 AND month = ?2",
+            params![org.id.as_str(), month],
+            |r| r.get::<_, i64>(0),
+        )? as u64;
+        let limit = org.limits.max_scans_per_month;
+        if !known && count >= limit && !org.allow_overage {
+            return Err(Error::PlanLimit(format!(
+                "scan limit reached: the {} plan allows {limit} scans per month and {} has run {count} in {month}; \
+                 upgrade the plan or enable overage billing",
+                org.plan, org.id
+            )));
+        }
+        if !known {
+            tx.execute(
+                "INSERT INTO scans (org_id, scan_id, month, received_at) VALUES (?1, ?2, ?3, ?4)",
+                params![org.id.as_str(), scan_id, month, at_ms],
+            )?;
+        }
+        let devices = upsert(&tx, org, seen, at_ms)?;
+        tx.commit()?;
+        Ok(ScanAdmission {
+            new_scan: !known,
+            scans_this_month: count + u64::from(!known),
+            devices,
+        })
+    }
+
+    /// Upserts devices from an inventory, enforcing the devices limit.
+    pub fn upsert_devices(&self, org: &Organization, seen: &[DeviceObservation], at_ms: i64) -> Result<Vec<Device>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let devices = upsert(&tx, org, seen, at_ms)?;
+        tx.commit()?;
+        Ok(devices)
+    }
+
+    /// Devices tracked for `org`.
+    pub fn device_count(&self, org: &Organization) -> Result<u64> {
+        Ok(self.conn().query_row(
+            "SELECT COUNT(*) FROM devices WHERE org_id = ?1",
+            [org.id.as_str()],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+
+    /// Scans recorded for `org` in the month of `at_ms`.
+    pub fn scans_in_month(&self, org: &Organization, at_ms: i64) -> Result<u64> {
+        Ok(self.conn().query_row(
+            "SELECT COUNT(*) FROM scans WHERE org_id = ?1 AND month = ?2",
+            params![org.id.as_str(), month_of(at_ms)],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+}
+
+type Row = (String, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>, i64, i64);
+
+fn find(tx: &Transaction<'_>, org: &str, ob: &DeviceObservation) -> Result<Option<Row>> {
+    let row = |r: &rusqlite::Row<'_>| -> rusqlite::Result<Row> {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
+    };
+    const COLS: &str = "device_id, ip, mac, hostname, os, vendor, first_seen, last_seen";
+    if let Some(mac) = &ob.mac {
+        let by_mac = tx
+            .query_row(
+                &format!("SELECT {COLS} FROM devices WHERE org_id = ?1 AND mac = ?2"),
+                params![org, mac],
+                row,
+            )
+            .optional()?;
+        if by_mac.is_some() {
+            return Ok(by_mac);
+        }
+    }
+    let Some(ip) = &ob.ip else { return Ok(None) };
+    // By IP, unless that device is known by another MAC (the IP moved).
+    let by_ip = tx
+        .query_row(
+            &format!(
+                "SELECT {COLS} FROM devices WHERE org_id = ?1 AND ip = ?2 \
+                 AND (mac IS NULL OR ?3 IS NULL OR mac = ?3) ORDER BY last_seen DESC LIMIT 1"
+            ),
+            params![org, ip, ob.mac],
+            row,
+        )
+        .optional()?;
+    Ok(by_ip)
+}
+
+/// Upserts `seen`; returns one device per observation, in order (the same
+/// device reported twice in one request is one device, returned twice).
+fn upsert(tx: &Transaction<'_>, org: &Organization, seen: &[DeviceObservation], at_ms: i64) -> Result<Vec<Device>> {
+    let org_id = org.id.as_str();
+    let mut plan: Vec<(DeviceObservation, Option<Row>)> = Vec::new();
+    let mut slot_of = Vec::with_capacity(seen.len());
+    for ob in seen {
+        let ob = DeviceObservation {
+            mac: ob.mac.as_deref().map(normalize_mac).filter(|m| !m.is_empty()),
+            ip: ob.ip.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string),
+            ..ob.clone()
+        };
+        if ob.ip.is_none() && ob.mac.is_none() {
+            return Err(Error::Invalid("a device needs an ip or a mac address".into()));
+        }
+        let same = |p: &DeviceObservation| match (&p.mac, &ob.mac) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => p.ip == ob.ip,
+            _ => false,
+        };
+        if let Some(i) = plan.iter().position(|(p, _)| same(p)) {
+            slot_of.push(i);
+            continue;
+        }
+        let existing = find(tx, org_id, &ob)?;
+        slot_of.push(plan.len());
+        plan.push((ob, existing));
+    }
+    let adding = plan.iter().filter(|(_, e)| e.is_none()).count() as u64;
+    if adding > 0 {
+        let current: u64 = tx.query_row(
+            "SELECT COUNT(*) FROM devices WHERE org_id = ?1",
+            [org_id],
+            |r| r.get::<_, i64>(0),
+        )? as u64;
+        let limit = org.limits.max_devices;
+        if current + adding > limit && !org.allow_overage {
+            return Err(Error::PlanLimit(format!(
+                "device limit reached: the {} plan allows {limit} devices, {} has {current} and this request adds {adding} new; \
+                 upgrade the plan or enable overage billing",
+                org.plan, org.id
+            )));
+        }
+    }
+    let mut unique = Vec::with_capacity(plan.len());
+    for (ob, existing) in plan {
+        let device = match existing {
+            Some((id, ip, mac, hostname, os, vendor, first_seen, last_seen)) => {
+                let d = Device {
+                    device_id: id,
+                    ip: ob.ip.or(ip),
+                    mac: ob.mac.or(mac),
+                    hostname: ob.hostname.or(hostname),
+                    os: ob.os.or(os),
+                    vendor: ob.vendor.or(vendor),
+                    first_seen: first_seen.min(at_ms),
+                    last_seen: last_seen.max(at_ms),
+                    is_new: false,
+                };
+                tx.execute(
+                    "UPDATE devices SET ip = ?3, mac = ?4, hostname = ?5, os = ?6, vendor = ?7, \
+                     first_seen = ?8, last_seen = ?9 WHERE org_id = ?1 AND device_id = ?2",
+                    params![org_id, d.device_id, d.ip, d.mac, d.hostname, d.os, d.vendor, d.first_seen, d.last_seen],
+                )?;
+                d
+            }
+            None => {
+                let d = Device {
+                    device_id: format!("dev-{}", uuid_like()),
+                    ip: ob.ip,
+                    mac: ob.mac,
+                    hostname: ob.hostname,
+                    os: ob.os,
+                    vendor: ob.vendor,
+                    first_seen: at_ms,
+                    last_seen: at_ms,
+                    is_new: true,
+                };
+                tx.execute(
+                    "INSERT INTO devices (org_id, device_id, ip, mac, hostname, os, vendor, first_seen, last_seen) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![org_id, d.device_id, d.ip, d.mac, d.hostname, d.os, d.vendor, d.first_seen, d.last_seen],
+                )?;
+                d
+            }
+        };
+        unique.push(device);
+    }
+    Ok(slot_of.into_iter().map(|i| unique[i].clone()).collect())
+}
+
+/// 16 random hex digits: device ids only need to be unique per tenant.
+fn uuid_like() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 8];
+    rand::rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::NewOrganization;
+    use schemas::{Plan, TenantId};
+
+    fn org(store: &MetaStore, plan: Plan, overage: bool) -> Organization {
+        store
+            .create_organization(&NewOrganization {
+                id: TenantId::new("acme").unwrap(),
+                name: "Acme".into(),
+                owner_email: "a@acme.test".into(),
+                plan,
+                parent_id: None,
+                allow_overage: overage,
+            })
+            .unwrap()
+    }
+
+    fn ob(ip: &str, mac: Option<&str>) -> DeviceObservation {
+        DeviceObservation { ip: Some(ip.into()), mac: mac.map(Into::into), ..Default::default() }
+    }
+
+    #[test]
+    fn upsert_by_mac_then_ip_keeps_first_seen() {
+        let store = MetaStore::open_in_memory().unwrap();
+        let o = org(&store, Plan::Business, false);
+        let first = store.upsert_devices(&o, &[ob("10.0.0.5", None)], 1_000).unwrap();
+        assert!(first[0].is_new);
+        // Same IP, now with a MAC: same device, MAC learned.
+        let second = store.upsert_devices(&o, &[ob("10.0.0.5", Some("AA-BB-CC-00-11-22"))], 2_000).unwrap();
+        assert_eq!(second[0].device_id, first[0].device_id);
+        assert_eq!(second[0].mac.as_deref(), Some("aa:bb:cc:00:11:22"));
+        assert_eq!((second[0].first_seen, second[0].last_seen), (1_000, 2_000));
+        // Same MAC on a new IP: same device, IP updated.
+        let third = store.upsert_devices(&o, &[ob("10.0.0.9", Some("aa:bb:cc:00:11:22"))], 3_000).unwrap();
+        assert_eq!(third[0].device_id, first[0].device_id);
+        assert_eq!(third[0].ip.as_deref(), Some("10.0.0.9"));
+        // The old IP now answering with another MAC is another device.
+        let other = store.upsert_devices(&o, &[ob("10.0.0.9", Some("de:ad:be:ef:00:01"))], 4_000).unwrap();
+        assert!(other[0].is_new);
+        assert_eq!(store.device_count(&o).unwrap(), 2);
+        // An older report does not move last_seen back.
+        let old = store.upsert_devices(&o, &[ob("10.0.0.9", Some("aa:bb:cc:00:11:22"))], 500).unwrap();
+        assert_eq!((old[0].first_seen, old[0].last_seen), (500, 3_000));
+    }
+
+    #[test]
+    fn device_limit_names_limit_count_and_plan_and_changes_nothing() {
+        let store = MetaStore::open_in_memory().unwrap();
+        let o = org(&store, Plan::Starter, false);
+        let four: Vec<_> = (1..=4).map(|i| ob(&format!("10.0.0.{i}"), None)).collect();
+        store.upsert_devices(&o, &four, 1).unwrap();
+        let three: Vec<_> = (4..=6).map(|i| ob(&format!("10.0.0.{i}"), None)).collect();
+        let err = store.upsert_devices(&o, &three, 2).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "device limit reached: the starter plan allows 5 devices, acme has 4 and this request adds 2 new; \
+             upgrade the plan or enable overage billing"
+        );
+        assert_eq!(store.device_count(&o).unwrap(), 4);
+        // Known devices are always accepted.
+        store.upsert_devices(&o, &four, 3).unwrap();
+    }
+
+    #[test]
+    fn scans_count_once_per_id_and_respect_the_monthly_limit() {
+        let store = MetaStore::open_in_memory().unwrap();
+        let o = org(&store, Plan::Starter, false);
+        let nov = 1_795_687_200_000; // 2026-11-26
+        for i in 0..25 {
+            assert!(store.admit_scan(&o, &format!("s{i}"), &[], nov).unwrap().new_scan);
+        }
+        let replay = store.admit_scan(&o, "s3", &[], nov).unwrap();
+        assert!(!replay.new_scan);
+        assert_eq!(replay.scans_this_month, 25);
+        let err = store.admit_scan(&o, "s25", &[], nov).unwrap_err().to_string();
+        assert!(err.starts_with("scan limit reached: the starter plan allows 25 scans per month and acme has run 25 in 2026-11"), "{err}");
+        // A new month starts from zero.
+        assert!(store.admit_scan(&o, "s25", &[], nov + 10 * 86_400_000).unwrap().new_scan);
+    }
+
+    #[test]
+    fn overage_accepts_beyond_the_limits() {
+        let store = MetaStore::open_in_memory().unwrap();
+        let o = org(&store, Plan::Starter, true);
+        let many: Vec<_> = (1..=8).map(|i| ob(&format!("10.0.0.{i}"), None)).collect();
+        let mut twice = many.clone();
+        twice.push(many[0].clone());
+        let a = store.admit_scan(&o, "x", &twice, 1).unwrap();
+        assert_eq!(a.devices.len(), 9, "one device per observation");
+        assert_eq!(a.devices[8].device_id, a.devices[0].device_id);
+        assert_eq!(store.device_count(&o).unwrap(), 8);
+    }
+}

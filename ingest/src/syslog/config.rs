@@ -1,0 +1,117 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use schemas::TenantId;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+/// One syslog listener (`[[ingest.syslog]]`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogConfig {
+    /// Name in metrics and logs.
+    pub name: String,
+    /// `udp`, `tcp` or `tls`.
+    pub protocol: Protocol,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Certificate and key (PEM) for `tls`.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Tenant of messages no rule below claims. Without it, such messages
+    /// are rejected (and counted).
+    #[serde(default)]
+    pub default_tenant: Option<TenantId>,
+    /// Tenants by sender address, most specific network first.
+    #[serde(default)]
+    pub sources: Vec<SourceRule>,
+    /// Longest message kept; longer ones are cut and marked `truncated`.
+    #[serde(default = "default_max_frame")]
+    pub max_frame_bytes: usize,
+    /// IANA zone (e.g. `Europe/Berlin`) of BSD timestamps, which carry none.
+    #[serde(default = "default_zone")]
+    pub bsd_timezone: String,
+    /// Keep each message's exact bytes in `raw` even when it parsed.
+    #[serde(default)]
+    pub keep_raw: bool,
+    /// TCP/TLS connections served at once; more wait in the kernel backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert_path: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceRule {
+    /// Sender network, e.g. `10.1.0.0/16` or `192.0.2.7/32`.
+    pub cidr: IpNet,
+    pub tenant: TenantId,
+}
+
+fn default_max_frame() -> usize {
+    64 * 1024
+}
+
+fn default_zone() -> String {
+    "UTC".into()
+}
+
+fn default_max_connections() -> usize {
+    1024
+}
+
+impl SyslogConfig {
+    /// A listener with defaults for everything optional.
+    pub fn new(name: &str, protocol: Protocol, listen: SocketAddr) -> Self {
+        Self {
+            name: name.into(),
+            protocol,
+            listen,
+            tls: None,
+            default_tenant: None,
+            sources: Vec::new(),
+            max_frame_bytes: default_max_frame(),
+            bsd_timezone: default_zone(),
+            keep_raw: false,
+            max_connections: default_max_connections(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: String| Err(Error::Config(format!("syslog listener {:?}: {what}", self.name)));
+        if self.name.is_empty() || !self.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+            return bad("name must be non-empty letters, digits, '-' or '_'".into());
+        }
+        if self.protocol == Protocol::Tls && self.tls.is_none() {
+            return bad("protocol tls needs tls.cert_path and tls.key_path".into());
+        }
+        if self.protocol != Protocol::Tls && self.tls.is_some() {
+            return bad("tls settings given but protocol is not tls".into());
+        }
+        if self.bsd_timezone.parse::<chrono_tz::Tz>().is_err() {
+            return bad(format!("unknown time zone {:?}", self.bsd_timezone));
+        }
+        if self.max_frame_bytes < 64 || self.max_frame_bytes > 16 << 20 {
+            return bad(format!("max_frame_bytes {} is outside 64..=16777216", self.max_frame_bytes));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,577 @@
+//! Syslog message parsing: RFC 5424 and RFC 3164 (BSD), auto-detected per
+//! message, into a [`LogRecord`].
+//!
+//! Lossless by construction: a message that cannot be parsed becomes a
+//! record with `parse_status = error`, its lossy text as `message` and its
+//! exact bytes as `raw`; invalid UTF-8 gives `invalid_utf8` with `raw` kept.
+//! Parsing works on bytes and never panics or allocates beyond the message
+//! (see the property tests).
+//!
+//! BSD variants handled: with or without PRI; `Mmm dd hh:mm:ss` with space-
+//! or zero-padded day, optional fractional seconds and optional year
+//! (`Mmm dd yyyy hh:mm:ss`); an RFC 3339 timestamp in place of the BSD one
+//! (rsyslog); Cisco-style sequence numbers (`<189>42: `), `*`/`.` time
+//! markers and a `:` after the timestamp; with or without hostname;
+//! `tag[pid]:`, `tag:` or no tag at all.
+
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use schemas::{LogRecord, ParseStatus};
+use serde_json::{Map, Value};
+
+/// SD-ID whose `key` parameter carries a SecureNet API key (the number is
+/// the enterprise number space of RFC 5424 §7.2.2 examples; any private
+/// number works, this one is ours by convention).
+pub const KEY_SD_ID: &str = "securenet@32473";
+
+/// What parsing needs to know besides the bytes.
+#[derive(Debug, Clone)]
+pub struct ParseContext {
+    /// Zone of BSD timestamps, which carry none.
+    pub bsd_zone: Tz,
+    /// When the message arrived, ms since the epoch.
+    pub received_ms: i64,
+    /// Keep the exact bytes even when parsing succeeded.
+    pub keep_raw: bool,
+    pub source_ip: Option<String>,
+    /// `syslog_udp`, `syslog_tcp`, `syslog_tls`.
+    pub input: &'static str,
+}
+
+/// A parsed message, plus the API key it carried (removed from the stored
+/// structured data: secrets are never stored).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    pub record: LogRecord,
+    pub api_key: Option<String>,
+}
+
+/// Parses one syslog message (framing already removed).
+pub fn parse(msg: &[u8], ctx: &ParseContext) -> Parsed {
+    let msg = trim_end(msg);
+    let utf8 = std::str::from_utf8(msg).is_ok();
+    let mut parsed = parse_any(msg, ctx);
+    let record = &mut parsed.record;
+    record.received_ms = ctx.received_ms;
+    record.input = ctx.input;
+    record.bytes = u32::try_from(msg.len()).unwrap_or(u32::MAX);
+    if record.source_ip.is_none() {
+        record.source_ip = ctx.source_ip.clone();
+    }
+    if !utf8 && record.parse_status == ParseStatus::Ok {
+        record.parse_status = ParseStatus::InvalidUtf8;
+    }
+    if record.parse_status != ParseStatus::Ok || ctx.keep_raw {
+        record.raw = Some(msg.to_vec());
+    }
+    parsed
+}
+
+fn parse_any(msg: &[u8], ctx: &ParseContext) -> Parsed {
+    let (pri, rest) = match parse_pri(msg) {
+        Ok(p) => p,
+        Err(()) => return unparsed(msg, ctx),
+    };
+    let result = if rest.starts_with(b"1 ") {
+        parse_5424(&rest[2..], ctx)
+    } else {
+        Ok(parse_3164(rest, ctx))
+    };
+    match result {
+        Ok(mut p) => {
+            if let Some(pri) = pri {
+                p.record.facility = Some(pri / 8);
+                p.record.severity = Some(pri % 8);
+            }
+            p
+        }
+        Err(()) => unparsed(msg, ctx),
+    }
+}
+
+/// A message we could not understand: kept whole.
+fn unparsed(msg: &[u8], ctx: &ParseContext) -> Parsed {
+    Parsed {
+        record: LogRecord {
+            ts_ms: ctx.received_ms,
+            message: String::from_utf8_lossy(msg).into_owned(),
+            parse_status: ParseStatus::Error,
+            ..Default::default()
+        },
+        api_key: None,
+    }
+}
+
+fn trim_end(mut b: &[u8]) -> &[u8] {
+    while let [rest @ .., b'\n' | b'\r' | b'\0'] = b {
+        b = rest;
+    }
+    b
+}
+
+/// `<PRI>` → (Some(pri), rest); no `<` → (None, msg); a broken PRI is an error.
+fn parse_pri(msg: &[u8]) -> Result<(Option<u8>, &[u8]), ()> {
+    let Some(rest) = msg.strip_prefix(b"<") else {
+        return Ok((None, msg));
+    };
+    let digits = rest.iter().take(4).take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 3 || rest.get(digits) != Some(&b'>') {
+        return Err(());
+    }
+    let pri: u16 = ascii_num(&rest[..digits]).ok_or(())?;
+    if pri > 191 {
+        return Err(());
+    }
+    Ok((Some(pri as u8), &rest[digits + 1..]))
+}
+
+fn ascii_num<T: std::str::FromStr>(b: &[u8]) -> Option<T> {
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Splits off the next space-delimited field.
+fn field(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = b.iter().position(|c| *c == b' ').unwrap_or(b.len());
+    if end == 0 {
+        return None;
+    }
+    let rest = b.get(end + 1..).unwrap_or(&[]);
+    Some((&b[..end], rest))
+}
+
+fn nil_or(b: &[u8]) -> Option<String> {
+    (b != b"-").then(|| text(b))
+}
+
+// ---------------------------------------------------------------- RFC 5424
+
+fn parse_5424(b: &[u8], ctx: &ParseContext) -> Result<Parsed, ()> {
+    let (ts, b) = field(b).ok_or(())?;
+    let ts_ms = if ts == b"-" {
+        ctx.received_ms
+    } else {
+        let s = std::str::from_utf8(ts).map_err(|_| ())?;
+        DateTime::parse_from_rfc3339(s).map_err(|_| ())?.timestamp_millis()
+    };
+    let (host, b) = field(b).ok_or(())?;
+    let (app, b) = field(b).ok_or(())?;
+    let (pid, b) = field(b).ok_or(())?;
+    let (msg_id, b) = field(b).ok_or(())?;
+    let (sd, api_key, rest) = parse_sd(b)?;
+    let message = match rest {
+        [] => String::new(),
+        [b' ', m @ ..] => text(m.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(m)),
+        _ => return Err(()),
+    };
+    Ok(Parsed {
+        record: LogRecord {
+            ts_ms,
+            host: nil_or(host),
+            app: nil_or(app),
+            pid: nil_or(pid),
+            msg_id: nil_or(msg_id),
+            message,
+            structured_data: sd,
+            ..Default::default()
+        },
+        api_key,
+    })
+}
+
+/// STRUCTURED-DATA: `-` or `[id p="v" ...]...`. Returns the elements as a
+/// JSON object `{"id": {"p": "v"}}` (without our key), the API key if one
+/// was carried, and what follows.
+#[allow(clippy::type_complexity)]
+fn parse_sd(b: &[u8]) -> Result<(Option<String>, Option<String>, &[u8]), ()> {
+    if let Some(rest) = b.strip_prefix(b"-") {
+        return Ok((None, None, rest));
+    }
+    if b.first() != Some(&b'[') {
+        return Err(());
+    }
+    let mut elements = Map::new();
+    let mut api_key = None;
+    let mut b = b;
+    while let Some(rest) = b.strip_prefix(b"[") {
+        let id_end = rest
+            .iter()
+            .position(|c| *c == b' ' || *c == b']')
+            .ok_or(())?;
+        if id_end == 0 {
+            return Err(());
+        }
+        let id = text(&rest[..id_end]);
+        let mut params = Map::new();
+        let mut p = &rest[id_end..];
+        loop {
+            match p {
+                [b']', after @ ..] => {
+                    p = after;
+                    break;
+                }
+                [b' ', after @ ..] => {
+                    let eq = after.iter().position(|c| *c == b'=').ok_or(())?;
+                    let name = text(&after[..eq]);
+                    let value = after.get(eq + 1..).ok_or(())?;
+                    let value = value.strip_prefix(b"\"").ok_or(())?;
+                    let (v, after_value) = sd_value(value)?;
+                    if id == KEY_SD_ID && name == "key" {
+                        api_key = Some(v);
+                    } else {
+                        params.insert(name, Value::String(v));
+                    }
+                    p = after_value;
+                }
+                _ => return Err(()),
+            }
+        }
+        if !(id == KEY_SD_ID && params.is_empty()) {
+            match elements.get_mut(&id) {
+                Some(Value::Object(existing)) => existing.extend(params),
+                _ => {
+                    elements.insert(id, Value::Object(params));
+                }
+            }
+        }
+        b = p;
+    }
+    let sd = (!elements.is_empty()).then(|| Value::Object(elements).to_string());
+    Ok((sd, api_key, b))
+}
+
+/// A PARAM-VALUE after its opening quote: `\"`, `\\` and `\]` are escapes.
+fn sd_value(b: &[u8]) -> Result<(String, &[u8]), ()> {
+    let mut out = Vec::with_capacity(b.len().min(64));
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' if matches!(b.get(i + 1), Some(b'"' | b'\\' | b']')) => {
+                out.push(b[i + 1]);
+                i += 2;
+            }
+            b'"' => return Ok((String::from_utf8_lossy(&out).into_owned(), &b[i + 1..])),
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    Err(())
+}
+
+// ---------------------------------------------------------------- RFC 3164
+
+const MONTHS: [&[u8; 3]; 12] = [
+    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
+];
+
+fn parse_3164(b: &[u8], ctx: &ParseContext) -> Parsed {
+    let mut b = b;
+    // Cisco: "<189>42: " sequence number.
+    let digits = b.iter().take_while(|c| c.is_ascii_digit()).count();
+    if digits > 0 && b.get(digits..digits + 2) == Some(b": ") {
+        b = &b[digits + 2..];
+    }
+    // Unsynchronized / authoritative time markers.
+    if let [b'*' | b'.', rest @ ..] = b {
+        b = rest;
+    }
+    let (ts_ms, mut b) = match bsd_time(b, ctx).or_else(|| iso_time(b)) {
+        Some((ts, rest)) => (Some(ts), rest),
+        None => (None, b),
+    };
+    if ts_ms.is_some() {
+        // Cisco puts a colon after the timestamp.
+        b = b.strip_prefix(b":").unwrap_or(b);
+        b = b.strip_prefix(b" ").unwrap_or(b);
+    }
+    let mut host = None;
+    if ts_ms.is_some()
+        && let Some((first, rest)) = field(b)
+        && !looks_like_tag(first)
+    {
+        host = Some(text(first));
+        b = rest;
+    }
+    let (app, pid, message) = match tag(b) {
+        Some((app, pid, msg)) => (Some(text(app)), pid.map(text), msg),
+        None => (None, None, b),
+    };
+    Parsed {
+        record: LogRecord {
+            ts_ms: ts_ms.unwrap_or(ctx.received_ms),
+            host,
+            app,
+            pid,
+            message: text(message),
+            ..Default::default()
+        },
+        api_key: None,
+    }
+}
+
+/// A token that ends in `:` or contains `[...]:` is a tag, not a hostname.
+fn looks_like_tag(token: &[u8]) -> bool {
+    token.ends_with(b":") || (token.contains(&b'[') && token.ends_with(b"]:"))
+}
+
+/// `TAG[PID]: MSG` or `TAG: MSG`. Tag characters are what real senders use
+/// (`postfix/smtpd`, `systemd-logind`, `CRON`, `kernel`).
+fn tag(b: &[u8]) -> Option<(&[u8], Option<&[u8]>, &[u8])> {
+    let end = b
+        .iter()
+        .take(64)
+        .position(|c| !(c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b'/' | b'@')))?;
+    if end == 0 {
+        return None;
+    }
+    let name = &b[..end];
+    let rest = &b[end..];
+    let (pid, rest) = match rest.strip_prefix(b"[") {
+        Some(r) => {
+            let close = r.iter().take(32).position(|c| *c == b']')?;
+            (Some(&r[..close]), &r[close + 1..])
+        }
+        None => (None, rest),
+    };
+    let msg = rest.strip_prefix(b":")?;
+    Some((name, pid, msg.strip_prefix(b" ").unwrap_or(msg)))
+}
+
+/// `Mmm dd hh:mm:ss[.frac] ` or `Mmm dd yyyy hh:mm:ss `, in `ctx.bsd_zone`.
+fn bsd_time<'a>(b: &'a [u8], ctx: &ParseContext) -> Option<(i64, &'a [u8])> {
+    let month = MONTHS.iter().position(|m| b.get(..3) == Some(&m[..]))? as u32 + 1;
+    let mut p = b.get(3..)?.strip_prefix(b" ")?;
+    p = p.strip_prefix(b" ").unwrap_or(p); // space-padded day
+    let day_len = p.iter().take(2).take_while(|c| c.is_ascii_digit()).count();
+    let day: u32 = ascii_num(p.get(..day_len)?)?;
+    p = p.get(day_len..)?.strip_prefix(b" ")?;
+    let mut year = None;
+    if p.len() >= 5 && p[..4].iter().all(u8::is_ascii_digit) && p[4] == b' ' {
+        year = Some(ascii_num::<i32>(&p[..4])?);
+        p = &p[5..];
+    }
+    let (h, m, s) = (p.get(0..2)?, p.get(3..5)?, p.get(6..8)?);
+    if p.get(2) != Some(&b':') || p.get(5) != Some(&b':') {
+        return None;
+    }
+    let (h, m, s): (u32, u32, u32) = (ascii_num(h)?, ascii_num(m)?, ascii_num(s)?);
+    p = &p[8..];
+    let mut millis = 0;
+    if let Some(frac) = p.strip_prefix(b".") {
+        let n = frac.iter().take(9).take_while(|c| c.is_ascii_digit()).count();
+        if n == 0 {
+            return None;
+        }
+        let mut digits = frac[..n.min(3)].to_vec();
+        digits.resize(3, b'0');
+        millis = ascii_num::<i64>(&digits)?;
+        p = &frac[n..];
+    }
+    if !(p.is_empty() || p.starts_with(b" ") || p.starts_with(b":")) {
+        return None;
+    }
+    let p = p.strip_prefix(b" ").unwrap_or(p);
+    let local = |y: i32| -> Option<i64> {
+        let naive = NaiveDate::from_ymd_opt(y, month, day)?.and_hms_opt(h, m, s)?;
+        Some(to_utc(naive, ctx.bsd_zone)? + millis)
+    };
+    let ts = match year {
+        Some(y) => local(y)?,
+        None => {
+            // No year: this year, unless that is more than a day in the
+            // future (a December message read in January).
+            let now = DateTime::<Utc>::from_timestamp_millis(ctx.received_ms)?;
+            let this_year = local(now.year())?;
+            if this_year > ctx.received_ms + 86_400_000 {
+                local(now.year() - 1)?
+            } else {
+                this_year
+            }
+        }
+    };
+    Some((ts, p))
+}
+
+fn to_utc(naive: NaiveDateTime, zone: Tz) -> Option<i64> {
+    // In a DST fold, take the earlier instant; in a gap, the zone cannot
+    // have produced this time, so fall back to reading it as UTC.
+    let t = zone
+        .from_local_datetime(&naive)
+        .earliest()
+        .map(|t| t.timestamp_millis())
+        .unwrap_or_else(|| naive.and_utc().timestamp_millis());
+    Some(t)
+}
+
+/// An RFC 3339 timestamp used in a BSD message (rsyslog's high-precision
+/// template).
+fn iso_time(b: &[u8]) -> Option<(i64, &[u8])> {
+    if !(b.len() >= 19 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-') {
+        return None;
+    }
+    let (token, rest) = field(b)?;
+    let s = std::str::from_utf8(token).ok()?;
+    let t = DateTime::parse_from_rfc3339(s.trim_end_matches(':')).ok()?;
+    Some((t.timestamp_millis(), rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> ParseContext {
+        ParseContext {
+            bsd_zone: Tz::UTC,
+            // 2026-11-26T12:00:00Z
+            received_ms: 1_795_694_400_000,
+            keep_raw: false,
+            source_ip: Some("192.0.2.7".into()),
+            input: "syslog_tcp",
+        }
+    }
+
+    fn p(msg: &str) -> LogRecord {
+        parse(msg.as_bytes(), &ctx()).record
+    }
+
+    fn ms(s: &str) -> i64 {
+        DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis()
+    }
+
+    #[test]
+    fn rfc5424_full() {
+        let m = "<165>1 2026-11-26T10:14:15.003Z mymachine.example.com evntslog 8710 ID47 [exampleSDID@32473 iut=\"3\" eventSource=\"App\\\"lication\" eventID=\"1011\"][other@1 a=\"\\]\"] \u{feff}An application event";
+        let r = p(m);
+        assert_eq!(r.parse_status, ParseStatus::Ok);
+        assert_eq!((r.facility, r.severity), (Some(20), Some(5)));
+        assert_eq!(r.ts_ms, ms("2026-11-26T10:14:15.003Z"));
+        assert_eq!(r.host.as_deref(), Some("mymachine.example.com"));
+        assert_eq!(r.app.as_deref(), Some("evntslog"));
+        assert_eq!(r.pid.as_deref(), Some("8710"));
+        assert_eq!(r.msg_id.as_deref(), Some("ID47"));
+        assert_eq!(r.message, "An application event");
+        let sd: Value = serde_json::from_str(r.structured_data.as_deref().unwrap()).unwrap();
+        assert_eq!(sd["exampleSDID@32473"]["eventSource"], "App\"lication");
+        assert_eq!(sd["other@1"]["a"], "]");
+        assert_eq!(r.source_ip.as_deref(), Some("192.0.2.7"));
+        assert_eq!(r.bytes as usize, m.len());
+        assert!(r.raw.is_none());
+    }
+
+    #[test]
+    fn rfc5424_nil_values_zones_and_no_message() {
+        let r = p("<34>1 2026-11-26T12:14:15.000003+02:00 - - - - -");
+        assert_eq!(r.ts_ms, ms("2026-11-26T10:14:15Z"));
+        assert_eq!((r.host.clone(), r.app.clone(), r.pid.clone()), (None, None, None));
+        assert_eq!(r.message, "");
+        assert_eq!(r.parse_status, ParseStatus::Ok);
+        let r = p("<34>1 - host app - - - no timestamp");
+        assert_eq!(r.ts_ms, ctx().received_ms);
+        assert_eq!(r.message, "no timestamp");
+    }
+
+    #[test]
+    fn api_key_is_extracted_and_never_stored() {
+        let parsed = parse(
+            b"<14>1 2026-11-26T10:00:00Z h a - - [securenet@32473 key=\"sn_abc\" env=\"prod\"] hello",
+            &ctx(),
+        );
+        assert_eq!(parsed.api_key.as_deref(), Some("sn_abc"));
+        let sd = parsed.record.structured_data.unwrap();
+        assert!(!sd.contains("sn_abc"), "{sd}");
+        assert!(sd.contains("\"env\":\"prod\""), "{sd}");
+        let parsed = parse(b"<14>1 - h a - - [securenet@32473 key=\"k\"] x", &ctx());
+        assert_eq!(parsed.record.structured_data, None);
+    }
+
+    #[test]
+    fn rfc3164_classic_and_variants() {
+        let r = p("<34>Oct 11 22:14:15 mymachine su[230]: 'su root' failed for lonvick on /dev/pts/8");
+        assert_eq!((r.facility, r.severity), (Some(4), Some(2)));
+        assert_eq!(r.ts_ms, ms("2026-10-11T22:14:15Z"));
+        assert_eq!(r.host.as_deref(), Some("mymachine"));
+        assert_eq!(r.app.as_deref(), Some("su"));
+        assert_eq!(r.pid.as_deref(), Some("230"));
+        assert_eq!(r.message, "'su root' failed for lonvick on /dev/pts/8");
+
+        // Space-padded day, no pid.
+        let r = p("<13>Nov  6 09:01:02 web-01 CRON: (root) CMD (true)");
+        assert_eq!(r.ts_ms, ms("2026-11-06T09:01:02Z"));
+        assert_eq!((r.app.as_deref(), r.pid.as_deref()), (Some("CRON"), None));
+        assert_eq!(r.message, "(root) CMD (true)");
+
+        // Year and milliseconds.
+        let r = p("<13>Nov 26 2025 09:01:02.250 h app: m");
+        assert_eq!(r.ts_ms, ms("2025-11-26T09:01:02.250Z"));
+
+        // No hostname (tag right after the time).
+        let r = p("<13>Nov 26 09:01:02 sshd[99]: Accepted");
+        assert_eq!((r.host, r.app.as_deref(), r.pid.as_deref()), (None, Some("sshd"), Some("99")));
+
+        // No PRI.
+        let r = p("Nov 26 09:01:02 h kernel: eth0 up");
+        assert_eq!((r.facility, r.severity), (None, None));
+        assert_eq!(r.app.as_deref(), Some("kernel"));
+
+        // Cisco: sequence number, '*' marker, colon after the time.
+        let r = p("<189>52: *Nov 26 09:01:02.123: %SYS-5-CONFIG_I: Configured from console");
+        assert_eq!(r.ts_ms, ms("2026-11-26T09:01:02.123Z"));
+        assert_eq!(r.message, "%SYS-5-CONFIG_I: Configured from console");
+
+        // rsyslog high-precision timestamp.
+        let r = p("<30>2026-11-26T09:01:02.123456+01:00 h systemd[1]: Started x.");
+        assert_eq!(r.ts_ms, ms("2026-11-26T08:01:02.123Z"));
+        assert_eq!(r.app.as_deref(), Some("systemd"));
+
+        // Only a message.
+        let r = p("<13>just some text");
+        assert_eq!(r.message, "just some text");
+        assert_eq!(r.ts_ms, ctx().received_ms);
+        assert_eq!(r.parse_status, ParseStatus::Ok);
+    }
+
+    #[test]
+    fn bsd_zone_and_year_rollover() {
+        let c = ParseContext { bsd_zone: "Europe/Berlin".parse().unwrap(), ..ctx() };
+        let r = parse(b"<13>Nov 26 11:00:00 h a: m", &c).record;
+        assert_eq!(r.ts_ms, ms("2026-11-26T10:00:00Z"));
+        // Received on 2027-01-01: a Dec 31 message is from 2026.
+        let c = ParseContext { received_ms: ms("2027-01-01T00:00:30Z"), ..ctx() };
+        let r = parse(b"<13>Dec 31 23:59:59 h a: m", &c).record;
+        assert_eq!(r.ts_ms, ms("2026-12-31T23:59:59Z"));
+    }
+
+    #[test]
+    fn broken_messages_are_kept_whole() {
+        for m in [&b"<999>1 x"[..], b"<12", b"<>x", b"<13>1 notatime h a - - - m", b"<13>1 2026-11-26T10:00:00Z h a - - [unterminated"] {
+            let r = parse(m, &ctx()).record;
+            assert_eq!(r.parse_status, ParseStatus::Error, "{:?}", String::from_utf8_lossy(m));
+            assert_eq!(r.raw.as_deref(), Some(m));
+            assert_eq!(r.message, String::from_utf8_lossy(m));
+            assert_eq!(r.ts_ms, ctx().received_ms);
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_is_kept_lossy_with_raw_bytes() {
+        let m = b"<13>Nov 26 09:01:02 h app: caf\xe9 \xff";
+        let r = parse(m, &ctx()).record;
+        assert_eq!(r.parse_status, ParseStatus::InvalidUtf8);
+        assert_eq!(r.raw.as_deref(), Some(&m[..]));
+        assert_eq!(r.message, "caf\u{fffd} \u{fffd}");
+        assert_eq!(r.app.as_deref(), Some("app"));
+    }
+
+    #[test]
+    fn keep_raw_and_trailing_newlines() {
+        let c = ParseContext { keep_raw: true, ..ctx() };
+        let r = parse(b"<13>Nov 26 09:01:02 h a: m\r\n", &c).record;
+        assert_eq!(r.raw.as_deref(), Some(&b"<13>Nov 26 09:01:02 h a: m"[..]));
+        assert_eq!(r.message, "m");
+    }
+}
