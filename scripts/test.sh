@@ -19,6 +19,28 @@ trap cleanup EXIT
 
 step() { printf '\n== %s\n' "$*"; }
 
+# Debian packages the end-to-end tests drive as real clients. Installed only
+# when the command is missing; needs root or passwordless sudo.
+apt_updated=0
+need() { # need <command> <debian package>
+  command -v "$1" >/dev/null 2>&1 && return 0
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
+  if [ "$apt_updated" -eq 0 ]; then
+    $sudo apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$2" >/dev/null
+  command -v "$1" >/dev/null 2>&1 || { echo "could not install $2 (for $1)" >&2; exit 1; }
+}
+
+step "tools"
+need curl curl
+need openssl openssl
+need logger bsdutils
+need loggen syslog-ng-core
+need nmap nmap
+
 step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --features securenet/e2e -- -D warnings

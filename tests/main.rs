@@ -6,6 +6,8 @@
 mod support;
 
 mod cli;
+mod forwarders;
 mod ingest_http;
 mod lifecycle;
 mod sql_tenancy;
+mod syslog;

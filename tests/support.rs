@@ -73,7 +73,14 @@ impl Env {
 
     /// Creates an organization and returns a fresh admin key for it.
     pub fn org_with_key(&self, id: &str) -> String {
-        self.cli(&[
+        self.org_on_plan(id, "business", &[])
+    }
+
+    /// Creates an organization on `plan` (plus extra `orgs create` flags)
+    /// and returns a fresh admin key for it.
+    pub fn org_on_plan(&self, id: &str, plan: &str, extra: &[&str]) -> String {
+        let email = format!("sec@{id}.test");
+        let mut args = vec![
             "orgs",
             "create",
             "--id",
@@ -81,10 +88,12 @@ impl Env {
             "--name",
             id,
             "--owner-email",
-            &format!("sec@{id}.test"),
+            &email,
             "--plan",
-            "business",
-        ]);
+            plan,
+        ];
+        args.extend_from_slice(extra);
+        self.cli(&args);
         self.cli(&["keys", "create", "--org", id])
             .trim()
             .to_string()
@@ -166,7 +175,11 @@ impl Server {
 
     /// Port of a syslog listener.
     pub fn syslog_port(&self, name: &str) -> u16 {
-        self.syslog[name].rsplit(':').next().and_then(|p| p.parse().ok()).expect("syslog port")
+        self.syslog[name]
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("syslog port")
     }
 
     pub fn pid(&self) -> u32 {
@@ -269,4 +282,110 @@ pub async fn count(server: &Server, key: &str, from_where: &str) -> u64 {
     )
     .await;
     r[0]["n"].as_u64().expect("count")
+}
+
+/// Polls `SELECT count(*) FROM <from_where>` until it equals `expected`
+/// (receivers without acknowledgements, like syslog, land asynchronously).
+pub async fn wait_count(server: &Server, key: &str, from_where: &str, expected: u64) -> u64 {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = count(server, key, from_where).await;
+        if n == expected || Instant::now() > until {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The value of one Prometheus sample, e.g.
+/// `securenet_syslog_rejected_total{listener="keyed",reason="bad_key"}`.
+pub async fn metric(server: &Server, sample: &str) -> f64 {
+    let text = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+/// Sum of every sample of a metric family, whatever its labels.
+pub async fn metric_sum(server: &Server, family: &str) -> f64 {
+    let text = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")) || l.starts_with(&format!("{family} ")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Runs an external client to completion; panics with its output on failure.
+pub fn run(program: &str, args: &[&str]) -> std::process::Output {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} is not runnable ({e}); scripts/test.sh installs it"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// What curl got back: the final status, its headers (lower-cased names)
+/// and the body.
+pub struct Reply {
+    pub status: u16,
+    pub headers: BTreeMap<String, String>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// Runs curl — the HTTP client users script with — and parses its answer.
+pub fn curl(args: &[&str]) -> Reply {
+    let mut all = vec!["-sS", "-i"];
+    all.extend_from_slice(args);
+    let out = run("curl", &all);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // `-i` prints every header block (100 Continue first); keep the last.
+    let mut rest = text.as_str();
+    loop {
+        let (head, body) = rest.split_once("\r\n\r\n").unwrap_or((rest, ""));
+        if head.starts_with("HTTP/") && body.starts_with("HTTP/") {
+            rest = body;
+            continue;
+        }
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status line in curl output: {text}"));
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        return Reply {
+            status,
+            headers,
+            body: body.to_string(),
+        };
+    }
 }

@@ -111,7 +111,12 @@ impl MetaStore {
     }
 
     /// Upserts devices from an inventory, enforcing the devices limit.
-    pub fn upsert_devices(&self, org: &Organization, seen: &[DeviceObservation], at_ms: i64) -> Result<Vec<Device>> {
+    pub fn upsert_devices(
+        &self,
+        org: &Organization,
+        seen: &[DeviceObservation],
+        at_ms: i64,
+    ) -> Result<Vec<Device>> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let devices = upsert(&tx, org, seen, at_ms)?;
@@ -138,11 +143,29 @@ impl MetaStore {
     }
 }
 
-type Row = (String, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>, i64, i64);
+type Row = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+    i64,
+);
 
 fn find(tx: &Transaction<'_>, org: &str, ob: &DeviceObservation) -> Result<Option<Row>> {
     let row = |r: &rusqlite::Row<'_>| -> rusqlite::Result<Row> {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
+            r.get(7)?,
+        ))
     };
     const COLS: &str = "device_id, ip, mac, hostname, os, vendor, first_seen, last_seen";
     if let Some(mac) = &ob.mac {
@@ -174,18 +197,34 @@ fn find(tx: &Transaction<'_>, org: &str, ob: &DeviceObservation) -> Result<Optio
 
 /// Upserts `seen`; returns one device per observation, in order (the same
 /// device reported twice in one request is one device, returned twice).
-fn upsert(tx: &Transaction<'_>, org: &Organization, seen: &[DeviceObservation], at_ms: i64) -> Result<Vec<Device>> {
+fn upsert(
+    tx: &Transaction<'_>,
+    org: &Organization,
+    seen: &[DeviceObservation],
+    at_ms: i64,
+) -> Result<Vec<Device>> {
     let org_id = org.id.as_str();
     let mut plan: Vec<(DeviceObservation, Option<Row>)> = Vec::new();
     let mut slot_of = Vec::with_capacity(seen.len());
     for ob in seen {
         let ob = DeviceObservation {
-            mac: ob.mac.as_deref().map(normalize_mac).filter(|m| !m.is_empty()),
-            ip: ob.ip.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string),
+            mac: ob
+                .mac
+                .as_deref()
+                .map(normalize_mac)
+                .filter(|m| !m.is_empty()),
+            ip: ob
+                .ip
+                .as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
             ..ob.clone()
         };
         if ob.ip.is_none() && ob.mac.is_none() {
-            return Err(Error::Invalid("a device needs an ip or a mac address".into()));
+            return Err(Error::Invalid(
+                "a device needs an ip or a mac address".into(),
+            ));
         }
         let same = |p: &DeviceObservation| match (&p.mac, &ob.mac) {
             (Some(a), Some(b)) => a == b,
@@ -234,7 +273,17 @@ fn upsert(tx: &Transaction<'_>, org: &Organization, seen: &[DeviceObservation], 
                 tx.execute(
                     "UPDATE devices SET ip = ?3, mac = ?4, hostname = ?5, os = ?6, vendor = ?7, \
                      first_seen = ?8, last_seen = ?9 WHERE org_id = ?1 AND device_id = ?2",
-                    params![org_id, d.device_id, d.ip, d.mac, d.hostname, d.os, d.vendor, d.first_seen, d.last_seen],
+                    params![
+                        org_id,
+                        d.device_id,
+                        d.ip,
+                        d.mac,
+                        d.hostname,
+                        d.os,
+                        d.vendor,
+                        d.first_seen,
+                        d.last_seen
+                    ],
                 )?;
                 d
             }
@@ -291,30 +340,44 @@ mod tests {
     }
 
     fn ob(ip: &str, mac: Option<&str>) -> DeviceObservation {
-        DeviceObservation { ip: Some(ip.into()), mac: mac.map(Into::into), ..Default::default() }
+        DeviceObservation {
+            ip: Some(ip.into()),
+            mac: mac.map(Into::into),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn upsert_by_mac_then_ip_keeps_first_seen() {
         let store = MetaStore::open_in_memory().unwrap();
         let o = org(&store, Plan::Business, false);
-        let first = store.upsert_devices(&o, &[ob("10.0.0.5", None)], 1_000).unwrap();
+        let first = store
+            .upsert_devices(&o, &[ob("10.0.0.5", None)], 1_000)
+            .unwrap();
         assert!(first[0].is_new);
         // Same IP, now with a MAC: same device, MAC learned.
-        let second = store.upsert_devices(&o, &[ob("10.0.0.5", Some("AA-BB-CC-00-11-22"))], 2_000).unwrap();
+        let second = store
+            .upsert_devices(&o, &[ob("10.0.0.5", Some("AA-BB-CC-00-11-22"))], 2_000)
+            .unwrap();
         assert_eq!(second[0].device_id, first[0].device_id);
         assert_eq!(second[0].mac.as_deref(), Some("aa:bb:cc:00:11:22"));
         assert_eq!((second[0].first_seen, second[0].last_seen), (1_000, 2_000));
         // Same MAC on a new IP: same device, IP updated.
-        let third = store.upsert_devices(&o, &[ob("10.0.0.9", Some("aa:bb:cc:00:11:22"))], 3_000).unwrap();
+        let third = store
+            .upsert_devices(&o, &[ob("10.0.0.9", Some("aa:bb:cc:00:11:22"))], 3_000)
+            .unwrap();
         assert_eq!(third[0].device_id, first[0].device_id);
         assert_eq!(third[0].ip.as_deref(), Some("10.0.0.9"));
         // The old IP now answering with another MAC is another device.
-        let other = store.upsert_devices(&o, &[ob("10.0.0.9", Some("de:ad:be:ef:00:01"))], 4_000).unwrap();
+        let other = store
+            .upsert_devices(&o, &[ob("10.0.0.9", Some("de:ad:be:ef:00:01"))], 4_000)
+            .unwrap();
         assert!(other[0].is_new);
         assert_eq!(store.device_count(&o).unwrap(), 2);
         // An older report does not move last_seen back.
-        let old = store.upsert_devices(&o, &[ob("10.0.0.9", Some("aa:bb:cc:00:11:22"))], 500).unwrap();
+        let old = store
+            .upsert_devices(&o, &[ob("10.0.0.9", Some("aa:bb:cc:00:11:22"))], 500)
+            .unwrap();
         assert_eq!((old[0].first_seen, old[0].last_seen), (500, 3_000));
     }
 
@@ -342,15 +405,28 @@ mod tests {
         let o = org(&store, Plan::Starter, false);
         let nov = 1_795_687_200_000; // 2026-11-26
         for i in 0..25 {
-            assert!(store.admit_scan(&o, &format!("s{i}"), &[], nov).unwrap().new_scan);
+            assert!(
+                store
+                    .admit_scan(&o, &format!("s{i}"), &[], nov)
+                    .unwrap()
+                    .new_scan
+            );
         }
         let replay = store.admit_scan(&o, "s3", &[], nov).unwrap();
         assert!(!replay.new_scan);
         assert_eq!(replay.scans_this_month, 25);
-        let err = store.admit_scan(&o, "s25", &[], nov).unwrap_err().to_string();
+        let err = store
+            .admit_scan(&o, "s25", &[], nov)
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("scan limit reached: the starter plan allows 25 scans per month and acme has run 25 in 2026-11"), "{err}");
         // A new month starts from zero.
-        assert!(store.admit_scan(&o, "s25", &[], nov + 10 * 86_400_000).unwrap().new_scan);
+        assert!(
+            store
+                .admit_scan(&o, "s25", &[], nov + 10 * 86_400_000)
+                .unwrap()
+                .new_scan
+        );
     }
 
     #[test]

@@ -74,7 +74,10 @@ mod tests {
         assert_eq!(refused.per_sec, 1);
         assert!(refused.retry_after <= Duration::from_secs(1));
         assert_eq!(refused.retry_after_secs(), 1);
-        assert!(limits.check(&b).is_ok(), "another tenant has its own bucket");
+        assert!(
+            limits.check(&b).is_ok(),
+            "another tenant has its own bucket"
+        );
         assert!(RateLimits::unlimited().check(&a).is_ok());
     }
 }

@@ -23,7 +23,8 @@ use crate::keys::{self, IssuedKey};
 pub const DEFAULT_ORG: &str = "default";
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts them.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE organizations (
         id                  TEXT PRIMARY KEY,
         name                TEXT NOT NULL,
@@ -46,7 +47,8 @@ const MIGRATIONS: &[&str] = &[r#"
         revoked_at   INTEGER
     );
     CREATE INDEX api_keys_org ON api_keys(org_id);
-"#, r#"
+"#,
+    r#"
     ALTER TABLE organizations ADD COLUMN allow_overage INTEGER NOT NULL DEFAULT 0;
     CREATE TABLE devices (
         org_id      TEXT NOT NULL REFERENCES organizations(id),
@@ -70,7 +72,8 @@ const MIGRATIONS: &[&str] = &[r#"
         PRIMARY KEY (org_id, scan_id)
     );
     CREATE INDEX scans_month ON scans(org_id, month);
-"#];
+"#,
+];
 
 /// Only record a key's last use when the stored value is older than this, so
 /// authentication stays a read on the hot path.

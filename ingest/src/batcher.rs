@@ -24,8 +24,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pipeline::BusProducer;
-use schemas::{Envelope, LogBatchBuilder, LogRecord, RecordKind, TenantId};
 use prometheus::IntGauge;
+use schemas::{Envelope, LogBatchBuilder, LogRecord, RecordKind, TenantId};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -132,7 +132,8 @@ impl Batcher {
             _ => return Err(self.overloaded()),
         };
         let (reply, wait) = oneshot::channel();
-        self.append(tenant, records, bytes, budget, Some(reply)).await?;
+        self.append(tenant, records, bytes, budget, Some(reply))
+            .await?;
         wait.await
             .unwrap_or_else(|_| Err("the batcher stopped".into()))
             .map_err(|e| Error::Unavailable(e.to_string()))
@@ -147,10 +148,19 @@ impl Batcher {
             return Ok(());
         }
         let bytes: usize = records.iter().map(LogRecord::approx_size).sum();
-        let budget = self
-            .reserve(bytes)
-            .await
-            .ok_or_else(|| Error::Unavailable("ingest is shutting down".into()))?;
+        let permits = bytes.clamp(1, self.budget_total) as u32;
+        let permit = match self.budget.clone().try_acquire_many_owned(permits) {
+            Ok(permit) => permit,
+            Err(_) => {
+                self.metrics.paused.inc();
+                self.budget
+                    .clone()
+                    .acquire_many_owned(permits)
+                    .await
+                    .map_err(|_| Error::Unavailable("ingest is shutting down".into()))?
+            }
+        };
+        let budget = self.budget_for(permit, permits);
         self.append(tenant, records, bytes, budget, None).await
     }
 
@@ -171,7 +181,9 @@ impl Batcher {
 
     fn overloaded(&self) -> Error {
         self.metrics.backpressure.inc();
-        Error::Overloaded { retry_after_secs: 1 }
+        Error::Overloaded {
+            retry_after_secs: 1,
+        }
     }
 
     async fn reserve(&self, bytes: usize) -> Option<Budget> {
@@ -204,7 +216,12 @@ impl Batcher {
             input: records.first().map_or("unknown", |r| r.input),
         };
         self.tx
-            .send(Command::Append { tenant, records, bytes, waiter })
+            .send(Command::Append {
+                tenant,
+                records,
+                bytes,
+                waiter,
+            })
             .await
             .map_err(|_| Error::Unavailable("ingest is shutting down".into()))
     }
@@ -267,13 +284,7 @@ impl Actor {
         while self.flushes.join_next().await.is_some() {}
     }
 
-    fn append(
-        &mut self,
-        tenant: TenantId,
-        records: Vec<LogRecord>,
-        bytes: usize,
-        waiter: Waiter,
-    ) {
+    fn append(&mut self, tenant: TenantId, records: Vec<LogRecord>, bytes: usize, waiter: Waiter) {
         let pending = match self.pending.get_mut(&tenant) {
             Some(p) => p,
             None => {
@@ -578,15 +589,25 @@ mod tests {
     #[tokio::test]
     async fn detached_records_wait_for_linger_not_group_commit() {
         let bus = Arc::new(FakeBus::default());
-        let config = BatchConfig { linger_ms: 300, flush_concurrency: 2, ..Default::default() };
+        let config = BatchConfig {
+            linger_ms: 300,
+            flush_concurrency: 2,
+            ..Default::default()
+        };
         let (batcher, _task) = start(config, bus.clone());
         for _ in 0..3 {
             batcher.enqueue(tenant("acme"), records(2)).await.unwrap();
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(bus.published.lock().unwrap().is_empty(), "nothing before the linger");
+        assert!(
+            bus.published.lock().unwrap().is_empty(),
+            "nothing before the linger"
+        );
         tokio::time::sleep(Duration::from_millis(400)).await;
-        assert_eq!(bus.published.lock().unwrap().as_slice(), [("acme".to_string(), 6)]);
+        assert_eq!(
+            bus.published.lock().unwrap().as_slice(),
+            [("acme".to_string(), 6)]
+        );
     }
 
     #[tokio::test]

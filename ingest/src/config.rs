@@ -31,7 +31,10 @@ impl Default for IngestConfig {
         Self {
             batch: BatchConfig::default(),
             http: HttpIngestConfig::default(),
-            syslog: vec![listener("tcp", Protocol::Tcp), listener("udp", Protocol::Udp)],
+            syslog: vec![
+                listener("tcp", Protocol::Tcp),
+                listener("udp", Protocol::Udp),
+            ],
         }
     }
 }
@@ -128,7 +131,10 @@ impl IngestConfig {
         for listener in &self.syslog {
             listener.validate()?;
             if !names.insert(&listener.name) {
-                return Err(Error::Config(format!("two syslog listeners are named {:?}", listener.name)));
+                return Err(Error::Config(format!(
+                    "two syslog listeners are named {:?}",
+                    listener.name
+                )));
             }
         }
         if self.http.max_body_bytes > self.batch.max_in_flight_bytes {

@@ -13,6 +13,9 @@ pub struct IngestMetrics {
     pub flushes: IntCounterVec,
     /// Requests refused because the in-flight budget was spent.
     pub backpressure: IntCounter,
+    /// Times a detached receiver (a TCP syslog reader) stopped reading to
+    /// wait for budget.
+    pub paused: IntCounter,
     /// Bytes accepted but not yet durable.
     pub in_flight_bytes: IntGauge,
 }
@@ -39,6 +42,10 @@ impl IngestMetrics {
                 "securenet_ingest_backpressure_rejections_total",
                 "Requests refused with 503 because the pipeline was saturated",
             )?,
+            paused: IntCounter::new(
+                "securenet_ingest_backpressure_pauses_total",
+                "Times a TCP syslog reader paused because the pipeline was saturated",
+            )?,
             in_flight_bytes: IntGauge::new(
                 "securenet_ingest_in_flight_bytes",
                 "Bytes of records accepted but not yet durable",
@@ -48,6 +55,7 @@ impl IngestMetrics {
         registry.register(Box::new(m.bytes.clone()))?;
         registry.register(Box::new(m.flushes.clone()))?;
         registry.register(Box::new(m.backpressure.clone()))?;
+        registry.register(Box::new(m.paused.clone()))?;
         registry.register(Box::new(m.in_flight_bytes.clone()))?;
         Ok(m)
     }

@@ -91,7 +91,13 @@ fn opt_strs<'a, T: 'a>(rows: &'a [T], f: impl Fn(&'a T) -> Option<&'a str>) -> A
     Arc::new(StringArray::from_iter(rows.iter().map(f)))
 }
 
-fn head<T>(tenant: &TenantId, batch_id: Uuid, rows: &[T], ts: impl Fn(&T) -> i64, rcv: impl Fn(&T) -> i64) -> Vec<ArrayRef> {
+fn head<T>(
+    tenant: &TenantId,
+    batch_id: Uuid,
+    rows: &[T],
+    ts: impl Fn(&T) -> i64,
+    rcv: impl Fn(&T) -> i64,
+) -> Vec<ArrayRef> {
     vec![
         constant_utf8(tenant.as_str(), rows.len()),
         times(rows, ts),
@@ -128,10 +134,17 @@ pub fn devices_batch(tenant: &TenantId, batch_id: Uuid, rows: &[DeviceRow]) -> R
         times(rows, |r| r.last_seen_ms),
         strs(rows, |r| r.source.as_str()),
     ]);
-    Ok(RecordBatch::try_new(schema::schema(RecordKind::Devices), c)?)
+    Ok(RecordBatch::try_new(
+        schema::schema(RecordKind::Devices),
+        c,
+    )?)
 }
 
-pub fn findings_batch(tenant: &TenantId, batch_id: Uuid, rows: &[FindingRow]) -> Result<RecordBatch> {
+pub fn findings_batch(
+    tenant: &TenantId,
+    batch_id: Uuid,
+    rows: &[FindingRow],
+) -> Result<RecordBatch> {
     let mut c = head(tenant, batch_id, rows, |r| r.ts_ms, |r| r.received_ms);
     c.extend([
         strs(rows, |r| r.finding_id.as_str()),
@@ -147,7 +160,10 @@ pub fn findings_batch(tenant: &TenantId, batch_id: Uuid, rows: &[FindingRow]) ->
         strs(rows, |r| r.title.as_str()),
         opt_strs(rows, |r| r.cve.as_deref()),
     ]);
-    Ok(RecordBatch::try_new(schema::schema(RecordKind::Findings), c)?)
+    Ok(RecordBatch::try_new(
+        schema::schema(RecordKind::Findings),
+        c,
+    )?)
 }
 
 #[cfg(test)]
@@ -159,11 +175,41 @@ mod tests {
     fn batches_have_their_kinds_schema() {
         let t = TenantId::new("acme").unwrap();
         let id = Uuid::now_v7();
-        let s = scans_batch(&t, id, &[ScanRow { scan_id: "s".into(), status: "completed".into(), ..Default::default() }]).unwrap();
+        let s = scans_batch(
+            &t,
+            id,
+            &[ScanRow {
+                scan_id: "s".into(),
+                status: "completed".into(),
+                ..Default::default()
+            }],
+        )
+        .unwrap();
         Envelope::new(t.clone(), RecordKind::Scans, id, s).unwrap();
-        let d = devices_batch(&t, id, &[DeviceRow { device_id: "d".into(), source: "nmap".into(), ..Default::default() }]).unwrap();
+        let d = devices_batch(
+            &t,
+            id,
+            &[DeviceRow {
+                device_id: "d".into(),
+                source: "nmap".into(),
+                ..Default::default()
+            }],
+        )
+        .unwrap();
         Envelope::new(t.clone(), RecordKind::Devices, id, d).unwrap();
-        let f = findings_batch(&t, id, &[FindingRow { finding_id: "f".into(), severity: "info".into(), title: "x".into(), port: Some(22), cvss: Some(7.5), ..Default::default() }]).unwrap();
+        let f = findings_batch(
+            &t,
+            id,
+            &[FindingRow {
+                finding_id: "f".into(),
+                severity: "info".into(),
+                title: "x".into(),
+                port: Some(22),
+                cvss: Some(7.5),
+                ..Default::default()
+            }],
+        )
+        .unwrap();
         Envelope::new(t, RecordKind::Findings, id, f).unwrap();
     }
 

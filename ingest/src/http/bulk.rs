@@ -42,7 +42,10 @@ fn es_error(err: Error) -> Response {
         "error": { "type": code, "reason": message, "root_cause": [{ "type": code, "reason": message }] },
         "status": status.as_u16(),
     });
-    elastic(with_retry_headers((status, Json(body)).into_response(), &err))
+    elastic(with_retry_headers(
+        (status, Json(body)).into_response(),
+        &err,
+    ))
 }
 
 pub async fn info() -> Response {
@@ -62,7 +65,9 @@ pub async fn info() -> Response {
 }
 
 pub async fn cluster_health() -> Response {
-    elastic(Json(json!({ "cluster_name": "securenet", "status": "green", "timed_out": false })))
+    elastic(Json(
+        json!({ "cluster_name": "securenet", "status": "green", "timed_out": false }),
+    ))
 }
 
 pub async fn bulk(State(state): State<IngestState>, headers: HeaderMap, body: Body) -> Response {
@@ -87,9 +92,17 @@ struct Item {
     error: Option<(u16, &'static str, String)>,
 }
 
-async fn handle(state: IngestState, default_index: Option<String>, headers: HeaderMap, body: Body) -> Response {
+async fn handle(
+    state: IngestState,
+    default_index: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let started = Instant::now();
-    let (principal, bytes) = match state.begin(&headers, body, state.config.max_body_bytes).await {
+    let (principal, bytes) = match state
+        .begin(&headers, body, state.config.max_body_bytes)
+        .await
+    {
         Ok(b) => b,
         Err(e) => return es_error(e),
     };
@@ -118,13 +131,24 @@ async fn handle(state: IngestState, default_index: Option<String>, headers: Head
             .map_or_else(|| default_index.clone(), str::to_string);
         let id = meta
             .get("_id")
-            .and_then(|v| v.as_str().map(str::to_string).or_else(|| v.as_u64().map(|n| n.to_string())))
+            .and_then(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .or_else(|| v.as_u64().map(|n| n.to_string()))
+            })
             .unwrap_or_else(|| Uuid::now_v7().simple().to_string());
-        let mut item = Item { action: verb.clone(), index, id, error: None };
+        let mut item = Item {
+            action: verb.clone(),
+            index,
+            id,
+            error: None,
+        };
         match verb.as_str() {
             "index" | "create" => {
                 let Some(doc) = lines.next() else {
-                    return es_error(Error::BadRequest(format!("action {verb} is missing its document line")));
+                    return es_error(Error::BadRequest(format!(
+                        "action {verb} is missing its document line"
+                    )));
                 };
                 item.error = store_doc(doc, &item, &principal.tenant, now, &state, &mut records);
             }
@@ -133,7 +157,11 @@ async fn handle(state: IngestState, default_index: Option<String>, headers: Head
                 item.error = Some((400, "action_request_validation_exception", "update is not supported: SecureNet stores logs append-only; use index or create".into()));
             }
             "delete" => {
-                item.error = Some((400, "action_request_validation_exception", "delete is not supported: SecureNet stores logs append-only".into()));
+                item.error = Some((
+                    400,
+                    "action_request_validation_exception",
+                    "delete is not supported: SecureNet stores logs append-only".into(),
+                ));
             }
             other => {
                 return es_error(Error::BadRequest(format!(
@@ -144,10 +172,15 @@ async fn handle(state: IngestState, default_index: Option<String>, headers: Head
         items.push(item);
     }
     if items.is_empty() {
-        return es_error(Error::BadRequest("request body is required: send action and document lines".into()));
+        return es_error(Error::BadRequest(
+            "request body is required: send action and document lines".into(),
+        ));
     }
     let rejected = items.iter().filter(|i| i.error.is_some()).count();
-    if let Err(e) = state.store_records(principal.tenant, "bulk", records, rejected).await {
+    if let Err(e) = state
+        .store_records(principal.tenant, "bulk", records, rejected)
+        .await
+    {
         return es_error(e);
     }
     let errors = rejected > 0;
@@ -188,11 +221,19 @@ fn store_doc(
         return Some((
             413,
             "document_too_large",
-            format!("document is {} bytes, over the limit of {} bytes", doc.len(), state.config.max_record_bytes),
+            format!(
+                "document is {} bytes, over the limit of {} bytes",
+                doc.len(),
+                state.config.max_record_bytes
+            ),
         ));
     }
     let Ok(text) = std::str::from_utf8(doc) else {
-        return Some((400, "mapper_parsing_exception", "document is not valid UTF-8".into()));
+        return Some((
+            400,
+            "mapper_parsing_exception",
+            "document is not valid UTF-8".into(),
+        ));
     };
     let extra = [("_index", item.index.as_str()), ("_id", item.id.as_str())];
     match crate::json::parse_record_with(text, tenant, now, "bulk", &extra) {
@@ -203,4 +244,3 @@ fn store_doc(
         Err(e) => Some((400, "document_parsing_exception", e)),
     }
 }
-

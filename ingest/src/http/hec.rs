@@ -12,7 +12,7 @@
 //!
 //! Mapping: `time` (epoch seconds) → `ts`; `host` → `host`; `event` — a
 //! string is the message, an object is read like a JSON log object;
-//! `source`, `sourcetype`, `index` and every entry of `fields` → 
+//! `source`, `sourcetype`, `index` and every entry of `fields` →
 //! `structured_data`.
 
 use axum::Json;
@@ -58,7 +58,9 @@ fn hec_error(err: Error, headers: &HeaderMap) -> Response {
                 (StatusCode::UNAUTHORIZED, code::TOKEN_REQUIRED)
             }
         }
-        Error::Auth(control::Error::InvalidCredentials) => (StatusCode::FORBIDDEN, code::INVALID_TOKEN),
+        Error::Auth(control::Error::InvalidCredentials) => {
+            (StatusCode::FORBIDDEN, code::INVALID_TOKEN)
+        }
         Error::Overloaded { .. } | Error::RateLimited(_) => (status, code::SERVER_BUSY),
         _ if status.is_server_error() => (status, code::INTERNAL_ERROR),
         _ => (status, code::INVALID_DATA_FORMAT),
@@ -83,7 +85,10 @@ pub struct RawParams {
 
 /// `POST /services/collector/event`
 pub async fn event(State(state): State<IngestState>, headers: HeaderMap, body: Body) -> Response {
-    let (principal, bytes) = match state.begin(&headers, body, state.config.max_body_bytes).await {
+    let (principal, bytes) = match state
+        .begin(&headers, body, state.config.max_body_bytes)
+        .await
+    {
         Ok(b) => b,
         Err(e) => return hec_error(e, &headers),
     };
@@ -100,11 +105,20 @@ pub async fn event(State(state): State<IngestState>, headers: HeaderMap, body: B
             Some(Err(e)) => {
                 // The rest of the body cannot be split into events.
                 rejected += 1;
-                first_invalid.get_or_insert((index, code::INVALID_DATA_FORMAT, format!("Invalid data format: {e}")));
+                first_invalid.get_or_insert((
+                    index,
+                    code::INVALID_DATA_FORMAT,
+                    format!("Invalid data format: {e}"),
+                ));
                 break;
             }
         };
-        match event_record(item.get(), &principal.tenant, now, state.config.max_record_bytes) {
+        match event_record(
+            item.get(),
+            &principal.tenant,
+            now,
+            state.config.max_record_bytes,
+        ) {
             Ok(r) => records.push(r),
             Err((code, text)) => {
                 rejected += 1;
@@ -116,7 +130,10 @@ pub async fn event(State(state): State<IngestState>, headers: HeaderMap, body: B
     if records.is_empty() && first_invalid.is_none() {
         return answer(StatusCode::BAD_REQUEST, "No data", code::NO_DATA);
     }
-    if let Err(e) = state.store_records(principal.tenant, "hec", records, rejected).await {
+    if let Err(e) = state
+        .store_records(principal.tenant, "hec", records, rejected)
+        .await
+    {
         return hec_error(e, &headers);
     }
     match first_invalid {
@@ -139,14 +156,22 @@ fn event_record(
     if text.len() > max_record {
         return Err((
             code::INVALID_DATA_FORMAT,
-            format!("event is {} bytes, over the limit of {max_record} bytes", text.len()),
+            format!(
+                "event is {} bytes, over the limit of {max_record} bytes",
+                text.len()
+            ),
         ));
     }
     let Ok(Value::Object(mut envelope)) = serde_json::from_str::<Value>(text) else {
-        return Err((code::INVALID_DATA_FORMAT, "Invalid data format: an event must be a JSON object".into()));
+        return Err((
+            code::INVALID_DATA_FORMAT,
+            "Invalid data format: an event must be a JSON object".into(),
+        ));
     };
     let event = match envelope.remove("event") {
-        None | Some(Value::Null) => return Err((code::EVENT_REQUIRED, "Event field is required".into())),
+        None | Some(Value::Null) => {
+            return Err((code::EVENT_REQUIRED, "Event field is required".into()));
+        }
         Some(Value::String(s)) if s.is_empty() => {
             return Err((code::EVENT_BLANK, "Event field cannot be blank".into()));
         }
@@ -169,7 +194,10 @@ fn event_record(
                 object.insert("ts".into(), json!((s * 1000.0).round() as i64));
             }
             None => {
-                return Err((code::INVALID_DATA_FORMAT, format!("Invalid data format: time {time} is not epoch seconds")));
+                return Err((
+                    code::INVALID_DATA_FORMAT,
+                    format!("Invalid data format: time {time} is not epoch seconds"),
+                ));
             }
         }
     }
@@ -187,7 +215,12 @@ fn event_record(
         }
     }
     let mut record = crate::json::to_record(&Value::Object(object), tenant, now_ms, "hec")
-        .map_err(|e| (code::INVALID_DATA_FORMAT, format!("Invalid data format: {e}")))?;
+        .map_err(|e| {
+            (
+                code::INVALID_DATA_FORMAT,
+                format!("Invalid data format: {e}"),
+            )
+        })?;
     record.bytes = u32::try_from(text.len()).unwrap_or(u32::MAX);
     Ok(record)
 }
@@ -200,7 +233,10 @@ pub async fn raw(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (principal, bytes) = match state.begin(&headers, body, state.config.max_body_bytes).await {
+    let (principal, bytes) = match state
+        .begin(&headers, body, state.config.max_body_bytes)
+        .await
+    {
         Ok(b) => b,
         Err(e) => return hec_error(e, &headers),
     };
@@ -214,7 +250,13 @@ pub async fn raw(
     .filter_map(|(k, v)| v.map(|v| (k, v)))
     .collect();
     let structured = (!extra.is_empty()).then(|| {
-        Value::Object(extra.iter().map(|(k, v)| (k.to_string(), Value::from(*v))).collect()).to_string()
+        Value::Object(
+            extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), Value::from(*v)))
+                .collect(),
+        )
+        .to_string()
     });
     let mut records = Vec::new();
     for line in bytes.split(|b| *b == b'\n') {
@@ -230,7 +272,11 @@ pub async fn raw(
             message: String::from_utf8_lossy(line).into_owned(),
             structured_data: structured.clone(),
             raw: (!utf8).then(|| line.to_vec()),
-            parse_status: if utf8 { schemas::ParseStatus::Ok } else { schemas::ParseStatus::InvalidUtf8 },
+            parse_status: if utf8 {
+                schemas::ParseStatus::Ok
+            } else {
+                schemas::ParseStatus::InvalidUtf8
+            },
             input: "hec",
             bytes: u32::try_from(line.len()).unwrap_or(u32::MAX),
             ..Default::default()
@@ -239,7 +285,10 @@ pub async fn raw(
     if records.is_empty() {
         return answer(StatusCode::BAD_REQUEST, "No data", code::NO_DATA);
     }
-    match state.store_records(principal.tenant, "hec", records, 0).await {
+    match state
+        .store_records(principal.tenant, "hec", records, 0)
+        .await
+    {
         Ok(()) => answer(StatusCode::OK, "Success", code::SUCCESS),
         Err(e) => hec_error(e, &headers),
     }
@@ -278,9 +327,27 @@ mod tests {
     fn string_events_and_errors() {
         let r = event_record(r#"{"event": "plain text"}"#, &acme(), 7, 1 << 20).unwrap();
         assert_eq!((r.message.as_str(), r.ts_ms), ("plain text", 7));
-        assert_eq!(event_record(r#"{"host": "x"}"#, &acme(), 0, 1 << 20).unwrap_err().0, code::EVENT_REQUIRED);
-        assert_eq!(event_record(r#"{"event": ""}"#, &acme(), 0, 1 << 20).unwrap_err().0, code::EVENT_BLANK);
-        assert_eq!(event_record(r#"{"event": "x", "time": "soon"}"#, &acme(), 0, 1 << 20).unwrap_err().0, code::INVALID_DATA_FORMAT);
-        assert_eq!(event_record("[1]", &acme(), 0, 1 << 20).unwrap_err().0, code::INVALID_DATA_FORMAT);
+        assert_eq!(
+            event_record(r#"{"host": "x"}"#, &acme(), 0, 1 << 20)
+                .unwrap_err()
+                .0,
+            code::EVENT_REQUIRED
+        );
+        assert_eq!(
+            event_record(r#"{"event": ""}"#, &acme(), 0, 1 << 20)
+                .unwrap_err()
+                .0,
+            code::EVENT_BLANK
+        );
+        assert_eq!(
+            event_record(r#"{"event": "x", "time": "soon"}"#, &acme(), 0, 1 << 20)
+                .unwrap_err()
+                .0,
+            code::INVALID_DATA_FORMAT
+        );
+        assert_eq!(
+            event_record("[1]", &acme(), 0, 1 << 20).unwrap_err().0,
+            code::INVALID_DATA_FORMAT
+        );
     }
 }

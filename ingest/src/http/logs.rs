@@ -65,9 +65,17 @@ async fn handle(
             return Err(Error::UnsupportedContentType(media));
         }
     };
-    let (principal, bytes) = state.begin(headers, body, state.config.max_body_bytes).await?;
+    let (principal, bytes) = state
+        .begin(headers, body, state.config.max_body_bytes)
+        .await?;
     let now = Utc::now().timestamp_millis();
-    let parsed = parse(&bytes, array_allowed, &principal.tenant, now, state.config.max_record_bytes)?;
+    let parsed = parse(
+        &bytes,
+        array_allowed,
+        &principal.tenant,
+        now,
+        state.config.max_record_bytes,
+    )?;
     let accepted = parsed.records.len();
     state
         .store_records(principal.tenant, "http", parsed.records, parsed.rejected)
@@ -78,7 +86,11 @@ async fn handle(
         errors: parsed.errors,
     };
     // Nothing stored and something wrong: the request as a whole failed.
-    let status = if accepted == 0 { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    let status = if accepted == 0 {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
     Ok((status, answer))
 }
 

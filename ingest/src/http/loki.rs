@@ -14,8 +14,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use schemas::{LogRecord, ParseStatus, TenantId};
 use schemas::logs::severity_from_name;
+use schemas::{LogRecord, ParseStatus, TenantId};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -40,7 +40,10 @@ fn loki_error(err: Error) -> Response {
 }
 
 pub async fn push(State(state): State<IngestState>, headers: HeaderMap, body: Body) -> Response {
-    let (principal, bytes) = match state.begin(&headers, body, state.config.max_body_bytes).await {
+    let (principal, bytes) = match state
+        .begin(&headers, body, state.config.max_body_bytes)
+        .await
+    {
         Ok(b) => b,
         Err(e) => return loki_error(e),
     };
@@ -52,14 +55,24 @@ pub async fn push(State(state): State<IngestState>, headers: HeaderMap, body: Bo
     }
     let push: Push = match serde_json::from_slice(&bytes) {
         Ok(p) => p,
-        Err(e) => return loki_error(Error::BadRequest(format!("body is not a Loki JSON push: {e}"))),
+        Err(e) => {
+            return loki_error(Error::BadRequest(format!(
+                "body is not a Loki JSON push: {e}"
+            )));
+        }
     };
     let now = Utc::now().timestamp_millis();
     let mut records = Vec::new();
     let mut errors = Vec::new();
     for (s, stream) in push.streams.iter().enumerate() {
         for (v, entry) in stream.values.iter().enumerate() {
-            match entry_record(&stream.stream, entry, &principal.tenant, now, state.config.max_record_bytes) {
+            match entry_record(
+                &stream.stream,
+                entry,
+                &principal.tenant,
+                now,
+                state.config.max_record_bytes,
+            ) {
                 Ok(r) => records.push(r),
                 Err(e) => errors.push(format!("stream {s} entry {v}: {e}")),
             }
@@ -68,7 +81,10 @@ pub async fn push(State(state): State<IngestState>, headers: HeaderMap, body: Bo
     if records.is_empty() && errors.is_empty() {
         return StatusCode::NO_CONTENT.into_response();
     }
-    if let Err(e) = state.store_records(principal.tenant, "loki", records, errors.len()).await {
+    if let Err(e) = state
+        .store_records(principal.tenant, "loki", records, errors.len())
+        .await
+    {
         return loki_error(e);
     }
     if errors.is_empty() {
@@ -93,10 +109,16 @@ fn entry_record(
         _ => return Err("expected [\"<unix epoch ns>\", \"<line>\"]".into()),
     };
     if line.len() > max_record {
-        return Err(format!("line is {} bytes, over the limit of {max_record} bytes", line.len()));
+        return Err(format!(
+            "line is {} bytes, over the limit of {max_record} bytes",
+            line.len()
+        ));
     }
-    let ns: i128 = ts.parse().map_err(|_| format!("timestamp {ts:?} is not unix epoch nanoseconds"))?;
-    let ts_ms = i64::try_from(ns / 1_000_000).map_err(|_| format!("timestamp {ts} is out of range"))?;
+    let ns: i128 = ts
+        .parse()
+        .map_err(|_| format!("timestamp {ts:?} is not unix epoch nanoseconds"))?;
+    let ts_ms =
+        i64::try_from(ns / 1_000_000).map_err(|_| format!("timestamp {ts} is out of range"))?;
     let mut fields = labels.clone();
     if let Some(Value::Object(meta)) = entry.get(2) {
         for (k, v) in meta {
@@ -106,7 +128,9 @@ fn entry_record(
     if let Some(Value::String(t)) = fields.get("tenant_id")
         && t != tenant.as_str()
     {
-        return Err(format!("label tenant_id {t:?} does not match the organization of the API key ({tenant})"));
+        return Err(format!(
+            "label tenant_id {t:?} does not match the organization of the API key ({tenant})"
+        ));
     }
     let pick = |names: &[&str]| {
         names
@@ -115,7 +139,8 @@ fn entry_record(
     };
     let host = pick(&["host", "hostname", "instance"]);
     let app = pick(&["app", "service_name", "job", "application"]);
-    let severity = pick(&["level", "severity", "detected_level"]).and_then(|l| severity_from_name(&l));
+    let severity =
+        pick(&["level", "severity", "detected_level"]).and_then(|l| severity_from_name(&l));
     Ok(LogRecord {
         ts_ms,
         received_ms: now_ms,
@@ -139,20 +164,45 @@ mod tests {
     #[test]
     fn labels_become_fields() {
         let labels = json!({"job": "varlogs", "host": "web-1", "level": "error", "env": "prod"});
-        let entry = [json!("1795687200123456789"), json!("boom"), json!({"trace_id": "abc"})];
-        let r = entry_record(labels.as_object().unwrap(), &entry, &TenantId::new("acme").unwrap(), 0, 1024).unwrap();
+        let entry = [
+            json!("1795687200123456789"),
+            json!("boom"),
+            json!({"trace_id": "abc"}),
+        ];
+        let r = entry_record(
+            labels.as_object().unwrap(),
+            &entry,
+            &TenantId::new("acme").unwrap(),
+            0,
+            1024,
+        )
+        .unwrap();
         assert_eq!(r.ts_ms, 1_795_687_200_123);
-        assert_eq!((r.host.as_deref(), r.app.as_deref(), r.severity), (Some("web-1"), Some("varlogs"), Some(3)));
+        assert_eq!(
+            (r.host.as_deref(), r.app.as_deref(), r.severity),
+            (Some("web-1"), Some("varlogs"), Some(3))
+        );
         assert_eq!(r.message, "boom");
         let sd: Value = serde_json::from_str(r.structured_data.as_deref().unwrap()).unwrap();
-        assert_eq!((sd["env"].as_str(), sd["trace_id"].as_str()), (Some("prod"), Some("abc")));
+        assert_eq!(
+            (sd["env"].as_str(), sd["trace_id"].as_str()),
+            (Some("prod"), Some("abc"))
+        );
     }
 
     #[test]
     fn bad_entries_name_the_problem() {
         let t = TenantId::new("acme").unwrap();
         let empty = Map::new();
-        assert!(entry_record(&empty, &[json!("soon"), json!("x")], &t, 0, 1024).unwrap_err().contains("nanoseconds"));
-        assert!(entry_record(&empty, &[json!(1)], &t, 0, 1024).unwrap_err().contains("expected"));
+        assert!(
+            entry_record(&empty, &[json!("soon"), json!("x")], &t, 0, 1024)
+                .unwrap_err()
+                .contains("nanoseconds")
+        );
+        assert!(
+            entry_record(&empty, &[json!(1)], &t, 0, 1024)
+                .unwrap_err()
+                .contains("expected")
+        );
     }
 }

@@ -83,7 +83,9 @@ impl IngestState {
         limit: usize,
     ) -> Result<(Principal, Bytes), Error> {
         let principal = control::authenticate(&self.store, headers)?;
-        self.limits.check(&principal.tenant).map_err(Error::RateLimited)?;
+        self.limits
+            .check(&principal.tenant)
+            .map_err(Error::RateLimited)?;
         let bytes = body::read(headers, body, limit).await?;
         Ok((principal, bytes))
     }
@@ -104,7 +106,10 @@ impl IngestState {
         let accepted = records.len() as u64;
         let bytes: u64 = records.iter().map(|r| r.bytes as u64).sum();
         self.batcher.submit(tenant, records).await?;
-        metrics.records.with_label_values(&[input, "accepted"]).inc_by(accepted);
+        metrics
+            .records
+            .with_label_values(&[input, "accepted"])
+            .inc_by(accepted);
         metrics.bytes.with_label_values(&[input]).inc_by(bytes);
         Ok(())
     }
@@ -120,7 +125,9 @@ pub(crate) fn classify(err: &Error) -> (StatusCode, &'static str, String) {
         Error::Auth(control::Error::Store(_)) => {
             (StatusCode::SERVICE_UNAVAILABLE, "metadata_unavailable")
         }
-        Error::Auth(control::Error::PlanLimit(_)) => (StatusCode::PAYMENT_REQUIRED, "plan_limit_exceeded"),
+        Error::Auth(control::Error::PlanLimit(_)) => {
+            (StatusCode::PAYMENT_REQUIRED, "plan_limit_exceeded")
+        }
         Error::Auth(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
         Error::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         Error::PlanLimit(_) => (StatusCode::PAYMENT_REQUIRED, "plan_limit_exceeded"),
@@ -142,7 +149,8 @@ pub(crate) fn classify(err: &Error) -> (StatusCode, &'static str, String) {
             error!(error = %err, %status, "ingest request failed");
             match err {
                 Error::Unavailable(_) | Error::Auth(_) => {
-                    "records could not be stored right now; nothing was acknowledged, retry later".into()
+                    "records could not be stored right now; nothing was acknowledged, retry later"
+                        .into()
                 }
                 _ => "internal error".into(),
             }

@@ -18,7 +18,10 @@ use super::{IngestState, body, error_response};
 use crate::error::Error;
 use crate::scans::{nmap, publish, report};
 
-async fn organization(state: &IngestState, tenant: &schemas::TenantId) -> Result<Organization, Error> {
+async fn organization(
+    state: &IngestState,
+    tenant: &schemas::TenantId,
+) -> Result<Organization, Error> {
     state
         .store
         .organization(tenant)?
@@ -32,7 +35,11 @@ pub async fn scans(State(state): State<IngestState>, headers: HeaderMap, body: B
     }
 }
 
-async fn handle_scan(state: &IngestState, headers: &HeaderMap, body: Body) -> Result<publish::ScanSummary, Error> {
+async fn handle_scan(
+    state: &IngestState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<publish::ScanSummary, Error> {
     let media = body::media_type(headers);
     let xml = match media.as_str() {
         "application/xml" | "text/xml" => true,
@@ -44,10 +51,15 @@ async fn handle_scan(state: &IngestState, headers: &HeaderMap, body: Body) -> Re
             )));
         }
     };
-    let (principal, bytes) = state.begin(headers, body, state.config.max_scan_body_bytes).await?;
+    let (principal, bytes) = state
+        .begin(headers, body, state.config.max_scan_body_bytes)
+        .await?;
     let report = if xml {
         let text = std::str::from_utf8(&bytes).map_err(|e| {
-            Error::BadRequest(format!("nmap XML is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to()))
+            Error::BadRequest(format!(
+                "nmap XML is not valid UTF-8 (invalid byte at offset {})",
+                e.valid_up_to()
+            ))
         })?;
         nmap::parse(text).map_err(Error::BadRequest)?
     } else {
@@ -67,8 +79,12 @@ async fn handle_scan(state: &IngestState, headers: &HeaderMap, body: Body) -> Re
     .await?;
     let m = &state.metrics;
     m.records.with_label_values(&["scans", "accepted"]).inc();
-    m.records.with_label_values(&["devices", "accepted"]).inc_by(summary.devices as u64);
-    m.records.with_label_values(&["findings", "accepted"]).inc_by(summary.findings as u64);
+    m.records
+        .with_label_values(&["devices", "accepted"])
+        .inc_by(summary.devices as u64);
+    m.records
+        .with_label_values(&["findings", "accepted"])
+        .inc_by(summary.findings as u64);
     Ok(summary)
 }
 
@@ -79,13 +95,21 @@ pub async fn devices(State(state): State<IngestState>, headers: HeaderMap, body:
     }
 }
 
-async fn handle_devices(state: &IngestState, headers: &HeaderMap, body: Body) -> Result<publish::InventorySummary, Error> {
+async fn handle_devices(
+    state: &IngestState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<publish::InventorySummary, Error> {
     let media = body::media_type(headers);
     if media != "application/json" {
         control::authenticate(&state.store, headers)?;
-        return Err(Error::UnsupportedContentType(format!("{media} (send application/json)")));
+        return Err(Error::UnsupportedContentType(format!(
+            "{media} (send application/json)"
+        )));
     }
-    let (principal, bytes) = state.begin(headers, body, state.config.max_body_bytes).await?;
+    let (principal, bytes) = state
+        .begin(headers, body, state.config.max_body_bytes)
+        .await?;
     let observations = report::parse_inventory(&bytes).map_err(Error::BadRequest)?;
     if observations.is_empty() {
         return Err(Error::BadRequest("the inventory lists no devices".into()));

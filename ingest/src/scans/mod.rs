@@ -59,10 +59,18 @@ pub fn cves_in(text: &str) -> Vec<(String, Option<f32>)> {
         let tokens: Vec<&str> = line.split_whitespace().collect();
         for (i, token) in tokens.iter().enumerate() {
             let token = token.trim_matches(|c: char| !(c.is_ascii_alphanumeric() || c == '-'));
-            let Some(rest) = token.strip_prefix("CVE-") else { continue };
+            let Some(rest) = token.strip_prefix("CVE-") else {
+                continue;
+            };
             let mut parts = rest.splitn(2, '-');
-            let (Some(year), Some(num)) = (parts.next(), parts.next()) else { continue };
-            if year.len() != 4 || !year.bytes().all(|b| b.is_ascii_digit()) || num.len() < 4 || !num.bytes().all(|b| b.is_ascii_digit()) {
+            let (Some(year), Some(num)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            if year.len() != 4
+                || !year.bytes().all(|b| b.is_ascii_digit())
+                || num.len() < 4
+                || !num.bytes().all(|b| b.is_ascii_digit())
+            {
                 continue;
             }
             let cvss = tokens

@@ -38,7 +38,11 @@ struct Port {
 pub fn parse(xml: &str) -> Result<ScanReport, String> {
     let mut reader = Reader::from_str(xml);
     reader.config_mut().trim_text(true);
-    let mut report = ScanReport { scanner: "nmap".into(), status: "completed".into(), ..Default::default() };
+    let mut report = ScanReport {
+        scanner: "nmap".into(),
+        status: "completed".into(),
+        ..Default::default()
+    };
     let mut host: Option<Host> = None;
     let mut port: Option<Port> = None;
     let mut saw_root = false;
@@ -242,7 +246,10 @@ mod tests {
         let r = parse(SAMPLE).unwrap();
         assert_eq!(r.scanner, "nmap 7.93");
         assert_eq!(r.target.as_deref(), Some("10.0.0.0/24"));
-        assert_eq!((r.started_ms, r.finished_ms), (Some(1_795_732_853_000), Some(1_795_732_864_000)));
+        assert_eq!(
+            (r.started_ms, r.finished_ms),
+            (Some(1_795_732_853_000), Some(1_795_732_864_000))
+        );
         assert_eq!((r.status.as_str(), r.hosts_total), ("completed", Some(256)));
         assert_eq!(r.hosts.len(), 2);
         let h = &r.hosts[0];
@@ -255,19 +262,34 @@ mod tests {
         let titles: Vec<_> = h.findings.iter().map(|f| f.title.as_str()).collect();
         assert_eq!(
             titles,
-            ["open port 22/tcp (ssh, OpenSSH 7.4)", "CVE-2023-38408 in OpenSSH 7.4", "open port 161/udp (snmp)"]
+            [
+                "open port 22/tcp (ssh, OpenSSH 7.4)",
+                "CVE-2023-38408 in OpenSSH 7.4",
+                "open port 161/udp (snmp)"
+            ]
         );
         let cve = &h.findings[1];
-        assert_eq!((cve.severity.as_str(), cve.cvss, cve.port), ("critical", Some(9.8), Some(22)));
+        assert_eq!(
+            (cve.severity.as_str(), cve.cvss, cve.port),
+            ("critical", Some(9.8), Some(22))
+        );
         assert!(!r.hosts[1].up);
     }
 
     #[test]
     fn refuses_what_is_not_nmap_and_marks_cut_reports() {
-        assert!(parse("<html><body/></html>").unwrap_err().contains("no <nmaprun>"));
-        assert!(parse("<nmaprun><host>").is_err() || parse("<nmaprun><host>").unwrap().status == "incomplete");
+        assert!(
+            parse("<html><body/></html>")
+                .unwrap_err()
+                .contains("no <nmaprun>")
+        );
+        assert!(
+            parse("<nmaprun><host>").is_err()
+                || parse("<nmaprun><host>").unwrap().status == "incomplete"
+        );
         assert!(parse("not xml at all <<<").is_err());
-        let cut = parse("<nmaprun scanner=\"nmap\"><host><status state=\"up\"/></host></nmaprun>").unwrap();
+        let cut = parse("<nmaprun scanner=\"nmap\"><host><status state=\"up\"/></host></nmaprun>")
+            .unwrap();
         assert_eq!(cut.status, "incomplete");
     }
 
@@ -275,6 +297,9 @@ mod tests {
     fn entities_are_not_expanded() {
         let xxe = r#"<?xml version="1.0"?><!DOCTYPE nmaprun [<!ENTITY x SYSTEM "file:///etc/passwd">]><nmaprun><host><hostnames><hostname name="&x;"/></hostnames></host><runstats><finished time="1"/></runstats></nmaprun>"#;
         let r = parse(xxe).unwrap();
-        assert_ne!(r.hosts[0].hostname.as_deref().map(|h| h.contains("root:")), Some(true));
+        assert_ne!(
+            r.hosts[0].hostname.as_deref().map(|h| h.contains("root:")),
+            Some(true)
+        );
     }
 }

@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use control::{Device, DeviceObservation, MetaStore, Organization};
 use pipeline::BusProducer;
-use schemas::inventory::{DeviceRow, FindingRow, ScanRow, devices_batch, findings_batch, scans_batch};
+use schemas::inventory::{
+    DeviceRow, FindingRow, ScanRow, devices_batch, findings_batch, scans_batch,
+};
 use schemas::{Envelope, RecordKind, TenantId};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -80,9 +82,19 @@ fn device_rows(devices: &[Device], received_ms: i64, source: &str) -> Vec<Device
         .collect()
 }
 
-async fn publish(producer: &dyn BusProducer, tenant: &TenantId, kind: RecordKind, id: Uuid, batch: arrow::array::RecordBatch) -> Result<(), Error> {
-    let envelope = Envelope::new(tenant.clone(), kind, id, batch).map_err(|e| Error::Unavailable(e.to_string()))?;
-    producer.publish(envelope).await.map_err(|e| Error::Unavailable(e.to_string()))
+async fn publish(
+    producer: &dyn BusProducer,
+    tenant: &TenantId,
+    kind: RecordKind,
+    id: Uuid,
+    batch: arrow::array::RecordBatch,
+) -> Result<(), Error> {
+    let envelope = Envelope::new(tenant.clone(), kind, id, batch)
+        .map_err(|e| Error::Unavailable(e.to_string()))?;
+    producer
+        .publish(envelope)
+        .await
+        .map_err(|e| Error::Unavailable(e.to_string()))
 }
 
 pub async fn publish_scan(
@@ -115,7 +127,10 @@ pub async fn publish_scan(
         let (store, org, scan_id) = (store.clone(), org.clone(), scan_id.clone());
         blocking(move || store.admit_scan(&org, &scan_id, &observations, received_ms)).await?
     };
-    let ts = report.finished_ms.or(report.started_ms).unwrap_or(received_ms);
+    let ts = report
+        .finished_ms
+        .or(report.started_ms)
+        .unwrap_or(received_ms);
     let scan = ScanRow {
         ts_ms: ts,
         received_ms,
@@ -136,7 +151,14 @@ pub async fn publish_scan(
             findings.push(FindingRow {
                 ts_ms: ts,
                 received_ms,
-                finding_id: hex16(&[tenant.as_str(), &scan_id, &device.device_id, &port, f.protocol.as_deref().unwrap_or(""), key]),
+                finding_id: hex16(&[
+                    tenant.as_str(),
+                    &scan_id,
+                    &device.device_id,
+                    &port,
+                    f.protocol.as_deref().unwrap_or(""),
+                    key,
+                ]),
                 scan_id: Some(scan_id.clone()),
                 device_id: Some(device.device_id.clone()),
                 ip: host.ip.clone(),
@@ -154,19 +176,49 @@ pub async fn publish_scan(
     let devices = device_rows(&admission.devices, received_ms, source);
     let new_devices = {
         let mut ids = std::collections::HashSet::new();
-        admission.devices.iter().filter(|d| d.is_new && ids.insert(d.device_id.clone())).count()
+        admission
+            .devices
+            .iter()
+            .filter(|d| d.is_new && ids.insert(d.device_id.clone()))
+            .count()
     };
-    let batch_id = |kind: RecordKind| Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("{tenant}/{scan_id}/{kind}").as_bytes());
+    let batch_id = |kind: RecordKind| {
+        Uuid::new_v5(
+            &Uuid::NAMESPACE_OID,
+            format!("{tenant}/{scan_id}/{kind}").as_bytes(),
+        )
+    };
     let bad = |e: schemas::Error| Error::Unavailable(e.to_string());
     let id = batch_id(RecordKind::Scans);
-    publish(producer, &tenant, RecordKind::Scans, id, scans_batch(&tenant, id, &[scan]).map_err(bad)?).await?;
+    publish(
+        producer,
+        &tenant,
+        RecordKind::Scans,
+        id,
+        scans_batch(&tenant, id, &[scan]).map_err(bad)?,
+    )
+    .await?;
     if !devices.is_empty() {
         let id = batch_id(RecordKind::Devices);
-        publish(producer, &tenant, RecordKind::Devices, id, devices_batch(&tenant, id, &devices).map_err(bad)?).await?;
+        publish(
+            producer,
+            &tenant,
+            RecordKind::Devices,
+            id,
+            devices_batch(&tenant, id, &devices).map_err(bad)?,
+        )
+        .await?;
     }
     if !findings.is_empty() {
         let id = batch_id(RecordKind::Findings);
-        publish(producer, &tenant, RecordKind::Findings, id, findings_batch(&tenant, id, &findings).map_err(bad)?).await?;
+        publish(
+            producer,
+            &tenant,
+            RecordKind::Findings,
+            id,
+            findings_batch(&tenant, id, &findings).map_err(bad)?,
+        )
+        .await?;
     }
     Ok(ScanSummary {
         scan_id,
@@ -198,12 +250,16 @@ pub async fn publish_inventory(
     let devices = blocking(move || store.upsert_devices(&org, &observations, received_ms)).await?;
     let new_devices = {
         let mut ids = std::collections::HashSet::new();
-        devices.iter().filter(|d| d.is_new && ids.insert(d.device_id.clone())).count()
+        devices
+            .iter()
+            .filter(|d| d.is_new && ids.insert(d.device_id.clone()))
+            .count()
     };
     let rows = device_rows(&devices, received_ms, "inventory");
     if !rows.is_empty() {
         let id = Uuid::now_v7();
-        let batch = devices_batch(&tenant, id, &rows).map_err(|e| Error::Unavailable(e.to_string()))?;
+        let batch =
+            devices_batch(&tenant, id, &rows).map_err(|e| Error::Unavailable(e.to_string()))?;
         publish(producer, &tenant, RecordKind::Devices, id, batch).await?;
     }
     Ok(InventorySummary {

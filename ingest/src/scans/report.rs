@@ -92,12 +92,15 @@ fn time(field: &str, v: Option<Value>) -> Result<Option<i64>, String> {
             .as_f64()
             .map(|s| Some((s * 1000.0) as i64))
             .ok_or_else(|| format!("{field}: {n} is not epoch seconds")),
-        Some(other) => Err(format!("{field}: expected an RFC 3339 string or epoch seconds, found {other}")),
+        Some(other) => Err(format!(
+            "{field}: expected an RFC 3339 string or epoch seconds, found {other}"
+        )),
     }
 }
 
 pub fn parse_report(body: &[u8]) -> Result<ScanReport, String> {
-    let r: JsonReport = serde_json::from_slice(body).map_err(|e| format!("invalid scan report: {e}"))?;
+    let r: JsonReport =
+        serde_json::from_slice(body).map_err(|e| format!("invalid scan report: {e}"))?;
     let mut hosts = Vec::with_capacity(r.hosts.len());
     for (i, h) in r.hosts.into_iter().enumerate() {
         if h.ip.is_none() && h.mac.is_none() {
@@ -113,10 +116,14 @@ pub fn parse_report(body: &[u8]) -> Result<ScanReport, String> {
             if let Some(cvss) = f.cvss
                 && !(0.0..=10.0).contains(&cvss)
             {
-                return Err(format!("hosts[{i}].findings[{j}].cvss: {cvss} is outside 0..10"));
+                return Err(format!(
+                    "hosts[{i}].findings[{j}].cvss: {cvss} is outside 0..10"
+                ));
             }
             let severity = match f.severity {
-                Some(s) if SEVERITIES.contains(&s.to_ascii_lowercase().as_str()) => s.to_ascii_lowercase(),
+                Some(s) if SEVERITIES.contains(&s.to_ascii_lowercase().as_str()) => {
+                    s.to_ascii_lowercase()
+                }
                 Some(s) => {
                     return Err(format!(
                         "hosts[{i}].findings[{j}].severity: {s:?} is not one of info, low, medium, high, critical"
@@ -135,7 +142,15 @@ pub fn parse_report(body: &[u8]) -> Result<ScanReport, String> {
                 cve: f.cve,
             });
         }
-        hosts.push(Host { up, ip: h.ip, mac: h.mac, vendor: h.vendor, hostname: h.hostname, os: h.os, findings });
+        hosts.push(Host {
+            up,
+            ip: h.ip,
+            mac: h.mac,
+            vendor: h.vendor,
+            hostname: h.hostname,
+            os: h.os,
+            findings,
+        });
     }
     Ok(ScanReport {
         scan_id: r.scan_id.filter(|s| !s.trim().is_empty()),
@@ -163,7 +178,13 @@ pub fn parse_inventory(body: &[u8]) -> Result<Vec<DeviceObservation>, String> {
             if d.ip.is_none() && d.mac.is_none() {
                 return Err(format!("devices[{i}]: a device needs an ip or a mac"));
             }
-            Ok(DeviceObservation { ip: d.ip, mac: d.mac, hostname: d.hostname, os: d.os, vendor: d.vendor })
+            Ok(DeviceObservation {
+                ip: d.ip,
+                mac: d.mac,
+                hostname: d.hostname,
+                os: d.os,
+                vendor: d.vendor,
+            })
         })
         .collect()
 }
@@ -199,8 +220,22 @@ mod tests {
 
     #[test]
     fn inventory_wrapped_or_bare() {
-        assert_eq!(parse_inventory(br#"{"devices": [{"ip": "10.0.0.1"}]}"#).unwrap().len(), 1);
-        assert_eq!(parse_inventory(br#"[{"mac": "aa:bb:cc:dd:ee:ff"}, {"ip": "10.0.0.2"}]"#).unwrap().len(), 2);
-        assert!(parse_inventory(br#"[{"hostname": "x"}]"#).unwrap_err().contains("devices[0]"));
+        assert_eq!(
+            parse_inventory(br#"{"devices": [{"ip": "10.0.0.1"}]}"#)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            parse_inventory(br#"[{"mac": "aa:bb:cc:dd:ee:ff"}, {"ip": "10.0.0.2"}]"#)
+                .unwrap()
+                .len(),
+            2
+        );
+        assert!(
+            parse_inventory(br#"[{"hostname": "x"}]"#)
+                .unwrap_err()
+                .contains("devices[0]")
+        );
     }
 }

@@ -96,8 +96,18 @@ impl SyslogConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        let bad = |what: String| Err(Error::Config(format!("syslog listener {:?}: {what}", self.name)));
-        if self.name.is_empty() || !self.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        let bad = |what: String| {
+            Err(Error::Config(format!(
+                "syslog listener {:?}: {what}",
+                self.name
+            )))
+        };
+        if self.name.is_empty()
+            || !self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
             return bad("name must be non-empty letters, digits, '-' or '_'".into());
         }
         if self.protocol == Protocol::Tls && self.tls.is_none() {
@@ -110,7 +120,10 @@ impl SyslogConfig {
             return bad(format!("unknown time zone {:?}", self.bsd_timezone));
         }
         if self.max_frame_bytes < 64 || self.max_frame_bytes > 16 << 20 {
-            return bad(format!("max_frame_bytes {} is outside 64..=16777216", self.max_frame_bytes));
+            return bad(format!(
+                "max_frame_bytes {} is outside 64..=16777216",
+                self.max_frame_bytes
+            ));
         }
         Ok(())
     }

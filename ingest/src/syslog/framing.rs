@@ -121,7 +121,10 @@ impl Framer {
             self.buf.advance(header);
             let bytes = self.buf.split_to(self.max_frame).freeze();
             self.skip = len - self.max_frame;
-            return Some(Frame { bytes, truncated: true });
+            return Some(Frame {
+                bytes,
+                truncated: true,
+            });
         }
         if self.buf.len() < header + len {
             return None;
@@ -142,12 +145,18 @@ impl Framer {
                 if bytes.ends_with(b"\r") {
                     bytes.truncate(i - 1);
                 }
-                Some(Frame { bytes, truncated: false })
+                Some(Frame {
+                    bytes,
+                    truncated: false,
+                })
             }
             None if self.buf.len() > self.max_frame => {
                 let bytes = self.buf.split_to(self.max_frame).freeze();
                 self.skip_to_newline = true;
-                Some(Frame { bytes, truncated: true })
+                Some(Frame {
+                    bytes,
+                    truncated: true,
+                })
             }
             None => None,
         }
@@ -165,7 +174,11 @@ fn octet_count(buf: &[u8]) -> Count {
     if !matches!(buf.first(), Some(b'1'..=b'9')) {
         return Count::NotCounted;
     }
-    let digits = buf.iter().take(11).take_while(|b| b.is_ascii_digit()).count();
+    let digits = buf
+        .iter()
+        .take(11)
+        .take_while(|b| b.is_ascii_digit())
+        .count();
     if digits > 10 {
         return Count::NotCounted;
     }
@@ -173,7 +186,9 @@ fn octet_count(buf: &[u8]) -> Count {
         None => Count::NeedMore,
         Some(b' ') => {
             // At most 10 ASCII digits: parses, and fits in usize on 64-bit.
-            let len = buf[..digits].iter().fold(0usize, |n, d| n * 10 + (d - b'0') as usize);
+            let len = buf[..digits]
+                .iter()
+                .fold(0usize, |n, d| n * 10 + (d - b'0') as usize);
             Count::Complete(len, digits + 1)
         }
         Some(_) => Count::NotCounted,
@@ -190,11 +205,17 @@ mod tests {
         for chunk in input {
             f.buffer().extend_from_slice(chunk);
             while let Some(frame) = f.next_frame() {
-                out.push((String::from_utf8_lossy(&frame.bytes).into_owned(), frame.truncated));
+                out.push((
+                    String::from_utf8_lossy(&frame.bytes).into_owned(),
+                    frame.truncated,
+                ));
             }
         }
         if let Some(frame) = f.finish() {
-            out.push((String::from_utf8_lossy(&frame.bytes).into_owned(), frame.truncated));
+            out.push((
+                String::from_utf8_lossy(&frame.bytes).into_owned(),
+                frame.truncated,
+            ));
         }
         out
     }
@@ -206,7 +227,10 @@ mod tests {
     #[test]
     fn newline_and_octet_counting_mixed_per_frame() {
         let got = frames(&[b"<13>a\n9 <13>b\nc d\n<13>c\r\n5 <13>e"], 1024);
-        assert_eq!(got, [ok("<13>a"), ok("<13>b\nc d"), ok("<13>c"), ok("<13>e")]);
+        assert_eq!(
+            got,
+            [ok("<13>a"), ok("<13>b\nc d"), ok("<13>c"), ok("<13>e")]
+        );
     }
 
     #[test]
@@ -219,10 +243,16 @@ mod tests {
     fn over_long_frames_are_truncated_and_the_rest_skipped() {
         let long = format!("<13>{}\n<13>next\n", "x".repeat(100));
         let got = frames(&[long.as_bytes()], 20);
-        assert_eq!(got, [(format!("<13>{}", "x".repeat(16)), true), ok("<13>next")]);
+        assert_eq!(
+            got,
+            [(format!("<13>{}", "x".repeat(16)), true), ok("<13>next")]
+        );
         let counted = format!("104 <13>{}<13>after\n", "y".repeat(100));
         let got = frames(&[&counted.as_bytes()[..50], &counted.as_bytes()[50..]], 20);
-        assert_eq!(got, [(format!("<13>{}", "y".repeat(16)), true), ok("<13>after")]);
+        assert_eq!(
+            got,
+            [(format!("<13>{}", "y".repeat(16)), true), ok("<13>after")]
+        );
     }
 
     #[test]

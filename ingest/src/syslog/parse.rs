@@ -114,7 +114,11 @@ fn parse_pri(msg: &[u8]) -> Result<(Option<u8>, &[u8]), ()> {
     let Some(rest) = msg.strip_prefix(b"<") else {
         return Ok((None, msg));
     };
-    let digits = rest.iter().take(4).take_while(|b| b.is_ascii_digit()).count();
+    let digits = rest
+        .iter()
+        .take(4)
+        .take_while(|b| b.is_ascii_digit())
+        .count();
     if digits == 0 || digits > 3 || rest.get(digits) != Some(&b'>') {
         return Err(());
     }
@@ -155,7 +159,9 @@ fn parse_5424(b: &[u8], ctx: &ParseContext) -> Result<Parsed, ()> {
         ctx.received_ms
     } else {
         let s = std::str::from_utf8(ts).map_err(|_| ())?;
-        DateTime::parse_from_rfc3339(s).map_err(|_| ())?.timestamp_millis()
+        DateTime::parse_from_rfc3339(s)
+            .map_err(|_| ())?
+            .timestamp_millis()
     };
     let (host, b) = field(b).ok_or(())?;
     let (app, b) = field(b).ok_or(())?;
@@ -298,7 +304,7 @@ fn parse_3164(b: &[u8], ctx: &ParseContext) -> Parsed {
         b = rest;
     }
     let (app, pid, message) = match tag(b) {
-        Some((app, pid, msg)) => (Some(text(app)), pid.map(text), msg),
+        Some(t) => (Some(text(t.name)), t.pid.map(text), t.message),
         None => (None, None, b),
     };
     Parsed {
@@ -319,13 +325,18 @@ fn looks_like_tag(token: &[u8]) -> bool {
     token.ends_with(b":") || (token.contains(&b'[') && token.ends_with(b"]:"))
 }
 
+struct Tag<'a> {
+    name: &'a [u8],
+    pid: Option<&'a [u8]>,
+    message: &'a [u8],
+}
+
 /// `TAG[PID]: MSG` or `TAG: MSG`. Tag characters are what real senders use
 /// (`postfix/smtpd`, `systemd-logind`, `CRON`, `kernel`).
-fn tag(b: &[u8]) -> Option<(&[u8], Option<&[u8]>, &[u8])> {
-    let end = b
-        .iter()
-        .take(64)
-        .position(|c| !(c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b'/' | b'@')))?;
+fn tag(b: &[u8]) -> Option<Tag<'_>> {
+    let end = b.iter().take(64).position(|c| {
+        !(c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b'/' | b'@'))
+    })?;
     if end == 0 {
         return None;
     }
@@ -339,7 +350,11 @@ fn tag(b: &[u8]) -> Option<(&[u8], Option<&[u8]>, &[u8])> {
         None => (None, rest),
     };
     let msg = rest.strip_prefix(b":")?;
-    Some((name, pid, msg.strip_prefix(b" ").unwrap_or(msg)))
+    Some(Tag {
+        name,
+        pid,
+        message: msg.strip_prefix(b" ").unwrap_or(msg),
+    })
 }
 
 /// `Mmm dd hh:mm:ss[.frac] ` or `Mmm dd yyyy hh:mm:ss `, in `ctx.bsd_zone`.
@@ -363,7 +378,11 @@ fn bsd_time<'a>(b: &'a [u8], ctx: &ParseContext) -> Option<(i64, &'a [u8])> {
     p = &p[8..];
     let mut millis = 0;
     if let Some(frac) = p.strip_prefix(b".") {
-        let n = frac.iter().take(9).take_while(|c| c.is_ascii_digit()).count();
+        let n = frac
+            .iter()
+            .take(9)
+            .take_while(|c| c.is_ascii_digit())
+            .count();
         if n == 0 {
             return None;
         }
@@ -467,7 +486,10 @@ mod tests {
     fn rfc5424_nil_values_zones_and_no_message() {
         let r = p("<34>1 2026-11-26T12:14:15.000003+02:00 - - - - -");
         assert_eq!(r.ts_ms, ms("2026-11-26T10:14:15Z"));
-        assert_eq!((r.host.clone(), r.app.clone(), r.pid.clone()), (None, None, None));
+        assert_eq!(
+            (r.host.clone(), r.app.clone(), r.pid.clone()),
+            (None, None, None)
+        );
         assert_eq!(r.message, "");
         assert_eq!(r.parse_status, ParseStatus::Ok);
         let r = p("<34>1 - host app - - - no timestamp");
@@ -491,7 +513,8 @@ mod tests {
 
     #[test]
     fn rfc3164_classic_and_variants() {
-        let r = p("<34>Oct 11 22:14:15 mymachine su[230]: 'su root' failed for lonvick on /dev/pts/8");
+        let r =
+            p("<34>Oct 11 22:14:15 mymachine su[230]: 'su root' failed for lonvick on /dev/pts/8");
         assert_eq!((r.facility, r.severity), (Some(4), Some(2)));
         assert_eq!(r.ts_ms, ms("2026-10-11T22:14:15Z"));
         assert_eq!(r.host.as_deref(), Some("mymachine"));
@@ -511,7 +534,10 @@ mod tests {
 
         // No hostname (tag right after the time).
         let r = p("<13>Nov 26 09:01:02 sshd[99]: Accepted");
-        assert_eq!((r.host, r.app.as_deref(), r.pid.as_deref()), (None, Some("sshd"), Some("99")));
+        assert_eq!(
+            (r.host, r.app.as_deref(), r.pid.as_deref()),
+            (None, Some("sshd"), Some("99"))
+        );
 
         // No PRI.
         let r = p("Nov 26 09:01:02 h kernel: eth0 up");
@@ -537,20 +563,37 @@ mod tests {
 
     #[test]
     fn bsd_zone_and_year_rollover() {
-        let c = ParseContext { bsd_zone: "Europe/Berlin".parse().unwrap(), ..ctx() };
+        let c = ParseContext {
+            bsd_zone: "Europe/Berlin".parse().unwrap(),
+            ..ctx()
+        };
         let r = parse(b"<13>Nov 26 11:00:00 h a: m", &c).record;
         assert_eq!(r.ts_ms, ms("2026-11-26T10:00:00Z"));
         // Received on 2027-01-01: a Dec 31 message is from 2026.
-        let c = ParseContext { received_ms: ms("2027-01-01T00:00:30Z"), ..ctx() };
+        let c = ParseContext {
+            received_ms: ms("2027-01-01T00:00:30Z"),
+            ..ctx()
+        };
         let r = parse(b"<13>Dec 31 23:59:59 h a: m", &c).record;
         assert_eq!(r.ts_ms, ms("2026-12-31T23:59:59Z"));
     }
 
     #[test]
     fn broken_messages_are_kept_whole() {
-        for m in [&b"<999>1 x"[..], b"<12", b"<>x", b"<13>1 notatime h a - - - m", b"<13>1 2026-11-26T10:00:00Z h a - - [unterminated"] {
+        for m in [
+            &b"<999>1 x"[..],
+            b"<12",
+            b"<>x",
+            b"<13>1 notatime h a - - - m",
+            b"<13>1 2026-11-26T10:00:00Z h a - - [unterminated",
+        ] {
             let r = parse(m, &ctx()).record;
-            assert_eq!(r.parse_status, ParseStatus::Error, "{:?}", String::from_utf8_lossy(m));
+            assert_eq!(
+                r.parse_status,
+                ParseStatus::Error,
+                "{:?}",
+                String::from_utf8_lossy(m)
+            );
             assert_eq!(r.raw.as_deref(), Some(m));
             assert_eq!(r.message, String::from_utf8_lossy(m));
             assert_eq!(r.ts_ms, ctx().received_ms);
@@ -569,7 +612,10 @@ mod tests {
 
     #[test]
     fn keep_raw_and_trailing_newlines() {
-        let c = ParseContext { keep_raw: true, ..ctx() };
+        let c = ParseContext {
+            keep_raw: true,
+            ..ctx()
+        };
         let r = parse(b"<13>Nov 26 09:01:02 h a: m\r\n", &c).record;
         assert_eq!(r.raw.as_deref(), Some(&b"<13>Nov 26 09:01:02 h a: m"[..]));
         assert_eq!(r.message, "m");

@@ -48,11 +48,17 @@ impl SyslogMetrics {
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
         let m = Self {
             messages: IntCounterVec::new(
-                Opts::new("securenet_syslog_messages_total", "Syslog messages read, by parse status"),
+                Opts::new(
+                    "securenet_syslog_messages_total",
+                    "Syslog messages read, by parse status",
+                ),
                 &["listener", "status"],
             )?,
             rejected: IntCounterVec::new(
-                Opts::new("securenet_syslog_rejected_total", "Syslog messages refused, by reason"),
+                Opts::new(
+                    "securenet_syslog_rejected_total",
+                    "Syslog messages refused, by reason",
+                ),
                 &["listener", "reason"],
             )?,
             udp_dropped: IntCounterVec::new(
@@ -63,7 +69,10 @@ impl SyslogMetrics {
                 &["listener"],
             )?,
             connections: IntGaugeVec::new(
-                Opts::new("securenet_syslog_connections", "Open syslog TCP/TLS connections"),
+                Opts::new(
+                    "securenet_syslog_connections",
+                    "Open syslog TCP/TLS connections",
+                ),
                 &["listener"],
             )?,
         };
@@ -105,7 +114,10 @@ impl SyslogServer {
         ingest: IngestMetrics,
     ) -> Result<Self> {
         config.validate()?;
-        let named = config.default_tenant.iter().chain(config.sources.iter().map(|s| &s.tenant));
+        let named = config
+            .default_tenant
+            .iter()
+            .chain(config.sources.iter().map(|s| &s.tenant));
         for tenant in named {
             let exists = store
                 .organization(tenant)
@@ -118,12 +130,13 @@ impl SyslogServer {
                 )));
             }
         }
-        let tls = match &config.tls {
-            Some(t) => Some(tls_acceptor(&t.cert_path, &t.key_path).map_err(|e| {
-                Error::Config(format!("syslog listener {:?}: {e}", config.name))
-            })?),
-            None => None,
-        };
+        let tls =
+            match &config.tls {
+                Some(t) => Some(tls_acceptor(&t.cert_path, &t.key_path).map_err(|e| {
+                    Error::Config(format!("syslog listener {:?}: {e}", config.name))
+                })?),
+                None => None,
+            };
         let input = match config.protocol {
             Protocol::Udp => "syslog_udp",
             Protocol::Tcp => "syslog_tcp",
@@ -137,14 +150,22 @@ impl SyslogServer {
             keep_raw: config.keep_raw,
             resolver: TenantResolver::new(
                 config.default_tenant.clone(),
-                config.sources.iter().map(|s| (s.cidr, s.tenant.clone())).collect(),
+                config
+                    .sources
+                    .iter()
+                    .map(|s| (s.cidr, s.tenant.clone()))
+                    .collect(),
                 store,
             ),
             batcher,
             metrics,
             ingest,
         });
-        Ok(Self { config, processor, tls })
+        Ok(Self {
+            config,
+            processor,
+            tls,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -158,17 +179,27 @@ impl SyslogServer {
         shutdown: CancellationToken,
     ) -> Result<(SocketAddr, impl Future<Output = ()> + Send + 'static)> {
         let bind_err = |e: std::io::Error| {
-            Error::Config(format!("syslog listener {:?}: binding {}: {e}", self.config.name, self.config.listen))
+            Error::Config(format!(
+                "syslog listener {:?}: binding {}: {e}",
+                self.config.name, self.config.listen
+            ))
         };
         match self.config.protocol {
             Protocol::Udp => {
-                let socket = UdpSocket::bind(self.config.listen).await.map_err(bind_err)?;
+                let socket = UdpSocket::bind(self.config.listen)
+                    .await
+                    .map_err(bind_err)?;
                 let addr = socket.local_addr().map_err(bind_err)?;
                 let max = self.config.max_frame_bytes;
-                Ok((addr, futures::future::Either::Left(serve_udp(socket, self.processor, max, shutdown))))
+                Ok((
+                    addr,
+                    futures::future::Either::Left(serve_udp(socket, self.processor, max, shutdown)),
+                ))
             }
             Protocol::Tcp | Protocol::Tls => {
-                let listener = TcpListener::bind(self.config.listen).await.map_err(bind_err)?;
+                let listener = TcpListener::bind(self.config.listen)
+                    .await
+                    .map_err(bind_err)?;
                 let addr = listener.local_addr().map_err(bind_err)?;
                 Ok((
                     addr,
@@ -186,7 +217,10 @@ impl SyslogServer {
     }
 }
 
-fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> std::result::Result<TlsAcceptor, String> {
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> std::result::Result<TlsAcceptor, String> {
     let certs = CertificateDer::pem_file_iter(cert)
         .map_err(|e| format!("reading certificate {}: {e}", cert.display()))?
         .collect::<std::result::Result<Vec<_>, _>>()
@@ -194,19 +228,27 @@ fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> std::result::R
     if certs.is_empty() {
         return Err(format!("no certificate in {}", cert.display()));
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("reading private key {}: {e}", key.display()))?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("certificate and key do not match: {e}"))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("reading private key {}: {e}", key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| format!("certificate and key do not match: {e}"))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 impl Processor {
     /// Parses frames from one sender and groups the records by tenant.
-    fn process(&self, frames: impl IntoIterator<Item = Frame>, peer: IpAddr, groups: &mut HashMap<TenantId, Vec<LogRecord>>) {
+    fn process(
+        &self,
+        frames: impl IntoIterator<Item = Frame>,
+        peer: IpAddr,
+        groups: &mut HashMap<TenantId, Vec<LogRecord>>,
+    ) {
         let ctx = ParseContext {
             bsd_zone: self.zone,
             received_ms: Utc::now().timestamp_millis(),
@@ -218,7 +260,10 @@ impl Processor {
             let mut parsed = parse(&frame.bytes, &ctx);
             if frame.truncated {
                 parsed.record.parse_status = ParseStatus::Truncated;
-                parsed.record.raw.get_or_insert_with(|| frame.bytes.to_vec());
+                parsed
+                    .record
+                    .raw
+                    .get_or_insert_with(|| frame.bytes.to_vec());
             }
             self.metrics
                 .messages
@@ -227,8 +272,14 @@ impl Processor {
             match self.resolver.resolve(parsed.api_key.as_deref(), peer) {
                 Ok(tenant) => groups.entry(tenant).or_default().push(parsed.record),
                 Err(reason) => {
-                    self.metrics.rejected.with_label_values(&[&self.name, reason.as_str()]).inc();
-                    self.ingest.records.with_label_values(&[self.input, "rejected"]).inc();
+                    self.metrics
+                        .rejected
+                        .with_label_values(&[&self.name, reason.as_str()])
+                        .inc();
+                    self.ingest
+                        .records
+                        .with_label_values(&[self.input, "rejected"])
+                        .inc();
                 }
             }
         }
@@ -239,7 +290,10 @@ impl Processor {
         for (tenant, records) in groups.drain() {
             let n = records.len() as u64;
             self.batcher.enqueue(tenant, records).await?;
-            self.ingest.records.with_label_values(&[self.input, "accepted"]).inc_by(n);
+            self.ingest
+                .records
+                .with_label_values(&[self.input, "accepted"])
+                .inc_by(n);
         }
         Ok(())
     }
@@ -250,17 +304,32 @@ impl Processor {
         for (tenant, records) in groups.drain() {
             let n = records.len() as u64;
             match self.batcher.try_enqueue(tenant, records).await {
-                Ok(()) => self.ingest.records.with_label_values(&[self.input, "accepted"]).inc_by(n),
+                Ok(()) => self
+                    .ingest
+                    .records
+                    .with_label_values(&[self.input, "accepted"])
+                    .inc_by(n),
                 Err(_) => {
-                    self.metrics.udp_dropped.with_label_values(&[&self.name]).inc_by(n);
-                    self.ingest.records.with_label_values(&[self.input, "dropped"]).inc_by(n);
+                    self.metrics
+                        .udp_dropped
+                        .with_label_values(&[&self.name])
+                        .inc_by(n);
+                    self.ingest
+                        .records
+                        .with_label_values(&[self.input, "dropped"])
+                        .inc_by(n);
                 }
             }
         }
     }
 }
 
-async fn serve_udp(socket: UdpSocket, processor: Arc<Processor>, max_frame: usize, shutdown: CancellationToken) {
+async fn serve_udp(
+    socket: UdpSocket,
+    processor: Arc<Processor>,
+    max_frame: usize,
+    shutdown: CancellationToken,
+) {
     let mut buf = vec![0u8; 65_536];
     let mut groups = HashMap::new();
     let frame = |buf: &[u8], n: usize| {
@@ -305,7 +374,9 @@ async fn serve_tcp(
     let slots = Arc::new(Semaphore::new(max_connections.max(1)));
     let mut connections = tokio::task::JoinSet::new();
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else { break };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
             r = listener.accept() => r,
@@ -323,15 +394,23 @@ async fn serve_tcp(
         let tls = tls.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
-            let gauge = processor.metrics.connections.with_label_values(&[&processor.name]);
+            let gauge = processor
+                .metrics
+                .connections
+                .with_label_values(&[&processor.name]);
             gauge.inc();
             match tls {
                 None => serve_stream(stream, peer, &processor, max_frame, &shutdown).await,
-                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => serve_stream(tls_stream, peer, &processor, max_frame, &shutdown).await,
-                    Ok(Err(error)) => debug!(%error, %peer, "tls handshake failed"),
-                    Err(_) => debug!(%peer, "tls handshake timed out"),
-                },
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(tls_stream)) => {
+                            serve_stream(tls_stream, peer, &processor, max_frame, &shutdown).await
+                        }
+                        Ok(Err(error)) => debug!(%error, %peer, "tls handshake failed"),
+                        Err(_) => debug!(%peer, "tls handshake timed out"),
+                    }
+                }
             }
             gauge.dec();
             drop(slot);

@@ -39,17 +39,24 @@ impl Rejection {
     }
 }
 
+/// API key → (its tenant, or None for an unknown key; when it was looked up).
+type KeyCache = HashMap<String, (Option<TenantId>, Instant)>;
+
 #[derive(Clone)]
 pub struct TenantResolver {
     default: Option<TenantId>,
     /// Sorted most specific first.
     sources: Arc<[(IpNet, TenantId)]>,
     store: Arc<MetaStore>,
-    keys: Arc<Mutex<HashMap<String, (Option<TenantId>, Instant)>>>,
+    keys: Arc<Mutex<KeyCache>>,
 }
 
 impl TenantResolver {
-    pub fn new(default: Option<TenantId>, mut sources: Vec<(IpNet, TenantId)>, store: Arc<MetaStore>) -> Self {
+    pub fn new(
+        default: Option<TenantId>,
+        mut sources: Vec<(IpNet, TenantId)>,
+        store: Arc<MetaStore>,
+    ) -> Self {
         sources.sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
         Self {
             default,
@@ -114,7 +121,9 @@ mod tests {
                 allow_overage: false,
             })
             .unwrap();
-        let key = store.create_key(&t("acme"), "syslog", Role::Member).unwrap();
+        let key = store
+            .create_key(&t("acme"), "syslog", Role::Member)
+            .unwrap();
         (Arc::new(store), key.secret)
     }
 
@@ -135,13 +144,19 @@ mod tests {
         assert_eq!(r.resolve(None, ip("10.9.2.3")), Ok(t("wide")));
         assert_eq!(r.resolve(None, ip("::ffff:10.9.2.3")), Ok(t("wide")));
         assert_eq!(r.resolve(None, ip("192.0.2.1")), Ok(t("fallback")));
-        assert_eq!(r.resolve(Some("sn_0000000000000000_bad"), ip("10.1.2.3")), Err(Rejection::BadKey));
+        assert_eq!(
+            r.resolve(Some("sn_0000000000000000_bad"), ip("10.1.2.3")),
+            Err(Rejection::BadKey)
+        );
     }
 
     #[test]
     fn without_default_unknown_senders_are_rejected() {
         let (store, _) = store_with_key();
         let r = TenantResolver::new(None, vec![], store);
-        assert_eq!(r.resolve(None, "192.0.2.1".parse().unwrap()), Err(Rejection::UnknownSender));
+        assert_eq!(
+            r.resolve(None, "192.0.2.1".parse().unwrap()),
+            Err(Rejection::UnknownSender)
+        );
     }
 }
