@@ -9,5 +9,6 @@ mod cli;
 mod forwarders;
 mod ingest_http;
 mod lifecycle;
+mod scans;
 mod sql_tenancy;
 mod syslog;

@@ -56,8 +56,33 @@ fn month_of(ms: i64) -> String {
         .to_string()
 }
 
-fn normalize_mac(mac: &str) -> String {
-    mac.trim().to_ascii_lowercase().replace('-', ":")
+/// `AA-BB-CC-00-11-22`, `aa:bb:cc:00:11:22`, `aabb.cc00.1122` (Cisco) and
+/// `aabbcc001122` are one MAC: stored as `aa:bb:cc:00:11:22` so the upsert
+/// matches whatever notation the next scanner uses.
+fn normalize_mac(mac: &str) -> Result<String> {
+    let hex: String = mac
+        .trim()
+        .chars()
+        .filter(|c| !matches!(c, ':' | '-' | '.'))
+        .collect();
+    if hex.len() != 12 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(Error::Invalid(format!(
+            "{mac:?} is not a MAC address (expected six hex octets such as aa:bb:cc:00:11:22)"
+        )));
+    }
+    let hex = hex.to_ascii_lowercase();
+    Ok((0..6)
+        .map(|i| &hex[i * 2..i * 2 + 2])
+        .collect::<Vec<_>>()
+        .join(":"))
+}
+
+/// Canonical text of an IPv4 or IPv6 address (`::ffff:10.0.0.1` stays IPv6).
+fn normalize_ip(ip: &str) -> Result<String> {
+    ip.trim()
+        .parse::<std::net::IpAddr>()
+        .map(|a| a.to_string())
+        .map_err(|_| Error::Invalid(format!("{ip:?} is not an IP address")))
 }
 
 impl MetaStore {
@@ -207,18 +232,10 @@ fn upsert(
     let mut plan: Vec<(DeviceObservation, Option<Row>)> = Vec::new();
     let mut slot_of = Vec::with_capacity(seen.len());
     for ob in seen {
+        let present = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
         let ob = DeviceObservation {
-            mac: ob
-                .mac
-                .as_deref()
-                .map(normalize_mac)
-                .filter(|m| !m.is_empty()),
-            ip: ob
-                .ip
-                .as_deref()
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string),
+            mac: present(&ob.mac).as_deref().map(normalize_mac).transpose()?,
+            ip: present(&ob.ip).as_deref().map(normalize_ip).transpose()?,
             ..ob.clone()
         };
         if ob.ip.is_none() && ob.mac.is_none() {
@@ -337,6 +354,24 @@ mod tests {
                 allow_overage: overage,
             })
             .unwrap()
+    }
+
+    #[test]
+    fn addresses_are_validated_and_canonical() {
+        for mac in [
+            "AA-BB-CC-00-11-22",
+            "aa:bb:cc:00:11:22",
+            "aabb.cc00.1122",
+            "AABBCC001122",
+        ] {
+            assert_eq!(normalize_mac(mac).unwrap(), "aa:bb:cc:00:11:22", "{mac}");
+        }
+        for bad in ["aa:bb:cc", "zz:bb:cc:00:11:22", "aa:bb:cc:00:11:22:33"] {
+            assert!(normalize_mac(bad).unwrap_err().to_string().contains(bad));
+        }
+        assert_eq!(normalize_ip(" 10.0.0.1 ").unwrap(), "10.0.0.1");
+        assert_eq!(normalize_ip("2001:DB8::1").unwrap(), "2001:db8::1");
+        assert!(normalize_ip("300.1.1.1").is_err());
     }
 
     fn ob(ip: &str, mac: Option<&str>) -> DeviceObservation {

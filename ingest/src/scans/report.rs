@@ -74,13 +74,6 @@ struct JsonDevice {
     vendor: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Inventory {
-    Wrapped { devices: Vec<JsonDevice> },
-    Bare(Vec<JsonDevice>),
-}
-
 /// RFC 3339 text or epoch seconds.
 fn time(field: &str, v: Option<Value>) -> Result<Option<i64>, String> {
     match v {
@@ -165,12 +158,20 @@ pub fn parse_report(body: &[u8]) -> Result<ScanReport, String> {
 }
 
 pub fn parse_inventory(body: &[u8]) -> Result<Vec<DeviceObservation>, String> {
-    let inv: Inventory = serde_json::from_slice(body).map_err(|e| {
-        format!("invalid device inventory: {e} (expected {{\"devices\": [{{\"ip\": ..., \"mac\": ...}}]}})")
-    })?;
-    let devices = match inv {
-        Inventory::Wrapped { devices } | Inventory::Bare(devices) => devices,
+    // Both shapes are decoded explicitly (not as an untagged enum) so a
+    // typo is reported by name instead of "did not match any variant".
+    const SHAPE: &str = r#"(expected {"devices": [{"ip": ..., "mac": ...}]} or the bare array)"#;
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| format!("invalid device inventory: {e} {SHAPE}"))?;
+    let list = match value {
+        Value::Array(_) => value,
+        Value::Object(mut o) if o.len() == 1 && o.contains_key("devices") => {
+            o.remove("devices").unwrap_or_default()
+        }
+        _ => return Err(format!("invalid device inventory {SHAPE}")),
     };
+    let devices: Vec<JsonDevice> =
+        serde_json::from_value(list).map_err(|e| format!("invalid device inventory: {e}"))?;
     devices
         .into_iter()
         .enumerate()
