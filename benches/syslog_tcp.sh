@@ -38,6 +38,7 @@ wait_for() { # file pattern
 
 # loggen prints e.g. "average rate = 412345.67 msg/sec, count=8246913, ..."
 load() { # port -> "rate count"
+  set -o pipefail
   loggen -S -P -s 300 -r 100000000 -I "$SECONDS_PER_RUN" --active-connections "$CONNECTIONS" \
     127.0.0.1 "$1" 2>&1 | sed -n 's/.*average rate = \([0-9.]*\) msg\/sec, count=\([0-9]*\).*/\1 \2/p' | tail -n1
 }
@@ -46,7 +47,7 @@ run_syslog_ng() {
   local port dir; port=$(free_port); dir="$WORK/sng-$1"; mkdir -p "$dir"
   cat > "$dir/syslog-ng.conf" <<EOF
 @version: 3.38
-options { use_dns(no); keep_hostname(yes); stats(freq(0)); };
+options { use_dns(no); dns_cache(no); keep_hostname(yes); stats_freq(0); };
 source s_net { syslog(transport("tcp") ip("127.0.0.1") port($port) max-connections(64) log-iw-size(40000)); };
 destination d_file { file("$dir/messages.log"); };
 log { source(s_net); destination(d_file); flags(flow-control); };
@@ -55,7 +56,9 @@ EOF
     > "$dir/out.log" 2>&1 &
   local pid=$!
   PIDS+=("$pid")
-  for _ in $(seq 1 200); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
+  local up=0
+  for _ in $(seq 1 200); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && { up=1; break; }; sleep 0.05; done
+  [ "$up" = 1 ] || { echo "syslog-ng did not start:" >&2; cat "$dir/out.log" >&2; exit 1; }
   read -r rate count < <(load "$port")
   # Let the writer drain, then count what is on disk.
   local stored=0 prev=-1

@@ -12,8 +12,11 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/securenet/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 started=()
+started_dirs=()
 cleanup() {
   for pid in "${started[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${started[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for dir in "${started_dirs[@]}"; do rm -rf "$dir"; done
 }
 trap cleanup EXIT
 
@@ -35,11 +38,40 @@ need() { # need <command> <debian package>
 }
 
 step "tools"
+need python3 python3
 need curl curl
 need openssl openssl
 need logger bsdutils
 need loggen syslog-ng-core
 need nmap nmap
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { # port name
+  for _ in $(seq 1 200); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
+  echo "$2 did not open port $1" >&2; exit 1
+}
+SERVICES_DIR="$(mktemp -d)"
+started_dirs=("$SERVICES_DIR")
+
+# Tansu, a Kafka-protocol broker with SQLite storage, for the roles on Kafka.
+TANSU_VERSION=0.6.0
+if ! command -v tansu >/dev/null 2>&1 || ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+  step "installing tansu $TANSU_VERSION (once; about 9 minutes on 2 cores)"
+  # Its own target directory: its artifacts are not ours to cache.
+  env -u CARGO_TARGET_DIR cargo install tansu --locked --version "$TANSU_VERSION" --features libsql
+fi
+export PATH="$HOME/.cargo/bin:$PATH"
+
+step "services"
+KAFKA_PORT=$(free_port)
+# Tansu resolves the sqlite URL's path relative to its working directory.
+(cd "$SERVICES_DIR" && exec tansu broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+  --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+  --storage-engine "sqlite://tansu.db" > tansu.log 2>&1) &
+started+=($!)
+wait_port "$KAFKA_PORT" tansu
+export SECURENET_TEST_KAFKA="127.0.0.1:$KAFKA_PORT"
+echo "tansu on $SECURENET_TEST_KAFKA (log: $SERVICES_DIR/tansu.log)"
 
 step "format and lints"
 cargo fmt --all -- --check

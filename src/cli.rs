@@ -22,9 +22,17 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run everything in one process: HTTP ingest, embedded bus, Parquet
-    /// sink and the query API.
+    /// Run everything in one process: HTTP and syslog ingest, the bus
+    /// (embedded unless bus.kind = "kafka"), the pipeline and the query API.
     Serve,
+    /// Run the ingest role alone: HTTP and syslog receivers publishing to
+    /// Kafka (needs bus.kind = "kafka").
+    Ingest,
+    /// Run the pipeline role alone: consume Kafka, write the sinks, commit
+    /// (needs bus.kind = "kafka"). Several share a topic's partitions.
+    Pipeline,
+    /// Run the query API alone over the Parquet lake.
+    QueryApi,
     /// Manage organizations (tenants).
     #[command(subcommand)]
     Orgs(OrgsCommand),

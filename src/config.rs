@@ -25,6 +25,24 @@ pub struct Config {
     pub ingest: ingest::IngestConfig,
     pub pipeline: PipelineConfig,
     pub sql: query_api::sql::SqlConfig,
+    /// Which bus connects ingest to the pipeline.
+    pub bus: BusConfig,
+}
+
+/// `[bus]`: `kind = "embedded"` (in-process, `serve` only) or `"kafka"`.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusConfig {
+    pub kind: BusKind,
+    pub kafka: pipeline::bus::kafka::KafkaConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BusKind {
+    #[default]
+    Embedded,
+    Kafka,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -81,6 +99,7 @@ impl Default for Config {
                 ..Default::default()
             },
             sql: Default::default(),
+            bus: Default::default(),
         }
     }
 }
@@ -132,6 +151,9 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         self.ingest.validate()?;
+        if self.bus.kind == BusKind::Kafka {
+            self.bus.kafka.validate()?;
+        }
         if self.pipeline.bus_capacity == 0 {
             anyhow::bail!("pipeline.bus_capacity must be positive");
         }

@@ -31,7 +31,13 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Serve => {
+        Command::Serve | Command::Ingest | Command::Pipeline | Command::QueryApi => {
+            let role = match cli.command {
+                Command::Ingest => serve::Role::Ingest,
+                Command::Pipeline => serve::Role::Pipeline,
+                Command::QueryApi => serve::Role::QueryApi,
+                _ => serve::Role::Serve,
+            };
             init_tracing(&config);
             // Analyst queries get their own runtime so a heavy query cannot
             // starve ingest and the API (DataFusion's recommendation).
@@ -43,7 +49,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .thread_name("securenet")
                 .enable_all()
                 .build()?;
-            let outcome = runtime.block_on(serve::run(config, sql_runtime.handle().clone()));
+            let outcome = runtime.block_on(serve::run(role, config, sql_runtime.handle().clone()));
             runtime.shutdown_timeout(std::time::Duration::from_secs(5));
             sql_runtime.shutdown_timeout(std::time::Duration::from_secs(1));
             outcome

@@ -1,116 +1,214 @@
-//! `securenet serve`: the embedded all-in-one process.
+//! `securenet serve|ingest|pipeline|query-api`: one process per role, or all
+//! of them in one.
 //!
-//! HTTP and syslog ingest → per-tenant batcher → embedded bus → Parquet sink, and the
-//! query API over the same lake, on one listener. Shutdown order matters:
-//! stop accepting → flush the batcher (in-flight requests get their
-//! answers) → close the bus → let the consumer drain → exit.
+//! - `serve`: everything; the bus is embedded unless `bus.kind = "kafka"`.
+//! - `ingest`: HTTP and syslog receivers → batcher → Kafka.
+//! - `pipeline`: Kafka → sinks, offsets committed after the sinks confirm.
+//! - `query-api`: SQL over the lake.
+//!
+//! Every role serves `/metrics` and `/api/metrics/health` on `http.listen`.
+//! Shutdown order matters: stop accepting → flush the batcher (in-flight
+//! requests get their answers) → close or flush the bus → let the consumer
+//! drain and commit → exit.
 
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::Router;
 use axum::middleware;
 use control::MetaStore;
 use futures::FutureExt;
 use ingest::Batcher;
 use ingest::http::IngestState;
 use ingest::syslog::{SyslogMetrics, SyslogServer};
-use pipeline::bus::embedded;
+use pipeline::bus::{embedded, kafka};
 use pipeline::{BusProducer, Lake, PipelineMetrics, Sink, consumer};
 use query_api::sql::SqlEngine;
-use query_api::{AppState, HealthCheck};
+use query_api::{AppState, HealthCheck, OpsState};
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::config::Config;
+use crate::config::{BusKind, Config};
 
-pub async fn run(config: Config, sql_runtime: tokio::runtime::Handle) -> anyhow::Result<()> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Serve,
+    Ingest,
+    Pipeline,
+    QueryApi,
+}
+
+impl Role {
+    fn ingests(self) -> bool {
+        matches!(self, Role::Serve | Role::Ingest)
+    }
+    fn consumes(self) -> bool {
+        matches!(self, Role::Serve | Role::Pipeline)
+    }
+    fn queries(self) -> bool {
+        matches!(self, Role::Serve | Role::QueryApi)
+    }
+}
+
+pub async fn run(
+    role: Role,
+    config: Config,
+    sql_runtime: tokio::runtime::Handle,
+) -> anyhow::Result<()> {
+    let kafka = config.bus.kind == BusKind::Kafka;
+    if matches!(role, Role::Ingest | Role::Pipeline) && !kafka {
+        anyhow::bail!(
+            "securenet {} needs the Kafka bus: set bus.kind = \"kafka\" and bus.kafka.brokers \
+             (SECURENET_BUS__KIND=kafka); the embedded bus only connects roles inside `serve`",
+            if role == Role::Ingest {
+                "ingest"
+            } else {
+                "pipeline"
+            }
+        );
+    }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let store = Arc::new(crate::admin::open_store(&config)?);
-    announce_default_key(&store, &config)?;
+    if role.ingests() || role.queries() {
+        announce_default_key(&store, &config)?;
+    }
 
     let registry = prometheus::Registry::new();
     let pipeline_metrics = PipelineMetrics::new(&registry)?;
-    let ingest_metrics = ingest::IngestMetrics::new(&registry)?;
-
     let lake = Lake::local(&config.lake_dir())?;
-    let parquet: Arc<dyn Sink> = Arc::new(
-        config
-            .pipeline
-            .parquet
-            .build(lake.clone(), pipeline_metrics.clone())?,
-    );
-    let sinks = vec![parquet];
+    let stop_consumer = CancellationToken::new();
 
-    let (producer, bus) = embedded::channel(config.pipeline.bus_capacity);
-    let consumer_task = tokio::spawn(consumer::run(
-        bus,
-        sinks.clone(),
-        config.pipeline.consumer.clone(),
-        pipeline_metrics.clone(),
-    ));
-    let producer: Arc<dyn BusProducer> = Arc::new(producer);
-    let (batcher, batcher_task) = Batcher::start(
-        config.ingest.batch.clone(),
-        producer.clone(),
-        ingest_metrics.clone(),
-    )?;
+    // The bus, and the pipeline consuming it.
+    let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
+    if role.consumes() {
+        sinks.push(Arc::new(
+            config
+                .pipeline
+                .parquet
+                .build(lake.clone(), pipeline_metrics.clone())?,
+        ));
+    }
+    if kafka && (role.ingests() || role.consumes()) {
+        kafka::ensure_topics(&config.bus.kafka)
+            .await
+            .context("creating Kafka topics")?;
+    }
+    let mut kafka_producer = None;
+    let (producer, consumer_task): (Option<Arc<dyn BusProducer>>, Option<JoinHandle<()>>) = if kafka
+    {
+        let producer = if role.ingests() {
+            let p = kafka::KafkaProducer::new(&config.bus.kafka)?;
+            kafka_producer = Some(p.clone());
+            Some(Arc::new(p) as Arc<dyn BusProducer>)
+        } else {
+            None
+        };
+        let task = if role.consumes() {
+            let bus = kafka::KafkaConsumer::new(
+                &config.bus.kafka,
+                stop_consumer.clone(),
+                pipeline_metrics.clone(),
+            )?;
+            Some(tokio::spawn(consumer::run(
+                bus,
+                sinks.clone(),
+                config.pipeline.consumer.clone(),
+                pipeline_metrics.clone(),
+            )))
+        } else {
+            None
+        };
+        (producer, task)
+    } else if role == Role::Serve {
+        let (producer, bus) = embedded::channel(config.pipeline.bus_capacity);
+        let task = tokio::spawn(consumer::run(
+            bus,
+            sinks.clone(),
+            config.pipeline.consumer.clone(),
+            pipeline_metrics.clone(),
+        ));
+        (Some(Arc::new(producer) as Arc<dyn BusProducer>), Some(task))
+    } else {
+        (None, None)
+    };
 
-    // Syslog listeners: bound before the ready line so it can list them.
+    // Ingest: the batcher and the receivers.
     let stop_listeners = CancellationToken::new();
-    let syslog_metrics = SyslogMetrics::new(&registry)?;
     let mut listeners = JoinSet::new();
-    for listener in &config.ingest.syslog {
-        let server = SyslogServer::build(
-            listener.clone(),
-            store.clone(),
-            batcher.clone(),
-            syslog_metrics.clone(),
+    let mut ingest = None;
+    if let (true, Some(producer)) = (role.ingests(), &producer) {
+        let ingest_metrics = ingest::IngestMetrics::new(&registry)?;
+        let (batcher, batcher_task) = Batcher::start(
+            config.ingest.batch.clone(),
+            producer.clone(),
             ingest_metrics.clone(),
         )?;
-        let name = server.name().to_string();
-        let (addr, serve) = server.bind(stop_listeners.clone()).await?;
-        info!(%addr, listener = %name, "syslog listening");
-        println!("securenet ready syslog {name}={addr}");
-        listeners.spawn(serve);
+        // Syslog listeners: bound before the ready line so it can list them.
+        let syslog_metrics = SyslogMetrics::new(&registry)?;
+        for listener in &config.ingest.syslog {
+            let server = SyslogServer::build(
+                listener.clone(),
+                store.clone(),
+                batcher.clone(),
+                syslog_metrics.clone(),
+                ingest_metrics.clone(),
+            )?;
+            let name = server.name().to_string();
+            let (addr, serve) = server.bind(stop_listeners.clone()).await?;
+            info!(%addr, listener = %name, "syslog listening");
+            println!("securenet ready syslog {name}={addr}");
+            listeners.spawn(serve);
+        }
+        let state = IngestState {
+            batcher: batcher.clone(),
+            store: store.clone(),
+            config: config.ingest.http.clone(),
+            metrics: ingest_metrics,
+            limits: Arc::new(control::RateLimits::new(
+                config.ingest.http.rate_limit_per_sec,
+                config.ingest.http.rate_limit_burst,
+            )),
+            producer: producer.clone(),
+        };
+        ingest = Some((batcher, batcher_task, state));
     }
 
-    let health = health_checks(
-        &store,
-        &sinks,
-        &producer,
-        &pipeline_metrics,
-        config.pipeline.bus_capacity,
-    );
-    let api = AppState {
-        store: store.clone(),
-        sql: Arc::new(SqlEngine::new(config.sql.clone(), lake, sql_runtime)),
-        registry,
-        health: health.into(),
+    let ops = OpsState {
+        registry: registry.clone(),
+        health: health_checks(
+            &store,
+            &sinks,
+            producer.as_ref(),
+            &pipeline_metrics,
+            config.pipeline.bus_capacity,
+        )
+        .into(),
     };
-    let ingest_state = IngestState {
-        batcher: batcher.clone(),
-        store,
-        config: config.ingest.http.clone(),
-        metrics: ingest_metrics,
-        limits: Arc::new(control::RateLimits::new(
-            config.ingest.http.rate_limit_per_sec,
-            config.ingest.http.rate_limit_burst,
-        )),
-        producer: producer.clone(),
-    };
-    let app = ingest::http::router(ingest_state)
-        .merge(query_api::router(api))
-        .layer(middleware::from_fn(query_api::headers::security_headers));
+    let mut app = Router::new();
+    if let Some((_, _, state)) = &ingest {
+        app = app.merge(ingest::http::router(state.clone()));
+    }
+    if role.queries() {
+        let api = AppState {
+            store: store.clone(),
+            sql: Arc::new(SqlEngine::new(config.sql.clone(), lake, sql_runtime)),
+            ops: ops.clone(),
+        };
+        app = app.merge(query_api::router(api));
+    } else {
+        app = app.merge(query_api::ops_router(ops));
+    }
+    let app = app.layer(middleware::from_fn(query_api::headers::security_headers));
 
     let listener = TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("binding {}", config.http.listen))?;
     let addr = listener.local_addr()?;
-    info!(%addr, data_dir = %config.data_dir.display(), "securenet serving");
-    let closing = batcher.clone();
+    info!(%addr, ?role, data_dir = %config.data_dir.display(), "securenet serving");
+    let closing = ingest.as_ref().map(|(b, _, _)| b.clone());
     let stopping = stop_listeners.clone();
     let signal = shutdown_signal()?;
     // A machine-readable line for scripts and tests that bind port 0.
@@ -118,7 +216,9 @@ pub async fn run(config: Config, sql_runtime: tokio::runtime::Handle) -> anyhow:
     let shutdown = async move {
         signal.await;
         info!("shutting down: flushing pending batches");
-        closing.close().await;
+        if let Some(batcher) = closing {
+            batcher.close().await;
+        }
         stopping.cancel();
     };
     axum::serve(listener, app)
@@ -128,10 +228,23 @@ pub async fn run(config: Config, sql_runtime: tokio::runtime::Handle) -> anyhow:
 
     stop_listeners.cancel();
     while listeners.join_next().await.is_some() {}
-    drop(batcher);
-    batcher_task.await.context("batcher task")?;
+    if let Some((batcher, batcher_task, state)) = ingest {
+        drop((batcher, state));
+        batcher_task.await.context("batcher task")?;
+    }
+    if let Some(p) = &kafka_producer {
+        p.flush(std::time::Duration::from_secs(30))
+            .context("flushing the Kafka producer")?;
+    }
     drop(producer);
-    consumer_task.await.context("consumer task")?;
+    // With Kafka the consumer stops on request (the topic never "closes");
+    // embedded, it ends when the last producer is gone.
+    if kafka {
+        stop_consumer.cancel();
+    }
+    if let Some(task) = consumer_task {
+        task.await.context("consumer task")?;
+    }
     info!("shutdown complete: every accepted record is written");
     Ok(())
 }
@@ -153,7 +266,7 @@ fn announce_default_key(store: &MetaStore, config: &Config) -> anyhow::Result<()
 fn health_checks(
     store: &Arc<MetaStore>,
     sinks: &[Arc<dyn Sink>],
-    producer: &Arc<dyn BusProducer>,
+    producer: Option<&Arc<dyn BusProducer>>,
     metrics: &PipelineMetrics,
     bus_capacity: usize,
 ) -> Vec<HealthCheck> {
@@ -161,9 +274,9 @@ fn health_checks(
     let sinks: Arc<[Arc<dyn Sink>]> = sinks.to_vec().into();
     // The health check must not keep the bus open at shutdown: hold a weak
     // reference.
-    let bus = Arc::downgrade(producer);
+    let bus = producer.map(Arc::downgrade);
     let metrics = metrics.clone();
-    vec![
+    let mut checks = vec![
         HealthCheck {
             name: "metadata",
             check: Arc::new(move || {
@@ -189,26 +302,30 @@ fn health_checks(
                 .boxed()
             }),
         },
-        HealthCheck {
-            name: "bus",
-            check: Arc::new(move || {
-                let bus = bus.clone();
-                let metrics = metrics.clone();
-                async move {
-                    let bus = bus.upgrade().ok_or("bus is closed")?;
-                    let depth = bus.depth();
-                    metrics.bus_depth.set(depth as i64);
-                    if depth > bus_capacity * 4 {
-                        return Err(format!(
-                            "bus backlog of {depth} batches (capacity {bus_capacity})"
-                        ));
-                    }
-                    Ok(())
+    ];
+    let Some(bus) = bus else {
+        return checks;
+    };
+    checks.push(HealthCheck {
+        name: "bus",
+        check: Arc::new(move || {
+            let bus = bus.clone();
+            let metrics = metrics.clone();
+            async move {
+                let bus = bus.upgrade().ok_or("bus is closed")?;
+                let depth = bus.depth();
+                metrics.bus_depth.set(depth as i64);
+                if depth > bus_capacity * 4 {
+                    return Err(format!(
+                        "bus backlog of {depth} batches (capacity {bus_capacity})"
+                    ));
                 }
-                .boxed()
-            }),
-        },
-    ]
+                Ok(())
+            }
+            .boxed()
+        }),
+    });
+    checks
 }
 
 /// Installs the SIGINT/SIGTERM handlers now (before the server announces

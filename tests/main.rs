@@ -8,6 +8,7 @@ mod support;
 mod cli;
 mod forwarders;
 mod ingest_http;
+mod kafka;
 mod lifecycle;
 mod scans;
 mod sql_tenancy;

@@ -100,7 +100,36 @@ impl Env {
     }
 
     pub fn serve(&self) -> Server {
-        Server::start(self)
+        Server::start(self, "serve")
+    }
+
+    /// Starts one role: `ingest`, `pipeline` or `query-api`.
+    pub fn role(&self, role: &str) -> Server {
+        Server::start(self, role)
+    }
+
+    /// This environment on the Kafka bus started by `scripts/test.sh`, with
+    /// its own topics and consumer group so tests do not see each other.
+    pub fn kafka(self) -> Self {
+        let brokers = std::env::var("SECURENET_TEST_KAFKA").expect(
+            "SECURENET_TEST_KAFKA is unset: run ./scripts/test.sh, which starts a Kafka broker (Tansu)",
+        );
+        let unique = format!(
+            "e2e{}x{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        self.set("SECURENET_BUS__KIND", "kafka")
+            .set("SECURENET_BUS__KAFKA__BROKERS", &brokers)
+            .set("SECURENET_BUS__KAFKA__TOPIC_PREFIX", &unique)
+            .set(
+                "SECURENET_BUS__KAFKA__GROUP_ID",
+                &format!("{unique}-pipeline"),
+            )
+            .set("SECURENET_BUS__KAFKA__PARTITIONS", "3")
     }
 
     /// Generates NDJSON for `tenants` into files; returns the manifest.
@@ -137,13 +166,13 @@ pub struct Server {
 }
 
 impl Server {
-    fn start(env: &Env) -> Self {
+    fn start(env: &Env, role: &str) -> Self {
         let mut child = env
-            .command(&["serve"])
+            .command(&[role])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("spawn securenet serve");
+            .unwrap_or_else(|e| panic!("spawn securenet {role}: {e}"));
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -161,7 +190,7 @@ impl Server {
         });
         let (addr, syslog) = rx
             .recv_timeout(Duration::from_secs(30))
-            .expect("securenet serve did not become ready within 30s");
+            .unwrap_or_else(|_| panic!("securenet {role} did not become ready within 30s"));
         Self {
             child,
             base: format!("http://{addr}"),

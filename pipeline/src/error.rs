@@ -8,6 +8,9 @@ pub enum Error {
     #[error("the pipeline is shutting down")]
     Closed,
 
+    #[error("bus error: {0}")]
+    Bus(String),
+
     #[error("sink {sink} failed: {message}")]
     Sink { sink: &'static str, message: String },
 

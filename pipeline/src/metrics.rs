@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 use schemas::Envelope;
 
 #[derive(Clone)]
@@ -20,6 +22,8 @@ pub struct PipelineMetrics {
     pub bus_depth: IntGauge,
     /// Envelopes being written right now.
     pub in_flight: IntGauge,
+    /// Bus messages that could not be decoded and went to the dead-letter topic.
+    pub dead_letters: IntCounter,
 }
 
 impl PipelineMetrics {
@@ -53,7 +57,12 @@ impl PipelineMetrics {
                 "securenet_pipeline_in_flight_batches",
                 "Batches being written to the sinks",
             )?,
+            dead_letters: IntCounter::new(
+                "securenet_bus_dead_letters_total",
+                "Undecodable bus messages moved to the dead-letter topic",
+            )?,
         };
+        registry.register(Box::new(m.dead_letters.clone()))?;
         registry.register(Box::new(m.sink_rows.clone()))?;
         registry.register(Box::new(m.sink_batches.clone()))?;
         registry.register(Box::new(m.sink_errors.clone()))?;

@@ -21,4 +21,4 @@ pub mod sql;
 pub mod state;
 
 pub use error::{ApiError, Result};
-pub use state::{AppState, HealthCheck, router};
+pub use state::{AppState, HealthCheck, OpsState, ops_router, router};

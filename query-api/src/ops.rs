@@ -10,11 +10,11 @@ use futures::future::join_all;
 use prometheus::{Encoder, TextEncoder};
 use serde_json::{Map, Value, json};
 
-use crate::state::AppState;
+use crate::state::OpsState;
 
 /// `GET /api/metrics/health`: 200 when every check passes, else 503 with
 /// the failing checks named.
-pub async fn health(State(state): State<AppState>) -> Response {
+pub async fn health(State(state): State<OpsState>) -> Response {
     let results = join_all(state.health.iter().map(|c| {
         let check = c.check.clone();
         async move {
@@ -49,7 +49,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /metrics` and `GET /api/metrics/prometheus`: text exposition format.
-pub async fn prometheus(State(state): State<AppState>) -> Response {
+pub async fn prometheus(State(state): State<OpsState>) -> Response {
     let families = state.registry.gather();
     let mut out = Vec::new();
     if let Err(e) = TextEncoder::new().encode(&families, &mut out) {

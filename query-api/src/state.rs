@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::routing::{get, post};
 use control::MetaStore;
 use futures::future::BoxFuture;
@@ -22,8 +22,30 @@ pub struct HealthCheck {
 pub struct AppState {
     pub store: Arc<MetaStore>,
     pub sql: Arc<SqlEngine>,
+    pub ops: OpsState,
+}
+
+/// What the operational endpoints need; every role serves them.
+#[derive(Clone)]
+pub struct OpsState {
     pub registry: prometheus::Registry,
     pub health: Arc<[HealthCheck]>,
+}
+
+impl FromRef<AppState> for OpsState {
+    fn from_ref(state: &AppState) -> Self {
+        state.ops.clone()
+    }
+}
+
+/// `/metrics`, `/api/metrics/prometheus` and `/api/metrics/health` alone —
+/// for roles without the query API (ingest, pipeline).
+pub fn ops_router(ops: OpsState) -> Router {
+    Router::new()
+        .route("/api/metrics/health", get(ops::health))
+        .route("/api/metrics/prometheus", get(ops::prometheus))
+        .route("/metrics", get(ops::prometheus))
+        .with_state(ops)
 }
 
 /// The query API's routes over `state`.
@@ -34,11 +56,9 @@ pub fn router(state: AppState) -> Router {
             "/api/sql",
             post(sql::handler).layer(DefaultBodyLimit::max(sql_body_limit)),
         )
-        .route("/api/metrics/health", get(ops::health))
-        .route("/api/metrics/prometheus", get(ops::prometheus))
-        .route("/metrics", get(ops::prometheus))
+        .with_state(state.clone())
+        .merge(ops_router(state.ops))
         .fallback(not_found)
-        .with_state(state)
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

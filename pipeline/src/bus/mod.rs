@@ -6,6 +6,7 @@
 //! every sink has written it. Ingest acknowledges its clients on that.
 
 pub mod embedded;
+pub mod kafka;
 
 use futures::future::BoxFuture;
 use schemas::Envelope;
