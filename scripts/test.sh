@@ -44,6 +44,7 @@ need openssl openssl
 need logger bsdutils
 need loggen syslog-ng-core
 need nmap nmap
+need clickhouse-server clickhouse-server
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { # port name
@@ -72,6 +73,24 @@ started+=($!)
 wait_port "$KAFKA_PORT" tansu
 export SECURENET_TEST_KAFKA="127.0.0.1:$KAFKA_PORT"
 echo "tansu on $SECURENET_TEST_KAFKA (log: $SERVICES_DIR/tansu.log)"
+
+# ClickHouse (Debian's 18.16) from a private directory on free ports.
+CH_DIR="$SERVICES_DIR/clickhouse"
+mkdir -p "$CH_DIR"
+CH_HTTP=$(free_port); CH_TCP=$(free_port)
+sed -e "s|@DATA_DIR@|$CH_DIR|g" -e "s|@HTTP_PORT@|$CH_HTTP|" -e "s|@TCP_PORT@|$CH_TCP|" \
+  scripts/clickhouse/config.xml > "$CH_DIR/config.xml"
+cp scripts/clickhouse/users.xml "$CH_DIR/users.xml"
+clickhouse-server --config-file="$CH_DIR/config.xml" > "$CH_DIR/server.log" 2>&1 &
+started+=($!)
+for _ in $(seq 1 300); do
+  curl -sf "http://127.0.0.1:$CH_HTTP/?query=SELECT%201" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+CH_VERSION=$(curl -sf "http://127.0.0.1:$CH_HTTP/?query=SELECT%20version()") || {
+  echo "clickhouse-server did not start:" >&2; tail -20 "$CH_DIR/server.log" >&2; exit 1; }
+export SECURENET_TEST_CLICKHOUSE="http://127.0.0.1:$CH_HTTP"
+echo "clickhouse $CH_VERSION on $SECURENET_TEST_CLICKHOUSE"
 
 step "format and lints"
 cargo fmt --all -- --check

@@ -82,6 +82,8 @@ pub struct PipelineConfig {
     pub bus_capacity: usize,
     pub consumer: pipeline::consumer::ConsumerConfig,
     pub parquet: pipeline::sinks::parquet::ParquetSinkConfig,
+    /// ClickHouse sink; on when `url` is set.
+    pub clickhouse: pipeline::sinks::clickhouse::ClickHouseConfig,
     /// Parquet lake directory; default `<data_dir>/lake`.
     pub lake_dir: Option<PathBuf>,
 }

@@ -22,6 +22,7 @@ use ingest::Batcher;
 use ingest::http::IngestState;
 use ingest::syslog::{SyslogMetrics, SyslogServer};
 use pipeline::bus::{embedded, kafka};
+use pipeline::sinks::clickhouse::ClickHouseSink;
 use pipeline::{BusProducer, Lake, PipelineMetrics, Sink, consumer};
 use query_api::sql::SqlEngine;
 use query_api::{AppState, HealthCheck, OpsState};
@@ -90,6 +91,13 @@ pub async fn run(
                 .parquet
                 .build(lake.clone(), pipeline_metrics.clone())?,
         ));
+        if config.pipeline.clickhouse.enabled() {
+            let sink =
+                ClickHouseSink::connect(&config.pipeline.clickhouse, pipeline_metrics.clone())
+                    .await
+                    .context("connecting to ClickHouse")?;
+            sinks.push(Arc::new(sink));
+        }
     }
     if kafka && (role.ingests() || role.consumes()) {
         kafka::ensure_topics(&config.bus.kafka)

@@ -6,6 +6,7 @@
 mod support;
 
 mod cli;
+mod clickhouse;
 mod forwarders;
 mod ingest_http;
 mod kafka;

@@ -108,20 +108,26 @@ impl Env {
         Server::start(self, role)
     }
 
+    /// This environment with the ClickHouse sink on the server started by
+    /// `scripts/test.sh`, in a database of its own; returns the database.
+    pub fn clickhouse(self) -> (Self, ClickHouse) {
+        let url = std::env::var("SECURENET_TEST_CLICKHOUSE").expect(
+            "SECURENET_TEST_CLICKHOUSE is unset: run ./scripts/test.sh, which starts ClickHouse",
+        );
+        let database = format!("e2e_{}", unique());
+        let env = self
+            .set("SECURENET_PIPELINE__CLICKHOUSE__URL", &url)
+            .set("SECURENET_PIPELINE__CLICKHOUSE__DATABASE", &database);
+        (env, ClickHouse { url, database })
+    }
+
     /// This environment on the Kafka bus started by `scripts/test.sh`, with
     /// its own topics and consumer group so tests do not see each other.
     pub fn kafka(self) -> Self {
         let brokers = std::env::var("SECURENET_TEST_KAFKA").expect(
             "SECURENET_TEST_KAFKA is unset: run ./scripts/test.sh, which starts a Kafka broker (Tansu)",
         );
-        let unique = format!(
-            "e2e{}x{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        );
+        let unique = format!("e2e{}", unique());
         self.set("SECURENET_BUS__KIND", "kafka")
             .set("SECURENET_BUS__KAFKA__BROKERS", &brokers)
             .set("SECURENET_BUS__KAFKA__TOPIC_PREFIX", &unique)
@@ -416,5 +422,60 @@ pub fn curl(args: &[&str]) -> Reply {
             headers,
             body: body.to_string(),
         };
+    }
+}
+
+/// A name no other test (or test run) uses.
+pub fn unique() -> String {
+    format!(
+        "{}x{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+/// The test ClickHouse server and this test's database.
+pub struct ClickHouse {
+    pub url: String,
+    pub database: String,
+}
+
+impl ClickHouse {
+    /// Runs a query (`{db}` stands for the test's database) and returns
+    /// its JSONEachRow rows.
+    pub async fn rows(&self, query: &str) -> Vec<Value> {
+        let query = query.replace("{db}", &self.database);
+        let r = client()
+            .post(&self.url)
+            .body(format!("{query} FORMAT JSONEachRow"))
+            .send()
+            .await
+            .expect("clickhouse request");
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        assert!(status.is_success(), "{query}: {text}");
+        text.lines()
+            .map(|l| serde_json::from_str(l).expect("JSONEachRow"))
+            .collect()
+    }
+
+    /// Row counts per tenant in `table`, duplicates collapsed (`FINAL`).
+    pub async fn counts(&self, table: &str) -> BTreeMap<String, u64> {
+        self.rows(&format!(
+            "SELECT tenant_id, count() AS n FROM {{db}}.{table} FINAL GROUP BY tenant_id"
+        ))
+        .await
+        .into_iter()
+        .map(|r| {
+            let n = match &r["n"] {
+                Value::String(s) => s.parse().unwrap(),
+                v => v.as_u64().unwrap(),
+            };
+            (r["tenant_id"].as_str().unwrap().to_string(), n)
+        })
+        .collect()
     }
 }

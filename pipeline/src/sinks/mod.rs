@@ -3,6 +3,7 @@
 //! writing it once — which is what makes at-least-once delivery on the bus
 //! produce effectively-once results.
 
+pub mod clickhouse;
 pub mod parquet;
 
 use futures::future::BoxFuture;

@@ -1,0 +1,103 @@
+//! The ClickHouse sink against Debian's clickhouse-server 18.16 (started by
+//! `scripts/test.sh`): per-tenant counts equal in ClickHouse, in Parquet and
+//! to what was sent — also across pipeline crashes on the Kafka bus.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::{DEFAULT_KEY, Env, count, ingest, wait_count};
+
+fn body(tenant: &str, from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| json!({"message": format!("{tenant} {i}"), "host": "h1", "ts": 1_795_687_200_000i64 + i as i64}).to_string() + "\n")
+        .collect()
+}
+
+async fn wait_clickhouse(
+    ch: &crate::support::ClickHouse,
+    want: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = ch.counts("logs").await;
+        if &got == want || std::time::Instant::now() > until {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn embedded_serve_writes_clickhouse_and_parquet_alike() {
+    let (env, ch) = Env::new().clickhouse();
+    let acme = env.org_with_key("acme");
+    let server = env.serve();
+    for (key, tenant, n) in [(DEFAULT_KEY, "default", 700), (acme.as_str(), "acme", 300)] {
+        let (status, answer) = ingest(&server, key, body(tenant, 0, n)).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    // Acknowledged means written to every sink: no waiting needed.
+    let want = BTreeMap::from([("acme".to_string(), 300), ("default".to_string(), 700)]);
+    assert_eq!(ch.counts("logs").await, want);
+    assert_eq!(count(&server, DEFAULT_KEY, "logs").await, 700);
+    assert_eq!(count(&server, &acme, "logs").await, 300);
+    // Millisecond timestamps survive (Int64 ms: 18.16 has no DateTime64).
+    let r = ch
+        .rows("SELECT ts, message FROM {db}.logs WHERE tenant_id = 'acme' ORDER BY ts LIMIT 1")
+        .await;
+    assert_eq!(r[0]["message"], "acme 0");
+    assert_eq!(r[0]["ts"].to_string().trim_matches('"'), "1795687200000");
+    let ledger = ch
+        .rows("SELECT count() AS n FROM {db}.ingested_batches")
+        .await;
+    assert!(
+        ledger[0]["n"]
+            .to_string()
+            .trim_matches('"')
+            .parse::<u64>()
+            .unwrap()
+            >= 2
+    );
+}
+
+#[tokio::test]
+async fn crashing_the_pipeline_role_loses_and_duplicates_nothing() {
+    let (env, ch) = Env::new().kafka().clickhouse();
+    let env = env.set("SECURENET_INGEST__BATCH__LINGER_MS", "5");
+    let ingest_role = env.role("ingest");
+    let mut pipeline = env.role("pipeline");
+    let (batches, per_batch) = (40, 250);
+    for b in 0..batches {
+        let (status, answer) = ingest(
+            &ingest_role,
+            DEFAULT_KEY,
+            body("default", b * per_batch, per_batch),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        if b % 10 == 5 {
+            // SIGKILL mid-stream, then a fresh process of the same group.
+            pipeline.kill();
+            pipeline = env.role("pipeline");
+        }
+    }
+    let total = (batches * per_batch) as u64;
+    let want = BTreeMap::from([("default".to_string(), total)]);
+    assert_eq!(
+        wait_clickhouse(&ch, &want).await,
+        want,
+        "exactly once in ClickHouse"
+    );
+    pipeline.stop();
+    let api = env.role("query-api");
+    assert_eq!(wait_count(&api, DEFAULT_KEY, "logs", total).await, total);
+    let distinct = crate::support::rows(
+        &api,
+        DEFAULT_KEY,
+        "SELECT count(DISTINCT message) AS n FROM logs",
+    )
+    .await;
+    assert_eq!(distinct[0]["n"], total, "exactly once in Parquet");
+}
