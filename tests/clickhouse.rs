@@ -101,3 +101,56 @@ async fn crashing_the_pipeline_role_loses_and_duplicates_nothing() {
     .await;
     assert_eq!(distinct[0]["n"], total, "exactly once in Parquet");
 }
+
+#[tokio::test]
+async fn a_clickhouse_outage_delays_but_loses_and_duplicates_nothing() {
+    let (env, ch) = Env::new().kafka().clickhouse();
+    let target: std::net::SocketAddr = ch.url.trim_start_matches("http://").parse().unwrap();
+    let proxy = crate::support::Proxy::start(target);
+    let env = env
+        .set("SECURENET_INGEST__BATCH__LINGER_MS", "5")
+        .set(
+            "SECURENET_PIPELINE__CLICKHOUSE__URL",
+            &format!("http://{}", proxy.addr),
+        )
+        .set("SECURENET_PIPELINE__CLICKHOUSE__TIMEOUT_MS", "2000");
+    let ingest_role = env.role("ingest");
+    let pipeline = env.role("pipeline");
+    let send = |from: usize| {
+        let server = &ingest_role;
+        async move {
+            let (status, answer) = ingest(server, DEFAULT_KEY, body("default", from, 200)).await;
+            assert_eq!(status, 200, "{answer}");
+        }
+    };
+    for b in 0..5 {
+        send(b * 200).await;
+    }
+    proxy.set_down(true);
+    // Ingest keeps acknowledging: the records are safe in Kafka.
+    for b in 5..15 {
+        send(b * 200).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let failing = crate::support::metric_sum(&pipeline, "securenet_sink_errors_total").await;
+    assert!(
+        failing > 0.0,
+        "the sink should have failed while ClickHouse was away"
+    );
+    proxy.set_down(false);
+    for b in 15..20 {
+        send(b * 200).await;
+    }
+    let want = BTreeMap::from([("default".to_string(), 4000u64)]);
+    assert_eq!(wait_clickhouse(&ch, &want).await, want);
+    let api = env.role("query-api");
+    assert_eq!(wait_count(&api, DEFAULT_KEY, "logs", 4000).await, 4000);
+    let distinct = crate::support::rows(
+        &api,
+        DEFAULT_KEY,
+        "SELECT count(DISTINCT message) AS n FROM logs",
+    )
+    .await;
+    assert_eq!(distinct[0]["n"], 4000);
+    pipeline.stop();
+}

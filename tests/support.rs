@@ -479,3 +479,52 @@ impl ClickHouse {
         .collect()
     }
 }
+
+/// A TCP proxy a test can take down and bring back: a service outage as
+/// the client sees it (refused and cut connections), without stopping the
+/// shared service.
+pub struct Proxy {
+    pub addr: std::net::SocketAddr,
+    down: tokio::sync::watch::Sender<bool>,
+}
+
+impl Proxy {
+    /// Runs on a thread and runtime of its own, so a test blocked on a
+    /// process does not stall it.
+    pub fn start(target: std::net::SocketAddr) -> Self {
+        let (down, watch) = tokio::sync::watch::channel(false);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if *watch.borrow() {
+                        continue; // dropped: the client sees a reset
+                    }
+                    let mut watch = watch.clone();
+                    tokio::spawn(async move {
+                        let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                            return;
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            _ = watch.wait_for(|down| *down) => {}
+                        }
+                    });
+                }
+            });
+        });
+        let addr = rx.recv().unwrap();
+        Self { addr, down }
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.down.send_replace(down);
+    }
+}
