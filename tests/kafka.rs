@@ -76,3 +76,45 @@ async fn ingest_and_pipeline_refuse_to_run_on_the_embedded_bus() {
         assert!(err.contains("bus.kind = \"kafka\""), "{role}: {err}");
     }
 }
+
+#[tokio::test]
+async fn two_pipeline_processes_share_the_partitions_of_one_group() {
+    let env = Env::new().kafka();
+    let tenants: Vec<(String, String)> = (0..6)
+        .map(|i| {
+            let id = format!("t{i}");
+            let key = env.org_with_key(&id);
+            (id, key)
+        })
+        .collect();
+    let ingest_role = env.role("ingest");
+    let first = env.role("pipeline");
+    let second = env.role("pipeline");
+    // Keep sending until both members have written something: the group
+    // needs a moment to rebalance after the second one joins.
+    let mut sent = 0u64;
+    let sink_rows = "securenet_sink_rows_total";
+    for round in 0..60 {
+        for (tenant, key) in &tenants {
+            let body = format!("{}\n", json!({"message": format!("{tenant} {round}")}));
+            let (status, answer) = ingest(&ingest_role, key, body).await;
+            assert_eq!(status, 200, "{answer}");
+        }
+        sent += 1;
+        let a = crate::support::metric_sum(&first, sink_rows).await;
+        let b = crate::support::metric_sum(&second, sink_rows).await;
+        if a > 0.0 && b > 0.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let a = crate::support::metric_sum(&first, sink_rows).await;
+    let b = crate::support::metric_sum(&second, sink_rows).await;
+    assert!(a > 0.0 && b > 0.0, "both members consume: {a} and {b} rows");
+    let api = env.role("query-api");
+    for (_, key) in &tenants {
+        assert_eq!(wait_count(&api, key, "logs", sent).await, sent);
+    }
+    first.stop();
+    second.stop();
+}
