@@ -163,20 +163,82 @@ impl Envelope {
 
     /// Decodes and validates an envelope received from the bus.
     pub fn decode(headers: EnvelopeHeaders, payload: &[u8]) -> Result<Self> {
-        let corrupt = |e: arrow::error::ArrowError| Error::CorruptPayload(e.to_string());
-        let mut reader = StreamReader::try_new(payload, None).map_err(corrupt)?;
-        let batch = match reader.next() {
-            Some(batch) => batch.map_err(corrupt)?,
-            None => return Err(Error::CorruptPayload("stream holds no record batch".into())),
-        };
-        if let Some(extra) = reader.next() {
-            extra.map_err(corrupt)?;
-            return Err(Error::CorruptPayload(
-                "stream holds more than one record batch".into(),
-            ));
-        }
+        // arrow-ipc trusts the flatbuffer it reads and panics on some damaged
+        // input (e.g. an unknown type id). Bus bytes can come from anywhere,
+        // and a panic here would turn one bad message into a poison pill that
+        // stops its partition, so a panic is reported as a corrupt payload.
+        let batch =
+            std::panic::catch_unwind(|| read_single_batch(payload)).unwrap_or_else(|panic| {
+                let why = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("reader panicked");
+                Err(Error::CorruptPayload(format!("malformed Arrow IPC: {why}")))
+            })?;
         let batch = conform(&headers, batch)?;
         Ok(Self { headers, batch })
+    }
+}
+
+fn read_single_batch(payload: &[u8]) -> Result<RecordBatch> {
+    check_framing(payload)?;
+    let corrupt = |e: arrow::error::ArrowError| Error::CorruptPayload(e.to_string());
+    let mut reader = StreamReader::try_new(payload, None).map_err(corrupt)?;
+    let batch = match reader.next() {
+        Some(batch) => batch.map_err(corrupt)?,
+        None => return Err(Error::CorruptPayload("stream holds no record batch".into())),
+    };
+    if let Some(extra) = reader.next() {
+        extra.map_err(corrupt)?;
+        return Err(Error::CorruptPayload(
+            "stream holds more than one record batch".into(),
+        ));
+    }
+    Ok(batch)
+}
+
+/// Walks the IPC stream's message frames and checks that every declared
+/// length fits in the payload, before arrow allocates buffers of the sizes a
+/// (possibly damaged) header claims: a flipped bit in a body length must be a
+/// corrupt-payload error, not a multi-gigabyte allocation.
+fn check_framing(payload: &[u8]) -> Result<()> {
+    let corrupt = |detail: String| Error::CorruptPayload(detail);
+    let mut at = 0usize;
+    loop {
+        let word = |at: usize| -> Result<u32> {
+            payload
+                .get(at..at + 4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .ok_or_else(|| corrupt(format!("stream ends inside a frame header at byte {at}")))
+        };
+        let mut len = word(at)?;
+        at += 4;
+        if len == 0xFFFF_FFFF {
+            len = word(at)?;
+            at += 4;
+        }
+        if len == 0 {
+            return Ok(()); // end-of-stream marker
+        }
+        let meta = payload.get(at..at + len as usize).ok_or_else(|| {
+            corrupt(format!(
+                "message header of {len} bytes runs past the payload"
+            ))
+        })?;
+        let message = arrow::ipc::root_as_message(meta)
+            .map_err(|e| corrupt(format!("invalid message header: {e}")))?;
+        at += len as usize;
+        let body = usize::try_from(message.bodyLength())
+            .ok()
+            .filter(|body| *body <= payload.len() - at)
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "message body of {} bytes runs past the payload",
+                    message.bodyLength()
+                ))
+            })?;
+        at += body;
     }
 }
 
@@ -307,6 +369,33 @@ mod tests {
         let pairs = env.headers().to_pairs();
         let headers = EnvelopeHeaders::from_pairs(pairs.iter().map(|(k, v)| (*k, v.as_bytes())))?;
         Envelope::decode(headers, &bytes)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// The decoder meets bus bytes from anywhere: arbitrary input and
+        /// damaged real payloads are errors, never panics.
+        #[test]
+        fn decoding_damaged_or_arbitrary_bytes_never_panics(
+            garbage in proptest::collection::vec(proptest::num::u8::ANY, 0..2048),
+            flips in proptest::collection::vec((proptest::num::usize::ANY, proptest::num::u8::ANY), 1..16),
+            cut in proptest::num::usize::ANY,
+        ) {
+            let (id, batch) = logs("acme", 4);
+            let env = Envelope::new(tenant("acme"), RecordKind::Logs, id, batch).unwrap();
+            let _ = Envelope::decode(env.headers().clone(), &garbage);
+            let mut bytes = env.encode().unwrap().to_vec();
+            for (at, value) in flips {
+                let i = at % bytes.len();
+                bytes[i] ^= value | 1;
+            }
+            bytes.truncate(cut % (bytes.len() + 1));
+            if let Ok(back) = Envelope::decode(env.headers().clone(), &bytes) {
+                // Whatever survives validation still satisfies the contract.
+                proptest::prop_assert_eq!(back.tenant(), env.tenant());
+            }
+        }
     }
 
     #[test]
