@@ -38,6 +38,9 @@ pub fn orgs(config: &Config, command: OrgsCommand) -> anyhow::Result<()> {
             })?;
             println!("{}", serde_json::to_string_pretty(&org)?);
         }
+        OrgsCommand::Delete { id } => {
+            crate::maintain::delete_organization(config, &store, &TenantId::new(&id)?)?;
+        }
         OrgsCommand::List { json } => {
             let orgs = store.list_organizations()?;
             if json {

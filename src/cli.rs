@@ -43,6 +43,9 @@ pub enum Command {
     Gen(GenArgs),
     /// Print the effective configuration (defaults, file and environment merged).
     Config,
+    /// Run one maintenance pass now (purge deleted organizations' data,
+    /// retention per plan, compaction) and print its report as JSON.
+    Maintain,
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,6 +69,12 @@ pub enum OrgsCommand {
         /// overage) instead of refusing them.
         #[arg(long)]
         allow_overage: bool,
+    },
+    /// Delete an organization: its keys, inventory and all its data in the
+    /// Parquet lake and ClickHouse.
+    Delete {
+        #[arg(long)]
+        id: String,
     },
     /// List organizations.
     List {

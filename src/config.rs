@@ -86,6 +86,8 @@ pub struct PipelineConfig {
     pub clickhouse: pipeline::sinks::clickhouse::ClickHouseConfig,
     /// Parquet lake directory; default `<data_dir>/lake`.
     pub lake_dir: Option<PathBuf>,
+    /// Retention, tenant purges and compaction.
+    pub maintenance: pipeline::maintenance::MaintenanceConfig,
 }
 
 impl Default for Config {

@@ -5,6 +5,7 @@
 mod admin;
 mod cli;
 mod config;
+mod maintain;
 mod serve;
 mod testdata;
 
@@ -57,6 +58,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Orgs(c) => admin::orgs(&config, c),
         Command::Keys(c) => admin::keys(&config, c),
         Command::Gen(args) => testdata::run(args),
+        Command::Maintain => maintain::run_once(&config),
         Command::Config => {
             println!("{}", toml::to_string_pretty(&config)?);
             Ok(())

@@ -84,6 +84,8 @@ pub async fn run(
 
     // The bus, and the pipeline consuming it.
     let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
+    let stop_maintenance = CancellationToken::new();
+    let mut maintenance_task = None;
     if role.consumes() {
         sinks.push(Arc::new(
             config
@@ -91,12 +93,22 @@ pub async fn run(
                 .parquet
                 .build(lake.clone(), pipeline_metrics.clone())?,
         ));
+        let mut clickhouse = None;
         if config.pipeline.clickhouse.enabled() {
-            let sink =
+            let sink = Arc::new(
                 ClickHouseSink::connect(&config.pipeline.clickhouse, pipeline_metrics.clone())
                     .await
-                    .context("connecting to ClickHouse")?;
-            sinks.push(Arc::new(sink));
+                    .context("connecting to ClickHouse")?,
+            );
+            sinks.push(sink.clone());
+            clickhouse = Some(sink);
+        }
+        if config.pipeline.maintenance.enabled {
+            let maintenance = crate::maintain::build(&config, lake.clone(), clickhouse);
+            let lease = maintenance.lease();
+            let task =
+                crate::maintain::spawn_loop(maintenance, store.clone(), stop_maintenance.clone());
+            maintenance_task = Some((task, lease));
         }
     }
     if kafka && (role.ingests() || role.consumes()) {
@@ -235,6 +247,13 @@ pub async fn run(
         .context("http server")?;
 
     stop_listeners.cancel();
+    stop_maintenance.cancel();
+    if let Some((task, lease)) = maintenance_task {
+        // A pass in progress is abandoned: every step is kill-safe.
+        task.abort();
+        let _ = task.await;
+        lease.release().await;
+    }
     while listeners.join_next().await.is_some() {}
     if let Some((batcher, batcher_task, state)) = ingest {
         drop((batcher, state));

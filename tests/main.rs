@@ -11,6 +11,7 @@ mod forwarders;
 mod ingest_http;
 mod kafka;
 mod lifecycle;
+mod maintenance;
 mod scans;
 mod sql_tenancy;
 mod syslog;

@@ -73,6 +73,12 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX scans_month ON scans(org_id, month);
 "#,
+    r#"
+    CREATE TABLE deleted_organizations (
+        id          TEXT PRIMARY KEY,
+        deleted_at  INTEGER NOT NULL
+    );
+"#,
 ];
 
 /// Only record a key's last use when the stored value is older than this, so
@@ -233,16 +239,24 @@ impl MetaStore {
                 what: "organization",
                 id: org.id.to_string(),
             }),
-            Ok(_) => Ok(Organization {
-                id: org.id.clone(),
-                name: org.name.clone(),
-                owner_email: org.owner_email.clone(),
-                plan: org.plan,
-                limits,
-                parent_id: org.parent_id.clone(),
-                allow_overage: org.allow_overage,
-                created_at,
-            }),
+            Ok(_) => {
+                // Re-using a deleted organization's id: its new data is not
+                // to be purged.
+                conn.execute(
+                    "DELETE FROM deleted_organizations WHERE id = ?1",
+                    [org.id.as_str()],
+                )?;
+                Ok(Organization {
+                    id: org.id.clone(),
+                    name: org.name.clone(),
+                    owner_email: org.owner_email.clone(),
+                    plan: org.plan,
+                    limits,
+                    parent_id: org.parent_id.clone(),
+                    allow_overage: org.allow_overage,
+                    created_at,
+                })
+            }
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
@@ -257,6 +271,57 @@ impl MetaStore {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Deletes an organization with its keys, devices and scan records, and
+    /// leaves a tombstone so the maintenance job keeps purging its data from
+    /// the stores (records still in flight land after this). Refused while
+    /// it has child organizations.
+    pub fn delete_organization(&self, id: &TenantId) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let children: Vec<String> = tx
+            .prepare("SELECT id FROM organizations WHERE parent_id = ?1 ORDER BY id")?
+            .query_map([id.as_str()], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        if !children.is_empty() {
+            return Err(Error::Invalid(format!(
+                "organization {id} has child organizations ({}); delete them first",
+                children.join(", ")
+            )));
+        }
+        for table in ["api_keys", "devices", "scans"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE org_id = ?1"),
+                [id.as_str()],
+            )?;
+        }
+        if tx.execute("DELETE FROM organizations WHERE id = ?1", [id.as_str()])? == 0 {
+            return Err(Error::NotFound {
+                what: "organization",
+                id: id.to_string(),
+            });
+        }
+        tx.execute(
+            "INSERT INTO deleted_organizations (id, deleted_at) VALUES (?1, ?2) \
+             ON CONFLICT(id) DO UPDATE SET deleted_at = excluded.deleted_at",
+            params![id.as_str(), now_ms()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Deleted organizations whose data the maintenance job still purges.
+    pub fn deleted_organizations(&self) -> Result<Vec<TenantId>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT id FROM deleted_organizations ORDER BY id")?;
+        let ids: Vec<String> = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(ids
+            .into_iter()
+            .filter_map(|id| TenantId::new(&id).ok())
+            .collect())
     }
 
     pub fn organization(&self, id: &TenantId) -> Result<Option<Organization>> {
@@ -603,6 +668,39 @@ mod tests {
             Err(Error::NotFound { .. })
         ));
         assert!(store.verify_key(&key.secret).is_ok());
+    }
+
+    #[test]
+    fn deleting_an_organization_removes_it_and_leaves_a_tombstone() {
+        let store = MetaStore::open_in_memory().unwrap();
+        org(&store, "msp-1");
+        store
+            .create_organization(&NewOrganization {
+                id: t("child-1"),
+                name: "Child".into(),
+                owner_email: "o@child.test".into(),
+                plan: Plan::Starter,
+                parent_id: Some(t("msp-1")),
+                allow_overage: false,
+            })
+            .unwrap();
+        let key = store.create_key(&t("child-1"), "k", Role::Admin).unwrap();
+        let err = store.delete_organization(&t("msp-1")).unwrap_err();
+        assert!(err.to_string().contains("child-1"), "{err}");
+        store.delete_organization(&t("child-1")).unwrap();
+        assert_eq!(store.organization(&t("child-1")).unwrap(), None);
+        assert!(matches!(
+            store.verify_key(&key.secret),
+            Err(Error::InvalidCredentials)
+        ));
+        assert_eq!(store.deleted_organizations().unwrap(), [t("child-1")]);
+        assert!(matches!(
+            store.delete_organization(&t("child-1")),
+            Err(Error::NotFound { .. })
+        ));
+        // Re-creating the id clears the tombstone.
+        org(&store, "child-1");
+        assert!(store.deleted_organizations().unwrap().is_empty());
     }
 
     #[test]

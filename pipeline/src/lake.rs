@@ -16,10 +16,14 @@ use object_store::path::Path;
 use schemas::{RecordKind, TenantId};
 
 use crate::error::{Error, Result};
+use crate::maintenance::live::LiveView;
 
 #[derive(Clone)]
 pub struct Lake {
+    /// The live view: what readers and writers use.
     store: Arc<dyn ObjectStore>,
+    /// Every object, compaction manifests and superseded inputs included.
+    raw: Arc<dyn ObjectStore>,
     /// Scheme and authority the store is registered under, e.g. `file://`.
     store_url: String,
     /// Prefix of every object inside the store.
@@ -41,23 +45,37 @@ impl Lake {
         let abs = std::fs::canonicalize(dir)?;
         let root = Path::from_filesystem_path(&abs)
             .map_err(|e| Error::Config(format!("lake directory {}: {e}", abs.display())))?;
+        // An unprefixed store: paths are absolute, exactly as DataFusion's
+        // default `file://` store sees them.
+        let raw: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
         Ok(Self {
-            // An unprefixed store: paths are absolute, exactly as DataFusion's
-            // default `file://` store sees them.
-            store: Arc::new(LocalFileSystem::new()),
+            store: Arc::new(LiveView::new(raw.clone())),
+            raw,
             store_url: "file://".into(),
             root,
             local_root: Some(abs),
         })
     }
 
+    /// The store as readers must see it: listings hide what a committed
+    /// compaction superseded (see [`crate::maintenance::live`]).
     pub fn store(&self) -> Arc<dyn ObjectStore> {
         self.store.clone()
+    }
+
+    /// Every object as stored, for maintenance jobs.
+    pub fn raw_store(&self) -> Arc<dyn ObjectStore> {
+        self.raw.clone()
     }
 
     /// The URL DataFusion must map to [`Lake::store`].
     pub fn store_url(&self) -> &str {
         &self.store_url
+    }
+
+    /// Prefix of every object of this lake.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     pub fn kind_prefix(&self, kind: RecordKind) -> Path {
@@ -100,6 +118,51 @@ impl Lake {
             std::fs::File::open(dir)?.sync_all()?;
         }
         Ok(())
+    }
+
+    /// Makes deletions and renames in the directory holding `path` durable
+    /// (local filesystem only).
+    pub fn sync_dir(&self, path: &Path) -> Result<()> {
+        if self.local_root.is_none() {
+            return Ok(());
+        }
+        if let Some(dir) = PathBuf::from(format!("/{path}")).parent() {
+            match std::fs::File::open(dir) {
+                Ok(d) => d.sync_all()?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the empty directories left under `prefix` once its objects
+    /// were deleted (object stores without directories need nothing).
+    pub fn prune_empty_dirs(&self, prefix: &Path) -> Result<()> {
+        if self.local_root.is_none() {
+            return Ok(());
+        }
+        fn prune(dir: &FsPath) -> std::io::Result<bool> {
+            let mut empty = true;
+            for entry in std::fs::read_dir(dir)? {
+                let entry = entry?;
+                if entry.file_type()?.is_dir() {
+                    empty &= prune(&entry.path())?;
+                } else {
+                    empty = false;
+                }
+            }
+            if empty {
+                std::fs::remove_dir(dir)?;
+            }
+            Ok(empty)
+        }
+        let dir = PathBuf::from(format!("/{prefix}"));
+        match prune(&dir) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

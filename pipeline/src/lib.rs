@@ -10,12 +10,14 @@
 //! - [`sinks`]: the [`Sink`] trait and the Parquet sink.
 //! - [`lake`]: where Parquet lives (object_store + Hive layout), shared with
 //!   the query API so writers and readers agree on paths.
+//! - [`maintenance`]: retention, tenant purges and compaction, scheduled.
 //! - [`metrics`]: the pipeline's Prometheus metrics.
 
 pub mod bus;
 pub mod consumer;
 mod error;
 pub mod lake;
+pub mod maintenance;
 pub mod metrics;
 pub mod sinks;
 #[cfg(test)]

@@ -20,7 +20,10 @@
 //! one bad batch never blocks the stream; transport errors fail the write,
 //! which the consumer retries with backoff.
 
+mod maintenance;
 mod rowbinary;
+
+pub use maintenance::ClickHouseRetentionReport;
 
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,147 @@
+//! Retention and tenant purges on the ClickHouse side.
+//!
+//! Whole monthly partitions older than every tenant's window are dropped
+//! (cheap); inside the window, rows past a tenant's own retention go with an
+//! `ALTER TABLE … DELETE` mutation, issued only when there is something to
+//! delete (a mutation rewrites parts). Both exist in 18.16 and current
+//! releases. Mutations run asynchronously: the rows disappear once ClickHouse
+//! has rewritten the affected parts.
+//!
+//! Tenant ids are validated to `[a-z0-9_-]` ([`TenantId`]), so quoting them
+//! into SQL is safe.
+
+use chrono::{Datelike, NaiveDate};
+use schemas::{RecordKind, TenantId};
+use serde::Serialize;
+use tracing::info;
+
+use super::{ClickHouseSink, sink_error, table};
+use crate::error::Result;
+use crate::maintenance::retention::{RETAINED, TenantPolicy};
+
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+pub struct ClickHouseRetentionReport {
+    pub partitions_dropped: usize,
+    pub delete_mutations: usize,
+}
+
+fn day_start_ms(day: NaiveDate) -> i64 {
+    day.and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+        .timestamp_millis()
+}
+
+impl ClickHouseSink {
+    async fn count(&self, sql: &str) -> Result<u64> {
+        self.client
+            .query(sql)
+            .fetch_one::<u64>()
+            .await
+            .map_err(|e| sink_error(format!("{e} (in: {sql})")))
+    }
+
+    /// Deletes the rows past each tenant's retention; see the module docs.
+    pub async fn enforce_retention(
+        &self,
+        policies: &[TenantPolicy],
+        today: NaiveDate,
+    ) -> Result<ClickHouseRetentionReport> {
+        let mut report = ClickHouseRetentionReport::default();
+        let Some(longest) = policies.iter().map(|p| p.retention_days).max() else {
+            return Ok(report);
+        };
+        let oldest_kept = today - chrono::Days::new(u64::from(longest));
+        let oldest_kept_month = oldest_kept.year() as u32 * 100 + oldest_kept.month();
+        // One condition for all tenants: (tenant in group AND ts < cutoff) OR …
+        let mut by_days: std::collections::BTreeMap<u32, Vec<&TenantId>> = Default::default();
+        for p in policies {
+            by_days.entry(p.retention_days).or_default().push(&p.tenant);
+        }
+        let condition = by_days
+            .iter()
+            .map(|(days, tenants)| {
+                let cutoff = day_start_ms(today - chrono::Days::new(u64::from(*days)));
+                let list: Vec<String> = tenants.iter().map(|t| format!("'{t}'")).collect();
+                format!("(tenant_id IN ({}) AND ts < {cutoff})", list.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let db = &self.database;
+        for kind in RETAINED {
+            let t = table(kind);
+            let partitions: Vec<String> = self
+                .client
+                .query(
+                    "SELECT DISTINCT partition FROM system.parts \
+                     WHERE database = ? AND table = ? AND active",
+                )
+                .bind(db.as_str())
+                .bind(t)
+                .fetch_all()
+                .await
+                .map_err(sink_error)?;
+            for partition in partitions {
+                // toYYYYMM partitions: the whole month precedes every window.
+                if partition
+                    .parse::<u32>()
+                    .is_ok_and(|m| m < oldest_kept_month)
+                {
+                    self.execute(&format!("ALTER TABLE {db}.{t} DROP PARTITION {partition}"))
+                        .await?;
+                    info!(
+                        table = t,
+                        partition, "dropped a partition past every retention"
+                    );
+                    report.partitions_dropped += 1;
+                }
+            }
+            let expired = self
+                .count(&format!("SELECT count() FROM {db}.{t} WHERE {condition}"))
+                .await?;
+            if expired > 0 {
+                self.execute(&format!("ALTER TABLE {db}.{t} DELETE WHERE {condition}"))
+                    .await?;
+                info!(table = t, rows = expired, "retention delete issued");
+                report.delete_mutations += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Deletes everything a tenant has (every kind, the batch ledger and
+    /// dead letters); returns how many tables had rows.
+    pub async fn purge_tenant(&self, tenant: &TenantId) -> Result<usize> {
+        let db = &self.database;
+        let mut tables: Vec<&str> = RecordKind::ALL.iter().map(|k| table(*k)).collect();
+        tables.extend(["ingested_batches", "dead_letters"]);
+        let mut touched = 0;
+        for t in tables {
+            let condition = format!("tenant_id = '{tenant}'");
+            if self
+                .count(&format!("SELECT count() FROM {db}.{t} WHERE {condition}"))
+                .await?
+                > 0
+            {
+                self.execute(&format!("ALTER TABLE {db}.{t} DELETE WHERE {condition}"))
+                    .await?;
+                touched += 1;
+            }
+        }
+        if touched > 0 {
+            info!(%tenant, tables = touched, "tenant purge issued");
+        }
+        Ok(touched)
+    }
+
+    /// Whether the mutations issued so far have all been applied.
+    pub async fn mutations_done(&self) -> Result<bool> {
+        let pending = self
+            .count(&format!(
+                "SELECT count() FROM system.mutations WHERE database = '{}' AND is_done = 0",
+                self.database
+            ))
+            .await?;
+        Ok(pending == 0)
+    }
+}

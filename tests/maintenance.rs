@@ -1,0 +1,251 @@
+//! Maintenance through the CLI against a running server: compaction that
+//! is killed at random moments while analysts query, retention per plan in
+//! Parquet and ClickHouse, and deleting an organization with all its data.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{DEFAULT_KEY, Env, count, ingest, rows, signal};
+
+const DAY_MS: i64 = 86_400_000;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn lines(tenant: &str, from: usize, n: usize, ts: i64) -> String {
+    (from..from + n)
+        .map(|i| {
+            json!({"message": format!("{tenant} {i}"), "host": "h1", "ts": ts + i as i64})
+                .to_string()
+                + "\n"
+        })
+        .collect()
+}
+
+fn parquet_files(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn exact_count(server: &crate::support::Server, key: &str) -> (u64, u64) {
+    let r = rows(
+        server,
+        key,
+        "SELECT count(*) AS n, count(DISTINCT message) AS d FROM logs",
+    )
+    .await;
+    (r[0]["n"].as_u64().unwrap(), r[0]["d"].as_u64().unwrap())
+}
+
+#[tokio::test]
+async fn compaction_killed_at_random_moments_never_shows_a_row_twice_or_loses_one() {
+    let env = Env::new()
+        .set("SECURENET_PIPELINE__MAINTENANCE__ENABLED", "false")
+        .set("SECURENET_PIPELINE__MAINTENANCE__LEASE_TTL_SECS", "1")
+        .set(
+            "SECURENET_PIPELINE__MAINTENANCE__COMPACTION__MIN_AGE_SECS",
+            "0",
+        )
+        .set(
+            "SECURENET_PIPELINE__MAINTENANCE__COMPACTION__MIN_FILES",
+            "2",
+        )
+        .set(
+            "SECURENET_PIPELINE__MAINTENANCE__COMPACTION__GRACE_SECS",
+            "0",
+        )
+        // Several merges per directory, so kills land between them too.
+        .set(
+            "SECURENET_PIPELINE__MAINTENANCE__COMPACTION__TARGET_BYTES",
+            "40000",
+        );
+    let server = env.serve();
+    // Sequential acknowledged requests: one small object each.
+    let (requests, per) = (60, 50);
+    for r in 0..requests {
+        let (status, answer) = ingest(
+            &server,
+            DEFAULT_KEY,
+            lines("default", r * per, per, 1_795_687_200_000),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let total = (requests * per) as u64;
+    let lake = env.path().join("lake/logs");
+    let before = parquet_files(&lake).len();
+    assert!(before >= requests / 2, "{before} objects");
+    assert_eq!(exact_count(&server, DEFAULT_KEY).await, (total, total));
+
+    for delay_ms in [1u64, 5, 15, 30, 50, 80, 120, 200] {
+        let mut child = env.command(&["maintain"]).spawn().unwrap();
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        signal(child.id(), "KILL");
+        let _ = child.wait();
+        assert_eq!(
+            exact_count(&server, DEFAULT_KEY).await,
+            (total, total),
+            "after a kill at {delay_ms} ms"
+        );
+        // The killed pass's lease expires after a second.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+
+    // Queries running while a full pass completes stay exact.
+    let query_server = server.base.clone();
+    let querying = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        let until = Instant::now() + Duration::from_secs(8);
+        while Instant::now() < until {
+            let r = crate::support::client()
+                .post(format!("{query_server}/api/sql"))
+                .header("X-API-Key", DEFAULT_KEY)
+                .json(
+                    &json!({"sql": "SELECT count(*) AS n, count(DISTINCT message) AS d FROM logs"}),
+                )
+                .send()
+                .await
+                .unwrap();
+            let v: Value = r.json().await.unwrap();
+            seen.push((v["rows"][0]["n"].as_u64(), v["rows"][0]["d"].as_u64()));
+        }
+        seen
+    });
+    let report: Value = serde_json::from_str(&env.cli(&["maintain"])).unwrap();
+    assert!(report["skipped"].is_null(), "{report}");
+    // Past each grace period the next pass deletes what the merges replaced
+    // (and may merge merged objects again) until there is nothing left to do.
+    let mut settled = false;
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(2200)).await;
+        let report: Value = serde_json::from_str(&env.cli(&["maintain"])).unwrap();
+        let c = &report["compaction"];
+        if c["objects_written"] == 0 && c["recovered"] == 0 {
+            settled = true;
+            break;
+        }
+    }
+    assert!(settled, "compaction did not settle");
+    for seen in querying.await.unwrap() {
+        assert_eq!(seen, (Some(total), Some(total)));
+    }
+    let after = parquet_files(&lake);
+    assert!(
+        after
+            .iter()
+            .all(|n| n.starts_with("c-") && n.ends_with(".parquet")),
+        "leftovers after a full pass: {after:?}"
+    );
+    assert!(after.len() * 4 <= before, "{before} objects → {after:?}");
+    assert_eq!(exact_count(&server, DEFAULT_KEY).await, (total, total));
+    server.stop();
+}
+
+async fn wait_clickhouse(
+    ch: &crate::support::ClickHouse,
+    want: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = ch.counts("logs").await;
+        if &got == want || Instant::now() > until {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn retention_follows_each_plan_and_deleting_an_org_removes_its_data_everywhere() {
+    let (env, ch) = Env::new()
+        .set("SECURENET_PIPELINE__MAINTENANCE__ENABLED", "false")
+        .clickhouse();
+    let short = env.org_on_plan("short", "starter", &[]); // 30 days
+    let long = env.org_on_plan("long", "enterprise", &[]); // 1 year
+    let server = env.serve();
+    let now = now_ms();
+    for (key, tenant) in [(&short, "short"), (&long, "long")] {
+        for (i, age_days) in [0i64, 40, 400].into_iter().enumerate() {
+            let (status, answer) = ingest(
+                &server,
+                key,
+                lines(tenant, i * 10, 10, now - age_days * DAY_MS - 60_000),
+            )
+            .await;
+            assert_eq!(status, 200, "{answer}");
+        }
+    }
+    let all = BTreeMap::from([("long".to_string(), 30), ("short".to_string(), 30)]);
+    assert_eq!(ch.counts("logs").await, all);
+
+    let report: Value = serde_json::from_str(&env.cli(&["maintain"])).unwrap();
+    assert_eq!(report["lake_retention"]["date_dirs_dropped"], 3, "{report}");
+    assert!(
+        report["clickhouse_retention"]["partitions_dropped"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{report}"
+    );
+    assert_eq!(count(&server, &short, "logs").await, 10);
+    assert_eq!(count(&server, &long, "logs").await, 20);
+    let kept = BTreeMap::from([("long".to_string(), 20), ("short".to_string(), 10)]);
+    assert_eq!(wait_clickhouse(&ch, &kept).await, kept);
+    // What is kept is the recent data.
+    assert_eq!(
+        count(&server, &short, "logs WHERE ts < now() - INTERVAL '2 days'").await,
+        0
+    );
+
+    let out = env
+        .command(&["orgs", "delete", "--id", "long"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (status, _) = crate::support::sql(&server, &long, "SELECT count(*) FROM logs").await;
+    assert_eq!(status, 401);
+    assert!(!env.path().join("lake/logs/tenant_id=long").exists());
+    let left = BTreeMap::from([("short".to_string(), 10)]);
+    assert_eq!(wait_clickhouse(&ch, &left).await, left);
+    let ledger = ch
+        .rows("SELECT count() AS n FROM {db}.ingested_batches WHERE tenant_id = 'long'")
+        .await;
+    assert_eq!(ledger[0]["n"].to_string().trim_matches('"'), "0");
+    // The other tenant is untouched, and a second pass finds nothing to do.
+    assert_eq!(count(&server, &short, "logs").await, 10);
+    let again: Value = serde_json::from_str(&env.cli(&["maintain"])).unwrap();
+    assert_eq!(again["lake_retention"]["date_dirs_dropped"], 0, "{again}");
+    assert_eq!(again["purged_tenants"], json!([]), "{again}");
+    // Deleting twice is a clear error.
+    let out = env
+        .command(&["orgs", "delete", "--id", "long"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+    server.stop();
+}
