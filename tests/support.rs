@@ -127,9 +127,14 @@ impl Env {
         let brokers = std::env::var("SECURENET_TEST_KAFKA").expect(
             "SECURENET_TEST_KAFKA is unset: run ./scripts/test.sh, which starts a Kafka broker (Tansu)",
         );
+        self.kafka_at(&brokers)
+    }
+
+    /// This environment on the Kafka bus at `brokers`.
+    pub fn kafka_at(self, brokers: &str) -> Self {
         let unique = format!("e2e{}", unique());
         self.set("SECURENET_BUS__KIND", "kafka")
-            .set("SECURENET_BUS__KAFKA__BROKERS", &brokers)
+            .set("SECURENET_BUS__KAFKA__BROKERS", brokers)
             .set("SECURENET_BUS__KAFKA__TOPIC_PREFIX", &unique)
             .set(
                 "SECURENET_BUS__KAFKA__GROUP_ID",
@@ -526,5 +531,82 @@ impl Proxy {
 
     pub fn set_down(&self, down: bool) {
         self.down.send_replace(down);
+    }
+}
+
+/// A private Tansu broker (sqlite storage in `dir`) a test may kill and
+/// restart on the same port and data: the broker going away for real.
+pub struct Tansu {
+    child: Option<Child>,
+    dir: PathBuf,
+    pub port: u16,
+    /// Where clients are told to connect (a [`Proxy`] in outage tests).
+    advertised: String,
+}
+
+impl Tansu {
+    /// A broker reached through a [`Proxy`] — also for the connections the
+    /// broker's metadata sends clients to — so a test can cut it off.
+    pub fn behind_proxy(dir: &Path) -> (Self, Proxy) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let proxy = Proxy::start(([127, 0, 0, 1], port).into());
+        let mut t = Self {
+            child: None,
+            dir: dir.to_path_buf(),
+            port,
+            advertised: format!("tcp://{}", proxy.addr),
+        };
+        t.restart();
+        (t, proxy)
+    }
+
+    /// Starts the broker on its port and storage.
+    fn restart(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = self.advertised.clone();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("tansu.log"))
+            .unwrap();
+        let child = Command::new("tansu")
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &advertised,
+            ])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            // Tansu resolves the sqlite path against its working directory.
+            .current_dir(&self.dir)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("tansu on PATH (scripts/test.sh installs it)");
+        self.child = Some(child);
+        let until = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < until, "tansu did not listen within 30s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: the broker is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

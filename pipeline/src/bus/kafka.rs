@@ -141,11 +141,27 @@ fn kafka_error(e: KafkaError) -> Error {
 /// not exist yet. Idempotent.
 pub async fn ensure_topics(config: &KafkaConfig) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = config.client().create().map_err(kafka_error)?;
-    let names: Vec<String> = RecordKind::ALL
+    let mut names: Vec<String> = RecordKind::ALL
         .iter()
         .map(|k| config.topic(*k))
         .chain([config.dead_letter_topic()])
         .collect();
+    // Only create what is missing: clusters often deny CreateTopics to
+    // applications whose topics an operator made. (A blocking call, once at
+    // start-up.)
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(30))
+        .map_err(kafka_error)?;
+    names.retain(|n| {
+        !metadata
+            .topics()
+            .iter()
+            .any(|t| t.name() == n && t.error().is_none())
+    });
+    if names.is_empty() {
+        return Ok(());
+    }
     let topics: Vec<NewTopic<'_>> = names
         .iter()
         .map(|n| {
