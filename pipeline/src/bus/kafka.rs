@@ -96,7 +96,8 @@ impl KafkaConfig {
         format!("{}.deadletter.v1", self.topic_prefix)
     }
 
-    fn client(&self) -> ClientConfig {
+    /// The librdkafka settings every client of the bus shares.
+    pub fn client(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers);
         for (k, v) in &self.options {
@@ -105,7 +106,9 @@ impl KafkaConfig {
         c
     }
 
-    fn producer(&self) -> Result<FutureProducer> {
+    /// A producer with the bus's settings (idempotent, acks=all, the
+    /// configured compression); benchmarks use it as the raw baseline.
+    pub fn producer(&self) -> Result<FutureProducer> {
         let mut c = self.client();
         c.set("enable.idempotence", "true")
             .set("acks", "all")

@@ -287,21 +287,11 @@ impl ClickHouseSink {
         if self.already_written(envelope).await? {
             return Ok(());
         }
-        let batch = envelope.batch();
-        let mut data = Vec::new();
-        rowbinary::encode(batch, &mut data)?;
-        let columns: Vec<String> = batch
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| format!("`{}`", f.name()))
-            .chain(["`row_in_batch`".to_string()])
-            .collect();
+        let (columns, data) = encode_insert(envelope)?;
         let sql = format!(
-            "INSERT INTO {}.{} ({}) FORMAT RowBinary",
+            "INSERT INTO {}.{} ({columns}) FORMAT RowBinary",
             self.database,
             table(envelope.kind()),
-            columns.join(", ")
         );
         match self.insert(sql, data).await {
             Ok(()) => {}
@@ -320,6 +310,22 @@ impl ClickHouseSink {
 }
 
 use rowbinary::bytes as rowbinary_bytes;
+
+/// An envelope's insert: the column list and its rows in RowBinary (with
+/// `row_in_batch`, part of the de-duplication key).
+pub fn encode_insert(envelope: &Envelope) -> Result<(String, Vec<u8>)> {
+    let batch = envelope.batch();
+    let mut data = Vec::new();
+    rowbinary::encode(batch, &mut data)?;
+    let columns: Vec<String> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| format!("`{}`", f.name()))
+        .chain(["`row_in_batch`".to_string()])
+        .collect();
+    Ok((columns.join(", "), data))
+}
 
 fn rowbinary_string(s: &str, out: &mut Vec<u8>) {
     rowbinary_bytes(s.as_bytes(), out);

@@ -1,0 +1,397 @@
+//! Scale-out benchmarks with a baseline in the same run.
+//!
+//! - `scaleout kafka`: envelopes of log rows published through the bus's
+//!   `KafkaProducer` (Arrow IPC encode + headers + delivery awaited) and read
+//!   back through `KafkaConsumer` (fetch + decode + offset tracking), against
+//!   the same bytes sent and read by a bare librdkafka producer/consumer with
+//!   the same settings.
+//! - `scaleout clickhouse`: envelopes written through `ClickHouseSink`
+//!   (ledger check, RowBinary encoding, insert, ledger row) against the
+//!   same RowBinary bytes inserted bare.
+//!
+//! Each prints one JSON line with medians (rows/s, MB/s of envelope
+//! payload) over the measured runs.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use pipeline::bus::kafka::{KafkaConfig, KafkaConsumer, KafkaProducer, ensure_topics};
+use pipeline::sinks::clickhouse::{ClickHouseConfig, ClickHouseSink};
+use pipeline::{BusConsumer, BusProducer, PipelineMetrics, Sink};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::FutureRecord;
+use schemas::{Envelope, LogBatchBuilder, LogRecord, RecordKind, TenantId};
+use serde_json::json;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    Kafka {
+        #[arg(long)]
+        brokers: String,
+        /// Envelopes per run.
+        #[arg(long, default_value_t = 100)]
+        envelopes: usize,
+        /// Rows per envelope.
+        #[arg(long, default_value_t = 2_000)]
+        rows: usize,
+        /// Publishes in flight.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+    Clickhouse {
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 20)]
+        envelopes: usize,
+        #[arg(long, default_value_t = 10_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::Kafka {
+            brokers,
+            envelopes,
+            rows,
+            concurrency,
+            runs,
+        } => kafka(&brokers, envelopes, rows, concurrency, runs).await,
+        Cmd::Clickhouse {
+            url,
+            envelopes,
+            rows,
+            runs,
+        } => clickhouse(&url, envelopes, rows, runs).await,
+    }
+}
+
+/// Log envelopes shaped like syslog traffic: ~200-byte messages, host,
+/// program, pid, severity, source IP, across five tenants.
+fn envelopes(n: usize, rows: usize, run: usize) -> Vec<Envelope> {
+    let programs = ["sshd", "sudo", "kernel", "nginx", "cron"];
+    (0..n)
+        .map(|e| {
+            let tenant = TenantId::new(&format!("tenant-{}", e % 5)).unwrap();
+            let id = uuid::Uuid::now_v7();
+            let mut b = LogBatchBuilder::with_capacity(rows);
+            for i in 0..rows {
+                let ts = 1_795_651_200_000 + ((run * n + e) * rows + i) as i64;
+                let program = programs[i % programs.len()];
+                let message = format!(
+                    "{program}[{}]: session {i} for user u{} from 10.{}.{}.{} port {} \
+                     ssh2: accepted publickey RSA SHA256:Zk{e}x{i}q0c3lW5pUoQ8mWv2d9kTfYrN0bH",
+                    1000 + i % 300,
+                    i % 97,
+                    i % 256,
+                    e % 256,
+                    (i * 7) % 256,
+                    1024 + i % 60000
+                );
+                b.append(&LogRecord {
+                    ts_ms: ts,
+                    received_ms: ts + 3,
+                    host: Some(format!("host-{:03}", i % 200)),
+                    app: Some(program.to_string()),
+                    pid: Some((1000 + i % 300).to_string()),
+                    severity: Some((i % 8) as u8),
+                    facility: Some(4),
+                    source_ip: Some(format!("10.0.{}.{}", e % 256, i % 256)),
+                    bytes: message.len() as u32,
+                    message,
+                    input: "bench",
+                    ..Default::default()
+                });
+            }
+            let batch = b.finish(&tenant, id).unwrap();
+            Envelope::new(tenant, RecordKind::Logs, id, batch).unwrap()
+        })
+        .collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+struct Rates {
+    rows: Vec<f64>,
+    mb: Vec<f64>,
+}
+
+impl Rates {
+    fn new() -> Self {
+        Self {
+            rows: vec![],
+            mb: vec![],
+        }
+    }
+    fn push(&mut self, label: &str, run: usize, rows: usize, bytes: usize, took: Duration) {
+        let s = took.as_secs_f64();
+        eprintln!(
+            "{label} run {run}: {rows} rows, {:.1} MB in {s:.2}s = {:.0} rows/s, {:.1} MB/s",
+            bytes as f64 / 1e6,
+            rows as f64 / s,
+            bytes as f64 / s / 1e6
+        );
+        if run > 0 {
+            self.rows.push(rows as f64 / s);
+            self.mb.push(bytes as f64 / s / 1e6);
+        }
+    }
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "median_rows_per_s": median(self.rows.clone()).round(),
+            "median_mb_per_s": (median(self.mb.clone()) * 10.0).round() / 10.0,
+            "runs_rows_per_s": self.rows.iter().map(|r| r.round()).collect::<Vec<_>>(),
+        })
+    }
+}
+
+async fn kafka(
+    brokers: &str,
+    n: usize,
+    rows: usize,
+    concurrency: usize,
+    runs: usize,
+) -> anyhow::Result<()> {
+    let metrics = PipelineMetrics::new(&prometheus::Registry::new())?;
+    let (mut ours_p, mut base_p, mut ours_c, mut base_c) =
+        (Rates::new(), Rates::new(), Rates::new(), Rates::new());
+    let mut payload_bytes = 0;
+    for run in 0..=runs {
+        let prefix = format!("bench{}r{run}", std::process::id());
+        let config = KafkaConfig {
+            brokers: brokers.to_string(),
+            topic_prefix: prefix.clone(),
+            group_id: format!("{prefix}-ours"),
+            partitions: 3,
+            ..KafkaConfig::default()
+        };
+        ensure_topics(&config).await?;
+        let batch = envelopes(n, rows, run);
+        let encoded: Vec<_> = batch
+            .iter()
+            .map(|e| e.encode().map(|b| (e.tenant().to_string(), b)))
+            .collect::<Result<_, _>>()?;
+        payload_bytes = encoded.iter().map(|(_, b)| b.len()).sum::<usize>();
+        let total_rows = n * rows;
+
+        // Baseline produce: the encoded bytes through a bare producer with
+        // the bus's settings, to a topic of its own.
+        let raw = config.producer()?;
+        let base_config = KafkaConfig {
+            topic_prefix: format!("{prefix}base"),
+            ..config.clone()
+        };
+        ensure_topics(&base_config).await?;
+        let raw_topic_name = base_config.topic(RecordKind::Logs);
+        let started = Instant::now();
+        let results: Vec<_> = futures::stream::iter(encoded.iter())
+            .map(|(key, bytes)| {
+                let raw = raw.clone();
+                let topic = raw_topic_name.clone();
+                async move {
+                    raw.send(
+                        FutureRecord::to(&topic)
+                            .key(key.as_str())
+                            .payload(bytes.as_ref()),
+                        Duration::from_secs(30),
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|(e, _)| e)
+                }
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        for r in results {
+            r?;
+        }
+        base_p.push(
+            "baseline produce",
+            run,
+            total_rows,
+            payload_bytes,
+            started.elapsed(),
+        );
+
+        // Ours: KafkaProducer::publish (encode + headers + delivery).
+        let producer = Arc::new(KafkaProducer::new(&config)?);
+        let started = Instant::now();
+        let results: Vec<_> = futures::stream::iter(batch)
+            .map(|e| {
+                let p = producer.clone();
+                async move { p.publish(e).await }
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        for r in results {
+            r?;
+        }
+        ours_p.push(
+            "securenet publish",
+            run,
+            total_rows,
+            payload_bytes,
+            started.elapsed(),
+        );
+
+        // Baseline consume: bare consumer, payload bytes only.
+        let consumer: StreamConsumer = {
+            let mut c = config.client();
+            c.set("group.id", format!("{prefix}-raw"))
+                .set("auto.offset.reset", "earliest")
+                .set("enable.auto.commit", "false")
+                .set("fetch.message.max.bytes", (64 << 20).to_string());
+            c.create()?
+        };
+        consumer.subscribe(&[&raw_topic_name])?;
+        let started = Instant::now();
+        let mut got = 0;
+        let mut bytes = 0;
+        while got < n {
+            let m = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+                .await
+                .context("baseline consumer stalled")??;
+            bytes += rdkafka::Message::payload(&m).map_or(0, <[u8]>::len);
+            got += 1;
+        }
+        base_c.push(
+            "baseline consume",
+            run,
+            total_rows,
+            bytes,
+            started.elapsed(),
+        );
+
+        // Ours: KafkaConsumer (fetch, decode, validate, track offsets).
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut bus = KafkaConsumer::new(&config, stop.clone(), metrics.clone())?;
+        let started = Instant::now();
+        let mut got_rows = 0;
+        while got_rows < total_rows {
+            let d = tokio::time::timeout(Duration::from_secs(60), bus.next())
+                .await
+                .context("consumer stalled")?
+                .context("consumer closed")?;
+            got_rows += d.envelope.num_rows();
+            d.ack.settle(Ok(()));
+        }
+        ours_c.push(
+            "securenet consume",
+            run,
+            total_rows,
+            payload_bytes,
+            started.elapsed(),
+        );
+        stop.cancel();
+    }
+    println!(
+        "{}",
+        json!({
+            "bench": "kafka",
+            "brokers": brokers,
+            "envelopes_per_run": n,
+            "rows_per_envelope": rows,
+            "payload_bytes_per_run": payload_bytes,
+            "concurrency": concurrency,
+            "baseline_produce": base_p.json(),
+            "securenet_publish": ours_p.json(),
+            "baseline_consume": base_c.json(),
+            "securenet_consume": ours_c.json(),
+        })
+    );
+    Ok(())
+}
+
+async fn clickhouse(url: &str, n: usize, rows: usize, runs: usize) -> anyhow::Result<()> {
+    let metrics = PipelineMetrics::new(&prometheus::Registry::new())?;
+    let database = format!("bench_{}", std::process::id());
+    let config = ClickHouseConfig {
+        url: url.to_string(),
+        database: database.clone(),
+        ..ClickHouseConfig::default()
+    };
+    let sink = ClickHouseSink::connect(&config, metrics).await?;
+    let client = clickhouse::Client::default()
+        .with_url(url)
+        .with_validation(false);
+    client
+        .query(&format!(
+            "CREATE TABLE {database}.logs_raw AS {database}.logs"
+        ))
+        .execute()
+        .await?;
+    let (mut ours, mut base) = (Rates::new(), Rates::new());
+    let mut payload = 0;
+    for run in 0..=runs {
+        let batch = envelopes(n, rows, run);
+        payload = batch
+            .iter()
+            .map(|e| e.encode().map(|b| b.len()))
+            .sum::<Result<usize, _>>()?;
+        // Baseline: the same rows, pre-encoded RowBinary, inserted bare.
+        let mut bodies = Vec::new();
+        for e in &batch {
+            bodies.push(pipeline::sinks::clickhouse::encode_insert(e)?);
+        }
+        let started = Instant::now();
+        for (columns, data) in bodies {
+            let mut insert = client.insert_formatted_with(format!(
+                "INSERT INTO {database}.logs_raw ({columns}) FORMAT RowBinary"
+            ));
+            insert.send(bytes::Bytes::from(data)).await?;
+            insert.end().await?;
+        }
+        base.push("baseline insert", run, n * rows, payload, started.elapsed());
+        let started = Instant::now();
+        for e in &batch {
+            sink.write(e).await?;
+        }
+        ours.push("securenet sink", run, n * rows, payload, started.elapsed());
+    }
+    let stored: u64 = client
+        .query(&format!("SELECT count() FROM {database}.logs FINAL"))
+        .fetch_one()
+        .await?;
+    let version: String = client.query("SELECT version()").fetch_one().await?;
+    client
+        .query(&format!("DROP DATABASE {database}"))
+        .execute()
+        .await?;
+    anyhow::ensure!(
+        stored == ((runs + 1) * n * rows) as u64,
+        "ClickHouse holds {stored} rows"
+    );
+    println!(
+        "{}",
+        json!({
+            "bench": "clickhouse",
+            "clickhouse_version": version,
+            "envelopes_per_run": n,
+            "rows_per_envelope": rows,
+            "payload_bytes_per_run": payload,
+            "baseline_insert": base.json(),
+            "securenet_sink": ours.json(),
+            "rows_stored": stored,
+        })
+    );
+    Ok(())
+}
