@@ -41,7 +41,8 @@ enum Cmd {
         /// Requests in flight.
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
-        /// Measured runs (after one warm-up run).
+        /// Measured runs after one warm-up run; 0: a single measured run
+        /// without warm-up.
         #[arg(long, default_value_t = 5)]
         runs: usize,
         #[arg(long, default_value_t = 7)]
@@ -169,12 +170,13 @@ async fn http(
             }
         }
         let rate = acked as f64 / elapsed;
-        let label = if run == 0 { "warmup" } else { "run" };
+        let warmup = run == 0 && runs > 0;
+        let label = if warmup { "warmup" } else { "run" };
         eprintln!(
             "{label} {run}: {acked} rows acknowledged, {refused} refused, {elapsed:.2}s, {rate:.0} rows/s, {:.1} MB/s",
             total_bytes as f64 / elapsed / 1e6
         );
-        if run > 0 {
+        if !warmup {
             rates.push(rate);
         }
     }

@@ -1,5 +1,6 @@
 //! Scheduled upkeep of the stores: purging deleted tenants, retention per
-//! plan, and compaction of small Parquet objects.
+//! plan, the ClickHouse usage rollup, and compaction of small Parquet
+//! objects.
 //!
 //! - [`live`]: the compaction protocol's read rule and the [`live::LiveView`]
 //!   store readers use.
@@ -27,7 +28,7 @@ use tracing::{info, warn};
 
 use crate::error::Result;
 use crate::lake::Lake;
-use crate::sinks::clickhouse::{ClickHouseRetentionReport, ClickHouseSink};
+use crate::sinks::clickhouse::{ClickHouseRetentionReport, ClickHouseSink, UsageRollupReport};
 use crate::sinks::parquet::ParquetSinkConfig;
 use compaction::{CompactionConfig, CompactionReport, Compactor};
 use retention::{LakeRetentionReport, TenantPolicy};
@@ -64,6 +65,7 @@ pub struct MaintenanceReport {
     pub purged_tenants: Vec<String>,
     pub lake_retention: LakeRetentionReport,
     pub clickhouse_retention: Option<ClickHouseRetentionReport>,
+    pub usage_rollup: Option<UsageRollupReport>,
     pub compaction: CompactionReport,
 }
 
@@ -158,6 +160,7 @@ impl Maintenance {
         report.lake_retention = retention::enforce(&self.lake, policies, today).await?;
         if let Some(ch) = &self.clickhouse {
             report.clickhouse_retention = Some(ch.enforce_retention(policies, today).await?);
+            report.usage_rollup = Some(ch.rebuild_usage_rollup().await?);
         }
         if self.config.compaction.enabled {
             report.compaction = self.compactor.run_once(now).await?;

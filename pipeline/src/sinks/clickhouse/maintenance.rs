@@ -7,8 +7,17 @@
 //! releases. Mutations run asynchronously: the rows disappear once ClickHouse
 //! has rewritten the affected parts.
 //!
+//! The usage rollup: `usage_daily` (a `SummingMergeTree`) holds exact daily
+//! sums per tenant and metric. Appending to it per batch would count a
+//! replayed batch twice (the ledger cannot make two tables atomic), so each
+//! monthly partition is rebuilt from the de-duplicated `usage FINAL` into a
+//! staging table and swapped in with `REPLACE PARTITION` (atomic for
+//! readers; in 18.16 and current releases) whenever `usage` changed since.
+//!
 //! Tenant ids are validated to `[a-z0-9_-]` ([`TenantId`]), so quoting them
 //! into SQL is safe.
+
+use std::collections::BTreeMap;
 
 use chrono::{Datelike, NaiveDate};
 use schemas::{RecordKind, TenantId};
@@ -18,6 +27,12 @@ use tracing::info;
 use super::{ClickHouseSink, sink_error, table};
 use crate::error::Result;
 use crate::maintenance::retention::{RETAINED, TenantPolicy};
+
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+pub struct UsageRollupReport {
+    /// Months (YYYYMM) rebuilt.
+    pub months_rebuilt: Vec<String>,
+}
 
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
 pub struct ClickHouseRetentionReport {
@@ -109,12 +124,61 @@ impl ClickHouseSink {
         Ok(report)
     }
 
+    /// Last modification of each active partition of `table`.
+    async fn partition_times(&self, table: &str) -> Result<BTreeMap<String, u32>> {
+        let rows: Vec<(String, u32)> = self
+            .client
+            .query(
+                "SELECT partition, toUInt32(max(modification_time)) FROM system.parts \
+                 WHERE database = ? AND table = ? AND active GROUP BY partition",
+            )
+            .bind(self.database.as_str())
+            .bind(table)
+            .fetch_all()
+            .await
+            .map_err(sink_error)?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Rebuilds every month of `usage_daily` whose `usage` rows changed
+    /// since it was last built; see the module docs.
+    pub async fn rebuild_usage_rollup(&self) -> Result<UsageRollupReport> {
+        let db = &self.database;
+        let raw = self.partition_times(table(RecordKind::Usage)).await?;
+        let built = self.partition_times("usage_daily").await?;
+        let mut report = UsageRollupReport::default();
+        for (month, changed) in raw {
+            if month.parse::<u32>().is_err() || built.get(&month).is_some_and(|b| *b > changed) {
+                continue;
+            }
+            self.execute(&format!(
+                "ALTER TABLE {db}.usage_daily_staging DROP PARTITION {month}"
+            ))
+            .await?;
+            self.execute(&format!(
+                "INSERT INTO {db}.usage_daily_staging (tenant_id, day, metric, value) \
+                 SELECT tenant_id, day, metric, sum(value) FROM {db}.usage FINAL \
+                 WHERE toYYYYMM(day) = {month} GROUP BY tenant_id, day, metric"
+            ))
+            .await?;
+            self.execute(&format!(
+                "ALTER TABLE {db}.usage_daily REPLACE PARTITION {month} FROM {db}.usage_daily_staging"
+            ))
+            .await?;
+            report.months_rebuilt.push(month);
+        }
+        if !report.months_rebuilt.is_empty() {
+            info!(months = ?report.months_rebuilt, "usage rollup rebuilt");
+        }
+        Ok(report)
+    }
+
     /// Deletes everything a tenant has (every kind, the batch ledger and
     /// dead letters); returns how many tables had rows.
     pub async fn purge_tenant(&self, tenant: &TenantId) -> Result<usize> {
         let db = &self.database;
         let mut tables: Vec<&str> = RecordKind::ALL.iter().map(|k| table(*k)).collect();
-        tables.extend(["ingested_batches", "dead_letters"]);
+        tables.extend(["ingested_batches", "dead_letters", "usage_daily"]);
         let mut touched = 0;
         for t in tables {
             let condition = format!("tenant_id = '{tenant}'");

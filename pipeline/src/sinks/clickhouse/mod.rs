@@ -23,7 +23,7 @@
 mod maintenance;
 mod rowbinary;
 
-pub use maintenance::ClickHouseRetentionReport;
+pub use maintenance::{ClickHouseRetentionReport, UsageRollupReport};
 
 use std::time::{Duration, Instant};
 
@@ -205,6 +205,18 @@ impl ClickHouseSink {
              ENGINE = ReplacingMergeTree() ORDER BY (kind, batch_id)"
         ))
         .await?;
+        // Billing rollup: exact daily sums per tenant and metric, rebuilt
+        // from the de-duplicated `usage` rows by the maintenance job (see
+        // `maintenance.rs`), never appended to directly — a replayed batch
+        // must not count twice.
+        for t in ["usage_daily", "usage_daily_staging"] {
+            self.execute(&format!(
+                "CREATE TABLE IF NOT EXISTS {db}.{t} (tenant_id String, day Date, \
+                 metric String, value UInt64) ENGINE = SummingMergeTree((value)) \
+                 PARTITION BY toYYYYMM(day) ORDER BY (tenant_id, day, metric)"
+            ))
+            .await?;
+        }
         self.execute(&format!(
             "CREATE TABLE IF NOT EXISTS {db}.dead_letters (kind String, batch_id String, \
              tenant_id String, error String, rows UInt64, payload String, \

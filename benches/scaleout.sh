@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Scale-out benchmarks, each against a baseline in the same command:
+#
+#   1. Kafka (Tansu 0.6.0, sqlite): envelopes through the bus's producer and
+#      consumer vs the same bytes through bare librdkafka (same settings).
+#   2. ClickHouse 18.16 (Debian): the ClickHouse sink vs bare RowBinary
+#      inserts of the same rows.
+#   3. End to end: HTTP NDJSON → `securenet ingest` → Kafka → `securenet
+#      pipeline` → Parquet + ClickHouse, rows/s from the first request until
+#      both sinks hold every row; baseline: the embedded `securenet serve`
+#      (Parquet only) with the same load.
+#
+#   benches/scaleout.sh [E2E_ROWS] [RUNS]
+#
+# Needs tansu and clickhouse-server on PATH (./scripts/test.sh installs
+# them). Starts both on free ports in a temporary directory and stops them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/securenet/target}"
+export PATH="$HOME/.cargo/bin:$PATH"
+E2E_ROWS="${1:-200000}"
+RUNS="${2:-5}"
+
+cargo build --release -q -p securenet -p securenet-benches --bins
+BIN="$CARGO_TARGET_DIR/release"
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 1; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_ready() { # file marker
+  for _ in $(seq 1 600); do
+    if grep -q "$2" "$1" 2>/dev/null; then sed -n "s/.*$2//p" "$1" | head -n1; return; fi
+    sleep 0.05
+  done
+  echo "not ready: $1" >&2; tail -5 "$1" >&2; exit 1
+}
+
+# Services.
+KAFKA_PORT=$(free_port)
+mkdir -p "$WORK/tansu"
+(cd "$WORK/tansu" && exec tansu broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+  --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+  --storage-engine "sqlite://tansu.db" > tansu.log 2>&1) &
+PIDS+=($!)
+CH_DIR="$WORK/clickhouse"; mkdir -p "$CH_DIR"
+CH_HTTP=$(free_port); CH_TCP=$(free_port)
+sed -e "s|@DATA_DIR@|$CH_DIR|g" -e "s|@HTTP_PORT@|$CH_HTTP|" -e "s|@TCP_PORT@|$CH_TCP|" \
+  scripts/clickhouse/config.xml > "$CH_DIR/config.xml"
+cp scripts/clickhouse/users.xml "$CH_DIR/users.xml"
+clickhouse-server --config-file="$CH_DIR/config.xml" > "$CH_DIR/server.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 300); do
+  curl -sf "http://127.0.0.1:$CH_HTTP/?query=SELECT%201" >/dev/null 2>&1 && break; sleep 0.1
+done
+for _ in $(seq 1 300); do (echo > "/dev/tcp/127.0.0.1/$KAFKA_PORT") 2>/dev/null && break; sleep 0.1; done
+BROKERS="127.0.0.1:$KAFKA_PORT"
+CH="http://127.0.0.1:$CH_HTTP"
+
+echo "== 1. Kafka bus vs bare librdkafka (Tansu)" >&2
+KAFKA=$(RUST_LOG=error "$BIN/scaleout" kafka --brokers "$BROKERS" --envelopes 100 --rows 2000 --runs "$RUNS")
+echo "$KAFKA"
+echo "== 2. ClickHouse sink vs bare RowBinary inserts" >&2
+CLICK=$("$BIN/scaleout" clickhouse --url "$CH" --envelopes 20 --rows 10000 --runs "$RUNS")
+echo "$CLICK"
+
+KEY="bench-key-0123456789abcdef"
+common_env() {
+  echo SECURENET_HTTP__LISTEN=127.0.0.1:0 SECURENET_CONTROL__DEFAULT_API_KEY=$KEY \
+    RUST_LOG=error SECURENET_INGEST__SYSLOG=[] SECURENET_PIPELINE__MAINTENANCE__ENABLED=false
+}
+count_sql() { # addr
+  curl -s -H "X-API-Key: $KEY" -H 'content-type: application/json' \
+    -d '{"sql":"SELECT count(*) AS n FROM logs"}' "http://$1/api/sql" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["rows"][0]["n"])'
+}
+count_ch() { # database
+  curl -s "$CH/?query=SELECT%20count()%20FROM%20$1.logs%20FINAL" 2>/dev/null || echo 0
+}
+
+echo "== 3a. baseline: securenet serve (embedded bus, Parquet) — $E2E_ROWS rows" >&2
+env $(common_env) SECURENET_DATA_DIR="$WORK/serve" "$BIN/securenet" serve > "$WORK/serve.out" 2>"$WORK/serve.err" &
+PIDS+=($!); SERVE_PID=$!
+ADDR=$(wait_ready "$WORK/serve.out" "securenet ready http=")
+BASE=$("$BIN/loadgen" http --url "http://$ADDR" --key "$KEY" --rows "$E2E_ROWS" --runs 0)
+kill "$SERVE_PID"; wait "$SERVE_PID" 2>/dev/null || true
+
+E2E_RATES=()
+for run in $(seq 1 "$RUNS"); do
+  echo "== 3b. run $run: ingest → Kafka → pipeline → Parquet + ClickHouse — $E2E_ROWS rows" >&2
+  DATA="$WORK/e2e$run"; DB="bench_e2e_${run}_$$"
+  ROLE_ENV="$(common_env) SECURENET_DATA_DIR=$DATA SECURENET_BUS__KIND=kafka SECURENET_BUS__KAFKA__BROKERS=$BROKERS \
+    SECURENET_BUS__KAFKA__TOPIC_PREFIX=bench$run$$ SECURENET_BUS__KAFKA__GROUP_ID=bench$run$$ \
+    SECURENET_PIPELINE__CLICKHOUSE__URL=$CH SECURENET_PIPELINE__CLICKHOUSE__DATABASE=$DB"
+  env $ROLE_ENV "$BIN/securenet" pipeline > "$WORK/pipeline$run.out" 2>"$WORK/pipeline$run.err" &
+  PIDS+=($!); PIPE_PID=$!
+  wait_ready "$WORK/pipeline$run.out" "securenet ready http=" > /dev/null
+  env $ROLE_ENV "$BIN/securenet" ingest > "$WORK/ingest$run.out" 2>"$WORK/ingest$run.err" &
+  PIDS+=($!); INGEST_PID=$!
+  INGEST=$(wait_ready "$WORK/ingest$run.out" "securenet ready http=")
+  env $ROLE_ENV "$BIN/securenet" query-api > "$WORK/api$run.out" 2>"$WORK/api$run.err" &
+  PIDS+=($!); API_PID=$!
+  API=$(wait_ready "$WORK/api$run.out" "securenet ready http=")
+  START=$(date +%s.%N)
+  "$BIN/loadgen" http --url "http://$INGEST" --key "$KEY" --rows "$E2E_ROWS" --runs 0 > "$WORK/load$run.json"
+  while :; do
+    P=$(count_sql "$API"); C=$(count_ch "$DB")
+    [ "$P" -ge "$E2E_ROWS" ] && [ "${C:-0}" -ge "$E2E_ROWS" ] && break
+    sleep 0.1
+  done
+  END=$(date +%s.%N)
+  RATE=$(python3 -c "print(round($E2E_ROWS / ($END - $START)))")
+  echo "run $run: parquet=$P clickhouse=$C in $(python3 -c "print(round($END - $START, 2))")s = $RATE rows/s (ingest acknowledged: $(cat "$WORK/load$run.json"))" >&2
+  [ "$P" -eq "$E2E_ROWS" ] && [ "$C" -eq "$E2E_ROWS" ] || { echo "count mismatch: parquet $P clickhouse $C" >&2; exit 1; }
+  E2E_RATES+=("$RATE")
+  kill "$INGEST_PID" "$PIPE_PID" "$API_PID"; wait "$INGEST_PID" "$PIPE_PID" "$API_PID" 2>/dev/null || true
+  curl -s "$CH/" -d "DROP DATABASE $DB" > /dev/null
+done
+
+python3 - "$BASE" "${E2E_RATES[@]}" <<'PY'
+import json, sys
+base = json.loads(sys.argv[1])
+rates = sorted(int(r) for r in sys.argv[2:])
+med = rates[len(rates) // 2]
+print(json.dumps({
+    "bench": "end_to_end",
+    "baseline_serve_parquet_rows_per_s": base["median_rows_per_s"],
+    "kafka_both_sinks_runs_rows_per_s": rates,
+    "kafka_both_sinks_median_rows_per_s": med,
+    "ratio_to_baseline": round(med / base["median_rows_per_s"], 3),
+}))
+PY
