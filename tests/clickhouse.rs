@@ -154,3 +154,54 @@ async fn a_clickhouse_outage_delays_but_loses_and_duplicates_nothing() {
     assert_eq!(distinct[0]["n"], 4000);
     pipeline.stop();
 }
+
+#[tokio::test]
+async fn rows_clickhouse_rejects_go_to_the_dead_letter_table_and_do_not_block_the_stream() {
+    let (env, ch) = Env::new().clickhouse();
+    let server = env.serve();
+    // An operator changes a column ClickHouse-side: our String no longer
+    // parses, so ClickHouse rejects the rows (a data error, not an outage).
+    ch.rows("ALTER TABLE {db}.logs MODIFY COLUMN message UInt64")
+        .await;
+    let (status, answer) = ingest(&server, DEFAULT_KEY, body("default", 0, 10)).await;
+    // Parquet has them, so the records are acknowledged; ClickHouse's copy
+    // waits in dead_letters with the error and the payload to replay.
+    assert_eq!(status, 200, "{answer}");
+    let dead = ch
+        .rows("SELECT tenant_id, kind, rows, error, length(payload) AS size FROM {db}.dead_letters")
+        .await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["tenant_id"], "default");
+    assert_eq!(dead[0]["kind"], "logs");
+    assert_eq!(dead[0]["rows"].to_string().trim_matches('"'), "10");
+    assert!(
+        dead[0]["error"].as_str().unwrap().contains("Code:"),
+        "{dead:?}"
+    );
+    assert!(
+        dead[0]["size"]
+            .to_string()
+            .trim_matches('"')
+            .parse::<u64>()
+            .unwrap()
+            > 100,
+        "{dead:?}"
+    );
+    assert_eq!(
+        crate::support::metric(
+            &server,
+            r#"securenet_sink_errors_total{sink="clickhouse_rejected"}"#
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(count(&server, DEFAULT_KEY, "logs").await, 10);
+    // The stream goes on: once the column is fixed, later batches land.
+    ch.rows("ALTER TABLE {db}.logs MODIFY COLUMN message String")
+        .await;
+    let (status, answer) = ingest(&server, DEFAULT_KEY, body("default", 10, 5)).await;
+    assert_eq!(status, 200, "{answer}");
+    let want = BTreeMap::from([("default".to_string(), 5)]);
+    assert_eq!(wait_clickhouse(&ch, &want).await, want);
+    server.stop();
+}
