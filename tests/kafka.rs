@@ -24,8 +24,8 @@ fn logger(port: u16, message: &str) {
 }
 
 #[tokio::test]
-async fn http_and_syslog_flow_through_kafka_to_parquet_per_tenant() {
-    let env = Env::new().kafka();
+async fn http_and_syslog_flow_through_kafka_to_parquet_and_clickhouse_per_tenant() {
+    let (env, ch) = Env::new().kafka().clickhouse();
     let acme = env.org_with_key("acme");
     let ingest_role = env.role("ingest");
     let pipeline = env.role("pipeline");
@@ -60,6 +60,19 @@ async fn http_and_syslog_flow_through_kafka_to_parquet_per_tenant() {
         wait_count(&api, DEFAULT_KEY, "logs WHERE input = 'syslog_tcp'", 50).await,
         50
     );
+    // ClickHouse holds the same per-tenant counts as Parquet and as sent
+    // (the pipeline confirms a batch only once both sinks have it).
+    let want: std::collections::BTreeMap<String, u64> =
+        sent.iter().map(|(t, n)| (t.to_string(), *n)).collect();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while ch.counts("logs").await != want && std::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(ch.counts("logs").await, want);
+    let syslog = ch
+        .rows("SELECT count() AS n FROM {db}.logs FINAL WHERE input = 'syslog_tcp'")
+        .await;
+    assert_eq!(syslog[0]["n"].to_string().trim_matches('"'), "50");
     // Clean shutdown of every role.
     ingest_role.stop();
     pipeline.stop();
