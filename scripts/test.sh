@@ -37,6 +37,13 @@ need() { # need <command> <debian package>
   command -v "$1" >/dev/null 2>&1 || { echo "could not install $2 (for $1)" >&2; exit 1; }
 }
 
+need_pkg() { # need_pkg <debian package>
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$1" >/dev/null
+}
+
 step "tools"
 need python3 python3
 need curl curl
@@ -45,6 +52,20 @@ need logger bsdutils
 need loggen syslog-ng-core
 need nmap nmap
 need clickhouse-server clickhouse-server
+
+# Python tools (scikit-learn for the isolation-forest reference) in a venv,
+# pinned, kept outside the clone and rebuilt when the pins change.
+python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null ||
+  need_pkg python3-venv
+REQS=scripts/requirements-test.txt
+VENV="$HOME/.cache/securenet/venv-$(sha256sum "$REQS" | cut -c1-12)"
+if [ ! -x "$VENV/bin/python" ]; then
+  step "python venv $VENV"
+  rm -rf "$VENV.tmp"
+  python3 -m venv "$VENV.tmp"
+  "$VENV.tmp/bin/pip" install -q --disable-pip-version-check -r "$REQS"
+  mv "$VENV.tmp" "$VENV"
+fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { # port name
@@ -91,6 +112,10 @@ CH_VERSION=$(curl -sf "http://127.0.0.1:$CH_HTTP/?query=SELECT%20version()") || 
   echo "clickhouse-server did not start:" >&2; tail -20 "$CH_DIR/server.log" >&2; exit 1; }
 export SECURENET_TEST_CLICKHOUSE="http://127.0.0.1:$CH_HTTP"
 echo "clickhouse $CH_VERSION on $SECURENET_TEST_CLICKHOUSE"
+
+step "reference outputs (scikit-learn $("$VENV/bin/python" -c 'import sklearn; print(sklearn.__version__)'))"
+export SECURENET_IFOREST_REFERENCE="$SERVICES_DIR/iforest"
+"$VENV/bin/python" scripts/reference/iforest.py "$SECURENET_IFOREST_REFERENCE"
 
 step "format and lints"
 cargo fmt --all -- --check

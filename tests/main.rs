@@ -7,6 +7,7 @@ mod support;
 
 mod cli;
 mod clickhouse;
+mod detectors;
 mod forwarders;
 mod ingest_http;
 mod kafka;

@@ -7,6 +7,8 @@
 //! detectors issue); nothing here does I/O — the pipeline feeds batches in
 //! and publishes what comes out.
 
+pub mod iforest;
+
 use schemas::Envelope;
 
 #[derive(Debug, thiserror::Error)]

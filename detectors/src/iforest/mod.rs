@@ -1,0 +1,288 @@
+//! Isolation forest (Liu, Ting & Zhou 2008) with scikit-learn's semantics.
+//!
+//! The same parameters and scores as `sklearn.ensemble.IsolationForest`:
+//!
+//! - each of `n_estimators` trees is grown on `max_samples` rows drawn
+//!   without replacement (with, if `bootstrap`), over `max_features`
+//!   features drawn per tree, to depth `ceil(log2(max_samples))`;
+//! - a split picks a random feature among the tree's features that is not
+//!   constant in the node and a threshold uniform in its (min, max);
+//! - the path length of a row is its leaf's depth plus `c(n)` for the `n`
+//!   training rows left in that leaf, with `c(n) = 2 H(n-1) - 2 (n-1)/n`;
+//! - `score_samples = -2^(-mean path / c(max_samples))` (higher = more
+//!   normal), `decision_function = score_samples - offset` and `predict` is
+//!   `-1` (outlier) where the decision is negative. `offset` is `-0.5` for
+//!   `contamination = auto`, else the `contamination` quantile of the
+//!   training scores.
+//!
+//! Trees are flattened into one node array per tree (feature, threshold,
+//! children, leaf correction), scoring walks them without allocating, and
+//! batches are scored straight from Arrow `Float64` columns. Training is
+//! CPU work for a blocking thread (`spawn_blocking`), not the async runtime.
+//! Deterministic for a given seed.
+
+mod tree;
+
+use arrow::array::{Array, Float64Array};
+use rand::seq::index::sample;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use tree::Tree;
+
+/// `max_samples`: how many rows each tree sees.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum MaxSamples {
+    /// `min(256, n)`.
+    Auto,
+    Count(usize),
+    Fraction(f64),
+}
+
+/// `contamination`: how the decision threshold is set.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Contamination {
+    /// Offset −0.5, as in the original paper.
+    Auto,
+    /// Expected share of outliers in the training data, in (0, 0.5].
+    Fraction(f64),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Params {
+    pub n_estimators: usize,
+    pub max_samples: MaxSamples,
+    /// Share (0, 1] of the features each tree uses.
+    pub max_features: f64,
+    pub bootstrap: bool,
+    pub contamination: Contamination,
+    pub seed: u64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Self {
+            n_estimators: 100,
+            max_samples: MaxSamples::Auto,
+            max_features: 1.0,
+            bootstrap: false,
+            contamination: Contamination::Auto,
+            seed: 0,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum FitError {
+    #[error("no training rows")]
+    Empty,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Row-major `f64` data: `rows × features`.
+#[derive(Debug, Clone, Copy)]
+pub struct Matrix<'a> {
+    pub data: &'a [f64],
+    pub features: usize,
+}
+
+impl<'a> Matrix<'a> {
+    pub fn new(data: &'a [f64], features: usize) -> Self {
+        assert!(
+            features > 0 && data.len().is_multiple_of(features),
+            "ragged matrix"
+        );
+        Self { data, features }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.data.len() / self.features
+    }
+
+    pub fn row(&self, i: usize) -> &'a [f64] {
+        &self.data[i * self.features..(i + 1) * self.features]
+    }
+}
+
+/// A fitted forest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IsolationForest {
+    params: Params,
+    trees: Vec<Tree>,
+    features: usize,
+    max_samples: usize,
+    /// `offset_` in scikit-learn.
+    offset: f64,
+}
+
+/// `c(n)`: the average path length of an unsuccessful search in a binary
+/// search tree of `n` nodes — the depth a leaf of `n` rows stands for.
+pub fn average_path_length(n: f64) -> f64 {
+    const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;
+    if n <= 1.0 {
+        0.0
+    } else if n <= 2.0 {
+        1.0
+    } else {
+        2.0 * ((n - 1.0).ln() + EULER_GAMMA) - 2.0 * (n - 1.0) / n
+    }
+}
+
+impl IsolationForest {
+    pub fn fit(x: Matrix<'_>, params: Params) -> Result<Self, FitError> {
+        let n = x.rows();
+        if n == 0 {
+            return Err(FitError::Empty);
+        }
+        if params.n_estimators == 0 {
+            return Err(FitError::Invalid("n_estimators must be positive".into()));
+        }
+        if !(params.max_features > 0.0 && params.max_features <= 1.0) {
+            return Err(FitError::Invalid("max_features must be in (0, 1]".into()));
+        }
+        let max_samples = match params.max_samples {
+            MaxSamples::Auto => n.min(256),
+            MaxSamples::Count(c) if c >= 1 => c.min(n),
+            MaxSamples::Fraction(f) if f > 0.0 && f <= 1.0 => ((f * n as f64) as usize).max(1),
+            other => return Err(FitError::Invalid(format!("max_samples {other:?}"))),
+        };
+        if let Contamination::Fraction(c) = params.contamination
+            && !(c > 0.0 && c <= 0.5)
+        {
+            return Err(FitError::Invalid(
+                "contamination must be in (0, 0.5]".into(),
+            ));
+        }
+        let n_features = ((params.max_features * x.features as f64) as usize).max(1);
+        let max_depth = (max_samples.max(2) as f64).log2().ceil() as usize;
+        let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
+        let mut trees = Vec::with_capacity(params.n_estimators);
+        for _ in 0..params.n_estimators {
+            let tree_seed: u64 = rng.random();
+            let mut tree_rng = ChaCha8Rng::seed_from_u64(tree_seed);
+            let rows: Vec<u32> = if params.bootstrap {
+                (0..max_samples)
+                    .map(|_| tree_rng.random_range(0..n) as u32)
+                    .collect()
+            } else {
+                sample(&mut tree_rng, n, max_samples)
+                    .into_iter()
+                    .map(|i| i as u32)
+                    .collect()
+            };
+            let features: Vec<u32> = if n_features == x.features {
+                (0..x.features as u32).collect()
+            } else {
+                let mut f: Vec<u32> = sample(&mut tree_rng, x.features, n_features)
+                    .into_iter()
+                    .map(|i| i as u32)
+                    .collect();
+                f.sort_unstable();
+                f
+            };
+            trees.push(Tree::grow(x, rows, &features, max_depth, &mut tree_rng));
+        }
+        let mut forest = Self {
+            params: params.clone(),
+            trees,
+            features: x.features,
+            max_samples,
+            offset: -0.5,
+        };
+        if let Contamination::Fraction(c) = params.contamination {
+            let mut scores = forest.score_samples(x);
+            scores.sort_by(f64::total_cmp);
+            forest.offset = percentile(&scores, 100.0 * c);
+        }
+        Ok(forest)
+    }
+
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    pub fn n_features(&self) -> usize {
+        self.features
+    }
+
+    pub fn offset(&self) -> f64 {
+        self.offset
+    }
+
+    /// The anomaly score of one row in (0, 1]: `2^(-E[h(x)] / c(ψ))`.
+    fn anomaly_score(&self, row: &[f64]) -> f64 {
+        let depth: f64 = self.trees.iter().map(|t| t.path_length(row)).sum();
+        let norm = self.trees.len() as f64 * average_path_length(self.max_samples as f64);
+        2f64.powf(-depth / norm)
+    }
+
+    /// scikit-learn's `score_samples`: the lower, the more abnormal.
+    pub fn score_samples(&self, x: Matrix<'_>) -> Vec<f64> {
+        assert_eq!(x.features, self.features, "feature count");
+        (0..x.rows())
+            .map(|i| -self.anomaly_score(x.row(i)))
+            .collect()
+    }
+
+    /// scikit-learn's `decision_function`: negative = outlier.
+    pub fn decision_function(&self, x: Matrix<'_>) -> Vec<f64> {
+        self.score_samples(x)
+            .into_iter()
+            .map(|s| s - self.offset)
+            .collect()
+    }
+
+    /// scikit-learn's `predict`: `-1` outlier, `1` inlier.
+    pub fn predict(&self, x: Matrix<'_>) -> Vec<i8> {
+        self.decision_function(x)
+            .into_iter()
+            .map(|d| if d < 0.0 { -1 } else { 1 })
+            .collect()
+    }
+
+    /// `score_samples` straight from Arrow columns (one per feature, in
+    /// training order); nulls count as 0. Writes into `out` so a caller can
+    /// reuse the buffer across batches.
+    pub fn score_columns(&self, columns: &[&Float64Array], out: &mut Vec<f64>) {
+        assert_eq!(columns.len(), self.features, "feature count");
+        let rows = columns.first().map_or(0, |c| c.len());
+        out.clear();
+        out.reserve(rows);
+        let mut row = vec![0.0; self.features];
+        for i in 0..rows {
+            for (f, c) in columns.iter().enumerate() {
+                row[f] = if c.is_null(i) { 0.0 } else { c.value(i) };
+            }
+            out.push(-self.anomaly_score(&row));
+        }
+    }
+
+    /// Which features isolated `row`: each split on its paths is credited
+    /// with the share of the tree's sample it cut away from the row (the
+    /// early, decisive splits of an outlier earn most), summed per feature
+    /// over all trees and normalised to shares that add up to 1.
+    pub fn explain(&self, row: &[f64]) -> Vec<f64> {
+        let mut weights = vec![0.0; self.features];
+        for t in &self.trees {
+            t.attribute(row, &mut weights);
+        }
+        let total: f64 = weights.iter().sum();
+        if total > 0.0 {
+            weights.iter_mut().for_each(|w| *w /= total);
+        }
+        weights
+    }
+}
+
+/// numpy's default (linear) percentile of sorted values.
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    let pos = (sorted.len() - 1) as f64 * q / 100.0;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,181 @@
+use std::sync::Arc;
+
+use arrow::array::Float64Array;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::*;
+
+fn normal(rng: &mut ChaCha8Rng) -> f64 {
+    // Box–Muller.
+    let (u, v): (f64, f64) = (rng.random::<f64>().max(1e-12), rng.random());
+    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+}
+
+/// `n` inliers ~ N(0, 1)^d and `k` outliers ~ N(6, 1)^d (labels: 1 = outlier).
+fn dataset(n: usize, k: usize, d: usize, seed: u64) -> (Vec<f64>, Vec<u8>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut x = Vec::with_capacity((n + k) * d);
+    let mut y = Vec::with_capacity(n + k);
+    for i in 0..n + k {
+        let outlier = i >= n;
+        for _ in 0..d {
+            x.push(normal(&mut rng) + if outlier { 6.0 } else { 0.0 });
+        }
+        y.push(u8::from(outlier));
+    }
+    (x, y)
+}
+
+/// ROC AUC where a lower score means "more abnormal".
+fn auc(scores: &[f64], labels: &[u8]) -> f64 {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a])); // most normal first
+    let (mut pos, mut neg, mut area) = (0.0, 0.0, 0.0);
+    for i in idx {
+        if labels[i] == 1 {
+            pos += 1.0;
+            area += neg;
+        } else {
+            neg += 1.0;
+        }
+    }
+    area / (pos * neg)
+}
+
+#[test]
+fn average_path_length_matches_the_paper() {
+    assert_eq!(average_path_length(0.0), 0.0);
+    assert_eq!(average_path_length(1.0), 0.0);
+    assert_eq!(average_path_length(2.0), 1.0);
+    // 2 (ln 255 + γ) − 2·255/256
+    assert!((average_path_length(256.0) - 10.244_770_920_116_851).abs() < 1e-9);
+}
+
+#[test]
+fn separates_outliers_and_is_deterministic() {
+    let (x, y) = dataset(2000, 40, 4, 1);
+    let m = Matrix::new(&x, 4);
+    let forest = IsolationForest::fit(m, Params::default()).unwrap();
+    let scores = forest.score_samples(m);
+    assert!(auc(&scores, &y) > 0.99, "auc {}", auc(&scores, &y));
+    assert!(scores.iter().all(|s| (-1.0..0.0).contains(s)));
+    // Same seed, same forest; another seed, other scores.
+    let again = IsolationForest::fit(m, Params::default()).unwrap();
+    assert_eq!(again.score_samples(m), scores);
+    let other = IsolationForest::fit(
+        m,
+        Params {
+            seed: 7,
+            ..Params::default()
+        },
+    )
+    .unwrap();
+    assert_ne!(other.score_samples(m), scores);
+}
+
+#[test]
+fn auto_contamination_uses_offset_minus_half_and_fraction_uses_the_quantile() {
+    let (x, _) = dataset(1000, 0, 3, 2);
+    let m = Matrix::new(&x, 3);
+    let auto = IsolationForest::fit(m, Params::default()).unwrap();
+    assert_eq!(auto.offset(), -0.5);
+    let tenth = IsolationForest::fit(
+        m,
+        Params {
+            contamination: Contamination::Fraction(0.1),
+            ..Params::default()
+        },
+    )
+    .unwrap();
+    let outliers = tenth.predict(m).iter().filter(|p| **p == -1).count();
+    assert!((95..=105).contains(&outliers), "{outliers} of 1000");
+    let decision = tenth.decision_function(m);
+    let scores = tenth.score_samples(m);
+    for (d, s) in decision.iter().zip(&scores) {
+        assert!((d - (s - tenth.offset())).abs() < 1e-12);
+    }
+}
+
+#[test]
+fn arrow_columns_score_like_rows() {
+    let (x, _) = dataset(500, 10, 2, 3);
+    let m = Matrix::new(&x, 2);
+    let forest = IsolationForest::fit(m, Params::default()).unwrap();
+    let cols: Vec<Arc<Float64Array>> = (0..2)
+        .map(|f| {
+            Arc::new(Float64Array::from_iter_values(
+                x.iter().skip(f).step_by(2).copied(),
+            ))
+        })
+        .collect();
+    let refs: Vec<&Float64Array> = cols.iter().map(|c| c.as_ref()).collect();
+    let mut out = Vec::new();
+    forest.score_columns(&refs, &mut out);
+    assert_eq!(out, forest.score_samples(m));
+}
+
+#[test]
+fn explanations_name_the_feature_that_isolates() {
+    let (mut x, _) = dataset(1000, 0, 3, 4);
+    // One point far out on feature 2 only.
+    x.extend_from_slice(&[0.0, 0.0, 12.0]);
+    let m = Matrix::new(&x, 3);
+    let forest = IsolationForest::fit(m, Params::default()).unwrap();
+    let shares = forest.explain(&[0.0, 0.0, 12.0]);
+    assert!((shares.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    assert!(shares[2] > shares[0] && shares[2] > shares[1], "{shares:?}");
+}
+
+#[test]
+fn subsampling_features_and_bootstrap_still_work() {
+    let (x, y) = dataset(2000, 40, 8, 5);
+    let m = Matrix::new(&x, 8);
+    let forest = IsolationForest::fit(
+        m,
+        Params {
+            max_features: 0.5,
+            bootstrap: true,
+            max_samples: MaxSamples::Fraction(0.1),
+            ..Params::default()
+        },
+    )
+    .unwrap();
+    assert!(auc(&forest.score_samples(m), &y) > 0.99);
+}
+
+#[test]
+fn constant_data_and_bad_parameters() {
+    let x = vec![1.0; 300];
+    let forest = IsolationForest::fit(Matrix::new(&x, 3), Params::default()).unwrap();
+    // Nothing to split: every row is as normal as the others.
+    let s = forest.score_samples(Matrix::new(&x, 3));
+    assert!(s.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(
+        IsolationForest::fit(Matrix::new(&[], 3), Params::default()).unwrap_err(),
+        FitError::Empty
+    );
+    for bad in [
+        Params {
+            n_estimators: 0,
+            ..Params::default()
+        },
+        Params {
+            max_features: 0.0,
+            ..Params::default()
+        },
+        Params {
+            contamination: Contamination::Fraction(0.7),
+            ..Params::default()
+        },
+        Params {
+            max_samples: MaxSamples::Fraction(1.5),
+            ..Params::default()
+        },
+    ] {
+        assert!(matches!(
+            IsolationForest::fit(Matrix::new(&x, 3), bad),
+            Err(FitError::Invalid(_))
+        ));
+    }
+}
