@@ -136,6 +136,45 @@ impl Lake {
         Ok(())
     }
 
+    /// Deletes what killed writers left behind in the directory `dir`: the
+    /// local store stages each `put` as `<name>#<n>` and renames it into
+    /// place, so a kill mid-write leaves the staging file (never listed,
+    /// never read). Only files older than `min_age` go — younger ones may
+    /// be a write in progress. Returns how many were removed.
+    pub fn remove_staging_leftovers(
+        &self,
+        dir: &Path,
+        min_age: std::time::Duration,
+    ) -> Result<usize> {
+        if self.local_root.is_none() {
+            return Ok(0);
+        }
+        let entries = match std::fs::read_dir(format!("/{dir}")) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            let staged = name
+                .to_str()
+                .and_then(|n| n.rsplit_once('#'))
+                .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            let old = entry
+                .metadata()?
+                .modified()?
+                .elapsed()
+                .is_ok_and(|age| age >= min_age);
+            if staged && old && entry.file_type()?.is_file() {
+                std::fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Removes the empty directories left under `prefix` once its objects
     /// were deleted (object stores without directories need nothing).
     pub fn prune_empty_dirs(&self, prefix: &Path) -> Result<()> {

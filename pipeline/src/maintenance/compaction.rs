@@ -16,6 +16,8 @@
 
 use std::collections::BTreeMap;
 
+use std::time::Duration;
+
 use arrow::array::{ArrayRef, RecordBatch, new_null_array};
 use arrow::compute::{SortColumn, cast, concat_batches, lexsort_to_indices, take_record_batch};
 use chrono::{DateTime, Utc};
@@ -68,7 +70,8 @@ pub struct CompactionReport {
     pub objects_merged: usize,
     pub objects_written: usize,
     pub rows: u64,
-    /// Interrupted compactions finished (committed) or rolled back.
+    /// Interrupted compactions finished (committed) or rolled back, and
+    /// staging files of killed writes removed.
     pub recovered: usize,
 }
 
@@ -141,6 +144,9 @@ impl Compactor {
         report: &mut CompactionReport,
     ) -> Result<()> {
         let store = self.lake.raw_store();
+        report.recovered += self
+            .lake
+            .remove_staging_leftovers(dir, Duration::from_secs(self.config.min_age_secs))?;
         let mut entries = entries;
         if entries.iter().any(|e| is_manifest(&e.location)) {
             report.recovered += self.recover(&entries, now).await?;
