@@ -18,7 +18,9 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV.tmp/bin/pip" install -q --disable-pip-version-check -r scripts/requirements-test.txt -r scripts/requirements-bench.txt
   mv "$VENV.tmp" "$VENV"
 fi
-cargo build --release -q -p securenet-benches --bin iforest_bench
+# Same package set as the other bench scripts, so the release build (and its
+# feature unification) is shared.
+cargo build --release -q -p securenet -p securenet-benches --bins
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
