@@ -10,7 +10,10 @@ use detectors::iforest::{IsolationForest, Matrix, Params};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    anyhow::ensure!(args.len() == 4, "usage: iforest_bench DATA_DIR FEATURES RUNS");
+    anyhow::ensure!(
+        args.len() == 4,
+        "usage: iforest_bench DATA_DIR FEATURES RUNS"
+    );
     let dir = std::path::Path::new(&args[1]);
     let features: usize = args[2].parse()?;
     let runs: usize = args[3].parse()?;

@@ -29,7 +29,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use tree::Tree;
+use tree::{Complete, Tree};
 
 /// `max_samples`: how many rows each tree sees.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -111,6 +111,8 @@ impl<'a> Matrix<'a> {
 pub struct IsolationForest {
     params: Params,
     trees: Vec<Tree>,
+    /// The same trees laid out for fast scoring (`None` past depth 16).
+    complete: Vec<Option<Complete>>,
     features: usize,
     max_samples: usize,
     /// `offset_` in scikit-learn.
@@ -184,9 +186,11 @@ impl IsolationForest {
             };
             trees.push(Tree::grow(x, rows, &features, max_depth, &mut tree_rng));
         }
+        let complete = trees.iter().map(Complete::from_tree).collect();
         let mut forest = Self {
             params: params.clone(),
             trees,
+            complete,
             features: x.features,
             max_samples,
             offset: -0.5,
@@ -211,19 +215,44 @@ impl IsolationForest {
         self.offset
     }
 
-    /// The anomaly score of one row in (0, 1]: `2^(-E[h(x)] / c(ψ))`.
-    fn anomaly_score(&self, row: &[f64]) -> f64 {
-        let depth: f64 = self.trees.iter().map(|t| t.path_length(row)).sum();
+    /// Sum over trees of each row's path length, into `acc` (one per row
+    /// of the row-major `rows`).
+    fn path_lengths(&self, rows: &[f64], acc: &mut [f64]) {
+        acc.fill(0.0);
+        for (tree, complete) in self.trees.iter().zip(&self.complete) {
+            match complete {
+                Some(c) => c.accumulate(rows, self.features, acc),
+                None => {
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        *a += tree.path_length(&rows[r * self.features..(r + 1) * self.features]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Turns summed path lengths into `score_samples` values, in place:
+    /// `-2^(-E[h(x)] / c(ψ))`.
+    fn finish_scores(&self, acc: &mut [f64]) {
         let norm = self.trees.len() as f64 * average_path_length(self.max_samples as f64);
-        2f64.powf(-depth / norm)
+        for a in acc {
+            *a = -(-*a / norm).exp2();
+        }
     }
 
     /// scikit-learn's `score_samples`: the lower, the more abnormal.
+    /// Scores blocks of rows tree by tree, so each tree stays in cache.
     pub fn score_samples(&self, x: Matrix<'_>) -> Vec<f64> {
         assert_eq!(x.features, self.features, "feature count");
-        (0..x.rows())
-            .map(|i| -self.anomaly_score(x.row(i)))
-            .collect()
+        const CHUNK: usize = 1024;
+        let mut out = vec![0.0; x.rows()];
+        for (i, acc) in out.chunks_mut(CHUNK).enumerate() {
+            let start = i * CHUNK * self.features;
+            let rows = &x.data[start..start + acc.len() * self.features];
+            self.path_lengths(rows, acc);
+            self.finish_scores(acc);
+        }
+        out
     }
 
     /// scikit-learn's `decision_function`: negative = outlier.
@@ -247,15 +276,25 @@ impl IsolationForest {
     /// reuse the buffer across batches.
     pub fn score_columns(&self, columns: &[&Float64Array], out: &mut Vec<f64>) {
         assert_eq!(columns.len(), self.features, "feature count");
+        const CHUNK: usize = 1024;
         let rows = columns.first().map_or(0, |c| c.len());
         out.clear();
-        out.reserve(rows);
-        let mut row = vec![0.0; self.features];
-        for i in 0..rows {
+        out.resize(rows, 0.0);
+        // One row-major block buffer for the whole call.
+        let mut block = vec![0.0; CHUNK * self.features];
+        for (i, acc) in out.chunks_mut(CHUNK).enumerate() {
+            let first = i * CHUNK;
             for (f, c) in columns.iter().enumerate() {
-                row[f] = if c.is_null(i) { 0.0 } else { c.value(i) };
+                for r in 0..acc.len() {
+                    block[r * self.features + f] = if c.is_null(first + r) {
+                        0.0
+                    } else {
+                        c.value(first + r)
+                    };
+                }
             }
-            out.push(-self.anomaly_score(&row));
+            self.path_lengths(&block[..acc.len() * self.features], acc);
+            self.finish_scores(acc);
         }
     }
 
@@ -273,6 +312,17 @@ impl IsolationForest {
             weights.iter_mut().for_each(|w| *w /= total);
         }
         weights
+    }
+}
+
+#[cfg(test)]
+impl IsolationForest {
+    /// `score_samples` of one row by walking the node trees: the reference
+    /// the complete layout must match.
+    fn score_by_walking(&self, row: &[f64]) -> f64 {
+        let depth: f64 = self.trees.iter().map(|t| t.path_length(row)).sum();
+        let norm = self.trees.len() as f64 * average_path_length(self.max_samples as f64);
+        -(-depth / norm).exp2()
     }
 }
 

@@ -179,3 +179,40 @@ fn constant_data_and_bad_parameters() {
         ));
     }
 }
+
+#[test]
+fn the_complete_layout_scores_exactly_like_walking_the_trees() {
+    let (mut x, _) = dataset(3000, 30, 5, 6);
+    // Constant and duplicated rows make early leaves; NaN routes right.
+    for _ in 0..50 {
+        x.extend_from_slice(&[1.0, 1.0, 1.0, 1.0, 1.0]);
+    }
+    for max_samples in [
+        MaxSamples::Auto,
+        MaxSamples::Count(2000),
+        MaxSamples::Count(3),
+    ] {
+        let m = Matrix::new(&x, 5);
+        let forest = IsolationForest::fit(
+            m,
+            Params {
+                max_samples,
+                ..Params::default()
+            },
+        )
+        .unwrap();
+        let fast = forest.score_samples(m);
+        for (i, s) in fast.iter().enumerate() {
+            assert_eq!(
+                *s,
+                forest.score_by_walking(m.row(i)),
+                "row {i} {max_samples:?}"
+            );
+        }
+        let odd = [f64::NAN, 0.0, f64::INFINITY, -1e300, 3.0];
+        assert_eq!(
+            forest.score_samples(Matrix::new(&odd, 5))[0],
+            forest.score_by_walking(&odd)
+        );
+    }
+}

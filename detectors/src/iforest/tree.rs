@@ -154,3 +154,94 @@ impl Tree {
         }
     }
 }
+
+/// Deepest tree laid out complete (2^16 leaves); deeper trees are scored by
+/// walking the node tree.
+const MAX_COMPLETE_DEPTH: usize = 16;
+
+/// A tree as a complete binary tree of fixed depth `d`: internal node `i`
+/// has children `2i+1` and `2i+2`, so a row's walk is `d` branch-free steps
+/// and one lookup. Leaves the grown tree reached early are padded: every
+/// slot under them holds the same value (depth + c(n)), so the pad nodes'
+/// routing does not matter.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Complete {
+    depth: usize,
+    feature: Vec<u32>,
+    threshold: Vec<f64>,
+    /// Path length (leaf depth + correction) per final slot.
+    value: Vec<f64>,
+}
+
+impl Complete {
+    pub(super) fn from_tree(tree: &Tree) -> Option<Self> {
+        let depth = tree.depth();
+        if depth > MAX_COMPLETE_DEPTH {
+            return None;
+        }
+        let internal = (1usize << depth) - 1;
+        let mut c = Complete {
+            depth,
+            feature: vec![0; internal],
+            threshold: vec![f64::INFINITY; internal],
+            value: vec![0.0; 1 << depth],
+        };
+        c.fill(tree, 0, 0, 0);
+        Some(c)
+    }
+
+    fn fill(&mut self, tree: &Tree, node: usize, slot: usize, level: usize) {
+        if tree.feature[node] == LEAF {
+            // Every final slot under `slot` gets this leaf's path length.
+            let value = level as f64 + tree.correction[node];
+            let below = self.depth - level;
+            let first = ((slot + 1) << below) - 1 - ((1 << self.depth) - 1);
+            self.value[first..first + (1 << below)].fill(value);
+            return;
+        }
+        self.feature[slot] = tree.feature[node];
+        self.threshold[slot] = tree.threshold[node];
+        self.fill(tree, tree.left[node] as usize, 2 * slot + 1, level + 1);
+        self.fill(tree, tree.right[node] as usize, 2 * slot + 2, level + 1);
+    }
+
+    /// Adds each row's path length to `acc`; `rows` is row-major with
+    /// `features` columns and `acc.len()` rows. The walks of a block of rows
+    /// advance level by level, so they overlap in the CPU.
+    #[inline]
+    pub(super) fn accumulate(&self, rows: &[f64], features: usize, acc: &mut [f64]) {
+        const BLOCK: usize = 16;
+        let internal = (1usize << self.depth) - 1;
+        for (b, chunk) in acc.chunks_mut(BLOCK).enumerate() {
+            let base = b * BLOCK;
+            let mut idx = [0usize; BLOCK];
+            for _ in 0..self.depth {
+                for (r, i) in idx.iter_mut().enumerate().take(chunk.len()) {
+                    let f = self.feature[*i] as usize;
+                    let v = rows[(base + r) * features + f];
+                    // Right unless `v <= t`: NaN goes right, as in
+                    // `Tree::path_length`.
+                    let left = v <= self.threshold[*i];
+                    *i = 2 * *i + 2 - usize::from(left);
+                }
+            }
+            for (r, a) in chunk.iter_mut().enumerate() {
+                *a += self.value[idx[r] - internal];
+            }
+        }
+    }
+}
+
+impl Tree {
+    /// Depth of the deepest leaf.
+    fn depth(&self) -> usize {
+        fn walk(t: &Tree, node: usize) -> usize {
+            if t.feature[node] == LEAF {
+                0
+            } else {
+                1 + walk(t, t.left[node] as usize).max(walk(t, t.right[node] as usize))
+            }
+        }
+        walk(self, 0)
+    }
+}
