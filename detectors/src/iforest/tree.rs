@@ -167,17 +167,10 @@ const MAX_COMPLETE_DEPTH: usize = 16;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Complete {
     depth: usize,
-    /// Internal nodes, split feature and threshold side by side: one load
-    /// brings both.
-    nodes: Vec<Split>,
+    feature: Vec<u32>,
+    threshold: Vec<f64>,
     /// Path length (leaf depth + correction) per final slot.
     value: Vec<f64>,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-struct Split {
-    threshold: f64,
-    feature: u32,
 }
 
 impl Complete {
@@ -189,13 +182,8 @@ impl Complete {
         let internal = (1usize << depth) - 1;
         let mut c = Complete {
             depth,
-            nodes: vec![
-                Split {
-                    threshold: f64::INFINITY,
-                    feature: 0,
-                };
-                internal
-            ],
+            feature: vec![0; internal],
+            threshold: vec![f64::INFINITY; internal],
             value: vec![0.0; 1 << depth],
         };
         c.fill(tree, 0, 0, 0);
@@ -211,10 +199,8 @@ impl Complete {
             self.value[first..first + (1 << below)].fill(value);
             return;
         }
-        self.nodes[slot] = Split {
-            threshold: tree.threshold[node],
-            feature: tree.feature[node],
-        };
+        self.feature[slot] = tree.feature[node];
+        self.threshold[slot] = tree.threshold[node];
         self.fill(tree, tree.left[node] as usize, 2 * slot + 1, level + 1);
         self.fill(tree, tree.right[node] as usize, 2 * slot + 2, level + 1);
     }
@@ -224,17 +210,18 @@ impl Complete {
     /// advance level by level, so they overlap in the CPU.
     #[inline]
     pub(super) fn accumulate(&self, rows: &[f64], features: usize, acc: &mut [f64]) {
-        const BLOCK: usize = 32;
+        const BLOCK: usize = 16;
         let internal = (1usize << self.depth) - 1;
         for (b, chunk) in acc.chunks_mut(BLOCK).enumerate() {
-            let block = &rows[b * BLOCK * features..(b * BLOCK + chunk.len()) * features];
+            let base = b * BLOCK;
             let mut idx = [0usize; BLOCK];
             for _ in 0..self.depth {
-                for (row, i) in block.chunks_exact(features).zip(idx.iter_mut()) {
-                    let split = &self.nodes[*i];
+                for (r, i) in idx.iter_mut().enumerate().take(chunk.len()) {
+                    let f = self.feature[*i] as usize;
+                    let v = rows[(base + r) * features + f];
                     // Right unless `v <= t`: NaN goes right, as in
                     // `Tree::path_length`.
-                    let left = row[split.feature as usize] <= split.threshold;
+                    let left = v <= self.threshold[*i];
                     *i = 2 * *i + 2 - usize::from(left);
                 }
             }
