@@ -28,7 +28,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 1; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source scripts/lib/services.sh
 wait_ready() { # file marker
   for _ in $(seq 1 600); do
     if grep -q "$2" "$1" 2>/dev/null; then sed -n "s/.*$2//p" "$1" | head -n1; return; fi
@@ -38,25 +38,11 @@ wait_ready() { # file marker
 }
 
 # Services.
-KAFKA_PORT=$(free_port)
 mkdir -p "$WORK/tansu"
-(cd "$WORK/tansu" && exec tansu broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-  --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-  --storage-engine "sqlite://tansu.db" > tansu.log 2>&1) &
-PIDS+=($!)
-CH_DIR="$WORK/clickhouse"; mkdir -p "$CH_DIR"
-CH_HTTP=$(free_port); CH_TCP=$(free_port)
-sed -e "s|@DATA_DIR@|$CH_DIR|g" -e "s|@HTTP_PORT@|$CH_HTTP|" -e "s|@TCP_PORT@|$CH_TCP|" \
-  scripts/clickhouse/config.xml > "$CH_DIR/config.xml"
-cp scripts/clickhouse/users.xml "$CH_DIR/users.xml"
-clickhouse-server --config-file="$CH_DIR/config.xml" > "$CH_DIR/server.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 1 300); do
-  curl -sf "http://127.0.0.1:$CH_HTTP/?query=SELECT%201" >/dev/null 2>&1 && break; sleep 0.1
-done
-for _ in $(seq 1 300); do (echo > "/dev/tcp/127.0.0.1/$KAFKA_PORT") 2>/dev/null && break; sleep 0.1; done
-BROKERS="127.0.0.1:$KAFKA_PORT"
-CH="http://127.0.0.1:$CH_HTTP"
+start_tansu "$WORK/tansu" PIDS
+start_clickhouse "$WORK/clickhouse" PIDS
+BROKERS="$KAFKA_BROKERS"
+CH="$CLICKHOUSE_URL"
 
 echo "== 1. Kafka bus vs bare librdkafka (Tansu)" >&2
 KAFKA=$(RUST_LOG=error "$BIN/scaleout" kafka --brokers "$BROKERS" --envelopes 100 --rows 2000 --runs "$RUNS")

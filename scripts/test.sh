@@ -67,11 +67,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   mv "$VENV.tmp" "$VENV"
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { # port name
-  for _ in $(seq 1 200); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
-  echo "$2 did not open port $1" >&2; exit 1
-}
+source scripts/lib/services.sh
 SERVICES_DIR="$(mktemp -d)"
 started_dirs=("$SERVICES_DIR")
 
@@ -85,33 +81,14 @@ fi
 export PATH="$HOME/.cargo/bin:$PATH"
 
 step "services"
-KAFKA_PORT=$(free_port)
-# Tansu resolves the sqlite URL's path relative to its working directory.
-(cd "$SERVICES_DIR" && exec tansu broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-  --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-  --storage-engine "sqlite://tansu.db" > tansu.log 2>&1) &
-started+=($!)
-wait_port "$KAFKA_PORT" tansu
-export SECURENET_TEST_KAFKA="127.0.0.1:$KAFKA_PORT"
+start_tansu "$SERVICES_DIR" started
+export SECURENET_TEST_KAFKA="$KAFKA_BROKERS"
 echo "tansu on $SECURENET_TEST_KAFKA (log: $SERVICES_DIR/tansu.log)"
 
 # ClickHouse (Debian's 18.16) from a private directory on free ports.
-CH_DIR="$SERVICES_DIR/clickhouse"
-mkdir -p "$CH_DIR"
-CH_HTTP=$(free_port); CH_TCP=$(free_port)
-sed -e "s|@DATA_DIR@|$CH_DIR|g" -e "s|@HTTP_PORT@|$CH_HTTP|" -e "s|@TCP_PORT@|$CH_TCP|" \
-  scripts/clickhouse/config.xml > "$CH_DIR/config.xml"
-cp scripts/clickhouse/users.xml "$CH_DIR/users.xml"
-clickhouse-server --config-file="$CH_DIR/config.xml" > "$CH_DIR/server.log" 2>&1 &
-started+=($!)
-for _ in $(seq 1 300); do
-  curl -sf "http://127.0.0.1:$CH_HTTP/?query=SELECT%201" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-CH_VERSION=$(curl -sf "http://127.0.0.1:$CH_HTTP/?query=SELECT%20version()") || {
-  echo "clickhouse-server did not start:" >&2; tail -20 "$CH_DIR/server.log" >&2; exit 1; }
-export SECURENET_TEST_CLICKHOUSE="http://127.0.0.1:$CH_HTTP"
-echo "clickhouse $CH_VERSION on $SECURENET_TEST_CLICKHOUSE"
+start_clickhouse "$SERVICES_DIR/clickhouse" started
+export SECURENET_TEST_CLICKHOUSE="$CLICKHOUSE_URL"
+echo "clickhouse $CLICKHOUSE_VERSION on $SECURENET_TEST_CLICKHOUSE"
 
 step "reference outputs (scikit-learn $("$VENV/bin/python" -c 'import sklearn; print(sklearn.__version__)'))"
 export SECURENET_IFOREST_REFERENCE="$SERVICES_DIR/iforest"

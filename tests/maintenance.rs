@@ -257,7 +257,7 @@ fn usage_envelope(tenant: &str, day: &str, metrics: &[(&str, u64)]) -> schemas::
     use arrow::array::{
         ArrayRef, Date32Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array,
     };
-    let id = uuid_v7();
+    let id = uuid::Uuid::now_v7();
     let tenant_id = schemas::TenantId::new(tenant).unwrap();
     let day = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").unwrap();
     let days = (day - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()).num_days() as i32;
@@ -279,10 +279,6 @@ fn usage_envelope(tenant: &str, day: &str, metrics: &[(&str, u64)]) -> schemas::
     ];
     let batch = RecordBatch::try_new(schema, columns).unwrap();
     schemas::Envelope::new(tenant_id, schemas::RecordKind::Usage, id, batch).unwrap()
-}
-
-fn uuid_v7() -> uuid::Uuid {
-    uuid::Uuid::now_v7()
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@
 //! and publishes what comes out.
 
 pub mod iforest;
+pub mod metrics;
 
 use schemas::Envelope;
 

@@ -112,12 +112,8 @@ impl Lake {
         if self.local_root.is_none() {
             return Ok(());
         }
-        let file = PathBuf::from(format!("/{path}"));
-        std::fs::File::open(&file)?.sync_all()?;
-        if let Some(dir) = file.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        std::fs::File::open(format!("/{path}"))?.sync_all()?;
+        self.sync_dir(path)
     }
 
     /// Makes deletions and renames in the directory holding `path` durable

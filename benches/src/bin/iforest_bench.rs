@@ -20,7 +20,7 @@ fn main() -> anyhow::Result<()> {
     let raw = std::fs::read(dir.join("x.f64"))?;
     let x: Vec<f64> = raw
         .chunks_exact(8)
-        .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
+        .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
         .collect();
     let y = std::fs::read(dir.join("y.u8"))?;
     let m = Matrix::new(&x, features);
@@ -38,7 +38,8 @@ fn main() -> anyhow::Result<()> {
         let started = Instant::now();
         let scores = forest.score_samples(m);
         let rate = m.rows() as f64 / started.elapsed().as_secs_f64();
-        auc = roc_auc(&scores, &y);
+        let abnormality: Vec<f64> = scores.iter().map(|s| -s).collect();
+        auc = detectors::metrics::roc_auc(&abnormality, &y);
         eprintln!("securenet: fit {fit:.4}s, score {rate:.0} rows/s, auc {auc:.4}");
         fits.push(fit);
         rates.push(rate);
@@ -56,21 +57,4 @@ fn main() -> anyhow::Result<()> {
         })
     );
     Ok(())
-}
-
-/// ROC AUC where a lower score is more abnormal (Mann–Whitney, ties ignored:
-/// scores are continuous).
-fn roc_auc(scores: &[f64], labels: &[u8]) -> f64 {
-    let mut idx: Vec<usize> = (0..scores.len()).collect();
-    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    let (mut pos, mut neg, mut area) = (0.0, 0.0, 0.0);
-    for i in idx {
-        if labels[i] == 1 {
-            pos += 1.0;
-            area += neg;
-        } else {
-            neg += 1.0;
-        }
-    }
-    area / (pos * neg)
 }

@@ -29,18 +29,8 @@ fn dataset(n: usize, k: usize, d: usize, seed: u64) -> (Vec<f64>, Vec<u8>) {
 
 /// ROC AUC where a lower score means "more abnormal".
 fn auc(scores: &[f64], labels: &[u8]) -> f64 {
-    let mut idx: Vec<usize> = (0..scores.len()).collect();
-    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a])); // most normal first
-    let (mut pos, mut neg, mut area) = (0.0, 0.0, 0.0);
-    for i in idx {
-        if labels[i] == 1 {
-            pos += 1.0;
-            area += neg;
-        } else {
-            neg += 1.0;
-        }
-    }
-    area / (pos * neg)
+    let abnormality: Vec<f64> = scores.iter().map(|s| -s).collect();
+    crate::metrics::roc_auc(&abnormality, labels)
 }
 
 #[test]

@@ -29,6 +29,7 @@ use schemas::{RecordKind, schema};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info};
 
+use super::delete_if_present;
 use super::live::{self, is_manifest, manifest_id, manifest_name, output_name, sibling};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
@@ -167,16 +168,18 @@ impl Compactor {
         }
         candidates.sort_by(|a, b| a.location.cmp(&b.location));
         // Greedy bins up to the target size; a bin of one is left as it is.
-        let mut bins: Vec<Vec<ObjectMeta>> = vec![vec![]];
+        let mut bins: Vec<Vec<ObjectMeta>> = vec![];
+        let mut bin: Vec<ObjectMeta> = vec![];
         let mut size = 0;
         for meta in candidates {
-            if size + meta.size > self.config.target_bytes && !bins.last().unwrap().is_empty() {
-                bins.push(vec![]);
+            if size + meta.size > self.config.target_bytes && !bin.is_empty() {
+                bins.push(std::mem::take(&mut bin));
                 size = 0;
             }
             size += meta.size;
-            bins.last_mut().unwrap().push(meta);
+            bin.push(meta);
         }
+        bins.push(bin);
         let mut compacted = false;
         for bin in bins.into_iter().filter(|b| b.len() > 1) {
             report.rows += self.merge(kind, dir, &bin).await?;
@@ -279,13 +282,6 @@ impl Compactor {
         // The inputs go in a later run, after the grace period.
         debug!(%output, inputs = inputs.len(), rows, "compacted");
         Ok(rows)
-    }
-}
-
-async fn delete_if_present(store: &dyn ObjectStore, path: &Path) -> Result<()> {
-    match store.delete(path).await {
-        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-        Err(e) => Err(e.into()),
     }
 }
 

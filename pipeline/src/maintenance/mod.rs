@@ -138,7 +138,7 @@ impl Maintenance {
             return Ok(report);
         }
         let outcome = self.pass(policies, deleted, now, &mut report).await;
-        if let Err(e) = self.lake.raw_store().delete(&self.lease_path()).await {
+        if let Err(e) = self.lake.raw_store().delete(&lease_path(&self.lake)).await {
             warn!(error = %e, "could not release the maintenance lease");
         }
         outcome.map(|()| report)
@@ -168,14 +168,10 @@ impl Maintenance {
         Ok(())
     }
 
-    fn lease_path(&self) -> object_store::path::Path {
-        lease_path(&self.lake)
-    }
-
     /// Takes the lease; returns the holder if someone else has it.
     async fn acquire_lease(&self, now: DateTime<Utc>) -> Result<Option<String>> {
         let store = self.lake.raw_store();
-        let path = self.lease_path();
+        let path = lease_path(&self.lake);
         let ttl_ms = (self.config.lease_ttl_secs.max(1) * 1_000) as i64;
         let body = format!("{} {}", now.timestamp_millis() + ttl_ms, self.owner);
         let create = PutOptions {
@@ -205,12 +201,21 @@ impl Maintenance {
                 return Ok(Some(holder.to_string()));
             }
             info!(holder, "taking over an expired maintenance lease");
-            match store.delete(&path).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
+            delete_if_present(store.as_ref(), &path).await?;
         }
         Ok(Some("another process (lease contended)".into()))
+    }
+}
+
+/// Deletes an object; one already gone (a concurrent or earlier pass) is
+/// fine.
+pub(crate) async fn delete_if_present(
+    store: &dyn object_store::ObjectStore,
+    path: &object_store::path::Path,
+) -> Result<()> {
+    match store.delete(path).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 

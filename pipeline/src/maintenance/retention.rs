@@ -11,7 +11,7 @@
 use chrono::NaiveDate;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::ObjectStore;
 use schemas::{RecordKind, TenantId};
 use serde::Serialize;
 
@@ -98,10 +98,7 @@ async fn delete_prefix(store: &dyn ObjectStore, prefix: &Path) -> Result<usize> 
         .try_collect()
         .await?;
     for path in &objects {
-        match store.delete(path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
+        super::delete_if_present(store, path).await?;
     }
     Ok(objects.len())
 }

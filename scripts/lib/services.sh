@@ -1,0 +1,42 @@
+# Shared by scripts/test.sh and benches/scaleout.sh (sourced): free ports,
+# and Tansu and ClickHouse started in a private directory on free ports.
+# `start_*` append the server's pid to the array named by their second
+# argument (the caller's cleanup list) before waiting for it.
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_port() { # port name
+  for _ in $(seq 1 200); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
+  echo "$2 did not open port $1" >&2; exit 1
+}
+
+start_tansu() { # dir pids-array → sets KAFKA_BROKERS
+  local -n pids=$2
+  local port; port=$(free_port)
+  # Tansu resolves the sqlite URL's path relative to its working directory.
+  (cd "$1" && exec tansu broker --listener-url "tcp://127.0.0.1:$port" \
+    --advertised-listener-url "tcp://127.0.0.1:$port" \
+    --storage-engine "sqlite://tansu.db" > tansu.log 2>&1) &
+  pids+=($!)
+  wait_port "$port" tansu
+  KAFKA_BROKERS="127.0.0.1:$port"
+}
+
+start_clickhouse() { # dir pids-array → sets CLICKHOUSE_URL, CLICKHOUSE_VERSION
+  local -n pids=$2
+  local dir=$1 http tcp
+  mkdir -p "$dir"
+  http=$(free_port); tcp=$(free_port)
+  sed -e "s|@DATA_DIR@|$dir|g" -e "s|@HTTP_PORT@|$http|" -e "s|@TCP_PORT@|$tcp|" \
+    scripts/clickhouse/config.xml > "$dir/config.xml"
+  cp scripts/clickhouse/users.xml "$dir/users.xml"
+  clickhouse-server --config-file="$dir/config.xml" > "$dir/server.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 300); do
+    curl -sf "http://127.0.0.1:$http/?query=SELECT%201" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  CLICKHOUSE_VERSION=$(curl -sf "http://127.0.0.1:$http/?query=SELECT%20version()") || {
+    echo "clickhouse-server did not start:" >&2; tail -20 "$dir/server.log" >&2; exit 1; }
+  CLICKHOUSE_URL="http://127.0.0.1:$http"
+}
