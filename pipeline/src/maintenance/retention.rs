@@ -10,8 +10,8 @@
 
 use chrono::NaiveDate;
 use futures::TryStreamExt;
-use object_store::path::Path;
 use object_store::ObjectStore;
+use object_store::path::Path;
 use schemas::{RecordKind, TenantId};
 use serde::Serialize;
 
