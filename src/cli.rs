@@ -46,6 +46,25 @@ pub enum Command {
     /// Run one maintenance pass now (purge deleted organizations' data,
     /// retention per plan, compaction) and print its report as JSON.
     Maintain,
+    /// Billing usage.
+    #[command(subcommand)]
+    Usage(UsageCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsageCommand {
+    /// Recompute a tenant's usage for a month from the raw records in the
+    /// lake and compare it with the recorded usage; prints every difference
+    /// and fails if there is one.
+    Reconcile {
+        #[arg(long)]
+        tenant: String,
+        /// YYYY-MM (UTC).
+        #[arg(long)]
+        month: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

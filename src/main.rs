@@ -8,6 +8,7 @@ mod config;
 mod maintain;
 mod serve;
 mod testdata;
+mod usage;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -59,6 +60,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(c) => admin::keys(&config, c),
         Command::Gen(args) => testdata::run(args),
         Command::Maintain => maintain::run_once(&config),
+        Command::Usage(c) => usage::run(&config, c),
         Command::Config => {
             println!("{}", toml::to_string_pretty(&config)?);
             Ok(())

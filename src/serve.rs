@@ -135,6 +135,7 @@ pub async fn run(
             Some(tokio::spawn(consumer::run(
                 bus,
                 sinks.clone(),
+                inline_detectors(),
                 config.pipeline.consumer.clone(),
                 pipeline_metrics.clone(),
             )))
@@ -147,6 +148,7 @@ pub async fn run(
         let task = tokio::spawn(consumer::run(
             bus,
             sinks.clone(),
+            inline_detectors(),
             config.pipeline.consumer.clone(),
             pipeline_metrics.clone(),
         ));
@@ -274,6 +276,14 @@ pub async fn run(
     }
     info!("shutdown complete: every accepted record is written");
     Ok(())
+}
+
+/// Detectors whose output is stored with (and acknowledged with) the batch
+/// it came from: billing-grade usage counting.
+fn inline_detectors() -> consumer::InlineDetectors {
+    Arc::new([std::sync::Mutex::new(
+        Box::new(detectors::usage::UsageCounter) as Box<dyn detectors::Detector>,
+    )])
 }
 
 fn announce_default_key(store: &MetaStore, config: &Config) -> anyhow::Result<()> {

@@ -16,3 +16,4 @@ mod maintenance;
 mod scans;
 mod sql_tenancy;
 mod syslog;
+mod usage;

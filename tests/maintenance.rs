@@ -276,6 +276,7 @@ fn usage_envelope(tenant: &str, day: &str, metrics: &[(&str, u64)]) -> schemas::
         Arc::new(UInt64Array::from(
             metrics.iter().map(|m| m.1).collect::<Vec<_>>(),
         )),
+        Arc::new(StringArray::from(vec![None::<&str>; n])),
     ];
     let batch = RecordBatch::try_new(schema, columns).unwrap();
     schemas::Envelope::new(tenant_id, schemas::RecordKind::Usage, id, batch).unwrap()

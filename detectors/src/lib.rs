@@ -9,6 +9,7 @@
 
 pub mod iforest;
 pub mod metrics;
+pub mod usage;
 
 use schemas::Envelope;
 
@@ -18,6 +19,8 @@ pub enum Error {
     Schema(#[from] schemas::Error),
     #[error("arrow error: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    #[error("column {0:?} is missing or has an unexpected type")]
+    Column(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -4,8 +4,16 @@
 //! is it acknowledged (Vector's "finalize after delivery"). Up to
 //! `max_in_flight` deliveries are written concurrently, which bounds memory
 //! and keeps the Parquet encoder busy on every core.
+//!
+//! Inline detectors (usage counting) see each delivery first; what they
+//! derive from it is written to the sinks together with it and acknowledged
+//! with it, so a replayed delivery derives — and the idempotent sinks
+//! store — the very same records again, never twice.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use detectors::Detector;
+use schemas::Envelope;
 
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
@@ -32,11 +40,16 @@ impl Default for ConsumerConfig {
     }
 }
 
+/// Detectors run on every delivery before it is written (see the module
+/// docs). Each is locked for the length of one `process_batch` call.
+pub type InlineDetectors = Arc<[Mutex<Box<dyn Detector>>]>;
+
 /// Runs until the bus is closed and drained, then waits for every write in
 /// flight to settle.
 pub async fn run(
     mut bus: impl BusConsumer,
     sinks: Vec<Arc<dyn Sink>>,
+    detectors: InlineDetectors,
     config: ConsumerConfig,
     metrics: PipelineMetrics,
 ) {
@@ -49,10 +62,11 @@ pub async fn run(
             break;
         };
         let sinks = sinks.clone();
+        let detectors = detectors.clone();
         let metrics = metrics.clone();
         metrics.in_flight.inc();
         tasks.spawn(async move {
-            deliver(delivery, &sinks).await;
+            deliver(delivery, &sinks, &detectors).await;
             metrics.in_flight.dec();
             drop(permit);
         });
@@ -62,18 +76,45 @@ pub async fn run(
     while tasks.join_next().await.is_some() {}
 }
 
-async fn deliver(delivery: Delivery, sinks: &[Arc<dyn Sink>]) {
+async fn deliver(delivery: Delivery, sinks: &[Arc<dyn Sink>], detectors: &InlineDetectors) {
     let Delivery { envelope, ack } = delivery;
-    let results = join_all(sinks.iter().map(|s| s.write(&envelope))).await;
-    let outcome = match results.into_iter().find_map(Result::err) {
-        None => Ok(()),
-        Some(error) => {
-            warn!(%error, tenant = %envelope.tenant(), kind = %envelope.kind(),
-                batch_id = %envelope.batch_id(), "sink write failed; batch not acknowledged");
-            Err(error)
-        }
+    let outcome = match derive(&envelope, detectors) {
+        Ok(derived) => write_all(sinks, std::iter::once(&envelope).chain(&derived)).await,
+        Err(e) => Err(e),
     };
+    if let Err(error) = &outcome {
+        warn!(%error, tenant = %envelope.tenant(), kind = %envelope.kind(),
+            batch_id = %envelope.batch_id(), "batch not written; not acknowledged");
+    }
     ack.settle(outcome);
+}
+
+/// What the inline detectors derive from `envelope`. A detector failing is
+/// the batch failing: billing counts are never silently skipped.
+fn derive(envelope: &Envelope, detectors: &InlineDetectors) -> Result<Vec<Envelope>> {
+    let mut derived = Vec::new();
+    for detector in detectors.iter() {
+        let mut detector = detector.lock().unwrap_or_else(|p| p.into_inner());
+        let out = detector
+            .process_batch(envelope)
+            .map_err(|e| Error::Detector {
+                detector: detector.name(),
+                message: e.to_string(),
+            })?;
+        derived.extend(out);
+    }
+    Ok(derived)
+}
+
+/// Writes every envelope to every sink concurrently; the first failure wins.
+pub async fn write_all(
+    sinks: &[Arc<dyn Sink>],
+    envelopes: impl IntoIterator<Item = &Envelope>,
+) -> Result<()> {
+    let writes = envelopes
+        .into_iter()
+        .flat_map(|e| sinks.iter().map(move |s| s.write(e)));
+    join_all(writes).await.into_iter().collect()
 }
 
 /// Checks every sink; the first failure names its sink.
@@ -101,7 +142,12 @@ mod tests {
     #[derive(Default)]
     struct Recording {
         rows: Mutex<Vec<usize>>,
+        kinds: Mutex<Vec<(schemas::RecordKind, uuid::Uuid)>>,
         fail: bool,
+    }
+
+    fn no_detectors() -> InlineDetectors {
+        Arc::new([])
     }
 
     impl Sink for Recording {
@@ -117,6 +163,10 @@ mod tests {
                     });
                 }
                 self.rows.lock().unwrap().push(envelope.num_rows());
+                self.kinds
+                    .lock()
+                    .unwrap()
+                    .push((envelope.kind(), envelope.batch_id()));
                 Ok(())
             }
             .boxed()
@@ -143,7 +193,13 @@ mod tests {
         let b = Arc::new(Recording::default());
         let metrics = PipelineMetrics::new(&prometheus::Registry::new()).unwrap();
         let sinks: Vec<Arc<dyn Sink>> = vec![a.clone(), b.clone()];
-        let task = tokio::spawn(run(rx, sinks, ConsumerConfig::default(), metrics));
+        let task = tokio::spawn(run(
+            rx,
+            sinks,
+            no_detectors(),
+            ConsumerConfig::default(),
+            metrics,
+        ));
         for rows in 1..=5 {
             tx.publish(envelope("acme", rows)).await.unwrap();
         }
@@ -166,10 +222,77 @@ mod tests {
         });
         let metrics = PipelineMetrics::new(&prometheus::Registry::new()).unwrap();
         let sinks: Vec<Arc<dyn Sink>> = vec![ok, bad.clone()];
-        tokio::spawn(run(rx, sinks.clone(), ConsumerConfig::default(), metrics));
+        tokio::spawn(run(
+            rx,
+            sinks.clone(),
+            no_detectors(),
+            ConsumerConfig::default(),
+            metrics,
+        ));
         let err = tx.publish(envelope("acme", 3)).await.unwrap_err();
         assert_eq!(err.to_string(), "sink recording failed: refused");
         let health = healthcheck(&sinks).await.unwrap_err();
         assert!(health.to_string().contains("recording"), "{health}");
+    }
+
+    #[tokio::test]
+    async fn inline_detector_output_is_written_with_its_batch() {
+        let (tx, rx) = embedded::channel(8);
+        let sink = Arc::new(Recording::default());
+        let metrics = PipelineMetrics::new(&prometheus::Registry::new()).unwrap();
+        let detectors: InlineDetectors = Arc::new([Mutex::new(Box::new(
+            detectors::usage::UsageCounter,
+        ) as Box<dyn Detector>)]);
+        let sinks: Vec<Arc<dyn Sink>> = vec![sink.clone()];
+        let task = tokio::spawn(run(
+            rx,
+            sinks,
+            detectors,
+            ConsumerConfig::default(),
+            metrics,
+        ));
+        let logs = envelope("acme", 3);
+        let source = logs.batch_id();
+        // Resolves only once the usage envelope is written too.
+        tx.publish(logs).await.unwrap();
+        let kinds = sink.kinds.lock().unwrap().clone();
+        assert_eq!(kinds.len(), 2, "{kinds:?}");
+        assert!(kinds.contains(&(schemas::RecordKind::Logs, source)));
+        assert!(kinds.contains(&(
+            schemas::RecordKind::Usage,
+            detectors::usage::usage_batch_id(source)
+        )));
+        drop(tx);
+        task.await.unwrap();
+    }
+
+    struct Broken;
+    impl Detector for Broken {
+        fn name(&self) -> &'static str {
+            "broken"
+        }
+        fn process_batch(&mut self, _: &Envelope) -> detectors::Result<Vec<Envelope>> {
+            Err(detectors::Error::Column("bytes".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_detector_fails_the_batch() {
+        let (tx, rx) = embedded::channel(8);
+        let sink = Arc::new(Recording::default());
+        let metrics = PipelineMetrics::new(&prometheus::Registry::new()).unwrap();
+        let detectors: InlineDetectors =
+            Arc::new([Mutex::new(Box::new(Broken) as Box<dyn Detector>)]);
+        let sinks: Vec<Arc<dyn Sink>> = vec![sink.clone()];
+        tokio::spawn(run(
+            rx,
+            sinks,
+            detectors,
+            ConsumerConfig::default(),
+            metrics,
+        ));
+        let err = tx.publish(envelope("acme", 3)).await.unwrap_err();
+        assert!(err.to_string().contains("detector broken failed"), "{err}");
+        assert!(sink.kinds.lock().unwrap().is_empty());
     }
 }

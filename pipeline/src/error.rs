@@ -14,6 +14,12 @@ pub enum Error {
     #[error("sink {sink} failed: {message}")]
     Sink { sink: &'static str, message: String },
 
+    #[error("detector {detector} failed: {message}")]
+    Detector {
+        detector: &'static str,
+        message: String,
+    },
+
     #[error("object store error: {0}")]
     ObjectStore(#[from] object_store::Error),
 

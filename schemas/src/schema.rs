@@ -52,8 +52,9 @@ pub fn version(kind: RecordKind) -> SchemaVersion {
         | RecordKind::Scans
         | RecordKind::Findings
         | RecordKind::Anomalies
-        | RecordKind::Usage
         | RecordKind::ApiRequests => SchemaVersion { major: 1, minor: 0 },
+        // 1.1 added `subject` (the device a `devices` row counts).
+        RecordKind::Usage => SchemaVersion { major: 1, minor: 1 },
     }
 }
 
@@ -177,6 +178,10 @@ static USAGE: LazyLock<SchemaRef> = LazyLock::new(|| {
         // log_events, log_bytes, scans, findings, devices, api_requests
         utf8("metric", false),
         Field::new("value", DataType::UInt64, false),
+        // `devices` rows name the device they count (one row per device, day
+        // and source batch), so distinct devices per month stay exact:
+        // count(DISTINCT subject). Null for the additive metrics.
+        utf8("subject", true),
     ])
 });
 

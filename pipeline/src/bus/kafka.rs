@@ -736,6 +736,7 @@ mod tests {
         let task = tokio::spawn(consumer::run(
             bus,
             sinks,
+            Arc::new([]),
             ConsumerConfig::default(),
             metrics,
         ));

@@ -13,6 +13,9 @@
 //! monthly partition is rebuilt from the de-duplicated `usage FINAL` into a
 //! staging table and swapped in with `REPLACE PARTITION` (atomic for
 //! readers; in 18.16 and current releases) whenever `usage` changed since.
+//! `devices` is the exception to summing: its daily value is the number of
+//! distinct devices (`uniqExact(subject)`); a month's distinct devices come
+//! from `usage` itself, since daily distinct counts do not add up.
 //!
 //! Tenant ids are validated to `[a-z0-9_-]` ([`TenantId`]), so quoting them
 //! into SQL is safe.
@@ -157,7 +160,8 @@ impl ClickHouseSink {
             .await?;
             self.execute(&format!(
                 "INSERT INTO {db}.usage_daily_staging (tenant_id, day, metric, value) \
-                 SELECT tenant_id, day, metric, sum(value) FROM {db}.usage FINAL \
+                 SELECT tenant_id, day, metric, \
+                 if(metric = 'devices', uniqExact(subject), sum(value)) FROM {db}.usage FINAL \
                  WHERE toYYYYMM(day) = {month} GROUP BY tenant_id, day, metric"
             ))
             .await?;
