@@ -88,6 +88,8 @@ pub struct PipelineConfig {
     pub lake_dir: Option<PathBuf>,
     /// Retention, tenant purges and compaction.
     pub maintenance: pipeline::maintenance::MaintenanceConfig,
+    /// Streaming anomaly detection: feature windows and per-tenant models.
+    pub detection: pipeline::detection::DetectionConfig,
 }
 
 impl Default for Config {

@@ -5,6 +5,7 @@
 mod admin;
 mod cli;
 mod config;
+mod insights;
 mod maintain;
 mod serve;
 mod testdata;

@@ -22,6 +22,7 @@ use ingest::Batcher;
 use ingest::http::IngestState;
 use ingest::syslog::{SyslogMetrics, SyslogServer};
 use pipeline::bus::{embedded, kafka};
+use pipeline::detection::Detection;
 use pipeline::sinks::clickhouse::ClickHouseSink;
 use pipeline::{BusProducer, Lake, PipelineMetrics, Sink, consumer};
 use query_api::sql::SqlEngine;
@@ -86,6 +87,8 @@ pub async fn run(
     let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
     let stop_maintenance = CancellationToken::new();
     let mut maintenance_task = None;
+    let stop_detection = CancellationToken::new();
+    let mut detection = None;
     if role.consumes() {
         sinks.push(Arc::new(
             config
@@ -102,6 +105,20 @@ pub async fn run(
             );
             sinks.push(sink.clone());
             clickhouse = Some(sink);
+        }
+        if config.pipeline.detection.enabled {
+            detection = Some(
+                Detection::start(
+                    config.pipeline.detection.clone(),
+                    lake.clone(),
+                    sinks.clone(),
+                    &registry,
+                    crate::insights::detector_hook(store.clone()),
+                    stop_detection.clone(),
+                )
+                .await
+                .context("starting the detector")?,
+            );
         }
         if config.pipeline.maintenance.enabled {
             let maintenance = crate::maintain::build(&config, lake.clone(), clickhouse);
@@ -135,7 +152,7 @@ pub async fn run(
             Some(tokio::spawn(consumer::run(
                 bus,
                 sinks.clone(),
-                inline_detectors(),
+                inline_detectors(detection.as_ref()),
                 config.pipeline.consumer.clone(),
                 pipeline_metrics.clone(),
             )))
@@ -148,7 +165,7 @@ pub async fn run(
         let task = tokio::spawn(consumer::run(
             bus,
             sinks.clone(),
-            inline_detectors(),
+            inline_detectors(detection.as_ref()),
             config.pipeline.consumer.clone(),
             pipeline_metrics.clone(),
         ));
@@ -274,16 +291,24 @@ pub async fn run(
     if let Some(task) = consumer_task {
         task.await.context("consumer task")?;
     }
+    // Last: close every open window and store what it yields.
+    stop_detection.cancel();
+    if let Some(d) = detection {
+        d.finish().await;
+    }
     info!("shutdown complete: every accepted record is written");
     Ok(())
 }
 
-/// Detectors whose output is stored with (and acknowledged with) the batch
-/// it came from: billing-grade usage counting.
-fn inline_detectors() -> consumer::InlineDetectors {
-    Arc::new([std::sync::Mutex::new(
-        Box::new(detectors::usage::UsageCounter) as Box<dyn detectors::Detector>,
-    )])
+/// Detectors every batch goes through before it is written: usage counting
+/// (its records are stored and acknowledged with the batch) and, when on,
+/// the streaming detector's feature windows.
+fn inline_detectors(detection: Option<&Detection>) -> consumer::InlineDetectors {
+    let usage: Arc<std::sync::Mutex<dyn detectors::Detector>> =
+        Arc::new(std::sync::Mutex::new(detectors::usage::UsageCounter));
+    let mut all = vec![usage];
+    all.extend(detection.map(Detection::inline));
+    all.into()
 }
 
 fn announce_default_key(store: &MetaStore, config: &Config) -> anyhow::Result<()> {

@@ -15,5 +15,6 @@ mod lifecycle;
 mod maintenance;
 mod scans;
 mod sql_tenancy;
+mod streaming;
 mod syslog;
 mod usage;

@@ -5,6 +5,7 @@
 //!   organizations with plan and limits, API keys stored as SHA-256 hashes.
 //! - [`keys`]: API key format, generation and hashing.
 //! - [`inventory`]: devices and scans per tenant, with plan limits.
+//! - [`insights`]: the model registry, training sessions, notifications.
 //! - [`auth`]: turning request headers into an authenticated [`Principal`].
 //! - [`ratelimit`]: per-tenant token buckets.
 //!
@@ -13,6 +14,7 @@
 
 pub mod auth;
 mod error;
+pub mod insights;
 pub mod inventory;
 pub mod keys;
 pub mod ratelimit;

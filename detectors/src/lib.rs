@@ -9,7 +9,9 @@
 
 pub mod iforest;
 pub mod metrics;
+pub mod streaming;
 pub mod usage;
+pub mod windows;
 
 use schemas::Envelope;
 

@@ -42,7 +42,7 @@ impl Default for ConsumerConfig {
 
 /// Detectors run on every delivery before it is written (see the module
 /// docs). Each is locked for the length of one `process_batch` call.
-pub type InlineDetectors = Arc<[Mutex<Box<dyn Detector>>]>;
+pub type InlineDetectors = Arc<[Arc<Mutex<dyn Detector>>]>;
 
 /// Runs until the bus is closed and drained, then waits for every write in
 /// flight to settle.
@@ -240,9 +240,8 @@ mod tests {
         let (tx, rx) = embedded::channel(8);
         let sink = Arc::new(Recording::default());
         let metrics = PipelineMetrics::new(&prometheus::Registry::new()).unwrap();
-        let detectors: InlineDetectors = Arc::new([Mutex::new(Box::new(
-            detectors::usage::UsageCounter,
-        ) as Box<dyn Detector>)]);
+        let detectors: InlineDetectors =
+            Arc::new([Arc::new(Mutex::new(detectors::usage::UsageCounter)) as _]);
         let sinks: Vec<Arc<dyn Sink>> = vec![sink.clone()];
         let task = tokio::spawn(run(
             rx,
@@ -281,8 +280,7 @@ mod tests {
         let (tx, rx) = embedded::channel(8);
         let sink = Arc::new(Recording::default());
         let metrics = PipelineMetrics::new(&prometheus::Registry::new()).unwrap();
-        let detectors: InlineDetectors =
-            Arc::new([Mutex::new(Box::new(Broken) as Box<dyn Detector>)]);
+        let detectors: InlineDetectors = Arc::new([Arc::new(Mutex::new(Broken)) as _]);
         let sinks: Vec<Arc<dyn Sink>> = vec![sink.clone()];
         tokio::spawn(run(
             rx,

@@ -10,11 +10,15 @@
 //! - [`sinks`]: the [`Sink`] trait and the Parquet sink.
 //! - [`lake`]: where Parquet lives (object_store + Hive layout), shared with
 //!   the query API so writers and readers agree on paths.
+//! - [`detection`]: the streaming detector (feature windows, per-tenant
+//!   models) ticking beside the consumer; anomalies to the sinks, models
+//!   to the lake.
 //! - [`maintenance`]: retention, tenant purges and compaction, scheduled.
 //! - [`metrics`]: the pipeline's Prometheus metrics.
 
 pub mod bus;
 pub mod consumer;
+pub mod detection;
 mod error;
 pub mod lake;
 pub mod maintenance;

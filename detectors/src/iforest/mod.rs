@@ -58,6 +58,13 @@ pub struct Params {
     pub bootstrap: bool,
     pub contamination: Contamination,
     pub seed: u64,
+    /// Not in scikit-learn (off by default, for parity): isolate a row at
+    /// the first node whose split-feature range it lies far outside (the
+    /// range check of the original iForest authors' code, as isotree's
+    /// `penalize_range`). Lets values far beyond the training data score
+    /// as the outliers they are; the streaming detector turns it on.
+    #[serde(default)]
+    pub range_check: bool,
 }
 
 impl Default for Params {
@@ -69,6 +76,7 @@ impl Default for Params {
             bootstrap: false,
             contamination: Contamination::Auto,
             seed: 0,
+            range_check: false,
         }
     }
 }
@@ -106,17 +114,44 @@ impl<'a> Matrix<'a> {
     }
 }
 
-/// A fitted forest.
+/// A fitted forest. Serialized without its scoring layout (which pads with
+/// infinities JSON cannot hold); deserializing rebuilds it from the trees.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(from = "StoredForest")]
 pub struct IsolationForest {
     params: Params,
     trees: Vec<Tree>,
     /// The same trees laid out for fast scoring (`None` past depth 16).
+    #[serde(skip_serializing)]
     complete: Vec<Option<Complete>>,
     features: usize,
     max_samples: usize,
     /// `offset_` in scikit-learn.
     offset: f64,
+}
+
+/// The serialized form of [`IsolationForest`].
+#[derive(Deserialize)]
+struct StoredForest {
+    params: Params,
+    trees: Vec<Tree>,
+    features: usize,
+    max_samples: usize,
+    offset: f64,
+}
+
+impl From<StoredForest> for IsolationForest {
+    fn from(s: StoredForest) -> Self {
+        let complete = s.trees.iter().map(Complete::from_tree).collect();
+        Self {
+            params: s.params,
+            trees: s.trees,
+            complete,
+            features: s.features,
+            max_samples: s.max_samples,
+            offset: s.offset,
+        }
+    }
 }
 
 /// `c(n)`: the average path length of an unsuccessful search in a binary
@@ -219,6 +254,15 @@ impl IsolationForest {
     /// of the row-major `rows`).
     fn path_lengths(&self, rows: &[f64], acc: &mut [f64]) {
         acc.fill(0.0);
+        if self.params.range_check {
+            let f = self.features;
+            for tree in &self.trees {
+                for (r, a) in acc.iter_mut().enumerate() {
+                    *a += tree.path_length_checked(&rows[r * f..(r + 1) * f]);
+                }
+            }
+            return;
+        }
         for (tree, complete) in self.trees.iter().zip(&self.complete) {
             match complete {
                 Some(c) => c.accumulate(rows, self.features, acc),
@@ -305,7 +349,7 @@ impl IsolationForest {
     pub fn explain(&self, row: &[f64]) -> Vec<f64> {
         let mut weights = vec![0.0; self.features];
         for t in &self.trees {
-            t.attribute(row, &mut weights);
+            t.attribute(row, &mut weights, self.params.range_check);
         }
         let total: f64 = weights.iter().sum();
         if total > 0.0 {

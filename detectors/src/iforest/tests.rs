@@ -206,3 +206,44 @@ fn the_complete_layout_scores_exactly_like_walking_the_trees() {
         );
     }
 }
+
+#[test]
+fn the_range_check_scores_values_far_beyond_the_training_data_high() {
+    let (x, y) = dataset(3000, 0, 3, 11);
+    let _ = y;
+    let m = Matrix::new(&x, 3);
+    let plain = IsolationForest::fit(m, Params::default()).unwrap();
+    let checked = IsolationForest::fit(
+        m,
+        Params {
+            range_check: true,
+            ..Params::default()
+        },
+    )
+    .unwrap();
+    let far = [100.0, 0.0, 0.0];
+    let edge = -plain.score_samples(Matrix::new(&far, 3))[0];
+    let isolated = -checked.score_samples(Matrix::new(&far, 3))[0];
+    // Without the check a value 100σ out scores like the training edge.
+    assert!(edge < 0.7, "plain {edge}");
+    assert!(isolated > 0.8, "checked {isolated}");
+    // The explanation names the feature that is out of range.
+    let shares = checked.explain(&far);
+    assert!(shares[0] > 0.6, "{shares:?}");
+    // In-range rows keep (nearly) the same ranking.
+    let a: Vec<f64> = plain.score_samples(m);
+    let b: Vec<f64> = checked.score_samples(m);
+    let rho = crate::metrics::spearman(&a, &b);
+    assert!(rho > 0.999, "spearman {rho}");
+}
+
+#[test]
+fn a_forest_survives_a_json_round_trip() {
+    let (x, _) = dataset(1000, 10, 3, 12);
+    let m = Matrix::new(&x, 3);
+    let forest = IsolationForest::fit(m, Params::default()).unwrap();
+    let json = serde_json::to_string(&forest).unwrap();
+    let back: IsolationForest = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.score_samples(m), forest.score_samples(m));
+    assert_eq!(back.offset(), forest.offset());
+}

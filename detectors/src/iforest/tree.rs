@@ -19,6 +19,12 @@ pub(super) struct Tree {
     correction: Vec<f64>,
     /// Training rows that reached the node (for explanations).
     size: Vec<u32>,
+    /// Per feature: its range in the tree's sample (for the optional range
+    /// check; see `Params::range_check`).
+    #[serde(default)]
+    lo: Vec<f64>,
+    #[serde(default)]
+    hi: Vec<f64>,
 }
 
 impl Tree {
@@ -36,10 +42,29 @@ impl Tree {
             right: vec![],
             correction: vec![],
             size: vec![],
+            lo: vec![],
+            hi: vec![],
         };
+        t.lo = vec![f64::INFINITY; x.features];
+        t.hi = vec![f64::NEG_INFINITY; x.features];
+        for &r in &rows {
+            for f in 0..x.features {
+                let v = x.data[r as usize * x.features + f];
+                t.lo[f] = t.lo[f].min(v);
+                t.hi[f] = t.hi[f].max(v);
+            }
+        }
         let n = rows.len();
         t.build(x, &mut rows[..n], features, 0, max_depth, rng);
         t
+    }
+
+    /// Whether `v` lies beyond the sample's range of feature `f` by more
+    /// than that range's width.
+    #[inline]
+    fn outside(&self, f: usize, v: f64) -> bool {
+        let w = self.hi[f] - self.lo[f];
+        v < self.lo[f] - w || v > self.hi[f] + w
     }
 
     fn push_leaf(&mut self, rows: usize) -> u32 {
@@ -133,15 +158,51 @@ impl Tree {
         }
     }
 
+    /// [`Tree::path_length`] with the range check: at the first node that
+    /// splits on a feature whose value in `row` lies beyond the tree
+    /// sample's range of it by more than the range's width, the row is
+    /// isolated (path ends at depth + 1, no leaf correction) — as a tree
+    /// grown with the row in its sample would almost surely have split it
+    /// off there. Without this, a value far beyond anything seen in
+    /// training scores no higher than the most extreme training rows. The
+    /// whole-sample range (not the node's) keeps rows inside the training
+    /// distribution unaffected.
+    pub(super) fn path_length_checked(&self, row: &[f64]) -> f64 {
+        let mut node = 0usize;
+        let mut depth = 0.0;
+        loop {
+            let f = self.feature[node];
+            if f == LEAF {
+                return depth + self.correction[node];
+            }
+            let v = row[f as usize];
+            if self.outside(f as usize, v) {
+                return depth + 1.0;
+            }
+            node = if v <= self.threshold[node] {
+                self.left[node]
+            } else {
+                self.right[node]
+            } as usize;
+            depth += 1.0;
+        }
+    }
+
     /// Credits each feature split on along `row`'s path with the share of
     /// the tree's sample that split cut away from the row's side: the split
     /// that separates the row from the bulk earns most.
-    pub(super) fn attribute(&self, row: &[f64], weights: &mut [f64]) {
+    /// With `range_check`, a split whose range the row falls far outside
+    /// is credited with everything left at that node (it isolates the row).
+    pub(super) fn attribute(&self, row: &[f64], weights: &mut [f64], range_check: bool) {
         let total = f64::from(self.size[0].max(1));
         let mut node = 0usize;
         loop {
             let f = self.feature[node];
             if f == LEAF {
+                return;
+            }
+            if range_check && self.outside(f as usize, row[f as usize]) {
+                weights[f as usize] += f64::from(self.size[node]) / total;
                 return;
             }
             let next = if row[f as usize] <= self.threshold[node] {
@@ -164,7 +225,7 @@ const MAX_COMPLETE_DEPTH: usize = 16;
 /// and one lookup. Leaves the grown tree reached early are padded: every
 /// slot under them holds the same value (depth + c(n)), so the pad nodes'
 /// routing does not matter.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub(super) struct Complete {
     depth: usize,
     feature: Vec<u32>,

@@ -1,0 +1,520 @@
+//! Insights metadata: the per-organization model registry (`ml_models`),
+//! training sessions (`ml_training_sessions`) and notifications.
+//!
+//! A model is `(id, version)`; training a model again adds a version, and
+//! when a version becomes `ready` the previously ready versions of the same
+//! model are `archived`, so exactly one version of a model serves. Model
+//! artifacts live in object storage; rows here point at them.
+//!
+//! Notifications are unique per `(organization, kind, ref_id)`: the detector
+//! may report the same anomaly again after a restart, and it still notifies
+//! once.
+
+use rusqlite::{OptionalExtension, Row, params};
+use schemas::TenantId;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::store::{MetaStore, now_ms};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelType {
+    IsolationForest,
+    RandomForest,
+}
+
+impl ModelType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelType::IsolationForest => "isolation_forest",
+            ModelType::RandomForest => "random_forest",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self> {
+        match s {
+            "isolation_forest" => Ok(ModelType::IsolationForest),
+            "random_forest" => Ok(ModelType::RandomForest),
+            other => Err(Error::Invalid(format!("unknown model type {other:?}"))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelStatus {
+    Training,
+    Ready,
+    Failed,
+    Archived,
+}
+
+impl ModelStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelStatus::Training => "training",
+            ModelStatus::Ready => "ready",
+            ModelStatus::Failed => "failed",
+            ModelStatus::Archived => "archived",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self> {
+        match s {
+            "training" => Ok(ModelStatus::Training),
+            "ready" => Ok(ModelStatus::Ready),
+            "failed" => Ok(ModelStatus::Failed),
+            "archived" => Ok(ModelStatus::Archived),
+            other => Err(Error::Invalid(format!("unknown model status {other:?}"))),
+        }
+    }
+}
+
+/// One version of a model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelRecord {
+    pub org_id: TenantId,
+    pub id: String,
+    pub version: u32,
+    pub name: String,
+    pub model_type: ModelType,
+    pub status: ModelStatus,
+    /// Held-out accuracy (supervised) or ROC AUC on labelled data.
+    pub accuracy: Option<f64>,
+    pub features: Vec<String>,
+    pub threshold: Option<f64>,
+    /// Object-store path of the artifact.
+    pub artifact: Option<String>,
+    pub metrics: Value,
+    /// ms since the epoch.
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrainingSession {
+    pub id: String,
+    pub org_id: TenantId,
+    pub model_id: String,
+    pub model_version: Option<u32>,
+    /// training, ready (finished) or failed.
+    pub status: ModelStatus,
+    pub rows: u64,
+    pub duration_ms: Option<u64>,
+    pub metrics: Value,
+    pub error: Option<String>,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Notification {
+    pub id: String,
+    pub org_id: TenantId,
+    /// `anomaly`, `finding`…
+    pub kind: String,
+    /// low, medium, high, critical.
+    pub severity: String,
+    pub title: String,
+    pub body: Value,
+    /// The record it is about (an anomaly id…).
+    pub ref_id: String,
+    pub created_at: i64,
+    pub read_at: Option<i64>,
+}
+
+fn tenant(s: String) -> rusqlite::Result<TenantId> {
+    TenantId::new(&s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn json(s: String) -> Value {
+    serde_json::from_str(&s).unwrap_or(Value::Null)
+}
+
+fn conversion(e: Error) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+}
+
+const MODEL_COLUMNS: &str = "org_id, id, version, name, model_type, status, accuracy, features, \
+                             threshold, artifact, metrics, created_at, updated_at";
+
+fn model_row(r: &Row<'_>) -> rusqlite::Result<ModelRecord> {
+    let features: String = r.get(7)?;
+    Ok(ModelRecord {
+        org_id: tenant(r.get(0)?)?,
+        id: r.get(1)?,
+        version: r.get(2)?,
+        name: r.get(3)?,
+        model_type: ModelType::parse(&r.get::<_, String>(4)?).map_err(conversion)?,
+        status: ModelStatus::parse(&r.get::<_, String>(5)?).map_err(conversion)?,
+        accuracy: r.get(6)?,
+        features: serde_json::from_str(&features).unwrap_or_default(),
+        threshold: r.get(8)?,
+        artifact: r.get(9)?,
+        metrics: json(r.get(10)?),
+        created_at: r.get(11)?,
+        updated_at: r.get(12)?,
+    })
+}
+
+fn session_row(r: &Row<'_>) -> rusqlite::Result<TrainingSession> {
+    Ok(TrainingSession {
+        id: r.get(0)?,
+        org_id: tenant(r.get(1)?)?,
+        model_id: r.get(2)?,
+        model_version: r.get(3)?,
+        status: ModelStatus::parse(&r.get::<_, String>(4)?).map_err(conversion)?,
+        rows: r.get(5)?,
+        duration_ms: r.get(6)?,
+        metrics: json(r.get(7)?),
+        error: r.get(8)?,
+        started_at: r.get(9)?,
+        finished_at: r.get(10)?,
+    })
+}
+
+fn notification_row(r: &Row<'_>) -> rusqlite::Result<Notification> {
+    Ok(Notification {
+        id: r.get(0)?,
+        org_id: tenant(r.get(1)?)?,
+        kind: r.get(2)?,
+        severity: r.get(3)?,
+        title: r.get(4)?,
+        body: json(r.get(5)?),
+        ref_id: r.get(6)?,
+        created_at: r.get(7)?,
+        read_at: r.get(8)?,
+    })
+}
+
+impl MetaStore {
+    /// Inserts or updates a model version; a `ready` version archives the
+    /// model's other ready versions.
+    pub fn put_model(&self, m: &ModelRecord) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        if m.status == ModelStatus::Ready {
+            tx.execute(
+                "UPDATE ml_models SET status = 'archived', updated_at = ?4 \
+                 WHERE org_id = ?1 AND id = ?2 AND version <> ?3 AND status = 'ready'",
+                params![m.org_id.as_str(), m.id, m.version, now_ms()],
+            )?;
+        }
+        tx.execute(
+            &format!(
+                "INSERT INTO ml_models ({MODEL_COLUMNS}) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+                 ON CONFLICT(org_id, id, version) DO UPDATE SET name = excluded.name, \
+                 status = excluded.status, accuracy = excluded.accuracy, \
+                 features = excluded.features, threshold = excluded.threshold, \
+                 artifact = excluded.artifact, metrics = excluded.metrics, \
+                 updated_at = excluded.updated_at"
+            ),
+            params![
+                m.org_id.as_str(),
+                m.id,
+                m.version,
+                m.name,
+                m.model_type.as_str(),
+                m.status.as_str(),
+                m.accuracy,
+                serde_json::to_string(&m.features).unwrap_or_else(|_| "[]".into()),
+                m.threshold,
+                m.artifact,
+                m.metrics.to_string(),
+                m.created_at,
+                m.updated_at,
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every model version of an organization, newest version first.
+    pub fn list_models(&self, org: &TenantId) -> Result<Vec<ModelRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {MODEL_COLUMNS} FROM ml_models WHERE org_id = ?1 ORDER BY id, version DESC"
+        ))?;
+        let rows = stmt.query_map([org.as_str()], model_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A model's given version, or the serving (`ready`) one.
+    pub fn model(
+        &self,
+        org: &TenantId,
+        id: &str,
+        version: Option<u32>,
+    ) -> Result<Option<ModelRecord>> {
+        let conn = self.conn();
+        let found = match version {
+            Some(v) => conn
+                .query_row(
+                    &format!(
+                        "SELECT {MODEL_COLUMNS} FROM ml_models \
+                         WHERE org_id = ?1 AND id = ?2 AND version = ?3"
+                    ),
+                    params![org.as_str(), id, v],
+                    model_row,
+                )
+                .optional()?,
+            None => conn
+                .query_row(
+                    &format!(
+                        "SELECT {MODEL_COLUMNS} FROM ml_models \
+                         WHERE org_id = ?1 AND id = ?2 AND status = 'ready' \
+                         ORDER BY version DESC LIMIT 1"
+                    ),
+                    params![org.as_str(), id],
+                    model_row,
+                )
+                .optional()?,
+        };
+        Ok(found)
+    }
+
+    /// The highest version recorded for a model (0 if none).
+    pub fn latest_model_version(&self, org: &TenantId, id: &str) -> Result<u32> {
+        let conn = self.conn();
+        let v: Option<u32> = conn.query_row(
+            "SELECT max(version) FROM ml_models WHERE org_id = ?1 AND id = ?2",
+            params![org.as_str(), id],
+            |r| r.get(0),
+        )?;
+        Ok(v.unwrap_or(0))
+    }
+
+    pub fn put_training_session(&self, s: &TrainingSession) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO ml_training_sessions (id, org_id, model_id, model_version, status, \
+             rows, duration_ms, metrics, error, started_at, finished_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+             ON CONFLICT(id) DO UPDATE SET model_version = excluded.model_version, \
+             status = excluded.status, rows = excluded.rows, duration_ms = excluded.duration_ms, \
+             metrics = excluded.metrics, error = excluded.error, finished_at = excluded.finished_at",
+            params![
+                s.id,
+                s.org_id.as_str(),
+                s.model_id,
+                s.model_version,
+                s.status.as_str(),
+                s.rows,
+                s.duration_ms,
+                s.metrics.to_string(),
+                s.error,
+                s.started_at,
+                s.finished_at,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Training sessions, newest first.
+    pub fn list_training_sessions(&self, org: &TenantId) -> Result<Vec<TrainingSession>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, org_id, model_id, model_version, status, rows, duration_ms, metrics, \
+             error, started_at, finished_at FROM ml_training_sessions WHERE org_id = ?1 \
+             ORDER BY started_at DESC, id",
+        )?;
+        let rows = stmt.query_map([org.as_str()], session_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records a notification once per `(org, kind, ref_id)`; returns
+    /// whether it was new.
+    pub fn add_notification(&self, n: &Notification) -> Result<bool> {
+        let inserted = self.conn().execute(
+            "INSERT INTO notifications (id, org_id, kind, severity, title, body, ref_id, \
+             created_at, read_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+             ON CONFLICT(org_id, kind, ref_id) DO NOTHING",
+            params![
+                n.id,
+                n.org_id.as_str(),
+                n.kind,
+                n.severity,
+                n.title,
+                n.body.to_string(),
+                n.ref_id,
+                n.created_at,
+                n.read_at,
+            ],
+        )?;
+        Ok(inserted == 1)
+    }
+
+    /// Notifications, newest first; `before` is a cursor (`created_at`,
+    /// `id`) from the previous page's last item.
+    pub fn list_notifications(
+        &self,
+        org: &TenantId,
+        unread_only: bool,
+        before: Option<(i64, &str)>,
+        limit: usize,
+    ) -> Result<Vec<Notification>> {
+        let conn = self.conn();
+        let (at, id) = before.unwrap_or((i64::MAX, ""));
+        let mut stmt = conn.prepare(
+            "SELECT id, org_id, kind, severity, title, body, ref_id, created_at, read_at \
+             FROM notifications WHERE org_id = ?1 AND (?2 = 0 OR read_at IS NULL) \
+             AND (created_at < ?3 OR (created_at = ?3 AND id < ?4 AND ?4 <> '')) \
+             ORDER BY created_at DESC, id DESC LIMIT ?5",
+        )?;
+        let rows = stmt.query_map(
+            params![org.as_str(), unread_only, at, id, limit as i64],
+            notification_row,
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Marks a notification read (idempotent).
+    pub fn mark_notification_read(&self, org: &TenantId, id: &str) -> Result<()> {
+        let changed = self.conn().execute(
+            "UPDATE notifications SET read_at = coalesce(read_at, ?3) \
+             WHERE org_id = ?1 AND id = ?2",
+            params![org.as_str(), id, now_ms()],
+        )?;
+        if changed == 0 {
+            return Err(Error::NotFound {
+                what: "notification",
+                id: id.chars().take(64).collect(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::NewOrganization;
+    use schemas::Plan;
+
+    fn store_with(org: &str) -> (MetaStore, TenantId) {
+        let store = MetaStore::open_in_memory().unwrap();
+        let id = TenantId::new(org).unwrap();
+        store
+            .create_organization(&NewOrganization {
+                id: id.clone(),
+                name: org.into(),
+                owner_email: "a@b.c".into(),
+                plan: Plan::Starter,
+                parent_id: None,
+                allow_overage: false,
+            })
+            .unwrap();
+        (store, id)
+    }
+
+    fn model(org: &TenantId, version: u32, status: ModelStatus) -> ModelRecord {
+        ModelRecord {
+            org_id: org.clone(),
+            id: "window-iforest".into(),
+            version,
+            name: "Host-minute anomalies".into(),
+            model_type: ModelType::IsolationForest,
+            status,
+            accuracy: None,
+            features: vec!["events".into(), "bytes".into()],
+            threshold: Some(0.61),
+            artifact: Some(format!("models/x/v{version}.json")),
+            metrics: serde_json::json!({"windows": 300}),
+            created_at: 1,
+            updated_at: 1,
+        }
+    }
+
+    #[test]
+    fn a_ready_version_archives_the_previous_one() {
+        let (store, org) = store_with("acme");
+        store
+            .put_model(&model(&org, 1, ModelStatus::Ready))
+            .unwrap();
+        store
+            .put_model(&model(&org, 2, ModelStatus::Ready))
+            .unwrap();
+        let all = store.list_models(&org).unwrap();
+        let status: Vec<_> = all.iter().map(|m| (m.version, m.status)).collect();
+        assert_eq!(
+            status,
+            [(2, ModelStatus::Ready), (1, ModelStatus::Archived)]
+        );
+        assert_eq!(
+            store
+                .model(&org, "window-iforest", None)
+                .unwrap()
+                .unwrap()
+                .version,
+            2
+        );
+        assert_eq!(
+            store.latest_model_version(&org, "window-iforest").unwrap(),
+            2
+        );
+        assert_eq!(all[0].features, ["events", "bytes"]);
+        assert_eq!(all[0].metrics["windows"], 300);
+        // Another organization sees nothing.
+        let (other_store, other) = store_with("globex");
+        assert!(other_store.list_models(&other).unwrap().is_empty());
+        assert!(
+            store
+                .model(&other, "window-iforest", None)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn notifications_are_recorded_once_and_paginate() {
+        let (store, org) = store_with("acme");
+        for i in 0..5 {
+            let n = Notification {
+                id: format!("n{i}"),
+                org_id: org.clone(),
+                kind: "anomaly".into(),
+                severity: "high".into(),
+                title: format!("anomaly {i}"),
+                body: serde_json::json!({"score": 0.8}),
+                ref_id: format!("a{i}"),
+                created_at: 100 + i,
+                read_at: None,
+            };
+            assert!(store.add_notification(&n).unwrap());
+            // The same anomaly reported again: still one notification.
+            assert!(
+                !store
+                    .add_notification(&Notification {
+                        id: format!("dup{i}"),
+                        ..n
+                    })
+                    .unwrap()
+            );
+        }
+        let page = store.list_notifications(&org, false, None, 2).unwrap();
+        let ids: Vec<_> = page.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(ids, ["n4", "n3"]);
+        let last = page.last().unwrap();
+        let next = store
+            .list_notifications(&org, false, Some((last.created_at, &last.id)), 10)
+            .unwrap();
+        let ids: Vec<_> = next.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(ids, ["n2", "n1", "n0"]);
+        store.mark_notification_read(&org, "n4").unwrap();
+        let unread = store.list_notifications(&org, true, None, 10).unwrap();
+        assert_eq!(unread.len(), 4);
+        assert!(store.mark_notification_read(&org, "nope").is_err());
+        // Deleting the organization removes them.
+        store.delete_organization(&org).unwrap();
+        assert!(
+            store
+                .list_notifications(&org, false, None, 10)
+                .unwrap()
+                .is_empty()
+        );
+    }
+}

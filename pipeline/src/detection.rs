@@ -1,0 +1,360 @@
+//! The streaming detector inside the pipeline.
+//!
+//! The consumer feeds every batch into the detector's feature windows (an
+//! inline detector that derives nothing). A tick task closes due windows
+//! once per `tick_ms`, writes the resulting `anomalies` envelopes to every
+//! sink (retried until they are stored; their ids are deterministic, so a
+//! retry never duplicates), stores each newly trained model in the lake
+//! (`models/tenant_id=<t>/<model>/v<version>.json`) and hands every event
+//! to a hook (the binary records models and notifications in the metadata
+//! store). At start-up the newest stored model of every tenant is restored.
+//!
+//! Windows are in memory: on a crash, windows still open are rebuilt only
+//! from the batches the bus redelivers (those not yet acknowledged), so an
+//! anomaly spanning a crash may be missed; nothing is ever reported twice.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use detectors::Detector;
+use detectors::streaming::{Event, ModelConfig, StreamingDetector, TenantModel, now_ms};
+use detectors::windows::WindowConfig;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use prometheus::{HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use schemas::{Envelope, TenantId};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::consumer::write_all;
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+use crate::sinks::Sink;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectionConfig {
+    pub enabled: bool,
+    /// How often due windows are closed and scored.
+    pub tick_ms: u64,
+    /// Anomaly envelopes kept for retry while the sinks are down.
+    pub max_pending: usize,
+    pub windows: WindowConfig,
+    pub models: ModelConfig,
+}
+
+impl Default for DetectionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            tick_ms: 1000,
+            max_pending: 10_000,
+            windows: WindowConfig::default(),
+            models: ModelConfig::default(),
+        }
+    }
+}
+
+/// Receives every detector event (after models are stored).
+pub type EventHook = Arc<dyn Fn(&Event) + Send + Sync>;
+
+#[derive(Clone)]
+struct DetectionMetrics {
+    windows_closed: IntCounter,
+    late_rows: IntCounter,
+    dropped_rows: IntCounter,
+    open_windows: IntGauge,
+    anomalies: IntCounterVec,
+    models_trained: IntCounter,
+    training_failures: IntCounter,
+    training_seconds: prometheus::Histogram,
+    scores: prometheus::Histogram,
+    pending: IntGauge,
+}
+
+impl DetectionMetrics {
+    fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let m = Self {
+            windows_closed: IntCounter::new(
+                "securenet_detector_windows_closed_total",
+                "Feature windows closed",
+            )?,
+            late_rows: IntCounter::new(
+                "securenet_detector_late_rows_total",
+                "Rows that arrived after their window had closed (not in any window)",
+            )?,
+            dropped_rows: IntCounter::new(
+                "securenet_detector_dropped_rows_total",
+                "Rows not windowed because a tenant hit its open-window cap",
+            )?,
+            open_windows: IntGauge::new(
+                "securenet_detector_open_windows",
+                "Feature windows currently open",
+            )?,
+            anomalies: IntCounterVec::new(
+                Opts::new("securenet_detector_anomalies_total", "Anomalies detected"),
+                &["severity"],
+            )?,
+            models_trained: IntCounter::new(
+                "securenet_detector_models_trained_total",
+                "Per-tenant models trained",
+            )?,
+            training_failures: IntCounter::new(
+                "securenet_detector_training_failures_total",
+                "Model trainings that failed",
+            )?,
+            training_seconds: prometheus::Histogram::with_opts(
+                HistogramOpts::new(
+                    "securenet_detector_training_duration_seconds",
+                    "Time to train one tenant model",
+                )
+                .buckets(prometheus::exponential_buckets(0.001, 2.0, 16)?),
+            )?,
+            scores: prometheus::Histogram::with_opts(
+                HistogramOpts::new(
+                    "securenet_detector_anomaly_score",
+                    "Scores of detected anomalies (0..1, higher is more abnormal)",
+                )
+                .buckets(vec![0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0]),
+            )?,
+            pending: IntGauge::new(
+                "securenet_detector_pending_batches",
+                "Anomaly batches waiting for the sinks",
+            )?,
+        };
+        registry.register(Box::new(m.windows_closed.clone()))?;
+        registry.register(Box::new(m.late_rows.clone()))?;
+        registry.register(Box::new(m.dropped_rows.clone()))?;
+        registry.register(Box::new(m.open_windows.clone()))?;
+        registry.register(Box::new(m.anomalies.clone()))?;
+        registry.register(Box::new(m.models_trained.clone()))?;
+        registry.register(Box::new(m.training_failures.clone()))?;
+        registry.register(Box::new(m.training_seconds.clone()))?;
+        registry.register(Box::new(m.scores.clone()))?;
+        registry.register(Box::new(m.pending.clone()))?;
+        Ok(m)
+    }
+}
+
+/// Where a tenant's model versions live in the lake.
+pub fn models_prefix(lake: &Lake, tenant: &TenantId) -> Path {
+    lake.root()
+        .clone()
+        .join("models")
+        .join(format!("tenant_id={tenant}").as_str())
+}
+
+fn model_path(lake: &Lake, model: &TenantModel) -> Path {
+    models_prefix(lake, &model.tenant)
+        .join(model.model_id.as_str())
+        .join(format!("v{:06}.json", model.version).as_str())
+}
+
+/// Stores a model version (written whole: object_store puts are atomic).
+pub async fn save_model(lake: &Lake, model: &TenantModel) -> Result<Path> {
+    let path = model_path(lake, model);
+    let bytes = serde_json::to_vec(model).map_err(|e| Error::Config(e.to_string()))?;
+    lake.raw_store().put(&path, PutPayload::from(bytes)).await?;
+    lake.sync(&path)?;
+    Ok(path)
+}
+
+/// The newest stored version of every tenant's models.
+pub async fn load_latest_models(lake: &Lake) -> Result<Vec<TenantModel>> {
+    let store = lake.raw_store();
+    let prefix = lake.root().clone().join("models");
+    let objects: Vec<Path> = store
+        .list(Some(&prefix))
+        .map_ok(|m| m.location)
+        .try_collect()
+        .await?;
+    // (tenant dir, model id) → newest path; names sort by version.
+    let mut newest: BTreeMap<(String, String), Path> = BTreeMap::new();
+    for path in objects {
+        let parts: Vec<String> = path.parts().map(|p| p.as_ref().to_string()).collect();
+        let [.., tenant, model, file] = parts.as_slice() else {
+            continue;
+        };
+        if !file.ends_with(".json") {
+            continue;
+        }
+        let key = (tenant.clone(), model.clone());
+        if newest
+            .get(&key)
+            .is_none_or(|p| p.filename() < path.filename())
+        {
+            newest.insert(key, path);
+        }
+    }
+    let mut models = Vec::new();
+    for path in newest.into_values() {
+        let bytes = store.get(&path).await?.bytes().await?;
+        match serde_json::from_slice::<TenantModel>(&bytes) {
+            Ok(m) => models.push(m),
+            Err(e) => warn!(%path, error = %e, "unreadable model artifact; skipped"),
+        }
+    }
+    Ok(models)
+}
+
+/// The running detector: hand [`Detection::inline`] to the consumer.
+pub struct Detection {
+    detector: Arc<Mutex<StreamingDetector>>,
+    task: JoinHandle<()>,
+}
+
+impl Detection {
+    /// Restores stored models and starts the tick task; it runs until
+    /// `stop`, then closes every open window and writes what they yield.
+    pub async fn start(
+        config: DetectionConfig,
+        lake: Lake,
+        sinks: Vec<Arc<dyn Sink>>,
+        registry: &Registry,
+        hook: EventHook,
+        stop: CancellationToken,
+    ) -> Result<Self> {
+        let metrics = DetectionMetrics::new(registry).map_err(|e| Error::Config(e.to_string()))?;
+        let mut detector = StreamingDetector::new(config.windows.clone(), config.models.clone());
+        let restored = load_latest_models(&lake).await?;
+        if !restored.is_empty() {
+            info!(models = restored.len(), "restored tenant models");
+        }
+        for model in restored {
+            detector.restore(model);
+        }
+        let detector = Arc::new(Mutex::new(detector));
+        let mut ticker = Ticker {
+            detector: detector.clone(),
+            lake,
+            sinks,
+            hook,
+            metrics,
+            pending: Vec::new(),
+            max_pending: config.max_pending,
+            last: Default::default(),
+        };
+        let period = Duration::from_millis(config.tick_ms.max(10));
+        let task = tokio::spawn(async move {
+            let mut interval = tokio::time::interval(period);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = interval.tick() => ticker.tick(false).await,
+                    _ = stop.cancelled() => break,
+                }
+            }
+            ticker.tick(true).await;
+        });
+        Ok(Self { detector, task })
+    }
+
+    /// The detector as the consumer's inline detector (feeds the windows).
+    pub fn inline(&self) -> Arc<Mutex<dyn Detector>> {
+        self.detector.clone()
+    }
+
+    /// Waits for the final tick after `stop` was cancelled.
+    pub async fn finish(self) {
+        let _ = self.task.await;
+    }
+}
+
+struct Ticker {
+    detector: Arc<Mutex<StreamingDetector>>,
+    lake: Lake,
+    sinks: Vec<Arc<dyn Sink>>,
+    hook: EventHook,
+    metrics: DetectionMetrics,
+    pending: Vec<Envelope>,
+    max_pending: usize,
+    last: detectors::windows::WindowStats,
+}
+
+impl Ticker {
+    async fn tick(&mut self, last: bool) {
+        let (out, events, stats, open) = {
+            let mut d = self.detector.lock().unwrap_or_else(|p| p.into_inner());
+            let out = if last {
+                d.on_shutdown()
+            } else {
+                d.on_tick(now_ms())
+            };
+            (
+                out,
+                d.drain_events(),
+                d.windows().stats(),
+                d.windows().open_windows(),
+            )
+        };
+        self.metrics
+            .windows_closed
+            .inc_by(stats.closed - self.last.closed);
+        self.metrics
+            .late_rows
+            .inc_by(stats.late_rows - self.last.late_rows);
+        self.metrics
+            .dropped_rows
+            .inc_by(stats.dropped_rows - self.last.dropped_rows);
+        self.metrics.open_windows.set(open as i64);
+        self.last = stats;
+        match out {
+            Ok(envelopes) => self.pending.extend(envelopes),
+            Err(e) => warn!(error = %e, "detector tick failed"),
+        }
+        for event in &events {
+            self.handle(event).await;
+        }
+        self.flush().await;
+    }
+
+    async fn handle(&self, event: &Event) {
+        match event {
+            Event::ModelTrained { model, duration_ms } => {
+                self.metrics.models_trained.inc();
+                self.metrics
+                    .training_seconds
+                    .observe(*duration_ms as f64 / 1000.0);
+                match save_model(&self.lake, model).await {
+                    Ok(path) => info!(tenant = %model.tenant, version = model.version,
+                        windows = model.training_windows, %path, "model trained"),
+                    Err(e) => warn!(tenant = %model.tenant, error = %e, "storing a model failed"),
+                }
+            }
+            Event::TrainingFailed { tenant, error } => {
+                self.metrics.training_failures.inc();
+                warn!(%tenant, %error, "model training failed");
+            }
+            Event::Anomaly(a) => {
+                self.metrics
+                    .anomalies
+                    .with_label_values(&[a.severity])
+                    .inc();
+                self.metrics.scores.observe(a.score);
+            }
+        }
+        (self.hook)(event);
+    }
+
+    /// Writes pending anomaly envelopes; keeps them on failure.
+    async fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            match write_all(&self.sinks, self.pending.iter()).await {
+                Ok(()) => self.pending.clear(),
+                Err(e) => {
+                    warn!(error = %e, pending = self.pending.len(), "anomalies not stored yet; retrying");
+                    if self.pending.len() > self.max_pending {
+                        let drop = self.pending.len() - self.max_pending;
+                        warn!(dropped = drop, "anomaly backlog full; oldest dropped");
+                        self.pending.drain(..drop);
+                    }
+                }
+            }
+        }
+        self.metrics.pending.set(self.pending.len() as i64);
+    }
+}
