@@ -233,6 +233,7 @@ pub async fn run(
     if role.queries() {
         let api = AppState {
             store: store.clone(),
+            insights: Arc::new(query_api::insights::Insights::new(lake.clone())),
             sql: Arc::new(SqlEngine::new(config.sql.clone(), lake, sql_runtime)),
             ops: ops.clone(),
         };

@@ -10,6 +10,7 @@ mod clickhouse;
 mod detectors;
 mod forwarders;
 mod ingest_http;
+mod insights;
 mod kafka;
 mod lifecycle;
 mod maintenance;

@@ -183,6 +183,37 @@ async fn a_tenant_model_trains_itself_and_reports_the_injected_anomalies() {
             .all(|n| n.kind == "anomaly" && n.title.starts_with("Unusual "))
     );
 
+    // The streaming model answers predictions through the registry API:
+    // features in FEATURES order (events, distinct_apps, distinct_sources,
+    // auth_failures, error_ratio, bytes, new_ports, parse_failures).
+    let body = serde_json::json!({"rows": [
+        [400, 3, 2, 380, 0.0, 40000, 0, 0],
+        [16, 4, 4, 0, 0.05, 5000, 0, 0]
+    ]});
+    let r = crate::support::client()
+        .post(server.url("/api/insights/models/window-iforest/predict"))
+        .bearer_auth(DEFAULT_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["version"].as_u64().unwrap() as usize, versions.len());
+    assert_eq!(p["predictions"][0]["label"], "anomaly", "{p}");
+    assert_eq!(p["predictions"][1]["label"], "normal", "{p}");
+    let top = p["predictions"][0]["explanation"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .max_by(|a, b| a.1.as_f64().unwrap().total_cmp(&b.1.as_f64().unwrap()))
+        .map(|(k, _)| k.clone())
+        .unwrap();
+    assert!(
+        ["auth_failures", "events", "bytes"].contains(&top.as_str()),
+        "{p}"
+    );
+
     // The restarted server restored the newest version from the lake:
     // another quiet hour (360 windows, more than a cold start needs, fewer
     // than the next retraining) is scored by it and trains nothing new.

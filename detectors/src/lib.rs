@@ -10,6 +10,7 @@
 pub mod iforest;
 pub mod metrics;
 pub mod streaming;
+pub mod training;
 pub mod usage;
 pub mod windows;
 

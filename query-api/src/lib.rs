@@ -9,6 +9,8 @@
 //! - [`sql`]: `POST /api/sql` — a DataFusion session per query that only has
 //!   the caller's tables registered, on its own runtime, with time and memory
 //!   limits; results as JSON, CSV or Arrow IPC.
+//! - [`insights`]: the model registry, training-data upload, training and
+//!   prediction (`/api/insights/models…`).
 //! - [`ops`]: `/api/metrics/health`, `/metrics`, `/api/metrics/prometheus`.
 //! - [`headers`]: security headers on every response.
 //! - [`error`]: [`ApiError`] and its one mapping to HTTP statuses.
@@ -16,6 +18,7 @@
 pub mod auth;
 pub mod error;
 pub mod headers;
+pub mod insights;
 pub mod ops;
 pub mod sql;
 pub mod state;

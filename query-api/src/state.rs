@@ -7,6 +7,7 @@ use control::MetaStore;
 use futures::future::BoxFuture;
 
 use crate::error::ApiError;
+use crate::insights::{self, Insights};
 use crate::ops;
 use crate::sql::{self, SqlEngine};
 
@@ -22,6 +23,7 @@ pub struct HealthCheck {
 pub struct AppState {
     pub store: Arc<MetaStore>,
     pub sql: Arc<SqlEngine>,
+    pub insights: Arc<Insights>,
     pub ops: OpsState,
 }
 
@@ -56,6 +58,13 @@ pub fn router(state: AppState) -> Router {
             "/api/sql",
             post(sql::handler).layer(DefaultBodyLimit::max(sql_body_limit)),
         )
+        .route("/api/insights/models", get(insights::list))
+        .route(
+            "/api/insights/models/upload-training-data",
+            post(insights::upload).layer(DefaultBodyLimit::max(insights::MAX_UPLOAD_BYTES)),
+        )
+        .route("/api/insights/models/train", post(insights::train))
+        .route("/api/insights/models/{id}/predict", post(insights::predict))
         .with_state(state.clone())
         .merge(ops_router(state.ops))
         .fallback(not_found)
