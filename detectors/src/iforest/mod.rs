@@ -29,7 +29,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use tree::{Complete, Tree};
+use tree::{Complete, Fast, Tree};
 
 /// `max_samples`: how many rows each tree sees.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -112,6 +112,21 @@ impl<'a> Matrix<'a> {
     pub fn row(&self, i: usize) -> &'a [f64] {
         &self.data[i * self.features..(i + 1) * self.features]
     }
+
+    /// Row `r`, feature `f`, as the trees see it ([`quantize`]d).
+    #[inline]
+    pub(crate) fn value(&self, r: usize, f: usize) -> f64 {
+        quantize(self.data[r * self.features + f])
+    }
+}
+
+/// Features are single precision inside the forest, as in scikit-learn
+/// (which converts `X` to float32 for fitting and scoring): every value is
+/// rounded to f32 before it meets a threshold. It also lets the fast layout
+/// score f32 rows against f32 thresholds with the exact same routing.
+#[inline]
+pub(crate) fn quantize(v: f64) -> f64 {
+    f64::from(v as f32)
 }
 
 /// A fitted forest. Serialized without its scoring layout (which pads with
@@ -124,6 +139,10 @@ pub struct IsolationForest {
     /// The same trees laid out for fast scoring (`None` past depth 16).
     #[serde(skip_serializing)]
     complete: Vec<Option<Complete>>,
+    /// Every tree in the f32 fixed-depth layout, when all are ≤ 8 deep
+    /// (the default 256-row samples); empty otherwise.
+    #[serde(skip_serializing)]
+    fast: Vec<Fast>,
     features: usize,
     max_samples: usize,
     /// `offset_` in scikit-learn.
@@ -143,15 +162,25 @@ struct StoredForest {
 impl From<StoredForest> for IsolationForest {
     fn from(s: StoredForest) -> Self {
         let complete = s.trees.iter().map(Complete::from_tree).collect();
+        let fast = fast_layout(&s.trees);
         Self {
             params: s.params,
             trees: s.trees,
             complete,
+            fast,
             features: s.features,
             max_samples: s.max_samples,
             offset: s.offset,
         }
     }
+}
+
+fn fast_layout(trees: &[Tree]) -> Vec<Fast> {
+    trees
+        .iter()
+        .map(Fast::from_tree)
+        .collect::<Option<Vec<_>>>()
+        .unwrap_or_default()
 }
 
 /// `c(n)`: the average path length of an unsuccessful search in a binary
@@ -222,10 +251,12 @@ impl IsolationForest {
             trees.push(Tree::grow(x, rows, &features, max_depth, &mut tree_rng));
         }
         let complete = trees.iter().map(Complete::from_tree).collect();
+        let fast = fast_layout(&trees);
         let mut forest = Self {
             params: params.clone(),
             trees,
             complete,
+            fast,
             features: x.features,
             max_samples,
             offset: -0.5,
@@ -263,6 +294,20 @@ impl IsolationForest {
             }
             return;
         }
+        if !self.fast.is_empty() {
+            let done = match self.features {
+                1 => self.fast_lengths::<1>(rows, acc),
+                2 => self.fast_lengths::<2>(rows, acc),
+                3..=4 => self.fast_lengths::<4>(rows, acc),
+                5..=8 => self.fast_lengths::<8>(rows, acc),
+                9..=16 => self.fast_lengths::<16>(rows, acc),
+                17..=32 => self.fast_lengths::<32>(rows, acc),
+                _ => false,
+            };
+            if done {
+                return;
+            }
+        }
         for (tree, complete) in self.trees.iter().zip(&self.complete) {
             match complete {
                 Some(c) => c.accumulate(rows, self.features, acc),
@@ -273,6 +318,26 @@ impl IsolationForest {
                 }
             }
         }
+    }
+
+    /// [`Self::path_lengths`] through the f32 layout: the rows are copied
+    /// into f32 at a power-of-two stride `S ≥ features`, then every tree
+    /// walks them. Returns `false` (nothing done) if `S` is too small.
+    fn fast_lengths<const S: usize>(&self, rows: &[f64], acc: &mut [f64]) -> bool {
+        let nf = self.features;
+        if nf > S {
+            return false;
+        }
+        let mut block = vec![[0.0f32; S]; acc.len()];
+        for (b, row) in block.iter_mut().zip(rows.chunks_exact(nf)) {
+            for (slot, v) in b.iter_mut().zip(row) {
+                *slot = *v as f32;
+            }
+        }
+        for tree in &self.fast {
+            tree.accumulate::<S>(&block, acc);
+        }
+        true
     }
 
     /// Turns summed path lengths into `score_samples` values, in place:

@@ -247,3 +247,17 @@ fn a_forest_survives_a_json_round_trip() {
     assert_eq!(back.score_samples(m), forest.score_samples(m));
     assert_eq!(back.offset(), forest.offset());
 }
+
+#[test]
+fn f32_thresholds_route_f32_values_exactly_like_f64_thresholds() {
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    for _ in 0..100_000 {
+        let t: f64 = normal(&mut rng) * 10f64.powi(rng.random_range(-3..6));
+        let t32 = tree::f32_at_most(t);
+        assert!(f64::from(t32) <= t && f64::from(t32.next_up()) > t, "{t}");
+        // Values around the threshold, as the forest sees them (f32).
+        for x in [t32.next_down(), t32, t32.next_up(), t as f32] {
+            assert_eq!(f64::from(x) <= t, x <= t32, "x {x} t {t}");
+        }
+    }
+}

@@ -4,7 +4,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{Matrix, average_path_length};
+use super::{Matrix, average_path_length, quantize};
 
 const LEAF: u32 = u32::MAX;
 
@@ -49,7 +49,7 @@ impl Tree {
         t.hi = vec![f64::NEG_INFINITY; x.features];
         for &r in &rows {
             for f in 0..x.features {
-                let v = x.data[r as usize * x.features + f];
+                let v = x.value(r as usize, f);
                 t.lo[f] = t.lo[f].min(v);
                 t.hi[f] = t.hi[f].max(v);
             }
@@ -102,7 +102,7 @@ impl Tree {
             let f = candidates.swap_remove(pick) as usize;
             let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
             for &r in rows.iter() {
-                let v = x.data[r as usize * x.features + f];
+                let v = x.value(r as usize, f);
                 lo = lo.min(v);
                 hi = hi.max(v);
             }
@@ -127,7 +127,7 @@ impl Tree {
         // Partition: values <= threshold go left.
         let mut i = 0;
         for j in 0..rows.len() {
-            if x.data[rows[j] as usize * x.features + f] <= threshold {
+            if x.value(rows[j] as usize, f) <= threshold {
                 rows.swap(i, j);
                 i += 1;
             }
@@ -149,7 +149,7 @@ impl Tree {
             if f == LEAF {
                 return depth + self.correction[node];
             }
-            node = if row[f as usize] <= self.threshold[node] {
+            node = if quantize(row[f as usize]) <= self.threshold[node] {
                 self.left[node]
             } else {
                 self.right[node]
@@ -175,7 +175,7 @@ impl Tree {
             if f == LEAF {
                 return depth + self.correction[node];
             }
-            let v = row[f as usize];
+            let v = quantize(row[f as usize]);
             if self.outside(f as usize, v) {
                 return depth + 1.0;
             }
@@ -201,11 +201,12 @@ impl Tree {
             if f == LEAF {
                 return;
             }
-            if range_check && self.outside(f as usize, row[f as usize]) {
+            let v = quantize(row[f as usize]);
+            if range_check && self.outside(f as usize, v) {
                 weights[f as usize] += f64::from(self.size[node]) / total;
                 return;
             }
-            let next = if row[f as usize] <= self.threshold[node] {
+            let next = if v <= self.threshold[node] {
                 self.left[node]
             } else {
                 self.right[node]
@@ -236,8 +237,12 @@ pub(super) struct Complete {
 
 impl Complete {
     pub(super) fn from_tree(tree: &Tree) -> Option<Self> {
-        let depth = tree.depth();
-        if depth > MAX_COMPLETE_DEPTH {
+        Self::with_depth(tree, tree.depth())
+    }
+
+    /// The tree laid out at `depth` (at least the tree's own).
+    fn with_depth(tree: &Tree, depth: usize) -> Option<Self> {
+        if depth > MAX_COMPLETE_DEPTH || depth < tree.depth() {
             return None;
         }
         let internal = (1usize << depth) - 1;
@@ -279,7 +284,7 @@ impl Complete {
             for _ in 0..self.depth {
                 for (r, i) in idx.iter_mut().enumerate().take(chunk.len()) {
                     let f = self.feature[*i] as usize;
-                    let v = rows[(base + r) * features + f];
+                    let v = quantize(rows[(base + r) * features + f]);
                     // Right unless `v <= t`: NaN goes right, as in
                     // `Tree::path_length`.
                     let left = v <= self.threshold[*i];
@@ -289,6 +294,96 @@ impl Complete {
             for (r, a) in chunk.iter_mut().enumerate() {
                 *a += self.value[idx[r] - internal];
             }
+        }
+    }
+}
+
+/// Levels of the [`Fast`] layout: trees grown on up to 256 rows (the
+/// default `max_samples`) are at most this deep.
+pub(super) const FAST_DEPTH: usize = 8;
+const FAST_INTERNAL: usize = (1 << FAST_DEPTH) - 1;
+
+/// One internal node of the [`Fast`] layout: 8 bytes, one load.
+#[derive(Debug, Clone, Copy, Default)]
+struct Node {
+    /// The split threshold rounded *down* to f32: for an f32 value `x`,
+    /// `x <= t` exactly when `x <= round_down_f32(t)`, so scoring f32
+    /// features against f32 thresholds routes every row as the f64
+    /// thresholds would.
+    threshold: f32,
+    feature: u32,
+}
+
+/// The largest f32 not above `t`.
+pub(super) fn f32_at_most(t: f64) -> f32 {
+    let r = t as f32; // round to nearest
+    if f64::from(r) > t { r.next_down() } else { r }
+}
+
+/// A tree of depth ≤ 8 as a complete tree of exactly depth 8 in fixed-size
+/// arrays: indices are masked to the array size, so the walk carries no
+/// bounds checks, and a node is one 8-byte load.
+#[derive(Debug, Clone)]
+pub(super) struct Fast {
+    nodes: Box<[Node; FAST_INTERNAL + 1]>,
+    /// Path length per final slot.
+    value: Box<[f64; FAST_INTERNAL + 1]>,
+}
+
+impl Fast {
+    pub(super) fn from_tree(tree: &Tree) -> Option<Self> {
+        let c = Complete::with_depth(tree, FAST_DEPTH)?;
+        let mut nodes = Box::new([Node::default(); FAST_INTERNAL + 1]);
+        for (i, n) in nodes.iter_mut().take(FAST_INTERNAL).enumerate() {
+            *n = Node {
+                threshold: f32_at_most(c.threshold[i]),
+                feature: c.feature[i],
+            };
+        }
+        let mut value = Box::new([0.0; FAST_INTERNAL + 1]);
+        value.copy_from_slice(&c.value);
+        Some(Self { nodes, value })
+    }
+
+    /// Adds each row's path length to `acc`. `rows` holds f32 features
+    /// padded to a stride of `S` (a power of two ≥ the feature count); 16
+    /// walks advance level by level so they overlap in the CPU.
+    #[inline]
+    pub(super) fn accumulate<const S: usize>(&self, rows: &[[f32; S]], acc: &mut [f64]) {
+        const B: usize = 16;
+        let nodes: &[Node; FAST_INTERNAL + 1] = &self.nodes;
+        let value: &[f64; FAST_INTERNAL + 1] = &self.value;
+        let walk = |row: &[f32; S]| {
+            let mut i = 0usize;
+            for _ in 0..FAST_DEPTH {
+                let n = nodes[i & FAST_INTERNAL];
+                let left = row[n.feature as usize & (S - 1)] <= n.threshold;
+                i = 2 * i + 2 - usize::from(left);
+            }
+            value[(i - FAST_INTERNAL) & FAST_INTERNAL]
+        };
+        let mut row_blocks = rows.chunks_exact(B);
+        let mut acc_blocks = acc.chunks_exact_mut(B);
+        for (rb, ab) in (&mut row_blocks).zip(&mut acc_blocks) {
+            let mut idx = [0usize; B];
+            for _ in 0..FAST_DEPTH {
+                for (i, row) in idx.iter_mut().zip(rb) {
+                    let n = nodes[*i & FAST_INTERNAL];
+                    // NaN compares false: right, as in `Tree::path_length`.
+                    let left = row[n.feature as usize & (S - 1)] <= n.threshold;
+                    *i = 2 * *i + 2 - usize::from(left);
+                }
+            }
+            for (a, i) in ab.iter_mut().zip(idx) {
+                *a += value[(i - FAST_INTERNAL) & FAST_INTERNAL];
+            }
+        }
+        for (a, row) in acc_blocks
+            .into_remainder()
+            .iter_mut()
+            .zip(row_blocks.remainder())
+        {
+            *a += walk(row);
         }
     }
 }
