@@ -136,7 +136,8 @@ pub async fn run(
     let mut kafka_producer = None;
     let (producer, consumer_task): (Option<Arc<dyn BusProducer>>, Option<JoinHandle<()>>) = if kafka
     {
-        let producer = if role.ingests() {
+        // The query API publishes its request records (api_requests).
+        let producer = if role.ingests() || role.queries() {
             let p = kafka::KafkaProducer::new(&config.bus.kafka)?;
             kafka_producer = Some(p.clone());
             Some(Arc::new(p) as Arc<dyn BusProducer>)
@@ -230,11 +231,28 @@ pub async fn run(
     if let Some((_, _, state)) = &ingest {
         app = app.merge(ingest::http::router(state.clone()));
     }
+    let mut meter_task = None;
     if role.queries() {
+        let meter = match &producer {
+            Some(p) => {
+                let (meter, task) = query_api::metering::ApiMeter::start(
+                    p.clone(),
+                    std::time::Duration::from_secs(1),
+                    &registry,
+                )?;
+                meter_task = Some(task);
+                Some(meter)
+            }
+            None => {
+                tracing::warn!("no bus: API requests are not metered (api_requests usage stays 0)");
+                None
+            }
+        };
         let api = AppState {
             store: store.clone(),
             insights: Arc::new(query_api::insights::Insights::new(lake.clone())),
             sql: Arc::new(SqlEngine::new(config.sql.clone(), lake, sql_runtime)),
+            meter,
             ops: ops.clone(),
         };
         app = app.merge(query_api::router(api));
@@ -267,6 +285,11 @@ pub async fn run(
         .context("http server")?;
 
     stop_listeners.cancel();
+    // The router (and its meter handle) is gone: the meter publishes what
+    // it holds and ends, before the bus closes.
+    if let Some(task) = meter_task {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
+    }
     stop_maintenance.cancel();
     if let Some((task, lease)) = maintenance_task {
         // A pass in progress is abandoned: every step is kill-safe.

@@ -278,3 +278,69 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test]
+async fn every_authenticated_api_call_is_metered_and_billed_once() {
+    let env = Env::new();
+    let server = env.serve();
+    for _ in 0..5 {
+        rows(&server, DEFAULT_KEY, "SELECT 1 AS one").await;
+    }
+    for _ in 0..2 {
+        assert_eq!(curl_get(&server, "/api/insights/models", DEFAULT_KEY), 200);
+    }
+    // Unauthenticated: not billed. A 404 from a real route: billed.
+    assert_eq!(curl_get(&server, "/api/insights/models", "wrong-key"), 401);
+    let reply = curl(&[
+        "-X",
+        "POST",
+        &server.url("/api/insights/models/nope/predict"),
+        "-H",
+        &format!("Authorization: Bearer {DEFAULT_KEY}"),
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        r#"{"rows": [[1]]}"#,
+    ]);
+    assert_eq!(reply.status, 404);
+    // Stopping flushes the meter before the bus closes.
+    server.stop();
+
+    let server = env.serve();
+    let got = rows(
+        &server,
+        DEFAULT_KEY,
+        "SELECT method, route, status, count(*) AS n FROM api_requests \
+         GROUP BY method, route, status ORDER BY route, status",
+    )
+    .await;
+    let got: Vec<String> = got
+        .iter()
+        .map(|r| {
+            format!("{} {} {} {}", r["method"], r["route"], r["status"], r["n"]).replace('"', "")
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "GET /api/insights/models 200 2",
+            "POST /api/insights/models/{id}/predict 404 1",
+            "POST /api/sql 200 5",
+        ]
+    );
+    server.stop();
+    // 8 calls, plus the query above: billed, and reconciled with the raw
+    // api_requests records.
+    let (ok, report, stderr) = reconcile(&env, "default");
+    assert!(ok, "{report} {stderr}");
+    assert_eq!(report["month_totals"]["api_requests"], 9, "{report}");
+}
+
+fn curl_get(server: &Server, path: &str, key: &str) -> u16 {
+    curl(&[
+        &server.url(path),
+        "-H",
+        &format!("Authorization: Bearer {key}"),
+    ])
+    .status
+}

@@ -19,6 +19,11 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        Ok(Caller(control::authenticate(&state.store, &parts.headers)?))
+        let principal = control::authenticate(&state.store, &parts.headers)?;
+        // Tell the metering middleware who called (first caller wins).
+        if let Some(slot) = parts.extensions.get::<crate::metering::CallerSlot>() {
+            let _ = slot.0.set(principal.clone());
+        }
+        Ok(Caller(principal))
     }
 }

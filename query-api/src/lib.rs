@@ -11,6 +11,8 @@
 //!   limits; results as JSON, CSV or Arrow IPC.
 //! - [`insights`]: the model registry, training-data upload, training and
 //!   prediction (`/api/insights/models…`).
+//! - [`metering`]: every authenticated call becomes an `api_requests`
+//!   record (the billable API counter), published to the bus.
 //! - [`ops`]: `/api/metrics/health`, `/metrics`, `/api/metrics/prometheus`.
 //! - [`headers`]: security headers on every response.
 //! - [`error`]: [`ApiError`] and its one mapping to HTTP statuses.
@@ -19,6 +21,7 @@ pub mod auth;
 pub mod error;
 pub mod headers;
 pub mod insights;
+pub mod metering;
 pub mod ops;
 pub mod sql;
 pub mod state;

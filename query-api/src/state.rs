@@ -1,13 +1,14 @@
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::routing::{get, post};
+use axum::{Router, middleware};
 use control::MetaStore;
 use futures::future::BoxFuture;
 
 use crate::error::ApiError;
 use crate::insights::{self, Insights};
+use crate::metering::{self, ApiMeter};
 use crate::ops;
 use crate::sql::{self, SqlEngine};
 
@@ -24,6 +25,9 @@ pub struct AppState {
     pub store: Arc<MetaStore>,
     pub sql: Arc<SqlEngine>,
     pub insights: Arc<Insights>,
+    /// Records every authenticated API call as `api_requests` (off when
+    /// there is no bus to publish them to).
+    pub meter: Option<Arc<ApiMeter>>,
     pub ops: OpsState,
 }
 
@@ -53,7 +57,7 @@ pub fn ops_router(ops: OpsState) -> Router {
 /// The query API's routes over `state`.
 pub fn router(state: AppState) -> Router {
     let sql_body_limit = state.sql.config().max_body_bytes;
-    Router::new()
+    let api = Router::new()
         .route(
             "/api/sql",
             post(sql::handler).layer(DefaultBodyLimit::max(sql_body_limit)),
@@ -64,8 +68,16 @@ pub fn router(state: AppState) -> Router {
             post(insights::upload).layer(DefaultBodyLimit::max(insights::MAX_UPLOAD_BYTES)),
         )
         .route("/api/insights/models/train", post(insights::train))
-        .route("/api/insights/models/{id}/predict", post(insights::predict))
-        .with_state(state.clone())
+        .route("/api/insights/models/{id}/predict", post(insights::predict));
+    // After routing, so the middleware sees the route template.
+    let api = match &state.meter {
+        Some(meter) => api.route_layer(middleware::from_fn_with_state(
+            meter.clone(),
+            metering::middleware,
+        )),
+        None => api,
+    };
+    api.with_state(state.clone())
         .merge(ops_router(state.ops))
         .fallback(not_found)
 }

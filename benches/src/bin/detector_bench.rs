@@ -67,7 +67,9 @@ fn batches(rows: usize, tenants: usize) -> anyhow::Result<Vec<Envelope>> {
             ..Default::default()
         });
         if b.len() == BATCH {
-            let full = builders.remove(&e.tenant).unwrap_or_else(|| LogBatchBuilder::with_capacity(0));
+            let full = builders
+                .remove(&e.tenant)
+                .unwrap_or_else(|| LogBatchBuilder::with_capacity(0));
             flush(&e.tenant, full)?;
         }
     }
@@ -124,7 +126,10 @@ fn main() -> anyhow::Result<()> {
     let last_ts = envelopes
         .iter()
         .map(|e| {
-            let ts = e.batch().column(1).as_primitive::<TimestampMillisecondType>();
+            let ts = e
+                .batch()
+                .column(1)
+                .as_primitive::<TimestampMillisecondType>();
             (0..ts.len()).map(|i| ts.value(i)).max().unwrap_or(0)
         })
         .max()
@@ -151,7 +156,11 @@ fn main() -> anyhow::Result<()> {
     let trained: Vec<_> = (0..tenants)
         .filter_map(|i| warm.model(&TenantId::new(&format!("tenant-{i}")).ok()?))
         .collect();
-    anyhow::ensure!(trained.len() == tenants, "only {} of {tenants} tenants trained", trained.len());
+    anyhow::ensure!(
+        trained.len() == tenants,
+        "only {} of {tenants} tenants trained",
+        trained.len()
+    );
 
     let (mut base, mut usage, mut windows) = (vec![], vec![], vec![]);
     let (mut scored, mut anomalies) = (0, 0);
@@ -164,7 +173,11 @@ fn main() -> anyhow::Result<()> {
         let started = Instant::now();
         let mut usage_rows = 0;
         for e in &envelopes {
-            usage_rows += counter.process_batch(e)?.iter().map(Envelope::num_rows).sum::<usize>();
+            usage_rows += counter
+                .process_batch(e)?
+                .iter()
+                .map(Envelope::num_rows)
+                .sum::<usize>();
         }
         usage.push(total as f64 / started.elapsed().as_secs_f64());
 
@@ -181,7 +194,11 @@ fn main() -> anyhow::Result<()> {
                 emitted += d.on_tick(0)?.iter().map(Envelope::num_rows).sum::<usize>();
             }
         }
-        emitted += d.on_shutdown()?.iter().map(Envelope::num_rows).sum::<usize>();
+        emitted += d
+            .on_shutdown()?
+            .iter()
+            .map(Envelope::num_rows)
+            .sum::<usize>();
         windows.push(total as f64 / started.elapsed().as_secs_f64());
         scored = d.stats().windows_scored;
         anomalies = emitted;
