@@ -183,7 +183,9 @@ fn column<'a, T: Array + 'static>(batch: &'a RecordBatch, name: &str) -> Result<
 }
 
 impl Windows {
-    pub fn new(config: WindowConfig) -> Self {
+    pub fn new(mut config: WindowConfig) -> Self {
+        // A zero width would divide by zero; a second is the useful minimum.
+        config.width_ms = config.width_ms.max(1000);
         Self {
             config,
             ..Default::default()
@@ -226,7 +228,7 @@ impl Windows {
             self.stats.rows += 1;
             let t = ts
                 .value(i)
-                .min(received.value(i) + config.max_clock_skew_ms);
+                .min(received.value(i).saturating_add(config.max_clock_skew_ms));
             let entity = if host.is_valid(i) {
                 host.value(i)
             } else {
@@ -285,7 +287,7 @@ impl Windows {
             tenant.known_ports.insert(key);
             let t = ts
                 .value(i)
-                .min(received.value(i) + config.max_clock_skew_ms);
+                .min(received.value(i).saturating_add(config.max_clock_skew_ms));
             if let Some(acc) = window(tenant, &config, &mut self.stats, entity, t, now_ms) {
                 acc.new_ports += 1;
             }
@@ -296,7 +298,7 @@ impl Windows {
     /// Closes every window that is due at processing time `now_ms`.
     pub fn close_due(&mut self, now_ms: i64) -> Vec<ClosedWindow> {
         self.close(|watermark, config, acc, start| {
-            start + config.width_ms + config.lateness_ms <= watermark
+            start.saturating_add(config.width_ms + config.lateness_ms) <= watermark
                 || now_ms - acc.touched_ms >= config.idle_close_ms
         })
     }
@@ -322,7 +324,7 @@ impl Windows {
                         continue;
                     };
                     tenant.open -= 1;
-                    let end = start + self.config.width_ms;
+                    let end = start.saturating_add(self.config.width_ms);
                     entity.closed_until = entity.closed_until.max(end);
                     out.push(ClosedWindow {
                         tenant: tenant_id.clone(),
