@@ -363,4 +363,41 @@ async fn bad_training_data_and_requests_get_clear_errors() {
     assert_eq!(predict("small", json!({"rows": [[1, "x"]]})).status, 400);
     assert_eq!(predict("small", json!({"rows": []})).status, 400);
     assert_eq!(predict("small", json!({"rows": [[1, 2]]})).status, 200);
+    // A training that fails is recorded as such, with its reason.
+    let mut unlabelled = String::from("a,b\n");
+    for i in 0..40 {
+        unlabelled.push_str(&format!("{i},{}\n", i % 5));
+    }
+    let up = upload("text/csv", &unlabelled);
+    let t = train(
+        json!({"dataset_id": up.json()["dataset_id"], "name": "needs labels", "model_type": "random_forest"}),
+    );
+    assert_eq!(t.status, 400, "{}", t.body);
+    assert!(t.body.contains("labelled data"), "{}", t.body);
+    let list = curl(&[
+        &server.url("/api/insights/models"),
+        "-H",
+        &format!("Authorization: Bearer {DEFAULT_KEY}"),
+    ])
+    .json();
+    let failed = list["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "needs-labels")
+        .cloned()
+        .unwrap_or_else(|| panic!("{list}"));
+    assert_eq!(failed["status"], "failed");
+    assert!(
+        failed["metrics"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("labelled")
+    );
+    let sessions = list["training_sessions"].as_array().unwrap();
+    assert!(
+        sessions
+            .iter()
+            .any(|s| s["model_id"] == "needs-labels" && s["status"] == "failed")
+    );
 }

@@ -308,6 +308,26 @@ pub async fn train(
     let version = state.store.latest_model_version(&tenant, &id)? + 1;
     let session_id = Uuid::now_v7().to_string();
     let started_at = now_ms();
+    // Visible as `training` while it runs.
+    let mut record = ModelRecord {
+        org_id: tenant.clone(),
+        id: id.clone(),
+        version,
+        name: req.name.clone(),
+        model_type: match req.model_type {
+            Some(ModelKind::IsolationForest) => ModelType::IsolationForest,
+            _ => ModelType::RandomForest,
+        },
+        status: ModelStatus::Training,
+        accuracy: None,
+        features: Vec::new(),
+        threshold: None,
+        artifact: None,
+        metrics: json!({}),
+        created_at: started_at,
+        updated_at: started_at,
+    };
+    state.store.put_model(&record)?;
     let params = TrainParams {
         kind: req.model_type,
         n_estimators,
@@ -328,6 +348,10 @@ pub async fn train(
     let (dataset, model, metrics, artifact, took) = match outcome {
         Ok(o) => o,
         Err(e) => {
+            record.status = ModelStatus::Failed;
+            record.metrics = json!({ "error": e.to_string() });
+            record.updated_at = now_ms();
+            state.store.put_model(&record)?;
             state.store.put_training_session(&TrainingSession {
                 id: session_id,
                 org_id: tenant.clone(),
@@ -347,28 +371,20 @@ pub async fn train(
     let path = state.insights.artifact_path(&tenant, &id, version);
     state.insights.put(&path, artifact).await?;
     let metrics_json = serde_json::to_value(&metrics).unwrap_or(Value::Null);
-    let kind = model.kind();
-    let record = ModelRecord {
-        org_id: tenant.clone(),
-        id: id.clone(),
-        version,
-        name: req.name.clone(),
-        model_type: match kind {
-            ModelKind::IsolationForest => ModelType::IsolationForest,
-            ModelKind::RandomForest => ModelType::RandomForest,
-        },
-        status: ModelStatus::Ready,
-        accuracy: metrics.accuracy.or(metrics.isolation_forest_auc),
-        features: dataset.features.clone(),
-        threshold: match &model {
-            TrainedModel::IsolationForest { threshold, .. } => Some(*threshold),
-            TrainedModel::RandomForest { .. } => None,
-        },
-        artifact: Some(path.to_string()),
-        metrics: metrics_json.clone(),
-        created_at: now_ms(),
-        updated_at: now_ms(),
+    record.model_type = match model.kind() {
+        ModelKind::IsolationForest => ModelType::IsolationForest,
+        ModelKind::RandomForest => ModelType::RandomForest,
     };
+    record.status = ModelStatus::Ready;
+    record.accuracy = metrics.accuracy.or(metrics.isolation_forest_auc);
+    record.features = dataset.features.clone();
+    record.threshold = match &model {
+        TrainedModel::IsolationForest { threshold, .. } => Some(*threshold),
+        TrainedModel::RandomForest { .. } => None,
+    };
+    record.artifact = Some(path.to_string());
+    record.metrics = metrics_json.clone();
+    record.updated_at = now_ms();
     state.store.put_model(&record)?;
     let session = TrainingSession {
         id: session_id,
