@@ -214,6 +214,137 @@ async fn a_tenant_model_trains_itself_and_reports_the_injected_anomalies() {
         "{p}"
     );
 
+    // Listings: anomalies newest first with cursor pages and filters;
+    // notifications with unread counts and mark-as-read; nothing for
+    // another organization.
+    let get = |path: &str, key: &str| {
+        crate::support::curl(&[
+            &server.url(path),
+            "-H",
+            &format!("Authorization: Bearer {key}"),
+        ])
+    };
+    let first = get("/api/anomalies?limit=2", DEFAULT_KEY);
+    assert_eq!(first.status, 200, "{}", first.body);
+    let first = first.json();
+    let page: Vec<Value> = first["anomalies"].as_array().unwrap().clone();
+    assert_eq!(page.len(), 2.min(found.len()));
+    assert!(page[0]["window_start_ms"].as_i64() >= page[1]["window_start_ms"].as_i64());
+    assert!(page[0]["explanation"].is_object() && page[0]["features"].is_object());
+    let mut seen: Vec<String> = page
+        .iter()
+        .map(|a| a["anomaly_id"].as_str().unwrap().to_string())
+        .collect();
+    let mut cursor = first["next_cursor"].as_str().map(String::from);
+    while let Some(c) = cursor {
+        let next = get(&format!("/api/anomalies?limit=2&cursor={c}"), DEFAULT_KEY).json();
+        seen.extend(
+            next["anomalies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["anomaly_id"].as_str().unwrap().to_string()),
+        );
+        cursor = next["next_cursor"].as_str().map(String::from);
+    }
+    let distinct: BTreeSet<&String> = seen.iter().collect();
+    assert_eq!(
+        (seen.len(), distinct.len()),
+        (found.len(), found.len()),
+        "every anomaly once"
+    );
+    let severities: BTreeSet<String> = found
+        .iter()
+        .map(|r| r["severity"].as_str().unwrap().to_string())
+        .collect();
+    let one = severities.iter().next().unwrap();
+    let filtered = get(
+        &format!("/api/anomalies?severity={one}&limit=500"),
+        DEFAULT_KEY,
+    )
+    .json();
+    let expected = found
+        .iter()
+        .filter(|r| r["severity"] == one.as_str())
+        .count();
+    assert_eq!(filtered["anomalies"].as_array().unwrap().len(), expected);
+    let burst = &found[0]["entity"];
+    let by_entity = get(
+        &format!("/api/anomalies?entity={}", burst.as_str().unwrap()),
+        DEFAULT_KEY,
+    )
+    .json();
+    assert!(
+        by_entity["anomalies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["entity"] == *burst)
+    );
+    assert_eq!(
+        get("/api/anomalies?severity=urgent", DEFAULT_KEY).status,
+        400
+    );
+    assert_eq!(get("/api/anomalies?cursor=1.x'--", DEFAULT_KEY).status, 400);
+    assert_eq!(
+        get("/api/anomalies?since=yesterday", DEFAULT_KEY).status,
+        400
+    );
+    let window = get(
+        "/api/anomalies?since=2026-11-26T04:00:00Z&until=2026-11-26T05:00:00Z&limit=500",
+        DEFAULT_KEY,
+    )
+    .json();
+    // 2026-11-26T04:00:00Z = 1795665600 s.
+    let in_hour = found
+        .iter()
+        .filter(|r| (1_795_665_600..1_795_669_200).contains(&r["start"].as_i64().unwrap()))
+        .count();
+    assert_eq!(window["anomalies"].as_array().unwrap().len(), in_hour);
+    assert!(in_hour >= caught);
+
+    let notes = get("/api/notifications?limit=500", DEFAULT_KEY).json();
+    assert_eq!(
+        notes["notifications"].as_array().unwrap().len(),
+        found.len()
+    );
+    assert_eq!(notes["unread"], found.len());
+    let id = notes["notifications"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let read = crate::support::curl(&[
+        "-X",
+        "POST",
+        &server.url(&format!("/api/notifications/{id}/read")),
+        "-H",
+        &format!("Authorization: Bearer {DEFAULT_KEY}"),
+    ]);
+    assert_eq!(read.status, 204, "{}", read.body);
+    let unread = get("/api/notifications?unread=true&limit=500", DEFAULT_KEY).json();
+    assert_eq!(
+        unread["notifications"].as_array().unwrap().len(),
+        found.len() - 1
+    );
+    assert_eq!(unread["unread"], found.len() - 1);
+    let other = env.org_with_key("globex");
+    assert_eq!(
+        get("/api/anomalies", &other).json()["anomalies"],
+        serde_json::json!([])
+    );
+    assert_eq!(
+        get("/api/notifications", &other).json()["notifications"],
+        serde_json::json!([])
+    );
+    let steal = crate::support::curl(&[
+        "-X",
+        "POST",
+        &server.url(&format!("/api/notifications/{id}/read")),
+        "-H",
+        &format!("Authorization: Bearer {other}"),
+    ]);
+    assert_eq!(steal.status, 404);
+
     // The restarted server restored the newest version from the lake:
     // another quiet hour (360 windows, more than a cold start needs, fewer
     // than the next retraining) is scored by it and trains nothing new.

@@ -372,6 +372,16 @@ impl MetaStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Unread notifications of an organization.
+    pub fn unread_notifications(&self, org: &TenantId) -> Result<u64> {
+        let n: i64 = self.conn().query_row(
+            "SELECT count(*) FROM notifications WHERE org_id = ?1 AND read_at IS NULL",
+            [org.as_str()],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
     /// Marks a notification read (idempotent).
     pub fn mark_notification_read(&self, org: &TenantId, id: &str) -> Result<()> {
         let changed = self.conn().execute(

@@ -9,6 +9,8 @@
 //! - [`sql`]: `POST /api/sql` — a DataFusion session per query that only has
 //!   the caller's tables registered, on its own runtime, with time and memory
 //!   limits; results as JSON, CSV or Arrow IPC.
+//! - [`alerts`]: `/api/anomalies` and `/api/notifications` (cursor
+//!   pagination, filters, mark as read).
 //! - [`insights`]: the model registry, training-data upload, training and
 //!   prediction (`/api/insights/models…`).
 //! - [`metering`]: every authenticated call becomes an `api_requests`
@@ -17,6 +19,7 @@
 //! - [`headers`]: security headers on every response.
 //! - [`error`]: [`ApiError`] and its one mapping to HTTP statuses.
 
+pub mod alerts;
 pub mod auth;
 pub mod error;
 pub mod headers;

@@ -6,6 +6,7 @@ use axum::{Router, middleware};
 use control::MetaStore;
 use futures::future::BoxFuture;
 
+use crate::alerts;
 use crate::error::ApiError;
 use crate::insights::{self, Insights};
 use crate::metering::{self, ApiMeter};
@@ -68,7 +69,10 @@ pub fn router(state: AppState) -> Router {
             post(insights::upload).layer(DefaultBodyLimit::max(insights::MAX_UPLOAD_BYTES)),
         )
         .route("/api/insights/models/train", post(insights::train))
-        .route("/api/insights/models/{id}/predict", post(insights::predict));
+        .route("/api/insights/models/{id}/predict", post(insights::predict))
+        .route("/api/anomalies", get(alerts::anomalies))
+        .route("/api/notifications", get(alerts::notifications))
+        .route("/api/notifications/{id}/read", post(alerts::mark_read));
     // After routing, so the middleware sees the route template.
     let api = match &state.meter {
         Some(meter) => api.route_layer(middleware::from_fn_with_state(
