@@ -163,6 +163,37 @@ pub async fn save_model(lake: &Lake, model: &TenantModel) -> Result<Path> {
     Ok(path)
 }
 
+/// Stores a newly trained model under the next free version: another
+/// pipeline process may have owned the tenant before (partitions move on
+/// rebalance) and stored versions this process never saw, and a stored
+/// version is never overwritten. Returns the model as stored.
+pub async fn store_new_version(lake: &Lake, model: &TenantModel) -> Result<(TenantModel, Path)> {
+    let prefix = models_prefix(lake, &model.tenant).join(model.model_id.as_str());
+    let stored: Vec<Path> = lake
+        .raw_store()
+        .list(Some(&prefix))
+        .map_ok(|m| m.location)
+        .try_collect()
+        .await?;
+    let newest = stored
+        .iter()
+        .filter_map(|p| {
+            p.filename()?
+                .strip_prefix('v')?
+                .strip_suffix(".json")?
+                .parse::<u32>()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0);
+    let mut model = model.clone();
+    if model.version <= newest {
+        model.version = newest + 1;
+    }
+    let path = save_model(lake, &model).await?;
+    Ok((model, path))
+}
+
 /// The newest stored version of every tenant's models.
 pub async fn load_latest_models(lake: &Lake) -> Result<Vec<TenantModel>> {
     let store = lake.raw_store();
@@ -277,6 +308,17 @@ struct Ticker {
 
 impl Ticker {
     async fn tick(&mut self, last: bool) {
+        // Newly trained models first: stored under their final version and
+        // reinstalled with it before this tick scores anything.
+        let trained = {
+            let mut d = self.detector.lock().unwrap_or_else(|p| p.into_inner());
+            d.collect_trained();
+            d.drain_events()
+        };
+        for event in trained {
+            let event = self.store_trained(event).await;
+            self.handle(&event).await;
+        }
         let (out, events, stats, open) = {
             let mut d = self.detector.lock().unwrap_or_else(|p| p.into_inner());
             let out = if last {
@@ -306,24 +348,48 @@ impl Ticker {
             Ok(envelopes) => self.pending.extend(envelopes),
             Err(e) => warn!(error = %e, "detector tick failed"),
         }
-        for event in &events {
-            self.handle(event).await;
+        for event in events {
+            let event = self.store_trained(event).await;
+            self.handle(&event).await;
         }
         self.flush().await;
     }
 
+    /// For a trained model: stores it under its final version and, if that
+    /// differs, reinstalls it so scoring and later versions follow.
+    async fn store_trained(&self, event: Event) -> Event {
+        let Event::ModelTrained { model, duration_ms } = event else {
+            return event;
+        };
+        match store_new_version(&self.lake, &model).await {
+            Ok((stored, path)) => {
+                info!(tenant = %stored.tenant, version = stored.version,
+                    windows = stored.training_windows, %path, "model trained");
+                if stored.version != model.version {
+                    self.detector
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .restore(stored.clone());
+                }
+                Event::ModelTrained {
+                    model: Arc::new(stored),
+                    duration_ms,
+                }
+            }
+            Err(e) => {
+                warn!(tenant = %model.tenant, error = %e, "storing a model failed");
+                Event::ModelTrained { model, duration_ms }
+            }
+        }
+    }
+
     async fn handle(&self, event: &Event) {
         match event {
-            Event::ModelTrained { model, duration_ms } => {
+            Event::ModelTrained { duration_ms, .. } => {
                 self.metrics.models_trained.inc();
                 self.metrics
                     .training_seconds
                     .observe(*duration_ms as f64 / 1000.0);
-                match save_model(&self.lake, model).await {
-                    Ok(path) => info!(tenant = %model.tenant, version = model.version,
-                        windows = model.training_windows, %path, "model trained"),
-                    Err(e) => warn!(tenant = %model.tenant, error = %e, "storing a model failed"),
-                }
             }
             Event::TrainingFailed { tenant, error } => {
                 self.metrics.training_failures.inc();
@@ -356,5 +422,62 @@ impl Ticker {
             }
         }
         self.metrics.pending.set(self.pending.len() as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(tenant: &str, version: u32) -> TenantModel {
+        let windows: Vec<[f64; detectors::windows::N_FEATURES]> = (0..50)
+            .map(|i| {
+                [
+                    10.0 + f64::from(i % 7),
+                    3.0,
+                    2.0,
+                    0.0,
+                    0.0,
+                    1000.0,
+                    0.0,
+                    0.0,
+                ]
+            })
+            .collect();
+        detectors::streaming::train(
+            TenantId::new(tenant).unwrap(),
+            version,
+            &windows,
+            &ModelConfig::default(),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_stored_version_is_never_overwritten_and_the_newest_is_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::local(dir.path()).unwrap();
+        // Another process stored version 1 of acme's model.
+        let theirs = model("acme", 1);
+        save_model(&lake, &theirs).await.unwrap();
+        // This process trained its own "version 1": stored as 2.
+        let (ours, path) = store_new_version(&lake, &model("acme", 1)).await.unwrap();
+        assert_eq!(ours.version, 2);
+        assert!(
+            path.as_ref().ends_with("window-iforest/v000002.json"),
+            "{path}"
+        );
+        // A higher local version is kept as is.
+        let (later, _) = store_new_version(&lake, &model("acme", 7)).await.unwrap();
+        assert_eq!(later.version, 7);
+        save_model(&lake, &model("globex", 1)).await.unwrap();
+        let mut newest: Vec<(String, u32)> = load_latest_models(&lake)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.tenant.to_string(), m.version))
+            .collect();
+        newest.sort();
+        assert_eq!(newest, [("acme".to_string(), 7), ("globex".to_string(), 1)]);
     }
 }

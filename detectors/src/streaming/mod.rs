@@ -313,7 +313,10 @@ impl StreamingDetector {
         self.tenants.values().any(|t| t.training)
     }
 
-    fn collect_trained(&mut self) {
+    /// Installs models whose training finished (also done by `on_tick`);
+    /// their [`Event::ModelTrained`] events are then in
+    /// [`Self::drain_events`].
+    pub fn collect_trained(&mut self) {
         while let Ok((tenant, outcome, duration_ms)) = self.trained_rx.try_recv() {
             let state = self.tenants.entry(tenant.clone()).or_default();
             state.training = false;
