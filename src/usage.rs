@@ -160,31 +160,19 @@ pub async fn reconcile(
         }
     }
 
-    // The recorded side: the `usage` records.
+    // The recorded side: the `usage` records, as billing reads them.
+    let usage = query_api::usage::recorded(&engine, tenant, first)
+        .await
+        .map_err(|e| anyhow::anyhow!("reading recorded usage: {e}"))?;
     let mut recorded: BTreeMap<(Option<String>, &'static str), i64> = BTreeMap::new();
-    let usage_filter = in_month("day");
-    for metric in Metric::ALL {
-        let expr = if metric.is_additive() {
-            "sum(value)"
-        } else {
-            "count(DISTINCT subject)"
-        };
-        let name = metric.as_str();
-        for group in [true, false] {
-            let (select, group_by) = if group {
-                ("CAST(day AS VARCHAR)", " GROUP BY 1")
-            } else {
-                ("'month'", "")
-            };
-            let sql = format!(
-                "SELECT {select} AS day, CAST({expr} AS BIGINT) AS v FROM usage \
-                 WHERE metric = '{name}' AND {usage_filter}{group_by}"
-            );
-            for (day, v) in pairs(&query(sql).await?)? {
-                recorded.insert((day, name), v);
-            }
-        }
+    for d in usage.daily {
+        recorded.insert((Some(d.day), d.metric), d.value);
     }
+    for (metric, v) in usage.totals {
+        recorded.insert((None, metric), v);
+    }
+    // Zero is the absence of a figure on both sides.
+    recorded.retain(|_, v| *v != 0);
 
     let keys: std::collections::BTreeSet<_> = raw.keys().chain(recorded.keys()).cloned().collect();
     let mut differences = Vec::new();

@@ -240,6 +240,60 @@ async fn a_replayed_batch_counts_once_and_reconcile_reports_what_is_missing() {
     .map(|r| r["batch_id"].as_str().unwrap().to_string())
     .collect();
     assert_eq!(log_usage.len(), 3, "{log_usage:?}");
+
+    // Billing reads the same figures: JSON, and CSV / JSON / Parquet exports.
+    let month = this_month();
+    let billing = curl(&[
+        &server.url(&format!("/api/billing/usage?month={month}")),
+        "-H",
+        &format!("Authorization: Bearer {DEFAULT_KEY}"),
+    ]);
+    assert_eq!(billing.status, 200, "{}", billing.body);
+    let billing = billing.json();
+    assert_eq!(billing["totals"]["log_events"], 30, "{billing}");
+    let daily_events: u64 = billing["daily"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["metric"] == "log_events")
+        .map(|d| d["value"].as_u64().unwrap())
+        .sum();
+    assert_eq!(daily_events, 30);
+    let export = |format: &str| {
+        curl(&[
+            &server.url(&format!(
+                "/api/metrics/usage/export?month={month}&format={format}"
+            )),
+            "-H",
+            &format!("Authorization: Bearer {DEFAULT_KEY}"),
+        ])
+    };
+    let csv = export("csv");
+    assert_eq!(csv.status, 200);
+    assert!(csv.body.starts_with("day,metric,value\n"), "{}", csv.body);
+    assert!(csv.body.contains(",log_events,30\n"), "{}", csv.body);
+    assert!(csv.headers["content-disposition"].contains(".csv"));
+    let json = export("json");
+    assert!(
+        json.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["metric"] == "log_bytes")
+    );
+    let parquet = export("parquet");
+    assert_eq!(parquet.status, 200);
+    assert_eq!(
+        parquet.headers["content-type"],
+        "application/vnd.apache.parquet"
+    );
+    assert_eq!(export("xml").status, 400);
+    let bad = curl(&[
+        &server.url("/api/billing/usage?month=2026-13"),
+        "-H",
+        &format!("Authorization: Bearer {DEFAULT_KEY}"),
+    ]);
+    assert_eq!(bad.status, 400);
     server.stop();
     let (ok, report, stderr) = reconcile(&env, "default");
     assert!(ok, "{report} {stderr}");

@@ -15,6 +15,8 @@
 //!   prediction (`/api/insights/models…`).
 //! - [`metering`]: every authenticated call becomes an `api_requests`
 //!   record (the billable API counter), published to the bus.
+//! - [`usage`]: recorded usage per month: `/api/billing/usage`,
+//!   `/api/metrics/usage/export` (CSV, JSON, Parquet).
 //! - [`ops`]: `/api/metrics/health`, `/metrics`, `/api/metrics/prometheus`.
 //! - [`headers`]: security headers on every response.
 //! - [`error`]: [`ApiError`] and its one mapping to HTTP statuses.
@@ -28,6 +30,7 @@ pub mod metering;
 pub mod ops;
 pub mod sql;
 pub mod state;
+pub mod usage;
 
 pub use error::{ApiError, Result};
 pub use state::{AppState, HealthCheck, OpsState, ops_router, router};

@@ -12,6 +12,7 @@ use crate::insights::{self, Insights};
 use crate::metering::{self, ApiMeter};
 use crate::ops;
 use crate::sql::{self, SqlEngine};
+use crate::usage;
 
 /// A named readiness check (metadata store, bus, sinks...).
 #[derive(Clone)]
@@ -70,6 +71,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/insights/models/train", post(insights::train))
         .route("/api/insights/models/{id}/predict", post(insights::predict))
+        .route("/api/billing/usage", get(usage::billing_usage))
+        .route("/api/metrics/usage/export", get(usage::export))
         .route("/api/anomalies", get(alerts::anomalies))
         .route("/api/notifications", get(alerts::notifications))
         .route("/api/notifications/{id}/read", post(alerts::mark_read));
