@@ -49,6 +49,21 @@ pub enum Command {
     /// Billing usage.
     #[command(subcommand)]
     Usage(UsageCommand),
+    /// Run analyst SQL over one organization's tables, as `POST /api/sql`
+    /// does (read-only, the same limits), and print the result.
+    Sql(SqlArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// The organization whose tables the query sees.
+    #[arg(long)]
+    pub org: String,
+    /// json, csv or arrow (an Arrow IPC stream).
+    #[arg(long, default_value = "json")]
+    pub format: String,
+    /// The query; `-` or nothing reads it from standard input.
+    pub query: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

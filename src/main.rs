@@ -8,6 +8,7 @@ mod config;
 mod insights;
 mod maintain;
 mod serve;
+mod sql;
 mod testdata;
 mod usage;
 
@@ -62,6 +63,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gen(args) => testdata::run(args),
         Command::Maintain => maintain::run_once(&config),
         Command::Usage(c) => usage::run(&config, c),
+        Command::Sql(args) => sql::run(&config, args),
         Command::Config => {
             println!("{}", toml::to_string_pretty(&config)?);
             Ok(())

@@ -243,3 +243,67 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test]
+async fn the_sql_cli_answers_like_the_api_for_one_organization() {
+    let env = Env::new();
+    let acme = env.org_with_key("acme");
+    let globex = env.org_with_key("globex");
+    let server = env.serve();
+    for (key, n) in [(&acme, 7), (&globex, 3)] {
+        let body: String = (0..n)
+            .map(|i| {
+                serde_json::json!({"message": format!("m{i}"), "host": "h"}).to_string() + "\n"
+            })
+            .collect();
+        let (status, answer) = ingest(&server, key, body).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    server.stop();
+    let out = env.cli(&["sql", "--org", "acme", "SELECT count(*) AS n FROM logs"]);
+    let json: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["rows"][0]["n"], 7, "{json}");
+    let csv = env.cli(&[
+        "sql",
+        "--org",
+        "globex",
+        "--format",
+        "csv",
+        "SELECT count(*) AS n FROM logs",
+    ]);
+    assert_eq!(csv.trim(), "n\n3");
+    // The query from standard input.
+    let mut child = env
+        .command(&["sql", "--org", "acme", "--format", "csv"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"SELECT count(DISTINCT message) AS d FROM logs")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "d\n7");
+    // Read-only, and only known organizations.
+    for (args, expected) in [
+        (
+            vec!["sql", "--org", "acme", "DROP TABLE logs"],
+            "not allowed",
+        ),
+        (vec!["sql", "--org", "nobody", "SELECT 1"], "not found"),
+        (
+            vec!["sql", "--org", "acme", "--format", "xml", "SELECT 1"],
+            "unknown format",
+        ),
+    ] {
+        let out = env.command(&args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+}

@@ -47,11 +47,13 @@ impl OutputFormat {
     }
 }
 
-pub fn respond(format: OutputFormat, result: QueryResult) -> Result<Response> {
+/// The result encoded as `format`: (content type, bytes). Shared by the
+/// HTTP route and `securenet sql`.
+pub fn encode(format: OutputFormat, result: &QueryResult) -> Result<(&'static str, Vec<u8>)> {
     let encode_err =
         |e: arrow::error::ArrowError| ApiError::Internal(format!("encoding result: {e}"));
     let (content_type, body) = match format {
-        OutputFormat::Json => ("application/json", json(&result).map_err(encode_err)?),
+        OutputFormat::Json => ("application/json", json(result).map_err(encode_err)?),
         OutputFormat::Csv => {
             let mut out = Vec::new();
             let mut w = arrow::csv::WriterBuilder::new()
@@ -74,6 +76,11 @@ pub fn respond(format: OutputFormat, result: QueryResult) -> Result<Response> {
             (ARROW_STREAM, out)
         }
     };
+    Ok((content_type, body))
+}
+
+pub fn respond(format: OutputFormat, result: QueryResult) -> Result<Response> {
+    let (content_type, body) = encode(format, &result)?;
     let mut response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
     let h = response.headers_mut();
     h.insert(

@@ -11,7 +11,7 @@
 //! planning. Queries run on a dedicated runtime (not axum's) with a memory
 //! pool and a deadline per query.
 
-mod format;
+pub mod format;
 mod session;
 
 use std::sync::Arc;
