@@ -11,6 +11,25 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/securenet/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
+# The shared target directory grows with every clone path and change (a
+# debug `securenet` binary is ~750 MB). When the disk runs low, drop what
+# cargo can rebuild cheaply: incremental state, and binaries and test
+# executables of this workspace's crates older than two hours.
+prune_target() {
+  mkdir -p "$CARGO_TARGET_DIR"
+  local free_kb
+  free_kb=$(df -Pk "$CARGO_TARGET_DIR" | awk 'NR==2 {print $4}')
+  [ "$free_kb" -gt $((20 * 1024 * 1024)) ] && return 0
+  echo "low disk ($((free_kb / 1024 / 1024)) GB free): pruning $CARGO_TARGET_DIR"
+  rm -rf "$CARGO_TARGET_DIR/debug/incremental"
+  find "$CARGO_TARGET_DIR"/debug/deps "$CARGO_TARGET_DIR"/release/deps -maxdepth 1 -type f -mmin +120 \
+    \( -name 'securenet-*' -o -name 'e2e-*' -o -name 'query_api-*' -o -name 'pipeline-*' \
+       -o -name 'ingest-*' -o -name 'detectors-*' -o -name 'control-*' -o -name 'schemas-*' \
+       -o -name 'securenet_benches-*' -o -name '*_bench-*' -o -name 'loadgen-*' -o -name 'scaleout-*' \) \
+    -delete 2>/dev/null || true
+}
+prune_target
+
 started=()
 started_dirs=()
 cleanup() {
