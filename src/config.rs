@@ -25,6 +25,8 @@ pub struct Config {
     pub ingest: ingest::IngestConfig,
     pub pipeline: PipelineConfig,
     pub sql: query_api::sql::SqlConfig,
+    /// The query API's own limits.
+    pub api: query_api::ApiConfig,
     /// Which bus connects ingest to the pipeline.
     pub bus: BusConfig,
 }
@@ -105,6 +107,7 @@ impl Default for Config {
                 ..Default::default()
             },
             sql: Default::default(),
+            api: Default::default(),
             bus: Default::default(),
         }
     }

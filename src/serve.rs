@@ -253,6 +253,10 @@ pub async fn run(
             insights: Arc::new(query_api::insights::Insights::new(lake.clone())),
             sql: Arc::new(SqlEngine::new(config.sql.clone(), lake, sql_runtime)),
             meter,
+            limits: Arc::new(control::RateLimits::new(
+                config.api.rate_limit_per_sec,
+                config.api.rate_limit_burst,
+            )),
             ops: ops.clone(),
         };
         app = app.merge(query_api::router(api));

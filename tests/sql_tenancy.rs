@@ -307,3 +307,41 @@ async fn the_sql_cli_answers_like_the_api_for_one_organization() {
         assert!(err.contains(expected), "{args:?}: {err}");
     }
 }
+
+#[tokio::test]
+async fn api_calls_over_an_organizations_rate_get_429_with_retry_after_and_are_not_billed() {
+    let env = Env::new()
+        .set("SECURENET_API__RATE_LIMIT_PER_SEC", "1")
+        .set("SECURENET_API__RATE_LIMIT_BURST", "3");
+    let acme = env.org_with_key("acme");
+    let globex = env.org_with_key("globex");
+    let server = env.serve();
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..5 {
+        let r = client()
+            .post(server.url("/api/sql"))
+            .header("x-api-key", &acme)
+            .json(&serde_json::json!({"sql": "SELECT 1 AS one"}))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            retry_after = r.headers().get("retry-after").cloned();
+        }
+    }
+    assert_eq!(&statuses[..3], [200, 200, 200], "{statuses:?}");
+    assert_eq!(statuses[3..], [429, 429], "{statuses:?}");
+    let retry: u64 = retry_after.unwrap().to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    // Another organization has its own budget.
+    let (status, _) = sql(&server, &globex, "SELECT 1 AS one").await;
+    assert_eq!(status, 200);
+    server.stop();
+    // Only the three answered calls of acme were billed.
+    let server = env.serve();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let billed = rows(&server, &acme, "SELECT count(*) AS n FROM api_requests").await;
+    assert_eq!(billed[0]["n"], 3);
+}

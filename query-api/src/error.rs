@@ -36,6 +36,9 @@ pub enum ApiError {
     #[error("query exceeded its resource limits: {0}; narrow it (e.g. filter on date or ts)")]
     ResourcesExhausted(String),
 
+    #[error("too many requests for this organization; retry in {} s", .0.retry_after_secs())]
+    RateLimited(control::Limited),
+
     #[error("service unavailable: {0}")]
     Unavailable(String),
 
@@ -75,6 +78,7 @@ impl ApiError {
             ApiError::ResourcesExhausted(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "resources_exhausted")
             }
+            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -123,8 +127,17 @@ impl IntoResponse for ApiError {
         } else {
             self.to_string()
         };
+        let retry_after = match &self {
+            ApiError::RateLimited(l) => Some(l.retry_after_secs()),
+            _ => None,
+        };
         let mut response =
             (status, Json(json!({ "error": message, "code": code }))).into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         match status {
             StatusCode::UNAUTHORIZED => {
                 response.headers_mut().insert(

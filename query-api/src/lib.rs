@@ -33,4 +33,4 @@ pub mod state;
 pub mod usage;
 
 pub use error::{ApiError, Result};
-pub use state::{AppState, HealthCheck, OpsState, ops_router, router};
+pub use state::{ApiConfig, AppState, HealthCheck, OpsState, ops_router, router};

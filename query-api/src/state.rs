@@ -21,6 +21,25 @@ pub struct HealthCheck {
     pub check: Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>,
 }
 
+/// `[api]`: limits of the query API.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Requests per second per organization (token bucket); 0 = no limit.
+    /// Over it: 429 with `Retry-After`, not billed.
+    pub rate_limit_per_sec: u32,
+    pub rate_limit_burst: u32,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            rate_limit_per_sec: 100,
+            rate_limit_burst: 200,
+        }
+    }
+}
+
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
@@ -30,6 +49,8 @@ pub struct AppState {
     /// Records every authenticated API call as `api_requests` (off when
     /// there is no bus to publish them to).
     pub meter: Option<Arc<ApiMeter>>,
+    /// Per-organization request budget.
+    pub limits: Arc<control::RateLimits>,
     pub ops: OpsState,
 }
 
