@@ -252,6 +252,78 @@ async fn upload_train_list_and_predict_with_roles_and_tenancy() {
     assert_eq!(r.status, 404, "{}", r.body);
     let r = get(&server, "/api/insights/models", "not-a-key");
     assert_eq!(r.status, 401);
+
+    // The audit log: every mutating call of the organization, refusals
+    // included, newest first; admins only; nothing of other organizations.
+    let log = get(&server, "/api/audit-log?limit=500", DEFAULT_KEY);
+    assert_eq!(log.status, 200, "{}", log.body);
+    let entries = log.json()["entries"].as_array().unwrap().clone();
+    let seen: Vec<(String, u64, String)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["route"].as_str().unwrap().to_string(),
+                e["status"].as_u64().unwrap(),
+                e["role"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let count = |route: &str, status: u64, role: &str| {
+        seen.iter()
+            .filter(|(r, s, ro)| r == route && *s == status && ro == role)
+            .count()
+    };
+    assert_eq!(
+        count("/api/insights/models/upload-training-data", 201, "admin"),
+        2,
+        "{seen:?}"
+    );
+    assert_eq!(
+        count("/api/insights/models/train", 201, "admin"),
+        3,
+        "{seen:?}"
+    );
+    assert_eq!(
+        count("/api/insights/models/upload-training-data", 403, "viewer"),
+        1,
+        "{seen:?}"
+    );
+    assert_eq!(
+        count("/api/insights/models/train", 403, "viewer"),
+        1,
+        "{seen:?}"
+    );
+    assert_eq!(
+        count("/api/insights/models/{id}/predict", 200, "viewer"),
+        2,
+        "{seen:?}"
+    );
+    assert!(entries.iter().all(|e| e["org_id"] == "default"));
+    assert!(
+        entries
+            .windows(2)
+            .all(|w| w[0]["id"].as_i64() > w[1]["id"].as_i64())
+    );
+    // Reads are not audited.
+    assert!(seen.iter().all(|(r, _, _)| r != "/api/insights/models"));
+    let page = get(&server, "/api/audit-log?limit=2", DEFAULT_KEY).json();
+    let cursor = page["next_cursor"].as_i64().unwrap();
+    let next = get(
+        &server,
+        &format!("/api/audit-log?limit=2&cursor={cursor}"),
+        DEFAULT_KEY,
+    )
+    .json();
+    assert_eq!(next["entries"][0]["id"], entries[2]["id"]);
+    assert_eq!(get(&server, "/api/audit-log", &viewer).status, 403);
+    let theirs = get(&server, "/api/audit-log", &other).json();
+    assert!(
+        theirs["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["org_id"] == "globex")
+    );
 }
 
 fn rows_json() -> String {

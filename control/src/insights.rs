@@ -399,6 +399,73 @@ impl MetaStore {
     }
 }
 
+/// One audited call: who (key, role), what (method, route template and
+/// path), when, and the HTTP status it got.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub org_id: TenantId,
+    pub key_id: String,
+    pub role: String,
+    pub method: String,
+    pub route: String,
+    pub path: String,
+    pub status: u16,
+    pub at: i64,
+}
+
+impl MetaStore {
+    /// Appends to the audit log; `entry.id` is assigned.
+    pub fn append_audit(&self, entry: &AuditEntry) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO audit_log (org_id, key_id, role, method, route, path, status, at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                entry.org_id.as_str(),
+                entry.key_id,
+                entry.role,
+                entry.method,
+                entry.route,
+                entry.path,
+                entry.status,
+                entry.at,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// An organization's audit log, newest first, before entry `before`.
+    pub fn list_audit(
+        &self,
+        org: &TenantId,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, org_id, key_id, role, method, route, path, status, at FROM audit_log \
+             WHERE org_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(
+            params![org.as_str(), before.unwrap_or(i64::MAX), limit as i64],
+            |r| {
+                Ok(AuditEntry {
+                    id: r.get(0)?,
+                    org_id: tenant(r.get(1)?)?,
+                    key_id: r.get(2)?,
+                    role: r.get(3)?,
+                    method: r.get(4)?,
+                    route: r.get(5)?,
+                    path: r.get(6)?,
+                    status: r.get(7)?,
+                    at: r.get(8)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -125,6 +125,21 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX notifications_org ON notifications(org_id, created_at);
 "#,
+    // The audit log of mutating API calls.
+    r#"
+    CREATE TABLE audit_log (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        org_id      TEXT NOT NULL,
+        key_id      TEXT NOT NULL,
+        role        TEXT NOT NULL,
+        method      TEXT NOT NULL,
+        route       TEXT NOT NULL,
+        path        TEXT NOT NULL,
+        status      INTEGER NOT NULL,
+        at          INTEGER NOT NULL
+    );
+    CREATE INDEX audit_log_org ON audit_log(org_id, id);
+"#,
 ];
 
 /// Only record a key's last use when the stored value is older than this, so
@@ -343,6 +358,7 @@ impl MetaStore {
             "ml_models",
             "ml_training_sessions",
             "notifications",
+            "audit_log",
         ] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE org_id = ?1"),

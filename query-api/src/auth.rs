@@ -20,15 +20,16 @@ impl FromRequestParts<AppState> for Caller {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let principal = control::authenticate(&state.store, &parts.headers)?;
+        // Tell the metering and audit middleware who called (first caller
+        // wins) — also when the call is refused below: the audit log shows
+        // the 429, metering does not bill it.
+        if let Some(slot) = parts.extensions.get::<crate::metering::CallerSlot>() {
+            let _ = slot.0.set(principal.clone());
+        }
         state
             .limits
             .check(&principal.tenant)
             .map_err(ApiError::RateLimited)?;
-        // Tell the metering middleware who called (first caller wins);
-        // rate-limited calls were refused above and are not billed.
-        if let Some(slot) = parts.extensions.get::<crate::metering::CallerSlot>() {
-            let _ = slot.0.set(principal.clone());
-        }
         Ok(Caller(principal))
     }
 }

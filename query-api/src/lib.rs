@@ -4,6 +4,7 @@
 //! Layout:
 //! - [`state`]: [`AppState`] — what handlers share — and [`router`], the one
 //!   function that builds the routes.
+//! - [`audit`]: the audit log of mutating calls and `GET /api/audit-log`.
 //! - [`auth`]: the [`auth::Caller`] extractor: authenticate first, then pass
 //!   the tenant into everything.
 //! - [`sql`]: `POST /api/sql` — a DataFusion session per query that only has
@@ -22,6 +23,7 @@
 //! - [`error`]: [`ApiError`] and its one mapping to HTTP statuses.
 
 pub mod alerts;
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod headers;

@@ -36,6 +36,19 @@ use uuid::Uuid;
 #[derive(Clone, Default)]
 pub struct CallerSlot(pub Arc<OnceLock<Principal>>);
 
+impl CallerSlot {
+    /// The request's slot, inserted if no middleware did yet (metering and
+    /// the audit log share one).
+    pub fn of(request: &mut Request) -> Self {
+        if let Some(slot) = request.extensions().get::<CallerSlot>() {
+            return slot.clone();
+        }
+        let slot = CallerSlot::default();
+        request.extensions_mut().insert(slot.clone());
+        slot
+    }
+}
+
 struct Row {
     tenant: TenantId,
     method: String,
@@ -142,8 +155,7 @@ pub async fn middleware(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let slot = CallerSlot::default();
-    request.extensions_mut().insert(slot.clone());
+    let slot = CallerSlot::of(&mut request);
     let method = request.method().to_string();
     let route = request
         .extensions()
@@ -152,7 +164,9 @@ pub async fn middleware(
         .unwrap_or_else(|| "unmatched".into());
     let started = Instant::now();
     let response = next.run(request).await;
-    if let Some(caller) = slot.0.get() {
+    // Refused for the rate limit: not billed.
+    let refused = response.status() == axum::http::StatusCode::TOO_MANY_REQUESTS;
+    if let (Some(caller), false) = (slot.0.get(), refused) {
         let row = Row {
             tenant: caller.tenant.clone(),
             method,

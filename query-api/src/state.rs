@@ -7,6 +7,7 @@ use control::MetaStore;
 use futures::future::BoxFuture;
 
 use crate::alerts;
+use crate::audit;
 use crate::error::ApiError;
 use crate::insights::{self, Insights};
 use crate::metering::{self, ApiMeter};
@@ -96,7 +97,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/metrics/usage/export", get(usage::export))
         .route("/api/anomalies", get(alerts::anomalies))
         .route("/api/notifications", get(alerts::notifications))
-        .route("/api/notifications/{id}/read", post(alerts::mark_read));
+        .route("/api/notifications/{id}/read", post(alerts::mark_read))
+        .route("/api/audit-log", get(audit::list))
+        // After routing, so it sees route templates.
+        .route_layer(middleware::from_fn_with_state(
+            state.store.clone(),
+            audit::middleware,
+        ));
     // After routing, so the middleware sees the route template.
     let api = match &state.meter {
         Some(meter) => api.route_layer(middleware::from_fn_with_state(

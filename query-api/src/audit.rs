@@ -1,0 +1,97 @@
+//! The audit log: every mutating call (POST, PUT, PATCH, DELETE) to a
+//! query-API route by an authenticated caller is recorded after it is
+//! answered — who (key id, role), what (method, route template, path), when
+//! and the status it got, refusals and failures included — and admins list
+//! it at `GET /api/audit-log?limit=50&cursor=…` (newest first).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{MatchedPath, Query, Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::Response;
+use control::insights::AuditEntry;
+use control::{MetaStore, Role};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tracing::warn;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, Result};
+use crate::metering::CallerSlot;
+use crate::state::AppState;
+
+/// Records mutating calls once they are answered.
+pub async fn middleware(
+    State(store): State<Arc<MetaStore>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let mutating = matches!(
+        *request.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
+    if !mutating {
+        return next.run(request).await;
+    }
+    let slot = CallerSlot::of(&mut request);
+    let method = request.method().to_string();
+    let path: String = request.uri().path().chars().take(512).collect();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let response = next.run(request).await;
+    if let Some(caller) = slot.0.get() {
+        let entry = AuditEntry {
+            id: 0,
+            org_id: caller.tenant.clone(),
+            key_id: caller.key_id.clone(),
+            role: caller.role.as_str().to_string(),
+            method,
+            route,
+            path,
+            status: response.status().as_u16(),
+            at: detectors::streaming::now_ms(),
+        };
+        if let Err(e) = store.append_audit(&entry) {
+            warn!(error = %e, "writing the audit log failed");
+        }
+    }
+    response
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    limit: Option<usize>,
+    cursor: Option<i64>,
+}
+
+/// `GET /api/audit-log` (admins).
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    params: std::result::Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>> {
+    if caller.role < Role::Admin {
+        return Err(ApiError::Forbidden(format!(
+            "the audit log needs the admin role; the key has {}",
+            caller.role.as_str()
+        )));
+    }
+    let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let limit = p.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::BadRequest("limit must be within 1..=500".into()));
+    }
+    let mut entries = state
+        .store
+        .list_audit(&caller.tenant, p.cursor, limit + 1)?;
+    let more = entries.len() > limit;
+    entries.truncate(limit);
+    let next = more.then(|| entries.last().map(|e| e.id)).flatten();
+    Ok(Json(json!({ "entries": entries, "next_cursor": next })))
+}
