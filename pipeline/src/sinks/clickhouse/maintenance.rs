@@ -44,8 +44,7 @@ pub struct ClickHouseRetentionReport {
 }
 
 fn day_start_ms(day: NaiveDate) -> i64 {
-    day.and_hms_opt(0, 0, 0)
-        .unwrap()
+    day.and_time(chrono::NaiveTime::MIN)
         .and_utc()
         .timestamp_millis()
 }
