@@ -14,6 +14,7 @@ mod insights;
 mod kafka;
 mod lifecycle;
 mod maintenance;
+mod orgs;
 mod scans;
 mod sql_tenancy;
 mod streaming;

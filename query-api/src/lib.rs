@@ -18,6 +18,7 @@
 //!   record (the billable API counter), published to the bus.
 //! - [`usage`]: recorded usage per month: `/api/billing/usage`,
 //!   `/api/metrics/usage/export` (CSV, JSON, Parquet).
+//! - [`orgs`]: the caller's organization and its API keys.
 //! - [`ops`]: `/api/metrics/health`, `/metrics`, `/api/metrics/prometheus`.
 //! - [`headers`]: security headers on every response.
 //! - [`error`]: [`ApiError`] and its one mapping to HTTP statuses.
@@ -30,6 +31,7 @@ pub mod headers;
 pub mod insights;
 pub mod metering;
 pub mod ops;
+pub mod orgs;
 pub mod sql;
 pub mod state;
 pub mod usage;

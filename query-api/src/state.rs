@@ -12,6 +12,7 @@ use crate::error::ApiError;
 use crate::insights::{self, Insights};
 use crate::metering::{self, ApiMeter};
 use crate::ops;
+use crate::orgs;
 use crate::sql::{self, SqlEngine};
 use crate::usage;
 
@@ -99,6 +100,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/notifications", get(alerts::notifications))
         .route("/api/notifications/{id}/read", post(alerts::mark_read))
         .route("/api/audit-log", get(audit::list))
+        .route("/api/orgs/current", get(orgs::current))
+        .route(
+            "/api/orgs/current/api-keys",
+            get(orgs::list_keys).post(orgs::create_key),
+        )
+        .route(
+            "/api/orgs/current/api-keys/{id}",
+            axum::routing::delete(orgs::revoke_key),
+        )
         // After routing, so it sees route templates.
         .route_layer(middleware::from_fn_with_state(
             state.store.clone(),
