@@ -71,6 +71,8 @@ need logger bsdutils
 need loggen syslog-ng-core
 need nmap nmap
 need clickhouse-server clickhouse-server
+# promtool checks the /metrics exposition (tests/streaming.rs).
+need promtool prometheus
 
 # Python tools (scikit-learn for the isolation-forest reference) in a venv,
 # pinned, kept outside the clone and rebuilt when the pins change.

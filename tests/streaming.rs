@@ -350,6 +350,51 @@ async fn a_tenant_model_trains_itself_and_reports_the_injected_anomalies() {
     // than the next retraining) is scored by it and trains nothing new.
     let (quiet, _) = generate(&env, 3, 6_000, 0, "2026-11-26T05:00:00Z", 3600);
     send(&server, &quiet).await;
+    // The exposition, with detector, sink, ingest and metering families
+    // populated, passes Prometheus's own linter.
+    let exposition = crate::support::client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for family in [
+        "securenet_detector_windows_closed_total",
+        "securenet_detector_training_duration_seconds",
+        "securenet_api_requests_recorded_total",
+        "securenet_sink_rows_total",
+    ] {
+        assert!(exposition.contains(family), "{family} missing");
+    }
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (scripts/test.sh installs Debian's prometheus)");
+    {
+        use std::io::Write;
+        promtool
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(exposition.as_bytes())
+            .unwrap();
+    }
+    let out = promtool.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool: {report}"
+    );
+
     server.stop();
     assert_eq!(model_files(&lake), versions);
     assert_eq!(
