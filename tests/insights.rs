@@ -6,21 +6,7 @@ use std::io::Write;
 
 use serde_json::{Value, json};
 
-use crate::support::{DEFAULT_KEY, Env, Reply, Server, curl};
-
-fn post(server: &Server, path: &str, key: &str, media: &str, body: &str) -> Reply {
-    curl(&[
-        "-X",
-        "POST",
-        &server.url(path),
-        "-H",
-        &format!("Authorization: Bearer {key}"),
-        "-H",
-        &format!("Content-Type: {media}"),
-        "--data-binary",
-        body,
-    ])
-}
+use crate::support::{DEFAULT_KEY, Env, Reply, Server, curl, post};
 
 fn get(server: &Server, path: &str, key: &str) -> Reply {
     curl(&[

@@ -3,19 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{DEFAULT_KEY, Env, Reply, Server, count, curl, rows, run};
-
-fn post(server: &Server, path: &str, key: &str, media: &str, body: &str) -> Reply {
-    curl(&[
-        &server.url(path),
-        "-H",
-        &format!("Authorization: Bearer {key}"),
-        "-H",
-        &format!("Content-Type: {media}"),
-        "--data-binary",
-        body,
-    ])
-}
+use crate::support::{DEFAULT_KEY, Env, count, post, rows, run};
 
 fn report(scan_id: &str, hosts: Value) -> String {
     json!({"scan_id": scan_id, "scanner": "openvas 22.4", "target": "10.0.0.0/24",

@@ -352,14 +352,7 @@ async fn a_tenant_model_trains_itself_and_reports_the_injected_anomalies() {
     send(&server, &quiet).await;
     // The exposition, with detector, sink, ingest and metering families
     // populated, passes Prometheus's own linter.
-    let exposition = crate::support::client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let exposition = crate::support::exposition(&server).await;
     for family in [
         "securenet_detector_windows_closed_total",
         "securenet_detector_training_duration_seconds",

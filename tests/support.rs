@@ -337,33 +337,33 @@ pub async fn wait_count(server: &Server, key: &str, from_where: &str, expected: 
     }
 }
 
-/// The value of one Prometheus sample, e.g.
-/// `securenet_syslog_rejected_total{listener="keyed",reason="bad_key"}`.
-pub async fn metric(server: &Server, sample: &str) -> f64 {
-    let text = client()
+/// The server's `/metrics` exposition text.
+pub async fn exposition(server: &Server) -> String {
+    client()
         .get(server.url("/metrics"))
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
-    text.lines()
+        .unwrap()
+}
+
+/// The value of one Prometheus sample, e.g.
+/// `securenet_syslog_rejected_total{listener="keyed",reason="bad_key"}`.
+pub async fn metric(server: &Server, sample: &str) -> f64 {
+    exposition(server)
+        .await
+        .lines()
         .find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse().ok()))
         .unwrap_or(0.0)
 }
 
 /// Sum of every sample of a metric family, whatever its labels.
 pub async fn metric_sum(server: &Server, family: &str) -> f64 {
-    let text = client()
-        .get(server.url("/metrics"))
-        .send()
+    exposition(server)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .filter(|l| l.starts_with(&format!("{family}{{")) || l.starts_with(&format!("{family} ")))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
@@ -428,6 +428,20 @@ pub fn curl(args: &[&str]) -> Reply {
             body: body.to_string(),
         };
     }
+}
+
+/// `POST` with curl: an API key, a media type, and a body (`@file` reads a
+/// file, as curl does).
+pub fn post(server: &Server, path: &str, key: &str, media: &str, body: &str) -> Reply {
+    curl(&[
+        &server.url(path),
+        "-H",
+        &format!("Authorization: Bearer {key}"),
+        "-H",
+        &format!("Content-Type: {media}"),
+        "--data-binary",
+        body,
+    ])
 }
 
 /// A name no other test (or test run) uses.

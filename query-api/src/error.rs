@@ -84,6 +84,15 @@ impl ApiError {
         }
     }
 
+    /// A body that could not be read: over `limit` (413), or broken (400).
+    pub fn from_body(e: axum::extract::rejection::BytesRejection, limit: usize) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge { limit }
+        } else {
+            ApiError::BadRequest(format!("failed to read the request body: {e}"))
+        }
+    }
+
     /// Classifies a DataFusion error: planning and SQL errors are the
     /// caller's, resource limits are theirs to narrow, the rest is ours.
     pub fn from_datafusion(e: DataFusionError) -> Self {
@@ -154,4 +163,18 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// The request's media type, lower-cased, without parameters (`""` if
+/// absent).
+pub fn media_type(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }

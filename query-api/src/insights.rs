@@ -27,7 +27,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use control::Role;
 use control::insights::{ModelRecord, ModelStatus, ModelType, TrainingSession};
 use detectors::streaming::{TenantModel, WINDOW_MODEL_ID};
@@ -189,24 +189,8 @@ pub async fn upload(
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>)> {
     require(&caller, Role::Member)?;
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge {
-                limit: MAX_UPLOAD_BYTES,
-            }
-        } else {
-            ApiError::BadRequest(format!("failed to read the request body: {e}"))
-        }
-    })?;
-    let media = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let body = body.map_err(|e| ApiError::from_body(e, MAX_UPLOAD_BYTES))?;
+    let media = crate::error::media_type(&headers);
     let format = match media.as_str() {
         "text/csv" | "application/csv" => Format::Csv,
         "application/json" | "application/x-ndjson" | "application/jsonl" => Format::Json,

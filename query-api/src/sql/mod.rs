@@ -22,7 +22,7 @@ use arrow::datatypes::SchemaRef;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use pipeline::Lake;
 use schemas::TenantId;
@@ -192,24 +192,8 @@ pub async fn handler(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge {
-                limit: state.sql.config().max_body_bytes,
-            }
-        } else {
-            ApiError::BadRequest(format!("failed to read the request body: {e}"))
-        }
-    })?;
-    let media = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let body = body.map_err(|e| ApiError::from_body(e, state.sql.config().max_body_bytes))?;
+    let media = crate::error::media_type(&headers);
     let (sql, body_format) = match media.as_str() {
         "application/json" => {
             let req: SqlRequest = serde_json::from_slice(&body).map_err(|e| {
