@@ -257,8 +257,22 @@ pub async fn run(
                 config.api.rate_limit_per_sec,
                 config.api.rate_limit_burst,
             )),
+            platform_token: config
+                .api
+                .platform_admin_token
+                .as_deref()
+                .map(query_api::auth::PlatformToken::new)
+                .transpose()
+                .map_err(anyhow::Error::msg)?,
+            billing: Arc::new(query_api::billing::Billing {
+                stripe_secret: config.api.stripe_webhook_secret.clone(),
+                tolerance_secs: control::billing::STRIPE_TOLERANCE_SECS,
+            }),
             ops: ops.clone(),
         };
+        if let Some(secret) = &config.api.jwt_secret {
+            store.set_jwt_secret(secret.as_bytes())?;
+        }
         app = app.merge(query_api::router(api));
     } else {
         app = app.merge(query_api::ops_router(ops));

@@ -5,6 +5,8 @@
 
 mod support;
 
+mod access;
+mod billing;
 mod cli;
 mod clickhouse;
 mod detectors;

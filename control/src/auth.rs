@@ -76,7 +76,11 @@ pub fn authenticate(store: &MetaStore, headers: &HeaderMap) -> Result<Principal>
     if key.is_empty() {
         return Err(Error::MissingCredentials);
     }
-    store.verify_key(key)
+    if crate::jwt::looks_like_jwt(key) {
+        store.verify_jwt(key)
+    } else {
+        store.verify_key(key)
+    }
 }
 
 #[cfg(test)]

@@ -140,6 +140,60 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX audit_log_org ON audit_log(org_id, id);
 "#,
+    // Users (email + password, for JWTs) and process-wide settings such as
+    // the JWT signing secret.
+    r#"
+    CREATE TABLE users (
+        id            TEXT PRIMARY KEY,
+        org_id        TEXT NOT NULL REFERENCES organizations(id),
+        email         TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        role          TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        created_at    INTEGER NOT NULL,
+        last_login_at INTEGER
+    );
+    CREATE INDEX users_org ON users(org_id);
+    CREATE TABLE settings (
+        key   TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    );
+"#,
+    // Billing: plan history (for prorated invoices), the Stripe
+    // subscription, processed Stripe events (idempotency) and invoice
+    // payments.
+    r#"
+    CREATE TABLE plan_changes (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        org_id  TEXT NOT NULL REFERENCES organizations(id),
+        plan    TEXT NOT NULL,
+        at      INTEGER NOT NULL,
+        source  TEXT NOT NULL
+    );
+    CREATE INDEX plan_changes_org ON plan_changes(org_id, at);
+    CREATE TABLE subscriptions (
+        org_id                 TEXT PRIMARY KEY REFERENCES organizations(id),
+        stripe_customer_id     TEXT,
+        stripe_subscription_id TEXT UNIQUE,
+        status                 TEXT NOT NULL,
+        last_event_at          INTEGER NOT NULL,
+        updated_at             INTEGER NOT NULL
+    );
+    CREATE TABLE stripe_events (
+        id          TEXT PRIMARY KEY,
+        type        TEXT NOT NULL,
+        org_id      TEXT,
+        outcome     TEXT NOT NULL,
+        received_at INTEGER NOT NULL
+    );
+    CREATE TABLE invoice_payments (
+        stripe_invoice_id TEXT PRIMARY KEY,
+        org_id            TEXT NOT NULL REFERENCES organizations(id),
+        status            TEXT NOT NULL,
+        amount_cents      INTEGER NOT NULL,
+        period            TEXT,
+        at                INTEGER NOT NULL
+    );
+"#,
 ];
 
 /// Only record a key's last use when the stored value is older than this, so
@@ -185,6 +239,8 @@ pub struct ApiKeyInfo {
 
 pub struct MetaStore {
     conn: Mutex<Connection>,
+    /// The JWT signing secret, loaded (or generated) on first use.
+    pub(crate) jwt_secret: std::sync::OnceLock<Vec<u8>>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -225,6 +281,7 @@ impl MetaStore {
         }
         Ok(Self {
             conn: Mutex::new(conn),
+            jwt_secret: std::sync::OnceLock::new(),
         })
     }
 
@@ -359,6 +416,10 @@ impl MetaStore {
             "ml_training_sessions",
             "notifications",
             "audit_log",
+            "users",
+            "plan_changes",
+            "subscriptions",
+            "invoice_payments",
         ] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE org_id = ?1"),

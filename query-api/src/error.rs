@@ -48,6 +48,13 @@ pub enum ApiError {
 
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 
+/// Bad ids and plan names in a request are the caller's (400).
+impl From<schemas::Error> for ApiError {
+    fn from(e: schemas::Error) -> Self {
+        ApiError::Auth(control::Error::Schema(e))
+    }
+}
+
 impl ApiError {
     pub fn status(&self) -> (StatusCode, &'static str) {
         match self {

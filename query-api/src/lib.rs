@@ -5,8 +5,12 @@
 //! - [`state`]: [`AppState`] — what handlers share — and [`router`], the one
 //!   function that builds the routes.
 //! - [`audit`]: the audit log of mutating calls and `GET /api/audit-log`.
-//! - [`auth`]: the [`auth::Caller`] extractor: authenticate first, then pass
-//!   the tenant into everything.
+//! - [`routes`]: the route table — every route with its access (public,
+//!   role, platform); the router and the permission matrix come from it.
+//! - [`auth`]: the access check each route runs, the MSP acting header,
+//!   and the [`auth::Caller`] the handlers get.
+//! - [`billing`]: plans, current plan, limits, plan changes, invoices, the
+//!   Stripe webhook.
 //! - [`sql`]: `POST /api/sql` — a DataFusion session per query that only has
 //!   the caller's tables registered, on its own runtime, with time and memory
 //!   limits; results as JSON, CSV or Arrow IPC.
@@ -18,7 +22,7 @@
 //!   record (the billable API counter), published to the bus.
 //! - [`usage`]: recorded usage per month: `/api/billing/usage`,
 //!   `/api/metrics/usage/export` (CSV, JSON, Parquet).
-//! - [`orgs`]: the caller's organization and its API keys.
+//! - [`orgs`]: organizations, API keys, users, and JWT sign-in.
 //! - [`ops`]: `/api/metrics/health`, `/metrics`, `/api/metrics/prometheus`.
 //! - [`headers`]: security headers on every response.
 //! - [`error`]: [`ApiError`] and its one mapping to HTTP statuses.
@@ -26,12 +30,14 @@
 pub mod alerts;
 pub mod audit;
 pub mod auth;
+pub mod billing;
 pub mod error;
 pub mod headers;
 pub mod insights;
 pub mod metering;
 pub mod ops;
 pub mod orgs;
+pub mod routes;
 pub mod sql;
 pub mod state;
 pub mod usage;

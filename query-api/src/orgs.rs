@@ -1,4 +1,9 @@
-//! The caller's organization and its API keys.
+//! Organizations, their API keys and users, and sign-in.
+//!
+//! - `POST /api/auth/token` (public) — `{"email", "password"}`, or an API key
+//!   in the usual headers, → a JWT (`ttl_secs`, default 1 h, at most 24 h).
+//! - `GET/POST /api/orgs` (platform admin, or an MSP admin for its children).
+//! - `GET/POST /api/orgs/current/users`, `DELETE …/users/{id}` (admin).
 //!
 //! - `GET /api/orgs/current` (viewer) — the organization, plan and limits.
 //! - `GET /api/orgs/current/api-keys` (admin) — keys, never their secrets.
@@ -7,25 +12,17 @@
 //! - `DELETE /api/orgs/current/api-keys/{id}` (admin) — revoke; `204`.
 
 use axum::Json;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use control::Role;
+use control::{NewOrganization, Role};
+use schemas::{Plan, TenantId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::auth::Caller;
+use crate::auth::{Caller, PlatformCaller};
 use crate::error::{ApiError, Result};
 use crate::state::AppState;
-
-fn require_admin(caller: &control::Principal) -> Result<()> {
-    if caller.role < Role::Admin {
-        return Err(ApiError::Forbidden(format!(
-            "managing API keys needs the admin role; the key has {}",
-            caller.role.as_str()
-        )));
-    }
-    Ok(())
-}
 
 /// `GET /api/orgs/current`
 pub async fn current(State(state): State<AppState>, Caller(caller): Caller) -> Result<Json<Value>> {
@@ -42,7 +39,6 @@ pub async fn list_keys(
     State(state): State<AppState>,
     Caller(caller): Caller,
 ) -> Result<Json<Value>> {
-    require_admin(&caller)?;
     Ok(Json(
         json!({ "api_keys": state.store.list_keys(&caller.tenant)? }),
     ))
@@ -59,10 +55,9 @@ pub struct NewKey {
 pub async fn create_key(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    body: std::result::Result<Json<NewKey>, axum::extract::rejection::JsonRejection>,
+    body: std::result::Result<Json<NewKey>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>)> {
-    require_admin(&caller)?;
-    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let req = json_body(body)?;
     let name = req.name.trim();
     if name.is_empty() || name.len() > 128 {
         return Err(ApiError::BadRequest(
@@ -89,12 +84,192 @@ pub async fn revoke_key(
     Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
-    require_admin(&caller)?;
     if id == caller.key_id {
         return Err(ApiError::BadRequest(
             "a key cannot revoke itself; use another admin key".into(),
         ));
     }
     state.store.revoke_key(&caller.tenant, &id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn json_body<T>(body: std::result::Result<Json<T>, JsonRejection>) -> Result<T> {
+    body.map(|Json(b)| b)
+        .map_err(|e| ApiError::BadRequest(e.body_text()))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    email: Option<String>,
+    password: Option<String>,
+    ttl_secs: Option<u64>,
+}
+
+/// `POST /api/auth/token`
+pub async fn token(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>> {
+    // No body: exchange the API key in the headers.
+    let req: TokenRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        TokenRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid sign-in request: {e}")))?
+    };
+    let ttl = req.ttl_secs.unwrap_or(control::jwt::DEFAULT_TTL_SECS);
+    if !(60..=control::jwt::MAX_TTL_SECS).contains(&ttl) {
+        return Err(ApiError::BadRequest(format!(
+            "ttl_secs must be within 60..={}",
+            control::jwt::MAX_TTL_SECS
+        )));
+    }
+    let principal = match (req.email, req.password) {
+        (Some(email), Some(password)) => {
+            let store = state.store.clone();
+            // Argon2 takes tens of milliseconds: off the async workers.
+            tokio::task::spawn_blocking(move || store.sign_in(&email, &password))
+                .await
+                .map_err(|e| ApiError::Internal(format!("sign-in task: {e}")))??
+                .1
+        }
+        (None, None) => {
+            let key =
+                control::auth::presented_key(&headers).ok_or(control::Error::MissingCredentials)?;
+            if control::jwt::looks_like_jwt(key) {
+                return Err(ApiError::BadRequest(
+                    "exchange an email and password or an API key, not a token".into(),
+                ));
+            }
+            state.store.verify_key(key)?
+        }
+        _ => {
+            return Err(ApiError::BadRequest(
+                "send both email and password, or neither and an API key".into(),
+            ));
+        }
+    };
+    let (token, claims) = state.store.issue_jwt(&principal, ttl)?;
+    Ok(Json(json!({
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": ttl,
+        "expires_at": claims.exp,
+        "organization": claims.org,
+        "role": claims.role,
+    })))
+}
+
+/// `GET /api/orgs`
+pub async fn list_orgs(
+    State(state): State<AppState>,
+    caller: PlatformCaller,
+) -> Result<Json<Value>> {
+    let mut orgs = state.store.list_organizations()?;
+    if let PlatformCaller::Msp(p) = &caller {
+        orgs.retain(|o| o.parent_id.as_ref() == Some(&p.tenant));
+    }
+    Ok(Json(json!({ "organizations": orgs })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewOrg {
+    id: String,
+    name: String,
+    owner_email: String,
+    plan: Option<String>,
+    parent_id: Option<String>,
+    #[serde(default)]
+    allow_overage: bool,
+}
+
+/// `POST /api/orgs` — creates the organization with a first admin key
+/// (shown once).
+pub async fn create_org(
+    State(state): State<AppState>,
+    caller: PlatformCaller,
+    body: std::result::Result<Json<NewOrg>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>)> {
+    let req = json_body(body)?;
+    let parent_id = req.parent_id.as_deref().map(TenantId::new).transpose()?;
+    let parent_id = match &caller {
+        PlatformCaller::Operator => parent_id,
+        PlatformCaller::Msp(p) => match parent_id {
+            None => Some(p.tenant.clone()),
+            Some(parent) if parent == p.tenant => Some(parent),
+            Some(other) => {
+                return Err(ApiError::Forbidden(format!(
+                    "an MSP creates child organizations of its own, not of {other}"
+                )));
+            }
+        },
+    };
+    let plan: Plan = req.plan.as_deref().unwrap_or("starter").parse()?;
+    let org = state.store.create_organization(&NewOrganization {
+        id: TenantId::new(req.id.trim())?,
+        name: req.name,
+        owner_email: req.owner_email,
+        plan,
+        parent_id,
+        allow_overage: req.allow_overage,
+    })?;
+    let key = state
+        .store
+        .create_key(&org.id, "initial admin", Role::Admin)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "organization": org,
+            "api_key": { "id": key.id, "key": key.secret, "role": "admin" },
+            "note": "the key is shown only this once; store it now",
+        })),
+    ))
+}
+
+/// `GET /api/orgs/current/users`
+pub async fn list_users(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<Json<Value>> {
+    Ok(Json(
+        json!({ "users": state.store.list_users(&caller.tenant)? }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    email: String,
+    password: String,
+    role: Option<String>,
+}
+
+/// `POST /api/orgs/current/users`
+pub async fn create_user(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    body: std::result::Result<Json<NewUser>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>)> {
+    let req = json_body(body)?;
+    let role: Role = req.role.as_deref().unwrap_or("viewer").parse()?;
+    let store = state.store.clone();
+    let user = tokio::task::spawn_blocking(move || {
+        store.create_user(&caller.tenant, &req.email, &req.password, role)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("user task: {e}")))??;
+    Ok((StatusCode::CREATED, Json(json!({ "user": user }))))
+}
+
+/// `DELETE /api/orgs/current/users/{id}`
+pub async fn delete_user(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    state.store.delete_user(&caller.tenant, &id)?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,20 +1,17 @@
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, FromRef};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Router, middleware};
 use control::MetaStore;
 use futures::future::BoxFuture;
 
-use crate::alerts;
 use crate::audit;
 use crate::error::ApiError;
-use crate::insights::{self, Insights};
+use crate::insights::Insights;
 use crate::metering::{self, ApiMeter};
 use crate::ops;
-use crate::orgs;
-use crate::sql::{self, SqlEngine};
-use crate::usage;
+use crate::sql::SqlEngine;
 
 /// A named readiness check (metadata store, bus, sinks...).
 #[derive(Clone)]
@@ -31,6 +28,19 @@ pub struct ApiConfig {
     /// Over it: 429 with `Retry-After`, not billed.
     pub rate_limit_per_sec: u32,
     pub rate_limit_burst: u32,
+    /// The platform operator's token for `POST /api/orgs` (at least 32
+    /// characters; unset: only MSP admins create — child — organizations).
+    #[serde(skip_serializing)]
+    pub platform_admin_token: Option<String>,
+    /// HS256 secret for JWTs (at least 32 bytes). Unset: a random secret is
+    /// generated once and kept in the metadata store, which every role
+    /// sharing the store uses.
+    #[serde(skip_serializing)]
+    pub jwt_secret: Option<String>,
+    /// Stripe webhook signing secret (`whsec_…`); unset: the webhook
+    /// answers 503.
+    #[serde(skip_serializing)]
+    pub stripe_webhook_secret: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -38,6 +48,9 @@ impl Default for ApiConfig {
         Self {
             rate_limit_per_sec: 100,
             rate_limit_burst: 200,
+            platform_admin_token: None,
+            jwt_secret: None,
+            stripe_webhook_secret: None,
         }
     }
 }
@@ -53,6 +66,9 @@ pub struct AppState {
     pub meter: Option<Arc<ApiMeter>>,
     /// Per-organization request budget.
     pub limits: Arc<control::RateLimits>,
+    /// `api.platform_admin_token`: creates organizations (`POST /api/orgs`).
+    pub platform_token: Option<crate::auth::PlatformToken>,
+    pub billing: Arc<crate::billing::Billing>,
     pub ops: OpsState,
 }
 
@@ -79,41 +95,26 @@ pub fn ops_router(ops: OpsState) -> Router {
         .with_state(ops)
 }
 
-/// The query API's routes over `state`.
+/// The query API's routes over `state`: the route table, each route behind
+/// its access check.
 pub fn router(state: AppState) -> Router {
     let sql_body_limit = state.sql.config().max_body_bytes;
-    let api = Router::new()
-        .route(
-            "/api/sql",
-            post(sql::handler).layer(DefaultBodyLimit::max(sql_body_limit)),
-        )
-        .route("/api/insights/models", get(insights::list))
-        .route(
-            "/api/insights/models/upload-training-data",
-            post(insights::upload).layer(DefaultBodyLimit::max(insights::MAX_UPLOAD_BYTES)),
-        )
-        .route("/api/insights/models/train", post(insights::train))
-        .route("/api/insights/models/{id}/predict", post(insights::predict))
-        .route("/api/billing/usage", get(usage::billing_usage))
-        .route("/api/metrics/usage/export", get(usage::export))
-        .route("/api/anomalies", get(alerts::anomalies))
-        .route("/api/notifications", get(alerts::notifications))
-        .route("/api/notifications/{id}/read", post(alerts::mark_read))
-        .route("/api/audit-log", get(audit::list))
-        .route("/api/orgs/current", get(orgs::current))
-        .route(
-            "/api/orgs/current/api-keys",
-            get(orgs::list_keys).post(orgs::create_key),
-        )
-        .route(
-            "/api/orgs/current/api-keys/{id}",
-            axum::routing::delete(orgs::revoke_key),
-        )
-        // After routing, so it sees route templates.
-        .route_layer(middleware::from_fn_with_state(
-            state.store.clone(),
-            audit::middleware,
+    let mut api = Router::new();
+    for e in crate::routes::table() {
+        let mut handler = e.handler.route_layer(middleware::from_fn_with_state(
+            (state.clone(), e.access),
+            crate::auth::authorize,
         ));
+        if e.path == "/api/sql" {
+            handler = handler.layer(DefaultBodyLimit::max(sql_body_limit));
+        }
+        api = api.route(e.path, handler);
+    }
+    // After routing, so it sees route templates.
+    let api = api.route_layer(middleware::from_fn_with_state(
+        state.store.clone(),
+        audit::middleware,
+    ));
     // After routing, so the middleware sees the route template.
     let api = match &state.meter {
         Some(meter) => api.route_layer(middleware::from_fn_with_state(

@@ -1,0 +1,255 @@
+//! Users: people who sign in with an email and a password and get a JWT
+//! (`POST /api/auth/token`). Machines use API keys.
+//!
+//! Passwords are stored as Argon2id PHC strings (the `argon2` crate's
+//! defaults: 19 MiB, 2 passes) — unlike API keys, passwords are low-entropy
+//! and need a slow hash. A sign-in for an unknown email still runs one
+//! verification against a fixed hash so timing does not reveal which emails
+//! exist.
+
+use std::sync::OnceLock;
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use rusqlite::{OptionalExtension, params};
+use schemas::TenantId;
+use serde::Serialize;
+
+use crate::auth::{Principal, Role};
+use crate::error::{Error, Result};
+use crate::store::{MetaStore, now_ms};
+
+/// Shortest password accepted (NIST SP 800-63B asks for at least 8; we ask 12).
+pub const MIN_PASSWORD_LEN: usize = 12;
+const MAX_PASSWORD_LEN: usize = 1024;
+
+/// A user as listings show it: never the password hash.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct User {
+    pub id: String,
+    pub org_id: String,
+    pub email: String,
+    pub role: Role,
+    pub created_at: i64,
+    pub last_login_at: Option<i64>,
+}
+
+fn hash_password(password: &str) -> Result<String> {
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
+        .map_err(|e| Error::Invalid(format!("cannot make a salt: {e}")))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| Error::Invalid(format!("cannot hash the password: {e}")))
+}
+
+fn verify_password(password: &str, stored: &str) -> bool {
+    PasswordHash::new(stored).is_ok_and(|parsed| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
+}
+
+/// A valid hash nobody's password matches, verified for unknown emails.
+fn decoy_hash() -> &'static str {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    DECOY.get_or_init(|| hash_password("decoy password never issued").unwrap_or_default())
+}
+
+fn validate(email: &str, password: &str) -> Result<()> {
+    let at = email.find('@');
+    if email.len() > 254 || at.is_none_or(|i| i == 0 || i + 1 == email.len()) {
+        return Err(Error::Invalid(format!("{email:?} is not an email address")));
+    }
+    let chars = password.chars().count();
+    if !(MIN_PASSWORD_LEN..=MAX_PASSWORD_LEN).contains(&chars) {
+        return Err(Error::Invalid(format!(
+            "passwords are {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters"
+        )));
+    }
+    Ok(())
+}
+
+fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(User, String)> {
+    let role: String = r.get(3)?;
+    Ok((
+        User {
+            id: r.get(0)?,
+            org_id: r.get(1)?,
+            email: r.get(2)?,
+            // Only written from a parsed Role; an unknown value gets the least privilege.
+            role: role.parse().unwrap_or(Role::Viewer),
+            created_at: r.get(4)?,
+            last_login_at: r.get(5)?,
+        },
+        r.get(6)?,
+    ))
+}
+
+const USER_COLUMNS: &str = "id, org_id, email, role, created_at, last_login_at, password_hash";
+
+impl MetaStore {
+    /// Adds a user to `org`. Emails are unique across organizations
+    /// (case-insensitive): a sign-in names no organization.
+    pub fn create_user(
+        &self,
+        org: &TenantId,
+        email: &str,
+        password: &str,
+        role: Role,
+    ) -> Result<User> {
+        let email = email.trim();
+        validate(email, password)?;
+        let hash = hash_password(password)?;
+        let user = User {
+            id: format!("u_{}", hex::encode(rand::random::<[u8; 8]>())),
+            org_id: org.to_string(),
+            email: email.to_string(),
+            role,
+            created_at: now_ms(),
+            last_login_at: None,
+        };
+        let inserted = self.conn().execute(
+            "INSERT INTO users (id, org_id, email, role, password_hash, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(email) DO NOTHING",
+            params![
+                user.id,
+                user.org_id,
+                user.email,
+                role.as_str(),
+                hash,
+                user.created_at
+            ],
+        )?;
+        if inserted == 0 {
+            return Err(Error::Conflict {
+                what: "user",
+                id: email.to_string(),
+            });
+        }
+        Ok(user)
+    }
+
+    pub fn list_users(&self, org: &TenantId) -> Result<Vec<User>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE org_id = ?1 ORDER BY created_at, id"
+        ))?;
+        let rows = stmt.query_map([org.as_str()], user_row)?;
+        Ok(rows
+            .map(|r| r.map(|(u, _)| u))
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Removes a user of `org`; their JWTs stop working on the next request.
+    pub fn delete_user(&self, org: &TenantId, id: &str) -> Result<()> {
+        let n = self.conn().execute(
+            "DELETE FROM users WHERE id = ?1 AND org_id = ?2",
+            params![id, org.as_str()],
+        )?;
+        if n == 0 {
+            return Err(Error::NotFound {
+                what: "user",
+                id: id.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks an email and password; the user's principal on success.
+    pub fn sign_in(&self, email: &str, password: &str) -> Result<(User, Principal)> {
+        let found = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE email = ?1"
+            ))?;
+            stmt.query_row([email.trim()], user_row).optional()?
+        };
+        let Some((mut user, hash)) = found else {
+            let _ = verify_password(password, decoy_hash());
+            return Err(Error::InvalidCredentials);
+        };
+        if !verify_password(password, &hash) {
+            return Err(Error::InvalidCredentials);
+        }
+        let now = now_ms();
+        self.conn().execute(
+            "UPDATE users SET last_login_at = ?2 WHERE id = ?1",
+            params![user.id, now],
+        )?;
+        user.last_login_at = Some(now);
+        let principal = Principal {
+            tenant: TenantId::new(&user.org_id)?,
+            key_id: format!("user:{}", user.id),
+            role: user.role,
+        };
+        Ok((user, principal))
+    }
+
+    /// The current role of a user of `org`, `None` once deleted.
+    pub fn user_role(&self, org: &TenantId, id: &str) -> Result<Option<Role>> {
+        let role: Option<String> = self
+            .conn()
+            .prepare_cached("SELECT role FROM users WHERE id = ?1 AND org_id = ?2")?
+            .query_row(params![id, org.as_str()], |r| r.get(0))
+            .optional()?;
+        role.map(|r| r.parse()).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::DEFAULT_ORG;
+    use schemas::Plan;
+
+    #[test]
+    fn users_sign_in_with_their_password_only() {
+        let store = MetaStore::open_in_memory().unwrap();
+        store.ensure_default_org(Plan::Business, None).unwrap();
+        let org = TenantId::new(DEFAULT_ORG).unwrap();
+        let user = store
+            .create_user(
+                &org,
+                "ana@example.com",
+                "correct horse battery",
+                Role::Member,
+            )
+            .unwrap();
+        let (signed, principal) = store
+            .sign_in("ANA@example.com", "correct horse battery")
+            .unwrap();
+        assert_eq!(signed.id, user.id);
+        assert_eq!(principal.role, Role::Member);
+        assert_eq!(principal.key_id, format!("user:{}", user.id));
+        assert!(matches!(
+            store.sign_in("ana@example.com", "wrong horse battery"),
+            Err(Error::InvalidCredentials)
+        ));
+        assert!(matches!(
+            store.sign_in("nobody@example.com", "correct horse battery"),
+            Err(Error::InvalidCredentials)
+        ));
+        assert!(matches!(
+            store.create_user(
+                &org,
+                "ana@EXAMPLE.com",
+                "another long password",
+                Role::Viewer
+            ),
+            Err(Error::Conflict { .. })
+        ));
+        assert!(matches!(
+            store.create_user(&org, "bo@example.com", "short", Role::Viewer),
+            Err(Error::Invalid(_))
+        ));
+        assert!(matches!(
+            store.create_user(&org, "not-an-email", "long enough password", Role::Viewer),
+            Err(Error::Invalid(_))
+        ));
+        store.delete_user(&org, &user.id).unwrap();
+        assert_eq!(store.user_role(&org, &user.id).unwrap(), None);
+        assert!(store.list_users(&org).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,301 @@
+//! Billing routes: the plan catalogue, the current subscription, limits,
+//! plan changes, invoices and the Stripe webhook. The money rules live in
+//! [`control::billing`] (integer cents; plan changes are immediate and
+//! prorated by day).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use chrono::{Months, NaiveDate};
+use control::billing::{self, Invoice, StripeOutcome};
+use schemas::Plan;
+use schemas::plans::{DEVICE_OVERAGE_CENTS, SCAN_OVERAGE_CENTS};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tracing::info;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, Result};
+use crate::state::AppState;
+use crate::usage::{parse_month, recorded};
+
+/// Billing settings.
+pub struct Billing {
+    /// The Stripe endpoint secret; `None`: the webhook answers 503.
+    pub stripe_secret: Option<String>,
+    pub tolerance_secs: i64,
+}
+
+fn now_ms() -> i64 {
+    detectors::streaming::now_ms()
+}
+
+fn org_of(state: &AppState, caller: &control::Principal) -> Result<control::Organization> {
+    state.store.organization(&caller.tenant)?.ok_or_else(|| {
+        ApiError::NotFound(format!("organization {} no longer exists", caller.tenant))
+    })
+}
+
+/// `GET /api/billing/plans`
+pub async fn plans() -> Json<Value> {
+    let plans: Vec<Value> = Plan::ALL
+        .iter()
+        .map(|p| {
+            json!({
+                "id": p.as_str(),
+                "price_cents": p.price_cents(),
+                "limits": p.limits(),
+                "features": p.features(),
+            })
+        })
+        .collect();
+    Json(json!({
+        "plans": plans,
+        "overage": {
+            "device_cents": DEVICE_OVERAGE_CENTS,
+            "scan_cents": SCAN_OVERAGE_CENTS,
+        },
+        "plan_changes": "effective immediately, prorated by day",
+    }))
+}
+
+/// `GET /api/billing/current-plan`
+pub async fn current_plan(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<Json<Value>> {
+    let org = org_of(&state, &caller)?;
+    let history: Vec<Value> = state
+        .store
+        .plan_history(&org)?
+        .into_iter()
+        .map(|(at, plan)| json!({ "plan": plan, "since": at }))
+        .collect();
+    Ok(Json(json!({
+        "organization": org.id,
+        "plan": org.plan,
+        "price_cents": org.plan.price_cents(),
+        "limits": org.limits,
+        "features": org.plan.features(),
+        "allow_overage": org.allow_overage,
+        "subscription": state.store.subscription(&org.id)?,
+        "history": history,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitParams {
+    #[serde(default)]
+    additional_devices: u64,
+    #[serde(default)]
+    additional_scans: u64,
+}
+
+/// `GET /api/billing/limits/check[?additional_devices=N&additional_scans=N]`
+/// — usage against the plan's limits, and whether that many more devices
+/// or scans would be accepted (and at what overage).
+pub async fn limits_check(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    params: std::result::Result<Query<LimitParams>, QueryRejection>,
+) -> Result<Json<Value>> {
+    let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let org = org_of(&state, &caller)?;
+    let devices = state.store.device_count(&org)?;
+    let scans = state.store.scans_in_month(&org, now_ms())?;
+    let check = |name: &str, used: u64, more: u64, limit: u64, unit: u64| {
+        let after = used + more;
+        let over = after.saturating_sub(limit);
+        json!({
+            "limit": name,
+            "used": used,
+            "requested": more,
+            "max": limit,
+            "remaining": limit.saturating_sub(used),
+            "exceeded": after > limit,
+            "allowed": after <= limit || org.allow_overage,
+            "overage_units": over,
+            "overage_cents": over * unit,
+        })
+    };
+    let checks = [
+        check(
+            "devices",
+            devices,
+            p.additional_devices,
+            org.limits.max_devices,
+            DEVICE_OVERAGE_CENTS,
+        ),
+        check(
+            "scans_per_month",
+            scans,
+            p.additional_scans,
+            org.limits.max_scans_per_month,
+            SCAN_OVERAGE_CENTS,
+        ),
+    ];
+    let within = checks.iter().all(|c| c["exceeded"] == false);
+    let allowed = checks.iter().all(|c| c["allowed"] == true);
+    Ok(Json(json!({
+        "organization": org.id,
+        "plan": org.plan,
+        "within_limits": within,
+        "allowed": allowed,
+        "allow_overage": org.allow_overage,
+        "checks": checks,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanChange {
+    plan: String,
+}
+
+/// `POST /api/billing/upgrade` — `{"plan": "business"}`; upgrades and
+/// downgrades alike, effective now.
+pub async fn change_plan(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    body: std::result::Result<Json<PlanChange>, JsonRejection>,
+) -> Result<Json<Value>> {
+    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let plan: Plan = req.plan.parse()?;
+    let before = org_of(&state, &caller)?;
+    if before.plan == Plan::Msp && plan != Plan::Msp {
+        let children = state
+            .store
+            .list_organizations()?
+            .into_iter()
+            .filter(|o| o.parent_id.as_ref() == Some(&before.id))
+            .count();
+        if children > 0 {
+            return Err(ApiError::BadRequest(format!(
+                "the organization has {children} child organizations; only the msp plan has children"
+            )));
+        }
+    }
+    let after = state.store.change_plan(&caller.tenant, plan, "api")?;
+    info!(org = %after.id, from = %before.plan, to = %after.plan, "plan changed");
+    Ok(Json(json!({
+        "organization": after.id,
+        "previous_plan": before.plan,
+        "plan": after.plan,
+        "limits": after.limits,
+        "changed": before.plan != after.plan,
+        "effective": "now; this month is prorated by day",
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvoiceParams {
+    month: Option<String>,
+}
+
+/// How many months `GET /api/billing/invoices` lists at most.
+const MAX_INVOICES: usize = 12;
+
+async fn invoice_for(
+    state: &AppState,
+    org: &control::Organization,
+    history: &[(i64, Plan)],
+    first: NaiveDate,
+) -> Result<Option<Invoice>> {
+    let usage = recorded(&state.sql, &org.id, first).await?;
+    let total = |m: &str| usage.totals.get(m).copied().unwrap_or(0).max(0) as u64;
+    Ok(billing::compute_invoice(
+        first,
+        org.created_at,
+        history,
+        total("devices"),
+        total("scans"),
+    ))
+}
+
+/// `GET /api/billing/invoices[?month=YYYY-MM]` — newest first; the current
+/// month's invoice is `open` (its usage is still growing), earlier ones
+/// `final`, with Stripe's payment status when one was reported.
+pub async fn invoices(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    params: std::result::Result<Query<InvoiceParams>, QueryRejection>,
+) -> Result<Json<Value>> {
+    let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let org = org_of(&state, &caller)?;
+    let history = state.store.plan_history(&org)?;
+    let current = billing::month_start(now_ms());
+    let months: Vec<NaiveDate> = match &p.month {
+        Some(m) => vec![parse_month(m)?],
+        None => {
+            let created = billing::month_start(org.created_at);
+            let mut out = Vec::new();
+            let mut m = current;
+            while m >= created && out.len() < MAX_INVOICES {
+                out.push(m);
+                m = m
+                    .checked_sub_months(Months::new(1))
+                    .ok_or_else(|| ApiError::Internal("month out of range".into()))?;
+            }
+            out
+        }
+    };
+    if months.first().is_some_and(|m| *m > current) {
+        return Err(ApiError::BadRequest("no invoices for future months".into()));
+    }
+    let payments = state.store.invoice_payments(&org.id)?;
+    let mut out = Vec::new();
+    for first in months {
+        let Some(invoice) = invoice_for(&state, &org, &history, first).await? else {
+            continue;
+        };
+        let payment = payments
+            .iter()
+            .rev()
+            .find(|pay| pay.period.as_deref() == Some(invoice.month.as_str()));
+        let mut v =
+            serde_json::to_value(&invoice).map_err(|e| ApiError::Internal(e.to_string()))?;
+        v["status"] = json!(if first == current { "open" } else { "final" });
+        v["payment"] = json!(payment);
+        v["currency"] = json!("usd");
+        out.push(v);
+    }
+    Ok(Json(json!({ "organization": org.id, "invoices": out })))
+}
+
+/// `POST /api/billing/webhook/stripe` — verified with `Stripe-Signature`
+/// (v1 HMAC-SHA256 over `t.body`, 300 s tolerance); each event id is
+/// handled once (a replay answers 200 `duplicate` and changes nothing).
+pub async fn stripe_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>> {
+    let Some(secret) = &state.billing.stripe_secret else {
+        return Err(ApiError::Unavailable(
+            "the Stripe webhook is not configured (api.stripe_webhook_secret)".into(),
+        ));
+    };
+    let header = headers
+        .get("stripe-signature")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::BadRequest("missing Stripe-Signature header".into()))?;
+    billing::verify_stripe_signature(
+        secret,
+        header,
+        &body,
+        now_ms() / 1000,
+        state.billing.tolerance_secs,
+    )
+    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let event: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("Stripe event is not JSON: {e}")))?;
+    let outcome = state.store.apply_stripe_event(&event)?;
+    if let StripeOutcome::Applied(what) = &outcome {
+        info!(event = %event["id"], kind = %event["type"], %what, "Stripe event applied");
+    }
+    Ok(Json(json!({ "received": true, "result": outcome })))
+}

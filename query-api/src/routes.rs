@@ -1,0 +1,319 @@
+//! The route table: every query-API route with who may call it. The router
+//! is built from this table and the access check runs from it, so the
+//! permission matrix in docs/api.md (generated from it, see the test below)
+//! is the one the server enforces.
+//!
+//! | access | who |
+//! | --- | --- |
+//! | `Public` | anyone (probes, scrapers, sign-in, signed webhooks) |
+//! | `Role(r)` | a key or JWT of the organization with role ≥ `r` |
+//! | `Platform` | the platform-admin token, or an MSP organization's admin (for its children) |
+
+use axum::http::Method;
+use axum::routing::{MethodRouter, delete, get, post};
+use control::Role;
+
+use crate::state::AppState;
+use crate::{alerts, audit, billing, insights, orgs, sql, usage};
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Public,
+    Role(Role),
+    Platform,
+}
+
+impl Access {
+    /// Whether a caller of `role` in an organization passes.
+    pub fn allows(self, role: Role) -> bool {
+        match self {
+            Access::Public => true,
+            Access::Role(min) => role >= min,
+            Access::Platform => false,
+        }
+    }
+}
+
+/// One route: what the router serves and what the docs and tests read.
+pub struct Endpoint {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+    pub summary: &'static str,
+    pub handler: MethodRouter<AppState>,
+}
+
+fn ep(
+    method: Method,
+    path: &'static str,
+    access: Access,
+    summary: &'static str,
+    handler: MethodRouter<AppState>,
+) -> Endpoint {
+    Endpoint {
+        method,
+        path,
+        access,
+        summary,
+        handler,
+    }
+}
+
+const VIEWER: Access = Access::Role(Role::Viewer);
+const MEMBER: Access = Access::Role(Role::Member);
+const ADMIN: Access = Access::Role(Role::Admin);
+
+/// Every tenant route of the query API (the operational routes — health,
+/// `/metrics` — are in [`crate::ops_router`], public on every role).
+pub fn table() -> Vec<Endpoint> {
+    use Method as M;
+    vec![
+        ep(
+            M::POST,
+            "/api/auth/token",
+            Access::Public,
+            "exchange an email and password, or an API key, for a JWT",
+            post(orgs::token),
+        ),
+        ep(
+            M::GET,
+            "/api/orgs",
+            Access::Platform,
+            "list organizations (platform admin: all; MSP admin: its children)",
+            get(orgs::list_orgs),
+        ),
+        ep(
+            M::POST,
+            "/api/orgs",
+            Access::Platform,
+            "create an organization (platform admin; MSP admin: a child)",
+            post(orgs::create_org),
+        ),
+        ep(
+            M::GET,
+            "/api/orgs/current",
+            VIEWER,
+            "the caller's organization, plan and limits",
+            get(orgs::current),
+        ),
+        ep(
+            M::GET,
+            "/api/orgs/current/api-keys",
+            ADMIN,
+            "list API keys (never their secrets)",
+            get(orgs::list_keys),
+        ),
+        ep(
+            M::POST,
+            "/api/orgs/current/api-keys",
+            ADMIN,
+            "issue an API key, shown once",
+            post(orgs::create_key),
+        ),
+        ep(
+            M::DELETE,
+            "/api/orgs/current/api-keys/{id}",
+            ADMIN,
+            "revoke an API key",
+            delete(orgs::revoke_key),
+        ),
+        ep(
+            M::GET,
+            "/api/orgs/current/users",
+            ADMIN,
+            "list users and their roles",
+            get(orgs::list_users),
+        ),
+        ep(
+            M::POST,
+            "/api/orgs/current/users",
+            ADMIN,
+            "add a user (email, password, role)",
+            post(orgs::create_user),
+        ),
+        ep(
+            M::DELETE,
+            "/api/orgs/current/users/{id}",
+            ADMIN,
+            "remove a user; their tokens stop working",
+            delete(orgs::delete_user),
+        ),
+        ep(
+            M::GET,
+            "/api/audit-log",
+            ADMIN,
+            "the audit log of mutating calls",
+            get(audit::list),
+        ),
+        ep(
+            M::GET,
+            "/api/billing/plans",
+            VIEWER,
+            "the plan catalogue",
+            get(billing::plans),
+        ),
+        ep(
+            M::GET,
+            "/api/billing/current-plan",
+            VIEWER,
+            "the current subscription",
+            get(billing::current_plan),
+        ),
+        ep(
+            M::GET,
+            "/api/billing/usage",
+            VIEWER,
+            "usage per day and month",
+            get(usage::billing_usage),
+        ),
+        ep(
+            M::GET,
+            "/api/billing/limits/check",
+            VIEWER,
+            "usage against the plan's limits",
+            get(billing::limits_check),
+        ),
+        ep(
+            M::POST,
+            "/api/billing/upgrade",
+            ADMIN,
+            "change plan (effective now, prorated by day)",
+            post(billing::change_plan),
+        ),
+        ep(
+            M::GET,
+            "/api/billing/invoices",
+            VIEWER,
+            "invoices per month: base price and overage, in cents",
+            get(billing::invoices),
+        ),
+        ep(
+            M::POST,
+            "/api/billing/webhook/stripe",
+            Access::Public,
+            "Stripe events (Stripe-Signature verified)",
+            post(billing::stripe_webhook),
+        ),
+        ep(
+            M::GET,
+            "/api/metrics/usage/export",
+            VIEWER,
+            "usage export as CSV, JSON or Parquet",
+            get(usage::export),
+        ),
+        ep(
+            M::GET,
+            "/api/insights/models",
+            VIEWER,
+            "models and training sessions",
+            get(insights::list),
+        ),
+        ep(
+            M::POST,
+            "/api/insights/models/upload-training-data",
+            MEMBER,
+            "upload CSV or JSON training data",
+            post(insights::upload).layer(axum::extract::DefaultBodyLimit::max(
+                insights::MAX_UPLOAD_BYTES,
+            )),
+        ),
+        ep(
+            M::POST,
+            "/api/insights/models/train",
+            MEMBER,
+            "train or retrain a model",
+            post(insights::train),
+        ),
+        ep(
+            M::POST,
+            "/api/insights/models/{id}/predict",
+            VIEWER,
+            "predictions with confidence scores",
+            post(insights::predict),
+        ),
+        ep(
+            M::GET,
+            "/api/anomalies",
+            VIEWER,
+            "anomalies (cursor pages, filters)",
+            get(alerts::anomalies),
+        ),
+        ep(
+            M::GET,
+            "/api/notifications",
+            VIEWER,
+            "notifications (severity, read/unread)",
+            get(alerts::notifications),
+        ),
+        ep(
+            M::POST,
+            "/api/notifications/{id}/read",
+            MEMBER,
+            "mark a notification read",
+            post(alerts::mark_read),
+        ),
+        ep(
+            M::POST,
+            "/api/sql",
+            VIEWER,
+            "DataFusion SQL over the organization's tables",
+            post(sql::handler),
+        ),
+    ]
+}
+
+/// The permission matrix as a markdown table (docs/api.md holds a copy; a
+/// test keeps them equal).
+pub fn permission_matrix() -> String {
+    let mut out = String::from(
+        "| method | route | viewer | member | admin | scope |\n| --- | --- | --- | --- | --- | --- |\n",
+    );
+    for e in table() {
+        let cell = |r: Role| if e.access.allows(r) { "yes" } else { "403" };
+        let other = match e.access {
+            Access::Public => "public",
+            Access::Role(_) => "own org only",
+            Access::Platform => "platform admin / MSP admin",
+        };
+        out.push_str(&format!(
+            "| {} | `{}` | {} | {} | {} | {} |\n",
+            e.method,
+            e.path,
+            cell(Role::Viewer),
+            cell(Role::Member),
+            cell(Role::Admin),
+            other
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docs_hold_the_enforced_permission_matrix() {
+        let docs = include_str!("../../docs/api.md");
+        let matrix = permission_matrix();
+        assert!(
+            docs.contains(&matrix),
+            "docs/api.md is out of date; paste this permission matrix into it:\n{matrix}"
+        );
+    }
+
+    #[test]
+    fn routes_are_unique() {
+        let t = table();
+        let mut seen = std::collections::HashSet::new();
+        for e in &t {
+            assert!(
+                seen.insert((e.method.clone(), e.path)),
+                "{} {} twice",
+                e.method,
+                e.path
+            );
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! Billing through the public interface: the catalogue, limits, plan
+//! changes and invoices over real recorded usage, and the Stripe webhook
+//! with signatures made by openssl (valid, wrong secret, stale, replayed).
+
+use chrono::{Datelike, Months, NaiveDate, Utc};
+use serde_json::{Value, json};
+
+use crate::support::{Env, Reply, Server, curl, rows, run};
+
+const STRIPE_SECRET: &str = "whsec_e2e_billing_secret";
+
+fn env() -> Env {
+    Env::new().set("SECURENET_API__STRIPE_WEBHOOK_SECRET", STRIPE_SECRET)
+}
+
+fn get(server: &Server, path: &str, key: &str) -> Reply {
+    curl(&[
+        &server.url(path),
+        "-H",
+        &format!("Authorization: Bearer {key}"),
+    ])
+}
+
+fn post_json(server: &Server, path: &str, key: &str, body: &Value) -> Reply {
+    curl(&[
+        &server.url(path),
+        "-H",
+        &format!("Authorization: Bearer {key}"),
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        &body.to_string(),
+    ])
+}
+
+/// This month's base price for `cents` per month held from today on
+/// (prorated by day, half up).
+fn prorated_from_today(cents: u64) -> u64 {
+    let today = Utc::now().date_naive();
+    let first = NaiveDate::from_ymd_opt(today.year(), today.month(), 1).unwrap();
+    let dim = (first.checked_add_months(Months::new(1)).unwrap() - first).num_days() as u64;
+    let days = dim - u64::from(today.day()) + 1;
+    (2 * cents * days + dim) / (2 * dim)
+}
+
+fn scan_report(scan_id: &str, hosts: usize) -> String {
+    let hosts: Vec<Value> = (1..=hosts)
+        .map(|i| json!({"ip": format!("10.9.0.{i}"), "status": "up", "findings": []}))
+        .collect();
+    json!({"scan_id": scan_id, "scanner": "nmap 7.93", "status": "completed", "hosts": hosts})
+        .to_string()
+}
+
+#[tokio::test]
+async fn plans_limits_plan_changes_and_invoices_from_recorded_usage() {
+    let env = env();
+    let admin = env.org_on_plan("smallco", "starter", &["--allow-overage"]);
+    let server = env.serve();
+    let viewer = post_json(
+        &server,
+        "/api/orgs/current/api-keys",
+        &admin,
+        &json!({"name": "v", "role": "viewer"}),
+    )
+    .json()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let plans = get(&server, "/api/billing/plans", &viewer).json();
+    let table: Vec<(String, u64, u64, u64)> = plans["plans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["id"].as_str().unwrap().into(),
+                p["price_cents"].as_u64().unwrap(),
+                p["limits"]["max_devices"].as_u64().unwrap(),
+                p["limits"]["max_scans_per_month"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(table[0], ("starter".into(), 9_900, 5, 25));
+    assert_eq!(table[4], ("msp".into(), 299_900, 1_000, 10_000));
+    assert_eq!(
+        plans["overage"],
+        json!({"device_cents": 500, "scan_cents": 10})
+    );
+
+    // 7 devices in one scan on a 5-device plan (accepted: overage allowed).
+    let r = curl(&[
+        &server.url("/api/ingest/scans"),
+        "-H",
+        &format!("Authorization: Bearer {admin}"),
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        &scan_report("bill-1", 7),
+    ]);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let check = get(
+        &server,
+        "/api/billing/limits/check?additional_scans=30",
+        &viewer,
+    )
+    .json();
+    assert_eq!(check["within_limits"], false, "{check}");
+    assert_eq!(check["checks"][0]["used"], 7);
+    assert_eq!(check["checks"][0]["overage_units"], 2);
+    assert_eq!(check["checks"][1]["used"], 1);
+    assert_eq!(check["checks"][1]["overage_cents"], 60); // 31 scans - 25 = 6 × 10
+    assert_eq!(check["allowed"], true, "overage allowed: {check}");
+    assert_eq!(
+        get(
+            &server,
+            "/api/billing/limits/check?additional_devices=-1",
+            &viewer
+        )
+        .status,
+        400
+    );
+
+    // The invoice follows the recorded usage: 7 distinct devices, 1 scan.
+    let month = Utc::now().format("%Y-%m").to_string();
+    for _ in 0..100 {
+        let usage = rows(
+            &server,
+            &viewer,
+            "SELECT count(DISTINCT subject) AS d FROM usage WHERE metric = 'devices'",
+        )
+        .await;
+        if usage.first().and_then(|r| r["d"].as_u64()) == Some(7) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let inv = get(
+        &server,
+        &format!("/api/billing/invoices?month={month}"),
+        &viewer,
+    )
+    .json();
+    let inv = &inv["invoices"][0];
+    let base = prorated_from_today(9_900);
+    assert_eq!(
+        (inv["devices"].as_u64(), inv["scans"].as_u64()),
+        (Some(7), Some(1)),
+        "{inv}"
+    );
+    assert_eq!(inv["base_cents"].as_u64(), Some(base), "{inv}");
+    assert_eq!(
+        inv["overage_cents"], 1_000,
+        "2 devices over 5, $5 each: {inv}"
+    );
+    assert_eq!(inv["total_cents"].as_u64(), Some(base + 1_000));
+    assert_eq!(inv["status"], "open");
+
+    // Upgrading: members may not; admins may, effective now. Created and
+    // upgraded today, so today's plan — the last chosen — is billed, with
+    // the new limits (no overage).
+    let upgrade = json!({"plan": "professional"});
+    assert_eq!(
+        post_json(&server, "/api/billing/upgrade", &viewer, &upgrade).status,
+        403
+    );
+    assert_eq!(
+        post_json(
+            &server,
+            "/api/billing/upgrade",
+            &admin,
+            &json!({"plan": "gold"})
+        )
+        .status,
+        400
+    );
+    let r = post_json(&server, "/api/billing/upgrade", &admin, &upgrade);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        (
+            r.json()["previous_plan"].as_str(),
+            r.json()["plan"].as_str()
+        ),
+        (Some("starter"), Some("professional"))
+    );
+    let current = get(&server, "/api/billing/current-plan", &viewer).json();
+    assert_eq!(current["plan"], "professional");
+    assert_eq!(current["limits"]["max_devices"], 50);
+    assert_eq!(current["history"].as_array().unwrap().len(), 2, "{current}");
+    let inv = get(&server, "/api/billing/invoices", &viewer).json();
+    let inv = &inv["invoices"][0];
+    assert_eq!(inv["month"], month);
+    assert_eq!(
+        inv["base_cents"].as_u64(),
+        Some(prorated_from_today(29_900)),
+        "{inv}"
+    );
+    assert_eq!(inv["overage_cents"], 0);
+    assert_eq!(inv["plan"], "professional");
+    // The limit check uses the new plan too.
+    let check = get(&server, "/api/billing/limits/check", &viewer).json();
+    assert_eq!(check["within_limits"], true, "{check}");
+    assert_eq!(
+        get(&server, "/api/billing/invoices?month=2999-01", &viewer).status,
+        400
+    );
+    assert_eq!(
+        get(&server, "/api/billing/invoices?month=1999-01", &viewer).json()["invoices"],
+        json!([])
+    );
+}
+
+/// `Stripe-Signature` for `body` at `t`, computed by openssl.
+fn openssl_signature(secret: &str, t: i64, body: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("payload");
+    std::fs::write(&file, format!("{t}.{body}")).unwrap();
+    let out = run(
+        "openssl",
+        &[
+            "dgst",
+            "-sha256",
+            "-hmac",
+            secret,
+            "-r",
+            file.to_str().unwrap(),
+        ],
+    );
+    let hex = String::from_utf8(out.stdout).unwrap();
+    format!("t={t},v1={}", hex.split_whitespace().next().unwrap())
+}
+
+fn webhook(server: &Server, signature: Option<&str>, body: &str) -> Reply {
+    let mut args = vec![
+        server.url("/api/billing/webhook/stripe"),
+        "-H".into(),
+        "Content-Type: application/json".into(),
+    ];
+    if let Some(s) = signature {
+        args.extend(["-H".into(), format!("Stripe-Signature: {s}")]);
+    }
+    args.extend(["--data-binary".into(), body.to_string()]);
+    curl(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+fn event(id: &str, kind: &str, created: i64, object: Value) -> String {
+    json!({"id": id, "object": "event", "type": kind, "created": created, "data": {"object": object}}).to_string()
+}
+
+#[tokio::test]
+async fn the_stripe_webhook_verifies_signatures_and_applies_each_event_once() {
+    let env = env();
+    let admin = env.org_on_plan("payco", "starter", &[]);
+    let server = env.serve();
+    let now = Utc::now().timestamp();
+    let plan_of = || get(&server, "/api/billing/current-plan", &admin).json();
+
+    let created = event(
+        "evt_sub_1",
+        "customer.subscription.created",
+        now - 10,
+        json!({"id": "sub_1", "customer": "cus_1", "status": "active",
+               "metadata": {"org_id": "payco"},
+               "items": {"data": [{"price": {"lookup_key": "business"}}]}}),
+    );
+    // Refused: no signature, wrong secret, stale timestamp, tampered body.
+    assert_eq!(webhook(&server, None, &created).status, 400);
+    let wrong = openssl_signature("whsec_not_ours", now, &created);
+    assert_eq!(webhook(&server, Some(&wrong), &created).status, 400);
+    let stale = openssl_signature(STRIPE_SECRET, now - 301, &created);
+    let r = webhook(&server, Some(&stale), &created);
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("timestamp"), "{}", r.body);
+    let good = openssl_signature(STRIPE_SECRET, now, &created);
+    assert_eq!(
+        webhook(&server, Some(&good), &created.replace("business", "msp")).status,
+        400
+    );
+    assert_eq!(plan_of()["plan"], "starter", "nothing applied yet");
+
+    let r = webhook(&server, Some(&good), &created);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["result"]["outcome"], "applied", "{}", r.body);
+    let current = plan_of();
+    assert_eq!(current["plan"], "business");
+    assert_eq!(current["subscription"]["status"], "active");
+    assert_eq!(current["subscription"]["stripe_subscription_id"], "sub_1");
+
+    // A replay (same event, fresh signature) changes nothing.
+    let operator_downgrade = post_json(
+        &server,
+        "/api/billing/upgrade",
+        &admin,
+        &json!({"plan": "professional"}),
+    );
+    assert_eq!(operator_downgrade.status, 200);
+    let replay = openssl_signature(STRIPE_SECRET, now + 1, &created);
+    let r = webhook(&server, Some(&replay), &created);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["result"]["outcome"], "duplicate");
+    assert_eq!(
+        plan_of()["plan"],
+        "professional",
+        "the replay did not re-apply business"
+    );
+
+    // An update older than the applied one is ignored (out-of-order delivery);
+    // a newer one applies, found by subscription id.
+    let older = event(
+        "evt_sub_0",
+        "customer.subscription.updated",
+        now - 60,
+        json!({"id": "sub_1", "customer": "cus_1", "status": "trialing", "metadata": {"plan": "enterprise"}}),
+    );
+    let r = webhook(
+        &server,
+        Some(&openssl_signature(STRIPE_SECRET, now, &older)),
+        &older,
+    );
+    assert_eq!(r.json()["result"]["outcome"], "ignored", "{}", r.body);
+    assert_eq!(plan_of()["plan"], "professional");
+    let newer = event(
+        "evt_sub_2",
+        "customer.subscription.updated",
+        now,
+        json!({"id": "sub_1", "customer": "cus_1", "status": "active", "metadata": {"plan": "enterprise"}}),
+    );
+    let r = webhook(
+        &server,
+        Some(&openssl_signature(STRIPE_SECRET, now, &newer)),
+        &newer,
+    );
+    assert_eq!(r.json()["result"]["outcome"], "applied", "{}", r.body);
+    assert_eq!(plan_of()["plan"], "enterprise");
+
+    // Invoices: failed then paid, attached to their month.
+    let month = Utc::now().format("%Y-%m").to_string();
+    for (id, kind, status) in [
+        ("evt_inv_1", "invoice.payment_failed", "past_due"),
+        ("evt_inv_2", "invoice.paid", "active"),
+    ] {
+        let body = event(
+            id,
+            kind,
+            now + 1,
+            json!({"id": "in_1", "subscription": "sub_1", "customer": "cus_1", "amount_due": 199_900,
+                   "amount_paid": 199_900, "metadata": {"period": month}}),
+        );
+        let r = webhook(
+            &server,
+            Some(&openssl_signature(STRIPE_SECRET, now, &body)),
+            &body,
+        );
+        assert_eq!(r.json()["result"]["outcome"], "applied", "{}", r.body);
+        assert_eq!(plan_of()["subscription"]["status"], status);
+    }
+    let inv = get(
+        &server,
+        &format!("/api/billing/invoices?month={month}"),
+        &admin,
+    )
+    .json();
+    assert_eq!(inv["invoices"][0]["payment"]["status"], "paid", "{inv}");
+    assert_eq!(inv["invoices"][0]["payment"]["amount_cents"], 199_900);
+
+    // Unknown types and organizations are acknowledged, not applied.
+    let other = event("evt_x", "charge.refunded", now, json!({"id": "ch_1"}));
+    let r = webhook(
+        &server,
+        Some(&openssl_signature(STRIPE_SECRET, now, &other)),
+        &other,
+    );
+    assert_eq!(
+        (r.status, r.json()["result"]["outcome"].as_str()),
+        (200, Some("ignored"))
+    );
+    let deleted = event(
+        "evt_sub_3",
+        "customer.subscription.deleted",
+        now + 2,
+        json!({"id": "sub_1", "customer": "cus_1", "status": "canceled"}),
+    );
+    let r = webhook(
+        &server,
+        Some(&openssl_signature(STRIPE_SECRET, now, &deleted)),
+        &deleted,
+    );
+    assert_eq!(r.json()["result"]["outcome"], "applied", "{}", r.body);
+    let current = plan_of();
+    assert_eq!(current["subscription"]["status"], "canceled");
+    assert_eq!(
+        current["plan"], "enterprise",
+        "the plan stays until changed"
+    );
+}
