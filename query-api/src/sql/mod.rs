@@ -120,9 +120,19 @@ impl SqlEngine {
             let df = session::plan_read_only(&ctx, &sql).await?;
             let schema = Arc::new(df.schema().as_arrow().clone());
             // One row past the limit tells whether the result was cut.
+            // EXPLAIN must stay the plan's root (and its output is small).
+            let explain = matches!(
+                df.logical_plan(),
+                datafusion::logical_expr::LogicalPlan::Explain(_)
+                    | datafusion::logical_expr::LogicalPlan::Analyze(_)
+            );
+            let df = if explain {
+                df
+            } else {
+                df.limit(0, Some(limit + 1))
+                    .map_err(ApiError::from_datafusion)?
+            };
             let batches = df
-                .limit(0, Some(limit + 1))
-                .map_err(ApiError::from_datafusion)?
                 .collect()
                 .await
                 .map_err(ApiError::from_datafusion)?;

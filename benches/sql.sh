@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Analyst SQL: `POST /api/sql` latency against DuckDB over the same Parquet
+# files, five typical queries over ROWS generated log rows of one tenant
+# (count by hour, top sources, failed logins per host, logs joined with
+# findings, usage by day); medians of RUNS after one warm-up, as ratios.
+#
+#   benches/sql.sh [ROWS] [RUNS]        # defaults 10000000 5
+#
+# Data: `securenet gen` logs (October 2026, 31 days, one tenant, brute-force
+# and other bursts injected) pushed through HTTP ingest, plus one nightly
+# scan report per day through `POST /api/ingest/scans` (744 hosts: open
+# ports and CVE findings, devices), so the lake — logs, findings, devices,
+# scans and the usage the pipeline counts — is written by SecureNet itself,
+# one day at a time with the server's clock set to that day (libfaketime,
+# installed from Debian if missing). Then maintenance compacts it as a
+# running system would. The data directory is cached per row count under
+# ~/.cache/securenet/sqlbench/.
+#
+# Measured: `securenet query-api` (read-only over the lake, default [sql]
+# limits unless SECURENET_SQL__* says otherwise) on a free port, latency
+# client-side end to end (request to parsed JSON); DuckDB from PyPI in the
+# same Python process, default threads, over read_parquet() of the tenant's
+# files, results fetched. Fails if the two engines' results differ.
+#
+# NO_BUILD=1 skips the cargo build (uses the binaries already in
+# $CARGO_TARGET_DIR/release); BENCH_VENV overrides the venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/securenet/target}"
+ROWS="${1:-10000000}"
+RUNS="${2:-5}"
+TENANT=bench
+START=2026-10-01
+DAYS=31
+SEED=42
+STARTED_AT=$(date +%s)
+# Only the [sql] limits may come from the caller's environment.
+for v in $(compgen -e | grep '^SECURENET_' | grep -v '^SECURENET_SQL__' || true); do unset "$v"; done
+
+REQS="scripts/requirements-test.txt scripts/requirements-bench.txt"
+VENV="${BENCH_VENV:-$HOME/.cache/securenet/venv-bench-$(cat $REQS | sha256sum | cut -c1-12)}"
+if [ ! -x "$VENV/bin/python" ]; then
+  rm -rf "$VENV.tmp"
+  python3 -m venv "$VENV.tmp"
+  "$VENV.tmp/bin/pip" install -q --disable-pip-version-check -r scripts/requirements-test.txt -r scripts/requirements-bench.txt
+  mv "$VENV.tmp" "$VENV"
+fi
+"$VENV/bin/python" -c 'import duckdb, pytz' 2>/dev/null || {
+  echo "$VENV lacks duckdb/pytz: scripts/requirements-bench.txt needs their pins" >&2; exit 1; }
+# Same package set as the other bench scripts, so the release build (and its
+# feature unification) is shared.
+[ -n "${NO_BUILD:-}" ] || cargo build --release -q -p securenet -p securenet-benches --bins
+BIN="$CARGO_TARGET_DIR/release"
+PY="$VENV/bin/python benches/python/sql_bench.py"
+
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_ready() { # file marker pid
+  for _ in $(seq 1 600); do
+    if grep -q "$2" "$1" 2>/dev/null; then sed -n "s/.*$2//p" "$1" | head -n1; return; fi
+    kill -0 "$3" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "not ready: $1" >&2; tail -20 "${1%.out}.err" >&2 || true; exit 1
+}
+
+# ---------------------------------------------------------------- data (cached)
+# Day by day, as a live system receives it: one `serve` per day under
+# libfaketime with its clock at 23:58 of that day, so `received_at` — and
+# with it the usage day, which follows receipt, not event time — is that
+# day. Each day gets ROWS/DAYS generated log rows spread over the day, a few
+# injected bursts (SSH brute force, port scans, ...) and the nightly scan.
+CACHE="$HOME/.cache/securenet/sqlbench/rows-$ROWS-seed$SEED-v1"
+if [ ! -f "$CACHE/loaded.json" ]; then
+  if ! command -v faketime >/dev/null 2>&1; then
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends faketime >/dev/null
+  fi
+  echo "== generating the lake: $ROWS log rows for tenant $TENANT over $DAYS days -> $CACHE" >&2
+  BUILD="$CACHE.tmp"
+  rm -rf "$BUILD" && mkdir -p "$BUILD"
+  printf '%s\n' "data_dir = \"$BUILD\"" \
+    '[http]' 'listen = "127.0.0.1:0"' '[log]' 'level = "warn"' '[ingest]' 'syslog = []' \
+    '[pipeline.detection]' 'enabled = false' '[pipeline.maintenance]' 'enabled = false' \
+    '[pipeline.maintenance.compaction]' 'min_age_secs = 0' 'grace_secs = 0' > "$BUILD/load.toml"
+  export SECURENET_CONFIG="$BUILD/load.toml"
+  "$BIN/securenet" orgs create --id "$TENANT" --name "SQL bench" --owner-email bench@example.com --plan enterprise >/dev/null
+  LOAD_KEY=$("$BIN/securenet" keys create --org "$TENANT" --name load 2>/dev/null)
+  T0=$(date +%s)
+  LOGS=0; FINDINGS=0
+  for d in $(seq 0 $(( DAYS - 1 ))); do
+    DAY=$(date -u -d "$START + $d day" +%Y-%m-%d)
+    DAY_ROWS=$(( ROWS * (d + 1) / DAYS - ROWS * d / DAYS ))
+    # shellcheck disable=SC2016 # $LIB is expanded by the dynamic loader
+    LD_PRELOAD='/usr/$LIB/faketime/libfaketimeMT.so.1' FAKETIME="@$DAY 23:58:00" FAKETIME_DONT_FAKE_MONOTONIC=1 \
+      "$BIN/securenet" serve > "$WORK/load.out" 2> "$WORK/load.err" &
+    LOAD_PID=$!; PIDS=("$LOAD_PID")
+    ADDR=$(wait_ready "$WORK/load.out" "securenet ready http=" "$LOAD_PID")
+    N=$("$BIN/securenet" gen --tenants "$TENANT" --rows "$DAY_ROWS" --anomalies $(( ROWS / (DAYS * 100000) + 1 )) \
+          --seed $(( SEED + d )) --start "${DAY}T00:00:00Z" --duration-secs 86400 |
+        $PY ingest-logs "http://$ADDR" "$LOAD_KEY" 2>/dev/null)
+    F=$($PY ingest-scan "http://$ADDR" "$LOAD_KEY" "$DAY" "$d" "$SEED")
+    kill -TERM "$LOAD_PID"
+    wait "$LOAD_PID" || { echo "serve exited badly" >&2; tail -20 "$WORK/load.err" >&2; exit 1; }
+    PIDS=()
+    LOGS=$(( LOGS + N )); FINDINGS=$(( FINDINGS + F ))
+    echo "  $DAY: $N log rows, $F findings (total $LOGS rows, $(( $(date +%s) - T0 )) s)" >&2
+  done
+  T1=$(date +%s)
+  # Compact as the scheduled maintenance would (two passes: merge, then
+  # drop the merged inputs once the — here zero — grace period is over).
+  "$BIN/securenet" maintain > "$BUILD/maintain1.json"
+  "$BIN/securenet" maintain > "$BUILD/maintain2.json"
+  unset SECURENET_CONFIG
+  T2=$(date +%s)
+  printf '{"logs": %s, "findings": %s, "days": %s, "ingest_s": %s, "compaction_s": %s}\n' \
+    "$LOGS" "$FINDINGS" "$DAYS" $(( T1 - T0 )) $(( T2 - T1 )) > "$BUILD/loaded.json"
+  rm -rf "$CACHE" && mv "$BUILD" "$CACHE"
+fi
+LOGS=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["logs"])' "$CACHE/loaded.json")
+echo "== lake: $CACHE ($(du -sh "$CACHE/lake" | cut -f1); $(cat "$CACHE/loaded.json"))" >&2
+
+# ---------------------------------------------------------------- query-api
+# The read-only role over the cached lake, with a copy of the metadata
+# store, so nothing the benchmark does writes to the cache.
+cp "$CACHE"/meta.db* "$WORK/"
+printf '%s\n' "data_dir = \"$WORK\"" '[http]' 'listen = "127.0.0.1:0"' '[log]' 'level = "warn"' \
+  '[control]' "database = \"$WORK/meta.db\"" '[pipeline]' "lake_dir = \"$CACHE/lake\"" > "$WORK/query.toml"
+export SECURENET_CONFIG="$WORK/query.toml"
+KEY=$("$BIN/securenet" keys create --org "$TENANT" --name sqlbench --role viewer 2>/dev/null)
+"$BIN/securenet" config | sed -n '/^\[sql\]/,/^$/p' >&2
+"$BIN/securenet" query-api > "$WORK/query.out" 2> "$WORK/query.err" &
+QPID=$!; PIDS+=("$QPID")
+ADDR=$(wait_ready "$WORK/query.out" "securenet ready http=" "$QPID")
+
+echo "== $RUNS runs per query (after one warm-up): securenet query-api at $ADDR vs DuckDB" >&2
+$PY bench "http://$ADDR" "$KEY" "$CACHE/lake" "$TENANT" "$RUNS" "$LOGS" > "$WORK/result.json"
+python3 - "$WORK/result.json" $(( $(date +%s) - STARTED_AT )) <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"\n{r['log_rows']:,} log rows, medians of {r['runs']} runs after one warm-up; DuckDB {r['duckdb']} "
+      f"({r['duckdb_threads']} threads); Parquet objects {r['files']}; script total {sys.argv[2]} s\n")
+print("| query | SecureNet median ms | DuckDB median ms | ratio (SecureNet/DuckDB) | rows |")
+print("| --- | --- | --- | --- | --- |")
+failed = False
+for q in r["results"]:
+    if "securenet_error" in q:
+        failed = True
+        print(f"| {q['query']} | FAILED: {q['securenet_error']} | {q['duckdb_ms']} | – | {q['rows']} |")
+    else:
+        print(f"| {q['query']} | {q['securenet_ms']} | {q['duckdb_ms']} | {q['ratio']} | {q['rows']} |")
+print()
+print(json.dumps(r["results"]))
+sys.exit(1 if failed else 0)
+PY
