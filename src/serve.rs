@@ -268,6 +268,8 @@ pub async fn run(
                 stripe_secret: config.api.stripe_webhook_secret.clone(),
                 tolerance_secs: control::billing::STRIPE_TOLERANCE_SECS,
             }),
+            system: Default::default(),
+            data_dir: config.data_dir.clone(),
             ops: ops.clone(),
         };
         if let Some(secret) = &config.api.jwt_secret {

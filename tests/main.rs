@@ -15,6 +15,7 @@ mod ingest_http;
 mod insights;
 mod kafka;
 mod lifecycle;
+mod listings;
 mod maintenance;
 mod orgs;
 mod scans;

@@ -47,7 +47,7 @@ fn severities(list: Option<&str>) -> Result<Vec<&'static str>> {
         .collect()
 }
 
-fn limit(l: Option<usize>) -> Result<usize> {
+pub(crate) fn limit(l: Option<usize>) -> Result<usize> {
     match l.unwrap_or(50) {
         0 => Err(ApiError::BadRequest("limit must be at least 1".into())),
         n if n > MAX_LIMIT => Err(ApiError::BadRequest(format!(
@@ -57,7 +57,7 @@ fn limit(l: Option<usize>) -> Result<usize> {
     }
 }
 
-fn rfc3339_ms(name: &str, v: &str) -> Result<i64> {
+pub(crate) fn rfc3339_ms(name: &str, v: &str) -> Result<i64> {
     chrono::DateTime::parse_from_rfc3339(v)
         .map(|t| t.timestamp_millis())
         .map_err(|_| ApiError::BadRequest(format!("{name} {v:?} is not an RFC 3339 time")))
@@ -75,7 +75,7 @@ fn cursor(c: &str) -> Result<(i64, String)> {
     Ok((ms, id.to_string()))
 }
 
-fn quote(s: &str) -> String {
+pub(crate) fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
@@ -156,7 +156,7 @@ pub async fn anomalies(
     Ok(Json(json!({ "anomalies": rows, "next_cursor": next })))
 }
 
-fn to_json_rows(batches: &[arrow::array::RecordBatch]) -> Result<Vec<Value>> {
+pub(crate) fn to_json_rows(batches: &[arrow::array::RecordBatch]) -> Result<Vec<Value>> {
     let mut out = Vec::new();
     {
         let mut w = arrow::json::ArrayWriter::new(&mut out);

@@ -18,6 +18,10 @@
 //!   pagination, filters, mark as read).
 //! - [`insights`]: the model registry, training-data upload, training and
 //!   prediction (`/api/insights/models…`).
+//! - [`data`]: `/api/logs`, `/api/devices`, `/api/scans`, `/api/findings`
+//!   (cursor pages, filters).
+//! - [`dashboard`]: `/api/metrics/system`, `/organization`, `/security`,
+//!   `/dashboard`.
 //! - [`metering`]: every authenticated call becomes an `api_requests`
 //!   record (the billable API counter), published to the bus.
 //! - [`usage`]: recorded usage per month: `/api/billing/usage`,
@@ -31,6 +35,8 @@ pub mod alerts;
 pub mod audit;
 pub mod auth;
 pub mod billing;
+pub mod dashboard;
+pub mod data;
 pub mod error;
 pub mod headers;
 pub mod insights;

@@ -69,6 +69,10 @@ pub struct AppState {
     /// `api.platform_admin_token`: creates organizations (`POST /api/orgs`).
     pub platform_token: Option<crate::auth::PlatformToken>,
     pub billing: Arc<crate::billing::Billing>,
+    /// Host and process probe for `/api/metrics/system`.
+    pub system: Arc<crate::dashboard::SystemProbe>,
+    /// The data directory (its disk is reported by `/api/metrics/system`).
+    pub data_dir: std::path::PathBuf,
     pub ops: OpsState,
 }
 

@@ -132,10 +132,7 @@ impl SqlEngine {
                 df.limit(0, Some(limit + 1))
                     .map_err(ApiError::from_datafusion)?
             };
-            let batches = df
-                .collect()
-                .await
-                .map_err(ApiError::from_datafusion)?;
+            let batches = df.collect().await.map_err(ApiError::from_datafusion)?;
             Ok::<_, ApiError>((schema, batches))
         });
         let deadline = Duration::from_millis(self.config.timeout_ms);

@@ -183,10 +183,19 @@ async fn limits_apply() {
 async fn explain_and_explain_analyze_show_the_plan() {
     let (_dir, lake) = lake_with(&[("acme", "a1"), ("acme", "a2")]).await;
     let e = engine(lake, SqlConfig::default());
-    let plan = run(&e, "acme", "EXPLAIN SELECT count(*) FROM logs").await.unwrap();
-    assert!(plan.contains("logical_plan") && plan.contains("physical_plan"), "{plan}");
-    let analyzed = run(&e, "acme", "EXPLAIN ANALYZE SELECT message FROM logs WHERE message = 'a2'")
+    let plan = run(&e, "acme", "EXPLAIN SELECT count(*) FROM logs")
         .await
         .unwrap();
+    assert!(
+        plan.contains("logical_plan") && plan.contains("physical_plan"),
+        "{plan}"
+    );
+    let analyzed = run(
+        &e,
+        "acme",
+        "EXPLAIN ANALYZE SELECT message FROM logs WHERE message = 'a2'",
+    )
+    .await
+    .unwrap();
     assert!(analyzed.contains("output_rows"), "{analyzed}");
 }

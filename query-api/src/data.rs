@@ -1,0 +1,264 @@
+//! Data listings: `GET /api/logs`, `/api/devices`, `/api/scans`,
+//! `/api/findings` — newest first, cursor-paginated, filtered, over the
+//! caller's tables (the same DataFusion session as `POST /api/sql`).
+//!
+//! Log rows have no id of their own, so the cursor is the position after
+//! the last row: `<ts ms>.<batch id>.<rows of that (ts, batch) already
+//! returned>`. Rows are ordered by `ts DESC, batch_id DESC` and then by
+//! their content, so a page boundary inside a group of equal `(ts, batch)`
+//! rows resumes exactly after it — no row is skipped or repeated while the
+//! data does not change, and rows arriving later land in their place.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use serde_json::{Value, json};
+
+use crate::alerts::{limit, quote, rfc3339_ms, to_json_rows};
+use crate::auth::Caller;
+use crate::error::{ApiError, Result};
+use crate::state::AppState;
+
+/// A listable table: its columns, the filters it takes (query parameter →
+/// column, and whether the column is numeric) and the tie-break order.
+struct Listing {
+    table: &'static str,
+    columns: &'static str,
+    filters: &'static [(&'static str, &'static str, bool)],
+    tie_break: &'static str,
+}
+
+const LOGS: Listing = Listing {
+    table: "logs",
+    columns: "ts, received_at, batch_id, host, app, pid, severity, facility, msg_id, message, \
+              source_ip, structured_data, parse_status, input, bytes",
+    filters: &[
+        ("host", "host", false),
+        ("app", "app", false),
+        ("severity", "severity", false),
+        ("source_ip", "source_ip", false),
+        ("input", "input", false),
+        ("parse_status", "parse_status", false),
+    ],
+    tie_break: "message, host, app, raw",
+};
+
+const DEVICES: Listing = Listing {
+    table: "devices",
+    columns: "ts, received_at, batch_id, device_id, ip, mac, hostname, os, vendor, first_seen, \
+              last_seen, source",
+    filters: &[
+        ("device_id", "device_id", false),
+        ("ip", "ip", false),
+        ("mac", "mac", false),
+        ("hostname", "hostname", false),
+    ],
+    tie_break: "device_id, ip",
+};
+
+const SCANS: Listing = Listing {
+    table: "scans",
+    columns: "ts, received_at, batch_id, scan_id, target, scanner, started, finished, hosts_up, \
+              hosts_total, status",
+    filters: &[
+        ("scan_id", "scan_id", false),
+        ("status", "status", false),
+        ("scanner", "scanner", false),
+    ],
+    tie_break: "scan_id",
+};
+
+const FINDINGS: Listing = Listing {
+    table: "findings",
+    columns: "ts, received_at, batch_id, finding_id, scan_id, device_id, ip, port, protocol, \
+              service, product, severity, cvss, title, cve",
+    filters: &[
+        ("severity", "severity", false),
+        ("ip", "ip", false),
+        ("port", "port", true),
+        ("scan_id", "scan_id", false),
+        ("device_id", "device_id", false),
+        ("cve", "cve", false),
+    ],
+    tie_break: "finding_id",
+};
+
+struct Cursor {
+    ts_ms: i64,
+    batch: String,
+    skip: usize,
+}
+
+fn parse_cursor(c: &str) -> Result<Cursor> {
+    let bad = || ApiError::BadRequest("cursor is not one this API issued".into());
+    let mut parts = c.splitn(3, '.');
+    let ts_ms = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+    let batch = parts.next().ok_or_else(bad)?;
+    let skip = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+    if batch.len() != 36 || !batch.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        return Err(bad());
+    }
+    Ok(Cursor {
+        ts_ms,
+        batch: batch.to_string(),
+        skip,
+    })
+}
+
+async fn list(
+    state: &AppState,
+    caller: &control::Principal,
+    listing: &Listing,
+    params: BTreeMap<String, String>,
+) -> Result<Value> {
+    let mut filters = vec!["1 = 1".to_string()];
+    let mut limit_param = None;
+    let mut cursor = None;
+    for (k, v) in &params {
+        match k.as_str() {
+            "limit" => {
+                limit_param =
+                    Some(v.parse::<usize>().map_err(|_| {
+                        ApiError::BadRequest(format!("limit {v:?} is not a number"))
+                    })?);
+            }
+            "cursor" => cursor = Some(parse_cursor(v)?),
+            "since" => filters.push(format!("CAST(ts AS BIGINT) >= {}", rfc3339_ms("since", v)?)),
+            "until" => filters.push(format!("CAST(ts AS BIGINT) < {}", rfc3339_ms("until", v)?)),
+            "q" if listing.table == "logs" => {
+                if v.len() > 256 {
+                    return Err(ApiError::BadRequest("q is longer than 256 bytes".into()));
+                }
+                // strpos, not LIKE: no wildcard escaping to get wrong.
+                filters.push(format!("strpos(message, {}) > 0", quote(v)));
+            }
+            other => {
+                let Some((_, column, numeric)) =
+                    listing.filters.iter().find(|(name, _, _)| *name == other)
+                else {
+                    let known: Vec<&str> = listing.filters.iter().map(|f| f.0).collect();
+                    return Err(ApiError::BadRequest(format!(
+                        "unknown parameter {other:?}; {} takes limit, cursor, since, until{}, {}",
+                        listing.table,
+                        if listing.table == "logs" { ", q" } else { "" },
+                        known.join(", ")
+                    )));
+                };
+                if v.len() > 256 {
+                    return Err(ApiError::BadRequest(format!(
+                        "{other} is longer than 256 bytes"
+                    )));
+                }
+                let value = if *numeric {
+                    v.parse::<i64>()
+                        .map_err(|_| {
+                            ApiError::BadRequest(format!("{other} {v:?} is not a number"))
+                        })?
+                        .to_string()
+                } else {
+                    quote(v)
+                };
+                filters.push(format!("{column} = {value}"));
+            }
+        }
+    }
+    let limit = limit(limit_param)?;
+    let skip = cursor.as_ref().map_or(0, |c| c.skip);
+    if let Some(c) = &cursor {
+        filters.push(format!(
+            "(CAST(ts AS BIGINT) < {ms} OR (CAST(ts AS BIGINT) = {ms} AND batch_id <= {b}))",
+            ms = c.ts_ms,
+            b = quote(&c.batch)
+        ));
+    }
+    let sql = format!(
+        "SELECT CAST(ts AS BIGINT) AS ts_ms, {} FROM {} WHERE {} \
+         ORDER BY ts DESC, batch_id DESC, {} LIMIT {}",
+        listing.columns,
+        listing.table,
+        filters.join(" AND "),
+        listing.tie_break,
+        skip + limit + 1
+    );
+    let result = state.sql.execute(&caller.tenant, &sql).await?;
+    let mut rows = to_json_rows(&result.batches)?;
+    // The first `skip` rows were on the previous page (same ts and batch).
+    let rows_after: Vec<Value> = rows.drain(..).skip(skip).collect();
+    let more = rows_after.len() > limit;
+    let mut rows = rows_after;
+    rows.truncate(limit);
+    let next = match (more, rows.last()) {
+        (true, Some(last)) => {
+            let ts = last["ts_ms"].as_i64().unwrap_or_default();
+            let batch = last["batch_id"].as_str().unwrap_or_default().to_string();
+            let mut same = rows
+                .iter()
+                .rev()
+                .take_while(|r| {
+                    r["ts_ms"].as_i64() == Some(ts) && r["batch_id"].as_str() == Some(&batch)
+                })
+                .count();
+            // The whole page in the previous page's group: count those too.
+            if let Some(c) = &cursor
+                && same == rows.len()
+                && c.ts_ms == ts
+                && c.batch == batch
+            {
+                same += c.skip;
+            }
+            Some(format!("{ts}.{batch}.{same}"))
+        }
+        _ => None,
+    };
+    for r in &mut rows {
+        if let Some(obj) = r.as_object_mut() {
+            obj.remove("ts_ms");
+        }
+    }
+    Ok(json!({ listing.table: rows, "next_cursor": next }))
+}
+
+type Params = std::result::Result<Query<BTreeMap<String, String>>, QueryRejection>;
+
+fn params(p: Params) -> Result<BTreeMap<String, String>> {
+    p.map(|Query(q)| q)
+        .map_err(|e| ApiError::BadRequest(e.body_text()))
+}
+
+/// `GET /api/logs`
+pub async fn logs(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    p: Params,
+) -> Result<Json<Value>> {
+    Ok(Json(list(&state, &caller, &LOGS, params(p)?).await?))
+}
+
+/// `GET /api/devices`
+pub async fn devices(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    p: Params,
+) -> Result<Json<Value>> {
+    Ok(Json(list(&state, &caller, &DEVICES, params(p)?).await?))
+}
+
+/// `GET /api/scans`
+pub async fn scans(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    p: Params,
+) -> Result<Json<Value>> {
+    Ok(Json(list(&state, &caller, &SCANS, params(p)?).await?))
+}
+
+/// `GET /api/findings`
+pub async fn findings(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    p: Params,
+) -> Result<Json<Value>> {
+    Ok(Json(list(&state, &caller, &FINDINGS, params(p)?).await?))
+}
