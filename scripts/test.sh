@@ -73,6 +73,8 @@ need nmap nmap
 need clickhouse-server clickhouse-server
 # promtool checks the /metrics exposition (tests/streaming.rs).
 need promtool prometheus
+need prometheus prometheus
+need syslog-ng syslog-ng-core
 
 # Python tools (scikit-learn for the isolation-forest reference) in a venv,
 # pinned, kept outside the clone and rebuilt when the pins change.
@@ -121,3 +123,12 @@ cargo clippy --workspace --all-targets --features securenet/e2e -- -D warnings
 
 step "unit and end-to-end tests"
 cargo test --workspace --features securenet/e2e
+
+# Deploy artifacts (issue: deploy and operate): a real Prometheus scraping
+# live servers with our alert rules, the syslog-ng forwarder config from
+# docs/forwarders.md, then every flag, env var, rule and dashboard query in
+# deploy/ checked against the binary this run built.
+step "deploy: Prometheus, forwarders, static checks"
+BIN="$CARGO_TARGET_DIR/debug/securenet"
+scripts/prometheus_e2e.sh "$BIN" "$SERVICES_DIR/metrics.txt"
+"$VENV/bin/python" scripts/check_deploy.py "$BIN" "$SERVICES_DIR/metrics.txt"
