@@ -269,6 +269,7 @@ pub async fn run(
                 tolerance_secs: control::billing::STRIPE_TOLERANCE_SECS,
             }),
             system: Default::default(),
+            llm: config.api.llm.clone().map(Arc::new),
             data_dir: config.data_dir.clone(),
             ops: ops.clone(),
         };

@@ -6,6 +6,7 @@
 mod support;
 
 mod access;
+mod analysis;
 mod billing;
 mod cli;
 mod clickhouse;

@@ -7,6 +7,7 @@
 //! detectors issue); nothing here does I/O — the pipeline feeds batches in
 //! and publishes what comes out.
 
+pub mod drain;
 pub mod iforest;
 pub mod metrics;
 pub mod streaming;

@@ -22,6 +22,8 @@
 //!   (cursor pages, filters).
 //! - [`dashboard`]: `/api/metrics/system`, `/organization`, `/security`,
 //!   `/dashboard`.
+//! - [`analysis`]: log summary (Drain templates, optional LLM narrative),
+//!   threat analysis per entity, recommendations.
 //! - [`metering`]: every authenticated call becomes an `api_requests`
 //!   record (the billable API counter), published to the bus.
 //! - [`usage`]: recorded usage per month: `/api/billing/usage`,
@@ -32,6 +34,7 @@
 //! - [`error`]: [`ApiError`] and its one mapping to HTTP statuses.
 
 pub mod alerts;
+pub mod analysis;
 pub mod audit;
 pub mod auth;
 pub mod billing;

@@ -14,7 +14,7 @@ use axum::routing::{MethodRouter, delete, get, post};
 use control::Role;
 
 use crate::state::AppState;
-use crate::{alerts, audit, billing, dashboard, data, insights, orgs, sql, usage};
+use crate::{alerts, analysis, audit, billing, dashboard, data, insights, orgs, sql, usage};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +101,9 @@ pub fn table() -> Vec<Endpoint> {
         ep(M::POST, "/api/insights/models/upload-training-data", MEMBER, "upload CSV or JSON training data", post(insights::upload).layer(axum::extract::DefaultBodyLimit::max(insights::MAX_UPLOAD_BYTES,))),
         ep(M::POST, "/api/insights/models/train", MEMBER, "train or retrain a model", post(insights::train)),
         ep(M::POST, "/api/insights/models/{id}/predict", VIEWER, "predictions with confidence scores", post(insights::predict)),
+        ep(M::POST, "/api/insights/summary", VIEWER, "log summary for a time range (Drain templates, new templates, anomalies)", post(analysis::summary)),
+        ep(M::POST, "/api/insights/threat-analysis", VIEWER, "risk per entity with its reasons", post(analysis::threat_analysis)),
+        ep(M::GET, "/api/insights/recommendations", VIEWER, "security recommendations with evidence", get(analysis::recommendations)),
         ep(M::GET, "/api/anomalies", VIEWER, "anomalies (cursor pages, filters)", get(alerts::anomalies)),
         ep(M::GET, "/api/notifications", VIEWER, "notifications (severity, read/unread)", get(alerts::notifications)),
         ep(M::POST, "/api/notifications/{id}/read", MEMBER, "mark a notification read", post(alerts::mark_read)),

@@ -41,6 +41,9 @@ pub struct ApiConfig {
     /// answers 503.
     #[serde(skip_serializing)]
     pub stripe_webhook_secret: Option<String>,
+    /// An OpenAI-compatible endpoint that may narrate
+    /// `POST /api/insights/summary` (the built-in summary stays).
+    pub llm: Option<crate::analysis::LlmConfig>,
 }
 
 impl Default for ApiConfig {
@@ -51,6 +54,7 @@ impl Default for ApiConfig {
             platform_admin_token: None,
             jwt_secret: None,
             stripe_webhook_secret: None,
+            llm: None,
         }
     }
 }
@@ -73,6 +77,8 @@ pub struct AppState {
     pub system: Arc<crate::dashboard::SystemProbe>,
     /// The data directory (its disk is reported by `/api/metrics/system`).
     pub data_dir: std::path::PathBuf,
+    /// `api.llm`: an optional model that narrates the built-in summary.
+    pub llm: Option<Arc<crate::analysis::LlmConfig>>,
     pub ops: OpsState,
 }
 

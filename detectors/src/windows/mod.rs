@@ -54,13 +54,13 @@ pub const FEATURES: [&str; 8] = [
 pub const N_FEATURES: usize = FEATURES.len();
 
 /// Messages that report a failed authentication or authorization (sshd,
-/// PAM, sudo, web servers, Windows-style "logon failure").
-static AUTH_FAILURE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r"(?i)failed password|authentication fail|invalid user|failed login|login failed|logon failure|access denied|incorrect password|not in sudoers|unauthorized",
-    )
-    .expect("constant regex")
-});
+/// PAM, sudo, web servers, Windows-style "logon failure"); matched without
+/// regard to case. Also used in SQL (`message ~* PATTERN`) by the API's
+/// threat analysis, so both count the same events.
+pub const AUTH_FAILURE_PATTERN: &str = "failed password|authentication fail|invalid user|failed login|login failed|logon failure|access denied|incorrect password|not in sudoers|unauthorized";
+
+static AUTH_FAILURE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(&format!("(?i){AUTH_FAILURE_PATTERN}")).expect("constant regex"));
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
