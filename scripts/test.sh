@@ -113,6 +113,11 @@ start_clickhouse "$SERVICES_DIR/clickhouse" started
 export SECURENET_TEST_CLICKHOUSE="$CLICKHOUSE_URL"
 echo "clickhouse $CLICKHOUSE_VERSION on $SECURENET_TEST_CLICKHOUSE"
 
+# Notification receivers: a webhook listener and an SMTP sink (aiosmtpd).
+start_receivers "$SERVICES_DIR" started "$VENV/bin/python"
+export SECURENET_TEST_RECEIVER_HTTP="$RECEIVER_HTTP" SECURENET_TEST_SMTP="$RECEIVER_SMTP"
+echo "webhook receiver on $RECEIVER_HTTP, SMTP sink on $RECEIVER_SMTP"
+
 step "reference outputs (scikit-learn $("$VENV/bin/python" -c 'import sklearn; print(sklearn.__version__)'))"
 export SECURENET_IFOREST_REFERENCE="$SERVICES_DIR/iforest"
 "$VENV/bin/python" scripts/reference/iforest.py "$SECURENET_IFOREST_REFERENCE"

@@ -232,6 +232,8 @@ pub async fn run(
         app = app.merge(ingest::http::router(state.clone()));
     }
     let mut meter_task = None;
+    let stop_notify = CancellationToken::new();
+    let mut notify_task = None;
     if role.queries() {
         let meter = match &producer {
             Some(p) => {
@@ -248,6 +250,15 @@ pub async fn run(
                 None
             }
         };
+        let notifier = Arc::new(
+            query_api::notify::Notifier::new(config.api.notify.clone(), &registry)
+                .map_err(anyhow::Error::msg)?,
+        );
+        notify_task = Some(query_api::notify::spawn_dispatcher(
+            store.clone(),
+            notifier.clone(),
+            stop_notify.clone(),
+        ));
         let api = AppState {
             store: store.clone(),
             insights: Arc::new(query_api::insights::Insights::new(lake.clone())),
@@ -270,6 +281,7 @@ pub async fn run(
             }),
             system: Default::default(),
             llm: config.api.llm.clone().map(Arc::new),
+            notify: notifier.clone(),
             data_dir: config.data_dir.clone(),
             ops: ops.clone(),
         };
@@ -308,6 +320,10 @@ pub async fn run(
     stop_listeners.cancel();
     // The router (and its meter handle) is gone: the meter publishes what
     // it holds and ends, before the bus closes.
+    stop_notify.cancel();
+    if let Some(task) = notify_task {
+        let _ = task.await;
+    }
     if let Some(task) = meter_task {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
     }

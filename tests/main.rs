@@ -18,6 +18,7 @@ mod kafka;
 mod lifecycle;
 mod listings;
 mod maintenance;
+mod notify;
 mod orgs;
 mod scans;
 mod sql_tenancy;

@@ -215,8 +215,9 @@ pub fn verify_stripe_signature(
         .ok_or(SignatureError::Mismatch)
 }
 
-/// Signs like Stripe does (for tests and the local webhook tooling).
-pub fn stripe_signature(secret: &str, t: i64, body: &[u8]) -> String {
+/// Signs like Stripe does: `t=<unix>,v1=<HMAC-SHA256(t.body)>`. Our
+/// outgoing webhooks use the same scheme (`X-SecureNet-Signature`).
+pub fn sign_v1(secret: &str, t: i64, body: &[u8]) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
     let mut signed = format!("{t}.").into_bytes();
     signed.extend_from_slice(body);
@@ -639,7 +640,7 @@ mod tests {
     #[test]
     fn stripe_signatures_are_checked_for_secret_time_and_shape() {
         let body = br#"{"id":"evt_1"}"#;
-        let header = stripe_signature("whsec_test", 1_000_000, body);
+        let header = sign_v1("whsec_test", 1_000_000, body);
         assert_eq!(
             verify_stripe_signature("whsec_test", &header, body, 1_000_100, 300),
             Ok(1_000_000)

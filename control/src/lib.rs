@@ -10,6 +10,7 @@
 //! - [`jwt`]: HS256 tokens from `POST /api/auth/token`, checked against the
 //!   store on every request.
 //! - [`billing`]: plan changes, prorated invoices in cents, Stripe events.
+//! - [`notify`]: notification channels (webhook, email) and the delivery log.
 //! - [`auth`]: turning request headers into an authenticated [`Principal`].
 //! - [`ratelimit`]: per-tenant token buckets.
 //!
@@ -23,6 +24,7 @@ pub mod insights;
 pub mod inventory;
 pub mod jwt;
 pub mod keys;
+pub mod notify;
 pub mod ratelimit;
 pub mod store;
 pub mod users;

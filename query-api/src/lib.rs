@@ -24,6 +24,8 @@
 //!   `/dashboard`.
 //! - [`analysis`]: log summary (Drain templates, optional LLM narrative),
 //!   threat analysis per entity, recommendations.
+//! - [`notify`]: notification channels (signed webhooks, SMTP email), the
+//!   dispatcher with retries and backoff, the delivery log.
 //! - [`metering`]: every authenticated call becomes an `api_requests`
 //!   record (the billable API counter), published to the bus.
 //! - [`usage`]: recorded usage per month: `/api/billing/usage`,
@@ -44,6 +46,7 @@ pub mod error;
 pub mod headers;
 pub mod insights;
 pub mod metering;
+pub mod notify;
 pub mod ops;
 pub mod orgs;
 pub mod routes;

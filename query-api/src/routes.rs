@@ -14,7 +14,9 @@ use axum::routing::{MethodRouter, delete, get, post};
 use control::Role;
 
 use crate::state::AppState;
-use crate::{alerts, analysis, audit, billing, dashboard, data, insights, orgs, sql, usage};
+use crate::{
+    alerts, analysis, audit, billing, dashboard, data, insights, notify, orgs, sql, usage,
+};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +109,11 @@ pub fn table() -> Vec<Endpoint> {
         ep(M::GET, "/api/anomalies", VIEWER, "anomalies (cursor pages, filters)", get(alerts::anomalies)),
         ep(M::GET, "/api/notifications", VIEWER, "notifications (severity, read/unread)", get(alerts::notifications)),
         ep(M::POST, "/api/notifications/{id}/read", MEMBER, "mark a notification read", post(alerts::mark_read)),
+        ep(M::GET, "/api/notifications/channels", ADMIN, "notification channels (webhook, email)", get(notify::list_channels)),
+        ep(M::POST, "/api/notifications/channels", ADMIN, "add a channel; a webhook's signing secret is shown once", post(notify::create_channel)),
+        ep(M::DELETE, "/api/notifications/channels/{id}", ADMIN, "remove a channel", delete(notify::delete_channel)),
+        ep(M::POST, "/api/notifications/channels/{id}/test", ADMIN, "send a test notification now", post(notify::test_channel)),
+        ep(M::GET, "/api/notifications/deliveries", ADMIN, "the delivery log (attempts, status, errors)", get(notify::deliveries)),
         ep(M::POST, "/api/sql", VIEWER, "DataFusion SQL over the organization's tables", post(sql::handler)),
     ]
 }

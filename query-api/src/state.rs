@@ -44,6 +44,8 @@ pub struct ApiConfig {
     /// An OpenAI-compatible endpoint that may narrate
     /// `POST /api/insights/summary` (the built-in summary stays).
     pub llm: Option<crate::analysis::LlmConfig>,
+    /// Notification delivery (webhooks, SMTP).
+    pub notify: crate::notify::NotifyConfig,
 }
 
 impl Default for ApiConfig {
@@ -55,6 +57,7 @@ impl Default for ApiConfig {
             jwt_secret: None,
             stripe_webhook_secret: None,
             llm: None,
+            notify: Default::default(),
         }
     }
 }
@@ -79,6 +82,8 @@ pub struct AppState {
     pub data_dir: std::path::PathBuf,
     /// `api.llm`: an optional model that narrates the built-in summary.
     pub llm: Option<Arc<crate::analysis::LlmConfig>>,
+    /// Sends notifications (the dispatcher and the channel test route).
+    pub notify: Arc<crate::notify::Notifier>,
     pub ops: OpsState,
 }
 

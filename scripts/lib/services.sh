@@ -40,3 +40,16 @@ start_clickhouse() { # dir pids-array → sets CLICKHOUSE_URL, CLICKHOUSE_VERSIO
     echo "clickhouse-server did not start:" >&2; tail -20 "$dir/server.log" >&2; exit 1; }
   CLICKHOUSE_URL="http://127.0.0.1:$http"
 }
+
+start_receivers() { # dir pids-array python → sets RECEIVER_HTTP, RECEIVER_SMTP
+  local -n pids=$2
+  rm -f "$1/receivers.ports"
+  "$3" scripts/receivers.py "$1/receivers.ports" > "$1/receivers.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 100); do [ -s "$1/receivers.ports" ] && break; sleep 0.1; done
+  [ -s "$1/receivers.ports" ] || { echo "receivers did not start:" >&2; cat "$1/receivers.log" >&2; exit 1; }
+  local http smtp
+  read -r http smtp < "$1/receivers.ports"
+  RECEIVER_HTTP="http://127.0.0.1:$http"
+  RECEIVER_SMTP="127.0.0.1:$smtp"
+}

@@ -220,6 +220,52 @@ pub async fn publish_scan(
         )
         .await?;
     }
+    // High and critical findings notify (once per vulnerability of a
+    // device: the ref leaves the scan out, so rescans do not re-notify).
+    let notifications: Vec<control::insights::Notification> = findings
+        .iter()
+        .filter(|f| matches!(f.severity.as_str(), "high" | "critical"))
+        .map(|f| {
+            let port = f.port.map(|p| p.to_string()).unwrap_or_default();
+            let reference = hex16(&[
+                tenant.as_str(),
+                f.device_id.as_deref().unwrap_or(""),
+                &port,
+                f.protocol.as_deref().unwrap_or(""),
+                f.cve.as_deref().unwrap_or(&f.title),
+            ]);
+            control::insights::Notification {
+                id: format!("finding-{reference}"),
+                org_id: tenant.clone(),
+                kind: "finding".into(),
+                severity: f.severity.clone(),
+                title: format!(
+                    "{} on {}{}",
+                    f.title,
+                    f.ip.as_deref().unwrap_or("unknown host"),
+                    f.port.map(|p| format!(":{p}")).unwrap_or_default()
+                ),
+                body: serde_json::json!({
+                    "finding_id": f.finding_id, "scan_id": f.scan_id, "device_id": f.device_id,
+                    "ip": f.ip, "port": f.port, "protocol": f.protocol, "service": f.service,
+                    "cve": f.cve, "cvss": f.cvss, "severity": f.severity,
+                }),
+                ref_id: reference,
+                created_at: received_ms,
+                read_at: None,
+            }
+        })
+        .collect();
+    if !notifications.is_empty() {
+        let store = store.clone();
+        blocking(move || {
+            for n in &notifications {
+                store.add_notification(n)?;
+            }
+            Ok(())
+        })
+        .await?;
+    }
     Ok(ScanSummary {
         scan_id,
         new_scan: admission.new_scan,

@@ -1,0 +1,545 @@
+//! Notification delivery: per-organization channels and the dispatcher.
+//!
+//! Routes (admin): `GET/POST /api/notifications/channels`,
+//! `DELETE /api/notifications/channels/{id}`,
+//! `POST /api/notifications/channels/{id}/test`,
+//! `GET /api/notifications/deliveries` (the delivery log).
+//!
+//! Webhooks: `POST` of JSON `{"id", "event": "notification",
+//! "organization", "notification": {...}}` with `X-SecureNet-Signature:
+//! t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body" under the channel's
+//! secret>` (Stripe's scheme, so existing verifiers work),
+//! `X-SecureNet-Event` and `X-SecureNet-Delivery` (the delivery id, stable
+//! across retries: receivers deduplicate on it). 2xx is delivered; anything
+//! else — or no answer within the timeout — is retried with exponential
+//! backoff until `max_attempts`, then marked `failed`. Webhooks are an
+//! integration: the starter plan has email only.
+//!
+//! Email: plain text over SMTP (`api.notify.smtp.url`, e.g.
+//! `smtp://relay:25`, `smtps://user:pass@host:465`, or
+//! `smtp://host:587?tls=required`), from `api.notify.smtp.from`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use control::MetaStore;
+use control::notify::{Channel, ChannelKind, DueDelivery};
+use futures::StreamExt;
+use lettre::message::Mailbox;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use prometheus::{IntCounterVec, Opts, Registry};
+use schemas::Plan;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::auth::Caller;
+use crate::error::{ApiError, Result};
+use crate::state::AppState;
+
+/// `[api.notify]`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// How often new notifications are matched to channels and due
+    /// deliveries are sent.
+    pub poll_ms: u64,
+    /// Attempts per delivery before it is marked `failed`.
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt up to `max_backoff_ms`.
+    pub backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    pub timeout_ms: u64,
+    /// Allow webhook targets on loopback and private addresses (off in
+    /// production: a tenant must not reach the operator's network).
+    pub allow_private_targets: bool,
+    pub smtp: Option<SmtpConfig>,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            poll_ms: 1_000,
+            max_attempts: 8,
+            backoff_ms: 1_000,
+            max_backoff_ms: 300_000,
+            timeout_ms: 10_000,
+            allow_private_targets: false,
+            smtp: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// `smtp://host:port` (plain), `smtps://…` (TLS) or
+    /// `smtp://host:587?tls=required` (STARTTLS); credentials in the URL.
+    #[serde(skip_serializing)]
+    pub url: String,
+    pub from: String,
+}
+
+/// Delay before attempt `attempts + 1`.
+pub fn backoff(config: &NotifyConfig, attempts: u32) -> u64 {
+    config
+        .backoff_ms
+        .saturating_mul(1u64 << attempts.min(30))
+        .min(config.max_backoff_ms)
+}
+
+fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Checks a channel target; webhooks are `http(s)://` URLs.
+fn validate_target(config: &NotifyConfig, kind: ChannelKind, target: &str) -> Result<()> {
+    match kind {
+        ChannelKind::Email => {
+            target.parse::<Mailbox>().map_err(|e| {
+                ApiError::BadRequest(format!("{target:?} is not an email address: {e}"))
+            })?;
+            if config.smtp.is_none() {
+                return Err(ApiError::BadRequest(
+                    "email delivery is not configured on this server (api.notify.smtp)".into(),
+                ));
+            }
+        }
+        ChannelKind::Webhook => {
+            let url = url::Url::parse(target)
+                .map_err(|e| ApiError::BadRequest(format!("{target:?} is not a URL: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(ApiError::BadRequest(
+                    "webhooks are http:// or https:// URLs".into(),
+                ));
+            }
+            let private = match url.host() {
+                Some(url::Host::Ipv4(ip)) => is_private(ip.into()),
+                Some(url::Host::Ipv6(ip)) => is_private(ip.into()),
+                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                None => true,
+            };
+            if private && !config.allow_private_targets {
+                return Err(ApiError::BadRequest(format!(
+                    "{target:?} is a private or loopback address (api.notify.allow_private_targets)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewChannel {
+    kind: String,
+    target: String,
+    min_severity: Option<String>,
+}
+
+/// `GET /api/notifications/channels`
+pub async fn list_channels(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<Json<Value>> {
+    Ok(Json(
+        json!({ "channels": state.store.list_channels(&caller.tenant)? }),
+    ))
+}
+
+/// `POST /api/notifications/channels`
+pub async fn create_channel(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    body: std::result::Result<Json<NewChannel>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>)> {
+    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let kind = match req.kind.as_str() {
+        "webhook" => ChannelKind::Webhook,
+        "email" => ChannelKind::Email,
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "kind {other:?}: webhook or email"
+            )));
+        }
+    };
+    validate_target(&state.notify.config, kind, req.target.trim())?;
+    if kind == ChannelKind::Webhook {
+        let org = state.store.organization(&caller.tenant)?;
+        if org.is_some_and(|o| o.plan == Plan::Starter) {
+            return Err(ApiError::Auth(control::Error::PlanLimit(
+                "webhooks are an integration (professional plan and up); the starter plan has email alerts"
+                    .into(),
+            )));
+        }
+    }
+    let channel = state.store.create_channel(
+        &caller.tenant,
+        kind,
+        req.target.trim(),
+        req.min_severity.as_deref().unwrap_or("high"),
+    )?;
+    let mut out = json!({ "channel": channel });
+    if let Some(secret) = &channel.secret {
+        out["secret"] = json!(secret);
+        out["note"] = json!("the signing secret is shown only this once; store it now");
+    }
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+/// `DELETE /api/notifications/channels/{id}`
+pub async fn delete_channel(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    state.store.delete_channel(&caller.tenant, &id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/notifications/channels/{id}/test` — sends a test message now
+/// and answers with the outcome (not retried, not in the log).
+pub async fn test_channel(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
+    let channel = state
+        .store
+        .list_channels(&caller.tenant)?
+        .into_iter()
+        .find(|c| c.id == id)
+        .ok_or_else(|| ApiError::NotFound(format!("channel {id:?} not found")))?;
+    let notification = control::insights::Notification {
+        id: format!("test-{}", detectors::streaming::now_ms()),
+        org_id: caller.tenant.clone(),
+        kind: "test".into(),
+        severity: "low".into(),
+        title: "SecureNet test notification".into(),
+        body: json!({"message": "this channel works"}),
+        ref_id: "test".into(),
+        created_at: detectors::streaming::now_ms(),
+        read_at: None,
+    };
+    let outcome = state
+        .notify
+        .send(&channel, &notification, &notification.id)
+        .await;
+    Ok(Json(match outcome {
+        Ok(status) => json!({"delivered": true, "status": status}),
+        Err((status, error)) => json!({"delivered": false, "status": status, "error": error}),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryParams {
+    channel: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// `GET /api/notifications/deliveries` — newest first; `next_cursor`.
+pub async fn deliveries(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    params: std::result::Result<Query<DeliveryParams>, QueryRejection>,
+) -> Result<Json<Value>> {
+    let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let limit = crate::alerts::limit(p.limit)?;
+    let before = match &p.cursor {
+        Some(c) => {
+            let (at, id) = c
+                .split_once('.')
+                .and_then(|(a, i)| Some((a.parse::<i64>().ok()?, i)))
+                .ok_or_else(|| ApiError::BadRequest("cursor is not one this API issued".into()))?;
+            Some((at, id.to_string()))
+        }
+        None => None,
+    };
+    let mut rows = state.store.list_deliveries(
+        &caller.tenant,
+        p.channel.as_deref(),
+        before.as_ref().map(|(a, i)| (*a, i.as_str())),
+        limit + 1,
+    )?;
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let next = more
+        .then(|| rows.last().map(|d| format!("{}.{}", d.created_at, d.id)))
+        .flatten();
+    Ok(Json(json!({ "deliveries": rows, "next_cursor": next })))
+}
+
+/// Sends notifications; shared by the dispatcher and the test route.
+pub struct Notifier {
+    pub config: NotifyConfig,
+    http: reqwest::Client,
+    smtp: Option<(AsyncSmtpTransport<Tokio1Executor>, Mailbox)>,
+    sent: IntCounterVec,
+}
+
+impl Notifier {
+    pub fn new(config: NotifyConfig, registry: &Registry) -> std::result::Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(config.timeout_ms))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| e.to_string())?;
+        let smtp = match &config.smtp {
+            Some(s) => {
+                let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&s.url)
+                    .map_err(|e| format!("api.notify.smtp.url: {e}"))?
+                    .timeout(Some(Duration::from_millis(config.timeout_ms)))
+                    .build();
+                let from: Mailbox = s
+                    .from
+                    .parse()
+                    .map_err(|e| format!("api.notify.smtp.from {:?}: {e}", s.from))?;
+                Some((transport, from))
+            }
+            None => None,
+        };
+        let sent = IntCounterVec::new(
+            Opts::new(
+                "securenet_notifications_sent_total",
+                "Notification delivery attempts by channel kind and outcome.",
+            ),
+            &["kind", "outcome"],
+        )
+        .map_err(|e| e.to_string())?;
+        // Every series from the start, so rate() and alerts see the first one.
+        for kind in ["webhook", "email"] {
+            for outcome in ["delivered", "retry", "failed"] {
+                sent.with_label_values(&[kind, outcome]);
+            }
+        }
+        registry
+            .register(Box::new(sent.clone()))
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            config,
+            http,
+            smtp,
+            sent,
+        })
+    }
+
+    /// One attempt: `Ok(status)` when delivered.
+    pub async fn send(
+        &self,
+        channel: &Channel,
+        n: &control::insights::Notification,
+        delivery_id: &str,
+    ) -> std::result::Result<Option<u16>, (Option<u16>, String)> {
+        match channel.kind {
+            ChannelKind::Webhook => {
+                let body = json!({
+                    "id": delivery_id,
+                    "event": "notification",
+                    "organization": n.org_id,
+                    "notification": {
+                        "id": n.id, "kind": n.kind, "severity": n.severity, "title": n.title,
+                        "body": n.body, "ref_id": n.ref_id, "created_at": n.created_at,
+                    },
+                })
+                .to_string();
+                let t = detectors::streaming::now_ms() / 1000;
+                let signature = control::billing::sign_v1(
+                    channel.secret.as_deref().unwrap_or(""),
+                    t,
+                    body.as_bytes(),
+                );
+                let response = self
+                    .http
+                    .post(&channel.target)
+                    .header("content-type", "application/json")
+                    .header(
+                        "user-agent",
+                        concat!("SecureNet/", env!("CARGO_PKG_VERSION")),
+                    )
+                    .header("x-securenet-signature", signature)
+                    .header("x-securenet-event", "notification")
+                    .header("x-securenet-delivery", delivery_id)
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| (None, e.to_string()))?;
+                let status = response.status().as_u16();
+                if response.status().is_success() {
+                    Ok(Some(status))
+                } else {
+                    Err((Some(status), format!("the receiver answered {status}")))
+                }
+            }
+            ChannelKind::Email => {
+                let Some((transport, from)) = &self.smtp else {
+                    return Err((
+                        None,
+                        "email delivery is not configured (api.notify.smtp)".into(),
+                    ));
+                };
+                let to: Mailbox = channel.target.parse().map_err(|e| (None, format!("{e}")))?;
+                let text = format!(
+                    "{}\n\nSeverity: {}\nKind: {}\nOrganization: {}\nNotification: {}\n\n{}\n",
+                    n.title,
+                    n.severity,
+                    n.kind,
+                    n.org_id,
+                    n.id,
+                    serde_json::to_string_pretty(&n.body).unwrap_or_default()
+                );
+                let message = Message::builder()
+                    .from(from.clone())
+                    .to(to)
+                    .subject(format!("[SecureNet] {}: {}", n.severity, n.title))
+                    .header(lettre::message::header::ContentType::TEXT_PLAIN)
+                    .body(text)
+                    .map_err(|e| (None, e.to_string()))?;
+                transport
+                    .send(message)
+                    .await
+                    .map(|r| Some(r.code().to_string().parse().unwrap_or(250)))
+                    .map_err(|e| (None, e.to_string()))
+            }
+        }
+    }
+
+    async fn attempt(&self, store: &MetaStore, due: DueDelivery) {
+        let d = &due.delivery;
+        let outcome = self.send(&due.channel, &due.notification, &d.id).await;
+        let kind = due.channel.kind.as_str();
+        let retry_at = match &outcome {
+            Ok(_) => None,
+            Err(_) if d.attempts + 1 >= self.config.max_attempts => None,
+            Err(_) => {
+                Some(detectors::streaming::now_ms() + backoff(&self.config, d.attempts) as i64)
+            }
+        };
+        let label = match (&outcome, retry_at) {
+            (Ok(_), _) => "delivered",
+            (Err(_), Some(_)) => "retry",
+            (Err(_), None) => "failed",
+        };
+        self.sent.with_label_values(&[kind, label]).inc();
+        if let Err((_, e)) = &outcome {
+            warn!(delivery = %d.id, channel = %due.channel.id, attempt = d.attempts + 1, error = %e, "notification delivery failed");
+        }
+        if let Err(e) = store.record_attempt(&d.id, outcome, retry_at) {
+            warn!(error = %e, "recording a delivery attempt failed");
+        }
+    }
+}
+
+/// Runs the dispatcher until `stop`: match new notifications to channels,
+/// send what is due (8 at a time), sleep `poll_ms`.
+pub fn spawn_dispatcher(
+    store: Arc<MetaStore>,
+    notifier: Arc<Notifier>,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let poll = Duration::from_millis(notifier.config.poll_ms.max(10));
+        info!(
+            poll_ms = poll.as_millis() as u64,
+            "notification dispatcher started"
+        );
+        loop {
+            let due = {
+                let store = store.clone();
+                tokio::task::spawn_blocking(move || {
+                    store.enqueue_deliveries()?;
+                    store.due_deliveries(detectors::streaming::now_ms(), 64)
+                })
+                .await
+            };
+            match due {
+                Ok(Ok(due)) => {
+                    futures::stream::iter(due)
+                        .for_each_concurrent(8, |d| {
+                            let (store, notifier) = (store.clone(), notifier.clone());
+                            async move { notifier.attempt(&store, d).await }
+                        })
+                        .await;
+                }
+                Ok(Err(e)) => warn!(error = %e, "notification dispatcher: store error"),
+                Err(e) => warn!(error = %e, "notification dispatcher task failed"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let c = NotifyConfig::default();
+        assert_eq!(
+            (0..4).map(|a| backoff(&c, a)).collect::<Vec<_>>(),
+            [1_000, 2_000, 4_000, 8_000]
+        );
+        assert_eq!(backoff(&c, 20), 300_000);
+        assert_eq!(backoff(&c, 200), 300_000);
+    }
+
+    #[test]
+    fn targets_are_checked() {
+        let c = NotifyConfig::default();
+        let hook = |t| validate_target(&c, ChannelKind::Webhook, t);
+        assert!(hook("https://hooks.example.com/x").is_ok());
+        for bad in [
+            "ftp://x/y",
+            "not a url",
+            "http://127.0.0.1:8080/",
+            "http://10.0.0.5/",
+            "http://localhost/",
+            "http://[::1]/",
+            "http://169.254.169.254/latest",
+        ] {
+            assert!(hook(bad).is_err(), "{bad}");
+        }
+        let open = NotifyConfig {
+            allow_private_targets: true,
+            ..NotifyConfig::default()
+        };
+        assert!(validate_target(&open, ChannelKind::Webhook, "http://127.0.0.1:8080/").is_ok());
+        // Email needs SMTP configured and a valid address.
+        assert!(validate_target(&c, ChannelKind::Email, "ops@example.com").is_err());
+        let smtp = NotifyConfig {
+            smtp: Some(SmtpConfig {
+                url: "smtp://127.0.0.1:25".into(),
+                from: "a@b.c".into(),
+            }),
+            ..NotifyConfig::default()
+        };
+        assert!(validate_target(&smtp, ChannelKind::Email, "ops@example.com").is_ok());
+        assert!(validate_target(&smtp, ChannelKind::Email, "not an address").is_err());
+    }
+}
