@@ -137,3 +137,7 @@ step "deploy: Prometheus, forwarders, static checks"
 BIN="$CARGO_TARGET_DIR/debug/securenet"
 scripts/prometheus_e2e.sh "$BIN" "$SERVICES_DIR/metrics.txt"
 "$VENV/bin/python" scripts/check_deploy.py "$BIN" "$SERVICES_DIR/metrics.txt"
+
+# The OpenAPI document against the live API: no 5xx, every answer as documented.
+step "schemathesis: /api/openapi.json"
+scripts/schemathesis.sh "$BIN" "$VENV" 25

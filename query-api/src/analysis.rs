@@ -56,7 +56,7 @@ fn default_llm_timeout() -> u64 {
     20_000
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RangeRequest {
     since: Option<String>,

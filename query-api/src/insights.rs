@@ -214,11 +214,12 @@ pub async fn upload(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrainRequest {
     dataset_id: String,
     name: String,
+    #[schema(value_type = Option<String>)]
     model_type: Option<ModelKind>,
     n_estimators: Option<usize>,
     contamination: Option<f64>,
@@ -380,9 +381,10 @@ fn now_ms() -> i64 {
     detectors::streaming::now_ms()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PredictRequest {
+    #[schema(value_type = Vec<Object>)]
     rows: Vec<Value>,
     version: Option<u32>,
 }

@@ -31,6 +31,7 @@
 //! - [`usage`]: recorded usage per month: `/api/billing/usage`,
 //!   `/api/metrics/usage/export` (CSV, JSON, Parquet).
 //! - [`orgs`]: organizations, API keys, users, and JWT sign-in.
+//! - [`openapi`]: `GET /api/openapi.json`, generated from the route table.
 //! - [`ops`]: `/api/metrics/health`, `/metrics`, `/api/metrics/prometheus`.
 //! - [`headers`]: security headers on every response.
 //! - [`error`]: [`ApiError`] and its one mapping to HTTP statuses.
@@ -47,6 +48,7 @@ pub mod headers;
 pub mod insights;
 pub mod metering;
 pub mod notify;
+pub mod openapi;
 pub mod ops;
 pub mod orgs;
 pub mod routes;

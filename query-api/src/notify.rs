@@ -150,7 +150,7 @@ fn validate_target(config: &NotifyConfig, kind: ChannelKind, target: &str) -> Re
     Ok(())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewChannel {
     kind: String,

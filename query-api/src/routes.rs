@@ -12,6 +12,8 @@
 use axum::http::Method;
 use axum::routing::{MethodRouter, delete, get, post};
 use control::Role;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::Schema;
 
 use crate::state::AppState;
 use crate::{
@@ -37,13 +39,22 @@ impl Access {
     }
 }
 
-/// One route: what the router serves and what the docs and tests read.
+/// One route: what the router serves and what the docs, the OpenAPI
+/// document and the tests read.
 pub struct Endpoint {
     pub method: Method,
     pub path: &'static str,
     pub access: Access,
     pub summary: &'static str,
     pub handler: MethodRouter<AppState>,
+    /// The success status (200; 201 for creations; 204 without a body).
+    pub success: u16,
+    /// The JSON request body's schema, when the route takes one.
+    pub body: Option<fn() -> RefOr<Schema>>,
+    /// Query parameters: name and JSON type (`string`, `integer`, `boolean`).
+    pub query: &'static [(&'static str, &'static str)],
+    /// Media types of the success answer (JSON unless stated).
+    pub produces: &'static [&'static str],
 }
 
 fn ep(
@@ -53,14 +64,49 @@ fn ep(
     summary: &'static str,
     handler: MethodRouter<AppState>,
 ) -> Endpoint {
+    let success = if method == Method::DELETE { 204 } else { 200 };
     Endpoint {
         method,
         path,
         access,
         summary,
         handler,
+        success,
+        body: None,
+        query: &[],
+        produces: &["application/json"],
     }
 }
+
+impl Endpoint {
+    fn created(mut self) -> Self {
+        self.success = 201;
+        self
+    }
+
+    fn no_content(mut self) -> Self {
+        self.success = 204;
+        self
+    }
+
+    fn body<T: utoipa::PartialSchema>(mut self) -> Self {
+        self.body = Some(T::schema);
+        self
+    }
+
+    fn query(mut self, params: &'static [(&'static str, &'static str)]) -> Self {
+        self.query = params;
+        self
+    }
+
+    fn produces(mut self, media: &'static [&'static str]) -> Self {
+        self.produces = media;
+        self
+    }
+}
+
+const PAGE: &[(&str, &str)] = &[("limit", "integer"), ("cursor", "string")];
+const MONTH: &[(&str, &str)] = &[("month", "string")];
 
 const VIEWER: Access = Access::Role(Role::Viewer);
 const MEMBER: Access = Access::Role(Role::Member);
@@ -72,49 +118,49 @@ const ADMIN: Access = Access::Role(Role::Admin);
 pub fn table() -> Vec<Endpoint> {
     use Method as M;
     vec![
-        ep(M::POST, "/api/auth/token", Access::Public, "exchange an email and password, or an API key, for a JWT", post(orgs::token)),
+        ep(M::POST, "/api/auth/token", Access::Public, "exchange an email and password, or an API key, for a JWT", post(orgs::token)).body::<orgs::TokenRequest>(),
         ep(M::GET, "/api/orgs", Access::Platform, "list organizations (platform admin: all; MSP admin: its children)", get(orgs::list_orgs)),
-        ep(M::POST, "/api/orgs", Access::Platform, "create an organization (platform admin; MSP admin: a child)", post(orgs::create_org)),
+        ep(M::POST, "/api/orgs", Access::Platform, "create an organization (platform admin; MSP admin: a child)", post(orgs::create_org)).created().body::<orgs::NewOrg>(),
         ep(M::GET, "/api/orgs/current", VIEWER, "the caller's organization, plan and limits", get(orgs::current)),
         ep(M::GET, "/api/orgs/current/api-keys", ADMIN, "list API keys (never their secrets)", get(orgs::list_keys)),
-        ep(M::POST, "/api/orgs/current/api-keys", ADMIN, "issue an API key, shown once", post(orgs::create_key)),
+        ep(M::POST, "/api/orgs/current/api-keys", ADMIN, "issue an API key, shown once", post(orgs::create_key)).created().body::<orgs::NewKey>(),
         ep(M::DELETE, "/api/orgs/current/api-keys/{id}", ADMIN, "revoke an API key", delete(orgs::revoke_key)),
         ep(M::GET, "/api/orgs/current/users", ADMIN, "list users and their roles", get(orgs::list_users)),
-        ep(M::POST, "/api/orgs/current/users", ADMIN, "add a user (email, password, role)", post(orgs::create_user)),
+        ep(M::POST, "/api/orgs/current/users", ADMIN, "add a user (email, password, role)", post(orgs::create_user)).created().body::<orgs::NewUser>(),
         ep(M::DELETE, "/api/orgs/current/users/{id}", ADMIN, "remove a user; their tokens stop working", delete(orgs::delete_user)),
-        ep(M::GET, "/api/audit-log", ADMIN, "the audit log of mutating calls", get(audit::list)),
+        ep(M::GET, "/api/audit-log", ADMIN, "the audit log of mutating calls", get(audit::list)).query(PAGE),
         ep(M::GET, "/api/billing/plans", VIEWER, "the plan catalogue", get(billing::plans)),
         ep(M::GET, "/api/billing/current-plan", VIEWER, "the current subscription", get(billing::current_plan)),
-        ep(M::GET, "/api/billing/usage", VIEWER, "usage per day and month", get(usage::billing_usage)),
-        ep(M::GET, "/api/billing/limits/check", VIEWER, "usage against the plan's limits", get(billing::limits_check)),
-        ep(M::POST, "/api/billing/upgrade", ADMIN, "change plan (effective now, prorated by day)", post(billing::change_plan)),
-        ep(M::GET, "/api/billing/invoices", VIEWER, "invoices per month: base price and overage, in cents", get(billing::invoices)),
+        ep(M::GET, "/api/billing/usage", VIEWER, "usage per day and month", get(usage::billing_usage)).query(MONTH),
+        ep(M::GET, "/api/billing/limits/check", VIEWER, "usage against the plan's limits", get(billing::limits_check)).query(&[("additional_devices", "integer"), ("additional_scans", "integer")]),
+        ep(M::POST, "/api/billing/upgrade", ADMIN, "change plan (effective now, prorated by day)", post(billing::change_plan)).body::<billing::PlanChange>(),
+        ep(M::GET, "/api/billing/invoices", VIEWER, "invoices per month: base price and overage, in cents", get(billing::invoices)).query(MONTH),
         ep(M::POST, "/api/billing/webhook/stripe", Access::Public, "Stripe events (Stripe-Signature verified)", post(billing::stripe_webhook)),
         ep(M::GET, "/api/metrics/system", ADMIN, "CPU, memory, disk and connections of this process and host", get(dashboard::system)),
         ep(M::GET, "/api/metrics/organization", VIEWER, "devices, scans, anomalies and security score", get(dashboard::organization)),
         ep(M::GET, "/api/metrics/security", VIEWER, "vulnerabilities by severity and the threat level", get(dashboard::security)),
         ep(M::GET, "/api/metrics/dashboard", VIEWER, "everything a dashboard needs in one call", get(dashboard::dashboard)),
-        ep(M::GET, "/api/logs", VIEWER, "logs, newest first (cursor pages, filters)", get(data::logs)),
-        ep(M::GET, "/api/devices", VIEWER, "device observations, newest first", get(data::devices)),
-        ep(M::GET, "/api/scans", VIEWER, "scans, newest first", get(data::scans)),
-        ep(M::GET, "/api/findings", VIEWER, "findings, newest first (severity, ip, port, cve...)", get(data::findings)),
-        ep(M::GET, "/api/metrics/usage/export", VIEWER, "usage export as CSV, JSON or Parquet", get(usage::export)),
+        ep(M::GET, "/api/logs", VIEWER, "logs, newest first (cursor pages, filters)", get(data::logs)).query(&[("since", "string"), ("until", "string"), ("limit", "integer"), ("cursor", "string"), ("host", "string"), ("app", "string"), ("severity", "string"), ("source_ip", "string"), ("input", "string"), ("parse_status", "string"), ("q", "string")]),
+        ep(M::GET, "/api/devices", VIEWER, "device observations, newest first", get(data::devices)).query(&[("since", "string"), ("until", "string"), ("limit", "integer"), ("cursor", "string"), ("device_id", "string"), ("ip", "string"), ("mac", "string"), ("hostname", "string")]),
+        ep(M::GET, "/api/scans", VIEWER, "scans, newest first", get(data::scans)).query(&[("since", "string"), ("until", "string"), ("limit", "integer"), ("cursor", "string"), ("scan_id", "string"), ("status", "string"), ("scanner", "string")]),
+        ep(M::GET, "/api/findings", VIEWER, "findings, newest first (severity, ip, port, cve...)", get(data::findings)).query(&[("since", "string"), ("until", "string"), ("limit", "integer"), ("cursor", "string"), ("severity", "string"), ("ip", "string"), ("port", "integer"), ("scan_id", "string"), ("device_id", "string"), ("cve", "string")]),
+        ep(M::GET, "/api/metrics/usage/export", VIEWER, "usage export as CSV, JSON or Parquet", get(usage::export)).query(&[("month", "string"), ("format", "string")]).produces(&["text/csv", "application/json", "application/vnd.apache.parquet"]),
         ep(M::GET, "/api/insights/models", VIEWER, "models and training sessions", get(insights::list)),
-        ep(M::POST, "/api/insights/models/upload-training-data", MEMBER, "upload CSV or JSON training data", post(insights::upload).layer(axum::extract::DefaultBodyLimit::max(insights::MAX_UPLOAD_BYTES,))),
-        ep(M::POST, "/api/insights/models/train", MEMBER, "train or retrain a model", post(insights::train)),
-        ep(M::POST, "/api/insights/models/{id}/predict", VIEWER, "predictions with confidence scores", post(insights::predict)),
-        ep(M::POST, "/api/insights/summary", VIEWER, "log summary for a time range (Drain templates, new templates, anomalies)", post(analysis::summary)),
-        ep(M::POST, "/api/insights/threat-analysis", VIEWER, "risk per entity with its reasons", post(analysis::threat_analysis)),
+        ep(M::POST, "/api/insights/models/upload-training-data", MEMBER, "upload CSV or JSON training data", post(insights::upload).layer(axum::extract::DefaultBodyLimit::max(insights::MAX_UPLOAD_BYTES,))).created().query(&[("label", "string")]),
+        ep(M::POST, "/api/insights/models/train", MEMBER, "train or retrain a model", post(insights::train)).created().body::<insights::TrainRequest>(),
+        ep(M::POST, "/api/insights/models/{id}/predict", VIEWER, "predictions with confidence scores", post(insights::predict)).body::<insights::PredictRequest>(),
+        ep(M::POST, "/api/insights/summary", VIEWER, "log summary for a time range (Drain templates, new templates, anomalies)", post(analysis::summary)).body::<analysis::RangeRequest>().produces(&["application/json", "text/plain"]),
+        ep(M::POST, "/api/insights/threat-analysis", VIEWER, "risk per entity with its reasons", post(analysis::threat_analysis)).body::<analysis::RangeRequest>(),
         ep(M::GET, "/api/insights/recommendations", VIEWER, "security recommendations with evidence", get(analysis::recommendations)),
-        ep(M::GET, "/api/anomalies", VIEWER, "anomalies (cursor pages, filters)", get(alerts::anomalies)),
-        ep(M::GET, "/api/notifications", VIEWER, "notifications (severity, read/unread)", get(alerts::notifications)),
-        ep(M::POST, "/api/notifications/{id}/read", MEMBER, "mark a notification read", post(alerts::mark_read)),
+        ep(M::GET, "/api/anomalies", VIEWER, "anomalies (cursor pages, filters)", get(alerts::anomalies)).query(&[("severity", "string"), ("entity", "string"), ("since", "string"), ("until", "string"), ("limit", "integer"), ("cursor", "string")]),
+        ep(M::GET, "/api/notifications", VIEWER, "notifications (severity, read/unread)", get(alerts::notifications)).query(&[("unread", "boolean"), ("severity", "string"), ("limit", "integer"), ("cursor", "string")]),
+        ep(M::POST, "/api/notifications/{id}/read", MEMBER, "mark a notification read", post(alerts::mark_read)).no_content(),
         ep(M::GET, "/api/notifications/channels", ADMIN, "notification channels (webhook, email)", get(notify::list_channels)),
-        ep(M::POST, "/api/notifications/channels", ADMIN, "add a channel; a webhook's signing secret is shown once", post(notify::create_channel)),
+        ep(M::POST, "/api/notifications/channels", ADMIN, "add a channel; a webhook's signing secret is shown once", post(notify::create_channel)).created().body::<notify::NewChannel>(),
         ep(M::DELETE, "/api/notifications/channels/{id}", ADMIN, "remove a channel", delete(notify::delete_channel)),
         ep(M::POST, "/api/notifications/channels/{id}/test", ADMIN, "send a test notification now", post(notify::test_channel)),
-        ep(M::GET, "/api/notifications/deliveries", ADMIN, "the delivery log (attempts, status, errors)", get(notify::deliveries)),
-        ep(M::POST, "/api/sql", VIEWER, "DataFusion SQL over the organization's tables", post(sql::handler)),
+        ep(M::GET, "/api/notifications/deliveries", ADMIN, "the delivery log (attempts, status, errors)", get(notify::deliveries)).query(&[("channel", "string"), ("limit", "integer"), ("cursor", "string")]),
+        ep(M::POST, "/api/sql", VIEWER, "DataFusion SQL over the organization's tables", post(sql::handler)).body::<sql::SqlRequest>().query(&[("format", "string")]).produces(&["application/json", "text/csv", "application/vnd.apache.arrow.stream"]),
     ]
 }
 

@@ -139,6 +139,7 @@ pub fn router(state: AppState) -> Router {
         None => api,
     };
     api.with_state(state.clone())
+        .route("/api/openapi.json", get(crate::openapi::handler))
         .merge(ops_router(state.ops))
         .fallback(not_found)
 }

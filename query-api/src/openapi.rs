@@ -1,0 +1,361 @@
+//! `GET /api/openapi.json`: the OpenAPI 3.1 document, built from the route
+//! table ([`crate::routes::table`]) so it lists exactly the routes the
+//! server has, with their access (security), parameters, request bodies
+//! and statuses. Success bodies are described as JSON objects (or their
+//! media types); errors share one schema, `{"error", "code"}`.
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use axum::Json;
+use axum::http::Method;
+use utoipa::openapi::path::{
+    HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
+};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, SchemaType, Type};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
+use utoipa::openapi::{
+    ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Paths, Ref, RefOr,
+    Required, ResponseBuilder, ResponsesBuilder, Schema,
+};
+
+use crate::routes::{Access, table};
+
+/// Error statuses any route may answer (the one error mapping in
+/// [`crate::error`]); 5xx are not promised.
+const ERRORS: &[(u16, &str)] = &[
+    (400, "malformed request"),
+    (401, "missing or bad credentials"),
+    (402, "plan limit"),
+    (403, "role or organization not allowed"),
+    (404, "not found (or another organization's)"),
+    (409, "conflict"),
+    (413, "body too large"),
+    (415, "unsupported media type"),
+    (422, "query over its time or memory limit"),
+    (429, "rate limited"),
+    (503, "not configured or a dependency is unavailable"),
+];
+
+fn any_object() -> Schema {
+    Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::Object))
+            .build(),
+    )
+}
+
+fn string() -> Schema {
+    Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::String))
+            .build(),
+    )
+}
+
+/// A query parameter's schema: its type, with the constraints the
+/// handlers enforce for the shared ones.
+fn param_schema(name: &str, t: &str) -> Schema {
+    let object = match t {
+        "integer" => ObjectBuilder::new().schema_type(SchemaType::Type(Type::Integer)),
+        "boolean" => ObjectBuilder::new().schema_type(SchemaType::Type(Type::Boolean)),
+        _ => ObjectBuilder::new().schema_type(SchemaType::Type(Type::String)),
+    };
+    let object = match name {
+        "limit" => object.minimum(Some(1)).maximum(Some(500)),
+        "since" | "until" => object.format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+        "month" => object.pattern(Some(r"^[0-9]{4}-(0[1-9]|1[0-2])$")),
+        _ => object,
+    };
+    Schema::Object(object.build())
+}
+
+fn error_schema() -> Schema {
+    Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::Object))
+            .property("error", string())
+            .property("code", string())
+            .required("error")
+            .required("code")
+            .build(),
+    )
+}
+
+fn http_method(m: &Method) -> HttpMethod {
+    match *m {
+        Method::POST => HttpMethod::Post,
+        Method::DELETE => HttpMethod::Delete,
+        Method::PUT => HttpMethod::Put,
+        Method::PATCH => HttpMethod::Patch,
+        _ => HttpMethod::Get,
+    }
+}
+
+fn operation_id(method: &Method, path: &str) -> String {
+    let mut id = method.as_str().to_ascii_lowercase();
+    for part in path.trim_start_matches("/api/").split(['/', '-', '.']) {
+        let part = part.trim_matches(['{', '}']);
+        if !part.is_empty() {
+            id.push('_');
+            id.push_str(part);
+        }
+    }
+    id
+}
+
+fn success_content(media: &[&str]) -> Vec<(String, utoipa::openapi::Content)> {
+    media
+        .iter()
+        .map(|m| {
+            let schema = if *m == "application/json" {
+                any_object()
+            } else {
+                string()
+            };
+            (
+                m.to_string(),
+                ContentBuilder::new().schema(Some(schema)).build(),
+            )
+        })
+        .collect()
+}
+
+fn build() -> OpenApi {
+    let mut items: BTreeMap<String, PathItem> = BTreeMap::new();
+    let mut add = |path: &str, method: HttpMethod, op: utoipa::openapi::path::Operation| {
+        let item = PathItem::new(method, op);
+        match items.get_mut(path) {
+            Some(existing) => existing.merge_operations(item),
+            None => {
+                items.insert(path.to_string(), item);
+            }
+        }
+    };
+    let bearer = || SecurityRequirement::new("bearer", Vec::<String>::new());
+    let api_key = || SecurityRequirement::new("apiKey", Vec::<String>::new());
+    for e in table() {
+        let mut responses = ResponsesBuilder::new();
+        let mut ok = ResponseBuilder::new().description("success");
+        if e.success != 204 {
+            for (media, content) in success_content(e.produces) {
+                ok = ok.content(media, content);
+            }
+        }
+        responses = responses.response(e.success.to_string(), ok.build());
+        for (code, what) in ERRORS {
+            responses = responses.response(
+                code.to_string(),
+                ResponseBuilder::new()
+                    .description(*what)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(RefOr::Ref(Ref::from_schema_name("Error"))))
+                            .build(),
+                    )
+                    .build(),
+            );
+        }
+        let mut op = OperationBuilder::new()
+            .operation_id(Some(operation_id(&e.method, e.path)))
+            .summary(Some(e.summary))
+            .tag(
+                e.path
+                    .trim_start_matches("/api/")
+                    .split('/')
+                    .next()
+                    .unwrap_or("api"),
+            )
+            .responses(responses.build());
+        op = match e.access {
+            Access::Public => op.securities(Some(Vec::<SecurityRequirement>::new())),
+            Access::Platform => op.securities(Some([bearer()])),
+            Access::Role(role) => op
+                .securities(Some([bearer(), api_key()]))
+                .description(Some(format!("Needs the {role} role (or higher)."))),
+        };
+        if e.path.contains("{id}") {
+            op = op.parameter(
+                ParameterBuilder::new()
+                    .name("id")
+                    .parameter_in(ParameterIn::Path)
+                    .required(Required::True)
+                    .schema(Some(string())),
+            );
+        }
+        for (name, t) in e.query {
+            op = op.parameter(
+                ParameterBuilder::new()
+                    .name(*name)
+                    .parameter_in(ParameterIn::Query)
+                    .required(Required::False)
+                    .schema(Some(param_schema(name, t))),
+            );
+        }
+        if let Some(schema) = e.body {
+            op = op.request_body(Some(
+                RequestBodyBuilder::new()
+                    .content(
+                        "application/json",
+                        ContentBuilder::new().schema(Some(schema())).build(),
+                    )
+                    .required(Some(Required::True))
+                    .build(),
+            ));
+        }
+        add(e.path, http_method(&e.method), op.build());
+    }
+    // The operational routes every role serves, unauthenticated.
+    for (path, summary, media, statuses) in [
+        (
+            "/api/metrics/health",
+            "readiness: bus, sinks, metadata store (503 when not ready)",
+            "application/json",
+            &[200u16, 503][..],
+        ),
+        (
+            "/api/metrics/prometheus",
+            "Prometheus text exposition",
+            "text/plain",
+            &[200][..],
+        ),
+        (
+            "/metrics",
+            "Prometheus text exposition",
+            "text/plain",
+            &[200][..],
+        ),
+        (
+            "/api/openapi.json",
+            "this document",
+            "application/json",
+            &[200][..],
+        ),
+    ] {
+        let mut responses = ResponsesBuilder::new();
+        for s in statuses {
+            let schema = if media == "application/json" {
+                any_object()
+            } else {
+                string()
+            };
+            responses = responses.response(
+                s.to_string(),
+                ResponseBuilder::new()
+                    .description(summary)
+                    .content(media, ContentBuilder::new().schema(Some(schema)).build())
+                    .build(),
+            );
+        }
+        add(
+            path,
+            HttpMethod::Get,
+            OperationBuilder::new()
+                .operation_id(Some(operation_id(&Method::GET, path)))
+                .summary(Some(summary))
+                .tag("operations")
+                .securities(Some(Vec::<SecurityRequirement>::new()))
+                .responses(responses.build())
+                .build(),
+        );
+    }
+    let mut paths = Paths::new();
+    paths.paths = items.into_iter().collect();
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("SecureNet API")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "Multi-tenant security telemetry: organizations, billing, metrics, insights and SQL. \
+                     Credentials: `Authorization: Bearer <API key or JWT>` or `X-API-Key`.",
+                ))
+                .build(),
+        )
+        .paths(paths)
+        .components(Some(
+            ComponentsBuilder::new()
+                .schema("Error", error_schema())
+                .security_scheme(
+                    "bearer",
+                    SecurityScheme::Http(
+                        HttpBuilder::new()
+                            .scheme(HttpAuthScheme::Bearer)
+                            .description(Some("an API key (sn_…) or a JWT from POST /api/auth/token"))
+                            .build(),
+                    ),
+                )
+                .security_scheme("apiKey", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))))
+                .build(),
+        ))
+        .build()
+}
+
+static DOCUMENT: LazyLock<OpenApi> = LazyLock::new(build);
+
+/// The document (built once).
+pub fn document() -> &'static OpenApi {
+    &DOCUMENT
+}
+
+/// `GET /api/openapi.json`
+pub async fn handler() -> Json<&'static OpenApi> {
+    Json(document())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_documented_with_its_security() {
+        let doc = serde_json::to_value(document()).unwrap();
+        for e in table() {
+            let method = e.method.as_str().to_ascii_lowercase();
+            let op = &doc["paths"][e.path][&method];
+            assert!(op.is_object(), "{} {} is missing", e.method, e.path);
+            assert!(
+                op["responses"][e.success.to_string()].is_object(),
+                "{} {}",
+                e.method,
+                e.path
+            );
+            let security = op["security"].as_array().unwrap();
+            assert_eq!(
+                security.is_empty(),
+                e.access == Access::Public,
+                "{} {}",
+                e.method,
+                e.path
+            );
+            assert_eq!(
+                op["requestBody"].is_object(),
+                e.body.is_some(),
+                "{} {}",
+                e.method,
+                e.path
+            );
+        }
+        let documented: usize = doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|p| p.as_object().unwrap().len())
+            .sum();
+        assert_eq!(
+            documented,
+            table().len() + 4,
+            "no route is documented that the server lacks"
+        );
+        assert_eq!(doc["openapi"], "3.1.0");
+        assert!(doc["components"]["schemas"]["Error"].is_object());
+        // The request bodies carry their fields.
+        let token = &doc["paths"]["/api/auth/token"]["post"]["requestBody"]["content"]["application/json"]
+            ["schema"];
+        assert!(token["properties"]["email"].is_object(), "{token}");
+    }
+}
