@@ -41,7 +41,8 @@ pub enum Command {
     Keys(KeysCommand),
     /// Generate realistic multi-tenant test logs with injected anomalies.
     Gen(GenArgs),
-    /// Print the effective configuration (defaults, file and environment merged).
+    /// Print the effective configuration (defaults, file and environment
+    /// merged); secrets are shown as `<redacted>`.
     Config,
     /// Run one maintenance pass now (purge deleted organizations' data,
     /// retention per plan, compaction) and print its report as JSON.

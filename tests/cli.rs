@@ -142,6 +142,30 @@ fn configuration_errors_are_clear() {
     assert!(shown.contains("timeout_ms = 1234"), "{shown}");
     // The environment overrides the file.
     assert!(shown.contains("listen = \"127.0.0.1:0\""), "{shown}");
+    // Secrets show as set, never their value.
+    let env = env
+        .set(
+            "SECURENET_PIPELINE__CLICKHOUSE__PASSWORD",
+            "hunter2-clickhouse",
+        )
+        .set(
+            "SECURENET_API__JWT_SECRET",
+            "jwt-secret-value-of-at-least-32-bytes!!",
+        )
+        .set(
+            "SECURENET_API__NOTIFY__SMTP__URL",
+            "smtp://mailer:smtp-pass@relay:587",
+        )
+        .set("SECURENET_API__NOTIFY__SMTP__FROM", "alerts@example.com");
+    let shown = env.cli(&["config"]);
+    for secret in ["hunter2-clickhouse", "jwt-secret-value", "smtp-pass"] {
+        assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+    }
+    assert!(shown.contains("jwt_secret = \"<redacted>\""), "{shown}");
+    assert!(
+        shown.contains("smtp://mailer:redacted@relay:587"),
+        "{shown}"
+    );
 }
 
 #[test]

@@ -46,7 +46,7 @@ pub struct LlmConfig {
     /// Base URL, e.g. `https://api.openai.com/v1` (`/chat/completions` is appended).
     pub url: String,
     pub model: String,
-    #[serde(default, skip_serializing)]
+    #[serde(default, serialize_with = "crate::state::redact")]
     pub api_key: Option<String>,
     #[serde(default = "default_llm_timeout")]
     pub timeout_ms: u64,

@@ -82,9 +82,20 @@ impl Default for NotifyConfig {
 pub struct SmtpConfig {
     /// `smtp://host:port` (plain), `smtps://…` (TLS) or
     /// `smtp://host:587?tls=required` (STARTTLS); credentials in the URL.
-    #[serde(skip_serializing)]
+    #[serde(serialize_with = "redact_url")]
     pub url: String,
     pub from: String,
+}
+
+/// The SMTP URL may carry credentials: shown without them.
+fn redact_url<S: serde::Serializer>(v: &str, s: S) -> std::result::Result<S::Ok, S::Error> {
+    match url::Url::parse(v) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("redacted"));
+            s.serialize_str(u.as_str())
+        }
+        _ => s.serialize_str(v),
+    }
 }
 
 /// Delay before attempt `attempts + 1`.

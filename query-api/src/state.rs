@@ -30,16 +30,16 @@ pub struct ApiConfig {
     pub rate_limit_burst: u32,
     /// The platform operator's token for `POST /api/orgs` (at least 32
     /// characters; unset: only MSP admins create — child — organizations).
-    #[serde(skip_serializing)]
+    #[serde(serialize_with = "redact")]
     pub platform_admin_token: Option<String>,
     /// HS256 secret for JWTs (at least 32 bytes). Unset: a random secret is
     /// generated once and kept in the metadata store, which every role
     /// sharing the store uses.
-    #[serde(skip_serializing)]
+    #[serde(serialize_with = "redact")]
     pub jwt_secret: Option<String>,
     /// Stripe webhook signing secret (`whsec_…`); unset: the webhook
     /// answers 503.
-    #[serde(skip_serializing)]
+    #[serde(serialize_with = "redact")]
     pub stripe_webhook_secret: Option<String>,
     /// An OpenAI-compatible endpoint that may narrate
     /// `POST /api/insights/summary` (the built-in summary stays).
@@ -146,4 +146,13 @@ pub fn router(state: AppState) -> Router {
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound(format!("no route for {}", uri.path()))
+}
+
+/// Serializes a configured secret as `"<redacted>"` (so `securenet config`
+/// shows that it is set, never its value).
+pub fn redact<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_some("<redacted>"),
+        None => s.serialize_none(),
+    }
 }

@@ -238,6 +238,13 @@ fn tls_acceptor(
     .with_no_client_auth()
     .with_single_cert(certs, key)
     .map_err(|e| format!("certificate and key do not match: {e}"))?;
+    let mut config = config;
+    // No TLS 1.3 session tickets: syslog senders write and never read, and a
+    // client that closes with unread tickets in its receive buffer makes its
+    // kernel send RST instead of FIN — which discards the messages still in
+    // flight (seen with loggen under load). Resumption buys nothing for
+    // long-lived log connections.
+    config.send_tls13_tickets = 0;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

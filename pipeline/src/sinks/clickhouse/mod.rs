@@ -42,6 +42,10 @@ pub use rowbinary::column_type;
 
 const NAME: &str = "clickhouse";
 
+fn redact<S: serde::Serializer>(v: &str, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(if v.is_empty() { "" } else { "<redacted>" })
+}
+
 /// `[pipeline.clickhouse]`; the sink is on when `url` is set.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -50,6 +54,8 @@ pub struct ClickHouseConfig {
     pub url: String,
     pub database: String,
     pub user: String,
+    /// Shown as `<redacted>` by `securenet config` when set.
+    #[serde(serialize_with = "redact")]
     pub password: String,
     /// Per-request timeout.
     pub timeout_ms: u64,
