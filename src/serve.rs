@@ -429,6 +429,19 @@ fn health_checks(
     let Some(bus) = bus else {
         return checks;
     };
+    // The depth gauge is also refreshed every second, so scrapes see it
+    // without anyone polling the health route; the task ends with the bus.
+    {
+        let (bus, metrics) = (bus.clone(), metrics.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(bus) = bus.upgrade() else { break };
+                metrics.bus_depth.set(bus.depth() as i64);
+            }
+        });
+    }
     checks.push(HealthCheck {
         name: "bus",
         check: Arc::new(move || {

@@ -73,6 +73,22 @@ async fn http_and_syslog_flow_through_kafka_to_parquet_and_clickhouse_per_tenant
         .rows("SELECT count() AS n FROM {db}.logs FINAL WHERE input = 'syslog_tcp'")
         .await;
     assert_eq!(syslog[0]["n"].to_string().trim_matches('"'), "50");
+    // The pipeline exports its consumer lag per record kind (librdkafka
+    // statistics, every 5 s): caught up, it is 0.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let lag = loop {
+        let text = crate::support::exposition(&pipeline).await;
+        let sample = text
+            .lines()
+            .find(|l| l.starts_with("securenet_bus_consumer_lag_messages{topic=\"logs\"}"))
+            .map(str::to_string);
+        if sample.is_some() || std::time::Instant::now() > until {
+            break sample;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    let lag = lag.expect("no consumer lag series for logs");
+    assert!(lag.ends_with(" 0"), "{lag}");
     // Clean shutdown of every role.
     ingest_role.stop();
     pipeline.stop();

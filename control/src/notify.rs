@@ -406,7 +406,13 @@ mod tests {
                 ("ops@example.com".to_string(), "n2".to_string()),
             ]
         );
-        let first = &due[0].delivery.id;
+        // The webhook's one: retried, then given up.
+        let first = &due
+            .iter()
+            .find(|d| d.channel.id == hook.id)
+            .unwrap()
+            .delivery
+            .id;
         store
             .record_attempt(
                 first,

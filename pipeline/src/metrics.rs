@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 use schemas::Envelope;
 
@@ -20,6 +20,10 @@ pub struct PipelineMetrics {
     pub sink_write_seconds: HistogramVec,
     /// Envelopes waiting on the embedded bus.
     pub bus_depth: IntGauge,
+    /// Kafka consumer lag per topic (messages behind the high watermark,
+    /// summed over the partitions this member owns; from librdkafka's
+    /// statistics every 5 s).
+    pub consumer_lag: IntGaugeVec,
     /// Envelopes being written right now.
     pub in_flight: IntGauge,
     /// Bus messages that could not be decoded and went to the dead-letter topic.
@@ -53,6 +57,13 @@ impl PipelineMetrics {
                 "securenet_bus_queue_depth_batches",
                 "Batches waiting on the embedded bus",
             )?,
+            consumer_lag: IntGaugeVec::new(
+                Opts::new(
+                    "securenet_bus_consumer_lag_messages",
+                    "Kafka messages not yet consumed, per topic (partitions this member owns)",
+                ),
+                &["topic"],
+            )?,
             in_flight: IntGauge::new(
                 "securenet_pipeline_in_flight_batches",
                 "Batches being written to the sinks",
@@ -68,6 +79,7 @@ impl PipelineMetrics {
         registry.register(Box::new(m.sink_errors.clone()))?;
         registry.register(Box::new(m.sink_write_seconds.clone()))?;
         registry.register(Box::new(m.bus_depth.clone()))?;
+        registry.register(Box::new(m.consumer_lag.clone()))?;
         registry.register(Box::new(m.in_flight.clone()))?;
         Ok(m)
     }

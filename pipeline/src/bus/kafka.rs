@@ -378,12 +378,29 @@ fn tpl(positions: &[(String, i32, i64)]) -> TopicPartitionList {
     list
 }
 
-/// Commits on revocation, before the partitions move to another member.
+/// Commits on revocation, before the partitions move to another member;
+/// turns librdkafka's statistics into the consumer-lag gauge.
 pub struct RebalanceContext {
     tracker: Arc<Mutex<OffsetTracker>>,
+    lag: prometheus::IntGaugeVec,
 }
 
-impl ClientContext for RebalanceContext {}
+impl ClientContext for RebalanceContext {
+    /// Every `statistics.interval.ms`: the lag of the partitions this member
+    /// consumes, per record kind (`<prefix>.<kind>.v1` → `kind`).
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, t) in &statistics.topics {
+            let lag: i64 = t
+                .partitions
+                .iter()
+                .filter(|(p, part)| **p >= 0 && part.consumer_lag >= 0)
+                .map(|(_, part)| part.consumer_lag)
+                .sum();
+            let kind = topic.rsplit('.').nth(1).unwrap_or(topic);
+            self.lag.with_label_values(&[kind]).set(lag);
+        }
+    }
+}
 
 impl ConsumerContext for RebalanceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -446,10 +463,13 @@ impl KafkaConsumer {
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            .set("fetch.message.max.bytes", (64 << 20).to_string());
+            .set("fetch.message.max.bytes", (64 << 20).to_string())
+            // Feeds securenet_bus_consumer_lag_messages.
+            .set("statistics.interval.ms", "5000");
         let consumer: Inner = c
             .create_with_context(RebalanceContext {
                 tracker: tracker.clone(),
+                lag: metrics.consumer_lag.clone(),
             })
             .map_err(kafka_error)?;
         let topics: Vec<String> = RecordKind::ALL.iter().map(|k| config.topic(*k)).collect();
