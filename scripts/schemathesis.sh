@@ -5,6 +5,8 @@
 # media types, JSON schemas).
 #
 # Usage: scripts/schemathesis.sh SECURENET_BIN PYTHON_VENV [MAX_EXAMPLES]
+# (run through the venv's python: test.sh builds venvs under a temporary
+# name, so their console-script shebangs point elsewhere)
 set -euo pipefail
 BIN=$1 VENV=$2 EXAMPLES=${3:-25}
 WORK=$(mktemp -d)
@@ -38,7 +40,7 @@ echo "schemathesis against http://$HTTP/api/openapi.json ($EXAMPLES examples per
 status=0
 # From the work directory: schemathesis keeps a cache (.schemathesis/) in
 # its working directory.
-(cd "$WORK" && "$VENV/bin/schemathesis" run "http://$HTTP/api/openapi.json" \
+(cd "$WORK" && "$VENV/bin/python" -m schemathesis.cli run "http://$HTTP/api/openapi.json" \
   --header "Authorization: Bearer $KEY" --header "X-API-Key: $KEY" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
   --max-examples "$EXAMPLES" --seed 42 --workers 1 --no-color ${SCHEMATHESIS_ARGS:-}) || status=$?
