@@ -148,6 +148,7 @@ impl SqlEngine {
             }
         };
         let (batches, truncated) = cut(batches, limit);
+        let (schema, batches) = session::plain_types(schema, batches)?;
         Ok(QueryResult {
             schema,
             batches,

@@ -199,3 +199,41 @@ async fn explain_and_explain_analyze_show_the_plan() {
     .unwrap();
     assert!(analyzed.contains("output_rows"), "{analyzed}");
 }
+
+#[tokio::test]
+async fn text_columns_are_scanned_as_views_but_answered_as_plain_strings() {
+    let (_dir, lake) = lake_with(&[("acme", "a1"), ("acme", "a2")]).await;
+    let e = engine(lake, SqlConfig::default());
+    let r = e
+        .execute(
+            &t("acme"),
+            "SELECT message, upper(message) AS m, length(message) AS n FROM logs ORDER BY message",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.schema.field(0).data_type(),
+        &arrow::datatypes::DataType::Utf8
+    );
+    assert_eq!(
+        r.schema.field(1).data_type(),
+        &arrow::datatypes::DataType::Utf8
+    );
+    for b in &r.batches {
+        assert_eq!(b.schema(), r.schema);
+    }
+    let scanned = run(
+        &e,
+        "acme",
+        "SELECT arrow_typeof(message) AS t FROM logs LIMIT 1",
+    )
+    .await
+    .unwrap();
+    assert!(scanned.contains("Utf8View"), "{scanned}");
+    assert_eq!(
+        run(&e, "acme", "SELECT message FROM logs WHERE message ~* 'A2'")
+            .await
+            .unwrap(),
+        "+---------+\n| message |\n+---------+\n| a2      |\n+---------+"
+    );
+}
