@@ -136,6 +136,10 @@ impl DetectionMetrics {
         registry.register(Box::new(m.training_seconds.clone()))?;
         registry.register(Box::new(m.scores.clone()))?;
         registry.register(Box::new(m.pending.clone()))?;
+        // Every severity from the start (see PipelineMetrics::register_sink).
+        for severity in ["low", "medium", "high", "critical"] {
+            m.anomalies.with_label_values(&[severity]);
+        }
         Ok(m)
     }
 }

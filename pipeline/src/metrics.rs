@@ -84,6 +84,13 @@ impl PipelineMetrics {
         Ok(m)
     }
 
+    /// Creates a sink's error and latency series at zero, so `rate()` /
+    /// `increase()` and the alert rules see its first error.
+    pub fn register_sink(&self, sink: &str) {
+        self.sink_errors.with_label_values(&[sink]);
+        self.sink_write_seconds.with_label_values(&[sink]);
+    }
+
     pub fn observe_write(&self, sink: &'static str, envelope: &Envelope, took: Duration) {
         let kind = envelope.kind().as_str();
         self.sink_rows

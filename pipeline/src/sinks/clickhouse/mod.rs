@@ -128,6 +128,7 @@ fn table(kind: RecordKind) -> &'static str {
 impl ClickHouseSink {
     /// Connects and creates or migrates the tables.
     pub async fn connect(config: &ClickHouseConfig, metrics: PipelineMetrics) -> Result<Self> {
+        metrics.register_sink(NAME);
         if !config
             .database
             .chars()

@@ -42,6 +42,7 @@ impl ParquetSinkConfig {
                 "parquet.max_row_group_rows must be positive".into(),
             ));
         }
+        metrics.register_sink("parquet");
         Ok(ParquetSink::new(self.clone(), lake, metrics))
     }
 }
