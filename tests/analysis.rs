@@ -8,19 +8,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{Duration, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
-use crate::support::{Env, Reply, Server, curl, ingest, wait_count};
-
-fn post(server: &Server, path: &str, key: &str, body: &Value) -> Reply {
-    curl(&[
-        &server.url(path),
-        "-H",
-        &format!("Authorization: Bearer {key}"),
-        "-H",
-        "Content-Type: application/json",
-        "--data-binary",
-        &body.to_string(),
-    ])
-}
+use crate::support::{Env, Server, curl, ingest, post_json, wait_count};
 
 fn at(minutes_ago: i64) -> String {
     (Utc::now() - Duration::minutes(minutes_ago)).to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -102,7 +90,7 @@ async fn summary_threat_analysis_and_recommendations_explain_the_data() {
     load(&server, &acme).await;
 
     let range = json!({"since": at(60), "until": at(0)});
-    let r = post(&server, "/api/insights/summary", &acme, &range);
+    let r = post_json(&server, "/api/insights/summary", &acme, &range);
     assert_eq!(r.status, 200, "{}", r.body);
     let s = r.json();
     assert_eq!(s["messages"], 43, "{s}");
@@ -147,7 +135,7 @@ async fn summary_threat_analysis_and_recommendations_explain_the_data() {
         "{asked}"
     );
     // Text.
-    let text = post(
+    let text = post_json(
         &server,
         "/api/insights/summary",
         &acme,
@@ -170,13 +158,13 @@ async fn summary_threat_analysis_and_recommendations_explain_the_data() {
         json!({"since": "yesterday"}),
     ] {
         assert_eq!(
-            post(&server, "/api/insights/summary", &acme, &bad).status,
+            post_json(&server, "/api/insights/summary", &acme, &bad).status,
             400,
             "{bad}"
         );
     }
     // Another organization's summary has none of acme's logs.
-    let other = post(
+    let other = post_json(
         &server,
         "/api/insights/summary",
         crate::support::DEFAULT_KEY,
@@ -186,7 +174,7 @@ async fn summary_threat_analysis_and_recommendations_explain_the_data() {
     assert_eq!(other["messages"], 0, "{other}");
 
     // Threat analysis: web1 = 1 critical finding (20) + 1 medium (3) + 30 auth failures (6).
-    let t = post(
+    let t = post_json(
         &server,
         "/api/insights/threat-analysis",
         &acme,
@@ -200,7 +188,7 @@ async fn summary_threat_analysis_and_recommendations_explain_the_data() {
     assert_eq!(web1["risk_score"], 29, "{web1}");
     assert_eq!(web1["risk_level"], "medium");
     assert_eq!(web1["reasons"].as_array().unwrap().len(), 3, "{web1}");
-    let all = post(&server, "/api/insights/threat-analysis", &acme, &json!({})).json();
+    let all = post_json(&server, "/api/insights/threat-analysis", &acme, &json!({})).json();
     assert!(
         all["entities"]
             .as_array()
@@ -264,7 +252,7 @@ async fn a_failing_model_leaves_the_built_in_summary() {
     .await;
     assert_eq!(status, 200);
     wait_count(&server, &acme, "logs", 1).await;
-    let r = post(&server, "/api/insights/summary", &acme, &json!({}));
+    let r = post_json(&server, "/api/insights/summary", &acme, &json!({}));
     assert_eq!(r.status, 200, "{}", r.body);
     let s = r.json();
     assert_eq!(s["messages"], 1);

@@ -5,32 +5,12 @@
 use chrono::{Datelike, Months, NaiveDate, Utc};
 use serde_json::{Value, json};
 
-use crate::support::{Env, Reply, Server, curl, rows, run};
+use crate::support::{Env, Reply, Server, curl, get, post_json, rows, run};
 
 const STRIPE_SECRET: &str = "whsec_e2e_billing_secret";
 
 fn env() -> Env {
     Env::new().set("SECURENET_API__STRIPE_WEBHOOK_SECRET", STRIPE_SECRET)
-}
-
-fn get(server: &Server, path: &str, key: &str) -> Reply {
-    curl(&[
-        &server.url(path),
-        "-H",
-        &format!("Authorization: Bearer {key}"),
-    ])
-}
-
-fn post_json(server: &Server, path: &str, key: &str, body: &Value) -> Reply {
-    curl(&[
-        &server.url(path),
-        "-H",
-        &format!("Authorization: Bearer {key}"),
-        "-H",
-        "Content-Type: application/json",
-        "--data-binary",
-        &body.to_string(),
-    ])
 }
 
 /// This month's base price for `cents` per month held from today on

@@ -6,15 +6,7 @@ use std::io::Write;
 
 use serde_json::{Value, json};
 
-use crate::support::{DEFAULT_KEY, Env, Reply, Server, curl, post};
-
-fn get(server: &Server, path: &str, key: &str) -> Reply {
-    curl(&[
-        &server.url(path),
-        "-H",
-        &format!("Authorization: Bearer {key}"),
-    ])
-}
+use crate::support::{DEFAULT_KEY, Env, curl, get, post};
 
 /// Login telemetry: 5 % brute-force rows far from the benign cloud.
 fn logins_csv(n: usize) -> String {

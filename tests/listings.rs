@@ -5,15 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{Env, Reply, Server, curl, ingest, wait_count};
-
-fn get(server: &Server, path: &str, key: &str) -> Reply {
-    curl(&[
-        &server.url(path),
-        "-H",
-        &format!("Authorization: Bearer {key}"),
-    ])
-}
+use crate::support::{Env, Server, curl, get, ingest, wait_count};
 
 /// Every page of `path` (which has a `?`), following `next_cursor`.
 fn all_pages(server: &Server, path: &str, key: &str, field: &str) -> (Vec<Value>, usize) {

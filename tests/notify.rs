@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Env, Reply, Server, curl, run, unique};
+use crate::support::{Env, Server, curl, get, post_json, run, unique};
 
 fn receiver() -> String {
     std::env::var("SECURENET_TEST_RECEIVER_HTTP").expect(
@@ -18,26 +18,6 @@ fn receiver() -> String {
 fn smtp() -> String {
     std::env::var("SECURENET_TEST_SMTP")
         .expect("SECURENET_TEST_SMTP is unset: run ./scripts/test.sh")
-}
-
-fn post(server: &Server, path: &str, key: &str, body: &Value) -> Reply {
-    curl(&[
-        &server.url(path),
-        "-H",
-        &format!("Authorization: Bearer {key}"),
-        "-H",
-        "Content-Type: application/json",
-        "--data-binary",
-        &body.to_string(),
-    ])
-}
-
-fn get(server: &Server, path: &str, key: &str) -> Reply {
-    curl(&[
-        &server.url(path),
-        "-H",
-        &format!("Authorization: Bearer {key}"),
-    ])
 }
 
 fn recorded(what: &str) -> Vec<Value> {
@@ -93,7 +73,7 @@ fn channel(
     target: &str,
     min: &str,
 ) -> (String, Option<String>) {
-    let r = post(
+    let r = post_json(
         server,
         "/api/notifications/channels",
         key,
@@ -180,19 +160,19 @@ async fn findings_reach_webhooks_and_email_with_signatures_retries_and_a_deliver
         (json!({"kind": "email", "target": "not an address"}), 400),
     ] {
         assert_eq!(
-            post(&server, "/api/notifications/channels", &key, &body).status,
+            post_json(&server, "/api/notifications/channels", &key, &body).status,
             want,
             "{body}"
         );
     }
-    let r = post(
+    let r = post_json(
         &server,
         "/api/notifications/channels",
         &starter,
         &json!({"kind": "webhook", "target": format!("{base}/{u}/starter")}),
     );
     assert_eq!(r.status, 402, "{}", r.body);
-    let r = post(
+    let r = post_json(
         &server,
         "/api/notifications/channels",
         &starter,
@@ -353,7 +333,7 @@ async fn findings_reach_webhooks_and_email_with_signatures_retries_and_a_deliver
         2
     );
     // Viewers see neither channels nor the log; another org sees none of it.
-    let viewer = post(
+    let viewer = post_json(
         &server,
         "/api/orgs/current/api-keys",
         &key,
@@ -375,14 +355,14 @@ async fn findings_reach_webhooks_and_email_with_signatures_retries_and_a_deliver
     assert!(!theirs.body.contains(&ok_id), "{}", theirs.body);
 
     // The channel test sends now and reports.
-    let t = post(
+    let t = post_json(
         &server,
         &format!("/api/notifications/channels/{ok_id}/test"),
         &key,
         &json!({}),
     );
     assert_eq!(t.json()["delivered"], true, "{}", t.body);
-    let t = post(
+    let t = post_json(
         &server,
         &format!("/api/notifications/channels/{dead_id}/test"),
         &key,

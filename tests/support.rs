@@ -444,6 +444,20 @@ pub fn post(server: &Server, path: &str, key: &str, media: &str, body: &str) -> 
     ])
 }
 
+/// `GET` with curl and an API key (or JWT).
+pub fn get(server: &Server, path: &str, key: &str) -> Reply {
+    curl(&[
+        &server.url(path),
+        "-H",
+        &format!("Authorization: Bearer {key}"),
+    ])
+}
+
+/// `POST` of a JSON value with curl and an API key (or JWT).
+pub fn post_json(server: &Server, path: &str, key: &str, body: &serde_json::Value) -> Reply {
+    post(server, path, key, "application/json", &body.to_string())
+}
+
 /// A name no other test (or test run) uses.
 pub fn unique() -> String {
     format!(

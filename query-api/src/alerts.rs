@@ -96,7 +96,7 @@ pub async fn anomalies(
     Caller(caller): Caller,
     params: std::result::Result<Query<AnomalyParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>> {
-    let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Query(p) = params.map_err(ApiError::from)?;
     let limit = limit(p.limit)?;
     let mut filters = vec!["1 = 1".to_string()];
     let sev = severities(p.severity.as_deref())?;
@@ -189,7 +189,7 @@ pub async fn notifications(
         axum::extract::rejection::QueryRejection,
     >,
 ) -> Result<Json<Value>> {
-    let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Query(p) = params.map_err(ApiError::from)?;
     let limit = limit(p.limit)?;
     let sev = severities(p.severity.as_deref())?;
     let before = p.cursor.as_deref().map(cursor).transpose()?;

@@ -95,7 +95,7 @@ fn body<T: Default>(b: std::result::Result<Json<T>, JsonRejection>) -> Result<T>
         Ok(Json(v)) => Ok(v),
         // No body at all: the defaults.
         Err(JsonRejection::MissingJsonContentType(_)) => Ok(T::default()),
-        Err(e) => Err(ApiError::BadRequest(e.body_text())),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -102,7 +102,7 @@ pub async fn limits_check(
     Caller(caller): Caller,
     params: std::result::Result<Query<LimitParams>, QueryRejection>,
 ) -> Result<Json<Value>> {
-    let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Query(p) = params.map_err(ApiError::from)?;
     let org = org_of(&state, &caller)?;
     let devices = state.store.device_count(&org)?;
     let scans = state.store.scans_in_month(&org, now_ms())?;
@@ -162,7 +162,7 @@ pub async fn change_plan(
     Caller(caller): Caller,
     body: std::result::Result<Json<PlanChange>, JsonRejection>,
 ) -> Result<Json<Value>> {
-    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Json(req) = body.map_err(ApiError::from)?;
     let plan: Plan = req.plan.parse()?;
     let before = org_of(&state, &caller)?;
     if before.plan == Plan::Msp && plan != Plan::Msp {
@@ -224,7 +224,7 @@ pub async fn invoices(
     Caller(caller): Caller,
     params: std::result::Result<Query<InvoiceParams>, QueryRejection>,
 ) -> Result<Json<Value>> {
-    let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Query(p) = params.map_err(ApiError::from)?;
     let org = org_of(&state, &caller)?;
     let history = state.store.plan_history(&org)?;
     let current = billing::month_start(now_ms());

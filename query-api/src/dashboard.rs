@@ -224,12 +224,15 @@ pub async fn security(
     ))
 }
 
-async fn organization_json(state: &AppState, caller: &control::Principal) -> Result<Value> {
+async fn organization_json(
+    state: &AppState,
+    caller: &control::Principal,
+    security: &Security,
+) -> Result<Value> {
     let org = state.store.organization(&caller.tenant)?.ok_or_else(|| {
         ApiError::NotFound(format!("organization {} no longer exists", caller.tenant))
     })?;
     let now = detectors::streaming::now_ms();
-    let security = security_facts(state, &caller.tenant).await?;
     let anomalies_30d = scalar(
         state,
         &caller.tenant,
@@ -253,7 +256,8 @@ pub async fn organization(
     State(state): State<AppState>,
     Caller(caller): Caller,
 ) -> Result<Json<Value>> {
-    Ok(Json(organization_json(&state, &caller).await?))
+    let security = security_facts(&state, &caller.tenant).await?;
+    Ok(Json(organization_json(&state, &caller, &security).await?))
 }
 
 /// `GET /api/metrics/dashboard`
@@ -261,8 +265,10 @@ pub async fn dashboard(
     State(state): State<AppState>,
     Caller(caller): Caller,
 ) -> Result<Json<Value>> {
-    let organization = organization_json(&state, &caller).await?;
-    let security = security_facts(&state, &caller.tenant).await?.to_json();
+    // One set of security queries serves both views.
+    let facts = security_facts(&state, &caller.tenant).await?;
+    let organization = organization_json(&state, &caller, &facts).await?;
+    let security = facts.to_json();
     let recent = to_json_rows(
         &state
             .sql

@@ -223,8 +223,7 @@ async fn list(
 type Params = std::result::Result<Query<BTreeMap<String, String>>, QueryRejection>;
 
 fn params(p: Params) -> Result<BTreeMap<String, String>> {
-    p.map(|Query(q)| q)
-        .map_err(|e| ApiError::BadRequest(e.body_text()))
+    p.map(|Query(q)| q).map_err(ApiError::from)
 }
 
 /// `GET /api/logs`

@@ -48,6 +48,20 @@ pub enum ApiError {
 
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 
+/// A JSON body or query string that does not parse is the caller's (400,
+/// with axum's explanation).
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(e: axum::extract::rejection::JsonRejection) -> Self {
+        ApiError::BadRequest(e.body_text())
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(e: axum::extract::rejection::QueryRejection) -> Self {
+        ApiError::BadRequest(e.body_text())
+    }
+}
+
 /// Bad ids and plan names in a request are the caller's (400).
 impl From<schemas::Error> for ApiError {
     fn from(e: schemas::Error) -> Self {

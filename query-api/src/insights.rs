@@ -245,7 +245,7 @@ pub async fn train(
     Caller(caller): Caller,
     body: std::result::Result<Json<TrainRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>)> {
-    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Json(req) = body.map_err(ApiError::from)?;
     let id = slug(&req.name);
     if id.is_empty() || id == WINDOW_MODEL_ID {
         return Err(ApiError::BadRequest(format!(
@@ -396,7 +396,7 @@ pub async fn predict(
     UrlPath(id): UrlPath<String>,
     body: std::result::Result<Json<PredictRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>> {
-    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Json(req) = body.map_err(ApiError::from)?;
     if req.rows.is_empty() || req.rows.len() > MAX_PREDICT_ROWS {
         return Err(ApiError::BadRequest(format!(
             "rows must hold 1..={MAX_PREDICT_ROWS} rows"

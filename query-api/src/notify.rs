@@ -185,7 +185,7 @@ pub async fn create_channel(
     Caller(caller): Caller,
     body: std::result::Result<Json<NewChannel>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>)> {
-    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Json(req) = body.map_err(ApiError::from)?;
     let kind = match req.kind.as_str() {
         "webhook" => ChannelKind::Webhook,
         "email" => ChannelKind::Email,
@@ -277,7 +277,7 @@ pub async fn deliveries(
     Caller(caller): Caller,
     params: std::result::Result<Query<DeliveryParams>, QueryRejection>,
 ) -> Result<Json<Value>> {
-    let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Query(p) = params.map_err(ApiError::from)?;
     let limit = crate::alerts::limit(p.limit)?;
     let before = match &p.cursor {
         Some(c) => {

@@ -57,7 +57,7 @@ pub async fn create_key(
     Caller(caller): Caller,
     body: std::result::Result<Json<NewKey>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>)> {
-    let req = json_body(body)?;
+    let req = body.map_err(ApiError::from)?.0;
     let name = req.name.trim();
     if name.is_empty() || name.len() > 128 {
         return Err(ApiError::BadRequest(
@@ -91,11 +91,6 @@ pub async fn revoke_key(
     }
     state.store.revoke_key(&caller.tenant, &id)?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-fn json_body<T>(body: std::result::Result<Json<T>, JsonRejection>) -> Result<T> {
-    body.map(|Json(b)| b)
-        .map_err(|e| ApiError::BadRequest(e.body_text()))
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -193,7 +188,7 @@ pub async fn create_org(
     caller: PlatformCaller,
     body: std::result::Result<Json<NewOrg>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>)> {
-    let req = json_body(body)?;
+    let req = body.map_err(ApiError::from)?.0;
     let parent_id = req.parent_id.as_deref().map(TenantId::new).transpose()?;
     let parent_id = match &caller {
         PlatformCaller::Operator => parent_id,
@@ -253,7 +248,7 @@ pub async fn create_user(
     Caller(caller): Caller,
     body: std::result::Result<Json<NewUser>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>)> {
-    let req = json_body(body)?;
+    let req = body.map_err(ApiError::from)?.0;
     let role: Role = req.role.as_deref().unwrap_or("viewer").parse()?;
     let store = state.store.clone();
     let user = tokio::task::spawn_blocking(move || {

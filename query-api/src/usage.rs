@@ -143,7 +143,7 @@ pub async fn billing_usage(
     Caller(caller): Caller,
     params: std::result::Result<Query<UsageParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>> {
-    let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Query(p) = params.map_err(ApiError::from)?;
     if p.format.is_some() {
         return Err(ApiError::BadRequest(
             "format is for /api/metrics/usage/export".into(),
@@ -164,7 +164,7 @@ pub async fn export(
     Caller(caller): Caller,
     params: std::result::Result<Query<UsageParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response> {
-    let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Query(p) = params.map_err(ApiError::from)?;
     let usage = recorded(&state.sql, &caller.tenant, month_of(&p)?).await?;
     let name = format!("usage-{}-{}", caller.tenant, usage.month);
     let batch = RecordBatch::try_new(
