@@ -21,6 +21,7 @@
 //! CPU work for a blocking thread (`spawn_blocking`), not the async runtime.
 //! Deterministic for a given seed.
 
+mod simd;
 mod tree;
 
 use arrow::array::{Array, Float64Array};
@@ -30,6 +31,18 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use tree::{Complete, Fast, Tree};
+
+/// Whether scoring may use the AVX-512 walk where the CPU has it (the
+/// default). Process-wide; the scalar walk gives bit-identical scores, so
+/// this exists for benchmarks that compare the two.
+pub fn use_vector_walk(on: bool) {
+    simd::disable(!on);
+}
+
+/// Whether this CPU has the vector walk (AVX-512F).
+pub fn has_vector_walk() -> bool {
+    simd::cpu_has()
+}
 
 /// `max_samples`: how many rows each tree sees.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -335,7 +348,8 @@ impl IsolationForest {
             }
         }
         for tree in &self.fast {
-            tree.accumulate::<S>(&block, acc);
+            let done = simd::accumulate::<S>(tree, &block, acc);
+            tree.accumulate::<S>(&block[done..], &mut acc[done..]);
         }
         true
     }

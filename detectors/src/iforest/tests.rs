@@ -261,3 +261,42 @@ fn f32_thresholds_route_f32_values_exactly_like_f64_thresholds() {
         }
     }
 }
+
+#[test]
+fn the_vector_walk_scores_exactly_like_walking_the_trees() {
+    let (x, _) = dataset(2000, 20, 6, 14);
+    let m = Matrix::new(&x, 6);
+    let forest = IsolationForest::fit(m, Params::default()).unwrap();
+    // Blocks of 16 rows with NaN, infinities, huge values and values equal
+    // to training values (thresholds lie between them) in every position.
+    let odd = [
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        -1e300,
+        1e300,
+        0.0,
+    ];
+    let mut rows = x[..6 * 40].to_vec();
+    for (i, v) in rows.iter_mut().enumerate() {
+        if i % 7 == 3 {
+            *v = odd[i % odd.len()];
+        }
+    }
+    rows.extend_from_slice(&x[..6 * 1000]);
+    let m = Matrix::new(&rows, 6);
+    let scores = forest.score_samples(m);
+    for (i, s) in scores.iter().enumerate() {
+        assert_eq!(
+            s.to_bits(),
+            forest.score_by_walking(m.row(i)).to_bits(),
+            "row {i}"
+        );
+    }
+    // On a CPU with AVX-512 the vector walk did the full blocks.
+    let fast = &forest.fast[0];
+    let block = vec![[0.0f32; 8]; 40];
+    let mut acc = vec![0.0; 40];
+    let done = simd::accumulate::<8>(fast, &block, &mut acc);
+    assert_eq!(done, if simd::available() { 32 } else { 0 });
+}

@@ -301,7 +301,7 @@ impl Complete {
 /// Levels of the [`Fast`] layout: trees grown on up to 256 rows (the
 /// default `max_samples`) are at most this deep.
 pub(super) const FAST_DEPTH: usize = 8;
-const FAST_INTERNAL: usize = (1 << FAST_DEPTH) - 1;
+pub(super) const FAST_INTERNAL: usize = (1 << FAST_DEPTH) - 1;
 
 /// One internal node of the [`Fast`] layout: 8 bytes, one load.
 #[derive(Debug, Clone, Copy, Default)]
@@ -326,6 +326,10 @@ pub(super) fn f32_at_most(t: f64) -> f32 {
 #[derive(Debug, Clone)]
 pub(super) struct Fast {
     nodes: Box<[Node; FAST_INTERNAL + 1]>,
+    /// The nodes' thresholds and features again as two arrays, for the
+    /// vector walk (`super::simd`), which loads sixteen of each at once.
+    threshold: Box<[f32; FAST_INTERNAL + 1]>,
+    feature: Box<[i32; FAST_INTERNAL + 1]>,
     /// Path length per final slot.
     value: Box<[f64; FAST_INTERNAL + 1]>,
 }
@@ -342,7 +346,34 @@ impl Fast {
         }
         let mut value = Box::new([0.0; FAST_INTERNAL + 1]);
         value.copy_from_slice(&c.value);
-        Some(Self { nodes, value })
+        let mut threshold = Box::new([0.0; FAST_INTERNAL + 1]);
+        let mut feature = Box::new([0; FAST_INTERNAL + 1]);
+        for ((t, f), n) in threshold
+            .iter_mut()
+            .zip(feature.iter_mut())
+            .zip(nodes.iter())
+        {
+            *t = n.threshold;
+            *f = n.feature as i32;
+        }
+        Some(Self {
+            nodes,
+            threshold,
+            feature,
+            value,
+        })
+    }
+
+    pub(super) fn thresholds(&self) -> &[f32; FAST_INTERNAL + 1] {
+        &self.threshold
+    }
+
+    pub(super) fn features(&self) -> &[i32; FAST_INTERNAL + 1] {
+        &self.feature
+    }
+
+    pub(super) fn values(&self) -> &[f64; FAST_INTERNAL + 1] {
+        &self.value
     }
 
     /// Adds each row's path length to `acc`. `rows` holds f32 features
