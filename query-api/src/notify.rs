@@ -106,21 +106,75 @@ pub fn backoff(config: &NotifyConfig, attempts: u32) -> u64 {
         .min(config.max_backoff_ms)
 }
 
+/// Addresses a tenant's webhook must not reach: the operator's own
+/// network (private, loopback, link-local — cloud metadata —, shared
+/// CGNAT space, unspecified, broadcast, multicast, reserved), also when
+/// written as IPv4-mapped IPv6.
 fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
             v4.is_private()
                 || v4.is_loopback()
                 || v4.is_link_local()
                 || v4.is_unspecified()
                 || v4.is_broadcast()
+                || v4.is_multicast()
+                || a == 0
+                || a >= 240
+                || (a == 100 && (64..128).contains(&b))
         }
         IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private(v4.into());
+            }
             v6.is_loopback()
                 || v6.is_unspecified()
+                || v6.is_multicast()
                 || (v6.segments()[0] & 0xfe00) == 0xfc00
                 || (v6.segments()[0] & 0xffc0) == 0xfe80
         }
+    }
+}
+
+/// Whether a webhook URL names a private address outright (an IP literal,
+/// `localhost` or no host); names are checked when they are resolved.
+fn names_private_host(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => is_private(ip.into()),
+        Some(url::Host::Ipv6(ip)) => is_private(ip.into()),
+        Some(url::Host::Domain(d)) => {
+            let d = d.trim_end_matches('.');
+            d.eq_ignore_ascii_case("localhost") || d.to_ascii_lowercase().ends_with(".localhost")
+        }
+        None => true,
+    }
+}
+
+/// Webhook name resolution that keeps only public addresses: a name that
+/// points into the operator's network — from the start, or re-pointed
+/// after the channel was checked (DNS rebinding) — fails the delivery
+/// instead of reaching it. Redirects are not followed at all.
+struct PublicAddressesOnly;
+
+impl reqwest::dns::Resolve for PublicAddressesOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| !is_private(a.ip()))
+                .collect();
+            if addrs.is_empty() {
+                return Err(format!(
+                    "{host} resolves only to private or loopback addresses \
+                     (api.notify.allow_private_targets)"
+                )
+                .into());
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        })
     }
 }
 
@@ -145,13 +199,7 @@ fn validate_target(config: &NotifyConfig, kind: ChannelKind, target: &str) -> Re
                     "webhooks are http:// or https:// URLs".into(),
                 ));
             }
-            let private = match url.host() {
-                Some(url::Host::Ipv4(ip)) => is_private(ip.into()),
-                Some(url::Host::Ipv6(ip)) => is_private(ip.into()),
-                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-                None => true,
-            };
-            if private && !config.allow_private_targets {
+            if names_private_host(&url) && !config.allow_private_targets {
                 return Err(ApiError::BadRequest(format!(
                     "{target:?} is a private or loopback address (api.notify.allow_private_targets)"
                 )));
@@ -313,11 +361,13 @@ pub struct Notifier {
 
 impl Notifier {
     pub fn new(config: NotifyConfig, registry: &Registry) -> std::result::Result<Self, String> {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.timeout_ms))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| e.to_string())?;
+            .redirect(reqwest::redirect::Policy::none());
+        if !config.allow_private_targets {
+            http = http.dns_resolver(Arc::new(PublicAddressesOnly));
+        }
+        let http = http.build().map_err(|e| e.to_string())?;
         let smtp = match &config.smtp {
             Some(s) => {
                 let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&s.url)
@@ -366,6 +416,19 @@ impl Notifier {
     ) -> std::result::Result<Option<u16>, (Option<u16>, String)> {
         match channel.kind {
             ChannelKind::Webhook => {
+                // A channel stored while private targets were allowed, or
+                // written before this check, is refused at delivery too
+                // (IP literals never reach the resolver).
+                if !self.config.allow_private_targets
+                    && url::Url::parse(&channel.target).map_or(true, |u| names_private_host(&u))
+                {
+                    return Err((
+                        None,
+                        "the target is a private or loopback address \
+                         (api.notify.allow_private_targets)"
+                            .into(),
+                    ));
+                }
                 let body = json!({
                     "id": delivery_id,
                     "event": "notification",
@@ -533,9 +596,15 @@ mod tests {
             "http://localhost/",
             "http://[::1]/",
             "http://169.254.169.254/latest",
+            "http://[::ffff:127.0.0.1]/",
+            "http://[::ffff:10.1.2.3]/",
+            "http://100.64.0.1/",
+            "http://0.0.0.0/",
+            "http://app.localhost./",
         ] {
             assert!(hook(bad).is_err(), "{bad}");
         }
+        assert!(hook("http://100.128.0.1/").is_ok(), "outside 100.64/10");
         let open = NotifyConfig {
             allow_private_targets: true,
             ..NotifyConfig::default()
@@ -552,5 +621,55 @@ mod tests {
         };
         assert!(validate_target(&smtp, ChannelKind::Email, "ops@example.com").is_ok());
         assert!(validate_target(&smtp, ChannelKind::Email, "not an address").is_err());
+    }
+
+    /// Names are checked when resolved: a name that leads only to private
+    /// addresses fails, so DNS cannot route a webhook into our network.
+    #[tokio::test]
+    async fn webhook_names_resolving_to_private_addresses_are_not_reached() {
+        use reqwest::dns::Resolve;
+        let name = |n: &str| n.parse::<reqwest::dns::Name>().unwrap();
+        let err = PublicAddressesOnly
+            .resolve(name("localhost"))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("private or loopback"), "{err}");
+        // End to end through the delivery client: no connection is made.
+        let notifier = Notifier::new(NotifyConfig::default(), &Registry::new()).unwrap();
+        let err = notifier
+            .http
+            .post("http://localhost:9/hook")
+            .send()
+            .await
+            .unwrap_err();
+        let chain = format!("{:?}", err);
+        assert!(chain.contains("private or loopback"), "{chain}");
+        // A channel stored with a private IP literal (e.g. while private
+        // targets were allowed) is refused at delivery, before any request.
+        let channel = Channel {
+            id: "c1".into(),
+            org_id: "acme".into(),
+            kind: ChannelKind::Webhook,
+            target: "http://[::ffff:127.0.0.1]:9/hook".into(),
+            secret: None,
+            min_severity: "low".into(),
+            created_at: 0,
+        };
+        let n = control::insights::Notification {
+            id: "n1".into(),
+            org_id: schemas::TenantId::new("acme").unwrap(),
+            kind: "anomaly".into(),
+            severity: "high".into(),
+            title: "t".into(),
+            body: json!({}),
+            ref_id: "a1".into(),
+            created_at: 0,
+            read_at: None,
+        };
+        let (status, err) = notifier.send(&channel, &n, "d1").await.unwrap_err();
+        assert_eq!(status, None);
+        assert!(err.contains("private or loopback"), "{err}");
     }
 }
