@@ -2,12 +2,12 @@
 //! a tree at once, one vector lane per row.
 //!
 //! Why this beats the scalar walk: the scalar loop spends about two cycles
-//! per row and tree level on node load → feature load → compare → index
-//! (eight interleaved walks, instruction-bound). Here the top five levels'
-//! 31 nodes live in registers and are picked per lane with one permute,
-//! level 5's 32 nodes with another pair of registers, and only levels 6–7
-//! and the row values are gathered; a level costs a handful of vector
-//! instructions for sixteen rows.
+//! per row and tree level on node load → feature load → compare → index,
+//! even with eight walks interleaved. Here the top five levels' 31 nodes
+//! live in registers and are picked per lane with one permute, level 5's
+//! 32 nodes with another pair of registers, and only levels 6–7 and the
+//! row values are gathered; a level costs a handful of vector instructions
+//! for sixteen rows.
 //!
 //! Results are bit-identical to [`Fast::accumulate`]: the same f32
 //! compares (`v <= t`, NaN goes right) and the same f64 additions in the
