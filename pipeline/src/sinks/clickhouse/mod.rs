@@ -81,14 +81,14 @@ impl ClickHouseConfig {
 
 /// ClickHouse error codes that mean "this data is wrong", not "the server
 /// is unwell": such batches are dead-lettered instead of retried forever.
+/// RowBinary rows that no longer fit the table's columns (a column's type
+/// changed server-side) end early or late depending on the bytes: 32 or 33.
+/// A truncated upload does not get here (the client sees the connection
+/// fail, not a server answer).
 const DATA_ERRORS: &[u32] = &[
     6,   // CANNOT_PARSE_TEXT
     26,  // CANNOT_PARSE_QUOTED_STRING
     27,  // CANNOT_PARSE_INPUT_ASSERTION_FAILED
-    // RowBinary rows that do not fit the table's columns (e.g. a column's
-    // type changed server-side) end early or late depending on the bytes:
-    // the answer is 32 or 33. A truncated upload does not get here (the
-    // client sees the connection fail, not a server answer).
     32,  // ATTEMPT_TO_READ_AFTER_EOF
     33,  // CANNOT_READ_ALL_DATA
     38,  // CANNOT_PARSE_DATE
