@@ -20,8 +20,8 @@
 //! batches are scored straight from Arrow `Float64` columns. Trees of depth
 //! ≤ 8 (the default 256-row samples) are also laid out as complete trees of
 //! f32 thresholds (`tree::Fast`): blocks of rows walk them level by level,
-//! sixteen rows per AVX-512 vector where the CPU has it (`simd`), with
-//! bit-identical results on either walk. Training is
+//! sixteen rows per AVX-512 vector or eight per AVX2 vector where the CPU
+//! has them (`simd`), with bit-identical results on every walk. Training is
 //! CPU work for a blocking thread (`spawn_blocking`), not the async runtime.
 //! Deterministic for a given seed.
 
@@ -36,16 +36,18 @@ use serde::{Deserialize, Serialize};
 
 use tree::{Complete, Fast, Tree};
 
-/// Whether scoring may use the AVX-512 walk where the CPU has it (the
-/// default). Process-wide; the scalar walk gives bit-identical scores, so
-/// this exists for benchmarks that compare the two.
-pub fn use_vector_walk(on: bool) {
-    simd::disable(!on);
+pub use simd::Walk;
+
+/// Forces a walk for scoring (capped at what the CPU has), or with `None`
+/// the best the CPU has (the default). Process-wide; every walk gives
+/// bit-identical scores, so this exists for benchmarks that compare them.
+pub fn use_walk(walk: Option<Walk>) {
+    simd::choose(walk);
 }
 
-/// Whether this CPU has the vector walk (AVX-512F).
-pub fn has_vector_walk() -> bool {
-    simd::cpu_has()
+/// The walks this CPU runs, best last.
+pub fn walks() -> Vec<Walk> {
+    simd::available()
 }
 
 /// `max_samples`: how many rows each tree sees.
@@ -351,8 +353,9 @@ impl IsolationForest {
                 *slot = *v as f32;
             }
         }
+        let walk = simd::current();
         for tree in &self.fast {
-            let done = simd::accumulate::<S>(tree, &block, acc);
+            let done = simd::accumulate::<S>(walk, tree, &block, acc);
             tree.accumulate::<S>(&block[done..], &mut acc[done..]);
         }
         true

@@ -1,19 +1,8 @@
-//! AVX-512 scoring of the fixed-depth layout ([`Fast`]): sixteen rows walk
-//! a tree at once, one vector lane per row.
-//!
-//! Why this beats the scalar walk: the scalar loop spends about two cycles
-//! per row and tree level on node load → feature load → compare → index,
-//! even with eight walks interleaved. Here the top five levels' 31 nodes
-//! live in registers and are picked per lane with one permute, level 5's
-//! 32 nodes with another pair of registers, and only levels 6–7 and the
-//! row values are gathered; a level costs a handful of vector instructions
-//! for sixteen rows.
-//!
-//! Results are bit-identical to [`Fast::accumulate`]: the same f32
-//! compares (`v <= t`, NaN goes right) and the same f64 additions in the
-//! same order per row.
+//! The AVX-512 walk: sixteen rows per vector. The thresholds and features
+//! of nodes 0–30 (levels 0–4) and of level 5's 32 nodes sit in register
+//! pairs and each lane picks its node with one `vpermi2ps`/`vpermi2d`;
+//! levels 6–7 gather the node.
 
-#[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{
     __m512, __m512i, _CMP_LE_OQ, _mm512_add_epi32, _mm512_add_pd, _mm512_and_si512,
     _mm512_castsi512_si256, _mm512_cmp_ps_mask, _mm512_extracti64x4_epi64, _mm512_i32gather_epi32,
@@ -22,53 +11,12 @@ use std::arch::x86_64::{
     _mm512_set1_epi32, _mm512_setr_epi32, _mm512_setzero_si512, _mm512_storeu_pd, _mm512_sub_epi32,
 };
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use super::tree::{FAST_DEPTH, FAST_INTERNAL, Fast};
+use super::super::tree::{FAST_DEPTH, FAST_INTERNAL, Fast};
 
 /// Rows per vector.
 const LANES: usize = 16;
 
-/// Set by [`super::use_vector_walk`] (benchmarks compare both walks).
-static DISABLED: AtomicBool = AtomicBool::new(false);
-
-pub(super) fn disable(off: bool) {
-    DISABLED.store(off, Ordering::Relaxed);
-}
-
-/// Whether [`accumulate`] runs: the CPU can and the vector walk is not
-/// switched off.
-pub(super) fn available() -> bool {
-    !DISABLED.load(Ordering::Relaxed) && cpu_has()
-}
-
-/// Whether the CPU has AVX-512F (the answer is cached by std).
-pub(super) fn cpu_has() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// [`Fast::accumulate`] for whole blocks of sixteen rows; returns how many
-/// rows it did (the caller walks the rest). Does nothing unless
-/// [`available`].
-pub(super) fn accumulate<const S: usize>(tree: &Fast, rows: &[[f32; S]], acc: &mut [f64]) -> usize {
-    #[cfg(target_arch = "x86_64")]
-    if available() && S.is_power_of_two() && FAST_DEPTH == 8 {
-        // SAFETY: the CPU has AVX-512F (checked just above).
-        return unsafe { accumulate_avx512::<S>(tree, rows, acc) };
-    }
-    let _ = (tree, rows, acc);
-    0
-}
-
 /// One tree's top levels in registers, and the constants of the walk.
-#[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 struct Registers {
     /// Thresholds and features of nodes 0..32 (levels 0–4).
@@ -79,9 +27,10 @@ struct Registers {
     lane_offset: __m512i,
 }
 
-#[cfg(target_arch = "x86_64")]
+/// See [`super::accumulate`]; the caller checked that the CPU has
+/// AVX-512F.
 #[target_feature(enable = "avx512f")]
-fn accumulate_avx512<const S: usize>(tree: &Fast, rows: &[[f32; S]], acc: &mut [f64]) -> usize {
+pub(super) fn accumulate<const S: usize>(tree: &Fast, rows: &[[f32; S]], acc: &mut [f64]) -> usize {
     let (thr, feat) = (tree.thresholds(), tree.features());
     let load = |at: usize| -> (__m512, __m512i) {
         let (t, f) = (&thr[at..at + LANES], &feat[at..at + LANES]);
@@ -130,7 +79,6 @@ fn accumulate_avx512<const S: usize>(tree: &Fast, rows: &[[f32; S]], acc: &mut [
 /// Walks `G` blocks of sixteen rows (`rows` and `acc` hold exactly
 /// `16 G`) through the tree, level by level, and adds each row's path
 /// length to `acc`.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
 fn walk<const S: usize, const G: usize>(
