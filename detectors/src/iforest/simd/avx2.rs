@@ -14,6 +14,9 @@ use std::arch::x86_64::{
 
 use super::super::tree::{FAST_DEPTH, FAST_INTERNAL, Fast};
 
+// The walk below takes levels 0–3 from registers.
+const _: () = assert!(FAST_DEPTH >= 4);
+
 /// Rows per vector.
 const LANES: usize = 8;
 

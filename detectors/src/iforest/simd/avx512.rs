@@ -13,6 +13,9 @@ use std::arch::x86_64::{
 
 use super::super::tree::{FAST_DEPTH, FAST_INTERNAL, Fast};
 
+// The walk below takes levels 0–5 from registers.
+const _: () = assert!(FAST_DEPTH >= 6);
+
 /// Rows per vector.
 const LANES: usize = 16;
 
