@@ -65,7 +65,11 @@ async fn embedded_serve_writes_clickhouse_and_parquet_alike() {
 #[tokio::test]
 async fn crashing_the_pipeline_role_loses_and_duplicates_nothing() {
     let (env, ch) = Env::new().kafka().clickhouse();
-    let env = env.set("SECURENET_INGEST__BATCH__LINGER_MS", "5");
+    let env = env
+        .set("SECURENET_INGEST__BATCH__LINGER_MS", "5")
+        // As under systemd or in a StatefulSet: the restarted process keeps
+        // its name and so takes its partitions back at once.
+        .set("SECURENET_BUS__KAFKA__GROUP_INSTANCE_ID", "pipeline-0");
     let ingest_role = env.role("ingest");
     let mut pipeline = env.role("pipeline");
     let (batches, per_batch) = (40, 250);
@@ -78,7 +82,9 @@ async fn crashing_the_pipeline_role_loses_and_duplicates_nothing() {
         .await;
         assert_eq!(status, 200, "{answer}");
         if b % 10 == 5 {
-            // SIGKILL mid-stream, then a fresh process of the same group.
+            // SIGKILL a member that is consuming (its partitions assigned,
+            // the batches so far waiting for it), then restart it.
+            crate::support::wait_for_partitions(&pipeline).await;
             pipeline.kill();
             pipeline = env.role("pipeline");
         }

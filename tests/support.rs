@@ -38,7 +38,10 @@ impl Env {
             "SECURENET_INGEST__SYSLOG".into(),
             r#"[{name="tcp",protocol="tcp",listen="127.0.0.1:0",default_tenant="default"},{name="udp",protocol="udp",listen="127.0.0.1:0",default_tenant="default"}]"#.into(),
         );
-        vars.insert("RUST_LOG".into(), "warn".into());
+        // SECURENET_TEST_RUST_LOG=info (or debug) shows what the processes do
+        // when a test fails.
+        let log = std::env::var("SECURENET_TEST_RUST_LOG").unwrap_or_else(|_| "warn".into());
+        vars.insert("RUST_LOG".into(), log);
         Self { dir, vars }
     }
 
@@ -367,6 +370,18 @@ pub async fn metric_sum(server: &Server, family: &str) -> f64 {
         .filter(|l| l.starts_with(&format!("{family}{{")) || l.starts_with(&format!("{family} ")))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// Waits until a pipeline process owns Kafka partitions.
+pub async fn wait_for_partitions(pipeline: &Server) {
+    let until = Instant::now() + Duration::from_secs(60);
+    while metric_sum(pipeline, "securenet_bus_assigned_partitions").await < 1.0 {
+        assert!(
+            Instant::now() < until,
+            "the pipeline got no partitions in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Runs an external client to completion; panics with its output on failure.

@@ -95,7 +95,11 @@ fn reconcile(env: &Env, tenant: &str) -> (bool, Value, String) {
 #[tokio::test]
 async fn usage_is_exact_after_pipeline_crashes_and_replays_and_reconciles_with_the_raw_data() {
     let (env, ch) = Env::new().kafka().clickhouse();
-    let env = env.set("SECURENET_INGEST__BATCH__LINGER_MS", "5");
+    let env = env
+        .set("SECURENET_INGEST__BATCH__LINGER_MS", "5")
+        // The restarted process keeps its name (static membership), as under
+        // systemd or in a StatefulSet, and takes its partitions back at once.
+        .set("SECURENET_BUS__KAFKA__GROUP_INSTANCE_ID", "pipeline-0");
     let acme = env.org_with_key("acme");
     let ingest_role = env.role("ingest");
     let mut pipeline = env.role("pipeline");
@@ -113,6 +117,7 @@ async fn usage_is_exact_after_pipeline_crashes_and_replays_and_reconciles_with_t
         if b % 8 == 3 {
             // SIGKILL mid-stream: uncommitted batches are replayed by the
             // next process of the group, usage included.
+            crate::support::wait_for_partitions(&pipeline).await;
             pipeline.kill();
             pipeline = env.role("pipeline");
         }
@@ -131,9 +136,7 @@ async fn usage_is_exact_after_pipeline_crashes_and_replays_and_reconciles_with_t
 
     let api = env.role("query-api");
     let total = (batches * per_batch) as u64;
-    // A killed member's partitions move once the broker's session timeout
-    // expires (librdkafka's default, 45 s), so give the group time.
-    let until = Instant::now() + Duration::from_secs(150);
+    let until = Instant::now() + Duration::from_secs(90);
     while crate::support::count(&api, &acme, "logs").await < total && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -24,6 +24,10 @@ pub struct PipelineMetrics {
     /// summed over the partitions this member owns; from librdkafka's
     /// statistics every 5 s).
     pub consumer_lag: IntGaugeVec,
+    /// Kafka partitions this member of the consumer group owns (0 while it
+    /// waits for an assignment, or when the group has more members than
+    /// partitions).
+    pub assigned_partitions: IntGauge,
     /// Envelopes being written right now.
     pub in_flight: IntGauge,
     /// Bus messages that could not be decoded and went to the dead-letter topic.
@@ -64,6 +68,10 @@ impl PipelineMetrics {
                 ),
                 &["topic"],
             )?,
+            assigned_partitions: IntGauge::new(
+                "securenet_bus_assigned_partitions",
+                "Kafka partitions this pipeline member owns",
+            )?,
             in_flight: IntGauge::new(
                 "securenet_pipeline_in_flight_batches",
                 "Batches being written to the sinks",
@@ -80,6 +88,7 @@ impl PipelineMetrics {
         registry.register(Box::new(m.sink_write_seconds.clone()))?;
         registry.register(Box::new(m.bus_depth.clone()))?;
         registry.register(Box::new(m.consumer_lag.clone()))?;
+        registry.register(Box::new(m.assigned_partitions.clone()))?;
         registry.register(Box::new(m.in_flight.clone()))?;
         Ok(m)
     }

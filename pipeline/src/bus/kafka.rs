@@ -58,6 +58,12 @@ pub struct KafkaConfig {
     pub replication_factor: i32,
     /// Consumer group of the pipeline role.
     pub group_id: String,
+    /// Static group membership (KIP-345): a stable name per pipeline
+    /// process (a StatefulSet pod name, a systemd instance). A restarted
+    /// process with the same name takes its partitions back at once instead
+    /// of waiting for the session timeout and a rebalance of the whole group.
+    /// Two live processes must never share one.
+    pub group_instance_id: Option<String>,
     /// `zstd` or `lz4` (Kafka-level; the Arrow payload is not compressed).
     pub compression: String,
     /// Producer linger: batches messages for this long.
@@ -66,6 +72,11 @@ pub struct KafkaConfig {
     pub delivery_timeout_ms: u32,
     /// Deliveries waiting for a sink retry before fetching pauses.
     pub max_retrying: usize,
+    /// How long the group waits for a silent member (crashed, killed,
+    /// partitioned away) before its partitions move to the others. Kafka's
+    /// client default is 45 s; 10 s (Vector's default) bounds the stall after
+    /// a crash. Heartbeats go every third of it.
+    pub session_timeout_ms: u32,
     /// Extra librdkafka properties (`security.protocol`, `sasl.*`, …).
     pub options: BTreeMap<String, String>,
 }
@@ -78,10 +89,12 @@ impl Default for KafkaConfig {
             partitions: 6,
             replication_factor: 1,
             group_id: "securenet-pipeline".into(),
+            group_instance_id: None,
             compression: "zstd".into(),
             linger_ms: 5,
             delivery_timeout_ms: 30_000,
             max_retrying: 8,
+            session_timeout_ms: 10_000,
             options: BTreeMap::new(),
         }
     }
@@ -131,6 +144,24 @@ impl KafkaConfig {
             return Err(Error::Config(
                 "bus.kafka.partitions and replication_factor must be at least 1".into(),
             ));
+        }
+        if self
+            .group_instance_id
+            .as_deref()
+            .is_some_and(|id| id.trim().is_empty())
+        {
+            return Err(Error::Config(
+                "bus.kafka.group_instance_id must not be empty (leave it unset for dynamic membership)"
+                    .into(),
+            ));
+        }
+        // librdkafka's range; brokers also enforce their own
+        // group.min/max.session.timeout.ms (6 s to 30 min by default).
+        if !(1_000..=3_600_000).contains(&self.session_timeout_ms) {
+            return Err(Error::Config(format!(
+                "bus.kafka.session_timeout_ms {}: expected 1000 to 3600000",
+                self.session_timeout_ms
+            )));
         }
         Ok(())
     }
@@ -383,6 +414,7 @@ fn tpl(positions: &[(String, i32, i64)]) -> TopicPartitionList {
 pub struct RebalanceContext {
     tracker: Arc<Mutex<OffsetTracker>>,
     lag: prometheus::IntGaugeVec,
+    assigned: prometheus::IntGauge,
 }
 
 impl ClientContext for RebalanceContext {
@@ -419,6 +451,16 @@ impl ConsumerContext for RebalanceContext {
                 Err(e) => warn!(error = %e, "commit on revoke failed; the new owner replays"),
             }
         }
+    }
+
+    /// The eager protocol replaces the whole assignment on every rebalance.
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let owned = match rebalance {
+            Rebalance::Assign(list) => list.count(),
+            Rebalance::Revoke(_) | Rebalance::Error(_) => 0,
+        };
+        info!(partitions = owned, "consumer group assignment");
+        self.assigned.set(i64::try_from(owned).unwrap_or(i64::MAX));
     }
 }
 
@@ -463,13 +505,22 @@ impl KafkaConsumer {
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
+            .set("session.timeout.ms", config.session_timeout_ms.to_string())
+            .set(
+                "heartbeat.interval.ms",
+                (config.session_timeout_ms / 3).max(1).to_string(),
+            )
             .set("fetch.message.max.bytes", (64 << 20).to_string())
             // Feeds securenet_bus_consumer_lag_messages.
             .set("statistics.interval.ms", "5000");
+        if let Some(instance) = &config.group_instance_id {
+            c.set("group.instance.id", instance);
+        }
         let consumer: Inner = c
             .create_with_context(RebalanceContext {
                 tracker: tracker.clone(),
                 lag: metrics.consumer_lag.clone(),
+                assigned: metrics.assigned_partitions.clone(),
             })
             .map_err(kafka_error)?;
         let topics: Vec<String> = RecordKind::ALL.iter().map(|k| config.topic(*k)).collect();
@@ -693,6 +744,25 @@ mod tests {
         let c = t.start("logs", 0, 5);
         assert_eq!(t.finish(&a), None);
         assert_eq!(t.finish(&c), Some(6));
+    }
+
+    #[test]
+    fn bad_group_settings_are_config_errors() {
+        for bad in [0, 999, 3_600_001] {
+            let config = KafkaConfig {
+                session_timeout_ms: bad,
+                ..Default::default()
+            };
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("session_timeout_ms"), "{err}");
+        }
+        assert!(KafkaConfig::default().validate().is_ok());
+        let blank = KafkaConfig {
+            group_instance_id: Some(" ".into()),
+            ..Default::default()
+        };
+        let err = blank.validate().unwrap_err().to_string();
+        assert!(err.contains("group_instance_id"), "{err}");
     }
 
     use crate::consumer::{self, ConsumerConfig};

@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use chrono::{Datelike, NaiveDate};
 use schemas::{RecordKind, TenantId};
 use serde::Serialize;
-use tracing::info;
+use tracing::{debug, info};
 
 use super::{ClickHouseSink, sink_error, table};
 use crate::error::Result;
@@ -177,23 +177,43 @@ impl ClickHouseSink {
     }
 
     /// Deletes everything a tenant has (every kind, the batch ledger and
-    /// dead letters); returns how many tables had rows.
+    /// dead letters); returns how many tables got a delete.
+    ///
+    /// `ALTER TABLE … DELETE` is a mutation: ClickHouse answers at once and
+    /// rewrites the parts in the background. A table whose purge of this
+    /// tenant is still pending gets no second one (each mutation rewrites
+    /// every part it touches); rows that land after it are caught by a
+    /// later pass, when it is done.
     pub async fn purge_tenant(&self, tenant: &TenantId) -> Result<usize> {
         let db = &self.database;
         let mut tables: Vec<&str> = RecordKind::ALL.iter().map(|k| table(*k)).collect();
         tables.extend(["ingested_batches", "dead_letters", "usage_daily"]);
+        // Tenant ids are [a-z0-9_-], so they need no escaping; ClickHouse
+        // stores the command as `DELETE WHERE tenant_id = 'T'`.
+        let condition = format!("tenant_id = '{tenant}'");
         let mut touched = 0;
         for t in tables {
-            let condition = format!("tenant_id = '{tenant}'");
             if self
                 .count(&format!("SELECT count() FROM {db}.{t} WHERE {condition}"))
                 .await?
-                > 0
+                == 0
             {
-                self.execute(&format!("ALTER TABLE {db}.{t} DELETE WHERE {condition}"))
-                    .await?;
-                touched += 1;
+                continue;
             }
+            let pending = self
+                .count(&format!(
+                    "SELECT count() FROM system.mutations WHERE database = '{db}' \
+                     AND table = '{t}' AND is_done = 0 \
+                     AND position(command, 'tenant_id = \\'{tenant}\\'') > 0"
+                ))
+                .await?;
+            if pending > 0 {
+                debug!(%tenant, table = t, "purge still running; not issued again");
+                continue;
+            }
+            self.execute(&format!("ALTER TABLE {db}.{t} DELETE WHERE {condition}"))
+                .await?;
+            touched += 1;
         }
         if touched > 0 {
             info!(%tenant, tables = touched, "tenant purge issued");
