@@ -158,14 +158,22 @@ impl Lake {
                 .to_str()
                 .and_then(|n| n.rsplit_once('#'))
                 .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-            let old = entry
-                .metadata()?
-                .modified()?
-                .elapsed()
-                .is_ok_and(|age| age >= min_age);
-            if staged && old && entry.file_type()?.is_file() {
-                std::fs::remove_file(entry.path())?;
-                removed += 1;
+            if !staged {
+                continue;
+            }
+            // A staging file vanishes when its write completes (renamed into
+            // place) while we look: that is not an error, just not ours.
+            let old_file = entry.metadata().and_then(|m| {
+                Ok(m.is_file() && m.modified()?.elapsed().is_ok_and(|age| age >= min_age))
+            });
+            let outcome = match old_file {
+                Ok(true) => std::fs::remove_file(entry.path()).map(|()| true),
+                other => other,
+            };
+            match outcome {
+                Ok(gone) => removed += usize::from(gone),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(removed)
@@ -224,5 +232,35 @@ mod tests {
             lake.table_url(RecordKind::Logs, &t),
             format!("file://{}/logs/tenant_id=acme/", abs.display())
         );
+    }
+
+    #[test]
+    fn only_old_staging_files_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::local(dir.path()).unwrap();
+        let t = TenantId::new("acme").unwrap();
+        let date = NaiveDate::from_ymd_opt(2026, 11, 26).unwrap();
+        let object = lake.object_path(RecordKind::Logs, &t, date, "a.parquet");
+        let fs_dir = PathBuf::from(format!("/{object}"))
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        std::fs::create_dir_all(&fs_dir).unwrap();
+        for name in ["a.parquet", "b.parquet#3", "c.parquet#", "d#x"] {
+            std::fs::write(fs_dir.join(name), b"x").unwrap();
+        }
+        let table = Path::from(object.as_ref().rsplit_once('/').unwrap().0);
+        let hour = std::time::Duration::from_secs(3600);
+        assert_eq!(lake.remove_staging_leftovers(&table, hour).unwrap(), 0);
+        let zero = std::time::Duration::ZERO;
+        assert_eq!(lake.remove_staging_leftovers(&table, zero).unwrap(), 1);
+        let mut left: Vec<String> = std::fs::read_dir(&fs_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a.parquet", "c.parquet#", "d#x"]);
+        let missing = Path::from(format!("{table}/nothing"));
+        assert_eq!(lake.remove_staging_leftovers(&missing, zero).unwrap(), 0);
     }
 }
