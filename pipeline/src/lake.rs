@@ -213,13 +213,21 @@ impl Lake {
 mod tests {
     use super::*;
 
-    #[test]
-    fn paths_follow_the_hive_layout() {
+    /// A lake in a fresh directory and the path of object `name` in
+    /// acme's logs of 2026-11-26.
+    fn acme_object(name: &str) -> (tempfile::TempDir, Lake, Path) {
         let dir = tempfile::tempdir().unwrap();
         let lake = Lake::local(dir.path()).unwrap();
         let t = TenantId::new("acme").unwrap();
         let date = NaiveDate::from_ymd_opt(2026, 11, 26).unwrap();
-        let p = lake.object_path(RecordKind::Logs, &t, date, "0192.parquet");
+        let path = lake.object_path(RecordKind::Logs, &t, date, name);
+        (dir, lake, path)
+    }
+
+    #[test]
+    fn paths_follow_the_hive_layout() {
+        let (dir, lake, p) = acme_object("0192.parquet");
+        let t = TenantId::new("acme").unwrap();
         let abs = std::fs::canonicalize(dir.path()).unwrap();
         assert_eq!(
             format!("/{p}"),
@@ -236,11 +244,7 @@ mod tests {
 
     #[test]
     fn only_old_staging_files_are_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::local(dir.path()).unwrap();
-        let t = TenantId::new("acme").unwrap();
-        let date = NaiveDate::from_ymd_opt(2026, 11, 26).unwrap();
-        let object = lake.object_path(RecordKind::Logs, &t, date, "a.parquet");
+        let (_dir, lake, object) = acme_object("a.parquet");
         let fs_dir = PathBuf::from(format!("/{object}"))
             .parent()
             .unwrap()

@@ -191,24 +191,27 @@ impl ClickHouseSink {
         // Tenant ids are [a-z0-9_-], so they need no escaping; ClickHouse
         // stores the command as `DELETE WHERE tenant_id = 'T'`.
         let condition = format!("tenant_id = '{tenant}'");
+        let pending_sql = format!(
+            "SELECT DISTINCT table FROM system.mutations WHERE database = '{db}' \
+             AND is_done = 0 AND position(command, 'tenant_id = \\'{tenant}\\'') > 0"
+        );
+        let pending: Vec<String> = self
+            .client
+            .query(&pending_sql)
+            .fetch_all()
+            .await
+            .map_err(|e| sink_error(format!("{e} (in: {pending_sql})")))?;
         let mut touched = 0;
         for t in tables {
+            if pending.iter().any(|p| p == t) {
+                debug!(%tenant, table = t, "purge still running; not issued again");
+                continue;
+            }
             if self
                 .count(&format!("SELECT count() FROM {db}.{t} WHERE {condition}"))
                 .await?
                 == 0
             {
-                continue;
-            }
-            let pending = self
-                .count(&format!(
-                    "SELECT count() FROM system.mutations WHERE database = '{db}' \
-                     AND table = '{t}' AND is_done = 0 \
-                     AND position(command, 'tenant_id = \\'{tenant}\\'') > 0"
-                ))
-                .await?;
-            if pending > 0 {
-                debug!(%tenant, table = t, "purge still running; not issued again");
                 continue;
             }
             self.execute(&format!("ALTER TABLE {db}.{t} DELETE WHERE {condition}"))
