@@ -5,12 +5,13 @@
 //! levels (`SECURENET_INGEST__BATCH__LINGER_MS=50`). Unknown keys are errors
 //! at every level, so a typo never silently falls back to a default.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
+
+use crate::http_server::HttpConfig;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -45,14 +46,6 @@ pub enum BusKind {
     #[default]
     Embedded,
     Kafka,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HttpConfig {
-    /// Address to listen on. The default only accepts local connections;
-    /// use 0.0.0.0:8080 to serve other machines.
-    pub listen: SocketAddr,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -113,14 +106,6 @@ impl Default for Config {
     }
 }
 
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-        }
-    }
-}
-
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
@@ -160,6 +145,7 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         self.ingest.validate()?;
+        self.http.validate().map_err(anyhow::Error::msg)?;
         if self.bus.kind == BusKind::Kafka {
             self.bus.kafka.validate()?;
         }

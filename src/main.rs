@@ -5,6 +5,7 @@
 mod admin;
 mod cli;
 mod config;
+mod http_server;
 mod insights;
 mod maintain;
 mod serve;
@@ -45,10 +46,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             init_tracing(&config);
             // Analyst queries get their own runtime so a heavy query cannot
             // starve ingest and the API (DataFusion's recommendation).
-            let sql_runtime = tokio::runtime::Builder::new_multi_thread()
-                .thread_name("securenet-sql")
-                .enable_all()
-                .build()?;
+            let sql_runtime = query_api::sql::build_runtime(None)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .thread_name("securenet")
                 .enable_all()

@@ -234,6 +234,7 @@ pub async fn run(
     let mut meter_task = None;
     let stop_notify = CancellationToken::new();
     let mut notify_task = None;
+    let mut sweeper_task = None;
     if role.queries() {
         let meter = match &producer {
             Some(p) => {
@@ -259,9 +260,17 @@ pub async fn run(
             notifier.clone(),
             stop_notify.clone(),
         ));
+        sweeper_task = Some(query_api::insights::spawn_stale_session_sweeper(
+            store.clone(),
+            stop_notify.clone(),
+        ));
         let api = AppState {
             store: store.clone(),
-            insights: Arc::new(query_api::insights::Insights::new(lake.clone())),
+            insights: Arc::new(query_api::insights::Insights::new(
+                lake.clone(),
+                config.api.training.clone(),
+            )),
+            sign_in: Arc::new(query_api::signin::SignInGuard::new(&config.api)),
             sql: Arc::new(SqlEngine::new(config.sql.clone(), lake, sql_runtime)),
             meter,
             limits: Arc::new(control::RateLimits::new(
@@ -312,16 +321,17 @@ pub async fn run(
         }
         stopping.cancel();
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("http server")?;
+    let http_metrics = crate::http_server::HttpMetrics::new(&registry)?;
+    crate::http_server::serve(listener, app, config.http.clone(), http_metrics, shutdown).await;
 
     stop_listeners.cancel();
     // The router (and its meter handle) is gone: the meter publishes what
     // it holds and ends, before the bus closes.
     stop_notify.cancel();
     if let Some(task) = notify_task {
+        let _ = task.await;
+    }
+    if let Some(task) = sweeper_task {
         let _ = task.await;
     }
     if let Some(task) = meter_task {

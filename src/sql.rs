@@ -34,15 +34,15 @@ pub fn run(config: &Config, args: SqlArgs) -> anyhow::Result<()> {
         Some(q) => q.to_string(),
     };
     anyhow::ensure!(!query.trim().is_empty(), "the query is empty");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = query_api::sql::build_runtime(None)?;
     let lake = Lake::local(&config.lake_dir())?;
     let engine = SqlEngine::new(config.sql.clone(), lake, runtime.handle().clone());
     let result = runtime
         .block_on(engine.execute(&tenant, &query))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (_, bytes) = encode(format, &result).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let bytes = encode(format, &result, config.sql.max_result_bytes)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .body;
     let mut out = std::io::stdout().lock();
     out.write_all(&bytes)?;
     if format != OutputFormat::Arrow {

@@ -51,9 +51,7 @@ pub fn run(config: &Config, command: UsageCommand) -> anyhow::Result<()> {
     let tenant = TenantId::new(&tenant)?;
     let first = NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d")
         .with_context(|| format!("--month {month:?}: expected YYYY-MM"))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = query_api::sql::build_runtime(None)?;
     let report = runtime.block_on(reconcile(config, &tenant, first))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -291,16 +291,17 @@ async fn wrong_content_type_or_encoding_is_415() {
 
 #[tokio::test]
 async fn saturated_pipeline_answers_503_with_retry_after_and_loses_nothing() {
-    // A budget for about one request, and a linger long enough that the
-    // first request still holds it when the second arrives.
+    // A budget for about one request (records are charged their in-memory
+    // size, ~330 bytes each here), and a linger long enough that the first
+    // request still holds it when the second arrives.
     let env = Env::new()
-        .set("SECURENET_INGEST__BATCH__MAX_IN_FLIGHT_BYTES", "40000")
+        .set("SECURENET_INGEST__BATCH__MAX_IN_FLIGHT_BYTES", "150000")
         .set("SECURENET_INGEST__HTTP__MAX_BODY_BYTES", "40000")
         .set("SECURENET_INGEST__BATCH__LINGER_MS", "2000")
         .set("SECURENET_INGEST__BATCH__FLUSH_CONCURRENCY", "0")
         .set("SECURENET_INGEST__BATCH__BACKPRESSURE_WAIT_MS", "100");
     let server = env.serve();
-    // ~27 KB on the wire, ~25 KB of the budget: one fits, two do not.
+    // ~27 KB on the wire, ~100 KB of the budget: one fits, two do not.
     let body = (0..300)
         .map(|i| line(&format!("load {i}")))
         .collect::<Vec<_>>()

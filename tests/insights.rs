@@ -6,7 +6,7 @@ use std::io::Write;
 
 use serde_json::{Value, json};
 
-use crate::support::{DEFAULT_KEY, Env, curl, get, post};
+use crate::support::{DEFAULT_KEY, Env, Reply, Server, curl, get, post};
 
 /// Login telemetry: 5 % brute-force rows far from the benign cloud.
 fn logins_csv(n: usize) -> String {
@@ -27,6 +27,41 @@ fn logins_csv(n: usize) -> String {
         ));
     }
     out
+}
+
+/// Waits for a `202` training job to end; returns its session and model.
+fn finished(server: &Server, key: &str, accepted: &Reply) -> (Value, Value) {
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    let a = accepted.json();
+    assert_eq!(a["training_session"]["status"], "queued", "{a}");
+    let id = a["training_session"]["id"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let session = loop {
+        let r = get(
+            server,
+            &format!("/api/insights/models/training-sessions/{id}"),
+            key,
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        let s = r.json()["training_session"].clone();
+        if matches!(s["status"].as_str(), Some("ready" | "failed")) {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "training did not end: {s}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let models = get(server, "/api/insights/models", key).json();
+    let model = models["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == a["model"]["id"] && m["version"] == a["model"]["version"])
+        .cloned()
+        .unwrap_or_else(|| panic!("{models}"));
+    (session, model)
 }
 
 fn write(env: &Env, name: &str, body: &[u8]) -> String {
@@ -78,12 +113,19 @@ async fn upload_train_list_and_predict_with_roles_and_tenancy() {
         "application/json",
         &body,
     );
-    assert_eq!(trained.status, 201, "{}", trained.body);
-    let t = trained.json();
+    let (session, model) = finished(&server, DEFAULT_KEY, &trained);
+    let t = json!({"model": model, "training_session": session});
     assert_eq!(t["model"]["id"], "login-classifier");
     assert_eq!(t["model"]["version"], 1);
     assert_eq!(t["model"]["model_type"], "random_forest");
     assert_eq!(t["model"]["status"], "ready");
+    assert_eq!(t["training_session"]["status"], "ready");
+    // Artifacts are named relative to the lake, never by a server path.
+    let artifact = t["model"]["artifact"].as_str().unwrap();
+    assert!(
+        artifact.starts_with("models/tenant_id=default/"),
+        "{artifact}"
+    );
     let m = &t["model"]["metrics"];
     assert_eq!(m["test_rows"], 600);
     assert!(m["accuracy"].as_f64().unwrap() > 0.98, "{m}");
@@ -100,7 +142,7 @@ async fn upload_train_list_and_predict_with_roles_and_tenancy() {
         "application/json",
         &body,
     );
-    assert_eq!(again.status, 201, "{}", again.body);
+    finished(&server, DEFAULT_KEY, &again);
     let list = get(&server, "/api/insights/models", &viewer);
     assert_eq!(list.status, 200, "{}", list.body);
     let models = list.json()["models"].as_array().unwrap().clone();
@@ -172,8 +214,8 @@ async fn upload_train_list_and_predict_with_roles_and_tenancy() {
         "application/json",
         &body,
     );
-    assert_eq!(t.status, 201, "{}", t.body);
-    assert_eq!(t.json()["model"]["model_type"], "isolation_forest");
+    let (_, model) = finished(&server, DEFAULT_KEY, &t);
+    assert_eq!(model["model_type"], "isolation_forest");
     let q = json!({"rows": [{"bytes": 90000, "requests": 400}, {"bytes": 1200, "requests": 12}]})
         .to_string();
     let p = post(
@@ -257,7 +299,7 @@ async fn upload_train_list_and_predict_with_roles_and_tenancy() {
         "{seen:?}"
     );
     assert_eq!(
-        count("/api/insights/models/train", 201, "admin"),
+        count("/api/insights/models/train", 202, "admin"),
         3,
         "{seen:?}"
     );
@@ -396,7 +438,7 @@ async fn bad_training_data_and_requests_get_clear_errors() {
     assert_eq!(up.status, 201, "{}", up.body);
     let t =
         train(json!({"dataset_id": up.json()["dataset_id"], "name": "small", "n_estimators": 10}));
-    assert_eq!(t.status, 201, "{}", t.body);
+    finished(&server, DEFAULT_KEY, &t);
     let predict = |id: &str, body: Value| {
         post(
             &server,
@@ -422,8 +464,12 @@ async fn bad_training_data_and_requests_get_clear_errors() {
     let t = train(
         json!({"dataset_id": up.json()["dataset_id"], "name": "needs labels", "model_type": "random_forest"}),
     );
-    assert_eq!(t.status, 400, "{}", t.body);
-    assert!(t.body.contains("labelled data"), "{}", t.body);
+    let (session, _) = finished(&server, DEFAULT_KEY, &t);
+    assert_eq!(session["status"], "failed");
+    assert!(
+        session["error"].as_str().unwrap().contains("labelled data"),
+        "{session}"
+    );
     let list = curl(&[
         &server.url("/api/insights/models"),
         "-H",

@@ -7,6 +7,7 @@ mod support;
 
 mod access;
 mod analysis;
+mod attack;
 mod billing;
 mod cli;
 mod clickhouse;

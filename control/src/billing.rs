@@ -69,15 +69,28 @@ pub fn compute_invoice(
     if start >= next || history.is_empty() {
         return None;
     }
-    // Segments of consecutive days on one plan.
+    // Segments of consecutive days on one plan. A day is billed at the
+    // highest-priced plan held at any moment of it (the plan at its start
+    // and every plan changed to during it): using a plan's features for
+    // part of a day and downgrading before midnight still pays that day.
     let mut segments: Vec<(Plan, u64)> = Vec::new();
     let mut day = start;
     while day < next {
-        let plan = history
+        let day_start = day.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis();
+        // In effect at 00:00:00.000 (a change at midnight sharp replaces
+        // the previous plan for the whole day).
+        let at_start = history
             .iter()
             .rev()
-            .find(|(at, _)| day_of(*at) <= day)
+            .find(|(at, _)| *at <= day_start)
             .map_or(history[0].1, |(_, p)| *p);
+        let plan = history
+            .iter()
+            .filter(|(at, _)| *at > day_start && day_of(*at) == day)
+            .map(|(_, p)| *p)
+            .chain(std::iter::once(at_start))
+            .max_by_key(|p| p.price_cents())
+            .unwrap_or(at_start);
         match segments.last_mut() {
             Some((p, n)) if *p == plan => *n += 1,
             _ => segments.push((plan, 1)),
@@ -623,18 +636,31 @@ mod tests {
     }
 
     #[test]
-    fn two_changes_on_one_day_bill_the_last() {
+    fn a_day_with_several_plans_bills_the_highest() {
         let history = [
             (ms("2026-01-01 00:00"), Plan::Starter),
             (ms("2026-11-30 08:00"), Plan::Enterprise),
             (ms("2026-11-30 09:00"), Plan::Professional),
         ];
         let inv = compute_invoice(month("2026-11"), history[0].0, &history, 0, 0).unwrap();
-        // 29 days of 9900/30 = 9570, 1 day of 29900/30 = 996.67 → 997.
+        // 29 days of 9900/30 = 9570, 1 day of 199900/30 = 6663.33 → 6663.
         assert_eq!(
             inv.lines.iter().map(|l| l.amount_cents).collect::<Vec<_>>(),
-            [9_570, 997]
+            [9_570, 6_663]
         );
+        // Created on professional, downgraded to starter the same day: that
+        // day is professional, the rest starter.
+        let history = [
+            (ms("2026-11-10 09:00"), Plan::Professional),
+            (ms("2026-11-10 17:00"), Plan::Starter),
+        ];
+        let inv = compute_invoice(month("2026-11"), history[0].0, &history, 0, 0).unwrap();
+        // 1 day of 29900/30 = 996.67 → 997; 20 days of 9900/30 = 6600.
+        assert_eq!(
+            inv.lines.iter().map(|l| l.amount_cents).collect::<Vec<_>>(),
+            [997, 6_600]
+        );
+        assert_eq!(inv.plan, Plan::Starter);
     }
 
     #[test]

@@ -45,6 +45,8 @@ impl ModelType {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ModelStatus {
+    /// A training session waiting for a training slot.
+    Queued,
     Training,
     Ready,
     Failed,
@@ -54,6 +56,7 @@ pub enum ModelStatus {
 impl ModelStatus {
     pub fn as_str(self) -> &'static str {
         match self {
+            ModelStatus::Queued => "queued",
             ModelStatus::Training => "training",
             ModelStatus::Ready => "ready",
             ModelStatus::Failed => "failed",
@@ -63,6 +66,7 @@ impl ModelStatus {
 
     fn parse(s: &str) -> Result<Self> {
         match s {
+            "queued" => Ok(ModelStatus::Queued),
             "training" => Ok(ModelStatus::Training),
             "ready" => Ok(ModelStatus::Ready),
             "failed" => Ok(ModelStatus::Failed),
@@ -209,10 +213,48 @@ impl MetaStore {
                 "INSERT INTO ml_models ({MODEL_COLUMNS}) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
                  ON CONFLICT(org_id, id, version) DO UPDATE SET name = excluded.name, \
+                 model_type = excluded.model_type, \
                  status = excluded.status, accuracy = excluded.accuracy, \
                  features = excluded.features, threshold = excluded.threshold, \
                  artifact = excluded.artifact, metrics = excluded.metrics, \
                  updated_at = excluded.updated_at"
+            ),
+            params![
+                m.org_id.as_str(),
+                m.id,
+                m.version,
+                m.name,
+                m.model_type.as_str(),
+                m.status.as_str(),
+                m.accuracy,
+                serde_json::to_string(&m.features).unwrap_or_else(|_| "[]".into()),
+                m.threshold,
+                m.artifact,
+                m.metrics.to_string(),
+                m.created_at,
+                m.updated_at,
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Stores `m` as the model's next version (its `version` is set here,
+    /// in the same transaction that reads the latest, so concurrent
+    /// trainings of one model never share a version).
+    pub fn insert_next_model_version(&self, m: &mut ModelRecord) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let latest: Option<u32> = tx.query_row(
+            "SELECT max(version) FROM ml_models WHERE org_id = ?1 AND id = ?2",
+            params![m.org_id.as_str(), m.id],
+            |r| r.get(0),
+        )?;
+        m.version = latest.unwrap_or(0) + 1;
+        tx.execute(
+            &format!(
+                "INSERT INTO ml_models ({MODEL_COLUMNS}) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
             ),
             params![
                 m.org_id.as_str(),
@@ -312,6 +354,65 @@ impl MetaStore {
             ],
         )?;
         Ok(())
+    }
+
+    /// One training session of `org`.
+    pub fn training_session(&self, org: &TenantId, id: &str) -> Result<Option<TrainingSession>> {
+        let conn = self.read();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, org_id, model_id, model_version, status, rows, duration_ms, metrics, \
+             error, started_at, finished_at FROM ml_training_sessions WHERE org_id = ?1 AND id = ?2",
+        )?;
+        Ok(stmt
+            .query_row(params![org.as_str(), id], session_row)
+            .optional()?)
+    }
+
+    /// A running or queued session is alive: its worker calls this
+    /// periodically (see [`MetaStore::fail_stale_training_sessions`]).
+    pub fn touch_training_session(&self, id: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE ml_training_sessions SET heartbeat_at = ?2 WHERE id = ?1",
+            params![id, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Marks failed every queued or running session whose worker has not
+    /// been heard of since `cutoff_ms` (its process stopped or crashed),
+    /// with its model version. Returns how many.
+    pub fn fail_stale_training_sessions(&self, cutoff_ms: i64) -> Result<usize> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let stale: Vec<(String, String, String, Option<u32>)> = {
+            let mut stmt = tx.prepare(
+                "SELECT id, org_id, model_id, model_version FROM ml_training_sessions \
+                 WHERE status IN ('queued', 'training') \
+                 AND COALESCE(heartbeat_at, started_at) < ?1",
+            )?;
+            stmt.query_map([cutoff_ms], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?
+        };
+        let now = now_ms();
+        for (id, org, model, version) in &stale {
+            tx.execute(
+                "UPDATE ml_training_sessions SET status = 'failed', finished_at = ?2, \
+                 error = 'interrupted: the process running this training stopped; train again' \
+                 WHERE id = ?1",
+                params![id, now],
+            )?;
+            if let Some(v) = version {
+                tx.execute(
+                    "UPDATE ml_models SET status = 'failed', updated_at = ?4 \
+                     WHERE org_id = ?1 AND id = ?2 AND version = ?3 AND status = 'training'",
+                    params![org, model, v, now],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(stale.len())
     }
 
     /// Training sessions, newest first.

@@ -133,7 +133,7 @@ impl MetaStore {
     /// The role of a live (not revoked) key of `org`.
     fn key_role(&self, org: &TenantId, id: &str) -> Result<Option<Role>> {
         let role: Option<String> = self
-            .conn()
+            .read()
             .prepare_cached(
                 "SELECT role FROM api_keys WHERE id = ?1 AND org_id = ?2 AND revoked_at IS NULL",
             )?
@@ -195,7 +195,7 @@ mod tests {
             )
             .unwrap();
         let (_, principal) = store
-            .sign_in(&user.email, "a long enough password")
+            .sign_in(&user.email, "a long enough password", None)
             .unwrap();
         let claims = Claims {
             iss: ISSUER.into(),

@@ -1,6 +1,8 @@
-//! Per-tenant rate limits: a token bucket (GCRA, the `governor` crate) per
-//! organization.
+//! Rate limits: a token bucket (GCRA, the `governor` crate) per key — an
+//! organization for request budgets, an account or an address for
+//! sign-in attempts.
 
+use std::hash::Hash;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -8,10 +10,10 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use schemas::TenantId;
 
-/// Requests per second per tenant, with a burst allowance. Disabled when
-/// the rate is 0.
-pub struct RateLimits {
-    limiter: Option<DefaultKeyedRateLimiter<TenantId>>,
+/// Requests per second per key (a tenant by default), with a burst
+/// allowance. Disabled when the rate is 0.
+pub struct RateLimits<K: Hash + Eq + Clone = TenantId> {
+    limiter: Option<DefaultKeyedRateLimiter<K>>,
     clock: DefaultClock,
     per_sec: u32,
 }
@@ -30,7 +32,7 @@ impl Limited {
     }
 }
 
-impl RateLimits {
+impl<K: Hash + Eq + Clone> RateLimits<K> {
     pub fn new(per_sec: u32, burst: u32) -> Self {
         let limiter = NonZeroU32::new(per_sec).map(|rate| {
             let burst = NonZeroU32::new(burst.max(per_sec)).unwrap_or(rate);
@@ -43,19 +45,39 @@ impl RateLimits {
         }
     }
 
+    /// `per_minute` with a burst of `burst`: for rare events such as
+    /// sign-in attempts.
+    pub fn per_minute(per_minute: u32, burst: u32) -> Self {
+        let limiter = NonZeroU32::new(per_minute).map(|rate| {
+            let burst = NonZeroU32::new(burst.max(1)).unwrap_or(rate);
+            DefaultKeyedRateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst))
+        });
+        Self {
+            limiter,
+            clock: DefaultClock::default(),
+            per_sec: per_minute.div_ceil(60),
+        }
+    }
+
     pub fn unlimited() -> Self {
         Self::new(0, 0)
     }
 
-    /// Takes one token from `tenant`'s bucket.
-    pub fn check(&self, tenant: &TenantId) -> Result<(), Limited> {
+    /// Takes one token from `key`'s bucket.
+    pub fn check(&self, key: &K) -> Result<(), Limited> {
         let Some(limiter) = &self.limiter else {
             return Ok(());
         };
-        limiter.check_key(tenant).map_err(|not_until| Limited {
+        let result = limiter.check_key(key).map_err(|not_until| Limited {
             per_sec: self.per_sec,
             retry_after: not_until.wait_time_from(self.clock.now()),
-        })
+        });
+        // Keys are client-chosen (addresses, emails): drop full buckets so
+        // the map cannot grow without bound.
+        if limiter.len() > 100_000 {
+            limiter.retain_recent();
+        }
+        result
     }
 }
 

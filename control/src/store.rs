@@ -1,10 +1,14 @@
 //! The SQLite metadata store.
 //!
-//! One connection behind a mutex: every statement here is a point lookup or a
-//! single-row write taking microseconds, so callers may use it from async code
-//! without `spawn_blocking`. WAL mode lets the CLI (`securenet keys revoke`)
-//! write while a server reads; a revocation takes effect on the next request
-//! because keys are not cached.
+//! One writer connection behind a mutex, and a small pool of read-only
+//! connections (file stores): in WAL mode readers never wait for the
+//! writer, so authentication (a key or user lookup on every request) and
+//! organization lookups stay fast while another tenant's large write — a
+//! 40,000-device inventory — holds the writer. Statements are point lookups
+//! or short writes, so callers may use the store from async code; bulk
+//! writes run on blocking threads (see `ingest::scans::publish`). WAL mode
+//! also lets the CLI (`securenet keys revoke`) write while a server reads; a
+//! revocation takes effect on the next request because keys are not cached.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -224,6 +228,31 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX deliveries_due ON deliveries(status, next_attempt_at);
     CREATE INDEX deliveries_org ON deliveries(org_id, created_at);
 "#,
+    // Tenant isolation: an email is unique within its organization only
+    // (unique across all of them, one tenant could learn — and block —
+    // another's users' addresses); a scan id remembers the report it
+    // stored, so a different report under the same id is refused instead
+    // of overwriting it.
+    r#"
+    CREATE TABLE users_v2 (
+        id            TEXT PRIMARY KEY,
+        org_id        TEXT NOT NULL REFERENCES organizations(id),
+        email         TEXT NOT NULL COLLATE NOCASE,
+        role          TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        created_at    INTEGER NOT NULL,
+        last_login_at INTEGER,
+        UNIQUE (org_id, email)
+    );
+    INSERT INTO users_v2 (id, org_id, email, role, password_hash, created_at, last_login_at)
+        SELECT id, org_id, email, role, password_hash, created_at, last_login_at FROM users;
+    DROP TABLE users;
+    ALTER TABLE users_v2 RENAME TO users;
+    CREATE INDEX users_org ON users(org_id);
+    CREATE INDEX users_email ON users(email);
+    ALTER TABLE scans ADD COLUMN content_hash TEXT;
+    ALTER TABLE ml_training_sessions ADD COLUMN heartbeat_at INTEGER;
+"#,
 ];
 
 /// Only record a key's last use when the stored value is older than this, so
@@ -267,8 +296,15 @@ pub struct ApiKeyInfo {
     pub revoked_at: Option<i64>,
 }
 
+/// Read-only connections of a file store.
+const READERS: usize = 4;
+
 pub struct MetaStore {
     conn: Mutex<Connection>,
+    /// Empty for in-memory stores (a private in-memory database cannot be
+    /// shared between connections): reads then use the writer.
+    readers: Vec<Mutex<Connection>>,
+    next_reader: std::sync::atomic::AtomicUsize,
     /// The JWT signing secret, loaded (or generated) on first use.
     pub(crate) jwt_secret: std::sync::OnceLock<Vec<u8>>,
 }
@@ -283,7 +319,17 @@ impl MetaStore {
     /// Opens (creating if needed) the store at `path` and applies migrations.
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path)?;
-        Self::init(conn)
+        let mut store = Self::init(conn)?;
+        for _ in 0..READERS {
+            let reader = Connection::open_with_flags(
+                path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            reader.busy_timeout(std::time::Duration::from_secs(5))?;
+            store.readers.push(Mutex::new(reader));
+        }
+        Ok(store)
     }
 
     /// A private in-memory store, for tests.
@@ -311,14 +357,50 @@ impl MetaStore {
         }
         Ok(Self {
             conn: Mutex::new(conn),
+            readers: Vec::new(),
+            next_reader: std::sync::atomic::AtomicUsize::new(0),
             jwt_secret: std::sync::OnceLock::new(),
         })
     }
 
+    /// The writer connection (also for reads that must see a write of the
+    /// same call).
     pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent
         // (statements are atomic), so a poisoned lock is still usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A read-only connection that does not wait for the writer: a free
+    /// reader if there is one, else the next in turn.
+    pub(crate) fn read(&self) -> std::sync::MutexGuard<'_, Connection> {
+        if self.readers.is_empty() {
+            return self.conn();
+        }
+        let start = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = self.readers.len();
+        for i in 0..n {
+            match self.readers[(start + i) % n].try_lock() {
+                Ok(guard) => return guard,
+                Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+        }
+        self.readers[start % n]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The writer, if nobody holds it: for best-effort bookkeeping (a key's
+    /// last use) that must never make a request wait behind a bulk write.
+    pub(crate) fn try_conn(&self) -> Option<std::sync::MutexGuard<'_, Connection>> {
+        match self.conn.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
     }
 
     /// Creates the default organization on first start. Returns the key
@@ -475,7 +557,7 @@ impl MetaStore {
 
     /// Deleted organizations whose data the maintenance job still purges.
     pub fn deleted_organizations(&self) -> Result<Vec<TenantId>> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt = conn.prepare_cached("SELECT id FROM deleted_organizations ORDER BY id")?;
         let ids: Vec<String> = stmt
             .query_map([], |r| r.get(0))?
@@ -487,7 +569,7 @@ impl MetaStore {
     }
 
     pub fn organization(&self, id: &TenantId) -> Result<Option<Organization>> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt = conn.prepare_cached(
             "SELECT id, name, owner_email, plan, max_devices, max_scans_per_month, \
              log_retention_days, parent_id, created_at, allow_overage FROM organizations WHERE id = ?1",
@@ -497,7 +579,7 @@ impl MetaStore {
     }
 
     pub fn list_organizations(&self) -> Result<Vec<Organization>> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt = conn.prepare_cached(
             "SELECT id, name, owner_email, plan, max_devices, max_scans_per_month, \
              log_retention_days, parent_id, created_at, allow_overage FROM organizations ORDER BY id",
@@ -567,7 +649,7 @@ impl MetaStore {
     }
 
     pub fn list_keys(&self, org: &TenantId) -> Result<Vec<ApiKeyInfo>> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt = conn.prepare_cached(
             "SELECT id, org_id, name, role, created_at, last_used_at, revoked_at \
              FROM api_keys WHERE org_id = ?1 ORDER BY created_at, id",
@@ -615,12 +697,12 @@ impl MetaStore {
     /// public id; the hash comparison is constant-time.
     pub fn verify_key(&self, presented: &str) -> Result<Principal> {
         let id = keys::key_id(presented);
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT hash, org_id, role, revoked_at, last_used_at FROM api_keys WHERE id = ?1",
-        )?;
-        let row = stmt
-            .query_row([&id], |r| {
+        let row = {
+            let conn = self.read();
+            let mut stmt = conn.prepare_cached(
+                "SELECT hash, org_id, role, revoked_at, last_used_at FROM api_keys WHERE id = ?1",
+            )?;
+            stmt.query_row([&id], |r| {
                 Ok((
                     r.get::<_, Vec<u8>>(0)?,
                     r.get::<_, String>(1)?,
@@ -629,7 +711,8 @@ impl MetaStore {
                     r.get::<_, Option<i64>>(4)?,
                 ))
             })
-            .optional()?;
+            .optional()?
+        };
         let Some((hash, org, role, revoked_at, last_used)) = row else {
             return Err(Error::InvalidCredentials);
         };
@@ -638,7 +721,11 @@ impl MetaStore {
             return Err(Error::InvalidCredentials);
         }
         let now = now_ms();
-        if last_used.is_none_or(|t| now - t > LAST_USED_RESOLUTION_MS) {
+        if last_used.is_none_or(|t| now - t > LAST_USED_RESOLUTION_MS)
+            && let Some(conn) = self.try_conn()
+        {
+            // Best effort: skipped while a bulk write holds the writer (the
+            // next request records it).
             conn.execute(
                 "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1",
                 params![&id, now],

@@ -22,6 +22,9 @@ use crate::store::{MetaStore, now_ms};
 /// Shortest password accepted (NIST SP 800-63B asks for at least 8; we ask 12).
 pub const MIN_PASSWORD_LEN: usize = 12;
 const MAX_PASSWORD_LEN: usize = 1024;
+/// Accounts of one address a sign-in checks the password against (each
+/// check is an Argon2 hash: bounded work per attempt).
+const MAX_ACCOUNTS_PER_EMAIL: usize = 8;
 
 /// A user as listings show it: never the password hash.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -90,8 +93,9 @@ fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(User, String)> {
 const USER_COLUMNS: &str = "id, org_id, email, role, created_at, last_login_at, password_hash";
 
 impl MetaStore {
-    /// Adds a user to `org`. Emails are unique across organizations
-    /// (case-insensitive): a sign-in names no organization.
+    /// Adds a user to `org`. Emails are unique within an organization
+    /// (case-insensitive); the same address may belong to users of several
+    /// organizations, which learn nothing of each other.
     pub fn create_user(
         &self,
         org: &TenantId,
@@ -112,7 +116,7 @@ impl MetaStore {
         };
         let inserted = self.conn().execute(
             "INSERT INTO users (id, org_id, email, role, password_hash, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(email) DO NOTHING",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(org_id, email) DO NOTHING",
             params![
                 user.id,
                 user.org_id,
@@ -158,21 +162,48 @@ impl MetaStore {
     }
 
     /// Checks an email and password; the user's principal on success.
-    pub fn sign_in(&self, email: &str, password: &str) -> Result<(User, Principal)> {
-        let found = {
-            let conn = self.conn();
+    /// `organization` picks the account when the address has accounts in
+    /// several organizations; without it, the one account whose password
+    /// matches signs in (several matching is an error that tells only the
+    /// password's holder to name the organization).
+    pub fn sign_in(
+        &self,
+        email: &str,
+        password: &str,
+        organization: Option<&TenantId>,
+    ) -> Result<(User, Principal)> {
+        let candidates: Vec<(User, String)> = {
+            let conn = self.read();
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {USER_COLUMNS} FROM users WHERE email = ?1"
+                "SELECT {USER_COLUMNS} FROM users WHERE email = ?1 AND (?2 IS NULL OR org_id = ?2) \
+                 ORDER BY created_at, id LIMIT {MAX_ACCOUNTS_PER_EMAIL}"
             ))?;
-            stmt.query_row([email.trim()], user_row).optional()?
+            stmt.query_map(
+                params![email.trim(), organization.map(TenantId::as_str)],
+                user_row,
+            )?
+            .collect::<rusqlite::Result<_>>()?
         };
-        let Some((mut user, hash)) = found else {
+        if candidates.is_empty() {
             let _ = verify_password(password, decoy_hash());
             return Err(Error::InvalidCredentials);
-        };
-        if !verify_password(password, &hash) {
-            return Err(Error::InvalidCredentials);
         }
+        let mut matching: Vec<User> = candidates
+            .into_iter()
+            .filter(|(_, hash)| verify_password(password, hash))
+            .map(|(user, _)| user)
+            .collect();
+        let mut user = match matching.len() {
+            0 => return Err(Error::InvalidCredentials),
+            1 => matching.remove(0),
+            _ => {
+                return Err(Error::Invalid(
+                    "this email and password sign in to several organizations: \
+                     add \"organization\" to the request"
+                        .into(),
+                ));
+            }
+        };
         let now = now_ms();
         self.conn().execute(
             "UPDATE users SET last_login_at = ?2 WHERE id = ?1",
@@ -190,7 +221,7 @@ impl MetaStore {
     /// The current role of a user of `org`, `None` once deleted.
     pub fn user_role(&self, org: &TenantId, id: &str) -> Result<Option<Role>> {
         let role: Option<String> = self
-            .conn()
+            .read()
             .prepare_cached("SELECT role FROM users WHERE id = ?1 AND org_id = ?2")?
             .query_row(params![id, org.as_str()], |r| r.get(0))
             .optional()?;
@@ -218,17 +249,17 @@ mod tests {
             )
             .unwrap();
         let (signed, principal) = store
-            .sign_in("ANA@example.com", "correct horse battery")
+            .sign_in("ANA@example.com", "correct horse battery", None)
             .unwrap();
         assert_eq!(signed.id, user.id);
         assert_eq!(principal.role, Role::Member);
         assert_eq!(principal.key_id, format!("user:{}", user.id));
         assert!(matches!(
-            store.sign_in("ana@example.com", "wrong horse battery"),
+            store.sign_in("ana@example.com", "wrong horse battery", None),
             Err(Error::InvalidCredentials)
         ));
         assert!(matches!(
-            store.sign_in("nobody@example.com", "correct horse battery"),
+            store.sign_in("nobody@example.com", "correct horse battery", None),
             Err(Error::InvalidCredentials)
         ));
         assert!(matches!(
@@ -251,5 +282,71 @@ mod tests {
         store.delete_user(&org, &user.id).unwrap();
         assert_eq!(store.user_role(&org, &user.id).unwrap(), None);
         assert!(store.list_users(&org).unwrap().is_empty());
+    }
+
+    /// One organization cannot learn or block another's users' addresses.
+    #[test]
+    fn the_same_email_can_be_a_user_of_two_organizations() {
+        let store = MetaStore::open_in_memory().unwrap();
+        let (acme, globex) = (
+            TenantId::new("acme").unwrap(),
+            TenantId::new("globex").unwrap(),
+        );
+        for id in [&acme, &globex] {
+            store
+                .create_organization(&crate::NewOrganization {
+                    id: id.clone(),
+                    name: id.to_string(),
+                    owner_email: "o@x.test".into(),
+                    plan: Plan::Business,
+                    parent_id: None,
+                    allow_overage: false,
+                })
+                .unwrap();
+        }
+        let a = store
+            .create_user(&acme, "sam@example.com", "acme password one", Role::Admin)
+            .unwrap();
+        let g = store
+            .create_user(
+                &globex,
+                "SAM@example.com",
+                "globex password two",
+                Role::Viewer,
+            )
+            .unwrap();
+        // Each password signs in to its own organization.
+        let (u, p) = store
+            .sign_in("sam@example.com", "acme password one", None)
+            .unwrap();
+        assert_eq!((u.id, p.tenant), (a.id.clone(), acme.clone()));
+        let (u, _) = store
+            .sign_in("sam@example.com", "globex password two", None)
+            .unwrap();
+        assert_eq!(u.id, g.id);
+        // The same password in both: the organization must be named.
+        let both = store
+            .create_user(&acme, "lee@example.com", "shared password 1", Role::Viewer)
+            .and_then(|_| {
+                store.create_user(
+                    &globex,
+                    "lee@example.com",
+                    "shared password 1",
+                    Role::Viewer,
+                )
+            });
+        assert!(both.is_ok());
+        assert!(matches!(
+            store.sign_in("lee@example.com", "shared password 1", None),
+            Err(Error::Invalid(_))
+        ));
+        let (_, p) = store
+            .sign_in("lee@example.com", "shared password 1", Some(&globex))
+            .unwrap();
+        assert_eq!(p.tenant, globex);
+        assert!(matches!(
+            store.sign_in("sam@example.com", "acme password one", Some(&globex)),
+            Err(Error::InvalidCredentials)
+        ));
     }
 }

@@ -14,10 +14,14 @@
 //! whose records were in it is answered.
 //!
 //! Memory is bounded by the in-flight budget: a request holds permits for
-//! its bytes from submission until its batch is durable. When the budget is
-//! spent (sinks slower than senders), a request waits up to
-//! `backpressure_wait` and then gets [`Error::Overloaded`] — a 503 with
-//! Retry-After, never a silent drop.
+//! its records' in-memory size from the moment they are parsed until their
+//! batch is durable. HTTP receivers parse into a [`Reservation`] that grows
+//! as records are built (so a small gzip body that inflates into millions
+//! of records is stopped while parsing, not after), then submit with it.
+//! When the budget is spent (sinks slower than senders), a request waits
+//! up to `backpressure_wait` and then gets [`Error::Overloaded`] — a 503
+//! with Retry-After, never a silent drop; a request whose records alone
+//! exceed the whole budget gets [`Error::TooLarge`] (413).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -179,6 +183,50 @@ impl Batcher {
         self.append(tenant, records, bytes, budget, None).await
     }
 
+    /// An empty reservation to parse one request's records into; for
+    /// blocking threads (see [`Reservation::charge`]).
+    pub fn reservation(&self) -> Reservation {
+        Reservation {
+            budget: self.budget.clone(),
+            total: self.budget_total,
+            permit: None,
+            reserved: 0,
+            used: 0,
+            deadline: std::time::Instant::now() + self.backpressure_wait,
+            runtime: tokio::runtime::Handle::current(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// Submits records parsed into `reservation` (which already holds
+    /// their budget) and resolves once they are durable.
+    pub async fn submit_reserved(
+        &self,
+        tenant: TenantId,
+        records: Vec<LogRecord>,
+        reservation: Reservation,
+    ) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let bytes = reservation.used;
+        let budget = match reservation.into_budget() {
+            Some(b) => b,
+            // Nothing reserved (tests with an unbounded reservation): take
+            // the budget now.
+            None => match tokio::time::timeout(self.backpressure_wait, self.reserve(bytes)).await {
+                Ok(Some(budget)) => budget,
+                _ => return Err(self.overloaded()),
+            },
+        };
+        let (reply, wait) = oneshot::channel();
+        self.append(tenant, records, bytes, budget, Some(reply))
+            .await?;
+        wait.await
+            .unwrap_or_else(|_| Err("the batcher stopped".into()))
+            .map_err(|e| Error::Unavailable(e.to_string()))
+    }
+
     fn overloaded(&self) -> Error {
         self.metrics.backpressure.inc();
         Error::Overloaded {
@@ -230,6 +278,109 @@ impl Batcher {
     /// Call at the start of a graceful shutdown.
     pub async fn close(&self) {
         let _ = self.tx.send(Command::Close).await;
+    }
+}
+
+/// Budget for one request's records, taken while they are parsed.
+///
+/// [`Reservation::charge`] blocks the (blocking) thread until the budget
+/// has room, at most until the request's backpressure deadline.
+pub struct Reservation {
+    budget: Arc<Semaphore>,
+    total: usize,
+    permit: Option<OwnedSemaphorePermit>,
+    reserved: usize,
+    used: usize,
+    deadline: std::time::Instant,
+    runtime: tokio::runtime::Handle,
+    metrics: IngestMetrics,
+}
+
+/// Budget is taken in steps of this much, not per record.
+const RESERVE_STEP: usize = 256 << 10;
+
+impl Reservation {
+    /// Accounts one parsed record. Call from a blocking thread: waits for
+    /// budget up to the backpressure deadline.
+    pub fn charge(&mut self, record: &LogRecord) -> Result<()> {
+        self.used += record.approx_size();
+        if self.used <= self.reserved {
+            return Ok(());
+        }
+        if self.used > self.total {
+            return Err(Error::TooLarge(format!(
+                "the request's records take more than {} bytes in memory, all that ingest may \
+                 hold at once (ingest.batch.max_in_flight_bytes); send fewer records per request",
+                self.total
+            )));
+        }
+        let want = (self.used - self.reserved)
+            .max(RESERVE_STEP)
+            .min(self.total - self.reserved);
+        let permits = u32::try_from(want).unwrap_or(u32::MAX);
+        let acquired = match self.budget.clone().try_acquire_many_owned(permits) {
+            Ok(p) => p,
+            Err(_) => {
+                let wait = self
+                    .deadline
+                    .saturating_duration_since(std::time::Instant::now());
+                let budget = self.budget.clone();
+                let got = self.runtime.block_on(async move {
+                    tokio::time::timeout(wait, budget.acquire_many_owned(permits)).await
+                });
+                match got {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        self.metrics.backpressure.inc();
+                        return Err(Error::Overloaded {
+                            retry_after_secs: 1,
+                        });
+                    }
+                }
+            }
+        };
+        self.metrics.in_flight_bytes.add(i64::from(permits));
+        self.reserved += want;
+        match &mut self.permit {
+            Some(p) => p.merge(acquired),
+            None => self.permit = Some(acquired),
+        }
+        Ok(())
+    }
+
+    /// Bytes of records charged so far.
+    pub fn used(&self) -> usize {
+        self.used
+    }
+
+    /// The budget actually used, as held by the batch; the unused rest of
+    /// the last step is released now.
+    fn into_budget(mut self) -> Option<Budget> {
+        let mut permit = self.permit.take()?;
+        let keep = self.used.clamp(1, self.reserved);
+        if self.reserved > keep
+            && let Some(extra) = permit.split(self.reserved - keep)
+        {
+            drop(extra);
+            self.metrics
+                .in_flight_bytes
+                .sub((self.reserved - keep) as i64);
+        }
+        let bytes = permit.num_permits() as i64;
+        Some(Budget {
+            _permit: permit,
+            bytes,
+            gauge: self.metrics.in_flight_bytes.clone(),
+        })
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        // Not submitted (an error while parsing): give the budget back.
+        if let Some(p) = self.permit.take() {
+            self.metrics.in_flight_bytes.sub(p.num_permits() as i64);
+        }
     }
 }
 

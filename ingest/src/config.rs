@@ -110,6 +110,9 @@ pub struct HttpIngestConfig {
     pub rate_limit_per_sec: u32,
     /// Requests an organization may send in a burst above the rate.
     pub rate_limit_burst: u32,
+    /// Devices (inventory) or hosts (scan report) in one request at most;
+    /// over it: 413. Bounds the metadata work one request can cause.
+    pub max_devices_per_request: usize,
 }
 
 impl Default for HttpIngestConfig {
@@ -120,6 +123,7 @@ impl Default for HttpIngestConfig {
             max_scan_body_bytes: 64 << 20,
             rate_limit_per_sec: 0,
             rate_limit_burst: 0,
+            max_devices_per_request: 10_000,
         }
     }
 }

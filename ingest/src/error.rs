@@ -17,6 +17,16 @@ pub enum Error {
     #[error("{0}")]
     BadRequest(String),
 
+    #[error("{0}")]
+    Forbidden(String),
+
+    #[error("{0}")]
+    Conflict(String),
+
+    /// Too many items in one request (devices in an inventory…).
+    #[error("{0}")]
+    TooLarge(String),
+
     #[error("rate limit of {} requests/s for this organization exceeded; retry after {}s", .0.per_sec, .0.retry_after_secs())]
     RateLimited(control::Limited),
 

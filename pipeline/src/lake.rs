@@ -78,6 +78,19 @@ impl Lake {
         &self.root
     }
 
+    /// `path` relative to the lake root: what may be shown to a tenant
+    /// (never a server path).
+    pub fn relative(&self, path: &Path) -> String {
+        path.prefix_match(&self.root)
+            .map(|parts| {
+                parts
+                    .map(|p| p.as_ref().to_string())
+                    .collect::<Vec<_>>()
+                    .join("/")
+            })
+            .unwrap_or_else(|| path.to_string())
+    }
+
     pub fn kind_prefix(&self, kind: RecordKind) -> Path {
         self.root.clone().join(kind.as_str())
     }

@@ -85,6 +85,9 @@ pub async fn current_plan(
     })))
 }
 
+/// Largest "N more" a limits check answers for.
+const MAX_ADDITIONAL: u64 = 1_000_000_000;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitParams {
@@ -103,11 +106,23 @@ pub async fn limits_check(
     params: std::result::Result<Query<LimitParams>, QueryRejection>,
 ) -> Result<Json<Value>> {
     let Query(p) = params.map_err(ApiError::from)?;
+    for (name, n) in [
+        ("additional_devices", p.additional_devices),
+        ("additional_scans", p.additional_scans),
+    ] {
+        if n > MAX_ADDITIONAL {
+            return Err(ApiError::BadRequest(format!(
+                "{name} is {n}; ask about at most {MAX_ADDITIONAL}"
+            )));
+        }
+    }
     let org = org_of(&state, &caller)?;
     let devices = state.store.device_count(&org)?;
     let scans = state.store.scans_in_month(&org, now_ms())?;
     let check = |name: &str, used: u64, more: u64, limit: u64, unit: u64| {
-        let after = used + more;
+        // Bounded above, and saturating anyway: numbers from a request
+        // never overflow.
+        let after = used.saturating_add(more);
         let over = after.saturating_sub(limit);
         json!({
             "limit": name,
@@ -118,7 +133,7 @@ pub async fn limits_check(
             "exceeded": after > limit,
             "allowed": after <= limit || org.allow_overage,
             "overage_units": over,
-            "overage_cents": over * unit,
+            "overage_cents": over.saturating_mul(unit),
         })
     };
     let checks = [

@@ -85,6 +85,9 @@ const FINDINGS: Listing = Listing {
     tie_break: "finding_id",
 };
 
+/// Rows of one batch at most (ingest.batch.max_rows is far below).
+const MAX_CURSOR_SKIP: usize = 10_000_000;
+
 struct Cursor {
     ts_ms: i64,
     batch: String,
@@ -96,7 +99,12 @@ fn parse_cursor(c: &str) -> Result<Cursor> {
     let mut parts = c.splitn(3, '.');
     let ts_ms = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
     let batch = parts.next().ok_or_else(bad)?;
-    let skip = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+    let skip: usize = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+    // A cursor's skip counts rows of one (ts, batch) group: at most a
+    // batch's rows. Anything larger is forged (and would overflow below).
+    if skip > MAX_CURSOR_SKIP {
+        return Err(bad());
+    }
     if batch.len() != 36 || !batch.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
         return Err(bad());
     }

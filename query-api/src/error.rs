@@ -39,6 +39,15 @@ pub enum ApiError {
     #[error("too many requests for this organization; retry in {} s", .0.retry_after_secs())]
     RateLimited(control::Limited),
 
+    /// A bounded shared resource (query slots, training) is taken: retry.
+    #[error("{0}")]
+    TooBusy(String),
+
+    /// The request conflicts with what exists (a per-organization cap
+    /// reached, …).
+    #[error("{0}")]
+    Conflict(String),
+
     #[error("service unavailable: {0}")]
     Unavailable(String),
 
@@ -100,6 +109,8 @@ impl ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "resources_exhausted")
             }
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::TooBusy(_) => (StatusCode::TOO_MANY_REQUESTS, "too_busy"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -159,6 +170,7 @@ impl IntoResponse for ApiError {
         };
         let retry_after = match &self {
             ApiError::RateLimited(l) => Some(l.retry_after_secs()),
+            ApiError::TooBusy(_) => Some(1),
             _ => None,
         };
         let mut response =

@@ -8,12 +8,22 @@
 //!   dataset is stored under `datasets/tenant_id=<t>/<id>.json` (member and
 //!   up).
 //! - `POST /api/insights/models/train` — `{"dataset_id", "name",
-//!   "model_type"?, "n_estimators"?, "contamination"?, "seed"?}`: trains on
-//!   a blocking thread (at most `MAX_CONCURRENT_TRAININGS` at once), stores
-//!   the artifact under `models/tenant_id=<t>/<model id>/v<version>.json`,
-//!   records the version (ready, archiving the previous one) and its
-//!   training session, and answers with both (member and up). Training the
-//!   same name again makes the next version.
+//!   "model_type"?, "n_estimators"?, "contamination"?, "seed"?}`: a
+//!   training *job* (member and up). The answer is `202` with the training
+//!   session (`queued`) and the model version it will make, at once; the
+//!   job waits for a training slot ([`crate::fair::FairSlots`]: at most
+//!   `api.training.max_concurrent` at once, one per organization, the
+//!   organization holding fewest first), trains on a blocking thread,
+//!   stores the artifact under
+//!   `models/tenant_id=<t>/<model id>/v<version>.json` and records the
+//!   version `ready` (archiving the previous one) or `failed` with the
+//!   error. The slot is held by the job, not the request: a client that
+//!   disconnects frees nothing early. Training the same name again makes
+//!   the next version.
+//! - `GET /api/insights/models/training-sessions/{id}` — poll a session.
+//!   A session whose process stopped (restart, crash) is marked `failed`
+//!   once its heartbeat is older than [`STALE_AFTER`] by every query API
+//!   that shares the store.
 //! - `POST /api/insights/models/{id}/predict` — `{"rows": [{feature: value}
 //!   …] or [[…]], "version"?}`: labels or scores with confidences (viewer and
 //!   up). Works for uploaded models and for the streaming detector's
@@ -21,7 +31,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::Bytes;
@@ -39,8 +49,9 @@ use pipeline::Lake;
 use schemas::TenantId;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
 use uuid::Uuid;
+
+use crate::fair::{FairSlots, Refused};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, Result};
@@ -48,13 +59,46 @@ use crate::state::AppState;
 
 /// Upload size limit of the training-data route.
 pub const MAX_UPLOAD_BYTES: usize = 64 << 20;
-const MAX_CONCURRENT_TRAININGS: usize = 1;
 const MAX_PREDICT_ROWS: usize = 10_000;
+/// How often a running or queued training job says it is alive.
+const HEARTBEAT: Duration = Duration::from_secs(20);
+/// A queued or running session not heard of for this long is failed.
+pub const STALE_AFTER: Duration = Duration::from_secs(90);
+/// Upper bound of training work: rows × trees (200,000 rows with 100
+/// trees). Training cannot be interrupted once started, so what would run
+/// for long is refused up front instead.
+const MAX_ROW_TREES: usize = 20_000_000;
+
+/// `[api.training]`
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainingConfig {
+    /// Trainings running at once, all organizations together.
+    pub max_concurrent: usize,
+    /// Trainings one organization may run at once.
+    pub max_concurrent_per_org: usize,
+    /// Trainings one organization may have waiting; more get 429.
+    pub max_queued_per_org: usize,
+    /// A queued training fails if no slot frees within this long.
+    pub max_wait_ms: u64,
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent: 2,
+            max_concurrent_per_org: 1,
+            max_queued_per_org: 4,
+            max_wait_ms: 600_000,
+        }
+    }
+}
 
 /// Model artifacts and datasets, and a small cache of loaded models.
 pub struct Insights {
     lake: Lake,
-    trainings: Semaphore,
+    config: TrainingConfig,
+    trainings: Arc<FairSlots>,
     cache: Mutex<HashMap<(String, String, u32), Arc<Loaded>>>,
 }
 
@@ -64,12 +108,22 @@ enum Loaded {
 }
 
 impl Insights {
-    pub fn new(lake: Lake) -> Self {
+    pub fn new(lake: Lake, config: TrainingConfig) -> Self {
         Self {
             lake,
-            trainings: Semaphore::new(MAX_CONCURRENT_TRAININGS),
+            trainings: FairSlots::new(
+                config.max_concurrent,
+                config.max_concurrent_per_org,
+                config.max_queued_per_org,
+            ),
+            config,
             cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Trainings of `tenant` running now.
+    pub fn trainings_running(&self, tenant: &TenantId) -> usize {
+        self.trainings.running(tenant)
     }
 
     fn dataset_path(&self, tenant: &TenantId, id: &str) -> Path {
@@ -239,7 +293,7 @@ fn slug(name: &str) -> String {
     out.trim_end_matches('-').chars().take(64).collect()
 }
 
-/// `POST /api/insights/models/train`
+/// `POST /api/insights/models/train` — queues a training job; `202`.
 pub async fn train(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -270,20 +324,27 @@ pub async fn train(
         .get(&state.insights.dataset_path(&tenant, &req.dataset_id))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no dataset {}", req.dataset_id)))?;
-    let _slot = state
-        .insights
-        .trainings
-        .acquire()
-        .await
-        .map_err(|_| ApiError::Unavailable("shutting down".into()))?;
-    let version = state.store.latest_model_version(&tenant, &id)? + 1;
-    let session_id = Uuid::now_v7().to_string();
+    let dataset: Dataset = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::Internal(format!("stored dataset {}: {e}", req.dataset_id)))?;
+    if dataset.rows.saturating_mul(n_estimators) > MAX_ROW_TREES {
+        return Err(ApiError::BadRequest(format!(
+            "{} rows × {n_estimators} trees is more training than one job may do \
+             (at most {MAX_ROW_TREES} rows × trees): use fewer trees or a sample",
+            dataset.rows
+        )));
+    }
+    // A place in the queue (or a slot) before anything is promised.
+    let entry = state.insights.trainings.enter(&tenant).map_err(|r| match r {
+        Refused::QueueFull { queued } => ApiError::TooBusy(format!(
+            "this organization already has {queued} trainings waiting; retry when one has finished"
+        )),
+        Refused::Timeout { .. } => ApiError::TooBusy("no training slot".into()),
+    })?;
     let started_at = now_ms();
-    // Visible as `training` while it runs.
     let mut record = ModelRecord {
         org_id: tenant.clone(),
         id: id.clone(),
-        version,
+        version: 0,
         name: req.name.clone(),
         model_type: match req.model_type {
             Some(ModelKind::IsolationForest) => ModelType::IsolationForest,
@@ -298,83 +359,211 @@ pub async fn train(
         created_at: started_at,
         updated_at: started_at,
     };
-    state.store.put_model(&record)?;
+    state.store.insert_next_model_version(&mut record)?;
+    let session = TrainingSession {
+        id: Uuid::now_v7().to_string(),
+        org_id: tenant.clone(),
+        model_id: id,
+        model_version: Some(record.version),
+        status: ModelStatus::Queued,
+        rows: dataset.rows as u64,
+        duration_ms: None,
+        metrics: json!({}),
+        error: None,
+        started_at,
+        finished_at: None,
+    };
+    state.store.put_training_session(&session)?;
+    state.store.touch_training_session(&session.id)?;
     let params = TrainParams {
         kind: req.model_type,
         n_estimators,
         contamination: req.contamination.unwrap_or(0.05),
         seed: req.seed.unwrap_or(42),
     };
-    let outcome = tokio::task::spawn_blocking(move || {
-        let dataset: Dataset = serde_json::from_slice(&bytes)
-            .map_err(|e| TrainingError::Failed(format!("stored dataset: {e}")))?;
-        let started = Instant::now();
-        let (model, metrics) = training::train(&dataset, &params)?;
-        let artifact =
-            serde_json::to_vec(&model).map_err(|e| TrainingError::Failed(e.to_string()))?;
-        Ok::<_, TrainingError>((dataset, model, metrics, artifact, started.elapsed()))
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let (dataset, model, metrics, artifact, took) = match outcome {
-        Ok(o) => o,
-        Err(e) => {
-            record.status = ModelStatus::Failed;
-            record.metrics = json!({ "error": e.to_string() });
-            record.updated_at = now_ms();
-            state.store.put_model(&record)?;
-            state.store.put_training_session(&TrainingSession {
-                id: session_id,
-                org_id: tenant.clone(),
-                model_id: id,
-                model_version: None,
-                status: ModelStatus::Failed,
-                rows: 0,
-                duration_ms: None,
-                metrics: json!({}),
-                error: Some(e.to_string()),
-                started_at,
-                finished_at: Some(now_ms()),
-            })?;
-            return Err(training_error(e));
-        }
+    let job = TrainingJob {
+        store: state.store.clone(),
+        insights: state.insights.clone(),
+        record: record.clone(),
+        session: session.clone(),
     };
-    let path = state.insights.artifact_path(&tenant, &id, version);
-    state.insights.put(&path, artifact).await?;
-    let metrics_json = serde_json::to_value(&metrics).unwrap_or(Value::Null);
-    record.model_type = match model.kind() {
-        ModelKind::IsolationForest => ModelType::IsolationForest,
-        ModelKind::RandomForest => ModelType::RandomForest,
-    };
-    record.status = ModelStatus::Ready;
-    record.accuracy = metrics.accuracy.or(metrics.isolation_forest_auc);
-    record.features = dataset.features.clone();
-    record.threshold = match &model {
-        TrainedModel::IsolationForest { threshold, .. } => Some(*threshold),
-        TrainedModel::RandomForest { .. } => None,
-    };
-    record.artifact = Some(path.to_string());
-    record.metrics = metrics_json.clone();
-    record.updated_at = now_ms();
-    state.store.put_model(&record)?;
-    let session = TrainingSession {
-        id: session_id,
-        org_id: tenant,
-        model_id: id,
-        model_version: Some(version),
-        status: ModelStatus::Ready,
-        rows: dataset.rows as u64,
-        duration_ms: Some(took.as_millis() as u64),
-        metrics: metrics_json,
-        error: None,
-        started_at,
-        finished_at: Some(now_ms()),
-    };
-    state.store.put_training_session(&session)?;
+    tokio::spawn(job.run(entry, dataset, params));
     Ok((
-        StatusCode::CREATED,
-        Json(json!({ "model": record, "training_session": session })),
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "model": record,
+            "training_session": session,
+            "poll": format!("/api/insights/models/training-sessions/{}", session.id),
+        })),
     ))
+}
+
+/// One queued training, run to its end whatever happens to the request.
+struct TrainingJob {
+    store: Arc<control::MetaStore>,
+    insights: Arc<Insights>,
+    record: ModelRecord,
+    session: TrainingSession,
+}
+
+impl TrainingJob {
+    async fn run(mut self, entry: crate::fair::Entry, dataset: Dataset, params: TrainParams) {
+        let wait = Duration::from_millis(self.insights.config.max_wait_ms);
+        let slot = {
+            let waiting = entry.wait(wait);
+            tokio::pin!(waiting);
+            let mut beat = tokio::time::interval(HEARTBEAT);
+            loop {
+                tokio::select! {
+                    slot = &mut waiting => break slot,
+                    _ = beat.tick() => self.beat(),
+                }
+            }
+        };
+        let Ok(_slot) = slot else {
+            self.fail(format!(
+                "no training slot became free within {} s; retry later",
+                wait.as_secs()
+            ));
+            return;
+        };
+        self.session.status = ModelStatus::Training;
+        if let Err(e) = self.store.put_training_session(&self.session) {
+            tracing::warn!(error = %e, session = %self.session.id, "recording a training session failed");
+        }
+        let started = Instant::now();
+        let training = tokio::task::spawn_blocking(move || {
+            let (model, metrics) = training::train(&dataset, &params)?;
+            let artifact =
+                serde_json::to_vec(&model).map_err(|e| TrainingError::Failed(e.to_string()))?;
+            Ok::<_, TrainingError>((dataset, model, metrics, artifact))
+        });
+        tokio::pin!(training);
+        let mut beat = tokio::time::interval(HEARTBEAT);
+        let outcome = loop {
+            tokio::select! {
+                done = &mut training => break done,
+                _ = beat.tick() => self.beat(),
+            }
+        };
+        // The slot is released when this function returns: after the work.
+        match outcome {
+            Ok(Ok((dataset, model, metrics, artifact))) => {
+                if let Err(e) = self
+                    .finish(dataset, model, metrics, artifact, started.elapsed())
+                    .await
+                {
+                    self.fail(format!("storing the model failed: {e}"));
+                }
+            }
+            Ok(Err(e)) => self.fail(e.to_string()),
+            Err(e) => self.fail(format!("training task failed: {e}")),
+        }
+    }
+
+    fn beat(&self) {
+        if let Err(e) = self.store.touch_training_session(&self.session.id) {
+            tracing::warn!(error = %e, session = %self.session.id, "training heartbeat failed");
+        }
+    }
+
+    async fn finish(
+        &mut self,
+        dataset: Dataset,
+        model: TrainedModel,
+        metrics: training::TrainingMetrics,
+        artifact: Vec<u8>,
+        took: Duration,
+    ) -> Result<()> {
+        let insights = &self.insights;
+        let record = &mut self.record;
+        let path = insights.artifact_path(&record.org_id, &record.id, record.version);
+        insights.put(&path, artifact).await?;
+        let metrics_json = serde_json::to_value(&metrics).unwrap_or(Value::Null);
+        record.model_type = match model.kind() {
+            ModelKind::IsolationForest => ModelType::IsolationForest,
+            ModelKind::RandomForest => ModelType::RandomForest,
+        };
+        record.status = ModelStatus::Ready;
+        record.accuracy = metrics.accuracy.or(metrics.isolation_forest_auc);
+        record.features = dataset.features.clone();
+        record.threshold = match &model {
+            TrainedModel::IsolationForest { threshold, .. } => Some(*threshold),
+            TrainedModel::RandomForest { .. } => None,
+        };
+        record.artifact = Some(insights.lake.relative(&path));
+        record.metrics = metrics_json.clone();
+        record.updated_at = now_ms();
+        self.store.put_model(record)?;
+        self.session.status = ModelStatus::Ready;
+        self.session.rows = dataset.rows as u64;
+        self.session.duration_ms = Some(took.as_millis() as u64);
+        self.session.metrics = metrics_json;
+        self.session.finished_at = Some(now_ms());
+        self.store.put_training_session(&self.session)?;
+        Ok(())
+    }
+
+    fn fail(&mut self, error: String) {
+        tracing::info!(session = %self.session.id, %error, "training failed");
+        let now = now_ms();
+        self.record.status = ModelStatus::Failed;
+        self.record.metrics = json!({ "error": error });
+        self.record.updated_at = now;
+        self.session.status = ModelStatus::Failed;
+        self.session.error = Some(error);
+        self.session.finished_at = Some(now);
+        let stored = self
+            .store
+            .put_model(&self.record)
+            .and_then(|()| self.store.put_training_session(&self.session));
+        if let Err(e) = stored {
+            tracing::warn!(error = %e, session = %self.session.id, "recording a failed training failed");
+        }
+    }
+}
+
+/// `GET /api/insights/models/training-sessions/{id}`
+pub async fn training_session(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<Value>> {
+    let session = state
+        .store
+        .training_session(&caller.tenant, &id)?
+        .ok_or_else(|| ApiError::NotFound(format!("training session {id:?} not found")))?;
+    Ok(Json(json!({ "training_session": session })))
+}
+
+/// Fails sessions whose process stopped, now and every minute, until
+/// `stop` (every query API sharing the store runs one; the update is
+/// idempotent).
+pub fn spawn_stale_session_sweeper(
+    store: Arc<control::MetaStore>,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let store = store.clone();
+            let cutoff = now_ms() - STALE_AFTER.as_millis() as i64;
+            match tokio::task::spawn_blocking(move || store.fail_stale_training_sessions(cutoff))
+                .await
+            {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => {
+                    tracing::info!(sessions = n, "marked interrupted training sessions failed")
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "sweeping training sessions failed"),
+                Err(e) => tracing::warn!(error = %e, "training session sweeper task failed"),
+            }
+        }
+    })
 }
 
 fn now_ms() -> i64 {

@@ -12,8 +12,10 @@
 //! - [`billing`]: plans, current plan, limits, plan changes, invoices, the
 //!   Stripe webhook.
 //! - [`sql`]: `POST /api/sql` — a DataFusion session per query that only has
-//!   the caller's tables registered, on its own runtime, with time and memory
-//!   limits; results as JSON, CSV or Arrow IPC.
+//!   the caller's tables registered, on its own runtime, with bounded
+//!   expression depth, a deadline and cancellation inside execution, memory
+//!   limits that cover functions and results, and fair slots per
+//!   organization; results as JSON, CSV or Arrow IPC.
 //! - [`alerts`]: `/api/anomalies` and `/api/notifications` (cursor
 //!   pagination, filters, mark as read).
 //! - [`insights`]: the model registry, training-data upload, training and
@@ -31,10 +33,14 @@
 //! - [`usage`]: recorded usage per month: `/api/billing/usage`,
 //!   `/api/metrics/usage/export` (CSV, JSON, Parquet).
 //! - [`orgs`]: organizations, API keys, users, and JWT sign-in.
+//! - [`signin`]: sign-in throttling per account and address, bounded
+//!   password hashing.
 //! - [`openapi`]: `GET /api/openapi.json`, generated from the route table.
 //! - [`ops`]: `/api/metrics/health`, `/metrics`, `/api/metrics/prometheus`.
 //! - [`headers`]: security headers on every response.
 //! - [`error`]: [`ApiError`] and its one mapping to HTTP statuses.
+//! - [`fair`]: fair per-organization admission to shared slots (SQL
+//!   queries, model training).
 
 pub mod alerts;
 pub mod analysis;
@@ -44,6 +50,7 @@ pub mod billing;
 pub mod dashboard;
 pub mod data;
 pub mod error;
+pub mod fair;
 pub mod headers;
 pub mod insights;
 pub mod metering;
@@ -52,6 +59,7 @@ pub mod openapi;
 pub mod ops;
 pub mod orgs;
 pub mod routes;
+pub mod signin;
 pub mod sql;
 pub mod state;
 pub mod usage;

@@ -33,7 +33,7 @@ use futures::StreamExt;
 use lettre::message::Mailbox;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use prometheus::{IntCounterVec, Opts, Registry};
-use schemas::Plan;
+use schemas::Feature;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -106,43 +106,93 @@ pub fn backoff(config: &NotifyConfig, attempts: u32) -> u64 {
         .min(config.max_backoff_ms)
 }
 
-/// Addresses a tenant's webhook must not reach: the operator's own
-/// network (private, loopback, link-local — cloud metadata —, shared
-/// CGNAT space, unspecified, broadcast, multicast, reserved), also when
-/// written as IPv4-mapped IPv6.
-fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || a == 0
-                || a >= 240
-                || (a == 100 && (64..128).contains(&b))
-        }
+/// IPv4 ranges that are not globally reachable (IANA IPv4 Special-Purpose
+/// Address Registry), refused as webhook targets.
+const NON_GLOBAL_V4: &[&str] = &[
+    "0.0.0.0/8",       // this network
+    "10.0.0.0/8",      // private
+    "100.64.0.0/10",   // shared address space (CGNAT)
+    "127.0.0.0/8",     // loopback
+    "169.254.0.0/16",  // link-local (cloud metadata)
+    "172.16.0.0/12",   // private
+    "192.0.0.0/24",    // IETF protocol assignments
+    "192.0.2.0/24",    // documentation (TEST-NET-1)
+    "192.88.99.0/24",  // 6to4 relay anycast (deprecated)
+    "192.168.0.0/16",  // private
+    "198.18.0.0/15",   // benchmarking
+    "198.51.100.0/24", // documentation (TEST-NET-2)
+    "203.0.113.0/24",  // documentation (TEST-NET-3)
+    "224.0.0.0/4",     // multicast
+    "240.0.0.0/4",     // reserved, broadcast
+];
+
+/// IPv6: only global unicast (2000::/3) is reachable, minus these
+/// non-global or translating ranges (IANA IPv6 Special-Purpose Registry):
+/// a NAT64 or 6to4 address reaches an IPv4 address through a translator
+/// of the operator's network, so none is accepted.
+const NON_GLOBAL_V6_IN_2000: &[&str] = &[
+    "2001::/23",     // IETF protocol assignments (Teredo, benchmarking, ORCHID)
+    "2001:db8::/32", // documentation
+    "2002::/16",     // 6to4
+    "3fff::/20",     // documentation
+];
+
+fn nets(list: &[&str]) -> Vec<ipnet::IpNet> {
+    list.iter().filter_map(|n| n.parse().ok()).collect()
+}
+
+/// Whether a webhook may reach `ip`: a globally reachable address that is
+/// not one of this host's own. Everything else — private, loopback,
+/// link-local (cloud metadata), CGNAT, documentation and benchmarking
+/// ranges, multicast, reserved, IPv4-mapped, IPv4-compatible and
+/// IPv4-translated IPv6, NAT64 (well-known and local-use), 6to4, Teredo,
+/// unique-local, site-local — is refused.
+fn is_forbidden(ip: IpAddr) -> bool {
+    static V4: std::sync::OnceLock<Vec<ipnet::IpNet>> = std::sync::OnceLock::new();
+    static V6: std::sync::OnceLock<Vec<ipnet::IpNet>> = std::sync::OnceLock::new();
+    let special = match ip {
+        IpAddr::V4(_) => V4
+            .get_or_init(|| nets(NON_GLOBAL_V4))
+            .iter()
+            .any(|n| n.contains(&ip)),
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_private(v4.into());
-            }
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00
-                || (v6.segments()[0] & 0xffc0) == 0xfe80
+            let global_unicast = (v6.segments()[0] & 0xe000) == 0x2000;
+            !global_unicast
+                || V6
+                    .get_or_init(|| nets(NON_GLOBAL_V6_IN_2000))
+                    .iter()
+                    .any(|n| n.contains(&ip))
         }
+    };
+    special || own_addresses().contains(&ip)
+}
+
+/// This host's interface addresses (re-read at most every minute): a
+/// webhook to the host's own public address would reach every service it
+/// listens on.
+fn own_addresses() -> Vec<IpAddr> {
+    use std::sync::Mutex;
+    use std::time::Instant;
+    static CACHE: Mutex<Option<(Instant, Vec<IpAddr>)>> = Mutex::new(None);
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((at, addrs)) = cache.as_ref()
+        && at.elapsed() < Duration::from_secs(60)
+    {
+        return addrs.clone();
     }
+    let addrs: Vec<IpAddr> = if_addrs::get_if_addrs()
+        .map(|list| list.into_iter().map(|i| i.ip()).collect())
+        .unwrap_or_default();
+    *cache = Some((Instant::now(), addrs.clone()));
+    addrs
 }
 
 /// Whether a webhook URL names a private address outright (an IP literal,
 /// `localhost` or no host); names are checked when they are resolved.
 fn names_private_host(url: &url::Url) -> bool {
     match url.host() {
-        Some(url::Host::Ipv4(ip)) => is_private(ip.into()),
-        Some(url::Host::Ipv6(ip)) => is_private(ip.into()),
+        Some(url::Host::Ipv4(ip)) => is_forbidden(ip.into()),
+        Some(url::Host::Ipv6(ip)) => is_forbidden(ip.into()),
         Some(url::Host::Domain(d)) => {
             let d = d.trim_end_matches('.');
             d.eq_ignore_ascii_case("localhost") || d.to_ascii_lowercase().ends_with(".localhost")
@@ -163,7 +213,7 @@ impl reqwest::dns::Resolve for PublicAddressesOnly {
         Box::pin(async move {
             let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
                 .await?
-                .filter(|a| !is_private(a.ip()))
+                .filter(|a| !is_forbidden(a.ip()))
                 .collect();
             if addrs.is_empty() {
                 return Err(format!(
@@ -209,6 +259,27 @@ fn validate_target(config: &NotifyConfig, kind: ChannelKind, target: &str) -> Re
     Ok(())
 }
 
+/// Notification channels one organization may have: every notification
+/// fans out to each, so the count bounds the delivery work one tenant
+/// causes.
+pub const MAX_CHANNELS_PER_ORG: usize = 20;
+
+/// `402` unless the organization's plan includes webhooks — checked when a
+/// channel is created or tested and again at every delivery.
+fn webhooks_included(state: &AppState, tenant: &schemas::TenantId) -> Result<()> {
+    let org = state.store.organization(tenant)?;
+    match org {
+        Some(o) if !o.plan.includes(Feature::Webhooks) => {
+            Err(ApiError::Auth(control::Error::PlanLimit(format!(
+                "webhooks are an integration of the {} plan and up; the {} plan has email alerts",
+                Feature::Webhooks.lowest_plan(),
+                o.plan
+            ))))
+        }
+        _ => Ok(()),
+    }
+}
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewChannel {
@@ -245,13 +316,14 @@ pub async fn create_channel(
     };
     validate_target(&state.notify.config, kind, req.target.trim())?;
     if kind == ChannelKind::Webhook {
-        let org = state.store.organization(&caller.tenant)?;
-        if org.is_some_and(|o| o.plan == Plan::Starter) {
-            return Err(ApiError::Auth(control::Error::PlanLimit(
-                "webhooks are an integration (professional plan and up); the starter plan has email alerts"
-                    .into(),
-            )));
-        }
+        webhooks_included(&state, &caller.tenant)?;
+    }
+    let existing = state.store.list_channels(&caller.tenant)?.len();
+    if existing >= MAX_CHANNELS_PER_ORG {
+        return Err(ApiError::Conflict(format!(
+            "this organization has {existing} notification channels, the most allowed \
+             ({MAX_CHANNELS_PER_ORG}); delete one first"
+        )));
     }
     let channel = state.store.create_channel(
         &caller.tenant,
@@ -290,6 +362,9 @@ pub async fn test_channel(
         .into_iter()
         .find(|c| c.id == id)
         .ok_or_else(|| ApiError::NotFound(format!("channel {id:?} not found")))?;
+    if channel.kind == ChannelKind::Webhook {
+        webhooks_included(&state, &caller.tenant)?;
+    }
     let notification = control::insights::Notification {
         id: format!("test-{}", detectors::streaming::now_ms()),
         org_id: caller.tenant.clone(),
@@ -361,9 +436,12 @@ pub struct Notifier {
 
 impl Notifier {
     pub fn new(config: NotifyConfig, registry: &Registry) -> std::result::Result<Self, String> {
+        // No proxy: a proxy from the environment would make the request
+        // from elsewhere, past the address checks below.
         let mut http = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.timeout_ms))
-            .redirect(reqwest::redirect::Policy::none());
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy();
         if !config.allow_private_targets {
             http = http.dns_resolver(Arc::new(PublicAddressesOnly));
         }
@@ -502,10 +580,30 @@ impl Notifier {
 
     async fn attempt(&self, store: &MetaStore, due: DueDelivery) {
         let d = &due.delivery;
-        let outcome = self.send(&due.channel, &due.notification, &d.id).await;
+        // Entitlement at use: a webhook of an organization whose plan no
+        // longer includes webhooks (a downgrade) is not delivered, nor
+        // retried.
+        let entitled = due.channel.kind != ChannelKind::Webhook
+            || store
+                .organization(&due.notification.org_id)
+                .ok()
+                .flatten()
+                .is_none_or(|o| o.plan.includes(Feature::Webhooks));
+        let outcome = if entitled {
+            self.send(&due.channel, &due.notification, &d.id).await
+        } else {
+            Err((
+                None,
+                format!(
+                    "not sent: the organization's plan no longer includes webhooks ({} and up)",
+                    Feature::Webhooks.lowest_plan()
+                ),
+            ))
+        };
         let kind = due.channel.kind.as_str();
         let retry_at = match &outcome {
             Ok(_) => None,
+            Err(_) if !entitled => None,
             Err(_) if d.attempts + 1 >= self.config.max_attempts => None,
             Err(_) => {
                 Some(detectors::streaming::now_ms() + backoff(&self.config, d.attempts) as i64)
@@ -586,7 +684,7 @@ mod tests {
     #[test]
     fn targets_are_checked() {
         let c = NotifyConfig::default();
-        let hook = |t| validate_target(&c, ChannelKind::Webhook, t);
+        let hook = |t: &str| validate_target(&c, ChannelKind::Webhook, t);
         assert!(hook("https://hooks.example.com/x").is_ok());
         for bad in [
             "ftp://x/y",
@@ -601,10 +699,39 @@ mod tests {
             "http://100.64.0.1/",
             "http://0.0.0.0/",
             "http://app.localhost./",
+            // Found by the attack suite: every non-global form.
+            "http://[::127.0.0.1]/",
+            "http://[64:ff9b::7f00:1]/",
+            "http://[64:ff9b:1::a00:1]/",
+            "http://[2002:7f00:1::1]/",
+            "http://[::ffff:0:7f00:1]/",
+            "http://[fec0::1]/",
+            "http://[fd00::1]/",
+            "http://[2001::1]/",
+            "http://[2001:db8::1]/",
+            "http://[100::1]/",
+            "http://198.18.0.1/",
+            "http://192.0.0.1/",
+            "http://192.0.2.7/",
+            "http://198.51.100.1/",
+            "http://203.0.113.9/",
+            "http://192.88.99.1/",
+            "http://224.0.0.1/",
+            "http://255.255.255.255/",
         ] {
             assert!(hook(bad).is_err(), "{bad}");
         }
         assert!(hook("http://100.128.0.1/").is_ok(), "outside 100.64/10");
+        assert!(hook("http://[2606:4700::1111]/").is_ok(), "global IPv6");
+        assert!(hook("http://93.184.216.34/").is_ok(), "global IPv4");
+        // The host's own addresses, whatever they are.
+        for own in own_addresses() {
+            let url = match own {
+                IpAddr::V4(v4) => format!("http://{v4}/"),
+                IpAddr::V6(v6) => format!("http://[{v6}]/"),
+            };
+            assert!(hook(&url).is_err(), "{url}");
+        }
         let open = NotifyConfig {
             allow_private_targets: true,
             ..NotifyConfig::default()

@@ -1,7 +1,9 @@
 //! Organizations, their API keys and users, and sign-in.
 //!
-//! - `POST /api/auth/token` (public) — `{"email", "password"}`, or an API key
-//!   in the usual headers, → a JWT (`ttl_secs`, default 1 h, at most 24 h).
+//! - `POST /api/auth/token` (public) — `{"email", "password",
+//!   "organization"?}`, or an API key in the usual headers, → a JWT
+//!   (`ttl_secs`, default 1 h, at most 24 h). Password attempts are
+//!   throttled per account and per address (see [`crate::signin`]).
 //! - `GET/POST /api/orgs` (platform admin, or an MSP admin for its children).
 //! - `GET/POST /api/orgs/current/users`, `DELETE …/users/{id}` (admin).
 //!
@@ -98,12 +100,16 @@ pub async fn revoke_key(
 pub struct TokenRequest {
     email: Option<String>,
     password: Option<String>,
+    /// Which organization's account, when the email has accounts in
+    /// several.
+    organization: Option<String>,
     ttl_secs: Option<u64>,
 }
 
 /// `POST /api/auth/token`
 pub async fn token(
     State(state): State<AppState>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>> {
@@ -123,12 +129,19 @@ pub async fn token(
     }
     let principal = match (req.email, req.password) {
         (Some(email), Some(password)) => {
+            let organization = req.organization.as_deref().map(TenantId::new).transpose()?;
+            state.sign_in.attempt(&email, peer.map(|p| p.0.0.ip()))?;
+            let slot = state.sign_in.hashing_slot().await?;
             let store = state.store.clone();
-            // Argon2 takes tens of milliseconds: off the async workers.
-            tokio::task::spawn_blocking(move || store.sign_in(&email, &password))
-                .await
-                .map_err(|e| ApiError::Internal(format!("sign-in task: {e}")))??
-                .1
+            // Argon2 takes tens of milliseconds: off the async workers, and
+            // at most a few at a time.
+            tokio::task::spawn_blocking(move || {
+                let _slot = slot;
+                store.sign_in(&email, &password, organization.as_ref())
+            })
+            .await
+            .map_err(|e| ApiError::Internal(format!("sign-in task: {e}")))??
+            .1
         }
         (None, None) => {
             let key =
@@ -250,8 +263,10 @@ pub async fn create_user(
 ) -> Result<(StatusCode, Json<Value>)> {
     let req = body.map_err(ApiError::from)?.0;
     let role: Role = req.role.as_deref().unwrap_or("viewer").parse()?;
+    let slot = state.sign_in.hashing_slot().await?;
     let store = state.store.clone();
     let user = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         store.create_user(&caller.tenant, &req.email, &req.password, role)
     })
     .await

@@ -84,6 +84,11 @@ impl Endpoint {
         self
     }
 
+    fn accepted(mut self) -> Self {
+        self.success = 202;
+        self
+    }
+
     fn no_content(mut self) -> Self {
         self.success = 204;
         self
@@ -147,7 +152,8 @@ pub fn table() -> Vec<Endpoint> {
         ep(M::GET, "/api/metrics/usage/export", VIEWER, "usage export as CSV, JSON or Parquet", get(usage::export)).query(&[("month", "string"), ("format", "string")]).produces(&["text/csv", "application/json", "application/vnd.apache.parquet"]),
         ep(M::GET, "/api/insights/models", VIEWER, "models and training sessions", get(insights::list)),
         ep(M::POST, "/api/insights/models/upload-training-data", MEMBER, "upload CSV or JSON training data", post(insights::upload).layer(axum::extract::DefaultBodyLimit::max(insights::MAX_UPLOAD_BYTES,))).created().query(&[("label", "string")]),
-        ep(M::POST, "/api/insights/models/train", MEMBER, "train or retrain a model", post(insights::train)).created().body::<insights::TrainRequest>(),
+        ep(M::POST, "/api/insights/models/train", MEMBER, "queue a training job (202 with the session to poll)", post(insights::train)).accepted().body::<insights::TrainRequest>(),
+        ep(M::GET, "/api/insights/models/training-sessions/{id}", VIEWER, "a training session (poll a queued training)", get(insights::training_session)),
         ep(M::POST, "/api/insights/models/{id}/predict", VIEWER, "predictions with confidence scores", post(insights::predict)).body::<insights::PredictRequest>(),
         ep(M::POST, "/api/insights/summary", VIEWER, "log summary for a time range (Drain templates, new templates, anomalies)", post(analysis::summary)).body::<analysis::RangeRequest>().produces(&["application/json", "text/plain"]),
         ep(M::POST, "/api/insights/threat-analysis", VIEWER, "risk per entity with its reasons", post(analysis::threat_analysis)).body::<analysis::RangeRequest>(),

@@ -46,6 +46,14 @@ pub struct ApiConfig {
     pub llm: Option<crate::analysis::LlmConfig>,
     /// Notification delivery (webhooks, SMTP).
     pub notify: crate::notify::NotifyConfig,
+    /// Sign-in attempts (`POST /api/auth/token` with a password) per
+    /// account and per client address, per minute; over it: 429.
+    pub sign_in_per_minute_per_account: u32,
+    pub sign_in_per_minute_per_address: u32,
+    /// Argon2 password hashes computed at once (19 MiB each).
+    pub max_concurrent_password_hashes: usize,
+    /// Model training.
+    pub training: crate::insights::TrainingConfig,
 }
 
 impl Default for ApiConfig {
@@ -58,6 +66,10 @@ impl Default for ApiConfig {
             stripe_webhook_secret: None,
             llm: None,
             notify: Default::default(),
+            sign_in_per_minute_per_account: 10,
+            sign_in_per_minute_per_address: 30,
+            max_concurrent_password_hashes: 2,
+            training: Default::default(),
         }
     }
 }
@@ -84,6 +96,8 @@ pub struct AppState {
     pub llm: Option<Arc<crate::analysis::LlmConfig>>,
     /// Sends notifications (the dispatcher and the channel test route).
     pub notify: Arc<crate::notify::Notifier>,
+    /// Sign-in throttling and bounded password hashing.
+    pub sign_in: Arc<crate::signin::SignInGuard>,
     pub ops: OpsState,
 }
 

@@ -192,6 +192,8 @@ pub async fn export(
             let mut out = Vec::new();
             {
                 let mut w = arrow::csv::Writer::new(&mut out);
+                let batch =
+                    crate::sql::format::neutralize_formulas(&batch).map_err(|e| internal(&e))?;
                 w.write(&batch).map_err(|e| internal(&e))?;
             }
             ("text/csv; charset=utf-8", "csv", out)

@@ -12,7 +12,9 @@ pub const DEVICE_OVERAGE_CENTS: u64 = 500;
 /// Price per scan over the plan's monthly limit, in cents ($0.10).
 pub const SCAN_OVERAGE_CENTS: u64 = 10;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Plans in catalogue order (starter lowest); a plan includes what every
+/// lower plan includes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Plan {
     Starter,
@@ -20,6 +22,29 @@ pub enum Plan {
     Business,
     Enterprise,
     Msp,
+}
+
+/// Features sold by plan (the catalogue's feature column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Feature {
+    /// Webhook notification channels ("integrations").
+    Webhooks,
+}
+
+impl Feature {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Feature::Webhooks => "webhooks",
+        }
+    }
+
+    /// The lowest plan that includes it.
+    pub fn lowest_plan(self) -> Plan {
+        match self {
+            Feature::Webhooks => Plan::Professional,
+        }
+    }
 }
 
 /// What a plan allows.
@@ -75,6 +100,13 @@ impl Plan {
         }
     }
 
+    /// Whether the plan includes `feature` — checked where the feature is
+    /// used (a webhook is delivered, a model trains…), not only when it is
+    /// set up, so a downgrade stops it at once.
+    pub fn includes(self, feature: Feature) -> bool {
+        self >= feature.lowest_plan()
+    }
+
     pub fn features(self) -> &'static [&'static str] {
         match self {
             Plan::Starter => &["basic scanning", "email alerts"],
@@ -105,6 +137,19 @@ impl FromStr for Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn features_follow_the_catalogue_order() {
+        assert!(!Plan::Starter.includes(Feature::Webhooks));
+        for p in [
+            Plan::Professional,
+            Plan::Business,
+            Plan::Enterprise,
+            Plan::Msp,
+        ] {
+            assert!(p.includes(Feature::Webhooks), "{p}");
+        }
+    }
 
     #[test]
     fn catalogue_matches_the_product_table() {

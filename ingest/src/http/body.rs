@@ -1,5 +1,7 @@
 //! Reading request bodies: size limit before and after decompression, gzip,
-//! and content-type checks.
+//! and content-type checks. Reading ([`read`]) is async; inflating
+//! ([`Wire::decode`]) is CPU work for a blocking thread — a gzip bomb
+//! inflating on an async worker stalled health checks.
 
 use std::io::Read;
 
@@ -11,9 +13,38 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::error::{Error, Result};
 
-/// Reads the whole body, refusing more than `limit` bytes on the wire or
-/// after decompression (a small gzip body may inflate enormously).
-pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes> {
+/// A body as it arrived: within the limit, maybe gzip.
+pub struct Wire {
+    bytes: Bytes,
+    gzip: bool,
+    limit: usize,
+}
+
+impl Wire {
+    /// The body as sent, inflated; refuses more than the limit after
+    /// decompression (a small gzip body may inflate enormously). Blocking.
+    pub fn decode(self) -> Result<Bytes> {
+        if !self.gzip {
+            return Ok(self.bytes);
+        }
+        let limit = self.limit;
+        let mut out = Vec::with_capacity((self.bytes.len() * 4).min(limit));
+        let mut decoder = MultiGzDecoder::new(&self.bytes[..]).take(limit as u64 + 1);
+        decoder
+            .read_to_end(&mut out)
+            .map_err(|e| Error::BadRequest(format!("body is not valid gzip: {e}")))?;
+        if out.len() > limit {
+            return Err(Error::PayloadTooLarge {
+                size: out.len() as u64,
+                limit,
+            });
+        }
+        Ok(Bytes::from(out))
+    }
+}
+
+/// Reads the whole body as sent, refusing more than `limit` bytes.
+pub async fn read_wire(headers: &HeaderMap, body: Body, limit: usize) -> Result<Wire> {
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase());
@@ -43,21 +74,11 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes
             )));
         }
     };
-    if !gzip {
-        return Ok(wire);
-    }
-    let mut out = Vec::with_capacity(wire.len() * 4);
-    let mut decoder = MultiGzDecoder::new(&wire[..]).take(limit as u64 + 1);
-    decoder
-        .read_to_end(&mut out)
-        .map_err(|e| Error::BadRequest(format!("body is not valid gzip: {e}")))?;
-    if out.len() > limit {
-        return Err(Error::PayloadTooLarge {
-            size: out.len() as u64,
-            limit,
-        });
-    }
-    Ok(Bytes::from(out))
+    Ok(Wire {
+        bytes: wire,
+        gzip,
+        limit,
+    })
 }
 
 /// The request's media type, lowercased, without parameters.

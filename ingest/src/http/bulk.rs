@@ -99,7 +99,7 @@ async fn handle(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let (principal, bytes) = match state
+    let (principal, wire) = match state
         .begin(&headers, body, state.config.max_body_bytes)
         .await
     {
@@ -108,77 +108,20 @@ async fn handle(
     };
     let now = Utc::now().timestamp_millis();
     let default_index = default_index.unwrap_or_else(|| "logs".to_string());
-    let mut items = Vec::new();
-    let mut records = Vec::new();
-    let mut lines = bytes
-        .split(|b| *b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .filter(|l| !l.iter().all(u8::is_ascii_whitespace));
-    while let Some(action_line) = lines.next() {
-        let Ok(Value::Object(action)) = serde_json::from_slice::<Value>(action_line) else {
-            return es_error(Error::BadRequest(format!(
-                "malformed action/metadata line {}: expected a JSON object such as {{\"index\":{{}}}}",
-                items.len() * 2 + 1
-            )));
-        };
-        let Some((verb, meta)) = action.into_iter().next() else {
-            return es_error(Error::BadRequest("empty action line".into()));
-        };
-        let meta = meta.as_object().cloned().unwrap_or_default();
-        let index = meta
-            .get("_index")
-            .and_then(Value::as_str)
-            .map_or_else(|| default_index.clone(), str::to_string);
-        let id = meta
-            .get("_id")
-            .and_then(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .or_else(|| v.as_u64().map(|n| n.to_string()))
-            })
-            .unwrap_or_else(|| Uuid::now_v7().simple().to_string());
-        let mut item = Item {
-            action: verb.clone(),
-            index,
-            id,
-            error: None,
-        };
-        match verb.as_str() {
-            "index" | "create" => {
-                let Some(doc) = lines.next() else {
-                    return es_error(Error::BadRequest(format!(
-                        "action {verb} is missing its document line"
-                    )));
-                };
-                item.error = store_doc(doc, &item, &principal.tenant, now, &state, &mut records);
-            }
-            "update" => {
-                lines.next(); // its document line
-                item.error = Some((400, "action_request_validation_exception", "update is not supported: SecureNet stores logs append-only; use index or create".into()));
-            }
-            "delete" => {
-                item.error = Some((
-                    400,
-                    "action_request_validation_exception",
-                    "delete is not supported: SecureNet stores logs append-only".into(),
-                ));
-            }
-            other => {
-                return es_error(Error::BadRequest(format!(
-                    "unknown action {other:?}: expected index, create, update or delete"
-                )));
-            }
-        }
-        items.push(item);
-    }
-    if items.is_empty() {
-        return es_error(Error::BadRequest(
-            "request body is required: send action and document lines".into(),
-        ));
-    }
+    let tenant = principal.tenant.clone();
+    let max_record = state.config.max_record_bytes;
+    let parsed = state
+        .parse(wire, move |bytes, charge| {
+            parse_bulk(bytes, &default_index, &tenant, now, max_record, charge)
+        })
+        .await;
+    let ((items, records), reservation) = match parsed {
+        Ok(p) => p,
+        Err(e) => return es_error(e),
+    };
     let rejected = items.iter().filter(|i| i.error.is_some()).count();
     if let Err(e) = state
-        .store_records(principal.tenant, "bulk", records, rejected)
+        .store_records(principal.tenant, "bulk", records, rejected, reservation)
         .await
     {
         return es_error(e);
@@ -209,22 +152,108 @@ async fn handle(
     })))
 }
 
+/// Action and document lines → items (one per action) and the records of
+/// the stored documents, each charged as it is built.
+fn parse_bulk(
+    bytes: &[u8],
+    default_index: &str,
+    tenant: &schemas::TenantId,
+    now: i64,
+    max_record: usize,
+    charge: &mut dyn FnMut(&schemas::LogRecord) -> Result<(), Error>,
+) -> Result<(Vec<Item>, Vec<schemas::LogRecord>), Error> {
+    let mut items = Vec::new();
+    let mut records = Vec::new();
+    let mut lines = bytes
+        .split(|b| *b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace));
+    while let Some(action_line) = lines.next() {
+        let Ok(Value::Object(action)) = serde_json::from_slice::<Value>(action_line) else {
+            return Err(Error::BadRequest(format!(
+                "malformed action/metadata line {}: expected a JSON object such as {{\"index\":{{}}}}",
+                items.len() * 2 + 1
+            )));
+        };
+        let Some((verb, meta)) = action.into_iter().next() else {
+            return Err(Error::BadRequest("empty action line".into()));
+        };
+        let meta = meta.as_object().cloned().unwrap_or_default();
+        let index = meta
+            .get("_index")
+            .and_then(Value::as_str)
+            .map_or_else(|| default_index.to_string(), str::to_string);
+        let id = meta
+            .get("_id")
+            .and_then(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .or_else(|| v.as_u64().map(|n| n.to_string()))
+            })
+            .unwrap_or_else(|| Uuid::now_v7().simple().to_string());
+        let mut item = Item {
+            action: verb.clone(),
+            index,
+            id,
+            error: None,
+        };
+        match verb.as_str() {
+            "index" | "create" => {
+                let Some(doc) = lines.next() else {
+                    return Err(Error::BadRequest(format!(
+                        "action {verb} is missing its document line"
+                    )));
+                };
+                item.error = store_doc(doc, &item, tenant, now, max_record, &mut records);
+                if item.error.is_none()
+                    && let Some(r) = records.last()
+                {
+                    charge(r)?;
+                }
+            }
+            "update" => {
+                lines.next(); // its document line
+                item.error = Some((400, "action_request_validation_exception", "update is not supported: SecureNet stores logs append-only; use index or create".into()));
+            }
+            "delete" => {
+                item.error = Some((
+                    400,
+                    "action_request_validation_exception",
+                    "delete is not supported: SecureNet stores logs append-only".into(),
+                ));
+            }
+            other => {
+                return Err(Error::BadRequest(format!(
+                    "unknown action {other:?}: expected index, create, update or delete"
+                )));
+            }
+        }
+        items.push(item);
+    }
+    if items.is_empty() {
+        return Err(Error::BadRequest(
+            "request body is required: send action and document lines".into(),
+        ));
+    }
+    Ok((items, records))
+}
+
 fn store_doc(
     doc: &[u8],
     item: &Item,
     tenant: &schemas::TenantId,
     now: i64,
-    state: &IngestState,
+    max_record: usize,
     records: &mut Vec<schemas::LogRecord>,
 ) -> Option<(u16, &'static str, String)> {
-    if doc.len() > state.config.max_record_bytes {
+    if doc.len() > max_record {
         return Some((
             413,
             "document_too_large",
             format!(
                 "document is {} bytes, over the limit of {} bytes",
                 doc.len(),
-                state.config.max_record_bytes
+                max_record
             ),
         ));
     }

@@ -75,28 +75,21 @@ fn hec_error(err: Error, headers: &HeaderMap) -> Response {
     with_retry_headers(answer(status, &text, code), &err)
 }
 
-#[derive(Debug, Default, Deserialize)]
-pub struct RawParams {
-    host: Option<String>,
-    source: Option<String>,
-    sourcetype: Option<String>,
-    index: Option<String>,
-}
+type Invalid = Option<(usize, u16, String)>;
 
-/// `POST /services/collector/event`
-pub async fn event(State(state): State<IngestState>, headers: HeaderMap, body: Body) -> Response {
-    let (principal, bytes) = match state
-        .begin(&headers, body, state.config.max_body_bytes)
-        .await
-    {
-        Ok(b) => b,
-        Err(e) => return hec_error(e, &headers),
-    };
-    let now = Utc::now().timestamp_millis();
+/// Concatenated HEC event objects → records (each charged as built), the
+/// first invalid event and how many were rejected.
+fn parse_events(
+    bytes: &[u8],
+    tenant: &schemas::TenantId,
+    now: i64,
+    max_record: usize,
+    charge: &mut dyn FnMut(&schemas::LogRecord) -> Result<(), Error>,
+) -> Result<(Vec<schemas::LogRecord>, Invalid, usize), Error> {
     let mut records = Vec::new();
-    let mut first_invalid: Option<(usize, u16, String)> = None;
+    let mut first_invalid: Invalid = None;
     let mut rejected = 0;
-    let mut stream = serde_json::Deserializer::from_slice(&bytes).into_iter::<&RawValue>();
+    let mut stream = serde_json::Deserializer::from_slice(bytes).into_iter::<&RawValue>();
     let mut index = 0;
     loop {
         let item = match stream.next() {
@@ -113,13 +106,11 @@ pub async fn event(State(state): State<IngestState>, headers: HeaderMap, body: B
                 break;
             }
         };
-        match event_record(
-            item.get(),
-            &principal.tenant,
-            now,
-            state.config.max_record_bytes,
-        ) {
-            Ok(r) => records.push(r),
+        match event_record(item.get(), tenant, now, max_record) {
+            Ok(r) => {
+                charge(&r)?;
+                records.push(r);
+            }
             Err((code, text)) => {
                 rejected += 1;
                 first_invalid.get_or_insert((index, code, text));
@@ -127,11 +118,43 @@ pub async fn event(State(state): State<IngestState>, headers: HeaderMap, body: B
         }
         index += 1;
     }
+    Ok((records, first_invalid, rejected))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawParams {
+    host: Option<String>,
+    source: Option<String>,
+    sourcetype: Option<String>,
+    index: Option<String>,
+}
+
+/// `POST /services/collector/event`
+pub async fn event(State(state): State<IngestState>, headers: HeaderMap, body: Body) -> Response {
+    let (principal, wire) = match state
+        .begin(&headers, body, state.config.max_body_bytes)
+        .await
+    {
+        Ok(b) => b,
+        Err(e) => return hec_error(e, &headers),
+    };
+    let now = Utc::now().timestamp_millis();
+    let tenant = principal.tenant.clone();
+    let max_record = state.config.max_record_bytes;
+    let parsed = state
+        .parse(wire, move |bytes, charge| {
+            parse_events(bytes, &tenant, now, max_record, charge)
+        })
+        .await;
+    let ((records, first_invalid, rejected), reservation) = match parsed {
+        Ok(p) => p,
+        Err(e) => return hec_error(e, &headers),
+    };
     if records.is_empty() && first_invalid.is_none() {
         return answer(StatusCode::BAD_REQUEST, "No data", code::NO_DATA);
     }
     if let Err(e) = state
-        .store_records(principal.tenant, "hec", records, rejected)
+        .store_records(principal.tenant, "hec", records, rejected, reservation)
         .await
     {
         return hec_error(e, &headers);
@@ -233,7 +256,7 @@ pub async fn raw(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (principal, bytes) = match state
+    let (principal, wire) = match state
         .begin(&headers, body, state.config.max_body_bytes)
         .await
     {
@@ -258,35 +281,47 @@ pub async fn raw(
         )
         .to_string()
     });
-    let mut records = Vec::new();
-    for line in bytes.split(|b| *b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let utf8 = std::str::from_utf8(line).is_ok();
-        records.push(schemas::LogRecord {
-            ts_ms: now,
-            received_ms: now,
-            host: params.host.clone(),
-            message: String::from_utf8_lossy(line).into_owned(),
-            structured_data: structured.clone(),
-            raw: (!utf8).then(|| line.to_vec()),
-            parse_status: if utf8 {
-                schemas::ParseStatus::Ok
-            } else {
-                schemas::ParseStatus::InvalidUtf8
-            },
-            input: "hec",
-            bytes: u32::try_from(line.len()).unwrap_or(u32::MAX),
-            ..Default::default()
-        });
-    }
+    let host = params.host.clone();
+    let parsed = state
+        .parse(wire, move |bytes, charge| {
+            let mut records = Vec::new();
+            for line in bytes.split(|b| *b == b'\n') {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let utf8 = std::str::from_utf8(line).is_ok();
+                let record = schemas::LogRecord {
+                    ts_ms: now,
+                    received_ms: now,
+                    host: host.clone(),
+                    message: String::from_utf8_lossy(line).into_owned(),
+                    structured_data: structured.clone(),
+                    raw: (!utf8).then(|| line.to_vec()),
+                    parse_status: if utf8 {
+                        schemas::ParseStatus::Ok
+                    } else {
+                        schemas::ParseStatus::InvalidUtf8
+                    },
+                    input: "hec",
+                    bytes: u32::try_from(line.len()).unwrap_or(u32::MAX),
+                    ..Default::default()
+                };
+                charge(&record)?;
+                records.push(record);
+            }
+            Ok(records)
+        })
+        .await;
+    let (records, reservation) = match parsed {
+        Ok(p) => p,
+        Err(e) => return hec_error(e, &headers),
+    };
     if records.is_empty() {
         return answer(StatusCode::BAD_REQUEST, "No data", code::NO_DATA);
     }
     match state
-        .store_records(principal.tenant, "hec", records, 0)
+        .store_records(principal.tenant, "hec", records, 0, reservation)
         .await
     {
         Ok(()) => answer(StatusCode::OK, "Success", code::SUCCESS),

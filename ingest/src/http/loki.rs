@@ -40,7 +40,7 @@ fn loki_error(err: Error) -> Response {
 }
 
 pub async fn push(State(state): State<IngestState>, headers: HeaderMap, body: Body) -> Response {
-    let (principal, bytes) = match state
+    let (principal, wire) = match state
         .begin(&headers, body, state.config.max_body_bytes)
         .await
     {
@@ -53,36 +53,38 @@ pub async fn push(State(state): State<IngestState>, headers: HeaderMap, body: Bo
             "{media} (only JSON pushes are supported; set your client to JSON encoding)"
         )));
     }
-    let push: Push = match serde_json::from_slice(&bytes) {
-        Ok(p) => p,
-        Err(e) => {
-            return loki_error(Error::BadRequest(format!(
-                "body is not a Loki JSON push: {e}"
-            )));
-        }
-    };
     let now = Utc::now().timestamp_millis();
-    let mut records = Vec::new();
-    let mut errors = Vec::new();
-    for (s, stream) in push.streams.iter().enumerate() {
-        for (v, entry) in stream.values.iter().enumerate() {
-            match entry_record(
-                &stream.stream,
-                entry,
-                &principal.tenant,
-                now,
-                state.config.max_record_bytes,
-            ) {
-                Ok(r) => records.push(r),
-                Err(e) => errors.push(format!("stream {s} entry {v}: {e}")),
+    let tenant = principal.tenant.clone();
+    let max_record = state.config.max_record_bytes;
+    let parsed = state
+        .parse(wire, move |bytes, charge| {
+            let push: Push = serde_json::from_slice(bytes)
+                .map_err(|e| Error::BadRequest(format!("body is not a Loki JSON push: {e}")))?;
+            let mut records = Vec::new();
+            let mut errors = Vec::new();
+            for (s, stream) in push.streams.iter().enumerate() {
+                for (v, entry) in stream.values.iter().enumerate() {
+                    match entry_record(&stream.stream, entry, &tenant, now, max_record) {
+                        Ok(r) => {
+                            charge(&r)?;
+                            records.push(r);
+                        }
+                        Err(e) => errors.push(format!("stream {s} entry {v}: {e}")),
+                    }
+                }
             }
-        }
-    }
+            Ok((records, errors))
+        })
+        .await;
+    let ((records, errors), reservation) = match parsed {
+        Ok(p) => p,
+        Err(e) => return loki_error(e),
+    };
     if records.is_empty() && errors.is_empty() {
         return StatusCode::NO_CONTENT.into_response();
     }
     if let Err(e) = state
-        .store_records(principal.tenant, "loki", records, errors.len())
+        .store_records(principal.tenant, "loki", records, errors.len(), reservation)
         .await
     {
         return loki_error(e);

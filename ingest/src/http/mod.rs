@@ -7,8 +7,12 @@
 //! - `loki.rs`: Loki push (`/loki/api/v1/push`, JSON).
 //! - `scans.rs`: scan reports (nmap XML, JSON) and device inventories.
 //!
-//! Every route authenticates first, then checks the tenant's rate limit,
-//! then reads its body within the route's limit (gzip accepted everywhere).
+//! Every route authenticates first — ingesting needs the `member` role or
+//! higher: a viewer key reads, it does not add billable data — then checks
+//! the tenant's rate limit, then reads its body within the route's limit
+//! (gzip accepted everywhere). Inflating and parsing run on a blocking
+//! thread, charging every record to the in-flight budget as it is built
+//! ([`crate::batcher::Reservation`]).
 //! [`error_response`] maps errors to statuses for the SecureNet-shaped
 //! routes; HEC, bulk and Loki answer in their own protocol's shape.
 
@@ -27,14 +31,13 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use bytes::Bytes;
-use control::{MetaStore, Principal, RateLimits};
+use control::{MetaStore, Principal, RateLimits, Role};
 use pipeline::BusProducer;
 use schemas::{LogRecord, TenantId};
 use serde_json::json;
 use tracing::{debug, error};
 
-use crate::batcher::Batcher;
+use crate::batcher::{Batcher, Reservation};
 use crate::config::HttpIngestConfig;
 use crate::error::Error;
 use crate::metrics::IngestMetrics;
@@ -74,20 +77,58 @@ pub fn router(state: IngestState) -> Router {
         .with_state(state)
 }
 
+/// The role an ingest credential needs.
+pub const INGEST_ROLE: Role = Role::Member;
+
+/// Authenticates for ingest: a valid credential with the member role or
+/// higher.
+pub(crate) fn authenticate(store: &MetaStore, headers: &HeaderMap) -> Result<Principal, Error> {
+    let principal = control::authenticate(store, headers)?;
+    if principal.role < INGEST_ROLE {
+        return Err(Error::Forbidden(format!(
+            "ingesting needs the {INGEST_ROLE} role; this credential has {} (viewer keys read, they do not ingest)",
+            principal.role
+        )));
+    }
+    Ok(principal)
+}
+
 impl IngestState {
-    /// Authenticate, rate-limit, read the body: the start of every route.
+    /// Authenticate, rate-limit, read the body as sent: the start of every
+    /// route.
     pub(crate) async fn begin(
         &self,
         headers: &HeaderMap,
         body: Body,
         limit: usize,
-    ) -> Result<(Principal, Bytes), Error> {
-        let principal = control::authenticate(&self.store, headers)?;
+    ) -> Result<(Principal, body::Wire), Error> {
+        let principal = authenticate(&self.store, headers)?;
         self.limits
             .check(&principal.tenant)
             .map_err(Error::RateLimited)?;
-        let bytes = body::read(headers, body, limit).await?;
-        Ok((principal, bytes))
+        let wire = body::read_wire(headers, body, limit).await?;
+        Ok((principal, wire))
+    }
+
+    /// Inflates and parses `wire` on a blocking thread; `parse` gets the
+    /// body and a `charge` to call with every record it builds, which
+    /// reserves the record's size in the in-flight budget (waiting for
+    /// room up to the backpressure limit).
+    pub(crate) async fn parse<T: Send + 'static>(
+        &self,
+        wire: body::Wire,
+        parse: impl FnOnce(&[u8], &mut dyn FnMut(&LogRecord) -> Result<(), Error>) -> Result<T, Error>
+        + Send
+        + 'static,
+    ) -> Result<(T, Reservation), Error> {
+        let mut reservation = self.batcher.reservation();
+        tokio::task::spawn_blocking(move || {
+            let bytes = wire.decode()?;
+            let parsed = parse(&bytes, &mut |r| reservation.charge(r))?;
+            Ok((parsed, reservation))
+        })
+        .await
+        .map_err(|e| Error::Unavailable(format!("parsing task failed: {e}")))?
     }
 
     /// Stores `records` for `tenant` and counts them; resolves once durable.
@@ -97,6 +138,7 @@ impl IngestState {
         input: &'static str,
         records: Vec<LogRecord>,
         rejected: usize,
+        reservation: Reservation,
     ) -> Result<(), Error> {
         let metrics = &self.metrics;
         metrics
@@ -105,7 +147,9 @@ impl IngestState {
             .inc_by(rejected as u64);
         let accepted = records.len() as u64;
         let bytes: u64 = records.iter().map(|r| r.bytes as u64).sum();
-        self.batcher.submit(tenant, records).await?;
+        self.batcher
+            .submit_reserved(tenant, records, reservation)
+            .await?;
         metrics
             .records
             .with_label_values(&[input, "accepted"])
@@ -129,6 +173,9 @@ pub(crate) fn classify(err: &Error) -> (StatusCode, &'static str, String) {
             (StatusCode::PAYMENT_REQUIRED, "plan_limit_exceeded")
         }
         Error::Auth(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+        Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+        Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+        Error::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
         Error::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         Error::PlanLimit(_) => (StatusCode::PAYMENT_REQUIRED, "plan_limit_exceeded"),
         Error::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),

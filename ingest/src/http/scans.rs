@@ -45,26 +45,34 @@ async fn handle_scan(
         "application/xml" | "text/xml" => true,
         "application/json" => false,
         _ => {
-            control::authenticate(&state.store, headers)?;
+            super::authenticate(&state.store, headers)?;
             return Err(Error::UnsupportedContentType(format!(
                 "{media} (send nmap XML as application/xml or a JSON report as application/json)"
             )));
         }
     };
-    let (principal, bytes) = state
+    let (principal, wire) = state
         .begin(headers, body, state.config.max_scan_body_bytes)
         .await?;
-    let report = if xml {
-        let text = std::str::from_utf8(&bytes).map_err(|e| {
-            Error::BadRequest(format!(
-                "nmap XML is not valid UTF-8 (invalid byte at offset {})",
-                e.valid_up_to()
-            ))
-        })?;
-        nmap::parse(text).map_err(Error::BadRequest)?
-    } else {
-        report::parse_report(&bytes).map_err(Error::BadRequest)?
-    };
+    let max_devices = state.config.max_devices_per_request;
+    // Inflating and parsing XML is CPU work: off the async workers.
+    let (report, bytes) = blocking(move || {
+        let bytes = wire.decode()?;
+        let report = if xml {
+            let text = std::str::from_utf8(&bytes).map_err(|e| {
+                Error::BadRequest(format!(
+                    "nmap XML is not valid UTF-8 (invalid byte at offset {})",
+                    e.valid_up_to()
+                ))
+            })?;
+            nmap::parse(text).map_err(Error::BadRequest)?
+        } else {
+            report::parse_report(&bytes).map_err(Error::BadRequest)?
+        };
+        too_many(report.hosts.len(), max_devices, "hosts")?;
+        Ok((report, bytes))
+    })
+    .await?;
     let org = organization(state, &principal.tenant).await?;
     let source = if xml { "nmap" } else { "report" };
     let summary = publish::publish_scan(
@@ -102,15 +110,22 @@ async fn handle_devices(
 ) -> Result<publish::InventorySummary, Error> {
     let media = body::media_type(headers);
     if media != "application/json" {
-        control::authenticate(&state.store, headers)?;
+        super::authenticate(&state.store, headers)?;
         return Err(Error::UnsupportedContentType(format!(
             "{media} (send application/json)"
         )));
     }
-    let (principal, bytes) = state
+    let (principal, wire) = state
         .begin(headers, body, state.config.max_body_bytes)
         .await?;
-    let observations = report::parse_inventory(&bytes).map_err(Error::BadRequest)?;
+    let max_devices = state.config.max_devices_per_request;
+    let observations = blocking(move || {
+        let bytes = wire.decode()?;
+        let observations = report::parse_inventory(&bytes).map_err(Error::BadRequest)?;
+        too_many(observations.len(), max_devices, "devices")?;
+        Ok(observations)
+    })
+    .await?;
     if observations.is_empty() {
         return Err(Error::BadRequest("the inventory lists no devices".into()));
     }
@@ -129,4 +144,25 @@ async fn handle_devices(
         .with_label_values(&["devices", "accepted"])
         .inc_by(summary.devices as u64);
     Ok(summary)
+}
+
+/// Runs CPU work (inflating, parsing) on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Unavailable(format!("parsing task failed: {e}")))?
+}
+
+/// One request carries at most `max` devices (or hosts): the work of an
+/// upsert is bounded per request.
+fn too_many(n: usize, max: usize, what: &str) -> Result<(), Error> {
+    if n > max {
+        return Err(Error::TooLarge(format!(
+            "the request carries {n} {what}, over the limit of {max} per request \
+             (ingest.http.max_devices_per_request); send them in several requests"
+        )));
+    }
+    Ok(())
 }

@@ -12,8 +12,9 @@ pub mod nmap;
 pub mod publish;
 pub mod report;
 
-/// A parsed scan, whatever its format.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// A parsed scan, whatever its format. Serialized only to hash its
+/// content (a scan id belongs to one report).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct ScanReport {
     /// Given by the report, or derived from its content (so that posting the
     /// same report twice is one scan).
@@ -27,7 +28,7 @@ pub struct ScanReport {
     pub hosts: Vec<Host>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Host {
     pub up: bool,
     pub ip: Option<String>,
@@ -38,7 +39,7 @@ pub struct Host {
     pub findings: Vec<Finding>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Finding {
     pub port: Option<u16>,
     pub protocol: Option<String>,

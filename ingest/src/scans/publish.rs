@@ -4,7 +4,12 @@
 //! Scan envelopes get deterministic batch ids (UUIDv5 of tenant, scan id and
 //! kind), and a scan's id defaults to a hash of the report, so posting the
 //! same report twice rewrites the same Parquet objects instead of adding
-//! rows — and counts once against the monthly scan limit.
+//! rows — and counts once against the monthly scan limit. A scan id is
+//! bound to its report's content hash: re-sending the *same* report under
+//! an id is an idempotent replay; a *different* report under a used id is
+//! refused with `409`, so an acknowledged report is never overwritten (nor
+//! its devices, findings and usage), and a used id cannot slip a new scan
+//! past the monthly limit.
 
 use std::sync::Arc;
 
@@ -38,6 +43,7 @@ fn control_error(e: control::Error) -> Error {
     match e {
         control::Error::PlanLimit(m) => Error::PlanLimit(m),
         control::Error::Invalid(m) => Error::BadRequest(m),
+        c @ control::Error::Conflict { .. } => Error::Conflict(c.to_string()),
         other => Error::Auth(other),
     }
 }
@@ -112,6 +118,12 @@ pub async fn publish_scan(
         h.update(body);
         format!("sha256-{}", hex::encode(&h.finalize()[..12]))
     });
+    // What the report says, whatever its formatting: the same report sent
+    // again (re-serialized, gzip or not) hashes the same.
+    let content_hash = {
+        let canonical = serde_json::to_vec(&report).unwrap_or_default();
+        hex::encode(&Sha256::digest(&canonical)[..16])
+    };
     let up: Vec<_> = report.hosts.iter().filter(|h| h.up).collect();
     let observations: Vec<DeviceObservation> = up
         .iter()
@@ -125,7 +137,10 @@ pub async fn publish_scan(
         .collect();
     let admission = {
         let (store, org, scan_id) = (store.clone(), org.clone(), scan_id.clone());
-        blocking(move || store.admit_scan(&org, &scan_id, &observations, received_ms)).await?
+        blocking(move || {
+            store.admit_scan(&org, &scan_id, &content_hash, &observations, received_ms)
+        })
+        .await?
     };
     let ts = report
         .finished_ms

@@ -44,9 +44,23 @@ pub struct SyslogConfig {
     /// Keep each message's exact bytes in `raw` even when it parsed.
     #[serde(default)]
     pub keep_raw: bool,
-    /// TCP/TLS connections served at once; more wait in the kernel backlog.
+    /// TCP/TLS connections served at once. When full, a new connection
+    /// takes the place of the connection idle longest (idle at least
+    /// `evict_idle_after_secs`), or is refused if every one is busy.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// TCP/TLS connections from one address at most; more are refused.
+    #[serde(default = "default_max_connections_per_source")]
+    pub max_connections_per_source: usize,
+    /// A connection that sent nothing for this long is closed (senders
+    /// reconnect when they have logs); 0 keeps idle connections open until
+    /// their place is needed.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    /// When the listener is full, connections idle at least this long may
+    /// be closed to admit a new sender.
+    #[serde(default = "default_evict_idle_after")]
+    pub evict_idle_after_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -78,6 +92,18 @@ fn default_max_connections() -> usize {
     1024
 }
 
+fn default_max_connections_per_source() -> usize {
+    256
+}
+
+fn default_idle_timeout() -> u64 {
+    3600
+}
+
+fn default_evict_idle_after() -> u64 {
+    10
+}
+
 impl SyslogConfig {
     /// A listener with defaults for everything optional.
     pub fn new(name: &str, protocol: Protocol, listen: SocketAddr) -> Self {
@@ -92,6 +118,9 @@ impl SyslogConfig {
             bsd_timezone: default_zone(),
             keep_raw: false,
             max_connections: default_max_connections(),
+            max_connections_per_source: default_max_connections_per_source(),
+            idle_timeout_secs: default_idle_timeout(),
+            evict_idle_after_secs: default_evict_idle_after(),
         }
     }
 
@@ -118,6 +147,9 @@ impl SyslogConfig {
         }
         if self.bsd_timezone.parse::<chrono_tz::Tz>().is_err() {
             return bad(format!("unknown time zone {:?}", self.bsd_timezone));
+        }
+        if self.max_connections == 0 || self.max_connections_per_source == 0 {
+            return bad("max_connections and max_connections_per_source must be at least 1".into());
         }
         if self.max_frame_bytes < 64 || self.max_frame_bytes > 16 << 20 {
             return bad(format!(

@@ -44,7 +44,91 @@ pub struct ParseContext {
 pub struct Parsed {
     pub record: LogRecord,
     pub api_key: Option<String>,
+    /// The frame carries our SD element with a `key` parameter that cannot
+    /// be read (cut off, unterminated): it must be rejected, never routed
+    /// by its source or the listener's default.
+    pub unreadable_key: bool,
 }
+
+/// Where our key sits in a frame, found without parsing the frame.
+#[derive(Debug, PartialEq)]
+enum KeyScan {
+    None,
+    Found(String),
+    Unreadable,
+}
+
+/// Looks for `[securenet@32473 … key="…"` anywhere in `msg`. A frame that
+/// fails strict parsing (a bad timestamp, a malformed neighbour element,
+/// RFC 3164 with structured data pasted in, a cut-off frame) must still
+/// reach its key's tenant or be rejected — never land in another tenant
+/// with the key in its text.
+fn scan_key(msg: &[u8]) -> KeyScan {
+    let marker = format!("[{KEY_SD_ID}");
+    let marker = marker.as_bytes();
+    let mut from = 0;
+    while let Some(at) = find(&msg[from..], marker) {
+        let start = from + at + marker.len();
+        let mut p = &msg[start..];
+        let mut broken = false;
+        while let [b' ', rest @ ..] = p {
+            let Some(eq) = rest.iter().position(|c| *c == b'=') else {
+                broken = true;
+                break;
+            };
+            let name = &rest[..eq];
+            let Some(value) = rest[eq + 1..].strip_prefix(b"\"") else {
+                broken = true;
+                break;
+            };
+            match sd_value(value) {
+                Ok((v, after)) => {
+                    if name == b"key" {
+                        return if v.is_empty() {
+                            KeyScan::Unreadable
+                        } else {
+                            KeyScan::Found(v)
+                        };
+                    }
+                    p = after;
+                }
+                Err(()) => {
+                    broken = true;
+                    break;
+                }
+            }
+        }
+        // A broken element that mentions a key: it may be one we cannot read.
+        if broken && find(&msg[start..], b"key=").is_some() {
+            return KeyScan::Unreadable;
+        }
+        from = start;
+    }
+    KeyScan::None
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Replaces every occurrence of `key` in `bytes` (stored text or raw
+/// bytes) so a secret never reaches storage.
+pub fn redact_key(bytes: &mut Vec<u8>, key: &str) {
+    if key.is_empty() || find(bytes, key.as_bytes()).is_none() {
+        return;
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut rest = &bytes[..];
+    while let Some(at) = find(rest, key.as_bytes()) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(REDACTED.as_bytes());
+        rest = &rest[at + key.len()..];
+    }
+    out.extend_from_slice(rest);
+    *bytes = out;
+}
+
+const REDACTED: &str = "<redacted>";
 
 /// Parses one syslog message (framing already removed).
 pub fn parse(msg: &[u8], ctx: &ParseContext) -> Parsed {
@@ -63,6 +147,25 @@ pub fn parse(msg: &[u8], ctx: &ParseContext) -> Parsed {
     }
     if record.parse_status != ParseStatus::Ok || ctx.keep_raw {
         record.raw = Some(msg.to_vec());
+    }
+    if parsed.api_key.as_deref() == Some("") {
+        parsed.api_key = None;
+        parsed.unreadable_key = true;
+    } else if parsed.api_key.is_none() {
+        match scan_key(msg) {
+            KeyScan::None => {}
+            KeyScan::Found(key) => parsed.api_key = Some(key),
+            KeyScan::Unreadable => parsed.unreadable_key = true,
+        }
+    }
+    if let Some(key) = &parsed.api_key {
+        let record = &mut parsed.record;
+        if record.message.contains(key.as_str()) {
+            record.message = record.message.replace(key.as_str(), REDACTED);
+        }
+        if let Some(raw) = &mut record.raw {
+            redact_key(raw, key);
+        }
     }
     parsed
 }
@@ -99,6 +202,7 @@ fn unparsed(msg: &[u8], ctx: &ParseContext) -> Parsed {
             ..Default::default()
         },
         api_key: None,
+        unreadable_key: false,
     }
 }
 
@@ -185,6 +289,7 @@ fn parse_5424(b: &[u8], ctx: &ParseContext) -> Result<Parsed, ()> {
             ..Default::default()
         },
         api_key,
+        unreadable_key: false,
     })
 }
 
@@ -317,6 +422,7 @@ fn parse_3164(b: &[u8], ctx: &ParseContext) -> Parsed {
             ..Default::default()
         },
         api_key: None,
+        unreadable_key: false,
     }
 }
 
@@ -509,6 +615,57 @@ mod tests {
         assert!(sd.contains("\"env\":\"prod\""), "{sd}");
         let parsed = parse(b"<14>1 - h a - - [securenet@32473 key=\"k\"] x", &ctx());
         assert_eq!(parsed.record.structured_data, None);
+    }
+
+    /// Frames that fail strict parsing still give up their key (routing by
+    /// it), and the key is never left in `message` or `raw`.
+    #[test]
+    fn a_key_in_a_frame_that_fails_strict_parsing_is_found_and_redacted() {
+        let key = "sn_0123456789abcdef_0123456789abcdef0123456789abcdef";
+        for frame in [
+            // Invalid timestamp.
+            format!("<14>1 2026-13-45T99:00:00Z h a - - [securenet@32473 key=\"{key}\"] m"),
+            // No space after the structured data.
+            format!("<14>1 - h a - - [securenet@32473 key=\"{key}\"]m"),
+            // A malformed second element.
+            format!("<14>1 - h a - - [securenet@32473 key=\"{key}\"][bad m"),
+            // RFC 3164 with the element pasted into the message.
+            format!("<13>Nov 26 09:01:02 h app: [securenet@32473 key=\"{key}\"] m"),
+            // No PRI at all.
+            format!("garbage [securenet@32473 env=\"x\" key=\"{key}\"] m"),
+        ] {
+            let ctx = ParseContext {
+                keep_raw: true,
+                ..ctx()
+            };
+            let parsed = parse(frame.as_bytes(), &ctx);
+            assert_eq!(parsed.api_key.as_deref(), Some(key), "{frame}");
+            assert!(!parsed.unreadable_key);
+            let r = &parsed.record;
+            assert!(!r.message.contains(key), "{frame}: {}", r.message);
+            let raw = String::from_utf8_lossy(r.raw.as_deref().unwrap()).into_owned();
+            assert!(!raw.contains(key), "{frame}: {raw}");
+            assert!(!r.structured_data.clone().unwrap_or_default().contains(key));
+        }
+        // Cut off inside the key, or an unterminated value: unreadable.
+        for frame in [
+            "<14>1 - h a - - [securenet@32473 key=\"sn_0123",
+            "<14>1 - h a - - [securenet@32473 key=sn_0123] m",
+            "<14>1 - h a - - [securenet@32473 key=\"\"] m",
+        ] {
+            let parsed = parse(frame.as_bytes(), &ctx());
+            assert!(parsed.api_key.is_none() && parsed.unreadable_key, "{frame}");
+        }
+        // Our element without a key is not a keyed frame.
+        let parsed = parse(b"<14>1 - h a - - [securenet@32473 env=\"prod\"] m", &ctx());
+        assert!(parsed.api_key.is_none() && !parsed.unreadable_key);
+        // Invalid UTF-8 with a key: raw is kept, redacted.
+        let mut frame = format!("<14>1 - h a - - [securenet@32473 key=\"{key}\"] ").into_bytes();
+        frame.extend_from_slice(b"\xff\xfe");
+        let parsed = parse(&frame, &ctx());
+        assert_eq!(parsed.api_key.as_deref(), Some(key));
+        let raw = parsed.record.raw.unwrap();
+        assert!(find(&raw, key.as_bytes()).is_none());
     }
 
     #[test]

@@ -14,7 +14,6 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use schemas::{LogRecord, ParseStatus, TenantId};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -42,6 +41,8 @@ pub struct SyslogMetrics {
     pub udp_dropped: IntCounterVec,
     /// Open TCP/TLS connections.
     pub connections: IntGaugeVec,
+    /// TCP/TLS connections refused, by listener and the cap they hit.
+    pub refused: IntCounterVec,
 }
 
 impl SyslogMetrics {
@@ -75,11 +76,19 @@ impl SyslogMetrics {
                 ),
                 &["listener"],
             )?,
+            refused: IntCounterVec::new(
+                Opts::new(
+                    "securenet_syslog_connections_refused_total",
+                    "Syslog TCP/TLS connections refused, by the cap they hit",
+                ),
+                &["listener", "reason"],
+            )?,
         };
         registry.register(Box::new(m.messages.clone()))?;
         registry.register(Box::new(m.rejected.clone()))?;
         registry.register(Box::new(m.udp_dropped.clone()))?;
         registry.register(Box::new(m.connections.clone()))?;
+        registry.register(Box::new(m.refused.clone()))?;
         Ok(m)
     }
 }
@@ -208,7 +217,7 @@ impl SyslogServer {
                         self.processor,
                         self.tls,
                         self.config.max_frame_bytes,
-                        self.config.max_connections,
+                        Limits::of(&self.config),
                         shutdown,
                     )),
                 ))
@@ -267,16 +276,25 @@ impl Processor {
             let mut parsed = parse(&frame.bytes, &ctx);
             if frame.truncated {
                 parsed.record.parse_status = ParseStatus::Truncated;
-                parsed
+                let raw = parsed
                     .record
                     .raw
                     .get_or_insert_with(|| frame.bytes.to_vec());
+                if let Some(key) = &parsed.api_key {
+                    super::parse::redact_key(raw, key);
+                }
             }
             self.metrics
                 .messages
                 .with_label_values(&[&self.name, parsed.record.parse_status.as_str()])
                 .inc();
-            match self.resolver.resolve(parsed.api_key.as_deref(), peer) {
+            let resolved = if parsed.unreadable_key {
+                // It carries a key we cannot read: never route it by source.
+                Err(super::tenant::Rejection::BadKey)
+            } else {
+                self.resolver.resolve(parsed.api_key.as_deref(), peer)
+            };
+            match resolved {
                 Ok(tenant) => groups.entry(tenant).or_default().push(parsed.record),
                 Err(reason) => {
                     self.metrics
@@ -370,24 +388,112 @@ async fn serve_udp(
     info!(listener = %processor.name, "udp syslog listener stopped");
 }
 
+/// The open TCP/TLS connections of one listener: who they are from, when
+/// each last sent something, and how to close it.
+#[derive(Default)]
+struct Connections {
+    next_id: u64,
+    open: HashMap<u64, Conn>,
+}
+
+struct Conn {
+    ip: IpAddr,
+    last_active: Arc<std::sync::atomic::AtomicU64>,
+    close: CancellationToken,
+}
+
+/// Milliseconds since `epoch` (a monotonic clock for idle times).
+fn since(epoch: std::time::Instant) -> u64 {
+    epoch.elapsed().as_millis() as u64
+}
+
+/// Connection limits of a TCP/TLS listener.
+struct Limits {
+    max: usize,
+    per_source: usize,
+    idle_timeout: Option<Duration>,
+    evict_after: Duration,
+}
+
+impl Limits {
+    fn of(config: &SyslogConfig) -> Self {
+        Self {
+            max: config.max_connections.max(1),
+            per_source: config.max_connections_per_source.max(1),
+            idle_timeout: (config.idle_timeout_secs > 0)
+                .then(|| Duration::from_secs(config.idle_timeout_secs)),
+            evict_after: Duration::from_secs(config.evict_idle_after_secs),
+        }
+    }
+}
+
+/// Admits a connection from `ip`, closing the connection idle longest if
+/// the listener is full; `Err(reason)` if it must be refused.
+fn admit(
+    conns: &std::sync::Mutex<Connections>,
+    limits: &Limits,
+    epoch: std::time::Instant,
+    ip: IpAddr,
+) -> std::result::Result<(u64, Arc<std::sync::atomic::AtomicU64>, CancellationToken), &'static str>
+{
+    use std::sync::atomic::Ordering;
+    let mut c = conns.lock().unwrap_or_else(|p| p.into_inner());
+    if c.open.values().filter(|x| x.ip == ip).count() >= limits.per_source {
+        return Err("max_connections_per_source");
+    }
+    if c.open.len() >= limits.max {
+        let now = since(epoch);
+        let idlest = c
+            .open
+            .iter()
+            .map(|(id, x)| {
+                (
+                    *id,
+                    now.saturating_sub(x.last_active.load(Ordering::Relaxed)),
+                )
+            })
+            .max_by_key(|(_, idle)| *idle);
+        match idlest {
+            Some((id, idle)) if idle >= limits.evict_after.as_millis() as u64 => {
+                if let Some(evicted) = c.open.remove(&id) {
+                    evicted.close.cancel();
+                }
+            }
+            _ => return Err("max_connections"),
+        }
+    }
+    let id = c.next_id;
+    c.next_id += 1;
+    let last_active = Arc::new(std::sync::atomic::AtomicU64::new(since(epoch)));
+    let close = CancellationToken::new();
+    c.open.insert(
+        id,
+        Conn {
+            ip,
+            last_active: last_active.clone(),
+            close: close.clone(),
+        },
+    );
+    Ok((id, last_active, close))
+}
+
 async fn serve_tcp(
     listener: TcpListener,
     processor: Arc<Processor>,
     tls: Option<TlsAcceptor>,
     max_frame: usize,
-    max_connections: usize,
+    limits: Limits,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(max_connections.max(1)));
+    let conns = Arc::new(std::sync::Mutex::new(Connections::default()));
+    let epoch = std::time::Instant::now();
     let mut connections = tokio::task::JoinSet::new();
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            break;
-        };
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
             r = listener.accept() => r,
         };
+        while connections.try_join_next().is_some() {}
         let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(error) => {
@@ -396,23 +502,53 @@ async fn serve_tcp(
                 continue;
             }
         };
+        let peer_ip = match peer.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(peer.ip()),
+            v4 => v4,
+        };
+        let (id, last_active, close) = match admit(&conns, &limits, epoch, peer_ip) {
+            Ok(admitted) => admitted,
+            Err(reason) => {
+                processor
+                    .metrics
+                    .refused
+                    .with_label_values(&[&processor.name, reason])
+                    .inc();
+                debug!(%peer, reason, "syslog connection refused");
+                drop(stream);
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let processor = processor.clone();
         let tls = tls.clone();
         let shutdown = shutdown.clone();
+        let conns = conns.clone();
+        let idle_timeout = limits.idle_timeout;
         connections.spawn(async move {
             let gauge = processor
                 .metrics
                 .connections
                 .with_label_values(&[&processor.name]);
             gauge.inc();
+            let activity = Activity {
+                last_active,
+                epoch,
+                close,
+                idle_timeout,
+            };
             match tls {
-                None => serve_stream(stream, peer, &processor, max_frame, &shutdown).await,
+                None => {
+                    serve_stream(stream, peer, &processor, max_frame, &shutdown, &activity).await
+                }
                 Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
                     {
                         Ok(Ok(tls_stream)) => {
-                            serve_stream(tls_stream, peer, &processor, max_frame, &shutdown).await
+                            serve_stream(
+                                tls_stream, peer, &processor, max_frame, &shutdown, &activity,
+                            )
+                            .await
                         }
                         Ok(Err(error)) => debug!(%error, %peer, "tls handshake failed"),
                         Err(_) => debug!(%peer, "tls handshake timed out"),
@@ -420,13 +556,24 @@ async fn serve_tcp(
                 }
             }
             gauge.dec();
-            drop(slot);
+            conns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .open
+                .remove(&id);
         });
-        while connections.try_join_next().is_some() {}
     }
     // Connections see the same cancellation and finish their buffers.
     while connections.join_next().await.is_some() {}
     info!(listener = %processor.name, "tcp syslog listener stopped");
+}
+
+/// A connection's activity clock and its way to be closed (evicted).
+struct Activity {
+    last_active: Arc<std::sync::atomic::AtomicU64>,
+    epoch: std::time::Instant,
+    close: CancellationToken,
+    idle_timeout: Option<Duration>,
 }
 
 async fn serve_stream<S: AsyncRead + Unpin>(
@@ -435,15 +582,30 @@ async fn serve_stream<S: AsyncRead + Unpin>(
     processor: &Processor,
     max_frame: usize,
     shutdown: &CancellationToken,
+    activity: &Activity,
 ) {
     let mut framer = Framer::new(max_frame);
     let mut groups = HashMap::new();
     let mut frames = Vec::new();
+    // Far enough away to mean "never" when idle connections are kept.
+    let idle = activity
+        .idle_timeout
+        .unwrap_or(Duration::from_secs(100 * 365 * 86_400));
     loop {
         framer.buffer().reserve(64 * 1024);
         let read = tokio::select! {
             _ = shutdown.cancelled() => break,
-            r = stream.read_buf(framer.buffer()) => r,
+            _ = activity.close.cancelled() => {
+                debug!(%peer, "idle syslog connection closed to admit another sender");
+                break;
+            }
+            r = tokio::time::timeout(idle, stream.read_buf(framer.buffer())) => match r {
+                Ok(r) => r,
+                Err(_) => {
+                    debug!(%peer, "idle syslog connection closed (idle_timeout_secs)");
+                    break;
+                }
+            },
         };
         match read {
             Ok(0) => break,
@@ -453,6 +615,9 @@ async fn serve_stream<S: AsyncRead + Unpin>(
                 break;
             }
         }
+        activity
+            .last_active
+            .store(since(activity.epoch), std::sync::atomic::Ordering::Relaxed);
         while let Some(f) = framer.next_frame() {
             frames.push(f);
         }

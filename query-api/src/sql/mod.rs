@@ -2,16 +2,27 @@
 //!
 //! - `session.rs`: the tenant session — only the caller's tables exist in
 //!   it, and only read-only queries are planned.
-//! - `format.rs`: results as JSON, CSV or an Arrow IPC stream.
+//! - `guard.rs`: what keeps a query from hurting other tenants — bounded
+//!   expression depth (planning recurses), a deadline and cancellation
+//!   checked at every batch of every operator, batches checked against the
+//!   memory pool.
+//! - `functions.rs`: scalar functions (and `||`) bounded by the pool.
+//! - `format.rs`: results as JSON, CSV or an Arrow IPC stream, bounded.
 //!
 //! Tenancy is enforced by construction, not by filtering: the session has
 //! one listing table per record kind rooted at
 //! `<kind>/tenant_id=<caller>/`, no catalog of other tenants, no URL tables,
 //! no information_schema, and DDL, DML, COPY and SET are refused before
-//! planning. Queries run on a dedicated runtime (not axum's) with a memory
-//! pool and a deadline per query.
+//! planning. Queries run on a dedicated runtime (not axum's) whose threads
+//! have a stack sized for the deepest expression admitted, each with its
+//! own memory pool, a deadline enforced inside execution, and a slot from
+//! [`FairSlots`]: one organization holds at most
+//! `max_concurrent_queries_per_org` of the `max_concurrent_queries` slots.
+//! A slot is released when the query's work ends, not when its request does.
 
 pub mod format;
+pub mod functions;
+pub mod guard;
 mod session;
 
 use std::sync::Arc;
@@ -24,31 +35,46 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool};
+use futures::StreamExt;
 use pipeline::Lake;
 use schemas::TenantId;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
 
 pub use format::OutputFormat;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, Result};
+use crate::fair::{FairSlots, Refused};
 use crate::state::AppState;
+use guard::{CancelOnDrop, QueryGuard, StopReason};
 
 /// Limits of analyst queries.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SqlConfig {
-    /// Wall-clock limit per query, planning included.
+    /// Wall-clock limit per query, planning included; waiting for a slot
+    /// is bounded by the same amount.
     pub timeout_ms: u64,
-    /// Memory pool per query; operators that exceed it fail the query.
+    /// Memory pool per query; operators, scalar functions and the
+    /// collected result that exceed it fail the query.
     pub memory_limit_bytes: usize,
     /// Rows returned at most; more are cut and the answer says `truncated`.
     pub max_result_rows: usize,
+    /// Result bytes returned at most (in memory and encoded); more rows are
+    /// cut and the answer says `truncated`.
+    pub max_result_bytes: usize,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
-    /// Queries executing at once; later ones wait.
+    /// Longest accepted SQL text (ClickHouse's `max_query_size` default).
+    pub max_sql_bytes: usize,
+    /// Queries executing at once, all organizations together.
     pub max_concurrent_queries: usize,
+    /// Queries one organization may execute at once.
+    pub max_concurrent_queries_per_org: usize,
+    /// Queries one organization may have waiting for a slot; more get 429.
+    pub max_queued_queries_per_org: usize,
     /// DataFusion partitions per query (parallelism).
     pub target_partitions: usize,
 }
@@ -59,11 +85,32 @@ impl Default for SqlConfig {
             timeout_ms: 30_000,
             memory_limit_bytes: 512 << 20,
             max_result_rows: 100_000,
+            max_result_bytes: 64 << 20,
             max_body_bytes: 1 << 20,
+            max_sql_bytes: 256 << 10,
             max_concurrent_queries: 4,
+            max_concurrent_queries_per_org: 2,
+            max_queued_queries_per_org: 16,
             target_partitions: 2,
         }
     }
+}
+
+/// The runtime analyst queries run on: its own threads (a heavy query
+/// cannot starve ingest and the API, DataFusion's recommendation), with
+/// stacks sized for the deepest expression [`guard::check_statement`]
+/// admits.
+pub fn build_runtime(worker_threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder
+        .thread_name("securenet-sql")
+        .thread_stack_size(guard::SQL_THREAD_STACK_BYTES)
+        .max_blocking_threads(64)
+        .enable_all();
+    if let Some(n) = worker_threads {
+        builder.worker_threads(n.max(1));
+    }
+    builder.build()
 }
 
 /// Runs tenant queries on its own runtime.
@@ -71,7 +118,7 @@ pub struct SqlEngine {
     config: SqlConfig,
     lake: Lake,
     runtime: tokio::runtime::Handle,
-    slots: Semaphore,
+    slots: Arc<FairSlots>,
 }
 
 /// A finished query.
@@ -89,9 +136,14 @@ impl QueryResult {
 }
 
 impl SqlEngine {
-    /// `runtime` should be a runtime dedicated to CPU-heavy query work.
+    /// `runtime` should come from [`build_runtime`]: plans recurse as deep
+    /// as the expressions they hold.
     pub fn new(config: SqlConfig, lake: Lake, runtime: tokio::runtime::Handle) -> Self {
-        let slots = Semaphore::new(config.max_concurrent_queries.max(1));
+        let slots = FairSlots::new(
+            config.max_concurrent_queries,
+            config.max_concurrent_queries_per_org,
+            config.max_queued_queries_per_org,
+        );
         Self {
             config,
             lake,
@@ -104,19 +156,52 @@ impl SqlEngine {
         &self.config
     }
 
+    /// Queries of `tenant` executing now.
+    pub fn running(&self, tenant: &TenantId) -> usize {
+        self.slots.running(tenant)
+    }
+
     /// Plans and runs `sql` for `tenant` within the configured limits.
+    /// Dropping the returned future cancels the query.
     pub async fn execute(&self, tenant: &TenantId, sql: &str) -> Result<QueryResult> {
         let started = Instant::now();
-        let _slot = self
+        if sql.len() > self.config.max_sql_bytes {
+            return Err(ApiError::BadRequest(format!(
+                "the query text is {} bytes, over the limit of {} (sql.max_sql_bytes)",
+                sql.len(),
+                self.config.max_sql_bytes
+            )));
+        }
+        let timeout = Duration::from_millis(self.config.timeout_ms);
+        let slot = self
             .slots
-            .acquire()
+            .acquire(tenant, timeout)
             .await
-            .map_err(|_| ApiError::Unavailable("query engine is shutting down".into()))?;
+            .map_err(|refused| match refused {
+                Refused::QueueFull { queued } => ApiError::TooBusy(format!(
+                    "this organization already has {queued} queries waiting for a slot; \
+                     retry when some have finished"
+                )),
+                Refused::Timeout { waited } => ApiError::TooBusy(format!(
+                    "no query slot became free within {} ms",
+                    waited.as_millis()
+                )),
+            })?;
+        let guard = QueryGuard::new(Instant::now() + timeout);
+        // The request going away (client disconnect, handler dropped)
+        // stops the query at its next batch.
+        let _cancel = CancelOnDrop(guard.clone());
         let ctx = session::tenant_session(&self.config, &self.lake, tenant)
             .map_err(ApiError::from_datafusion)?;
         let sql = sql.to_string();
-        let limit = self.config.max_result_rows;
-        let mut task = self.runtime.spawn(async move {
+        let (max_rows, max_bytes) = (self.config.max_result_rows, self.config.max_result_bytes);
+        let root = self.lake.root().to_string();
+        let task_guard = guard.clone();
+        let task = self.runtime.spawn(async move {
+            // The slot belongs to the work: it comes back when this task
+            // ends, however the request ended.
+            let _slot = slot;
+            let pool = ctx.runtime_env().memory_pool.clone();
             let df = session::plan_read_only(&ctx, &sql).await?;
             let schema = Arc::new(df.schema().as_arrow().clone());
             // One row past the limit tells whether the result was cut.
@@ -129,25 +214,44 @@ impl SqlEngine {
             let df = if explain {
                 df
             } else {
-                df.limit(0, Some(limit + 1))
+                df.limit(0, Some(max_rows + 1))
                     .map_err(ApiError::from_datafusion)?
             };
-            let batches = df.collect().await.map_err(ApiError::from_datafusion)?;
-            Ok::<_, ApiError>((schema, batches))
+            let task_ctx = Arc::new(df.task_ctx());
+            let plan = df
+                .create_physical_plan()
+                .await
+                .map_err(ApiError::from_datafusion)?;
+            let plan = guard::guard_plan(plan, &task_guard).map_err(ApiError::from_datafusion)?;
+            let stream = datafusion::physical_plan::execute_stream(plan, task_ctx)
+                .map_err(ApiError::from_datafusion)?;
+            let (mut batches, truncated) = collect(stream, max_rows, max_bytes, &pool).await?;
+            if explain {
+                batches = session::redact_paths(batches, &root)?;
+            }
+            Ok::<_, ApiError>((schema, batches, truncated))
         });
-        let deadline = Duration::from_millis(self.config.timeout_ms);
-        let (schema, batches) = match tokio::time::timeout(deadline, &mut task).await {
-            Ok(Ok(result)) => result?,
+        let grace = Duration::from_millis(200);
+        let outcome = tokio::time::timeout(timeout + grace, task).await;
+        let stopped = |e: ApiError| match guard.stopped() {
+            Some(StopReason::TimedOut) => ApiError::QueryTimeout {
+                limit_ms: self.config.timeout_ms,
+            },
+            _ => e,
+        };
+        let (schema, batches, truncated) = match outcome {
+            Ok(Ok(Ok(result))) => result,
+            Ok(Ok(Err(e))) => return Err(stopped(e)),
             Ok(Err(join)) => return Err(ApiError::Internal(format!("query task failed: {join}"))),
             Err(_) => {
-                // Dropping the plan's streams cancels the work.
-                task.abort();
+                // Planning does not poll: the task notices at its first
+                // batch and ends then, releasing its slot.
+                guard.cancel();
                 return Err(ApiError::QueryTimeout {
                     limit_ms: self.config.timeout_ms,
                 });
             }
         };
-        let (batches, truncated) = cut(batches, limit);
         let (schema, batches) = session::plain_types(schema, batches)?;
         Ok(QueryResult {
             schema,
@@ -158,23 +262,44 @@ impl SqlEngine {
     }
 }
 
-/// Keeps the first `limit` rows.
-fn cut(batches: Vec<RecordBatch>, limit: usize) -> (Vec<RecordBatch>, bool) {
-    let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
-    if total <= limit {
-        return (batches, false);
-    }
-    let mut left = limit;
+/// Collects a result of at most `max_rows` rows and `max_bytes` bytes
+/// (the rest is cut: `truncated`), accounting what it holds in the query's
+/// memory pool.
+async fn collect(
+    mut stream: SendableRecordBatchStream,
+    max_rows: usize,
+    max_bytes: usize,
+    pool: &Arc<dyn MemoryPool>,
+) -> Result<(Vec<RecordBatch>, bool)> {
+    let held = MemoryConsumer::new("query result").register(pool);
+    let (mut rows, mut bytes) = (0usize, 0usize);
     let mut out = Vec::new();
-    for b in batches {
-        if left == 0 {
-            break;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(ApiError::from_datafusion)?;
+        if batch.num_rows() == 0 {
+            continue;
         }
-        let take = b.num_rows().min(left);
-        out.push(b.slice(0, take));
-        left -= take;
+        let size = batch.get_array_memory_size();
+        let mut take = batch.num_rows().min(max_rows.saturating_sub(rows));
+        if bytes + size > max_bytes {
+            // Rows of this batch that fit in the byte budget, by its
+            // average row size.
+            let per_row = (size / batch.num_rows()).max(1);
+            take = take.min(max_bytes.saturating_sub(bytes) / per_row);
+        }
+        if take < batch.num_rows() {
+            if take > 0 {
+                held.try_grow(size).map_err(ApiError::from_datafusion)?;
+                out.push(batch.slice(0, take));
+            }
+            return Ok((out, true));
+        }
+        held.try_grow(size).map_err(ApiError::from_datafusion)?;
+        rows += take;
+        bytes += size;
+        out.push(batch);
     }
-    (out, true)
+    Ok((out, false))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -225,7 +350,7 @@ pub async fn handler(
     }
     let format = OutputFormat::negotiate(body_format.or(param.format).as_deref(), &headers)?;
     let result = state.sql.execute(&caller.tenant, &sql).await?;
-    format::respond(format, result)
+    format::respond(format, result, state.sql.config().max_result_bytes)
 }
 
 #[cfg(test)]

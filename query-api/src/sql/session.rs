@@ -33,10 +33,11 @@ pub fn tenant_session(
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(GreedyMemoryPool::new(config.memory_limit_bytes)))
         .build_arc()?;
-    let ctx = SessionContext::new_with_config_rt(session_config, runtime);
+    let mut ctx = SessionContext::new_with_config_rt(session_config, runtime);
     let url = url::Url::parse(lake.store_url())
         .map_err(|e| datafusion::error::DataFusionError::Configuration(e.to_string()))?;
     ctx.register_object_store(&url, lake.store());
+    super::functions::install(&mut ctx)?;
     for kind in RecordKind::ALL {
         let table_url = ListingTableUrl::parse(lake.table_url(kind, tenant))?;
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
@@ -132,6 +133,7 @@ pub async fn plan_read_only(ctx: &SessionContext, sql: &str) -> Result<DataFrame
         .sql_to_statement(sql, &dialect)
         .map_err(ApiError::from_datafusion)?;
     ensure_read_only(&statement)?;
+    super::guard::check_statement(&statement)?;
     let plan = state
         .statement_to_plan(statement)
         .await
@@ -186,4 +188,43 @@ fn statement_kind(s: &Statement) -> &'static str {
         Statement::ShowTables { .. } | Statement::ShowColumns { .. } => "SHOW",
         _ => "this statement",
     }
+}
+
+/// EXPLAIN output names files by their path in the store; show them
+/// relative to the lake root so no server path reaches the caller.
+pub fn redact_paths(batches: Vec<RecordBatch>, root: &str) -> Result<Vec<RecordBatch>, ApiError> {
+    use arrow::array::{Array, AsArray, StringArray};
+    let prefixes = [format!("/{root}/"), format!("{root}/")];
+    let redact = |s: &str| {
+        let mut out = s.to_string();
+        for p in &prefixes {
+            out = out.replace(p.as_str(), "");
+        }
+        out
+    };
+    batches
+        .into_iter()
+        .map(|b| {
+            let columns = b
+                .columns()
+                .iter()
+                .map(|c| -> Result<arrow::array::ArrayRef, ApiError> {
+                    let text = match c.data_type() {
+                        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => {
+                            arrow::compute::cast(c, &DataType::Utf8)
+                                .map_err(|e| ApiError::Internal(e.to_string()))?
+                        }
+                        _ => return Ok(c.clone()),
+                    };
+                    let text = text.as_string::<i32>();
+                    let redacted: StringArray = (0..text.len())
+                        .map(|i| (!text.is_null(i)).then(|| redact(text.value(i))))
+                        .collect();
+                    arrow::compute::cast(&redacted, c.data_type())
+                        .map_err(|e| ApiError::Internal(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            RecordBatch::try_new(b.schema(), columns).map_err(|e| ApiError::Internal(e.to_string()))
+        })
+        .collect()
 }

@@ -43,8 +43,18 @@ async fn lake_with(rows: &[(&str, &str)]) -> (tempfile::TempDir, Lake) {
     (dir, lake)
 }
 
+/// The runtime queries run on in production: planning a deep expression
+/// needs its stacks (a test runtime's 2 MiB would overflow).
+fn sql_runtime() -> tokio::runtime::Handle {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| build_runtime(Some(2)).unwrap())
+        .handle()
+        .clone()
+}
+
 fn engine(lake: Lake, config: SqlConfig) -> SqlEngine {
-    SqlEngine::new(config, lake, tokio::runtime::Handle::current())
+    SqlEngine::new(config, lake, sql_runtime())
 }
 
 async fn run(engine: &SqlEngine, tenant: &str, sql: &str) -> Result<String> {
@@ -236,4 +246,194 @@ async fn text_columns_are_scanned_as_views_but_answered_as_plain_strings() {
             .unwrap(),
         "+---------+\n| message |\n+---------+\n| a2      |\n+---------+"
     );
+}
+
+/// `1+1+…+1`: 3,000 terms overflowed the stack and aborted the process.
+#[tokio::test]
+async fn deep_expressions_are_refused_and_the_deepest_allowed_plans() {
+    let (_dir, lake) = lake_with(&[("acme", "a1")]).await;
+    let e = engine(lake, SqlConfig::default());
+    let chain = |op: &str, n: usize| format!("SELECT {}", vec!["1"; n].join(op));
+    for sql in [
+        chain("+", 3_000),
+        chain(" OR ", 20_000),
+        chain(" || ", 3_000),
+    ] {
+        match e.execute(&t("acme"), &sql).await {
+            Err(ApiError::BadRequest(m)) => assert!(m.contains("deep"), "{m}"),
+            other => panic!("expected 400, got {:?}", other.map(|r| r.num_rows())),
+        }
+    }
+    // Just under the limit plans and runs on the SQL runtime's stacks.
+    let r = e.execute(&t("acme"), &chain("+", 990)).await.unwrap();
+    assert_eq!(r.num_rows(), 1);
+    let huge = format!("SELECT '{}'", "x".repeat(300 << 10));
+    assert!(matches!(
+        e.execute(&t("acme"), &huge).await,
+        Err(ApiError::BadRequest(m)) if m.contains("max_sql_bytes")
+    ));
+}
+
+/// A cross join that times out must stop working, and its slot must come
+/// back: before, it kept a core busy and every later query timed out.
+#[tokio::test]
+async fn a_timed_out_query_stops_and_gives_its_slot_back() {
+    let (_dir, lake) = lake_with(&[("acme", "a1")]).await;
+    let e = engine(
+        lake,
+        SqlConfig {
+            timeout_ms: 300,
+            max_concurrent_queries: 1,
+            max_concurrent_queries_per_org: 1,
+            ..Default::default()
+        },
+    );
+    let heavy = "SELECT count(*) FROM generate_series(1,1000000) a, generate_series(1,1000000) b";
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        e.execute(&t("acme"), heavy).await,
+        Err(ApiError::QueryTimeout { limit_ms: 300 })
+    ));
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    // The work itself ends (its slot is released when it does).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while e.running(&t("acme")) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the query kept running"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let r = e.execute(&t("acme"), "SELECT 1 AS one").await.unwrap();
+    assert_eq!(r.num_rows(), 1);
+}
+
+/// Dropping the request (client gone) cancels the query at its next batch.
+#[tokio::test]
+async fn a_dropped_request_cancels_its_query() {
+    let (_dir, lake) = lake_with(&[("acme", "a1")]).await;
+    let e = std::sync::Arc::new(engine(lake, SqlConfig::default()));
+    let heavy = "SELECT count(*) FROM generate_series(1,1000000) a, generate_series(1,1000000) b";
+    let running = tokio::spawn({
+        let e = e.clone();
+        async move { e.execute(&t("acme"), heavy).await.map(|r| r.num_rows()) }
+    });
+    while e.running(&t("acme")) == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    running.abort();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while e.running(&t("acme")) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the query kept running"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// One organization's long queries cannot hold every slot.
+#[tokio::test]
+async fn another_organization_gets_a_slot_while_one_saturates_its_share() {
+    let (_dir, lake) = lake_with(&[("acme", "a1"), ("globex", "g1")]).await;
+    let e = std::sync::Arc::new(engine(
+        lake,
+        SqlConfig {
+            timeout_ms: 5_000,
+            max_concurrent_queries: 4,
+            max_concurrent_queries_per_org: 2,
+            ..Default::default()
+        },
+    ));
+    let heavy = "SELECT count(*) FROM generate_series(1,1000000) a, generate_series(1,1000000) b";
+    let hogs: Vec<_> = (0..4)
+        .map(|_| {
+            let e = e.clone();
+            tokio::spawn(async move { e.execute(&t("acme"), heavy).await.map(|r| r.num_rows()) })
+        })
+        .collect();
+    while e.running(&t("acme")) < 2 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let started = std::time::Instant::now();
+    let r = e
+        .execute(&t("globex"), "SELECT message FROM logs")
+        .await
+        .unwrap();
+    assert_eq!(r.num_rows(), 1);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "globex waited {:?}",
+        started.elapsed()
+    );
+    assert!(e.running(&t("acme")) <= 2);
+    for h in hogs {
+        h.abort();
+    }
+}
+
+/// Functions that allocate from an argument are bounded by the pool before
+/// they run; results are bounded in bytes as well as rows.
+#[tokio::test]
+async fn memory_limits_cover_functions_results_and_concatenation() {
+    let (_dir, lake) = lake_with(&[("acme", "a1")]).await;
+    let small_pool = SqlConfig {
+        memory_limit_bytes: 128 << 20,
+        max_result_bytes: 1 << 30,
+        ..Default::default()
+    };
+    let e = engine(lake.clone(), small_pool);
+    for sql in [
+        "SELECT repeat('x', 2147483647)",
+        "SELECT length(repeat('x', 2147483647)) AS n",
+        "SELECT lpad('a', 2147483647)",
+        "SELECT array_repeat('abc', 1000000000)",
+        "SELECT range(1, 10000000000)",
+        "SELECT replace(repeat('a', 100000), 'a', repeat('b', 100000))",
+        "SELECT repeat('z', 1048576) FROM generate_series(1, 192)",
+        "WITH a AS (SELECT repeat('x', 16000000) s) SELECT s||s||s||s||s||s||s||s||s||s FROM a",
+    ] {
+        match e.execute(&t("acme"), sql).await {
+            Err(ApiError::ResourcesExhausted(m)) => assert!(m.contains("memory"), "{sql}: {m}"),
+            other => panic!("{sql}: expected 422, got {:?}", other.map(|r| r.num_rows())),
+        }
+    }
+    // Within the limits the same functions work.
+    let r = run(
+        &e,
+        "acme",
+        "SELECT length(repeat('ab', 1000)) AS n, 'a' || NULL IS NULL AS strict, 'a' || 1 AS mixed",
+    )
+    .await
+    .unwrap();
+    assert!(r.contains("| 2000 | true   | a1    |"), "{r}");
+    // The result's byte limit cuts rows and says so.
+    let e = engine(
+        lake,
+        SqlConfig {
+            max_result_bytes: 8 << 20,
+            ..Default::default()
+        },
+    );
+    let r = e
+        .execute(
+            &t("acme"),
+            "SELECT repeat('z', 1048576) AS z FROM generate_series(1, 64)",
+        )
+        .await
+        .unwrap();
+    assert!(r.truncated);
+    assert!(r.num_rows() < 64, "{}", r.num_rows());
+}
+
+/// EXPLAIN shows files relative to the lake, never server paths.
+#[tokio::test]
+async fn explain_does_not_show_server_paths() {
+    let (dir, lake) = lake_with(&[("acme", "a1")]).await;
+    let e = engine(lake, SqlConfig::default());
+    let plan = run(&e, "acme", "EXPLAIN SELECT * FROM logs").await.unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    let root = root.to_string_lossy();
+    assert!(!plan.contains(root.trim_start_matches('/')), "{plan}");
+    assert!(plan.contains("logs/tenant_id=acme/date="), "{plan}");
 }
