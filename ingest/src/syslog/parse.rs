@@ -24,6 +24,10 @@ use serde_json::{Map, Value};
 /// number works, this one is ours by convention).
 pub const KEY_SD_ID: &str = "securenet@32473";
 
+/// The priority RFC 3164 §4.3.3 gives a message that has none: facility
+/// user (1), severity notice (5).
+const DEFAULT_PRI: u8 = 13;
+
 /// What parsing needs to know besides the bytes.
 #[derive(Debug, Clone)]
 pub struct ParseContext {
@@ -182,10 +186,10 @@ fn parse_any(msg: &[u8], ctx: &ParseContext) -> Parsed {
     };
     match result {
         Ok(mut p) => {
-            if let Some(pri) = pri {
-                p.record.facility = Some(pri / 8);
-                p.record.severity = Some(pri % 8);
-            }
+            // Without a PRI, RFC 3164 §4.3.3: a relay assigns 13 (user.notice).
+            let pri = pri.unwrap_or(DEFAULT_PRI);
+            p.record.facility = Some(pri / 8);
+            p.record.severity = Some(pri % 8);
             p
         }
         Err(()) => unparsed(msg, ctx),
@@ -408,10 +412,15 @@ fn parse_3164(b: &[u8], ctx: &ParseContext) -> Parsed {
         host = Some(text(first));
         b = rest;
     }
-    let (app, pid, message) = match tag(b) {
-        Some(t) => (Some(text(t.name)), t.pid.map(text), t.message),
-        None => (None, None, b),
+    let (app, pid, version, message) = match tag(b) {
+        Some(t) => (Some(text(t.name)), t.pid.map(text), t.version, t.message),
+        None => (None, None, None, b),
     };
+    let structured_data = version.map(|v| {
+        let mut sd = Map::new();
+        sd.insert("version".into(), Value::String(text(v)));
+        Value::Object(sd).to_string()
+    });
     Parsed {
         record: LogRecord {
             ts_ms: ts_ms.unwrap_or(ctx.received_ms),
@@ -419,6 +428,7 @@ fn parse_3164(b: &[u8], ctx: &ParseContext) -> Parsed {
             app,
             pid,
             message: text(message),
+            structured_data,
             ..Default::default()
         },
         api_key: None,
@@ -434,20 +444,45 @@ fn looks_like_tag(token: &[u8]) -> bool {
 struct Tag<'a> {
     name: &'a [u8],
     pid: Option<&'a [u8]>,
+    /// `syslogd 1.4.1:` — a version between the name and the colon.
+    version: Option<&'a [u8]>,
     message: &'a [u8],
 }
 
 /// `TAG[PID]: MSG` or `TAG: MSG`. Tag characters are what real senders use
-/// (`postfix/smtpd`, `systemd-logind`, `CRON`, `kernel`).
+/// (`postfix/smtpd`, `systemd-logind`, `CRON`, `kernel`), including a
+/// parenthesised part as PAM modules log it — `sshd(pam_unix)[19939]:` is
+/// app `sshd(pam_unix)`, pid `19939`, as rsyslog's `programname` has it.
+/// A version after the name (`syslogd 1.4.1: restart.`) is kept as
+/// `version` beside the tag.
 fn tag(b: &[u8]) -> Option<Tag<'_>> {
     let end = b.iter().take(64).position(|c| {
-        !(c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b'/' | b'@'))
+        !(c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b'/' | b'@' | b'(' | b')'))
     })?;
     if end == 0 {
         return None;
     }
     let name = &b[..end];
-    let rest = &b[end..];
+    // A parenthesised part must be balanced: `(root)` alone is no tag.
+    let opens = name.iter().filter(|c| **c == b'(').count();
+    let closes = name.iter().filter(|c| **c == b')').count();
+    if opens != closes || name[0] == b'(' {
+        return None;
+    }
+    let mut rest = &b[end..];
+    let mut version = None;
+    if let Some(after) = rest.strip_prefix(b" ") {
+        // `name 1.4.1:`: a version, digits and dots, then the colon.
+        let v = after
+            .iter()
+            .take(16)
+            .take_while(|c| c.is_ascii_digit() || **c == b'.')
+            .count();
+        if v > 0 && after[0].is_ascii_digit() && after.get(v) == Some(&b':') {
+            version = Some(&after[..v]);
+            rest = &after[v..];
+        }
+    }
     let (pid, rest) = match rest.strip_prefix(b"[") {
         Some(r) => {
             let close = r.iter().take(32).position(|c| *c == b']')?;
@@ -459,6 +494,7 @@ fn tag(b: &[u8]) -> Option<Tag<'_>> {
     Some(Tag {
         name,
         pid,
+        version,
         message: msg.strip_prefix(b" ").unwrap_or(msg),
     })
 }
@@ -696,10 +732,44 @@ mod tests {
             (None, Some("sshd"), Some("99"))
         );
 
-        // No PRI.
+        // No PRI: RFC 3164's default, user.notice.
         let r = p("Nov 26 09:01:02 h kernel: eth0 up");
-        assert_eq!((r.facility, r.severity), (None, None));
+        assert_eq!((r.facility, r.severity), (Some(1), Some(5)));
         assert_eq!(r.app.as_deref(), Some("kernel"));
+
+        // PAM modules' parenthesised tags (43% of a public Linux sample).
+        let r = p(
+            "Jun 14 15:16:01 combo sshd(pam_unix)[19939]: authentication failure; logname= uid=0",
+        );
+        assert_eq!(r.host.as_deref(), Some("combo"));
+        assert_eq!(
+            (r.app.as_deref(), r.pid.as_deref()),
+            (Some("sshd(pam_unix)"), Some("19939"))
+        );
+        assert_eq!(r.message, "authentication failure; logname= uid=0");
+        let r = p(
+            "Jun 15 04:06:18 combo su(pam_unix)[21416]: session opened for user cyrus by (uid=0)",
+        );
+        assert_eq!(r.app.as_deref(), Some("su(pam_unix)"));
+        // A version after the program name.
+        let r = p("Jun 18 02:23:10 combo syslogd 1.4.1: restart.");
+        assert_eq!(
+            (r.host.as_deref(), r.app.as_deref()),
+            (Some("combo"), Some("syslogd"))
+        );
+        assert_eq!(r.message, "restart.");
+        assert_eq!(r.structured_data.as_deref(), Some(r#"{"version":"1.4.1"}"#));
+        // Mark lines and messages that start with dashes have no tag.
+        let r = p("Jun 17 07:07:00 combo -- MARK --");
+        assert_eq!((r.host.as_deref(), r.app.as_deref()), (Some("combo"), None));
+        assert_eq!(r.message, "-- MARK --");
+        // Parentheses alone are not a tag.
+        let r = p("<13>Nov  6 09:01:02 web-01 (root) CMD (true)");
+        assert_eq!(
+            (r.host.as_deref(), r.app.as_deref()),
+            (Some("web-01"), None)
+        );
+        assert_eq!(r.message, "(root) CMD (true)");
 
         // Cisco: sequence number, '*' marker, colon after the time.
         let r = p("<189>52: *Nov 26 09:01:02.123: %SYS-5-CONFIG_I: Configured from console");
