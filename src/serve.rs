@@ -301,7 +301,9 @@ pub async fn run(
     } else {
         app = app.merge(query_api::ops_router(ops));
     }
-    let app = app.layer(middleware::from_fn(query_api::headers::security_headers));
+    let app = app
+        .method_not_allowed_fallback(query_api::method_not_allowed)
+        .layer(middleware::from_fn(query_api::headers::security_headers));
 
     let listener = TcpListener::bind(config.http.listen)
         .await

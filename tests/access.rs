@@ -518,3 +518,59 @@ async fn the_openapi_document_lists_exactly_the_served_routes() {
     }
     assert_eq!(documented, table().len() + 4);
 }
+
+/// Every error is JSON with its own status: an oversized JSON body is 413
+/// (not 400), a wrong method 405, a bad query string 400 — on the API and
+/// the ingest routes alike.
+#[tokio::test]
+async fn errors_are_json_with_their_own_status() {
+    let env = Env::new();
+    let server = env.serve();
+    let key = crate::support::DEFAULT_KEY;
+    let big = format!("{{\"name\": \"{}\"}}", "x".repeat(3 << 20));
+    let path = env.path().join("big.json");
+    std::fs::write(&path, big).unwrap();
+    let r = curl(&[
+        &server.url("/api/orgs/current/api-keys"),
+        "-H",
+        &format!("Authorization: Bearer {key}"),
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        &format!("@{}", path.display()),
+    ]);
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert_eq!(r.json()["code"], "payload_too_large");
+    for (method, path) in [
+        ("PUT", "/api/sql"),
+        ("DELETE", "/api/orgs/current"),
+        ("GET", "/api/ingest/logs"),
+    ] {
+        let r = curl(&[
+            "-X",
+            method,
+            &server.url(path),
+            "-H",
+            &format!("Authorization: Bearer {key}"),
+        ]);
+        assert_eq!(r.status, 405, "{method} {path}: {}", r.body);
+        assert_eq!(r.json()["code"], "method_not_allowed", "{method} {path}");
+    }
+    let r = curl(&[
+        &server.url("/api/billing/limits/check?additional_devices=many"),
+        "-H",
+        &format!("Authorization: Bearer {key}"),
+    ]);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["code"], "bad_request");
+    let r = curl(&[
+        &server.url("/api/orgs/current/api-keys"),
+        "-H",
+        &format!("Authorization: Bearer {key}"),
+        "-H",
+        "Content-Type: text/plain",
+        "--data-binary",
+        "{\"name\": \"k\"}",
+    ]);
+    assert_eq!(r.status, 415, "{}", r.body);
+}

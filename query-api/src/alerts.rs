@@ -15,7 +15,7 @@
 //! caller sends is interpreted as SQL.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -94,9 +94,9 @@ pub struct AnomalyParams {
 pub async fn anomalies(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    params: std::result::Result<Query<AnomalyParams>, axum::extract::rejection::QueryRejection>,
+    params: crate::extract::QueryParams<AnomalyParams>,
 ) -> Result<Json<Value>> {
-    let Query(p) = params.map_err(ApiError::from)?;
+    let crate::extract::QueryParams(p) = params;
     let limit = limit(p.limit)?;
     let mut filters = vec!["1 = 1".to_string()];
     let sev = severities(p.severity.as_deref())?;
@@ -184,12 +184,9 @@ pub struct NotificationParams {
 pub async fn notifications(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    params: std::result::Result<
-        Query<NotificationParams>,
-        axum::extract::rejection::QueryRejection,
-    >,
+    params: crate::extract::QueryParams<NotificationParams>,
 ) -> Result<Json<Value>> {
-    let Query(p) = params.map_err(ApiError::from)?;
+    let crate::extract::QueryParams(p) = params;
     let limit = limit(p.limit)?;
     let sev = severities(p.severity.as_deref())?;
     let before = p.cursor.as_deref().map(cursor).transpose()?;

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use axum::extract::rejection::JsonRejection;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use detectors::drain::{Drain, DrainConfig};
@@ -90,15 +89,6 @@ fn range(req: &RangeRequest) -> Result<(i64, i64)> {
     Ok((since, until))
 }
 
-fn body<T: Default>(b: std::result::Result<Json<T>, JsonRejection>) -> Result<T> {
-    match b {
-        Ok(Json(v)) => Ok(v),
-        // No body at all: the defaults.
-        Err(JsonRejection::MissingJsonContentType(_)) => Ok(T::default()),
-        Err(e) => Err(e.into()),
-    }
-}
-
 fn iso(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
@@ -146,9 +136,9 @@ struct TemplateCount {
 pub async fn summary(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    req: std::result::Result<Json<RangeRequest>, JsonRejection>,
+    req: crate::extract::OptionalJsonBody<RangeRequest>,
 ) -> Result<Response> {
-    let req = body(req)?;
+    let crate::extract::OptionalJsonBody(req) = req;
     let (since, until) = range(&req)?;
     let top = req.top.unwrap_or(10);
     if !(1..=100).contains(&top) {
@@ -405,9 +395,9 @@ impl EntityRisk {
 pub async fn threat_analysis(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    req: std::result::Result<Json<RangeRequest>, JsonRejection>,
+    req: crate::extract::OptionalJsonBody<RangeRequest>,
 ) -> Result<Json<Value>> {
-    let req = body(req)?;
+    let crate::extract::OptionalJsonBody(req) = req;
     let (since, until) = range(&req)?;
     if req.format.is_some() || req.top.is_some() {
         return Err(ApiError::BadRequest(

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{MatchedPath, Query, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -74,9 +74,9 @@ pub struct AuditParams {
 pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    params: std::result::Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
+    params: crate::extract::QueryParams<AuditParams>,
 ) -> Result<Json<Value>> {
-    let Query(p) = params.map_err(ApiError::from)?;
+    let crate::extract::QueryParams(p) = params;
     let limit = p.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::BadRequest("limit must be within 1..=500".into()));

@@ -5,8 +5,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use chrono::{Months, NaiveDate};
 use control::billing::{self, Invoice, StripeOutcome};
@@ -103,9 +102,9 @@ pub struct LimitParams {
 pub async fn limits_check(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    params: std::result::Result<Query<LimitParams>, QueryRejection>,
+    params: crate::extract::QueryParams<LimitParams>,
 ) -> Result<Json<Value>> {
-    let Query(p) = params.map_err(ApiError::from)?;
+    let crate::extract::QueryParams(p) = params;
     for (name, n) in [
         ("additional_devices", p.additional_devices),
         ("additional_scans", p.additional_scans),
@@ -175,9 +174,9 @@ pub struct PlanChange {
 pub async fn change_plan(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    body: std::result::Result<Json<PlanChange>, JsonRejection>,
+    body: crate::extract::JsonBody<PlanChange>,
 ) -> Result<Json<Value>> {
-    let Json(req) = body.map_err(ApiError::from)?;
+    let crate::extract::JsonBody(req) = body;
     let plan: Plan = req.plan.parse()?;
     let before = org_of(&state, &caller)?;
     if before.plan == Plan::Msp && plan != Plan::Msp {
@@ -237,9 +236,9 @@ async fn invoice_for(
 pub async fn invoices(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    params: std::result::Result<Query<InvoiceParams>, QueryRejection>,
+    params: crate::extract::QueryParams<InvoiceParams>,
 ) -> Result<Json<Value>> {
-    let Query(p) = params.map_err(ApiError::from)?;
+    let crate::extract::QueryParams(p) = params;
     let org = org_of(&state, &caller)?;
     let history = state.store.plan_history(&org)?;
     let current = billing::month_start(now_ms());

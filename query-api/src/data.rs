@@ -12,8 +12,7 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use serde_json::{Value, json};
 
 use crate::alerts::{limit, quote, rfc3339_ms, to_json_rows};
@@ -228,10 +227,10 @@ async fn list(
     Ok(json!({ listing.table: rows, "next_cursor": next }))
 }
 
-type Params = std::result::Result<Query<BTreeMap<String, String>>, QueryRejection>;
+type Params = crate::extract::QueryParams<BTreeMap<String, String>>;
 
 fn params(p: Params) -> Result<BTreeMap<String, String>> {
-    p.map(|Query(q)| q).map_err(ApiError::from)
+    Ok(p.0)
 }
 
 /// `GET /api/logs`

@@ -25,6 +25,9 @@ pub enum ApiError {
     #[error("{0}")]
     UnsupportedMediaType(String),
 
+    #[error("{0}")]
+    MethodNotAllowed(String),
+
     #[error("request body is over this route's limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
 
@@ -57,20 +60,6 @@ pub enum ApiError {
 
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 
-/// A JSON body or query string that does not parse is the caller's (400,
-/// with axum's explanation).
-impl From<axum::extract::rejection::JsonRejection> for ApiError {
-    fn from(e: axum::extract::rejection::JsonRejection) -> Self {
-        ApiError::BadRequest(e.body_text())
-    }
-}
-
-impl From<axum::extract::rejection::QueryRejection> for ApiError {
-    fn from(e: axum::extract::rejection::QueryRejection) -> Self {
-        ApiError::BadRequest(e.body_text())
-    }
-}
-
 /// Bad ids and plan names in a request are the caller's (400).
 impl From<schemas::Error> for ApiError {
     fn from(e: schemas::Error) -> Self {
@@ -101,6 +90,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::PayloadTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
             }

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use control::insights::{ModelRecord, ModelStatus, ModelType, TrainingSession};
 use detectors::streaming::{TenantModel, WINDOW_MODEL_ID};
@@ -226,7 +226,7 @@ pub struct UploadParams {
 pub async fn upload(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Query(params): Query<UploadParams>,
+    crate::extract::QueryParams(params): crate::extract::QueryParams<UploadParams>,
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>)> {
@@ -297,9 +297,9 @@ fn slug(name: &str) -> String {
 pub async fn train(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    body: std::result::Result<Json<TrainRequest>, axum::extract::rejection::JsonRejection>,
+    body: crate::extract::JsonBody<TrainRequest>,
 ) -> Result<(StatusCode, Json<Value>)> {
-    let Json(req) = body.map_err(ApiError::from)?;
+    let crate::extract::JsonBody(req) = body;
     let id = slug(&req.name);
     if id.is_empty() || id == WINDOW_MODEL_ID {
         return Err(ApiError::BadRequest(format!(
@@ -583,9 +583,9 @@ pub async fn predict(
     State(state): State<AppState>,
     Caller(caller): Caller,
     UrlPath(id): UrlPath<String>,
-    body: std::result::Result<Json<PredictRequest>, axum::extract::rejection::JsonRejection>,
+    body: crate::extract::JsonBody<PredictRequest>,
 ) -> Result<Json<Value>> {
-    let Json(req) = body.map_err(ApiError::from)?;
+    let crate::extract::JsonBody(req) = body;
     if req.rows.is_empty() || req.rows.len() > MAX_PREDICT_ROWS {
         return Err(ApiError::BadRequest(format!(
             "rows must hold 1..={MAX_PREDICT_ROWS} rows"

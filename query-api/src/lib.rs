@@ -39,6 +39,8 @@
 //! - [`ops`]: `/api/metrics/health`, `/metrics`, `/api/metrics/prometheus`.
 //! - [`headers`]: security headers on every response.
 //! - [`error`]: [`ApiError`] and its one mapping to HTTP statuses.
+//! - [`extract`]: JSON body and query string extractors whose rejections
+//!   are [`ApiError`]s (413 over the limit, 415, 400).
 //! - [`fair`]: fair per-organization admission to shared slots (SQL
 //!   queries, model training).
 
@@ -50,6 +52,7 @@ pub mod billing;
 pub mod dashboard;
 pub mod data;
 pub mod error;
+pub mod extract;
 pub mod fair;
 pub mod headers;
 pub mod insights;
@@ -65,4 +68,6 @@ pub mod state;
 pub mod usage;
 
 pub use error::{ApiError, Result};
-pub use state::{ApiConfig, AppState, HealthCheck, OpsState, ops_router, router};
+pub use state::{
+    ApiConfig, AppState, HealthCheck, OpsState, method_not_allowed, ops_router, router,
+};

@@ -24,8 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use control::MetaStore;
 use control::notify::{Channel, ChannelKind, DueDelivery};
@@ -302,9 +301,9 @@ pub async fn list_channels(
 pub async fn create_channel(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    body: std::result::Result<Json<NewChannel>, JsonRejection>,
+    body: crate::extract::JsonBody<NewChannel>,
 ) -> Result<(StatusCode, Json<Value>)> {
-    let Json(req) = body.map_err(ApiError::from)?;
+    let crate::extract::JsonBody(req) = body;
     let kind = match req.kind.as_str() {
         "webhook" => ChannelKind::Webhook,
         "email" => ChannelKind::Email,
@@ -398,9 +397,9 @@ pub struct DeliveryParams {
 pub async fn deliveries(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    params: std::result::Result<Query<DeliveryParams>, QueryRejection>,
+    params: crate::extract::QueryParams<DeliveryParams>,
 ) -> Result<Json<Value>> {
-    let Query(p) = params.map_err(ApiError::from)?;
+    let crate::extract::QueryParams(p) = params;
     let limit = crate::alerts::limit(p.limit)?;
     let before = match &p.cursor {
         Some(c) => {

@@ -14,7 +14,6 @@
 //! - `DELETE /api/orgs/current/api-keys/{id}` (admin) — revoke; `204`.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use control::{NewOrganization, Role};
@@ -57,9 +56,9 @@ pub struct NewKey {
 pub async fn create_key(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    body: std::result::Result<Json<NewKey>, JsonRejection>,
+    body: crate::extract::JsonBody<NewKey>,
 ) -> Result<(StatusCode, Json<Value>)> {
-    let req = body.map_err(ApiError::from)?.0;
+    let req = body.0;
     let name = req.name.trim();
     if name.is_empty() || name.len() > 128 {
         return Err(ApiError::BadRequest(
@@ -199,9 +198,9 @@ pub struct NewOrg {
 pub async fn create_org(
     State(state): State<AppState>,
     caller: PlatformCaller,
-    body: std::result::Result<Json<NewOrg>, JsonRejection>,
+    body: crate::extract::JsonBody<NewOrg>,
 ) -> Result<(StatusCode, Json<Value>)> {
-    let req = body.map_err(ApiError::from)?.0;
+    let req = body.0;
     let parent_id = req.parent_id.as_deref().map(TenantId::new).transpose()?;
     let parent_id = match &caller {
         PlatformCaller::Operator => parent_id,
@@ -259,9 +258,9 @@ pub struct NewUser {
 pub async fn create_user(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    body: std::result::Result<Json<NewUser>, JsonRejection>,
+    body: crate::extract::JsonBody<NewUser>,
 ) -> Result<(StatusCode, Json<Value>)> {
-    let req = body.map_err(ApiError::from)?.0;
+    let req = body.0;
     let role: Role = req.role.as_deref().unwrap_or("viewer").parse()?;
     let slot = state.sign_in.hashing_slot().await?;
     let store = state.store.clone();

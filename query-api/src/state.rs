@@ -124,6 +124,9 @@ pub fn ops_router(ops: OpsState) -> Router {
         .with_state(ops)
 }
 
+/// Largest JSON body of a route without its own limit (axum's default).
+pub const DEFAULT_JSON_LIMIT: usize = 2 << 20;
+
 /// The query API's routes over `state`: the route table, each route behind
 /// its access check.
 pub fn router(state: AppState) -> Router {
@@ -156,10 +159,18 @@ pub fn router(state: AppState) -> Router {
         .route("/api/openapi.json", get(crate::openapi::handler))
         .merge(ops_router(state.ops))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(DEFAULT_JSON_LIMIT))
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound(format!("no route for {}", uri.path()))
+}
+
+/// A known route called with another method: JSON like every error. The
+/// binary sets it on the whole router too (ingest routes included).
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{} is not allowed on {}", method, uri.path()))
 }
 
 /// Serializes a configured secret as `"<redacted>"` (so `securenet config`

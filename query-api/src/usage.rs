@@ -16,7 +16,7 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chrono::{Datelike, Months, NaiveDate, Utc};
@@ -141,9 +141,9 @@ fn month_of(p: &UsageParams) -> Result<NaiveDate> {
 pub async fn billing_usage(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    params: std::result::Result<Query<UsageParams>, axum::extract::rejection::QueryRejection>,
+    params: crate::extract::QueryParams<UsageParams>,
 ) -> Result<Json<serde_json::Value>> {
-    let Query(p) = params.map_err(ApiError::from)?;
+    let crate::extract::QueryParams(p) = params;
     if p.format.is_some() {
         return Err(ApiError::BadRequest(
             "format is for /api/metrics/usage/export".into(),
@@ -162,9 +162,9 @@ pub async fn billing_usage(
 pub async fn export(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    params: std::result::Result<Query<UsageParams>, axum::extract::rejection::QueryRejection>,
+    params: crate::extract::QueryParams<UsageParams>,
 ) -> Result<Response> {
-    let Query(p) = params.map_err(ApiError::from)?;
+    let crate::extract::QueryParams(p) = params;
     let usage = recorded(&state.sql, &caller.tenant, month_of(&p)?).await?;
     let name = format!("usage-{}-{}", caller.tenant, usage.month);
     let batch = RecordBatch::try_new(

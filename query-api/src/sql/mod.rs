@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use datafusion::execution::SendableRecordBatchStream;
@@ -321,7 +321,7 @@ pub struct FormatParam {
 pub async fn handler(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Query(param): Query<FormatParam>,
+    crate::extract::QueryParams(param): crate::extract::QueryParams<FormatParam>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response> {
