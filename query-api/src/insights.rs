@@ -4,7 +4,11 @@
 //! - `GET  /api/insights/models` — every model version (viewer and up).
 //! - `POST /api/insights/models/upload-training-data` — CSV (`text/csv`) or
 //!   JSON (`application/json`, an array of objects or NDJSON); `?label=`
-//!   names the label column (default `label` if present). The cleaned
+//!   names the label column (default `label` if present), `?unlabelled=true`
+//!   says there is none; a column whose name looks like an answer
+//!   (`anomaly`, `is_attack`, `class`…) is refused unless one of them says
+//!   what it is, so a model never trains on the answer as a feature. The
+//!   answer lists the features, the label and the ignored columns. The cleaned
 //!   dataset is stored under `datasets/tenant_id=<t>/<id>.json` (member and
 //!   up).
 //! - `POST /api/insights/models/train` — `{"dataset_id", "name",
@@ -218,8 +222,13 @@ pub async fn list(State(state): State<AppState>, Caller(caller): Caller) -> Resu
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UploadParams {
+    /// The label column.
     label: Option<String>,
+    /// The data has no label: every numeric column is a feature.
+    #[serde(default)]
+    unlabelled: bool,
 }
 
 /// `POST /api/insights/models/upload-training-data`
@@ -241,9 +250,20 @@ pub async fn upload(
             )));
         }
     };
+    if params.label.is_some() && params.unlabelled {
+        return Err(ApiError::BadRequest(
+            "give either label=COLUMN or unlabelled=true, not both".into(),
+        ));
+    }
     let label = params.label.clone();
+    let unlabelled = params.unlabelled;
     let dataset = tokio::task::spawn_blocking(move || {
-        training::parse(&body, format, label.as_deref(), &Limits::default())
+        let label = match (&label, unlabelled) {
+            (Some(l), _) => training::Label::Column(l),
+            (None, true) => training::Label::Unlabelled,
+            (None, false) => training::Label::Auto,
+        };
+        training::parse(&body, format, label, &Limits::default())
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?

@@ -151,7 +151,7 @@ pub fn table() -> Vec<Endpoint> {
         ep(M::GET, "/api/findings", VIEWER, "findings, newest first (severity, ip, port, cve...)", get(data::findings)).query(&[("since", "string"), ("until", "string"), ("limit", "integer"), ("cursor", "string"), ("severity", "string"), ("ip", "string"), ("port", "integer"), ("scan_id", "string"), ("device_id", "string"), ("cve", "string")]),
         ep(M::GET, "/api/metrics/usage/export", VIEWER, "usage export as CSV, JSON or Parquet", get(usage::export)).query(&[("month", "string"), ("format", "string")]).produces(&["text/csv", "application/json", "application/vnd.apache.parquet"]),
         ep(M::GET, "/api/insights/models", VIEWER, "models and training sessions", get(insights::list)),
-        ep(M::POST, "/api/insights/models/upload-training-data", MEMBER, "upload CSV or JSON training data", post(insights::upload).layer(axum::extract::DefaultBodyLimit::max(insights::MAX_UPLOAD_BYTES,))).created().query(&[("label", "string")]),
+        ep(M::POST, "/api/insights/models/upload-training-data", MEMBER, "upload CSV or JSON training data", post(insights::upload).layer(axum::extract::DefaultBodyLimit::max(insights::MAX_UPLOAD_BYTES,))).created().query(&[("label", "string"), ("unlabelled", "boolean")]),
         ep(M::POST, "/api/insights/models/train", MEMBER, "queue a training job (202 with the session to poll)", post(insights::train)).accepted().body::<insights::TrainRequest>(),
         ep(M::GET, "/api/insights/models/training-sessions/{id}", VIEWER, "a training session (poll a queued training)", get(insights::training_session)),
         ep(M::POST, "/api/insights/models/{id}/predict", VIEWER, "predictions with confidence scores", post(insights::predict)).body::<insights::PredictRequest>(),

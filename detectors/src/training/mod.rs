@@ -100,14 +100,44 @@ impl Dataset {
     }
 }
 
-/// Parses and cleans an upload. `label`: the label column's name; `None`
-/// uses a column named `label` if there is one.
-pub fn parse(
-    bytes: &[u8],
-    format: Format,
-    label: Option<&str>,
-    limits: &Limits,
-) -> Result<Dataset> {
+/// Which column holds the answer a model learns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Label<'a> {
+    /// This column (it must exist).
+    Column(&'a str),
+    /// None: every numeric column is a feature (the uploader said so).
+    Unlabelled,
+    /// A column named `label` if there is one; a column whose name looks
+    /// like an answer (`anomaly`, `is_attack`, `class`…) is refused rather
+    /// than trained on as a feature.
+    Auto,
+}
+
+/// Column names that look like an answer, not a measurement.
+const LABEL_LIKE: &[&str] = &[
+    "labels",
+    "anomaly",
+    "anomalous",
+    "is_anomaly",
+    "attack",
+    "is_attack",
+    "malicious",
+    "is_malicious",
+    "fraud",
+    "is_fraud",
+    "class",
+    "target",
+    "y",
+    "outcome",
+    "ground_truth",
+    "truth",
+    "verdict",
+    "category",
+    "tag",
+];
+
+/// Parses and cleans an upload; `label` says which column is the answer.
+pub fn parse(bytes: &[u8], format: Format, label: Label<'_>, limits: &Limits) -> Result<Dataset> {
     if std::str::from_utf8(bytes).is_err() {
         return Err(invalid("training data must be UTF-8 text"));
     }
@@ -150,14 +180,30 @@ pub fn parse(
         .map(|s| s.to_string())
         .collect();
     let label_column = match label {
-        Some(l) if names.iter().any(|n| n == l) => Some(l.to_string()),
-        Some(l) => {
+        Label::Column(l) if names.iter().any(|n| n == l) => Some(l.to_string()),
+        Label::Column(l) => {
             return Err(invalid(format!(
                 "label column {l:?} is not in the data (columns: {})",
                 names.join(", ")
             )));
         }
-        None => names.iter().find(|n| n.as_str() == "label").cloned(),
+        Label::Unlabelled => None,
+        Label::Auto => match names.iter().find(|n| n.as_str() == "label") {
+            Some(l) => Some(l.clone()),
+            None => {
+                if let Some(suspect) = names
+                    .iter()
+                    .find(|n| LABEL_LIKE.contains(&n.to_ascii_lowercase().as_str()))
+                {
+                    return Err(invalid(format!(
+                        "column {suspect:?} looks like a label: as a feature the model would \
+                         learn the answer. Name the label (?label={suspect}) or say the data \
+                         has none (?unlabelled=true)"
+                    )));
+                }
+                None
+            }
+        },
     };
     let mut features = Vec::new();
     let mut ignored = Vec::new();

@@ -26,7 +26,7 @@ fn csv_with_labels_trains_a_random_forest_with_held_out_metrics() {
     let data = parse(
         labelled_csv(2000, 1).as_bytes(),
         Format::Csv,
-        None,
+        Label::Auto,
         &Limits::default(),
     )
     .unwrap();
@@ -70,7 +70,13 @@ fn unlabelled_json_trains_an_isolation_forest() {
         .map(|_| serde_json::json!({"events": rng.random_range(10.0..20.0), "errors": rng.random_range(0..2), "note": "x"}))
         .collect();
     let body = serde_json::to_string(&rows).unwrap();
-    let data = parse(body.as_bytes(), Format::Json, None, &Limits::default()).unwrap();
+    let data = parse(
+        body.as_bytes(),
+        Format::Json,
+        Label::Auto,
+        &Limits::default(),
+    )
+    .unwrap();
     assert_eq!(data.features, ["errors", "events"]); // serde_json sorts keys
     assert!(data.labels.is_none());
     let (model, m) = train(&data, &TrainParams::default()).unwrap();
@@ -91,7 +97,13 @@ fn unlabelled_json_trains_an_isolation_forest() {
 
     // NDJSON works too.
     let lines: String = rows.iter().map(|r| r.to_string() + "\n").collect();
-    let again = parse(lines.as_bytes(), Format::Json, None, &Limits::default()).unwrap();
+    let again = parse(
+        lines.as_bytes(),
+        Format::Json,
+        Label::Auto,
+        &Limits::default(),
+    )
+    .unwrap();
     assert_eq!(again.rows, 500);
 }
 
@@ -101,7 +113,7 @@ fn incomplete_rows_are_dropped_and_counted() {
     csv.push_str(",1,443,benign,h\n");
     csv.push_str("12.5,1,443,,h\n");
     csv.push_str("NaN,1,443,benign,h\n");
-    let data = parse(csv.as_bytes(), Format::Csv, None, &Limits::default()).unwrap();
+    let data = parse(csv.as_bytes(), Format::Csv, Label::Auto, &Limits::default()).unwrap();
     assert_eq!((data.rows, data.dropped_rows), (100, 3));
 }
 
@@ -112,24 +124,28 @@ fn bad_uploads_are_clear_errors() {
         Err(TrainingError::Invalid(m)) => m,
         other => panic!("expected an error, got {other:?}"),
     };
-    assert!(err(b"a,b\n\xff\xfe,1\n", Format::Csv, None).contains("UTF-8"));
-    assert!(err(b"name,host\nx,y\n", Format::Csv, None).contains("no numeric feature"));
-    assert!(err(b"a,b\n1,2\n3,4\n", Format::Csv, None).contains("at least 20"));
+    assert!(err(b"a,b\n\xff\xfe,1\n", Format::Csv, Label::Auto).contains("UTF-8"));
+    assert!(err(b"name,host\nx,y\n", Format::Csv, Label::Auto).contains("no numeric feature"));
+    assert!(err(b"a,b\n1,2\n3,4\n", Format::Csv, Label::Auto).contains("at least 20"));
     assert!(
-        err(labelled_csv(50, 4).as_bytes(), Format::Csv, Some("class"),)
-            .contains("label column \"class\"")
+        err(
+            labelled_csv(50, 4).as_bytes(),
+            Format::Csv,
+            Label::Column("class"),
+        )
+        .contains("label column \"class\"")
     );
-    assert!(err(b"{\"a\": 1", Format::Json, None).contains("cannot parse"));
+    assert!(err(b"{\"a\": 1", Format::Json, Label::Auto).contains("cannot parse"));
     let one_class: String = std::iter::once("x,label\n".to_string())
         .chain((0..30).map(|i| format!("{i},ok\n")))
         .collect();
-    assert!(err(one_class.as_bytes(), Format::Csv, None).contains("single class"));
+    assert!(err(one_class.as_bytes(), Format::Csv, Label::Auto).contains("single class"));
     let small = Limits {
         max_rows: 10,
         ..Limits::default()
     };
     assert!(matches!(
-        parse(labelled_csv(50, 5).as_bytes(), Format::Csv, None, &small),
+        parse(labelled_csv(50, 5).as_bytes(), Format::Csv, Label::Auto, &small),
         Err(TrainingError::Invalid(m)) if m.contains("over the limit")
     ));
     // A random forest needs labels.
@@ -137,7 +153,7 @@ fn bad_uploads_are_clear_errors() {
     for i in 0..40 {
         csv.push_str(&format!("{i},{}\n", i * 2));
     }
-    let data = parse(csv.as_bytes(), Format::Csv, None, &limits).unwrap();
+    let data = parse(csv.as_bytes(), Format::Csv, Label::Auto, &limits).unwrap();
     let params = TrainParams {
         kind: Some(ModelKind::RandomForest),
         ..TrainParams::default()
@@ -147,4 +163,43 @@ fn bad_uploads_are_clear_errors() {
         Err(TrainingError::Invalid(_))
     ));
     assert!(predict(&train(&data, &TrainParams::default()).unwrap().0, &[1.0]).is_err());
+}
+
+/// An answer-like column is never silently a feature: named, it is the
+/// label; declared absent, it is a feature; otherwise the upload is refused.
+#[test]
+fn a_label_like_column_must_be_named_or_declared() {
+    let mut csv = String::from("bytes,port,anomaly\n");
+    for i in 0..60 {
+        csv.push_str(&format!(
+            "{},{},{}\n",
+            100 + i,
+            22 + i % 3,
+            i32::from(i % 10 == 0)
+        ));
+    }
+    match parse(csv.as_bytes(), Format::Csv, Label::Auto, &Limits::default()) {
+        Err(TrainingError::Invalid(m)) => {
+            assert!(m.contains("\"anomaly\" looks like a label"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let named = parse(
+        csv.as_bytes(),
+        Format::Csv,
+        Label::Column("anomaly"),
+        &Limits::default(),
+    )
+    .unwrap();
+    assert_eq!(named.features, ["bytes", "port"]);
+    assert_eq!(named.label_column.as_deref(), Some("anomaly"));
+    let none = parse(
+        csv.as_bytes(),
+        Format::Csv,
+        Label::Unlabelled,
+        &Limits::default(),
+    )
+    .unwrap();
+    assert_eq!(none.features, ["bytes", "port", "anomaly"]);
+    assert_eq!(none.label_column, None);
 }
