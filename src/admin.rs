@@ -36,6 +36,7 @@ pub fn orgs(config: &Config, command: OrgsCommand) -> anyhow::Result<()> {
                 parent_id: parent.as_deref().map(TenantId::new).transpose()?,
                 allow_overage,
             })?;
+            audit(&store, &org.id, "orgs create", format!("plan {}", org.plan));
             println!("{}", serde_json::to_string_pretty(&org)?);
         }
         OrgsCommand::Delete { id } => {
@@ -64,7 +65,14 @@ pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::Create { org, name, role } => {
             let role: Role = role.parse()?;
-            let key = store.create_key(&TenantId::new(&org)?, &name, role)?;
+            let tenant = TenantId::new(&org)?;
+            let key = store.create_key(&tenant, &name, role)?;
+            audit(
+                &store,
+                &tenant,
+                "keys create",
+                format!("key {} ({role})", key.id),
+            );
             eprintln!(
                 "created key {} ({role}) for {org}; the secret below is shown only once",
                 key.id
@@ -88,9 +96,30 @@ pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
             }
         }
         KeysCommand::Revoke { org, id } => {
-            store.revoke_key(&TenantId::new(&org)?, &id)?;
+            let tenant = TenantId::new(&org)?;
+            store.revoke_key(&tenant, &id)?;
+            audit(&store, &tenant, "keys revoke", format!("key {id}"));
             eprintln!("revoked key {id} of {org}");
         }
     }
     Ok(())
+}
+
+/// Records a CLI action in the organization's audit log (the operator at
+/// the shell is the actor: `cli:<user>`). A failure to record is reported,
+/// not fatal: the action itself is done.
+fn audit(store: &MetaStore, org: &TenantId, command: &str, what: String) {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let entry = control::insights::AuditEntry::system(
+        org,
+        format!("cli:{user}"),
+        "platform",
+        "CLI",
+        &format!("securenet {command}"),
+        what,
+        0,
+    );
+    if let Err(e) = store.append_audit(&entry) {
+        eprintln!("securenet: the action was done but not recorded in the audit log: {e}");
+    }
 }

@@ -574,3 +574,73 @@ async fn errors_are_json_with_their_own_status() {
     ]);
     assert_eq!(r.status, 415, "{}", r.body);
 }
+
+/// The audit log also records what happens outside a tenant's own API
+/// calls: the platform operator creating the organization, CLI key
+/// actions, sign-ins and token issuance, failed sign-ins and failed
+/// authentication with a known key.
+#[tokio::test]
+async fn the_audit_log_records_operator_cli_sign_in_and_failed_authentication() {
+    let env = env();
+    let server = env.serve();
+    let r = call(
+        &server,
+        "POST",
+        "/api/orgs",
+        &bearer(PLATFORM_TOKEN),
+        Some(&json!({"id": "audited", "name": "Audited", "owner_email": "o@audited.test", "plan": "business"}).to_string()),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let admin = r.json()["api_key"]["key"].as_str().unwrap().to_string();
+    let cli_key = env
+        .cli(&["keys", "create", "--org", "audited", "--role", "viewer"])
+        .trim()
+        .to_string();
+    let cli_id = cli_key.split('_').nth(1).unwrap_or_default().to_string();
+    let r = call(
+        &server,
+        "POST",
+        "/api/orgs/current/users",
+        &bearer(&admin),
+        Some(
+            &json!({"email": "ann@audited.test", "password": "a long enough password"}).to_string(),
+        ),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    for (password, want) in [("a long enough password", 200), ("not the password", 401)] {
+        let r = call(
+            &server,
+            "POST",
+            "/api/auth/token",
+            &[],
+            Some(&json!({"email": "ann@audited.test", "password": password}).to_string()),
+        );
+        assert_eq!(r.status, want, "{}", r.body);
+    }
+    env.cli(&["keys", "revoke", "--org", "audited", &cli_id]);
+    // The revoked key used now: refused, and recorded.
+    let r = call(&server, "GET", "/api/orgs/current", &bearer(&cli_key), None);
+    assert_eq!(r.status, 401);
+    let list = call(
+        &server,
+        "GET",
+        "/api/audit-log?limit=100",
+        &bearer(&admin),
+        None,
+    )
+    .json();
+    let entries = list["entries"].as_array().unwrap().clone();
+    let has = |route: &str, actor_prefix: &str, status: u64| {
+        entries.iter().any(|e| {
+            e["route"] == route
+                && e["key_id"].as_str().unwrap().starts_with(actor_prefix)
+                && e["status"] == status
+        })
+    };
+    assert!(has("/api/orgs", "platform-admin", 201), "{entries:#?}");
+    assert!(has("securenet keys create", "cli:", 0), "{entries:#?}");
+    assert!(has("securenet keys revoke", "cli:", 0), "{entries:#?}");
+    assert!(has("/api/auth/token", "user:", 200), "{entries:#?}");
+    assert!(has("/api/auth/token", "user:", 401), "{entries:#?}");
+    assert!(has("authentication", "", 401), "{entries:#?}");
+}

@@ -265,6 +265,17 @@ async fn the_stripe_webhook_verifies_signatures_and_applies_each_event_once() {
     assert_eq!(current["plan"], "business");
     assert_eq!(current["subscription"]["status"], "active");
     assert_eq!(current["subscription"]["stripe_subscription_id"], "sub_1");
+    // The plan change Stripe drove is in the organization's audit log.
+    let log = get(&server, "/api/audit-log", &admin).json();
+    assert!(
+        log["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["key_id"] == "stripe:evt_sub_1"
+                && e["path"].as_str().unwrap().contains("starter → business")),
+        "{log}"
+    );
 
     // A replay (same event, fresh signature) changes nothing.
     let operator_downgrade = post_json(

@@ -382,7 +382,7 @@ impl MetaStore {
             .get("data")
             .and_then(|d| d.get("object"))
             .ok_or_else(|| Error::Invalid("Stripe event without data.object".into()))?;
-        let (org, outcome) = self.stripe_effect(kind, object, created_ms)?;
+        let (org, outcome) = self.stripe_effect(id, kind, object, created_ms)?;
         let detail = match &outcome {
             StripeOutcome::Applied(d) | StripeOutcome::Ignored(d) => d.clone(),
             StripeOutcome::Duplicate => "duplicate".into(),
@@ -444,6 +444,7 @@ impl MetaStore {
 
     fn stripe_effect(
         &self,
+        event_id: &str,
         kind: &str,
         object: &Value,
         event_ms: i64,
@@ -481,7 +482,23 @@ impl MetaStore {
                     });
                     match plan.map(str::parse::<Plan>).transpose()? {
                         Some(plan) => {
+                            let before = self.organization(&org)?.map(|o| o.plan);
                             let org = self.change_plan(&org, plan, "stripe")?;
+                            if before != Some(org.plan) {
+                                self.append_audit(&crate::insights::AuditEntry::system(
+                                    &org.id,
+                                    format!("stripe:{event_id}"),
+                                    "system",
+                                    "POST",
+                                    "/api/billing/webhook/stripe",
+                                    format!(
+                                        "{kind}: plan {} → {}",
+                                        before.map_or("-", Plan::as_str),
+                                        org.plan
+                                    ),
+                                    200,
+                                ))?;
+                            }
                             StripeOutcome::Applied(format!(
                                 "subscription {status}, plan {}",
                                 org.plan

@@ -515,7 +515,66 @@ pub struct AuditEntry {
     pub at: i64,
 }
 
+impl AuditEntry {
+    /// An entry for something done outside a tenant's own API call: by the
+    /// platform operator, the CLI, Stripe, or a failed sign-in.
+    pub fn system(
+        org: &TenantId,
+        actor: impl Into<String>,
+        role: &str,
+        method: &str,
+        route: &str,
+        path: impl Into<String>,
+        status: u16,
+    ) -> Self {
+        Self {
+            id: 0,
+            org_id: org.clone(),
+            key_id: actor.into(),
+            role: role.to_string(),
+            method: method.to_string(),
+            route: route.to_string(),
+            path: path.into().chars().take(512).collect(),
+            status,
+            at: now_ms(),
+        }
+    }
+}
+
 impl MetaStore {
+    /// Records a failed authentication with a credential whose organization
+    /// is known (a revoked key, or a known key id with a wrong secret) in
+    /// that organization's log — at most once a minute per key, so a flood
+    /// of bad attempts cannot flood the log (or the writer). Unknown keys
+    /// have no organization to tell. Best effort: errors are logged.
+    pub fn record_failed_authentication(&self, presented: &str, method: &str, path: &str) {
+        use std::collections::HashMap;
+        use std::sync::Mutex;
+        use std::time::{Duration, Instant};
+        static RECENT: Mutex<Option<HashMap<String, Instant>>> = Mutex::new(None);
+        let Ok(Some((org, key_id))) = self.key_owner(presented) else {
+            return;
+        };
+        {
+            let mut recent = RECENT.lock().unwrap_or_else(|p| p.into_inner());
+            let recent = recent.get_or_insert_with(HashMap::new);
+            if recent
+                .get(&key_id)
+                .is_some_and(|at| at.elapsed() < Duration::from_secs(60))
+            {
+                return;
+            }
+            if recent.len() > 10_000 {
+                recent.clear();
+            }
+            recent.insert(key_id.clone(), Instant::now());
+        }
+        let entry = AuditEntry::system(&org, key_id, "-", method, "authentication", path, 401);
+        if let Err(e) = self.append_audit(&entry) {
+            tracing::warn!(error = %e, "writing the audit log failed");
+        }
+    }
+
     /// Appends to the audit log; `entry.id` is assigned.
     pub fn append_audit(&self, entry: &AuditEntry) -> Result<()> {
         self.conn().execute(

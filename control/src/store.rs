@@ -693,6 +693,19 @@ impl MetaStore {
         Ok(())
     }
 
+    /// The organization and id of the key `presented` claims to be (its
+    /// public id part), without checking the secret: for attributing a
+    /// failed authentication to the organization it targeted.
+    pub fn key_owner(&self, presented: &str) -> Result<Option<(TenantId, String)>> {
+        let id = keys::key_id(presented);
+        let org: Option<String> = self
+            .read()
+            .prepare_cached("SELECT org_id FROM api_keys WHERE id = ?1")?
+            .query_row([&id], |r| r.get(0))
+            .optional()?;
+        Ok(org.and_then(|o| TenantId::new(&o).ok()).map(|o| (o, id)))
+    }
+
     /// Resolves a presented API key to its principal. The lookup is by the
     /// public id; the hash comparison is constant-time.
     pub fn verify_key(&self, presented: &str) -> Result<Principal> {

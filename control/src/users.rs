@@ -218,6 +218,20 @@ impl MetaStore {
         Ok((user, principal))
     }
 
+    /// Organizations and user ids that have an account with this address.
+    pub fn users_by_email(&self, email: &str) -> Result<Vec<(TenantId, String)>> {
+        let conn = self.read();
+        let mut stmt =
+            conn.prepare_cached("SELECT org_id, id FROM users WHERE email = ?1 LIMIT 16")?;
+        let rows: Vec<(String, String)> = stmt
+            .query_map([email.trim()], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(o, u)| Some((TenantId::new(&o).ok()?, u)))
+            .collect())
+    }
+
     /// The current role of a user of `org`, `None` once deleted.
     pub fn user_role(&self, org: &TenantId, id: &str) -> Result<Option<Role>> {
         let role: Option<String> = self

@@ -63,6 +63,14 @@ pub async fn middleware(
     response
 }
 
+/// Appends an entry made outside the middleware (sign-ins, the platform
+/// operator, failed authentication); a failure to record is logged.
+pub fn record(store: &MetaStore, entry: AuditEntry) {
+    if let Err(e) = store.append_audit(&entry) {
+        warn!(error = %e, "writing the audit log failed");
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditParams {

@@ -128,7 +128,7 @@ fn check(state: &AppState, access: Access, parts: &mut Parts) -> Result<(), ApiE
                 parts.extensions.insert(PlatformCaller::Operator);
                 return Ok(());
             }
-            let principal = control::authenticate(&state.store, &parts.headers)?;
+            let principal = authenticate(state, parts)?;
             let msp = state
                 .store
                 .organization(&principal.tenant)?
@@ -146,7 +146,7 @@ fn check(state: &AppState, access: Access, parts: &mut Parts) -> Result<(), ApiE
             Ok(())
         }
         Access::Role(min) => {
-            let principal = control::authenticate(&state.store, &parts.headers)?;
+            let principal = authenticate(state, parts)?;
             let principal = act_for(state, principal, parts)?;
             // Tell the metering and audit middleware who called — also
             // when the call is refused below: the audit log shows the 403
@@ -168,6 +168,24 @@ fn check(state: &AppState, access: Access, parts: &mut Parts) -> Result<(), ApiE
             Ok(())
         }
     }
+}
+
+/// Authenticates the request; a refused credential whose organization is
+/// known goes to that organization's audit log.
+fn authenticate(state: &AppState, parts: &Parts) -> Result<Principal, ApiError> {
+    control::authenticate(&state.store, &parts.headers)
+        .inspect_err(|e| {
+            if matches!(e, control::Error::InvalidCredentials)
+                && let Some(presented) = control::auth::presented_key(&parts.headers)
+            {
+                state.store.record_failed_authentication(
+                    presented,
+                    parts.method.as_str(),
+                    parts.uri.path(),
+                );
+            }
+        })
+        .map_err(ApiError::from)
 }
 
 /// Middleware on every route of the table, with that route's access.

@@ -134,13 +134,35 @@ pub async fn token(
             let store = state.store.clone();
             // Argon2 takes tens of milliseconds: off the async workers, and
             // at most a few at a time.
-            tokio::task::spawn_blocking(move || {
+            let tried = email.clone();
+            let signed = tokio::task::spawn_blocking(move || {
                 let _slot = slot;
                 store.sign_in(&email, &password, organization.as_ref())
             })
             .await
-            .map_err(|e| ApiError::Internal(format!("sign-in task: {e}")))??
-            .1
+            .map_err(|e| ApiError::Internal(format!("sign-in task: {e}")))?;
+            match signed {
+                Ok((_, principal)) => principal,
+                Err(e) => {
+                    // A failed sign-in to an existing account is in its
+                    // organization's log (an unknown address has no log).
+                    for (org, user) in state.store.users_by_email(&tried).unwrap_or_default() {
+                        crate::audit::record(
+                            &state.store,
+                            control::insights::AuditEntry::system(
+                                &org,
+                                format!("user:{user}"),
+                                "-",
+                                "POST",
+                                "/api/auth/token",
+                                "sign-in failed",
+                                401,
+                            ),
+                        );
+                    }
+                    return Err(e.into());
+                }
+            }
         }
         (None, None) => {
             let key =
@@ -159,6 +181,18 @@ pub async fn token(
         }
     };
     let (token, claims) = state.store.issue_jwt(&principal, ttl)?;
+    crate::audit::record(
+        &state.store,
+        control::insights::AuditEntry::system(
+            &principal.tenant,
+            principal.key_id.clone(),
+            principal.role.as_str(),
+            "POST",
+            "/api/auth/token",
+            format!("token issued for {ttl} s"),
+            200,
+        ),
+    );
     Ok(Json(json!({
         "access_token": token,
         "token_type": "Bearer",
@@ -226,6 +260,23 @@ pub async fn create_org(
     let key = state
         .store
         .create_key(&org.id, "initial admin", Role::Admin)?;
+    // In the new organization's own log: who created it.
+    let actor = match &caller {
+        PlatformCaller::Operator => "platform-admin".to_string(),
+        PlatformCaller::Msp(p) => format!("{}@{}", p.key_id, p.tenant),
+    };
+    crate::audit::record(
+        &state.store,
+        control::insights::AuditEntry::system(
+            &org.id,
+            actor,
+            "platform",
+            "POST",
+            "/api/orgs",
+            format!("created on the {} plan with key {}", org.plan, key.id),
+            201,
+        ),
+    );
     Ok((
         StatusCode::CREATED,
         Json(json!({

@@ -83,7 +83,13 @@ pub const INGEST_ROLE: Role = Role::Member;
 /// Authenticates for ingest: a valid credential with the member role or
 /// higher.
 pub(crate) fn authenticate(store: &MetaStore, headers: &HeaderMap) -> Result<Principal, Error> {
-    let principal = control::authenticate(store, headers)?;
+    let principal = control::authenticate(store, headers).inspect_err(|e| {
+        if matches!(e, control::Error::InvalidCredentials)
+            && let Some(presented) = control::auth::presented_key(headers)
+        {
+            store.record_failed_authentication(presented, "POST", "ingest");
+        }
+    })?;
     if principal.role < INGEST_ROLE {
         return Err(Error::Forbidden(format!(
             "ingesting needs the {INGEST_ROLE} role; this credential has {} (viewer keys read, they do not ingest)",

@@ -470,12 +470,16 @@ fn lock(m: &Mutex<OffsetTracker>) -> std::sync::MutexGuard<'_, OffsetTracker> {
 
 type Inner = StreamConsumer<RebalanceContext>;
 
+/// Room in the retry channel beyond `max_retrying`: deliveries in flight
+/// when fetching paused (the consumer's window is far smaller).
+const RETRY_HEADROOM: usize = 256;
+
 /// Takes envelopes off every `securenet.<kind>.v1` topic.
 pub struct KafkaConsumer {
     consumer: Arc<Inner>,
     tracker: Arc<Mutex<OffsetTracker>>,
-    retries: mpsc::UnboundedReceiver<Retry>,
-    retry_tx: mpsc::UnboundedSender<Retry>,
+    retries: mpsc::Receiver<Retry>,
+    retry_tx: mpsc::Sender<Retry>,
     retrying: Arc<AtomicUsize>,
     max_retrying: usize,
     dead_letter: FutureProducer,
@@ -526,7 +530,11 @@ impl KafkaConsumer {
         let topics: Vec<String> = RecordKind::ALL.iter().map(|k| config.topic(*k)).collect();
         let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&refs).map_err(kafka_error)?;
-        let (retry_tx, retries) = mpsc::unbounded_channel();
+        // Bounded: a retry is a delivery already handed out, and fetching
+        // stops while `max_retrying` wait, so at most that many plus the
+        // consumer's in-flight window are ever queued; if the channel is
+        // full anyway, the retry task waits instead of growing a queue.
+        let (retry_tx, retries) = mpsc::channel(config.max_retrying.max(1) + RETRY_HEADROOM);
         Ok(Self {
             consumer: Arc::new(consumer),
             tracker,
@@ -559,11 +567,13 @@ impl KafkaConsumer {
                     retrying.fetch_add(1, Ordering::Relaxed);
                     tokio::spawn(async move {
                         tokio::time::sleep(delay).await;
-                        let _ = retry_tx.send(Retry {
-                            envelope: again,
-                            ticket,
-                            attempt: attempt + 1,
-                        });
+                        let _ = retry_tx
+                            .send(Retry {
+                                envelope: again,
+                                ticket,
+                                attempt: attempt + 1,
+                            })
+                            .await;
                     });
                 }
             }),
