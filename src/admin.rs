@@ -39,6 +39,39 @@ pub fn orgs(config: &Config, command: OrgsCommand) -> anyhow::Result<()> {
             audit(&store, &org.id, "orgs create", format!("plan {}", org.plan));
             println!("{}", serde_json::to_string_pretty(&org)?);
         }
+        OrgsCommand::Update {
+            id,
+            max_devices,
+            max_scans,
+            retention_days,
+            clear_limits,
+            allow_overage,
+        } => {
+            let tenant = TenantId::new(&id)?;
+            let limits = schemas::LimitsOverride {
+                max_devices,
+                max_scans_per_month: max_scans,
+                log_retention_days: retention_days,
+            };
+            let limits = if clear_limits {
+                Some(None)
+            } else if limits.is_empty() {
+                None
+            } else {
+                Some(Some(limits))
+            };
+            let org = store.set_terms(&tenant, limits, allow_overage)?;
+            audit(
+                &store,
+                &org.id,
+                "orgs update",
+                format!(
+                    "limits {:?}, allow_overage {}",
+                    org.limits, org.allow_overage
+                ),
+            );
+            println!("{}", serde_json::to_string_pretty(&org)?);
+        }
         OrgsCommand::Delete { id } => {
             crate::maintain::delete_organization(config, &store, &TenantId::new(&id)?)?;
         }

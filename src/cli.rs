@@ -116,6 +116,27 @@ pub enum OrgsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Set an organization's contract terms: its own limits (each replaces
+    /// the plan's, across plan changes) and whether it may go over them.
+    Update {
+        #[arg(long)]
+        id: String,
+        /// Devices a month.
+        #[arg(long)]
+        max_devices: Option<u64>,
+        /// Scans a month.
+        #[arg(long)]
+        max_scans: Option<u64>,
+        /// Days logs are kept.
+        #[arg(long)]
+        retention_days: Option<u32>,
+        /// Drop the organization's own limits: its plan's apply again.
+        #[arg(long, conflicts_with_all = ["max_devices", "max_scans", "retention_days"])]
+        clear_limits: bool,
+        /// Accept devices and scans beyond the limits, billed as overage.
+        #[arg(long)]
+        allow_overage: Option<bool>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -384,3 +384,95 @@ async fn the_stripe_webhook_verifies_signatures_and_applies_each_event_once() {
         "the plan stays until changed"
     );
 }
+
+/// Devices count per billing month and can be retired; the platform admin
+/// sets an organization's own limits and overage (contract terms) by API
+/// and CLI, and they hold across plan changes.
+#[tokio::test]
+async fn devices_can_be_retired_and_the_operator_sets_contract_limits() {
+    const OPERATOR: &str = "platform-operator-token-for-billing-tests-01";
+    let env = Env::new().set("SECURENET_API__PLATFORM_ADMIN_TOKEN", OPERATOR);
+    let key = env.org_on_plan("tinyterms", "starter", &[]);
+    let server = env.serve();
+    let inventory = |from: u32, to: u32| {
+        let devices: Vec<Value> = (from..to)
+            .map(|i| json!({"ip": format!("10.7.0.{i}")}))
+            .collect();
+        post_json(
+            &server,
+            "/api/ingest/devices",
+            &key,
+            &json!({ "devices": devices }),
+        )
+    };
+    let r = inventory(1, 6);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let first = r.json()["device_ids"][0].as_str().unwrap().to_string();
+    assert_eq!(inventory(6, 7).status, 402);
+    // Retiring one makes room for another this month.
+    let r = curl(&[
+        "-X",
+        "DELETE",
+        &server.url(&format!("/api/devices/{first}")),
+        "-H",
+        &format!("Authorization: Bearer {key}"),
+    ]);
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(inventory(6, 7).status, 201);
+    let check = get(&server, "/api/billing/limits/check", &key).json();
+    assert_eq!(check["checks"][0]["used"], 5, "{check}");
+    // The operator's own limits for the organization.
+    let patch = |body: Value| {
+        curl(&[
+            "-X",
+            "PATCH",
+            &server.url("/api/orgs/tinyterms"),
+            "-H",
+            &format!("Authorization: Bearer {OPERATOR}"),
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &body.to_string(),
+        ])
+    };
+    let r = patch(json!({"limits": {"max_devices": 8}}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["organization"]["limits"]["max_devices"], 8);
+    assert_eq!(inventory(7, 10).status, 201);
+    assert_eq!(inventory(10, 11).status, 402);
+    // They hold across a plan change.
+    let r = post_json(
+        &server,
+        "/api/billing/upgrade",
+        &key,
+        &json!({"plan": "professional"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let org = get(&server, "/api/orgs/current", &key).json();
+    assert_eq!(org["organization"]["limits"]["max_devices"], 8, "{org}");
+    assert_eq!(
+        org["organization"]["limits"]["max_scans_per_month"], 250,
+        "{org}"
+    );
+    // Overage can be switched on after creation.
+    assert_eq!(patch(json!({"allow_overage": true})).status, 200);
+    assert_eq!(inventory(10, 12).status, 201);
+    // Only the platform admin sets terms; the tenant's own admin cannot.
+    let r = curl(&[
+        "-X",
+        "PATCH",
+        &server.url("/api/orgs/tinyterms"),
+        "-H",
+        &format!("Authorization: Bearer {key}"),
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        "{\"limits\": {\"max_devices\": 1000}}",
+    ]);
+    assert_eq!(r.status, 403, "{}", r.body);
+    // The CLI clears them: the plan's limits again.
+    let out = env.cli(&["orgs", "update", "--id", "tinyterms", "--clear-limits"]);
+    let org: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(org["limits"]["max_devices"], 50, "{org}");
+    assert!(org.get("limits_override").is_none(), "{org}");
+}

@@ -56,12 +56,15 @@ fn div_round(a: u64, b: u64) -> u64 {
 /// `created_at` whose plan history is `history` (`(at ms, plan)`, oldest
 /// first; the first entry is the plan it was created with). `None` when the
 /// organization did not exist that month.
+/// `terms` are the organization's own limits (an operator override),
+/// applied over the billed plan's for overage.
 pub fn compute_invoice(
     first: NaiveDate,
     created_at: i64,
     history: &[(i64, Plan)],
     devices: u64,
     scans: u64,
+    terms: Option<&schemas::LimitsOverride>,
 ) -> Option<Invoice> {
     let next = first.checked_add_months(Months::new(1))?;
     let days_in_month = (next - first).num_days() as u64;
@@ -108,7 +111,7 @@ pub fn compute_invoice(
         .collect();
     let base_cents = lines.iter().map(|l| l.amount_cents).sum();
     let plan = segments.last()?.0;
-    let limits = plan.limits();
+    let limits = plan.limits().with(terms);
     let mut overage_cents = 0;
     for (what, used, limit, unit) in [
         ("devices", devices, limits.max_devices, DEVICE_OVERAGE_CENTS),
@@ -273,7 +276,7 @@ impl MetaStore {
         if current.plan == plan {
             return Ok(current);
         }
-        let limits = plan.limits();
+        let limits = plan.limits().with(current.limits_override.as_ref());
         let now = now_ms().max(current.created_at);
         {
             let mut conn = self.conn();
@@ -583,6 +586,7 @@ mod tests {
             &[(ms("2026-10-03 09:00"), Plan::Starter)],
             7,
             30,
+            None,
         )
         .unwrap();
         assert_eq!(inv.base_cents, 9_900);
@@ -600,6 +604,7 @@ mod tests {
             &[(ms("2026-11-16 23:59"), Plan::Professional)],
             3,
             0,
+            None,
         )
         .unwrap();
         assert_eq!(inv.base_cents, 14_950);
@@ -610,7 +615,8 @@ mod tests {
                 ms("2026-11-16 23:59"),
                 &[(0, Plan::Starter)],
                 0,
-                0
+                0,
+                None
             ),
             None
         );
@@ -625,7 +631,7 @@ mod tests {
             (ms("2026-10-01 00:00"), Plan::Starter),
             (ms("2026-11-11 08:30"), Plan::Business),
         ];
-        let inv = compute_invoice(month("2026-11"), history[0].0, &history, 6, 30).unwrap();
+        let inv = compute_invoice(month("2026-11"), history[0].0, &history, 6, 30, None).unwrap();
         assert_eq!(
             inv.lines.iter().map(|l| l.amount_cents).collect::<Vec<_>>(),
             [3_300, 53_267]
@@ -646,10 +652,31 @@ mod tests {
             (ms("2026-01-01 00:00"), Plan::Msp),
             (ms("2027-02-15 00:00"), Plan::Enterprise),
         ];
-        let inv = compute_invoice(month("2027-02"), history[0].0, &history, 900, 5_100).unwrap();
+        let inv =
+            compute_invoice(month("2027-02"), history[0].0, &history, 900, 5_100, None).unwrap();
         assert_eq!(inv.base_cents, 149_950 + 99_950);
         assert_eq!(inv.overage_cents, 1_000);
         assert_eq!(inv.total_cents, 250_900);
+    }
+
+    #[test]
+    fn an_operator_override_sets_the_limits_overage_is_counted_against() {
+        let history = [(ms("2026-01-01 00:00"), Plan::Enterprise)];
+        let terms = schemas::LimitsOverride {
+            max_devices: Some(2_500),
+            ..Default::default()
+        };
+        let inv = compute_invoice(
+            month("2026-11"),
+            history[0].0,
+            &history,
+            2_600,
+            0,
+            Some(&terms),
+        )
+        .unwrap();
+        // 100 devices over the contract's 2,500 (not 1,600 over the plan's 1,000).
+        assert_eq!(inv.overage_cents, 100 * 500);
     }
 
     #[test]
@@ -659,7 +686,7 @@ mod tests {
             (ms("2026-11-30 08:00"), Plan::Enterprise),
             (ms("2026-11-30 09:00"), Plan::Professional),
         ];
-        let inv = compute_invoice(month("2026-11"), history[0].0, &history, 0, 0).unwrap();
+        let inv = compute_invoice(month("2026-11"), history[0].0, &history, 0, 0, None).unwrap();
         // 29 days of 9900/30 = 9570, 1 day of 199900/30 = 6663.33 → 6663.
         assert_eq!(
             inv.lines.iter().map(|l| l.amount_cents).collect::<Vec<_>>(),
@@ -671,7 +698,7 @@ mod tests {
             (ms("2026-11-10 09:00"), Plan::Professional),
             (ms("2026-11-10 17:00"), Plan::Starter),
         ];
-        let inv = compute_invoice(month("2026-11"), history[0].0, &history, 0, 0).unwrap();
+        let inv = compute_invoice(month("2026-11"), history[0].0, &history, 0, 0, None).unwrap();
         // 1 day of 29900/30 = 996.67 → 997; 20 days of 9900/30 = 6600.
         assert_eq!(
             inv.lines.iter().map(|l| l.amount_cents).collect::<Vec<_>>(),

@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::store::{MetaStore, Organization};
+use schemas::TenantId;
 
 /// A device as a scan or an inventory reports it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -55,6 +56,17 @@ pub struct ScanAdmission {
     /// Scans this month, this one included.
     pub scans_this_month: u64,
     pub devices: Vec<Device>,
+}
+
+/// 00:00 UTC on the first day of `ms`'s month, in ms.
+fn month_start_ms(ms: i64) -> i64 {
+    use chrono::Datelike;
+    let day = DateTime::<Utc>::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .date_naive();
+    day.with_day(1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map_or(0, |t| t.and_utc().timestamp_millis())
 }
 
 fn month_of(ms: i64) -> String {
@@ -171,13 +183,33 @@ impl MetaStore {
         Ok(devices)
     }
 
-    /// Devices tracked for `org`.
-    pub fn device_count(&self, org: &Organization) -> Result<u64> {
-        Ok(self.conn().query_row(
-            "SELECT COUNT(*) FROM devices WHERE org_id = ?1",
-            [org.id.as_str()],
+    /// Devices that count against `org`'s limit in the billing month of
+    /// `at_ms`: seen that month and not retired. (Billing counts the same:
+    /// distinct devices seen in the month.)
+    pub fn device_count(&self, org: &Organization, at_ms: i64) -> Result<u64> {
+        Ok(self.read().query_row(
+            "SELECT COUNT(*) FROM devices WHERE org_id = ?1 AND retired_at IS NULL \
+             AND last_seen >= ?2",
+            params![org.id.as_str(), month_start_ms(at_ms)],
             |r| r.get::<_, i64>(0),
         )? as u64)
+    }
+
+    /// Retires a device: it stops counting against the limit until it is
+    /// seen again (a later scan or inventory brings it back).
+    pub fn retire_device(&self, org: &TenantId, device_id: &str, at_ms: i64) -> Result<()> {
+        let n = self.conn().execute(
+            "UPDATE devices SET retired_at = COALESCE(retired_at, ?3) \
+             WHERE org_id = ?1 AND device_id = ?2",
+            params![org.as_str(), device_id, at_ms],
+        )?;
+        if n == 0 {
+            return Err(Error::NotFound {
+                what: "device",
+                id: device_id.to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// Scans recorded for `org` in the month of `at_ms`.
@@ -190,34 +222,37 @@ impl MetaStore {
     }
 }
 
-type Row = (
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    i64,
-    i64,
-);
+/// A stored device.
+struct Row {
+    device_id: String,
+    ip: Option<String>,
+    mac: Option<String>,
+    hostname: Option<String>,
+    os: Option<String>,
+    vendor: Option<String>,
+    first_seen: i64,
+    last_seen: i64,
+    retired_at: Option<i64>,
+}
 
 fn find(tx: &Transaction<'_>, org: &str, ob: &DeviceObservation) -> Result<Option<Row>> {
     let row = |r: &rusqlite::Row<'_>| -> rusqlite::Result<Row> {
-        Ok((
-            r.get(0)?,
-            r.get(1)?,
-            r.get(2)?,
-            r.get(3)?,
-            r.get(4)?,
-            r.get(5)?,
-            r.get(6)?,
-            r.get(7)?,
-        ))
+        Ok(Row {
+            device_id: r.get(0)?,
+            ip: r.get(1)?,
+            mac: r.get(2)?,
+            hostname: r.get(3)?,
+            os: r.get(4)?,
+            vendor: r.get(5)?,
+            first_seen: r.get(6)?,
+            last_seen: r.get(7)?,
+            retired_at: r.get(8)?,
+        })
     };
     if let Some(mac) = &ob.mac {
         let by_mac = tx
             .prepare_cached(
-                "SELECT device_id, ip, mac, hostname, os, vendor, first_seen, last_seen \
+                "SELECT device_id, ip, mac, hostname, os, vendor, first_seen, last_seen, retired_at \
                  FROM devices WHERE org_id = ?1 AND mac = ?2",
             )?
             .query_row(params![org, mac], row)
@@ -230,7 +265,7 @@ fn find(tx: &Transaction<'_>, org: &str, ob: &DeviceObservation) -> Result<Optio
     // By IP, unless that device is known by another MAC (the IP moved).
     let by_ip = tx
         .prepare_cached(
-            "SELECT device_id, ip, mac, hostname, os, vendor, first_seen, last_seen \
+            "SELECT device_id, ip, mac, hostname, os, vendor, first_seen, last_seen, retired_at \
              FROM devices WHERE org_id = ?1 AND ip = ?2 \
              AND (mac IS NULL OR ?3 IS NULL OR mac = ?3) ORDER BY last_seen DESC LIMIT 1",
         )?
@@ -284,25 +319,36 @@ fn upsert(
         slot_of.push(plan.len());
         plan.push((ob, existing));
     }
-    let adding = plan.iter().filter(|(_, e)| e.is_none()).count() as u64;
+    // What counts against the limit this month: devices seen this month and
+    // not retired. This request adds the ones that are new, retired, or not
+    // yet seen this month.
+    let month_start = month_start_ms(at_ms);
+    let adding = plan
+        .iter()
+        .filter(|(_, e)| {
+            e.as_ref()
+                .is_none_or(|d| d.retired_at.is_some() || d.last_seen < month_start)
+        })
+        .count() as u64;
     if adding > 0 {
         let current: u64 = tx.query_row(
-            "SELECT COUNT(*) FROM devices WHERE org_id = ?1",
-            [org_id],
+            "SELECT COUNT(*) FROM devices WHERE org_id = ?1 AND retired_at IS NULL \
+             AND last_seen >= ?2",
+            params![org_id, month_start],
             |r| r.get::<_, i64>(0),
         )? as u64;
         let limit = org.limits.max_devices;
         if current.saturating_add(adding) > limit && !org.allow_overage {
             return Err(Error::PlanLimit(format!(
-                "device limit reached: the {} plan allows {limit} devices, {} has {current} and this request adds {adding} new; \
-                 upgrade the plan or enable overage billing",
+                "device limit reached: the {} plan allows {limit} devices a month, {} has {current} active this month and this request adds {adding}; \
+                 retire devices no longer in use, upgrade the plan or enable overage billing",
                 org.plan, org.id
             )));
         }
     }
     let mut update = tx.prepare_cached(
         "UPDATE devices SET ip = ?3, mac = ?4, hostname = ?5, os = ?6, vendor = ?7, \
-         first_seen = ?8, last_seen = ?9 WHERE org_id = ?1 AND device_id = ?2",
+         first_seen = ?8, last_seen = ?9, retired_at = NULL WHERE org_id = ?1 AND device_id = ?2",
     )?;
     let mut insert = tx.prepare_cached(
         "INSERT INTO devices (org_id, device_id, ip, mac, hostname, os, vendor, first_seen, last_seen) \
@@ -311,16 +357,16 @@ fn upsert(
     let mut unique = Vec::with_capacity(plan.len());
     for (ob, existing) in plan {
         let device = match existing {
-            Some((id, ip, mac, hostname, os, vendor, first_seen, last_seen)) => {
+            Some(row) => {
                 let d = Device {
-                    device_id: id,
-                    ip: ob.ip.or(ip),
-                    mac: ob.mac.or(mac),
-                    hostname: ob.hostname.or(hostname),
-                    os: ob.os.or(os),
-                    vendor: ob.vendor.or(vendor),
-                    first_seen: first_seen.min(at_ms),
-                    last_seen: last_seen.max(at_ms),
+                    device_id: row.device_id,
+                    ip: ob.ip.or(row.ip),
+                    mac: ob.mac.or(row.mac),
+                    hostname: ob.hostname.or(row.hostname),
+                    os: ob.os.or(row.os),
+                    vendor: ob.vendor.or(row.vendor),
+                    first_seen: row.first_seen.min(at_ms),
+                    last_seen: row.last_seen.max(at_ms),
                     is_new: false,
                 };
                 update.execute(params![
@@ -446,7 +492,7 @@ mod tests {
             .upsert_devices(&o, &[ob("10.0.0.9", Some("de:ad:be:ef:00:01"))], 4_000)
             .unwrap();
         assert!(other[0].is_new);
-        assert_eq!(store.device_count(&o).unwrap(), 2);
+        assert_eq!(store.device_count(&o, 4_000).unwrap(), 2);
         // An older report does not move last_seen back.
         let old = store
             .upsert_devices(&o, &[ob("10.0.0.9", Some("aa:bb:cc:00:11:22"))], 500)
@@ -464,12 +510,44 @@ mod tests {
         let err = store.upsert_devices(&o, &three, 2).unwrap_err().to_string();
         assert_eq!(
             err,
-            "device limit reached: the starter plan allows 5 devices, acme has 4 and this request adds 2 new; \
-             upgrade the plan or enable overage billing"
+            "device limit reached: the starter plan allows 5 devices a month, acme has 4 active this month and this request adds 2; \
+             retire devices no longer in use, upgrade the plan or enable overage billing"
         );
-        assert_eq!(store.device_count(&o).unwrap(), 4);
+        assert_eq!(store.device_count(&o, 2).unwrap(), 4);
         // Known devices are always accepted.
         store.upsert_devices(&o, &four, 3).unwrap();
+    }
+
+    /// The limit is per billing month: devices seen in an earlier month do
+    /// not block this month's, and a retired device frees its place until
+    /// it is seen again.
+    #[test]
+    fn devices_count_per_month_and_retired_ones_do_not_count() {
+        let store = MetaStore::open_in_memory().unwrap();
+        let o = org(&store, Plan::Starter, false);
+        let oct = 1_791_000_000_000; // 2026-10-03
+        let nov = 1_795_687_200_000; // 2026-11-26
+        let five: Vec<_> = (1..=5).map(|i| ob(&format!("10.0.0.{i}"), None)).collect();
+        let devices = store.upsert_devices(&o, &five, oct).unwrap();
+        let sixth = [ob("10.0.0.6", None)];
+        assert!(store.upsert_devices(&o, &sixth, oct + 1).is_err());
+        // A new month: October's devices do not count.
+        assert_eq!(store.device_count(&o, nov).unwrap(), 0);
+        store.upsert_devices(&o, &sixth, nov).unwrap();
+        store.upsert_devices(&o, &five[..4], nov).unwrap();
+        assert_eq!(store.device_count(&o, nov).unwrap(), 5);
+        assert!(store.upsert_devices(&o, &five[4..], nov).is_err());
+        // Retiring one makes room; seeing it again brings it back.
+        store
+            .retire_device(&o.id, &devices[0].device_id, nov)
+            .unwrap();
+        assert_eq!(store.device_count(&o, nov).unwrap(), 4);
+        store.upsert_devices(&o, &five[4..], nov).unwrap();
+        assert!(store.upsert_devices(&o, &five[..1], nov).is_err());
+        assert!(matches!(
+            store.retire_device(&o.id, "dev-nope", nov),
+            Err(Error::NotFound { .. })
+        ));
     }
 
     #[test]
@@ -512,7 +590,7 @@ mod tests {
         let a = store.admit_scan(&o, "x", "h", &twice, 1).unwrap();
         assert_eq!(a.devices.len(), 9, "one device per observation");
         assert_eq!(a.devices[8].device_id, a.devices[0].device_id);
-        assert_eq!(store.device_count(&o).unwrap(), 8);
+        assert_eq!(store.device_count(&o, 1).unwrap(), 8);
     }
 
     /// A used scan id with another report is refused, never overwritten;
@@ -533,7 +611,7 @@ mod tests {
         let other = store.admit_scan(&o, "weekly", "h2", &[ob("10.0.0.2", None)], 3);
         assert!(matches!(other, Err(Error::Conflict { .. })), "{other:?}");
         // Nothing of the refused report was recorded.
-        assert_eq!(store.device_count(&o).unwrap(), 1);
+        assert_eq!(store.device_count(&o, 3).unwrap(), 1);
     }
 
     /// Many devices in one request: one device per identity, in order.
@@ -553,6 +631,6 @@ mod tests {
         let devices = store.upsert_devices(&o, &seen, 1).unwrap();
         assert_eq!(devices.len(), 20_001);
         assert_eq!(devices[0].device_id, devices[20_000].device_id);
-        assert_eq!(store.device_count(&o).unwrap(), 20_000);
+        assert_eq!(store.device_count(&o, 1).unwrap(), 20_000);
     }
 }

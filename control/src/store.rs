@@ -253,6 +253,12 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE scans ADD COLUMN content_hash TEXT;
     ALTER TABLE ml_training_sessions ADD COLUMN heartbeat_at INTEGER;
 "#,
+    // Devices can be retired (they stop counting against the limit), and
+    // the platform operator can set an organization's own limits.
+    r#"
+    ALTER TABLE devices ADD COLUMN retired_at INTEGER;
+    ALTER TABLE organizations ADD COLUMN limits_override TEXT;
+"#,
 ];
 
 /// Only record a key's last use when the stored value is older than this, so
@@ -270,6 +276,10 @@ pub struct Organization {
     /// Accept devices and scans beyond the plan's limits and bill them as
     /// overage, instead of refusing them.
     pub allow_overage: bool,
+    /// The operator's limits for this organization, over its plan's
+    /// (`limits` already includes them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits_override: Option<schemas::LimitsOverride>,
     /// ms since the epoch.
     pub created_at: i64,
 }
@@ -484,6 +494,7 @@ impl MetaStore {
                     limits,
                     parent_id: org.parent_id.clone(),
                     allow_overage: org.allow_overage,
+                    limits_override: None,
                     created_at,
                 })
             }
@@ -555,6 +566,58 @@ impl MetaStore {
         Ok(())
     }
 
+    /// Sets the organization's own limits (each given value replaces its
+    /// plan's and any earlier override of that limit; `Some(None)` clears
+    /// them all) and whether it may go over them, billed as overage — the
+    /// platform operator's contract terms. Returns the organization.
+    pub fn set_terms(
+        &self,
+        id: &TenantId,
+        limits: Option<Option<schemas::LimitsOverride>>,
+        allow_overage: Option<bool>,
+    ) -> Result<Organization> {
+        let current = self.organization(id)?.ok_or_else(|| Error::NotFound {
+            what: "organization",
+            id: id.to_string(),
+        })?;
+        let over = match limits {
+            Some(None) => None,
+            Some(Some(new)) => {
+                let old = current.limits_override.clone().unwrap_or_default();
+                Some(schemas::LimitsOverride {
+                    max_devices: new.max_devices.or(old.max_devices),
+                    max_scans_per_month: new.max_scans_per_month.or(old.max_scans_per_month),
+                    log_retention_days: new.log_retention_days.or(old.log_retention_days),
+                })
+            }
+            None => current.limits_override.clone(),
+        }
+        .filter(|o| !o.is_empty());
+        let effective = current.plan.limits().with(over.as_ref());
+        let allow = allow_overage.unwrap_or(current.allow_overage);
+        let json = over
+            .as_ref()
+            .map(|o| serde_json::to_string(o).unwrap_or_default());
+        self.conn().execute(
+            "UPDATE organizations SET max_devices = ?2, max_scans_per_month = ?3, \
+             log_retention_days = ?4, allow_overage = ?5, limits_override = ?6 WHERE id = ?1",
+            params![
+                id.as_str(),
+                effective.max_devices as i64,
+                effective.max_scans_per_month as i64,
+                effective.log_retention_days,
+                allow,
+                json
+            ],
+        )?;
+        Ok(Organization {
+            limits: effective,
+            allow_overage: allow,
+            limits_override: over,
+            ..current
+        })
+    }
+
     /// Deleted organizations whose data the maintenance job still purges.
     pub fn deleted_organizations(&self) -> Result<Vec<TenantId>> {
         let conn = self.read();
@@ -572,7 +635,8 @@ impl MetaStore {
         let conn = self.read();
         let mut stmt = conn.prepare_cached(
             "SELECT id, name, owner_email, plan, max_devices, max_scans_per_month, \
-             log_retention_days, parent_id, created_at, allow_overage FROM organizations WHERE id = ?1",
+             log_retention_days, parent_id, created_at, allow_overage, limits_override \
+             FROM organizations WHERE id = ?1",
         )?;
         let row = stmt.query_row([id.as_str()], raw_org).optional()?;
         row.map(RawOrg::into_org).transpose()
@@ -582,7 +646,8 @@ impl MetaStore {
         let conn = self.read();
         let mut stmt = conn.prepare_cached(
             "SELECT id, name, owner_email, plan, max_devices, max_scans_per_month, \
-             log_retention_days, parent_id, created_at, allow_overage FROM organizations ORDER BY id",
+             log_retention_days, parent_id, created_at, allow_overage, limits_override \
+             FROM organizations ORDER BY id",
         )?;
         let rows = stmt
             .query_map([], raw_org)?
@@ -763,6 +828,7 @@ struct RawOrg {
     parent_id: Option<String>,
     created_at: i64,
     allow_overage: bool,
+    limits_override: Option<String>,
 }
 
 fn raw_org(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawOrg> {
@@ -777,6 +843,7 @@ fn raw_org(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawOrg> {
         parent_id: r.get(7)?,
         created_at: r.get(8)?,
         allow_overage: r.get(9)?,
+        limits_override: r.get(10)?,
     })
 }
 
@@ -794,6 +861,10 @@ impl RawOrg {
             },
             parent_id: self.parent_id.as_deref().map(TenantId::new).transpose()?,
             allow_overage: self.allow_overage,
+            limits_override: self
+                .limits_override
+                .as_deref()
+                .and_then(|j| serde_json::from_str(j).ok()),
             created_at: self.created_at,
         })
     }

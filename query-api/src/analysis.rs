@@ -692,7 +692,7 @@ pub async fn recommendations(
         .store
         .organization(tenant)?
         .ok_or_else(|| ApiError::NotFound(format!("organization {tenant} no longer exists")))?;
-    let devices = state.store.device_count(&org)?;
+    let devices = state.store.device_count(&org, now)?;
     let scans = state.store.scans_in_month(&org, now)?;
     for (what, used, max) in [
         ("devices", devices, org.limits.max_devices),

@@ -116,7 +116,7 @@ pub async fn limits_check(
         }
     }
     let org = org_of(&state, &caller)?;
-    let devices = state.store.device_count(&org)?;
+    let devices = state.store.device_count(&org, now_ms())?;
     let scans = state.store.scans_in_month(&org, now_ms())?;
     let check = |name: &str, used: u64, more: u64, limit: u64, unit: u64| {
         // Bounded above, and saturating anyway: numbers from a request
@@ -227,6 +227,7 @@ async fn invoice_for(
         history,
         total("devices"),
         total("scans"),
+        org.limits_override.as_ref(),
     ))
 }
 

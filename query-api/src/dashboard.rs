@@ -242,7 +242,7 @@ async fn organization_json(
     Ok(json!({
         "organization": org.id,
         "plan": org.plan,
-        "devices": { "tracked": state.store.device_count(&org)?, "max": org.limits.max_devices },
+        "devices": { "tracked": state.store.device_count(&org, now)?, "max": org.limits.max_devices },
         "scans": { "this_month": state.store.scans_in_month(&org, now)?, "max": org.limits.max_scans_per_month },
         "anomalies": { "last_24h": security.anomalies_24h, "last_30d": anomalies_30d },
         "notifications_unread": state.store.unread_notifications(&org.id)?,

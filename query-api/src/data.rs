@@ -268,3 +268,15 @@ pub async fn findings(
 ) -> Result<Json<Value>> {
     Ok(Json(list(&state, &caller, &FINDINGS, params(p)?).await?))
 }
+
+/// `DELETE /api/devices/{id}` (admin) — retires a device.
+pub async fn retire_device(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<axum::http::StatusCode> {
+    state
+        .store
+        .retire_device(&caller.tenant, &id, detectors::streaming::now_ms())?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}

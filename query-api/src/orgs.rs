@@ -333,3 +333,60 @@ pub async fn delete_user(
     state.store.delete_user(&caller.tenant, &id)?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Terms {
+    /// The organization's own limits, each replacing its plan's
+    /// (`max_devices`, `max_scans_per_month`, `log_retention_days`).
+    #[schema(value_type = Option<Object>)]
+    limits: Option<schemas::LimitsOverride>,
+    /// Drop the organization's own limits: its plan's apply again.
+    #[serde(default)]
+    clear_limits: bool,
+    /// Accept devices and scans over the limits, billed as overage.
+    allow_overage: Option<bool>,
+}
+
+/// `PATCH /api/orgs/{id}` — contract terms (platform admin only).
+pub async fn set_terms(
+    State(state): State<AppState>,
+    caller: PlatformCaller,
+    Path(id): Path<String>,
+    body: crate::extract::JsonBody<Terms>,
+) -> Result<Json<Value>> {
+    if let PlatformCaller::Msp(_) = caller {
+        return Err(ApiError::Forbidden(
+            "contract limits are set by the platform admin".into(),
+        ));
+    }
+    let req = body.0;
+    if req.clear_limits && req.limits.is_some() {
+        return Err(ApiError::BadRequest(
+            "give either limits or clear_limits, not both".into(),
+        ));
+    }
+    let id = TenantId::new(&id)?;
+    let limits = if req.clear_limits {
+        Some(None)
+    } else {
+        req.limits.map(Some)
+    };
+    let org = state.store.set_terms(&id, limits, req.allow_overage)?;
+    crate::audit::record(
+        &state.store,
+        control::insights::AuditEntry::system(
+            &org.id,
+            "platform-admin",
+            "platform",
+            "PATCH",
+            "/api/orgs/{id}",
+            format!(
+                "limits {:?}, allow_overage {}",
+                org.limits, org.allow_overage
+            ),
+            200,
+        ),
+    );
+    Ok(Json(json!({ "organization": org })))
+}

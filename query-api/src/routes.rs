@@ -10,7 +10,7 @@
 //! | `Platform` | the platform-admin token, or an MSP organization's admin (for its children) |
 
 use axum::http::Method;
-use axum::routing::{MethodRouter, delete, get, post};
+use axum::routing::{MethodRouter, delete, get, patch, post};
 use control::Role;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::Schema;
@@ -126,6 +126,7 @@ pub fn table() -> Vec<Endpoint> {
         ep(M::POST, "/api/auth/token", Access::Public, "exchange an email and password, or an API key, for a JWT", post(orgs::token)).body::<orgs::TokenRequest>(),
         ep(M::GET, "/api/orgs", Access::Platform, "list organizations (platform admin: all; MSP admin: its children)", get(orgs::list_orgs)),
         ep(M::POST, "/api/orgs", Access::Platform, "create an organization (platform admin; MSP admin: a child)", post(orgs::create_org)).created().body::<orgs::NewOrg>(),
+        ep(M::PATCH, "/api/orgs/{id}", Access::Platform, "an organization's own limits and overage (platform admin only)", patch(orgs::set_terms)).body::<orgs::Terms>(),
         ep(M::GET, "/api/orgs/current", VIEWER, "the caller's organization, plan and limits", get(orgs::current)),
         ep(M::GET, "/api/orgs/current/api-keys", ADMIN, "list API keys (never their secrets)", get(orgs::list_keys)),
         ep(M::POST, "/api/orgs/current/api-keys", ADMIN, "issue an API key, shown once", post(orgs::create_key)).created().body::<orgs::NewKey>(),
@@ -146,6 +147,7 @@ pub fn table() -> Vec<Endpoint> {
         ep(M::GET, "/api/metrics/security", VIEWER, "vulnerabilities by severity and the threat level", get(dashboard::security)),
         ep(M::GET, "/api/metrics/dashboard", VIEWER, "everything a dashboard needs in one call", get(dashboard::dashboard)),
         ep(M::GET, "/api/logs", VIEWER, "logs, newest first (cursor pages, filters)", get(data::logs)).query(&[("since", "string"), ("until", "string"), ("limit", "integer"), ("cursor", "string"), ("host", "string"), ("app", "string"), ("severity", "string"), ("source_ip", "string"), ("input", "string"), ("parse_status", "string"), ("q", "string")]),
+        ep(M::DELETE, "/api/devices/{id}", ADMIN, "retire a device: it stops counting against the limit until seen again", delete(data::retire_device)),
         ep(M::GET, "/api/devices", VIEWER, "device observations, newest first", get(data::devices)).query(&[("since", "string"), ("until", "string"), ("limit", "integer"), ("cursor", "string"), ("device_id", "string"), ("ip", "string"), ("mac", "string"), ("hostname", "string")]),
         ep(M::GET, "/api/scans", VIEWER, "scans, newest first", get(data::scans)).query(&[("since", "string"), ("until", "string"), ("limit", "integer"), ("cursor", "string"), ("scan_id", "string"), ("status", "string"), ("scanner", "string")]),
         ep(M::GET, "/api/findings", VIEWER, "findings, newest first (severity, ip, port, cve...)", get(data::findings)).query(&[("since", "string"), ("until", "string"), ("limit", "integer"), ("cursor", "string"), ("severity", "string"), ("ip", "string"), ("port", "integer"), ("scan_id", "string"), ("device_id", "string"), ("cve", "string")]),

@@ -27,6 +27,6 @@ pub use envelope::{Envelope, EnvelopeHeaders};
 pub use error::{Error, Result};
 pub use kind::RecordKind;
 pub use logs::{LogBatchBuilder, LogRecord, ParseStatus};
-pub use plans::{Feature, Plan, PlanLimits};
+pub use plans::{Feature, LimitsOverride, Plan, PlanLimits};
 pub use schema::SchemaVersion;
 pub use tenant::TenantId;

@@ -55,6 +55,38 @@ pub struct PlanLimits {
     pub log_retention_days: u32,
 }
 
+/// Limits the platform operator sets for one organization (an enterprise
+/// contract), each replacing its plan's value; what is unset follows the
+/// plan, also across plan changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_devices: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_scans_per_month: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_retention_days: Option<u32>,
+}
+
+impl LimitsOverride {
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+impl PlanLimits {
+    /// These limits with `o`'s values in place of theirs.
+    pub fn with(self, o: Option<&LimitsOverride>) -> PlanLimits {
+        let Some(o) = o else { return self };
+        PlanLimits {
+            max_devices: o.max_devices.unwrap_or(self.max_devices),
+            max_scans_per_month: o.max_scans_per_month.unwrap_or(self.max_scans_per_month),
+            log_retention_days: o.log_retention_days.unwrap_or(self.log_retention_days),
+        }
+    }
+}
+
 impl Plan {
     pub const ALL: [Plan; 5] = [
         Plan::Starter,
