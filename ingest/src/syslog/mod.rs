@@ -12,6 +12,8 @@
 //! find the pipeline full are counted; a full pipeline pauses TCP reads.
 
 mod config;
+#[cfg(test)]
+mod corpus;
 pub mod framing;
 pub mod parse;
 mod server;

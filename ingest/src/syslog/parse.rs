@@ -275,11 +275,15 @@ fn parse_5424(b: &[u8], ctx: &ParseContext) -> Result<Parsed, ()> {
     let (app, b) = field(b).ok_or(())?;
     let (pid, b) = field(b).ok_or(())?;
     let (msg_id, b) = field(b).ok_or(())?;
-    let (sd, api_key, rest) = parse_sd(b)?;
+    // Structured data that does not follow RFC 5424's grammar (Check
+    // Point's exporter writes `[key:"value"; …]`) is kept as the message:
+    // the header is still good.
+    let (sd, api_key, rest) = parse_sd(b).unwrap_or((None, None, b));
     let message = match rest {
         [] => String::new(),
         [b' ', m @ ..] => text(m.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(m)),
-        _ => return Err(()),
+        // No space after the structured data: what follows is the message.
+        m => text(m),
     };
     Ok(Parsed {
         record: LogRecord {
@@ -385,17 +389,34 @@ const MONTHS: [&[u8; 3]; 12] = [
 ];
 
 fn parse_3164(b: &[u8], ctx: &ParseContext) -> Parsed {
-    let mut b = b;
-    // Cisco: "<189>42: " sequence number.
-    let digits = b.iter().take_while(|c| c.is_ascii_digit()).count();
-    if digits > 0 && b.get(digits..digits + 2) == Some(b": ") {
-        b = &b[digits + 2..];
+    // Docker's syslog driver puts a space after the PRI.
+    let mut b = b.strip_prefix(b" ").unwrap_or(b);
+    // NX-OS: "<190>: 2024 Jan 15 …".
+    b = b.strip_prefix(b": ").unwrap_or(b);
+    // Cisco: "<189>42: " sequence numbers (two with service
+    // sequence-numbers).
+    for _ in 0..2 {
+        let digits = b.iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits > 0 && b.get(digits..digits + 2) == Some(b": ") {
+            b = &b[digits + 2..];
+        }
     }
-    // Unsynchronized / authoritative time markers.
-    if let [b'*' | b'.', rest @ ..] = b {
+    // Cisco `logging origin-id hostname`: "HOST: " before the time.
+    let mut host = None;
+    if let Some((first, rest)) = field(b)
+        && let Some(name) = first.strip_suffix(b":")
+        && !name.is_empty()
+        && timestamp(strip_marker(rest), ctx).is_some()
+    {
+        host = Some(text(name));
         b = rest;
     }
-    let (ts_ms, mut b) = match bsd_time(b, ctx).or_else(|| iso_time(b)) {
+    b = strip_marker(b);
+    // Cisco uptime stamps ("00:05:41: ", "1d02h: "): no wall-clock time.
+    if let Some(rest) = strip_uptime(b) {
+        b = rest;
+    }
+    let (ts_ms, mut b) = match timestamp(b, ctx) {
         Some((ts, rest)) => (Some(ts), rest),
         None => (None, b),
     };
@@ -404,13 +425,39 @@ fn parse_3164(b: &[u8], ctx: &ParseContext) -> Parsed {
         b = b.strip_prefix(b":").unwrap_or(b);
         b = b.strip_prefix(b" ").unwrap_or(b);
     }
-    let mut host = None;
     if ts_ms.is_some()
+        && host.is_none()
         && let Some((first, rest)) = field(b)
-        && !looks_like_tag(first)
     {
-        host = Some(text(first));
-        b = rest;
+        if !looks_like_tag(first) {
+            host = Some(text(first));
+            b = rest;
+        } else if first.contains(&b',') {
+            // UniFi: "model,mac,version: program: …" — the device, then
+            // the program.
+            host = Some(text(first.strip_suffix(b":").unwrap_or(first)));
+            b = rest;
+        }
+    }
+    if host.is_some() {
+        // Cisco ASA/FTD: "host : %ASA-…".
+        b = b.strip_prefix(b": ").unwrap_or(b);
+        // F5 BIG-IP: a severity word before the program.
+        if let Some((word, rest)) = field(b)
+            && is_severity_word(word)
+            && tag(rest).is_some()
+        {
+            b = rest;
+        }
+    }
+    if ts_ms.is_none()
+        && host.is_none()
+        && let Some(at) = find(b, b"\tMSWinEventLog\t")
+        && !b[..at].contains(&b' ')
+    {
+        // Snare for Windows without a syslog header: "HOST<TAB>MSWinEventLog…".
+        host = Some(text(&b[..at]));
+        b = &b[at + 1..];
     }
     let (app, pid, version, message) = match tag(b) {
         Some(t) => (Some(text(t.name)), t.pid.map(text), t.version, t.message),
@@ -436,6 +483,54 @@ fn parse_3164(b: &[u8], ctx: &ParseContext) -> Parsed {
     }
 }
 
+/// Cisco's `*` (clock not synchronized) and `.` (not authoritative) markers.
+fn strip_marker(b: &[u8]) -> &[u8] {
+    match b {
+        [b'*' | b'.', rest @ ..] => rest,
+        _ => b,
+    }
+}
+
+/// Any timestamp form a BSD-style header carries.
+fn timestamp<'a>(b: &'a [u8], ctx: &ParseContext) -> Option<(i64, &'a [u8])> {
+    bsd_time(b, ctx)
+        .or_else(|| year_first_time(b, ctx))
+        .or_else(|| iso_time(b))
+}
+
+/// `00:05:41: ` or `1d02h: ` / `2w3d: ` (device uptime, not a time of day).
+fn strip_uptime(b: &[u8]) -> Option<&[u8]> {
+    let (token, rest) = field(b)?;
+    let t = token.strip_suffix(b":")?;
+    let clock = t.len() >= 7
+        && t.split(|c| *c == b':').count() == 3
+        && t.split(|c| *c == b':')
+            .all(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit));
+    let units = t.len() >= 3
+        && t[0].is_ascii_digit()
+        && t.iter()
+            .all(|c| c.is_ascii_digit() || matches!(c, b'y' | b'w' | b'd' | b'h' | b'm'))
+        && t.iter().any(|c| matches!(c, b'y' | b'w' | b'd' | b'h'));
+    (clock || units).then_some(rest)
+}
+
+/// Syslog severity keywords (F5 writes one before the program).
+fn is_severity_word(w: &[u8]) -> bool {
+    matches!(
+        w,
+        b"emerg"
+            | b"alert"
+            | b"crit"
+            | b"err"
+            | b"error"
+            | b"warning"
+            | b"warn"
+            | b"notice"
+            | b"info"
+            | b"debug"
+    )
+}
+
 /// A token that ends in `:` or contains `[...]:` is a tag, not a hostname.
 fn looks_like_tag(token: &[u8]) -> bool {
     token.ends_with(b":") || (token.contains(&b'[') && token.ends_with(b"]:"))
@@ -456,6 +551,13 @@ struct Tag<'a> {
 /// A version after the name (`syslogd 1.4.1: restart.`) is kept as
 /// `version` beside the tag.
 fn tag(b: &[u8]) -> Option<Tag<'_>> {
+    // CEF and LEEF payloads start like a tag ("CEF:0|…"): they are messages.
+    if b.starts_with(b"CEF:") || b.starts_with(b"LEEF:") {
+        return None;
+    }
+    if let Some(t) = whole_token_tag(b) {
+        return Some(t);
+    }
     let end = b.iter().take(64).position(|c| {
         !(c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b'/' | b'@' | b'(' | b')'))
     })?;
@@ -490,12 +592,60 @@ fn tag(b: &[u8]) -> Option<Tag<'_>> {
         }
         None => (None, rest),
     };
-    let msg = rest.strip_prefix(b":")?;
+    let msg = match rest.strip_prefix(b":") {
+        Some(m) => m,
+        None => {
+            // macOS: `sudo[4567] <Notice>: …` (a level label) and
+            // `launchd[1] (label[12345]): …` (no colon after the pid).
+            let pid = pid.filter(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit))?;
+            let after = rest.strip_prefix(b" ")?;
+            let m = match after.strip_prefix(b"<") {
+                Some(label) => {
+                    let close = label.iter().take(16).position(|c| *c == b'>')?;
+                    label[close + 1..].strip_prefix(b":")?
+                }
+                None => after,
+            };
+            return Some(Tag {
+                name,
+                pid: Some(pid),
+                version: None,
+                message: m.strip_prefix(b" ").unwrap_or(m),
+            });
+        }
+    };
     Some(Tag {
         name,
         pid,
         version,
         message: msg.strip_prefix(b" ").unwrap_or(msg),
+    })
+}
+
+/// A first token that ends in `]:` and holds a colon of its own: Docker
+/// tags name images (`registry/app:1.42.0/…/3f2a9c1b7d4e[1187]:`), so the
+/// whole token up to the pid is the program.
+fn whole_token_tag(b: &[u8]) -> Option<Tag<'_>> {
+    let end = b.iter().take(256).position(|c| *c == b' ')?;
+    let token = &b[..end];
+    let head = token.strip_suffix(b"]:")?;
+    let open = head.iter().rposition(|c| *c == b'[')?;
+    let (name, pid) = (&head[..open], &head[open + 1..]);
+    if !name.contains(&b':')
+        || pid.is_empty()
+        || !pid.iter().all(u8::is_ascii_digit)
+        || !name.iter().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b'/' | b'@' | b':')
+        })
+    {
+        return None;
+    }
+    let rest = &b[end + 1..];
+    Some(Tag {
+        name,
+        pid: Some(pid),
+        version: None,
+        message: rest,
     })
 }
 
@@ -536,10 +686,31 @@ fn bsd_time<'a>(b: &'a [u8], ctx: &ParseContext) -> Option<(i64, &'a [u8])> {
     if !(p.is_empty() || p.starts_with(b" ") || p.starts_with(b":")) {
         return None;
     }
+    let mut p = p;
+    // Junos, Comware, Aruba: the year after the time.
+    if year.is_none()
+        && let Some(after) = p.strip_prefix(b" ")
+        && after.len() >= 5
+        && after[..4].iter().all(u8::is_ascii_digit)
+        && matches!(after[4], b' ' | b':')
+    {
+        year = Some(ascii_num::<i32>(&after[..4])?);
+        p = &after[4..];
+    }
+    // A zone name after the time (Cisco `show-timezone`): UTC and GMT are
+    // read as such; other names are ambiguous, so the listener's zone holds.
+    let mut utc = false;
+    if let Some(after) = p.strip_prefix(b" ")
+        && let Some((zone, rest)) = zone_name(after)
+    {
+        utc = zone == b"UTC" || zone == b"GMT";
+        p = rest;
+    }
     let p = p.strip_prefix(b" ").unwrap_or(p);
+    let zone = if utc { Tz::UTC } else { ctx.bsd_zone };
     let local = |y: i32| -> Option<i64> {
         let naive = NaiveDate::from_ymd_opt(y, month, day)?.and_hms_opt(h, m, s)?;
-        Some(to_utc(naive, ctx.bsd_zone)? + millis)
+        Some(to_utc(naive, zone)? + millis)
     };
     let ts = match year {
         Some(y) => local(y)?,
@@ -556,6 +727,42 @@ fn bsd_time<'a>(b: &'a [u8], ctx: &ParseContext) -> Option<(i64, &'a [u8])> {
         }
     };
     Some((ts, p))
+}
+
+/// A time-zone abbreviation (`UTC`, `CET`, `PDT`) followed by `:` or a
+/// space; returns it and what follows its separator's position.
+fn zone_name(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let n = b
+        .iter()
+        .take(6)
+        .take_while(|c| c.is_ascii_uppercase())
+        .count();
+    if !(2..=5).contains(&n) || !matches!(b.get(n), Some(b':' | b' ')) {
+        return None;
+    }
+    Some((&b[..n], &b[n..]))
+}
+
+/// NX-OS: `yyyy Mmm dd hh:mm:ss[.frac] [ZONE]`.
+fn year_first_time<'a>(b: &'a [u8], ctx: &ParseContext) -> Option<(i64, &'a [u8])> {
+    if !(b.len() > 5 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b' ') {
+        return None;
+    }
+    let year = &b[..4];
+    let rest = &b[5..];
+    // Reuse the BSD reader on "Mmm dd yyyy hh:mm:ss…".
+    let month_day = rest.get(..6)?;
+    let time = rest.get(7..)?;
+    let mut rebuilt = Vec::with_capacity(b.len() + 1);
+    rebuilt.extend_from_slice(month_day);
+    rebuilt.push(b' ');
+    rebuilt.extend_from_slice(year);
+    rebuilt.push(b' ');
+    rebuilt.extend_from_slice(time);
+    let (ts, after) = bsd_time(&rebuilt, ctx)?;
+    // Map the remainder back onto the original bytes (same length).
+    let consumed = rebuilt.len() - after.len();
+    Some((ts, &b[consumed..]))
 }
 
 fn to_utc(naive: NaiveDateTime, zone: Tz) -> Option<i64> {
@@ -576,8 +783,11 @@ fn iso_time(b: &[u8]) -> Option<(i64, &[u8])> {
         return None;
     }
     let (token, rest) = field(b)?;
-    let s = std::str::from_utf8(token).ok()?;
-    let t = DateTime::parse_from_rfc3339(s.trim_end_matches(':')).ok()?;
+    let s = std::str::from_utf8(token).ok()?.trim_end_matches(':');
+    // RFC 3339, or ISO 8601 with a `+hhmm` offset (journalctl short-iso).
+    let t = DateTime::parse_from_rfc3339(s)
+        .or_else(|_| DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z"))
+        .ok()?;
     Some((t.timestamp_millis(), rest))
 }
 
@@ -812,7 +1022,6 @@ mod tests {
             b"<12",
             b"<>x",
             b"<13>1 notatime h a - - - m",
-            b"<13>1 2026-11-26T10:00:00Z h a - - [unterminated",
         ] {
             let r = parse(m, &ctx()).record;
             assert_eq!(
@@ -825,6 +1034,14 @@ mod tests {
             assert_eq!(r.message, String::from_utf8_lossy(m));
             assert_eq!(r.ts_ms, ctx().received_ms);
         }
+        // A good RFC 5424 header with broken structured data keeps the
+        // header; the rest is the message.
+        let r = parse(b"<13>1 2026-11-26T10:00:00Z h a - - [unterminated", &ctx()).record;
+        assert_eq!(
+            (r.host.as_deref(), r.app.as_deref()),
+            (Some("h"), Some("a"))
+        );
+        assert_eq!(r.message, "[unterminated");
     }
 
     #[test]
