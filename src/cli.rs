@@ -69,15 +69,24 @@ pub struct SqlArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum UsageCommand {
-    /// Recompute a tenant's usage for a month from the raw records in the
-    /// lake and compare it with the recorded usage; prints every difference
-    /// and fails if there is one.
+    /// Recompute an organization's usage for a month from the raw records
+    /// in the lake and compare it with the recorded usage, batch by batch.
+    /// Exit status: 0 no difference, 2 differences found (printed), 1 the
+    /// check itself failed.
     Reconcile {
-        #[arg(long)]
-        tenant: String,
+        /// The organization.
+        #[arg(long, alias = "tenant")]
+        org: String,
         /// YYYY-MM (UTC).
         #[arg(long)]
         month: String,
+        /// Only batches whose last record is older than this many seconds
+        /// are compared: on a live system a batch and its usage record
+        /// become visible moments apart. 0 compares everything (a stopped
+        /// system).
+        #[arg(long, default_value_t = 300)]
+        settle_secs: u64,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },

@@ -26,6 +26,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // A completed check that found something is not a failure to run.
+        Err(e) if e.downcast_ref::<usage::DifferencesFound>().is_some() => {
+            eprintln!("securenet: {e:#}");
+            ExitCode::from(usage::DIFFERENCES_EXIT)
+        }
         Err(e) => {
             eprintln!("securenet: {e:#}");
             ExitCode::FAILURE

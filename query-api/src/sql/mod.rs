@@ -211,21 +211,38 @@ impl SqlEngine {
                 datafusion::logical_expr::LogicalPlan::Explain(_)
                     | datafusion::logical_expr::LogicalPlan::Analyze(_)
             );
-            let df = if explain {
-                df
-            } else {
-                df.limit(0, Some(max_rows + 1))
-                    .map_err(ApiError::from_datafusion)?
+            let run = |df: datafusion::prelude::DataFrame| {
+                let (guard, pool) = (task_guard.clone(), pool.clone());
+                async move {
+                    let task_ctx = Arc::new(df.task_ctx());
+                    let plan = df
+                        .create_physical_plan()
+                        .await
+                        .map_err(ApiError::from_datafusion)?;
+                    let plan =
+                        guard::guard_plan(plan, &guard).map_err(ApiError::from_datafusion)?;
+                    let stream = datafusion::physical_plan::execute_stream(plan, task_ctx)
+                        .map_err(ApiError::from_datafusion)?;
+                    collect(stream, max_rows, max_bytes, &pool).await
+                }
             };
-            let task_ctx = Arc::new(df.task_ctx());
-            let plan = df
-                .create_physical_plan()
-                .await
-                .map_err(ApiError::from_datafusion)?;
-            let plan = guard::guard_plan(plan, &task_guard).map_err(ApiError::from_datafusion)?;
-            let stream = datafusion::physical_plan::execute_stream(plan, task_ctx)
-                .map_err(ApiError::from_datafusion)?;
-            let (mut batches, truncated) = collect(stream, max_rows, max_bytes, &pool).await?;
+            let (mut batches, truncated) = if explain {
+                run(df).await?
+            } else {
+                // The limit lets DataFusion stop early (TopK instead of a
+                // full sort). A plan it breaks (DISTINCT over a window
+                // function: "Ordering direction required for DISTINCT with
+                // limit", a DataFusion bug) runs again without it;
+                // `collect` cuts the rows either way.
+                let limited = df
+                    .clone()
+                    .limit(0, Some(max_rows + 1))
+                    .map_err(ApiError::from_datafusion)?;
+                match run(limited).await {
+                    Err(ApiError::Internal(_)) if task_guard.stopped().is_none() => run(df).await?,
+                    other => other?,
+                }
+            };
             if explain {
                 batches = session::redact_paths(batches, &root)?;
             }

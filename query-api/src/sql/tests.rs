@@ -437,3 +437,25 @@ async fn explain_does_not_show_server_paths() {
     assert!(!plan.contains(root.trim_start_matches('/')), "{plan}");
     assert!(plan.contains("logs/tenant_id=acme/date="), "{plan}");
 }
+
+/// A valid query DataFusion cannot plan under the row limit (DISTINCT over
+/// a window function) still answers, cut by the collector.
+#[tokio::test]
+async fn distinct_over_a_window_function_answers() {
+    let (_dir, lake) = lake_with(&[("acme", "a1"), ("acme", "a2"), ("acme", "a2")]).await;
+    let e = engine(
+        lake,
+        SqlConfig {
+            max_result_rows: 1,
+            ..Default::default()
+        },
+    );
+    let r = e
+        .execute(
+            &t("acme"),
+            "SELECT DISTINCT message, count(*) OVER (PARTITION BY message) AS n FROM logs",
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.num_rows(), r.truncated), (1, true));
+}
