@@ -2,7 +2,8 @@
 //! wrote (raw little-endian f64 rows and u8 labels): fit seconds, single
 //! thread scoring throughput and ROC AUC, medians over runs, as JSON.
 //! Scoring is timed once per run with every walk the CPU has (scalar,
-//! AVX2, AVX-512), so one command compares them; the best is the headline.
+//! AVX2, AVX-512), so one command compares them, and with the walk the
+//! library picks by measuring at start (the headline: what users get).
 //!
 //!     iforest_bench DATA_DIR FEATURES RUNS
 
@@ -31,6 +32,7 @@ fn main() -> anyhow::Result<()> {
     let walks = detectors::iforest::walks();
     let (mut fits, mut auc) = (vec![], 0.0);
     let mut rates: Vec<Vec<f64>> = vec![vec![]; walks.len()];
+    let mut defaults = Vec::new();
     for run in 0..runs {
         let started = Instant::now();
         let forest = IsolationForest::fit(
@@ -60,6 +62,12 @@ fn main() -> anyhow::Result<()> {
             }
             best = Some(scores);
         }
+        // What users get: the walk the calibration chose.
+        detectors::iforest::use_walk(None);
+        let started = Instant::now();
+        let chosen = forest.score_samples(m);
+        defaults.push(m.rows() as f64 / started.elapsed().as_secs_f64());
+        anyhow::ensure!(Some(&chosen) == best.as_ref(), "the default walk disagrees");
         let scores = best.unwrap_or_default();
         let abnormality: Vec<f64> = scores.iter().map(|s| -s).collect();
         auc = detectors::metrics::roc_auc(&abnormality, &y);
@@ -70,12 +78,26 @@ fn main() -> anyhow::Result<()> {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
+    let calibration = detectors::iforest::calibration();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_default();
     println!(
         "{}",
         json!({
             "median_fit_s": (median(fits) * 1e4).round() / 1e4,
-            "median_score_rows_per_s": rates.last().map(|r| median(r.clone()).round()),
-            "walk": walks.last().map(|w| w.name()),
+            "median_score_rows_per_s": median(defaults).round(),
+            "walk": calibration.best.name(),
+            "cpu": cpu,
+            "calibration_rows_per_s": calibration.rows_per_sec.iter()
+                .map(|(w, r)| (w.name().to_string(), json!(r.round())))
+                .collect::<serde_json::Map<_, _>>(),
             "walks": walks.iter().zip(&rates)
                 .map(|(w, r)| (w.name().to_string(), json!(median(r.clone()).round())))
                 .collect::<serde_json::Map<_, _>>(),

@@ -39,10 +39,75 @@ use tree::{Complete, Fast, Tree};
 pub use simd::Walk;
 
 /// Forces a walk for scoring (capped at what the CPU has), or with `None`
-/// the best the CPU has (the default). Process-wide; every walk gives
-/// bit-identical scores, so this exists for benchmarks that compare them.
+/// the fastest measured on this CPU (the default). Process-wide; every walk
+/// gives bit-identical scores, so this exists for benchmarks that compare
+/// them.
 pub fn use_walk(walk: Option<Walk>) {
     simd::choose(walk);
+}
+
+/// What the one-time measurement of the walks found on this CPU.
+#[derive(Debug, Clone)]
+pub struct Calibration {
+    /// The walk scoring uses unless one is forced.
+    pub best: Walk,
+    /// Each available walk's speed on the calibration forest (100 trees of
+    /// 256 samples, 8 features): rows scored per second, best of 5 runs.
+    pub rows_per_sec: Vec<(Walk, f64)>,
+}
+
+/// Measures every walk this CPU has, once per process (a few
+/// milliseconds, at the first scoring), and keeps the fastest: which walk
+/// wins depends on the CPU's gather throughput, not on its feature flags
+/// (on AMD EPYC the AVX2 walk ran at half the scalar walk's speed).
+pub fn calibration() -> &'static Calibration {
+    static MEASURED: std::sync::OnceLock<Calibration> = std::sync::OnceLock::new();
+    MEASURED.get_or_init(|| {
+        let available = simd::available();
+        if available.len() == 1 {
+            return Calibration {
+                best: Walk::Scalar,
+                rows_per_sec: Vec::new(),
+            };
+        }
+        const ROWS: usize = 4096;
+        const FEATURES: usize = 8;
+        let mut rng = ChaCha8Rng::seed_from_u64(0x5ec);
+        let data: Vec<f64> = (0..ROWS * FEATURES).map(|_| rng.random::<f64>()).collect();
+        let Ok(forest) = IsolationForest::fit(
+            Matrix::new(&data, FEATURES),
+            Params {
+                seed: 7,
+                ..Params::default()
+            },
+        ) else {
+            return Calibration {
+                best: Walk::Scalar,
+                rows_per_sec: Vec::new(),
+            };
+        };
+        let mut acc = vec![0.0; ROWS];
+        let mut rows_per_sec = Vec::new();
+        for walk in available {
+            let mut best = std::time::Duration::MAX;
+            for _ in 0..5 {
+                let started = std::time::Instant::now();
+                forest.fast_lengths_with::<FEATURES>(walk, &data, &mut acc);
+                best = best.min(started.elapsed());
+            }
+            rows_per_sec.push((walk, ROWS as f64 / best.as_secs_f64().max(1e-9)));
+        }
+        let best = rows_per_sec
+            .iter()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map_or(Walk::Scalar, |(w, _)| *w);
+        Calibration { best, rows_per_sec }
+    })
+}
+
+/// The walk scoring uses now: the forced one, else the fastest measured.
+fn walk_now() -> Walk {
+    simd::forced().unwrap_or_else(|| calibration().best)
 }
 
 /// The walks this CPU runs, best last.
@@ -343,6 +408,11 @@ impl IsolationForest {
     /// into f32 at a power-of-two stride `S ≥ features`, then every tree
     /// walks them. Returns `false` (nothing done) if `S` is too small.
     fn fast_lengths<const S: usize>(&self, rows: &[f64], acc: &mut [f64]) -> bool {
+        self.fast_lengths_with::<S>(walk_now(), rows, acc)
+    }
+
+    /// [`Self::fast_lengths`] with the given walk.
+    fn fast_lengths_with<const S: usize>(&self, walk: Walk, rows: &[f64], acc: &mut [f64]) -> bool {
         let nf = self.features;
         if nf > S {
             return false;
@@ -353,7 +423,6 @@ impl IsolationForest {
                 *slot = *v as f32;
             }
         }
-        let walk = simd::current();
         for tree in &self.fast {
             let done = simd::accumulate::<S>(walk, tree, &block, acc);
             tree.accumulate::<S>(&block[done..], &mut acc[done..]);

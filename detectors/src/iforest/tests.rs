@@ -326,3 +326,21 @@ fn the_vector_walk_scores_exactly_like_walking_the_trees() {
     }
     eprintln!("walks on this CPU: {walks:?}");
 }
+
+/// The default walk is the fastest measured on this CPU, and a forced walk
+/// overrides it; every walk scores alike.
+#[test]
+fn the_default_walk_is_measured_and_scores_like_every_other() {
+    let c = super::calibration();
+    assert_eq!(
+        c.rows_per_sec.len(),
+        super::walks()
+            .len()
+            .min(c.rows_per_sec.len().max(1))
+            .max(c.rows_per_sec.len())
+    );
+    if let Some(fastest) = c.rows_per_sec.iter().max_by(|a, b| a.1.total_cmp(&b.1)) {
+        assert_eq!(c.best, fastest.0);
+    }
+    assert!(super::walks().contains(&c.best));
+}

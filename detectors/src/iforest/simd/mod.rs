@@ -1,7 +1,9 @@
 //! Vector walks of the fixed-depth layout ([`Fast`]): one lane per row,
 //! a block of rows walks a tree at once, chosen at run time from what the
 //! CPU has — AVX-512 (sixteen rows per vector), AVX2 (eight) — with the
-//! scalar [`Fast::accumulate`] for the rest.
+//! scalar [`Fast::accumulate`] for the rest. Which one is fastest is
+//! measured, not assumed (`super::calibration`): gathers are slow on some
+//! CPUs, where the AVX2 walk ran at half the scalar one's speed.
 //!
 //! Why they beat the scalar walk: the scalar loop spends about two cycles
 //! per row and tree level on node load → feature load → compare → index,
@@ -75,13 +77,15 @@ pub(super) fn available() -> Vec<Walk> {
         .collect()
 }
 
-/// The walk scoring uses now: the best the CPU has, at most the forced one.
-pub(super) fn current() -> Walk {
+/// The forced walk, capped at what the CPU has; `None` when none is forced.
+pub(super) fn forced() -> Option<Walk> {
     let cap = CHOSEN.load(Ordering::Relaxed);
-    [Walk::Avx512, Walk::Avx2]
-        .into_iter()
-        .find(|w| supports(*w) && (cap == 0 || *w as u8 <= cap))
-        .unwrap_or(Walk::Scalar)
+    (cap != 0).then(|| {
+        [Walk::Avx512, Walk::Avx2]
+            .into_iter()
+            .find(|w| supports(*w) && *w as u8 <= cap)
+            .unwrap_or(Walk::Scalar)
+    })
 }
 
 /// Adds each row's path length in `tree` to `acc` for as many whole
