@@ -1,4 +1,4 @@
-//! Insights over real ingested data through HTTP: the Drain log summary
+//! Insights over real ingested data through HTTP: the log template summary
 //! (top and new templates; text; an OpenAI-compatible model narrating it,
 //! and failing without taking the summary down), threat analysis per
 //! entity with its reasons, and recommendations with their evidence.

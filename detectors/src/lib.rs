@@ -11,6 +11,7 @@ pub mod drain;
 pub mod iforest;
 pub mod metrics;
 pub mod streaming;
+pub mod templates;
 pub mod training;
 pub mod usage;
 pub mod windows;

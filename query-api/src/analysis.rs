@@ -1,6 +1,7 @@
 //! Built-in analysis over the caller's data:
 //!
-//! - `POST /api/insights/summary` — log template mining (Drain) over a time
+//! - `POST /api/insights/summary` — log template mining
+//!   ([`detectors::templates`]) over a time
 //!   range: top templates with counts, templates new against the preceding
 //!   range of equal length, anomalies; as JSON, or text with
 //!   `{"format": "text"}`. With `api.llm` configured, an OpenAI-compatible
@@ -20,7 +21,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use detectors::drain::{Drain, DrainConfig};
+use detectors::templates::{ShapeId, TemplateMiner};
 use detectors::windows::AUTH_FAILURE_PATTERN;
 use schemas::TenantId;
 use serde::{Deserialize, Serialize};
@@ -158,28 +159,45 @@ pub async fn summary(
     let current = messages(&state, tenant, since, until).await?;
     let total = current.len();
     let (templates, new_templates, template_count) = tokio::task::spawn_blocking(move || {
-        let mut drain = Drain::new(DrainConfig::default());
-        let mut known = HashSet::new();
+        // One miner over both ranges, so a template is "new" exactly when
+        // none of the preceding range's messages has it.
+        let mut miner = TemplateMiner::default();
+        let mut seen_before: HashSet<ShapeId> = HashSet::new();
         for m in baseline.iter().rev() {
-            known.insert(drain.add(m).0);
+            seen_before.extend(miner.add(m));
         }
-        let mut counts: HashMap<u32, u64> = HashMap::new();
+        let mut shapes: HashMap<ShapeId, u64> = HashMap::new();
         for m in current.iter().rev() {
-            *counts.entry(drain.add(m).0).or_default() += 1;
+            if let Some(shape) = miner.add(m) {
+                *shapes.entry(shape).or_default() += 1;
+            }
         }
+        let mined = miner.templates();
+        let known: HashSet<u32> = seen_before
+            .iter()
+            .filter_map(|s| mined.of(*s).map(|t| t.id))
+            .collect();
+        let mut counts: BTreeMap<u32, u64> = BTreeMap::new();
+        for (shape, n) in &shapes {
+            if let Some(t) = mined.of(*shape) {
+                *counts.entry(t.id).or_default() += n;
+            }
+        }
+        let by_id: HashMap<u32, &detectors::templates::Template> =
+            mined.iter().map(|t| (t.id, t)).collect();
         let describe = |id: u32, count: u64| {
-            drain.cluster(id).map(|c| TemplateCount {
-                template: c.template.clone(),
+            by_id.get(&id).map(|t| TemplateCount {
+                template: t.text.clone(),
                 count,
                 share: if total == 0 {
                     0.0
                 } else {
                     count as f64 / total as f64
                 },
-                example: c.example.chars().take(512).collect(),
+                example: t.example.chars().take(512).collect(),
             })
         };
-        let mut ranked: Vec<(u32, u64)> = counts.iter().map(|(k, v)| (*k, *v)).collect();
+        let mut ranked: Vec<(u32, u64)> = counts.into_iter().collect();
         ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let templates: Vec<TemplateCount> = ranked
             .iter()

@@ -24,7 +24,7 @@
 //!   (cursor pages, filters).
 //! - [`dashboard`]: `/api/metrics/system`, `/organization`, `/security`,
 //!   `/dashboard`.
-//! - [`analysis`]: log summary (Drain templates, optional LLM narrative),
+//! - [`analysis`]: log summary (log templates, optional LLM narrative),
 //!   threat analysis per entity, recommendations.
 //! - [`notify`]: notification channels (signed webhooks, SMTP email), the
 //!   dispatcher with retries and backoff, the delivery log.

@@ -157,7 +157,7 @@ pub fn table() -> Vec<Endpoint> {
         ep(M::POST, "/api/insights/models/train", MEMBER, "queue a training job (202 with the session to poll)", post(insights::train)).accepted().body::<insights::TrainRequest>(),
         ep(M::GET, "/api/insights/models/training-sessions/{id}", VIEWER, "a training session (poll a queued training)", get(insights::training_session)),
         ep(M::POST, "/api/insights/models/{id}/predict", VIEWER, "predictions with confidence scores", post(insights::predict)).body::<insights::PredictRequest>(),
-        ep(M::POST, "/api/insights/summary", VIEWER, "log summary for a time range (Drain templates, new templates, anomalies)", post(analysis::summary)).body::<analysis::RangeRequest>().produces(&["application/json", "text/plain"]),
+        ep(M::POST, "/api/insights/summary", VIEWER, "log summary for a time range (log templates, new templates, anomalies)", post(analysis::summary)).body::<analysis::RangeRequest>().produces(&["application/json", "text/plain"]),
         ep(M::POST, "/api/insights/threat-analysis", VIEWER, "risk per entity with its reasons", post(analysis::threat_analysis)).body::<analysis::RangeRequest>(),
         ep(M::GET, "/api/insights/recommendations", VIEWER, "security recommendations with evidence", get(analysis::recommendations)),
         ep(M::GET, "/api/anomalies", VIEWER, "anomalies (cursor pages, filters)", get(alerts::anomalies)).query(&[("severity", "string"), ("entity", "string"), ("since", "string"), ("until", "string"), ("limit", "integer"), ("cursor", "string")]),
