@@ -20,6 +20,7 @@
 pub mod auth;
 pub mod billing;
 mod error;
+pub mod fuzzing;
 pub mod insights;
 pub mod inventory;
 pub mod jwt;

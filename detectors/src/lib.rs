@@ -8,6 +8,7 @@
 //! and publishes what comes out.
 
 pub mod drain;
+pub mod fuzzing;
 pub mod iforest;
 pub mod metrics;
 pub mod streaming;

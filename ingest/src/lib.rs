@@ -19,6 +19,8 @@
 pub mod batcher;
 mod config;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod json;
 pub mod metrics;

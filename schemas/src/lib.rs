@@ -16,6 +16,7 @@
 
 pub mod envelope;
 mod error;
+pub mod fuzzing;
 pub mod inventory;
 pub mod kind;
 pub mod logs;

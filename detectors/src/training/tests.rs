@@ -203,3 +203,26 @@ fn a_label_like_column_must_be_named_or_declared() {
     assert_eq!(none.features, ["bytes", "port", "anomaly"]);
     assert_eq!(none.label_column, None);
 }
+
+/// Found by fuzzing: a number beyond i64 made polars panic (Int128 was not
+/// a supported type). Now it is a feature like any other, or a clear error.
+#[test]
+fn numbers_beyond_64_bits_are_data_not_a_crash() {
+    let mut rows = vec![r#"{"a": 123456789012345678901234567890, "b": 1.5}"#.to_string()];
+    rows.extend((0..30).map(|i| format!(r#"{{"a": {i}, "b": {i}.5}}"#)));
+    let json = format!("[{}]", rows.join(","));
+    let data = parse(
+        json.as_bytes(),
+        Format::Json,
+        Label::Unlabelled,
+        &Limits::default(),
+    )
+    .unwrap();
+    assert_eq!(data.features, ["a", "b"]);
+    assert_eq!(data.rows, 31);
+    let csv = b"\n\n6666666666666666666666666666\n";
+    assert!(parse(csv, Format::Csv, Label::Unlabelled, &Limits::default()).is_err());
+    let ndjson = b"{\"x\": 66666666666666666666666666666666666}\n{\"x\": -1}\n";
+    let err = parse(ndjson, Format::Json, Label::Unlabelled, &Limits::default()).unwrap_err();
+    assert!(err.to_string().contains("usable rows"), "{err}");
+}

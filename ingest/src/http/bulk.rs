@@ -84,7 +84,7 @@ pub async fn bulk_index(
 }
 
 /// One action of the request and, for `index`/`create`, its outcome.
-struct Item {
+pub(crate) struct Item {
     action: String,
     index: String,
     id: String,
@@ -154,7 +154,7 @@ async fn handle(
 
 /// Action and document lines → items (one per action) and the records of
 /// the stored documents, each charged as it is built.
-fn parse_bulk(
+pub(crate) fn parse_bulk(
     bytes: &[u8],
     default_index: &str,
     tenant: &schemas::TenantId,

@@ -79,7 +79,7 @@ type Invalid = Option<(usize, u16, String)>;
 
 /// Concatenated HEC event objects → records (each charged as built), the
 /// first invalid event and how many were rejected.
-fn parse_events(
+pub(crate) fn parse_events(
     bytes: &[u8],
     tenant: &schemas::TenantId,
     now: i64,

@@ -58,22 +58,7 @@ pub async fn push(State(state): State<IngestState>, headers: HeaderMap, body: Bo
     let max_record = state.config.max_record_bytes;
     let parsed = state
         .parse(wire, move |bytes, charge| {
-            let push: Push = serde_json::from_slice(bytes)
-                .map_err(|e| Error::BadRequest(format!("body is not a Loki JSON push: {e}")))?;
-            let mut records = Vec::new();
-            let mut errors = Vec::new();
-            for (s, stream) in push.streams.iter().enumerate() {
-                for (v, entry) in stream.values.iter().enumerate() {
-                    match entry_record(&stream.stream, entry, &tenant, now, max_record) {
-                        Ok(r) => {
-                            charge(&r)?;
-                            records.push(r);
-                        }
-                        Err(e) => errors.push(format!("stream {s} entry {v}: {e}")),
-                    }
-                }
-            }
-            Ok((records, errors))
+            parse_push(bytes, &tenant, now, max_record, charge)
         })
         .await;
     let ((records, errors), reservation) = match parsed {
@@ -97,6 +82,32 @@ pub async fn push(State(state): State<IngestState>, headers: HeaderMap, body: Bo
         let text = format!("{} entries rejected: {}\n", errors.len(), shown.join("; "));
         (StatusCode::BAD_REQUEST, text).into_response()
     }
+}
+
+/// A Loki JSON push → records (each charged as built) and per-entry errors.
+pub(crate) fn parse_push(
+    bytes: &[u8],
+    tenant: &TenantId,
+    now: i64,
+    max_record: usize,
+    charge: &mut dyn FnMut(&LogRecord) -> Result<(), Error>,
+) -> Result<(Vec<LogRecord>, Vec<String>), Error> {
+    let push: Push = serde_json::from_slice(bytes)
+        .map_err(|e| Error::BadRequest(format!("body is not a Loki JSON push: {e}")))?;
+    let mut records = Vec::new();
+    let mut errors = Vec::new();
+    for (s, stream) in push.streams.iter().enumerate() {
+        for (v, entry) in stream.values.iter().enumerate() {
+            match entry_record(&stream.stream, entry, tenant, now, max_record) {
+                Ok(r) => {
+                    charge(&r)?;
+                    records.push(r);
+                }
+                Err(e) => errors.push(format!("stream {s} entry {v}: {e}")),
+            }
+        }
+    }
+    Ok((records, errors))
 }
 
 fn entry_record(

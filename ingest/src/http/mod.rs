@@ -17,10 +17,10 @@
 //! routes; HEC, bulk and Loki answer in their own protocol's shape.
 
 mod body;
-mod bulk;
-mod hec;
-mod logs;
-mod loki;
+pub(crate) mod bulk;
+pub(crate) mod hec;
+pub(crate) mod logs;
+pub(crate) mod loki;
 mod scans;
 
 use std::sync::Arc;

@@ -686,7 +686,6 @@ fn bsd_time<'a>(b: &'a [u8], ctx: &ParseContext) -> Option<(i64, &'a [u8])> {
     if !(p.is_empty() || p.starts_with(b" ") || p.starts_with(b":")) {
         return None;
     }
-    let mut p = p;
     // Junos, Comware, Aruba: the year after the time.
     if year.is_none()
         && let Some(after) = p.strip_prefix(b" ")

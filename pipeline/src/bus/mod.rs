@@ -6,6 +6,7 @@
 //! every sink has written it. Ingest acknowledges its clients on that.
 
 pub mod embedded;
+#[cfg(feature = "kafka")]
 pub mod kafka;
 
 use futures::future::BoxFuture;

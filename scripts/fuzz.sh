@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Runs every fuzz target (fuzz/fuzz_targets: syslog, framing, NDJSON/JSON,
+# HEC, _bulk, Loki, nmap XML, scan reports, training uploads, bus
+# envelopes, tokens) for SECONDS each, growing the corpus kept in
+# fuzz/corpus/<target>/ and saving any crash to fuzz/regressions/<target>/,
+# where unit tests replay it (ingest::fuzzing, detectors, schemas, control).
+# Prints executions, corpus size and crashes per target.
+#
+#   scripts/fuzz.sh [SECONDS] [TARGET...]      # default 60 s, every target
+#
+# cargo fuzz needs nightly compiler flags; the one toolchain here is
+# stable, so RUSTC_BOOTSTRAP=1 enables them for this build only.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+SECS="${1:-60}"
+shift || true
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --version 0.13.2
+export RUSTC_BOOTSTRAP=1
+export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$HOME/.cache/securenet/fuzz-target}"
+if [ "$#" -gt 0 ]; then targets=("$@"); else mapfile -t targets < <(cargo fuzz list --fuzz-dir fuzz); fi
+
+# Seeds: real inputs the tests already use, on the first run.
+seed() { # target file...
+  local dir="fuzz/corpus/$1"; shift
+  [ -n "$(ls -A "$dir" 2>/dev/null)" ] && return 0
+  mkdir -p "$dir"
+  for f in "$@"; do cp "$f" "$dir/" 2>/dev/null || true; done
+}
+mkdir -p fuzz/corpus
+python3 - <<'PY'
+import json, os, hashlib
+frames = [json.loads(l)["frame"] for l in open("tests/data/syslog/corpus.jsonl")]
+for target in ("syslog", "syslog_stream"):
+    d = f"fuzz/corpus/{target}"
+    if os.path.isdir(d) and os.listdir(d):
+        continue
+    os.makedirs(d, exist_ok=True)
+    for f in frames:
+        data = (f"{len(f)} {f}" if target == "syslog_stream" else f).encode()
+        open(f"{d}/{hashlib.sha1(data).hexdigest()}", "wb").write(data)
+seeds = {
+    "logs": ['{"message":"a","host":"h","ts":"2026-11-26T10:00:00Z"}\n{"msg":"b","level":"warn"}\n', '[{"message":"x"},{"log":"y"}]'],
+    "json_record": ['{"message":"a","host":{"name":"h"},"severity":"err","pid":42,"ts":1764000000123}'],
+    "hec": ['{"event":"x","time":1764000000.5,"host":"h","fields":{"a":"b"}}{"event":{"message":"y"}}'],
+    "bulk": ['{"index":{"_index":"logs","_id":"1"}}\n{"message":"a"}\n{"create":{}}\n{"message":"b"}\n'],
+    "loki": ['{"streams":[{"stream":{"job":"x"},"values":[["1764000000000000000","line",{"k":"v"}]]}]}'],
+    "nmap": ['<?xml version="1.0"?><nmaprun scanner="nmap" start="1764000000"><host><status state="up"/><address addr="10.0.0.1" addrtype="ipv4"/><ports><port protocol="tcp" portid="22"><state state="open"/><service name="ssh" product="OpenSSH"/><script id="vulners" output="CVE-2023-48795 5.9"/></port></ports></host><runstats><finished time="1764000100"/></runstats></nmaprun>'],
+    "scan_report": ['{"scan_id":"s","scanner":"x","hosts":[{"ip":"10.0.0.1","status":"up","findings":[{"port":22,"title":"t","cvss":7.5}]}]}', '{"devices":[{"ip":"10.0.0.2","mac":"aa:bb:cc:00:11:22"}]}'],
+    "training_upload": ['a,b,label\n1,2,x\n3,4,y\n', '[{"a":1,"b":2},{"a":3,"b":4}]'],
+    "jwt": ['eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1c2VyOjEiLCJvcmciOiJkZWZhdWx0In0.c2ln', 'sn_0123456789abcdef_00'],
+    "envelope": ['\x00ARROW1'],
+}
+for target, items in seeds.items():
+    d = f"fuzz/corpus/{target}"
+    if os.path.isdir(d) and os.listdir(d):
+        continue
+    os.makedirs(d, exist_ok=True)
+    for s in items:
+        data = s.encode()
+        open(f"{d}/{hashlib.sha1(data).hexdigest()}", "wb").write(data)
+PY
+
+printf '%-16s %14s %8s %8s\n' target executions corpus crashes > fuzz/last-run.txt
+for t in "${targets[@]}"; do
+  mkdir -p "fuzz/corpus/$t" "fuzz/regressions/$t"
+  log="$(mktemp)"
+  cargo fuzz run --fuzz-dir fuzz "$t" "fuzz/corpus/$t" -- \
+    -max_total_time="$SECS" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
+    -artifact_prefix="fuzz/regressions/$t/" -print_final_stats=1 > "$log" 2>&1
+  runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
+  crashes=$(ls "fuzz/regressions/$t" 2>/dev/null | wc -l)
+  # Keep the corpus small enough for the repository.
+  cargo fuzz cmin --fuzz-dir fuzz "$t" "fuzz/corpus/$t" > /dev/null 2>&1 || true
+  corpus=$(ls "fuzz/corpus/$t" | wc -l)
+  printf '%-16s %14s %8s %8s\n' "$t" "${runs:-?}" "$corpus" "$crashes" | tee -a fuzz/last-run.txt
+  if [ "$crashes" -gt 0 ]; then tail -40 "$log" > "fuzz/regressions/$t.crash-log"; fi
+  rm -f "$log"
+done
+cat fuzz/last-run.txt
