@@ -60,20 +60,25 @@ for target, items in seeds.items():
         open(f"{d}/{hashlib.sha1(data).hexdigest()}", "wb").write(data)
 PY
 
-printf '%-16s %14s %8s %8s\n' target executions corpus crashes > fuzz/last-run.txt
+# crashes: found by this run; kept: every input in fuzz/regressions/<target>/
+# (earlier findings, fixed and replayed by the unit tests).
+printf '%-16s %14s %8s %8s %6s\n' target executions corpus crashes kept > fuzz/last-run.txt
 for t in "${targets[@]}"; do
   mkdir -p "fuzz/corpus/$t" "fuzz/regressions/$t"
   log="$(mktemp)"
+  before=$(ls "fuzz/regressions/$t" | wc -l)
   cargo fuzz run --fuzz-dir fuzz "$t" "fuzz/corpus/$t" -- \
     -max_total_time="$SECS" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
     -artifact_prefix="fuzz/regressions/$t/" -print_final_stats=1 > "$log" 2>&1
   runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
-  crashes=$(ls "fuzz/regressions/$t" 2>/dev/null | wc -l)
+  kept=$(ls "fuzz/regressions/$t" | wc -l)
+  crashes=$((kept - before))
   # Keep the corpus small enough for the repository.
   cargo fuzz cmin --fuzz-dir fuzz "$t" "fuzz/corpus/$t" > /dev/null 2>&1 || true
   corpus=$(ls "fuzz/corpus/$t" | wc -l)
-  printf '%-16s %14s %8s %8s\n' "$t" "${runs:-?}" "$corpus" "$crashes" | tee -a fuzz/last-run.txt
-  if [ "$crashes" -gt 0 ]; then tail -40 "$log" > "fuzz/regressions/$t.crash-log"; fi
+  printf '%-16s %14s %8s %8s %6s\n' "$t" "${runs:-?}" "$corpus" "$crashes" "$kept" | tee -a fuzz/last-run.txt
+  # The panic message and the first frames, for the unit test to be written.
+  if [ "$crashes" -gt 0 ]; then grep -m1 -A25 "panicked at\|ERROR: AddressSanitizer\|ERROR: libFuzzer" "$log" > "fuzz/regressions/$t.crash-log"; fi
   rm -f "$log"
 done
 cat fuzz/last-run.txt

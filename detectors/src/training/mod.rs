@@ -141,7 +141,17 @@ pub fn parse(bytes: &[u8], format: Format, label: Label<'_>, limits: &Limits) ->
     if std::str::from_utf8(bytes).is_err() {
         return Err(invalid("training data must be UTF-8 text"));
     }
-    let df = match format {
+    // RFC 4180 doubles a quote inside a quoted field, so well-formed CSV
+    // has an even number of them; an odd count is a field left open, which
+    // polars 0.55's reader panics on (found by fuzzing) instead of refusing.
+    if format == Format::Csv && bytes.iter().filter(|&&b| b == b'"').count() % 2 == 1 {
+        return Err(invalid(
+            "cannot parse the training data: a quoted field is never closed (odd number of \" characters)",
+        ));
+    }
+    // The reader is a third party's: should another input make it panic,
+    // that is this upload's error, not a failed request or a lost worker.
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match format {
         Format::Csv => CsvReadOptions::default()
             .with_has_header(true)
             .with_infer_schema_length(Some(10_000))
@@ -159,13 +169,15 @@ pub fn parse(bytes: &[u8], format: Format, label: Label<'_>, limits: &Limits) ->
                 .infer_schema_len(std::num::NonZeroUsize::new(10_000))
                 .finish()
         }
-    }
-    .map_err(|e| {
-        invalid(format!(
-            "cannot parse the training data: {}",
-            first_line(&e.to_string())
-        ))
-    })?;
+    }));
+    let df = read
+        .map_err(|_| invalid("cannot parse the training data: the reader failed on it"))?
+        .map_err(|e| {
+            invalid(format!(
+                "cannot parse the training data: {}",
+                first_line(&e.to_string())
+            ))
+        })?;
 
     if df.height() > limits.max_rows {
         return Err(invalid(format!(

@@ -226,3 +226,24 @@ fn numbers_beyond_64_bits_are_data_not_a_crash() {
     let err = parse(ndjson, Format::Json, Label::Unlabelled, &Limits::default()).unwrap_err();
     assert!(err.to_string().contains("usable rows"), "{err}");
 }
+
+/// Found by `scripts/fuzz.sh`: polars 0.55's CSV reader panics (in its
+/// thread pool) on a quoted field left open at the end of the upload.
+#[test]
+fn an_unterminated_quote_is_a_clear_error_not_a_crash() {
+    for csv in [
+        &b",=,,3\n1a\"=,,3\n1a\",<,\""[..],
+        b"a,b\n1,2\n3,\"",
+        b"a,b\n1,\"2\n",
+    ] {
+        let err = parse(csv, Format::Csv, Label::Auto, &Limits::default()).unwrap_err();
+        assert!(err.to_string().contains("quote"), "{err}");
+    }
+    // Quotes that open and close are data.
+    let mut csv = String::from("a,b\n");
+    for i in 0..25 {
+        csv.push_str(&format!("\"{i}\",{i}.5\n"));
+    }
+    let ok = parse(csv.as_bytes(), Format::Csv, Label::Unlabelled, &Limits::default()).unwrap();
+    assert_eq!(ok.rows, 25);
+}
