@@ -66,7 +66,7 @@ pub struct ControlConfig {
     pub default_plan: String,
     /// Use this API key for the default organization instead of generating
     /// one (at least 20 characters). Stored hashed.
-    pub default_api_key: Option<String>,
+    pub default_api_key: Option<schemas::Secret>,
 }
 
 /// The pipeline role's settings.

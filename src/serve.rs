@@ -280,8 +280,8 @@ pub async fn run(
             platform_token: config
                 .api
                 .platform_admin_token
-                .as_deref()
-                .map(query_api::auth::PlatformToken::new)
+                .as_ref()
+                .map(|t| query_api::auth::PlatformToken::new(t.expose()))
                 .transpose()
                 .map_err(anyhow::Error::msg)?,
             billing: Arc::new(query_api::billing::Billing {
@@ -295,7 +295,7 @@ pub async fn run(
             ops: ops.clone(),
         };
         if let Some(secret) = &config.api.jwt_secret {
-            store.set_jwt_secret(secret.as_bytes())?;
+            store.set_jwt_secret(secret.expose().as_bytes())?;
         }
         app = app.merge(query_api::router(api));
     } else {
@@ -386,7 +386,7 @@ fn inline_detectors(detection: Option<&Detection>) -> consumer::InlineDetectors 
 
 fn announce_default_key(store: &MetaStore, config: &Config) -> anyhow::Result<()> {
     let plan = config.control.default_plan.parse()?;
-    let issued = store.ensure_default_org(plan, config.control.default_api_key.as_deref())?;
+    let issued = store.ensure_default_org(plan, config.control.default_api_key.as_ref().map(schemas::Secret::expose))?;
     if let Some(key) = issued {
         eprintln!(
             "\n  SecureNet created the default organization and its first API key.\n  \

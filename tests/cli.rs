@@ -156,12 +156,36 @@ fn configuration_errors_are_clear() {
             "SECURENET_API__NOTIFY__SMTP__URL",
             "smtp://mailer:smtp-pass@relay:587",
         )
-        .set("SECURENET_API__NOTIFY__SMTP__FROM", "alerts@example.com");
-    let shown = env.cli(&["config"]);
-    for secret in ["hunter2-clickhouse", "jwt-secret-value", "smtp-pass"] {
+        .set("SECURENET_API__NOTIFY__SMTP__FROM", "alerts@example.com")
+        .set(
+            "SECURENET_CONTROL__DEFAULT_API_KEY",
+            "default-key-value-0123456789",
+        )
+        .set("SECURENET_API__LLM__URL", "http://127.0.0.1:9/v1")
+        .set("SECURENET_API__LLM__MODEL", "m")
+        .set("SECURENET_API__LLM__API_KEY", "llm-key-value");
+    // librdkafka's option names hold dots: a file, not the environment.
+    std::fs::write(
+        file.path(),
+        "[bus.kafka.options]\n\"sasl.password\" = \"kafka-sasl-pass\"\n\"sasl.username\" = \"pipeline-user\"\n",
+    )
+    .unwrap();
+    let shown = env.cli(&["--config", file.path().to_str().unwrap(), "config"]);
+    for secret in [
+        "hunter2-clickhouse",
+        "jwt-secret-value",
+        "smtp-pass",
+        "default-key-value",
+        "kafka-sasl-pass",
+        "llm-key-value",
+    ] {
         assert!(!shown.contains(secret), "{secret} leaked: {shown}");
     }
     assert!(shown.contains("jwt_secret = \"<redacted>\""), "{shown}");
+    assert!(shown.contains("default_api_key = \"<redacted>\""), "{shown}");
+    assert!(shown.contains("\"sasl.password\" = \"<redacted>\""), "{shown}");
+    // Options that are not secrets stay readable.
+    assert!(shown.contains("\"sasl.username\" = \"pipeline-user\""), "{shown}");
     assert!(
         shown.contains("smtp://mailer:redacted@relay:587"),
         "{shown}"

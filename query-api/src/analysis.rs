@@ -46,8 +46,8 @@ pub struct LlmConfig {
     /// Base URL, e.g. `https://api.openai.com/v1` (`/chat/completions` is appended).
     pub url: String,
     pub model: String,
-    #[serde(default, serialize_with = "crate::state::redact")]
-    pub api_key: Option<String>,
+    #[serde(default)]
+    pub api_key: Option<schemas::Secret>,
     #[serde(default = "default_llm_timeout")]
     pub timeout_ms: u64,
 }
@@ -337,7 +337,7 @@ async fn narrate(llm: &LlmConfig, facts: &Value) -> std::result::Result<String, 
             ],
         }));
     if let Some(key) = &llm.api_key {
-        request = request.bearer_auth(key);
+        request = request.bearer_auth(key.expose());
     }
     let response = request.send().await.map_err(|e| e.to_string())?;
     let status = response.status();

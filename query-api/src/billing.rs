@@ -23,7 +23,7 @@ use crate::usage::{parse_month, recorded};
 /// Billing settings.
 pub struct Billing {
     /// The Stripe endpoint secret; `None`: the webhook answers 503.
-    pub stripe_secret: Option<String>,
+    pub stripe_secret: Option<schemas::Secret>,
     pub tolerance_secs: i64,
 }
 
@@ -299,7 +299,7 @@ pub async fn stripe_webhook(
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| ApiError::BadRequest("missing Stripe-Signature header".into()))?;
     billing::verify_stripe_signature(
-        secret,
+        secret.expose(),
         header,
         &body,
         now_ms() / 1000,

@@ -30,17 +30,14 @@ pub struct ApiConfig {
     pub rate_limit_burst: u32,
     /// The platform operator's token for `POST /api/orgs` (at least 32
     /// characters; unset: only MSP admins create — child — organizations).
-    #[serde(serialize_with = "redact")]
-    pub platform_admin_token: Option<String>,
+    pub platform_admin_token: Option<schemas::Secret>,
     /// HS256 secret for JWTs (at least 32 bytes). Unset: a random secret is
     /// generated once and kept in the metadata store, which every role
     /// sharing the store uses.
-    #[serde(serialize_with = "redact")]
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<schemas::Secret>,
     /// Stripe webhook signing secret (`whsec_…`); unset: the webhook
     /// answers 503.
-    #[serde(serialize_with = "redact")]
-    pub stripe_webhook_secret: Option<String>,
+    pub stripe_webhook_secret: Option<schemas::Secret>,
     /// An OpenAI-compatible endpoint that may narrate
     /// `POST /api/insights/summary` (the built-in summary stays).
     pub llm: Option<crate::analysis::LlmConfig>,
@@ -173,11 +170,3 @@ pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri
     ApiError::MethodNotAllowed(format!("{} is not allowed on {}", method, uri.path()))
 }
 
-/// Serializes a configured secret as `"<redacted>"` (so `securenet config`
-/// shows that it is set, never its value).
-pub fn redact<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(_) => s.serialize_some("<redacted>"),
-        None => s.serialize_none(),
-    }
-}

@@ -10,6 +10,7 @@
 //!   with the checks that keep a batch to one tenant and one schema.
 //! - [`plans`]: the billing catalogue (prices in integer cents, limits).
 //! - [`inventory`]: typed rows of scans, devices and findings, and their batches.
+//! - [`secret`]: [`Secret`], a configured secret that is never shown.
 //!
 //! Everything that crosses a crate boundary is defined here so that ingest,
 //! pipeline, detectors and the query API cannot disagree about a column.
@@ -22,6 +23,7 @@ pub mod kind;
 pub mod logs;
 pub mod plans;
 pub mod schema;
+pub mod secret;
 pub mod tenant;
 
 pub use envelope::{Envelope, EnvelopeHeaders};
@@ -30,4 +32,5 @@ pub use kind::RecordKind;
 pub use logs::{LogBatchBuilder, LogRecord, ParseStatus};
 pub use plans::{Feature, LimitsOverride, Plan, PlanLimits};
 pub use schema::SchemaVersion;
+pub use secret::Secret;
 pub use tenant::TenantId;

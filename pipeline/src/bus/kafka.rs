@@ -17,7 +17,7 @@
 //! than `max_retrying` deliveries wait, the consumer stops fetching, which
 //! bounds memory and leaves the backlog in Kafka.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -77,8 +77,9 @@ pub struct KafkaConfig {
     /// client default is 45 s; 10 s (Vector's default) bounds the stall after
     /// a crash. Heartbeats go every third of it.
     pub session_timeout_ms: u32,
-    /// Extra librdkafka properties (`security.protocol`, `sasl.*`, …).
-    pub options: BTreeMap<String, String>,
+    /// Extra librdkafka properties (`security.protocol`, `sasl.*`, …);
+    /// `securenet config` shows secret ones (`sasl.password`…) redacted.
+    pub options: schemas::secret::ClientOptions,
 }
 
 impl Default for KafkaConfig {
@@ -95,7 +96,7 @@ impl Default for KafkaConfig {
             delivery_timeout_ms: 30_000,
             max_retrying: 8,
             session_timeout_ms: 10_000,
-            options: BTreeMap::new(),
+            options: Default::default(),
         }
     }
 }
@@ -113,7 +114,7 @@ impl KafkaConfig {
     pub fn client(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers);
-        for (k, v) in &self.options {
+        for (k, v) in self.options.iter() {
             c.set(k, v);
         }
         c

@@ -42,10 +42,6 @@ pub use rowbinary::column_type;
 
 const NAME: &str = "clickhouse";
 
-fn redact<S: serde::Serializer>(v: &str, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_str(if v.is_empty() { "" } else { "<redacted>" })
-}
-
 /// `[pipeline.clickhouse]`; the sink is on when `url` is set.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -55,8 +51,7 @@ pub struct ClickHouseConfig {
     pub database: String,
     pub user: String,
     /// Shown as `<redacted>` by `securenet config` when set.
-    #[serde(serialize_with = "redact")]
-    pub password: String,
+    pub password: schemas::Secret,
     /// Per-request timeout.
     pub timeout_ms: u64,
 }
@@ -67,7 +62,7 @@ impl Default for ClickHouseConfig {
             url: String::new(),
             database: "securenet".into(),
             user: "default".into(),
-            password: String::new(),
+            password: Default::default(),
             timeout_ms: 30_000,
         }
     }
@@ -147,7 +142,7 @@ impl ClickHouseSink {
         let client = clickhouse::Client::default()
             .with_url(&config.url)
             .with_user(&config.user)
-            .with_password(&config.password)
+            .with_password(config.password.expose())
             // 18.16 cannot describe RowBinary columns to the client.
             .with_validation(false);
         let sink = Self {

@@ -1,0 +1,150 @@
+//! A configured secret (passwords, tokens, signing keys): read from the
+//! configuration like a string, never shown. `Serialize` writes
+//! `"<redacted>"` (so `securenet config` shows that it is set) and `Debug`
+//! writes `<redacted>` (so a logged config or error cannot carry it); the
+//! value is reached only through [`Secret::expose`], at the one place that
+//! hands it to a client library.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize, Serializer};
+
+/// What a set secret looks like wherever it is shown.
+pub const REDACTED: &str = "<redacted>";
+
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value itself: only for handing it to what needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Unset (an empty string stands for "none", as with a password).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Self::new(value)
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { REDACTED })
+    }
+}
+
+/// An empty secret stays empty (it shows that none is set); any other
+/// value is [`REDACTED`]. The configuration's defaults pass through this
+/// too, and hold no secret.
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { REDACTED })
+    }
+}
+
+/// Whether a free-form client option (librdkafka's `sasl.password`,
+/// `ssl.key.password`, `sasl.oauthbearer.client.secret`, `ssl.key.pem`,
+/// `sasl.jaas.config`…) holds a secret.
+pub fn is_secret_option(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "token", "jaas", ".pem", "oauthbearer.config"]
+        .iter()
+        .any(|part| key.contains(part))
+}
+
+/// Free-form client options (librdkafka properties): read as a map of
+/// strings; shown (`Serialize`, `Debug`) with the values of
+/// [`is_secret_option`] keys as [`REDACTED`].
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct ClientOptions(BTreeMap<String, String>);
+
+impl ClientOptions {
+    fn shown(&self) -> impl Iterator<Item = (&String, &str)> {
+        self.0.iter().map(|(k, v)| {
+            let shown = if is_secret_option(k) { REDACTED } else { v.as_str() };
+            (k, shown)
+        })
+    }
+}
+
+impl std::ops::Deref for ClientOptions {
+    type Target = BTreeMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl From<BTreeMap<String, String>> for ClientOptions {
+    fn from(map: BTreeMap<String, String>) -> Self {
+        Self(map)
+    }
+}
+
+impl Serialize for ClientOptions {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.shown())
+    }
+}
+
+impl fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.shown()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize, Deserialize, Debug)]
+    struct Conf {
+        password: Secret,
+        token: Option<Secret>,
+        options: ClientOptions,
+    }
+
+    #[test]
+    fn secrets_are_read_but_never_shown() {
+        let conf: Conf = serde_json::from_str(
+            r#"{"password": "hunter2", "token": "t0k3n",
+                "options": {"sasl.password": "p4ss", "SSL.KEY.PEM": "-----BEGIN", "client.id": "me"}}"#,
+        )
+        .unwrap();
+        assert_eq!(conf.password.expose(), "hunter2");
+        assert_eq!(conf.token.as_ref().unwrap().expose(), "t0k3n");
+        assert_eq!(conf.options["sasl.password"], "p4ss");
+        let shown = serde_json::to_string(&conf).unwrap();
+        let debug = format!("{conf:?}");
+        for leak in ["hunter2", "t0k3n", "p4ss", "BEGIN"] {
+            assert!(!shown.contains(leak) && !debug.contains(leak), "{shown} {debug}");
+        }
+        assert!(shown.contains(r#""client.id":"me""#), "{shown}");
+        assert!(shown.contains(r#""password":"<redacted>""#), "{shown}");
+        // Unset stays visibly unset.
+        let empty: Conf =
+            serde_json::from_str(r#"{"password": "", "token": null, "options": {}}"#).unwrap();
+        assert_eq!(
+            serde_json::to_string(&empty).unwrap(),
+            r#"{"password":"","token":null,"options":{}}"#
+        );
+    }
+}
