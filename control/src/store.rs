@@ -328,8 +328,21 @@ pub(crate) fn now_ms() -> i64 {
 impl MetaStore {
     /// Opens (creating if needed) the store at `path` and applies migrations.
     pub fn open(path: &Path) -> Result<Self> {
-        let conn = Connection::open(path)?;
-        let mut store = Self::init(conn)?;
+        // SQLite answers "busy" without waiting in a few cases the busy
+        // timeout does not cover (a journal-mode switch or WAL recovery
+        // racing another process's first open): those are retried here.
+        let started = std::time::Instant::now();
+        let mut store = loop {
+            match Connection::open(path).map_err(Error::from).and_then(Self::init) {
+                Err(Error::Store(rusqlite::Error::SqliteFailure(e, _)))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy
+                        && started.elapsed() < std::time::Duration::from_secs(30) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
         for _ in 0..READERS {
             let reader = Connection::open_with_flags(
                 path,
@@ -348,21 +361,29 @@ impl MetaStore {
     }
 
     fn init(mut conn: Connection) -> Result<Self> {
+        // First: every role opens the same file at start (`ingest` and
+        // `pipeline` side by side), and switching to WAL or migrating takes
+        // a lock the other must wait for rather than fail on.
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let applied: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if applied > MIGRATIONS.len() {
-            return Err(Error::Invalid(format!(
-                "metadata store is at schema version {applied}, newer than this build ({}); upgrade securenet",
-                MIGRATIONS.len()
-            )));
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
-            let tx = conn.transaction()?;
+        // One migration per write transaction, its version read inside it,
+        // so a process that waited for another's migration skips it.
+        loop {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let applied: usize = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if applied > MIGRATIONS.len() {
+                return Err(Error::Invalid(format!(
+                    "metadata store is at schema version {applied}, newer than this build ({}); upgrade securenet",
+                    MIGRATIONS.len()
+                )));
+            }
+            let Some(sql) = MIGRATIONS.get(applied) else {
+                break;
+            };
             tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", i + 1)?;
+            tx.pragma_update(None, "user_version", applied + 1)?;
             tx.commit()?;
         }
         Ok(Self {
@@ -876,6 +897,36 @@ mod tests {
 
     fn t(s: &str) -> TenantId {
         TenantId::new(s).unwrap()
+    }
+
+    /// `ingest` and `pipeline` started side by side on a new store: the
+    /// second to open waited for the first's WAL switch and migrations
+    /// instead of failing ("database is locked"; found by benches/chaos.sh).
+    #[test]
+    fn roles_opening_a_new_store_at_once_all_succeed() {
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("meta.db");
+            let start = std::sync::Arc::new(std::sync::Barrier::new(4));
+            let opened: Vec<_> = (0..4)
+                .map(|_| {
+                    let (path, start) = (path.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        MetaStore::open(&path).map(|_| ())
+                    })
+                })
+                .collect();
+            for o in opened {
+                o.join().unwrap().unwrap();
+            }
+            let store = MetaStore::open(&path).unwrap();
+            let version: usize = store
+                .conn()
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .unwrap();
+            assert_eq!(version, MIGRATIONS.len());
+        }
     }
 
     fn org(store: &MetaStore, id: &str) -> Organization {
