@@ -212,6 +212,50 @@ mod tests {
         );
     }
 
+    /// The per-section route tables of docs/api.md (`| \`POST /path…\` |
+    /// role | what |`) name the role the route table enforces (one said
+    /// viewer for marking a notification read, which needs member).
+    #[test]
+    fn docs_route_tables_name_the_enforced_role() {
+        let docs = include_str!("../../docs/api.md");
+        let routes = table();
+        let mut checked = 0;
+        for line in docs.lines() {
+            let Some(rest) = line.strip_prefix("| `") else {
+                continue;
+            };
+            // The route cell may hold an escaped `\|`: it ends at "` |".
+            let Some((route, cells)) = rest.split_once("` |") else {
+                continue;
+            };
+            let role = cells.split('|').next().unwrap_or_default();
+            let Some((method, path)) = route.split_once(' ') else {
+                continue;
+            };
+            let path = path.split(['?', '[']).next().unwrap();
+            let Some(e) = routes
+                .iter()
+                .find(|e| e.method.as_str() == method && e.path == path)
+            else {
+                continue;
+            };
+            let documented = role.trim();
+            let enforced = match e.access {
+                Access::Public => "public",
+                Access::Platform => "platform",
+                Access::Role(Role::Viewer) => "viewer",
+                Access::Role(Role::Member) => "member",
+                Access::Role(Role::Admin) => "admin",
+            };
+            assert!(
+                documented.starts_with(enforced),
+                "docs/api.md says {documented:?} for {method} {path}; the route table enforces {enforced}"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 30, "only {checked} documented routes found");
+    }
+
     #[test]
     fn routes_are_unique() {
         let t = table();
