@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use control::MetaStore;
 use control::insights::{ModelRecord, ModelStatus, ModelType, Notification, TrainingSession};
-use detectors::streaming::{Event, now_ms};
+use detectors::streaming::Event;
+use schemas::time::now_ms;
 use pipeline::detection::EventHook;
 use serde_json::json;
 use tracing::warn;

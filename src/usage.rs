@@ -74,7 +74,7 @@ pub fn run(config: &Config, command: UsageCommand) -> anyhow::Result<()> {
     let tenant = TenantId::new(&org)?;
     let first = NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d")
         .with_context(|| format!("--month {month:?}: expected YYYY-MM"))?;
-    let watermark = chrono::Utc::now().timestamp_millis()
+    let watermark = schemas::time::now_ms()
         - i64::try_from(settle_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let runtime = query_api::sql::build_runtime(None)?;
     let report = runtime.block_on(reconcile(config, &tenant, first, watermark))?;

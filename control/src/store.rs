@@ -12,7 +12,6 @@
 
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use schemas::{Plan, PlanLimits, TenantId};
@@ -319,11 +318,7 @@ pub struct MetaStore {
     pub(crate) jwt_secret: std::sync::OnceLock<Vec<u8>>,
 }
 
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub(crate) use schemas::time::now_ms;
 
 impl MetaStore {
     /// Opens (creating if needed) the store at `path` and applies migrations.

@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use detectors::Detector;
-use detectors::streaming::{Event, ModelConfig, StreamingDetector, TenantModel, now_ms};
+use detectors::streaming::{Event, ModelConfig, StreamingDetector, TenantModel};
+use schemas::time::now_ms;
 use detectors::windows::WindowConfig;
 use futures::TryStreamExt;
 use object_store::path::Path;

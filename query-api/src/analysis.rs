@@ -73,7 +73,7 @@ pub struct RangeRequest {
 fn range(req: &RangeRequest) -> Result<(i64, i64)> {
     let until = match &req.until {
         Some(u) => rfc3339_ms("until", u)?,
-        None => detectors::streaming::now_ms(),
+        None => schemas::time::now_ms(),
     };
     let since = match &req.since {
         Some(s) => rfc3339_ms("since", s)?,
@@ -573,7 +573,7 @@ pub async fn recommendations(
     Caller(caller): Caller,
 ) -> Result<Json<Value>> {
     let tenant = &caller.tenant;
-    let now = detectors::streaming::now_ms();
+    let now = schemas::time::now_ms();
     let day = 24 * 3600 * 1000;
     let mut out: Vec<Value> = Vec::new();
     let mut push = |id: &str, priority: &str, title: String, action: &str, evidence: Value| {

@@ -54,7 +54,7 @@ pub async fn middleware(
             route,
             path,
             status: response.status().as_u16(),
-            at: detectors::streaming::now_ms(),
+            at: schemas::time::now_ms(),
         };
         if let Err(e) = store.append_audit(&entry) {
             warn!(error = %e, "writing the audit log failed");

@@ -27,9 +27,7 @@ pub struct Billing {
     pub tolerance_secs: i64,
 }
 
-fn now_ms() -> i64 {
-    detectors::streaming::now_ms()
-}
+use schemas::time::now_ms;
 
 fn org_of(state: &AppState, caller: &control::Principal) -> Result<control::Organization> {
     state.store.organization(&caller.tenant)?.ok_or_else(|| {

@@ -232,7 +232,7 @@ async fn organization_json(
     let org = state.store.organization(&caller.tenant)?.ok_or_else(|| {
         ApiError::NotFound(format!("organization {} no longer exists", caller.tenant))
     })?;
-    let now = detectors::streaming::now_ms();
+    let now = schemas::time::now_ms();
     let anomalies_30d = scalar(
         state,
         &caller.tenant,
@@ -289,7 +289,7 @@ pub async fn dashboard(
     let month = crate::usage::recorded(
         &state.sql,
         &caller.tenant,
-        control::billing::month_start(detectors::streaming::now_ms()),
+        control::billing::month_start(schemas::time::now_ms()),
     )
     .await?;
     Ok(Json(json!({

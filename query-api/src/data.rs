@@ -277,6 +277,6 @@ pub async fn retire_device(
 ) -> Result<axum::http::StatusCode> {
     state
         .store
-        .retire_device(&caller.tenant, &id, detectors::streaming::now_ms())?;
+        .retire_device(&caller.tenant, &id, schemas::time::now_ms())?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }

@@ -586,9 +586,7 @@ pub fn spawn_stale_session_sweeper(
     })
 }
 
-fn now_ms() -> i64 {
-    detectors::streaming::now_ms()
-}
+use schemas::time::now_ms;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -173,7 +173,7 @@ pub async fn middleware(
             route,
             status: response.status().as_u16(),
             latency_ms: started.elapsed().as_secs_f64() * 1000.0,
-            at_ms: detectors::streaming::now_ms(),
+            at_ms: schemas::time::now_ms(),
         };
         if meter.tx.try_send(row).is_err() {
             meter.dropped.inc();

@@ -365,14 +365,14 @@ pub async fn test_channel(
         webhooks_included(&state, &caller.tenant)?;
     }
     let notification = control::insights::Notification {
-        id: format!("test-{}", detectors::streaming::now_ms()),
+        id: format!("test-{}", schemas::time::now_ms()),
         org_id: caller.tenant.clone(),
         kind: "test".into(),
         severity: "low".into(),
         title: "SecureNet test notification".into(),
         body: json!({"message": "this channel works"}),
         ref_id: "test".into(),
-        created_at: detectors::streaming::now_ms(),
+        created_at: schemas::time::now_ms(),
         read_at: None,
     };
     let outcome = state
@@ -516,7 +516,7 @@ impl Notifier {
                     },
                 })
                 .to_string();
-                let t = detectors::streaming::now_ms() / 1000;
+                let t = schemas::time::now_ms() / 1000;
                 let signature = control::billing::sign_v1(
                     channel.secret.as_deref().unwrap_or(""),
                     t,
@@ -605,7 +605,7 @@ impl Notifier {
             Err(_) if !entitled => None,
             Err(_) if d.attempts + 1 >= self.config.max_attempts => None,
             Err(_) => {
-                Some(detectors::streaming::now_ms() + backoff(&self.config, d.attempts) as i64)
+                Some(schemas::time::now_ms() + backoff(&self.config, d.attempts) as i64)
             }
         };
         let label = match (&outcome, retry_at) {
@@ -641,7 +641,7 @@ pub fn spawn_dispatcher(
                 let store = store.clone();
                 tokio::task::spawn_blocking(move || {
                     store.enqueue_deliveries()?;
-                    store.due_deliveries(detectors::streaming::now_ms(), 64)
+                    store.due_deliveries(schemas::time::now_ms(), 64)
                 })
                 .await
             };

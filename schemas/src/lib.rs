@@ -11,6 +11,7 @@
 //! - [`plans`]: the billing catalogue (prices in integer cents, limits).
 //! - [`inventory`]: typed rows of scans, devices and findings, and their batches.
 //! - [`secret`]: [`Secret`], a configured secret that is never shown.
+//! - [`time`]: the shared clock (`now_ms`) and RFC 3339 parsing.
 //!
 //! Everything that crosses a crate boundary is defined here so that ingest,
 //! pipeline, detectors and the query API cannot disagree about a column.
@@ -25,6 +26,7 @@ pub mod plans;
 pub mod schema;
 pub mod secret;
 pub mod tenant;
+pub mod time;
 
 pub use envelope::{Envelope, EnvelopeHeaders};
 pub use error::{Error, Result};

@@ -37,7 +37,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
+
+use schemas::time::now_ms;
 
 use arrow::array::{ArrayRef, Float64Array, StringArray, TimestampMillisecondArray, UInt32Array};
 use arrow::record_batch::RecordBatch;
@@ -187,13 +189,6 @@ pub struct StreamingDetector {
     trained_rx: Receiver<Trained>,
     events: Vec<Event>,
     stats: StreamingStats,
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// The model's view of a window: counts as `ln(1 + x)`, the ratio as is.

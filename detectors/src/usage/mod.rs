@@ -30,7 +30,7 @@ use uuid::Uuid;
 
 use crate::{Detector, Error, Result};
 
-const MS_PER_DAY: i64 = 86_400_000;
+use schemas::time::DAY_MS as MS_PER_DAY;
 
 /// The metrics, as named in `usage.metric`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

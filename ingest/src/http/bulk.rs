@@ -19,7 +19,6 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -106,7 +105,7 @@ async fn handle(
         Ok(b) => b,
         Err(e) => return es_error(e),
     };
-    let now = Utc::now().timestamp_millis();
+    let now = schemas::time::now_ms();
     let default_index = default_index.unwrap_or_else(|| "logs".to_string());
     let tenant = principal.tenant.clone();
     let max_record = state.config.max_record_bytes;

@@ -20,7 +20,6 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
@@ -138,7 +137,7 @@ pub async fn event(State(state): State<IngestState>, headers: HeaderMap, body: B
         Ok(b) => b,
         Err(e) => return hec_error(e, &headers),
     };
-    let now = Utc::now().timestamp_millis();
+    let now = schemas::time::now_ms();
     let tenant = principal.tenant.clone();
     let max_record = state.config.max_record_bytes;
     let parsed = state
@@ -263,7 +262,7 @@ pub async fn raw(
         Ok(b) => b,
         Err(e) => return hec_error(e, &headers),
     };
-    let now = Utc::now().timestamp_millis();
+    let now = schemas::time::now_ms();
     let extra: Vec<(&str, &str)> = [
         ("source", params.source.as_deref()),
         ("sourcetype", params.sourcetype.as_deref()),

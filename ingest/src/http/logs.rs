@@ -12,7 +12,6 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
 use schemas::{LogRecord, TenantId};
 use serde::Serialize;
 
@@ -68,7 +67,7 @@ async fn handle(
     let (principal, wire) = state
         .begin(headers, body, state.config.max_body_bytes)
         .await?;
-    let now = Utc::now().timestamp_millis();
+    let now = schemas::time::now_ms();
     let tenant = principal.tenant.clone();
     let max_record = state.config.max_record_bytes;
     let (parsed, reservation) = state

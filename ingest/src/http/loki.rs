@@ -13,7 +13,6 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
 use schemas::logs::severity_from_name;
 use schemas::{LogRecord, ParseStatus, TenantId};
 use serde::Deserialize;
@@ -53,7 +52,7 @@ pub async fn push(State(state): State<IngestState>, headers: HeaderMap, body: Bo
             "{media} (only JSON pushes are supported; set your client to JSON encoding)"
         )));
     }
-    let now = Utc::now().timestamp_millis();
+    let now = schemas::time::now_ms();
     let tenant = principal.tenant.clone();
     let max_record = state.config.max_record_bytes;
     let parsed = state

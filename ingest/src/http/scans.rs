@@ -11,7 +11,6 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
 use control::Organization;
 
 use super::{IngestState, body, error_response};
@@ -81,7 +80,7 @@ async fn handle_scan(
         org,
         state.store.clone(),
         state.producer.as_ref(),
-        Utc::now().timestamp_millis(),
+        schemas::time::now_ms(),
         source,
     )
     .await?;
@@ -135,7 +134,7 @@ async fn handle_devices(
         org,
         state.store.clone(),
         state.producer.as_ref(),
-        Utc::now().timestamp_millis(),
+        schemas::time::now_ms(),
     )
     .await?;
     state

@@ -5,7 +5,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use chrono_tz::Tz;
 use control::MetaStore;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
@@ -267,7 +266,7 @@ impl Processor {
     ) {
         let ctx = ParseContext {
             bsd_zone: self.zone,
-            received_ms: Utc::now().timestamp_millis(),
+            received_ms: schemas::time::now_ms(),
             keep_raw: self.keep_raw,
             source_ip: Some(peer.to_string()),
             input: self.input,

@@ -16,7 +16,7 @@ use crate::lake::Lake;
 use crate::metrics::PipelineMetrics;
 use crate::sinks::Sink;
 
-const MS_PER_DAY: i64 = 86_400_000;
+use schemas::time::DAY_MS as MS_PER_DAY;
 
 pub struct ParquetSink {
     config: ParquetSinkConfig,
