@@ -87,7 +87,7 @@ fn record(store: &MetaStore, event: &Event) -> control::Result<()> {
                     id: a.anomaly_id.to_string(),
                     org_id: a.tenant.clone(),
                     kind: "anomaly".into(),
-                    severity: a.severity.into(),
+                    severity: a.severity.to_string(),
                     title: format!("Unusual {top} on {}", a.entity),
                     body: json!({
                         "anomaly_id": a.anomaly_id,

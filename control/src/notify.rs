@@ -12,17 +12,16 @@
 use rusqlite::{OptionalExtension, params};
 use schemas::TenantId;
 use serde::Serialize;
+use schemas::Severity;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::insights::Notification;
 use crate::store::{MetaStore, now_ms};
 
-/// Severities, lowest first.
-pub const SEVERITIES: [&str; 4] = ["low", "medium", "high", "critical"];
-
-fn rank(severity: &str) -> Option<usize> {
-    SEVERITIES.iter().position(|s| *s == severity)
+/// A channel's minimum: one of the alert severities (`low`…`critical`).
+fn min_severity(text: &str) -> Option<Severity> {
+    Severity::parse(text).filter(|s| Severity::ALERTS.contains(s))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -128,10 +127,10 @@ impl MetaStore {
         target: &str,
         min_severity: &str,
     ) -> Result<Channel> {
-        if rank(min_severity).is_none() {
+        if self::min_severity(min_severity).is_none() {
             return Err(Error::Invalid(format!(
                 "min_severity {min_severity:?} is not one of {}",
-                SEVERITIES.join(", ")
+                Severity::list(&Severity::ALERTS)
             )));
         }
         let channel = Channel {
@@ -213,7 +212,9 @@ impl MetaStore {
         for (channel, org, min, notification, severity) in candidates {
             // Below the channel's threshold: recorded as skipped, so it is
             // not considered again (and the log says why nothing was sent).
-            let wanted = rank(&severity).unwrap_or(0) >= rank(&min).unwrap_or(usize::MAX);
+            // A severity below `low` (or unknown) counts as `low`.
+            let severity = Severity::parse(&severity).map_or(Severity::Low, |s| s.max(Severity::Low));
+            let wanted = min_severity(&min).is_some_and(|min| severity >= min);
             added += conn.execute(
                 "INSERT INTO deliveries (id, org_id, channel_id, notification_id, status, attempts, \
                  next_attempt_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6) \

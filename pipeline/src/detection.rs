@@ -138,8 +138,8 @@ impl DetectionMetrics {
         registry.register(Box::new(m.scores.clone()))?;
         registry.register(Box::new(m.pending.clone()))?;
         // Every severity from the start (see PipelineMetrics::register_sink).
-        for severity in ["low", "medium", "high", "critical"] {
-            m.anomalies.with_label_values(&[severity]);
+        for severity in schemas::Severity::ALERTS {
+            m.anomalies.with_label_values(&[severity.as_str()]);
         }
         Ok(m)
     }
@@ -403,7 +403,7 @@ impl Ticker {
             Event::Anomaly(a) => {
                 self.metrics
                     .anomalies
-                    .with_label_values(&[a.severity])
+                    .with_label_values(&[a.severity.as_str()])
                     .inc();
                 self.metrics.scores.observe(a.score);
             }

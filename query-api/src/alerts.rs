@@ -17,6 +17,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use schemas::Severity;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -24,7 +25,6 @@ use crate::auth::Caller;
 use crate::error::{ApiError, Result};
 use crate::state::AppState;
 
-const SEVERITIES: [&str; 4] = ["low", "medium", "high", "critical"];
 const MAX_LIMIT: usize = 500;
 
 fn severities(list: Option<&str>) -> Result<Vec<&'static str>> {
@@ -34,13 +34,13 @@ fn severities(list: Option<&str>) -> Result<Vec<&'static str>> {
     list.split(',')
         .map(|s| {
             let s = s.trim();
-            SEVERITIES
-                .iter()
-                .find(|k| **k == s)
-                .copied()
+            Severity::parse(s)
+                .filter(|k| Severity::ALERTS.contains(k))
+                .map(Severity::as_str)
                 .ok_or_else(|| {
                     ApiError::BadRequest(format!(
-                        "severity {s:?} is not one of low, medium, high, critical"
+                        "severity {s:?} is not one of {}",
+                        Severity::list(&Severity::ALERTS)
                     ))
                 })
         })

@@ -22,6 +22,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use detectors::templates::{ShapeId, TemplateMiner};
+use schemas::Severity;
 use detectors::windows::AUTH_FAILURE_PATTERN;
 use schemas::TenantId;
 use serde::{Deserialize, Serialize};
@@ -743,12 +744,10 @@ pub async fn recommendations(
             json!({"last_scan": last_scan.map(iso)}),
         );
     }
-    let rank = |p: &str| match p {
-        "critical" => 0,
-        "high" => 1,
-        "medium" => 2,
-        _ => 3,
-    };
-    out.sort_by_key(|r| rank(r["priority"].as_str().unwrap_or("")));
+    // Most urgent first; anything unknown ranks with `low`.
+    out.sort_by_key(|r| {
+        let priority = r["priority"].as_str().and_then(Severity::parse);
+        std::cmp::Reverse(priority.map_or(Severity::Low, |p| p.max(Severity::Low)))
+    });
     Ok(Json(json!({ "recommendations": out })))
 }

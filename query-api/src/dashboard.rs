@@ -16,6 +16,7 @@ use std::sync::Mutex;
 
 use axum::Json;
 use axum::extract::State;
+use schemas::Severity;
 use serde_json::{Value, json};
 use sysinfo::{Disks, ProcessesToUpdate, System};
 
@@ -24,7 +25,6 @@ use crate::auth::Caller;
 use crate::error::{ApiError, Result};
 use crate::state::AppState;
 
-const SEVERITIES: [&str; 5] = ["critical", "high", "medium", "low", "info"];
 
 /// The process's view of its host; refreshed on each call (CPU usage is
 /// the average since the previous call).
@@ -152,7 +152,7 @@ pub async fn security_facts(state: &AppState, tenant: &schemas::TenantId) -> Res
             .batches,
     )?;
     let mut vulnerabilities = serde_json::Map::new();
-    for s in SEVERITIES {
+    for s in Severity::ALL.iter().rev().map(|s| s.as_str()) {
         let n = rows
             .iter()
             .find(|r| r["severity"] == s)

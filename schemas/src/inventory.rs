@@ -64,17 +64,6 @@ pub struct FindingRow {
     pub cve: Option<String>,
 }
 
-/// Severity from a CVSS base score (CVSS v3 qualitative ratings).
-pub fn severity_from_cvss(cvss: f32) -> &'static str {
-    match cvss {
-        s if s >= 9.0 => "critical",
-        s if s >= 7.0 => "high",
-        s if s >= 4.0 => "medium",
-        s if s > 0.0 => "low",
-        _ => "info",
-    }
-}
-
 fn times<T>(rows: &[T], f: impl Fn(&T) -> i64) -> ArrayRef {
     Arc::new(TimestampMillisecondArray::from_iter_values(rows.iter().map(f)).with_timezone("UTC"))
 }
@@ -216,7 +205,7 @@ mod tests {
     #[test]
     fn cvss_ratings() {
         assert_eq!(
-            [9.8, 7.0, 5.0, 0.1, 0.0].map(severity_from_cvss),
+            [9.8, 7.0, 5.0, 0.1, 0.0].map(|c| crate::Severity::from_cvss(c).as_str()),
             ["critical", "high", "medium", "low", "info"]
         );
     }

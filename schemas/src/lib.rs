@@ -11,6 +11,7 @@
 //! - [`plans`]: the billing catalogue (prices in integer cents, limits).
 //! - [`inventory`]: typed rows of scans, devices and findings, and their batches.
 //! - [`secret`]: [`Secret`], a configured secret that is never shown.
+//! - [`severity`]: [`Severity`], ordered, parsed and named in one place.
 //! - [`time`]: the shared clock (`now_ms`) and RFC 3339 parsing.
 //!
 //! Everything that crosses a crate boundary is defined here so that ingest,
@@ -25,6 +26,7 @@ pub mod logs;
 pub mod plans;
 pub mod schema;
 pub mod secret;
+pub mod severity;
 pub mod tenant;
 pub mod time;
 
@@ -35,4 +37,5 @@ pub use logs::{LogBatchBuilder, LogRecord, ParseStatus};
 pub use plans::{Feature, LimitsOverride, Plan, PlanLimits};
 pub use schema::SchemaVersion;
 pub use secret::Secret;
+pub use severity::Severity;
 pub use tenant::TenantId;

@@ -39,6 +39,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::Instant;
 
+use schemas::Severity;
 use schemas::time::now_ms;
 
 use arrow::array::{ArrayRef, Float64Array, StringArray, TimestampMillisecondArray, UInt32Array};
@@ -140,7 +141,7 @@ pub struct Anomaly {
     pub window_end_ms: i64,
     pub score: f64,
     pub threshold: f64,
-    pub severity: &'static str,
+    pub severity: Severity,
     /// Feature name → value.
     pub features: Vec<(&'static str, f64)>,
     /// Feature name → share of the isolation, largest first.
@@ -203,12 +204,12 @@ pub fn model_input(values: &[f64; N_FEATURES]) -> [f64; N_FEATURES] {
 }
 
 /// Severity from how far the score is above the threshold.
-pub fn severity(score: f64, threshold: f64) -> &'static str {
+pub fn severity(score: f64, threshold: f64) -> Severity {
     match score - threshold {
-        m if m >= 0.15 => "critical",
-        m if m >= 0.10 => "high",
-        m if m >= 0.05 => "medium",
-        _ => "low",
+        m if m >= 0.15 => Severity::Critical,
+        m if m >= 0.10 => Severity::High,
+        m if m >= 0.05 => Severity::Medium,
+        _ => Severity::Low,
     }
 }
 

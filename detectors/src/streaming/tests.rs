@@ -110,7 +110,7 @@ fn a_tenant_gets_a_model_once_it_has_enough_windows_then_anomalies_are_reported(
     assert_eq!(a.features[3], ("auth_failures", 400.0));
     let top: Vec<&str> = a.explanation.iter().take(3).map(|e| e.0).collect();
     assert!(top.contains(&"auth_failures"), "{:?}", a.explanation);
-    assert!(["critical", "high", "medium", "low"].contains(&a.severity));
+    assert!(Severity::ALERTS.contains(&a.severity));
     let explanation: serde_json::Value = serde_json::from_str(
         b.column_by_name("explanation")
             .unwrap()
@@ -179,10 +179,10 @@ fn anomaly_batches_are_deterministic() {
 
 #[test]
 fn severity_follows_the_margin_over_the_threshold() {
-    assert_eq!(severity(0.61, 0.6), "low");
-    assert_eq!(severity(0.66, 0.6), "medium");
-    assert_eq!(severity(0.71, 0.6), "high");
-    assert_eq!(severity(0.80, 0.6), "critical");
+    assert_eq!(severity(0.61, 0.6), Severity::Low);
+    assert_eq!(severity(0.66, 0.6), Severity::Medium);
+    assert_eq!(severity(0.71, 0.6), Severity::High);
+    assert_eq!(severity(0.80, 0.6), Severity::Critical);
 }
 
 #[test]

@@ -11,7 +11,7 @@ use quick_xml::Reader;
 use quick_xml::events::{BytesStart, Event};
 
 use super::{Finding, Host, ScanReport, cves_in};
-use schemas::inventory::severity_from_cvss;
+use schemas::Severity;
 
 fn attr(e: &BytesStart<'_>, name: &[u8]) -> Option<String> {
     e.attributes()
@@ -207,7 +207,7 @@ fn cve_findings(output: &str, p: &Port) -> Vec<Finding> {
             protocol: p.protocol.clone(),
             service: p.service.clone(),
             product: p.product.clone(),
-            severity: cvss.map_or("medium", severity_from_cvss).to_string(),
+            severity: cvss.map_or(Severity::Medium, Severity::from_cvss).to_string(),
             cvss,
             title: match &p.product {
                 Some(prod) => format!("{cve} in {prod}"),

@@ -21,9 +21,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Finding, Host, ScanReport};
-use schemas::inventory::severity_from_cvss;
+use schemas::Severity;
 
-const SEVERITIES: [&str; 5] = ["info", "low", "medium", "high", "critical"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -114,16 +113,19 @@ pub fn parse_report(body: &[u8]) -> Result<ScanReport, String> {
                 ));
             }
             let severity = match f.severity {
-                Some(s) if SEVERITIES.contains(&s.to_ascii_lowercase().as_str()) => {
-                    s.to_ascii_lowercase()
-                }
-                Some(s) => {
-                    return Err(format!(
-                        "hosts[{i}].findings[{j}].severity: {s:?} is not one of info, low, medium, high, critical"
-                    ));
-                }
-                None => f.cvss.map_or("info", severity_from_cvss).to_string(),
-            };
+                Some(s) => match Severity::parse_loose(&s) {
+                    Some(known) => known,
+                    None => {
+                        return Err(format!(
+                            "hosts[{i}].findings[{j}].severity: {s:?} is not one of {}",
+                            Severity::list(&Severity::ALL)
+                        ));
+                    }
+                },
+                None => f.cvss.map_or(Severity::Info, Severity::from_cvss),
+            }
+            .as_str()
+            .to_string();
             findings.push(Finding {
                 port: f.port,
                 protocol: f.protocol,
