@@ -384,7 +384,7 @@ fn upsert(
             }
             None => {
                 let d = Device {
-                    device_id: format!("dev-{}", uuid_like()),
+                    device_id: crate::ids::random_id("dev-"),
                     ip: ob.ip,
                     mac: ob.mac,
                     hostname: ob.hostname,
@@ -411,14 +411,6 @@ fn upsert(
         unique.push(device);
     }
     Ok(slot_of.into_iter().map(|i| unique[i].clone()).collect())
-}
-
-/// 16 random hex digits: device ids only need to be unique per tenant.
-fn uuid_like() -> String {
-    use rand::RngCore;
-    let mut b = [0u8; 8];
-    rand::rng().fill_bytes(&mut b);
-    hex::encode(b)
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@
 pub mod auth;
 pub mod billing;
 mod error;
+pub(crate) mod ids;
 pub mod fuzzing;
 pub mod insights;
 pub mod inventory;

@@ -16,6 +16,7 @@ use schemas::Severity;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::ids::random_id;
 use crate::insights::Notification;
 use crate::store::{MetaStore, now_ms};
 
@@ -113,10 +114,6 @@ fn delivery_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
 const CHANNEL_COLUMNS: &str = "id, org_id, kind, target, secret, min_severity, created_at";
 const DELIVERY_COLUMNS: &str = "id, org_id, channel_id, notification_id, status, attempts, \
      next_attempt_at, last_status, last_error, created_at, delivered_at";
-
-fn random_id(prefix: &str) -> String {
-    format!("{prefix}{}", hex::encode(rand::random::<[u8; 8]>()))
-}
 
 impl MetaStore {
     /// Adds a channel; webhooks get a signing secret (returned, shown once).

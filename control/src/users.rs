@@ -107,7 +107,7 @@ impl MetaStore {
         validate(email, password)?;
         let hash = hash_password(password)?;
         let user = User {
-            id: format!("u_{}", hex::encode(rand::random::<[u8; 8]>())),
+            id: crate::ids::random_id("u_"),
             org_id: org.to_string(),
             email: email.to_string(),
             role,
