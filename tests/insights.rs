@@ -327,7 +327,8 @@ async fn upload_train_list_and_predict_with_roles_and_tenancy() {
     // Reads are not audited.
     assert!(seen.iter().all(|(r, _, _)| r != "/api/insights/models"));
     let page = get(&server, "/api/audit-log?limit=2", DEFAULT_KEY).json();
-    let cursor = page["next_cursor"].as_i64().unwrap();
+    // Opaque like every cursor (a string), passed back as it came.
+    let cursor = page["next_cursor"].as_str().unwrap();
     let next = get(
         &server,
         &format!("/api/audit-log?limit=2&cursor={cursor}"),

@@ -23,9 +23,9 @@ use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, Result};
+use crate::listing::{Cursor, limit, page, quote, rfc3339_ms, to_json_rows};
 use crate::state::AppState;
 
-const MAX_LIMIT: usize = 500;
 
 fn severities(list: Option<&str>) -> Result<Vec<&'static str>> {
     let Some(list) = list else {
@@ -47,37 +47,9 @@ fn severities(list: Option<&str>) -> Result<Vec<&'static str>> {
         .collect()
 }
 
-pub(crate) fn limit(l: Option<usize>) -> Result<usize> {
-    match l.unwrap_or(50) {
-        0 => Err(ApiError::BadRequest("limit must be at least 1".into())),
-        n if n > MAX_LIMIT => Err(ApiError::BadRequest(format!(
-            "limit {n} is over the maximum of {MAX_LIMIT}"
-        ))),
-        n => Ok(n),
-    }
-}
 
-pub(crate) fn rfc3339_ms(name: &str, v: &str) -> Result<i64> {
-    chrono::DateTime::parse_from_rfc3339(v)
-        .map(|t| t.timestamp_millis())
-        .map_err(|_| ApiError::BadRequest(format!("{name} {v:?} is not an RFC 3339 time")))
-}
 
-/// `<ms>.<id>` → parts; ids are UUIDs (anomalies) or safe slugs.
-fn cursor(c: &str) -> Result<(i64, String)> {
-    let bad = || ApiError::BadRequest("cursor is not one this API issued".into());
-    let (ms, id) = c.split_once('.').ok_or_else(bad)?;
-    let ms: i64 = ms.parse().map_err(|_| bad())?;
-    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-    {
-        return Err(bad());
-    }
-    Ok((ms, id.to_string()))
-}
 
-pub(crate) fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -119,8 +91,7 @@ pub async fn anomalies(
     if let Some(u) = &p.until {
         filters.push(format!("{start} < {}", rfc3339_ms("until", u)?));
     }
-    if let Some(c) = &p.cursor {
-        let (ms, id) = cursor(c)?;
+    if let Some(Cursor { at_ms: ms, id }) = Cursor::param(p.cursor.as_deref())? {
         filters.push(format!(
             "({start} < {ms} OR ({start} = {ms} AND anomaly_id < {}))",
             quote(&id)
@@ -135,9 +106,10 @@ pub async fn anomalies(
         limit + 1
     );
     let result = state.sql.execute(&caller.tenant, &sql).await?;
-    let mut rows = to_json_rows(&result.batches)?;
-    let more = rows.len() > limit;
-    rows.truncate(limit);
+    let (mut rows, next) = page(to_json_rows(&result.batches)?, limit, |r| {
+        let at_ms = r["window_start_ms"].as_i64().unwrap_or_default();
+        Cursor::new(at_ms, r["anomaly_id"].as_str().unwrap_or_default()).to_string()
+    });
     for r in &mut rows {
         for field in ["features", "explanation"] {
             if let Some(Value::String(s)) = r.get(field) {
@@ -146,30 +118,9 @@ pub async fn anomalies(
             }
         }
     }
-    let next = more.then(|| rows.last()).flatten().map(|r| {
-        format!(
-            "{}.{}",
-            r["window_start_ms"],
-            r["anomaly_id"].as_str().unwrap_or("")
-        )
-    });
     Ok(Json(json!({ "anomalies": rows, "next_cursor": next })))
 }
 
-pub(crate) fn to_json_rows(batches: &[arrow::array::RecordBatch]) -> Result<Vec<Value>> {
-    let mut out = Vec::new();
-    {
-        let mut w = arrow::json::ArrayWriter::new(&mut out);
-        let refs: Vec<&arrow::array::RecordBatch> = batches.iter().collect();
-        w.write_batches(&refs)
-            .and_then(|_| w.finish())
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-    }
-    if out.is_empty() {
-        return Ok(Vec::new());
-    }
-    serde_json::from_slice(&out).map_err(|e| ApiError::Internal(e.to_string()))
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -189,33 +140,29 @@ pub async fn notifications(
     let crate::extract::QueryParams(p) = params;
     let limit = limit(p.limit)?;
     let sev = severities(p.severity.as_deref())?;
-    let before = p.cursor.as_deref().map(cursor).transpose()?;
+    let before = Cursor::param(p.cursor.as_deref())?;
     // Severity filtering happens here, so fetch pages until one is full.
     let mut items = Vec::new();
     let mut at = before.clone();
     loop {
-        let page = state.store.list_notifications(
+        let fetched = state.store.list_notifications(
             &caller.tenant,
             p.unread.unwrap_or(false),
-            at.as_ref().map(|(ms, id)| (*ms, id.as_str())),
+            at.as_ref().map(|c| (c.at_ms, c.id.as_str())),
             limit + 1,
         )?;
-        let exhausted = page.len() <= limit;
-        at = page.last().map(|n| (n.created_at, n.id.clone()));
+        let exhausted = fetched.len() <= limit;
+        at = fetched.last().map(|n| Cursor::new(n.created_at, n.id.clone()));
         items.extend(
-            page.into_iter()
+            fetched
+                .into_iter()
                 .filter(|n| sev.is_empty() || sev.contains(&n.severity.as_str())),
         );
         if exhausted || items.len() > limit {
             break;
         }
     }
-    let more = items.len() > limit;
-    items.truncate(limit);
-    let next = more
-        .then(|| items.last())
-        .flatten()
-        .map(|n| format!("{}.{}", n.created_at, n.id));
+    let (items, next) = page(items, limit, |n| Cursor::new(n.created_at, n.id.clone()).to_string());
     let unread = state.store.unread_notifications(&caller.tenant)?;
     Ok(Json(json!({
         "notifications": items,
@@ -246,9 +193,9 @@ mod tests {
         );
         assert!(severities(Some("high' OR 1=1 --")).is_err());
         assert_eq!(quote("it's"), "'it''s'");
-        assert!(cursor("17.abc-1").is_ok());
-        assert!(cursor("17.abc' OR 1=1").is_err());
-        assert!(cursor("x.abc").is_err());
+        assert!(Cursor::parse("17.abc-1").is_ok());
+        assert!(Cursor::parse("17.abc' OR 1=1").is_err());
+        assert!(Cursor::parse("x.abc").is_err());
         assert!(limit(Some(0)).is_err() && limit(Some(501)).is_err());
         assert!(rfc3339_ms("since", "2026-11-26T00:00:00Z").is_ok());
         assert!(rfc3339_ms("since", "yesterday").is_err());

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tracing::warn;
 
-use crate::alerts::{quote, rfc3339_ms, to_json_rows};
+use crate::listing::{quote, rfc3339_ms, to_json_rows};
 use crate::auth::Caller;
 use crate::error::{ApiError, Result};
 use crate::state::AppState;

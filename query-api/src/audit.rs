@@ -75,7 +75,7 @@ pub fn record(store: &MetaStore, entry: AuditEntry) {
 #[serde(deny_unknown_fields)]
 pub struct AuditParams {
     limit: Option<usize>,
-    cursor: Option<i64>,
+    cursor: Option<String>,
 }
 
 /// `GET /api/audit-log` (admins).
@@ -85,15 +85,15 @@ pub async fn list(
     params: crate::extract::QueryParams<AuditParams>,
 ) -> Result<Json<Value>> {
     let crate::extract::QueryParams(p) = params;
-    let limit = p.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::BadRequest("limit must be within 1..=500".into()));
-    }
-    let mut entries = state
-        .store
-        .list_audit(&caller.tenant, p.cursor, limit + 1)?;
-    let more = entries.len() > limit;
-    entries.truncate(limit);
-    let next = more.then(|| entries.last().map(|e| e.id)).flatten();
+    let limit = crate::listing::limit(p.limit)?;
+    // The entry number of the last item; opaque like every cursor.
+    let before = match p.cursor.as_deref() {
+        Some(c) => Some(c.parse::<i64>().map_err(|_| {
+            ApiError::BadRequest("cursor is not one this API issued".into())
+        })?),
+        None => None,
+    };
+    let entries = state.store.list_audit(&caller.tenant, before, limit + 1)?;
+    let (entries, next) = crate::listing::page(entries, limit, |e| e.id.to_string());
     Ok(Json(json!({ "entries": entries, "next_cursor": next })))
 }

@@ -20,7 +20,7 @@ use schemas::Severity;
 use serde_json::{Value, json};
 use sysinfo::{Disks, ProcessesToUpdate, System};
 
-use crate::alerts::to_json_rows;
+use crate::listing::to_json_rows;
 use crate::auth::Caller;
 use crate::error::{ApiError, Result};
 use crate::state::AppState;

@@ -15,7 +15,7 @@ use axum::Json;
 use axum::extract::State;
 use serde_json::{Value, json};
 
-use crate::alerts::{limit, quote, rfc3339_ms, to_json_rows};
+use crate::listing::{limit, quote, rfc3339_ms, to_json_rows};
 use crate::auth::Caller;
 use crate::error::{ApiError, Result};
 use crate::state::AppState;

@@ -53,6 +53,7 @@ pub mod dashboard;
 pub mod data;
 pub mod error;
 pub mod extract;
+pub(crate) mod listing;
 pub mod fair;
 pub mod headers;
 pub mod insights;

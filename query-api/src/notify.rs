@@ -40,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::auth::Caller;
+use crate::listing::{Cursor, page};
 use crate::error::{ApiError, Result};
 use crate::state::AppState;
 
@@ -400,28 +401,15 @@ pub async fn deliveries(
     params: crate::extract::QueryParams<DeliveryParams>,
 ) -> Result<Json<Value>> {
     let crate::extract::QueryParams(p) = params;
-    let limit = crate::alerts::limit(p.limit)?;
-    let before = match &p.cursor {
-        Some(c) => {
-            let (at, id) = c
-                .split_once('.')
-                .and_then(|(a, i)| Some((a.parse::<i64>().ok()?, i)))
-                .ok_or_else(|| ApiError::BadRequest("cursor is not one this API issued".into()))?;
-            Some((at, id.to_string()))
-        }
-        None => None,
-    };
-    let mut rows = state.store.list_deliveries(
+    let limit = crate::listing::limit(p.limit)?;
+    let before = Cursor::param(p.cursor.as_deref())?;
+    let rows = state.store.list_deliveries(
         &caller.tenant,
         p.channel.as_deref(),
-        before.as_ref().map(|(a, i)| (*a, i.as_str())),
+        before.as_ref().map(|c| (c.at_ms, c.id.as_str())),
         limit + 1,
     )?;
-    let more = rows.len() > limit;
-    rows.truncate(limit);
-    let next = more
-        .then(|| rows.last().map(|d| format!("{}.{}", d.created_at, d.id)))
-        .flatten();
+    let (rows, next) = page(rows, limit, |d| Cursor::new(d.created_at, d.id.clone()).to_string());
     Ok(Json(json!({ "deliveries": rows, "next_cursor": next })))
 }
 
