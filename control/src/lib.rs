@@ -20,8 +20,8 @@
 pub mod auth;
 pub mod billing;
 mod error;
-pub(crate) mod ids;
 pub mod fuzzing;
+pub(crate) mod ids;
 pub mod insights;
 pub mod inventory;
 pub mod jwt;

@@ -10,9 +10,9 @@
 //! delivery they both enqueued.
 
 use rusqlite::{OptionalExtension, params};
+use schemas::Severity;
 use schemas::TenantId;
 use serde::Serialize;
-use schemas::Severity;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
@@ -210,7 +210,8 @@ impl MetaStore {
             // Below the channel's threshold: recorded as skipped, so it is
             // not considered again (and the log says why nothing was sent).
             // A severity below `low` (or unknown) counts as `low`.
-            let severity = Severity::parse(&severity).map_or(Severity::Low, |s| s.max(Severity::Low));
+            let severity =
+                Severity::parse(&severity).map_or(Severity::Low, |s| s.max(Severity::Low));
             let wanted = min_severity(&min).is_some_and(|min| severity >= min);
             added += conn.execute(
                 "INSERT INTO deliveries (id, org_id, channel_id, notification_id, status, attempts, \

@@ -328,7 +328,10 @@ impl MetaStore {
         // racing another process's first open): those are retried here.
         let started = std::time::Instant::now();
         let mut store = loop {
-            match Connection::open(path).map_err(Error::from).and_then(Self::init) {
+            match Connection::open(path)
+                .map_err(Error::from)
+                .and_then(Self::init)
+            {
                 Err(Error::Store(rusqlite::Error::SqliteFailure(e, _)))
                     if e.code == rusqlite::ErrorCode::DatabaseBusy
                         && started.elapsed() < std::time::Duration::from_secs(30) =>

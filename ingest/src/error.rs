@@ -2,6 +2,9 @@
 /// [`crate::http::error_response`].
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Control-plane errors (credentials, plan limits, conflicts, the
+    /// store), answered as `control::Error::http_status` says, like the
+    /// query API does.
     #[error(transparent)]
     Auth(#[from] control::Error),
 
@@ -20,18 +23,12 @@ pub enum Error {
     #[error("{0}")]
     Forbidden(String),
 
-    #[error("{0}")]
-    Conflict(String),
-
     /// Too many items in one request (devices in an inventory…).
     #[error("{0}")]
     TooLarge(String),
 
     #[error("rate limit of {} requests/s for this organization exceeded; retry after {}s", .0.per_sec, .0.retry_after_secs())]
     RateLimited(control::Limited),
-
-    #[error("{0}")]
-    PlanLimit(String),
 
     #[error("the pipeline is saturated; retry after {retry_after_secs}s")]
     Overloaded { retry_after_secs: u64 },

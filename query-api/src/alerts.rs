@@ -26,7 +26,6 @@ use crate::error::{ApiError, Result};
 use crate::listing::{Cursor, limit, page, quote, rfc3339_ms, to_json_rows};
 use crate::state::AppState;
 
-
 fn severities(list: Option<&str>) -> Result<Vec<&'static str>> {
     let Some(list) = list else {
         return Ok(Vec::new());
@@ -46,10 +45,6 @@ fn severities(list: Option<&str>) -> Result<Vec<&'static str>> {
         })
         .collect()
 }
-
-
-
-
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -121,7 +116,6 @@ pub async fn anomalies(
     Ok(Json(json!({ "anomalies": rows, "next_cursor": next })))
 }
 
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotificationParams {
@@ -152,7 +146,9 @@ pub async fn notifications(
             limit + 1,
         )?;
         let exhausted = fetched.len() <= limit;
-        at = fetched.last().map(|n| Cursor::new(n.created_at, n.id.clone()));
+        at = fetched
+            .last()
+            .map(|n| Cursor::new(n.created_at, n.id.clone()));
         items.extend(
             fetched
                 .into_iter()
@@ -162,7 +158,9 @@ pub async fn notifications(
             break;
         }
     }
-    let (items, next) = page(items, limit, |n| Cursor::new(n.created_at, n.id.clone()).to_string());
+    let (items, next) = page(items, limit, |n| {
+        Cursor::new(n.created_at, n.id.clone()).to_string()
+    });
     let unread = state.store.unread_notifications(&caller.tenant)?;
     Ok(Json(json!({
         "notifications": items,

@@ -22,16 +22,16 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use detectors::templates::{ShapeId, TemplateMiner};
-use schemas::Severity;
 use detectors::windows::AUTH_FAILURE_PATTERN;
+use schemas::Severity;
 use schemas::TenantId;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tracing::warn;
 
-use crate::listing::{quote, rfc3339_ms, to_json_rows};
 use crate::auth::Caller;
 use crate::error::{ApiError, Result};
+use crate::listing::{quote, rfc3339_ms, to_json_rows};
 use crate::state::AppState;
 
 /// Messages mined per range at most (the newest are kept): bounded work

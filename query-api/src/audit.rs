@@ -88,9 +88,10 @@ pub async fn list(
     let limit = crate::listing::limit(p.limit)?;
     // The entry number of the last item; opaque like every cursor.
     let before = match p.cursor.as_deref() {
-        Some(c) => Some(c.parse::<i64>().map_err(|_| {
-            ApiError::BadRequest("cursor is not one this API issued".into())
-        })?),
+        Some(c) => Some(
+            c.parse::<i64>()
+                .map_err(|_| ApiError::BadRequest("cursor is not one this API issued".into()))?,
+        ),
         None => None,
     };
     let entries = state.store.list_audit(&caller.tenant, before, limit + 1)?;

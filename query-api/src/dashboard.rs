@@ -20,11 +20,10 @@ use schemas::Severity;
 use serde_json::{Value, json};
 use sysinfo::{Disks, ProcessesToUpdate, System};
 
-use crate::listing::to_json_rows;
 use crate::auth::Caller;
 use crate::error::{ApiError, Result};
+use crate::listing::to_json_rows;
 use crate::state::AppState;
-
 
 /// The process's view of its host; refreshed on each call (CPU usage is
 /// the average since the previous call).

@@ -15,9 +15,9 @@ use axum::Json;
 use axum::extract::State;
 use serde_json::{Value, json};
 
-use crate::listing::{limit, quote, rfc3339_ms, to_json_rows};
 use crate::auth::Caller;
 use crate::error::{ApiError, Result};
+use crate::listing::{limit, quote, rfc3339_ms, to_json_rows};
 use crate::state::AppState;
 
 /// A listable table: its columns, the filters it takes (query parameter →

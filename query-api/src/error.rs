@@ -70,19 +70,12 @@ impl From<schemas::Error> for ApiError {
 impl ApiError {
     pub fn status(&self) -> (StatusCode, &'static str) {
         match self {
-            ApiError::Auth(
-                control::Error::MissingCredentials | control::Error::InvalidCredentials,
-            ) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::Auth(control::Error::NotFound { .. }) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::Auth(control::Error::Conflict { .. }) => (StatusCode::CONFLICT, "conflict"),
-            ApiError::Auth(control::Error::Invalid(_) | control::Error::Schema(_)) => {
-                (StatusCode::BAD_REQUEST, "bad_request")
-            }
-            ApiError::Auth(control::Error::PlanLimit(_)) => {
-                (StatusCode::PAYMENT_REQUIRED, "plan_limit_exceeded")
-            }
-            ApiError::Auth(control::Error::Store(_)) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "metadata_unavailable")
+            ApiError::Auth(e) => {
+                let (status, code) = e.http_status();
+                (
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    code,
+                )
             }
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),

@@ -80,7 +80,11 @@ pub(crate) fn page<T>(
 ) -> (Vec<T>, Option<String>) {
     let more = items.len() > limit;
     items.truncate(limit);
-    let next = if more { items.last().map(cursor_of) } else { None };
+    let next = if more {
+        items.last().map(cursor_of)
+    } else {
+        None
+    };
     (items, next)
 }
 
@@ -123,7 +127,15 @@ mod tests {
         assert_eq!(Cursor::parse(&c.to_string()).unwrap(), c);
         let uuid = Cursor::parse("5.01a23634-af26-743f-843d-4931ff4b4b97").unwrap();
         assert_eq!(uuid.id, "01a23634-af26-743f-843d-4931ff4b4b97");
-        for forged in ["", "5", "x.id", "5.", "5.a'b", "5.a b", &format!("5.{}", "a".repeat(65))] {
+        for forged in [
+            "",
+            "5",
+            "x.id",
+            "5.",
+            "5.a'b",
+            "5.a b",
+            &format!("5.{}", "a".repeat(65)),
+        ] {
             assert!(Cursor::parse(forged).is_err(), "{forged:?}");
         }
     }

@@ -40,8 +40,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::auth::Caller;
-use crate::listing::{Cursor, page};
 use crate::error::{ApiError, Result};
+use crate::listing::{Cursor, page};
 use crate::state::AppState;
 
 /// `[api.notify]`
@@ -409,7 +409,9 @@ pub async fn deliveries(
         before.as_ref().map(|c| (c.at_ms, c.id.as_str())),
         limit + 1,
     )?;
-    let (rows, next) = page(rows, limit, |d| Cursor::new(d.created_at, d.id.clone()).to_string());
+    let (rows, next) = page(rows, limit, |d| {
+        Cursor::new(d.created_at, d.id.clone()).to_string()
+    });
     Ok(Json(json!({ "deliveries": rows, "next_cursor": next })))
 }
 
@@ -592,9 +594,7 @@ impl Notifier {
             Ok(_) => None,
             Err(_) if !entitled => None,
             Err(_) if d.attempts + 1 >= self.config.max_attempts => None,
-            Err(_) => {
-                Some(schemas::time::now_ms() + backoff(&self.config, d.attempts) as i64)
-            }
+            Err(_) => Some(schemas::time::now_ms() + backoff(&self.config, d.attempts) as i64),
         };
         let label = match (&outcome, retry_at) {
             (Ok(_), _) => "delivered",

@@ -169,4 +169,3 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
 pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
     ApiError::MethodNotAllowed(format!("{} is not allowed on {}", method, uri.path()))
 }
-

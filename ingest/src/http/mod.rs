@@ -169,21 +169,16 @@ impl IngestState {
 /// are logged here and replaced by a generic message.
 pub(crate) fn classify(err: &Error) -> (StatusCode, &'static str, String) {
     let (status, code) = match err {
-        Error::Auth(control::Error::MissingCredentials | control::Error::InvalidCredentials) => {
-            (StatusCode::UNAUTHORIZED, "unauthorized")
+        Error::Auth(e) => {
+            let (status, code) = e.http_status();
+            (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                code,
+            )
         }
-        Error::Auth(control::Error::Store(_)) => {
-            (StatusCode::SERVICE_UNAVAILABLE, "metadata_unavailable")
-        }
-        Error::Auth(control::Error::PlanLimit(_)) => {
-            (StatusCode::PAYMENT_REQUIRED, "plan_limit_exceeded")
-        }
-        Error::Auth(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
         Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-        Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
         Error::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
         Error::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-        Error::PlanLimit(_) => (StatusCode::PAYMENT_REQUIRED, "plan_limit_exceeded"),
         Error::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
         Error::UnsupportedContentType(_) | Error::UnsupportedEncoding(_) => {
             (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")

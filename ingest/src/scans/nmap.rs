@@ -207,7 +207,9 @@ fn cve_findings(output: &str, p: &Port) -> Vec<Finding> {
             protocol: p.protocol.clone(),
             service: p.service.clone(),
             product: p.product.clone(),
-            severity: cvss.map_or(Severity::Medium, Severity::from_cvss).to_string(),
+            severity: cvss
+                .map_or(Severity::Medium, Severity::from_cvss)
+                .to_string(),
             cvss,
             title: match &p.product {
                 Some(prod) => format!("{cve} in {prod}"),

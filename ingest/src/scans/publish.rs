@@ -39,15 +39,6 @@ pub struct ScanSummary {
     pub findings: usize,
 }
 
-fn control_error(e: control::Error) -> Error {
-    match e {
-        control::Error::PlanLimit(m) => Error::PlanLimit(m),
-        control::Error::Invalid(m) => Error::BadRequest(m),
-        c @ control::Error::Conflict { .. } => Error::Conflict(c.to_string()),
-        other => Error::Auth(other),
-    }
-}
-
 fn hex16(parts: &[&str]) -> String {
     let mut h = Sha256::new();
     for p in parts {
@@ -64,7 +55,7 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::Unavailable(format!("metadata task failed: {e}")))?
-        .map_err(control_error)
+        .map_err(Error::from)
 }
 
 fn device_rows(devices: &[Device], received_ms: i64, source: &str) -> Vec<DeviceRow> {

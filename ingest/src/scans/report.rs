@@ -23,7 +23,6 @@ use serde_json::Value;
 use super::{Finding, Host, ScanReport};
 use schemas::Severity;
 
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JsonReport {
