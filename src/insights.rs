@@ -7,8 +7,8 @@ use std::sync::Arc;
 use control::MetaStore;
 use control::insights::{ModelRecord, ModelStatus, ModelType, Notification, TrainingSession};
 use detectors::streaming::Event;
-use schemas::time::now_ms;
 use pipeline::detection::EventHook;
+use schemas::time::now_ms;
 use serde_json::json;
 use tracing::warn;
 

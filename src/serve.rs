@@ -386,7 +386,14 @@ fn inline_detectors(detection: Option<&Detection>) -> consumer::InlineDetectors 
 
 fn announce_default_key(store: &MetaStore, config: &Config) -> anyhow::Result<()> {
     let plan = config.control.default_plan.parse()?;
-    let issued = store.ensure_default_org(plan, config.control.default_api_key.as_ref().map(schemas::Secret::expose))?;
+    let issued = store.ensure_default_org(
+        plan,
+        config
+            .control
+            .default_api_key
+            .as_ref()
+            .map(schemas::Secret::expose),
+    )?;
     if let Some(key) = issued {
         eprintln!(
             "\n  SecureNet created the default organization and its first API key.\n  \

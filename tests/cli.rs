@@ -182,10 +182,19 @@ fn configuration_errors_are_clear() {
         assert!(!shown.contains(secret), "{secret} leaked: {shown}");
     }
     assert!(shown.contains("jwt_secret = \"<redacted>\""), "{shown}");
-    assert!(shown.contains("default_api_key = \"<redacted>\""), "{shown}");
-    assert!(shown.contains("\"sasl.password\" = \"<redacted>\""), "{shown}");
+    assert!(
+        shown.contains("default_api_key = \"<redacted>\""),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("\"sasl.password\" = \"<redacted>\""),
+        "{shown}"
+    );
     // Options that are not secrets stay readable.
-    assert!(shown.contains("\"sasl.username\" = \"pipeline-user\""), "{shown}");
+    assert!(
+        shown.contains("\"sasl.username\" = \"pipeline-user\""),
+        "{shown}"
+    );
     assert!(
         shown.contains("smtp://mailer:redacted@relay:587"),
         "{shown}"

@@ -19,12 +19,12 @@ use std::time::Duration;
 
 use detectors::Detector;
 use detectors::streaming::{Event, ModelConfig, StreamingDetector, TenantModel};
-use schemas::time::now_ms;
 use detectors::windows::WindowConfig;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use prometheus::{HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use schemas::time::now_ms;
 use schemas::{Envelope, TenantId};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;

@@ -125,8 +125,7 @@ impl Envelope {
             kind,
             schema_version: schema::version(kind),
             batch_id,
-            produced_at: DateTime::from_timestamp_millis(crate::time::now_ms())
-                .unwrap_or_default(),
+            produced_at: DateTime::from_timestamp_millis(crate::time::now_ms()).unwrap_or_default(),
         };
         let batch = conform(&headers, batch)?;
         Ok(Self { headers, batch })

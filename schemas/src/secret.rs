@@ -65,9 +65,16 @@ impl Serialize for Secret {
 /// `sasl.jaas.config`…) holds a secret.
 pub fn is_secret_option(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    ["password", "secret", "token", "jaas", ".pem", "oauthbearer.config"]
-        .iter()
-        .any(|part| key.contains(part))
+    [
+        "password",
+        "secret",
+        "token",
+        "jaas",
+        ".pem",
+        "oauthbearer.config",
+    ]
+    .iter()
+    .any(|part| key.contains(part))
 }
 
 /// Free-form client options (librdkafka properties): read as a map of
@@ -80,7 +87,11 @@ pub struct ClientOptions(BTreeMap<String, String>);
 impl ClientOptions {
     fn shown(&self) -> impl Iterator<Item = (&String, &str)> {
         self.0.iter().map(|(k, v)| {
-            let shown = if is_secret_option(k) { REDACTED } else { v.as_str() };
+            let shown = if is_secret_option(k) {
+                REDACTED
+            } else {
+                v.as_str()
+            };
             (k, shown)
         })
     }
@@ -135,7 +146,10 @@ mod tests {
         let shown = serde_json::to_string(&conf).unwrap();
         let debug = format!("{conf:?}");
         for leak in ["hunter2", "t0k3n", "p4ss", "BEGIN"] {
-            assert!(!shown.contains(leak) && !debug.contains(leak), "{shown} {debug}");
+            assert!(
+                !shown.contains(leak) && !debug.contains(leak),
+                "{shown} {debug}"
+            );
         }
         assert!(shown.contains(r#""client.id":"me""#), "{shown}");
         assert!(shown.contains(r#""password":"<redacted>""#), "{shown}");

@@ -67,7 +67,10 @@ impl Severity {
 
     /// `"low, medium, high, critical"`, for error messages.
     pub fn list(set: &[Severity]) -> String {
-        set.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        set.iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -93,6 +96,9 @@ mod tests {
         assert_eq!(Severity::from_cvss(9.8), Severity::Critical);
         assert_eq!(Severity::from_cvss(7.0), Severity::High);
         assert_eq!(Severity::from_cvss(0.0), Severity::Info);
-        assert_eq!(Severity::list(&Severity::ALERTS), "low, medium, high, critical");
+        assert_eq!(
+            Severity::list(&Severity::ALERTS),
+            "low, medium, high, critical"
+        );
     }
 }

@@ -29,7 +29,10 @@ mod tests {
     fn the_clock_and_rfc3339() {
         let t = parse_rfc3339_ms("2026-12-02T10:11:12.345+01:00").unwrap();
         assert_eq!(t, 1_796_202_672_345);
-        assert_eq!(t.div_euclid(DAY_MS) * DAY_MS, parse_rfc3339_ms("2026-12-02T00:00:00Z").unwrap());
+        assert_eq!(
+            t.div_euclid(DAY_MS) * DAY_MS,
+            parse_rfc3339_ms("2026-12-02T00:00:00Z").unwrap()
+        );
         assert_eq!(parse_rfc3339_ms("yesterday"), None);
         assert!(now_ms() > t - 365 * DAY_MS);
     }

@@ -244,6 +244,12 @@ fn an_unterminated_quote_is_a_clear_error_not_a_crash() {
     for i in 0..25 {
         csv.push_str(&format!("\"{i}\",{i}.5\n"));
     }
-    let ok = parse(csv.as_bytes(), Format::Csv, Label::Unlabelled, &Limits::default()).unwrap();
+    let ok = parse(
+        csv.as_bytes(),
+        Format::Csv,
+        Label::Unlabelled,
+        &Limits::default(),
+    )
+    .unwrap();
     assert_eq!(ok.rows, 25);
 }
