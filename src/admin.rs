@@ -3,7 +3,7 @@
 //! lets both run at once; revocations apply to the next request).
 
 use anyhow::Context;
-use control::{MetaStore, NewOrganization, Role};
+use control::{MetaStore, NewOrganization};
 use schemas::TenantId;
 
 use crate::cli::{KeysCommand, OrgsCommand};
@@ -21,7 +21,7 @@ pub fn orgs(config: &Config, command: OrgsCommand) -> anyhow::Result<()> {
     let store = open_store(config)?;
     match command {
         OrgsCommand::Create {
-            id,
+            org: id,
             name,
             owner_email,
             plan,
@@ -32,7 +32,7 @@ pub fn orgs(config: &Config, command: OrgsCommand) -> anyhow::Result<()> {
                 id: TenantId::new(&id)?,
                 name,
                 owner_email,
-                plan: plan.parse()?,
+                plan,
                 parent_id: parent.as_deref().map(TenantId::new).transpose()?,
                 allow_overage,
             })?;
@@ -40,7 +40,7 @@ pub fn orgs(config: &Config, command: OrgsCommand) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&org)?);
         }
         OrgsCommand::Update {
-            id,
+            org: id,
             max_devices,
             max_scans,
             retention_days,
@@ -72,7 +72,7 @@ pub fn orgs(config: &Config, command: OrgsCommand) -> anyhow::Result<()> {
             );
             println!("{}", serde_json::to_string_pretty(&org)?);
         }
-        OrgsCommand::Delete { id } => {
+        OrgsCommand::Delete { org: id } => {
             crate::maintain::delete_organization(config, &store, &TenantId::new(&id)?)?;
         }
         OrgsCommand::List { json } => {
@@ -97,7 +97,6 @@ pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
     let store = open_store(config)?;
     match command {
         KeysCommand::Create { org, name, role } => {
-            let role: Role = role.parse()?;
             let tenant = TenantId::new(&org)?;
             let key = store.create_key(&tenant, &name, role)?;
             audit(

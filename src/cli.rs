@@ -2,7 +2,22 @@
 
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use control::Role;
+use schemas::Plan;
+
+/// `--plan`: the catalogue's plan names, listed in `--help`.
+fn plan_parser() -> impl TypedValueParser<Value = Plan> {
+    PossibleValuesParser::new(Plan::ALL.map(Plan::as_str))
+        .map(|p| p.parse().expect("a plan of the catalogue"))
+}
+
+/// `--role`: admin, member or viewer.
+fn role_parser() -> impl TypedValueParser<Value = Role> {
+    PossibleValuesParser::new([Role::Admin, Role::Member, Role::Viewer].map(Role::as_str))
+        .map(|r| r.parse().expect("a listed role"))
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -58,13 +73,30 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct SqlArgs {
     /// The organization whose tables the query sees.
-    #[arg(long)]
+    #[arg(long, alias = "tenant")]
     pub org: String,
-    /// json, csv or arrow (an Arrow IPC stream).
-    #[arg(long, default_value = "json")]
-    pub format: String,
+    /// Output: JSON rows, CSV, or an Arrow IPC stream.
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: SqlFormat,
     /// The query; `-` or nothing reads it from standard input.
     pub query: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SqlFormat {
+    Json,
+    Csv,
+    Arrow,
+}
+
+impl SqlFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SqlFormat::Json => "json",
+            SqlFormat::Csv => "csv",
+            SqlFormat::Arrow => "arrow",
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,7 +109,7 @@ pub enum UsageCommand {
         /// The organization.
         #[arg(long, alias = "tenant")]
         org: String,
-        /// YYYY-MM (UTC).
+        /// The month, YYYY-MM (UTC).
         #[arg(long)]
         month: String,
         /// Only batches whose last record is older than this many seconds
@@ -96,16 +128,19 @@ pub enum UsageCommand {
 pub enum OrgsCommand {
     /// Create an organization.
     Create {
-        /// Tenant id: lowercase letters, digits, '-' and '_'.
-        #[arg(long)]
-        id: String,
+        /// The new organization's id (tenant id): lowercase letters,
+        /// digits, '-' and '_'. `--id` is the old name.
+        #[arg(long, alias = "id", alias = "tenant")]
+        org: String,
+        /// Display name.
         #[arg(long)]
         name: String,
+        /// Where invoices and plan notices go.
         #[arg(long)]
         owner_email: String,
-        /// starter, professional, business, enterprise or msp.
-        #[arg(long, default_value = "starter")]
-        plan: String,
+        /// The plan it is billed on.
+        #[arg(long, default_value = "starter", value_parser = plan_parser())]
+        plan: Plan,
         /// Parent organization (an MSP's child).
         #[arg(long)]
         parent: Option<String>,
@@ -117,19 +152,22 @@ pub enum OrgsCommand {
     /// Delete an organization: its keys, inventory and all its data in the
     /// Parquet lake and ClickHouse.
     Delete {
-        #[arg(long)]
-        id: String,
+        /// The organization (`--id` is the old name).
+        #[arg(long, alias = "id", alias = "tenant")]
+        org: String,
     },
     /// List organizations.
     List {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Set an organization's contract terms: its own limits (each replaces
     /// the plan's, across plan changes) and whether it may go over them.
     Update {
-        #[arg(long)]
-        id: String,
+        /// The organization (`--id` is the old name).
+        #[arg(long, alias = "id", alias = "tenant")]
+        org: String,
         /// Devices a month.
         #[arg(long)]
         max_devices: Option<u64>,
@@ -152,25 +190,31 @@ pub enum OrgsCommand {
 pub enum KeysCommand {
     /// Issue an API key; the key is printed once on stdout.
     Create {
-        #[arg(long)]
+        /// The organization the key belongs to.
+        #[arg(long, alias = "tenant")]
         org: String,
+        /// A label for the key (shown in listings and the audit log).
         #[arg(long, default_value = "cli")]
         name: String,
-        /// admin, member or viewer.
-        #[arg(long, default_value = "admin")]
-        role: String,
+        /// What the key may do.
+        #[arg(long, default_value = "admin", value_parser = role_parser())]
+        role: Role,
     },
     /// List an organization's keys (never their secrets).
     List {
-        #[arg(long)]
+        /// The organization.
+        #[arg(long, alias = "tenant")]
         org: String,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Revoke a key by its id.
     Revoke {
-        #[arg(long)]
+        /// The organization the key belongs to.
+        #[arg(long, alias = "tenant")]
         org: String,
+        /// The key's id (from `keys list`).
         id: String,
     },
 }
@@ -193,8 +237,10 @@ pub struct GenArgs {
     /// Anomaly bursts to inject.
     #[arg(long, default_value_t = 0)]
     pub anomalies: usize,
+    /// Seed of the generator: the same seed gives the same output.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// NDJSON records, or syslog lines (RFC 5424 or RFC 3164).
     #[arg(long, value_enum, default_value = "ndjson")]
     pub format: GenFormat,
     /// First event time (RFC 3339); default: the start of the current hour.

@@ -40,6 +40,11 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
+    // Every command logs to stderr as the servers do (maintenance, reconcile
+    // and deletes say what they are doing); `config` prints only itself.
+    if !matches!(cli.command, Command::Config) {
+        init_tracing(&config);
+    }
     match cli.command {
         Command::Serve | Command::Ingest | Command::Pipeline | Command::QueryApi => {
             let role = match cli.command {
@@ -48,7 +53,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::QueryApi => serve::Role::QueryApi,
                 _ => serve::Role::Serve,
             };
-            init_tracing(&config);
             // Analyst queries get their own runtime so a heavy query cannot
             // starve ingest and the API (DataFusion's recommendation).
             let sql_runtime = query_api::sql::build_runtime(None)?;

@@ -21,7 +21,7 @@ pub fn run(config: &Config, args: SqlArgs) -> anyhow::Result<()> {
         store.organization(&tenant)?.is_some(),
         "organization {tenant} not found"
     );
-    let format = OutputFormat::negotiate(Some(&args.format), &Default::default())
+    let format = OutputFormat::negotiate(Some(args.format.as_str()), &Default::default())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let query = match args.query.as_deref() {
         None | Some("-") => {

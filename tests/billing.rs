@@ -471,7 +471,7 @@ async fn devices_can_be_retired_and_the_operator_sets_contract_limits() {
     ]);
     assert_eq!(r.status, 403, "{}", r.body);
     // The CLI clears them: the plan's limits again.
-    let out = env.cli(&["orgs", "update", "--id", "tinyterms", "--clear-limits"]);
+    let out = env.cli(&["orgs", "update", "--org", "tinyterms", "--clear-limits"]);
     let org: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(org["limits"]["max_devices"], 50, "{org}");
     assert!(org.get("limits_override").is_none(), "{org}");

@@ -10,7 +10,7 @@ fn organizations_and_keys_lifecycle() {
     let created: Value = serde_json::from_str(&env.cli(&[
         "orgs",
         "create",
-        "--id",
+        "--org",
         "acme",
         "--name",
         "Acme Corp",
@@ -28,7 +28,7 @@ fn organizations_and_keys_lifecycle() {
         .command(&[
             "orgs",
             "create",
-            "--id",
+            "--org",
             "acme",
             "--name",
             "x",
@@ -43,7 +43,7 @@ fn organizations_and_keys_lifecycle() {
         .command(&[
             "orgs",
             "create",
-            "--id",
+            "--org",
             "Bad Id",
             "--name",
             "x",
@@ -53,6 +53,37 @@ fn organizations_and_keys_lifecycle() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid tenant id"));
+    // Plans and roles are checked (and listed) by the parser; `--id` is the
+    // old name of `--org` and still works.
+    let out = env
+        .command(&[
+            "orgs",
+            "create",
+            "--id",
+            "gold",
+            "--name",
+            "x",
+            "--owner-email",
+            "a@b.c",
+            "--plan",
+            "gold",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("possible values: starter, professional"),
+        "{err}"
+    );
+    let out = env
+        .command(&["keys", "create", "--org", "acme", "--role", "root"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("possible values: admin, member, viewer"),
+        "{err}"
+    );
 
     let key = env.cli(&[
         "keys",

@@ -86,7 +86,7 @@ impl Env {
         let mut args = vec![
             "orgs",
             "create",
-            "--id",
+            "--org",
             id,
             "--name",
             id,
