@@ -16,8 +16,8 @@
 # running system would. The data directory is cached per row count under
 # ~/.cache/securenet/sqlbench/.
 #
-# Measured: `securenet query-api` (read-only over the lake, default [sql]
-# limits unless SECURENET_SQL__* says otherwise) on a free port, latency
+# Measured: `securenet query-api` (read-only over the lake, default [api.sql]
+# limits unless SECURENET_API__SQL__* says otherwise) on a free port, latency
 # client-side end to end (request to parsed JSON); DuckDB from PyPI in the
 # same Python process, default threads, over read_parquet() of the tenant's
 # files, results fetched. Fails if the two engines' results differ.
@@ -34,8 +34,8 @@ START=2026-10-01
 DAYS=31
 SEED=42
 STARTED_AT=$(date +%s)
-# Only the [sql] limits may come from the caller's environment.
-for v in $(compgen -e | grep '^SECURENET_' | grep -v '^SECURENET_SQL__' || true); do unset "$v"; done
+# Only the [api.sql] limits may come from the caller's environment.
+for v in $(compgen -e | grep '^SECURENET_' | grep -v '^SECURENET_API__SQL__' || true); do unset "$v"; done
 
 REQS="scripts/requirements-test.txt scripts/requirements-bench.txt"
 VENV="${BENCH_VENV:-$HOME/.cache/securenet/venv-bench-$(cat $REQS | sha256sum | cut -c1-12)}"

@@ -25,19 +25,37 @@ pub struct Config {
     /// Passed to the ingest crate (batching, HTTP limits).
     pub ingest: ingest::IngestConfig,
     pub pipeline: PipelineConfig,
-    pub sql: query_api::sql::SqlConfig,
-    /// The query API's own limits.
+    /// The query API's own limits (`[api.sql]` for analyst queries).
     pub api: query_api::ApiConfig,
     /// Which bus connects ingest to the pipeline.
     pub bus: BusConfig,
+    /// Old name of `[api.sql]`: read, moved there, warned about; goes in
+    /// the next release.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sql: Option<query_api::sql::SqlConfig>,
+    /// What `load` moved from an old key to its new one (logged at start).
+    #[serde(skip)]
+    pub deprecations: Vec<String>,
 }
 
 /// `[bus]`: `kind = "embedded"` (in-process, `serve` only) or `"kafka"`.
-#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BusConfig {
     pub kind: BusKind,
+    /// Batches the embedded bus holds before publishers wait.
+    pub capacity: usize,
     pub kafka: pipeline::bus::kafka::KafkaConfig,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            kind: BusKind::default(),
+            capacity: 64,
+            kafka: Default::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -73,8 +91,10 @@ pub struct ControlConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
-    /// Batches the embedded bus holds before publishers wait.
-    pub bus_capacity: usize,
+    /// Old name of `bus.capacity` (moved there with a warning; goes in the
+    /// next release).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bus_capacity: Option<usize>,
     pub consumer: pipeline::consumer::ConsumerConfig,
     pub parquet: pipeline::sinks::parquet::ParquetSinkConfig,
     /// ClickHouse sink; on when `url` is set.
@@ -95,13 +115,11 @@ impl Default for Config {
             log: LogConfig::default(),
             control: ControlConfig::default(),
             ingest: Default::default(),
-            pipeline: PipelineConfig {
-                bus_capacity: 64,
-                ..Default::default()
-            },
-            sql: Default::default(),
+            pipeline: Default::default(),
             api: Default::default(),
             bus: Default::default(),
+            sql: None,
+            deprecations: Vec::new(),
         }
     }
 }
@@ -136,11 +154,29 @@ impl Config {
             figment = figment.merge(Toml::file(path));
         }
         figment = figment.merge(Env::prefixed("SECURENET_").ignore(&["config"]).split("__"));
-        let config: Config = figment
+        let mut config: Config = figment
             .extract()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        config.move_old_keys();
         config.validate()?;
         Ok(config)
+    }
+
+    /// Keys that moved to the section they configure: the old name still
+    /// works for one release, with a warning.
+    fn move_old_keys(&mut self) {
+        if let Some(capacity) = self.pipeline.bus_capacity.take() {
+            self.bus.capacity = capacity;
+            self.deprecations.push(
+                "pipeline.bus_capacity is now bus.capacity (SECURENET_BUS__CAPACITY); the old name goes in the next release".into(),
+            );
+        }
+        if let Some(sql) = self.sql.take() {
+            self.api.sql = sql;
+            self.deprecations.push(
+                "[sql] is now [api.sql] (SECURENET_API__SQL__*); the old name goes in the next release".into(),
+            );
+        }
     }
 
     fn validate(&self) -> anyhow::Result<()> {
@@ -149,8 +185,8 @@ impl Config {
         if self.bus.kind == BusKind::Kafka {
             self.bus.kafka.validate()?;
         }
-        if self.pipeline.bus_capacity == 0 {
-            anyhow::bail!("pipeline.bus_capacity must be positive");
+        if self.bus.capacity == 0 {
+            anyhow::bail!("bus.capacity must be positive");
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             anyhow::bail!("log.format is {:?}; use text or json", self.log.format);

@@ -42,8 +42,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     // Every command logs to stderr as the servers do (maintenance, reconcile
     // and deletes say what they are doing); `config` prints only itself.
-    if !matches!(cli.command, Command::Config) {
+    if matches!(cli.command, Command::Config) {
+        for moved in &config.deprecations {
+            eprintln!("securenet: warning: {moved}");
+        }
+    } else {
         init_tracing(&config);
+        for moved in &config.deprecations {
+            tracing::warn!("{moved}");
+        }
     }
     match cli.command {
         Command::Serve | Command::Ingest | Command::Pipeline | Command::QueryApi => {

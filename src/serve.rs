@@ -162,7 +162,7 @@ pub async fn run(
         };
         (producer, task)
     } else if role == Role::Serve {
-        let (producer, bus) = embedded::channel(config.pipeline.bus_capacity);
+        let (producer, bus) = embedded::channel(config.bus.capacity);
         let task = tokio::spawn(consumer::run(
             bus,
             sinks.clone(),
@@ -223,7 +223,7 @@ pub async fn run(
             &sinks,
             producer.as_ref(),
             &pipeline_metrics,
-            config.pipeline.bus_capacity,
+            config.bus.capacity,
         )
         .into(),
     };
@@ -271,7 +271,7 @@ pub async fn run(
                 config.api.training.clone(),
             )),
             sign_in: Arc::new(query_api::signin::SignInGuard::new(&config.api)),
-            sql: Arc::new(SqlEngine::new(config.sql.clone(), lake, sql_runtime)),
+            sql: Arc::new(SqlEngine::new(config.api.sql.clone(), lake, sql_runtime)),
             meter,
             limits: Arc::new(control::RateLimits::new(
                 config.api.rate_limit_per_sec,

@@ -36,11 +36,11 @@ pub fn run(config: &Config, args: SqlArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!query.trim().is_empty(), "the query is empty");
     let runtime = query_api::sql::build_runtime(None)?;
     let lake = Lake::local(&config.lake_dir())?;
-    let engine = SqlEngine::new(config.sql.clone(), lake, runtime.handle().clone());
+    let engine = SqlEngine::new(config.api.sql.clone(), lake, runtime.handle().clone());
     let result = runtime
         .block_on(engine.execute(&tenant, &query))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let bytes = encode(format, &result, config.sql.max_result_bytes)
+    let bytes = encode(format, &result, config.api.sql.max_result_bytes)
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .body;
     let mut out = std::io::stdout().lock();
@@ -51,8 +51,8 @@ pub fn run(config: &Config, args: SqlArgs) -> anyhow::Result<()> {
     out.flush()?;
     if result.truncated {
         eprintln!(
-            "securenet: result cut at {} rows (sql.max_result_rows)",
-            config.sql.max_result_rows
+            "securenet: result cut at {} rows (api.sql.max_result_rows)",
+            config.api.sql.max_result_rows
         );
     }
     Ok(())

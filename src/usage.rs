@@ -172,7 +172,7 @@ pub async fn reconcile(
     let next = first
         .checked_add_months(Months::new(1))
         .context("month out of range")?;
-    let mut sql_config = config.sql.clone();
+    let mut sql_config = config.api.sql.clone();
     // An operator's batch job, not an analyst's query: no interactive limits.
     sql_config.timeout_ms = Duration::from_secs(3600).as_millis() as u64;
     sql_config.max_result_rows = 1 << 40;

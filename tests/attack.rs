@@ -61,8 +61,8 @@ fn viewer_of(env: &Env, org: &str) -> String {
 #[tokio::test]
 async fn sql_from_a_hostile_viewer_cannot_crash_stall_or_bloat_the_server() {
     let env = Env::new()
-        .set("SECURENET_SQL__TIMEOUT_MS", "2000")
-        .set("SECURENET_SQL__MEMORY_LIMIT_BYTES", "134217728");
+        .set("SECURENET_API__SQL__TIMEOUT_MS", "2000")
+        .set("SECURENET_API__SQL__MEMORY_LIMIT_BYTES", "134217728");
     let globex = env.org_with_key("globex");
     let server = env.serve();
     let viewer = viewer_of(&env, "default");

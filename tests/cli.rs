@@ -165,12 +165,41 @@ fn configuration_errors_are_clear() {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
         file.path(),
-        "[http]\nlisten = \"127.0.0.1:9999\"\n[sql]\ntimeout_ms = 1234\n",
+        "[http]\nlisten = \"127.0.0.1:9999\"\n[api.sql]\ntimeout_ms = 1234\n",
     )
     .unwrap();
     let env = Env::new();
     let shown = env.cli(&["--config", file.path().to_str().unwrap(), "config"]);
-    assert!(shown.contains("timeout_ms = 1234"), "{shown}");
+    assert!(shown.contains("[api.sql]\ntimeout_ms = 1234"), "{shown}");
+    // Keys that moved still work under their old names, with a warning.
+    let old = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        old.path(),
+        "[sql]\ntimeout_ms = 4321\n[pipeline]\nbus_capacity = 7\n",
+    )
+    .unwrap();
+    let out = env
+        .command(&["--config", old.path().to_str().unwrap(), "config"])
+        .output()
+        .unwrap();
+    let (shown, warned) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(shown.contains("[api.sql]\ntimeout_ms = 4321"), "{shown}");
+    assert!(
+        shown.contains("[bus]\nkind = \"embedded\"\ncapacity = 7"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("bus_capacity") && !shown.contains("\n[sql]"),
+        "{shown}"
+    );
+    assert!(
+        warned.contains("[sql] is now [api.sql]")
+            && warned.contains("pipeline.bus_capacity is now bus.capacity"),
+        "{warned}"
+    );
     // The environment overrides the file.
     assert!(shown.contains("listen = \"127.0.0.1:0\""), "{shown}");
     // Secrets show as set, never their value.

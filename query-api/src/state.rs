@@ -24,6 +24,8 @@ pub struct HealthCheck {
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
+    /// `[api.sql]`: limits of analyst queries (`POST /api/sql`, `securenet sql`).
+    pub sql: crate::sql::SqlConfig,
     /// Requests per second per organization (token bucket); 0 = no limit.
     /// Over it: 429 with `Retry-After`, not billed.
     pub rate_limit_per_sec: u32,
@@ -56,6 +58,7 @@ pub struct ApiConfig {
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
+            sql: Default::default(),
             rate_limit_per_sec: 100,
             rate_limit_burst: 200,
             platform_admin_token: None,

@@ -167,7 +167,7 @@ impl SqlEngine {
         let started = Instant::now();
         if sql.len() > self.config.max_sql_bytes {
             return Err(ApiError::BadRequest(format!(
-                "the query text is {} bytes, over the limit of {} (sql.max_sql_bytes)",
+                "the query text is {} bytes, over the limit of {} (api.sql.max_sql_bytes)",
                 sql.len(),
                 self.config.max_sql_bytes
             )));
