@@ -136,17 +136,44 @@ const LABEL_LIKE: &[&str] = &[
     "tag",
 ];
 
+/// Whether CSV text ends inside a quoted field (RFC 4180: a field that
+/// starts with `"` runs to the next `"` not doubled; a `"` elsewhere in an
+/// unquoted field is text, as polars reads it).
+fn ends_inside_quotes(bytes: &[u8]) -> bool {
+    let (mut quoted, mut field_start) = (false, true);
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if quoted {
+            if b == b'"' {
+                if bytes.get(i + 1) == Some(&b'"') {
+                    i += 2;
+                    continue;
+                }
+                quoted = false;
+            }
+            field_start = false;
+        } else if b == b'"' && field_start {
+            quoted = true;
+            field_start = false;
+        } else {
+            field_start = matches!(b, b',' | b'\n' | b'\r');
+        }
+        i += 1;
+    }
+    quoted
+}
+
 /// Parses and cleans an upload; `label` says which column is the answer.
 pub fn parse(bytes: &[u8], format: Format, label: Label<'_>, limits: &Limits) -> Result<Dataset> {
     if std::str::from_utf8(bytes).is_err() {
         return Err(invalid("training data must be UTF-8 text"));
     }
-    // RFC 4180 doubles a quote inside a quoted field, so well-formed CSV
-    // has an even number of them; an odd count is a field left open, which
-    // polars 0.55's reader panics on (found by fuzzing) instead of refusing.
-    if format == Format::Csv && bytes.iter().filter(|&&b| b == b'"').count() % 2 == 1 {
+    // polars 0.55's reader panics on a quoted field left open at the end
+    // (found by fuzzing) instead of refusing it.
+    if format == Format::Csv && ends_inside_quotes(bytes) {
         return Err(invalid(
-            "cannot parse the training data: a quoted field is never closed (odd number of \" characters)",
+            "cannot parse the training data: a quoted field is never closed",
         ));
     }
     // The reader is a third party's: should another input make it panic,

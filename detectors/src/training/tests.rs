@@ -235,14 +235,16 @@ fn an_unterminated_quote_is_a_clear_error_not_a_crash() {
         &b",=,,3\n1a\"=,,3\n1a\",<,\""[..],
         b"a,b\n1,2\n3,\"",
         b"a,b\n1,\"2\n",
+        // Third finding: an even count, a quote inside a field and one left open.
+        b"a,,b\n1,2\"laB\x7f,x\n\"",
     ] {
         let err = parse(csv, Format::Csv, Label::Auto, &Limits::default()).unwrap_err();
         assert!(err.to_string().contains("quote"), "{err}");
     }
-    // Quotes that open and close are data.
-    let mut csv = String::from("a,b\n");
+    // Quotes that open and close (doubled inside) are data.
+    let mut csv = String::from("a,b,\"say \"\"hi\"\", x\"\n");
     for i in 0..25 {
-        csv.push_str(&format!("\"{i}\",{i}.5\n"));
+        csv.push_str(&format!("\"{i}\",{i}.5,\"a,\"\"b\"\n"));
     }
     let ok = parse(
         csv.as_bytes(),
