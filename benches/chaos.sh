@@ -19,14 +19,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 MINUTES="${1:-30}"
 SEED="${2:-1}"
 
-REQS="scripts/requirements-test.txt scripts/requirements-bench.txt"
-VENV="$HOME/.cache/securenet/venv-bench-$(cat $REQS | sha256sum | cut -c1-12)"
-if [ ! -x "$VENV/bin/python" ]; then
-  rm -rf "$VENV.tmp"
-  python3 -m venv "$VENV.tmp"
-  "$VENV.tmp/bin/pip" install -q --disable-pip-version-check -r scripts/requirements-test.txt -r scripts/requirements-bench.txt
-  mv "$VENV.tmp" "$VENV"
-fi
+. benches/venv.sh
 cargo build --release -q -p securenet -p securenet-benches --bins
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT

@@ -10,14 +10,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/securenet/target}"
 RUNS="${1:-3}"
 
-REQS="scripts/requirements-test.txt scripts/requirements-bench.txt"
-VENV="$HOME/.cache/securenet/venv-bench-$(cat $REQS | sha256sum | cut -c1-12)"
-if [ ! -x "$VENV/bin/python" ]; then
-  rm -rf "$VENV.tmp"
-  python3 -m venv "$VENV.tmp"
-  "$VENV.tmp/bin/pip" install -q --disable-pip-version-check -r scripts/requirements-test.txt -r scripts/requirements-bench.txt
-  mv "$VENV.tmp" "$VENV"
-fi
+. benches/venv.sh
 # Same package set as the other bench scripts, so the release build (and its
 # feature unification) is shared.
 cargo build --release -q -p securenet -p securenet-benches --bins

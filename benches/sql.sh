@@ -37,14 +37,7 @@ STARTED_AT=$(date +%s)
 # Only the [api.sql] limits may come from the caller's environment.
 for v in $(compgen -e | grep '^SECURENET_' | grep -v '^SECURENET_API__SQL__' || true); do unset "$v"; done
 
-REQS="scripts/requirements-test.txt scripts/requirements-bench.txt"
-VENV="${BENCH_VENV:-$HOME/.cache/securenet/venv-bench-$(cat $REQS | sha256sum | cut -c1-12)}"
-if [ ! -x "$VENV/bin/python" ]; then
-  rm -rf "$VENV.tmp"
-  python3 -m venv "$VENV.tmp"
-  "$VENV.tmp/bin/pip" install -q --disable-pip-version-check -r scripts/requirements-test.txt -r scripts/requirements-bench.txt
-  mv "$VENV.tmp" "$VENV"
-fi
+. benches/venv.sh
 "$VENV/bin/python" -c 'import duckdb, pytz' 2>/dev/null || {
   echo "$VENV lacks duckdb/pytz: scripts/requirements-bench.txt needs their pins" >&2; exit 1; }
 # Same package set as the other bench scripts, so the release build (and its
