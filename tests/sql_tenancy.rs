@@ -298,7 +298,7 @@ async fn the_sql_cli_answers_like_the_api_for_one_organization() {
         (vec!["sql", "--org", "nobody", "SELECT 1"], "not found"),
         (
             vec!["sql", "--org", "acme", "--format", "xml", "SELECT 1"],
-            "unknown format",
+            "possible values: json, csv, arrow",
         ),
     ] {
         let out = env.command(&args).output().unwrap();

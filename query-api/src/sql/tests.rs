@@ -191,7 +191,7 @@ async fn limits_apply() {
 
 #[tokio::test]
 async fn explain_and_explain_analyze_show_the_plan() {
-    let (_dir, lake) = lake_with(&[("acme", "a1"), ("acme", "a2")]).await;
+    let (dir, lake) = lake_with(&[("acme", "a1"), ("acme", "a2")]).await;
     let e = engine(lake, SqlConfig::default());
     let plan = run(&e, "acme", "EXPLAIN SELECT count(*) FROM logs")
         .await
@@ -200,6 +200,18 @@ async fn explain_and_explain_analyze_show_the_plan() {
         plan.contains("logical_plan") && plan.contains("physical_plan"),
         "{plan}"
     );
+    // A plan that reads files names them relative to the lake, never by
+    // the server's directories.
+    let scan = run(
+        &e,
+        "acme",
+        "EXPLAIN SELECT message FROM logs WHERE message = 'a2'",
+    )
+    .await
+    .unwrap();
+    let root = dir.path().to_str().unwrap().trim_start_matches('/');
+    assert!(scan.contains("tenant_id=acme"), "{scan}");
+    assert!(!scan.contains(root), "{scan}");
     let analyzed = run(
         &e,
         "acme",
