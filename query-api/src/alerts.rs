@@ -46,14 +46,24 @@ fn severities(list: Option<&str>) -> Result<Vec<&'static str>> {
         .collect()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AnomalyParams {
+    /// Comma-separated: low, medium, high, critical.
     severity: Option<String>,
+    /// One host or address.
     entity: Option<String>,
+    /// Windows starting at or after this time (RFC 3339).
+    #[param(format = DateTime)]
     since: Option<String>,
+    /// Windows starting before this time (RFC 3339).
+    #[param(format = DateTime)]
     until: Option<String>,
+    /// Items per page (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -116,12 +126,18 @@ pub async fn anomalies(
     Ok(Json(json!({ "anomalies": rows, "next_cursor": next })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct NotificationParams {
+    /// Only notifications not yet read.
     unread: Option<bool>,
+    /// Comma-separated: low, medium, high, critical.
     severity: Option<String>,
+    /// Items per page (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 

@@ -85,11 +85,14 @@ pub async fn current_plan(
 /// Largest "N more" a limits check answers for.
 const MAX_ADDITIONAL: u64 = 1_000_000_000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct LimitParams {
+    /// Devices to add to this month's count.
     #[serde(default)]
     additional_devices: u64,
+    /// Scans to add to this month's count.
     #[serde(default)]
     additional_scans: u64,
 }
@@ -202,9 +205,12 @@ pub async fn change_plan(
     })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct InvoiceParams {
+    /// YYYY-MM (UTC): that month only; default the last 12.
+    #[param(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])$")]
     month: Option<String>,
 }
 

@@ -84,6 +84,44 @@ const FINDINGS: Listing = Listing {
     tie_break: "finding_id",
 };
 
+/// A listing's query parameters for the OpenAPI document, from the same
+/// definition `list` reads them by.
+fn listing_params(listing: &Listing) -> Vec<utoipa::openapi::path::Parameter> {
+    use crate::openapi::query_param;
+    let mut out = vec![
+        query_param("since", "string"),
+        query_param("until", "string"),
+        query_param("limit", "integer"),
+        query_param("cursor", "string"),
+    ];
+    for (name, _, numeric) in listing.filters {
+        out.push(query_param(
+            name,
+            if *numeric { "integer" } else { "string" },
+        ));
+    }
+    if listing.table == "logs" {
+        out.push(query_param("q", "string"));
+    }
+    out
+}
+
+pub fn logs_params() -> Vec<utoipa::openapi::path::Parameter> {
+    listing_params(&LOGS)
+}
+
+pub fn devices_params() -> Vec<utoipa::openapi::path::Parameter> {
+    listing_params(&DEVICES)
+}
+
+pub fn scans_params() -> Vec<utoipa::openapi::path::Parameter> {
+    listing_params(&SCANS)
+}
+
+pub fn findings_params() -> Vec<utoipa::openapi::path::Parameter> {
+    listing_params(&FINDINGS)
+}
+
 /// Rows of one batch at most (ingest.batch.max_rows is far below).
 const MAX_CURSOR_SKIP: usize = 10_000_000;
 

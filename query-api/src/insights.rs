@@ -221,8 +221,9 @@ pub async fn list(State(state): State<AppState>, Caller(caller): Caller) -> Resu
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UploadParams {
     /// The label column.
     label: Option<String>,

@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 use axum::Json;
 use axum::http::Method;
 use utoipa::openapi::path::{
-    HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
+    HttpMethod, OperationBuilder, Parameter, ParameterBuilder, ParameterIn, PathItem,
 };
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, SchemaType, Type};
@@ -58,6 +58,18 @@ fn string() -> Schema {
 
 /// A query parameter's schema: its type, with the constraints the
 /// handlers enforce for the shared ones.
+/// An optional query parameter of a listing: `t` is its JSON type
+/// (`string`, `integer`, `boolean`); `limit`, `since`, `until` and `month`
+/// get their constraints.
+pub(crate) fn query_param(name: &str, t: &str) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Query)
+        .required(Required::False)
+        .schema(Some(param_schema(name, t)))
+        .build()
+}
+
 fn param_schema(name: &str, t: &str) -> Schema {
     let object = match t {
         "integer" => ObjectBuilder::new().schema_type(SchemaType::Type(Type::Integer)),
@@ -187,14 +199,8 @@ fn build() -> OpenApi {
                     .schema(Some(string())),
             );
         }
-        for (name, t) in e.query {
-            op = op.parameter(
-                ParameterBuilder::new()
-                    .name(*name)
-                    .parameter_in(ParameterIn::Query)
-                    .required(Required::False)
-                    .schema(Some(param_schema(name, t))),
-            );
+        for parameter in (e.query)() {
+            op = op.parameter(parameter);
         }
         if let Some(schema) = e.body {
             op = op.request_body(Some(

@@ -13,6 +13,7 @@ use axum::http::Method;
 use axum::routing::{MethodRouter, delete, get, patch, post};
 use control::Role;
 use utoipa::openapi::RefOr;
+use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::openapi::schema::Schema;
 
 use crate::state::AppState;
@@ -51,8 +52,8 @@ pub struct Endpoint {
     pub success: u16,
     /// The JSON request body's schema, when the route takes one.
     pub body: Option<fn() -> RefOr<Schema>>,
-    /// Query parameters: name and JSON type (`string`, `integer`, `boolean`).
-    pub query: &'static [(&'static str, &'static str)],
+    /// Query parameters, declared by the type the handler reads them into.
+    pub query: fn() -> Vec<Parameter>,
     /// Media types of the success answer (JSON unless stated).
     pub produces: &'static [&'static str],
 }
@@ -73,7 +74,7 @@ fn ep(
         handler,
         success,
         body: None,
-        query: &[],
+        query: Vec::new,
         produces: &["application/json"],
     }
 }
@@ -99,7 +100,15 @@ impl Endpoint {
         self
     }
 
-    fn query(mut self, params: &'static [(&'static str, &'static str)]) -> Self {
+    /// The query parameters, from the struct the handler reads them into.
+    fn params<T: utoipa::IntoParams>(mut self) -> Self {
+        self.query = || T::into_params(|| Some(ParameterIn::Query));
+        self
+    }
+
+    /// Query parameters declared by a function (the listings, whose
+    /// filters come from their table definitions).
+    fn query(mut self, params: fn() -> Vec<Parameter>) -> Self {
         self.query = params;
         self
     }
@@ -109,9 +118,6 @@ impl Endpoint {
         self
     }
 }
-
-const PAGE: &[(&str, &str)] = &[("limit", "integer"), ("cursor", "string")];
-const MONTH: &[(&str, &str)] = &[("month", "string")];
 
 const VIEWER: Access = Access::Role(Role::Viewer);
 const MEMBER: Access = Access::Role(Role::Member);
@@ -134,41 +140,41 @@ pub fn table() -> Vec<Endpoint> {
         ep(M::GET, "/api/orgs/current/users", ADMIN, "list users and their roles", get(orgs::list_users)),
         ep(M::POST, "/api/orgs/current/users", ADMIN, "add a user (email, password, role)", post(orgs::create_user)).created().body::<orgs::NewUser>(),
         ep(M::DELETE, "/api/orgs/current/users/{id}", ADMIN, "remove a user; their tokens stop working", delete(orgs::delete_user)),
-        ep(M::GET, "/api/audit-log", ADMIN, "the audit log of mutating calls", get(audit::list)).query(PAGE),
+        ep(M::GET, "/api/audit-log", ADMIN, "the audit log of mutating calls", get(audit::list)).params::<audit::AuditParams>(),
         ep(M::GET, "/api/billing/plans", VIEWER, "the plan catalogue", get(billing::plans)),
         ep(M::GET, "/api/billing/current-plan", VIEWER, "the current subscription", get(billing::current_plan)),
-        ep(M::GET, "/api/billing/usage", VIEWER, "usage per day and month", get(usage::billing_usage)).query(MONTH),
-        ep(M::GET, "/api/billing/limits/check", VIEWER, "usage against the plan's limits", get(billing::limits_check)).query(&[("additional_devices", "integer"), ("additional_scans", "integer")]),
+        ep(M::GET, "/api/billing/usage", VIEWER, "usage per day and month", get(usage::billing_usage)).params::<usage::UsageParams>(),
+        ep(M::GET, "/api/billing/limits/check", VIEWER, "usage against the plan's limits", get(billing::limits_check)).params::<billing::LimitParams>(),
         ep(M::POST, "/api/billing/upgrade", ADMIN, "change plan (effective now, prorated by day)", post(billing::change_plan)).body::<billing::PlanChange>(),
-        ep(M::GET, "/api/billing/invoices", VIEWER, "invoices per month: base price and overage, in cents", get(billing::invoices)).query(MONTH),
+        ep(M::GET, "/api/billing/invoices", VIEWER, "invoices per month: base price and overage, in cents", get(billing::invoices)).params::<billing::InvoiceParams>(),
         ep(M::POST, "/api/billing/webhook/stripe", Access::Public, "Stripe events (Stripe-Signature verified)", post(billing::stripe_webhook)),
         ep(M::GET, "/api/metrics/system", ADMIN, "CPU, memory, disk and connections of this process and host", get(dashboard::system)),
         ep(M::GET, "/api/metrics/organization", VIEWER, "devices, scans, anomalies and security score", get(dashboard::organization)),
         ep(M::GET, "/api/metrics/security", VIEWER, "vulnerabilities by severity and the threat level", get(dashboard::security)),
         ep(M::GET, "/api/metrics/dashboard", VIEWER, "everything a dashboard needs in one call", get(dashboard::dashboard)),
-        ep(M::GET, "/api/logs", VIEWER, "logs, newest first (cursor pages, filters)", get(data::logs)).query(&[("since", "string"), ("until", "string"), ("limit", "integer"), ("cursor", "string"), ("host", "string"), ("app", "string"), ("severity", "string"), ("source_ip", "string"), ("input", "string"), ("parse_status", "string"), ("q", "string")]),
+        ep(M::GET, "/api/logs", VIEWER, "logs, newest first (cursor pages, filters)", get(data::logs)).query(data::logs_params),
         ep(M::DELETE, "/api/devices/{id}", ADMIN, "retire a device: it stops counting against the limit until seen again", delete(data::retire_device)),
-        ep(M::GET, "/api/devices", VIEWER, "device observations, newest first", get(data::devices)).query(&[("since", "string"), ("until", "string"), ("limit", "integer"), ("cursor", "string"), ("device_id", "string"), ("ip", "string"), ("mac", "string"), ("hostname", "string")]),
-        ep(M::GET, "/api/scans", VIEWER, "scans, newest first", get(data::scans)).query(&[("since", "string"), ("until", "string"), ("limit", "integer"), ("cursor", "string"), ("scan_id", "string"), ("status", "string"), ("scanner", "string")]),
-        ep(M::GET, "/api/findings", VIEWER, "findings, newest first (severity, ip, port, cve...)", get(data::findings)).query(&[("since", "string"), ("until", "string"), ("limit", "integer"), ("cursor", "string"), ("severity", "string"), ("ip", "string"), ("port", "integer"), ("scan_id", "string"), ("device_id", "string"), ("cve", "string")]),
-        ep(M::GET, "/api/metrics/usage/export", VIEWER, "usage export as CSV, JSON or Parquet", get(usage::export)).query(&[("month", "string"), ("format", "string")]).produces(&["text/csv", "application/json", "application/vnd.apache.parquet"]),
+        ep(M::GET, "/api/devices", VIEWER, "device observations, newest first", get(data::devices)).query(data::devices_params),
+        ep(M::GET, "/api/scans", VIEWER, "scans, newest first", get(data::scans)).query(data::scans_params),
+        ep(M::GET, "/api/findings", VIEWER, "findings, newest first (severity, ip, port, cve...)", get(data::findings)).query(data::findings_params),
+        ep(M::GET, "/api/metrics/usage/export", VIEWER, "usage export as CSV, JSON or Parquet", get(usage::export)).params::<usage::UsageParams>().produces(&["text/csv", "application/json", "application/vnd.apache.parquet"]),
         ep(M::GET, "/api/insights/models", VIEWER, "models and training sessions", get(insights::list)),
-        ep(M::POST, "/api/insights/models/upload-training-data", MEMBER, "upload CSV or JSON training data", post(insights::upload).layer(axum::extract::DefaultBodyLimit::max(insights::MAX_UPLOAD_BYTES,))).created().query(&[("label", "string"), ("unlabelled", "boolean")]),
+        ep(M::POST, "/api/insights/models/upload-training-data", MEMBER, "upload CSV or JSON training data", post(insights::upload).layer(axum::extract::DefaultBodyLimit::max(insights::MAX_UPLOAD_BYTES,))).created().params::<insights::UploadParams>(),
         ep(M::POST, "/api/insights/models/train", MEMBER, "queue a training job (202 with the session to poll)", post(insights::train)).accepted().body::<insights::TrainRequest>(),
         ep(M::GET, "/api/insights/models/training-sessions/{id}", VIEWER, "a training session (poll a queued training)", get(insights::training_session)),
         ep(M::POST, "/api/insights/models/{id}/predict", VIEWER, "predictions with confidence scores", post(insights::predict)).body::<insights::PredictRequest>(),
         ep(M::POST, "/api/insights/summary", VIEWER, "log summary for a time range (log templates, new templates, anomalies)", post(analysis::summary)).body::<analysis::RangeRequest>().produces(&["application/json", "text/plain"]),
         ep(M::POST, "/api/insights/threat-analysis", VIEWER, "risk per entity with its reasons", post(analysis::threat_analysis)).body::<analysis::RangeRequest>(),
         ep(M::GET, "/api/insights/recommendations", VIEWER, "security recommendations with evidence", get(analysis::recommendations)),
-        ep(M::GET, "/api/anomalies", VIEWER, "anomalies (cursor pages, filters)", get(alerts::anomalies)).query(&[("severity", "string"), ("entity", "string"), ("since", "string"), ("until", "string"), ("limit", "integer"), ("cursor", "string")]),
-        ep(M::GET, "/api/notifications", VIEWER, "notifications (severity, read/unread)", get(alerts::notifications)).query(&[("unread", "boolean"), ("severity", "string"), ("limit", "integer"), ("cursor", "string")]),
+        ep(M::GET, "/api/anomalies", VIEWER, "anomalies (cursor pages, filters)", get(alerts::anomalies)).params::<alerts::AnomalyParams>(),
+        ep(M::GET, "/api/notifications", VIEWER, "notifications (severity, read/unread)", get(alerts::notifications)).params::<alerts::NotificationParams>(),
         ep(M::POST, "/api/notifications/{id}/read", MEMBER, "mark a notification read", post(alerts::mark_read)).no_content(),
         ep(M::GET, "/api/notifications/channels", ADMIN, "notification channels (webhook, email)", get(notify::list_channels)),
         ep(M::POST, "/api/notifications/channels", ADMIN, "add a channel; a webhook's signing secret is shown once", post(notify::create_channel)).created().body::<notify::NewChannel>(),
         ep(M::DELETE, "/api/notifications/channels/{id}", ADMIN, "remove a channel", delete(notify::delete_channel)),
         ep(M::POST, "/api/notifications/channels/{id}/test", ADMIN, "send a test notification now", post(notify::test_channel)),
-        ep(M::GET, "/api/notifications/deliveries", ADMIN, "the delivery log (attempts, status, errors)", get(notify::deliveries)).query(&[("channel", "string"), ("limit", "integer"), ("cursor", "string")]),
-        ep(M::POST, "/api/sql", VIEWER, "DataFusion SQL over the organization's tables", post(sql::handler)).body::<sql::SqlRequest>().query(&[("format", "string")]).produces(&["application/json", "text/csv", "application/vnd.apache.arrow.stream"]),
+        ep(M::GET, "/api/notifications/deliveries", ADMIN, "the delivery log (attempts, status, errors)", get(notify::deliveries)).params::<notify::DeliveryParams>(),
+        ep(M::POST, "/api/sql", VIEWER, "DataFusion SQL over the organization's tables", post(sql::handler)).body::<sql::SqlRequest>().params::<sql::FormatParam>().produces(&["application/json", "text/csv", "application/vnd.apache.arrow.stream"]),
     ]
 }
 

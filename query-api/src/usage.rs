@@ -119,10 +119,14 @@ fn rows(batches: &[RecordBatch]) -> Result<Vec<DailyUsage>> {
     Ok(out)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UsageParams {
+    /// YYYY-MM (UTC); default the current month.
+    #[param(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])$")]
     month: Option<String>,
+    /// Export only: csv, json or parquet.
     format: Option<String>,
 }
 

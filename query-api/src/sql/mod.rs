@@ -327,8 +327,10 @@ pub struct SqlRequest {
     format: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FormatParam {
+    /// json, csv or arrow (overrides the body's `format` and Accept).
     format: Option<String>,
 }
 
