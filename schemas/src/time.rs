@@ -13,6 +13,13 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Exponential backoff: `base_ms` doubled per earlier attempt, at most
+/// `cap_ms` (no overflow however many attempts). The one schedule of the
+/// Kafka consumer's sink retries and the notification dispatcher.
+pub fn backoff_ms(base_ms: u64, cap_ms: u64, attempt: u32) -> u64 {
+    base_ms.saturating_mul(1u64 << attempt.min(32)).min(cap_ms)
+}
+
 /// RFC 3339 text (`2026-12-02T10:00:00.000Z`, any offset) → milliseconds;
 /// `None` if it is not RFC 3339.
 pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
@@ -35,5 +42,8 @@ mod tests {
         );
         assert_eq!(parse_rfc3339_ms("yesterday"), None);
         assert!(now_ms() > t - 365 * DAY_MS);
+        let delays: Vec<u64> = (0..5).map(|a| backoff_ms(100, 1_000, a)).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1_000]);
+        assert_eq!(backoff_ms(u64::MAX / 2, 30_000, u32::MAX), 30_000);
     }
 }

@@ -265,7 +265,7 @@ impl KafkaConsumer {
 /// 100 ms doubling to 30 s, with ±25 % jitter so a fleet does not retry in
 /// lockstep.
 pub fn backoff(attempt: u32) -> Duration {
-    let base = 100u64.saturating_mul(1 << attempt.min(9)).min(30_000);
+    let base = schemas::time::backoff_ms(100, 30_000, attempt);
     let jitter = rand::random::<f64>() * 0.5 + 0.75;
     Duration::from_millis((base as f64 * jitter) as u64)
 }

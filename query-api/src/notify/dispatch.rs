@@ -1,0 +1,258 @@
+//! The dispatcher: due deliveries sent by webhook or e-mail, retried with
+//! backoff, recorded in the delivery log.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use control::MetaStore;
+use control::notify::{Channel, ChannelKind, DueDelivery};
+use futures::StreamExt;
+use lettre::message::Mailbox;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use prometheus::{IntCounterVec, Opts, Registry};
+use schemas::Feature;
+use serde_json::json;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::targets::{PublicAddressesOnly, names_private_host};
+use super::{NotifyConfig, backoff};
+
+/// Sends notifications; shared by the dispatcher and the test route.
+pub struct Notifier {
+    pub config: NotifyConfig,
+    pub(super) http: reqwest::Client,
+    smtp: Option<(AsyncSmtpTransport<Tokio1Executor>, Mailbox)>,
+    sent: IntCounterVec,
+}
+
+impl Notifier {
+    pub fn new(config: NotifyConfig, registry: &Registry) -> std::result::Result<Self, String> {
+        // No proxy: a proxy from the environment would make the request
+        // from elsewhere, past the address checks below.
+        let mut http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(config.timeout_ms))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy();
+        if !config.allow_private_targets {
+            http = http.dns_resolver(Arc::new(PublicAddressesOnly));
+        }
+        let http = http.build().map_err(|e| e.to_string())?;
+        let smtp = match &config.smtp {
+            Some(s) => {
+                let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&s.url)
+                    .map_err(|e| format!("api.notify.smtp.url: {e}"))?
+                    .timeout(Some(Duration::from_millis(config.timeout_ms)))
+                    .build();
+                let from: Mailbox = s
+                    .from
+                    .parse()
+                    .map_err(|e| format!("api.notify.smtp.from {:?}: {e}", s.from))?;
+                Some((transport, from))
+            }
+            None => None,
+        };
+        let sent = IntCounterVec::new(
+            Opts::new(
+                "securenet_notifications_sent_total",
+                "Notification delivery attempts by channel kind and outcome.",
+            ),
+            &["kind", "outcome"],
+        )
+        .map_err(|e| e.to_string())?;
+        // Every series from the start, so rate() and alerts see the first one.
+        for kind in ["webhook", "email"] {
+            for outcome in ["delivered", "retry", "failed"] {
+                sent.with_label_values(&[kind, outcome]);
+            }
+        }
+        registry
+            .register(Box::new(sent.clone()))
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            config,
+            http,
+            smtp,
+            sent,
+        })
+    }
+
+    /// One attempt: `Ok(status)` when delivered.
+    pub async fn send(
+        &self,
+        channel: &Channel,
+        n: &control::insights::Notification,
+        delivery_id: &str,
+    ) -> std::result::Result<Option<u16>, (Option<u16>, String)> {
+        match channel.kind {
+            ChannelKind::Webhook => {
+                // A channel stored while private targets were allowed, or
+                // written before this check, is refused at delivery too
+                // (IP literals never reach the resolver).
+                if !self.config.allow_private_targets
+                    && url::Url::parse(&channel.target).map_or(true, |u| names_private_host(&u))
+                {
+                    return Err((
+                        None,
+                        "the target is a private or loopback address \
+                         (api.notify.allow_private_targets)"
+                            .into(),
+                    ));
+                }
+                let body = json!({
+                    "id": delivery_id,
+                    "event": "notification",
+                    "organization": n.org_id,
+                    "notification": {
+                        "id": n.id, "kind": n.kind, "severity": n.severity, "title": n.title,
+                        "body": n.body, "ref_id": n.ref_id, "created_at": n.created_at,
+                    },
+                })
+                .to_string();
+                let t = schemas::time::now_ms() / 1000;
+                let signature = control::billing::sign_v1(
+                    channel.secret.as_deref().unwrap_or(""),
+                    t,
+                    body.as_bytes(),
+                );
+                let response = self
+                    .http
+                    .post(&channel.target)
+                    .header("content-type", "application/json")
+                    .header(
+                        "user-agent",
+                        concat!("SecureNet/", env!("CARGO_PKG_VERSION")),
+                    )
+                    .header("x-securenet-signature", signature)
+                    .header("x-securenet-event", "notification")
+                    .header("x-securenet-delivery", delivery_id)
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| (None, e.to_string()))?;
+                let status = response.status().as_u16();
+                if response.status().is_success() {
+                    Ok(Some(status))
+                } else {
+                    Err((Some(status), format!("the receiver answered {status}")))
+                }
+            }
+            ChannelKind::Email => {
+                let Some((transport, from)) = &self.smtp else {
+                    return Err((
+                        None,
+                        "email delivery is not configured (api.notify.smtp)".into(),
+                    ));
+                };
+                let to: Mailbox = channel.target.parse().map_err(|e| (None, format!("{e}")))?;
+                let text = format!(
+                    "{}\n\nSeverity: {}\nKind: {}\nOrganization: {}\nNotification: {}\n\n{}\n",
+                    n.title,
+                    n.severity,
+                    n.kind,
+                    n.org_id,
+                    n.id,
+                    serde_json::to_string_pretty(&n.body).unwrap_or_default()
+                );
+                let message = Message::builder()
+                    .from(from.clone())
+                    .to(to)
+                    .subject(format!("[SecureNet] {}: {}", n.severity, n.title))
+                    .header(lettre::message::header::ContentType::TEXT_PLAIN)
+                    .body(text)
+                    .map_err(|e| (None, e.to_string()))?;
+                transport
+                    .send(message)
+                    .await
+                    .map(|r| Some(r.code().to_string().parse().unwrap_or(250)))
+                    .map_err(|e| (None, e.to_string()))
+            }
+        }
+    }
+
+    async fn attempt(&self, store: &MetaStore, due: DueDelivery) {
+        let d = &due.delivery;
+        // Entitlement at use: a webhook of an organization whose plan no
+        // longer includes webhooks (a downgrade) is not delivered, nor
+        // retried.
+        let entitled = due.channel.kind != ChannelKind::Webhook
+            || store
+                .organization(&due.notification.org_id)
+                .ok()
+                .flatten()
+                .is_none_or(|o| o.plan.includes(Feature::Webhooks));
+        let outcome = if entitled {
+            self.send(&due.channel, &due.notification, &d.id).await
+        } else {
+            Err((
+                None,
+                format!(
+                    "not sent: the organization's plan no longer includes webhooks ({} and up)",
+                    Feature::Webhooks.lowest_plan()
+                ),
+            ))
+        };
+        let kind = due.channel.kind.as_str();
+        let retry_at = match &outcome {
+            Ok(_) => None,
+            Err(_) if !entitled => None,
+            Err(_) if d.attempts + 1 >= self.config.max_attempts => None,
+            Err(_) => Some(schemas::time::now_ms() + backoff(&self.config, d.attempts) as i64),
+        };
+        let label = match (&outcome, retry_at) {
+            (Ok(_), _) => "delivered",
+            (Err(_), Some(_)) => "retry",
+            (Err(_), None) => "failed",
+        };
+        self.sent.with_label_values(&[kind, label]).inc();
+        if let Err((_, e)) = &outcome {
+            warn!(delivery = %d.id, channel = %due.channel.id, attempt = d.attempts + 1, error = %e, "notification delivery failed");
+        }
+        if let Err(e) = store.record_attempt(&d.id, outcome, retry_at) {
+            warn!(error = %e, "recording a delivery attempt failed");
+        }
+    }
+}
+
+/// Runs the dispatcher until `stop`: match new notifications to channels,
+/// send what is due (8 at a time), sleep `poll_ms`.
+pub fn spawn_dispatcher(
+    store: Arc<MetaStore>,
+    notifier: Arc<Notifier>,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let poll = Duration::from_millis(notifier.config.poll_ms.max(10));
+        info!(
+            poll_ms = poll.as_millis() as u64,
+            "notification dispatcher started"
+        );
+        loop {
+            let due = {
+                let store = store.clone();
+                tokio::task::spawn_blocking(move || {
+                    store.enqueue_deliveries()?;
+                    store.due_deliveries(schemas::time::now_ms(), 64)
+                })
+                .await
+            };
+            match due {
+                Ok(Ok(due)) => {
+                    futures::stream::iter(due)
+                        .for_each_concurrent(8, |d| {
+                            let (store, notifier) = (store.clone(), notifier.clone());
+                            async move { notifier.attempt(&store, d).await }
+                        })
+                        .await;
+                }
+                Ok(Err(e)) => warn!(error = %e, "notification dispatcher: store error"),
+                Err(e) => warn!(error = %e, "notification dispatcher task failed"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+    })
+}
