@@ -23,6 +23,7 @@ use ingest::http::IngestState;
 use ingest::syslog::{SyslogMetrics, SyslogServer};
 use pipeline::bus::{embedded, kafka};
 use pipeline::detection::Detection;
+use pipeline::maintenance::LeaseHandle;
 use pipeline::sinks::clickhouse::ClickHouseSink;
 use pipeline::{BusProducer, Lake, PipelineMetrics, Sink, consumer};
 use query_api::sql::SqlEngine;
@@ -77,117 +78,332 @@ pub async fn run(
     if role.ingests() || role.queries() {
         announce_default_key(&store, &config)?;
     }
-
     let registry = prometheus::Registry::new();
-    let pipeline_metrics = PipelineMetrics::new(&registry)?;
+    let metrics = PipelineMetrics::new(&registry)?;
     let lake = Lake::local(&config.lake_dir())?;
-    let stop_consumer = CancellationToken::new();
 
-    // The bus, and the pipeline consuming it.
-    let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
-    let stop_maintenance = CancellationToken::new();
-    let mut maintenance_task = None;
-    let stop_detection = CancellationToken::new();
-    let mut detection = None;
-    if role.consumes() {
-        sinks.push(Arc::new(
+    // Start: what writes (sinks, detector, maintenance), the bus between
+    // ingest and the pipeline, the receivers, the query API.
+    let mut pipeline = match role.consumes() {
+        true => Some(PipelineRole::start(&config, &lake, &store, &registry, &metrics).await?),
+        false => None,
+    };
+    let bus = Bus::start(role, &config, pipeline.as_ref(), &metrics).await?;
+    let ingest = match (role.ingests(), &bus.producer) {
+        (true, Some(producer)) => {
+            Some(IngestRole::start(&config, &store, producer, &registry).await?)
+        }
+        _ => None,
+    };
+    let sinks = pipeline.as_ref().map_or(&[][..], |p| &p.sinks[..]);
+    let ops = OpsState {
+        registry: registry.clone(),
+        health: health_checks(
+            &store,
+            sinks,
+            bus.producer.as_ref(),
+            &metrics,
+            config.bus.capacity,
+        )
+        .into(),
+    };
+    let mut app = Router::new();
+    if let Some(ingest) = &ingest {
+        app = app.merge(ingest::http::router(ingest.state.clone()));
+    }
+    let api = if role.queries() {
+        let (state, tasks) = start_api(
+            &config,
+            &store,
+            lake,
+            bus.producer.as_ref(),
+            &registry,
+            sql_runtime,
+            ops,
+        )?;
+        app = app.merge(query_api::router(state));
+        Some(tasks)
+    } else {
+        app = app.merge(query_api::ops_router(ops));
+        None
+    };
+    let app = app
+        .method_not_allowed_fallback(query_api::method_not_allowed)
+        .layer(middleware::from_fn(query_api::headers::security_headers));
+
+    let listener = TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("binding {}", config.http.listen))?;
+    let addr = listener.local_addr()?;
+    info!(%addr, ?role, data_dir = %config.data_dir.display(), "securenet serving");
+    let closing = ingest
+        .as_ref()
+        .map(|i| (i.batcher.clone(), i.stop_listeners.clone()));
+    let signal = shutdown_signal()?;
+    // A machine-readable line for scripts and tests that bind port 0.
+    println!("securenet ready http={addr}");
+    let shutdown = async move {
+        signal.await;
+        info!("shutting down: flushing pending batches");
+        if let Some((batcher, stop_listeners)) = closing {
+            batcher.close().await;
+            stop_listeners.cancel();
+        }
+    };
+    let http_metrics = crate::http_server::HttpMetrics::new(&registry)?;
+    crate::http_server::serve(listener, app, config.http.clone(), http_metrics, shutdown).await;
+
+    // Stop, in this order: the API's background tasks (the router and its
+    // meter handle are gone: the meter publishes what it holds before the
+    // bus closes) → maintenance → the receivers and the batcher (every
+    // accepted record is on the bus) → the bus (flushed, closed, the
+    // consumer drained and committed) → the detector (every open window
+    // closed and stored).
+    if let Some(api) = api {
+        api.stop().await;
+    }
+    if let Some(pipeline) = &mut pipeline {
+        pipeline.stop_maintenance().await;
+    }
+    if let Some(ingest) = ingest {
+        ingest.stop().await?;
+    }
+    bus.stop().await?;
+    if let Some(pipeline) = pipeline {
+        pipeline.finish().await;
+    }
+    info!("shutdown complete: every accepted record is written");
+    Ok(())
+}
+
+/// The pipeline role's writers: the sinks, the streaming detector and the
+/// maintenance loop (the bus that feeds them is [`Bus`]).
+struct PipelineRole {
+    sinks: Vec<Arc<dyn Sink>>,
+    detection: Option<Detection>,
+    stop_detection: CancellationToken,
+    maintenance: Option<(JoinHandle<()>, LeaseHandle)>,
+    stop_maintenance: CancellationToken,
+}
+
+impl PipelineRole {
+    async fn start(
+        config: &Config,
+        lake: &Lake,
+        store: &Arc<MetaStore>,
+        registry: &prometheus::Registry,
+        metrics: &PipelineMetrics,
+    ) -> anyhow::Result<Self> {
+        let mut sinks: Vec<Arc<dyn Sink>> = vec![Arc::new(
             config
                 .pipeline
                 .parquet
-                .build(lake.clone(), pipeline_metrics.clone())?,
-        ));
+                .build(lake.clone(), metrics.clone())?,
+        )];
         let mut clickhouse = None;
         if config.pipeline.clickhouse.enabled() {
             let sink = Arc::new(
-                ClickHouseSink::connect(&config.pipeline.clickhouse, pipeline_metrics.clone())
+                ClickHouseSink::connect(&config.pipeline.clickhouse, metrics.clone())
                     .await
                     .context("connecting to ClickHouse")?,
             );
             sinks.push(sink.clone());
             clickhouse = Some(sink);
         }
-        if config.pipeline.detection.enabled {
-            detection = Some(
+        let stop_detection = CancellationToken::new();
+        let detection = match config.pipeline.detection.enabled {
+            true => Some(
                 Detection::start(
                     config.pipeline.detection.clone(),
                     lake.clone(),
                     sinks.clone(),
-                    &registry,
+                    registry,
                     crate::insights::detector_hook(store.clone()),
                     stop_detection.clone(),
                 )
                 .await
                 .context("starting the detector")?,
-            );
-        }
-        if config.pipeline.maintenance.enabled {
-            let maintenance = crate::maintain::build(&config, lake.clone(), clickhouse);
+            ),
+            false => None,
+        };
+        let stop_maintenance = CancellationToken::new();
+        let maintenance = config.pipeline.maintenance.enabled.then(|| {
+            let maintenance = crate::maintain::build(config, lake.clone(), clickhouse);
             let lease = maintenance.lease();
             let task =
                 crate::maintain::spawn_loop(maintenance, store.clone(), stop_maintenance.clone());
-            maintenance_task = Some((task, lease));
+            (task, lease)
+        });
+        Ok(Self {
+            sinks,
+            detection,
+            stop_detection,
+            maintenance,
+            stop_maintenance,
+        })
+    }
+
+    /// Feeds the bus's batches through the detectors into the sinks.
+    fn consume(
+        &self,
+        bus: impl pipeline::BusConsumer + 'static,
+        config: &Config,
+        metrics: &PipelineMetrics,
+    ) -> JoinHandle<()> {
+        tokio::spawn(consumer::run(
+            bus,
+            self.sinks.clone(),
+            inline_detectors(self.detection.as_ref()),
+            config.pipeline.consumer.clone(),
+            metrics.clone(),
+        ))
+    }
+
+    /// A pass in progress is abandoned (every step is kill-safe) and the
+    /// lease released for another process.
+    async fn stop_maintenance(&mut self) {
+        self.stop_maintenance.cancel();
+        if let Some((task, lease)) = self.maintenance.take() {
+            task.abort();
+            let _ = task.await;
+            lease.release().await;
         }
     }
-    if kafka && (role.ingests() || role.consumes()) {
-        kafka::ensure_topics(&config.bus.kafka)
-            .await
-            .context("creating Kafka topics")?;
-    }
-    let mut kafka_producer = None;
-    let (producer, consumer_task): (Option<Arc<dyn BusProducer>>, Option<JoinHandle<()>>) = if kafka
-    {
-        // The query API publishes its request records (api_requests).
-        let producer = if role.ingests() || role.queries() {
-            let p = kafka::KafkaProducer::new(&config.bus.kafka)?;
-            kafka_producer = Some(p.clone());
-            Some(Arc::new(p) as Arc<dyn BusProducer>)
-        } else {
-            None
-        };
-        let task = if role.consumes() {
-            let bus = kafka::KafkaConsumer::new(
-                &config.bus.kafka,
-                stop_consumer.clone(),
-                pipeline_metrics.clone(),
-            )?;
-            Some(tokio::spawn(consumer::run(
-                bus,
-                sinks.clone(),
-                inline_detectors(detection.as_ref()),
-                config.pipeline.consumer.clone(),
-                pipeline_metrics.clone(),
-            )))
-        } else {
-            None
-        };
-        (producer, task)
-    } else if role == Role::Serve {
-        let (producer, bus) = embedded::channel(config.bus.capacity);
-        let task = tokio::spawn(consumer::run(
-            bus,
-            sinks.clone(),
-            inline_detectors(detection.as_ref()),
-            config.pipeline.consumer.clone(),
-            pipeline_metrics.clone(),
-        ));
-        (Some(Arc::new(producer) as Arc<dyn BusProducer>), Some(task))
-    } else {
-        (None, None)
-    };
 
-    // Ingest: the batcher and the receivers.
-    let stop_listeners = CancellationToken::new();
-    let mut listeners = JoinSet::new();
-    let mut ingest = None;
-    if let (true, Some(producer)) = (role.ingests(), &producer) {
-        let ingest_metrics = ingest::IngestMetrics::new(&registry)?;
+    /// Last: close every open window and store what it yields.
+    async fn finish(self) {
+        self.stop_detection.cancel();
+        if let Some(d) = self.detection {
+            d.finish().await;
+        }
+    }
+}
+
+/// The bus: Kafka (a producer for the roles that publish, a consumer for
+/// the pipeline) or, in `serve`, the embedded channel.
+struct Bus {
+    kafka: bool,
+    producer: Option<Arc<dyn BusProducer>>,
+    kafka_producer: Option<kafka::KafkaProducer>,
+    consumer: Option<JoinHandle<()>>,
+    stop_consumer: CancellationToken,
+}
+
+impl Bus {
+    async fn start(
+        role: Role,
+        config: &Config,
+        pipeline: Option<&PipelineRole>,
+        metrics: &PipelineMetrics,
+    ) -> anyhow::Result<Self> {
+        let kafka = config.bus.kind == BusKind::Kafka;
+        let stop_consumer = CancellationToken::new();
+        if kafka {
+            if role.ingests() || role.consumes() {
+                kafka::ensure_topics(&config.bus.kafka)
+                    .await
+                    .context("creating Kafka topics")?;
+            }
+            // The query API publishes its request records (api_requests).
+            let kafka_producer = (role.ingests() || role.queries())
+                .then(|| kafka::KafkaProducer::new(&config.bus.kafka))
+                .transpose()?;
+            let consumer = match role.consumes() {
+                true => Some(
+                    pipeline
+                        .context("only the pipeline role consumes")?
+                        .consume(
+                            kafka::KafkaConsumer::new(
+                                &config.bus.kafka,
+                                stop_consumer.clone(),
+                                metrics.clone(),
+                            )?,
+                            config,
+                            metrics,
+                        ),
+                ),
+                false => None,
+            };
+            Ok(Self {
+                kafka,
+                producer: kafka_producer
+                    .clone()
+                    .map(|p| Arc::new(p) as Arc<dyn BusProducer>),
+                kafka_producer,
+                consumer,
+                stop_consumer,
+            })
+        } else if role == Role::Serve {
+            let (producer, bus) = embedded::channel(config.bus.capacity);
+            Ok(Self {
+                kafka,
+                producer: Some(Arc::new(producer)),
+                kafka_producer: None,
+                consumer: Some(
+                    pipeline
+                        .context("serve runs the pipeline")?
+                        .consume(bus, config, metrics),
+                ),
+                stop_consumer,
+            })
+        } else {
+            Ok(Self {
+                kafka,
+                producer: None,
+                kafka_producer: None,
+                consumer: None,
+                stop_consumer,
+            })
+        }
+    }
+
+    /// Everything published reaches the broker (or the channel closes),
+    /// then the consumer drains and commits.
+    async fn stop(self) -> anyhow::Result<()> {
+        if let Some(p) = &self.kafka_producer {
+            p.flush(std::time::Duration::from_secs(30))
+                .context("flushing the Kafka producer")?;
+        }
+        drop(self.producer);
+        // With Kafka the consumer stops on request (the topic never
+        // "closes"); embedded, it ends when the last producer is gone.
+        if self.kafka {
+            self.stop_consumer.cancel();
+        }
+        if let Some(task) = self.consumer {
+            task.await.context("consumer task")?;
+        }
+        Ok(())
+    }
+}
+
+/// The ingest role: the batcher and the receivers (syslog listeners here,
+/// HTTP routes merged into the shared router).
+struct IngestRole {
+    batcher: Batcher,
+    batcher_task: JoinHandle<()>,
+    state: IngestState,
+    listeners: JoinSet<()>,
+    stop_listeners: CancellationToken,
+}
+
+impl IngestRole {
+    async fn start(
+        config: &Config,
+        store: &Arc<MetaStore>,
+        producer: &Arc<dyn BusProducer>,
+        registry: &prometheus::Registry,
+    ) -> anyhow::Result<Self> {
+        let ingest_metrics = ingest::IngestMetrics::new(registry)?;
         let (batcher, batcher_task) = Batcher::start(
             config.ingest.batch.clone(),
             producer.clone(),
             ingest_metrics.clone(),
         )?;
         // Syslog listeners: bound before the ready line so it can list them.
-        let syslog_metrics = SyslogMetrics::new(&registry)?;
+        let stop_listeners = CancellationToken::new();
+        let mut listeners = JoinSet::new();
+        let syslog_metrics = SyslogMetrics::new(registry)?;
         for listener in &config.ingest.syslog {
             let server = SyslogServer::build(
                 listener.clone(),
@@ -213,164 +429,113 @@ pub async fn run(
             )),
             producer: producer.clone(),
         };
-        ingest = Some((batcher, batcher_task, state));
+        Ok(Self {
+            batcher,
+            batcher_task,
+            state,
+            listeners,
+            stop_listeners,
+        })
     }
 
-    let ops = OpsState {
-        registry: registry.clone(),
-        health: health_checks(
-            &store,
-            &sinks,
-            producer.as_ref(),
-            &pipeline_metrics,
-            config.bus.capacity,
-        )
-        .into(),
-    };
-    let mut app = Router::new();
-    if let Some((_, _, state)) = &ingest {
-        app = app.merge(ingest::http::router(state.clone()));
+    /// The listeners end, then the batcher publishes what it holds.
+    async fn stop(mut self) -> anyhow::Result<()> {
+        self.stop_listeners.cancel();
+        while self.listeners.join_next().await.is_some() {}
+        drop((self.batcher, self.state));
+        self.batcher_task.await.context("batcher task")
     }
-    let mut meter_task = None;
-    let stop_notify = CancellationToken::new();
-    let mut notify_task = None;
-    let mut sweeper_task = None;
-    if role.queries() {
-        let meter = match &producer {
-            Some(p) => {
-                let (meter, task) = query_api::metering::ApiMeter::start(
-                    p.clone(),
-                    std::time::Duration::from_secs(1),
-                    &registry,
-                )?;
-                meter_task = Some(task);
-                Some(meter)
-            }
-            None => {
-                tracing::warn!("no bus: API requests are not metered (api_requests usage stays 0)");
-                None
-            }
-        };
-        let notifier = Arc::new(
-            query_api::notify::Notifier::new(config.api.notify.clone(), &registry)
-                .map_err(anyhow::Error::msg)?,
-        );
-        notify_task = Some(query_api::notify::spawn_dispatcher(
-            store.clone(),
-            notifier.clone(),
-            stop_notify.clone(),
-        ));
-        sweeper_task = Some(query_api::insights::spawn_stale_session_sweeper(
-            store.clone(),
-            stop_notify.clone(),
-        ));
-        let api = AppState {
-            store: store.clone(),
-            insights: Arc::new(query_api::insights::Insights::new(
-                lake.clone(),
-                config.api.training.clone(),
-            )),
-            sign_in: Arc::new(query_api::signin::SignInGuard::new(&config.api)),
-            sql: Arc::new(SqlEngine::new(config.api.sql.clone(), lake, sql_runtime)),
-            meter,
-            limits: Arc::new(control::RateLimits::new(
-                config.api.rate_limit_per_sec,
-                config.api.rate_limit_burst,
-            )),
-            platform_token: config
-                .api
-                .platform_admin_token
-                .as_ref()
-                .map(|t| query_api::auth::PlatformToken::new(t.expose()))
-                .transpose()
-                .map_err(anyhow::Error::msg)?,
-            billing: Arc::new(query_api::billing::Billing {
-                stripe_secret: config.api.stripe_webhook_secret.clone(),
-                tolerance_secs: control::billing::STRIPE_TOLERANCE_SECS,
-            }),
-            system: Default::default(),
-            llm: config.api.llm.clone().map(Arc::new),
-            notify: notifier.clone(),
-            data_dir: config.data_dir.clone(),
-            ops: ops.clone(),
-        };
-        if let Some(secret) = &config.api.jwt_secret {
-            store.set_jwt_secret(secret.expose().as_bytes())?;
+}
+
+/// The query API's background tasks: request metering, notification
+/// delivery, the stale training-session sweeper.
+struct ApiTasks {
+    stop: CancellationToken,
+    notify: JoinHandle<()>,
+    sweeper: JoinHandle<()>,
+    meter: Option<JoinHandle<()>>,
+}
+
+impl ApiTasks {
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.notify.await;
+        let _ = self.sweeper.await;
+        if let Some(task) = self.meter {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
         }
-        app = app.merge(query_api::router(api));
-    } else {
-        app = app.merge(query_api::ops_router(ops));
     }
-    let app = app
-        .method_not_allowed_fallback(query_api::method_not_allowed)
-        .layer(middleware::from_fn(query_api::headers::security_headers));
+}
 
-    let listener = TcpListener::bind(config.http.listen)
-        .await
-        .with_context(|| format!("binding {}", config.http.listen))?;
-    let addr = listener.local_addr()?;
-    info!(%addr, ?role, data_dir = %config.data_dir.display(), "securenet serving");
-    let closing = ingest.as_ref().map(|(b, _, _)| b.clone());
-    let stopping = stop_listeners.clone();
-    let signal = shutdown_signal()?;
-    // A machine-readable line for scripts and tests that bind port 0.
-    println!("securenet ready http={addr}");
-    let shutdown = async move {
-        signal.await;
-        info!("shutting down: flushing pending batches");
-        if let Some(batcher) = closing {
-            batcher.close().await;
+/// The query API's state and its background tasks.
+fn start_api(
+    config: &Config,
+    store: &Arc<MetaStore>,
+    lake: Lake,
+    producer: Option<&Arc<dyn BusProducer>>,
+    registry: &prometheus::Registry,
+    sql_runtime: tokio::runtime::Handle,
+    ops: OpsState,
+) -> anyhow::Result<(AppState, ApiTasks)> {
+    let (meter, meter_task) = match producer {
+        Some(p) => {
+            let (meter, task) = query_api::metering::ApiMeter::start(
+                p.clone(),
+                std::time::Duration::from_secs(1),
+                registry,
+            )?;
+            (Some(meter), Some(task))
         }
-        stopping.cancel();
+        None => {
+            tracing::warn!("no bus: API requests are not metered (api_requests usage stays 0)");
+            (None, None)
+        }
     };
-    let http_metrics = crate::http_server::HttpMetrics::new(&registry)?;
-    crate::http_server::serve(listener, app, config.http.clone(), http_metrics, shutdown).await;
-
-    stop_listeners.cancel();
-    // The router (and its meter handle) is gone: the meter publishes what
-    // it holds and ends, before the bus closes.
-    stop_notify.cancel();
-    if let Some(task) = notify_task {
-        let _ = task.await;
+    let notifier = Arc::new(
+        query_api::notify::Notifier::new(config.api.notify.clone(), registry)
+            .map_err(anyhow::Error::msg)?,
+    );
+    let stop = CancellationToken::new();
+    let tasks = ApiTasks {
+        notify: query_api::notify::spawn_dispatcher(store.clone(), notifier.clone(), stop.clone()),
+        sweeper: query_api::insights::spawn_stale_session_sweeper(store.clone(), stop.clone()),
+        meter: meter_task,
+        stop,
+    };
+    let state = AppState {
+        store: store.clone(),
+        insights: Arc::new(query_api::insights::Insights::new(
+            lake.clone(),
+            config.api.training.clone(),
+        )),
+        sign_in: Arc::new(query_api::signin::SignInGuard::new(&config.api)),
+        sql: Arc::new(SqlEngine::new(config.api.sql.clone(), lake, sql_runtime)),
+        meter,
+        limits: Arc::new(control::RateLimits::new(
+            config.api.rate_limit_per_sec,
+            config.api.rate_limit_burst,
+        )),
+        platform_token: config
+            .api
+            .platform_admin_token
+            .as_ref()
+            .map(|t| query_api::auth::PlatformToken::new(t.expose()))
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
+        billing: Arc::new(query_api::billing::Billing {
+            stripe_secret: config.api.stripe_webhook_secret.clone(),
+            tolerance_secs: control::billing::STRIPE_TOLERANCE_SECS,
+        }),
+        system: Default::default(),
+        llm: config.api.llm.clone().map(Arc::new),
+        notify: notifier,
+        data_dir: config.data_dir.clone(),
+        ops,
+    };
+    if let Some(secret) = &config.api.jwt_secret {
+        store.set_jwt_secret(secret.expose().as_bytes())?;
     }
-    if let Some(task) = sweeper_task {
-        let _ = task.await;
-    }
-    if let Some(task) = meter_task {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
-    }
-    stop_maintenance.cancel();
-    if let Some((task, lease)) = maintenance_task {
-        // A pass in progress is abandoned: every step is kill-safe.
-        task.abort();
-        let _ = task.await;
-        lease.release().await;
-    }
-    while listeners.join_next().await.is_some() {}
-    if let Some((batcher, batcher_task, state)) = ingest {
-        drop((batcher, state));
-        batcher_task.await.context("batcher task")?;
-    }
-    if let Some(p) = &kafka_producer {
-        p.flush(std::time::Duration::from_secs(30))
-            .context("flushing the Kafka producer")?;
-    }
-    drop(producer);
-    // With Kafka the consumer stops on request (the topic never "closes");
-    // embedded, it ends when the last producer is gone.
-    if kafka {
-        stop_consumer.cancel();
-    }
-    if let Some(task) = consumer_task {
-        task.await.context("consumer task")?;
-    }
-    // Last: close every open window and store what it yields.
-    stop_detection.cancel();
-    if let Some(d) = detection {
-        d.finish().await;
-    }
-    info!("shutdown complete: every accepted record is written");
-    Ok(())
+    Ok((state, tasks))
 }
 
 /// Detectors every batch goes through before it is written: usage counting
