@@ -27,7 +27,8 @@ use schemas::{RecordKind, TenantId};
 use serde::Serialize;
 use tracing::{debug, info};
 
-use super::{ClickHouseSink, sink_error, table};
+use super::ClickHouseSink;
+use super::sink::{sink_error, table};
 use crate::error::Result;
 use crate::maintenance::retention::{RETAINED, TenantPolicy};
 

@@ -1,0 +1,341 @@
+//! The sink: tables, the batch ledger, inserts and dead letters.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use schemas::{Envelope, RecordKind};
+use tracing::{info, warn};
+
+use crate::error::{Error, Result};
+use crate::metrics::PipelineMetrics;
+use crate::sinks::Sink;
+
+use super::rowbinary::{self, column_type};
+use super::{ClickHouseConfig, NAME};
+
+/// ClickHouse error codes that mean "this data is wrong", not "the server
+/// is unwell": such batches are dead-lettered instead of retried forever.
+/// RowBinary rows that no longer fit the table's columns (a column's type
+/// changed server-side) end early or late depending on the bytes: 32 or 33.
+/// A truncated upload does not get here (the client sees the connection
+/// fail, not a server answer).
+const DATA_ERRORS: &[u32] = &[
+    6,   // CANNOT_PARSE_TEXT
+    26,  // CANNOT_PARSE_QUOTED_STRING
+    27,  // CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    32,  // ATTEMPT_TO_READ_AFTER_EOF
+    33,  // CANNOT_READ_ALL_DATA
+    38,  // CANNOT_PARSE_DATE
+    41,  // CANNOT_PARSE_DATETIME
+    53,  // TYPE_MISMATCH
+    69,  // ARGUMENT_OUT_OF_BOUND
+    70,  // CANNOT_CONVERT_TYPE
+    72,  // CANNOT_PARSE_NUMBER
+    117, // INCORRECT_DATA
+    131, // TOO_LARGE_STRING_SIZE
+];
+
+fn server_code(e: &clickhouse::error::Error) -> Option<u32> {
+    let clickhouse::error::Error::BadResponse(text) = e else {
+        return None;
+    };
+    let rest = &text[text.find("Code: ")? + 6..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+pub(super) fn sink_error(e: impl std::fmt::Display) -> Error {
+    Error::Sink {
+        sink: NAME,
+        message: e.to_string(),
+    }
+}
+
+pub struct ClickHouseSink {
+    pub(super) client: clickhouse::Client,
+    pub(super) database: String,
+    timeout: Duration,
+    metrics: PipelineMetrics,
+}
+
+pub(super) fn table(kind: RecordKind) -> &'static str {
+    kind.as_str()
+}
+
+impl ClickHouseSink {
+    /// Connects and creates or migrates the tables.
+    pub async fn connect(config: &ClickHouseConfig, metrics: PipelineMetrics) -> Result<Self> {
+        metrics.register_sink(NAME);
+        if !config
+            .database
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(Error::Config(format!(
+                "pipeline.clickhouse.database {:?}: letters, digits and '_' only",
+                config.database
+            )));
+        }
+        let client = clickhouse::Client::default()
+            .with_url(&config.url)
+            .with_user(&config.user)
+            .with_password(config.password.expose())
+            // 18.16 cannot describe RowBinary columns to the client.
+            .with_validation(false);
+        let sink = Self {
+            client,
+            database: config.database.clone(),
+            timeout: Duration::from_millis(config.timeout_ms.max(1)),
+            metrics,
+        };
+        sink.migrate().await?;
+        Ok(sink)
+    }
+
+    pub(super) async fn execute(&self, sql: &str) -> Result<()> {
+        self.client
+            .query(sql)
+            .execute()
+            .await
+            .map_err(|e| sink_error(format!("{e} (in: {sql})")))
+    }
+
+    /// Idempotent DDL from the Arrow schemas.
+    async fn migrate(&self) -> Result<()> {
+        let db = &self.database;
+        self.execute(&format!("CREATE DATABASE IF NOT EXISTS {db}"))
+            .await?;
+        for kind in RecordKind::ALL {
+            let schema = schemas::schema::schema(kind);
+            let mut columns = Vec::new();
+            for f in schema.fields() {
+                columns.push(format!("`{}` {}", f.name(), column_type(f)?));
+            }
+            columns.push("`row_in_batch` UInt32".into());
+            let ts = "toDateTime(intDiv(ts, 1000))";
+            self.execute(&format!(
+                "CREATE TABLE IF NOT EXISTS {db}.{t} ({cols}) \
+                 ENGINE = ReplacingMergeTree() PARTITION BY toYYYYMM({ts}) \
+                 ORDER BY (tenant_id, ts, batch_id, row_in_batch)",
+                t = table(kind),
+                cols = columns.join(", "),
+            ))
+            .await?;
+            // Columns a newer schema version added.
+            let existing: Vec<String> = self
+                .client
+                .query("SELECT name FROM system.columns WHERE database = ? AND table = ?")
+                .bind(db.as_str())
+                .bind(table(kind))
+                .fetch_all()
+                .await
+                .map_err(sink_error)?;
+            for f in schema.fields() {
+                if !existing.iter().any(|c| c == f.name()) {
+                    self.execute(&format!(
+                        "ALTER TABLE {db}.{t} ADD COLUMN `{n}` {ty}",
+                        t = table(kind),
+                        n = f.name(),
+                        ty = column_type(f)?
+                    ))
+                    .await?;
+                    info!(table = table(kind), column = f.name(), "added column");
+                }
+            }
+        }
+        self.execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {db}.ingested_batches (kind String, batch_id String, \
+             tenant_id String, rows UInt64, inserted_at DateTime DEFAULT now()) \
+             ENGINE = ReplacingMergeTree() ORDER BY (kind, batch_id)"
+        ))
+        .await?;
+        // Billing rollup: exact daily sums per tenant and metric, rebuilt
+        // from the de-duplicated `usage` rows by the maintenance job (see
+        // `maintenance.rs`), never appended to directly — a replayed batch
+        // must not count twice.
+        for t in ["usage_daily", "usage_daily_staging"] {
+            self.execute(&format!(
+                "CREATE TABLE IF NOT EXISTS {db}.{t} (tenant_id String, day Date, \
+                 metric String, value UInt64) ENGINE = SummingMergeTree((value)) \
+                 PARTITION BY toYYYYMM(day) ORDER BY (tenant_id, day, metric)"
+            ))
+            .await?;
+        }
+        self.execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {db}.dead_letters (kind String, batch_id String, \
+             tenant_id String, error String, rows UInt64, payload String, \
+             at DateTime DEFAULT now()) ENGINE = MergeTree() ORDER BY (tenant_id, at)"
+        ))
+        .await?;
+        Ok(())
+    }
+
+    async fn already_written(&self, envelope: &Envelope) -> Result<bool> {
+        let n: u64 = self
+            .client
+            .query(&format!(
+                "SELECT count() FROM {}.ingested_batches WHERE kind = ? AND batch_id = ?",
+                self.database
+            ))
+            .bind(envelope.kind().as_str())
+            .bind(envelope.batch_id().to_string())
+            .fetch_one()
+            .await
+            .map_err(sink_error)?;
+        Ok(n > 0)
+    }
+
+    async fn insert(&self, sql: String, data: Vec<u8>) -> Result<(), clickhouse::error::Error> {
+        let mut insert = self
+            .client
+            .insert_formatted_with(sql)
+            .with_timeouts(Some(self.timeout), Some(self.timeout));
+        insert.send(Bytes::from(data)).await?;
+        insert.end().await
+    }
+
+    async fn record(&self, envelope: &Envelope) -> Result<()> {
+        let mut row = Vec::new();
+        for v in [
+            envelope.kind().as_str().to_string(),
+            envelope.batch_id().to_string(),
+            envelope.tenant().to_string(),
+        ] {
+            rowbinary_string(&v, &mut row);
+        }
+        row.extend_from_slice(&(envelope.num_rows() as u64).to_le_bytes());
+        self.insert(
+            format!(
+                "INSERT INTO {}.ingested_batches (kind, batch_id, tenant_id, rows) FORMAT RowBinary",
+                self.database
+            ),
+            row,
+        )
+        .await
+        .map_err(sink_error)
+    }
+
+    async fn dead_letter(&self, envelope: &Envelope, error: &str) -> Result<()> {
+        let payload = envelope.encode()?;
+        let mut row = Vec::new();
+        for v in [
+            envelope.kind().as_str(),
+            &envelope.batch_id().to_string(),
+            envelope.tenant().as_str(),
+            error,
+        ] {
+            rowbinary_string(v, &mut row);
+        }
+        row.extend_from_slice(&(envelope.num_rows() as u64).to_le_bytes());
+        rowbinary_bytes(&payload, &mut row);
+        self.insert(
+            format!(
+                "INSERT INTO {}.dead_letters (kind, batch_id, tenant_id, error, rows, payload) FORMAT RowBinary",
+                self.database
+            ),
+            row,
+        )
+        .await
+        .map_err(sink_error)
+    }
+
+    async fn write_envelope(&self, envelope: &Envelope) -> Result<()> {
+        if self.already_written(envelope).await? {
+            return Ok(());
+        }
+        let (columns, data) = encode_insert(envelope)?;
+        let sql = format!(
+            "INSERT INTO {}.{} ({columns}) FORMAT RowBinary",
+            self.database,
+            table(envelope.kind()),
+        );
+        match self.insert(sql, data).await {
+            Ok(()) => {}
+            Err(e) if server_code(&e).is_some_and(|c| DATA_ERRORS.contains(&c)) => {
+                warn!(error = %e, batch_id = %envelope.batch_id(), "ClickHouse rejected the batch; dead-lettered");
+                self.metrics
+                    .sink_errors
+                    .with_label_values(&["clickhouse_rejected"])
+                    .inc();
+                self.dead_letter(envelope, &e.to_string()).await?;
+            }
+            Err(e) => return Err(sink_error(e)),
+        }
+        self.record(envelope).await
+    }
+}
+
+use rowbinary::bytes as rowbinary_bytes;
+
+/// An envelope's insert: the column list and its rows in RowBinary (with
+/// `row_in_batch`, part of the de-duplication key).
+pub fn encode_insert(envelope: &Envelope) -> Result<(String, Vec<u8>)> {
+    let batch = envelope.batch();
+    let mut data = Vec::new();
+    rowbinary::encode(batch, &mut data)?;
+    let columns: Vec<String> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| format!("`{}`", f.name()))
+        .chain(["`row_in_batch`".to_string()])
+        .collect();
+    Ok((columns.join(", "), data))
+}
+
+fn rowbinary_string(s: &str, out: &mut Vec<u8>) {
+    rowbinary_bytes(s.as_bytes(), out);
+}
+
+impl Sink for ClickHouseSink {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn write<'a>(&'a self, envelope: &'a Envelope) -> BoxFuture<'a, Result<()>> {
+        async move {
+            let started = Instant::now();
+            let outcome = self.write_envelope(envelope).await;
+            match &outcome {
+                Ok(()) => self
+                    .metrics
+                    .observe_write(NAME, envelope, started.elapsed()),
+                Err(_) => self.metrics.sink_errors.with_label_values(&[NAME]).inc(),
+            }
+            outcome
+        }
+        .boxed()
+    }
+
+    fn healthcheck(&self) -> BoxFuture<'_, Result<()>> {
+        async move {
+            self.client
+                .query("SELECT 1")
+                .fetch_one::<u8>()
+                .await
+                .map(|_| ())
+                .map_err(sink_error)
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_codes_are_read_from_exceptions() {
+        let e = clickhouse::error::Error::BadResponse(
+            "Code: 27, e.displayText() = DB::Exception: Cannot parse input".into(),
+        );
+        assert_eq!(server_code(&e), Some(27));
+        let e = clickhouse::error::Error::BadResponse("Code: 241. DB::Exception: memory".into());
+        assert_eq!(server_code(&e), Some(241));
+        assert_eq!(server_code(&clickhouse::error::Error::TimedOut), None);
+    }
+}
