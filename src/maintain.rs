@@ -94,6 +94,7 @@ pub fn run_once(config: &Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    tracing::info!("maintenance pass: deleted organizations' data, retention, compaction");
     let report = runtime.block_on(async {
         let maintenance = connect(config).await?;
         pass(&maintenance, &store).await
@@ -109,6 +110,7 @@ pub fn delete_organization(
     id: &TenantId,
 ) -> anyhow::Result<()> {
     store.delete_organization(id)?;
+    tracing::info!(org = %id, "organization deleted; purging its data from the lake and ClickHouse");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

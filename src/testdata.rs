@@ -61,8 +61,9 @@ pub fn run(args: GenArgs) -> anyhow::Result<()> {
                     writeln!(out, "{}", event.render(format))?;
                 }
             }
-            for (_, mut f) in files {
+            for (tenant, mut f) in files {
                 f.flush()?;
+                tracing::info!(%tenant, dir = %dir.display(), "generated");
             }
         }
         None => {

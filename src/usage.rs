@@ -205,6 +205,7 @@ pub async fn reconcile(
     let mut last_seen: HashMap<String, i64> = HashMap::new();
     let mut raw_rows: Vec<(String, String, &'static str, i64)> = Vec::new();
     for (metric, expr, table) in sources {
+        tracing::info!(%tenant, month = %first, table, metric = metric.as_str(), "reconcile: reading the raw records");
         let sql = format!(
             "SELECT batch_id, CAST(CAST(received_at AS DATE) AS VARCHAR) AS day, \
              CAST({expr} AS BIGINT) AS v, CAST(max(received_at) AS BIGINT) AS last \
@@ -222,6 +223,7 @@ pub async fn reconcile(
          CAST(max(received_at) AS BIGINT) AS last \
          FROM devices WHERE {in_month} GROUP BY 1, 2, 3"
     );
+    tracing::info!(%tenant, month = %first, table = "devices", "reconcile: reading the raw records");
     let mut raw_devices: Vec<(String, String, String)> = Vec::new();
     for b in query(device_sql).await? {
         let col = |i: usize| arrow::compute::cast(b.column(i), &DataType::Utf8);
@@ -272,6 +274,7 @@ pub async fn reconcile(
         "SELECT batch_id, CAST(day AS VARCHAR) AS day, metric, CAST(value AS BIGINT) AS v, subject \
          FROM usage WHERE day >= DATE '{first}' AND day < DATE '{next}'"
     );
+    tracing::info!(%tenant, month = %first, batches = compared.len(), too_recent, "reconcile: reading the usage records");
     let mut recorded = Side::default();
     for b in query(usage_sql).await? {
         let text = |i: usize| arrow::compute::cast(b.column(i), &DataType::Utf8);
