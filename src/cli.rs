@@ -9,14 +9,13 @@ use schemas::Plan;
 
 /// `--plan`: the catalogue's plan names, listed in `--help`.
 fn plan_parser() -> impl TypedValueParser<Value = Plan> {
-    PossibleValuesParser::new(Plan::ALL.map(Plan::as_str))
-        .map(|p| p.parse().expect("a plan of the catalogue"))
+    PossibleValuesParser::new(Plan::ALL.map(Plan::as_str)).try_map(|p| p.parse::<Plan>())
 }
 
 /// `--role`: admin, member or viewer.
 fn role_parser() -> impl TypedValueParser<Value = Role> {
     PossibleValuesParser::new([Role::Admin, Role::Member, Role::Viewer].map(Role::as_str))
-        .map(|r| r.parse().expect("a listed role"))
+        .try_map(|r| r.parse::<Role>())
 }
 
 #[derive(Debug, Parser)]

@@ -252,19 +252,24 @@ impl TemplateMiner {
                 i
             }
         };
-        let cap = self.config.variable_after * self.config.leading_word_factor.max(1);
-        let raw_ids: Vec<u32> = raw_tokens.iter().map(|t| self.intern(t)).collect();
         let n = masked.len() as u32;
         for (p, token) in masked.iter().enumerate() {
             *self.freq.entry((n, p as u32, *token)).or_default() += 1;
         }
-        let shape = &mut self.shapes[index as usize];
-        shape.count += 1;
-        for (values, id) in shape.raw.iter_mut().zip(raw_ids) {
-            if let Some(seen) = values.iter_mut().find(|(v, _)| *v == id) {
-                seen.1 += 1;
+        let shape = index as usize;
+        self.shapes[shape].count += 1;
+        // A position keeps at most `cap` distinct raw values: a value it
+        // will not keep is not interned either (unique ids and addresses
+        // would otherwise grow the vocabulary with every message).
+        let cap = self.config.variable_after * self.config.leading_word_factor.max(1);
+        for (p, token) in raw_tokens.iter().enumerate() {
+            let known = self.interned.get(token.as_str()).copied();
+            let values = &self.shapes[shape].raw[p];
+            if let Some(slot) = known.and_then(|id| values.iter().position(|(v, _)| *v == id)) {
+                self.shapes[shape].raw[p][slot].1 += 1;
             } else if values.len() < cap {
-                values.push((id, 1));
+                let id = known.unwrap_or_else(|| self.intern(token));
+                self.shapes[shape].raw[p].push((id, 1));
             }
         }
         Some(ShapeId(index))

@@ -165,7 +165,10 @@ fn explain(truth: &[String], predicted: &[u32], texts: &HashMap<u32, String>, co
     }
     for (p, lines) in &by_pred {
         let events: BTreeSet<&str> = lines.iter().map(|i| truth[*i].as_str()).collect();
-        let exact = events.len() == 1 && by_truth[events.iter().next().unwrap()] == *lines;
+        let exact = match events.iter().collect::<Vec<_>>()[..] {
+            [only] => by_truth[only] == *lines,
+            _ => false,
+        };
         if !exact {
             eprintln!(
                 "  {} lines in {:?} {:?}  e.g. {:?}",

@@ -31,6 +31,7 @@ pub use summary::summary;
 pub use threat::threat_analysis;
 
 use schemas::TenantId;
+use schemas::time::DAY_MS;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -41,8 +42,8 @@ use crate::state::AppState;
 /// Messages mined per range at most (the newest are kept): bounded work
 /// per call whatever the range.
 const MAX_MESSAGES: usize = 200_000;
-const DEFAULT_RANGE_MS: i64 = 24 * 3600 * 1000;
-const MAX_RANGE_MS: i64 = 90 * 24 * 3600 * 1000;
+const DEFAULT_RANGE_MS: i64 = DAY_MS;
+const MAX_RANGE_MS: i64 = 90 * DAY_MS;
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -34,7 +34,7 @@ pub async fn recommendations(
 ) -> Result<Json<Value>> {
     let tenant = &caller.tenant;
     let now = schemas::time::now_ms();
-    let day = 24 * 3600 * 1000;
+    let day = DAY_MS;
     let mut out: Vec<Value> = Vec::new();
     let mut push = |id: &str, priority: &str, title: String, action: &str, evidence: Value| {
         out.push(json!({"id": id, "priority": priority, "title": title, "action": action, "evidence": evidence}));

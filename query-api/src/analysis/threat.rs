@@ -139,7 +139,7 @@ pub async fn threat_analysis(
         by.entry(e.into()).or_default().auth_failures = r["n"].as_i64().unwrap_or(0);
     }
     // Findings by IP; an entity that is a hostname gets its devices' IPs.
-    let exposure = until - 30 * 24 * 3600 * 1000;
+    let exposure = until - 30 * DAY_MS;
     let hostname_ips: Vec<String> = match &req.entity {
         Some(e) => query(
             &state,
