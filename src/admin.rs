@@ -142,7 +142,7 @@ pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
 /// not fatal: the action itself is done.
 fn audit(store: &MetaStore, org: &TenantId, command: &str, what: String) {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let entry = control::insights::AuditEntry::system(
+    let entry = control::audit::AuditEntry::system(
         org,
         format!("cli:{user}"),
         "platform",

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use control::MetaStore;
-use control::insights::{ModelRecord, ModelStatus, ModelType, Notification, TrainingSession};
+use control::models::{ModelRecord, ModelStatus, ModelType, TrainingSession};
+use control::notify::Notification;
 use detectors::streaming::Event;
 use pipeline::detection::EventHook;
 use schemas::time::now_ms;

@@ -524,7 +524,7 @@ fn start_api(
             .map_err(anyhow::Error::msg)?,
         billing: Arc::new(query_api::billing::Billing {
             stripe_secret: config.api.stripe_webhook_secret.clone(),
-            tolerance_secs: control::billing::STRIPE_TOLERANCE_SECS,
+            tolerance_secs: control::signature::DEFAULT_TOLERANCE_SECS,
         }),
         system: Default::default(),
         llm: config.api.llm.clone().map(Arc::new),

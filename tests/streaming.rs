@@ -163,11 +163,11 @@ async fn a_tenant_model_trains_itself_and_reports_the_injected_anomalies() {
     let models = store.list_models(&tenant).unwrap();
     assert_eq!(models.len(), versions.len());
     assert_eq!(models[0].version as usize, versions.len());
-    assert_eq!(models[0].status, control::insights::ModelStatus::Ready);
+    assert_eq!(models[0].status, control::models::ModelStatus::Ready);
     assert!(
         models[1..]
             .iter()
-            .all(|m| m.status == control::insights::ModelStatus::Archived)
+            .all(|m| m.status == control::models::ModelStatus::Archived)
     );
     assert_eq!(models[0].features.len(), 8);
     let sessions = store.list_training_sessions(&tenant).unwrap();

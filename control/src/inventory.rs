@@ -20,7 +20,8 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::store::{MetaStore, Organization};
+use crate::orgs::Organization;
+use crate::store::MetaStore;
 use schemas::TenantId;
 
 /// A device as a scan or an inventory reports it.
@@ -416,7 +417,7 @@ fn upsert(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::NewOrganization;
+    use crate::orgs::NewOrganization;
     use schemas::{Plan, TenantId};
 
     fn org(store: &MetaStore, plan: Plan, overage: bool) -> Organization {

@@ -1,4 +1,10 @@
-//! Notification delivery state: channels (a webhook URL or an email
+//! Notifications and their delivery.
+//!
+//! Notifications are unique per `(organization, kind, ref_id)`: the detector
+//! may report the same anomaly again after a restart, and it still notifies
+//! once.
+//!
+//! Delivery state: channels (a webhook URL or an email
 //! address, with the lowest severity to send) and deliveries — one per
 //! (channel, notification), retried with backoff, kept as the delivery log.
 //!
@@ -17,8 +23,112 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::ids::random_id;
-use crate::insights::Notification;
+use crate::rows::{json, tenant};
 use crate::store::{MetaStore, now_ms};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Notification {
+    pub id: String,
+    pub org_id: TenantId,
+    /// `anomaly`, `finding`…
+    pub kind: String,
+    /// low, medium, high, critical.
+    pub severity: String,
+    pub title: String,
+    pub body: Value,
+    /// The record it is about (an anomaly id…).
+    pub ref_id: String,
+    pub created_at: i64,
+    pub read_at: Option<i64>,
+}
+
+fn notification_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Notification> {
+    Ok(Notification {
+        id: r.get(0)?,
+        org_id: tenant(r.get(1)?)?,
+        kind: r.get(2)?,
+        severity: r.get(3)?,
+        title: r.get(4)?,
+        body: json(r.get(5)?),
+        ref_id: r.get(6)?,
+        created_at: r.get(7)?,
+        read_at: r.get(8)?,
+    })
+}
+
+impl MetaStore {
+    /// Records a notification once per `(org, kind, ref_id)`; returns
+    /// whether it was new.
+    pub fn add_notification(&self, n: &Notification) -> Result<bool> {
+        let inserted = self.conn().execute(
+            "INSERT INTO notifications (id, org_id, kind, severity, title, body, ref_id, \
+             created_at, read_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+             ON CONFLICT(org_id, kind, ref_id) DO NOTHING",
+            params![
+                n.id,
+                n.org_id.as_str(),
+                n.kind,
+                n.severity,
+                n.title,
+                n.body.to_string(),
+                n.ref_id,
+                n.created_at,
+                n.read_at,
+            ],
+        )?;
+        Ok(inserted == 1)
+    }
+
+    /// Notifications, newest first; `before` is a cursor (`created_at`,
+    /// `id`) from the previous page's last item.
+    pub fn list_notifications(
+        &self,
+        org: &TenantId,
+        unread_only: bool,
+        before: Option<(i64, &str)>,
+        limit: usize,
+    ) -> Result<Vec<Notification>> {
+        let conn = self.conn();
+        let (at, id) = before.unwrap_or((i64::MAX, ""));
+        let mut stmt = conn.prepare(
+            "SELECT id, org_id, kind, severity, title, body, ref_id, created_at, read_at \
+             FROM notifications WHERE org_id = ?1 AND (?2 = 0 OR read_at IS NULL) \
+             AND (created_at < ?3 OR (created_at = ?3 AND id < ?4 AND ?4 <> '')) \
+             ORDER BY created_at DESC, id DESC LIMIT ?5",
+        )?;
+        let rows = stmt.query_map(
+            params![org.as_str(), unread_only, at, id, limit as i64],
+            notification_row,
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Unread notifications of an organization.
+    pub fn unread_notifications(&self, org: &TenantId) -> Result<u64> {
+        let n: i64 = self.conn().query_row(
+            "SELECT count(*) FROM notifications WHERE org_id = ?1 AND read_at IS NULL",
+            [org.as_str()],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    /// Marks a notification read (idempotent).
+    pub fn mark_notification_read(&self, org: &TenantId, id: &str) -> Result<()> {
+        let changed = self.conn().execute(
+            "UPDATE notifications SET read_at = coalesce(read_at, ?3) \
+             WHERE org_id = ?1 AND id = ?2",
+            params![org.as_str(), id, now_ms()],
+        )?;
+        if changed == 0 {
+            return Err(Error::NotFound {
+                what: "notification",
+                id: id.chars().take(64).collect(),
+            });
+        }
+        Ok(())
+    }
+}
 
 /// A channel's minimum: one of the alert severities (`low`…`critical`).
 fn min_severity(text: &str) -> Option<Severity> {
@@ -347,6 +457,7 @@ impl MetaStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::store_with;
     use schemas::Plan;
     use serde_json::json;
 
@@ -429,5 +540,54 @@ mod tests {
         assert_eq!(log.iter().filter(|d| d.status == "skipped").count(), 1);
         store.delete_channel(&org, &mail.id).unwrap();
         assert!(store.due_deliveries(now_ms() + 10, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn notifications_are_recorded_once_and_paginate() {
+        let (store, org) = store_with("acme");
+        for i in 0..5 {
+            let n = Notification {
+                id: format!("n{i}"),
+                org_id: org.clone(),
+                kind: "anomaly".into(),
+                severity: "high".into(),
+                title: format!("anomaly {i}"),
+                body: serde_json::json!({"score": 0.8}),
+                ref_id: format!("a{i}"),
+                created_at: 100 + i,
+                read_at: None,
+            };
+            assert!(store.add_notification(&n).unwrap());
+            // The same anomaly reported again: still one notification.
+            assert!(
+                !store
+                    .add_notification(&Notification {
+                        id: format!("dup{i}"),
+                        ..n
+                    })
+                    .unwrap()
+            );
+        }
+        let page = store.list_notifications(&org, false, None, 2).unwrap();
+        let ids: Vec<_> = page.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(ids, ["n4", "n3"]);
+        let last = page.last().unwrap();
+        let next = store
+            .list_notifications(&org, false, Some((last.created_at, &last.id)), 10)
+            .unwrap();
+        let ids: Vec<_> = next.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(ids, ["n2", "n1", "n0"]);
+        store.mark_notification_read(&org, "n4").unwrap();
+        let unread = store.list_notifications(&org, true, None, 10).unwrap();
+        assert_eq!(unread.len(), 4);
+        assert!(store.mark_notification_read(&org, "nope").is_err());
+        // Deleting the organization removes them.
+        store.delete_organization(&org).unwrap();
+        assert!(
+            store
+                .list_notifications(&org, false, None, 10)
+                .unwrap()
+                .is_empty()
+        );
     }
 }

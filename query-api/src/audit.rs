@@ -12,7 +12,7 @@ use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use control::MetaStore;
-use control::insights::AuditEntry;
+use control::audit::AuditEntry;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::warn;

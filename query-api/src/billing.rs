@@ -1,6 +1,6 @@
 //! Billing routes: the plan catalogue, the current subscription, limits,
 //! plan changes, invoices and the Stripe webhook. The money rules live in
-//! [`control::billing`] (integer cents; plan changes are immediate and
+//! [`control::invoice`] (integer cents; plan changes are immediate and
 //! prorated by day).
 
 use axum::Json;
@@ -8,7 +8,9 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use chrono::{Months, NaiveDate};
-use control::billing::{self, Invoice, StripeOutcome};
+use control::invoice::{self, Invoice};
+use control::signature;
+use control::stripe::StripeOutcome;
 use schemas::Plan;
 use schemas::plans::{DEVICE_OVERAGE_CENTS, SCAN_OVERAGE_CENTS};
 use serde::Deserialize;
@@ -225,7 +227,7 @@ async fn invoice_for(
 ) -> Result<Option<Invoice>> {
     let usage = recorded(&state.sql, &org.id, first).await?;
     let total = |m: &str| usage.totals.get(m).copied().unwrap_or(0).max(0) as u64;
-    Ok(billing::compute_invoice(
+    Ok(invoice::compute_invoice(
         first,
         org.created_at,
         history,
@@ -246,11 +248,11 @@ pub async fn invoices(
     let crate::extract::QueryParams(p) = params;
     let org = org_of(&state, &caller)?;
     let history = state.store.plan_history(&org)?;
-    let current = billing::month_start(now_ms());
+    let current = invoice::month_start(now_ms());
     let months: Vec<NaiveDate> = match &p.month {
         Some(m) => vec![parse_month(m)?],
         None => {
-            let created = billing::month_start(org.created_at);
+            let created = invoice::month_start(org.created_at);
             let mut out = Vec::new();
             let mut m = current;
             while m >= created && out.len() < MAX_INVOICES {
@@ -302,7 +304,7 @@ pub async fn stripe_webhook(
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| ApiError::BadRequest("missing Stripe-Signature header".into()))?;
-    billing::verify_stripe_signature(
+    signature::verify(
         secret.expose(),
         header,
         &body,

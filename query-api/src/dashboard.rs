@@ -288,7 +288,7 @@ pub async fn dashboard(
     let month = crate::usage::recorded(
         &state.sql,
         &caller.tenant,
-        control::billing::month_start(schemas::time::now_ms()),
+        control::invoice::month_start(schemas::time::now_ms()),
     )
     .await?;
     Ok(Json(json!({

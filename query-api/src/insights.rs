@@ -42,7 +42,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
-use control::insights::{ModelRecord, ModelStatus, ModelType, TrainingSession};
+use control::models::{ModelRecord, ModelStatus, ModelType, TrainingSession};
 use detectors::streaming::{TenantModel, WINDOW_MODEL_ID};
 use detectors::training::{
     self, Dataset, Format, Limits, ModelKind, Prediction, TrainParams, TrainedModel, TrainingError,

@@ -149,7 +149,7 @@ pub async fn token(
                     for (org, user) in state.store.users_by_email(&tried).unwrap_or_default() {
                         crate::audit::record(
                             &state.store,
-                            control::insights::AuditEntry::system(
+                            control::audit::AuditEntry::system(
                                 &org,
                                 format!("user:{user}"),
                                 "-",
@@ -183,7 +183,7 @@ pub async fn token(
     let (token, claims) = state.store.issue_jwt(&principal, ttl)?;
     crate::audit::record(
         &state.store,
-        control::insights::AuditEntry::system(
+        control::audit::AuditEntry::system(
             &principal.tenant,
             principal.key_id.clone(),
             principal.role.as_str(),
@@ -267,7 +267,7 @@ pub async fn create_org(
     };
     crate::audit::record(
         &state.store,
-        control::insights::AuditEntry::system(
+        control::audit::AuditEntry::system(
             &org.id,
             actor,
             "platform",
@@ -375,7 +375,7 @@ pub async fn set_terms(
     let org = state.store.set_terms(&id, limits, req.allow_overage)?;
     crate::audit::record(
         &state.store,
-        control::insights::AuditEntry::system(
+        control::audit::AuditEntry::system(
             &org.id,
             "platform-admin",
             "platform",

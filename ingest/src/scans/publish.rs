@@ -228,7 +228,7 @@ pub async fn publish_scan(
     }
     // High and critical findings notify (once per vulnerability of a
     // device: the ref leaves the scan out, so rescans do not re-notify).
-    let notifications: Vec<control::insights::Notification> = findings
+    let notifications: Vec<control::notify::Notification> = findings
         .iter()
         .filter(|f| matches!(f.severity.as_str(), "high" | "critical"))
         .map(|f| {
@@ -240,7 +240,7 @@ pub async fn publish_scan(
                 f.protocol.as_deref().unwrap_or(""),
                 f.cve.as_deref().unwrap_or(&f.title),
             ]);
-            control::insights::Notification {
+            control::notify::Notification {
                 id: format!("finding-{reference}"),
                 org_id: tenant.clone(),
                 kind: "finding".into(),

@@ -82,7 +82,7 @@ impl Notifier {
     pub async fn send(
         &self,
         channel: &Channel,
-        n: &control::insights::Notification,
+        n: &control::notify::Notification,
         delivery_id: &str,
     ) -> std::result::Result<Option<u16>, (Option<u16>, String)> {
         match channel.kind {
@@ -111,7 +111,7 @@ impl Notifier {
                 })
                 .to_string();
                 let t = schemas::time::now_ms() / 1000;
-                let signature = control::billing::sign_v1(
+                let signature = control::signature::sign(
                     channel.secret.as_deref().unwrap_or(""),
                     t,
                     body.as_bytes(),

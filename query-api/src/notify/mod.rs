@@ -209,7 +209,7 @@ pub async fn test_channel(
     if channel.kind == ChannelKind::Webhook {
         webhooks_included(&state, &caller.tenant)?;
     }
-    let notification = control::insights::Notification {
+    let notification = control::notify::Notification {
         id: format!("test-{}", schemas::time::now_ms()),
         org_id: caller.tenant.clone(),
         kind: "test".into(),

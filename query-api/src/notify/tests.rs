@@ -120,7 +120,7 @@ async fn webhook_names_resolving_to_private_addresses_are_not_reached() {
         min_severity: "low".into(),
         created_at: 0,
     };
-    let n = control::insights::Notification {
+    let n = control::notify::Notification {
         id: "n1".into(),
         org_id: schemas::TenantId::new("acme").unwrap(),
         kind: "anomaly".into(),

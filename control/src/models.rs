@@ -1,14 +1,10 @@
-//! Insights metadata: the per-organization model registry (`ml_models`),
-//! training sessions (`ml_training_sessions`) and notifications.
+//! The per-organization model registry (`ml_models`) and training
+//! sessions (`ml_training_sessions`).
 //!
 //! A model is `(id, version)`; training a model again adds a version, and
 //! when a version becomes `ready` the previously ready versions of the same
 //! model are `archived`, so exactly one version of a model serves. Model
 //! artifacts live in object storage; rows here point at them.
-//!
-//! Notifications are unique per `(organization, kind, ref_id)`: the detector
-//! may report the same anomaly again after a restart, and it still notifies
-//! once.
 
 use rusqlite::{OptionalExtension, Row, params};
 use schemas::TenantId;
@@ -16,6 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::rows::{conversion, json, tenant};
 use crate::store::{MetaStore, now_ms};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -113,36 +110,6 @@ pub struct TrainingSession {
     pub finished_at: Option<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Notification {
-    pub id: String,
-    pub org_id: TenantId,
-    /// `anomaly`, `finding`…
-    pub kind: String,
-    /// low, medium, high, critical.
-    pub severity: String,
-    pub title: String,
-    pub body: Value,
-    /// The record it is about (an anomaly id…).
-    pub ref_id: String,
-    pub created_at: i64,
-    pub read_at: Option<i64>,
-}
-
-fn tenant(s: String) -> rusqlite::Result<TenantId> {
-    TenantId::new(&s).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-    })
-}
-
-fn json(s: String) -> Value {
-    serde_json::from_str(&s).unwrap_or(Value::Null)
-}
-
-fn conversion(e: Error) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-}
-
 const MODEL_COLUMNS: &str = "org_id, id, version, name, model_type, status, accuracy, features, \
                              threshold, artifact, metrics, created_at, updated_at";
 
@@ -178,20 +145,6 @@ fn session_row(r: &Row<'_>) -> rusqlite::Result<TrainingSession> {
         error: r.get(8)?,
         started_at: r.get(9)?,
         finished_at: r.get(10)?,
-    })
-}
-
-fn notification_row(r: &Row<'_>) -> rusqlite::Result<Notification> {
-    Ok(Notification {
-        id: r.get(0)?,
-        org_id: tenant(r.get(1)?)?,
-        kind: r.get(2)?,
-        severity: r.get(3)?,
-        title: r.get(4)?,
-        body: json(r.get(5)?),
-        ref_id: r.get(6)?,
-        created_at: r.get(7)?,
-        read_at: r.get(8)?,
     })
 }
 
@@ -426,227 +379,12 @@ impl MetaStore {
         let rows = stmt.query_map([org.as_str()], session_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
-
-    /// Records a notification once per `(org, kind, ref_id)`; returns
-    /// whether it was new.
-    pub fn add_notification(&self, n: &Notification) -> Result<bool> {
-        let inserted = self.conn().execute(
-            "INSERT INTO notifications (id, org_id, kind, severity, title, body, ref_id, \
-             created_at, read_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
-             ON CONFLICT(org_id, kind, ref_id) DO NOTHING",
-            params![
-                n.id,
-                n.org_id.as_str(),
-                n.kind,
-                n.severity,
-                n.title,
-                n.body.to_string(),
-                n.ref_id,
-                n.created_at,
-                n.read_at,
-            ],
-        )?;
-        Ok(inserted == 1)
-    }
-
-    /// Notifications, newest first; `before` is a cursor (`created_at`,
-    /// `id`) from the previous page's last item.
-    pub fn list_notifications(
-        &self,
-        org: &TenantId,
-        unread_only: bool,
-        before: Option<(i64, &str)>,
-        limit: usize,
-    ) -> Result<Vec<Notification>> {
-        let conn = self.conn();
-        let (at, id) = before.unwrap_or((i64::MAX, ""));
-        let mut stmt = conn.prepare(
-            "SELECT id, org_id, kind, severity, title, body, ref_id, created_at, read_at \
-             FROM notifications WHERE org_id = ?1 AND (?2 = 0 OR read_at IS NULL) \
-             AND (created_at < ?3 OR (created_at = ?3 AND id < ?4 AND ?4 <> '')) \
-             ORDER BY created_at DESC, id DESC LIMIT ?5",
-        )?;
-        let rows = stmt.query_map(
-            params![org.as_str(), unread_only, at, id, limit as i64],
-            notification_row,
-        )?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// Unread notifications of an organization.
-    pub fn unread_notifications(&self, org: &TenantId) -> Result<u64> {
-        let n: i64 = self.conn().query_row(
-            "SELECT count(*) FROM notifications WHERE org_id = ?1 AND read_at IS NULL",
-            [org.as_str()],
-            |r| r.get(0),
-        )?;
-        Ok(n as u64)
-    }
-
-    /// Marks a notification read (idempotent).
-    pub fn mark_notification_read(&self, org: &TenantId, id: &str) -> Result<()> {
-        let changed = self.conn().execute(
-            "UPDATE notifications SET read_at = coalesce(read_at, ?3) \
-             WHERE org_id = ?1 AND id = ?2",
-            params![org.as_str(), id, now_ms()],
-        )?;
-        if changed == 0 {
-            return Err(Error::NotFound {
-                what: "notification",
-                id: id.chars().take(64).collect(),
-            });
-        }
-        Ok(())
-    }
-}
-
-/// One audited call: who (key, role), what (method, route template and
-/// path), when, and the HTTP status it got.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AuditEntry {
-    pub id: i64,
-    pub org_id: TenantId,
-    pub key_id: String,
-    pub role: String,
-    pub method: String,
-    pub route: String,
-    pub path: String,
-    pub status: u16,
-    pub at: i64,
-}
-
-impl AuditEntry {
-    /// An entry for something done outside a tenant's own API call: by the
-    /// platform operator, the CLI, Stripe, or a failed sign-in.
-    pub fn system(
-        org: &TenantId,
-        actor: impl Into<String>,
-        role: &str,
-        method: &str,
-        route: &str,
-        path: impl Into<String>,
-        status: u16,
-    ) -> Self {
-        Self {
-            id: 0,
-            org_id: org.clone(),
-            key_id: actor.into(),
-            role: role.to_string(),
-            method: method.to_string(),
-            route: route.to_string(),
-            path: path.into().chars().take(512).collect(),
-            status,
-            at: now_ms(),
-        }
-    }
-}
-
-impl MetaStore {
-    /// Records a failed authentication with a credential whose organization
-    /// is known (a revoked key, or a known key id with a wrong secret) in
-    /// that organization's log — at most once a minute per key, so a flood
-    /// of bad attempts cannot flood the log (or the writer). Unknown keys
-    /// have no organization to tell. Best effort: errors are logged.
-    pub fn record_failed_authentication(&self, presented: &str, method: &str, path: &str) {
-        use std::collections::HashMap;
-        use std::sync::Mutex;
-        use std::time::{Duration, Instant};
-        static RECENT: Mutex<Option<HashMap<String, Instant>>> = Mutex::new(None);
-        let Ok(Some((org, key_id))) = self.key_owner(presented) else {
-            return;
-        };
-        {
-            let mut recent = RECENT.lock().unwrap_or_else(|p| p.into_inner());
-            let recent = recent.get_or_insert_with(HashMap::new);
-            if recent
-                .get(&key_id)
-                .is_some_and(|at| at.elapsed() < Duration::from_secs(60))
-            {
-                return;
-            }
-            if recent.len() > 10_000 {
-                recent.clear();
-            }
-            recent.insert(key_id.clone(), Instant::now());
-        }
-        let entry = AuditEntry::system(&org, key_id, "-", method, "authentication", path, 401);
-        if let Err(e) = self.append_audit(&entry) {
-            tracing::warn!(error = %e, "writing the audit log failed");
-        }
-    }
-
-    /// Appends to the audit log; `entry.id` is assigned.
-    pub fn append_audit(&self, entry: &AuditEntry) -> Result<()> {
-        self.conn().execute(
-            "INSERT INTO audit_log (org_id, key_id, role, method, route, path, status, at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                entry.org_id.as_str(),
-                entry.key_id,
-                entry.role,
-                entry.method,
-                entry.route,
-                entry.path,
-                entry.status,
-                entry.at,
-            ],
-        )?;
-        Ok(())
-    }
-
-    /// An organization's audit log, newest first, before entry `before`.
-    pub fn list_audit(
-        &self,
-        org: &TenantId,
-        before: Option<i64>,
-        limit: usize,
-    ) -> Result<Vec<AuditEntry>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT id, org_id, key_id, role, method, route, path, status, at FROM audit_log \
-             WHERE org_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
-        )?;
-        let rows = stmt.query_map(
-            params![org.as_str(), before.unwrap_or(i64::MAX), limit as i64],
-            |r| {
-                Ok(AuditEntry {
-                    id: r.get(0)?,
-                    org_id: tenant(r.get(1)?)?,
-                    key_id: r.get(2)?,
-                    role: r.get(3)?,
-                    method: r.get(4)?,
-                    route: r.get(5)?,
-                    path: r.get(6)?,
-                    status: r.get(7)?,
-                    at: r.get(8)?,
-                })
-            },
-        )?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::NewOrganization;
-    use schemas::Plan;
-
-    fn store_with(org: &str) -> (MetaStore, TenantId) {
-        let store = MetaStore::open_in_memory().unwrap();
-        let id = TenantId::new(org).unwrap();
-        store
-            .create_organization(&NewOrganization {
-                id: id.clone(),
-                name: org.into(),
-                owner_email: "a@b.c".into(),
-                plan: Plan::Starter,
-                parent_id: None,
-                allow_overage: false,
-            })
-            .unwrap();
-        (store, id)
-    }
+    use crate::testing::store_with;
 
     fn model(org: &TenantId, version: u32, status: ModelStatus) -> ModelRecord {
         ModelRecord {
@@ -703,55 +441,6 @@ mod tests {
                 .model(&other, "window-iforest", None)
                 .unwrap()
                 .is_none()
-        );
-    }
-
-    #[test]
-    fn notifications_are_recorded_once_and_paginate() {
-        let (store, org) = store_with("acme");
-        for i in 0..5 {
-            let n = Notification {
-                id: format!("n{i}"),
-                org_id: org.clone(),
-                kind: "anomaly".into(),
-                severity: "high".into(),
-                title: format!("anomaly {i}"),
-                body: serde_json::json!({"score": 0.8}),
-                ref_id: format!("a{i}"),
-                created_at: 100 + i,
-                read_at: None,
-            };
-            assert!(store.add_notification(&n).unwrap());
-            // The same anomaly reported again: still one notification.
-            assert!(
-                !store
-                    .add_notification(&Notification {
-                        id: format!("dup{i}"),
-                        ..n
-                    })
-                    .unwrap()
-            );
-        }
-        let page = store.list_notifications(&org, false, None, 2).unwrap();
-        let ids: Vec<_> = page.iter().map(|n| n.id.as_str()).collect();
-        assert_eq!(ids, ["n4", "n3"]);
-        let last = page.last().unwrap();
-        let next = store
-            .list_notifications(&org, false, Some((last.created_at, &last.id)), 10)
-            .unwrap();
-        let ids: Vec<_> = next.iter().map(|n| n.id.as_str()).collect();
-        assert_eq!(ids, ["n2", "n1", "n0"]);
-        store.mark_notification_read(&org, "n4").unwrap();
-        let unread = store.list_notifications(&org, true, None, 10).unwrap();
-        assert_eq!(unread.len(), 4);
-        assert!(store.mark_notification_read(&org, "nope").is_err());
-        // Deleting the organization removes them.
-        store.delete_organization(&org).unwrap();
-        assert!(
-            store
-                .list_notifications(&org, false, None, 10)
-                .unwrap()
-                .is_empty()
         );
     }
 }

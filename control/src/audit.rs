@@ -1,0 +1,137 @@
+//! The audit log: one row per mutating API call (who, what, when, the
+//! status it got), plus the operator's, the CLI's, Stripe's and failed
+//! sign-ins' entries.
+
+use rusqlite::params;
+use schemas::TenantId;
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::rows::tenant;
+use crate::store::{MetaStore, now_ms};
+
+/// One audited call: who (key, role), what (method, route template and
+/// path), when, and the HTTP status it got.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub org_id: TenantId,
+    pub key_id: String,
+    pub role: String,
+    pub method: String,
+    pub route: String,
+    pub path: String,
+    pub status: u16,
+    pub at: i64,
+}
+
+impl AuditEntry {
+    /// An entry for something done outside a tenant's own API call: by the
+    /// platform operator, the CLI, Stripe, or a failed sign-in.
+    pub fn system(
+        org: &TenantId,
+        actor: impl Into<String>,
+        role: &str,
+        method: &str,
+        route: &str,
+        path: impl Into<String>,
+        status: u16,
+    ) -> Self {
+        Self {
+            id: 0,
+            org_id: org.clone(),
+            key_id: actor.into(),
+            role: role.to_string(),
+            method: method.to_string(),
+            route: route.to_string(),
+            path: path.into().chars().take(512).collect(),
+            status,
+            at: now_ms(),
+        }
+    }
+}
+
+impl MetaStore {
+    /// Records a failed authentication with a credential whose organization
+    /// is known (a revoked key, or a known key id with a wrong secret) in
+    /// that organization's log — at most once a minute per key, so a flood
+    /// of bad attempts cannot flood the log (or the writer). Unknown keys
+    /// have no organization to tell. Best effort: errors are logged.
+    pub fn record_failed_authentication(&self, presented: &str, method: &str, path: &str) {
+        use std::collections::HashMap;
+        use std::sync::Mutex;
+        use std::time::{Duration, Instant};
+        static RECENT: Mutex<Option<HashMap<String, Instant>>> = Mutex::new(None);
+        let Ok(Some((org, key_id))) = self.key_owner(presented) else {
+            return;
+        };
+        {
+            let mut recent = RECENT.lock().unwrap_or_else(|p| p.into_inner());
+            let recent = recent.get_or_insert_with(HashMap::new);
+            if recent
+                .get(&key_id)
+                .is_some_and(|at| at.elapsed() < Duration::from_secs(60))
+            {
+                return;
+            }
+            if recent.len() > 10_000 {
+                recent.clear();
+            }
+            recent.insert(key_id.clone(), Instant::now());
+        }
+        let entry = AuditEntry::system(&org, key_id, "-", method, "authentication", path, 401);
+        if let Err(e) = self.append_audit(&entry) {
+            tracing::warn!(error = %e, "writing the audit log failed");
+        }
+    }
+
+    /// Appends to the audit log; `entry.id` is assigned.
+    pub fn append_audit(&self, entry: &AuditEntry) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO audit_log (org_id, key_id, role, method, route, path, status, at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                entry.org_id.as_str(),
+                entry.key_id,
+                entry.role,
+                entry.method,
+                entry.route,
+                entry.path,
+                entry.status,
+                entry.at,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// An organization's audit log, newest first, before entry `before`.
+    pub fn list_audit(
+        &self,
+        org: &TenantId,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, org_id, key_id, role, method, route, path, status, at FROM audit_log \
+             WHERE org_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(
+            params![org.as_str(), before.unwrap_or(i64::MAX), limit as i64],
+            |r| {
+                Ok(AuditEntry {
+                    id: r.get(0)?,
+                    org_id: tenant(r.get(1)?)?,
+                    key_id: r.get(2)?,
+                    role: r.get(3)?,
+                    method: r.get(4)?,
+                    route: r.get(5)?,
+                    path: r.get(6)?,
+                    status: r.get(7)?,
+                    at: r.get(8)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}

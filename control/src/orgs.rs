@@ -1,0 +1,292 @@
+//! Organizations (tenants): plan, limits and the operator's terms, and
+//! the parent organization of an MSP's customers.
+
+use rusqlite::{OptionalExtension, params};
+use schemas::{Plan, PlanLimits, TenantId};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::store::{MetaStore, now_ms};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Organization {
+    pub id: TenantId,
+    pub name: String,
+    pub owner_email: String,
+    pub plan: Plan,
+    pub limits: PlanLimits,
+    pub parent_id: Option<TenantId>,
+    /// Accept devices and scans beyond the plan's limits and bill them as
+    /// overage, instead of refusing them.
+    pub allow_overage: bool,
+    /// The operator's limits for this organization, over its plan's
+    /// (`limits` already includes them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits_override: Option<schemas::LimitsOverride>,
+    /// ms since the epoch.
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewOrganization {
+    pub id: TenantId,
+    pub name: String,
+    pub owner_email: String,
+    pub plan: Plan,
+    pub parent_id: Option<TenantId>,
+    pub allow_overage: bool,
+}
+
+impl MetaStore {
+    pub fn create_organization(&self, org: &NewOrganization) -> Result<Organization> {
+        if !org.owner_email.contains('@') {
+            return Err(Error::Invalid(format!(
+                "owner email {:?} is not an email address",
+                org.owner_email
+            )));
+        }
+        if org.name.trim().is_empty() {
+            return Err(Error::Invalid("organization name must not be empty".into()));
+        }
+        let limits = org.plan.limits();
+        let created_at = now_ms();
+        let conn = self.conn();
+        let inserted = conn.execute(
+            "INSERT INTO organizations (id, name, owner_email, plan, max_devices, \
+             max_scans_per_month, log_retention_days, parent_id, created_at, allow_overage) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT(id) DO NOTHING",
+            params![
+                org.id.as_str(),
+                org.name,
+                org.owner_email,
+                org.plan.as_str(),
+                limits.max_devices as i64,
+                limits.max_scans_per_month as i64,
+                limits.log_retention_days,
+                org.parent_id.as_ref().map(TenantId::as_str),
+                created_at,
+                org.allow_overage
+            ],
+        );
+        match inserted {
+            Ok(0) => Err(Error::Conflict {
+                what: "organization",
+                id: org.id.to_string(),
+            }),
+            Ok(_) => {
+                // Re-using a deleted organization's id: its new data is not
+                // to be purged.
+                conn.execute(
+                    "DELETE FROM deleted_organizations WHERE id = ?1",
+                    [org.id.as_str()],
+                )?;
+                Ok(Organization {
+                    id: org.id.clone(),
+                    name: org.name.clone(),
+                    owner_email: org.owner_email.clone(),
+                    plan: org.plan,
+                    limits,
+                    parent_id: org.parent_id.clone(),
+                    allow_overage: org.allow_overage,
+                    limits_override: None,
+                    created_at,
+                })
+            }
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(Error::NotFound {
+                    what: "parent organization",
+                    id: org
+                        .parent_id
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Sets the organization's own limits (each given value replaces its
+    /// plan's and any earlier override of that limit; `Some(None)` clears
+    /// them all) and whether it may go over them, billed as overage — the
+    /// platform operator's contract terms. Returns the organization.
+    pub fn set_terms(
+        &self,
+        id: &TenantId,
+        limits: Option<Option<schemas::LimitsOverride>>,
+        allow_overage: Option<bool>,
+    ) -> Result<Organization> {
+        let current = self.organization(id)?.ok_or_else(|| Error::NotFound {
+            what: "organization",
+            id: id.to_string(),
+        })?;
+        let over = match limits {
+            Some(None) => None,
+            Some(Some(new)) => {
+                let old = current.limits_override.clone().unwrap_or_default();
+                Some(schemas::LimitsOverride {
+                    max_devices: new.max_devices.or(old.max_devices),
+                    max_scans_per_month: new.max_scans_per_month.or(old.max_scans_per_month),
+                    log_retention_days: new.log_retention_days.or(old.log_retention_days),
+                })
+            }
+            None => current.limits_override.clone(),
+        }
+        .filter(|o| !o.is_empty());
+        let effective = current.plan.limits().with(over.as_ref());
+        let allow = allow_overage.unwrap_or(current.allow_overage);
+        let json = over
+            .as_ref()
+            .map(|o| serde_json::to_string(o).unwrap_or_default());
+        self.conn().execute(
+            "UPDATE organizations SET max_devices = ?2, max_scans_per_month = ?3, \
+             log_retention_days = ?4, allow_overage = ?5, limits_override = ?6 WHERE id = ?1",
+            params![
+                id.as_str(),
+                effective.max_devices as i64,
+                effective.max_scans_per_month as i64,
+                effective.log_retention_days,
+                allow,
+                json
+            ],
+        )?;
+        Ok(Organization {
+            limits: effective,
+            allow_overage: allow,
+            limits_override: over,
+            ..current
+        })
+    }
+
+    /// Deleted organizations whose data the maintenance job still purges.
+    pub fn deleted_organizations(&self) -> Result<Vec<TenantId>> {
+        let conn = self.read();
+        let mut stmt = conn.prepare_cached("SELECT id FROM deleted_organizations ORDER BY id")?;
+        let ids: Vec<String> = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(ids
+            .into_iter()
+            .filter_map(|id| TenantId::new(&id).ok())
+            .collect())
+    }
+
+    pub fn organization(&self, id: &TenantId) -> Result<Option<Organization>> {
+        let conn = self.read();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, name, owner_email, plan, max_devices, max_scans_per_month, \
+             log_retention_days, parent_id, created_at, allow_overage, limits_override \
+             FROM organizations WHERE id = ?1",
+        )?;
+        let row = stmt.query_row([id.as_str()], raw_org).optional()?;
+        row.map(RawOrg::into_org).transpose()
+    }
+
+    pub fn list_organizations(&self) -> Result<Vec<Organization>> {
+        let conn = self.read();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, name, owner_email, plan, max_devices, max_scans_per_month, \
+             log_retention_days, parent_id, created_at, allow_overage, limits_override \
+             FROM organizations ORDER BY id",
+        )?;
+        let rows = stmt
+            .query_map([], raw_org)?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(RawOrg::into_org).collect()
+    }
+}
+
+struct RawOrg {
+    id: String,
+    name: String,
+    owner_email: String,
+    plan: String,
+    max_devices: i64,
+    max_scans: i64,
+    retention: u32,
+    parent_id: Option<String>,
+    created_at: i64,
+    allow_overage: bool,
+    limits_override: Option<String>,
+}
+
+fn raw_org(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawOrg> {
+    Ok(RawOrg {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        owner_email: r.get(2)?,
+        plan: r.get(3)?,
+        max_devices: r.get(4)?,
+        max_scans: r.get(5)?,
+        retention: r.get(6)?,
+        parent_id: r.get(7)?,
+        created_at: r.get(8)?,
+        allow_overage: r.get(9)?,
+        limits_override: r.get(10)?,
+    })
+}
+
+impl RawOrg {
+    fn into_org(self) -> Result<Organization> {
+        Ok(Organization {
+            id: TenantId::new(&self.id)?,
+            name: self.name,
+            owner_email: self.owner_email,
+            plan: self.plan.parse()?,
+            limits: PlanLimits {
+                max_devices: self.max_devices.max(0) as u64,
+                max_scans_per_month: self.max_scans.max(0) as u64,
+                log_retention_days: self.retention,
+            },
+            parent_id: self.parent_id.as_deref().map(TenantId::new).transpose()?,
+            allow_overage: self.allow_overage,
+            limits_override: self
+                .limits_override
+                .as_deref()
+                .and_then(|j| serde_json::from_str(j).ok()),
+            created_at: self.created_at,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{org, t};
+
+    #[test]
+    fn organizations_are_unique_and_validated() {
+        let store = MetaStore::open_in_memory().unwrap();
+        org(&store, "acme");
+        let dup = store.create_organization(&NewOrganization {
+            id: t("acme"),
+            name: "x".into(),
+            owner_email: "a@b.c".into(),
+            plan: Plan::Starter,
+            parent_id: None,
+            allow_overage: false,
+        });
+        assert_eq!(
+            dup.unwrap_err().to_string(),
+            "organization \"acme\" already exists"
+        );
+        let orphan = store.create_organization(&NewOrganization {
+            id: t("child"),
+            name: "x".into(),
+            owner_email: "a@b.c".into(),
+            plan: Plan::Starter,
+            parent_id: Some(t("nobody")),
+            allow_overage: false,
+        });
+        assert!(matches!(orphan, Err(Error::NotFound { .. })), "{orphan:?}");
+        let ids: Vec<_> = store
+            .list_organizations()
+            .unwrap()
+            .into_iter()
+            .map(|o| o.id)
+            .collect();
+        assert_eq!(ids, [t("acme")]);
+    }
+}
