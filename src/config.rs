@@ -181,7 +181,7 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         self.ingest.validate()?;
-        self.http.validate().map_err(anyhow::Error::msg)?;
+        self.http.validate()?;
         if self.bus.kind == BusKind::Kafka {
             self.bus.kafka.validate()?;
         }

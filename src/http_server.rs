@@ -78,17 +78,31 @@ impl Default for HttpConfig {
 }
 
 impl HttpConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
-            return Err(
-                "http.max_connections and http.max_connections_per_ip must be at least 1".into(),
-            );
+    pub fn validate(&self) -> Result<(), schemas::InvalidSetting> {
+        use schemas::InvalidSetting;
+        if self.max_connections == 0 {
+            return Err(InvalidSetting::new(
+                "http.max_connections",
+                "must be at least 1",
+            ));
         }
-        if self.header_read_timeout_ms < 100 || self.body_read_timeout_ms < 100 {
-            return Err(
-                "http.header_read_timeout_ms and http.body_read_timeout_ms must be at least 100"
-                    .into(),
-            );
+        if self.max_connections_per_ip == 0 {
+            return Err(InvalidSetting::new(
+                "http.max_connections_per_ip",
+                "must be at least 1",
+            ));
+        }
+        if self.header_read_timeout_ms < 100 {
+            return Err(InvalidSetting::new(
+                "http.header_read_timeout_ms",
+                "must be at least 100",
+            ));
+        }
+        if self.body_read_timeout_ms < 100 {
+            return Err(InvalidSetting::new(
+                "http.body_read_timeout_ms",
+                "must be at least 100",
+            ));
         }
         Ok(())
     }

@@ -491,10 +491,10 @@ fn start_api(
             (None, None)
         }
     };
-    let notifier = Arc::new(
-        query_api::notify::Notifier::new(config.api.notify.clone(), registry)
-            .map_err(anyhow::Error::msg)?,
-    );
+    let notifier = Arc::new(query_api::notify::Notifier::new(
+        config.api.notify.clone(),
+        registry,
+    )?);
     let stop = CancellationToken::new();
     let tasks = ApiTasks {
         notify: query_api::notify::spawn_dispatcher(store.clone(), notifier.clone(), stop.clone()),
@@ -520,8 +520,7 @@ fn start_api(
             .platform_admin_token
             .as_ref()
             .map(|t| query_api::auth::PlatformToken::new(t.expose()))
-            .transpose()
-            .map_err(anyhow::Error::msg)?,
+            .transpose()?,
         billing: Arc::new(query_api::billing::Billing {
             stripe_secret: config.api.stripe_webhook_secret.clone(),
             tolerance_secs: control::signature::DEFAULT_TOLERANCE_SECS,

@@ -138,6 +138,31 @@ impl<'de> Deserialize<'de> for Entries<'de> {
     }
 }
 
+/// Why one JSON log object was not stored; its text is what the client
+/// reads for that record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("expected a JSON object, found {0}")]
+    NotAnObject(&'static str),
+    #[error("invalid JSON: {0}")]
+    InvalidJson(String),
+    #[error("tenant_id {found} does not match the organization of the API key ({expected})")]
+    WrongTenant { found: String, expected: TenantId },
+    /// A well-known field of the wrong type or out of range.
+    #[error("field {field}: {problem}")]
+    Field {
+        field: &'static str,
+        problem: String,
+    },
+}
+
+fn field_error(field: &'static str, problem: impl std::fmt::Display) -> RecordError {
+    RecordError::Field {
+        field,
+        problem: problem.to_string(),
+    }
+}
+
 /// Parses one JSON log object (its text) into a record for `tenant`.
 ///
 /// Single pass, no intermediate JSON tree: well-known fields are decoded
@@ -149,7 +174,7 @@ pub fn parse_record(
     tenant: &TenantId,
     received_ms: i64,
     input: &'static str,
-) -> Result<LogRecord, String> {
+) -> Result<LogRecord, RecordError> {
     parse_record_with(text, tenant, received_ms, input, &[])
 }
 
@@ -162,15 +187,16 @@ pub fn parse_record_with(
     received_ms: i64,
     input: &'static str,
     extra: &[(&str, &str)],
-) -> Result<LogRecord, String> {
+) -> Result<LogRecord, RecordError> {
     let first = text.trim_start().as_bytes().first().copied();
     if first != Some(b'{') {
         return match serde_json::from_str::<Value>(text) {
-            Ok(v) => Err(format!("expected a JSON object, found {}", type_name(&v))),
-            Err(e) => Err(format!("invalid JSON: {e}")),
+            Ok(v) => Err(RecordError::NotAnObject(type_name(&v))),
+            Err(e) => Err(RecordError::InvalidJson(e.to_string())),
         };
     }
-    let Entries(entries) = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    let Entries(entries) =
+        serde_json::from_str(text).map_err(|e| RecordError::InvalidJson(e.to_string()))?;
     // Best-ranked entry per column.
     let mut chosen: [Option<(usize, usize)>; COLUMNS.len()] = [None; COLUMNS.len()];
     for (i, (key, _)) in entries.iter().enumerate() {
@@ -188,9 +214,10 @@ pub fn parse_record_with(
         let matches = serde_json::from_str::<&str>(t).is_ok_and(|s| s == tenant.as_str())
             || serde_json::from_str::<String>(t).is_ok_and(|s| s == tenant.as_str());
         if !matches {
-            return Err(format!(
-                "tenant_id {t} does not match the organization of the API key ({tenant})"
-            ));
+            return Err(RecordError::WrongTenant {
+                found: t.to_string(),
+                expected: tenant.clone(),
+            });
         }
     }
     let ts_ms = match raw(Column::Ts) {
@@ -200,10 +227,15 @@ pub fn parse_record_with(
     let host = match raw(Column::Host) {
         Some(v) if v.starts_with('{') => {
             // ECS-style `host: {"name": ...}`.
-            let obj: Value = serde_json::from_str(v).map_err(|e| format!("field host: {e}"))?;
+            let obj: Value = serde_json::from_str(v).map_err(|e| field_error("host", e))?;
             match obj.get("name") {
                 Some(Value::String(s)) => Some(s.clone()),
-                _ => return Err("field host: expected a string or an object with a name".into()),
+                _ => {
+                    return Err(field_error(
+                        "host",
+                        "expected a string or an object with a name",
+                    ));
+                }
             }
         }
         v => text_field("host", v)?,
@@ -275,7 +307,7 @@ pub fn to_record(
     tenant: &TenantId,
     received_ms: i64,
     input: &'static str,
-) -> Result<LogRecord, String> {
+) -> Result<LogRecord, RecordError> {
     parse_record(&value.to_string(), tenant, received_ms, input)
 }
 
@@ -303,33 +335,33 @@ const SYSLOG_FACILITY: SyslogNumber = SyslogNumber {
 };
 
 /// Decodes a severity or facility given as a number or a name.
-fn syslog_number(raw: Option<&str>, n: SyslogNumber) -> Result<Option<u8>, String> {
+fn syslog_number(raw: Option<&str>, n: SyslogNumber) -> Result<Option<u8>, RecordError> {
     let field = n.field;
     match raw {
         None | Some("null") => Ok(None),
         Some(v) if v.starts_with('"') => {
-            let s: String = serde_json::from_str(v).map_err(|e| format!("field {field}: {e}"))?;
+            let s: String = serde_json::from_str(v).map_err(|e| field_error(field, e))?;
             (n.by_name)(&s)
                 .map(Some)
-                .ok_or_else(|| format!("field {field}: unknown name {s:?}"))
+                .ok_or_else(|| field_error(field, format!("unknown name {s:?}")))
         }
         Some(v) if looks_numeric(v) => match v.parse::<u64>() {
             Ok(x) if x <= n.max => Ok(Some(x as u8)),
-            _ => Err(format!(
-                "field {field}: {v} is not a {} 0..={}",
-                n.what, n.max
+            _ => Err(field_error(
+                field,
+                format!("{v} is not a {} 0..={}", n.what, n.max),
             )),
         },
-        Some(v) => Err(format!(
-            "field {field}: expected a number or name, found {}",
-            raw_type_name(v)
+        Some(v) => Err(field_error(
+            field,
+            format!("expected a number or name, found {}", raw_type_name(v)),
         )),
     }
 }
 
 /// Decodes a text column from raw JSON: strings as themselves, numbers and
 /// booleans as their text, null as absent.
-fn text_field(name: &str, raw: Option<&str>) -> Result<Option<String>, String> {
+fn text_field(name: &'static str, raw: Option<&str>) -> Result<Option<String>, RecordError> {
     match raw {
         None | Some("null") => Ok(None),
         // A validated JSON string without backslashes has no escapes: its
@@ -339,11 +371,11 @@ fn text_field(name: &str, raw: Option<&str>) -> Result<Option<String>, String> {
         }
         Some(v) if v.starts_with('"') => serde_json::from_str::<String>(v)
             .map(Some)
-            .map_err(|e| format!("field {name}: {e}")),
+            .map_err(|e| field_error(name, e)),
         Some(v) if v == "true" || v == "false" || looks_numeric(v) => Ok(Some(v.to_string())),
-        Some(v) => Err(format!(
-            "field {name}: expected a string, found {}",
-            raw_type_name(v)
+        Some(v) => Err(field_error(
+            name,
+            format!("expected a string, found {}", raw_type_name(v)),
         )),
     }
 }
@@ -365,22 +397,25 @@ fn raw_type_name(v: &str) -> &'static str {
 
 /// RFC 3339 text, or a Unix epoch number in seconds, milliseconds,
 /// microseconds or nanoseconds (told apart by magnitude, as Vector does).
-fn parse_time(raw: &str) -> Result<i64, String> {
+fn parse_time(raw: &str) -> Result<i64, RecordError> {
     if raw.starts_with('"') {
-        let s: String = serde_json::from_str(raw).map_err(|e| format!("field ts: {e}"))?;
+        let s: String = serde_json::from_str(raw).map_err(|e| field_error("ts", e))?;
         return DateTime::parse_from_rfc3339(&s)
             .map(|t| t.timestamp_millis())
-            .map_err(|e| format!("field ts: {s:?} is not an RFC 3339 timestamp ({e})"));
+            .map_err(|e| field_error("ts", format!("{s:?} is not an RFC 3339 timestamp ({e})")));
     }
     if !looks_numeric(raw) {
-        return Err(format!(
-            "field ts: expected an RFC 3339 string or epoch number, found {}",
-            raw_type_name(raw)
+        return Err(field_error(
+            "ts",
+            format!(
+                "expected an RFC 3339 string or epoch number, found {}",
+                raw_type_name(raw)
+            ),
         ));
     }
     let f: f64 = raw
         .parse()
-        .map_err(|_| format!("field ts: {raw} is not a number"))?;
+        .map_err(|_| field_error("ts", format!("{raw} is not a number")))?;
     let abs = f.abs();
     let ms = if abs < 1e11 {
         f * 1e3
@@ -393,7 +428,7 @@ fn parse_time(raw: &str) -> Result<i64, String> {
     };
     // Beyond ±100k years chrono cannot represent the date.
     if !ms.is_finite() || ms.abs() > 3.0e15 {
-        return Err(format!("field ts: {raw} is out of range"));
+        return Err(field_error("ts", format!("{raw} is out of range")));
     }
     Ok(ms as i64)
 }
@@ -441,7 +476,7 @@ mod tests {
         TenantId::new("acme").unwrap()
     }
 
-    fn rec(v: Value) -> Result<LogRecord, String> {
+    fn rec(v: Value) -> Result<LogRecord, RecordError> {
         to_record(&v, &acme(), 1_000, "http")
     }
 
@@ -535,7 +570,7 @@ mod tests {
             ),
         ];
         for (v, want) in cases {
-            let err = rec(v.clone()).unwrap_err();
+            let err = rec(v.clone()).unwrap_err().to_string();
             assert!(err.starts_with(want), "{v}: {err}");
         }
     }

@@ -68,9 +68,12 @@ impl<S: Send + Sync> FromRequestParts<S> for PlatformCaller {
 pub struct PlatformToken(Arc<[u8; 32]>);
 
 impl PlatformToken {
-    pub fn new(token: &str) -> Result<Self, String> {
+    pub fn new(token: &str) -> Result<Self, schemas::InvalidSetting> {
         if token.len() < 32 {
-            return Err("api.platform_admin_token must be at least 32 characters".into());
+            return Err(schemas::InvalidSetting::new(
+                "api.platform_admin_token",
+                "must be at least 32 characters",
+            ));
         }
         Ok(Self(Arc::new(Sha256::digest(token.as_bytes()).into())))
     }

@@ -31,7 +31,7 @@ pub mod tenant;
 pub mod time;
 
 pub use envelope::{Envelope, EnvelopeHeaders};
-pub use error::{Error, Result};
+pub use error::{Error, InvalidSetting, Result};
 pub use kind::RecordKind;
 pub use logs::{LogBatchBuilder, LogRecord, ParseStatus};
 pub use plans::{Feature, LimitsOverride, Plan, PlanLimits};

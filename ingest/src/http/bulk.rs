@@ -269,6 +269,6 @@ fn store_doc(
             records.push(r);
             None
         }
-        Err(e) => Some((400, "document_parsing_exception", e)),
+        Err(e) => Some((400, "document_parsing_exception", e.to_string())),
     }
 }

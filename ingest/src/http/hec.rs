@@ -74,7 +74,38 @@ fn hec_error(err: Error, headers: &HeaderMap) -> Response {
     with_retry_headers(answer(status, &text, code), &err)
 }
 
-type Invalid = Option<(usize, u16, String)>;
+/// Why one HEC event was not stored, in HEC's words and codes.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum InvalidEvent {
+    #[error("event is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("Invalid data format: an event must be a JSON object")]
+    NotAnObject,
+    #[error("Event field is required")]
+    EventRequired,
+    #[error("Event field cannot be blank")]
+    EventBlank,
+    #[error("Invalid data format: time {0} is not epoch seconds")]
+    BadTime(Value),
+    /// The rest of the body cannot be split into events.
+    #[error("Invalid data format: {0}")]
+    Unsplittable(serde_json::Error),
+    #[error("Invalid data format: {0}")]
+    Record(#[from] crate::json::RecordError),
+}
+
+impl InvalidEvent {
+    /// HEC's status code for it.
+    fn code(&self) -> u16 {
+        match self {
+            Self::EventRequired => code::EVENT_REQUIRED,
+            Self::EventBlank => code::EVENT_BLANK,
+            _ => code::INVALID_DATA_FORMAT,
+        }
+    }
+}
+
+type Invalid = Option<(usize, InvalidEvent)>;
 
 /// Concatenated HEC event objects → records (each charged as built), the
 /// first invalid event and how many were rejected.
@@ -97,11 +128,7 @@ pub(crate) fn parse_events(
             Some(Err(e)) => {
                 // The rest of the body cannot be split into events.
                 rejected += 1;
-                first_invalid.get_or_insert((
-                    index,
-                    code::INVALID_DATA_FORMAT,
-                    format!("Invalid data format: {e}"),
-                ));
+                first_invalid.get_or_insert((index, InvalidEvent::Unsplittable(e)));
                 break;
             }
         };
@@ -110,9 +137,9 @@ pub(crate) fn parse_events(
                 charge(&r)?;
                 records.push(r);
             }
-            Err((code, text)) => {
+            Err(invalid) => {
                 rejected += 1;
-                first_invalid.get_or_insert((index, code, text));
+                first_invalid.get_or_insert((index, invalid));
             }
         }
         index += 1;
@@ -160,43 +187,37 @@ pub async fn event(State(state): State<IngestState>, headers: HeaderMap, body: B
     }
     match first_invalid {
         None => answer(StatusCode::OK, "Success", code::SUCCESS),
-        Some((index, code, text)) => (
+        Some((index, invalid)) => (
             StatusCode::BAD_REQUEST,
-            Json(json!({ "text": text, "code": code, "invalid-event-number": index })),
+            Json(json!({
+                "text": invalid.to_string(),
+                "code": invalid.code(),
+                "invalid-event-number": index,
+            })),
         )
             .into_response(),
     }
 }
 
-/// One HEC event → a record, or (HEC code, text).
+/// One HEC event → a record.
 fn event_record(
     text: &str,
     tenant: &schemas::TenantId,
     now_ms: i64,
     max_record: usize,
-) -> Result<schemas::LogRecord, (u16, String)> {
+) -> Result<schemas::LogRecord, InvalidEvent> {
     if text.len() > max_record {
-        return Err((
-            code::INVALID_DATA_FORMAT,
-            format!(
-                "event is {} bytes, over the limit of {max_record} bytes",
-                text.len()
-            ),
-        ));
+        return Err(InvalidEvent::TooLarge {
+            size: text.len(),
+            limit: max_record,
+        });
     }
     let Ok(Value::Object(mut envelope)) = serde_json::from_str::<Value>(text) else {
-        return Err((
-            code::INVALID_DATA_FORMAT,
-            "Invalid data format: an event must be a JSON object".into(),
-        ));
+        return Err(InvalidEvent::NotAnObject);
     };
     let event = match envelope.remove("event") {
-        None | Some(Value::Null) => {
-            return Err((code::EVENT_REQUIRED, "Event field is required".into()));
-        }
-        Some(Value::String(s)) if s.is_empty() => {
-            return Err((code::EVENT_BLANK, "Event field cannot be blank".into()));
-        }
+        None | Some(Value::Null) => return Err(InvalidEvent::EventRequired),
+        Some(Value::String(s)) if s.is_empty() => return Err(InvalidEvent::EventBlank),
         Some(e) => e,
     };
     let mut object = match event {
@@ -215,12 +236,7 @@ fn event_record(
             Some(s) => {
                 object.insert("ts".into(), json!((s * 1000.0).round() as i64));
             }
-            None => {
-                return Err((
-                    code::INVALID_DATA_FORMAT,
-                    format!("Invalid data format: time {time} is not epoch seconds"),
-                ));
-            }
+            None => return Err(InvalidEvent::BadTime(time)),
         }
     }
     if let Some(host) = envelope.remove("host") {
@@ -236,13 +252,7 @@ fn event_record(
             object.entry(key).or_insert(v);
         }
     }
-    let mut record = crate::json::to_record(&Value::Object(object), tenant, now_ms, "hec")
-        .map_err(|e| {
-            (
-                code::INVALID_DATA_FORMAT,
-                format!("Invalid data format: {e}"),
-            )
-        })?;
+    let mut record = crate::json::to_record(&Value::Object(object), tenant, now_ms, "hec")?;
     record.bytes = u32::try_from(text.len()).unwrap_or(u32::MAX);
     Ok(record)
 }
@@ -364,23 +374,23 @@ mod tests {
         assert_eq!(
             event_record(r#"{"host": "x"}"#, &acme(), 0, 1 << 20)
                 .unwrap_err()
-                .0,
+                .code(),
             code::EVENT_REQUIRED
         );
         assert_eq!(
             event_record(r#"{"event": ""}"#, &acme(), 0, 1 << 20)
                 .unwrap_err()
-                .0,
+                .code(),
             code::EVENT_BLANK
         );
         assert_eq!(
             event_record(r#"{"event": "x", "time": "soon"}"#, &acme(), 0, 1 << 20)
                 .unwrap_err()
-                .0,
+                .code(),
             code::INVALID_DATA_FORMAT
         );
         assert_eq!(
-            event_record("[1]", &acme(), 0, 1 << 20).unwrap_err().0,
+            event_record("[1]", &acme(), 0, 1 << 20).unwrap_err().code(),
             code::INVALID_DATA_FORMAT
         );
     }

@@ -242,7 +242,7 @@ fn push(out: &mut Parsed, line: usize, raw: &[u8], tenant: &TenantId, now_ms: i6
     };
     match crate::json::parse_record(text, tenant, now_ms, "http") {
         Ok(r) => out.records.push(r),
-        Err(e) => out.reject(line, e),
+        Err(e) => out.reject(line, e.to_string()),
     }
 }
 

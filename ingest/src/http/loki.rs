@@ -109,28 +109,44 @@ pub(crate) fn parse_push(
     Ok((records, errors))
 }
 
+/// Why one Loki entry was not stored.
+#[derive(Debug, thiserror::Error)]
+enum InvalidEntry {
+    #[error("expected [\"<unix epoch ns>\", \"<line>\"]")]
+    Shape,
+    #[error("line is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("timestamp {0:?} is not unix epoch nanoseconds")]
+    NotNanoseconds(String),
+    #[error("timestamp {0} is out of range")]
+    OutOfRange(String),
+    #[error(
+        "label tenant_id {found:?} does not match the organization of the API key ({expected})"
+    )]
+    WrongTenant { found: String, expected: TenantId },
+}
+
 fn entry_record(
     labels: &Map<String, Value>,
     entry: &[Value],
     tenant: &TenantId,
     now_ms: i64,
     max_record: usize,
-) -> Result<LogRecord, String> {
+) -> Result<LogRecord, InvalidEntry> {
     let (ts, line) = match entry {
         [Value::String(ts), Value::String(line), ..] => (ts, line),
-        _ => return Err("expected [\"<unix epoch ns>\", \"<line>\"]".into()),
+        _ => return Err(InvalidEntry::Shape),
     };
     if line.len() > max_record {
-        return Err(format!(
-            "line is {} bytes, over the limit of {max_record} bytes",
-            line.len()
-        ));
+        return Err(InvalidEntry::TooLarge {
+            size: line.len(),
+            limit: max_record,
+        });
     }
     let ns: i128 = ts
         .parse()
-        .map_err(|_| format!("timestamp {ts:?} is not unix epoch nanoseconds"))?;
-    let ts_ms =
-        i64::try_from(ns / 1_000_000).map_err(|_| format!("timestamp {ts} is out of range"))?;
+        .map_err(|_| InvalidEntry::NotNanoseconds(ts.clone()))?;
+    let ts_ms = i64::try_from(ns / 1_000_000).map_err(|_| InvalidEntry::OutOfRange(ts.clone()))?;
     let mut fields = labels.clone();
     if let Some(Value::Object(meta)) = entry.get(2) {
         for (k, v) in meta {
@@ -140,9 +156,10 @@ fn entry_record(
     if let Some(Value::String(t)) = fields.get("tenant_id")
         && t != tenant.as_str()
     {
-        return Err(format!(
-            "label tenant_id {t:?} does not match the organization of the API key ({tenant})"
-        ));
+        return Err(InvalidEntry::WrongTenant {
+            found: t.clone(),
+            expected: tenant.clone(),
+        });
     }
     let pick = |names: &[&str]| {
         names
@@ -209,11 +226,13 @@ mod tests {
         assert!(
             entry_record(&empty, &[json!("soon"), json!("x")], &t, 0, 1024)
                 .unwrap_err()
+                .to_string()
                 .contains("nanoseconds")
         );
         assert!(
             entry_record(&empty, &[json!(1)], &t, 0, 1024)
                 .unwrap_err()
+                .to_string()
                 .contains("expected")
         );
     }

@@ -19,6 +19,22 @@ use tracing::{info, warn};
 use super::targets::{PublicAddressesOnly, names_private_host};
 use super::{NotifyConfig, backoff};
 
+/// Why the notifier could not be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifierError {
+    #[error("building the webhook HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("api.notify.smtp.url: {0}")]
+    SmtpUrl(#[from] lettre::transport::smtp::Error),
+    #[error("api.notify.smtp.from {address:?}: {source}")]
+    From {
+        address: String,
+        source: lettre::address::AddressError,
+    },
+    #[error("registering the notification metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
 /// Sends notifications; shared by the dispatcher and the test route.
 pub struct Notifier {
     pub config: NotifyConfig,
@@ -28,7 +44,10 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    pub fn new(config: NotifyConfig, registry: &Registry) -> std::result::Result<Self, String> {
+    pub fn new(
+        config: NotifyConfig,
+        registry: &Registry,
+    ) -> std::result::Result<Self, NotifierError> {
         // No proxy: a proxy from the environment would make the request
         // from elsewhere, past the address checks below.
         let mut http = reqwest::Client::builder()
@@ -38,17 +57,16 @@ impl Notifier {
         if !config.allow_private_targets {
             http = http.dns_resolver(Arc::new(PublicAddressesOnly));
         }
-        let http = http.build().map_err(|e| e.to_string())?;
+        let http = http.build()?;
         let smtp = match &config.smtp {
             Some(s) => {
-                let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&s.url)
-                    .map_err(|e| format!("api.notify.smtp.url: {e}"))?
+                let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&s.url)?
                     .timeout(Some(Duration::from_millis(config.timeout_ms)))
                     .build();
-                let from: Mailbox = s
-                    .from
-                    .parse()
-                    .map_err(|e| format!("api.notify.smtp.from {:?}: {e}", s.from))?;
+                let from: Mailbox = s.from.parse().map_err(|source| NotifierError::From {
+                    address: s.from.clone(),
+                    source,
+                })?;
                 Some((transport, from))
             }
             None => None,
@@ -59,17 +77,14 @@ impl Notifier {
                 "Notification delivery attempts by channel kind and outcome.",
             ),
             &["kind", "outcome"],
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         // Every series from the start, so rate() and alerts see the first one.
         for kind in ["webhook", "email"] {
             for outcome in ["delivered", "retry", "failed"] {
                 sent.with_label_values(&[kind, outcome]);
             }
         }
-        registry
-            .register(Box::new(sent.clone()))
-            .map_err(|e| e.to_string())?;
+        registry.register(Box::new(sent.clone()))?;
         Ok(Self {
             config,
             http,
