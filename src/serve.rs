@@ -509,6 +509,7 @@ fn start_api(
             config.api.training.clone(),
         )),
         sign_in: Arc::new(query_api::signin::SignInGuard::new(&config.api)),
+        openapi: Arc::new(query_api::openapi::build(&ingest::http::route_docs())),
         sql: Arc::new(SqlEngine::new(config.api.sql.clone(), lake, sql_runtime)),
         meter,
         limits: Arc::new(control::RateLimits::new(

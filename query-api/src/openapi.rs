@@ -1,19 +1,26 @@
 //! `GET /api/openapi.json`: the OpenAPI 3.1 document, built from the route
-//! table ([`crate::routes::table`]) so it lists exactly the routes the
-//! server has, with their access (security), parameters, request bodies
-//! and statuses. Success bodies are described as JSON objects (or their
-//! media types); errors share one schema, `{"error", "code"}`.
+//! table ([`crate::routes::table`]) and the ingest receivers' own table
+//! (handed in by the binary as [`schemas::api::RouteDoc`]s), so it lists
+//! exactly the routes SecureNet has, with their access (security),
+//! parameters, request bodies and statuses. Success bodies are described
+//! as JSON objects (or their media types); the query API's errors share
+//! one schema, `{"error", "code"}`; the emulated protocols (Splunk HEC,
+//! Elasticsearch, Loki) answer errors in their own shape. `GET /api/docs`
+//! serves Swagger UI over it.
 
 use std::collections::BTreeMap;
-use std::sync::LazyLock;
+use std::sync::Arc;
 
 use axum::Json;
+use axum::extract::State;
 use axum::http::Method;
 use utoipa::openapi::path::{
     HttpMethod, OperationBuilder, Parameter, ParameterBuilder, ParameterIn, PathItem,
 };
 use utoipa::openapi::request_body::RequestBodyBuilder;
-use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, SchemaType, Type};
+use utoipa::openapi::schema::{
+    AnyOfBuilder, KnownFormat, ObjectBuilder, SchemaFormat, SchemaType, Type,
+};
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
 };
@@ -21,6 +28,8 @@ use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Paths, Ref, RefOr,
     Required, ResponseBuilder, ResponsesBuilder, Schema,
 };
+
+use schemas::api::RouteDoc;
 
 use crate::routes::{Access, table};
 
@@ -103,6 +112,7 @@ fn http_method(m: &Method) -> HttpMethod {
         Method::DELETE => HttpMethod::Delete,
         Method::PUT => HttpMethod::Put,
         Method::PATCH => HttpMethod::Patch,
+        Method::HEAD => HttpMethod::Head,
         _ => HttpMethod::Get,
     }
 }
@@ -136,7 +146,152 @@ fn success_content(media: &[&str]) -> Vec<(String, utoipa::openapi::Content)> {
         .collect()
 }
 
-fn build() -> OpenApi {
+fn error_response(what: &str) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(what)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(RefOr::Ref(Ref::from_schema_name("Error"))))
+                .build(),
+        )
+        .build()
+}
+
+/// `{"accepted", "rejected", "errors"}`: what an ingest request stored.
+fn ingest_answer_schema() -> Schema {
+    let integer = || {
+        Schema::Object(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::Type(Type::Integer))
+                .build(),
+        )
+    };
+    Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::Object))
+            .property("accepted", integer())
+            .property("rejected", integer())
+            .property(
+                "errors",
+                Schema::Array(
+                    utoipa::openapi::schema::ArrayBuilder::new()
+                        .items(RefOr::T(any_object()))
+                        .build(),
+                ),
+            )
+            .required("accepted")
+            .required("rejected")
+            .build(),
+    )
+}
+
+/// What an error status means on the ingest routes.
+fn ingest_error(status: u16) -> &'static str {
+    match status {
+        400 => "malformed body (valid records of it are stored)",
+        401 => "missing or bad credentials",
+        402 => "plan limit",
+        403 => "a viewer credential (ingesting needs member)",
+        409 => "a scan id reused for another report",
+        413 => "body or a record over its limit",
+        415 => "unsupported content type or encoding",
+        429 => "rate limited (Retry-After)",
+        _ => "saturated or a dependency unavailable (Retry-After)",
+    }
+}
+
+/// One ingest receiver's operation.
+fn ingest_operation(r: &RouteDoc) -> utoipa::openapi::path::Operation {
+    use schemas::api::ErrorShape;
+    let content = |media: &str| {
+        let schema = if media.ends_with("json") {
+            any_object()
+        } else {
+            string()
+        };
+        ContentBuilder::new().schema(Some(schema)).build()
+    };
+    let mut ok = ResponseBuilder::new().description("success");
+    if r.success != 204 {
+        ok = ok.content(r.produces, content(r.produces));
+    }
+    let mut responses = ResponsesBuilder::new().response(r.success.to_string(), ok.build());
+    for status in r.errors {
+        let response = match r.error_shape {
+            // A body none of whose records was valid: the usual answer,
+            // listing each record's error, with status 400.
+            ErrorShape::SecureNet if *status == 400 => ResponseBuilder::new()
+                .description("malformed body, or no record of it valid (the answer lists why)")
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Schema::AnyOf(
+                            AnyOfBuilder::new()
+                                .item(RefOr::Ref(Ref::from_schema_name("Error")))
+                                .item(ingest_answer_schema())
+                                .build(),
+                        )))
+                        .build(),
+                )
+                .build(),
+            ErrorShape::SecureNet => error_response(ingest_error(*status)),
+            ErrorShape::Protocol => ResponseBuilder::new()
+                .description(ingest_error(*status))
+                .content("application/json", content("application/json"))
+                .build(),
+            ErrorShape::Text => ResponseBuilder::new()
+                .description(ingest_error(*status))
+                .content("text/plain", content("text/plain"))
+                .build(),
+        };
+        responses = responses.response(status.to_string(), response);
+    }
+    let mut op = OperationBuilder::new()
+        .operation_id(Some(operation_id(&ingest_method(r.method), r.path)))
+        .summary(Some(r.summary))
+        .tag(r.tag)
+        .responses(responses.build());
+    op = match r.role {
+        None => op.securities(Some(Vec::<SecurityRequirement>::new())),
+        Some(role) => op
+            .securities(Some([
+                SecurityRequirement::new("bearer", Vec::<String>::new()),
+                SecurityRequirement::new("apiKey", Vec::<String>::new()),
+            ]))
+            .description(Some(format!(
+                "Served by processes running the ingest role. Needs the {role} role (or higher)."
+            ))),
+    };
+    if r.path.contains("{index}") {
+        op = op.parameter(
+            ParameterBuilder::new()
+                .name("index")
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .schema(Some(string())),
+        );
+    }
+    if !r.consumes.is_empty() {
+        let mut body = RequestBodyBuilder::new().required(Some(Required::True));
+        for media in r.consumes {
+            body = body.content(*media, content(media));
+        }
+        op = op.request_body(Some(body.build()));
+    }
+    op.build()
+}
+
+fn ingest_method(m: schemas::api::Method) -> Method {
+    match m {
+        schemas::api::Method::Get => Method::GET,
+        schemas::api::Method::Head => Method::HEAD,
+        schemas::api::Method::Post => Method::POST,
+    }
+}
+
+/// The document: the query API's routes and `ingest`'s.
+pub fn build(ingest: &[RouteDoc]) -> OpenApi {
     let mut items: BTreeMap<String, PathItem> = BTreeMap::new();
     let mut add = |path: &str, method: HttpMethod, op: utoipa::openapi::path::Operation| {
         let item = PathItem::new(method, op);
@@ -159,18 +314,7 @@ fn build() -> OpenApi {
         }
         responses = responses.response(e.success.to_string(), ok.build());
         for (code, what) in ERRORS {
-            responses = responses.response(
-                code.to_string(),
-                ResponseBuilder::new()
-                    .description(*what)
-                    .content(
-                        "application/json",
-                        ContentBuilder::new()
-                            .schema(Some(RefOr::Ref(Ref::from_schema_name("Error"))))
-                            .build(),
-                    )
-                    .build(),
-            );
+            responses = responses.response(code.to_string(), error_response(what));
         }
         let mut op = OperationBuilder::new()
             .operation_id(Some(operation_id(&e.method, e.path)))
@@ -214,6 +358,13 @@ fn build() -> OpenApi {
             ));
         }
         add(e.path, http_method(&e.method), op.build());
+    }
+    for r in ingest {
+        add(
+            r.path,
+            http_method(&ingest_method(r.method)),
+            ingest_operation(r),
+        );
     }
     // The operational routes every role serves, unauthenticated.
     for (path, summary, media, statuses) in [
@@ -301,16 +452,30 @@ fn build() -> OpenApi {
         .build()
 }
 
-static DOCUMENT: LazyLock<OpenApi> = LazyLock::new(build);
-
-/// The document (built once).
-pub fn document() -> &'static OpenApi {
-    &DOCUMENT
+/// `GET /api/openapi.json`
+pub async fn handler(State(doc): State<Arc<OpenApi>>) -> Json<Arc<OpenApi>> {
+    Json(doc)
 }
 
-/// `GET /api/openapi.json`
-pub async fn handler() -> Json<&'static OpenApi> {
-    Json(document())
+/// Swagger UI at `/api/docs` (its assets are compiled in: it works without
+/// network access), reading `/api/openapi.json`.
+pub fn swagger_ui() -> axum::Router {
+    let ui: axum::Router = utoipa_swagger_ui::SwaggerUi::new("/api/docs")
+        .config(utoipa_swagger_ui::Config::from("/api/openapi.json"))
+        .into();
+    // Swagger UI draws its icons from data: URIs and sets inline styles;
+    // everything else stays same-origin.
+    ui.layer(axum::middleware::map_response(
+        |mut response: axum::response::Response| async move {
+            response.headers_mut().insert(
+                axum::http::header::CONTENT_SECURITY_POLICY,
+                axum::http::HeaderValue::from_static(
+                    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'",
+                ),
+            );
+            response
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -319,7 +484,7 @@ mod tests {
 
     #[test]
     fn every_route_is_documented_with_its_security() {
-        let doc = serde_json::to_value(document()).unwrap();
+        let doc = serde_json::to_value(build(&[])).unwrap();
         for e in table() {
             let method = e.method.as_str().to_ascii_lowercase();
             let op = &doc["paths"][e.path][&method];
@@ -363,5 +528,45 @@ mod tests {
         let token = &doc["paths"]["/api/auth/token"]["post"]["requestBody"]["content"]["application/json"]
             ["schema"];
         assert!(token["properties"]["email"].is_object(), "{token}");
+    }
+
+    #[test]
+    fn ingest_routes_are_documented_in_their_own_shape() {
+        use schemas::api::{ErrorShape, Method};
+        let route = |path, error_shape, role| RouteDoc {
+            method: Method::Post,
+            path,
+            summary: "s",
+            tag: "ingest",
+            role,
+            consumes: &["application/x-ndjson"],
+            success: 200,
+            produces: "application/json",
+            errors: &[400, 413],
+            error_shape,
+        };
+        let doc = serde_json::to_value(build(&[
+            route("/api/ingest/logs", ErrorShape::SecureNet, Some("member")),
+            route("/loki/api/v1/push", ErrorShape::Text, Some("member")),
+            RouteDoc {
+                method: Method::Head,
+                ..route("/api/ingest", ErrorShape::Protocol, None)
+            },
+        ]))
+        .unwrap();
+        let logs = &doc["paths"]["/api/ingest/logs"]["post"];
+        assert_eq!(
+            logs["responses"]["413"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/Error"
+        );
+        assert!(
+            logs["responses"]["400"]["content"]["application/json"]["schema"]["anyOf"].is_array()
+        );
+        assert!(logs["requestBody"]["content"]["application/x-ndjson"].is_object());
+        assert_eq!(logs["security"].as_array().unwrap().len(), 2);
+        let loki = &doc["paths"]["/loki/api/v1/push"]["post"];
+        assert!(loki["responses"]["413"]["content"]["text/plain"].is_object());
+        let head = &doc["paths"]["/api/ingest"]["head"];
+        assert!(head["security"].as_array().unwrap().is_empty(), "{head}");
     }
 }

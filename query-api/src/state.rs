@@ -99,6 +99,9 @@ pub struct AppState {
     /// Sign-in throttling and bounded password hashing.
     pub sign_in: Arc<crate::signin::SignInGuard>,
     pub ops: OpsState,
+    /// The OpenAPI document (`GET /api/openapi.json`), built at start with
+    /// the ingest routes: [`crate::openapi::build`].
+    pub openapi: Arc<utoipa::openapi::OpenApi>,
 }
 
 /// What the operational endpoints need; every role serves them.
@@ -155,8 +158,13 @@ pub fn router(state: AppState) -> Router {
         )),
         None => api,
     };
+    let openapi = state.openapi.clone();
     api.with_state(state.clone())
-        .route("/api/openapi.json", get(crate::openapi::handler))
+        .route(
+            "/api/openapi.json",
+            get(crate::openapi::handler).with_state(openapi),
+        )
+        .merge(crate::openapi::swagger_ui())
         .merge(ops_router(state.ops))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -17,6 +17,7 @@
 //! Everything that crosses a crate boundary is defined here so that ingest,
 //! pipeline, detectors and the query API cannot disagree about a column.
 
+pub mod api;
 pub mod envelope;
 mod error;
 pub mod fuzzing;

@@ -30,9 +30,10 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, head, post};
 use control::{MetaStore, Principal, RateLimits, Role};
 use pipeline::BusProducer;
+use schemas::api::RouteDoc;
 use schemas::{LogRecord, TenantId};
 use serde_json::json;
 use tracing::{debug, error};
@@ -55,26 +56,190 @@ pub struct IngestState {
     pub producer: Arc<dyn BusProducer>,
 }
 
+/// Error statuses of the SecureNet-shaped routes (and of the protocol
+/// routes, in their own shape); 402 and 409 only where limits and scan ids
+/// apply.
+const ERRORS: &[u16] = &[400, 401, 402, 403, 409, 413, 415, 429, 503];
+const PROTOCOL_ERRORS: &[u16] = &[400, 401, 403, 413, 415, 429, 503];
+const JSON: &[&str] = &["application/json", "application/x-ndjson"];
+const ANY: &[&str] = &["application/json", "text/plain"];
+
+/// A member-authenticated JSON route answering 200 with SecureNet-shaped
+/// errors; the table below changes what differs.
+fn doc(
+    method: schemas::api::Method,
+    path: &'static str,
+    summary: &'static str,
+    tag: &'static str,
+) -> RouteDoc {
+    RouteDoc {
+        method,
+        path,
+        summary,
+        tag,
+        role: Some(INGEST_ROLE.as_str()),
+        consumes: JSON,
+        success: 200,
+        produces: "application/json",
+        errors: ERRORS,
+        error_shape: schemas::api::ErrorShape::SecureNet,
+    }
+}
+
+/// The ingest routes: each one's documentation (for the OpenAPI document)
+/// beside its handler, so the router and the document cannot disagree.
+fn routes() -> Vec<(RouteDoc, MethodRouter<IngestState>)> {
+    use schemas::api::ErrorShape::{Protocol, Text};
+    use schemas::api::Method::{Get, Head, Post};
+    let hec = |path, summary, consumes| RouteDoc {
+        consumes,
+        errors: PROTOCOL_ERRORS,
+        error_shape: Protocol,
+        ..doc(Post, path, summary, "hec")
+    };
+    // Public JSON answers (health and cluster info for clients' probes).
+    let public = |method, path, summary, tag| RouteDoc {
+        role: None,
+        consumes: &[],
+        errors: &[],
+        error_shape: Protocol,
+        ..doc(method, path, summary, tag)
+    };
+    let bulk = |path| RouteDoc {
+        consumes: &["application/x-ndjson", "application/json"],
+        errors: PROTOCOL_ERRORS,
+        error_shape: Protocol,
+        ..doc(
+            Post,
+            path,
+            "Elasticsearch _bulk: index/create actions with their documents",
+            "elasticsearch",
+        )
+    };
+    let event = "Splunk HEC events (concatenated JSON objects)";
+    let raw = "Splunk HEC raw lines (host, source, sourcetype, index from the query)";
+    let health = "Splunk HEC health";
+    let info = "Elasticsearch cluster info (for Beats, Logstash, Vector)";
+    vec![
+        (
+            doc(
+                Post,
+                "/api/ingest/logs",
+                "JSON log objects (NDJSON or an array)",
+                "ingest",
+            ),
+            post(logs::ingest_logs),
+        ),
+        (
+            RouteDoc {
+                consumes: &["application/xml", "text/xml", "application/json"],
+                success: 201,
+                ..doc(
+                    Post,
+                    "/api/ingest/scans",
+                    "a scan report (nmap XML or JSON)",
+                    "ingest",
+                )
+            },
+            post(scans::scans),
+        ),
+        (
+            RouteDoc {
+                consumes: &["application/json"],
+                success: 201,
+                ..doc(
+                    Post,
+                    "/api/ingest/devices",
+                    "a device inventory (JSON)",
+                    "ingest",
+                )
+            },
+            post(scans::devices),
+        ),
+        (hec("/services/collector", event, ANY), post(hec::event)),
+        (
+            hec("/services/collector/event", event, ANY),
+            post(hec::event),
+        ),
+        (
+            hec("/services/collector/event/1.0", event, ANY),
+            post(hec::event),
+        ),
+        (
+            hec("/services/collector/raw", raw, &["text/plain"]),
+            post(hec::raw),
+        ),
+        (
+            hec("/services/collector/raw/1.0", raw, &["text/plain"]),
+            post(hec::raw),
+        ),
+        (
+            public(Get, "/services/collector/health", health, "hec"),
+            get(hec::health),
+        ),
+        (
+            public(Get, "/services/collector/health/1.0", health, "hec"),
+            get(hec::health),
+        ),
+        (
+            public(Get, "/api/ingest", info, "elasticsearch"),
+            get(bulk::info),
+        ),
+        (
+            public(Head, "/api/ingest", info, "elasticsearch"),
+            head(bulk::info),
+        ),
+        (
+            public(Get, "/api/ingest/", info, "elasticsearch"),
+            get(bulk::info),
+        ),
+        (
+            public(Head, "/api/ingest/", info, "elasticsearch"),
+            head(bulk::info),
+        ),
+        (
+            public(
+                Get,
+                "/api/ingest/_cluster/health",
+                "Elasticsearch cluster health",
+                "elasticsearch",
+            ),
+            get(bulk::cluster_health),
+        ),
+        (bulk("/api/ingest/_bulk"), post(bulk::bulk)),
+        (bulk("/api/ingest/{index}/_bulk"), post(bulk::bulk_index)),
+        (
+            RouteDoc {
+                success: 204,
+                produces: "text/plain",
+                errors: PROTOCOL_ERRORS,
+                error_shape: Text,
+                ..doc(
+                    Post,
+                    "/loki/api/v1/push",
+                    "Loki push (JSON streams)",
+                    "loki",
+                )
+            },
+            post(loki::push),
+        ),
+    ]
+}
+
 /// The ingest routes.
 pub fn router(state: IngestState) -> Router {
-    Router::new()
-        .route("/api/ingest/logs", post(logs::ingest_logs))
-        .route("/services/collector", post(hec::event))
-        .route("/services/collector/event", post(hec::event))
-        .route("/services/collector/event/1.0", post(hec::event))
-        .route("/services/collector/raw", post(hec::raw))
-        .route("/services/collector/raw/1.0", post(hec::raw))
-        .route("/services/collector/health", get(hec::health))
-        .route("/services/collector/health/1.0", get(hec::health))
-        .route("/api/ingest", get(bulk::info).head(bulk::info))
-        .route("/api/ingest/", get(bulk::info).head(bulk::info))
-        .route("/api/ingest/_cluster/health", get(bulk::cluster_health))
-        .route("/api/ingest/_bulk", post(bulk::bulk))
-        .route("/api/ingest/{index}/_bulk", post(bulk::bulk_index))
-        .route("/loki/api/v1/push", post(loki::push))
-        .route("/api/ingest/scans", post(scans::scans))
-        .route("/api/ingest/devices", post(scans::devices))
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, (doc, handler)| {
+            router.route(doc.path, handler)
+        })
         .with_state(state)
+}
+
+/// How the ingest routes are documented (the query API's OpenAPI document
+/// lists them).
+pub fn route_docs() -> Vec<RouteDoc> {
+    routes().into_iter().map(|(doc, _)| doc).collect()
 }
 
 /// The role an ingest credential needs.
