@@ -10,9 +10,9 @@
 //!   from the metadata store, newest first.
 //! - `POST /api/notifications/{id}/read` — marks one read (idempotent).
 //!
-//! Every filter value is validated before it reaches SQL (severities from a
-//! fixed set, the entity quoted, times and cursors parsed), so nothing the
-//! caller sends is interpreted as SQL.
+//! Every filter value is validated (severities from a fixed set, times and
+//! cursors parsed) and then bound to a placeholder of the query
+//! ([`crate::sql::Bound`]): nothing the caller sends becomes SQL text.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -23,7 +23,8 @@ use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, Result};
-use crate::listing::{Cursor, limit, page, quote, rfc3339_ms, to_json_rows};
+use crate::listing::{Cursor, limit, page, rfc3339_ms, to_json_rows};
+use crate::sql::Bound;
 use crate::state::AppState;
 
 fn severities(list: Option<&str>) -> Result<Vec<&'static str>> {
@@ -75,10 +76,11 @@ pub async fn anomalies(
 ) -> Result<Json<Value>> {
     let crate::extract::QueryParams(p) = params;
     let limit = limit(p.limit)?;
+    let mut query = Bound::default();
     let mut filters = vec!["1 = 1".to_string()];
     let sev = severities(p.severity.as_deref())?;
     if !sev.is_empty() {
-        let list: Vec<String> = sev.iter().map(|s| quote(s)).collect();
+        let list: Vec<String> = sev.iter().map(|s| query.bind(*s)).collect();
         filters.push(format!("severity IN ({})", list.join(", ")));
     }
     if let Some(e) = &p.entity {
@@ -87,22 +89,25 @@ pub async fn anomalies(
                 "entity is longer than 256 bytes".into(),
             ));
         }
-        filters.push(format!("entity = {}", quote(e)));
+        filters.push(format!("entity = {}", query.bind(e.as_str())));
     }
     let start = "CAST(window_start AS BIGINT)";
     if let Some(s) = &p.since {
-        filters.push(format!("{start} >= {}", rfc3339_ms("since", s)?));
-    }
-    if let Some(u) = &p.until {
-        filters.push(format!("{start} < {}", rfc3339_ms("until", u)?));
-    }
-    if let Some(Cursor { at_ms: ms, id }) = Cursor::param(p.cursor.as_deref())? {
         filters.push(format!(
-            "({start} < {ms} OR ({start} = {ms} AND anomaly_id < {}))",
-            quote(&id)
+            "{start} >= {}",
+            query.bind(rfc3339_ms("since", s)?)
         ));
     }
-    let sql = format!(
+    if let Some(u) = &p.until {
+        filters.push(format!("{start} < {}", query.bind(rfc3339_ms("until", u)?)));
+    }
+    if let Some(Cursor { at_ms: ms, id }) = Cursor::param(p.cursor.as_deref())? {
+        let (ms, id) = (query.bind(ms), query.bind(id.as_str()));
+        filters.push(format!(
+            "({start} < {ms} OR ({start} = {ms} AND anomaly_id < {id}))"
+        ));
+    }
+    query.sql = format!(
         "SELECT anomaly_id, model_id, model_version, entity, {start} AS window_start_ms, \
          CAST(window_end AS BIGINT) AS window_end_ms, score, threshold, severity, features, \
          explanation FROM anomalies WHERE {} \
@@ -110,7 +115,7 @@ pub async fn anomalies(
         filters.join(" AND "),
         limit + 1
     );
-    let result = state.sql.execute(&caller.tenant, &sql).await?;
+    let result = state.sql.execute_bound(&caller.tenant, &query).await?;
     let (mut rows, next) = page(to_json_rows(&result.batches)?, limit, |r| {
         let at_ms = r["window_start_ms"].as_i64().unwrap_or_default();
         Cursor::new(at_ms, r["anomaly_id"].as_str().unwrap_or_default()).to_string()
@@ -206,7 +211,6 @@ mod tests {
             ["high", "critical"]
         );
         assert!(severities(Some("high' OR 1=1 --")).is_err());
-        assert_eq!(quote("it's"), "'it''s'");
         assert!(Cursor::parse("17.abc-1").is_ok());
         assert!(Cursor::parse("17.abc' OR 1=1").is_err());
         assert!(Cursor::parse("x.abc").is_err());

@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, Result};
-use crate::listing::{limit, quote, rfc3339_ms, to_json_rows};
+use crate::listing::{limit, rfc3339_ms, to_json_rows};
+use crate::sql::Bound;
 use crate::state::AppState;
 
 /// A listable table: its columns, the filters it takes (query parameter →
@@ -158,6 +159,7 @@ async fn list(
     listing: &Listing,
     params: BTreeMap<String, String>,
 ) -> Result<Value> {
+    let mut query = Bound::default();
     let mut filters = vec!["1 = 1".to_string()];
     let mut limit_param = None;
     let mut cursor = None;
@@ -170,14 +172,20 @@ async fn list(
                     })?);
             }
             "cursor" => cursor = Some(parse_cursor(v)?),
-            "since" => filters.push(format!("CAST(ts AS BIGINT) >= {}", rfc3339_ms("since", v)?)),
-            "until" => filters.push(format!("CAST(ts AS BIGINT) < {}", rfc3339_ms("until", v)?)),
+            "since" => filters.push(format!(
+                "CAST(ts AS BIGINT) >= {}",
+                query.bind(rfc3339_ms("since", v)?)
+            )),
+            "until" => filters.push(format!(
+                "CAST(ts AS BIGINT) < {}",
+                query.bind(rfc3339_ms("until", v)?)
+            )),
             "q" if listing.table == "logs" => {
                 if v.len() > 256 {
                     return Err(ApiError::BadRequest("q is longer than 256 bytes".into()));
                 }
                 // strpos, not LIKE: no wildcard escaping to get wrong.
-                filters.push(format!("strpos(message, {}) > 0", quote(v)));
+                filters.push(format!("strpos(message, {}) > 0", query.bind(v.as_str())));
             }
             other => {
                 let Some((_, column, numeric)) =
@@ -197,13 +205,11 @@ async fn list(
                     )));
                 }
                 let value = if *numeric {
-                    v.parse::<i64>()
-                        .map_err(|_| {
-                            ApiError::BadRequest(format!("{other} {v:?} is not a number"))
-                        })?
-                        .to_string()
+                    query.bind(v.parse::<i64>().map_err(|_| {
+                        ApiError::BadRequest(format!("{other} {v:?} is not a number"))
+                    })?)
                 } else {
-                    quote(v)
+                    query.bind(v.as_str())
                 };
                 filters.push(format!("{column} = {value}"));
             }
@@ -214,11 +220,11 @@ async fn list(
     if let Some(c) = &cursor {
         filters.push(format!(
             "(CAST(ts AS BIGINT) < {ms} OR (CAST(ts AS BIGINT) = {ms} AND batch_id <= {b}))",
-            ms = c.ts_ms,
-            b = quote(&c.batch)
+            ms = query.bind(c.ts_ms),
+            b = query.bind(c.batch.as_str())
         ));
     }
-    let sql = format!(
+    query.sql = format!(
         "SELECT CAST(ts AS BIGINT) AS ts_ms, {} FROM {} WHERE {} \
          ORDER BY ts DESC, batch_id DESC, {} LIMIT {}",
         listing.columns,
@@ -227,7 +233,7 @@ async fn list(
         listing.tie_break,
         skip + limit + 1
     );
-    let result = state.sql.execute(&caller.tenant, &sql).await?;
+    let result = state.sql.execute_bound(&caller.tenant, &query).await?;
     let mut rows = to_json_rows(&result.batches)?;
     // The first `skip` rows were on the previous page (same ts and batch).
     let rows_after: Vec<Value> = rows.drain(..).skip(skip).collect();

@@ -94,13 +94,6 @@ pub(crate) fn rfc3339_ms(name: &str, v: &str) -> Result<i64> {
         .ok_or_else(|| ApiError::BadRequest(format!("{name} {v:?} is not an RFC 3339 time")))
 }
 
-/// A SQL string literal. Only for values already validated (ids, names
-/// from the caller's own organization); filters the caller types go in
-/// through the parsers above.
-pub(crate) fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
 /// Arrow results as JSON objects, one per row (arrow's JSON writer).
 pub(crate) fn to_json_rows(batches: &[RecordBatch]) -> Result<Vec<Value>> {
     let mut out = Vec::new();
@@ -150,6 +143,5 @@ mod tests {
         assert!(limit(Some(0)).is_err() && limit(Some(501)).is_err());
         assert_eq!(rfc3339_ms("since", "1970-01-01T00:00:01Z").unwrap(), 1000);
         assert!(rfc3339_ms("since", "yesterday").is_err());
-        assert_eq!(quote("it's"), "'it''s'");
     }
 }

@@ -37,6 +37,7 @@ use serde_json::Value;
 
 use crate::error::{ApiError, Result};
 use crate::listing::{rfc3339_ms, to_json_rows};
+use crate::sql::Bound;
 use crate::state::AppState;
 
 /// Messages mined per range at most (the newest are kept): bounded work
@@ -85,10 +86,32 @@ fn iso(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-async fn query(state: &AppState, tenant: &TenantId, sql: &str) -> Result<Vec<Value>> {
-    to_json_rows(&state.sql.execute(tenant, sql).await?.batches)
+async fn query(state: &AppState, tenant: &TenantId, query: Bound) -> Result<Vec<Value>> {
+    to_json_rows(&state.sql.execute_bound(tenant, &query).await?.batches)
 }
 
-fn ts_between(since: i64, until: i64) -> String {
-    format!("CAST(ts AS BIGINT) >= {since} AND CAST(ts AS BIGINT) < {until}")
+/// Rows read into `T` (by column name).
+async fn query_as<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    tenant: &TenantId,
+    q: Bound,
+) -> Result<Vec<T>> {
+    query(state, tenant, q)
+        .await?
+        .into_iter()
+        .map(|row| {
+            serde_json::from_value(row)
+                .map_err(|e| ApiError::Internal(format!("reading an analysis row: {e}")))
+        })
+        .collect()
+}
+
+/// `column` (a timestamp) in `[since, until)`, both bound.
+fn between(q: &mut Bound, column: &str, since: i64, until: i64) -> String {
+    let (since, until) = (q.bind(since), q.bind(until));
+    format!("CAST({column} AS BIGINT) >= {since} AND CAST({column} AS BIGINT) < {until}")
+}
+
+fn ts_between(q: &mut Bound, since: i64, until: i64) -> String {
+    between(q, "ts", since, until)
 }

@@ -9,7 +9,6 @@ use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, Result};
-use crate::listing::quote;
 use crate::state::AppState;
 
 use super::*;
@@ -43,13 +42,13 @@ pub async fn recommendations(
     let vulns = query(
         &state,
         tenant,
-        &format!(
+        Bound::with(|q| format!(
             "SELECT title, severity, max(cve) AS cve, CAST(count(DISTINCT ip) AS BIGINT) AS hosts, \
              array_agg(DISTINCT concat(ip, ':', CAST(port AS VARCHAR))) AS targets FROM findings \
              WHERE {} AND severity IN ('critical', 'high') GROUP BY title, severity \
              ORDER BY CASE severity WHEN 'critical' THEN 0 ELSE 1 END, hosts DESC, title LIMIT 20",
-            ts_between(now - 30 * day, now + day)
-        ),
+            ts_between(q, now - 30 * day, now + day)
+        )),
     )
     .await?;
     for v in vulns {
@@ -66,16 +65,18 @@ pub async fn recommendations(
             json!({"severity": sev, "cve": v["cve"], "targets": v["targets"]}),
         );
     }
-    let ports: Vec<String> = RISKY_PORTS.iter().map(|(p, _)| p.to_string()).collect();
     let exposed = query(
         &state,
         tenant,
-        &format!(
-            "SELECT port, array_agg(DISTINCT ip) AS ips FROM findings WHERE {} AND port IN ({}) \
-             GROUP BY port ORDER BY port",
-            ts_between(now - 30 * day, now + day),
-            ports.join(", ")
-        ),
+        Bound::with(|q| {
+            let ports: Vec<String> = RISKY_PORTS.iter().map(|(p, _)| q.bind(*p)).collect();
+            format!(
+                "SELECT port, array_agg(DISTINCT ip) AS ips FROM findings WHERE {} AND port IN ({}) \
+                 GROUP BY port ORDER BY port",
+                ts_between(q, now - 30 * day, now + day),
+                ports.join(", ")
+            )
+        }),
     )
     .await?;
     for e in exposed {
@@ -95,13 +96,15 @@ pub async fn recommendations(
     let brute = query(
         &state,
         tenant,
-        &format!(
-            "SELECT COALESCE(host, source_ip) AS e, CAST(count(*) AS BIGINT) AS n FROM logs \
+        Bound::with(|q| {
+            format!(
+                "SELECT COALESCE(host, source_ip) AS e, CAST(count(*) AS BIGINT) AS n FROM logs \
              WHERE {} AND message ~* {} GROUP BY COALESCE(host, source_ip) HAVING count(*) >= 20 \
              ORDER BY n DESC LIMIT 10",
-            ts_between(now - day, now + 60_000),
-            quote(AUTH_FAILURE_PATTERN)
-        ),
+                ts_between(q, now - day, now + 60_000),
+                q.bind(AUTH_FAILURE_PATTERN)
+            )
+        }),
     )
     .await?;
     for b in brute {
@@ -120,11 +123,11 @@ pub async fn recommendations(
     let anomalous = query(
         &state,
         tenant,
-        &format!(
+        Bound::with(|q| format!(
             "SELECT entity, CAST(count(*) AS BIGINT) AS n, max(score) AS s, max(anomaly_id) AS example \
              FROM anomalies WHERE CAST(window_start AS BIGINT) >= {} GROUP BY entity ORDER BY s DESC LIMIT 10",
-            now - 7 * day
-        ),
+            q.bind(now - 7 * day)
+        )),
     )
     .await?;
     for a in anomalous {
@@ -143,12 +146,14 @@ pub async fn recommendations(
     let quality = query(
         &state,
         tenant,
-        &format!(
-            "SELECT CAST(count(*) AS BIGINT) AS total, \
+        Bound::with(|q| {
+            format!(
+                "SELECT CAST(count(*) AS BIGINT) AS total, \
              CAST(sum(CASE WHEN parse_status <> 'ok' THEN 1 ELSE 0 END) AS BIGINT) AS failed \
              FROM logs WHERE {}",
-            ts_between(now - day, now + 60_000)
-        ),
+                ts_between(q, now - day, now + 60_000)
+            )
+        }),
     )
     .await?;
     if let Some(q) = quality.first() {
@@ -189,7 +194,7 @@ pub async fn recommendations(
     let last_scan = query(
         &state,
         tenant,
-        "SELECT CAST(max(ts) AS BIGINT) AS last FROM scans",
+        Bound::new("SELECT CAST(max(ts) AS BIGINT) AS last FROM scans"),
     )
     .await?
     .first()

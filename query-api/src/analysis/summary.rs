@@ -28,10 +28,12 @@ async fn messages(
     let rows = query(
         state,
         tenant,
-        &format!(
-            "SELECT message FROM logs WHERE {} ORDER BY ts DESC LIMIT {MAX_MESSAGES}",
-            ts_between(since, until)
-        ),
+        Bound::with(|q| {
+            format!(
+                "SELECT message FROM logs WHERE {} ORDER BY ts DESC LIMIT {MAX_MESSAGES}",
+                ts_between(q, since, until)
+            )
+        }),
     )
     .await?;
     Ok(rows
@@ -129,22 +131,27 @@ pub async fn summary(
     })
     .await
     .map_err(|e| ApiError::Internal(format!("template mining: {e}")))?;
-    let window = format!(
-        "CAST(window_start AS BIGINT) >= {since} AND CAST(window_start AS BIGINT) < {until}"
-    );
     let anomalies = query(
         &state,
         tenant,
-        &format!(
-            "SELECT anomaly_id, entity, CAST(window_start AS BIGINT) AS window_start_ms, score, severity \
-             FROM anomalies WHERE {window} ORDER BY score DESC, anomaly_id LIMIT 10"
-        ),
+        Bound::with(|q| {
+            format!(
+                "SELECT anomaly_id, entity, CAST(window_start AS BIGINT) AS window_start_ms, score, severity \
+                 FROM anomalies WHERE {} ORDER BY score DESC, anomaly_id LIMIT 10",
+                between(q, "window_start", since, until)
+            )
+        }),
     )
     .await?;
     let anomaly_count = query(
         &state,
         tenant,
-        &format!("SELECT CAST(count(*) AS BIGINT) AS n FROM anomalies WHERE {window}"),
+        Bound::with(|q| {
+            format!(
+                "SELECT CAST(count(*) AS BIGINT) AS n FROM anomalies WHERE {}",
+                between(q, "window_start", since, until)
+            )
+        }),
     )
     .await?
     .first()

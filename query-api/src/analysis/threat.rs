@@ -10,7 +10,6 @@ use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, Result};
-use crate::listing::quote;
 use crate::state::AppState;
 
 use super::*;
@@ -86,15 +85,15 @@ pub async fn threat_analysis(
         ));
     }
     let tenant = &caller.tenant;
-    let entity_filter = |columns: &[&str]| match &req.entity {
-        Some(e) => format!(
-            " AND ({})",
-            columns
-                .iter()
-                .map(|c| format!("{c} = {}", quote(e)))
-                .collect::<Vec<_>>()
-                .join(" OR ")
-        ),
+    // ` AND (c1 = $n OR c2 = $n …)` for the entity asked for, plus
+    // `extra` conditions ORed in; empty without an entity.
+    let entity_filter = |q: &mut Bound, columns: &[&str], extra: &[String]| match &req.entity {
+        Some(e) => {
+            let e = q.bind(e.as_str());
+            let mut any: Vec<String> = columns.iter().map(|c| format!("{c} = {e}")).collect();
+            any.extend(extra.iter().cloned());
+            format!(" AND ({})", any.join(" OR "))
+        }
         None => String::new(),
     };
     if req
@@ -105,84 +104,111 @@ pub async fn threat_analysis(
         return Err(ApiError::BadRequest("entity must be 1 to 256 bytes".into()));
     }
     let mut by: BTreeMap<String, EntityRisk> = BTreeMap::new();
-    for r in query(
-        &state,
-        tenant,
-        &format!(
-            "SELECT entity, CAST(count(*) AS BIGINT) AS n, max(score) AS s FROM anomalies \
-             WHERE CAST(window_start AS BIGINT) >= {since} AND CAST(window_start AS BIGINT) < {until}{} \
-             GROUP BY entity",
-            entity_filter(&["entity"])
-        ),
-    )
-    .await?
-    {
-        let Some(e) = r["entity"].as_str() else { continue };
-        let risk = by.entry(e.into()).or_default();
-        risk.anomalies = r["n"].as_i64().unwrap_or(0);
-        risk.max_anomaly_score = r["s"].as_f64().unwrap_or(0.0);
+    #[derive(Deserialize)]
+    struct Anomalies {
+        entity: Option<String>,
+        n: i64,
+        s: Option<f64>,
     }
-    for r in query(
+    for r in query_as::<Anomalies>(
         &state,
         tenant,
-        &format!(
-            "SELECT COALESCE(host, source_ip) AS e, CAST(count(*) AS BIGINT) AS n FROM logs \
-             WHERE {} AND message ~* {}{} GROUP BY COALESCE(host, source_ip)",
-            ts_between(since, until),
-            quote(AUTH_FAILURE_PATTERN),
-            entity_filter(&["host", "source_ip"])
-        ),
+        Bound::with(|q| {
+            format!(
+                "SELECT entity, CAST(count(*) AS BIGINT) AS n, max(score) AS s FROM anomalies \
+                 WHERE {}{} GROUP BY entity",
+                between(q, "window_start", since, until),
+                entity_filter(q, &["entity"], &[])
+            )
+        }),
     )
     .await?
     {
-        let Some(e) = r["e"].as_str() else { continue };
-        by.entry(e.into()).or_default().auth_failures = r["n"].as_i64().unwrap_or(0);
+        let Some(e) = r.entity else { continue };
+        let risk = by.entry(e).or_default();
+        risk.anomalies = r.n;
+        risk.max_anomaly_score = r.s.unwrap_or(0.0);
+    }
+    #[derive(Deserialize)]
+    struct Failures {
+        e: Option<String>,
+        n: i64,
+    }
+    for r in query_as::<Failures>(
+        &state,
+        tenant,
+        Bound::with(|q| {
+            format!(
+                "SELECT COALESCE(host, source_ip) AS e, CAST(count(*) AS BIGINT) AS n FROM logs \
+                 WHERE {} AND message ~* {}{} GROUP BY COALESCE(host, source_ip)",
+                ts_between(q, since, until),
+                q.bind(AUTH_FAILURE_PATTERN),
+                entity_filter(q, &["host", "source_ip"], &[])
+            )
+        }),
+    )
+    .await?
+    {
+        let Some(e) = r.e else { continue };
+        by.entry(e).or_default().auth_failures = r.n;
+    }
+    #[derive(Deserialize)]
+    struct Ip {
+        ip: Option<String>,
     }
     // Findings by IP; an entity that is a hostname gets its devices' IPs.
     let exposure = until - 30 * DAY_MS;
     let hostname_ips: Vec<String> = match &req.entity {
-        Some(e) => query(
+        Some(e) => query_as::<Ip>(
             &state,
             tenant,
-            &format!(
-                "SELECT DISTINCT ip FROM devices WHERE hostname = {} AND ip IS NOT NULL",
-                quote(e)
-            ),
+            Bound::with(|q| {
+                format!(
+                    "SELECT DISTINCT ip FROM devices WHERE hostname = {} AND ip IS NOT NULL",
+                    q.bind(e.as_str())
+                )
+            }),
         )
         .await?
-        .iter()
-        .filter_map(|r| r["ip"].as_str().map(str::to_string))
+        .into_iter()
+        .filter_map(|r| r.ip)
         .collect(),
         None => Vec::new(),
     };
-    let mut ip_filter = entity_filter(&["ip"]);
-    if !hostname_ips.is_empty() {
-        let list: Vec<String> = hostname_ips.iter().map(|i| quote(i)).collect();
-        ip_filter = format!(
-            "{} OR ip IN ({}))",
-            ip_filter.trim_end_matches(')'),
-            list.join(", ")
-        );
+    #[derive(Deserialize)]
+    struct Findings {
+        ip: Option<String>,
+        severity: Option<String>,
+        n: i64,
     }
-    for r in query(
+    for r in query_as::<Findings>(
         &state,
         tenant,
-        &format!(
-            "SELECT ip, severity, CAST(count(DISTINCT concat(CAST(port AS VARCHAR), '/', protocol, '/', title)) AS BIGINT) AS n \
-             FROM findings WHERE {}{} AND ip IS NOT NULL GROUP BY ip, severity",
-            ts_between(exposure, until),
-            ip_filter
-        ),
+        Bound::with(|q| {
+            // The entity's hostname's IPs count as the entity.
+            let ips: Vec<String> = hostname_ips.iter().map(|i| q.bind(i.as_str())).collect();
+            let also = if ips.is_empty() {
+                Vec::new()
+            } else {
+                vec![format!("ip IN ({})", ips.join(", "))]
+            };
+            format!(
+                "SELECT ip, severity, CAST(count(DISTINCT concat(CAST(port AS VARCHAR), '/', protocol, '/', title)) AS BIGINT) AS n \
+                 FROM findings WHERE {}{} AND ip IS NOT NULL GROUP BY ip, severity",
+                ts_between(q, exposure, until),
+                entity_filter(q, &["ip"], &also)
+            )
+        }),
     )
     .await?
     {
-        let (Some(ip), Some(sev)) = (r["ip"].as_str(), r["severity"].as_str()) else { continue };
+        let (Some(ip), Some(sev)) = (r.ip, r.severity) else { continue };
         // Reported under the entity asked for when it is a hostname.
         let key = match &req.entity {
-            Some(e) if hostname_ips.iter().any(|i| i == ip) => e.clone(),
-            _ => ip.to_string(),
+            Some(e) if hostname_ips.contains(&ip) => e.clone(),
+            _ => ip,
         };
-        *by.entry(key).or_default().findings.entry(sev.into()).or_default() += r["n"].as_i64().unwrap_or(0);
+        *by.entry(key).or_default().findings.entry(sev).or_default() += r.n;
     }
     let mut entities: Vec<EntityRisk> = by
         .into_iter()

@@ -37,6 +37,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool};
+use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
 use pipeline::Lake;
 use schemas::TenantId;
@@ -113,6 +114,38 @@ pub fn build_runtime(worker_threads: Option<usize>) -> std::io::Result<tokio::ru
     builder.build()
 }
 
+/// A query's text, with `$1`, `$2`… placeholders, and the values bound to
+/// them. The text is built only from the API's own column names and
+/// placeholders; every value a caller sent is bound.
+#[derive(Debug, Clone, Default)]
+pub struct Bound {
+    pub sql: String,
+    pub params: Vec<ScalarValue>,
+}
+
+impl Bound {
+    pub fn new(sql: impl Into<String>) -> Self {
+        Self {
+            sql: sql.into(),
+            params: Vec::new(),
+        }
+    }
+
+    /// The query `build` writes, binding its values as it goes:
+    /// `Bound::with(|q| format!("… WHERE entity = {}", q.bind(e)))`.
+    pub fn with(build: impl FnOnce(&mut Bound) -> String) -> Self {
+        let mut query = Self::default();
+        query.sql = build(&mut query);
+        query
+    }
+
+    /// Binds `value` and returns its placeholder, for the query text.
+    pub fn bind(&mut self, value: impl Into<ScalarValue>) -> String {
+        self.params.push(value.into());
+        format!("${}", self.params.len())
+    }
+}
+
 /// Runs tenant queries on its own runtime.
 pub struct SqlEngine {
     config: SqlConfig,
@@ -164,6 +197,14 @@ impl SqlEngine {
     /// Plans and runs `sql` for `tenant` within the configured limits.
     /// Dropping the returned future cancels the query.
     pub async fn execute(&self, tenant: &TenantId, sql: &str) -> Result<QueryResult> {
+        self.execute_bound(tenant, &Bound::new(sql)).await
+    }
+
+    /// [`Self::execute`] with values bound to the query's `$1`, `$2`…
+    /// placeholders: the API's own queries (listings, analysis) never put
+    /// a caller's value into SQL text.
+    pub async fn execute_bound(&self, tenant: &TenantId, query: &Bound) -> Result<QueryResult> {
+        let (sql, params) = (query.sql.as_str(), query.params.clone());
         let started = Instant::now();
         if sql.len() > self.config.max_sql_bytes {
             return Err(ApiError::BadRequest(format!(
@@ -202,7 +243,7 @@ impl SqlEngine {
             // ends, however the request ended.
             let _slot = slot;
             let pool = ctx.runtime_env().memory_pool.clone();
-            let df = session::plan_read_only(&ctx, &sql).await?;
+            let df = session::plan_read_only(&ctx, &sql, params).await?;
             let schema = Arc::new(df.schema().as_arrow().clone());
             // One row past the limit tells whether the result was cut.
             // EXPLAIN must stay the plan's root (and its output is small).

@@ -12,6 +12,7 @@ use datafusion::error::Result as DfResult;
 use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
+use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement;
 use pipeline::Lake;
@@ -125,8 +126,12 @@ pub fn plain_types(
 
 /// Parses `sql`, refuses anything but a query (or EXPLAIN of one), and
 /// plans it with DDL, DML and statements disabled as a second line of
-/// defence.
-pub async fn plan_read_only(ctx: &SessionContext, sql: &str) -> Result<DataFrame, ApiError> {
+/// defence; `params` replace its placeholders.
+pub async fn plan_read_only(
+    ctx: &SessionContext,
+    sql: &str,
+    params: Vec<ScalarValue>,
+) -> Result<DataFrame, ApiError> {
     let state = ctx.state();
     let dialect = state.config().options().sql_parser.dialect;
     let statement = state
@@ -134,10 +139,15 @@ pub async fn plan_read_only(ctx: &SessionContext, sql: &str) -> Result<DataFrame
         .map_err(ApiError::from_datafusion)?;
     ensure_read_only(&statement)?;
     super::guard::check_statement(&statement)?;
-    let plan = state
+    let mut plan = state
         .statement_to_plan(statement)
         .await
         .map_err(ApiError::from_datafusion)?;
+    if !params.is_empty() {
+        plan = plan
+            .with_param_values(params)
+            .map_err(ApiError::from_datafusion)?;
+    }
     SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)

@@ -471,3 +471,43 @@ async fn distinct_over_a_window_function_answers() {
         .unwrap();
     assert_eq!((r.num_rows(), r.truncated), (1, true));
 }
+
+/// Bound values are values, never SQL: a quote in one cannot widen the
+/// filter, and the placeholders work where the listings put them.
+#[tokio::test]
+async fn bound_values_are_never_sql() {
+    let (_dir, lake) = lake_with(&[("acme", "a1"), ("acme", "it's"), ("globex", "g1")]).await;
+    let e = engine(lake, SqlConfig::default());
+    let rows = |q: Bound| {
+        let e = &e;
+        async move {
+            let r = e.execute_bound(&t("acme"), &q).await.unwrap();
+            pretty_format_batches(&r.batches).unwrap().to_string()
+        }
+    };
+    let hostile = rows(Bound::with(|q| {
+        format!(
+            "SELECT message FROM logs WHERE message = {} ORDER BY message",
+            q.bind("a1' OR '1' = '1")
+        )
+    }))
+    .await;
+    assert!(
+        !hostile.contains("a1") && !hostile.contains("g1"),
+        "{hostile}"
+    );
+    let found = rows(Bound::with(|q| {
+        format!(
+            "SELECT message FROM logs WHERE strpos(message, {}) > 0 AND CAST(ts AS BIGINT) >= {}",
+            q.bind("'s"),
+            q.bind(0i64)
+        )
+    }))
+    .await;
+    assert!(found.contains("it's") && !found.contains("a1"), "{found}");
+    let regex = rows(Bound::with(|q| {
+        format!("SELECT message FROM logs WHERE message ~* {}", q.bind("^A"))
+    }))
+    .await;
+    assert!(regex.contains("a1") && !regex.contains("it's"), "{regex}");
+}
