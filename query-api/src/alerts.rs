@@ -101,7 +101,7 @@ pub async fn anomalies(
     if let Some(u) = &p.until {
         filters.push(format!("{start} < {}", query.bind(rfc3339_ms("until", u)?)));
     }
-    if let Some(Cursor { at_ms: ms, id }) = Cursor::param(p.cursor.as_deref())? {
+    if let Some(Cursor { at_ms: ms, id, .. }) = Cursor::param(p.cursor.as_deref())? {
         let (ms, id) = (query.bind(ms), query.bind(id.as_str()));
         filters.push(format!(
             "({start} < {ms} OR ({start} = {ms} AND anomaly_id < {id}))"

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, Result};
-use crate::listing::{limit, rfc3339_ms, to_json_rows};
+use crate::listing::{Cursor, limit, rfc3339_ms, to_json_rows};
 use crate::sql::Bound;
 use crate::state::AppState;
 
@@ -123,36 +123,6 @@ pub fn findings_params() -> Vec<utoipa::openapi::path::Parameter> {
     listing_params(&FINDINGS)
 }
 
-/// Rows of one batch at most (ingest.batch.max_rows is far below).
-const MAX_CURSOR_SKIP: usize = 10_000_000;
-
-struct Cursor {
-    ts_ms: i64,
-    batch: String,
-    skip: usize,
-}
-
-fn parse_cursor(c: &str) -> Result<Cursor> {
-    let bad = || ApiError::BadRequest("cursor is not one this API issued".into());
-    let mut parts = c.splitn(3, '.');
-    let ts_ms = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
-    let batch = parts.next().ok_or_else(bad)?;
-    let skip: usize = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
-    // A cursor's skip counts rows of one (ts, batch) group: at most a
-    // batch's rows. Anything larger is forged (and would overflow below).
-    if skip > MAX_CURSOR_SKIP {
-        return Err(bad());
-    }
-    if batch.len() != 36 || !batch.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-        return Err(bad());
-    }
-    Ok(Cursor {
-        ts_ms,
-        batch: batch.to_string(),
-        skip,
-    })
-}
-
 async fn list(
     state: &AppState,
     caller: &control::Principal,
@@ -171,7 +141,7 @@ async fn list(
                         ApiError::BadRequest(format!("limit {v:?} is not a number"))
                     })?);
             }
-            "cursor" => cursor = Some(parse_cursor(v)?),
+            "cursor" => cursor = Some(Cursor::parse(v)?),
             "since" => filters.push(format!(
                 "CAST(ts AS BIGINT) >= {}",
                 query.bind(rfc3339_ms("since", v)?)
@@ -220,8 +190,8 @@ async fn list(
     if let Some(c) = &cursor {
         filters.push(format!(
             "(CAST(ts AS BIGINT) < {ms} OR (CAST(ts AS BIGINT) = {ms} AND batch_id <= {b}))",
-            ms = query.bind(c.ts_ms),
-            b = query.bind(c.batch.as_str())
+            ms = query.bind(c.at_ms),
+            b = query.bind(c.id.as_str())
         ));
     }
     query.sql = format!(
@@ -254,12 +224,12 @@ async fn list(
             // The whole page in the previous page's group: count those too.
             if let Some(c) = &cursor
                 && same == rows.len()
-                && c.ts_ms == ts
-                && c.batch == batch
+                && c.at_ms == ts
+                && c.id == batch
             {
                 same += c.skip;
             }
-            Some(format!("{ts}.{batch}.{same}"))
+            Some(Cursor::new(ts, batch).with_skip(same).to_string())
         }
         _ => None,
     };

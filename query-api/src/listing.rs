@@ -3,7 +3,9 @@
 //!
 //! Cursors are opaque strings to clients (`next_cursor`, passed back as
 //! `?cursor=`); inside they are `<ms>.<id>` — the sort key of the last item
-//! — or, for the audit log, the entry number. Any other text is a `400`.
+//! — with `.<skip>` where the sort key has ties (the data listings: rows of
+//! one batch share a time), or, for the audit log, the entry number. Any
+//! other text is a `400`.
 
 use arrow::array::RecordBatch;
 use serde_json::Value;
@@ -29,12 +31,18 @@ fn foreign_cursor() -> ApiError {
     ApiError::BadRequest("cursor is not one this API issued".into())
 }
 
-/// `<ms>.<id>`: the time and id of the last item of the previous page
-/// (ids are UUIDs or `prefix_hex` slugs).
+/// Rows sharing one sort key that a cursor may skip: at most a batch's rows
+/// (ingest.batch.max_rows is far below). Anything larger is forged.
+const MAX_SKIP: usize = 10_000_000;
+
+/// `<ms>.<id>[.<skip>]`: the time and id of the last item of the previous
+/// page (ids are UUIDs or `prefix_hex` slugs), and how many items with that
+/// same time and id it already showed (listings whose key has ties).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Cursor {
     pub at_ms: i64,
     pub id: String,
+    pub skip: usize,
 }
 
 impl Cursor {
@@ -42,11 +50,28 @@ impl Cursor {
         Self {
             at_ms,
             id: id.into(),
+            skip: 0,
         }
     }
 
+    /// A cursor past `skip` items sharing the key `(at_ms, id)`.
+    pub fn with_skip(self, skip: usize) -> Self {
+        Self { skip, ..self }
+    }
+
     pub fn parse(text: &str) -> Result<Self> {
-        let (ms, id) = text.split_once('.').ok_or_else(foreign_cursor)?;
+        let mut parts = text.splitn(3, '.');
+        let (Some(ms), Some(id)) = (parts.next(), parts.next()) else {
+            return Err(foreign_cursor());
+        };
+        let skip = match parts.next() {
+            None => 0,
+            Some(s) => s
+                .parse::<usize>()
+                .ok()
+                .filter(|s| *s <= MAX_SKIP)
+                .ok_or_else(foreign_cursor)?,
+        };
         let at_ms = ms.parse().map_err(|_| foreign_cursor())?;
         let id_ok = !id.is_empty()
             && id.len() <= 64
@@ -56,7 +81,7 @@ impl Cursor {
         if !id_ok {
             return Err(foreign_cursor());
         }
-        Ok(Self::new(at_ms, id))
+        Ok(Self::new(at_ms, id).with_skip(skip))
     }
 
     /// `?cursor=` if given.
@@ -67,7 +92,11 @@ impl Cursor {
 
 impl std::fmt::Display for Cursor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}", self.at_ms, self.id)
+        write!(f, "{}.{}", self.at_ms, self.id)?;
+        if self.skip > 0 {
+            write!(f, ".{}", self.skip)?;
+        }
+        Ok(())
     }
 }
 
@@ -120,9 +149,17 @@ mod tests {
         assert_eq!(Cursor::parse(&c.to_string()).unwrap(), c);
         let uuid = Cursor::parse("5.01a23634-af26-743f-843d-4931ff4b4b97").unwrap();
         assert_eq!(uuid.id, "01a23634-af26-743f-843d-4931ff4b4b97");
+        // Ties: how many rows of the same key the previous pages showed.
+        let tied = Cursor::new(7, "01a23634-af26-743f-843d-4931ff4b4b97").with_skip(3);
+        assert_eq!(tied.to_string(), "7.01a23634-af26-743f-843d-4931ff4b4b97.3");
+        assert_eq!(Cursor::parse(&tied.to_string()).unwrap(), tied);
         for forged in [
             "",
             "5",
+            "5.id.x",
+            "5.id.-1",
+            "5.id.10000001",
+            "5.id.1.2",
             "x.id",
             "5.",
             "5.a'b",
