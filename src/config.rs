@@ -99,7 +99,16 @@ pub struct PipelineConfig {
     pub parquet: pipeline::sinks::parquet::ParquetSinkConfig,
     /// ClickHouse sink; on when `url` is set.
     pub clickhouse: pipeline::sinks::clickhouse::ClickHouseConfig,
-    /// Parquet lake directory; default `<data_dir>/lake`.
+    /// Where the Parquet lake lives: `file:///dir` or an object store
+    /// (`s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`).
+    /// Default: `lake_dir`, else `<data_dir>/lake`.
+    pub lake_url: Option<String>,
+    /// Object store settings over the environment's (`AWS_*`, `GOOGLE_*`,
+    /// `AZURE_*`), with object_store's keys: `aws_endpoint`, `aws_region`,
+    /// `aws_access_key_id`, `aws_secret_access_key`, `aws_allow_http`,
+    /// `aws_virtual_hosted_style_request`… (secrets redacted when shown).
+    pub lake_options: schemas::secret::ClientOptions,
+    /// Parquet lake directory (a local lake); default `<data_dir>/lake`.
     pub lake_dir: Option<PathBuf>,
     /// Retention, tenant purges and compaction.
     pub maintenance: pipeline::maintenance::MaintenanceConfig,
@@ -210,5 +219,14 @@ impl Config {
             .lake_dir
             .clone()
             .unwrap_or_else(|| self.data_dir.join("lake"))
+    }
+
+    /// The lake every role and command reads and writes (`pipeline.lake_url`,
+    /// else the local `lake_dir`).
+    pub fn lake(&self) -> anyhow::Result<pipeline::Lake> {
+        Ok(match &self.pipeline.lake_url {
+            Some(url) => pipeline::Lake::open(url, &self.pipeline.lake_options)?,
+            None => pipeline::Lake::local(&self.lake_dir())?,
+        })
     }
 }

@@ -42,7 +42,7 @@ pub fn build(config: &Config, lake: Lake, clickhouse: Option<Arc<ClickHouseSink>
 /// Connects to what `config` names (lake, and ClickHouse when configured)
 /// for one-off commands.
 async fn connect(config: &Config) -> anyhow::Result<Maintenance> {
-    let lake = Lake::local(&config.lake_dir())?;
+    let lake = config.lake()?;
     let clickhouse = if config.pipeline.clickhouse.enabled() {
         let metrics = pipeline::PipelineMetrics::new(&prometheus::Registry::new())?;
         Some(Arc::new(

@@ -80,7 +80,7 @@ pub async fn run(
     }
     let registry = prometheus::Registry::new();
     let metrics = PipelineMetrics::new(&registry)?;
-    let lake = Lake::local(&config.lake_dir())?;
+    let lake = config.lake()?;
 
     // Start: what writes (sinks, detector, maintenance), the bus between
     // ingest and the pipeline, the receivers, the query API.

@@ -6,7 +6,6 @@
 use std::io::{Read, Write};
 
 use anyhow::Context;
-use pipeline::Lake;
 use query_api::sql::SqlEngine;
 use query_api::sql::format::{OutputFormat, encode};
 use schemas::TenantId;
@@ -35,7 +34,7 @@ pub fn run(config: &Config, args: SqlArgs) -> anyhow::Result<()> {
     };
     anyhow::ensure!(!query.trim().is_empty(), "the query is empty");
     let runtime = query_api::sql::build_runtime(None)?;
-    let lake = Lake::local(&config.lake_dir())?;
+    let lake = config.lake()?;
     let engine = SqlEngine::new(config.api.sql.clone(), lake, runtime.handle().clone());
     let result = runtime
         .block_on(engine.execute(&tenant, &query))

@@ -23,7 +23,6 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Int64Type};
 use chrono::{Months, NaiveDate};
 use detectors::usage::{Metric, usage_batch_id};
-use pipeline::Lake;
 use query_api::sql::SqlEngine;
 use schemas::TenantId;
 use serde::Serialize;
@@ -177,7 +176,7 @@ pub async fn reconcile(
     sql_config.timeout_ms = Duration::from_secs(3600).as_millis() as u64;
     sql_config.max_result_rows = 1 << 40;
     sql_config.max_result_bytes = usize::MAX;
-    let lake = Lake::local(&config.lake_dir())?;
+    let lake = config.lake()?;
     let engine = SqlEngine::new(sql_config, lake, tokio::runtime::Handle::current());
     let query = |sql: String| {
         let engine = &engine;

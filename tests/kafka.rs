@@ -83,8 +83,7 @@ async fn http_and_syslog_flow_through_kafka_to_parquet_and_clickhouse_per_tenant
             .lines()
             .find(|l| l.starts_with("securenet_bus_consumer_lag_messages{topic=\"logs\"}"))
             .map(str::to_string);
-        if sample.as_deref().is_some_and(|s| s.ends_with(" 0"))
-            || std::time::Instant::now() > until
+        if sample.as_deref().is_some_and(|s| s.ends_with(" 0")) || std::time::Instant::now() > until
         {
             break sample;
         }

@@ -28,25 +28,6 @@ fn lines(tenant: &str, from: usize, n: usize, ts: i64) -> String {
         .collect()
 }
 
-fn parquet_files(dir: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push(e.file_name().to_string_lossy().into_owned());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 async fn exact_count(server: &crate::support::Server, key: &str) -> (u64, u64) {
     let r = rows(
         server,
@@ -92,8 +73,7 @@ async fn compaction_killed_at_random_moments_never_shows_a_row_twice_or_loses_on
         assert_eq!(status, 200, "{answer}");
     }
     let total = (requests * per) as u64;
-    let lake = env.path().join("lake/logs");
-    let before = parquet_files(&lake).len();
+    let before = env.lake_file_names("logs").len();
     assert!(before >= requests / 2, "{before} objects");
     assert_eq!(exact_count(&server, DEFAULT_KEY).await, (total, total));
 
@@ -149,7 +129,7 @@ async fn compaction_killed_at_random_moments_never_shows_a_row_twice_or_loses_on
     for seen in querying.await.unwrap() {
         assert_eq!(seen, (Some(total), Some(total)));
     }
-    let after = parquet_files(&lake);
+    let after = env.lake_file_names("logs");
     assert!(
         after
             .iter()
@@ -245,7 +225,10 @@ async fn retention_follows_each_plan_and_deleting_an_org_removes_its_data_everyw
     );
     let (status, _) = crate::support::sql(&server, &long, "SELECT count(*) FROM logs").await;
     assert_eq!(status, 401);
-    assert!(!env.path().join("lake/logs/tenant_id=long").exists());
+    assert_eq!(
+        env.lake_objects("logs/tenant_id=long"),
+        Vec::<String>::new()
+    );
     let left = BTreeMap::from([("short".to_string(), 10)]);
     assert_eq!(wait_clickhouse(&ch, &left).await, left);
     // Records of `long` still in flight at the delete (the metering of its

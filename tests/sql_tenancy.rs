@@ -82,20 +82,26 @@ async fn a_tenant_cannot_reach_another_tenants_data_through_sql() {
     assert_eq!(status, 200);
     let (status, _) = ingest(&server, &acme, "{\"message\":\"acme row\"}").await;
     assert_eq!(status, 200);
-    let lake = std::fs::canonicalize(env.path().join("lake")).unwrap();
-    let globex_dir = format!("{}/logs/tenant_id=globex", lake.display());
-    let file = walk(&lake.join("logs/tenant_id=globex"))[0].clone();
+    // The lake's root as a path and as a URL: a directory, or (with
+    // SECURENET_TEST_LAKE=s3) `s3://bucket/prefix` for both.
+    let (root, root_url) = match env.vars.get("SECURENET_PIPELINE__LAKE_URL") {
+        Some(url) => (url.clone(), url.clone()),
+        None => {
+            let dir = std::fs::canonicalize(env.path().join("lake")).unwrap();
+            (
+                dir.display().to_string(),
+                format!("file://{}", dir.display()),
+            )
+        }
+    };
+    let globex_dir = format!("{root}/logs/tenant_id=globex");
+    let object = env.lake_objects("logs/tenant_id=globex")[0].clone();
+    let (file, file_url) = (format!("{root}/{object}"), format!("{root_url}/{object}"));
 
     let attempts: BTreeMap<&str, String> = BTreeMap::from([
         ("path as table", format!("SELECT * FROM '{globex_dir}/'")),
-        (
-            "file as table",
-            format!("SELECT * FROM '{}'", file.display()),
-        ),
-        (
-            "url as table",
-            format!("SELECT * FROM 'file://{}'", file.display()),
-        ),
+        ("file as table", format!("SELECT * FROM '{file}'")),
+        ("url as table", format!("SELECT * FROM '{file_url}'")),
         ("hive dir name", "SELECT * FROM \"tenant_id=globex\"".into()),
         ("other schema", "SELECT * FROM globex.logs".into()),
         (
@@ -108,15 +114,9 @@ async fn a_tenant_cannot_reach_another_tenants_data_through_sql() {
         ),
         (
             "copy out",
-            format!(
-                "COPY (SELECT * FROM logs) TO '{}/stolen.parquet'",
-                lake.display()
-            ),
+            format!("COPY (SELECT * FROM logs) TO '{root}/stolen.parquet'"),
         ),
-        (
-            "copy in",
-            format!("COPY logs TO '{}/x.csv'", lake.display()),
-        ),
+        ("copy in", format!("COPY logs TO '{root}/x.csv'")),
         (
             "insert",
             "INSERT INTO logs (message) VALUES ('forged')".into(),
@@ -166,7 +166,11 @@ async fn a_tenant_cannot_reach_another_tenants_data_through_sql() {
         );
     }
     // Nothing was written by any attempt.
-    assert!(!lake.join("stolen.parquet").exists());
+    assert!(
+        env.lake_objects("")
+            .iter()
+            .all(|p| !p.contains("stolen") && !p.ends_with("x.csv"))
+    );
     assert_eq!(count(&server, &acme, "logs").await, 1);
     assert_eq!(count(&server, &globex, "logs").await, 1);
     // The legitimate route still works, and only ever shows acme's row.
@@ -229,19 +233,6 @@ async fn results_come_as_json_csv_or_arrow() {
     let (status, body) = sql(&server, key, "SELECT nope FROM logs").await;
     assert_eq!(status, 400);
     assert!(body["error"].as_str().unwrap().contains("nope"), "{body}");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = vec![];
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[tokio::test]

@@ -5,7 +5,6 @@
 //! notifications in the metadata store.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -59,17 +58,8 @@ async fn send(server: &crate::support::Server, lines: &[String]) {
     }
 }
 
-fn model_files(lake: &Path) -> Vec<String> {
-    let dir = lake.join("models/tenant_id=default/window-iforest");
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
+fn model_files(env: &Env) -> Vec<String> {
+    env.lake_file_names("models/tenant_id=default/window-iforest")
 }
 
 #[tokio::test]
@@ -81,13 +71,12 @@ async fn a_tenant_model_trains_itself_and_reports_the_injected_anomalies() {
     // Four quiet hours: the cold start trains version 1 on them.
     let (history, _) = generate(&env, 1, 24_000, 0, "2026-11-26T00:00:00Z", 4 * 3600);
     send(&server, &history).await;
-    let lake = env.path().join("lake");
     let until = Instant::now() + Duration::from_secs(60);
-    while model_files(&lake).is_empty() {
+    while model_files(&env).is_empty() {
         assert!(Instant::now() < until, "no model was trained");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(model_files(&lake)[0], "v000001.json");
+    assert_eq!(model_files(&env)[0], "v000001.json");
 
     // The next hour, with four known bursts.
     let (live, manifest) = generate(&env, 2, 6_000, 4, "2026-11-26T04:00:00Z", 3600);
@@ -136,7 +125,7 @@ async fn a_tenant_model_trains_itself_and_reports_the_injected_anomalies() {
     );
     // Versions: the cold start, then retraining on a doubling schedule as
     // the history grows (200, 400, 800, 1,600 windows).
-    let versions = model_files(&lake);
+    let versions = model_files(&env);
     let expected: Vec<String> = (1..=versions.len())
         .map(|v| format!("v{v:06}.json"))
         .collect();
@@ -389,7 +378,7 @@ async fn a_tenant_model_trains_itself_and_reports_the_injected_anomalies() {
     );
 
     server.stop();
-    assert_eq!(model_files(&lake), versions);
+    assert_eq!(model_files(&env), versions);
     assert_eq!(
         store.list_training_sessions(&tenant).unwrap().len(),
         versions.len()

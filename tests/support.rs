@@ -42,7 +42,101 @@ impl Env {
         // when a test fails.
         let log = std::env::var("SECURENET_TEST_RUST_LOG").unwrap_or_else(|_| "warn".into());
         vars.insert("RUST_LOG".into(), log);
+        // SECURENET_TEST_LAKE=s3: the lake on the S3 server test.sh started
+        // (moto), under a prefix of this environment's own; the processes
+        // get the endpoint and credentials the AWS way, from AWS_* variables.
+        if std::env::var("SECURENET_TEST_LAKE").as_deref() == Ok("s3") {
+            let endpoint = std::env::var("SECURENET_TEST_S3_ENDPOINT").expect(
+                "SECURENET_TEST_S3_ENDPOINT is unset: run ./scripts/test.sh, which starts an S3 server",
+            );
+            let bucket =
+                std::env::var("SECURENET_TEST_S3_BUCKET").unwrap_or("securenet-test".into());
+            vars.insert(
+                "SECURENET_PIPELINE__LAKE_URL".into(),
+                format!("s3://{bucket}/{}", unique()),
+            );
+            for (k, v) in [
+                ("AWS_ENDPOINT_URL", endpoint.as_str()),
+                ("AWS_ACCESS_KEY_ID", "test"),
+                ("AWS_SECRET_ACCESS_KEY", "test"),
+                ("AWS_REGION", "us-east-1"),
+                ("AWS_ALLOW_HTTP", "true"),
+            ] {
+                vars.insert(k.into(), v.into());
+            }
+        }
         Self { dir, vars }
+    }
+
+    /// The lake's objects under `prefix` (relative to the lake root, e.g.
+    /// `logs/tenant_id=acme`), as paths relative to the root, sorted. A local
+    /// lake is walked on disk (staging files of killed writes included); an
+    /// S3 lake is listed through object_store.
+    pub fn lake_objects(&self, prefix: &str) -> Vec<String> {
+        use futures::TryStreamExt;
+        use object_store::ObjectStore;
+        let Some(url) = self.vars.get("SECURENET_PIPELINE__LAKE_URL") else {
+            let root = self.path().join("lake");
+            let mut out = Vec::new();
+            let mut stack = vec![root.join(prefix)];
+            while let Some(d) = stack.pop() {
+                let Ok(entries) = std::fs::read_dir(&d) else {
+                    continue;
+                };
+                for e in entries.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        stack.push(e.path());
+                    } else if let Ok(rel) = e.path().strip_prefix(&root) {
+                        out.push(rel.display().to_string());
+                    }
+                }
+            }
+            out.sort();
+            return out;
+        };
+        // The variables the processes get, as the lake's options.
+        let options: BTreeMap<String, String> = self
+            .vars
+            .iter()
+            .filter(|(k, _)| k.starts_with("AWS_"))
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect();
+        let lake = pipeline::Lake::open(url, &options).expect("open the S3 lake");
+        let prefix = prefix
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .fold(lake.root().clone(), |p, part| p.join(part));
+        // Its own runtime on its own thread: callers may be async tests.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let mut names: Vec<String> = lake
+                    .raw_store()
+                    .list(Some(&prefix))
+                    .map_ok(|m| lake.relative(&m.location))
+                    .try_collect()
+                    .await
+                    .expect("list the lake");
+                names.sort();
+                names
+            })
+        })
+        .join()
+        .expect("listing thread")
+    }
+
+    /// File names (last path part) of [`Env::lake_objects`].
+    pub fn lake_file_names(&self, prefix: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .lake_objects(prefix)
+            .iter()
+            .map(|p| p.rsplit('/').next().unwrap_or(p).to_string())
+            .collect();
+        names.sort();
+        names
     }
 
     pub fn set(mut self, key: &str, value: &str) -> Self {

@@ -72,12 +72,18 @@ pub fn is_secret_option(key: &str) -> bool {
         "jaas",
         ".pem",
         "oauthbearer.config",
+        // Object stores (object_store's keys: aws_secret_access_key,
+        // aws_session_token, azure_storage_account_key, azure_storage_sas_key,
+        // google_service_account_key…).
+        "account_key",
+        "sas_key",
+        "private_key",
     ]
     .iter()
     .any(|part| key.contains(part))
 }
 
-/// Free-form client options (librdkafka properties): read as a map of
+/// Free-form client options (librdkafka properties, object store keys): read as a map of
 /// strings; shown (`Serialize`, `Debug`) with the values of
 /// [`is_secret_option`] keys as [`REDACTED`].
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
@@ -137,7 +143,10 @@ mod tests {
     fn secrets_are_read_but_never_shown() {
         let conf: Conf = serde_json::from_str(
             r#"{"password": "hunter2", "token": "t0k3n",
-                "options": {"sasl.password": "p4ss", "SSL.KEY.PEM": "-----BEGIN", "client.id": "me"}}"#,
+                "options": {"sasl.password": "p4ss", "SSL.KEY.PEM": "-----BEGIN", "client.id": "me",
+                            "aws_secret_access_key": "s3cr3t", "aws_session_token": "s3ss-v4l",
+                            "azure_storage_account_key": "4zk-v4l", "google_service_account_key": "gk-v4l",
+                            "aws_endpoint": "http://minio:9000"}}"#,
         )
         .unwrap();
         assert_eq!(conf.password.expose(), "hunter2");
@@ -145,13 +154,19 @@ mod tests {
         assert_eq!(conf.options["sasl.password"], "p4ss");
         let shown = serde_json::to_string(&conf).unwrap();
         let debug = format!("{conf:?}");
-        for leak in ["hunter2", "t0k3n", "p4ss", "BEGIN"] {
+        for leak in [
+            "hunter2", "t0k3n", "p4ss", "BEGIN", "s3cr3t", "s3ss-v4l", "4zk-v4l", "gk-v4l",
+        ] {
             assert!(
                 !shown.contains(leak) && !debug.contains(leak),
                 "{shown} {debug}"
             );
         }
         assert!(shown.contains(r#""client.id":"me""#), "{shown}");
+        assert!(
+            shown.contains(r#""aws_endpoint":"http://minio:9000""#),
+            "{shown}"
+        );
         assert!(shown.contains(r#""password":"<redacted>""#), "{shown}");
         // Unset stays visibly unset.
         let empty: Conf =

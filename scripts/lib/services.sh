@@ -53,3 +53,21 @@ start_receivers() { # dir pids-array python → sets RECEIVER_HTTP, RECEIVER_SMT
   RECEIVER_HTTP="http://127.0.0.1:$http"
   RECEIVER_SMTP="127.0.0.1:$smtp"
 }
+
+start_moto() { # dir pids-array python → sets S3_ENDPOINT, S3_BUCKET
+  # moto's S3 API server (PyPI, pinned in the venv; state in memory):
+  # a real S3 protocol endpoint for the lake, with conditional writes.
+  local -n pids=$2
+  local port; port=$(free_port)
+  "$3" -m moto.server -H 127.0.0.1 -p "$port" > "$1/moto.log" 2>&1 &
+  pids+=($!)
+  wait_port "$port" moto
+  S3_ENDPOINT="http://127.0.0.1:$port"
+  S3_BUCKET=securenet-test
+  "$3" - "$S3_ENDPOINT" "$S3_BUCKET" <<'PY'
+import sys, boto3
+endpoint, bucket = sys.argv[1], sys.argv[2]
+boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+             aws_access_key_id="test", aws_secret_access_key="test").create_bucket(Bucket=bucket)
+PY
+}

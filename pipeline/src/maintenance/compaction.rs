@@ -276,7 +276,7 @@ impl Compactor {
         self.lake.sync(&manifest)?;
         self.stop(StopAt::Manifest)?;
         // The commit point.
-        store.put(&output, PutPayload::from(encoded)).await?;
+        self.lake.put(&output, encoded).await?;
         self.lake.sync(&output)?;
         self.stop(StopAt::Commit)?;
         // The inputs go in a later run, after the grace period.

@@ -6,7 +6,7 @@ use arrow::compute::take_record_batch;
 use chrono::{DateTime, NaiveDate};
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use object_store::{ObjectStoreExt, PutPayload};
+
 use schemas::Envelope;
 
 use super::config::ParquetSinkConfig;
@@ -47,10 +47,7 @@ impl ParquetSink {
                     sink: "parquet",
                     message: format!("encoder task failed: {e}"),
                 })??;
-            self.lake
-                .store()
-                .put(&path, PutPayload::from(bytes))
-                .await?;
+            self.lake.put(&path, bytes).await?;
             if self.config.fsync {
                 let lake = self.lake.clone();
                 tokio::task::spawn_blocking(move || lake.sync(&path))
