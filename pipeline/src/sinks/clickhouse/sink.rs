@@ -244,10 +244,17 @@ impl ClickHouseSink {
     }
 
     async fn write_envelope(&self, envelope: &Envelope) -> Result<()> {
-        if self.already_written(envelope).await? {
+        // The ledger lookup's round trip overlaps the encoding: the request
+        // is sent (hyper's connection task carries it) before the encoder
+        // runs, and its answer read after. A batch found written wastes an
+        // encoding; replays are rare.
+        let (written, encoded) = futures::join!(self.already_written(envelope), async {
+            encode_insert(envelope)
+        });
+        if written? {
             return Ok(());
         }
-        let (columns, data) = encode_insert(envelope)?;
+        let (columns, data) = encoded?;
         let sql = format!(
             "INSERT INTO {}.{} ({columns}) FORMAT RowBinary",
             self.database,
