@@ -36,6 +36,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::cache::cache_manager::{CachedFileMetadataEntry, FileMetadataCache};
+use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool};
 use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
@@ -152,7 +154,18 @@ pub struct SqlEngine {
     lake: Lake,
     runtime: tokio::runtime::Handle,
     slots: Arc<FairSlots>,
+    /// Parquet footers (and page indexes) read by earlier queries, shared
+    /// by every session: lake objects are written whole and never changed,
+    /// so an entry (checked against the object's size and time) stays
+    /// right; keyed by the full path, so a session finds only entries of
+    /// objects its own listing returned. Saves a request per object and
+    /// query on object stores.
+    metadata_cache: Arc<FileMetadataCache>,
 }
+
+/// Memory for [`SqlEngine`]'s shared Parquet metadata cache (least
+/// recently used entries go first).
+const METADATA_CACHE_BYTES: usize = 64 << 20;
 
 /// A finished query.
 pub struct QueryResult {
@@ -182,6 +195,12 @@ impl SqlEngine {
             lake,
             runtime,
             slots,
+            metadata_cache: Arc::new(
+                DefaultCache::<object_store::path::Path, CachedFileMetadataEntry>::new(
+                    METADATA_CACHE_BYTES,
+                )
+                .with_name("securenet parquet metadata"),
+            ),
         }
     }
 
@@ -232,7 +251,7 @@ impl SqlEngine {
         // The request going away (client disconnect, handler dropped)
         // stops the query at its next batch.
         let _cancel = CancelOnDrop(guard.clone());
-        let ctx = session::tenant_session(&self.config, &self.lake, tenant)
+        let ctx = session::tenant_session(&self.config, &self.lake, tenant, &self.metadata_cache)
             .map_err(ApiError::from_datafusion)?;
         let sql = sql.to_string();
         let (max_rows, max_bytes) = (self.config.max_result_rows, self.config.max_result_bytes);

@@ -9,6 +9,7 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::error::Result as DfResult;
+use datafusion::execution::cache::cache_manager::{CacheManagerConfig, FileMetadataCache};
 use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
@@ -26,13 +27,21 @@ pub fn tenant_session(
     config: &SqlConfig,
     lake: &Lake,
     tenant: &TenantId,
+    metadata_cache: &Arc<FileMetadataCache>,
 ) -> DfResult<SessionContext> {
     let session_config = SessionConfig::new()
         .with_information_schema(false)
         .with_target_partitions(config.target_partitions.max(1))
         .with_default_catalog_and_schema("securenet", "tenant");
+    // Each query's own memory pool and listing (new objects are seen at
+    // once); the Parquet metadata cache is the engine's, shared.
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(GreedyMemoryPool::new(config.memory_limit_bytes)))
+        .with_cache_manager(
+            CacheManagerConfig::default()
+                .with_file_metadata_cache(Some(Arc::clone(metadata_cache)))
+                .with_metadata_cache_limit(metadata_cache.cache_limit()),
+        )
         .build_arc()?;
     let mut ctx = SessionContext::new_with_config_rt(session_config, runtime);
     let url = url::Url::parse(lake.store_url())

@@ -511,3 +511,28 @@ async fn bound_values_are_never_sql() {
     .await;
     assert!(regex.contains("a1") && !regex.contains("it's"), "{regex}");
 }
+
+/// Parquet footers read by one query serve the next (sessions are per
+/// query; the metadata cache is the engine's), and a tenant still sees
+/// only its own rows.
+#[tokio::test]
+async fn parquet_metadata_is_cached_across_sessions() {
+    let (_dir, lake) = lake_with(&[("acme", "a1"), ("acme", "a2"), ("globex", "g1")]).await;
+    let e = engine(lake, SqlConfig::default());
+    assert!(e.metadata_cache.is_empty());
+    let first = run(&e, "acme", "SELECT message FROM logs ORDER BY message")
+        .await
+        .unwrap();
+    let cached = e.metadata_cache.len();
+    assert_eq!(cached, 2, "one footer per acme object");
+    assert_eq!(
+        run(&e, "acme", "SELECT message FROM logs ORDER BY message")
+            .await
+            .unwrap(),
+        first
+    );
+    assert_eq!(e.metadata_cache.len(), cached);
+    let globex = run(&e, "globex", "SELECT message FROM logs").await.unwrap();
+    assert!(globex.contains("g1") && !globex.contains("a1"), "{globex}");
+    assert_eq!(e.metadata_cache.len(), cached + 1);
+}
