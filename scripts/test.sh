@@ -138,6 +138,7 @@ cargo test --workspace --features securenet/e2e
 # prefix of its own in the moto bucket): ingest → SQL, a tenant naming
 # another's objects by URL, the sql CLI,
 # compaction killed at random moments, retention and tenant deletion,
+# multipart uploads,
 # crash recovery, usage reconcile, model artifacts, and the roles on Kafka.
 step "the lake on S3 (pipeline.lake_url = s3://…)"
 SECURENET_TEST_LAKE=s3 cargo test --features securenet/e2e --test e2e -- \
@@ -146,6 +147,7 @@ SECURENET_TEST_LAKE=s3 cargo test --features securenet/e2e --test e2e -- \
   sql_tenancy::the_sql_cli_answers_like_the_api_for_one_organization \
   maintenance::compaction_killed_at_random_moments_never_shows_a_row_twice_or_loses_one \
   maintenance::retention_follows_each_plan_and_deleting_an_org_removes_its_data_everywhere \
+  maintenance::large_lake_objects_go_up_in_parts_and_read_back_whole \
   lifecycle::restart_after_crash_keeps_every_acknowledged_row_exactly_once \
   usage::reconcile_gives_the_same_answer_on_a_live_system \
   streaming::a_tenant_model_trains_itself_and_reports_the_injected_anomalies \

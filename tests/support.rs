@@ -75,7 +75,7 @@ impl Env {
     pub fn lake_objects(&self, prefix: &str) -> Vec<String> {
         use futures::TryStreamExt;
         use object_store::ObjectStore;
-        let Some(url) = self.vars.get("SECURENET_PIPELINE__LAKE_URL") else {
+        let Some(url) = self.vars.get("SECURENET_PIPELINE__LAKE_URL").cloned() else {
             let root = self.path().join("lake");
             let mut out = Vec::new();
             let mut stack = vec![root.join(prefix)];
@@ -94,14 +94,7 @@ impl Env {
             out.sort();
             return out;
         };
-        // The variables the processes get, as the lake's options.
-        let options: BTreeMap<String, String> = self
-            .vars
-            .iter()
-            .filter(|(k, _)| k.starts_with("AWS_"))
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-            .collect();
-        let lake = pipeline::Lake::open(url, &options).expect("open the S3 lake");
+        let lake = self.lake(&url);
         let prefix = prefix
             .split('/')
             .filter(|p| !p.is_empty())
@@ -126,6 +119,27 @@ impl Env {
         })
         .join()
         .expect("listing thread")
+    }
+
+    /// The lake at `url` as this environment's processes open it: the
+    /// `AWS_*` variables they get are its options.
+    pub fn lake(&self, url: &str) -> pipeline::Lake {
+        let options: BTreeMap<String, String> = self
+            .vars
+            .iter()
+            .filter(|(k, _)| k.starts_with("AWS_"))
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect();
+        pipeline::Lake::open(url, &options).expect("open the lake")
+    }
+
+    /// The lake of this environment: on S3 with `SECURENET_TEST_LAKE=s3`,
+    /// else its local directory.
+    pub fn this_lake(&self) -> pipeline::Lake {
+        match self.vars.get("SECURENET_PIPELINE__LAKE_URL") {
+            Some(url) => self.lake(url),
+            None => pipeline::Lake::local(&self.path().join("lake")).expect("open the lake"),
+        }
     }
 
     /// File names (last path part) of [`Env::lake_objects`].
