@@ -227,7 +227,9 @@ fn configuration_errors_are_clear() {
     // librdkafka's option names hold dots: a file, not the environment.
     std::fs::write(
         file.path(),
-        "[bus.kafka.options]\n\"sasl.password\" = \"kafka-sasl-pass\"\n\"sasl.username\" = \"pipeline-user\"\n",
+        "[bus.kafka.options]\n\"sasl.password\" = \"kafka-sasl-pass\"\n\"sasl.username\" = \"pipeline-user\"\n\
+         [pipeline]\nlake_url = \"s3://lake-bucket/prod\"\n\
+         [pipeline.lake_options]\naws_secret_access_key = \"s3-secret-value\"\naws_endpoint = \"http://minio:9000\"\n",
     )
     .unwrap();
     let shown = env.cli(&["--config", file.path().to_str().unwrap(), "config"]);
@@ -238,6 +240,7 @@ fn configuration_errors_are_clear() {
         "default-key-value",
         "kafka-sasl-pass",
         "llm-key-value",
+        "s3-secret-value",
     ] {
         assert!(!shown.contains(secret), "{secret} leaked: {shown}");
     }
@@ -253,6 +256,14 @@ fn configuration_errors_are_clear() {
     // Options that are not secrets stay readable.
     assert!(
         shown.contains("\"sasl.username\" = \"pipeline-user\""),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("aws_secret_access_key = \"<redacted>\""),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("aws_endpoint = \"http://minio:9000\""),
         "{shown}"
     );
     assert!(
