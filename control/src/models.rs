@@ -148,6 +148,36 @@ fn session_row(r: &Row<'_>) -> rusqlite::Result<TrainingSession> {
     })
 }
 
+/// Inserts the row of `m`, followed by `conflict` (an `ON CONFLICT` clause
+/// or nothing).
+fn write_model(
+    tx: &rusqlite::Transaction<'_>,
+    conflict: &str,
+    m: &ModelRecord,
+) -> rusqlite::Result<usize> {
+    tx.execute(
+        &format!(
+            "INSERT INTO ml_models ({MODEL_COLUMNS}) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13){conflict}"
+        ),
+        params![
+            m.org_id.as_str(),
+            m.id,
+            m.version,
+            m.name,
+            m.model_type.as_str(),
+            m.status.as_str(),
+            m.accuracy,
+            serde_json::to_string(&m.features).unwrap_or_else(|_| "[]".into()),
+            m.threshold,
+            m.artifact,
+            m.metrics.to_string(),
+            m.created_at,
+            m.updated_at,
+        ],
+    )
+}
+
 impl MetaStore {
     /// Inserts or updates a model version; a `ready` version archives the
     /// model's other ready versions.
@@ -161,32 +191,15 @@ impl MetaStore {
                 params![m.org_id.as_str(), m.id, m.version, now_ms()],
             )?;
         }
-        tx.execute(
-            &format!(
-                "INSERT INTO ml_models ({MODEL_COLUMNS}) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
-                 ON CONFLICT(org_id, id, version) DO UPDATE SET name = excluded.name, \
-                 model_type = excluded.model_type, \
-                 status = excluded.status, accuracy = excluded.accuracy, \
-                 features = excluded.features, threshold = excluded.threshold, \
-                 artifact = excluded.artifact, metrics = excluded.metrics, \
-                 updated_at = excluded.updated_at"
-            ),
-            params![
-                m.org_id.as_str(),
-                m.id,
-                m.version,
-                m.name,
-                m.model_type.as_str(),
-                m.status.as_str(),
-                m.accuracy,
-                serde_json::to_string(&m.features).unwrap_or_else(|_| "[]".into()),
-                m.threshold,
-                m.artifact,
-                m.metrics.to_string(),
-                m.created_at,
-                m.updated_at,
-            ],
+        write_model(
+            &tx,
+            " ON CONFLICT(org_id, id, version) DO UPDATE SET name = excluded.name, \
+             model_type = excluded.model_type, \
+             status = excluded.status, accuracy = excluded.accuracy, \
+             features = excluded.features, threshold = excluded.threshold, \
+             artifact = excluded.artifact, metrics = excluded.metrics, \
+             updated_at = excluded.updated_at",
+            m,
         )?;
         tx.commit()?;
         Ok(())
@@ -204,27 +217,7 @@ impl MetaStore {
             |r| r.get(0),
         )?;
         m.version = latest.unwrap_or(0) + 1;
-        tx.execute(
-            &format!(
-                "INSERT INTO ml_models ({MODEL_COLUMNS}) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
-            ),
-            params![
-                m.org_id.as_str(),
-                m.id,
-                m.version,
-                m.name,
-                m.model_type.as_str(),
-                m.status.as_str(),
-                m.accuracy,
-                serde_json::to_string(&m.features).unwrap_or_else(|_| "[]".into()),
-                m.threshold,
-                m.artifact,
-                m.metrics.to_string(),
-                m.created_at,
-                m.updated_at,
-            ],
-        )?;
+        write_model(&tx, "", m)?;
         tx.commit()?;
         Ok(())
     }
