@@ -32,7 +32,9 @@ prune_target
 
 started=()
 started_dirs=()
+stop_commands=()
 cleanup() {
+  for cmd in "${stop_commands[@]}"; do $cmd >/dev/null 2>&1 || true; done
   for pid in "${started[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${started[@]}"; do wait "$pid" 2>/dev/null || true; done
   for dir in "${started_dirs[@]}"; do rm -rf "$dir"; done
@@ -123,6 +125,14 @@ start_moto "$SERVICES_DIR" started "$VENV/bin/python"
 export SECURENET_TEST_S3_ENDPOINT="$S3_ENDPOINT" SECURENET_TEST_S3_BUCKET="$S3_BUCKET"
 echo "S3 (moto) on $S3_ENDPOINT, bucket $S3_BUCKET"
 
+# PostgreSQL (the shared control plane's backend): a private cluster.
+[ -n "$(postgres_bin)" ] || need_pkg postgresql
+PG_DIR="$(mktemp -d)"
+started_dirs+=("$PG_DIR")
+start_postgres "$PG_DIR" stop_commands
+export SECURENET_TEST_POSTGRES_URL="$POSTGRES_URL"
+echo "postgres on $POSTGRES_URL (log: $PG_DIR/server.log)"
+
 step "reference outputs (scikit-learn $("$VENV/bin/python" -c 'import sklearn; print(sklearn.__version__)'))"
 export SECURENET_IFOREST_REFERENCE="$SERVICES_DIR/iforest"
 "$VENV/bin/python" scripts/reference/iforest.py "$SECURENET_IFOREST_REFERENCE"
@@ -132,7 +142,12 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --features securenet/e2e -- -D warnings
 
 step "unit and end-to-end tests"
-cargo test --workspace --features securenet/e2e
+# The control plane's own suite runs on both backends: here on SQLite (the
+# variable is unset for this run) and below on PostgreSQL.
+SECURENET_TEST_POSTGRES_URL= cargo test --workspace --features securenet/e2e
+
+step "the control plane on PostgreSQL (control.database = postgres://…)"
+cargo test -p control
 
 # The lake's end-to-end suites again with the lake on S3 (each test under a
 # prefix of its own in the moto bucket): ingest → SQL, a tenant naming
@@ -153,6 +168,15 @@ SECURENET_TEST_LAKE=s3 cargo test --features securenet/e2e --test e2e -- \
   streaming::a_tenant_model_trains_itself_and_reports_the_injected_anomalies \
   insights::upload_train_list_and_predict_with_roles_and_tenancy \
   kafka::http_and_syslog_flow_through_kafka_to_parquet_and_clickhouse_per_tenant
+
+# The suites of everything the control plane holds again with it on
+# PostgreSQL (a fresh database per test, shared by all of its processes):
+# access and roles, hostile tenants, billing, organizations and keys,
+# notifications and their delivery, the model registry, scans and
+# inventory, listings, the roles on Kafka, the streaming detector.
+step "the control plane on PostgreSQL, end to end"
+SECURENET_TEST_CONTROL=postgres cargo test --features securenet/e2e --test e2e -- \
+  access:: attack:: billing:: orgs:: notify:: insights:: scans:: listings:: kafka:: streaming::
 
 # Deploy artifacts (issue: deploy and operate): a real Prometheus scraping
 # live servers with our alert rules, the syslog-ng forwarder config from

@@ -9,16 +9,26 @@ use schemas::TenantId;
 use crate::cli::{KeysCommand, OrgsCommand};
 use crate::config::Config;
 
-pub fn open_store(config: &Config) -> anyhow::Result<MetaStore> {
-    let path = config.database_path();
-    if let Some(dir) = path.parent() {
+/// Opens the metadata store the configuration names (a SQLite file,
+/// created with its directory, or a PostgreSQL database).
+pub async fn open_store(config: &Config) -> anyhow::Result<MetaStore> {
+    let database = config.database();
+    let shown = format!("{:?}", schemas::secret::DatabaseUrl::new(database.clone()));
+    let is_file = !database.contains("://");
+    if is_file && let Some(dir) = std::path::Path::new(&database).parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    MetaStore::open(&path).with_context(|| format!("opening metadata store {}", path.display()))
+    let mut store = MetaStore::connect(&database)
+        .await
+        .with_context(|| format!("opening metadata store {shown}"))?;
+    if let Some(ms) = config.control.key_cache_ms {
+        store.set_key_cache_ttl(std::time::Duration::from_millis(ms));
+    }
+    Ok(store)
 }
 
-pub fn orgs(config: &Config, command: OrgsCommand) -> anyhow::Result<()> {
-    let store = open_store(config)?;
+pub async fn orgs(config: &Config, command: OrgsCommand) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
     match command {
         OrgsCommand::Create {
             org: id,
@@ -28,15 +38,17 @@ pub fn orgs(config: &Config, command: OrgsCommand) -> anyhow::Result<()> {
             parent,
             allow_overage,
         } => {
-            let org = store.create_organization(&NewOrganization {
-                id: TenantId::new(&id)?,
-                name,
-                owner_email,
-                plan,
-                parent_id: parent.as_deref().map(TenantId::new).transpose()?,
-                allow_overage,
-            })?;
-            audit(&store, &org.id, "orgs create", format!("plan {}", org.plan));
+            let org = store
+                .create_organization(&NewOrganization {
+                    id: TenantId::new(&id)?,
+                    name,
+                    owner_email,
+                    plan,
+                    parent_id: parent.as_deref().map(TenantId::new).transpose()?,
+                    allow_overage,
+                })
+                .await?;
+            audit(&store, &org.id, "orgs create", format!("plan {}", org.plan)).await;
             println!("{}", serde_json::to_string_pretty(&org)?);
         }
         OrgsCommand::Update {
@@ -60,7 +72,7 @@ pub fn orgs(config: &Config, command: OrgsCommand) -> anyhow::Result<()> {
             } else {
                 Some(Some(limits))
             };
-            let org = store.set_terms(&tenant, limits, allow_overage)?;
+            let org = store.set_terms(&tenant, limits, allow_overage).await?;
             audit(
                 &store,
                 &org.id,
@@ -69,14 +81,15 @@ pub fn orgs(config: &Config, command: OrgsCommand) -> anyhow::Result<()> {
                     "limits {:?}, allow_overage {}",
                     org.limits, org.allow_overage
                 ),
-            );
+            )
+            .await;
             println!("{}", serde_json::to_string_pretty(&org)?);
         }
         OrgsCommand::Delete { org: id } => {
-            crate::maintain::delete_organization(config, &store, &TenantId::new(&id)?)?;
+            crate::maintain::delete_organization(config, &store, &TenantId::new(&id)?).await?;
         }
         OrgsCommand::List { json } => {
-            let orgs = store.list_organizations()?;
+            let orgs = store.list_organizations().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&orgs)?);
             } else {
@@ -93,18 +106,19 @@ pub fn orgs(config: &Config, command: OrgsCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
-    let store = open_store(config)?;
+pub async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
     match command {
         KeysCommand::Create { org, name, role } => {
             let tenant = TenantId::new(&org)?;
-            let key = store.create_key(&tenant, &name, role)?;
+            let key = store.create_key(&tenant, &name, role).await?;
             audit(
                 &store,
                 &tenant,
                 "keys create",
                 format!("key {} ({role})", key.id),
-            );
+            )
+            .await;
             eprintln!(
                 "created key {} ({role}) for {org}; the secret below is shown only once",
                 key.id
@@ -112,7 +126,7 @@ pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
             println!("{}", key.secret);
         }
         KeysCommand::List { org, json } => {
-            let keys = store.list_keys(&TenantId::new(&org)?)?;
+            let keys = store.list_keys(&TenantId::new(&org)?).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&keys)?);
             } else {
@@ -129,8 +143,8 @@ pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::Revoke { org, id } => {
             let tenant = TenantId::new(&org)?;
-            store.revoke_key(&tenant, &id)?;
-            audit(&store, &tenant, "keys revoke", format!("key {id}"));
+            store.revoke_key(&tenant, &id).await?;
+            audit(&store, &tenant, "keys revoke", format!("key {id}")).await;
             eprintln!("revoked key {id} of {org}");
         }
     }
@@ -140,7 +154,7 @@ pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
 /// Records a CLI action in the organization's audit log (the operator at
 /// the shell is the actor: `cli:<user>`). A failure to record is reported,
 /// not fatal: the action itself is done.
-fn audit(store: &MetaStore, org: &TenantId, command: &str, what: String) {
+async fn audit(store: &MetaStore, org: &TenantId, command: &str, what: String) {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     let entry = control::audit::AuditEntry::system(
         org,
@@ -151,7 +165,7 @@ fn audit(store: &MetaStore, org: &TenantId, command: &str, what: String) {
         what,
         0,
     );
-    if let Err(e) = store.append_audit(&entry) {
+    if let Err(e) = store.append_audit(&entry).await {
         eprintln!("securenet: the action was done but not recorded in the audit log: {e}");
     }
 }

@@ -78,8 +78,17 @@ pub struct LogConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ControlConfig {
-    /// SQLite metadata store; default `<data_dir>/meta.db`.
-    pub database: Option<PathBuf>,
+    /// The metadata store: a SQLite file (default `<data_dir>/meta.db`) or
+    /// a shared PostgreSQL database, `postgres://user:password@host/db`
+    /// (libpq's URL form: `sslmode=`, `application_name=`…; the password is
+    /// redacted when shown). Roles on several hosts must share PostgreSQL.
+    pub database: Option<schemas::secret::DatabaseUrl>,
+    /// How long a verified API key is trusted without asking the store
+    /// again, in ms: the bound within which a key revoked on one host stops
+    /// working on the others. Default 0 (ask every time) on SQLite, 5000 on
+    /// PostgreSQL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_cache_ms: Option<u64>,
     /// Plan of the default organization created on first start.
     pub default_plan: String,
     /// Use this API key for the default organization instead of generating
@@ -146,6 +155,7 @@ impl Default for ControlConfig {
     fn default() -> Self {
         Self {
             database: None,
+            key_cache_ms: None,
             default_plan: "enterprise".into(),
             default_api_key: None,
         }
@@ -207,11 +217,13 @@ impl Config {
         Ok(())
     }
 
-    pub fn database_path(&self) -> PathBuf {
-        self.control
-            .database
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("meta.db"))
+    /// The metadata store's location: `control.database`, else the SQLite
+    /// file `<data_dir>/meta.db`.
+    pub fn database(&self) -> String {
+        match &self.control.database {
+            Some(db) => db.expose().to_string(),
+            None => self.data_dir.join("meta.db").to_string_lossy().into_owned(),
+        }
     }
 
     pub fn lake_dir(&self) -> PathBuf {

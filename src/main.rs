@@ -72,8 +72,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             sql_runtime.shutdown_timeout(std::time::Duration::from_secs(1));
             outcome
         }
-        Command::Orgs(c) => admin::orgs(&config, c),
-        Command::Keys(c) => admin::keys(&config, c),
+        Command::Orgs(c) => cli_runtime()?.block_on(admin::orgs(&config, c)),
+        Command::Keys(c) => cli_runtime()?.block_on(admin::keys(&config, c)),
         Command::Gen(args) => testdata::run(args),
         Command::Maintain => maintain::run_once(&config),
         Command::Usage(c) => usage::run(&config, c),
@@ -83,6 +83,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The runtime of a one-off command (the store's calls are async).
+fn cli_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
 
 fn init_tracing(config: &Config) {

@@ -19,9 +19,10 @@ use tracing::{info, warn};
 use crate::config::Config;
 
 /// Every organization's retention, from its plan limits.
-pub fn policies(store: &MetaStore) -> anyhow::Result<Vec<TenantPolicy>> {
+pub async fn policies(store: &MetaStore) -> anyhow::Result<Vec<TenantPolicy>> {
     Ok(store
-        .list_organizations()?
+        .list_organizations()
+        .await?
         .into_iter()
         .map(|o| TenantPolicy {
             tenant: o.id,
@@ -60,8 +61,8 @@ async fn pass(
     maintenance: &Maintenance,
     store: &MetaStore,
 ) -> anyhow::Result<pipeline::maintenance::MaintenanceReport> {
-    let deleted = store.deleted_organizations()?;
-    let policies = policies(store)?;
+    let deleted = store.deleted_organizations().await?;
+    let policies = policies(store).await?;
     Ok(maintenance
         .run_once(&policies, &deleted, chrono::Utc::now())
         .await?)
@@ -90,12 +91,12 @@ pub fn spawn_loop(
 
 /// `securenet maintain`: one pass now, the report as JSON on stdout.
 pub fn run_once(config: &Config) -> anyhow::Result<()> {
-    let store = crate::admin::open_store(config)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     tracing::info!("maintenance pass: deleted organizations' data, retention, compaction");
     let report = runtime.block_on(async {
+        let store = crate::admin::open_store(config).await?;
         let maintenance = connect(config).await?;
         pass(&maintenance, &store).await
     })?;
@@ -104,22 +105,22 @@ pub fn run_once(config: &Config) -> anyhow::Result<()> {
 }
 
 /// `securenet orgs delete`: the organization, then its data everywhere.
-pub fn delete_organization(
+pub async fn delete_organization(
     config: &Config,
     store: &MetaStore,
     id: &TenantId,
 ) -> anyhow::Result<()> {
-    store.delete_organization(id)?;
+    store.delete_organization(id).await?;
     tracing::info!(org = %id, "organization deleted; purging its data from the lake and ClickHouse");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let removed = runtime.block_on(async {
+    let removed = async {
         let maintenance = connect(config).await?;
         anyhow::Ok(maintenance.purge_tenant(id).await?)
-    })
+    }
+    .await
     .with_context(|| {
-        format!("organization {id} is deleted, but purging its data failed; the maintenance job retries")
+        format!(
+            "organization {id} is deleted, but purging its data failed; the maintenance job retries"
+        )
     })?;
     eprintln!("deleted organization {id}; purged its data ({removed} objects and tables)");
     Ok(())

@@ -74,9 +74,9 @@ pub async fn run(
     }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let store = Arc::new(crate::admin::open_store(&config)?);
+    let store = Arc::new(crate::admin::open_store(&config).await?);
     if role.ingests() || role.queries() {
-        announce_default_key(&store, &config)?;
+        announce_default_key(&store, &config).await?;
     }
     let registry = prometheus::Registry::new();
     let metrics = PipelineMetrics::new(&registry)?;
@@ -411,7 +411,8 @@ impl IngestRole {
                 batcher.clone(),
                 syslog_metrics.clone(),
                 ingest_metrics.clone(),
-            )?;
+            )
+            .await?;
             let name = server.name().to_string();
             let (addr, serve) = server.bind(stop_listeners.clone()).await?;
             info!(%addr, listener = %name, "syslog listening");
@@ -549,16 +550,18 @@ fn inline_detectors(detection: Option<&Detection>) -> consumer::InlineDetectors 
     all.into()
 }
 
-fn announce_default_key(store: &MetaStore, config: &Config) -> anyhow::Result<()> {
+async fn announce_default_key(store: &MetaStore, config: &Config) -> anyhow::Result<()> {
     let plan = config.control.default_plan.parse()?;
-    let issued = store.ensure_default_org(
-        plan,
-        config
-            .control
-            .default_api_key
-            .as_ref()
-            .map(schemas::Secret::expose),
-    )?;
+    let issued = store
+        .ensure_default_org(
+            plan,
+            config
+                .control
+                .default_api_key
+                .as_ref()
+                .map(schemas::Secret::expose),
+        )
+        .await?;
     if let Some(key) = issued {
         eprintln!(
             "\n  SecureNet created the default organization and its first API key.\n  \
@@ -591,6 +594,7 @@ fn health_checks(
                 async move {
                     store
                         .list_organizations()
+                        .await
                         .map(|_| ())
                         .map_err(|e| e.to_string())
                 }

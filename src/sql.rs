@@ -15,11 +15,15 @@ use crate::config::Config;
 
 pub fn run(config: &Config, args: SqlArgs) -> anyhow::Result<()> {
     let tenant = TenantId::new(&args.org)?;
-    let store = crate::admin::open_store(config)?;
-    anyhow::ensure!(
-        store.organization(&tenant)?.is_some(),
-        "organization {tenant} not found"
-    );
+    let runtime = query_api::sql::build_runtime(None)?;
+    runtime.block_on(async {
+        let store = crate::admin::open_store(config).await?;
+        anyhow::ensure!(
+            store.organization(&tenant).await?.is_some(),
+            "organization {tenant} not found"
+        );
+        anyhow::Ok(())
+    })?;
     let format = OutputFormat::negotiate(Some(args.format.as_str()), &Default::default())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let query = match args.query.as_deref() {
@@ -33,7 +37,6 @@ pub fn run(config: &Config, args: SqlArgs) -> anyhow::Result<()> {
         Some(q) => q.to_string(),
     };
     anyhow::ensure!(!query.trim().is_empty(), "the query is empty");
-    let runtime = query_api::sql::build_runtime(None)?;
     let lake = config.lake()?;
     let engine = SqlEngine::new(config.api.sql.clone(), lake, runtime.handle().clone());
     let result = runtime

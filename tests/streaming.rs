@@ -147,9 +147,9 @@ async fn a_tenant_model_trains_itself_and_reports_the_injected_anomalies() {
 
     // The registry: the newest version serves, older ones are archived,
     // one training session each; every anomaly notified once.
-    let store = control::MetaStore::open(&env.path().join("meta.db")).unwrap();
+    let store = env.metadata_store().await;
     let tenant = schemas::TenantId::new("default").unwrap();
-    let models = store.list_models(&tenant).unwrap();
+    let models = store.list_models(&tenant).await.unwrap();
     assert_eq!(models.len(), versions.len());
     assert_eq!(models[0].version as usize, versions.len());
     assert_eq!(models[0].status, control::models::ModelStatus::Ready);
@@ -159,11 +159,12 @@ async fn a_tenant_model_trains_itself_and_reports_the_injected_anomalies() {
             .all(|m| m.status == control::models::ModelStatus::Archived)
     );
     assert_eq!(models[0].features.len(), 8);
-    let sessions = store.list_training_sessions(&tenant).unwrap();
+    let sessions = store.list_training_sessions(&tenant).await.unwrap();
     assert_eq!(sessions.len(), versions.len());
     assert!(sessions.iter().all(|s| s.rows >= 200));
     let notes = store
         .list_notifications(&tenant, false, None, 1000)
+        .await
         .unwrap();
     assert_eq!(notes.len(), found.len());
     assert!(
@@ -380,7 +381,7 @@ async fn a_tenant_model_trains_itself_and_reports_the_injected_anomalies() {
     server.stop();
     assert_eq!(model_files(&env), versions);
     assert_eq!(
-        store.list_training_sessions(&tenant).unwrap().len(),
+        store.list_training_sessions(&tenant).await.unwrap().len(),
         versions.len()
     );
 }

@@ -65,7 +65,39 @@ impl Env {
                 vars.insert(k.into(), v.into());
             }
         }
+        // SECURENET_TEST_CONTROL=postgres: the control plane on the
+        // PostgreSQL server test.sh started, a fresh database per
+        // environment (all its processes share it, as hosts would).
+        if std::env::var("SECURENET_TEST_CONTROL").as_deref() == Ok("postgres") {
+            let server = std::env::var("SECURENET_TEST_POSTGRES_URL").expect(
+                "SECURENET_TEST_POSTGRES_URL is unset: run ./scripts/test.sh, which starts PostgreSQL",
+            );
+            let url = std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime")
+                    .block_on(control::fresh_postgres_database(&server))
+                    .expect("a fresh PostgreSQL database")
+            })
+            .join()
+            .expect("creating the database");
+            vars.insert("SECURENET_CONTROL__DATABASE".into(), url);
+        }
         Self { dir, vars }
+    }
+
+    /// The metadata store this environment's processes use (SQLite file
+    /// or PostgreSQL database), opened as they open it.
+    pub async fn metadata_store(&self) -> control::MetaStore {
+        let database = self
+            .vars
+            .get("SECURENET_CONTROL__DATABASE")
+            .cloned()
+            .unwrap_or_else(|| self.path().join("meta.db").display().to_string());
+        control::MetaStore::connect(&database)
+            .await
+            .expect("open the metadata store")
     }
 
     /// The lake's objects under `prefix` (relative to the lake root, e.g.

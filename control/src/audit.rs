@@ -2,10 +2,10 @@
 //! status it got), plus the operator's, the CLI's, Stripe's and failed
 //! sign-ins' entries.
 
-use rusqlite::params;
 use schemas::TenantId;
 use serde::Serialize;
 
+use crate::db::params;
 use crate::error::Result;
 use crate::rows::tenant;
 use crate::store::{MetaStore, now_ms};
@@ -57,12 +57,12 @@ impl MetaStore {
     /// that organization's log — at most once a minute per key, so a flood
     /// of bad attempts cannot flood the log (or the writer). Unknown keys
     /// have no organization to tell. Best effort: errors are logged.
-    pub fn record_failed_authentication(&self, presented: &str, method: &str, path: &str) {
+    pub async fn record_failed_authentication(&self, presented: &str, method: &str, path: &str) {
         use std::collections::HashMap;
         use std::sync::Mutex;
         use std::time::{Duration, Instant};
         static RECENT: Mutex<Option<HashMap<String, Instant>>> = Mutex::new(None);
-        let Ok(Some((org, key_id))) = self.key_owner(presented) else {
+        let Ok(Some((org, key_id))) = self.key_owner(presented).await else {
             return;
         };
         {
@@ -80,45 +80,48 @@ impl MetaStore {
             recent.insert(key_id.clone(), Instant::now());
         }
         let entry = AuditEntry::system(&org, key_id, "-", method, "authentication", path, 401);
-        if let Err(e) = self.append_audit(&entry) {
+        if let Err(e) = self.append_audit(&entry).await {
             tracing::warn!(error = %e, "writing the audit log failed");
         }
     }
 
-    /// Appends to the audit log; `entry.id` is assigned.
-    pub fn append_audit(&self, entry: &AuditEntry) -> Result<()> {
-        self.conn().execute(
-            "INSERT INTO audit_log (org_id, key_id, role, method, route, path, status, at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                entry.org_id.as_str(),
-                entry.key_id,
-                entry.role,
-                entry.method,
-                entry.route,
-                entry.path,
-                entry.status,
-                entry.at,
-            ],
-        )?;
+    /// Appends to the audit log.
+    pub async fn append_audit(&self, entry: &AuditEntry) -> Result<()> {
+        self.db
+            .execute(
+                "INSERT INTO audit_log (org_id, key_id, role, method, route, path, status, at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    entry.org_id,
+                    entry.key_id,
+                    entry.role,
+                    entry.method,
+                    entry.route,
+                    entry.path,
+                    entry.status,
+                    entry.at,
+                ],
+            )
+            .await?;
         Ok(())
     }
 
     /// An organization's audit log, newest first, before entry `before`.
-    pub fn list_audit(
+    pub async fn list_audit(
         &self,
         org: &TenantId,
         before: Option<i64>,
         limit: usize,
     ) -> Result<Vec<AuditEntry>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT id, org_id, key_id, role, method, route, path, status, at FROM audit_log \
-             WHERE org_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
-        )?;
-        let rows = stmt.query_map(
-            params![org.as_str(), before.unwrap_or(i64::MAX), limit as i64],
-            |r| {
+        self.db
+            .query(
+                "SELECT id, org_id, key_id, role, method, route, path, status, at FROM audit_log \
+                 WHERE org_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
+                params![org, before.unwrap_or(i64::MAX), limit],
+            )
+            .await?
+            .iter()
+            .map(|r| {
                 Ok(AuditEntry {
                     id: r.get(0)?,
                     org_id: tenant(r.get(1)?)?,
@@ -130,8 +133,7 @@ impl MetaStore {
                     status: r.get(7)?,
                     at: r.get(8)?,
                 })
-            },
-        )?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .collect()
     }
 }

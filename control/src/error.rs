@@ -25,7 +25,19 @@ pub enum Error {
     Schema(#[from] schemas::Error),
 
     #[error("metadata store error: {0}")]
-    Store(#[from] rusqlite::Error),
+    Store(#[from] crate::db::StoreError),
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Store(e.into())
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Error::Store(e.into())
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

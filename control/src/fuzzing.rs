@@ -5,13 +5,18 @@ use std::sync::OnceLock;
 
 use crate::MetaStore;
 
-fn store() -> &'static MetaStore {
-    static STORE: OnceLock<MetaStore> = OnceLock::new();
+/// The store and the runtime its async calls run on.
+fn store() -> &'static (tokio::runtime::Runtime, MetaStore) {
+    static STORE: OnceLock<(tokio::runtime::Runtime, MetaStore)> = OnceLock::new();
     STORE.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
         let s = MetaStore::open_in_memory().expect("in-memory store");
-        s.ensure_default_org(schemas::Plan::Business, None)
+        rt.block_on(s.ensure_default_org(schemas::Plan::Business, None))
             .expect("default org");
-        s
+        (rt, s)
     })
 }
 
@@ -19,8 +24,11 @@ fn store() -> &'static MetaStore {
 /// refused, never crash.
 pub fn token(data: &[u8]) {
     if let Ok(token) = std::str::from_utf8(data) {
-        let _ = store().verify_jwt(token);
-        let _ = store().verify_key(token);
+        let (rt, store) = store();
+        rt.block_on(async {
+            let _ = store.verify_jwt(token).await;
+            let _ = store.verify_key(token).await;
+        });
     }
 }
 

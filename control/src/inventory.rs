@@ -11,14 +11,19 @@
 //! writes: a refused request changes nothing.
 //!
 //! An upsert is linear in the devices it carries: observations are
-//! de-duplicated through a map, and every statement is prepared once per
-//! connection (a 40,000-device inventory was quadratic and re-prepared
-//! each statement, holding the store for 30–60 s).
+//! de-duplicated through a map, and the devices they name are looked up
+//! and written a few hundred per statement (a 40,000-device inventory was
+//! quadratic and re-prepared each statement, holding the store for
+//! 30–60 s; a statement per device would still be tens of thousands of
+//! round trips to PostgreSQL).
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, Transaction, params};
 use serde::Serialize;
 
+use crate::db::{Param, Tx, params};
 use crate::error::{Error, Result};
 use crate::orgs::Organization;
 use crate::store::MetaStore;
@@ -113,7 +118,7 @@ impl MetaStore {
     /// `content_hash` identifies the report: the same id with the same
     /// report is a replay (admitted, counted once); with another report it
     /// is a conflict.
-    pub fn admit_scan(
+    pub async fn admit_scan(
         &self,
         org: &Organization,
         scan_id: &str,
@@ -121,89 +126,106 @@ impl MetaStore {
         seen: &[DeviceObservation],
         at_ms: i64,
     ) -> Result<ScanAdmission> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
         let month = month_of(at_ms);
-        let stored: Option<Option<String>> = tx
-            .query_row(
-                "SELECT content_hash FROM scans WHERE org_id = ?1 AND scan_id = ?2",
-                params![org.id.as_str(), scan_id],
-                |r| r.get(0),
+        let mut tx = self.db.begin().await?;
+        // The limit checks read before they write: one inventory of an
+        // organization at a time (on PostgreSQL, across processes).
+        tx.lock_org(&org.id).await?;
+        // Recorded first, and undone with the rest if the request is
+        // refused: on PostgreSQL a concurrent delivery of the same scan
+        // waits here for this one, then reads it as a replay instead of
+        // failing on the primary key.
+        let new_scan = tx
+            .execute(
+                "INSERT INTO scans (org_id, scan_id, month, received_at, content_hash) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (org_id, scan_id) DO NOTHING",
+                params![org.id, scan_id, month, at_ms, content_hash],
             )
-            .optional()?;
-        let known = match stored {
-            None => false,
-            Some(Some(h)) if h == content_hash => true,
-            Some(_) => {
+            .await?
+            > 0;
+        if !new_scan {
+            let stored: Option<String> = tx
+                .query_opt(
+                    "SELECT content_hash FROM scans WHERE org_id = ?1 AND scan_id = ?2",
+                    params![org.id, scan_id],
+                )
+                .await?
+                .map(|r| r.get::<Option<String>>(0))
+                .transpose()?
+                .flatten();
+            if stored.as_deref() != Some(content_hash) {
                 return Err(Error::Conflict {
                     what: "scan (a different report already used this scan_id; send it with a new scan_id)",
                     id: scan_id.to_string(),
                 });
             }
-        };
-        let count: u64 = tx.query_row(
-            "SELECT COUNT(*) FROM scans WHERE org_id = ?1 AND month = ?2",
-            params![org.id.as_str(), month],
-            |r| r.get::<_, i64>(0),
-        )? as u64;
+        }
+        // This month's scans, this one included.
+        let count = read_count(
+            tx.query_opt(
+                "SELECT COUNT(*) FROM scans WHERE org_id = ?1 AND month = ?2",
+                params![org.id, month],
+            )
+            .await?,
+        )?;
+        let before = count.saturating_sub(u64::from(new_scan));
         let limit = org.limits.max_scans_per_month;
-        if !known && count >= limit && !org.allow_overage {
+        if new_scan && before >= limit && !org.allow_overage {
             return Err(Error::PlanLimit(format!(
-                "scan limit reached: the {} plan allows {limit} scans per month and {} has run {count} in {month}; \
+                "scan limit reached: the {} plan allows {limit} scans per month and {} has run {before} in {month}; \
                  upgrade the plan or enable overage billing",
                 org.plan, org.id
             )));
         }
-        if !known {
-            tx.execute(
-                "INSERT INTO scans (org_id, scan_id, month, received_at, content_hash) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![org.id.as_str(), scan_id, month, at_ms, content_hash],
-            )?;
-        }
-        let devices = upsert(&tx, org, seen, at_ms)?;
-        tx.commit()?;
+        let devices = upsert(&mut tx, org, seen, at_ms).await?;
+        tx.commit().await?;
         Ok(ScanAdmission {
-            new_scan: !known,
-            scans_this_month: count + u64::from(!known),
+            new_scan,
+            scans_this_month: count,
             devices,
         })
     }
 
     /// Upserts devices from an inventory, enforcing the devices limit.
-    pub fn upsert_devices(
+    pub async fn upsert_devices(
         &self,
         org: &Organization,
         seen: &[DeviceObservation],
         at_ms: i64,
     ) -> Result<Vec<Device>> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let devices = upsert(&tx, org, seen, at_ms)?;
-        tx.commit()?;
+        let mut tx = self.db.begin().await?;
+        tx.lock_org(&org.id).await?;
+        let devices = upsert(&mut tx, org, seen, at_ms).await?;
+        tx.commit().await?;
         Ok(devices)
     }
 
     /// Devices that count against `org`'s limit in the billing month of
     /// `at_ms`: seen that month and not retired. (Billing counts the same:
     /// distinct devices seen in the month.)
-    pub fn device_count(&self, org: &Organization, at_ms: i64) -> Result<u64> {
-        Ok(self.read().query_row(
-            "SELECT COUNT(*) FROM devices WHERE org_id = ?1 AND retired_at IS NULL \
-             AND last_seen >= ?2",
-            params![org.id.as_str(), month_start_ms(at_ms)],
-            |r| r.get::<_, i64>(0),
-        )? as u64)
+    pub async fn device_count(&self, org: &Organization, at_ms: i64) -> Result<u64> {
+        read_count(
+            self.db
+                .query_opt(
+                    "SELECT COUNT(*) FROM devices WHERE org_id = ?1 AND retired_at IS NULL \
+                     AND last_seen >= ?2",
+                    params![org.id, month_start_ms(at_ms)],
+                )
+                .await?,
+        )
     }
 
     /// Retires a device: it stops counting against the limit until it is
     /// seen again (a later scan or inventory brings it back).
-    pub fn retire_device(&self, org: &TenantId, device_id: &str, at_ms: i64) -> Result<()> {
-        let n = self.conn().execute(
-            "UPDATE devices SET retired_at = COALESCE(retired_at, ?3) \
-             WHERE org_id = ?1 AND device_id = ?2",
-            params![org.as_str(), device_id, at_ms],
-        )?;
+    pub async fn retire_device(&self, org: &TenantId, device_id: &str, at_ms: i64) -> Result<()> {
+        let n = self
+            .db
+            .execute(
+                "UPDATE devices SET retired_at = COALESCE(retired_at, ?3) \
+                 WHERE org_id = ?1 AND device_id = ?2",
+                params![org, device_id, at_ms],
+            )
+            .await?;
         if n == 0 {
             return Err(Error::NotFound {
                 what: "device",
@@ -214,17 +236,42 @@ impl MetaStore {
     }
 
     /// Scans recorded for `org` in the month of `at_ms`.
-    pub fn scans_in_month(&self, org: &Organization, at_ms: i64) -> Result<u64> {
-        Ok(self.conn().query_row(
-            "SELECT COUNT(*) FROM scans WHERE org_id = ?1 AND month = ?2",
-            params![org.id.as_str(), month_of(at_ms)],
-            |r| r.get::<_, i64>(0),
-        )? as u64)
+    pub async fn scans_in_month(&self, org: &Organization, at_ms: i64) -> Result<u64> {
+        read_count(
+            self.db
+                .query_opt(
+                    "SELECT COUNT(*) FROM scans WHERE org_id = ?1 AND month = ?2",
+                    params![org.id, month_of(at_ms)],
+                )
+                .await?,
+        )
     }
 }
 
+/// The `COUNT(*)` a statement selects.
+fn read_count(row: Option<crate::db::Row>) -> Result<u64> {
+    Ok(match row {
+        Some(r) => r.get::<u64>(0)?,
+        None => 0,
+    })
+}
+
+/// Devices per multi-row statement: a chunk of lookups or of writes (9
+/// values a device) stays far below both backends' limits on parameters
+/// (SQLite 32,766, PostgreSQL 65,535).
+const CHUNK: usize = 500;
+
+/// `n` numbered placeholders from `?first`: `?2, ?3, ?4`.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A stored device.
-struct Row {
+#[derive(Clone)]
+struct StoredDevice {
     device_id: String,
     ip: Option<String>,
     mac: Option<String>,
@@ -236,9 +283,13 @@ struct Row {
     retired_at: Option<i64>,
 }
 
-fn find(tx: &Transaction<'_>, org: &str, ob: &DeviceObservation) -> Result<Option<Row>> {
-    let row = |r: &rusqlite::Row<'_>| -> rusqlite::Result<Row> {
-        Ok(Row {
+const DEVICE_COLUMNS: &str =
+    "device_id, ip, mac, hostname, os, vendor, first_seen, last_seen, retired_at";
+
+impl StoredDevice {
+    /// A row of [`DEVICE_COLUMNS`].
+    fn read(r: &crate::db::Row) -> Result<Self> {
+        Ok(StoredDevice {
             device_id: r.get(0)?,
             ip: r.get(1)?,
             mac: r.get(2)?,
@@ -249,30 +300,113 @@ fn find(tx: &Transaction<'_>, org: &str, ob: &DeviceObservation) -> Result<Optio
             last_seen: r.get(7)?,
             retired_at: r.get(8)?,
         })
-    };
-    if let Some(mac) = &ob.mac {
-        let by_mac = tx
-            .prepare_cached(
-                "SELECT device_id, ip, mac, hostname, os, vendor, first_seen, last_seen, retired_at \
-                 FROM devices WHERE org_id = ?1 AND mac = ?2",
-            )?
-            .query_row(params![org, mac], row)
-            .optional()?;
-        if by_mac.is_some() {
-            return Ok(by_mac);
+    }
+}
+
+/// `org`'s devices whose `column` (`mac` or `ip`) is one of `values`.
+async fn devices_where(
+    tx: &mut Tx<'_>,
+    org: &str,
+    column: &str,
+    values: &[&str],
+) -> Result<Vec<StoredDevice>> {
+    let mut found = Vec::new();
+    for chunk in values.chunks(CHUNK) {
+        let sql = format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE org_id = ?1 AND {column} IN ({})",
+            placeholders(2, chunk.len())
+        );
+        let mut params = Vec::with_capacity(1 + chunk.len());
+        params.push(Param::Text(Some(org)));
+        params.extend(chunk.iter().map(|v| Param::Text(Some(*v))));
+        for r in tx.query(&sql, &params).await? {
+            found.push(StoredDevice::read(&r)?);
         }
     }
-    let Some(ip) = &ob.ip else { return Ok(None) };
-    // By IP, unless that device is known by another MAC (the IP moved).
-    let by_ip = tx
-        .prepare_cached(
-            "SELECT device_id, ip, mac, hostname, os, vendor, first_seen, last_seen, retired_at \
-             FROM devices WHERE org_id = ?1 AND ip = ?2 \
-             AND (mac IS NULL OR ?3 IS NULL OR mac = ?3) ORDER BY last_seen DESC LIMIT 1",
-        )?
-        .query_row(params![org, ip, ob.mac], row)
-        .optional()?;
-    Ok(by_ip)
+    Ok(found)
+}
+
+/// The stored device each observation is: the one with its MAC when it has
+/// one; else (or when no device has that MAC) the most recently seen one
+/// at its IP, unless that device is known by another MAC (the IP moved).
+async fn find(
+    tx: &mut Tx<'_>,
+    org: &str,
+    plan: &[DeviceObservation],
+) -> Result<Vec<Option<StoredDevice>>> {
+    let macs: Vec<&str> = plan.iter().filter_map(|ob| ob.mac.as_deref()).collect();
+    let mut by_mac: HashMap<String, StoredDevice> = HashMap::new();
+    for d in devices_where(tx, org, "mac", &macs).await? {
+        if let Some(mac) = d.mac.clone() {
+            by_mac.entry(mac).or_insert(d);
+        }
+    }
+    let mut ips: Vec<&str> = plan
+        .iter()
+        .filter(|ob| ob.mac.as_ref().is_none_or(|m| !by_mac.contains_key(m)))
+        .filter_map(|ob| ob.ip.as_deref())
+        .collect();
+    ips.sort_unstable();
+    ips.dedup();
+    let mut by_ip: HashMap<String, Vec<StoredDevice>> = HashMap::new();
+    for d in devices_where(tx, org, "ip", &ips).await? {
+        if let Some(ip) = d.ip.clone() {
+            by_ip.entry(ip).or_default().push(d);
+        }
+    }
+    for at_ip in by_ip.values_mut() {
+        at_ip.sort_by_key(|d| std::cmp::Reverse(d.last_seen));
+    }
+    Ok(plan
+        .iter()
+        .map(|ob| {
+            if let Some(d) = ob.mac.as_ref().and_then(|m| by_mac.get(m)) {
+                return Some(d.clone());
+            }
+            by_ip
+                .get(ob.ip.as_ref()?)?
+                .iter()
+                .find(|d| d.mac.is_none() || ob.mac.is_none() || d.mac == ob.mac)
+                .cloned()
+        })
+        .collect())
+}
+
+/// Writes `devices`, `CHUNK` per statement: inserted when `known` is
+/// false; else each (at most once) replaces its stored row and is no
+/// longer retired.
+async fn write(tx: &mut Tx<'_>, org: &str, devices: &[&Device], known: bool) -> Result<()> {
+    const UPDATE: &str = " ON CONFLICT (org_id, device_id) DO UPDATE SET ip = excluded.ip, \
+         mac = excluded.mac, hostname = excluded.hostname, os = excluded.os, \
+         vendor = excluded.vendor, first_seen = excluded.first_seen, \
+         last_seen = excluded.last_seen, retired_at = NULL";
+    for chunk in devices.chunks(CHUNK) {
+        let rows = (0..chunk.len())
+            .map(|i| format!("(?1, {})", placeholders(2 + i * 8, 8)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO devices (org_id, device_id, ip, mac, hostname, os, vendor, first_seen, \
+             last_seen) VALUES {rows}{}",
+            if known { UPDATE } else { "" }
+        );
+        let mut params = Vec::with_capacity(1 + chunk.len() * 8);
+        params.push(Param::Text(Some(org)));
+        for d in chunk {
+            params.extend_from_slice(params![
+                d.device_id,
+                d.ip,
+                d.mac,
+                d.hostname,
+                d.os,
+                d.vendor,
+                d.first_seen,
+                d.last_seen
+            ]);
+        }
+        tx.execute(&sql, &params).await?;
+    }
+    Ok(())
 }
 
 /// What makes two observations of one request the same device: the MAC
@@ -285,15 +419,15 @@ enum Identity {
 
 /// Upserts `seen`; returns one device per observation, in order (the same
 /// device reported twice in one request is one device, returned twice).
-fn upsert(
-    tx: &Transaction<'_>,
+async fn upsert(
+    tx: &mut Tx<'_>,
     org: &Organization,
     seen: &[DeviceObservation],
     at_ms: i64,
 ) -> Result<Vec<Device>> {
     let org_id = org.id.as_str();
-    let mut plan: Vec<(DeviceObservation, Option<Row>)> = Vec::new();
-    let mut index: std::collections::HashMap<Identity, usize> = std::collections::HashMap::new();
+    let mut observed: Vec<DeviceObservation> = Vec::new();
+    let mut index: HashMap<Identity, usize> = HashMap::new();
     let mut slot_of = Vec::with_capacity(seen.len());
     for ob in seen {
         let present = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
@@ -315,11 +449,13 @@ fn upsert(
             slot_of.push(i);
             continue;
         }
-        let existing = find(tx, org_id, &ob)?;
-        index.insert(identity, plan.len());
-        slot_of.push(plan.len());
-        plan.push((ob, existing));
+        index.insert(identity, observed.len());
+        slot_of.push(observed.len());
+        observed.push(ob);
     }
+    let existing = find(tx, org_id, &observed).await?;
+    let plan: Vec<(DeviceObservation, Option<StoredDevice>)> =
+        observed.into_iter().zip(existing).collect();
     // What counts against the limit this month: devices seen this month and
     // not retired. This request adds the ones that are new, retired, or not
     // yet seen this month.
@@ -332,12 +468,14 @@ fn upsert(
         })
         .count() as u64;
     if adding > 0 {
-        let current: u64 = tx.query_row(
-            "SELECT COUNT(*) FROM devices WHERE org_id = ?1 AND retired_at IS NULL \
-             AND last_seen >= ?2",
-            params![org_id, month_start],
-            |r| r.get::<_, i64>(0),
-        )? as u64;
+        let current = read_count(
+            tx.query_opt(
+                "SELECT COUNT(*) FROM devices WHERE org_id = ?1 AND retired_at IS NULL \
+                 AND last_seen >= ?2",
+                params![org_id, month_start],
+            )
+            .await?,
+        )?;
         let limit = org.limits.max_devices;
         if current.saturating_add(adding) > limit && !org.allow_overage {
             return Err(Error::PlanLimit(format!(
@@ -347,70 +485,51 @@ fn upsert(
             )));
         }
     }
-    let mut update = tx.prepare_cached(
-        "UPDATE devices SET ip = ?3, mac = ?4, hostname = ?5, os = ?6, vendor = ?7, \
-         first_seen = ?8, last_seen = ?9, retired_at = NULL WHERE org_id = ?1 AND device_id = ?2",
-    )?;
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO devices (org_id, device_id, ip, mac, hostname, os, vendor, first_seen, last_seen) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?;
     let mut unique = Vec::with_capacity(plan.len());
     for (ob, existing) in plan {
-        let device = match existing {
-            Some(row) => {
-                let d = Device {
-                    device_id: row.device_id,
-                    ip: ob.ip.or(row.ip),
-                    mac: ob.mac.or(row.mac),
-                    hostname: ob.hostname.or(row.hostname),
-                    os: ob.os.or(row.os),
-                    vendor: ob.vendor.or(row.vendor),
-                    first_seen: row.first_seen.min(at_ms),
-                    last_seen: row.last_seen.max(at_ms),
-                    is_new: false,
-                };
-                update.execute(params![
-                    org_id,
-                    d.device_id,
-                    d.ip,
-                    d.mac,
-                    d.hostname,
-                    d.os,
-                    d.vendor,
-                    d.first_seen,
-                    d.last_seen
-                ])?;
-                d
-            }
-            None => {
-                let d = Device {
-                    device_id: crate::ids::random_id("dev-"),
-                    ip: ob.ip,
-                    mac: ob.mac,
-                    hostname: ob.hostname,
-                    os: ob.os,
-                    vendor: ob.vendor,
-                    first_seen: at_ms,
-                    last_seen: at_ms,
-                    is_new: true,
-                };
-                insert.execute(params![
-                    org_id,
-                    d.device_id,
-                    d.ip,
-                    d.mac,
-                    d.hostname,
-                    d.os,
-                    d.vendor,
-                    d.first_seen,
-                    d.last_seen
-                ])?;
-                d
-            }
-        };
-        unique.push(device);
+        unique.push(match existing {
+            Some(row) => Device {
+                device_id: row.device_id,
+                ip: ob.ip.or(row.ip),
+                mac: ob.mac.or(row.mac),
+                hostname: ob.hostname.or(row.hostname),
+                os: ob.os.or(row.os),
+                vendor: ob.vendor.or(row.vendor),
+                first_seen: row.first_seen.min(at_ms),
+                last_seen: row.last_seen.max(at_ms),
+                is_new: false,
+            },
+            None => Device {
+                device_id: crate::ids::random_id("dev-"),
+                ip: ob.ip,
+                mac: ob.mac,
+                hostname: ob.hostname,
+                os: ob.os,
+                vendor: ob.vendor,
+                first_seen: at_ms,
+                last_seen: at_ms,
+                is_new: true,
+            },
+        });
     }
+    // Two observations can be one stored device (one found by its MAC, the
+    // other by its IP): it is written once, with the later observation's
+    // values, as if each had been written in turn (PostgreSQL refuses to
+    // upsert a row twice in one statement).
+    let mut known: Vec<&Device> = Vec::new();
+    let mut known_at: HashMap<&str, usize> = HashMap::new();
+    for d in unique.iter().filter(|d| !d.is_new) {
+        match known_at.entry(d.device_id.as_str()) {
+            Entry::Occupied(at) => known[*at.get()] = d,
+            Entry::Vacant(at) => {
+                at.insert(known.len());
+                known.push(d);
+            }
+        }
+    }
+    let fresh: Vec<&Device> = unique.iter().filter(|d| d.is_new).collect();
+    write(tx, org_id, &known, true).await?;
+    write(tx, org_id, &fresh, false).await?;
     Ok(slot_of.into_iter().map(|i| unique[i].clone()).collect())
 }
 
@@ -420,7 +539,7 @@ mod tests {
     use crate::orgs::NewOrganization;
     use schemas::{Plan, TenantId};
 
-    fn org(store: &MetaStore, plan: Plan, overage: bool) -> Organization {
+    async fn org(store: &MetaStore, plan: Plan, overage: bool) -> Organization {
         store
             .create_organization(&NewOrganization {
                 id: TenantId::new("acme").unwrap(),
@@ -430,6 +549,7 @@ mod tests {
                 parent_id: None,
                 allow_overage: overage,
             })
+            .await
             .unwrap()
     }
 
@@ -459,17 +579,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn upsert_by_mac_then_ip_keeps_first_seen() {
-        let store = MetaStore::open_in_memory().unwrap();
-        let o = org(&store, Plan::Business, false);
+    #[tokio::test]
+    async fn upsert_by_mac_then_ip_keeps_first_seen() {
+        let store = crate::testing::store().await;
+        let o = org(&store, Plan::Business, false).await;
         let first = store
             .upsert_devices(&o, &[ob("10.0.0.5", None)], 1_000)
+            .await
             .unwrap();
         assert!(first[0].is_new);
         // Same IP, now with a MAC: same device, MAC learned.
         let second = store
             .upsert_devices(&o, &[ob("10.0.0.5", Some("AA-BB-CC-00-11-22"))], 2_000)
+            .await
             .unwrap();
         assert_eq!(second[0].device_id, first[0].device_id);
         assert_eq!(second[0].mac.as_deref(), Some("aa:bb:cc:00:11:22"));
@@ -477,90 +599,100 @@ mod tests {
         // Same MAC on a new IP: same device, IP updated.
         let third = store
             .upsert_devices(&o, &[ob("10.0.0.9", Some("aa:bb:cc:00:11:22"))], 3_000)
+            .await
             .unwrap();
         assert_eq!(third[0].device_id, first[0].device_id);
         assert_eq!(third[0].ip.as_deref(), Some("10.0.0.9"));
         // The old IP now answering with another MAC is another device.
         let other = store
             .upsert_devices(&o, &[ob("10.0.0.9", Some("de:ad:be:ef:00:01"))], 4_000)
+            .await
             .unwrap();
         assert!(other[0].is_new);
-        assert_eq!(store.device_count(&o, 4_000).unwrap(), 2);
+        assert_eq!(store.device_count(&o, 4_000).await.unwrap(), 2);
         // An older report does not move last_seen back.
         let old = store
             .upsert_devices(&o, &[ob("10.0.0.9", Some("aa:bb:cc:00:11:22"))], 500)
+            .await
             .unwrap();
         assert_eq!((old[0].first_seen, old[0].last_seen), (500, 3_000));
     }
 
-    #[test]
-    fn device_limit_names_limit_count_and_plan_and_changes_nothing() {
-        let store = MetaStore::open_in_memory().unwrap();
-        let o = org(&store, Plan::Starter, false);
+    #[tokio::test]
+    async fn device_limit_names_limit_count_and_plan_and_changes_nothing() {
+        let store = crate::testing::store().await;
+        let o = org(&store, Plan::Starter, false).await;
         let four: Vec<_> = (1..=4).map(|i| ob(&format!("10.0.0.{i}"), None)).collect();
-        store.upsert_devices(&o, &four, 1).unwrap();
+        store.upsert_devices(&o, &four, 1).await.unwrap();
         let three: Vec<_> = (4..=6).map(|i| ob(&format!("10.0.0.{i}"), None)).collect();
-        let err = store.upsert_devices(&o, &three, 2).unwrap_err().to_string();
+        let err = store
+            .upsert_devices(&o, &three, 2)
+            .await
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "device limit reached: the starter plan allows 5 devices a month, acme has 4 active this month and this request adds 2; \
              retire devices no longer in use, upgrade the plan or enable overage billing"
         );
-        assert_eq!(store.device_count(&o, 2).unwrap(), 4);
+        assert_eq!(store.device_count(&o, 2).await.unwrap(), 4);
         // Known devices are always accepted.
-        store.upsert_devices(&o, &four, 3).unwrap();
+        store.upsert_devices(&o, &four, 3).await.unwrap();
     }
 
     /// The limit is per billing month: devices seen in an earlier month do
     /// not block this month's, and a retired device frees its place until
     /// it is seen again.
-    #[test]
-    fn devices_count_per_month_and_retired_ones_do_not_count() {
-        let store = MetaStore::open_in_memory().unwrap();
-        let o = org(&store, Plan::Starter, false);
+    #[tokio::test]
+    async fn devices_count_per_month_and_retired_ones_do_not_count() {
+        let store = crate::testing::store().await;
+        let o = org(&store, Plan::Starter, false).await;
         let oct = 1_791_000_000_000; // 2026-10-03
         let nov = 1_795_687_200_000; // 2026-11-26
         let five: Vec<_> = (1..=5).map(|i| ob(&format!("10.0.0.{i}"), None)).collect();
-        let devices = store.upsert_devices(&o, &five, oct).unwrap();
+        let devices = store.upsert_devices(&o, &five, oct).await.unwrap();
         let sixth = [ob("10.0.0.6", None)];
-        assert!(store.upsert_devices(&o, &sixth, oct + 1).is_err());
+        assert!(store.upsert_devices(&o, &sixth, oct + 1).await.is_err());
         // A new month: October's devices do not count.
-        assert_eq!(store.device_count(&o, nov).unwrap(), 0);
-        store.upsert_devices(&o, &sixth, nov).unwrap();
-        store.upsert_devices(&o, &five[..4], nov).unwrap();
-        assert_eq!(store.device_count(&o, nov).unwrap(), 5);
-        assert!(store.upsert_devices(&o, &five[4..], nov).is_err());
+        assert_eq!(store.device_count(&o, nov).await.unwrap(), 0);
+        store.upsert_devices(&o, &sixth, nov).await.unwrap();
+        store.upsert_devices(&o, &five[..4], nov).await.unwrap();
+        assert_eq!(store.device_count(&o, nov).await.unwrap(), 5);
+        assert!(store.upsert_devices(&o, &five[4..], nov).await.is_err());
         // Retiring one makes room; seeing it again brings it back.
         store
             .retire_device(&o.id, &devices[0].device_id, nov)
+            .await
             .unwrap();
-        assert_eq!(store.device_count(&o, nov).unwrap(), 4);
-        store.upsert_devices(&o, &five[4..], nov).unwrap();
-        assert!(store.upsert_devices(&o, &five[..1], nov).is_err());
+        assert_eq!(store.device_count(&o, nov).await.unwrap(), 4);
+        store.upsert_devices(&o, &five[4..], nov).await.unwrap();
+        assert!(store.upsert_devices(&o, &five[..1], nov).await.is_err());
         assert!(matches!(
-            store.retire_device(&o.id, "dev-nope", nov),
+            store.retire_device(&o.id, "dev-nope", nov).await,
             Err(Error::NotFound { .. })
         ));
     }
 
-    #[test]
-    fn scans_count_once_per_id_and_respect_the_monthly_limit() {
-        let store = MetaStore::open_in_memory().unwrap();
-        let o = org(&store, Plan::Starter, false);
+    #[tokio::test]
+    async fn scans_count_once_per_id_and_respect_the_monthly_limit() {
+        let store = crate::testing::store().await;
+        let o = org(&store, Plan::Starter, false).await;
         let nov = 1_795_687_200_000; // 2026-11-26
         for i in 0..25 {
             assert!(
                 store
                     .admit_scan(&o, &format!("s{i}"), "h", &[], nov)
+                    .await
                     .unwrap()
                     .new_scan
             );
         }
-        let replay = store.admit_scan(&o, "s3", "h", &[], nov).unwrap();
+        let replay = store.admit_scan(&o, "s3", "h", &[], nov).await.unwrap();
         assert!(!replay.new_scan);
         assert_eq!(replay.scans_this_month, 25);
         let err = store
             .admit_scan(&o, "s25", "h", &[], nov)
+            .await
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("scan limit reached: the starter plan allows 25 scans per month and acme has run 25 in 2026-11"), "{err}");
@@ -568,50 +700,55 @@ mod tests {
         assert!(
             store
                 .admit_scan(&o, "s25", "h", &[], nov + 10 * 86_400_000)
+                .await
                 .unwrap()
                 .new_scan
         );
     }
 
-    #[test]
-    fn overage_accepts_beyond_the_limits() {
-        let store = MetaStore::open_in_memory().unwrap();
-        let o = org(&store, Plan::Starter, true);
+    #[tokio::test]
+    async fn overage_accepts_beyond_the_limits() {
+        let store = crate::testing::store().await;
+        let o = org(&store, Plan::Starter, true).await;
         let many: Vec<_> = (1..=8).map(|i| ob(&format!("10.0.0.{i}"), None)).collect();
         let mut twice = many.clone();
         twice.push(many[0].clone());
-        let a = store.admit_scan(&o, "x", "h", &twice, 1).unwrap();
+        let a = store.admit_scan(&o, "x", "h", &twice, 1).await.unwrap();
         assert_eq!(a.devices.len(), 9, "one device per observation");
         assert_eq!(a.devices[8].device_id, a.devices[0].device_id);
-        assert_eq!(store.device_count(&o, 1).unwrap(), 8);
+        assert_eq!(store.device_count(&o, 1).await.unwrap(), 8);
     }
 
     /// A used scan id with another report is refused, never overwritten;
     /// the same report again is a replay counted once.
-    #[test]
-    fn a_scan_id_belongs_to_one_report() {
-        let store = MetaStore::open_in_memory().unwrap();
-        let o = org(&store, Plan::Starter, false);
+    #[tokio::test]
+    async fn a_scan_id_belongs_to_one_report() {
+        let store = crate::testing::store().await;
+        let o = org(&store, Plan::Starter, false).await;
         let first = store
             .admit_scan(&o, "weekly", "h1", &[ob("10.0.0.1", None)], 1)
+            .await
             .unwrap();
         assert!(first.new_scan);
         let replay = store
             .admit_scan(&o, "weekly", "h1", &[ob("10.0.0.1", None)], 2)
+            .await
             .unwrap();
         assert!(!replay.new_scan);
         assert_eq!(replay.scans_this_month, 1);
-        let other = store.admit_scan(&o, "weekly", "h2", &[ob("10.0.0.2", None)], 3);
+        let other = store
+            .admit_scan(&o, "weekly", "h2", &[ob("10.0.0.2", None)], 3)
+            .await;
         assert!(matches!(other, Err(Error::Conflict { .. })), "{other:?}");
         // Nothing of the refused report was recorded.
-        assert_eq!(store.device_count(&o, 3).unwrap(), 1);
+        assert_eq!(store.device_count(&o, 3).await.unwrap(), 1);
     }
 
     /// Many devices in one request: one device per identity, in order.
-    #[test]
-    fn a_large_inventory_is_one_device_per_identity() {
-        let store = MetaStore::open_in_memory().unwrap();
-        let o = org(&store, Plan::Enterprise, true);
+    #[tokio::test]
+    async fn a_large_inventory_is_one_device_per_identity() {
+        let store = crate::testing::store().await;
+        let o = org(&store, Plan::Enterprise, true).await;
         let seen: Vec<DeviceObservation> = (0..20_000u32)
             .map(|i| {
                 ob(
@@ -621,9 +758,61 @@ mod tests {
             })
             .chain(std::iter::once(ob("10.0.0.0", None)))
             .collect();
-        let devices = store.upsert_devices(&o, &seen, 1).unwrap();
+        let devices = store.upsert_devices(&o, &seen, 1).await.unwrap();
         assert_eq!(devices.len(), 20_001);
         assert_eq!(devices[0].device_id, devices[20_000].device_id);
-        assert_eq!(store.device_count(&o, 1).unwrap(), 20_000);
+        assert_eq!(store.device_count(&o, 1).await.unwrap(), 20_000);
+        // Sent again: the same devices, each seen later.
+        let again = store.upsert_devices(&o, &seen, 2).await.unwrap();
+        assert!(
+            again
+                .iter()
+                .zip(&devices)
+                .all(|(a, d)| a.device_id == d.device_id)
+        );
+        assert!(again.iter().all(|d| !d.is_new && d.last_seen == 2));
+        assert_eq!(store.device_count(&o, 2).await.unwrap(), 20_000);
+    }
+
+    /// Two observations of one request can be one stored device (one found
+    /// by its MAC, the other by its IP): it is written once, with the later
+    /// observation's values, as when each was written in turn.
+    #[tokio::test]
+    async fn one_stored_device_observed_twice_in_a_request_is_written_once() {
+        let store = crate::testing::store().await;
+        let o = org(&store, Plan::Business, false).await;
+        let first = store
+            .upsert_devices(&o, &[ob("10.0.0.5", None)], 1)
+            .await
+            .unwrap();
+        let by_ip = DeviceObservation {
+            hostname: Some("printer".into()),
+            ..ob("10.0.0.5", None)
+        };
+        let both = store
+            .upsert_devices(&o, &[ob("10.0.0.5", Some("aa:bb:cc:00:11:22")), by_ip], 2)
+            .await
+            .unwrap();
+        assert_eq!(both.len(), 2);
+        assert!(
+            both.iter()
+                .all(|d| d.device_id == first[0].device_id && !d.is_new)
+        );
+        assert_eq!(both[0].mac.as_deref(), Some("aa:bb:cc:00:11:22"));
+        let stored = store
+            .db
+            .query_opt(
+                "SELECT hostname, last_seen FROM devices WHERE org_id = ?1 AND device_id = ?2",
+                params![o.id, first[0].device_id],
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            stored.get::<Option<String>>(0).unwrap().as_deref(),
+            Some("printer")
+        );
+        assert_eq!(stored.get::<i64>(1).unwrap(), 2);
+        assert_eq!(store.device_count(&o, 2).await.unwrap(), 1);
     }
 }

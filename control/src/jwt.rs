@@ -8,11 +8,11 @@
 //! role. The token proves who the caller is; the store says what they may do.
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use rusqlite::OptionalExtension;
 use schemas::TenantId;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Principal, Role};
+use crate::db::params;
 use crate::error::{Error, Result};
 use crate::store::{MetaStore, now_ms};
 
@@ -38,23 +38,34 @@ pub fn looks_like_jwt(token: &str) -> bool {
 }
 
 impl MetaStore {
-    /// The signing secret: the one in the store, generated on first use.
-    fn jwt_secret(&self) -> Result<&[u8]> {
-        if let Some(s) = self.jwt_secret.get() {
-            return Ok(s);
-        }
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO settings (key, value) VALUES ('jwt_secret', ?1) ON CONFLICT(key) DO NOTHING",
-            [rand::random::<[u8; 32]>().to_vec()],
-        )?;
-        let stored: Vec<u8> = conn.query_row(
-            "SELECT value FROM settings WHERE key = 'jwt_secret'",
-            [],
-            |r| r.get(0),
-        )?;
-        drop(conn);
-        Ok(self.jwt_secret.get_or_init(|| stored))
+    /// The signing secret: the one in the store, generated on first use
+    /// (by whichever process of a shared store comes first).
+    async fn jwt_secret(&self) -> Result<&[u8]> {
+        let secret = self
+            .jwt_secret
+            .get_or_try_init(|| async {
+                self.db
+                    .execute(
+                        "INSERT INTO settings (key, value) VALUES ('jwt_secret', ?1) \
+                         ON CONFLICT(key) DO NOTHING",
+                        params![rand::random::<[u8; 32]>().to_vec()],
+                    )
+                    .await?;
+                let stored: Vec<u8> = self
+                    .db
+                    .write_query(
+                        "SELECT value FROM settings WHERE key = 'jwt_secret'",
+                        params![],
+                    )
+                    .await?
+                    .first()
+                    .map(|r| r.get(0))
+                    .transpose()?
+                    .ok_or_else(|| Error::Invalid("the JWT secret is missing".into()))?;
+                Ok::<_, Error>(stored)
+            })
+            .await?;
+        Ok(secret)
     }
 
     /// Uses `secret` (from configuration) instead of the stored one. Call
@@ -71,7 +82,11 @@ impl MetaStore {
     }
 
     /// Signs a token for `principal`, valid for `ttl_secs` (capped at 24 h).
-    pub fn issue_jwt(&self, principal: &Principal, ttl_secs: u64) -> Result<(String, Claims)> {
+    pub async fn issue_jwt(
+        &self,
+        principal: &Principal,
+        ttl_secs: u64,
+    ) -> Result<(String, Claims)> {
         let iat = (now_ms() / 1000).max(0) as u64;
         let sub = if principal.key_id.starts_with("user:") {
             principal.key_id.clone()
@@ -89,7 +104,7 @@ impl MetaStore {
         let token = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &claims,
-            &EncodingKey::from_secret(self.jwt_secret()?),
+            &EncodingKey::from_secret(self.jwt_secret().await?),
         )
         .map_err(|e| Error::Invalid(format!("cannot sign the token: {e}")))?;
         Ok((token, claims))
@@ -98,23 +113,23 @@ impl MetaStore {
     /// Verifies a token's signature, issuer and expiry, then that its
     /// credential still exists; the principal with the lower of the token's
     /// and the current role.
-    pub fn verify_jwt(&self, token: &str) -> Result<Principal> {
+    pub async fn verify_jwt(&self, token: &str) -> Result<Principal> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
         validation.leeway = 0;
         let claims = jsonwebtoken::decode::<Claims>(
             token,
-            &DecodingKey::from_secret(self.jwt_secret()?),
+            &DecodingKey::from_secret(self.jwt_secret().await?),
             &validation,
         )
         .map_err(|_| Error::InvalidCredentials)?
         .claims;
         let tenant = TenantId::new(&claims.org).map_err(|_| Error::InvalidCredentials)?;
         let current = if let Some(user) = claims.sub.strip_prefix("user:") {
-            self.user_role(&tenant, user)?
+            self.user_role(&tenant, user).await?
         } else if let Some(key) = claims.sub.strip_prefix("key:") {
-            self.key_role(&tenant, key)?
+            self.key_role(&tenant, key).await?
         } else {
             None
         };
@@ -131,15 +146,15 @@ impl MetaStore {
     }
 
     /// The role of a live (not revoked) key of `org`.
-    fn key_role(&self, org: &TenantId, id: &str) -> Result<Option<Role>> {
-        let role: Option<String> = self
-            .read()
-            .prepare_cached(
+    async fn key_role(&self, org: &TenantId, id: &str) -> Result<Option<Role>> {
+        self.db
+            .query_opt(
                 "SELECT role FROM api_keys WHERE id = ?1 AND org_id = ?2 AND revoked_at IS NULL",
-            )?
-            .query_row(rusqlite::params![id, org.as_str()], |r| r.get(0))
-            .optional()?;
-        role.map(|r| r.parse()).transpose()
+                params![id, org],
+            )
+            .await?
+            .map(|r| r.get::<String>(0)?.parse())
+            .transpose()
     }
 }
 
@@ -149,43 +164,46 @@ mod tests {
     use crate::store::DEFAULT_ORG;
     use schemas::Plan;
 
-    fn store() -> (MetaStore, TenantId) {
-        let store = MetaStore::open_in_memory().unwrap();
-        store.ensure_default_org(Plan::Business, None).unwrap();
+    async fn default_store() -> (MetaStore, TenantId) {
+        let store = crate::testing::store().await;
+        store
+            .ensure_default_org(Plan::Business, None)
+            .await
+            .unwrap();
         (store, TenantId::new(DEFAULT_ORG).unwrap())
     }
 
-    #[test]
-    fn tokens_carry_org_role_and_expiry_and_follow_the_credential() {
-        let (store, org) = store();
-        let key = store.create_key(&org, "ci", Role::Member).unwrap();
-        let principal = store.verify_key(&key.secret).unwrap();
-        let (token, claims) = store.issue_jwt(&principal, 600).unwrap();
+    #[tokio::test]
+    async fn tokens_carry_org_role_and_expiry_and_follow_the_credential() {
+        let (store, org) = default_store().await;
+        let key = store.create_key(&org, "ci", Role::Member).await.unwrap();
+        let principal = store.verify_key(&key.secret).await.unwrap();
+        let (token, claims) = store.issue_jwt(&principal, 600).await.unwrap();
         assert!(looks_like_jwt(&token));
         assert!(!looks_like_jwt(&key.secret));
         assert_eq!(claims.exp - claims.iat, 600);
-        assert_eq!(store.verify_jwt(&token).unwrap(), principal);
+        assert_eq!(store.verify_jwt(&token).await.unwrap(), principal);
 
         // Tampering breaks the signature.
         let mut forged = token.clone();
         forged.pop();
         forged.push(if token.ends_with('A') { 'B' } else { 'A' });
         assert!(matches!(
-            store.verify_jwt(&forged),
+            store.verify_jwt(&forged).await,
             Err(Error::InvalidCredentials)
         ));
 
         // Revoking the key revokes its tokens.
-        store.revoke_key(&org, &key.id).unwrap();
+        store.revoke_key(&org, &key.id).await.unwrap();
         assert!(matches!(
-            store.verify_jwt(&token),
+            store.verify_jwt(&token).await,
             Err(Error::InvalidCredentials)
         ));
     }
 
-    #[test]
-    fn expired_and_foreign_tokens_are_refused() {
-        let (store, org) = store();
+    #[tokio::test]
+    async fn expired_and_foreign_tokens_are_refused() {
+        let (store, org) = default_store().await;
         let user = store
             .create_user(
                 &org,
@@ -193,9 +211,11 @@ mod tests {
                 "a long enough password",
                 Role::Admin,
             )
+            .await
             .unwrap();
         let (_, principal) = store
             .sign_in(&user.email, "a long enough password", None)
+            .await
             .unwrap();
         let claims = Claims {
             iss: ISSUER.into(),
@@ -205,7 +225,7 @@ mod tests {
             iat: 1,
             exp: 2,
         };
-        let secret = store.jwt_secret().unwrap().to_vec();
+        let secret = store.jwt_secret().await.unwrap().to_vec();
         let expired = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &claims,
@@ -213,23 +233,26 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(
-            store.verify_jwt(&expired),
+            store.verify_jwt(&expired).await,
             Err(Error::InvalidCredentials)
         ));
 
-        let other = MetaStore::open_in_memory().unwrap();
-        other.ensure_default_org(Plan::Business, None).unwrap();
-        let (theirs, _) = other.issue_jwt(&principal, 60).unwrap();
+        let other = crate::testing::store().await;
+        other
+            .ensure_default_org(Plan::Business, None)
+            .await
+            .unwrap();
+        let (theirs, _) = other.issue_jwt(&principal, 60).await.unwrap();
         assert!(matches!(
-            store.verify_jwt(&theirs),
+            store.verify_jwt(&theirs).await,
             Err(Error::InvalidCredentials)
         ));
 
-        let (mine, _) = store.issue_jwt(&principal, 60).unwrap();
-        assert_eq!(store.verify_jwt(&mine).unwrap().role, Role::Admin);
-        store.delete_user(&org, &user.id).unwrap();
+        let (mine, _) = store.issue_jwt(&principal, 60).await.unwrap();
+        assert_eq!(store.verify_jwt(&mine).await.unwrap().role, Role::Admin);
+        store.delete_user(&org, &user.id).await.unwrap();
         assert!(matches!(
-            store.verify_jwt(&mine),
+            store.verify_jwt(&mine).await,
             Err(Error::InvalidCredentials)
         ));
     }

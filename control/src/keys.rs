@@ -7,13 +7,13 @@
 //! have any shape; their id is derived from their hash.
 
 use rand::RngCore;
-use rusqlite::{OptionalExtension, params};
 use schemas::TenantId;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::auth::{Principal, Role};
+use crate::db::params;
 use crate::error::{Error, Result};
 use crate::store::{MetaStore, now_ms};
 
@@ -74,14 +74,15 @@ pub struct ApiKeyInfo {
 
 impl MetaStore {
     /// Issues a new key for `org`; the secret is returned once.
-    pub fn create_key(&self, org: &TenantId, name: &str, role: Role) -> Result<IssuedKey> {
+    pub async fn create_key(&self, org: &TenantId, name: &str, role: Role) -> Result<IssuedKey> {
         let key = generate();
-        self.insert_key(org, name, role, &key.id, &key.secret)?;
+        self.insert_key(org, name, role, &key.id, &key.secret)
+            .await?;
         Ok(key)
     }
 
     /// Stores a key supplied by the operator (configuration); idempotent.
-    pub fn import_key(
+    pub async fn import_key(
         &self,
         org: &TenantId,
         name: &str,
@@ -96,13 +97,13 @@ impl MetaStore {
             )));
         }
         let id = key_id(secret);
-        match self.insert_key(org, name, role, &id, secret) {
+        match self.insert_key(org, name, role, &id, secret).await {
             Err(Error::Conflict { .. }) => Ok(id),
             other => other.map(|()| id),
         }
     }
 
-    fn insert_key(
+    async fn insert_key(
         &self,
         org: &TenantId,
         name: &str,
@@ -110,18 +111,21 @@ impl MetaStore {
         id: &str,
         secret: &str,
     ) -> Result<()> {
-        if self.organization(org)?.is_none() {
+        if self.organization(org).await?.is_none() {
             return Err(Error::NotFound {
                 what: "organization",
                 id: org.to_string(),
             });
         }
         let hash = hash(secret);
-        let n = self.conn().execute(
-            "INSERT INTO api_keys (id, org_id, name, role, hash, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(id) DO NOTHING",
-            params![id, org.as_str(), name, role.as_str(), &hash[..], now_ms()],
-        )?;
+        let n = self
+            .db
+            .execute(
+                "INSERT INTO api_keys (id, org_id, name, role, hash, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(id) DO NOTHING",
+                params![id, org, name, role.as_str(), &hash[..], now_ms()],
+            )
+            .await?;
         if n == 0 {
             return Err(Error::Conflict {
                 what: "api key",
@@ -131,101 +135,93 @@ impl MetaStore {
         Ok(())
     }
 
-    pub fn list_keys(&self, org: &TenantId) -> Result<Vec<ApiKeyInfo>> {
-        let conn = self.read();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, org_id, name, role, created_at, last_used_at, revoked_at \
-             FROM api_keys WHERE org_id = ?1 ORDER BY created_at, id",
-        )?;
-        let rows = stmt
-            .query_map([org.as_str()], |r| {
-                Ok((
-                    ApiKeyInfo {
-                        id: r.get(0)?,
-                        org_id: r.get(1)?,
-                        name: r.get(2)?,
-                        role: Role::Viewer,
-                        created_at: r.get(4)?,
-                        last_used_at: r.get(5)?,
-                        revoked_at: r.get(6)?,
-                    },
-                    r.get::<_, String>(3)?,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter()
-            .map(|(mut info, role)| {
-                info.role = role.parse()?;
-                Ok(info)
+    pub async fn list_keys(&self, org: &TenantId) -> Result<Vec<ApiKeyInfo>> {
+        self.db
+            .query(
+                "SELECT id, org_id, name, role, created_at, last_used_at, revoked_at \
+                 FROM api_keys WHERE org_id = ?1 ORDER BY created_at, id",
+                params![org],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(ApiKeyInfo {
+                    id: r.get(0)?,
+                    org_id: r.get(1)?,
+                    name: r.get(2)?,
+                    role: r.get::<String>(3)?.parse()?,
+                    created_at: r.get(4)?,
+                    last_used_at: r.get(5)?,
+                    revoked_at: r.get(6)?,
+                })
             })
             .collect()
     }
 
     /// Revokes a key of `org`. Revoking twice is not an error.
-    pub fn revoke_key(&self, org: &TenantId, id: &str) -> Result<()> {
-        let n = self.conn().execute(
-            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?3) WHERE id = ?1 AND org_id = ?2",
-            params![id, org.as_str(), now_ms()],
-        )?;
+    pub async fn revoke_key(&self, org: &TenantId, id: &str) -> Result<()> {
+        let n = self
+            .db
+            .execute(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?3) WHERE id = ?1 AND org_id = ?2",
+                params![id, org, now_ms()],
+            )
+            .await?;
         if n == 0 {
             return Err(Error::NotFound {
                 what: "api key",
                 id: id.to_string(),
             });
         }
+        self.key_cache.forget(org, Some(id));
         Ok(())
     }
 
     /// The organization and id of the key `presented` claims to be (its
     /// public id part), without checking the secret: for attributing a
     /// failed authentication to the organization it targeted.
-    pub fn key_owner(&self, presented: &str) -> Result<Option<(TenantId, String)>> {
+    pub async fn key_owner(&self, presented: &str) -> Result<Option<(TenantId, String)>> {
         let id = key_id(presented);
         let org: Option<String> = self
-            .read()
-            .prepare_cached("SELECT org_id FROM api_keys WHERE id = ?1")?
-            .query_row([&id], |r| r.get(0))
-            .optional()?;
+            .db
+            .query_opt("SELECT org_id FROM api_keys WHERE id = ?1", params![id])
+            .await?
+            .map(|r| r.get(0))
+            .transpose()?;
         Ok(org.and_then(|o| TenantId::new(&o).ok()).map(|o| (o, id)))
     }
 
     /// Resolves a presented API key to its principal. The lookup is by the
     /// public id; the hash comparison is constant-time.
-    pub fn verify_key(&self, presented: &str) -> Result<Principal> {
+    pub async fn verify_key(&self, presented: &str) -> Result<Principal> {
         let id = key_id(presented);
-        let row = {
-            let conn = self.read();
-            let mut stmt = conn.prepare_cached(
+        let row = self
+            .db
+            .query_opt(
                 "SELECT hash, org_id, role, revoked_at, last_used_at FROM api_keys WHERE id = ?1",
-            )?;
-            stmt.query_row([&id], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Option<i64>>(3)?,
-                    r.get::<_, Option<i64>>(4)?,
-                ))
-            })
-            .optional()?
-        };
-        let Some((stored, org, role, revoked_at, last_used)) = row else {
+                params![id],
+            )
+            .await?;
+        let Some(row) = row else {
             return Err(Error::InvalidCredentials);
         };
+        let stored: Vec<u8> = row.get(0)?;
+        let (org, role): (String, String) = (row.get(1)?, row.get(2)?);
+        let (revoked_at, last_used): (Option<i64>, Option<i64>) = (row.get(3)?, row.get(4)?);
         let matches: bool = hash(presented).ct_eq(stored.as_slice()).into();
         if !matches || revoked_at.is_some() {
             return Err(Error::InvalidCredentials);
         }
         let now = now_ms();
-        if last_used.is_none_or(|t| now - t > LAST_USED_RESOLUTION_MS)
-            && let Some(conn) = self.try_conn()
-        {
-            // Best effort: skipped while a bulk write holds the writer (the
-            // next request records it).
-            conn.execute(
-                "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1",
-                params![&id, now],
-            )?;
+        if last_used.is_none_or(|t| now - t > LAST_USED_RESOLUTION_MS) {
+            // Best effort: skipped while a bulk write holds SQLite's writer
+            // (the next request records it).
+            self.db
+                .try_execute(
+                    "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1",
+                    params![id, now],
+                )
+                .await?;
         }
         Ok(Principal {
             tenant: TenantId::new(&org)?,
@@ -240,8 +236,8 @@ mod tests {
     use super::*;
     use crate::testing::{org, t};
 
-    #[test]
-    fn generated_keys_parse_back_to_their_id() {
+    #[tokio::test]
+    async fn generated_keys_parse_back_to_their_id() {
         let k = generate();
         assert!(k.secret.starts_with("sn_"));
         assert_eq!(k.secret.len(), 3 + 16 + 1 + 64);
@@ -249,78 +245,94 @@ mod tests {
         assert_ne!(generate().secret, k.secret);
     }
 
-    #[test]
-    fn foreign_keys_get_a_stable_hash_id() {
+    #[tokio::test]
+    async fn foreign_keys_get_a_stable_hash_id() {
         let a = key_id("my-configured-development-key");
         assert_eq!(a, key_id("my-configured-development-key"));
         assert!(a.starts_with('h') && a.len() == 16);
         assert_ne!(a, key_id("another-configured-key-value"));
     }
 
-    #[test]
-    fn keys_are_stored_hashed_listed_and_revocable() {
-        let store = MetaStore::open_in_memory().unwrap();
-        org(&store, "acme");
+    #[tokio::test]
+    async fn keys_are_stored_hashed_listed_and_revocable() {
+        let store = crate::testing::store().await;
+        org(&store, "acme").await;
         let key = store
             .create_key(&t("acme"), "forwarder", Role::Member)
+            .await
             .unwrap();
         let stored: Vec<u8> = store
-            .conn()
-            .query_row("SELECT hash FROM api_keys WHERE id = ?1", [&key.id], |r| {
-                r.get(0)
-            })
+            .db
+            .query_opt("SELECT hash FROM api_keys WHERE id = ?1", params![key.id])
+            .await
+            .unwrap()
+            .unwrap()
+            .get(0)
             .unwrap();
         assert_ne!(stored, key.secret.as_bytes());
         assert_eq!(stored.len(), 32);
 
-        let listed = store.list_keys(&t("acme")).unwrap();
+        let listed = store.list_keys(&t("acme")).await.unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].id, key.id);
         assert_eq!(listed[0].role, Role::Member);
 
-        assert_eq!(store.verify_key(&key.secret).unwrap().role, Role::Member);
+        assert_eq!(
+            store.verify_key(&key.secret).await.unwrap().role,
+            Role::Member
+        );
         assert!(
-            store.list_keys(&t("acme")).unwrap()[0]
+            store.list_keys(&t("acme")).await.unwrap()[0]
                 .last_used_at
                 .is_some()
         );
 
-        store.revoke_key(&t("acme"), &key.id).unwrap();
+        store.revoke_key(&t("acme"), &key.id).await.unwrap();
         assert!(matches!(
-            store.verify_key(&key.secret),
+            store.verify_key(&key.secret).await,
             Err(Error::InvalidCredentials)
         ));
-        assert!(store.list_keys(&t("acme")).unwrap()[0].revoked_at.is_some());
+        assert!(
+            store.list_keys(&t("acme")).await.unwrap()[0]
+                .revoked_at
+                .is_some()
+        );
     }
 
-    #[test]
-    fn wrong_secret_with_a_valid_id_is_refused() {
-        let store = MetaStore::open_in_memory().unwrap();
-        org(&store, "acme");
-        let key = store.create_key(&t("acme"), "k", Role::Admin).unwrap();
+    #[tokio::test]
+    async fn wrong_secret_with_a_valid_id_is_refused() {
+        let store = crate::testing::store().await;
+        org(&store, "acme").await;
+        let key = store
+            .create_key(&t("acme"), "k", Role::Admin)
+            .await
+            .unwrap();
         let mut forged = key.secret.clone();
         forged.pop();
         forged.push(if key.secret.ends_with('0') { '1' } else { '0' });
         assert!(matches!(
-            store.verify_key(&forged),
+            store.verify_key(&forged).await,
             Err(Error::InvalidCredentials)
         ));
         assert!(matches!(
-            store.verify_key("sn_nope"),
+            store.verify_key("sn_nope").await,
             Err(Error::InvalidCredentials)
         ));
     }
 
-    #[test]
-    fn a_tenant_cannot_revoke_another_tenants_key() {
-        let store = MetaStore::open_in_memory().unwrap();
-        org(&store, "acme");
-        org(&store, "globex");
-        let key = store.create_key(&t("acme"), "k", Role::Admin).unwrap();
+    #[tokio::test]
+    async fn a_tenant_cannot_revoke_another_tenants_key() {
+        let store = crate::testing::store().await;
+        org(&store, "acme").await;
+        org(&store, "globex").await;
+        let key = store
+            .create_key(&t("acme"), "k", Role::Admin)
+            .await
+            .unwrap();
         assert!(matches!(
-            store.revoke_key(&t("globex"), &key.id),
+            store.revoke_key(&t("globex"), &key.id).await,
             Err(Error::NotFound { .. })
         ));
-        assert!(store.verify_key(&key.secret).is_ok());
+        assert!(store.verify_key(&key.secret).await.is_ok());
     }
 }

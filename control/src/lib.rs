@@ -26,6 +26,7 @@
 pub mod audit;
 pub mod auth;
 pub mod billing;
+mod db;
 mod error;
 pub mod fuzzing;
 pub(crate) mod ids;
@@ -45,6 +46,7 @@ pub mod stripe;
 pub mod users;
 
 pub use auth::{Principal, Role, authenticate};
+pub use db::{Backend, StoreError, fresh_postgres_database};
 pub use error::{Error, Result};
 pub use inventory::{Device, DeviceObservation, ScanAdmission};
 pub use keys::{ApiKeyInfo, IssuedKey};
@@ -63,8 +65,23 @@ pub(crate) mod testing {
         TenantId::new(s).unwrap()
     }
 
+    /// A fresh, empty store: a new database on the PostgreSQL server
+    /// `SECURENET_TEST_POSTGRES_URL` names (`./scripts/test.sh` starts one
+    /// and runs this crate's tests once more against it), else a private
+    /// in-memory SQLite store.
+    pub(crate) async fn store() -> MetaStore {
+        match std::env::var("SECURENET_TEST_POSTGRES_URL") {
+            Ok(url) if !url.is_empty() => {
+                MetaStore::connect(&crate::db::fresh_postgres_database(&url).await.unwrap())
+                    .await
+                    .unwrap()
+            }
+            _ => MetaStore::open_in_memory().unwrap(),
+        }
+    }
+
     /// A Business organization `id` named `ID`.
-    pub(crate) fn org(store: &MetaStore, id: &str) -> Organization {
+    pub(crate) async fn org(store: &MetaStore, id: &str) -> Organization {
         store
             .create_organization(&NewOrganization {
                 id: t(id),
@@ -74,12 +91,13 @@ pub(crate) mod testing {
                 parent_id: None,
                 allow_overage: false,
             })
+            .await
             .unwrap()
     }
 
-    /// An in-memory store with one Starter organization.
-    pub(crate) fn store_with(org: &str) -> (MetaStore, TenantId) {
-        let store = MetaStore::open_in_memory().unwrap();
+    /// A fresh store with one Starter organization.
+    pub(crate) async fn store_with(org: &str) -> (MetaStore, TenantId) {
+        let store = store().await;
         let id = t(org);
         store
             .create_organization(&NewOrganization {
@@ -90,6 +108,7 @@ pub(crate) mod testing {
                 parent_id: None,
                 allow_overage: false,
             })
+            .await
             .unwrap();
         (store, id)
     }

@@ -15,12 +15,12 @@
 //! idempotent, so several dispatchers sharing a store do not double-send a
 //! delivery they both enqueued.
 
-use rusqlite::{OptionalExtension, params};
 use schemas::Severity;
 use schemas::TenantId;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::db::{Row, params};
 use crate::error::{Error, Result};
 use crate::ids::random_id;
 use crate::rows::{json, tenant};
@@ -42,84 +42,107 @@ pub struct Notification {
     pub read_at: Option<i64>,
 }
 
-fn notification_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Notification> {
+const NOTIFICATION_COLUMNS: &str =
+    "id, org_id, kind, severity, title, body, ref_id, created_at, read_at";
+
+/// The notification in [`NOTIFICATION_COLUMNS`] order from column `at` on.
+fn notification_row(r: &Row, at: usize) -> Result<Notification> {
     Ok(Notification {
-        id: r.get(0)?,
-        org_id: tenant(r.get(1)?)?,
-        kind: r.get(2)?,
-        severity: r.get(3)?,
-        title: r.get(4)?,
-        body: json(r.get(5)?),
-        ref_id: r.get(6)?,
-        created_at: r.get(7)?,
-        read_at: r.get(8)?,
+        id: r.get(at)?,
+        org_id: tenant(r.get(at + 1)?)?,
+        kind: r.get(at + 2)?,
+        severity: r.get(at + 3)?,
+        title: r.get(at + 4)?,
+        body: json(r.get(at + 5)?),
+        ref_id: r.get(at + 6)?,
+        created_at: r.get(at + 7)?,
+        read_at: r.get(at + 8)?,
     })
 }
+
+/// How long a claimed delivery is left to its dispatcher before another
+/// may try it: well over an attempt's timeout (`notify.timeout_ms`, 10 s by
+/// default).
+pub const DELIVERY_LEASE_MS: i64 = 120_000;
 
 impl MetaStore {
     /// Records a notification once per `(org, kind, ref_id)`; returns
     /// whether it was new.
-    pub fn add_notification(&self, n: &Notification) -> Result<bool> {
-        let inserted = self.conn().execute(
-            "INSERT INTO notifications (id, org_id, kind, severity, title, body, ref_id, \
-             created_at, read_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
-             ON CONFLICT(org_id, kind, ref_id) DO NOTHING",
-            params![
-                n.id,
-                n.org_id.as_str(),
-                n.kind,
-                n.severity,
-                n.title,
-                n.body.to_string(),
-                n.ref_id,
-                n.created_at,
-                n.read_at,
-            ],
-        )?;
+    pub async fn add_notification(&self, n: &Notification) -> Result<bool> {
+        let inserted = self
+            .db
+            .execute(
+                &format!(
+                    "INSERT INTO notifications ({NOTIFICATION_COLUMNS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                     ON CONFLICT(org_id, kind, ref_id) DO NOTHING"
+                ),
+                params![
+                    n.id,
+                    n.org_id,
+                    n.kind,
+                    n.severity,
+                    n.title,
+                    n.body.to_string(),
+                    n.ref_id,
+                    n.created_at,
+                    n.read_at,
+                ],
+            )
+            .await?;
         Ok(inserted == 1)
     }
 
     /// Notifications, newest first; `before` is a cursor (`created_at`,
     /// `id`) from the previous page's last item.
-    pub fn list_notifications(
+    pub async fn list_notifications(
         &self,
         org: &TenantId,
         unread_only: bool,
         before: Option<(i64, &str)>,
         limit: usize,
     ) -> Result<Vec<Notification>> {
-        let conn = self.conn();
         let (at, id) = before.unwrap_or((i64::MAX, ""));
-        let mut stmt = conn.prepare(
-            "SELECT id, org_id, kind, severity, title, body, ref_id, created_at, read_at \
-             FROM notifications WHERE org_id = ?1 AND (?2 = 0 OR read_at IS NULL) \
-             AND (created_at < ?3 OR (created_at = ?3 AND id < ?4 AND ?4 <> '')) \
-             ORDER BY created_at DESC, id DESC LIMIT ?5",
-        )?;
-        let rows = stmt.query_map(
-            params![org.as_str(), unread_only, at, id, limit as i64],
-            notification_row,
-        )?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.db
+            .query(
+                &format!(
+                    "SELECT {NOTIFICATION_COLUMNS} FROM notifications \
+                     WHERE org_id = ?1 AND (?2 = 0 OR read_at IS NULL) \
+                     AND (created_at < ?3 OR (created_at = ?3 AND id < ?4 AND ?4 <> '')) \
+                     ORDER BY created_at DESC, id DESC LIMIT ?5"
+                ),
+                params![org, unread_only, at, id, limit],
+            )
+            .await?
+            .iter()
+            .map(|r| notification_row(r, 0))
+            .collect()
     }
 
     /// Unread notifications of an organization.
-    pub fn unread_notifications(&self, org: &TenantId) -> Result<u64> {
-        let n: i64 = self.conn().query_row(
-            "SELECT count(*) FROM notifications WHERE org_id = ?1 AND read_at IS NULL",
-            [org.as_str()],
-            |r| r.get(0),
-        )?;
-        Ok(n as u64)
+    pub async fn unread_notifications(&self, org: &TenantId) -> Result<u64> {
+        let n: Option<u64> = self
+            .db
+            .query_opt(
+                "SELECT COUNT(*) FROM notifications WHERE org_id = ?1 AND read_at IS NULL",
+                params![org],
+            )
+            .await?
+            .map(|r| r.get(0))
+            .transpose()?;
+        Ok(n.unwrap_or(0))
     }
 
     /// Marks a notification read (idempotent).
-    pub fn mark_notification_read(&self, org: &TenantId, id: &str) -> Result<()> {
-        let changed = self.conn().execute(
-            "UPDATE notifications SET read_at = coalesce(read_at, ?3) \
-             WHERE org_id = ?1 AND id = ?2",
-            params![org.as_str(), id, now_ms()],
-        )?;
+    pub async fn mark_notification_read(&self, org: &TenantId, id: &str) -> Result<()> {
+        let changed = self
+            .db
+            .execute(
+                "UPDATE notifications SET read_at = COALESCE(read_at, ?3) \
+                 WHERE org_id = ?1 AND id = ?2",
+                params![org, id, now_ms()],
+            )
+            .await?;
         if changed == 0 {
             return Err(Error::NotFound {
                 what: "notification",
@@ -188,36 +211,38 @@ pub struct DueDelivery {
     pub notification: Notification,
 }
 
-fn channel_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Channel> {
-    let kind: String = r.get(2)?;
+/// The channel in [`CHANNEL_COLUMNS`] order from column `at` on.
+fn channel_row(r: &Row, at: usize) -> Result<Channel> {
+    let kind: String = r.get(at + 2)?;
     Ok(Channel {
-        id: r.get(0)?,
-        org_id: r.get(1)?,
+        id: r.get(at)?,
+        org_id: r.get(at + 1)?,
         kind: if kind == "email" {
             ChannelKind::Email
         } else {
             ChannelKind::Webhook
         },
-        target: r.get(3)?,
-        secret: r.get(4)?,
-        min_severity: r.get(5)?,
-        created_at: r.get(6)?,
+        target: r.get(at + 3)?,
+        secret: r.get(at + 4)?,
+        min_severity: r.get(at + 5)?,
+        created_at: r.get(at + 6)?,
     })
 }
 
-fn delivery_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
+/// The delivery in [`DELIVERY_COLUMNS`] order from column `at` on.
+fn delivery_row(r: &Row, at: usize) -> Result<Delivery> {
     Ok(Delivery {
-        id: r.get(0)?,
-        org_id: r.get(1)?,
-        channel_id: r.get(2)?,
-        notification_id: r.get(3)?,
-        status: r.get(4)?,
-        attempts: r.get(5)?,
-        next_attempt_at: r.get(6)?,
-        last_status: r.get(7)?,
-        last_error: r.get(8)?,
-        created_at: r.get(9)?,
-        delivered_at: r.get(10)?,
+        id: r.get(at)?,
+        org_id: r.get(at + 1)?,
+        channel_id: r.get(at + 2)?,
+        notification_id: r.get(at + 3)?,
+        status: r.get(at + 4)?,
+        attempts: r.get(at + 5)?,
+        next_attempt_at: r.get(at + 6)?,
+        last_status: r.get(at + 7)?,
+        last_error: r.get(at + 8)?,
+        created_at: r.get(at + 9)?,
+        delivered_at: r.get(at + 10)?,
     })
 }
 
@@ -227,7 +252,7 @@ const DELIVERY_COLUMNS: &str = "id, org_id, channel_id, notification_id, status,
 
 impl MetaStore {
     /// Adds a channel; webhooks get a signing secret (returned, shown once).
-    pub fn create_channel(
+    pub async fn create_channel(
         &self,
         org: &TenantId,
         kind: ChannelKind,
@@ -250,39 +275,51 @@ impl MetaStore {
             min_severity: min_severity.to_string(),
             created_at: now_ms(),
         };
-        self.conn().execute(
-            &format!("INSERT INTO notification_channels ({CHANNEL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
-            params![
-                channel.id,
-                channel.org_id,
-                kind.as_str(),
-                channel.target,
-                channel.secret,
-                channel.min_severity,
-                channel.created_at
-            ],
-        )?;
+        self.db
+            .execute(
+                &format!(
+                    "INSERT INTO notification_channels ({CHANNEL_COLUMNS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                ),
+                params![
+                    channel.id,
+                    channel.org_id,
+                    kind.as_str(),
+                    channel.target,
+                    channel.secret,
+                    channel.min_severity,
+                    channel.created_at
+                ],
+            )
+            .await?;
         Ok(channel)
     }
 
-    pub fn list_channels(&self, org: &TenantId) -> Result<Vec<Channel>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {CHANNEL_COLUMNS} FROM notification_channels WHERE org_id = ?1 ORDER BY created_at, id"
-        ))?;
-        let rows = stmt.query_map([org.as_str()], channel_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    pub async fn list_channels(&self, org: &TenantId) -> Result<Vec<Channel>> {
+        self.db
+            .query(
+                &format!(
+                    "SELECT {CHANNEL_COLUMNS} FROM notification_channels WHERE org_id = ?1 \
+                     ORDER BY created_at, id"
+                ),
+                params![org],
+            )
+            .await?
+            .iter()
+            .map(|r| channel_row(r, 0))
+            .collect()
     }
 
     /// Removes a channel of `org`; its pending deliveries are dropped, the
     /// delivered and failed ones stay in the log.
-    pub fn delete_channel(&self, org: &TenantId, id: &str) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let n = tx.execute(
-            "DELETE FROM notification_channels WHERE id = ?1 AND org_id = ?2",
-            params![id, org.as_str()],
-        )?;
+    pub async fn delete_channel(&self, org: &TenantId, id: &str) -> Result<()> {
+        let mut tx = self.db.begin().await?;
+        let n = tx
+            .execute(
+                "DELETE FROM notification_channels WHERE id = ?1 AND org_id = ?2",
+                params![id, org],
+            )
+            .await?;
         if n == 0 {
             return Err(Error::NotFound {
                 what: "channel",
@@ -291,148 +328,179 @@ impl MetaStore {
         }
         tx.execute(
             "DELETE FROM deliveries WHERE channel_id = ?1 AND status = 'pending'",
-            [id],
-        )?;
-        tx.commit()?;
+            params![id],
+        )
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// Creates a pending delivery for each (channel, notification) pair
     /// that matches (same organization, severity at or above the channel's,
     /// notification created after the channel) and has none yet. Returns how
-    /// many were added.
-    pub fn enqueue_deliveries(&self) -> Result<usize> {
+    /// many were added (by this call: a pair another dispatcher enqueued
+    /// first is not counted).
+    pub async fn enqueue_deliveries(&self) -> Result<usize> {
         let now = now_ms();
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT c.id, c.org_id, c.min_severity, n.id, n.severity FROM notification_channels c \
-             JOIN notifications n ON n.org_id = c.org_id AND n.created_at >= c.created_at \
-             WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.channel_id = c.id AND d.notification_id = n.id) \
-             LIMIT 1000",
-        )?;
-        let candidates: Vec<(String, String, String, String, String)> = stmt
-            .query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            })?
-            .collect::<rusqlite::Result<_>>()?;
+        // Oldest notifications first; the fixed order also makes
+        // dispatchers that insert the same pairs at once (PostgreSQL) take
+        // them in the same order, so none waits for another in a cycle.
+        let candidates = self
+            .db
+            .query(
+                "SELECT c.id, c.org_id, c.min_severity, n.id, n.severity \
+                 FROM notification_channels c \
+                 JOIN notifications n ON n.org_id = c.org_id AND n.created_at >= c.created_at \
+                 WHERE NOT EXISTS (SELECT 1 FROM deliveries d \
+                 WHERE d.channel_id = c.id AND d.notification_id = n.id) \
+                 ORDER BY n.created_at, n.id, c.id LIMIT 1000",
+                params![],
+            )
+            .await?;
+        if candidates.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.db.begin().await?;
         let mut added = 0;
-        for (channel, org, min, notification, severity) in candidates {
+        for r in &candidates {
+            let (channel, org, min): (String, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            let (notification, severity): (String, String) = (r.get(3)?, r.get(4)?);
             // Below the channel's threshold: recorded as skipped, so it is
             // not considered again (and the log says why nothing was sent).
             // A severity below `low` (or unknown) counts as `low`.
             let severity =
                 Severity::parse(&severity).map_or(Severity::Low, |s| s.max(Severity::Low));
             let wanted = min_severity(&min).is_some_and(|min| severity >= min);
-            added += conn.execute(
-                "INSERT INTO deliveries (id, org_id, channel_id, notification_id, status, attempts, \
-                 next_attempt_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6) \
-                 ON CONFLICT(channel_id, notification_id) DO NOTHING",
-                params![
-                    random_id("dl_"),
-                    org,
-                    channel,
-                    notification,
-                    if wanted { "pending" } else { "skipped" },
-                    now
-                ],
-            )?;
+            added += tx
+                .execute(
+                    "INSERT INTO deliveries (id, org_id, channel_id, notification_id, status, \
+                     attempts, next_attempt_at, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6) \
+                     ON CONFLICT(channel_id, notification_id) DO NOTHING",
+                    params![
+                        random_id("dl_"),
+                        org,
+                        channel,
+                        notification,
+                        if wanted { "pending" } else { "skipped" },
+                        now
+                    ],
+                )
+                .await?;
         }
-        Ok(added)
+        tx.commit().await?;
+        Ok(usize::try_from(added).unwrap_or(usize::MAX))
     }
 
-    /// Pending deliveries due at `now`, oldest first.
-    pub fn due_deliveries(&self, now: i64, limit: usize) -> Result<Vec<DueDelivery>> {
-        let ids: Vec<(String, String, String)> = {
-            let conn = self.conn();
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, channel_id, notification_id FROM deliveries \
-                 WHERE status = 'pending' AND next_attempt_at <= ?1 ORDER BY next_attempt_at, id LIMIT ?2",
-            )?;
-            stmt.query_map(params![now, limit as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })?
-            .collect::<rusqlite::Result<_>>()?
-        };
-        let mut out = Vec::new();
-        for (id, channel_id, notification_id) in ids {
-            let conn = self.conn();
-            let delivery = conn
-                .prepare_cached(&format!(
-                    "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?1"
-                ))?
-                .query_row([&id], delivery_row)?;
-            let channel = conn
-                .prepare_cached(&format!(
-                    "SELECT {CHANNEL_COLUMNS} FROM notification_channels WHERE id = ?1"
-                ))?
-                .query_row([&channel_id], channel_row)
-                .optional()?;
-            let notification = conn
-                .prepare_cached(
-                    "SELECT id, org_id, kind, severity, title, body, ref_id, created_at, read_at \
-                     FROM notifications WHERE id = ?1 AND org_id = ?2",
-                )?
-                .query_row(params![notification_id, delivery.org_id], |r| {
-                    let body: String = r.get(5)?;
-                    Ok(Notification {
-                        id: r.get(0)?,
-                        org_id: TenantId::new(&r.get::<_, String>(1)?)
-                            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
-                        kind: r.get(2)?,
-                        severity: r.get(3)?,
-                        title: r.get(4)?,
-                        body: serde_json::from_str(&body).unwrap_or(Value::Null),
-                        ref_id: r.get(6)?,
-                        created_at: r.get(7)?,
-                        read_at: r.get(8)?,
-                    })
-                })
-                .optional()?;
-            if let (Some(channel), Some(notification)) = (channel, notification) {
-                out.push(DueDelivery {
-                    delivery,
-                    channel,
-                    notification,
-                });
-            }
+    /// Claims up to `limit` pending deliveries due at `now`, oldest
+    /// first, with their channel and notification (a delivery whose
+    /// channel or notification is gone is left out). A claimed delivery is
+    /// not due again for [`DELIVERY_LEASE_MS`]: dispatchers of several
+    /// query APIs sharing the store never attempt it twice at once, and one
+    /// whose dispatcher died before [`MetaStore::record_attempt`] is tried
+    /// again when the lease runs out (at least once, never lost).
+    pub async fn due_deliveries(&self, now: i64, limit: usize) -> Result<Vec<DueDelivery>> {
+        // The outer condition is checked again on each row as the update
+        // reaches it (PostgreSQL, after waiting for a concurrent claim's
+        // lock): a row another dispatcher just claimed is no longer due.
+        let claimed: Vec<String> = self
+            .db
+            .write_query(
+                "UPDATE deliveries SET next_attempt_at = ?2 \
+                 WHERE status = 'pending' AND next_attempt_at <= ?1 AND id IN ( \
+                   SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?1 \
+                   ORDER BY next_attempt_at, id LIMIT ?3) \
+                 RETURNING id",
+                params![now, now.saturating_add(DELIVERY_LEASE_MS), limit],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect::<Result<_, _>>()?;
+        if claimed.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        let list = (1..=claimed.len())
+            .map(|i| format!("?{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let ids: Vec<crate::db::Param<'_>> = claimed
+            .iter()
+            .map(|id| crate::db::ToParam::to_param(id))
+            .collect();
+        self.db
+            .write_query(
+                &format!(
+                    "SELECT d.id, d.org_id, d.channel_id, d.notification_id, d.status, \
+                     d.attempts, d.next_attempt_at, d.last_status, d.last_error, d.created_at, \
+                     d.delivered_at, \
+                     c.id, c.org_id, c.kind, c.target, c.secret, c.min_severity, c.created_at, \
+                     n.id, n.org_id, n.kind, n.severity, n.title, n.body, n.ref_id, \
+                     n.created_at, n.read_at \
+                     FROM deliveries d \
+                     JOIN notification_channels c ON c.id = d.channel_id \
+                     JOIN notifications n ON n.id = d.notification_id AND n.org_id = d.org_id \
+                     WHERE d.id IN ({list}) ORDER BY d.created_at, d.id"
+                ),
+                &ids,
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(DueDelivery {
+                    delivery: delivery_row(r, 0)?,
+                    channel: channel_row(r, 11)?,
+                    notification: notification_row(r, 18)?,
+                })
+            })
+            .collect()
     }
 
     /// Records one attempt: delivered, or retried at `retry_at` (`None`:
     /// given up).
-    pub fn record_attempt(
+    pub async fn record_attempt(
         &self,
         id: &str,
         outcome: std::result::Result<Option<u16>, (Option<u16>, String)>,
         retry_at: Option<i64>,
     ) -> Result<()> {
         let now = now_ms();
-        let conn = self.conn();
         match outcome {
-            Ok(status) => conn.execute(
-                "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, last_status = ?2, \
-                 last_error = NULL, delivered_at = ?3 WHERE id = ?1",
-                params![id, status, now],
-            )?,
-            Err((status, error)) => conn.execute(
-                "UPDATE deliveries SET status = ?2, attempts = attempts + 1, last_status = ?3, \
-                 last_error = ?4, next_attempt_at = ?5 WHERE id = ?1",
-                params![
-                    id,
-                    if retry_at.is_some() { "pending" } else { "failed" },
-                    status,
-                    error.chars().take(512).collect::<String>(),
-                    retry_at.unwrap_or(now)
-                ],
-            )?,
+            Ok(status) => {
+                self.db
+                    .execute(
+                        "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, \
+                         last_status = ?2, last_error = NULL, delivered_at = ?3 WHERE id = ?1",
+                        params![id, status, now],
+                    )
+                    .await?
+            }
+            Err((status, error)) => {
+                self.db
+                    .execute(
+                        "UPDATE deliveries SET status = ?2, attempts = attempts + 1, \
+                         last_status = ?3, last_error = ?4, next_attempt_at = ?5 WHERE id = ?1",
+                        params![
+                            id,
+                            if retry_at.is_some() {
+                                "pending"
+                            } else {
+                                "failed"
+                            },
+                            status,
+                            error.chars().take(512).collect::<String>(),
+                            retry_at.unwrap_or(now)
+                        ],
+                    )
+                    .await?
+            }
         };
         Ok(())
     }
 
     /// The delivery log of `org`, newest first (`before`: a delivery's
     /// `(created_at, id)` from the previous page).
-    pub fn list_deliveries(
+    pub async fn list_deliveries(
         &self,
         org: &TenantId,
         channel: Option<&str>,
@@ -440,17 +508,20 @@ impl MetaStore {
         limit: usize,
     ) -> Result<Vec<Delivery>> {
         let (at, id) = before.unwrap_or((i64::MAX, ""));
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE org_id = ?1 AND (?2 IS NULL OR channel_id = ?2) \
-             AND (created_at < ?3 OR (created_at = ?3 AND id < ?4 AND ?4 <> '')) \
-             ORDER BY created_at DESC, id DESC LIMIT ?5"
-        ))?;
-        let rows = stmt.query_map(
-            params![org.as_str(), channel, at, id, limit as i64],
-            delivery_row,
-        )?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.db
+            .query(
+                &format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM deliveries \
+                     WHERE org_id = ?1 AND (?2 IS NULL OR channel_id = ?2) \
+                     AND (created_at < ?3 OR (created_at = ?3 AND id < ?4 AND ?4 <> '')) \
+                     ORDER BY created_at DESC, id DESC LIMIT ?5"
+                ),
+                params![org, channel, at, id, limit],
+            )
+            .await?
+            .iter()
+            .map(|r| delivery_row(r, 0))
+            .collect()
     }
 }
 
@@ -475,33 +546,41 @@ mod tests {
         }
     }
 
-    #[test]
-    fn deliveries_follow_severity_once_per_channel_and_retry_until_given_up() {
-        let store = MetaStore::open_in_memory().unwrap();
-        store.ensure_default_org(Plan::Business, None).unwrap();
+    #[tokio::test]
+    async fn deliveries_follow_severity_once_per_channel_and_retry_until_given_up() {
+        let store = crate::testing::store().await;
+        store
+            .ensure_default_org(Plan::Business, None)
+            .await
+            .unwrap();
         let org = TenantId::new("default").unwrap();
         let hook = store
             .create_channel(&org, ChannelKind::Webhook, "http://x/hook", "high")
+            .await
             .unwrap();
         assert!(hook.secret.as_deref().unwrap().starts_with("whsec_"));
         let mail = store
             .create_channel(&org, ChannelKind::Email, "ops@example.com", "low")
+            .await
             .unwrap();
         assert!(mail.secret.is_none());
         assert!(
             store
                 .create_channel(&org, ChannelKind::Email, "a@b.c", "urgent")
+                .await
                 .is_err()
         );
         store
             .add_notification(&notification(&org, "n1", "medium"))
+            .await
             .unwrap();
         store
             .add_notification(&notification(&org, "n2", "critical"))
+            .await
             .unwrap();
-        assert_eq!(store.enqueue_deliveries().unwrap(), 4);
-        assert_eq!(store.enqueue_deliveries().unwrap(), 0, "idempotent");
-        let due = store.due_deliveries(now_ms() + 10, 10).unwrap();
+        assert_eq!(store.enqueue_deliveries().await.unwrap(), 4);
+        assert_eq!(store.enqueue_deliveries().await.unwrap(), 0, "idempotent");
+        let due = store.due_deliveries(now_ms() + 10, 10).await.unwrap();
         // The webhook skips the medium one; email takes both.
         let mut pairs: Vec<(String, String)> = due
             .iter()
@@ -523,28 +602,82 @@ mod tests {
             .unwrap()
             .delivery
             .id;
+        // Claimed: another dispatcher does not get them.
+        assert!(
+            store
+                .due_deliveries(now_ms() + 10, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         store
             .record_attempt(
                 first,
                 Err((Some(500), "server error".into())),
                 Some(now_ms() + 60_000),
             )
+            .await
             .unwrap();
-        assert_eq!(store.due_deliveries(now_ms() + 10, 10).unwrap().len(), 2);
+        // The two email deliveries were never recorded (their dispatcher
+        // died): due again when the lease runs out, with the retried one.
+        assert_eq!(
+            store
+                .due_deliveries(now_ms() + DELIVERY_LEASE_MS + 10, 10)
+                .await
+                .unwrap()
+                .len(),
+            3
+        );
         store
             .record_attempt(first, Err((None, "refused".into())), None)
+            .await
             .unwrap();
-        let log = store.list_deliveries(&org, None, None, 10).unwrap();
+        let log = store.list_deliveries(&org, None, None, 10).await.unwrap();
         let failed = log.iter().find(|d| &d.id == first).unwrap();
         assert_eq!((failed.status.as_str(), failed.attempts), ("failed", 2));
         assert_eq!(log.iter().filter(|d| d.status == "skipped").count(), 1);
-        store.delete_channel(&org, &mail.id).unwrap();
-        assert!(store.due_deliveries(now_ms() + 10, 10).unwrap().is_empty());
+        store.delete_channel(&org, &mail.id).await.unwrap();
+        assert!(
+            store
+                .due_deliveries(now_ms() + 10 * DELIVERY_LEASE_MS, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
-    #[test]
-    fn notifications_are_recorded_once_and_paginate() {
-        let (store, org) = store_with("acme");
+    /// Dispatchers claiming at the same moment (on PostgreSQL, on
+    /// connections of their own) never get the same delivery.
+    #[tokio::test]
+    async fn concurrent_claims_are_disjoint() {
+        let (store, org) = store_with("acme").await;
+        store
+            .create_channel(&org, ChannelKind::Webhook, "http://x/hook", "low")
+            .await
+            .unwrap();
+        for i in 0..40 {
+            store
+                .add_notification(&notification(&org, &format!("n{i}"), "high"))
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.enqueue_deliveries().await.unwrap(), 40);
+        let now = now_ms() + 10;
+        let claims = futures::future::join_all((0..4).map(|_| store.due_deliveries(now, 15))).await;
+        let mut ids: Vec<String> = claims
+            .into_iter()
+            .flat_map(|c| c.unwrap())
+            .map(|d| d.delivery.id)
+            .collect();
+        let claimed = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!((claimed, ids.len()), (40, 40));
+    }
+
+    #[tokio::test]
+    async fn notifications_are_recorded_once_and_paginate() {
+        let (store, org) = store_with("acme").await;
         for i in 0..5 {
             let n = Notification {
                 id: format!("n{i}"),
@@ -557,7 +690,7 @@ mod tests {
                 created_at: 100 + i,
                 read_at: None,
             };
-            assert!(store.add_notification(&n).unwrap());
+            assert!(store.add_notification(&n).await.unwrap());
             // The same anomaly reported again: still one notification.
             assert!(
                 !store
@@ -565,27 +698,37 @@ mod tests {
                         id: format!("dup{i}"),
                         ..n
                     })
+                    .await
                     .unwrap()
             );
         }
-        let page = store.list_notifications(&org, false, None, 2).unwrap();
+        let page = store
+            .list_notifications(&org, false, None, 2)
+            .await
+            .unwrap();
         let ids: Vec<_> = page.iter().map(|n| n.id.as_str()).collect();
         assert_eq!(ids, ["n4", "n3"]);
         let last = page.last().unwrap();
         let next = store
             .list_notifications(&org, false, Some((last.created_at, &last.id)), 10)
+            .await
             .unwrap();
         let ids: Vec<_> = next.iter().map(|n| n.id.as_str()).collect();
         assert_eq!(ids, ["n2", "n1", "n0"]);
-        store.mark_notification_read(&org, "n4").unwrap();
-        let unread = store.list_notifications(&org, true, None, 10).unwrap();
+        store.mark_notification_read(&org, "n4").await.unwrap();
+        let unread = store
+            .list_notifications(&org, true, None, 10)
+            .await
+            .unwrap();
         assert_eq!(unread.len(), 4);
-        assert!(store.mark_notification_read(&org, "nope").is_err());
+        assert_eq!(store.unread_notifications(&org).await.unwrap(), 4);
+        assert!(store.mark_notification_read(&org, "nope").await.is_err());
         // Deleting the organization removes them.
-        store.delete_organization(&org).unwrap();
+        store.delete_organization(&org).await.unwrap();
         assert!(
             store
                 .list_notifications(&org, false, None, 10)
+                .await
                 .unwrap()
                 .is_empty()
         );

@@ -1,10 +1,10 @@
 //! Organizations (tenants): plan, limits and the operator's terms, and
 //! the parent organization of an MSP's customers.
 
-use rusqlite::{OptionalExtension, params};
 use schemas::{Plan, PlanLimits, TenantId};
 use serde::Serialize;
 
+use crate::db::{Constraint, Row, params};
 use crate::error::{Error, Result};
 use crate::store::{MetaStore, now_ms};
 
@@ -38,7 +38,7 @@ pub struct NewOrganization {
 }
 
 impl MetaStore {
-    pub fn create_organization(&self, org: &NewOrganization) -> Result<Organization> {
+    pub async fn create_organization(&self, org: &NewOrganization) -> Result<Organization> {
         if !org.owner_email.contains('@') {
             return Err(Error::Invalid(format!(
                 "owner email {:?} is not an email address",
@@ -50,24 +50,26 @@ impl MetaStore {
         }
         let limits = org.plan.limits();
         let created_at = now_ms();
-        let conn = self.conn();
-        let inserted = conn.execute(
-            "INSERT INTO organizations (id, name, owner_email, plan, max_devices, \
+        let inserted = self
+            .db
+            .execute(
+                "INSERT INTO organizations (id, name, owner_email, plan, max_devices, \
              max_scans_per_month, log_retention_days, parent_id, created_at, allow_overage) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT(id) DO NOTHING",
-            params![
-                org.id.as_str(),
-                org.name,
-                org.owner_email,
-                org.plan.as_str(),
-                limits.max_devices as i64,
-                limits.max_scans_per_month as i64,
-                limits.log_retention_days,
-                org.parent_id.as_ref().map(TenantId::as_str),
-                created_at,
-                org.allow_overage
-            ],
-        );
+                params![
+                    org.id.as_str(),
+                    org.name,
+                    org.owner_email,
+                    org.plan.as_str(),
+                    limits.max_devices as i64,
+                    limits.max_scans_per_month as i64,
+                    limits.log_retention_days,
+                    org.parent_id.as_ref().map(TenantId::as_str),
+                    created_at,
+                    org.allow_overage
+                ],
+            )
+            .await;
         match inserted {
             Ok(0) => Err(Error::Conflict {
                 what: "organization",
@@ -76,10 +78,12 @@ impl MetaStore {
             Ok(_) => {
                 // Re-using a deleted organization's id: its new data is not
                 // to be purged.
-                conn.execute(
-                    "DELETE FROM deleted_organizations WHERE id = ?1",
-                    [org.id.as_str()],
-                )?;
+                self.db
+                    .execute(
+                        "DELETE FROM deleted_organizations WHERE id = ?1",
+                        params![org.id],
+                    )
+                    .await?;
                 Ok(Organization {
                     id: org.id.clone(),
                     name: org.name.clone(),
@@ -92,18 +96,14 @@ impl MetaStore {
                     created_at,
                 })
             }
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                Err(Error::NotFound {
-                    what: "parent organization",
-                    id: org
-                        .parent_id
-                        .as_ref()
-                        .map(ToString::to_string)
-                        .unwrap_or_default(),
-                })
-            }
+            Err(e) if e.violated() == Some(Constraint::ForeignKey) => Err(Error::NotFound {
+                what: "parent organization",
+                id: org
+                    .parent_id
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            }),
             Err(e) => Err(e.into()),
         }
     }
@@ -112,16 +112,19 @@ impl MetaStore {
     /// plan's and any earlier override of that limit; `Some(None)` clears
     /// them all) and whether it may go over them, billed as overage — the
     /// platform operator's contract terms. Returns the organization.
-    pub fn set_terms(
+    pub async fn set_terms(
         &self,
         id: &TenantId,
         limits: Option<Option<schemas::LimitsOverride>>,
         allow_overage: Option<bool>,
     ) -> Result<Organization> {
-        let current = self.organization(id)?.ok_or_else(|| Error::NotFound {
-            what: "organization",
-            id: id.to_string(),
-        })?;
+        let current = self
+            .organization(id)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: "organization",
+                id: id.to_string(),
+            })?;
         let over = match limits {
             Some(None) => None,
             Some(Some(new)) => {
@@ -140,18 +143,20 @@ impl MetaStore {
         let json = over
             .as_ref()
             .map(|o| serde_json::to_string(o).unwrap_or_default());
-        self.conn().execute(
-            "UPDATE organizations SET max_devices = ?2, max_scans_per_month = ?3, \
+        self.db
+            .execute(
+                "UPDATE organizations SET max_devices = ?2, max_scans_per_month = ?3, \
              log_retention_days = ?4, allow_overage = ?5, limits_override = ?6 WHERE id = ?1",
-            params![
-                id.as_str(),
-                effective.max_devices as i64,
-                effective.max_scans_per_month as i64,
-                effective.log_retention_days,
-                allow,
-                json
-            ],
-        )?;
+                params![
+                    id.as_str(),
+                    effective.max_devices as i64,
+                    effective.max_scans_per_month as i64,
+                    effective.log_retention_days,
+                    allow,
+                    json
+                ],
+            )
+            .await?;
         Ok(Organization {
             limits: effective,
             allow_overage: allow,
@@ -161,40 +166,48 @@ impl MetaStore {
     }
 
     /// Deleted organizations whose data the maintenance job still purges.
-    pub fn deleted_organizations(&self) -> Result<Vec<TenantId>> {
-        let conn = self.read();
-        let mut stmt = conn.prepare_cached("SELECT id FROM deleted_organizations ORDER BY id")?;
-        let ids: Vec<String> = stmt
-            .query_map([], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        Ok(ids
-            .into_iter()
-            .filter_map(|id| TenantId::new(&id).ok())
-            .collect())
+    pub async fn deleted_organizations(&self) -> Result<Vec<TenantId>> {
+        let rows = self
+            .db
+            .query(
+                "SELECT id FROM deleted_organizations ORDER BY id",
+                params![],
+            )
+            .await?;
+        let mut ids = Vec::with_capacity(rows.len());
+        for r in rows {
+            if let Ok(id) = TenantId::new(&r.get::<String>(0)?) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
     }
 
-    pub fn organization(&self, id: &TenantId) -> Result<Option<Organization>> {
-        let conn = self.read();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, name, owner_email, plan, max_devices, max_scans_per_month, \
-             log_retention_days, parent_id, created_at, allow_overage, limits_override \
-             FROM organizations WHERE id = ?1",
-        )?;
-        let row = stmt.query_row([id.as_str()], raw_org).optional()?;
-        row.map(RawOrg::into_org).transpose()
+    pub async fn organization(&self, id: &TenantId) -> Result<Option<Organization>> {
+        self.db
+            .query_opt(
+                "SELECT id, name, owner_email, plan, max_devices, max_scans_per_month, \
+                 log_retention_days, parent_id, created_at, allow_overage, limits_override \
+                 FROM organizations WHERE id = ?1",
+                params![id],
+            )
+            .await?
+            .map(|r| raw_org(&r)?.into_org())
+            .transpose()
     }
 
-    pub fn list_organizations(&self) -> Result<Vec<Organization>> {
-        let conn = self.read();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, name, owner_email, plan, max_devices, max_scans_per_month, \
-             log_retention_days, parent_id, created_at, allow_overage, limits_override \
-             FROM organizations ORDER BY id",
-        )?;
-        let rows = stmt
-            .query_map([], raw_org)?
-            .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter().map(RawOrg::into_org).collect()
+    pub async fn list_organizations(&self) -> Result<Vec<Organization>> {
+        self.db
+            .query(
+                "SELECT id, name, owner_email, plan, max_devices, max_scans_per_month, \
+                 log_retention_days, parent_id, created_at, allow_overage, limits_override \
+                 FROM organizations ORDER BY id",
+                params![],
+            )
+            .await?
+            .iter()
+            .map(|r| raw_org(r)?.into_org())
+            .collect()
     }
 }
 
@@ -212,7 +225,7 @@ struct RawOrg {
     limits_override: Option<String>,
 }
 
-fn raw_org(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawOrg> {
+fn raw_org(r: &Row) -> Result<RawOrg> {
     Ok(RawOrg {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -256,33 +269,38 @@ mod tests {
     use super::*;
     use crate::testing::{org, t};
 
-    #[test]
-    fn organizations_are_unique_and_validated() {
-        let store = MetaStore::open_in_memory().unwrap();
-        org(&store, "acme");
-        let dup = store.create_organization(&NewOrganization {
-            id: t("acme"),
-            name: "x".into(),
-            owner_email: "a@b.c".into(),
-            plan: Plan::Starter,
-            parent_id: None,
-            allow_overage: false,
-        });
+    #[tokio::test]
+    async fn organizations_are_unique_and_validated() {
+        let store = crate::testing::store().await;
+        org(&store, "acme").await;
+        let dup = store
+            .create_organization(&NewOrganization {
+                id: t("acme"),
+                name: "x".into(),
+                owner_email: "a@b.c".into(),
+                plan: Plan::Starter,
+                parent_id: None,
+                allow_overage: false,
+            })
+            .await;
         assert_eq!(
             dup.unwrap_err().to_string(),
             "organization \"acme\" already exists"
         );
-        let orphan = store.create_organization(&NewOrganization {
-            id: t("child"),
-            name: "x".into(),
-            owner_email: "a@b.c".into(),
-            plan: Plan::Starter,
-            parent_id: Some(t("nobody")),
-            allow_overage: false,
-        });
+        let orphan = store
+            .create_organization(&NewOrganization {
+                id: t("child"),
+                name: "x".into(),
+                owner_email: "a@b.c".into(),
+                plan: Plan::Starter,
+                parent_id: Some(t("nobody")),
+                allow_overage: false,
+            })
+            .await;
         assert!(matches!(orphan, Err(Error::NotFound { .. })), "{orphan:?}");
         let ids: Vec<_> = store
             .list_organizations()
+            .await
             .unwrap()
             .into_iter()
             .map(|o| o.id)

@@ -8,13 +8,13 @@
 //! than refusing the event — the same leniency Stripe's own libraries have.
 //! The signature is checked before this (see [`crate::signature`]).
 
-use rusqlite::{OptionalExtension, params};
 use schemas::{Plan, TenantId};
 use serde::de::{DeserializeOwned, Deserializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::audit::AuditEntry;
+use crate::db::params;
 use crate::error::{Error, Result};
 use crate::store::{MetaStore, now_ms};
 
@@ -209,14 +209,15 @@ impl Kind {
 }
 
 impl MetaStore {
-    pub fn subscription(&self, org: &TenantId) -> Result<Option<Subscription>> {
-        Ok(self
-            .conn()
-            .prepare_cached(
+    pub async fn subscription(&self, org: &TenantId) -> Result<Option<Subscription>> {
+        self.db
+            .query_opt(
                 "SELECT stripe_customer_id, stripe_subscription_id, status, updated_at \
                  FROM subscriptions WHERE org_id = ?1",
-            )?
-            .query_row([org.as_str()], |r| {
+                params![org],
+            )
+            .await?
+            .map(|r| {
                 Ok(Subscription {
                     stripe_customer_id: r.get(0)?,
                     stripe_subscription_id: r.get(1)?,
@@ -224,25 +225,28 @@ impl MetaStore {
                     updated_at: r.get(3)?,
                 })
             })
-            .optional()?)
+            .transpose()
     }
 
-    pub fn invoice_payments(&self, org: &TenantId) -> Result<Vec<InvoicePayment>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT stripe_invoice_id, status, amount_cents, period, at FROM invoice_payments \
-             WHERE org_id = ?1 ORDER BY at",
-        )?;
-        let rows = stmt.query_map([org.as_str()], |r| {
-            Ok(InvoicePayment {
-                stripe_invoice_id: r.get(0)?,
-                status: r.get(1)?,
-                amount_cents: r.get(2)?,
-                period: r.get(3)?,
-                at: r.get(4)?,
+    pub async fn invoice_payments(&self, org: &TenantId) -> Result<Vec<InvoicePayment>> {
+        self.db
+            .query(
+                "SELECT stripe_invoice_id, status, amount_cents, period, at FROM invoice_payments \
+                 WHERE org_id = ?1 ORDER BY at",
+                params![org],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(InvoicePayment {
+                    stripe_invoice_id: r.get(0)?,
+                    status: r.get(1)?,
+                    amount_cents: r.get(2)?,
+                    period: r.get(3)?,
+                    at: r.get(4)?,
+                })
             })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            .collect()
     }
 
     /// Handles one verified Stripe event exactly once (by event id).
@@ -257,7 +261,7 @@ impl MetaStore {
     ///   until an operator or a new subscription changes it).
     /// - `invoice.paid|invoice.payment_failed`: the payment, and status
     ///   `active` or `past_due`.
-    pub fn apply_stripe_event(&self, event: &Value) -> Result<StripeOutcome> {
+    pub async fn apply_stripe_event(&self, event: &Value) -> Result<StripeOutcome> {
         let event = Event::deserialize(event).unwrap_or_default();
         let id = event
             .id
@@ -268,14 +272,13 @@ impl MetaStore {
             .as_deref()
             .ok_or_else(|| Error::Invalid("Stripe event without a type".into()))?;
         let created_ms = event.created.unwrap_or(0) * 1000;
-        let seen: Option<String> = self
-            .conn()
-            .query_row(
+        let seen = self
+            .db
+            .query_opt(
                 "SELECT outcome FROM stripe_events WHERE id = ?1",
-                [id],
-                |r| r.get(0),
+                params![id],
             )
-            .optional()?;
+            .await?;
         if seen.is_some() {
             return Ok(StripeOutcome::Duplicate);
         }
@@ -284,16 +287,19 @@ impl MetaStore {
             .as_ref()
             .and_then(|d| d.object.as_ref())
             .ok_or_else(|| Error::Invalid("Stripe event without data.object".into()))?;
-        let (org, outcome) = self.stripe_effect(id, kind, object, created_ms)?;
+        let (org, outcome) = self.stripe_effect(id, kind, object, created_ms).await?;
         let detail = match &outcome {
             StripeOutcome::Applied(d) | StripeOutcome::Ignored(d) => d.clone(),
             StripeOutcome::Duplicate => "duplicate".into(),
         };
-        let inserted = self.conn().execute(
-            "INSERT INTO stripe_events (id, type, org_id, outcome, received_at) VALUES (?1, ?2, ?3, ?4, ?5) \
-             ON CONFLICT(id) DO NOTHING",
-            params![id, kind, org.as_ref().map(TenantId::as_str), detail, now_ms()],
-        )?;
+        let inserted = self
+            .db
+            .execute(
+                "INSERT INTO stripe_events (id, type, org_id, outcome, received_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(id) DO NOTHING",
+                params![id, kind, org, detail, now_ms()],
+            )
+            .await?;
         // Two deliveries racing: the second insert loses, and says so.
         Ok(if inserted == 0 {
             StripeOutcome::Duplicate
@@ -302,7 +308,7 @@ impl MetaStore {
         })
     }
 
-    fn org_for_stripe(
+    async fn org_for_stripe(
         &self,
         org_id: Option<&str>,
         subscription: Option<&str>,
@@ -310,23 +316,24 @@ impl MetaStore {
     ) -> Result<Option<TenantId>> {
         if let Some(org) = org_id
             && let Ok(id) = TenantId::new(org)
-            && self.organization(&id)?.is_some()
+            && self.organization(&id).await?.is_some()
         {
             return Ok(Some(id));
         }
         let found: Option<String> = self
-            .conn()
-            .query_row(
+            .db
+            .query_opt(
                 "SELECT org_id FROM subscriptions WHERE stripe_subscription_id = ?1 \
                  OR (?1 IS NULL AND stripe_customer_id = ?2) LIMIT 1",
                 params![subscription, customer],
-                |r| r.get(0),
             )
-            .optional()?;
+            .await?
+            .map(|r| r.get(0))
+            .transpose()?;
         Ok(found.and_then(|o| TenantId::new(&o).ok()))
     }
 
-    fn set_subscription_status(
+    async fn set_subscription_status(
         &self,
         org: &TenantId,
         customer: Option<&str>,
@@ -334,20 +341,28 @@ impl MetaStore {
         event_ms: i64,
         sub_id: Option<&str>,
     ) -> Result<bool> {
-        let n = self.conn().execute(
-            "INSERT INTO subscriptions (org_id, stripe_customer_id, stripe_subscription_id, status, last_event_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-             ON CONFLICT(org_id) DO UPDATE SET \
-               stripe_customer_id = COALESCE(excluded.stripe_customer_id, stripe_customer_id), \
-               stripe_subscription_id = COALESCE(excluded.stripe_subscription_id, stripe_subscription_id), \
-               status = excluded.status, last_event_at = excluded.last_event_at, updated_at = excluded.updated_at \
-             WHERE excluded.last_event_at >= subscriptions.last_event_at",
-            params![org.as_str(), customer, sub_id, status, event_ms, now_ms()],
-        )?;
+        // The stored values are named by their table: PostgreSQL finds a bare
+        // column name ambiguous between the row and `excluded`.
+        let n = self
+            .db
+            .execute(
+                "INSERT INTO subscriptions (org_id, stripe_customer_id, stripe_subscription_id, \
+                 status, last_event_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT(org_id) DO UPDATE SET \
+                 stripe_customer_id = COALESCE(excluded.stripe_customer_id, \
+                 subscriptions.stripe_customer_id), \
+                 stripe_subscription_id = COALESCE(excluded.stripe_subscription_id, \
+                 subscriptions.stripe_subscription_id), \
+                 status = excluded.status, last_event_at = excluded.last_event_at, \
+                 updated_at = excluded.updated_at \
+                 WHERE excluded.last_event_at >= subscriptions.last_event_at",
+                params![org, customer, sub_id, status, event_ms, now_ms()],
+            )
+            .await?;
         Ok(n > 0)
     }
 
-    fn stripe_effect(
+    async fn stripe_effect(
         &self,
         event_id: &str,
         kind: &str,
@@ -361,7 +376,7 @@ impl MetaStore {
             ));
         };
         let (org_id, sub_id, customer) = effect.owner();
-        let Some(org) = self.org_for_stripe(org_id, sub_id, customer)? else {
+        let Some(org) = self.org_for_stripe(org_id, sub_id, customer).await? else {
             return Ok((
                 None,
                 StripeOutcome::Ignored("no organization for this event".into()),
@@ -370,13 +385,16 @@ impl MetaStore {
         let outcome = match &effect {
             Kind::SubscriptionChanged(sub) => {
                 let status = sub.status.as_deref().unwrap_or("active");
-                if !self.set_subscription_status(&org, customer, status, event_ms, sub_id)? {
+                if !self
+                    .set_subscription_status(&org, customer, status, event_ms, sub_id)
+                    .await?
+                {
                     StripeOutcome::Ignored("older than the last applied event".into())
                 } else {
                     match sub.plan().map(str::parse::<Plan>).transpose()? {
                         Some(plan) => {
-                            let before = self.organization(&org)?.map(|o| o.plan);
-                            let org = self.change_plan(&org, plan, "stripe")?;
+                            let before = self.organization(&org).await?.map(|o| o.plan);
+                            let org = self.change_plan(&org, plan, "stripe").await?;
                             if before != Some(org.plan) {
                                 self.append_audit(&AuditEntry::system(
                                     &org.id,
@@ -390,7 +408,8 @@ impl MetaStore {
                                         org.plan
                                     ),
                                     200,
-                                ))?;
+                                ))
+                                .await?;
                             }
                             StripeOutcome::Applied(format!(
                                 "subscription {status}, plan {}",
@@ -402,7 +421,10 @@ impl MetaStore {
                 }
             }
             Kind::SubscriptionDeleted(_) => {
-                if self.set_subscription_status(&org, customer, "canceled", event_ms, sub_id)? {
+                if self
+                    .set_subscription_status(&org, customer, "canceled", event_ms, sub_id)
+                    .await?
+                {
                     StripeOutcome::Applied("subscription canceled".into())
                 } else {
                     StripeOutcome::Ignored("older than the last applied event".into())
@@ -431,19 +453,23 @@ impl MetaStore {
                         })
                     });
                 let status = if *paid { "paid" } else { "failed" };
-                self.conn().execute(
-                    "INSERT INTO invoice_payments (stripe_invoice_id, org_id, status, amount_cents, period, at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(stripe_invoice_id) DO UPDATE SET \
-                     status = excluded.status, amount_cents = excluded.amount_cents, at = excluded.at",
-                    params![id, org.as_str(), status, amount, period, event_ms],
-                )?;
+                self.db
+                    .execute(
+                        "INSERT INTO invoice_payments (stripe_invoice_id, org_id, status, \
+                         amount_cents, period, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                         ON CONFLICT(stripe_invoice_id) DO UPDATE SET status = excluded.status, \
+                         amount_cents = excluded.amount_cents, at = excluded.at",
+                        params![id, org, status, amount, period, event_ms],
+                    )
+                    .await?;
                 self.set_subscription_status(
                     &org,
                     customer,
                     if *paid { "active" } else { "past_due" },
                     event_ms,
                     sub_id,
-                )?;
+                )
+                .await?;
                 StripeOutcome::Applied(format!("invoice {id} {status}"))
             }
         };
@@ -454,6 +480,7 @@ impl MetaStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{org, t};
     use serde_json::json;
 
     #[test]
@@ -481,5 +508,90 @@ mod tests {
             Some(Kind::Invoice { paid: false, .. })
         ));
         assert!(Kind::read("charge.refunded", &json!({})).is_none());
+    }
+
+    /// Each event once, none older than the last applied; an event that
+    /// leaves out the customer keeps the stored one.
+    #[tokio::test]
+    async fn events_apply_once_and_in_order() {
+        fn event(id: &str, kind: &str, created: i64, object: Value) -> Value {
+            json!({"id": id, "type": kind, "created": created, "data": {"object": object}})
+        }
+        let store = crate::testing::store().await;
+        org(&store, "acme").await;
+        let updated = event(
+            "evt_1",
+            "customer.subscription.updated",
+            100,
+            json!({"id": "sub_1", "customer": "cus_1", "status": "active",
+                   "metadata": {"org_id": "acme", "plan": "enterprise"}}),
+        );
+        assert_eq!(
+            store.apply_stripe_event(&updated).await.unwrap(),
+            StripeOutcome::Applied("subscription active, plan enterprise".into())
+        );
+        assert_eq!(
+            store.apply_stripe_event(&updated).await.unwrap(),
+            StripeOutcome::Duplicate
+        );
+        assert_eq!(
+            store.organization(&t("acme")).await.unwrap().unwrap().plan,
+            Plan::Enterprise
+        );
+        let older = event(
+            "evt_0",
+            "customer.subscription.updated",
+            50,
+            json!({"id": "sub_1", "status": "past_due", "metadata": {"org_id": "acme"}}),
+        );
+        assert_eq!(
+            store.apply_stripe_event(&older).await.unwrap(),
+            StripeOutcome::Ignored("older than the last applied event".into())
+        );
+        // Known by its subscription alone.
+        let paid = event(
+            "evt_2",
+            "invoice.paid",
+            200,
+            json!({"id": "in_1", "subscription": "sub_1", "amount_paid": 4900}),
+        );
+        assert_eq!(
+            store.apply_stripe_event(&paid).await.unwrap(),
+            StripeOutcome::Applied("invoice in_1 paid".into())
+        );
+        let deleted = event(
+            "evt_3",
+            "customer.subscription.deleted",
+            300,
+            json!({"id": "sub_1", "metadata": {"org_id": "acme"}}),
+        );
+        assert_eq!(
+            store.apply_stripe_event(&deleted).await.unwrap(),
+            StripeOutcome::Applied("subscription canceled".into())
+        );
+        let stored = store.subscription(&t("acme")).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                stored.stripe_customer_id.as_deref(),
+                stored.stripe_subscription_id.as_deref(),
+                stored.status.as_str()
+            ),
+            (Some("cus_1"), Some("sub_1"), "canceled")
+        );
+        let payments = store.invoice_payments(&t("acme")).await.unwrap();
+        assert_eq!(payments.len(), 1);
+        assert_eq!(
+            (
+                payments[0].stripe_invoice_id.as_str(),
+                payments[0].status.as_str()
+            ),
+            ("in_1", "paid")
+        );
+        assert_eq!((payments[0].amount_cents, payments[0].at), (4900, 200_000));
+        let unknown = event("evt_4", "charge.refunded", 400, json!({}));
+        assert!(matches!(
+            store.apply_stripe_event(&unknown).await.unwrap(),
+            StripeOutcome::Ignored(_)
+        ));
     }
 }

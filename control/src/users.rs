@@ -11,11 +11,11 @@ use std::sync::OnceLock;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use rusqlite::{OptionalExtension, params};
 use schemas::TenantId;
 use serde::Serialize;
 
 use crate::auth::{Principal, Role};
+use crate::db::{Row, params};
 use crate::error::{Error, Result};
 use crate::store::{MetaStore, now_ms};
 
@@ -74,7 +74,7 @@ fn validate(email: &str, password: &str) -> Result<()> {
     Ok(())
 }
 
-fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(User, String)> {
+fn user_row(r: &Row) -> Result<(User, String)> {
     let role: String = r.get(3)?;
     Ok((
         User {
@@ -96,7 +96,7 @@ impl MetaStore {
     /// Adds a user to `org`. Emails are unique within an organization
     /// (case-insensitive); the same address may belong to users of several
     /// organizations, which learn nothing of each other.
-    pub fn create_user(
+    pub async fn create_user(
         &self,
         org: &TenantId,
         email: &str,
@@ -114,18 +114,23 @@ impl MetaStore {
             created_at: now_ms(),
             last_login_at: None,
         };
-        let inserted = self.conn().execute(
-            "INSERT INTO users (id, org_id, email, role, password_hash, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(org_id, email) DO NOTHING",
-            params![
-                user.id,
-                user.org_id,
-                user.email,
-                role.as_str(),
-                hash,
-                user.created_at
-            ],
-        )?;
+        // The only unique key a new random id can collide on is the
+        // organization's (case-insensitive) email.
+        let inserted = self
+            .db
+            .execute(
+                "INSERT INTO users (id, org_id, email, role, password_hash, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                params![
+                    user.id,
+                    user.org_id,
+                    user.email,
+                    role.as_str(),
+                    hash,
+                    user.created_at
+                ],
+            )
+            .await?;
         if inserted == 0 {
             return Err(Error::Conflict {
                 what: "user",
@@ -135,23 +140,29 @@ impl MetaStore {
         Ok(user)
     }
 
-    pub fn list_users(&self, org: &TenantId) -> Result<Vec<User>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE org_id = ?1 ORDER BY created_at, id"
-        ))?;
-        let rows = stmt.query_map([org.as_str()], user_row)?;
-        Ok(rows
-            .map(|r| r.map(|(u, _)| u))
-            .collect::<rusqlite::Result<_>>()?)
+    pub async fn list_users(&self, org: &TenantId) -> Result<Vec<User>> {
+        self.db
+            .query(
+                &format!(
+                    "SELECT {USER_COLUMNS} FROM users WHERE org_id = ?1 ORDER BY created_at, id"
+                ),
+                params![org],
+            )
+            .await?
+            .iter()
+            .map(|r| user_row(r).map(|(u, _)| u))
+            .collect()
     }
 
     /// Removes a user of `org`; their JWTs stop working on the next request.
-    pub fn delete_user(&self, org: &TenantId, id: &str) -> Result<()> {
-        let n = self.conn().execute(
-            "DELETE FROM users WHERE id = ?1 AND org_id = ?2",
-            params![id, org.as_str()],
-        )?;
+    pub async fn delete_user(&self, org: &TenantId, id: &str) -> Result<()> {
+        let n = self
+            .db
+            .execute(
+                "DELETE FROM users WHERE id = ?1 AND org_id = ?2",
+                params![id, org],
+            )
+            .await?;
         if n == 0 {
             return Err(Error::NotFound {
                 what: "user",
@@ -166,24 +177,26 @@ impl MetaStore {
     /// several organizations; without it, the one account whose password
     /// matches signs in (several matching is an error that tells only the
     /// password's holder to name the organization).
-    pub fn sign_in(
+    pub async fn sign_in(
         &self,
         email: &str,
         password: &str,
         organization: Option<&TenantId>,
     ) -> Result<(User, Principal)> {
-        let candidates: Vec<(User, String)> = {
-            let conn = self.read();
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {USER_COLUMNS} FROM users WHERE email = ?1 AND (?2 IS NULL OR org_id = ?2) \
-                 ORDER BY created_at, id LIMIT {MAX_ACCOUNTS_PER_EMAIL}"
-            ))?;
-            stmt.query_map(
-                params![email.trim(), organization.map(TenantId::as_str)],
-                user_row,
-            )?
-            .collect::<rusqlite::Result<_>>()?
-        };
+        let candidates: Vec<(User, String)> = self
+            .db
+            .query(
+                &format!(
+                    "SELECT {USER_COLUMNS} FROM users \
+                     WHERE lower(email) = lower(?1) AND (?2 IS NULL OR org_id = ?2) \
+                     ORDER BY created_at, id LIMIT {MAX_ACCOUNTS_PER_EMAIL}"
+                ),
+                params![email.trim(), organization],
+            )
+            .await?
+            .iter()
+            .map(user_row)
+            .collect::<Result<_>>()?;
         if candidates.is_empty() {
             let _ = verify_password(password, decoy_hash());
             return Err(Error::InvalidCredentials);
@@ -205,10 +218,12 @@ impl MetaStore {
             }
         };
         let now = now_ms();
-        self.conn().execute(
-            "UPDATE users SET last_login_at = ?2 WHERE id = ?1",
-            params![user.id, now],
-        )?;
+        self.db
+            .execute(
+                "UPDATE users SET last_login_at = ?2 WHERE id = ?1",
+                params![user.id, now],
+            )
+            .await?;
         user.last_login_at = Some(now);
         let principal = Principal {
             tenant: TenantId::new(&user.org_id)?,
@@ -219,27 +234,33 @@ impl MetaStore {
     }
 
     /// Organizations and user ids that have an account with this address.
-    pub fn users_by_email(&self, email: &str) -> Result<Vec<(TenantId, String)>> {
-        let conn = self.read();
-        let mut stmt =
-            conn.prepare_cached("SELECT org_id, id FROM users WHERE email = ?1 LIMIT 16")?;
-        let rows: Vec<(String, String)> = stmt
-            .query_map([email.trim()], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(o, u)| Some((TenantId::new(&o).ok()?, u)))
-            .collect())
+    pub async fn users_by_email(&self, email: &str) -> Result<Vec<(TenantId, String)>> {
+        let rows = self
+            .db
+            .query(
+                "SELECT org_id, id FROM users WHERE lower(email) = lower(?1) LIMIT 16",
+                params![email.trim()],
+            )
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            if let Ok(org) = TenantId::new(&r.get::<String>(0)?) {
+                out.push((org, r.get(1)?));
+            }
+        }
+        Ok(out)
     }
 
     /// The current role of a user of `org`, `None` once deleted.
-    pub fn user_role(&self, org: &TenantId, id: &str) -> Result<Option<Role>> {
-        let role: Option<String> = self
-            .read()
-            .prepare_cached("SELECT role FROM users WHERE id = ?1 AND org_id = ?2")?
-            .query_row(params![id, org.as_str()], |r| r.get(0))
-            .optional()?;
-        role.map(|r| r.parse()).transpose()
+    pub async fn user_role(&self, org: &TenantId, id: &str) -> Result<Option<Role>> {
+        self.db
+            .query_opt(
+                "SELECT role FROM users WHERE id = ?1 AND org_id = ?2",
+                params![id, org],
+            )
+            .await?
+            .map(|r| r.get::<String>(0)?.parse())
+            .transpose()
     }
 }
 
@@ -249,10 +270,13 @@ mod tests {
     use crate::store::DEFAULT_ORG;
     use schemas::Plan;
 
-    #[test]
-    fn users_sign_in_with_their_password_only() {
-        let store = MetaStore::open_in_memory().unwrap();
-        store.ensure_default_org(Plan::Business, None).unwrap();
+    #[tokio::test]
+    async fn users_sign_in_with_their_password_only() {
+        let store = crate::testing::store().await;
+        store
+            .ensure_default_org(Plan::Business, None)
+            .await
+            .unwrap();
         let org = TenantId::new(DEFAULT_ORG).unwrap();
         let user = store
             .create_user(
@@ -261,47 +285,59 @@ mod tests {
                 "correct horse battery",
                 Role::Member,
             )
+            .await
             .unwrap();
         let (signed, principal) = store
             .sign_in("ANA@example.com", "correct horse battery", None)
+            .await
             .unwrap();
         assert_eq!(signed.id, user.id);
         assert_eq!(principal.role, Role::Member);
         assert_eq!(principal.key_id, format!("user:{}", user.id));
         assert!(matches!(
-            store.sign_in("ana@example.com", "wrong horse battery", None),
+            store
+                .sign_in("ana@example.com", "wrong horse battery", None)
+                .await,
             Err(Error::InvalidCredentials)
         ));
         assert!(matches!(
-            store.sign_in("nobody@example.com", "correct horse battery", None),
+            store
+                .sign_in("nobody@example.com", "correct horse battery", None)
+                .await,
             Err(Error::InvalidCredentials)
         ));
         assert!(matches!(
-            store.create_user(
-                &org,
-                "ana@EXAMPLE.com",
-                "another long password",
-                Role::Viewer
-            ),
+            store
+                .create_user(
+                    &org,
+                    "ana@EXAMPLE.com",
+                    "another long password",
+                    Role::Viewer
+                )
+                .await,
             Err(Error::Conflict { .. })
         ));
         assert!(matches!(
-            store.create_user(&org, "bo@example.com", "short", Role::Viewer),
+            store
+                .create_user(&org, "bo@example.com", "short", Role::Viewer)
+                .await,
             Err(Error::Invalid(_))
         ));
         assert!(matches!(
-            store.create_user(&org, "not-an-email", "long enough password", Role::Viewer),
+            store
+                .create_user(&org, "not-an-email", "long enough password", Role::Viewer)
+                .await,
             Err(Error::Invalid(_))
         ));
-        store.delete_user(&org, &user.id).unwrap();
-        assert_eq!(store.user_role(&org, &user.id).unwrap(), None);
-        assert!(store.list_users(&org).unwrap().is_empty());
+        store.delete_user(&org, &user.id).await.unwrap();
+        assert_eq!(store.user_role(&org, &user.id).await.unwrap(), None);
+        assert!(store.list_users(&org).await.unwrap().is_empty());
     }
 
     /// One organization cannot learn or block another's users' addresses.
-    #[test]
-    fn the_same_email_can_be_a_user_of_two_organizations() {
-        let store = MetaStore::open_in_memory().unwrap();
+    #[tokio::test]
+    async fn the_same_email_can_be_a_user_of_two_organizations() {
+        let store = crate::testing::store().await;
         let (acme, globex) = (
             TenantId::new("acme").unwrap(),
             TenantId::new("globex").unwrap(),
@@ -316,10 +352,12 @@ mod tests {
                     parent_id: None,
                     allow_overage: false,
                 })
+                .await
                 .unwrap();
         }
         let a = store
             .create_user(&acme, "sam@example.com", "acme password one", Role::Admin)
+            .await
             .unwrap();
         let g = store
             .create_user(
@@ -328,38 +366,48 @@ mod tests {
                 "globex password two",
                 Role::Viewer,
             )
+            .await
             .unwrap();
         // Each password signs in to its own organization.
         let (u, p) = store
             .sign_in("sam@example.com", "acme password one", None)
+            .await
             .unwrap();
         assert_eq!((u.id, p.tenant), (a.id.clone(), acme.clone()));
         let (u, _) = store
             .sign_in("sam@example.com", "globex password two", None)
+            .await
             .unwrap();
         assert_eq!(u.id, g.id);
         // The same password in both: the organization must be named.
-        let both = store
+        store
             .create_user(&acme, "lee@example.com", "shared password 1", Role::Viewer)
-            .and_then(|_| {
-                store.create_user(
-                    &globex,
-                    "lee@example.com",
-                    "shared password 1",
-                    Role::Viewer,
-                )
-            });
-        assert!(both.is_ok());
+            .await
+            .unwrap();
+        store
+            .create_user(
+                &globex,
+                "lee@example.com",
+                "shared password 1",
+                Role::Viewer,
+            )
+            .await
+            .unwrap();
         assert!(matches!(
-            store.sign_in("lee@example.com", "shared password 1", None),
+            store
+                .sign_in("lee@example.com", "shared password 1", None)
+                .await,
             Err(Error::Invalid(_))
         ));
         let (_, p) = store
             .sign_in("lee@example.com", "shared password 1", Some(&globex))
+            .await
             .unwrap();
         assert_eq!(p.tenant, globex);
         assert!(matches!(
-            store.sign_in("sam@example.com", "acme password one", Some(&globex)),
+            store
+                .sign_in("sam@example.com", "acme password one", Some(&globex))
+                .await,
             Err(Error::InvalidCredentials)
         ));
     }

@@ -60,8 +60,9 @@ impl Default for DetectionConfig {
     }
 }
 
-/// Receives every detector event (after models are stored).
-pub type EventHook = Arc<dyn Fn(&Event) + Send + Sync>;
+/// Receives every detector event (after models are stored); awaited
+/// before the next event is handled.
+pub type EventHook = Arc<dyn Fn(Event) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
 
 #[derive(Clone)]
 struct DetectionMetrics {
@@ -408,7 +409,7 @@ impl Ticker {
                 self.metrics.scores.observe(a.score);
             }
         }
-        (self.hook)(event);
+        (self.hook)(event.clone()).await;
     }
 
     /// Writes pending anomaly envelopes; keeps them on failure.

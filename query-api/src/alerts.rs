@@ -160,12 +160,15 @@ pub async fn notifications(
     let mut items = Vec::new();
     let mut at = before.clone();
     loop {
-        let fetched = state.store.list_notifications(
-            &caller.tenant,
-            p.unread.unwrap_or(false),
-            at.as_ref().map(|c| (c.at_ms, c.id.as_str())),
-            limit + 1,
-        )?;
+        let fetched = state
+            .store
+            .list_notifications(
+                &caller.tenant,
+                p.unread.unwrap_or(false),
+                at.as_ref().map(|c| (c.at_ms, c.id.as_str())),
+                limit + 1,
+            )
+            .await?;
         let exhausted = fetched.len() <= limit;
         at = fetched
             .last()
@@ -182,7 +185,7 @@ pub async fn notifications(
     let (items, next) = page(items, limit, |n| {
         Cursor::new(n.created_at, n.id.clone()).to_string()
     });
-    let unread = state.store.unread_notifications(&caller.tenant)?;
+    let unread = state.store.unread_notifications(&caller.tenant).await?;
     Ok(Json(json!({
         "notifications": items,
         "next_cursor": next,
@@ -196,7 +199,10 @@ pub async fn mark_read(
     Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
-    state.store.mark_notification_read(&caller.tenant, &id)?;
+    state
+        .store
+        .mark_notification_read(&caller.tenant, &id)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

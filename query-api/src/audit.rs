@@ -56,7 +56,7 @@ pub async fn middleware(
             status: response.status().as_u16(),
             at: schemas::time::now_ms(),
         };
-        if let Err(e) = store.append_audit(&entry) {
+        if let Err(e) = store.append_audit(&entry).await {
             warn!(error = %e, "writing the audit log failed");
         }
     }
@@ -65,8 +65,8 @@ pub async fn middleware(
 
 /// Appends an entry made outside the middleware (sign-ins, the platform
 /// operator, failed authentication); a failure to record is logged.
-pub fn record(store: &MetaStore, entry: AuditEntry) {
-    if let Err(e) = store.append_audit(&entry) {
+pub async fn record(store: &MetaStore, entry: AuditEntry) {
+    if let Err(e) = store.append_audit(&entry).await {
         warn!(error = %e, "writing the audit log failed");
     }
 }
@@ -98,7 +98,10 @@ pub async fn list(
         ),
         None => None,
     };
-    let entries = state.store.list_audit(&caller.tenant, before, limit + 1)?;
+    let entries = state
+        .store
+        .list_audit(&caller.tenant, before, limit + 1)
+        .await?;
     let (entries, next) = crate::listing::page(entries, limit, |e| e.id.to_string());
     Ok(Json(json!({ "entries": entries, "next_cursor": next })))
 }

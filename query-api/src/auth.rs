@@ -85,7 +85,11 @@ impl PlatformToken {
 }
 
 /// Resolves `X-Organization-Id`: the principal acting for the child.
-fn act_for(state: &AppState, principal: Principal, parts: &Parts) -> Result<Principal, ApiError> {
+async fn act_for(
+    state: &AppState,
+    principal: Principal,
+    parts: &Parts,
+) -> Result<Principal, ApiError> {
     let Some(target) = parts.headers.get(ACT_FOR_HEADER) else {
         return Ok(principal);
     };
@@ -99,13 +103,13 @@ fn act_for(state: &AppState, principal: Principal, parts: &Parts) -> Result<Prin
     if target == principal.tenant {
         return Ok(principal);
     }
-    let me = state.store.organization(&principal.tenant)?;
+    let me = state.store.organization(&principal.tenant).await?;
     if me.as_ref().is_none_or(|o| o.plan != Plan::Msp) {
         return Err(ApiError::Forbidden(format!(
             "only MSP organizations may act for another organization ({ACT_FOR_HEADER})"
         )));
     }
-    let child = state.store.organization(&target)?;
+    let child = state.store.organization(&target).await?;
     if child.is_none_or(|c| c.parent_id.as_ref() != Some(&principal.tenant)) {
         return Err(ApiError::Forbidden(format!(
             "{target} is not a child organization of {}",
@@ -119,7 +123,7 @@ fn act_for(state: &AppState, principal: Principal, parts: &Parts) -> Result<Prin
     })
 }
 
-fn check(state: &AppState, access: Access, parts: &mut Parts) -> Result<(), ApiError> {
+async fn check(state: &AppState, access: Access, parts: &mut Parts) -> Result<(), ApiError> {
     match access {
         Access::Public => Ok(()),
         Access::Platform => {
@@ -131,10 +135,11 @@ fn check(state: &AppState, access: Access, parts: &mut Parts) -> Result<(), ApiE
                 parts.extensions.insert(PlatformCaller::Operator);
                 return Ok(());
             }
-            let principal = authenticate(state, parts)?;
+            let principal = authenticate(state, parts).await?;
             let msp = state
                 .store
-                .organization(&principal.tenant)?
+                .organization(&principal.tenant)
+                .await?
                 .is_some_and(|o| o.plan == Plan::Msp);
             if !msp || principal.role < Role::Admin {
                 return Err(ApiError::Forbidden(
@@ -149,8 +154,8 @@ fn check(state: &AppState, access: Access, parts: &mut Parts) -> Result<(), ApiE
             Ok(())
         }
         Access::Role(min) => {
-            let principal = authenticate(state, parts)?;
-            let principal = act_for(state, principal, parts)?;
+            let principal = authenticate(state, parts).await?;
+            let principal = act_for(state, principal, parts).await?;
             // Tell the metering and audit middleware who called — also
             // when the call is refused below: the audit log shows the 403
             // or 429, metering does not bill a 429.
@@ -175,20 +180,17 @@ fn check(state: &AppState, access: Access, parts: &mut Parts) -> Result<(), ApiE
 
 /// Authenticates the request; a refused credential whose organization is
 /// known goes to that organization's audit log.
-fn authenticate(state: &AppState, parts: &Parts) -> Result<Principal, ApiError> {
-    control::authenticate(&state.store, &parts.headers)
-        .inspect_err(|e| {
-            if matches!(e, control::Error::InvalidCredentials)
-                && let Some(presented) = control::auth::presented_key(&parts.headers)
-            {
-                state.store.record_failed_authentication(
-                    presented,
-                    parts.method.as_str(),
-                    parts.uri.path(),
-                );
-            }
-        })
-        .map_err(ApiError::from)
+async fn authenticate(state: &AppState, parts: &Parts) -> Result<Principal, ApiError> {
+    let result = control::authenticate(&state.store, &parts.headers).await;
+    if let Err(control::Error::InvalidCredentials) = result
+        && let Some(presented) = control::auth::presented_key(&parts.headers)
+    {
+        state
+            .store
+            .record_failed_authentication(presented, parts.method.as_str(), parts.uri.path())
+            .await;
+    }
+    result.map_err(ApiError::from)
 }
 
 /// Middleware on every route of the table, with that route's access.
@@ -198,7 +200,7 @@ pub async fn authorize(
     next: Next,
 ) -> Response {
     let (mut parts, body) = request.into_parts();
-    if let Err(e) = check(&state, access, &mut parts) {
+    if let Err(e) = check(&state, access, &mut parts).await {
         return e.into_response();
     }
     next.run(Request::from_parts(parts, body)).await

@@ -31,10 +31,14 @@ pub struct Billing {
 
 use schemas::time::now_ms;
 
-fn org_of(state: &AppState, caller: &control::Principal) -> Result<control::Organization> {
-    state.store.organization(&caller.tenant)?.ok_or_else(|| {
-        ApiError::NotFound(format!("organization {} no longer exists", caller.tenant))
-    })
+async fn org_of(state: &AppState, caller: &control::Principal) -> Result<control::Organization> {
+    state
+        .store
+        .organization(&caller.tenant)
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("organization {} no longer exists", caller.tenant))
+        })
 }
 
 /// `GET /api/billing/plans`
@@ -65,10 +69,11 @@ pub async fn current_plan(
     State(state): State<AppState>,
     Caller(caller): Caller,
 ) -> Result<Json<Value>> {
-    let org = org_of(&state, &caller)?;
+    let org = org_of(&state, &caller).await?;
     let history: Vec<Value> = state
         .store
-        .plan_history(&org)?
+        .plan_history(&org)
+        .await?
         .into_iter()
         .map(|(at, plan)| json!({ "plan": plan, "since": at }))
         .collect();
@@ -79,7 +84,7 @@ pub async fn current_plan(
         "limits": org.limits,
         "features": org.plan.features(),
         "allow_overage": org.allow_overage,
-        "subscription": state.store.subscription(&org.id)?,
+        "subscription": state.store.subscription(&org.id).await?,
         "history": history,
     })))
 }
@@ -118,9 +123,9 @@ pub async fn limits_check(
             )));
         }
     }
-    let org = org_of(&state, &caller)?;
-    let devices = state.store.device_count(&org, now_ms())?;
-    let scans = state.store.scans_in_month(&org, now_ms())?;
+    let org = org_of(&state, &caller).await?;
+    let devices = state.store.device_count(&org, now_ms()).await?;
+    let scans = state.store.scans_in_month(&org, now_ms()).await?;
     let check = |name: &str, used: u64, more: u64, limit: u64, unit: u64| {
         // Bounded above, and saturating anyway: numbers from a request
         // never overflow.
@@ -181,11 +186,12 @@ pub async fn change_plan(
 ) -> Result<Json<Value>> {
     let crate::extract::JsonBody(req) = body;
     let plan: Plan = req.plan.parse()?;
-    let before = org_of(&state, &caller)?;
+    let before = org_of(&state, &caller).await?;
     if before.plan == Plan::Msp && plan != Plan::Msp {
         let children = state
             .store
-            .list_organizations()?
+            .list_organizations()
+            .await?
             .into_iter()
             .filter(|o| o.parent_id.as_ref() == Some(&before.id))
             .count();
@@ -195,7 +201,7 @@ pub async fn change_plan(
             )));
         }
     }
-    let after = state.store.change_plan(&caller.tenant, plan, "api")?;
+    let after = state.store.change_plan(&caller.tenant, plan, "api").await?;
     info!(org = %after.id, from = %before.plan, to = %after.plan, "plan changed");
     Ok(Json(json!({
         "organization": after.id,
@@ -246,8 +252,8 @@ pub async fn invoices(
     params: crate::extract::QueryParams<InvoiceParams>,
 ) -> Result<Json<Value>> {
     let crate::extract::QueryParams(p) = params;
-    let org = org_of(&state, &caller)?;
-    let history = state.store.plan_history(&org)?;
+    let org = org_of(&state, &caller).await?;
+    let history = state.store.plan_history(&org).await?;
     let current = invoice::month_start(now_ms());
     let months: Vec<NaiveDate> = match &p.month {
         Some(m) => vec![parse_month(m)?],
@@ -267,7 +273,7 @@ pub async fn invoices(
     if months.first().is_some_and(|m| *m > current) {
         return Err(ApiError::BadRequest("no invoices for future months".into()));
     }
-    let payments = state.store.invoice_payments(&org.id)?;
+    let payments = state.store.invoice_payments(&org.id).await?;
     let mut out = Vec::new();
     for first in months {
         let Some(invoice) = invoice_for(&state, &org, &history, first).await? else {
@@ -314,7 +320,7 @@ pub async fn stripe_webhook(
     .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let event: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("Stripe event is not JSON: {e}")))?;
-    let outcome = state.store.apply_stripe_event(&event)?;
+    let outcome = state.store.apply_stripe_event(&event).await?;
     if let StripeOutcome::Applied(what) = &outcome {
         info!(event = %event["id"], kind = %event["type"], %what, "Stripe event applied");
     }

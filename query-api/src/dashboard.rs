@@ -228,9 +228,13 @@ async fn organization_json(
     caller: &control::Principal,
     security: &Security,
 ) -> Result<Value> {
-    let org = state.store.organization(&caller.tenant)?.ok_or_else(|| {
-        ApiError::NotFound(format!("organization {} no longer exists", caller.tenant))
-    })?;
+    let org = state
+        .store
+        .organization(&caller.tenant)
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("organization {} no longer exists", caller.tenant))
+        })?;
     let now = schemas::time::now_ms();
     let anomalies_30d = scalar(
         state,
@@ -241,10 +245,10 @@ async fn organization_json(
     Ok(json!({
         "organization": org.id,
         "plan": org.plan,
-        "devices": { "tracked": state.store.device_count(&org, now)?, "max": org.limits.max_devices },
-        "scans": { "this_month": state.store.scans_in_month(&org, now)?, "max": org.limits.max_scans_per_month },
+        "devices": { "tracked": state.store.device_count(&org, now).await?, "max": org.limits.max_devices },
+        "scans": { "this_month": state.store.scans_in_month(&org, now).await?, "max": org.limits.max_scans_per_month },
         "anomalies": { "last_24h": security.anomalies_24h, "last_30d": anomalies_30d },
-        "notifications_unread": state.store.unread_notifications(&org.id)?,
+        "notifications_unread": state.store.unread_notifications(&org.id).await?,
         "security_score": security.score(),
         "threat_level": security.threat_level(),
     }))

@@ -291,6 +291,7 @@ pub async fn retire_device(
 ) -> Result<axum::http::StatusCode> {
     state
         .store
-        .retire_device(&caller.tenant, &id, schemas::time::now_ms())?;
+        .retire_device(&caller.tenant, &id, schemas::time::now_ms())
+        .await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }

@@ -214,8 +214,8 @@ fn training_error(e: TrainingError) -> ApiError {
 
 /// `GET /api/insights/models`
 pub async fn list(State(state): State<AppState>, Caller(caller): Caller) -> Result<Json<Value>> {
-    let models = state.store.list_models(&caller.tenant)?;
-    let sessions = state.store.list_training_sessions(&caller.tenant)?;
+    let models = state.store.list_models(&caller.tenant).await?;
+    let sessions = state.store.list_training_sessions(&caller.tenant).await?;
     Ok(Json(
         json!({ "models": models, "training_sessions": sessions }),
     ))
@@ -380,7 +380,7 @@ pub async fn train(
         created_at: started_at,
         updated_at: started_at,
     };
-    state.store.insert_next_model_version(&mut record)?;
+    state.store.insert_next_model_version(&mut record).await?;
     let session = TrainingSession {
         id: Uuid::now_v7().to_string(),
         org_id: tenant.clone(),
@@ -394,8 +394,8 @@ pub async fn train(
         started_at,
         finished_at: None,
     };
-    state.store.put_training_session(&session)?;
-    state.store.touch_training_session(&session.id)?;
+    state.store.put_training_session(&session).await?;
+    state.store.touch_training_session(&session.id).await?;
     let params = TrainParams {
         kind: req.model_type,
         n_estimators,
@@ -437,7 +437,7 @@ impl TrainingJob {
             loop {
                 tokio::select! {
                     slot = &mut waiting => break slot,
-                    _ = beat.tick() => self.beat(),
+                    _ = beat.tick() => self.beat().await,
                 }
             }
         };
@@ -445,11 +445,12 @@ impl TrainingJob {
             self.fail(format!(
                 "no training slot became free within {} s; retry later",
                 wait.as_secs()
-            ));
+            ))
+            .await;
             return;
         };
         self.session.status = ModelStatus::Training;
-        if let Err(e) = self.store.put_training_session(&self.session) {
+        if let Err(e) = self.store.put_training_session(&self.session).await {
             tracing::warn!(error = %e, session = %self.session.id, "recording a training session failed");
         }
         let started = Instant::now();
@@ -464,7 +465,7 @@ impl TrainingJob {
         let outcome = loop {
             tokio::select! {
                 done = &mut training => break done,
-                _ = beat.tick() => self.beat(),
+                _ = beat.tick() => self.beat().await,
             }
         };
         // The slot is released when this function returns: after the work.
@@ -474,16 +475,16 @@ impl TrainingJob {
                     .finish(dataset, model, metrics, artifact, started.elapsed())
                     .await
                 {
-                    self.fail(format!("storing the model failed: {e}"));
+                    self.fail(format!("storing the model failed: {e}")).await;
                 }
             }
-            Ok(Err(e)) => self.fail(e.to_string()),
-            Err(e) => self.fail(format!("training task failed: {e}")),
+            Ok(Err(e)) => self.fail(e.to_string()).await,
+            Err(e) => self.fail(format!("training task failed: {e}")).await,
         }
     }
 
-    fn beat(&self) {
-        if let Err(e) = self.store.touch_training_session(&self.session.id) {
+    async fn beat(&self) {
+        if let Err(e) = self.store.touch_training_session(&self.session.id).await {
             tracing::warn!(error = %e, session = %self.session.id, "training heartbeat failed");
         }
     }
@@ -515,17 +516,17 @@ impl TrainingJob {
         record.artifact = Some(insights.lake.relative(&path));
         record.metrics = metrics_json.clone();
         record.updated_at = now_ms();
-        self.store.put_model(record)?;
+        self.store.put_model(record).await?;
         self.session.status = ModelStatus::Ready;
         self.session.rows = dataset.rows as u64;
         self.session.duration_ms = Some(took.as_millis() as u64);
         self.session.metrics = metrics_json;
         self.session.finished_at = Some(now_ms());
-        self.store.put_training_session(&self.session)?;
+        self.store.put_training_session(&self.session).await?;
         Ok(())
     }
 
-    fn fail(&mut self, error: String) {
+    async fn fail(&mut self, error: String) {
         tracing::info!(session = %self.session.id, %error, "training failed");
         let now = now_ms();
         self.record.status = ModelStatus::Failed;
@@ -534,10 +535,10 @@ impl TrainingJob {
         self.session.status = ModelStatus::Failed;
         self.session.error = Some(error);
         self.session.finished_at = Some(now);
-        let stored = self
-            .store
-            .put_model(&self.record)
-            .and_then(|()| self.store.put_training_session(&self.session));
+        let stored = match self.store.put_model(&self.record).await {
+            Ok(()) => self.store.put_training_session(&self.session).await,
+            Err(e) => Err(e),
+        };
         if let Err(e) = stored {
             tracing::warn!(error = %e, session = %self.session.id, "recording a failed training failed");
         }
@@ -552,7 +553,8 @@ pub async fn training_session(
 ) -> Result<Json<Value>> {
     let session = state
         .store
-        .training_session(&caller.tenant, &id)?
+        .training_session(&caller.tenant, &id)
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("training session {id:?} not found")))?;
     Ok(Json(json!({ "training_session": session })))
 }
@@ -571,17 +573,13 @@ pub fn spawn_stale_session_sweeper(
                 _ = stop.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            let store = store.clone();
             let cutoff = now_ms() - STALE_AFTER.as_millis() as i64;
-            match tokio::task::spawn_blocking(move || store.fail_stale_training_sessions(cutoff))
-                .await
-            {
-                Ok(Ok(0)) => {}
-                Ok(Ok(n)) => {
+            match store.fail_stale_training_sessions(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => {
                     tracing::info!(sessions = n, "marked interrupted training sessions failed")
                 }
-                Ok(Err(e)) => tracing::warn!(error = %e, "sweeping training sessions failed"),
-                Err(e) => tracing::warn!(error = %e, "training session sweeper task failed"),
+                Err(e) => tracing::warn!(error = %e, "sweeping training sessions failed"),
             }
         }
     })
@@ -612,7 +610,8 @@ pub async fn predict(
     }
     let record = state
         .store
-        .model(&caller.tenant, &id, req.version)?
+        .model(&caller.tenant, &id, req.version)
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no model {id:?}")))?;
     let x = rows_matrix(&req.rows, &record.features)?;
     let loaded = state.insights.load(&record).await?;

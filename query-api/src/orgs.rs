@@ -27,9 +27,13 @@ use crate::state::AppState;
 
 /// `GET /api/orgs/current`
 pub async fn current(State(state): State<AppState>, Caller(caller): Caller) -> Result<Json<Value>> {
-    let org = state.store.organization(&caller.tenant)?.ok_or_else(|| {
-        ApiError::NotFound(format!("organization {} no longer exists", caller.tenant))
-    })?;
+    let org = state
+        .store
+        .organization(&caller.tenant)
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("organization {} no longer exists", caller.tenant))
+        })?;
     Ok(Json(
         json!({ "organization": org, "role": caller.role.as_str() }),
     ))
@@ -41,7 +45,7 @@ pub async fn list_keys(
     Caller(caller): Caller,
 ) -> Result<Json<Value>> {
     Ok(Json(
-        json!({ "api_keys": state.store.list_keys(&caller.tenant)? }),
+        json!({ "api_keys": state.store.list_keys(&caller.tenant).await? }),
     ))
 }
 
@@ -66,7 +70,7 @@ pub async fn create_key(
         ));
     }
     let role: Role = req.role.as_deref().unwrap_or("member").parse()?;
-    let issued = state.store.create_key(&caller.tenant, name, role)?;
+    let issued = state.store.create_key(&caller.tenant, name, role).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -90,7 +94,7 @@ pub async fn revoke_key(
             "a key cannot revoke itself; use another admin key".into(),
         ));
     }
-    state.store.revoke_key(&caller.tenant, &id)?;
+    state.store.revoke_key(&caller.tenant, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -135,9 +139,11 @@ pub async fn token(
             // Argon2 takes tens of milliseconds: off the async workers, and
             // at most a few at a time.
             let tried = email.clone();
+            // Argon2 verification is CPU work: off the async workers.
+            let runtime = tokio::runtime::Handle::current();
             let signed = tokio::task::spawn_blocking(move || {
                 let _slot = slot;
-                store.sign_in(&email, &password, organization.as_ref())
+                runtime.block_on(store.sign_in(&email, &password, organization.as_ref()))
             })
             .await
             .map_err(|e| ApiError::Internal(format!("sign-in task: {e}")))?;
@@ -146,7 +152,8 @@ pub async fn token(
                 Err(e) => {
                     // A failed sign-in to an existing account is in its
                     // organization's log (an unknown address has no log).
-                    for (org, user) in state.store.users_by_email(&tried).unwrap_or_default() {
+                    for (org, user) in state.store.users_by_email(&tried).await.unwrap_or_default()
+                    {
                         crate::audit::record(
                             &state.store,
                             control::audit::AuditEntry::system(
@@ -158,7 +165,8 @@ pub async fn token(
                                 "sign-in failed",
                                 401,
                             ),
-                        );
+                        )
+                        .await;
                     }
                     return Err(e.into());
                 }
@@ -172,7 +180,7 @@ pub async fn token(
                     "exchange an email and password or an API key, not a token".into(),
                 ));
             }
-            state.store.verify_key(key)?
+            state.store.verify_key(key).await?
         }
         _ => {
             return Err(ApiError::BadRequest(
@@ -180,7 +188,7 @@ pub async fn token(
             ));
         }
     };
-    let (token, claims) = state.store.issue_jwt(&principal, ttl)?;
+    let (token, claims) = state.store.issue_jwt(&principal, ttl).await?;
     crate::audit::record(
         &state.store,
         control::audit::AuditEntry::system(
@@ -192,7 +200,8 @@ pub async fn token(
             format!("token issued for {ttl} s"),
             200,
         ),
-    );
+    )
+    .await;
     Ok(Json(json!({
         "access_token": token,
         "token_type": "Bearer",
@@ -208,7 +217,7 @@ pub async fn list_orgs(
     State(state): State<AppState>,
     caller: PlatformCaller,
 ) -> Result<Json<Value>> {
-    let mut orgs = state.store.list_organizations()?;
+    let mut orgs = state.store.list_organizations().await?;
     if let PlatformCaller::Msp(p) = &caller {
         orgs.retain(|o| o.parent_id.as_ref() == Some(&p.tenant));
     }
@@ -249,17 +258,21 @@ pub async fn create_org(
         },
     };
     let plan: Plan = req.plan.as_deref().unwrap_or("starter").parse()?;
-    let org = state.store.create_organization(&NewOrganization {
-        id: TenantId::new(req.id.trim())?,
-        name: req.name,
-        owner_email: req.owner_email,
-        plan,
-        parent_id,
-        allow_overage: req.allow_overage,
-    })?;
+    let org = state
+        .store
+        .create_organization(&NewOrganization {
+            id: TenantId::new(req.id.trim())?,
+            name: req.name,
+            owner_email: req.owner_email,
+            plan,
+            parent_id,
+            allow_overage: req.allow_overage,
+        })
+        .await?;
     let key = state
         .store
-        .create_key(&org.id, "initial admin", Role::Admin)?;
+        .create_key(&org.id, "initial admin", Role::Admin)
+        .await?;
     // In the new organization's own log: who created it.
     let actor = match &caller {
         PlatformCaller::Operator => "platform-admin".to_string(),
@@ -276,7 +289,8 @@ pub async fn create_org(
             format!("created on the {} plan with key {}", org.plan, key.id),
             201,
         ),
-    );
+    )
+    .await;
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -293,7 +307,7 @@ pub async fn list_users(
     Caller(caller): Caller,
 ) -> Result<Json<Value>> {
     Ok(Json(
-        json!({ "users": state.store.list_users(&caller.tenant)? }),
+        json!({ "users": state.store.list_users(&caller.tenant).await? }),
     ))
 }
 
@@ -315,9 +329,10 @@ pub async fn create_user(
     let role: Role = req.role.as_deref().unwrap_or("viewer").parse()?;
     let slot = state.sign_in.hashing_slot().await?;
     let store = state.store.clone();
+    let runtime = tokio::runtime::Handle::current();
     let user = tokio::task::spawn_blocking(move || {
         let _slot = slot;
-        store.create_user(&caller.tenant, &req.email, &req.password, role)
+        runtime.block_on(store.create_user(&caller.tenant, &req.email, &req.password, role))
     })
     .await
     .map_err(|e| ApiError::Internal(format!("user task: {e}")))??;
@@ -330,7 +345,7 @@ pub async fn delete_user(
     Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
-    state.store.delete_user(&caller.tenant, &id)?;
+    state.store.delete_user(&caller.tenant, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -372,7 +387,10 @@ pub async fn set_terms(
     } else {
         req.limits.map(Some)
     };
-    let org = state.store.set_terms(&id, limits, req.allow_overage)?;
+    let org = state
+        .store
+        .set_terms(&id, limits, req.allow_overage)
+        .await?;
     crate::audit::record(
         &state.store,
         control::audit::AuditEntry::system(
@@ -387,6 +405,7 @@ pub async fn set_terms(
             ),
             200,
         ),
-    );
+    )
+    .await;
     Ok(Json(json!({ "organization": org })))
 }

@@ -60,6 +60,64 @@ impl Serialize for Secret {
     }
 }
 
+/// Where a database is: a file path, or a URL that may carry a password
+/// (`postgres://user:password@host/db`, or `?password=…`). Shown
+/// (`Serialize`, `Debug`) with the password as [`REDACTED`].
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value itself: only for handing it to what needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    fn shown(&self) -> String {
+        let Ok(mut url) = url::Url::parse(&self.0) else {
+            return self.0.clone();
+        };
+        if url.scheme().len() < 2 {
+            // A Windows path read as a URL ("c:\…"): not one.
+            return self.0.clone();
+        }
+        if url.password().is_some() {
+            let _ = url.set_password(Some(REDACTED));
+        }
+        if url.query().is_some() {
+            let pairs: Vec<(String, String)> = url
+                .query_pairs()
+                .map(|(k, v)| {
+                    let v = if is_secret_option(&k) {
+                        REDACTED.to_string()
+                    } else {
+                        v.into_owned()
+                    };
+                    (k.into_owned(), v)
+                })
+                .collect();
+            url.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        url.to_string()
+    }
+}
+
+impl Serialize for DatabaseUrl {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.shown())
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.shown())
+    }
+}
+
 /// Whether a free-form client option (librdkafka's `sasl.password`,
 /// `ssl.key.password`, `sasl.oauthbearer.client.secret`, `ssl.key.pem`,
 /// `sasl.jaas.config`…) holds a secret.
@@ -131,6 +189,24 @@ impl fmt::Debug for ClientOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_urls_show_without_their_password() {
+        let url =
+            DatabaseUrl::new("postgres://sn:hunter2@db.internal:5432/securenet?sslmode=require");
+        let shown = format!("{url:?} {}", serde_json::to_string(&url).unwrap());
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("db.internal:5432/securenet"), "{shown}");
+        assert!(shown.contains("sslmode=require"), "{shown}");
+        let q = DatabaseUrl::new("postgresql://db/securenet?user=sn&password=hunter2");
+        assert!(!format!("{q:?}").contains("hunter2"));
+        let path = DatabaseUrl::new("/var/lib/securenet/meta.db");
+        assert_eq!(format!("{path:?}"), "\"/var/lib/securenet/meta.db\"");
+        assert_eq!(
+            url.expose(),
+            "postgres://sn:hunter2@db.internal:5432/securenet?sslmode=require"
+        );
+    }
 
     #[derive(Serialize, Deserialize, Debug)]
     struct Conf {

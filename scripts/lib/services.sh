@@ -71,3 +71,35 @@ boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
              aws_access_key_id="test", aws_secret_access_key="test").create_bucket(Bucket=bucket)
 PY
 }
+
+postgres_bin() { # the newest PostgreSQL server's bin directory, or nothing
+  local d
+  d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  if [ -n "$d" ] && [ -x "$d/initdb" ]; then echo "$d"; return; fi
+  command -v initdb >/dev/null 2>&1 && dirname "$(command -v initdb)"
+}
+
+start_postgres() { # dir stop-commands-array → sets POSTGRES_URL
+  # A private PostgreSQL cluster in a directory of its own on a free port:
+  # trust authentication, on 127.0.0.1 only, fsync off (a test cluster
+  # thrown away at the end). The server refuses to run as root, so as root
+  # it runs as the `postgres` user, on a directory that user owns.
+  local -n _pg_stops=$2
+  local dir=$1 bin port as=()
+  bin=$(postgres_bin)
+  port=$(free_port)
+  mkdir -p "$dir"
+  if [ "$(id -u)" -eq 0 ]; then
+    chmod 755 "$dir"
+    chown postgres "$dir"
+    as=(runuser -u postgres --)
+  fi
+  "${as[@]}" "$bin/initdb" -D "$dir/data" -A trust -U postgres -E UTF8 > "$dir/initdb.log" 2>&1 || {
+    echo "initdb failed:" >&2; cat "$dir/initdb.log" >&2; exit 1; }
+  "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=400" \
+    start > /dev/null || { echo "postgres did not start:" >&2; tail -20 "$dir/server.log" >&2; exit 1; }
+  _pg_stops+=("${as[*]} $bin/pg_ctl -D $dir/data -m fast -w stop")
+  POSTGRES_URL="postgres://postgres@127.0.0.1:$port/postgres"
+}
+

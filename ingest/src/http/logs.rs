@@ -60,7 +60,7 @@ async fn handle(
         | "application/x-jsonlines" => false,
         _ => {
             // Authenticate before telling an anonymous caller anything.
-            super::authenticate(&state.store, headers)?;
+            super::authenticate(&state.store, headers).await?;
             return Err(Error::UnsupportedContentType(media));
         }
     };

@@ -247,14 +247,23 @@ pub const INGEST_ROLE: Role = Role::Member;
 
 /// Authenticates for ingest: a valid credential with the member role or
 /// higher.
-pub(crate) fn authenticate(store: &MetaStore, headers: &HeaderMap) -> Result<Principal, Error> {
-    let principal = control::authenticate(store, headers).inspect_err(|e| {
-        if matches!(e, control::Error::InvalidCredentials)
-            && let Some(presented) = control::auth::presented_key(headers)
-        {
-            store.record_failed_authentication(presented, "POST", "ingest");
+pub(crate) async fn authenticate(
+    store: &MetaStore,
+    headers: &HeaderMap,
+) -> Result<Principal, Error> {
+    let principal = match control::authenticate(store, headers).await {
+        Ok(p) => p,
+        Err(e) => {
+            if matches!(e, control::Error::InvalidCredentials)
+                && let Some(presented) = control::auth::presented_key(headers)
+            {
+                store
+                    .record_failed_authentication(presented, "POST", "ingest")
+                    .await;
+            }
+            return Err(e.into());
         }
-    })?;
+    };
     if principal.role < INGEST_ROLE {
         return Err(Error::Forbidden(format!(
             "ingesting needs the {INGEST_ROLE} role; this credential has {} (viewer keys read, they do not ingest)",
@@ -273,7 +282,7 @@ impl IngestState {
         body: Body,
         limit: usize,
     ) -> Result<(Principal, body::Wire), Error> {
-        let principal = authenticate(&self.store, headers)?;
+        let principal = authenticate(&self.store, headers).await?;
         self.limits
             .check(&principal.tenant)
             .map_err(Error::RateLimited)?;

@@ -23,7 +23,8 @@ async fn organization(
 ) -> Result<Organization, Error> {
     state
         .store
-        .organization(tenant)?
+        .organization(tenant)
+        .await?
         .ok_or_else(|| Error::Auth(control::Error::InvalidCredentials))
 }
 
@@ -44,7 +45,7 @@ async fn handle_scan(
         "application/xml" | "text/xml" => true,
         "application/json" => false,
         _ => {
-            super::authenticate(&state.store, headers)?;
+            super::authenticate(&state.store, headers).await?;
             return Err(Error::UnsupportedContentType(format!(
                 "{media} (send nmap XML as application/xml or a JSON report as application/json)"
             )));
@@ -109,7 +110,7 @@ async fn handle_devices(
 ) -> Result<publish::InventorySummary, Error> {
     let media = body::media_type(headers);
     if media != "application/json" {
-        super::authenticate(&state.store, headers)?;
+        super::authenticate(&state.store, headers).await?;
         return Err(Error::UnsupportedContentType(format!(
             "{media} (send application/json)"
         )));

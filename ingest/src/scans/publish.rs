@@ -49,10 +49,13 @@ fn hex16(parts: &[&str]) -> String {
 }
 
 /// Runs a blocking metadata-store call off the async runtime.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, control::Error> + Send + 'static,
-) -> Result<T, Error> {
-    tokio::task::spawn_blocking(f)
+async fn blocking<T, F>(f: impl FnOnce() -> F + Send + 'static) -> Result<T, Error>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T, control::Error>>,
+{
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || runtime.block_on(f()))
         .await
         .map_err(|e| Error::Unavailable(format!("metadata task failed: {e}")))?
         .map_err(Error::from)
@@ -128,8 +131,10 @@ pub async fn publish_scan(
         .collect();
     let admission = {
         let (store, org, scan_id) = (store.clone(), org.clone(), scan_id.clone());
-        blocking(move || {
-            store.admit_scan(&org, &scan_id, &content_hash, &observations, received_ms)
+        blocking(move || async move {
+            store
+                .admit_scan(&org, &scan_id, &content_hash, &observations, received_ms)
+                .await
         })
         .await?
     };
@@ -264,9 +269,9 @@ pub async fn publish_scan(
         .collect();
     if !notifications.is_empty() {
         let store = store.clone();
-        blocking(move || {
+        blocking(move || async move {
             for n in &notifications {
-                store.add_notification(n)?;
+                store.add_notification(n).await?;
             }
             Ok(())
         })
@@ -299,7 +304,11 @@ pub async fn publish_inventory(
     received_ms: i64,
 ) -> Result<InventorySummary, Error> {
     let tenant = org.id.clone();
-    let devices = blocking(move || store.upsert_devices(&org, &observations, received_ms)).await?;
+    let devices =
+        blocking(
+            move || async move { store.upsert_devices(&org, &observations, received_ms).await },
+        )
+        .await?;
     let new_devices = {
         let mut ids = std::collections::HashSet::new();
         devices

@@ -114,7 +114,7 @@ struct Processor {
 impl SyslogServer {
     /// Validates the listener, loads its TLS material and checks that every
     /// tenant it names is an organization.
-    pub fn build(
+    pub async fn build(
         config: SyslogConfig,
         store: Arc<MetaStore>,
         batcher: Batcher,
@@ -129,6 +129,7 @@ impl SyslogServer {
         for tenant in named {
             let exists = store
                 .organization(tenant)
+                .await
                 .map_err(|e| Error::Config(format!("syslog listener {:?}: {e}", config.name)))?
                 .is_some();
             if !exists {
@@ -292,7 +293,7 @@ fn tls_acceptor(
 
 impl Processor {
     /// Parses frames from one sender and groups the records by tenant.
-    fn process(
+    async fn process(
         &self,
         frames: impl IntoIterator<Item = Frame>,
         peer: IpAddr,
@@ -325,7 +326,7 @@ impl Processor {
                 // It carries a key we cannot read: never route it by source.
                 Err(super::tenant::Rejection::BadKey)
             } else {
-                self.resolver.resolve(parsed.api_key.as_deref(), peer)
+                self.resolver.resolve(parsed.api_key.as_deref(), peer).await
             };
             match resolved {
                 Ok(tenant) => groups.entry(tenant).or_default().push(parsed.record),
@@ -403,7 +404,11 @@ async fn serve_udp(
             r = socket.recv_from(&mut buf) => r,
         };
         match first {
-            Ok((n, peer)) => processor.process([frame(&buf, n)], peer.ip(), &mut groups),
+            Ok((n, peer)) => {
+                processor
+                    .process([frame(&buf, n)], peer.ip(), &mut groups)
+                    .await
+            }
             Err(error) => {
                 warn!(%error, listener = %processor.name, "udp receive failed");
                 continue;
@@ -412,7 +417,11 @@ async fn serve_udp(
         // Drain what the kernel already holds before handing off.
         for _ in 1..UDP_BATCH {
             match socket.try_recv_from(&mut buf) {
-                Ok((n, peer)) => processor.process([frame(&buf, n)], peer.ip(), &mut groups),
+                Ok((n, peer)) => {
+                    processor
+                        .process([frame(&buf, n)], peer.ip(), &mut groups)
+                        .await
+                }
                 Err(_) => break,
             }
         }
@@ -657,14 +666,16 @@ async fn serve_stream<S: AsyncRead + Unpin>(
         if frames.is_empty() {
             continue;
         }
-        processor.process(frames.drain(..), peer.ip(), &mut groups);
+        processor
+            .process(frames.drain(..), peer.ip(), &mut groups)
+            .await;
         if processor.enqueue(&mut groups).await.is_err() {
             return;
         }
     }
     // What the sender sent before closing (or before shutdown) is kept.
     if let Some(f) = framer.finish() {
-        processor.process([f], peer.ip(), &mut groups);
+        processor.process([f], peer.ip(), &mut groups).await;
         let _ = processor.enqueue(&mut groups).await;
     }
 }

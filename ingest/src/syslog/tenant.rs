@@ -17,8 +17,10 @@ use schemas::TenantId;
 
 /// How long a verified (or refused) key is remembered. Syslog can carry a
 /// key on every message; checking each against the store would cap the
-/// rate, so a revocation reaches syslog within this long.
-const KEY_TTL: Duration = Duration::from_secs(30);
+/// rate, so a revocation (or a key created on another host) reaches
+/// syslog within this long — the same bound as HTTP's on a shared
+/// control plane (`control::auth::SHARED_KEY_CACHE_TTL`).
+const KEY_TTL: Duration = control::auth::SHARED_KEY_CACHE_TTL;
 const KEY_CACHE_MAX: usize = 10_000;
 
 /// Why a message has no tenant.
@@ -66,9 +68,13 @@ impl TenantResolver {
         }
     }
 
-    pub fn resolve(&self, api_key: Option<&str>, peer: IpAddr) -> Result<TenantId, Rejection> {
+    pub async fn resolve(
+        &self,
+        api_key: Option<&str>,
+        peer: IpAddr,
+    ) -> Result<TenantId, Rejection> {
         if let Some(key) = api_key {
-            return self.by_key(key).ok_or(Rejection::BadKey);
+            return self.by_key(key).await.ok_or(Rejection::BadKey);
         }
         let peer = match peer {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(peer),
@@ -80,17 +86,20 @@ impl TenantResolver {
         self.default.clone().ok_or(Rejection::UnknownSender)
     }
 
-    fn by_key(&self, key: &str) -> Option<TenantId> {
+    async fn by_key(&self, key: &str) -> Option<TenantId> {
         let now = Instant::now();
-        // A poisoned lock only means another thread panicked mid-insert of a
-        // cache entry; the map itself is still valid.
-        let mut cache = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((tenant, at)) = cache.get(key)
-            && now.duration_since(*at) < KEY_TTL
         {
-            return tenant.clone();
+            // A poisoned lock only means another thread panicked mid-insert
+            // of a cache entry; the map itself is still valid.
+            let cache = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((tenant, at)) = cache.get(key)
+                && now.duration_since(*at) < KEY_TTL
+            {
+                return tenant.clone();
+            }
         }
-        let tenant = self.store.verify_key(key).ok().map(|p| p.tenant);
+        let tenant = self.store.verify_key(key).await.ok().map(|p| p.tenant);
+        let mut cache = self.keys.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= KEY_CACHE_MAX {
             cache.clear();
         }
@@ -109,7 +118,7 @@ mod tests {
         TenantId::new(s).unwrap()
     }
 
-    fn store_with_key() -> (Arc<MetaStore>, String) {
+    async fn store_with_key() -> (Arc<MetaStore>, String) {
         let store = MetaStore::open_in_memory().unwrap();
         store
             .create_organization(&NewOrganization {
@@ -120,16 +129,18 @@ mod tests {
                 parent_id: None,
                 allow_overage: false,
             })
+            .await
             .unwrap();
         let key = store
             .create_key(&t("acme"), "syslog", Role::Member)
+            .await
             .unwrap();
         (Arc::new(store), key.secret)
     }
 
-    #[test]
-    fn key_then_most_specific_source_then_default() {
-        let (store, key) = store_with_key();
+    #[tokio::test]
+    async fn key_then_most_specific_source_then_default() {
+        let (store, key) = store_with_key().await;
         let r = TenantResolver::new(
             Some(t("fallback")),
             vec![
@@ -139,23 +150,24 @@ mod tests {
             store,
         );
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(r.resolve(Some(&key), ip("10.1.2.3")), Ok(t("acme")));
-        assert_eq!(r.resolve(None, ip("10.1.2.3")), Ok(t("narrow")));
-        assert_eq!(r.resolve(None, ip("10.9.2.3")), Ok(t("wide")));
-        assert_eq!(r.resolve(None, ip("::ffff:10.9.2.3")), Ok(t("wide")));
-        assert_eq!(r.resolve(None, ip("192.0.2.1")), Ok(t("fallback")));
+        assert_eq!(r.resolve(Some(&key), ip("10.1.2.3")).await, Ok(t("acme")));
+        assert_eq!(r.resolve(None, ip("10.1.2.3")).await, Ok(t("narrow")));
+        assert_eq!(r.resolve(None, ip("10.9.2.3")).await, Ok(t("wide")));
+        assert_eq!(r.resolve(None, ip("::ffff:10.9.2.3")).await, Ok(t("wide")));
+        assert_eq!(r.resolve(None, ip("192.0.2.1")).await, Ok(t("fallback")));
         assert_eq!(
-            r.resolve(Some("sn_0000000000000000_bad"), ip("10.1.2.3")),
+            r.resolve(Some("sn_0000000000000000_bad"), ip("10.1.2.3"))
+                .await,
             Err(Rejection::BadKey)
         );
     }
 
-    #[test]
-    fn without_default_unknown_senders_are_rejected() {
-        let (store, _) = store_with_key();
+    #[tokio::test]
+    async fn without_default_unknown_senders_are_rejected() {
+        let (store, _) = store_with_key().await;
         let r = TenantResolver::new(None, vec![], store);
         assert_eq!(
-            r.resolve(None, "192.0.2.1".parse().unwrap()),
+            r.resolve(None, "192.0.2.1".parse().unwrap()).await,
             Err(Rejection::UnknownSender)
         );
     }

@@ -173,10 +173,11 @@ pub async fn recommendations(
     }
     let org = state
         .store
-        .organization(tenant)?
+        .organization(tenant)
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("organization {tenant} no longer exists")))?;
-    let devices = state.store.device_count(&org, now)?;
-    let scans = state.store.scans_in_month(&org, now)?;
+    let devices = state.store.device_count(&org, now).await?;
+    let scans = state.store.scans_in_month(&org, now).await?;
     for (what, used, max) in [
         ("devices", devices, org.limits.max_devices),
         ("scans this month", scans, org.limits.max_scans_per_month),

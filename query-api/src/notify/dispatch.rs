@@ -194,6 +194,7 @@ impl Notifier {
         let entitled = due.channel.kind != ChannelKind::Webhook
             || store
                 .organization(&due.notification.org_id)
+                .await
                 .ok()
                 .flatten()
                 .is_none_or(|o| o.plan.includes(Feature::Webhooks));
@@ -224,7 +225,7 @@ impl Notifier {
         if let Err((_, e)) = &outcome {
             warn!(delivery = %d.id, channel = %due.channel.id, attempt = d.attempts + 1, error = %e, "notification delivery failed");
         }
-        if let Err(e) = store.record_attempt(&d.id, outcome, retry_at) {
+        if let Err(e) = store.record_attempt(&d.id, outcome, retry_at).await {
             warn!(error = %e, "recording a delivery attempt failed");
         }
     }
@@ -244,16 +245,12 @@ pub fn spawn_dispatcher(
             "notification dispatcher started"
         );
         loop {
-            let due = {
-                let store = store.clone();
-                tokio::task::spawn_blocking(move || {
-                    store.enqueue_deliveries()?;
-                    store.due_deliveries(schemas::time::now_ms(), 64)
-                })
-                .await
+            let due = match store.enqueue_deliveries().await {
+                Ok(_) => store.due_deliveries(schemas::time::now_ms(), 64).await,
+                Err(e) => Err(e),
             };
             match due {
-                Ok(Ok(due)) => {
+                Ok(due) => {
                     futures::stream::iter(due)
                         .for_each_concurrent(8, |d| {
                             let (store, notifier) = (store.clone(), notifier.clone());
@@ -261,8 +258,7 @@ pub fn spawn_dispatcher(
                         })
                         .await;
                 }
-                Ok(Err(e)) => warn!(error = %e, "notification dispatcher: store error"),
-                Err(e) => warn!(error = %e, "notification dispatcher task failed"),
+                Err(e) => warn!(error = %e, "notification dispatcher: store error"),
             }
             tokio::select! {
                 _ = stop.cancelled() => break,

@@ -110,8 +110,8 @@ pub const MAX_CHANNELS_PER_ORG: usize = 20;
 
 /// `402` unless the organization's plan includes webhooks — checked when a
 /// channel is created or tested and again at every delivery.
-fn webhooks_included(state: &AppState, tenant: &schemas::TenantId) -> Result<()> {
-    let org = state.store.organization(tenant)?;
+async fn webhooks_included(state: &AppState, tenant: &schemas::TenantId) -> Result<()> {
+    let org = state.store.organization(tenant).await?;
     match org {
         Some(o) if !o.plan.includes(Feature::Webhooks) => {
             Err(ApiError::Auth(control::Error::PlanLimit(format!(
@@ -138,7 +138,7 @@ pub async fn list_channels(
     Caller(caller): Caller,
 ) -> Result<Json<Value>> {
     Ok(Json(
-        json!({ "channels": state.store.list_channels(&caller.tenant)? }),
+        json!({ "channels": state.store.list_channels(&caller.tenant).await? }),
     ))
 }
 
@@ -160,21 +160,24 @@ pub async fn create_channel(
     };
     validate_target(&state.notify.config, kind, req.target.trim())?;
     if kind == ChannelKind::Webhook {
-        webhooks_included(&state, &caller.tenant)?;
+        webhooks_included(&state, &caller.tenant).await?;
     }
-    let existing = state.store.list_channels(&caller.tenant)?.len();
+    let existing = state.store.list_channels(&caller.tenant).await?.len();
     if existing >= MAX_CHANNELS_PER_ORG {
         return Err(ApiError::Conflict(format!(
             "this organization has {existing} notification channels, the most allowed \
              ({MAX_CHANNELS_PER_ORG}); delete one first"
         )));
     }
-    let channel = state.store.create_channel(
-        &caller.tenant,
-        kind,
-        req.target.trim(),
-        req.min_severity.as_deref().unwrap_or("high"),
-    )?;
+    let channel = state
+        .store
+        .create_channel(
+            &caller.tenant,
+            kind,
+            req.target.trim(),
+            req.min_severity.as_deref().unwrap_or("high"),
+        )
+        .await?;
     let mut out = json!({ "channel": channel });
     if let Some(secret) = &channel.secret {
         out["secret"] = json!(secret);
@@ -189,7 +192,7 @@ pub async fn delete_channel(
     Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
-    state.store.delete_channel(&caller.tenant, &id)?;
+    state.store.delete_channel(&caller.tenant, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -202,12 +205,13 @@ pub async fn test_channel(
 ) -> Result<Json<Value>> {
     let channel = state
         .store
-        .list_channels(&caller.tenant)?
+        .list_channels(&caller.tenant)
+        .await?
         .into_iter()
         .find(|c| c.id == id)
         .ok_or_else(|| ApiError::NotFound(format!("channel {id:?} not found")))?;
     if channel.kind == ChannelKind::Webhook {
-        webhooks_included(&state, &caller.tenant)?;
+        webhooks_included(&state, &caller.tenant).await?;
     }
     let notification = control::notify::Notification {
         id: format!("test-{}", schemas::time::now_ms()),
@@ -252,12 +256,15 @@ pub async fn deliveries(
     let crate::extract::QueryParams(p) = params;
     let limit = crate::listing::limit(p.limit)?;
     let before = Cursor::param(p.cursor.as_deref())?;
-    let rows = state.store.list_deliveries(
-        &caller.tenant,
-        p.channel.as_deref(),
-        before.as_ref().map(|c| (c.at_ms, c.id.as_str())),
-        limit + 1,
-    )?;
+    let rows = state
+        .store
+        .list_deliveries(
+            &caller.tenant,
+            p.channel.as_deref(),
+            before.as_ref().map(|c| (c.at_ms, c.id.as_str())),
+            limit + 1,
+        )
+        .await?;
     let (rows, next) = page(rows, limit, |d| {
         Cursor::new(d.created_at, d.id.clone()).to_string()
     });
