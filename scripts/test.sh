@@ -142,12 +142,13 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --features securenet/e2e -- -D warnings
 
 step "unit and end-to-end tests"
-# The control plane's own suite runs on both backends: here on SQLite (the
-# variable is unset for this run) and below on PostgreSQL.
-SECURENET_TEST_POSTGRES_URL= cargo test --workspace --features securenet/e2e
+# Everything on the defaults (the control plane on SQLite, the lake in
+# files), except the share-nothing test (hosts::), which puts each role on
+# a host of its own against Kafka, S3, PostgreSQL and ClickHouse.
+cargo test --workspace --features securenet/e2e
 
 step "the control plane on PostgreSQL (control.database = postgres://…)"
-cargo test -p control
+SECURENET_TEST_CONTROL=postgres cargo test -p control
 
 # The lake's end-to-end suites again with the lake on S3 (each test under a
 # prefix of its own in the moto bucket): ingest → SQL, a tenant naming
@@ -173,10 +174,13 @@ SECURENET_TEST_LAKE=s3 cargo test --features securenet/e2e --test e2e -- \
 # PostgreSQL (a fresh database per test, shared by all of its processes):
 # access and roles, hostile tenants, billing, organizations and keys,
 # notifications and their delivery, the model registry, scans and
-# inventory, listings, the roles on Kafka, the streaming detector.
+# inventory, listings, the roles on Kafka, the streaming detector. (Not
+# the broker-outage test: it is about Kafka, and its mock broker's port,
+# released while "down", can be taken by any new connection meanwhile.)
 step "the control plane on PostgreSQL, end to end"
 SECURENET_TEST_CONTROL=postgres cargo test --features securenet/e2e --test e2e -- \
-  access:: attack:: billing:: orgs:: notify:: insights:: scans:: listings:: kafka:: streaming::
+  access:: attack:: billing:: orgs:: notify:: insights:: scans:: listings:: kafka:: streaming:: \
+  --skip kafka::after_a_broker_outage
 
 # Deploy artifacts (issue: deploy and operate): a real Prometheus scraping
 # live servers with our alert rules, the syslog-ng forwarder config from

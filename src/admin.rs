@@ -1,6 +1,8 @@
 //! `securenet orgs …` and `securenet keys …`: the control plane from the
 //! command line, against the same metadata store `serve` uses (SQLite WAL
-//! lets both run at once; revocations apply to the next request).
+//! lets both run at once; PostgreSQL is shared anyway). A revocation applies
+//! to the next request on SQLite, within `control.key_cache_ms` (5 s by
+//! default) on PostgreSQL.
 
 use anyhow::Context;
 use control::{MetaStore, NewOrganization};

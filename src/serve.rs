@@ -74,7 +74,14 @@ pub async fn run(
     }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let store = Arc::new(crate::admin::open_store(&config).await?);
+    let store = crate::admin::open_store(&config).await?;
+    // Every role that checks tokens (ingest accepts them as the query API
+    // does) signs and verifies with the configured secret, else with the
+    // one the shared store holds.
+    if let Some(secret) = &config.api.jwt_secret {
+        store.set_jwt_secret(secret.expose().as_bytes())?;
+    }
+    let store = Arc::new(store);
     if role.ingests() || role.queries() {
         announce_default_key(&store, &config).await?;
     }
@@ -533,9 +540,6 @@ fn start_api(
         data_dir: config.data_dir.clone(),
         ops,
     };
-    if let Some(secret) = &config.api.jwt_secret {
-        store.set_jwt_secret(secret.expose().as_bytes())?;
-    }
     Ok((state, tasks))
 }
 

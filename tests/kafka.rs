@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::support::{DEFAULT_KEY, Env, ingest, wait_count};
 
-fn logger(port: u16, message: &str) {
+pub(crate) fn logger(port: u16, message: &str) {
     crate::support::run(
         "logger",
         &[

@@ -13,6 +13,7 @@ mod cli;
 mod clickhouse;
 mod detectors;
 mod forwarders;
+mod hosts;
 mod ingest_http;
 mod insights;
 mod kafka;

@@ -42,48 +42,76 @@ impl Env {
         // when a test fails.
         let log = std::env::var("SECURENET_TEST_RUST_LOG").unwrap_or_else(|_| "warn".into());
         vars.insert("RUST_LOG".into(), log);
-        // SECURENET_TEST_LAKE=s3: the lake on the S3 server test.sh started
-        // (moto), under a prefix of this environment's own; the processes
-        // get the endpoint and credentials the AWS way, from AWS_* variables.
+        let mut env = Self { dir, vars };
+        // SECURENET_TEST_LAKE=s3 / SECURENET_TEST_CONTROL=postgres: the
+        // suites again with the lake on S3 / the control plane on
+        // PostgreSQL (./scripts/test.sh runs both passes).
         if std::env::var("SECURENET_TEST_LAKE").as_deref() == Ok("s3") {
-            let endpoint = std::env::var("SECURENET_TEST_S3_ENDPOINT").expect(
-                "SECURENET_TEST_S3_ENDPOINT is unset: run ./scripts/test.sh, which starts an S3 server",
-            );
-            let bucket =
-                std::env::var("SECURENET_TEST_S3_BUCKET").unwrap_or("securenet-test".into());
-            vars.insert(
-                "SECURENET_PIPELINE__LAKE_URL".into(),
-                format!("s3://{bucket}/{}", unique()),
-            );
-            for (k, v) in [
-                ("AWS_ENDPOINT_URL", endpoint.as_str()),
-                ("AWS_ACCESS_KEY_ID", "test"),
-                ("AWS_SECRET_ACCESS_KEY", "test"),
-                ("AWS_REGION", "us-east-1"),
-                ("AWS_ALLOW_HTTP", "true"),
-            ] {
-                vars.insert(k.into(), v.into());
-            }
+            env = env.on_s3();
         }
-        // SECURENET_TEST_CONTROL=postgres: the control plane on the
-        // PostgreSQL server test.sh started, a fresh database per
-        // environment (all its processes share it, as hosts would).
         if std::env::var("SECURENET_TEST_CONTROL").as_deref() == Ok("postgres") {
-            let server = std::env::var("SECURENET_TEST_POSTGRES_URL").expect(
+            env = env.on_postgres();
+        }
+        env
+    }
+
+    /// The lake on the S3 server test.sh started (moto), under a prefix of
+    /// this environment's own; the processes get the endpoint and
+    /// credentials the AWS way, from AWS_* variables.
+    pub fn on_s3(mut self) -> Self {
+        let endpoint = std::env::var("SECURENET_TEST_S3_ENDPOINT").expect(
+            "SECURENET_TEST_S3_ENDPOINT is unset: run ./scripts/test.sh, which starts an S3 server",
+        );
+        let bucket = std::env::var("SECURENET_TEST_S3_BUCKET").unwrap_or("securenet-test".into());
+        self.vars.insert(
+            "SECURENET_PIPELINE__LAKE_URL".into(),
+            format!("s3://{bucket}/{}", unique()),
+        );
+        for (k, v) in [
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ALLOW_HTTP", "true"),
+        ] {
+            self.vars.insert(k.into(), v.into());
+        }
+        self
+    }
+
+    /// The control plane on the PostgreSQL server test.sh started, in a
+    /// fresh database (all of this environment's processes share it, as
+    /// hosts would).
+    pub fn on_postgres(mut self) -> Self {
+        let server = std::env::var("SECURENET_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .expect(
                 "SECURENET_TEST_POSTGRES_URL is unset: run ./scripts/test.sh, which starts PostgreSQL",
             );
-            let url = std::thread::spawn(move || {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime")
-                    .block_on(control::fresh_postgres_database(&server))
-                    .expect("a fresh PostgreSQL database")
-            })
-            .join()
-            .expect("creating the database");
-            vars.insert("SECURENET_CONTROL__DATABASE".into(), url);
-        }
+        let url = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(control::fresh_postgres_database(&server))
+                .expect("a fresh PostgreSQL database")
+        })
+        .join()
+        .expect("creating the database");
+        self.vars.insert("SECURENET_CONTROL__DATABASE".into(), url);
+        self
+    }
+
+    /// Another host of this installation: the same settings (bus, lake,
+    /// control plane, ClickHouse, keys) and a data directory of its own.
+    pub fn host(&self) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut vars = self.vars.clone();
+        vars.insert(
+            "SECURENET_DATA_DIR".into(),
+            dir.path().display().to_string(),
+        );
         Self { dir, vars }
     }
 

@@ -65,13 +65,14 @@ pub(crate) mod testing {
         TenantId::new(s).unwrap()
     }
 
-    /// A fresh, empty store: a new database on the PostgreSQL server
-    /// `SECURENET_TEST_POSTGRES_URL` names (`./scripts/test.sh` starts one
-    /// and runs this crate's tests once more against it), else a private
-    /// in-memory SQLite store.
+    /// A fresh, empty store: with `SECURENET_TEST_CONTROL=postgres`, a
+    /// new database on the PostgreSQL server `SECURENET_TEST_POSTGRES_URL`
+    /// names (`./scripts/test.sh` starts one and runs this crate's tests
+    /// once more against it), else a private in-memory SQLite store.
     pub(crate) async fn store() -> MetaStore {
+        let on_postgres = std::env::var("SECURENET_TEST_CONTROL").as_deref() == Ok("postgres");
         match std::env::var("SECURENET_TEST_POSTGRES_URL") {
-            Ok(url) if !url.is_empty() => {
+            Ok(url) if on_postgres && !url.is_empty() => {
                 MetaStore::connect(&crate::db::fresh_postgres_database(&url).await.unwrap())
                     .await
                     .unwrap()

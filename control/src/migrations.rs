@@ -189,7 +189,7 @@ mod tests {
     async fn both_backends_have_the_same_schema() {
         let store = testing::store().await;
         if store.backend() == Backend::Sqlite {
-            // Needs SECURENET_TEST_POSTGRES_URL (./scripts/test.sh sets it).
+            // Needs SECURENET_TEST_CONTROL=postgres (./scripts/test.sh sets it).
             return;
         }
         let sqlite = MetaStore::open_in_memory().unwrap();

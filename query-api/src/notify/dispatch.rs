@@ -233,6 +233,9 @@ impl Notifier {
 
 /// Runs the dispatcher until `stop`: match new notifications to channels,
 /// send what is due (8 at a time), sleep `poll_ms`.
+/// Deliveries a dispatcher attempts at once (and claims per round).
+const PARALLEL_ATTEMPTS: usize = 8;
+
 pub fn spawn_dispatcher(
     store: Arc<MetaStore>,
     notifier: Arc<Notifier>,
@@ -245,20 +248,37 @@ pub fn spawn_dispatcher(
             "notification dispatcher started"
         );
         loop {
+            // Claim only what is sent at once: every claimed delivery is
+            // attempted within one timeout of its claim, well inside the
+            // claim's lease (control::notify::DELIVERY_LEASE_MS), so no
+            // other dispatcher sharing the store takes it meanwhile.
             let due = match store.enqueue_deliveries().await {
-                Ok(_) => store.due_deliveries(schemas::time::now_ms(), 64).await,
+                Ok(_) => {
+                    store
+                        .due_deliveries(schemas::time::now_ms(), PARALLEL_ATTEMPTS)
+                        .await
+                }
                 Err(e) => Err(e),
             };
-            match due {
+            let full = match due {
                 Ok(due) => {
+                    let full = due.len() == PARALLEL_ATTEMPTS;
                     futures::stream::iter(due)
-                        .for_each_concurrent(8, |d| {
+                        .for_each_concurrent(PARALLEL_ATTEMPTS, |d| {
                             let (store, notifier) = (store.clone(), notifier.clone());
                             async move { notifier.attempt(&store, d).await }
                         })
                         .await;
+                    full
                 }
-                Err(e) => warn!(error = %e, "notification dispatcher: store error"),
+                Err(e) => {
+                    warn!(error = %e, "notification dispatcher: store error");
+                    false
+                }
+            };
+            if full && !stop.is_cancelled() {
+                // More may be due: no pause between full rounds.
+                continue;
             }
             tokio::select! {
                 _ = stop.cancelled() => break,
