@@ -236,7 +236,11 @@ async fn two_of_each_role_on_hosts_that_share_nothing_but_the_network() {
         .await
         .unwrap();
     let status = revoked.status();
-    assert!(status.is_success(), "{status}: {}", revoked.text().await.unwrap());
+    assert!(
+        status.is_success(),
+        "{status}: {}",
+        revoked.text().await.unwrap()
+    );
     let revoked_at = Instant::now();
     for node in [&ingest_a, &ingest_b] {
         loop {
