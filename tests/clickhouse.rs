@@ -49,17 +49,23 @@ async fn embedded_serve_writes_clickhouse_and_parquet_alike() {
         .await;
     assert_eq!(r[0]["message"], "acme 0");
     assert_eq!(r[0]["ts"].to_string().trim_matches('"'), "1795687200000");
-    let ledger = ch
-        .rows("SELECT count() AS n FROM {db}.ingested_batches")
-        .await;
-    assert!(
-        ledger[0]["n"]
+    // The ledger records batches in one insert every 200 ms.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let ledger = ch
+            .rows("SELECT count() AS n FROM {db}.ingested_batches")
+            .await;
+        let n: u64 = ledger[0]["n"]
             .to_string()
             .trim_matches('"')
-            .parse::<u64>()
-            .unwrap()
-            >= 2
-    );
+            .parse()
+            .unwrap();
+        if n >= 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "{n} batches in the ledger");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]

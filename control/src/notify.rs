@@ -400,17 +400,26 @@ impl MetaStore {
     /// whose dispatcher died before [`MetaStore::record_attempt`] is tried
     /// again when the lease runs out (at least once, never lost).
     pub async fn due_deliveries(&self, now: i64, limit: usize) -> Result<Vec<DueDelivery>> {
-        // The outer condition is checked again on each row as the update
-        // reaches it (PostgreSQL, after waiting for a concurrent claim's
-        // lock): a row another dispatcher just claimed is no longer due.
+        // PostgreSQL: concurrent claims skip the rows another claim holds
+        // (the usual queue pattern) instead of waiting for them, and the
+        // outer condition, checked again on each row as the update reaches
+        // it, leaves out a row another dispatcher claimed meanwhile. SQLite
+        // runs one write at a time.
+        let skip_locked = match self.db.backend() {
+            crate::db::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            crate::db::Backend::Sqlite => "",
+        };
         let claimed: Vec<String> = self
             .db
             .write_query(
-                "UPDATE deliveries SET next_attempt_at = ?2 \
-                 WHERE status = 'pending' AND next_attempt_at <= ?1 AND id IN ( \
-                   SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?1 \
-                   ORDER BY next_attempt_at, id LIMIT ?3) \
-                 RETURNING id",
+                &format!(
+                    "UPDATE deliveries SET next_attempt_at = ?2 \
+                     WHERE status = 'pending' AND next_attempt_at <= ?1 AND id IN ( \
+                       SELECT id FROM deliveries \
+                       WHERE status = 'pending' AND next_attempt_at <= ?1 \
+                       ORDER BY next_attempt_at, id LIMIT ?3{skip_locked}) \
+                     RETURNING id"
+                ),
                 params![now, now.saturating_add(DELIVERY_LEASE_MS), limit],
             )
             .await?

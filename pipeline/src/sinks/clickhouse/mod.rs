@@ -7,11 +7,12 @@
 //! (tenant_id, ts, batch_id, row_in_batch)`.
 //!
 //! Effectively once: a ledger table (`ingested_batches`) records every
-//! batch id after its rows are inserted, and a batch already in the ledger
-//! is skipped. A crash between the insert and the ledger row replays the
-//! batch; its rows then have the same sorting key as the first copy, and
-//! `ReplacingMergeTree` collapses them — immediately for readers using
-//! `FINAL`, and on disk at the next merge. Only features ClickHouse 18.16
+//! batch id after its rows are inserted — the ids of 200 ms of batches in
+//! one insert — and a batch already in the ledger (or still waiting to be
+//! recorded in it by this process) is skipped. A crash before the ledger
+//! row is written replays the batch; its rows then have the same sorting
+//! key as the first copy, and `ReplacingMergeTree` collapses them —
+//! immediately for readers using `FINAL`, and on disk at the next merge. Only features ClickHouse 18.16
 //! shares with current releases are used (no DateTime64, LowCardinality,
 //! Map, TTL or insert deduplication tokens).
 //!

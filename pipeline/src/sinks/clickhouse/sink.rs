@@ -1,5 +1,6 @@
 //! The sink: tables, the batch ledger, inserts and dead letters.
 
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -60,6 +61,59 @@ pub struct ClickHouseSink {
     pub(super) database: String,
     timeout: Duration,
     metrics: PipelineMetrics,
+    ledger: Arc<Ledger>,
+}
+
+/// Ledger rows wait at most this long, or until this many are pending,
+/// before one insert records them all: an insert per batch cost a round
+/// trip and, now and then, tens of milliseconds while ClickHouse wrote a
+/// new part of the tiny ledger table (measured: `benches/scaleout.sh`).
+const LEDGER_FLUSH_EVERY: Duration = Duration::from_millis(200);
+const LEDGER_FLUSH_ROWS: usize = 256;
+/// Pending ledger rows kept while ClickHouse refuses them; beyond this the
+/// oldest are dropped (they only spare replays a second copy, see below).
+const LEDGER_MAX_PENDING: usize = 100_000;
+
+/// Batches written but not yet in `ingested_batches`. A replay of one of
+/// them in this process is still recognised (they are looked up here
+/// first); a replay elsewhere, or after a crash, within the flush interval
+/// inserts the rows again, which `ReplacingMergeTree` collapses — the same
+/// as a crash between a batch's rows and its ledger row always did.
+#[derive(Default)]
+struct Ledger {
+    pending: Mutex<Vec<LedgerRow>>,
+    full: tokio::sync::Notify,
+}
+
+#[derive(Clone)]
+struct LedgerRow {
+    kind: &'static str,
+    batch_id: String,
+    tenant_id: String,
+    rows: u64,
+}
+
+impl Ledger {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<LedgerRow>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn contains(&self, kind: &str, batch_id: &str) -> bool {
+        self.lock()
+            .iter()
+            .any(|r| r.kind == kind && r.batch_id == batch_id)
+    }
+
+    fn push(&self, row: LedgerRow) {
+        let mut pending = self.lock();
+        if pending.len() >= LEDGER_MAX_PENDING {
+            pending.remove(0);
+        }
+        pending.push(row);
+        if pending.len() >= LEDGER_FLUSH_ROWS {
+            self.full.notify_one();
+        }
+    }
 }
 
 pub(super) fn table(kind: RecordKind) -> &'static str {
@@ -91,9 +145,46 @@ impl ClickHouseSink {
             database: config.database.clone(),
             timeout: Duration::from_millis(config.timeout_ms.max(1)),
             metrics,
+            ledger: Arc::default(),
         };
         sink.migrate().await?;
+        sink.spawn_ledger_writer();
         Ok(sink)
+    }
+
+    /// Writes pending ledger rows every [`LEDGER_FLUSH_EVERY`] (sooner
+    /// when [`LEDGER_FLUSH_ROWS`] are waiting), until the sink is dropped.
+    fn spawn_ledger_writer(&self) {
+        let ledger: Weak<Ledger> = Arc::downgrade(&self.ledger);
+        let (client, database, timeout) =
+            (self.client.clone(), self.database.clone(), self.timeout);
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            loop {
+                let full = ledger
+                    .upgrade()
+                    .map(|l| async move { l.full.notified().await });
+                match full {
+                    None => return,
+                    Some(full) => {
+                        tokio::select! {
+                            _ = tokio::time::sleep(LEDGER_FLUSH_EVERY) => {}
+                            _ = full => {}
+                        }
+                    }
+                }
+                let Some(ledger) = ledger.upgrade() else {
+                    return;
+                };
+                if let Err(e) = write_ledger(&client, &database, timeout, &ledger).await {
+                    warn!(error = %e, "recording batches in the ClickHouse ledger failed; retrying");
+                    metrics
+                        .sink_errors
+                        .with_label_values(&["clickhouse_ledger"])
+                        .inc();
+                }
+            }
+        });
     }
 
     pub(super) async fn execute(&self, sql: &str) -> Result<()> {
@@ -175,6 +266,12 @@ impl ClickHouseSink {
     }
 
     async fn already_written(&self, envelope: &Envelope) -> Result<bool> {
+        if self
+            .ledger
+            .contains(envelope.kind().as_str(), &envelope.batch_id().to_string())
+        {
+            return Ok(true);
+        }
         let n: u64 = self
             .client
             .query(&format!(
@@ -198,25 +295,14 @@ impl ClickHouseSink {
         insert.end().await
     }
 
-    async fn record(&self, envelope: &Envelope) -> Result<()> {
-        let mut row = Vec::new();
-        for v in [
-            envelope.kind().as_str().to_string(),
-            envelope.batch_id().to_string(),
-            envelope.tenant().to_string(),
-        ] {
-            rowbinary_string(&v, &mut row);
-        }
-        row.extend_from_slice(&(envelope.num_rows() as u64).to_le_bytes());
-        self.insert(
-            format!(
-                "INSERT INTO {}.ingested_batches (kind, batch_id, tenant_id, rows) FORMAT RowBinary",
-                self.database
-            ),
-            row,
-        )
-        .await
-        .map_err(sink_error)
+    /// Records the batch as written (in the ledger's next insert).
+    fn record(&self, envelope: &Envelope) {
+        self.ledger.push(LedgerRow {
+            kind: envelope.kind().as_str(),
+            batch_id: envelope.batch_id().to_string(),
+            tenant_id: envelope.tenant().to_string(),
+            rows: envelope.num_rows() as u64,
+        });
     }
 
     async fn dead_letter(&self, envelope: &Envelope, error: &str) -> Result<()> {
@@ -272,14 +358,56 @@ impl ClickHouseSink {
             }
             Err(e) => return Err(sink_error(e)),
         }
-        self.record(envelope).await
+        self.record(envelope);
+        Ok(())
     }
 }
 
 use rowbinary::bytes as rowbinary_bytes;
 
+/// One insert of every pending ledger row; they leave the queue only once
+/// it succeeded (rows pushed meanwhile stay for the next).
+async fn write_ledger(
+    client: &clickhouse::Client,
+    database: &str,
+    timeout: Duration,
+    ledger: &Ledger,
+) -> Result<()> {
+    let rows: Vec<LedgerRow> = ledger.lock().clone();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut data = Vec::with_capacity(rows.len() * 80);
+    for r in &rows {
+        for v in [r.kind, &r.batch_id, &r.tenant_id] {
+            rowbinary_string(v, &mut data);
+        }
+        data.extend_from_slice(&r.rows.to_le_bytes());
+    }
+    let mut insert = client
+        .insert_formatted_with(format!(
+            "INSERT INTO {database}.ingested_batches (kind, batch_id, tenant_id, rows) FORMAT RowBinary"
+        ))
+        .with_timeouts(Some(timeout), Some(timeout));
+    insert.send(Bytes::from(data)).await.map_err(sink_error)?;
+    insert.end().await.map_err(sink_error)?;
+    let mut pending = ledger.lock();
+    // Only this task removes rows, from the front; `push` may have dropped
+    // some of the oldest meanwhile, so remove what is still there.
+    let written = rows.len().min(pending.len());
+    let still_first = pending
+        .iter()
+        .zip(&rows)
+        .take_while(|(a, b)| a.batch_id == b.batch_id && a.kind == b.kind)
+        .count();
+    pending.drain(..still_first.min(written));
+    Ok(())
+}
+
 /// An envelope's insert: the column list and its rows in RowBinary (with
-/// `row_in_batch`, part of the de-duplication key).
+/// `row_in_batch`, part of the de-duplication key). One insert per
+/// envelope: splitting one into concurrent inserts measured slower (more
+/// parts for ClickHouse to write and merge; `benches/scaleout.sh`).
 pub fn encode_insert(envelope: &Envelope) -> Result<(String, Vec<u8>)> {
     let batch = envelope.batch();
     let mut data = Vec::new();
