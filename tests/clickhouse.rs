@@ -63,7 +63,10 @@ async fn embedded_serve_writes_clickhouse_and_parquet_alike() {
         if n >= 2 {
             break;
         }
-        assert!(std::time::Instant::now() < until, "{n} batches in the ledger");
+        assert!(
+            std::time::Instant::now() < until,
+            "{n} batches in the ledger"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
