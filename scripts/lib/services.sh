@@ -11,12 +11,16 @@ wait_port() { # port name
 }
 
 start_tansu() { # dir pids-array → sets KAFKA_BROKERS
+  # TANSU_STORAGE (default sqlite://tansu.db) and TANSU_BIN (default tansu)
+  # let benches/scaleout.sh compare Tansu's storage engines; the memory,
+  # s3 and postgres engines need a Tansu built with the `dynostore` and
+  # `postgres` cargo features.
   local -n pids=$2
   local port; port=$(free_port)
   # Tansu resolves the sqlite URL's path relative to its working directory.
-  (cd "$1" && exec tansu broker --listener-url "tcp://127.0.0.1:$port" \
+  (cd "$1" && exec "${TANSU_BIN:-tansu}" broker --listener-url "tcp://127.0.0.1:$port" \
     --advertised-listener-url "tcp://127.0.0.1:$port" \
-    --storage-engine "sqlite://tansu.db" > tansu.log 2>&1) &
+    --storage-engine "${TANSU_STORAGE:-sqlite://tansu.db}" > tansu.log 2>&1) &
   pids+=($!)
   wait_port "$port" tansu
   KAFKA_BROKERS="127.0.0.1:$port"
