@@ -8,7 +8,10 @@
 #   3. End to end: HTTP NDJSON → `securenet ingest` → Kafka → `securenet
 #      pipeline` → Parquet + ClickHouse, rows/s from the first request until
 #      both sinks hold every row; baseline: the embedded `securenet serve`
-#      (Parquet only) with the same load.
+#      (Parquet only) with the same load. 3b: one process per role sharing a
+#      data directory; 3c: share-nothing — two of each role, each with its
+#      own data directory, the lake on S3 (moto) and the control plane on
+#      PostgreSQL, the load split over both ingest nodes.
 #
 #   benches/scaleout.sh [E2E_ROWS] [RUNS]
 #
@@ -25,7 +28,12 @@ cargo build --release -q -p securenet -p securenet-benches --bins
 BIN="$CARGO_TARGET_DIR/release"
 WORK="$(mktemp -d)"
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 1; rm -rf "$WORK"; }
+STOPS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for c in "${STOPS[@]}"; do $c >/dev/null 2>&1 || true; done
+  sleep 1; rm -rf "$WORK"
+}
 trap cleanup EXIT
 
 source scripts/lib/services.sh
@@ -104,16 +112,75 @@ for run in $(seq 1 "$RUNS"); do
   curl -s "$CH/" -d "DROP DATABASE $DB" > /dev/null
 done
 
-python3 - "$BASE" "${E2E_RATES[@]}" <<'PY'
+# 3c. Share-nothing: the services the hosts share (S3 server, PostgreSQL)
+# as scripts/test.sh starts them; moto from the test venv.
+TEST_VENV="$HOME/.cache/securenet/venv-$(sha256sum scripts/requirements-test.txt | cut -c1-12)"
+if [ ! -x "$TEST_VENV/bin/python" ]; then
+  python3 -m venv "$TEST_VENV.tmp"
+  "$TEST_VENV.tmp/bin/pip" install -q --disable-pip-version-check -r scripts/requirements-test.txt
+  mv "$TEST_VENV.tmp" "$TEST_VENV"
+fi
+start_moto "$WORK" PIDS "$TEST_VENV/bin/python"
+PG_DIR="$(mktemp -d)"
+start_postgres "$PG_DIR" STOPS
+PSQL="$(postgres_bin)/psql"
+SN_RATES=()
+for run in $(seq 1 "$RUNS"); do
+  echo "== 3c. run $run: share-nothing, 2 × each role — $E2E_ROWS rows" >&2
+  DB="bench_sn_${run}_$$"
+  "$PSQL" -q "$POSTGRES_URL" -c "CREATE DATABASE $DB"
+  PGURL="${POSTGRES_URL%/postgres}/$DB"
+  SN_ENV="$(common_env) SECURENET_BUS__KIND=kafka SECURENET_BUS__KAFKA__BROKERS=$BROKERS \
+    SECURENET_BUS__KAFKA__TOPIC_PREFIX=sn$run$$ SECURENET_BUS__KAFKA__GROUP_ID=sn$run$$ \
+    SECURENET_PIPELINE__CLICKHOUSE__URL=$CH SECURENET_PIPELINE__CLICKHOUSE__DATABASE=$DB \
+    SECURENET_CONTROL__DATABASE=$PGURL SECURENET_PIPELINE__LAKE_URL=s3://$S3_BUCKET/$DB \
+    AWS_ENDPOINT_URL=$S3_ENDPOINT AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
+    AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true"
+  ROLE_PIDS=(); ADDRS=()
+  for role in pipeline pipeline ingest ingest query-api query-api; do
+    h="$WORK/sn$run/${#ROLE_PIDS[@]}"; mkdir -p "$h"
+    env $SN_ENV SECURENET_DATA_DIR="$h" "$BIN/securenet" $role > "$h/out" 2>"$h/err" &
+    PIDS+=($!); ROLE_PIDS+=($!)
+    ADDRS+=("$(wait_ready "$h/out" "securenet ready http=")")
+  done
+  START=$(date +%s.%N)
+  HALF=$((E2E_ROWS / 2))
+  "$BIN/loadgen" http --url "http://${ADDRS[2]}" --key "$KEY" --rows "$HALF" --runs 0 > "$WORK/sn$run/load1.json" &
+  L1=$!
+  "$BIN/loadgen" http --url "http://${ADDRS[3]}" --key "$KEY" --rows $((E2E_ROWS - HALF)) --runs 0 > "$WORK/sn$run/load2.json"
+  wait "$L1"
+  while :; do
+    P=$(count_sql "${ADDRS[4]}"); C=$(count_ch "$DB")
+    [ "$P" -ge "$E2E_ROWS" ] && [ "${C:-0}" -ge "$E2E_ROWS" ] && break
+    sleep 0.1
+  done
+  END=$(date +%s.%N)
+  RATE=$(python3 -c "print(round($E2E_ROWS / ($END - $START)))")
+  P2=$(count_sql "${ADDRS[5]}")
+  echo "run $run: parquet=$P (other query-api: $P2) clickhouse=$C in $(python3 -c "print(round($END - $START, 2))")s = $RATE rows/s" >&2
+  [ "$P" -eq "$E2E_ROWS" ] && [ "$P2" -eq "$E2E_ROWS" ] && [ "$C" -eq "$E2E_ROWS" ] ||
+    { echo "count mismatch: parquet $P / $P2, clickhouse $C" >&2; exit 1; }
+  SN_RATES+=("$RATE")
+  kill "${ROLE_PIDS[@]}"; wait "${ROLE_PIDS[@]}" 2>/dev/null || true
+  curl -s "$CH/" -d "DROP DATABASE $DB" > /dev/null
+done
+
+python3 - "$BASE" "${#E2E_RATES[@]}" "${E2E_RATES[@]}" "${SN_RATES[@]}" <<'PY'
 import json, sys
 base = json.loads(sys.argv[1])
-rates = sorted(int(r) for r in sys.argv[2:])
+n = int(sys.argv[2])
+rates = sorted(int(r) for r in sys.argv[3:3 + n])
+shared_nothing = sorted(int(r) for r in sys.argv[3 + n:])
 med = rates[len(rates) // 2]
+sn = shared_nothing[len(shared_nothing) // 2]
 print(json.dumps({
     "bench": "end_to_end",
     "baseline_serve_parquet_rows_per_s": base["median_rows_per_s"],
     "kafka_both_sinks_runs_rows_per_s": rates,
     "kafka_both_sinks_median_rows_per_s": med,
     "ratio_to_baseline": round(med / base["median_rows_per_s"], 3),
+    "share_nothing_runs_rows_per_s": shared_nothing,
+    "share_nothing_median_rows_per_s": sn,
+    "share_nothing_ratio_to_baseline": round(sn / base["median_rows_per_s"], 3),
 }))
 PY
