@@ -69,6 +69,13 @@ count_sql() { # addr
     -d '{"sql":"SELECT count(*) AS n FROM logs"}' "http://$1/api/sql" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["rows"][0]["n"])'
 }
+wait_stored() { # query-api address, ClickHouse database → sets P and C
+  while :; do
+    P=$(count_sql "$1"); C=$(count_ch "$2")
+    [ "$P" -ge "$E2E_ROWS" ] && [ "${C:-0}" -ge "$E2E_ROWS" ] && return
+    sleep 0.1
+  done
+}
 count_ch() { # database
   curl -s "$CH/?query=SELECT%20count()%20FROM%20$1.logs%20FINAL" 2>/dev/null || echo 0
 }
@@ -98,11 +105,7 @@ for run in $(seq 1 "$RUNS"); do
   API=$(wait_ready "$WORK/api$run.out" "securenet ready http=")
   START=$(date +%s.%N)
   "$BIN/loadgen" http --url "http://$INGEST" --key "$KEY" --rows "$E2E_ROWS" --runs 0 > "$WORK/load$run.json"
-  while :; do
-    P=$(count_sql "$API"); C=$(count_ch "$DB")
-    [ "$P" -ge "$E2E_ROWS" ] && [ "${C:-0}" -ge "$E2E_ROWS" ] && break
-    sleep 0.1
-  done
+  wait_stored "$API" "$DB"
   END=$(date +%s.%N)
   RATE=$(python3 -c "print(round($E2E_ROWS / ($END - $START)))")
   echo "run $run: parquet=$P clickhouse=$C in $(python3 -c "print(round($END - $START, 2))")s = $RATE rows/s (ingest acknowledged: $(cat "$WORK/load$run.json"))" >&2
@@ -149,11 +152,7 @@ for run in $(seq 1 "$RUNS"); do
   L1=$!
   "$BIN/loadgen" http --url "http://${ADDRS[3]}" --key "$KEY" --rows $((E2E_ROWS - HALF)) --runs 0 > "$WORK/sn$run/load2.json"
   wait "$L1"
-  while :; do
-    P=$(count_sql "${ADDRS[4]}"); C=$(count_ch "$DB")
-    [ "$P" -ge "$E2E_ROWS" ] && [ "${C:-0}" -ge "$E2E_ROWS" ] && break
-    sleep 0.1
-  done
+  wait_stored "${ADDRS[4]}" "$DB"
   END=$(date +%s.%N)
   RATE=$(python3 -c "print(round($E2E_ROWS / ($END - $START)))")
   P2=$(count_sql "${ADDRS[5]}")

@@ -31,16 +31,6 @@ pub struct Billing {
 
 use schemas::time::now_ms;
 
-async fn org_of(state: &AppState, caller: &control::Principal) -> Result<control::Organization> {
-    state
-        .store
-        .organization(&caller.tenant)
-        .await?
-        .ok_or_else(|| {
-            ApiError::NotFound(format!("organization {} no longer exists", caller.tenant))
-        })
-}
-
 /// `GET /api/billing/plans`
 pub async fn plans() -> Json<Value> {
     let plans: Vec<Value> = Plan::ALL
@@ -69,7 +59,7 @@ pub async fn current_plan(
     State(state): State<AppState>,
     Caller(caller): Caller,
 ) -> Result<Json<Value>> {
-    let org = org_of(&state, &caller).await?;
+    let org = state.caller_org(&caller).await?;
     let history: Vec<Value> = state
         .store
         .plan_history(&org)
@@ -123,7 +113,7 @@ pub async fn limits_check(
             )));
         }
     }
-    let org = org_of(&state, &caller).await?;
+    let org = state.caller_org(&caller).await?;
     let devices = state.store.device_count(&org, now_ms()).await?;
     let scans = state.store.scans_in_month(&org, now_ms()).await?;
     let check = |name: &str, used: u64, more: u64, limit: u64, unit: u64| {
@@ -186,7 +176,7 @@ pub async fn change_plan(
 ) -> Result<Json<Value>> {
     let crate::extract::JsonBody(req) = body;
     let plan: Plan = req.plan.parse()?;
-    let before = org_of(&state, &caller).await?;
+    let before = state.caller_org(&caller).await?;
     if before.plan == Plan::Msp && plan != Plan::Msp {
         let children = state
             .store
@@ -252,7 +242,7 @@ pub async fn invoices(
     params: crate::extract::QueryParams<InvoiceParams>,
 ) -> Result<Json<Value>> {
     let crate::extract::QueryParams(p) = params;
-    let org = org_of(&state, &caller).await?;
+    let org = state.caller_org(&caller).await?;
     let history = state.store.plan_history(&org).await?;
     let current = invoice::month_start(now_ms());
     let months: Vec<NaiveDate> = match &p.month {

@@ -228,13 +228,7 @@ async fn organization_json(
     caller: &control::Principal,
     security: &Security,
 ) -> Result<Value> {
-    let org = state
-        .store
-        .organization(&caller.tenant)
-        .await?
-        .ok_or_else(|| {
-            ApiError::NotFound(format!("organization {} no longer exists", caller.tenant))
-        })?;
+    let org = state.caller_org(caller).await?;
     let now = schemas::time::now_ms();
     let anomalies_30d = scalar(
         state,

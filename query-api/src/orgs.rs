@@ -27,13 +27,7 @@ use crate::state::AppState;
 
 /// `GET /api/orgs/current`
 pub async fn current(State(state): State<AppState>, Caller(caller): Caller) -> Result<Json<Value>> {
-    let org = state
-        .store
-        .organization(&caller.tenant)
-        .await?
-        .ok_or_else(|| {
-            ApiError::NotFound(format!("organization {} no longer exists", caller.tenant))
-        })?;
+    let org = state.caller_org(&caller).await?;
     Ok(Json(
         json!({ "organization": org, "role": caller.role.as_str() }),
     ))

@@ -111,6 +111,22 @@ pub struct OpsState {
     pub health: Arc<[HealthCheck]>,
 }
 
+impl AppState {
+    /// The caller's organization; `404` once it was deleted (a credential
+    /// cached or in flight can outlive it).
+    pub async fn caller_org(
+        &self,
+        caller: &control::Principal,
+    ) -> Result<control::Organization, ApiError> {
+        self.store
+            .organization(&caller.tenant)
+            .await?
+            .ok_or_else(|| {
+                ApiError::NotFound(format!("organization {} no longer exists", caller.tenant))
+            })
+    }
+}
+
 impl FromRef<AppState> for OpsState {
     fn from_ref(state: &AppState) -> Self {
         state.ops.clone()
