@@ -77,6 +77,10 @@ need clickhouse-server clickhouse-server
 need promtool prometheus
 need prometheus prometheus
 need syslog-ng syslog-ng-core
+# The share-nothing test runs each role in a network namespace of its own
+# (tests/netns.rs): iproute2's `ip`, and root for CAP_NET_ADMIN.
+need ip iproute2
+if [ "$(id -u)" -eq 0 ]; then export SECURENET_TEST_NETNS=require; fi
 
 # Python tools (scikit-learn for the isolation-forest reference) in a venv,
 # pinned, kept outside the clone and rebuilt when the pins change.
@@ -174,12 +178,16 @@ SECURENET_TEST_LAKE=s3 cargo test --features securenet/e2e --test e2e -- \
 # PostgreSQL (a fresh database per test, shared by all of its processes):
 # access and roles, hostile tenants, billing, organizations and keys,
 # notifications and their delivery, the model registry, scans and
-# inventory, listings, the roles on Kafka, the streaming detector. (Not
-# the broker-outage test: it is about Kafka, and its mock broker's port,
-# released while "down", can be taken by any new connection meanwhile.)
+# inventory, listings, the roles on Kafka, the streaming detector, and the
+# API suites whose answers depend on keys and plans (ingest over HTTP and
+# the forwarder protocols, syslog tenancy, SQL tenancy, usage). (Not the
+# broker-outage test: it is about Kafka, and its mock broker's port,
+# released while "down", can be taken by any new connection meanwhile.
+# Not cli::, which reads the SQLite file itself.)
 step "the control plane on PostgreSQL, end to end"
 SECURENET_TEST_CONTROL=postgres cargo test --features securenet/e2e --test e2e -- \
   access:: attack:: billing:: orgs:: notify:: insights:: scans:: listings:: kafka:: streaming:: \
+  ingest_http:: forwarders:: syslog:: sql_tenancy:: usage:: \
   --skip kafka::after_a_broker_outage
 
 # Deploy artifacts (issue: deploy and operate): a real Prometheus scraping

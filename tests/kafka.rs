@@ -7,11 +7,16 @@ use serde_json::json;
 use crate::support::{DEFAULT_KEY, Env, ingest, wait_count};
 
 pub(crate) fn logger(port: u16, message: &str) {
+    logger_at("127.0.0.1", port, message);
+}
+
+/// util-linux `logger` over TCP (RFC 5424) to `host:port`.
+pub(crate) fn logger_at(host: &str, port: u16, message: &str) {
     crate::support::run(
         "logger",
         &[
             "-n",
-            "127.0.0.1",
+            host,
             "-P",
             &port.to_string(),
             "-T",

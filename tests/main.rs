@@ -3,6 +3,7 @@
 //! (`cargo test --features e2e`), which also starts the external services
 //! later suites need.
 
+mod netns;
 mod support;
 
 mod access;

@@ -16,6 +16,9 @@ pub const DEFAULT_KEY: &str = "e2e-default-organization-key-0001";
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub vars: BTreeMap<String, String>,
+    /// The network namespace this host's processes run in
+    /// ([`crate::netns`]); `None`: this machine's.
+    pub netns: Option<String>,
 }
 
 impl Env {
@@ -42,7 +45,11 @@ impl Env {
         // when a test fails.
         let log = std::env::var("SECURENET_TEST_RUST_LOG").unwrap_or_else(|_| "warn".into());
         vars.insert("RUST_LOG".into(), log);
-        let mut env = Self { dir, vars };
+        let mut env = Self {
+            dir,
+            vars,
+            netns: None,
+        };
         // SECURENET_TEST_LAKE=s3 / SECURENET_TEST_CONTROL=postgres: the
         // suites again with the lake on S3 / the control plane on
         // PostgreSQL (./scripts/test.sh runs both passes).
@@ -112,7 +119,32 @@ impl Env {
             "SECURENET_DATA_DIR".into(),
             dir.path().display().to_string(),
         );
-        Self { dir, vars }
+        Self {
+            dir,
+            vars,
+            netns: None,
+        }
+    }
+
+    /// Another host of this installation in a network namespace of its
+    /// own on `net`: it listens on its own address, and every service
+    /// address in its settings leads through the bridge.
+    pub fn host_on(&self, net: &mut crate::netns::Network) -> Self {
+        let mut host = self.host();
+        let (name, address) = net.host();
+        for value in host.vars.values_mut() {
+            *value = net.reroute(value);
+        }
+        host.vars
+            .insert("SECURENET_HTTP__LISTEN".into(), format!("{address}:0"));
+        host.vars.insert(
+            "SECURENET_INGEST__SYSLOG".into(),
+            format!(
+                r#"[{{name="tcp",protocol="tcp",listen="{address}:0",default_tenant="default"}},{{name="udp",protocol="udp",listen="{address}:0",default_tenant="default"}}]"#
+            ),
+        );
+        host.netns = Some(name);
+        host
     }
 
     /// The metadata store this environment's processes use (SQLite file
@@ -223,7 +255,16 @@ impl Env {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
+        let mut c = match &self.netns {
+            Some(name) => {
+                // `ip netns exec` execs the program in place: the child's
+                // pid is securenet's, so signals reach it.
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", name, BIN]);
+                c
+            }
+            None => Command::new(BIN),
+        };
         c.args(args);
         c.env_clear();
         c.env("PATH", std::env::var("PATH").unwrap_or_default());
@@ -386,11 +427,12 @@ impl Server {
 
     /// Port of a syslog listener.
     pub fn syslog_port(&self, name: &str) -> u16 {
-        self.syslog[name]
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("syslog port")
+        self.syslog_addr(name).port()
+    }
+
+    /// Bound address of a syslog listener.
+    pub fn syslog_addr(&self, name: &str) -> std::net::SocketAddr {
+        self.syslog[name].parse().expect("syslog address")
     }
 
     pub fn pid(&self) -> u32 {
@@ -708,6 +750,11 @@ impl Proxy {
     /// Runs on a thread and runtime of its own, so a test blocked on a
     /// process does not stall it.
     pub fn start(target: std::net::SocketAddr) -> Self {
+        Self::start_at(([127, 0, 0, 1], 0).into(), target)
+    }
+
+    /// A proxy listening on `bind` (port 0: any free one).
+    pub fn start_at(bind: std::net::SocketAddr, target: std::net::SocketAddr) -> Self {
         let (down, watch) = tokio::sync::watch::channel(false);
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -717,7 +764,7 @@ impl Proxy {
                 .build()
                 .unwrap();
             runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
                 tx.send(listener.local_addr().unwrap()).unwrap();
                 while let Ok((mut inbound, _)) = listener.accept().await {
                     if *watch.borrow() {
@@ -759,12 +806,18 @@ impl Tansu {
     /// A broker reached through a [`Proxy`] — also for the connections the
     /// broker's metadata sends clients to — so a test can cut it off.
     pub fn behind_proxy(dir: &Path) -> (Self, Proxy) {
+        Self::behind_proxy_at(dir, std::net::Ipv4Addr::LOCALHOST)
+    }
+
+    /// The same, with the proxy on `address` (a bridge's, for hosts in
+    /// network namespaces).
+    pub fn behind_proxy_at(dir: &Path, address: std::net::Ipv4Addr) -> (Self, Proxy) {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let proxy = Proxy::start(([127, 0, 0, 1], port).into());
+        let proxy = Proxy::start_at((address, 0).into(), ([127, 0, 0, 1], port).into());
         let mut t = Self {
             child: None,
             dir: dir.to_path_buf(),
