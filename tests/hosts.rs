@@ -208,15 +208,34 @@ async fn two_of_each_role_on_hosts_that_share_nothing_but_the_network() {
     // Every acknowledged row exactly once in Parquet, the same answer from
     // either query API.
     for (key, expected) in [(DEFAULT_KEY, &expected), (acme.as_str(), &acked_acme)] {
-        wait_for(
-            "every acknowledged row",
-            Duration::from_secs(120),
-            async || {
-                let (_, _, messages) = stored(&api_a, key).await;
-                expected.is_subset(&messages)
-            },
-        )
-        .await;
+        let until = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (_, _, messages) = stored(&api_a, key).await;
+            let missing: Vec<&String> = expected.difference(&messages).collect();
+            if missing.is_empty() {
+                break;
+            }
+            // Say what is missing, by source, so a failure names its path
+            // (an HTTP writer of one node, or syslog) instead of a count.
+            assert!(
+                Instant::now() < until,
+                "{} of {} expected rows missing after 120 s ({} stored), by source: {:?}; first: {:?}",
+                missing.len(),
+                expected.len(),
+                messages.len(),
+                missing.iter().fold(
+                    std::collections::BTreeMap::<&str, usize>::new(),
+                    |mut by, m| {
+                        let source = m.rsplit_once(' ').map_or(m.as_str(), |(head, _)| head);
+                        let source = source.split(" r").next().unwrap_or(source);
+                        *by.entry(source).or_default() += 1;
+                        by
+                    }
+                ),
+                missing.iter().take(5).collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
         let a = stored(&api_a, key).await;
         let b = stored(&api_b, key).await;
         assert_eq!(a.0, a.1, "a row is stored twice");

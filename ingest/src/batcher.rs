@@ -9,9 +9,19 @@
 //! otherwise grows until one of those writes completes. Waiting clients get
 //! minimal latency at low load and large batches at high load; nobody waits
 //! on the linger timer. Detached records (syslog, where nobody waits) are
-//! flushed by size or linger only, which keeps Parquet files large. Each flush becomes one envelope (one tenant, one batch id) that
-//! is published on the bus; when the bus reports it durable, every request
-//! whose records were in it is answered.
+//! flushed by size or linger only, which keeps Parquet files large. Each
+//! flush becomes one envelope (one tenant, one batch id) that is published
+//! on the bus; when the bus reports it durable, every request whose records
+//! were in it is answered.
+//!
+//! Detached and waited-on records of a tenant go in separate batches,
+//! because a failed publish means different things to them: a waiting
+//! client gets a 503 and sends again, so its records must not be stored
+//! later behind its back; detached records have nobody to send them again,
+//! so their batch is published again — the same envelope, the same batch
+//! id, which the sinks de-duplicate — with backoff for as long as the bus
+//! error is transient and ingest is not shutting down. Their budget stays
+//! held meanwhile, so a TCP syslog reader pauses instead of dropping.
 //!
 //! Memory is bounded by the in-flight budget: a request holds permits for
 //! its records' in-memory size from the moment they are parsed until their
@@ -33,6 +43,7 @@ use schemas::{Envelope, LogBatchBuilder, LogRecord, RecordKind, TenantId};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 use uuid::Uuid;
 
@@ -41,6 +52,15 @@ use crate::error::{Error, Result};
 use crate::metrics::IngestMetrics;
 
 type Outcome = std::result::Result<(), Arc<str>>;
+
+/// A pending batch: its tenant, and whether anyone waits for its outcome
+/// (see the module documentation for why the two never share a batch).
+type Key = (TenantId, bool);
+
+/// Backoff between publishes of a detached batch: 100 ms doubling to 5 s.
+fn republish_delay(attempt: u32) -> Duration {
+    Duration::from_millis(schemas::time::backoff_ms(100, 5_000, attempt))
+}
 
 enum Command {
     Append {
@@ -108,6 +128,7 @@ impl Batcher {
             flushes: JoinSet::new(),
             writing: HashMap::new(),
             closing: false,
+            shutdown: CancellationToken::new(),
             generation: 0,
         };
         let task = tokio::spawn(actor.run(rx));
@@ -395,16 +416,18 @@ struct Actor {
     config: BatchConfig,
     producer: Arc<dyn BusProducer>,
     metrics: IngestMetrics,
-    pending: HashMap<TenantId, Pending>,
+    pending: HashMap<Key, Pending>,
     /// Flush deadlines in opening order; linger is constant, so this is also
     /// deadline order. Entries of already-flushed batches are skipped by
     /// their generation.
-    deadlines: VecDeque<(Instant, TenantId, u64)>,
-    /// Each flush task returns its tenant, to release its slot.
-    flushes: JoinSet<TenantId>,
-    /// Batches being written, per tenant (absent = 0).
-    writing: HashMap<TenantId, usize>,
+    deadlines: VecDeque<(Instant, Key, u64)>,
+    /// Each flush task returns its key, to release its slot.
+    flushes: JoinSet<Key>,
+    /// Batches being written, per key (absent = 0).
+    writing: HashMap<Key, usize>,
     closing: bool,
+    /// Cancelled at shutdown: detached batches stop publishing again.
+    shutdown: CancellationToken,
     generation: u64,
 }
 
@@ -419,34 +442,37 @@ impl Actor {
                     }
                     Some(Command::Close) => {
                         self.closing = true;
+                        self.shutdown.cancel();
                         self.flush_all("shutdown");
                     }
                     None => break,
                 },
                 _ = sleep_until(next_deadline) => self.flush_expired(),
                 Some(done) = self.flushes.join_next(), if !self.flushes.is_empty() => {
-                if let Ok(tenant) = done {
-                    self.flushed(tenant);
+                    if let Ok(key) = done {
+                        self.flushed(key);
+                    }
                 }
             }
-            }
         }
+        self.shutdown.cancel();
         self.flush_all("shutdown");
         while self.flushes.join_next().await.is_some() {}
     }
 
     fn append(&mut self, tenant: TenantId, records: Vec<LogRecord>, bytes: usize, waiter: Waiter) {
-        let pending = match self.pending.get_mut(&tenant) {
+        let key: Key = (tenant, waiter.reply.is_some());
+        let pending = match self.pending.get_mut(&key) {
             Some(p) => p,
             None => {
                 self.generation += 1;
                 let generation = self.generation;
                 self.deadlines.push_back((
                     Instant::now() + self.config.linger(),
-                    tenant.clone(),
+                    key.clone(),
                     generation,
                 ));
-                self.pending.entry(tenant.clone()).or_insert(Pending {
+                self.pending.entry(key.clone()).or_insert(Pending {
                     builder: LogBatchBuilder::with_capacity(records.len().max(1024)),
                     bytes: 0,
                     waiters: Vec::new(),
@@ -465,8 +491,8 @@ impl Actor {
             Some("rows")
         } else if pending.bytes >= self.config.max_bytes {
             Some("bytes")
-        } else if pending.waiters.iter().any(|w| w.reply.is_some())
-            && self.writing.get(&tenant).copied().unwrap_or(0) < self.config.flush_concurrency
+        } else if key.1
+            && self.writing.get(&key).copied().unwrap_or(0) < self.config.flush_concurrency
         {
             // Group commit only helps someone who is waiting for the answer;
             // detached records (syslog) wait for size or linger, which keeps
@@ -476,24 +502,20 @@ impl Actor {
             None
         };
         if let Some(reason) = reason {
-            self.flush(&tenant, reason);
+            self.flush(&key, reason);
         }
     }
 
     /// A write finished: release its slot and send what accumulated meanwhile.
-    fn flushed(&mut self, tenant: TenantId) {
-        if let Some(n) = self.writing.get_mut(&tenant) {
+    fn flushed(&mut self, key: Key) {
+        if let Some(n) = self.writing.get_mut(&key) {
             *n -= 1;
             if *n == 0 {
-                self.writing.remove(&tenant);
+                self.writing.remove(&key);
             }
         }
-        let waited_on = self
-            .pending
-            .get(&tenant)
-            .is_some_and(|p| p.waiters.iter().any(|w| w.reply.is_some()));
-        if waited_on {
-            self.flush(&tenant, "group");
+        if key.1 && self.pending.contains_key(&key) {
+            self.flush(&key, "group");
         }
     }
 
@@ -503,38 +525,46 @@ impl Actor {
             if *at > now {
                 break;
             }
-            let Some((_, tenant, generation)) = self.deadlines.pop_front() else {
+            let Some((_, key, generation)) = self.deadlines.pop_front() else {
                 break;
             };
             if self
                 .pending
-                .get(&tenant)
+                .get(&key)
                 .is_some_and(|p| p.generation == generation)
             {
-                self.flush(&tenant, "age");
+                self.flush(&key, "age");
             }
         }
     }
 
     fn flush_all(&mut self, reason: &'static str) {
-        let tenants: Vec<TenantId> = self.pending.keys().cloned().collect();
-        for tenant in tenants {
-            self.flush(&tenant, reason);
+        let keys: Vec<Key> = self.pending.keys().cloned().collect();
+        for key in keys {
+            self.flush(&key, reason);
         }
         self.deadlines.clear();
     }
 
-    fn flush(&mut self, tenant: &TenantId, reason: &'static str) {
-        let Some(pending) = self.pending.remove(tenant) else {
+    fn flush(&mut self, key: &Key, reason: &'static str) {
+        let Some(pending) = self.pending.remove(key) else {
             return;
         };
         self.metrics.flushes.with_label_values(&[reason]).inc();
-        *self.writing.entry(tenant.clone()).or_default() += 1;
+        *self.writing.entry(key.clone()).or_default() += 1;
         let producer = self.producer.clone();
         let metrics = self.metrics.clone();
-        let tenant = tenant.clone();
+        let shutdown = self.shutdown.clone();
+        let key = key.clone();
         self.flushes.spawn(async move {
-            let outcome = publish(producer.as_ref(), &tenant, pending.builder).await;
+            let (tenant, waited) = (&key.0, key.1);
+            let outcome = match seal(tenant, pending.builder) {
+                Ok(envelope) if waited => publish(producer.as_ref(), envelope).await,
+                Ok(envelope) => {
+                    publish_detached(producer.as_ref(), envelope, &shutdown, &metrics).await
+                }
+                Err(error) => Err(error),
+            };
             if let Err(error) = &outcome {
                 warn!(%error, %tenant, "batch not stored; waiting requests get 503");
             }
@@ -554,26 +584,56 @@ impl Actor {
                     None => {}
                 }
             }
-            tenant
+            key
         });
     }
 }
 
-async fn publish(
-    producer: &dyn BusProducer,
-    tenant: &TenantId,
-    builder: LogBatchBuilder,
-) -> Outcome {
+/// The pending records as one envelope with a fresh batch id.
+fn seal(tenant: &TenantId, builder: LogBatchBuilder) -> std::result::Result<Envelope, Arc<str>> {
     let id = Uuid::now_v7();
     let batch = builder
         .finish(tenant, id)
         .map_err(|e| Arc::<str>::from(e.to_string()))?;
-    let envelope = Envelope::new(tenant.clone(), RecordKind::Logs, id, batch)
-        .map_err(|e| Arc::<str>::from(e.to_string()))?;
+    Envelope::new(tenant.clone(), RecordKind::Logs, id, batch)
+        .map_err(|e| Arc::<str>::from(e.to_string()))
+}
+
+async fn publish(producer: &dyn BusProducer, envelope: Envelope) -> Outcome {
     producer
         .publish(envelope)
         .await
         .map_err(|e| Arc::<str>::from(e.to_string()))
+}
+
+/// Publishes a detached batch, again after each transient bus error, until
+/// it is stored or ingest shuts down (one last attempt then). The same
+/// envelope each time: if an attempt that reported failure was stored after
+/// all, the sinks see one batch id twice and keep it once.
+async fn publish_detached(
+    producer: &dyn BusProducer,
+    envelope: Envelope,
+    shutdown: &CancellationToken,
+    metrics: &IngestMetrics,
+) -> Outcome {
+    let mut attempt = 0;
+    loop {
+        match producer.publish(envelope.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(error) if error.is_transient() && !shutdown.is_cancelled() => {
+                metrics.republished.inc();
+                let delay = republish_delay(attempt);
+                warn!(%error, tenant = %envelope.tenant(), batch_id = %envelope.batch_id(), ?delay,
+                    "detached batch not stored; publishing it again");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+                attempt += 1;
+            }
+            Err(error) => return Err(Arc::from(error.to_string())),
+        }
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -626,17 +686,33 @@ mod tests {
     use futures::future::BoxFuture;
     use std::sync::Mutex;
 
-    /// A bus that records (tenant, rows) and acknowledges after `delay`.
+    /// A bus that records (tenant, rows) and acknowledges after `delay`;
+    /// the first `failures` publishes fail with a bus error instead.
     #[derive(Default)]
     struct FakeBus {
         published: Mutex<Vec<(String, usize)>>,
         delay: Duration,
+        failures: std::sync::atomic::AtomicUsize,
+        /// Batch id of every attempt, failed ones included.
+        attempts: Mutex<Vec<Uuid>>,
     }
 
     impl BusProducer for FakeBus {
         fn publish(&self, envelope: Envelope) -> BoxFuture<'_, pipeline::Result<()>> {
             async move {
                 tokio::time::sleep(self.delay).await;
+                self.attempts.lock().unwrap().push(envelope.batch_id());
+                let failing = self
+                    .failures
+                    .fetch_update(
+                        std::sync::atomic::Ordering::Relaxed,
+                        std::sync::atomic::Ordering::Relaxed,
+                        |n| n.checked_sub(1),
+                    )
+                    .is_ok();
+                if failing {
+                    return Err(pipeline::Error::Bus("Message timed out".into()));
+                }
                 self.published
                     .lock()
                     .unwrap()
@@ -793,5 +869,89 @@ mod tests {
         first.await.unwrap().unwrap();
         // Budget released: the retry succeeds.
         batcher.submit(tenant("acme"), records(10)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_detached_batch_is_published_again_until_the_bus_takes_it() {
+        let bus = Arc::new(FakeBus {
+            failures: 3.into(),
+            ..Default::default()
+        });
+        let config = BatchConfig {
+            linger_ms: 10,
+            ..Default::default()
+        };
+        let metrics = IngestMetrics::new(&prometheus::Registry::new()).unwrap();
+        let (batcher, task) = Batcher::start(config, bus.clone(), metrics.clone()).unwrap();
+        batcher.enqueue(tenant("acme"), records(5)).await.unwrap();
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while bus.published.lock().unwrap().is_empty() {
+            assert!(std::time::Instant::now() < until, "never stored");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            bus.published.lock().unwrap().as_slice(),
+            [("acme".to_string(), 5)]
+        );
+        // Four attempts of one envelope: the sinks de-duplicate on its id.
+        let attempts = bus.attempts.lock().unwrap().clone();
+        assert_eq!(attempts.len(), 4);
+        assert!(attempts.iter().all(|id| *id == attempts[0]));
+        assert_eq!(metrics.republished.get(), 3);
+        assert_eq!(failed(&metrics), 0);
+        drop(batcher);
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_waiting_request_gets_the_error_and_its_rows_are_not_sent_again() {
+        let bus = Arc::new(FakeBus {
+            failures: 1.into(),
+            ..Default::default()
+        });
+        let metrics = IngestMetrics::new(&prometheus::Registry::new()).unwrap();
+        let (batcher, task) =
+            Batcher::start(BatchConfig::default(), bus.clone(), metrics.clone()).unwrap();
+        let refused = batcher.submit(tenant("acme"), records(2)).await;
+        assert!(matches!(refused, Err(Error::Unavailable(_))), "{refused:?}");
+        // Syslog records of the same tenant meanwhile: a batch of their own.
+        batcher.enqueue(tenant("acme"), records(3)).await.unwrap();
+        batcher.submit(tenant("acme"), records(4)).await.unwrap();
+        drop(batcher);
+        task.await.unwrap();
+        let mut published = bus.published.lock().unwrap().clone();
+        published.sort();
+        assert_eq!(published, [("acme".into(), 3), ("acme".into(), 4)]);
+        assert_eq!(metrics.republished.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn at_shutdown_a_failing_detached_batch_is_given_up_and_counted() {
+        let bus = Arc::new(FakeBus {
+            failures: usize::MAX.into(),
+            ..Default::default()
+        });
+        let config = BatchConfig {
+            linger_ms: 10,
+            ..Default::default()
+        };
+        let metrics = IngestMetrics::new(&prometheus::Registry::new()).unwrap();
+        let (batcher, task) = Batcher::start(config, bus.clone(), metrics.clone()).unwrap();
+        batcher.enqueue(tenant("acme"), records(5)).await.unwrap();
+        while metrics.republished.get() < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        batcher.close().await;
+        drop(batcher);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("shutdown waits for no more backoff")
+            .unwrap();
+        assert!(bus.published.lock().unwrap().is_empty());
+        assert_eq!(failed(&metrics), 5);
+    }
+
+    fn failed(metrics: &IngestMetrics) -> u64 {
+        metrics.records.with_label_values(&["test", "failed"]).get()
     }
 }

@@ -16,6 +16,8 @@ pub struct IngestMetrics {
     /// Times a detached receiver (a TCP syslog reader) stopped reading to
     /// wait for budget.
     pub paused: IntCounter,
+    /// Detached batches (syslog) published again after a transient bus error.
+    pub republished: IntCounter,
     /// Bytes accepted but not yet durable.
     pub in_flight_bytes: IntGauge,
 }
@@ -46,6 +48,10 @@ impl IngestMetrics {
                 "securenet_ingest_backpressure_pauses_total",
                 "Times a TCP syslog reader paused because the pipeline was saturated",
             )?,
+            republished: IntCounter::new(
+                "securenet_ingest_batches_republished_total",
+                "Syslog batches published again after a transient bus error",
+            )?,
             in_flight_bytes: IntGauge::new(
                 "securenet_ingest_in_flight_bytes",
                 "Bytes of records accepted but not yet durable",
@@ -56,6 +62,7 @@ impl IngestMetrics {
         registry.register(Box::new(m.flushes.clone()))?;
         registry.register(Box::new(m.backpressure.clone()))?;
         registry.register(Box::new(m.paused.clone()))?;
+        registry.register(Box::new(m.republished.clone()))?;
         registry.register(Box::new(m.in_flight_bytes.clone()))?;
         Ok(m)
     }

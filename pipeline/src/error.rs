@@ -39,4 +39,16 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
+impl Error {
+    /// Whether the same request may succeed later without any change: the
+    /// bus or the store was down, slow or full. Encoding and configuration
+    /// errors are not, and neither is a closed pipeline.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Overloaded | Self::Bus(_) | Self::ObjectStore(_) | Self::Io(_)
+        )
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
