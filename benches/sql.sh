@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Analyst SQL: `POST /api/sql` latency against DuckDB over the same Parquet
-# files, five typical queries over ROWS generated log rows of one tenant
+# files, thirteen typical queries over ROWS generated log rows of one tenant
 # (count by hour, top sources, failed logins per host, logs joined with
-# findings, usage by day); medians of RUNS after one warm-up, as ratios.
+# findings, usage by day, a needle lookup by IP, a substring search, one
+# hour of the month, distinct hosts per day, top talkers by a window
+# function, logs ⋈ findings ⋈ devices, and GET /api/logs' own query for a
+# day and for the newest page; benches/python/sql_bench.py has the SQL);
+# medians of RUNS after one warm-up, as ratios.
 #
 #   benches/sql.sh [ROWS] [RUNS]        # defaults 10000000 5
 #
@@ -22,8 +26,11 @@
 # same Python process, default threads, over read_parquet() of the tenant's
 # files, results fetched. Fails if the two engines' results differ.
 #
-# NO_BUILD=1 skips the cargo build (uses the binaries already in
-# $CARGO_TARGET_DIR/release); BENCH_VENV overrides the venv.
+# BASELINE_BIN=DIR also runs the queries through the `securenet` binary in
+# DIR (e.g. a release build of an earlier commit) over the same lake, in
+# the same command, and reports both beside DuckDB: how much a change
+# moved each query. NO_BUILD=1 skips the cargo build (uses the binaries
+# already in $CARGO_TARGET_DIR/release); BENCH_VENV overrides the venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/securenet/target}"
@@ -71,7 +78,9 @@ wait_ready() { # file marker pid
 # with it the usage day, which follows receipt, not event time — is that
 # day. Each day gets ROWS/DAYS generated log rows spread over the day, a few
 # injected bursts (SSH brute force, port scans, ...) and the nightly scan.
-CACHE="$HOME/.cache/securenet/sqlbench/rows-$ROWS-seed$SEED-v1"
+# v2: objects carry bloom filters on the lookup columns (a lake written by
+# an older binary would not).
+CACHE="$HOME/.cache/securenet/sqlbench/rows-$ROWS-seed$SEED-v2"
 if [ ! -f "$CACHE/loaded.json" ]; then
   if ! command -v faketime >/dev/null 2>&1; then
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
@@ -126,32 +135,57 @@ echo "== lake: $CACHE ($(du -sh "$CACHE/lake" | cut -f1); $(cat "$CACHE/loaded.j
 # The read-only role over the cached lake, with a copy of the metadata
 # store, so nothing the benchmark does writes to the cache.
 cp "$CACHE"/meta.db* "$WORK/"
-printf '%s\n' "data_dir = \"$WORK\"" '[http]' 'listen = "127.0.0.1:0"' '[log]' 'level = "warn"' \
-  '[control]' "database = \"$WORK/meta.db\"" '[pipeline]' "lake_dir = \"$CACHE/lake\"" > "$WORK/query.toml"
+KEY=""
+run_queries() { # NAME BIN -> $WORK/result-NAME.json
+  local name="$1" bin="$2" dir="$WORK/$1"
+  mkdir -p "$dir"
+  cp "$WORK"/meta.db* "$dir/"
+  printf '%s\n' "data_dir = \"$dir\"" '[http]' 'listen = "127.0.0.1:0"' '[log]' 'level = "warn"' \
+    '[control]' "database = \"$dir/meta.db\"" '[pipeline]' "lake_dir = \"$CACHE/lake\"" > "$dir/query.toml"
+  SECURENET_CONFIG="$dir/query.toml" "$bin/securenet" query-api > "$dir/query.out" 2> "$dir/query.err" &
+  local pid=$!; PIDS+=("$pid")
+  local addr
+  addr=$(wait_ready "$dir/query.out" "securenet ready http=" "$pid")
+  echo "== $name ($bin/securenet): $RUNS runs per query (after one warm-up) at $addr vs DuckDB" >&2
+  $PY bench "http://$addr" "$KEY" "$CACHE/lake" "$TENANT" "$RUNS" "$LOGS" > "$WORK/result-$name.json"
+  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+}
 export SECURENET_CONFIG="$WORK/query.toml"
+printf '%s\n' "data_dir = \"$WORK\"" '[control]' "database = \"$WORK/meta.db\"" \
+  '[pipeline]' "lake_dir = \"$CACHE/lake\"" > "$WORK/query.toml"
 KEY=$("$BIN/securenet" keys create --org "$TENANT" --name sqlbench --role viewer 2>/dev/null)
-"$BIN/securenet" config | sed -n '/^\[sql\]/,/^$/p' >&2
-"$BIN/securenet" query-api > "$WORK/query.out" 2> "$WORK/query.err" &
-QPID=$!; PIDS+=("$QPID")
-ADDR=$(wait_ready "$WORK/query.out" "securenet ready http=" "$QPID")
-
-echo "== $RUNS runs per query (after one warm-up): securenet query-api at $ADDR vs DuckDB" >&2
-$PY bench "http://$ADDR" "$KEY" "$CACHE/lake" "$TENANT" "$RUNS" "$LOGS" > "$WORK/result.json"
-python3 - "$WORK/result.json" $(( $(date +%s) - STARTED_AT )) <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
+"$BIN/securenet" config | sed -n '/^\[api.sql\]/,/^$/p' >&2
+unset SECURENET_CONFIG
+run_queries current "$BIN"
+[ -z "${BASELINE_BIN:-}" ] || run_queries baseline "$BASELINE_BIN"
+python3 - "$WORK" $(( $(date +%s) - STARTED_AT )) "${BASELINE_BIN:-}" <<'PY'
+import json, os, sys
+work, total, baseline_bin = sys.argv[1], sys.argv[2], sys.argv[3]
+r = json.load(open(f"{work}/result-current.json"))
+base = json.load(open(f"{work}/result-baseline.json")) if baseline_bin else None
 print(f"\n{r['log_rows']:,} log rows, medians of {r['runs']} runs after one warm-up; DuckDB {r['duckdb']} "
-      f"({r['duckdb_threads']} threads); Parquet objects {r['files']}; script total {sys.argv[2]} s\n")
-print("| query | SecureNet median ms | DuckDB median ms | ratio (SecureNet/DuckDB) | rows |")
-print("| --- | --- | --- | --- | --- |")
+      f"({r['duckdb_threads']} threads); Parquet objects {r['files']}; script total {total} s\n")
+head = "| query | rows | SecureNet ms | DuckDB ms | ratio |"
+if base:
+    head += f" baseline ms | its DuckDB ms | its ratio | SecureNet / baseline |"
+print(head)
+print("|" + " --- |" * (head.count("|") - 1))
 failed = False
-for q in r["results"]:
+for i, q in enumerate(r["results"]):
     if "securenet_error" in q:
         failed = True
-        print(f"| {q['query']} | FAILED: {q['securenet_error']} | {q['duckdb_ms']} | – | {q['rows']} |")
+        line = f"| {q['query']} | {q['rows']} | FAILED: {q['securenet_error']} | {q['duckdb_ms']} | – |"
     else:
-        print(f"| {q['query']} | {q['securenet_ms']} | {q['duckdb_ms']} | {q['ratio']} | {q['rows']} |")
+        line = f"| {q['query']} | {q['rows']} | {q['securenet_ms']} | {q['duckdb_ms']} | {q['ratio']} |"
+    if base:
+        b = base["results"][i]
+        if "securenet_error" in b or "securenet_error" in q:
+            line += f" {b.get('securenet_ms', 'FAILED')} | {b['duckdb_ms']} | {b.get('ratio', '–')} | – |"
+        else:
+            line += (f" {b['securenet_ms']} | {b['duckdb_ms']} | {b['ratio']} | "
+                     f"{round(q['securenet_ms'] / b['securenet_ms'], 2)} |")
+    print(line)
 print()
-print(json.dumps(r["results"]))
+print(json.dumps({"current": r["results"], "baseline": base["results"] if base else None}))
 sys.exit(1 if failed else 0)
 PY

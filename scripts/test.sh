@@ -109,6 +109,9 @@ if ! command -v tansu >/dev/null 2>&1 || ! tansu --version 2>/dev/null | grep -q
 fi
 export PATH="$HOME/.cargo/bin:$PATH"
 
+# The Flight SQL suite runs real clients (ADBC, pyarrow.flight) from it.
+export SECURENET_TEST_PYTHON="$VENV/bin/python"
+
 step "services"
 start_tansu "$SERVICES_DIR" started
 export SECURENET_TEST_KAFKA="$KAFKA_BROKERS"
@@ -180,14 +183,15 @@ SECURENET_TEST_LAKE=s3 cargo test --features securenet/e2e --test e2e -- \
 # notifications and their delivery, the model registry, scans and
 # inventory, listings, the roles on Kafka, the streaming detector, and the
 # API suites whose answers depend on keys and plans (ingest over HTTP and
-# the forwarder protocols, syslog tenancy, SQL tenancy, usage). (Not the
+# the forwarder protocols, syslog tenancy, SQL tenancy and Flight SQL,
+# usage). (Not the
 # broker-outage test: it is about Kafka, and its mock broker's port,
 # released while "down", can be taken by any new connection meanwhile.
 # Not cli::, which reads the SQLite file itself.)
 step "the control plane on PostgreSQL, end to end"
 SECURENET_TEST_CONTROL=postgres cargo test --features securenet/e2e --test e2e -- \
   access:: attack:: billing:: orgs:: notify:: insights:: scans:: listings:: kafka:: streaming:: \
-  ingest_http:: forwarders:: syslog:: sql_tenancy:: usage:: \
+  ingest_http:: forwarders:: syslog:: sql_tenancy:: flight_sql:: usage:: \
   --skip kafka::after_a_broker_outage
 
 # Deploy artifacts (issue: deploy and operate): a real Prometheus scraping

@@ -118,6 +118,7 @@ pub async fn run(
     if let Some(ingest) = &ingest {
         app = app.merge(ingest::http::router(ingest.state.clone()));
     }
+    let mut flight_state = None;
     let api = if role.queries() {
         let (state, tasks) = start_api(
             &config,
@@ -128,6 +129,7 @@ pub async fn run(
             sql_runtime,
             ops,
         )?;
+        flight_state = Some(state.clone());
         app = app.merge(query_api::router(state));
         Some(tasks)
     } else {
@@ -147,6 +149,27 @@ pub async fn run(
         .as_ref()
         .map(|i| (i.batcher.clone(), i.stop_listeners.clone()));
     let signal = shutdown_signal()?;
+    let stop_flight = CancellationToken::new();
+    let flight = match (flight_state, config.api.flight_sql.listen) {
+        (Some(state), Some(listen)) => {
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding api.flight_sql.listen {listen}"))?;
+            let flight_addr = listener.local_addr()?;
+            let service = query_api::flight_sql::FlightSql::new(state)?;
+            let stop = stop_flight.clone();
+            info!(addr = %flight_addr, "Flight SQL serving");
+            // Machine-readable, like the ready line below (which stays last).
+            println!("securenet ready flight_sql={flight_addr}");
+            Some(tokio::spawn(async move {
+                let stopped = async move { stop.cancelled().await };
+                if let Err(error) = query_api::flight_sql::serve(listener, service, stopped).await {
+                    tracing::error!(%error, "Flight SQL listener failed");
+                }
+            }))
+        }
+        _ => None,
+    };
     // A machine-readable line for scripts and tests that bind port 0.
     println!("securenet ready http={addr}");
     let shutdown = async move {
@@ -166,6 +189,10 @@ pub async fn run(
     // accepted record is on the bus) → the bus (flushed, closed, the
     // consumer drained and committed) → the detector (every open window
     // closed and stored).
+    stop_flight.cancel();
+    if let Some(flight) = flight {
+        let _ = flight.await;
+    }
     if let Some(api) = api {
         api.stop().await;
     }

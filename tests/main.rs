@@ -13,6 +13,7 @@ mod billing;
 mod cli;
 mod clickhouse;
 mod detectors;
+mod flight_sql;
 mod forwarders;
 mod hosts;
 mod ingest_http;

@@ -386,6 +386,8 @@ pub struct Server {
     pub base: String,
     /// Syslog listener name → bound address.
     pub syslog: BTreeMap<String, String>,
+    /// The Flight SQL listener's address, when `api.flight_sql.listen` is set.
+    pub flight_sql: Option<String>,
 }
 
 impl Server {
@@ -400,24 +402,33 @@ impl Server {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut syslog = BTreeMap::new();
+            let mut flight_sql = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(listener) = line.strip_prefix("securenet ready syslog ")
                     && let Some((name, addr)) = listener.split_once('=')
                 {
                     syslog.insert(name.to_string(), addr.to_string());
                 }
+                if let Some(addr) = line.strip_prefix("securenet ready flight_sql=") {
+                    flight_sql = Some(addr.to_string());
+                }
                 if let Some(addr) = line.strip_prefix("securenet ready http=") {
-                    let _ = tx.send((addr.to_string(), std::mem::take(&mut syslog)));
+                    let _ = tx.send((
+                        addr.to_string(),
+                        std::mem::take(&mut syslog),
+                        flight_sql.take(),
+                    ));
                 }
             }
         });
-        let (addr, syslog) = rx
+        let (addr, syslog, flight_sql) = rx
             .recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|_| panic!("securenet {role} did not become ready within 30s"));
         Self {
             child,
             base: format!("http://{addr}"),
             syslog,
+            flight_sql,
         }
     }
 

@@ -15,7 +15,7 @@ number of findings. Both go through SecureNet's own ingest, so the
 lake (logs, findings, devices, scans and the usage the pipeline counts) is
 laid out exactly as in production.
 
-`bench` runs five analyst queries through `POST /api/sql` and through DuckDB
+`bench` runs the analyst queries of QUERIES through `POST /api/sql` and through DuckDB
 (default threads) over the same Parquet files, checks that both return the
 same rows, and prints JSON with the medians.
 """
@@ -209,6 +209,10 @@ def ingest_scan(url: str, key: str, day: str, index: int, seed: int):
 AUTH_FAILURE = ("failed password|authentication fail|invalid user|failed login|login failed|"
                 "logon failure|access denied|incorrect password|not in sudoers|unauthorized")
 
+# The columns GET /api/logs returns (query-api/src/data.rs, LOGS).
+LOG_COLUMNS = ("ts, received_at, batch_id, host, app, pid, severity, facility, msg_id, message, "
+               "source_ip, structured_data, parse_status, input, bytes")
+
 QUERIES = [
     {
         "name": "count by hour",
@@ -251,6 +255,76 @@ QUERIES = [
                      "CAST(CASE WHEN metric = 'devices' THEN count(DISTINCT subject) "
                      "ELSE sum(value) END AS BIGINT) AS value "
                      "FROM usage GROUP BY day, metric ORDER BY day, metric",
+    },
+    {
+        # {needle}: the rarest source address in the data (chosen by DuckDB
+        # before the runs), the way an analyst pivots on one IP.
+        "name": "needle: one IP",
+        "ordered": True,
+        "securenet": "SELECT ts, host, app, message FROM logs WHERE source_ip = '{needle}' "
+                     "ORDER BY ts, host, app, message",
+    },
+    {
+        "name": "substring in message",
+        "ordered": True,
+        "securenet": "SELECT host, count(*) AS n FROM logs WHERE message LIKE '%apt-get upgrade%' "
+                     "GROUP BY host ORDER BY n DESC, host",
+    },
+    {
+        "name": "one hour of the month",
+        "ordered": True,
+        "securenet": "SELECT app, count(*) AS n, count(DISTINCT host) AS hosts FROM logs "
+                     "WHERE ts >= '2026-10-15T13:00:00Z' AND ts < '2026-10-15T14:00:00Z' "
+                     "GROUP BY app ORDER BY n DESC, app",
+    },
+    {
+        "name": "distinct hosts per day",
+        "ordered": True,
+        "securenet": "SELECT date_trunc('day', ts) AS day, count(DISTINCT host) AS hosts "
+                     "FROM logs GROUP BY 1 ORDER BY 1",
+    },
+    {
+        "name": "top talkers per day (window)",
+        "ordered": True,
+        "securenet": "SELECT day, source_ip, n, rnk FROM ("
+                     " SELECT date_trunc('day', ts) AS day, source_ip, count(*) AS n,"
+                     " rank() OVER (PARTITION BY date_trunc('day', ts) ORDER BY count(*) DESC) AS rnk"
+                     " FROM logs WHERE source_ip IS NOT NULL GROUP BY 1, 2) t"
+                     " WHERE rnk <= 3 ORDER BY day, rnk, source_ip",
+    },
+    {
+        "name": "logs ⋈ findings ⋈ devices",
+        "ordered": True,
+        "securenet": "WITH dev AS (SELECT ip, max(hostname) AS hostname, max(os) AS os FROM devices"
+                     " WHERE ip IS NOT NULL GROUP BY ip),"
+                     " vul AS (SELECT ip, count(DISTINCT cve) AS cves FROM findings"
+                     " WHERE cve IS NOT NULL GROUP BY ip)"
+                     " SELECT dev.hostname, dev.os, vul.cves, count(*) AS events"
+                     " FROM logs l JOIN dev ON l.source_ip = dev.ip JOIN vul ON vul.ip = dev.ip"
+                     " GROUP BY 1, 2, 3 ORDER BY events DESC, dev.hostname LIMIT 20",
+    },
+    {
+        # GET /api/logs?since=…&until=… as query-api/src/data.rs builds it
+        # (its values bound; the same values inlined here), first page.
+        "name": "/api/logs: one day, first page",
+        "ordered": True,
+        "securenet": "SELECT CAST(ts AS BIGINT) AS ts_ms, " + LOG_COLUMNS + " FROM logs "
+                     "WHERE 1 = 1 AND CAST(ts AS BIGINT) >= 1792281600000 "
+                     "AND CAST(ts AS BIGINT) < 1792368000000 "
+                     "ORDER BY ts DESC, batch_id DESC, message, host, app, raw LIMIT 51",
+        "duckdb": "SELECT epoch_ms(ts) AS ts_ms, " + LOG_COLUMNS + " FROM logs "
+                  "WHERE 1 = 1 AND epoch_ms(ts) >= 1792281600000 "
+                  "AND epoch_ms(ts) < 1792368000000 "
+                  "ORDER BY ts DESC, batch_id DESC, message, host, app, raw LIMIT 51",
+    },
+    {
+        # GET /api/logs with no filter: the newest page.
+        "name": "/api/logs: newest page",
+        "ordered": True,
+        "securenet": "SELECT CAST(ts AS BIGINT) AS ts_ms, " + LOG_COLUMNS + " FROM logs "
+                     "WHERE 1 = 1 ORDER BY ts DESC, batch_id DESC, message, host, app, raw LIMIT 51",
+        "duckdb": "SELECT epoch_ms(ts) AS ts_ms, " + LOG_COLUMNS + " FROM logs "
+                  "WHERE 1 = 1 ORDER BY ts DESC, batch_id DESC, message, host, app, raw LIMIT 51",
     },
 ]
 
@@ -354,7 +428,7 @@ def bench(url, key, lake, tenant, runs, expected_logs):
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     files = {}
-    for kind in ("logs", "findings", "usage"):
+    for kind in ("logs", "findings", "devices", "usage"):
         glob = f"{lake}/{kind}/tenant_id={tenant}/date=*/*.parquet"
         files[kind] = len(list(lake.glob(f"{kind}/tenant_id={tenant}/date=*/*.parquet")))
         con.execute(f"CREATE VIEW {kind} AS SELECT * FROM read_parquet('{glob}', hive_partitioning = false)")
@@ -368,10 +442,15 @@ def bench(url, key, lake, tenant, runs, expected_logs):
         raise SystemExit(f"log rows: securenet {sn_count}, duckdb {dk_count}, ingested {expected_logs}")
     print(f"  {sn_count:,} log rows; files: {files}; duckdb threads {threads}", file=sys.stderr)
 
+    needle = con.execute("SELECT source_ip FROM logs WHERE source_ip IS NOT NULL "
+                         "GROUP BY source_ip ORDER BY count(*), source_ip LIMIT 1").fetchone()[0]
+    print(f"  needle: {needle}", file=sys.stderr)
+
     results = []
     for q in QUERIES:
-        name, sn_sql = q["name"], q["securenet"]
-        dk_sql = q.get("duckdb", sn_sql)
+        name = q["name"]
+        sn_sql = q["securenet"].replace("{needle}", needle)
+        dk_sql = q.get("duckdb", q["securenet"]).replace("{needle}", needle)
         sn_times, dk_times, server_ms = [], [], []
         failure = None
         try:

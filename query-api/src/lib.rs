@@ -54,6 +54,7 @@ pub mod data;
 pub mod error;
 pub mod extract;
 pub mod fair;
+pub mod flight_sql;
 pub mod headers;
 pub mod insights;
 pub(crate) mod listing;

@@ -167,17 +167,39 @@ pub async fn middleware(
     // Refused for the rate limit: not billed.
     let refused = response.status() == axum::http::StatusCode::TOO_MANY_REQUESTS;
     if let (Some(caller), false) = (slot.0.get(), refused) {
-        let row = Row {
-            tenant: caller.tenant.clone(),
-            method,
-            route,
-            status: response.status().as_u16(),
-            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
-            at_ms: schemas::time::now_ms(),
-        };
-        if meter.tx.try_send(row).is_err() {
-            meter.dropped.inc();
-        }
+        meter.record(
+            &caller.tenant,
+            &method,
+            &route,
+            response.status().as_u16(),
+            started.elapsed(),
+        );
     }
     response
+}
+
+impl ApiMeter {
+    /// Records one call of `tenant` (never waits: a full queue drops the
+    /// row and counts it). The HTTP middleware and the Flight SQL service
+    /// call this.
+    pub fn record(
+        &self,
+        tenant: &TenantId,
+        method: &str,
+        route: &str,
+        status: u16,
+        latency: Duration,
+    ) {
+        let row = Row {
+            tenant: tenant.clone(),
+            method: method.to_string(),
+            route: route.to_string(),
+            status,
+            latency_ms: latency.as_secs_f64() * 1000.0,
+            at_ms: schemas::time::now_ms(),
+        };
+        if self.tx.try_send(row).is_err() {
+            self.dropped.inc();
+        }
+    }
 }

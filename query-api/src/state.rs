@@ -53,6 +53,8 @@ pub struct ApiConfig {
     pub max_concurrent_password_hashes: usize,
     /// Model training.
     pub training: crate::insights::TrainingConfig,
+    /// `[api.flight_sql]`: the Arrow Flight SQL listener (off when unset).
+    pub flight_sql: crate::flight_sql::FlightSqlConfig,
 }
 
 impl Default for ApiConfig {
@@ -70,6 +72,7 @@ impl Default for ApiConfig {
             sign_in_per_minute_per_address: 30,
             max_concurrent_password_hashes: 2,
             training: Default::default(),
+            flight_sql: Default::default(),
         }
     }
 }

@@ -70,6 +70,63 @@ pub fn install(ctx: &mut SessionContext) -> DfResult<()> {
     Ok(())
 }
 
+/// `date_trunc` to a second, minute, hour or day of a UTC timestamp column
+/// (every time column of the lake): integer arithmetic on the epoch value.
+/// DataFusion 55 takes that path only for zone-less timestamps and
+/// converts each value through the time zone when it is `UTC` (1.6 s for
+/// `date_trunc('hour', ts)` over 10M rows against 0.29 s for the same
+/// `date_bin`, docs/benchmarks.md) for the same answer: UTC has no offsets
+/// to honour. `None`: not this case, the builtin answers.
+fn utc_date_trunc(name: &str, args: &ScalarFunctionArgs) -> DfResult<Option<ColumnarValue>> {
+    use arrow::array::PrimitiveArray;
+    use arrow::datatypes::{
+        ArrowTimestampType, TimestampMicrosecondType, TimestampMillisecondType,
+        TimestampNanosecondType, TimestampSecondType,
+    };
+    if name != "date_trunc" || args.args.len() != 2 {
+        return Ok(None);
+    }
+    let (
+        ColumnarValue::Scalar(
+            ScalarValue::Utf8(Some(granularity))
+            | ScalarValue::Utf8View(Some(granularity))
+            | ScalarValue::LargeUtf8(Some(granularity)),
+        ),
+        ColumnarValue::Array(array),
+    ) = (&args.args[0], &args.args[1])
+    else {
+        return Ok(None);
+    };
+    let seconds: i64 = match granularity.to_ascii_lowercase().as_str() {
+        "second" => 1,
+        "minute" => 60,
+        "hour" => 3_600,
+        "day" => 86_400,
+        _ => return Ok(None),
+    };
+    let DataType::Timestamp(unit, Some(tz)) = array.data_type() else {
+        return Ok(None);
+    };
+    if !matches!(tz.as_ref(), "UTC" | "+00:00" | "Z") {
+        return Ok(None);
+    }
+    fn truncate<T: ArrowTimestampType>(array: &ArrayRef, step: i64, tz: &Arc<str>) -> ArrayRef {
+        let out: PrimitiveArray<T> = array.as_primitive::<T>().unary(|v| v - v.rem_euclid(step));
+        Arc::new(out.with_timezone(Arc::clone(tz)))
+    }
+    let out = match unit {
+        TimeUnit::Second => truncate::<TimestampSecondType>(array, seconds, tz),
+        TimeUnit::Millisecond => truncate::<TimestampMillisecondType>(array, seconds * 1_000, tz),
+        TimeUnit::Microsecond => {
+            truncate::<TimestampMicrosecondType>(array, seconds * 1_000_000, tz)
+        }
+        TimeUnit::Nanosecond => {
+            truncate::<TimestampNanosecondType>(array, seconds * 1_000_000_000, tz)
+        }
+    };
+    Ok(Some(ColumnarValue::Array(out)))
+}
+
 /// The session's pool, compared by identity.
 #[derive(Debug, Clone)]
 struct Pool(Arc<dyn MemoryPool>);
@@ -147,7 +204,10 @@ impl ScalarUDFImpl for Limited {
         if let Some(bound) = output_bound(self.inner.name(), &args.args, args.number_rows)? {
             self.reserve(bound, "would produce")?;
         }
-        let out = self.inner.invoke_with_args(args)?;
+        let out = match utc_date_trunc(self.inner.name(), &args)? {
+            Some(out) => out,
+            None => self.inner.invoke_with_args(args)?,
+        };
         let size = match &out {
             ColumnarValue::Array(a) => a.get_array_memory_size(),
             ColumnarValue::Scalar(s) => s.size(),

@@ -8,6 +8,7 @@
 //!   memory pool.
 //! - `functions.rs`: scalar functions (and `||`) bounded by the pool.
 //! - `format.rs`: results as JSON, CSV or an Arrow IPC stream, bounded.
+//! - `prune.rs`: `date=` partitions pruned from predicates on `ts`.
 //!
 //! Tenancy is enforced by construction, not by filtering: the session has
 //! one listing table per record kind rooted at
@@ -23,6 +24,7 @@
 pub mod format;
 pub mod functions;
 pub mod guard;
+mod prune;
 mod session;
 
 use std::sync::Arc;
@@ -211,6 +213,70 @@ impl SqlEngine {
     /// Queries of `tenant` executing now.
     pub fn running(&self, tenant: &TenantId) -> usize {
         self.slots.running(tenant)
+    }
+
+    /// The schema `query` answers with (as [`Self::execute_bound`] returns
+    /// it) and the types of its `$n` placeholders, planned but not run:
+    /// what Flight SQL announces before a client fetches. Planning is
+    /// bounded like a query's (text size, expression depth, the time limit)
+    /// but takes no query slot: it reads no data.
+    pub async fn describe(
+        &self,
+        tenant: &TenantId,
+        query: &Bound,
+    ) -> Result<(SchemaRef, SchemaRef)> {
+        if query.sql.len() > self.config.max_sql_bytes {
+            return Err(ApiError::BadRequest(format!(
+                "the query text is {} bytes, over the limit of {} (api.sql.max_sql_bytes)",
+                query.sql.len(),
+                self.config.max_sql_bytes
+            )));
+        }
+        let ctx = session::tenant_session(&self.config, &self.lake, tenant, &self.metadata_cache)
+            .map_err(ApiError::from_datafusion)?;
+        let (sql, params) = (query.sql.clone(), query.params.clone());
+        let task = self.runtime.spawn(async move {
+            let df = session::plan_read_only(&ctx, &sql, params).await?;
+            let schema = Arc::new(df.schema().as_arrow().clone());
+            let mut placeholders: Vec<(usize, String, Option<arrow::datatypes::DataType>)> = df
+                .logical_plan()
+                .get_parameter_types()
+                .map_err(ApiError::from_datafusion)?
+                .into_iter()
+                .map(|(name, t)| {
+                    let n = name.trim_start_matches('$').parse().unwrap_or(usize::MAX);
+                    (n, name, t)
+                })
+                .collect();
+            placeholders.sort();
+            let parameters = arrow::datatypes::Schema::new(
+                placeholders
+                    .into_iter()
+                    .map(|(_, name, t)| {
+                        arrow::datatypes::Field::new(
+                            name,
+                            t.unwrap_or(arrow::datatypes::DataType::Null),
+                            true,
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            );
+            Ok::<_, ApiError>((schema, Arc::new(parameters)))
+        });
+        let timeout = Duration::from_millis(self.config.timeout_ms);
+        let (schema, parameters) = match tokio::time::timeout(timeout, task).await {
+            Ok(Ok(planned)) => planned?,
+            Ok(Err(join)) => return Err(ApiError::Internal(format!("planning failed: {join}"))),
+            Err(_) => {
+                return Err(ApiError::QueryTimeout {
+                    limit_ms: self.config.timeout_ms,
+                });
+            }
+        };
+        Ok((
+            session::plain_schema(&schema),
+            session::plain_schema(&parameters),
+        ))
     }
 
     /// Plans and runs `sql` for `tenant` within the configured limits.

@@ -20,6 +20,7 @@ use pipeline::Lake;
 use schemas::{RecordKind, TenantId, schema};
 
 use super::SqlConfig;
+use super::prune::DatePartitioned;
 use crate::error::ApiError;
 
 /// A session in which only `tenant`'s tables exist.
@@ -56,9 +57,12 @@ pub fn tenant_session(
         let table_config = ListingTableConfig::new(table_url)
             .with_listing_options(options)
             .with_schema(view_schema(&schema::schema(kind)));
+        let table = Arc::new(ListingTable::try_new(table_config)?);
+        // Column 1 of every kind is `ts`, whose UTC day names the partition.
+        let time_column = schema::schema(kind).field(1).name().clone();
         ctx.register_table(
             kind.as_str(),
-            Arc::new(ListingTable::try_new(table_config)?),
+            Arc::new(DatePartitioned::new(table, time_column)),
         )?;
     }
     Ok(ctx)
@@ -84,23 +88,25 @@ fn view_schema(schema: &Schema) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
-/// Casts view columns (`Utf8View`, `BinaryView`) of query results back to
-/// `Utf8` / `Binary`, top-level columns only.
-pub fn plain_types(
-    schema: SchemaRef,
-    batches: Vec<RecordBatch>,
-) -> Result<(SchemaRef, Vec<RecordBatch>), ApiError> {
-    let plain = |t: &DataType| match t {
+/// The plain type of a view type (`Utf8View` → `Utf8`, `BinaryView` →
+/// `Binary`); `None` for the others.
+fn plain(t: &DataType) -> Option<DataType> {
+    match t {
         DataType::Utf8View => Some(DataType::Utf8),
         DataType::BinaryView => Some(DataType::Binary),
         _ => None,
-    };
+    }
+}
+
+/// `schema` with its top-level view columns as plain types: what
+/// [`plain_types`] turns results into.
+pub fn plain_schema(schema: &SchemaRef) -> SchemaRef {
     if !schema
         .fields()
         .iter()
         .any(|f| plain(f.data_type()).is_some())
     {
-        return Ok((schema, batches));
+        return schema.clone();
     }
     let fields: Vec<Field> = schema
         .fields()
@@ -110,7 +116,19 @@ pub fn plain_types(
             f.as_ref().clone().with_data_type(t)
         })
         .collect();
-    let out_schema = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// Casts view columns (`Utf8View`, `BinaryView`) of query results back to
+/// `Utf8` / `Binary`, top-level columns only.
+pub fn plain_types(
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Result<(SchemaRef, Vec<RecordBatch>), ApiError> {
+    let out_schema = plain_schema(&schema);
+    if Arc::ptr_eq(&out_schema, &schema) {
+        return Ok((schema, batches));
+    }
     let internal = |e: arrow::error::ArrowError| ApiError::Internal(e.to_string());
     let batches = batches
         .into_iter()

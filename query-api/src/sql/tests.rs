@@ -536,3 +536,85 @@ async fn parquet_metadata_is_cached_across_sessions() {
     assert!(globex.contains("g1") && !globex.contains("a1"), "{globex}");
     assert_eq!(e.metadata_cache.len(), cached + 1);
 }
+
+#[tokio::test]
+async fn time_predicates_keep_other_days_unread() {
+    let (dir, lake) = lake_with(&[("acme", "a1"), ("acme", "a2")]).await;
+    // The rows are of 2026-11-26. A day earlier in the month holds an
+    // object no reader could decode: any query that opens it fails, so a
+    // query that answers did not.
+    let other_day = dir.path().join("logs/tenant_id=acme/date=2026-11-20");
+    std::fs::create_dir_all(&other_day).unwrap();
+    std::fs::write(other_day.join("broken.parquet"), b"not parquet at all").unwrap();
+    let e = engine(lake, SqlConfig::default());
+    let count = |sql: &'static str| {
+        let e = &e;
+        async move { run(e, "acme", sql).await }
+    };
+    assert!(count("SELECT count(*) AS n FROM logs").await.is_err());
+    for sql in [
+        "SELECT count(*) AS n FROM logs WHERE ts >= TIMESTAMP '2026-11-25T00:00:00Z'",
+        "SELECT count(*) AS n FROM logs WHERE ts > now() - INTERVAL '1 day' OR ts >= '2026-11-26'",
+        "SELECT count(*) AS n FROM logs WHERE ts BETWEEN '2026-11-26T00:00:00Z' AND '2026-11-27T00:00:00Z'",
+        // The API's listings compare milliseconds (2026-11-25T10:00Z).
+        "SELECT count(*) AS n FROM logs WHERE CAST(ts AS BIGINT) >= 1795600800000",
+    ] {
+        let out = count(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert!(out.contains("| 2 |"), "{sql}: {out}");
+    }
+    // A window that includes the broken day still reads it.
+    assert!(
+        count("SELECT count(*) AS n FROM logs WHERE ts < TIMESTAMP '2026-11-21T00:00:00Z'")
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn date_trunc_of_utc_times_is_exact_on_either_side_of_1970() {
+    let (_dir, lake) = lake_with(&[("acme", "a1")]).await;
+    let e = engine(lake, SqlConfig::default());
+    // The row's ts is 2026-11-26T10:00:00Z.
+    let units = "date_trunc('hour', t) AS h, date_trunc('Day', t) AS d, \
+                 date_trunc('minute', t) AS m, date_trunc('second', t) AS s";
+    let out = run(
+        &e,
+        "acme",
+        &format!(
+            "SELECT {units} FROM (SELECT ts + INTERVAL '59 minutes 59.999 seconds' AS t FROM logs)"
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(
+        out.contains(
+            "| 2026-11-26T10:00:00Z | 2026-11-26T00:00:00Z | 2026-11-26T10:59:00Z | 2026-11-26T10:59:59Z |"
+        ),
+        "{out}"
+    );
+    // Negative epoch values round down, not towards zero.
+    let out = run(
+        &e,
+        "acme",
+        &format!(
+            "SELECT {units} FROM (SELECT ts - INTERVAL '21000 days' + INTERVAL '90 minutes 1 millisecond' AS t FROM logs)"
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(
+        out.contains(
+            "| 1969-05-29T11:00:00Z | 1969-05-29T00:00:00Z | 1969-05-29T11:30:00Z | 1969-05-29T11:30:00Z |"
+        ),
+        "{out}"
+    );
+    // Another zone keeps DataFusion's own answer: the day starts at local midnight.
+    let out = run(
+        &e,
+        "acme",
+        "SELECT date_trunc('day', arrow_cast(ts + INTERVAL '59 minutes', 'Timestamp(Millisecond, Some(\"Asia/Kathmandu\"))')) AS d FROM logs",
+    )
+    .await
+    .unwrap();
+    assert!(out.contains("2026-11-26T00:00:00+05:45"), "{out}");
+}

@@ -16,7 +16,15 @@ pub struct ParquetSinkConfig {
     /// fsync each object (and its directory) on the local filesystem before
     /// acknowledging. Turning it off survives a process crash, not a power loss.
     pub fsync: bool,
+    /// Columns (of any record kind that has them) written with a bloom
+    /// filter per row group, so an equality lookup (`source_ip = '…'`)
+    /// skips the row groups that cannot hold the value — what min/max
+    /// statistics cannot do for addresses and names.
+    pub bloom_filter_columns: Vec<String>,
 }
+
+/// Columns analysts look values up in: addresses, host names, CVE ids.
+pub const DEFAULT_BLOOM_FILTER_COLUMNS: &[&str] = &["source_ip", "host", "ip", "hostname", "cve"];
 
 impl Default for ParquetSinkConfig {
     fn default() -> Self {
@@ -24,6 +32,10 @@ impl Default for ParquetSinkConfig {
             zstd_level: 3,
             max_row_group_rows: 128 * 1024,
             fsync: true,
+            bloom_filter_columns: DEFAULT_BLOOM_FILTER_COLUMNS
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
         }
     }
 }
