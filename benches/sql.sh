@@ -29,7 +29,9 @@
 # BASELINE_BIN=DIR also runs the queries through the `securenet` binary in
 # DIR (e.g. a release build of an earlier commit) over the same lake, in
 # the same command, and reports both beside DuckDB: how much a change
-# moved each query. NO_BUILD=1 skips the cargo build (uses the binaries
+# moved each query. Last, FETCH_ROWS (default 1,000,000) rows are fetched
+# whole through Flight SQL (ADBC) and through POST /api/sql as Arrow IPC and
+# as JSON. NO_BUILD=1 skips the cargo build (uses the binaries
 # already in $CARGO_TARGET_DIR/release); BENCH_VENV overrides the venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -158,6 +160,24 @@ KEY=$("$BIN/securenet" keys create --org "$TENANT" --name sqlbench --role viewer
 unset SECURENET_CONFIG
 run_queries current "$BIN"
 [ -z "${BASELINE_BIN:-}" ] || run_queries baseline "$BASELINE_BIN"
+
+# Fetching one wide result of FETCH_ROWS rows whole: Flight SQL (ADBC)
+# against POST /api/sql as Arrow IPC and as JSON, on a query-api whose
+# result limits let it through.
+FETCH_ROWS="${FETCH_ROWS:-1000000}"
+dir="$WORK/fetch"; mkdir -p "$dir"; cp "$WORK"/meta.db* "$dir/"
+printf '%s\n' "data_dir = \"$dir\"" '[http]' 'listen = "127.0.0.1:0"' '[log]' 'level = "warn"' \
+  '[control]' "database = \"$dir/meta.db\"" '[pipeline]' "lake_dir = \"$CACHE/lake\"" \
+  '[api.sql]' "max_result_rows = $FETCH_ROWS" 'max_result_bytes = 4294967296' \
+  'memory_limit_bytes = 8589934592' 'timeout_ms = 300000' \
+  '[api.flight_sql]' 'listen = "127.0.0.1:0"' > "$dir/query.toml"
+SECURENET_CONFIG="$dir/query.toml" "$BIN/securenet" query-api > "$dir/query.out" 2> "$dir/query.err" &
+FPID=$!; PIDS+=("$FPID")
+FADDR=$(wait_ready "$dir/query.out" "securenet ready http=" "$FPID")
+FLIGHT=$(sed -n 's/^securenet ready flight_sql=//p' "$dir/query.out" | head -n1)
+echo "== fetch: $FETCH_ROWS rows through Flight SQL ($FLIGHT) and POST /api/sql ($FADDR)" >&2
+$PY fetch "http://$FADDR" "grpc://$FLIGHT" "$KEY" "$RUNS" "$FETCH_ROWS" > "$WORK/result-fetch.json"
+kill -TERM "$FPID"; wait "$FPID" 2>/dev/null || true
 python3 - "$WORK" $(( $(date +%s) - STARTED_AT )) "${BASELINE_BIN:-}" <<'PY'
 import json, os, sys
 work, total, baseline_bin = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -186,6 +206,14 @@ for i, q in enumerate(r["results"]):
                      f"{round(q['securenet_ms'] / b['securenet_ms'], 2)} |")
     print(line)
 print()
-print(json.dumps({"current": r["results"], "baseline": base["results"] if base else None}))
+fetch = json.load(open(f"{work}/result-fetch.json"))
+print(f"Fetching {fetch['rows']:,} rows whole ({fetch['sql']}), medians of {fetch['runs']}:\n")
+print("| transport | median ms | rows/s | bytes (HTTP: body; Flight SQL: decoded Arrow) | time vs Flight SQL |")
+print("| --- | --- | --- | --- | --- |")
+for name, f in fetch["results"].items():
+    print(f"| {name} | {f['median_ms']} | {f['rows_per_s']:,} | {f['bytes']:,} | {f['time_vs_flight_sql']} |")
+print()
+print(json.dumps({"current": r["results"], "baseline": base["results"] if base else None,
+                  "fetch": fetch["results"]}))
 sys.exit(1 if failed else 0)
 PY

@@ -4,6 +4,7 @@
     sql_bench.py ingest-logs URL KEY            < NDJSON (securenet gen)
     sql_bench.py ingest-scan URL KEY DAY INDEX SEED
     sql_bench.py bench URL KEY LAKE TENANT RUNS EXPECTED_LOGS
+    sql_bench.py fetch URL FLIGHT_URI KEY RUNS ROWS
 
 `ingest-logs` streams NDJSON from stdin to `POST /api/ingest/logs` (~1 MiB
 bodies, 8 requests in flight, retried on 503) and prints the accepted count.
@@ -493,6 +494,63 @@ def bench(url, key, lake, tenant, runs, expected_logs):
                       "queries": QUERIES, "results": results}))
 
 
+# The fetch comparison: one wide result, fetched whole by each transport.
+FETCH_SQL = "SELECT ts, host, app, severity, message, source_ip FROM logs LIMIT {rows}"
+
+
+def fetch(url, flight_uri, key, runs, rows):
+    """Fetches ROWS rows through Flight SQL (ADBC, Arrow), POST /api/sql as
+    an Arrow IPC stream and as JSON; medians of RUNS after one warm-up,
+    each run fetched whole and decoded by the client."""
+    import adbc_driver_flightsql.dbapi as flight_sql
+    import pyarrow as pa
+
+    sql = FETCH_SQL.format(rows=rows)
+
+    def over_http(fmt):
+        conn = connect(url)
+        body = json.dumps({"sql": sql, "format": fmt}).encode()
+        t = time.perf_counter()
+        conn.request("POST", "/api/sql", body=body,
+                     headers={"X-API-Key": key, "Content-Type": "application/json"})
+        resp = conn.getresponse()
+        data = resp.read()
+        if resp.status != 200:
+            raise SystemExit(f"{fmt}: HTTP {resp.status}: {data[:300]!r}")
+        if fmt == "arrow":
+            n = pa.ipc.open_stream(data).read_all().num_rows
+        else:
+            n = len(json.loads(data)["rows"])
+        return time.perf_counter() - t, n, len(data)
+
+    conn = flight_sql.connect(flight_uri, db_kwargs={
+        "adbc.flight.sql.authorization_header": f"Bearer {key}"})
+
+    def over_flight():
+        t = time.perf_counter()
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            table = cur.fetch_arrow_table()
+        return time.perf_counter() - t, table.num_rows, table.nbytes
+
+    ways = {"flight_sql": over_flight, "http_arrow": lambda: over_http("arrow"),
+            "http_json": lambda: over_http("json")}
+    out = {}
+    for name, way in ways.items():
+        _, n, size = way()  # warm-up
+        if n != rows:
+            raise SystemExit(f"{name}: {n} rows, expected {rows}")
+        times = [way()[0] for _ in range(runs)]
+        med = statistics.median(times)
+        out[name] = {"median_ms": round(med * 1000, 1), "rows_per_s": round(rows / med),
+                     "bytes": size, "runs_ms": [round(t * 1000, 1) for t in times]}
+        print(f"  fetch {name}: {out[name]}", file=sys.stderr)
+    base = out["flight_sql"]["median_ms"]
+    for name in out:
+        out[name]["time_vs_flight_sql"] = round(out[name]["median_ms"] / base, 2)
+    print(json.dumps({"bench": "sql-fetch", "rows": rows, "runs": runs, "sql": sql, "results": out}))
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "ingest-logs":
@@ -501,5 +559,7 @@ if __name__ == "__main__":
         ingest_scan(args[0], args[1], args[2], int(args[3]), int(args[4]))
     elif cmd == "bench":
         bench(args[0], args[1], args[2], args[3], int(args[4]), int(args[5]))
+    elif cmd == "fetch":
+        fetch(args[0], args[1], args[2], int(args[3]), int(args[4]))
     else:
         raise SystemExit(__doc__)
