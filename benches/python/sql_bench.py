@@ -5,6 +5,7 @@
     sql_bench.py ingest-scan URL KEY DAY INDEX SEED
     sql_bench.py bench URL KEY LAKE TENANT RUNS EXPECTED_LOGS
     sql_bench.py fetch URL FLIGHT_URI KEY RUNS ROWS
+    sql_bench.py concurrency URL KEYS_JSON SECONDS CLIENTS_PER_TENANT
 
 `ingest-logs` streams NDJSON from stdin to `POST /api/ingest/logs` (~1 MiB
 bodies, 8 requests in flight, retried on 503) and prints the accepted count.
@@ -551,6 +552,93 @@ def fetch(url, flight_uri, key, runs, rows):
     print(json.dumps({"bench": "sql-fetch", "rows": rows, "runs": runs, "sql": sql, "results": out}))
 
 
+# The fairness bench: light queries an analyst's dashboard issues, and the
+# heavy ones a careless analyst runs (a full join, a high-cardinality
+# GROUP BY sorted, a regex over every message).
+LIGHT = [
+    "SELECT source_ip, count(*) AS events FROM logs WHERE source_ip IS NOT NULL "
+    "GROUP BY source_ip ORDER BY events DESC, source_ip LIMIT 10",
+    "SELECT app, count(*) AS n FROM logs WHERE ts >= '2026-10-15T13:00:00Z' "
+    "AND ts < '2026-10-15T14:00:00Z' GROUP BY app ORDER BY n DESC, app",
+    "SELECT CAST(day AS VARCHAR) AS day, metric, sum(value) AS v FROM usage GROUP BY 1, 2 ORDER BY 1, 2",
+    "SELECT CAST(ts AS BIGINT) AS ts_ms, host, app, message FROM logs "
+    "ORDER BY ts DESC, batch_id DESC, message LIMIT 51",
+]
+HEAVY = [
+    "SELECT message, count(*) AS n FROM logs GROUP BY message ORDER BY n DESC, message LIMIT 10",
+    "SELECT l.host, count(*) AS n FROM logs l JOIN findings f ON l.source_ip = f.ip "
+    "GROUP BY l.host ORDER BY n DESC LIMIT 10",
+    f"SELECT host, count(*) AS n FROM logs WHERE message ~* '{AUTH_FAILURE}' GROUP BY host ORDER BY n DESC",
+]
+
+
+def concurrency(url, keys_json, seconds, clients_per_tenant):
+    """Phases of SECONDS each, CLIENTS_PER_TENANT clients per organization,
+    each client sending its next query as soon as the last one answered:
+    `mix` (every organization light), `light alone` (the heavy
+    organization idle), `with heavy` (the same light clients while the
+    last organization runs HEAVY). Prints per-organization p50/p99 and
+    queries/s per phase, and the light organizations' p99 with the heavy
+    one against alone."""
+    keys = json.loads(keys_json)
+    tenants = list(keys)
+    heavy_tenant = tenants[-1]
+
+    def client(key, queries, deadline, out, offset):
+        conn = connect(url)
+        i = offset
+        while time.perf_counter() < deadline:
+            sql = queries[i % len(queries)]
+            i += 1
+            body = json.dumps({"sql": sql}).encode()
+            t = time.perf_counter()
+            try:
+                conn.request("POST", "/api/sql", body=body,
+                             headers={"X-API-Key": key, "Content-Type": "application/json"})
+                resp = conn.getresponse()
+                resp.read()
+                status = resp.status
+            except (OSError, http.client.HTTPException):
+                conn = connect(url)
+                status = 0
+            out.append((time.perf_counter() - t, status))
+
+    def phase(name, plan):
+        deadline = time.perf_counter() + seconds
+        results = {t: [] for t in plan}
+        threads = []
+        for t, queries in plan.items():
+            for c in range(clients_per_tenant):
+                th = threading.Thread(target=client, args=(keys[t], queries, deadline, results[t], c))
+                th.start()
+                threads.append(th)
+        for th in threads:
+            th.join()
+        summary = {}
+        for t, samples in results.items():
+            ok = sorted(d for d, s in samples if s == 200)
+            def pct(p):
+                return round(ok[min(len(ok) - 1, int(p * len(ok)))] * 1000, 1) if ok else None
+            summary[t] = {"ok": len(ok), "refused": sum(1 for _, s in samples if s != 200),
+                          "statuses": sorted({s for _, s in samples if s != 200}),
+                          "p50_ms": pct(0.50), "p99_ms": pct(0.99),
+                          "qps": round(len(ok) / seconds, 2)}
+        print(f"  {name}: {summary}", file=sys.stderr)
+        return summary
+
+    light = {t: LIGHT for t in tenants}
+    phases = {"mix": phase("mix", light)}
+    phases["light alone"] = phase("light alone", {t: LIGHT for t in tenants[:-1]})
+    phases["with heavy"] = phase("with heavy", {**{t: LIGHT for t in tenants[:-1]}, heavy_tenant: HEAVY})
+    ratios = {t: round(phases["with heavy"][t]["p99_ms"] / phases["light alone"][t]["p99_ms"], 2)
+              for t in tenants[:-1]
+              if phases["with heavy"][t]["p99_ms"] and phases["light alone"][t]["p99_ms"]}
+    print(json.dumps({"bench": "sql-concurrency", "seconds": seconds,
+                      "clients_per_tenant": clients_per_tenant, "heavy_tenant": heavy_tenant,
+                      "light": LIGHT, "heavy": HEAVY, "phases": phases,
+                      "p99_with_heavy_vs_alone": ratios}))
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "ingest-logs":
@@ -559,6 +647,8 @@ if __name__ == "__main__":
         ingest_scan(args[0], args[1], args[2], int(args[3]), int(args[4]))
     elif cmd == "bench":
         bench(args[0], args[1], args[2], args[3], int(args[4]), int(args[5]))
+    elif cmd == "concurrency":
+        concurrency(args[0], args[1], int(args[2]), int(args[3]))
     elif cmd == "fetch":
         fetch(args[0], args[1], args[2], int(args[3]), int(args[4]))
     else:
