@@ -871,10 +871,18 @@ mod tests {
         batcher.submit(tenant("acme"), records(10)).await.unwrap();
     }
 
-    #[tokio::test]
-    async fn a_detached_batch_is_published_again_until_the_bus_takes_it() {
+    /// A batcher over a bus whose first `failures` publishes fail, with a
+    /// short linger so detached records flush at once.
+    fn failing(
+        failures: usize,
+    ) -> (
+        Arc<FakeBus>,
+        IngestMetrics,
+        Batcher,
+        tokio::task::JoinHandle<()>,
+    ) {
         let bus = Arc::new(FakeBus {
-            failures: 3.into(),
+            failures: failures.into(),
             ..Default::default()
         });
         let config = BatchConfig {
@@ -883,6 +891,12 @@ mod tests {
         };
         let metrics = IngestMetrics::new(&prometheus::Registry::new()).unwrap();
         let (batcher, task) = Batcher::start(config, bus.clone(), metrics.clone()).unwrap();
+        (bus, metrics, batcher, task)
+    }
+
+    #[tokio::test]
+    async fn a_detached_batch_is_published_again_until_the_bus_takes_it() {
+        let (bus, metrics, batcher, task) = failing(3);
         batcher.enqueue(tenant("acme"), records(5)).await.unwrap();
         let until = std::time::Instant::now() + Duration::from_secs(10);
         while bus.published.lock().unwrap().is_empty() {
@@ -927,16 +941,7 @@ mod tests {
 
     #[tokio::test]
     async fn at_shutdown_a_failing_detached_batch_is_given_up_and_counted() {
-        let bus = Arc::new(FakeBus {
-            failures: usize::MAX.into(),
-            ..Default::default()
-        });
-        let config = BatchConfig {
-            linger_ms: 10,
-            ..Default::default()
-        };
-        let metrics = IngestMetrics::new(&prometheus::Registry::new()).unwrap();
-        let (batcher, task) = Batcher::start(config, bus.clone(), metrics.clone()).unwrap();
+        let (bus, metrics, batcher, task) = failing(usize::MAX);
         batcher.enqueue(tenant("acme"), records(5)).await.unwrap();
         while metrics.republished.get() < 2 {
             tokio::time::sleep(Duration::from_millis(20)).await;

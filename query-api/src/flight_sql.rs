@@ -154,21 +154,22 @@ impl FlightSql {
         }
     }
 
-    /// Meters a finished call of `tenant`.
-    fn meter(
+    /// Meters a finished call of `tenant` and passes its outcome on.
+    fn metered<T>(
         &self,
         tenant: &TenantId,
         call: &'static str,
-        outcome: &Result<(), &Status>,
         started: Instant,
-    ) {
+        outcome: Result<T, Status>,
+    ) -> Result<T, Status> {
         if let Some(meter) = &self.state.meter {
-            let status = match outcome {
-                Ok(()) => 200,
+            let status = match &outcome {
+                Ok(_) => 200,
                 Err(status) => http_status(status.code()),
             };
             meter.record(tenant, "GRPC", call, status, started.elapsed());
         }
+        outcome
     }
 
     /// Plans `query` for `tenant` and answers with where to fetch it.
@@ -393,7 +394,7 @@ impl FlightSqlService for FlightSql {
         let token = control::auth::presented_key(&request.metadata().clone().into_headers())
             .unwrap_or_default()
             .to_string();
-        self.meter(&principal.tenant, "Handshake", &Ok(()), Instant::now());
+        self.metered(&principal.tenant, "Handshake", Instant::now(), Ok(()))?;
         let answer = HandshakeResponse {
             protocol_version: 0,
             payload: Bytes::from(token.clone()),
@@ -424,13 +425,8 @@ impl FlightSqlService for FlightSql {
                 request.into_inner(),
             )
             .await;
-        self.meter(
-            &caller.tenant,
-            "GetFlightInfo/Statement",
-            &outcome.as_ref().map(|_| ()),
-            started,
-        );
-        outcome.map(Response::new)
+        self.metered(&caller.tenant, "GetFlightInfo/Statement", started, outcome)
+            .map(Response::new)
     }
 
     async fn do_get_statement(
@@ -443,13 +439,8 @@ impl FlightSqlService for FlightSql {
         let sql = String::from_utf8(ticket.statement_handle.to_vec())
             .map_err(|_| Status::invalid_argument("the ticket is not UTF-8 SQL"))?;
         let outcome = self.run(&caller.tenant, &Bound::new(sql)).await;
-        self.meter(
-            &caller.tenant,
-            "DoGet/Statement",
-            &outcome.as_ref().map(|_| ()),
-            started,
-        );
-        outcome.map(Response::new)
+        self.metered(&caller.tenant, "DoGet/Statement", started, outcome)
+            .map(Response::new)
     }
 
     async fn do_action_create_prepared_statement(
@@ -480,13 +471,7 @@ impl FlightSqlService for FlightSql {
             })
         }
         .await;
-        self.meter(
-            &caller.tenant,
-            "CreatePreparedStatement",
-            &outcome.as_ref().map(|_| ()),
-            started,
-        );
-        outcome
+        self.metered(&caller.tenant, "CreatePreparedStatement", started, outcome)
     }
 
     async fn do_put_prepared_statement_query(
@@ -544,13 +529,7 @@ impl FlightSqlService for FlightSql {
             })
         }
         .await;
-        self.meter(
-            &caller.tenant,
-            "DoPut/PreparedStatement",
-            &outcome.as_ref().map(|_| ()),
-            started,
-        );
-        outcome
+        self.metered(&caller.tenant, "DoPut/PreparedStatement", started, outcome)
     }
 
     async fn get_flight_info_prepared_statement(
@@ -574,13 +553,13 @@ impl FlightSqlService for FlightSql {
             .await
         }
         .await;
-        self.meter(
+        self.metered(
             &caller.tenant,
             "GetFlightInfo/PreparedStatement",
-            &outcome.as_ref().map(|_| ()),
             started,
-        );
-        outcome.map(Response::new)
+            outcome,
+        )
+        .map(Response::new)
     }
 
     async fn do_get_prepared_statement(
@@ -592,13 +571,8 @@ impl FlightSqlService for FlightSql {
         let caller = self.caller(&request, "DoGet/PreparedStatement").await?;
         let handle = Handle::decode_from(&command.prepared_statement_handle)?;
         let outcome = async { self.run(&caller.tenant, &handle.bound()?).await }.await;
-        self.meter(
-            &caller.tenant,
-            "DoGet/PreparedStatement",
-            &outcome.as_ref().map(|_| ()),
-            started,
-        );
-        outcome.map(Response::new)
+        self.metered(&caller.tenant, "DoGet/PreparedStatement", started, outcome)
+            .map(Response::new)
     }
 
     async fn do_action_close_prepared_statement(

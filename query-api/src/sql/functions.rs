@@ -56,14 +56,18 @@ pub fn install(ctx: &mut SessionContext) -> DfResult<()> {
         if !seen.insert(f.name().to_string()) {
             continue;
         }
+        // `date_trunc` gets its UTC fast path; the rest run as they are.
+        let fast = (f.name() == "date_trunc").then_some(FastPath::UtcDateTrunc);
         ctx.register_udf(Arc::new(ScalarUDF::new_from_impl(Limited {
             inner: UdfEq::from(f.inner().clone()),
             pool: Pool(pool.clone()),
+            fast,
         })))?;
     }
     let concat = Arc::new(ScalarUDF::new_from_impl(Limited {
         inner: UdfEq::from(Arc::new(StrictConcat::new()) as Arc<dyn ScalarUDFImpl>),
         pool: Pool(pool),
+        fast: None,
     }));
     ctx.register_udf(concat.clone())?;
     ctx.register_expr_planner(Arc::new(ConcatPlanner { udf: concat }))?;
@@ -77,13 +81,13 @@ pub fn install(ctx: &mut SessionContext) -> DfResult<()> {
 /// `date_trunc('hour', ts)` over 10M rows against 0.29 s for the same
 /// `date_bin`, docs/benchmarks.md) for the same answer: UTC has no offsets
 /// to honour. `None`: not this case, the builtin answers.
-fn utc_date_trunc(name: &str, args: &ScalarFunctionArgs) -> DfResult<Option<ColumnarValue>> {
+fn utc_date_trunc(args: &ScalarFunctionArgs) -> DfResult<Option<ColumnarValue>> {
     use arrow::array::PrimitiveArray;
     use arrow::datatypes::{
         ArrowTimestampType, TimestampMicrosecondType, TimestampMillisecondType,
         TimestampNanosecondType, TimestampSecondType,
     };
-    if name != "date_trunc" || args.args.len() != 2 {
+    if args.args.len() != 2 {
         return Ok(None);
     }
     let (
@@ -143,11 +147,28 @@ impl Hash for Pool {
     }
 }
 
+/// A faster way to answer some calls of a function than the function's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum FastPath {
+    /// [`utc_date_trunc`].
+    UtcDateTrunc,
+}
+
+impl FastPath {
+    /// The answer, or `None` when the function itself must answer.
+    fn answer(self, args: &ScalarFunctionArgs) -> DfResult<Option<ColumnarValue>> {
+        match self {
+            FastPath::UtcDateTrunc => utc_date_trunc(args),
+        }
+    }
+}
+
 /// A scalar function with its output bounded by the query's memory pool.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct Limited {
     inner: UdfEq<Arc<dyn ScalarUDFImpl>>,
     pool: Pool,
+    fast: Option<FastPath>,
 }
 
 impl Limited {
@@ -204,7 +225,11 @@ impl ScalarUDFImpl for Limited {
         if let Some(bound) = output_bound(self.inner.name(), &args.args, args.number_rows)? {
             self.reserve(bound, "would produce")?;
         }
-        let out = match utc_date_trunc(self.inner.name(), &args)? {
+        let fast = match self.fast {
+            Some(fast) => fast.answer(&args)?,
+            None => None,
+        };
+        let out = match fast {
             Some(out) => out,
             None => self.inner.invoke_with_args(args)?,
         };
