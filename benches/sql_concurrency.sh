@@ -20,8 +20,11 @@
 # Data: the lake benches/sql.sh caches for ROWS rows (run it first), its
 # one tenant's objects hard-linked under four organizations. The server is
 # `securenet query-api` with the default [api.sql] limits unless
-# SECURENET_API__SQL__* says otherwise. NO_BUILD=1 and BENCH_VENV as in
-# benches/sql.sh.
+# SECURENET_API__SQL__* says otherwise; the organizations are on the
+# business plan, whose SQL limits are [api.sql]'s. NO_BUILD=1 and
+# BENCH_VENV as in benches/sql.sh; BASELINE_BIN=DIR runs the same phases
+# first against the `securenet` in DIR (an earlier build), same lake, same
+# command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/securenet/target}"
@@ -62,32 +65,49 @@ printf '%s\n' "data_dir = \"$WORK\"" '[http]' 'listen = "127.0.0.1:0"' '[log]' '
 export SECURENET_CONFIG="$WORK/query.toml"
 KEYS="{"
 for t in "${TENANTS[@]}"; do
-  "$BIN/securenet" orgs create --org "$t" --name "$t" --owner-email "sec@$t.test" --plan enterprise >/dev/null
+  "$BIN/securenet" orgs create --org "$t" --name "$t" --owner-email "sec@$t.test" --plan business >/dev/null
   k=$("$BIN/securenet" keys create --org "$t" --name conc --role viewer 2>/dev/null)
   KEYS="$KEYS\"$t\": \"$k\","
 done
 KEYS="${KEYS%,}}"
 "$BIN/securenet" config | sed -n '/^\[api.sql\]/,/^$/p' >&2
-"$BIN/securenet" query-api > "$WORK/query.out" 2> "$WORK/query.err" &
-PID=$!
-for _ in $(seq 1 600); do grep -q "securenet ready http=" "$WORK/query.out" 2>/dev/null && break; sleep 0.05; done
-ADDR=$(sed -n 's/^securenet ready http=//p' "$WORK/query.out" | head -n1)
-[ -n "$ADDR" ] || { echo "query-api not ready" >&2; tail -20 "$WORK/query.err" >&2; exit 1; }
 
-echo "== $SECONDS_PER_PHASE s per phase, $CLIENTS clients per organization, query-api at $ADDR" >&2
-"$VENV/bin/python" benches/python/sql_bench.py concurrency "http://$ADDR" "$KEYS" "$SECONDS_PER_PHASE" "$CLIENTS" \
-  > "$WORK/result.json"
-python3 - "$WORK/result.json" <<'PY'
+# Runs the phases against `securenet query-api` from DIR, writing OUT.
+measure() {
+  local dir="$1" out="$2"
+  "$dir/securenet" query-api > "$WORK/query.out" 2> "$WORK/query.err" &
+  PID=$!
+  for _ in $(seq 1 600); do grep -q "securenet ready http=" "$WORK/query.out" 2>/dev/null && break; sleep 0.05; done
+  ADDR=$(sed -n 's/^securenet ready http=//p' "$WORK/query.out" | head -n1)
+  [ -n "$ADDR" ] || { echo "query-api not ready" >&2; tail -20 "$WORK/query.err" >&2; exit 1; }
+  echo "== $dir/securenet: $SECONDS_PER_PHASE s per phase, $CLIENTS clients per organization, at $ADDR" >&2
+  "$VENV/bin/python" benches/python/sql_bench.py concurrency "http://$ADDR" "$KEYS" "$SECONDS_PER_PHASE" "$CLIENTS" \
+    > "$out"
+  kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
+}
+
+if [ -n "${BASELINE_BIN:-}" ]; then
+  measure "$BASELINE_BIN" "$WORK/baseline.json"
+fi
+measure "$BIN" "$WORK/result.json"
+python3 - "$WORK/result.json" "${BASELINE_BIN:+$WORK/baseline.json}" <<'PY'
 import json, sys
+def table(r, title):
+    print(f"\n{title}: {r['clients_per_tenant']} clients per organization, {r['seconds']} s per phase; heavy: {r['heavy_tenant']}\n")
+    print("| phase | organization | answered | refused | p50 ms | p99 ms | queries/s |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for phase, orgs in r["phases"].items():
+        for org, s in orgs.items():
+            print(f"| {phase} | {org} | {s['ok']} | {s['refused']} {s['statuses'] or ''} | {s['p50_ms']} | {s['p99_ms']} | {s['qps']} |")
+    print()
+    print("p99 with the heavy organization / p99 alone:", r["p99_with_heavy_vs_alone"])
 r = json.load(open(sys.argv[1]))
-print(f"\n{r['clients_per_tenant']} clients per organization, {r['seconds']} s per phase; heavy: {r['heavy_tenant']}\n")
-print("| phase | organization | answered | refused | p50 ms | p99 ms | queries/s |")
-print("| --- | --- | --- | --- | --- | --- | --- |")
-for phase, orgs in r["phases"].items():
-    for org, s in orgs.items():
-        print(f"| {phase} | {org} | {s['ok']} | {s['refused']} {s['statuses'] or ''} | {s['p50_ms']} | {s['p99_ms']} | {s['qps']} |")
+out = {"current": r}
+if len(sys.argv) > 2 and sys.argv[2]:
+    b = json.load(open(sys.argv[2]))
+    table(b, "baseline (BASELINE_BIN)")
+    out["baseline"] = b
+table(r, "this build")
 print()
-print("p99 with the heavy organization / p99 alone:", r["p99_with_heavy_vs_alone"])
-print()
-print(json.dumps(r))
+print(json.dumps(out))
 PY

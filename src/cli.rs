@@ -67,6 +67,29 @@ pub enum Command {
     /// Run analyst SQL over one organization's tables, as `POST /api/sql`
     /// does (read-only, the same limits), and print the result.
     Sql(SqlArgs),
+    /// Sigma detection rules: check them, or run them over logs.
+    #[command(subcommand)]
+    Sigma(SigmaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SigmaCommand {
+    /// Parse and compile rules (files, or directories of *.yml/*.yaml) and
+    /// print each one's verdict; exits 1 if any is refused.
+    Check {
+        #[arg(required = true)]
+        rules: Vec<PathBuf>,
+    },
+    /// Run rules over NDJSON logs, each line mapped to a record as
+    /// `POST /api/ingest/logs` maps it, and print every match as a JSON
+    /// line: {"rule", "title", "level", "line"} (`line`: 1-based).
+    Match {
+        /// A rule file or a directory of them; repeatable.
+        #[arg(long = "rule", required = true)]
+        rules: Vec<PathBuf>,
+        /// The NDJSON file; `-` reads standard input.
+        logs: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@ mod http_server;
 mod insights;
 mod maintain;
 mod serve;
+mod sigma;
 mod sql;
 mod testdata;
 mod usage;
@@ -60,16 +61,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::QueryApi => serve::Role::QueryApi,
                 _ => serve::Role::Serve,
             };
-            // Analyst queries get their own runtime so a heavy query cannot
-            // starve ingest and the API (DataFusion's recommendation).
-            let sql_runtime = query_api::sql::build_runtime(None)?;
+            // Analyst queries run on threads of their own, one lane per
+            // organization (query_api::sql), so a heavy query can starve
+            // neither ingest and the API nor other organizations.
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .thread_name("securenet")
                 .enable_all()
                 .build()?;
-            let outcome = runtime.block_on(serve::run(role, config, sql_runtime.handle().clone()));
+            let outcome = runtime.block_on(serve::run(role, config));
             runtime.shutdown_timeout(std::time::Duration::from_secs(5));
-            sql_runtime.shutdown_timeout(std::time::Duration::from_secs(1));
             outcome
         }
         Command::Orgs(c) => cli_runtime()?.block_on(admin::orgs(&config, c)),
@@ -78,6 +78,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Maintain => maintain::run_once(&config),
         Command::Usage(c) => usage::run(&config, c),
         Command::Sql(args) => sql::run(&config, args),
+        Command::Sigma(c) => sigma::run(c),
         Command::Config => {
             println!("{}", toml::to_string_pretty(&config)?);
             Ok(())

@@ -55,11 +55,7 @@ impl Role {
     }
 }
 
-pub async fn run(
-    role: Role,
-    config: Config,
-    sql_runtime: tokio::runtime::Handle,
-) -> anyhow::Result<()> {
+pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
     let kafka = config.bus.kind == BusKind::Kafka;
     if matches!(role, Role::Ingest | Role::Pipeline) && !kafka {
         anyhow::bail!(
@@ -120,15 +116,8 @@ pub async fn run(
     }
     let mut flight_state = None;
     let api = if role.queries() {
-        let (state, tasks) = start_api(
-            &config,
-            &store,
-            lake,
-            bus.producer.as_ref(),
-            &registry,
-            sql_runtime,
-            ops,
-        )?;
+        let (state, tasks) =
+            start_api(&config, &store, lake, bus.producer.as_ref(), &registry, ops)?;
         flight_state = Some(state.clone());
         app = app.merge(query_api::router(state));
         Some(tasks)
@@ -509,9 +498,14 @@ fn start_api(
     lake: Lake,
     producer: Option<&Arc<dyn BusProducer>>,
     registry: &prometheus::Registry,
-    sql_runtime: tokio::runtime::Handle,
     ops: OpsState,
 ) -> anyhow::Result<(AppState, ApiTasks)> {
+    // Queries' spill files: on the data directory's disk, not in /tmp
+    // (often a RAM disk). Each query's directory is removed when it ends;
+    // only a crash leaves one behind (safe to delete while stopped).
+    let spill_dir = config.data_dir.join("tmp").join("sql");
+    std::fs::create_dir_all(&spill_dir)
+        .with_context(|| format!("creating {}", spill_dir.display()))?;
     let (meter, meter_task) = match producer {
         Some(p) => {
             let (meter, task) = query_api::metering::ApiMeter::start(
@@ -545,7 +539,11 @@ fn start_api(
         )),
         sign_in: Arc::new(query_api::signin::SignInGuard::new(&config.api)),
         openapi: Arc::new(query_api::openapi::build(&ingest::http::route_docs())),
-        sql: Arc::new(SqlEngine::new(config.api.sql.clone(), lake, sql_runtime)),
+        sql: Arc::new(
+            SqlEngine::new(config.api.sql.clone(), lake)
+                .with_plans_from(store.clone())
+                .with_spill_dir(spill_dir),
+        ),
         meter,
         limits: Arc::new(control::RateLimits::new(
             config.api.rate_limit_per_sec,

@@ -15,7 +15,7 @@ use crate::config::Config;
 
 pub fn run(config: &Config, args: SqlArgs) -> anyhow::Result<()> {
     let tenant = TenantId::new(&args.org)?;
-    let runtime = query_api::sql::build_runtime(None)?;
+    let runtime = crate::cli_runtime()?;
     runtime.block_on(async {
         let store = crate::admin::open_store(config).await?;
         anyhow::ensure!(
@@ -38,7 +38,7 @@ pub fn run(config: &Config, args: SqlArgs) -> anyhow::Result<()> {
     };
     anyhow::ensure!(!query.trim().is_empty(), "the query is empty");
     let lake = config.lake()?;
-    let engine = SqlEngine::new(config.api.sql.clone(), lake, runtime.handle().clone());
+    let engine = SqlEngine::new(config.api.sql.clone(), lake);
     let result = runtime
         .block_on(engine.execute(&tenant, &query))
         .map_err(|e| anyhow::anyhow!("{e}"))?;

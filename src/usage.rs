@@ -75,7 +75,7 @@ pub fn run(config: &Config, command: UsageCommand) -> anyhow::Result<()> {
         .with_context(|| format!("--month {month:?}: expected YYYY-MM"))?;
     let watermark = schemas::time::now_ms()
         - i64::try_from(settle_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-    let runtime = query_api::sql::build_runtime(None)?;
+    let runtime = crate::cli_runtime()?;
     let report = runtime.block_on(reconcile(config, &tenant, first, watermark))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -177,7 +177,7 @@ pub async fn reconcile(
     sql_config.max_result_rows = 1 << 40;
     sql_config.max_result_bytes = usize::MAX;
     let lake = config.lake()?;
-    let engine = SqlEngine::new(sql_config, lake, tokio::runtime::Handle::current());
+    let engine = SqlEngine::new(sql_config, lake);
     let query = |sql: String| {
         let engine = &engine;
         async move {

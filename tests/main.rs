@@ -25,6 +25,7 @@ mod maintenance;
 mod notify;
 mod orgs;
 mod scans;
+mod sigma;
 mod sql_tenancy;
 mod streaming;
 mod syslog;

@@ -336,3 +336,101 @@ async fn api_calls_over_an_organizations_rate_get_429_with_retry_after_and_are_n
     let billed = rows(&server, &acme, "SELECT count(*) AS n FROM api_requests").await;
     assert_eq!(billed[0]["n"], 3);
 }
+
+/// `[api.sql.plans]`: an organization's SQL limits follow its plan, read
+/// at every query, so an upgrade applies to the next one; and one
+/// organization's heavy queries, on their own lane, leave another's
+/// answering at once.
+#[tokio::test]
+async fn sql_limits_follow_the_plan_and_heavy_queries_keep_to_their_lane() {
+    use std::time::{Duration, Instant};
+    let env = Env::new()
+        .set("SECURENET_API__SQL__TIMEOUT_MS", "4000")
+        .set("SECURENET_API__SQL__MAX_QUEUED_QUERIES_PER_ORG", "0")
+        .set("SECURENET_API__SQL__PLANS__STARTER__MAX_RESULT_ROWS", "5");
+    let small = env.org_on_plan("smallco", "starter", &[]);
+    let big = env.org_on_plan("bigco", "enterprise", &[]);
+    let light = env.org_with_key("lightco");
+    let server = env.serve();
+
+    let hundred = "SELECT value FROM generate_series(1, 100)";
+    let (status, body) = sql(&server, &small, hundred).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["row_count"].as_u64(), body["truncated"].as_bool()),
+        (Some(5), Some(true))
+    );
+    let (status, body) = sql(&server, &big, hundred).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["row_count"].as_u64(), body["truncated"].as_bool()),
+        (Some(100), Some(false))
+    );
+
+    // Runs until the 4 s limit, keeping its lane's threads busy.
+    let heavy = |key: &str| {
+        let (url, key) = (server.url("/api/sql"), key.to_string());
+        tokio::spawn(async move {
+            let r = client()
+                .post(url)
+                .header("x-api-key", key)
+                .json(&serde_json::json!({"sql": "SELECT count(*) FROM generate_series(1,1000000) a, generate_series(1,1000000) b"}))
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        })
+    };
+    // Starter runs one query at a time (and may queue none here): its
+    // second is refused while the first runs; enterprise runs both.
+    let first = heavy(&small);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, body) = sql(&server, &small, "SELECT 1 AS one").await;
+    assert_eq!(status, 429, "{body}");
+    let big_queries = [heavy(&big), heavy(&big)];
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Three heavy queries hold both cores; another organization's scans
+    // still answer promptly, each on its own lane.
+    for _ in 0..3 {
+        let started = Instant::now();
+        let (status, body) = sql(
+            &server,
+            &light,
+            "SELECT count(*) AS n FROM generate_series(1, 200000) WHERE value % 7 = 0",
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["rows"][0]["n"], 28_571);
+        assert!(
+            started.elapsed() < Duration::from_millis(2500),
+            "lightco's scan took {:?} beside three heavy queries",
+            started.elapsed()
+        );
+    }
+    assert_eq!(
+        first.await.unwrap(),
+        422,
+        "the starter's query ran to its time limit"
+    );
+    for q in big_queries {
+        assert_eq!(
+            q.await.unwrap(),
+            422,
+            "both enterprise queries ran to their time limit"
+        );
+    }
+
+    // An upgrade takes effect at the next query: professional follows
+    // [api.sql] (100,000 rows, two at a time).
+    let r = crate::support::post_json(
+        &server,
+        "/api/billing/upgrade",
+        &small,
+        &serde_json::json!({"plan": "professional"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (status, body) = sql(&server, &small, hundred).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["row_count"], 100);
+}

@@ -11,6 +11,7 @@ pub mod drain;
 pub mod fuzzing;
 pub mod iforest;
 pub mod metrics;
+pub mod sigma;
 pub mod streaming;
 pub mod templates;
 pub mod training;

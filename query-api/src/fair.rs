@@ -2,15 +2,16 @@
 //! query slots, model training).
 //!
 //! `total` slots are shared by every organization; one organization holds
-//! at most `per_tenant` of them at once and queues at most `max_queued`
-//! more. When a slot frees, it goes to the queued organization that holds
+//! at most `per_tenant` of them at once — and, while other organizations
+//! hold or wait for slots, no more than an even split — and queues at most
+//! `max_queued` more. When a slot frees, it goes to the queued organization that holds
 //! the fewest slots (first come first served among equals), so one tenant's
 //! burst of heavy work delays another tenant's query by at most one slot's
 //! worth, never by its whole queue. A waiter that gives up (timeout, client
 //! gone) leaves the queue; a slot is released when its [`Slot`] is dropped,
 //! i.e. when the work that holds it ends — not when a request does.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -44,6 +45,7 @@ struct State {
 struct Waiter {
     id: u64,
     tenant: TenantId,
+    cap: usize,
     grant: oneshot::Sender<()>,
 }
 
@@ -94,9 +96,23 @@ impl FairSlots {
         self.lock().running
     }
 
-    fn eligible(&self, state: &State, tenant: &TenantId) -> bool {
+    fn eligible(&self, state: &State, tenant: &TenantId, cap: usize) -> bool {
         state.running < self.total
-            && state.by_tenant.get(tenant).copied().unwrap_or(0) < self.per_tenant
+            && state.by_tenant.get(tenant).copied().unwrap_or(0) < self.share(state, tenant, cap)
+    }
+
+    /// The slots `tenant` may hold now: `cap` (its own limit, by default
+    /// `per_tenant`), and no more than an
+    /// even split of `total` among the organizations holding or waiting
+    /// for slots (rounded up, so no slot stays idle while one waits). A
+    /// held slot is never taken back, but an organization over its split
+    /// gets no more until it is under: with four organizations busy on
+    /// four slots, each runs one query — not two for the first to arrive.
+    fn share(&self, state: &State, tenant: &TenantId, cap: usize) -> usize {
+        let mut busy: HashSet<&TenantId> = state.by_tenant.keys().collect();
+        busy.extend(state.queue.iter().map(|w| &w.tenant));
+        busy.insert(tenant);
+        cap.min(self.total.div_ceil(busy.len()))
     }
 
     fn take(state: &mut State, tenant: &TenantId) {
@@ -112,7 +128,7 @@ impl FairSlots {
                 .queue
                 .iter()
                 .enumerate()
-                .filter(|(_, w)| self.eligible(state, &w.tenant))
+                .filter(|(_, w)| self.eligible(state, &w.tenant, w.cap))
                 .min_by_key(|(i, w)| (state.by_tenant.get(&w.tenant).copied().unwrap_or(0), *i))
                 .map(|(i, _)| i);
             let Some(i) = pick else { break };
@@ -135,11 +151,27 @@ impl FairSlots {
         self.enter(tenant)?.wait(wait).await
     }
 
+    /// [`Self::acquire`] for a tenant allowed `cap` slots at once (its
+    /// plan's) instead of `per_tenant`.
+    pub async fn acquire_up_to(
+        self: &Arc<Self>,
+        tenant: &TenantId,
+        cap: usize,
+        wait: Duration,
+    ) -> Result<Slot, Refused> {
+        self.enter_up_to(tenant, cap)?.wait(wait).await
+    }
+
     /// Takes a free slot or a place in the queue, without waiting: a full
     /// queue is refused here, before any work is promised.
     pub fn enter(self: &Arc<Self>, tenant: &TenantId) -> Result<Entry, Refused> {
+        self.enter_up_to(tenant, self.per_tenant)
+    }
+
+    fn enter_up_to(self: &Arc<Self>, tenant: &TenantId, cap: usize) -> Result<Entry, Refused> {
+        let cap = cap.clamp(1, self.total);
         let mut state = self.lock();
-        if self.eligible(&state, tenant) {
+        if self.eligible(&state, tenant, cap) {
             // Free capacity with nobody eligible queued (dispatch runs
             // on every release): take it.
             Self::take(&mut state, tenant);
@@ -155,6 +187,7 @@ impl FairSlots {
         state.queue.push_back(Waiter {
             id,
             tenant: tenant.clone(),
+            cap,
             grant: tx,
         });
         // Whatever happens to the entry from here on, a queued place is
@@ -280,6 +313,43 @@ mod tests {
         }
         drop(a1);
         assert_eq!(order.recv().await, Some("b"));
+    }
+
+    #[tokio::test]
+    async fn busy_organizations_get_an_even_split_of_the_slots() {
+        let slots = FairSlots::new(4, 2, 16);
+        let heavy = [
+            slots.acquire(&t("heavy"), LONG).await.unwrap(),
+            slots.acquire(&t("heavy"), LONG).await.unwrap(),
+        ];
+        let mut light = Vec::new();
+        for name in ["l1", "l2"] {
+            light.push(slots.acquire(&t(name), LONG).await.unwrap());
+        }
+        // All four taken; l3 and heavy's third both wait.
+        let (tx, mut order) = tokio::sync::mpsc::unbounded_channel();
+        for name in ["heavy", "l3"] {
+            let (slots, tx) = (slots.clone(), tx.clone());
+            tokio::spawn(async move {
+                let slot = slots.acquire(&t(name), LONG).await.unwrap();
+                tx.send(name).unwrap();
+                tokio::time::sleep(LONG).await;
+                drop(slot);
+            });
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // One of heavy's queries ends: four organizations are busy, so its
+        // split is one slot, which it still holds; l3 gets the freed one.
+        let [first, second] = heavy;
+        drop(first);
+        assert_eq!(order.recv().await, Some("l3"));
+        assert_eq!(slots.running(&t("heavy")), 1);
+        // l2 goes idle: three organizations are busy, the split is two,
+        // and heavy's waiting query gets the freed slot.
+        drop(light.pop());
+        assert_eq!(order.recv().await, Some("heavy"));
+        assert_eq!(slots.running(&t("heavy")), 2);
+        drop(second);
     }
 
     #[tokio::test]

@@ -204,11 +204,11 @@ impl FlightSql {
             .await
             .map_err(to_status)?;
         if result.truncated {
-            let c = self.engine().config();
             return Err(Status::resource_exhausted(format!(
-                "the result is over {} rows or {} bytes (api.sql.max_result_rows, \
-                 api.sql.max_result_bytes); aggregate it or add a LIMIT",
-                c.max_result_rows, c.max_result_bytes
+                "the result is over {} rows or {} bytes (api.sql.max_result_rows or its \
+                 plan's, api.sql.max_result_bytes); aggregate it or add a LIMIT",
+                result.max_rows,
+                self.engine().config().max_result_bytes
             )));
         }
         Ok(encode(result.schema, result.batches))

@@ -258,6 +258,7 @@ mod tests {
             schema,
             batches: vec![batch],
             truncated: false,
+            max_rows: n,
             elapsed: std::time::Duration::ZERO,
         }
     }

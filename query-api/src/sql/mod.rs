@@ -14,16 +14,19 @@
 //! one listing table per record kind rooted at
 //! `<kind>/tenant_id=<caller>/`, no catalog of other tenants, no URL tables,
 //! no information_schema, and DDL, DML, COPY and SET are refused before
-//! planning. Queries run on a dedicated runtime (not axum's) whose threads
-//! have a stack sized for the deepest expression admitted, each with its
-//! own memory pool, a deadline enforced inside execution, and a slot from
-//! [`FairSlots`]: one organization holds at most
-//! `max_concurrent_queries_per_org` of the `max_concurrent_queries` slots.
-//! A slot is released when the query's work ends, not when its request does.
+//! planning. Queries run on their organization's lane (`lanes.rs`: threads
+//! of its own, not axum's, with a stack sized for the deepest expression
+//! admitted; the kernel shares the cores between organizations), each with
+//! its own memory pool, a deadline enforced inside execution, and a slot
+//! from [`FairSlots`]: one organization holds at most
+//! `max_concurrent_queries_per_org` of the `max_concurrent_queries` slots,
+//! and no more than an even split of them while others wait. A slot is
+//! released when the query's work ends, not when its request does.
 
 pub mod format;
 pub mod functions;
 pub mod guard;
+mod lanes;
 mod prune;
 mod session;
 
@@ -38,13 +41,17 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::cache::cache_manager::{CachedFileMetadataEntry, FileMetadataCache};
 use datafusion::execution::cache::default_cache::DefaultCache;
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool};
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryConsumer, MemoryPool};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
 use pipeline::Lake;
 use schemas::TenantId;
+use schemas::plans::Plan;
 use serde::{Deserialize, Serialize};
 
 pub use format::OutputFormat;
@@ -54,6 +61,7 @@ use crate::error::{ApiError, Result};
 use crate::fair::{FairSlots, Refused};
 use crate::state::AppState;
 use guard::{CancelOnDrop, QueryGuard, StopReason};
+use lanes::Lanes;
 
 /// Limits of analyst queries.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -65,6 +73,12 @@ pub struct SqlConfig {
     /// Memory pool per query; operators, scalar functions and the
     /// collected result that exceed it fail the query.
     pub memory_limit_bytes: usize,
+    /// Disk a query's spill files may take at most (0: no spilling). Sorts
+    /// and aggregations over the pool spill under `<data_dir>/tmp/sql`
+    /// before they give up; the files go when the query ends. (Most such
+    /// queries still fail: the pool is full when they spill, and the next
+    /// batch any operator accounts is refused — docs/decisions.md.)
+    pub max_spill_bytes: u64,
     /// Rows returned at most; more are cut and the answer says `truncated`.
     pub max_result_rows: usize,
     /// Result bytes returned at most (in memory and encoded); more rows are
@@ -80,8 +94,104 @@ pub struct SqlConfig {
     pub max_concurrent_queries_per_org: usize,
     /// Queries one organization may have waiting for a slot; more get 429.
     pub max_queued_queries_per_org: usize,
-    /// DataFusion partitions per query (parallelism).
+    /// DataFusion partitions per query (parallelism), and the threads of
+    /// each organization's lane.
     pub target_partitions: usize,
+    /// What differs by plan (`[api.sql.plans.<plan>]`): each value given
+    /// replaces the one above for organizations on that plan, read at every
+    /// query, so a plan change applies to the next query.
+    pub plans: SqlPlans,
+}
+
+/// `[api.sql.plans]`: the SQL limits of each plan. A plan's table, when
+/// given, replaces that plan's defaults whole; what it leaves out follows
+/// `[api.sql]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SqlPlans {
+    pub starter: SqlPlanLimits,
+    pub professional: SqlPlanLimits,
+    pub business: SqlPlanLimits,
+    pub enterprise: SqlPlanLimits,
+    pub msp: SqlPlanLimits,
+}
+
+impl Default for SqlPlans {
+    /// Starter runs one query at a time; enterprise and MSP, whose
+    /// analysts and BI tools pull the most, may fetch up to a million rows
+    /// (still within `max_result_bytes`); the rest follows `[api.sql]`. No
+    /// default raises memory or concurrency above `[api.sql]`, which the
+    /// operator sized for the machine: an organization allowed more than
+    /// half of `max_concurrent_queries` can hold every slot while alone,
+    /// and another's first query then waits for one to free.
+    fn default() -> Self {
+        let large = SqlPlanLimits {
+            max_result_rows: Some(1_000_000),
+            ..SqlPlanLimits::default()
+        };
+        Self {
+            starter: SqlPlanLimits {
+                max_concurrent_queries_per_org: Some(1),
+                ..SqlPlanLimits::default()
+            },
+            professional: SqlPlanLimits::default(),
+            business: SqlPlanLimits::default(),
+            enterprise: large.clone(),
+            msp: large,
+        }
+    }
+}
+
+impl SqlPlans {
+    fn of(&self, plan: Plan) -> &SqlPlanLimits {
+        match plan {
+            Plan::Starter => &self.starter,
+            Plan::Professional => &self.professional,
+            Plan::Business => &self.business,
+            Plan::Enterprise => &self.enterprise,
+            Plan::Msp => &self.msp,
+        }
+    }
+}
+
+/// One plan's SQL limits; unset values follow `[api.sql]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SqlPlanLimits {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_queries_per_org: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_limit_bytes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_result_rows: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// The limits one query runs under: `[api.sql]` with its organization's
+/// plan's values in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_concurrent_queries_per_org: usize,
+    pub memory_limit_bytes: usize,
+    pub max_result_rows: usize,
+    pub timeout_ms: u64,
+}
+
+impl SqlConfig {
+    /// The limits of a query by an organization on `plan` (`None`: an
+    /// operator's query, or an organization unknown to this engine).
+    pub fn limits(&self, plan: Option<Plan>) -> Limits {
+        let own = plan.map(|p| self.plans.of(p).clone()).unwrap_or_default();
+        Limits {
+            max_concurrent_queries_per_org: own
+                .max_concurrent_queries_per_org
+                .unwrap_or(self.max_concurrent_queries_per_org),
+            memory_limit_bytes: own.memory_limit_bytes.unwrap_or(self.memory_limit_bytes),
+            max_result_rows: own.max_result_rows.unwrap_or(self.max_result_rows),
+            timeout_ms: own.timeout_ms.unwrap_or(self.timeout_ms),
+        }
+    }
 }
 
 impl Default for SqlConfig {
@@ -89,6 +199,7 @@ impl Default for SqlConfig {
         Self {
             timeout_ms: 30_000,
             memory_limit_bytes: 512 << 20,
+            max_spill_bytes: 2 << 30,
             max_result_rows: 100_000,
             max_result_bytes: 64 << 20,
             max_body_bytes: 1 << 20,
@@ -97,25 +208,9 @@ impl Default for SqlConfig {
             max_concurrent_queries_per_org: 2,
             max_queued_queries_per_org: 16,
             target_partitions: 2,
+            plans: SqlPlans::default(),
         }
     }
-}
-
-/// The runtime analyst queries run on: its own threads (a heavy query
-/// cannot starve ingest and the API, DataFusion's recommendation), with
-/// stacks sized for the deepest expression [`guard::check_statement`]
-/// admits.
-pub fn build_runtime(worker_threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder
-        .thread_name("securenet-sql")
-        .thread_stack_size(guard::SQL_THREAD_STACK_BYTES)
-        .max_blocking_threads(64)
-        .enable_all();
-    if let Some(n) = worker_threads {
-        builder.worker_threads(n.max(1));
-    }
-    builder.build()
 }
 
 /// A query's text, with `$1`, `$2`… placeholders, and the values bound to
@@ -150,12 +245,17 @@ impl Bound {
     }
 }
 
-/// Runs tenant queries on its own runtime.
+/// Runs tenant queries, each organization's on its own lane.
 pub struct SqlEngine {
     config: SqlConfig,
     lake: Lake,
-    runtime: tokio::runtime::Handle,
+    lanes: Arc<Lanes>,
     slots: Arc<FairSlots>,
+    /// Where queries spill (`None`: the OS's temporary directory).
+    spill_dir: Option<std::path::PathBuf>,
+    /// Where an organization's plan is looked up, at every query; without
+    /// it (an operator's command) `[api.sql]` applies as it is.
+    store: Option<Arc<control::MetaStore>>,
     /// Parquet footers (and page indexes) read by earlier queries, shared
     /// by every session: lake objects are written whole and never changed,
     /// so an entry (checked against the object's size and time) stays
@@ -174,6 +274,8 @@ pub struct QueryResult {
     pub schema: SchemaRef,
     pub batches: Vec<RecordBatch>,
     pub truncated: bool,
+    /// The row limit it ran under (its organization's plan's).
+    pub max_rows: usize,
     pub elapsed: Duration,
 }
 
@@ -184,19 +286,21 @@ impl QueryResult {
 }
 
 impl SqlEngine {
-    /// `runtime` should come from [`build_runtime`]: plans recurse as deep
-    /// as the expressions they hold.
-    pub fn new(config: SqlConfig, lake: Lake, runtime: tokio::runtime::Handle) -> Self {
+    pub fn new(config: SqlConfig, lake: Lake) -> Self {
         let slots = FairSlots::new(
             config.max_concurrent_queries,
             config.max_concurrent_queries_per_org,
             config.max_queued_queries_per_org,
         );
+        // Every lane busy at once has a slot; as many idle ones kept.
+        let lanes = Lanes::new(config.target_partitions, config.max_concurrent_queries);
         Self {
             config,
             lake,
-            runtime,
+            lanes,
             slots,
+            spill_dir: None,
+            store: None,
             metadata_cache: Arc::new(
                 DefaultCache::<object_store::path::Path, CachedFileMetadataEntry>::new(
                     METADATA_CACHE_BYTES,
@@ -208,6 +312,56 @@ impl SqlEngine {
 
     pub fn config(&self) -> &SqlConfig {
         &self.config
+    }
+
+    /// Applies each organization's plan's limits (`[api.sql.plans]`).
+    pub fn with_plans_from(mut self, store: Arc<control::MetaStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Spill files under `dir`, which must exist (each query's in a
+    /// directory of its own, removed when the query ends), rather than in
+    /// the OS's temporary directory, often a RAM disk.
+    pub fn with_spill_dir(mut self, dir: std::path::PathBuf) -> Self {
+        self.spill_dir = Some(dir);
+        self
+    }
+
+    /// A query's runtime: its own memory pool of `memory_limit_bytes`, its
+    /// own spill budget, and the engine's shared Parquet metadata cache.
+    fn runtime_env(&self, memory_limit_bytes: usize) -> datafusion::error::Result<Arc<RuntimeEnv>> {
+        let disk = match (&self.spill_dir, self.config.max_spill_bytes) {
+            (_, 0) => DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            (Some(dir), limit) => DiskManagerBuilder::default()
+                .with_mode(DiskManagerMode::Directories(vec![dir.clone()]))
+                .with_max_temp_directory_size(limit),
+            (None, limit) => DiskManagerBuilder::default().with_max_temp_directory_size(limit),
+        };
+        RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(GreedyMemoryPool::new(memory_limit_bytes)))
+            .with_disk_manager_builder(disk)
+            .with_cache_manager(
+                CacheManagerConfig::default()
+                    .with_file_metadata_cache(Some(Arc::clone(&self.metadata_cache)))
+                    .with_metadata_cache_limit(self.metadata_cache.cache_limit()),
+            )
+            .build_arc()
+    }
+
+    /// The limits `tenant`'s next query runs under.
+    pub async fn limits(&self, tenant: &TenantId) -> Result<Limits> {
+        let plan = match &self.store {
+            Some(store) => store.organization(tenant).await?.map(|o| o.plan),
+            None => None,
+        };
+        Ok(self.config.limits(plan))
+    }
+
+    fn lane(&self, tenant: &TenantId) -> Result<lanes::InLane> {
+        self.lanes.enter(tenant).map_err(|e| {
+            ApiError::TooBusy(format!("no thread could be started for the query: {e}"))
+        })
     }
 
     /// Queries of `tenant` executing now.
@@ -232,10 +386,14 @@ impl SqlEngine {
                 self.config.max_sql_bytes
             )));
         }
-        let ctx = session::tenant_session(&self.config, &self.lake, tenant, &self.metadata_cache)
+        let ctx = self
+            .runtime_env(self.config.memory_limit_bytes)
+            .and_then(|runtime| session::tenant_session(&self.config, runtime, &self.lake, tenant))
             .map_err(ApiError::from_datafusion)?;
         let (sql, params) = (query.sql.clone(), query.params.clone());
-        let task = self.runtime.spawn(async move {
+        let lane = self.lane(tenant)?;
+        let task = lane.handle().clone().spawn(async move {
+            let _lane = lane;
             let df = session::plan_read_only(&ctx, &sql, params).await?;
             let schema = Arc::new(df.schema().as_arrow().clone());
             let mut placeholders: Vec<(usize, String, Option<arrow::datatypes::DataType>)> = df
@@ -298,10 +456,11 @@ impl SqlEngine {
                 self.config.max_sql_bytes
             )));
         }
-        let timeout = Duration::from_millis(self.config.timeout_ms);
+        let limits = self.limits(tenant).await?;
+        let timeout = Duration::from_millis(limits.timeout_ms);
         let slot = self
             .slots
-            .acquire(tenant, timeout)
+            .acquire_up_to(tenant, limits.max_concurrent_queries_per_org, timeout)
             .await
             .map_err(|refused| match refused {
                 Refused::QueueFull { queued } => ApiError::TooBusy(format!(
@@ -317,16 +476,20 @@ impl SqlEngine {
         // The request going away (client disconnect, handler dropped)
         // stops the query at its next batch.
         let _cancel = CancelOnDrop(guard.clone());
-        let ctx = session::tenant_session(&self.config, &self.lake, tenant, &self.metadata_cache)
+        let ctx = self
+            .runtime_env(limits.memory_limit_bytes)
+            .and_then(|runtime| session::tenant_session(&self.config, runtime, &self.lake, tenant))
             .map_err(ApiError::from_datafusion)?;
         let sql = sql.to_string();
-        let (max_rows, max_bytes) = (self.config.max_result_rows, self.config.max_result_bytes);
+        let (max_rows, max_bytes) = (limits.max_result_rows, self.config.max_result_bytes);
         let root = self.lake.root().to_string();
         let task_guard = guard.clone();
-        let task = self.runtime.spawn(async move {
-            // The slot belongs to the work: it comes back when this task
-            // ends, however the request ended.
+        let lane = self.lane(tenant)?;
+        let task = lane.handle().clone().spawn(async move {
+            // The slot and the lane belong to the work: they come back when
+            // this task ends, however the request ended.
             let _slot = slot;
+            let _lane = lane;
             let pool = ctx.runtime_env().memory_pool.clone();
             let df = session::plan_read_only(&ctx, &sql, params).await?;
             let schema = Arc::new(df.schema().as_arrow().clone());
@@ -378,7 +541,7 @@ impl SqlEngine {
         let outcome = tokio::time::timeout(timeout + grace, task).await;
         let stopped = |e: ApiError| match guard.stopped() {
             Some(StopReason::TimedOut) => ApiError::QueryTimeout {
-                limit_ms: self.config.timeout_ms,
+                limit_ms: limits.timeout_ms,
             },
             _ => e,
         };
@@ -391,7 +554,7 @@ impl SqlEngine {
                 // batch and ends then, releasing its slot.
                 guard.cancel();
                 return Err(ApiError::QueryTimeout {
-                    limit_ms: self.config.timeout_ms,
+                    limit_ms: limits.timeout_ms,
                 });
             }
         };
@@ -400,6 +563,7 @@ impl SqlEngine {
             schema,
             batches,
             truncated,
+            max_rows,
             elapsed: started.elapsed(),
         })
     }

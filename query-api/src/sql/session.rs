@@ -9,9 +9,7 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::error::Result as DfResult;
-use datafusion::execution::cache::cache_manager::{CacheManagerConfig, FileMetadataCache};
-use datafusion::execution::memory_pool::GreedyMemoryPool;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::Statement as DfStatement;
@@ -23,27 +21,18 @@ use super::SqlConfig;
 use super::prune::DatePartitioned;
 use crate::error::ApiError;
 
-/// A session in which only `tenant`'s tables exist.
+/// A session in which only `tenant`'s tables exist, running on `runtime`
+/// (the query's memory pool, spill budget and the engine's caches).
 pub fn tenant_session(
     config: &SqlConfig,
+    runtime: Arc<RuntimeEnv>,
     lake: &Lake,
     tenant: &TenantId,
-    metadata_cache: &Arc<FileMetadataCache>,
 ) -> DfResult<SessionContext> {
     let session_config = SessionConfig::new()
         .with_information_schema(false)
         .with_target_partitions(config.target_partitions.max(1))
         .with_default_catalog_and_schema("securenet", "tenant");
-    // Each query's own memory pool and listing (new objects are seen at
-    // once); the Parquet metadata cache is the engine's, shared.
-    let runtime = RuntimeEnvBuilder::new()
-        .with_memory_pool(Arc::new(GreedyMemoryPool::new(config.memory_limit_bytes)))
-        .with_cache_manager(
-            CacheManagerConfig::default()
-                .with_file_metadata_cache(Some(Arc::clone(metadata_cache)))
-                .with_metadata_cache_limit(metadata_cache.cache_limit()),
-        )
-        .build_arc()?;
     let mut ctx = SessionContext::new_with_config_rt(session_config, runtime);
     let url = url::Url::parse(lake.store_url())
         .map_err(|e| datafusion::error::DataFusionError::Configuration(e.to_string()))?;

@@ -43,18 +43,8 @@ async fn lake_with(rows: &[(&str, &str)]) -> (tempfile::TempDir, Lake) {
     (dir, lake)
 }
 
-/// The runtime queries run on in production: planning a deep expression
-/// needs its stacks (a test runtime's 2 MiB would overflow).
-fn sql_runtime() -> tokio::runtime::Handle {
-    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    RUNTIME
-        .get_or_init(|| build_runtime(Some(2)).unwrap())
-        .handle()
-        .clone()
-}
-
 fn engine(lake: Lake, config: SqlConfig) -> SqlEngine {
-    SqlEngine::new(config, lake, sql_runtime())
+    SqlEngine::new(config, lake)
 }
 
 async fn run(engine: &SqlEngine, tenant: &str, sql: &str) -> Result<String> {
@@ -617,4 +607,94 @@ async fn date_trunc_of_utc_times_is_exact_on_either_side_of_1970() {
     .await
     .unwrap();
     assert!(out.contains("2026-11-26T00:00:00+05:45"), "{out}");
+}
+
+/// `[api.sql.plans]`: a plan's values replace `[api.sql]`'s, the rest
+/// follows it; an operator's query (no plan) runs under `[api.sql]`.
+#[test]
+fn plan_limits_replace_the_global_ones_they_name() {
+    let mut config = SqlConfig {
+        max_concurrent_queries_per_org: 3,
+        max_result_rows: 50,
+        ..Default::default()
+    };
+    config.plans.business.timeout_ms = Some(7);
+    let global = config.limits(None);
+    assert_eq!(
+        global,
+        Limits {
+            max_concurrent_queries_per_org: 3,
+            memory_limit_bytes: 512 << 20,
+            max_result_rows: 50,
+            timeout_ms: 30_000,
+        }
+    );
+    assert_eq!(config.limits(Some(Plan::Professional)), global);
+    assert_eq!(
+        config.limits(Some(Plan::Business)),
+        Limits {
+            timeout_ms: 7,
+            ..global
+        }
+    );
+    assert_eq!(
+        config.limits(Some(Plan::Starter)),
+        Limits {
+            max_concurrent_queries_per_org: 1,
+            ..global
+        }
+    );
+    let enterprise = config.limits(Some(Plan::Enterprise));
+    assert_eq!(
+        enterprise,
+        Limits {
+            max_result_rows: 1_000_000,
+            ..global
+        }
+    );
+    assert_eq!(config.limits(Some(Plan::Msp)), enterprise);
+}
+
+/// A sort over its memory pool spills under the engine's spill directory
+/// and its files are gone when the query ends, whatever the outcome; with
+/// no spill budget the query fails cleanly.
+#[tokio::test]
+async fn spill_files_stay_in_their_directory_and_go_with_the_query() {
+    let (_dir, lake) = lake_with(&[("acme", "a1")]).await;
+    let spill = tempfile::tempdir().unwrap();
+    // The window needs all rows sorted: no limit can cut the sort short.
+    let sql = "SELECT sum(n) AS s FROM (SELECT row_number() OVER (ORDER BY v) AS n \
+               FROM (SELECT value * 7919 % 1000003 AS v FROM generate_series(1, 3000000)))";
+    let config = SqlConfig {
+        memory_limit_bytes: 24 << 20,
+        ..Default::default()
+    };
+    let e = engine(lake.clone(), config.clone()).with_spill_dir(spill.path().to_path_buf());
+    match e.execute(&t("acme"), sql).await {
+        Ok(r) => {
+            let out = pretty_format_batches(&r.batches).unwrap().to_string();
+            assert!(out.contains("4500001500000"), "{out}");
+        }
+        Err(ApiError::ResourcesExhausted(_)) => {}
+        Err(other) => panic!("{other:?}"),
+    }
+    assert_eq!(
+        std::fs::read_dir(spill.path()).unwrap().count(),
+        0,
+        "the query's spill directory is removed with it"
+    );
+    let e = engine(
+        lake,
+        SqlConfig {
+            max_spill_bytes: 0,
+            ..config
+        },
+    );
+    match e.execute(&t("acme"), sql).await {
+        Err(ApiError::ResourcesExhausted(_)) => {}
+        other => panic!(
+            "expected resources exhausted, got {:?}",
+            other.map(|r| r.num_rows())
+        ),
+    }
 }

@@ -1,0 +1,220 @@
+//! Sigma field names → where a log record keeps them.
+//!
+//! A field is, in order: a column of the record of that name (any case;
+//! `message`, `host`, `app`, `pid`, `severity`, `facility`, `msg_id`,
+//! `source_ip`, `input`, `parse_status`); a column an alias names (the
+//! taxonomy's and common shippers' spellings, [`FieldMap::default`]); or
+//! else a key of the record's `structured_data` JSON object (where the
+//! JSON receivers keep every field they do not map to a column, and syslog
+//! keeps RFC 5424 structured data), tried as written and, for a dotted
+//! name, as a path into nested objects. An alias may name several keys:
+//! the first present in a record is used. Keyword searches (lists of plain
+//! values) match `message`.
+
+use std::collections::HashMap;
+
+use arrow::datatypes::{DataType, Schema};
+
+/// Where a Sigma field is read from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Source {
+    Column(String),
+    /// Keys of `structured_data`, the first present wins.
+    Json(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+pub struct FieldMap {
+    /// Lower-cased Sigma name → source.
+    aliases: HashMap<String, Source>,
+    keyword_field: String,
+}
+
+/// Record columns a rule may name (the others are bookkeeping or bytes).
+const COLUMNS: &[&str] = &[
+    "message",
+    "host",
+    "app",
+    "pid",
+    "severity",
+    "facility",
+    "msg_id",
+    "source_ip",
+    "input",
+    "parse_status",
+];
+
+impl Default for FieldMap {
+    fn default() -> Self {
+        let mut aliases = HashMap::new();
+        let column = |aliases: &mut HashMap<String, Source>, column: &str, names: &[&str]| {
+            for n in names {
+                aliases.insert(n.to_string(), Source::Column(column.to_string()));
+            }
+        };
+        column(
+            &mut aliases,
+            "message",
+            &["msg", "log", "_raw", "event.original"],
+        );
+        column(
+            &mut aliases,
+            "host",
+            &[
+                "hostname",
+                "host.name",
+                "computer",
+                "computername",
+                "dvc",
+                "dvchost",
+            ],
+        );
+        column(
+            &mut aliases,
+            "app",
+            &[
+                "program",
+                "appname",
+                "app_name",
+                "ident",
+                "service",
+                "process.name",
+                "processname",
+            ],
+        );
+        column(&mut aliases, "pid", &["procid", "processid", "process.pid"]);
+        column(&mut aliases, "msg_id", &["msgid"]);
+        column(
+            &mut aliases,
+            "source_ip",
+            &[
+                "src_ip",
+                "srcip",
+                "src",
+                "client_ip",
+                "clientip",
+                "c-ip",
+                "sourceip",
+                "source.ip",
+                "ipaddress",
+                "ip",
+            ],
+        );
+        let json = |aliases: &mut HashMap<String, Source>, names: &[&str], keys: &[&str]| {
+            for n in names {
+                aliases.insert(
+                    n.to_string(),
+                    Source::Json(keys.iter().map(|k| k.to_string()).collect()),
+                );
+            }
+        };
+        // Web server and proxy access logs (Sigma's webserver/proxy
+        // taxonomy, W3C names) → the keys access-log shippers send.
+        json(
+            &mut aliases,
+            &["cs-method", "http.request.method"],
+            &[
+                "method",
+                "http.request.method",
+                "request_method",
+                "cs-method",
+            ],
+        );
+        json(
+            &mut aliases,
+            &["c-uri", "cs-uri", "url.original", "url"],
+            &["url", "uri", "path", "request", "url.original", "c-uri"],
+        );
+        json(
+            &mut aliases,
+            &["cs-uri-query", "url.query"],
+            &["query", "query_string", "url.query", "cs-uri-query"],
+        );
+        json(
+            &mut aliases,
+            &["sc-status", "http.response.status_code"],
+            &[
+                "status",
+                "status_code",
+                "http.response.status_code",
+                "sc-status",
+            ],
+        );
+        json(
+            &mut aliases,
+            &["c-useragent", "cs-user-agent", "user_agent.original"],
+            &[
+                "user_agent",
+                "useragent",
+                "http_user_agent",
+                "user_agent.original",
+                "c-useragent",
+            ],
+        );
+        json(
+            &mut aliases,
+            &["cs-referrer", "cs-referer", "http.request.referrer"],
+            &["referer", "referrer", "http_referer", "cs-referrer"],
+        );
+        json(
+            &mut aliases,
+            &["cs-host", "url.domain"],
+            &["vhost", "server_name", "cs-host", "url.domain"],
+        );
+        json(
+            &mut aliases,
+            &["user", "username", "user.name", "targetusername"],
+            &["user", "username", "user.name", "TargetUserName"],
+        );
+        FieldMap {
+            aliases,
+            keyword_field: "message".into(),
+        }
+    }
+}
+
+impl FieldMap {
+    /// Where `field` is read from, for batches of `schema`.
+    pub fn resolve(&self, field: &str, schema: &Schema) -> Source {
+        let lower = field.to_ascii_lowercase();
+        if COLUMNS.contains(&lower.as_str()) && schema.index_of(&lower).is_ok() {
+            return Source::Column(lower);
+        }
+        if let Some(source) = self.aliases.get(&lower) {
+            if let Source::Column(c) = source
+                && schema.index_of(c).is_err()
+            {
+                return Source::Json(vec![field.to_string()]);
+            }
+            return source.clone();
+        }
+        Source::Json(vec![field.to_string()])
+    }
+
+    /// Where keyword searches look.
+    pub fn keyword_source(&self) -> Source {
+        Source::Column(self.keyword_field.clone())
+    }
+
+    /// Whether a column holds numbers (compared numerically by `lt`…).
+    pub fn is_numeric(data_type: &DataType) -> bool {
+        data_type.is_numeric()
+    }
+
+    /// The mapping as documented: (Sigma name, where it is read).
+    pub fn table(&self) -> Vec<(String, String)> {
+        let mut rows: Vec<(String, String)> = self
+            .aliases
+            .iter()
+            .map(|(name, source)| {
+                let to = match source {
+                    Source::Column(c) => format!("column {c}"),
+                    Source::Json(keys) => format!("structured_data {}", keys.join(" | ")),
+                };
+                (name.clone(), to)
+            })
+            .collect();
+        rows.sort();
+        rows
+    }
+}

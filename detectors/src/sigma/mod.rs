@@ -1,0 +1,44 @@
+//! Sigma rules (the public Sigma specification) evaluated on Arrow batches.
+//!
+//! - `rule.rs`: a rule's YAML → [`Rule`]: metadata, named searches (field
+//!   matches with their modifiers, keyword lists) and the condition. What
+//!   the engine does not support is refused here, naming the construct.
+//! - `condition.rs`: the condition language (`and`/`or`/`not`,
+//!   parentheses, `1 of x*`, `all of them`).
+//! - `pattern.rs`: Sigma's string values (wildcards `*` `?`, escapes) and
+//!   the modifiers that rewrite them (`contains`, `base64offset`,
+//!   `windash`…).
+//! - `eval.rs`: a [`RuleSet`] — every rule of a tenant compiled once into
+//!   a tree of column predicates — evaluated on a batch with vectorized
+//!   kernels: all plain substrings of all rules on one column are found
+//!   in one Aho-Corasick pass, each leaf predicate is computed once per
+//!   batch however many rules share it, and rules combine bitmaps.
+//!   Nothing interprets a rule row by row.
+//! - `fields.rs`: Sigma field names → record columns (or keys of the
+//!   `structured_data` JSON object).
+
+mod condition;
+mod eval;
+mod fields;
+mod pattern;
+mod rule;
+
+pub use eval::{RuleMatches, RuleSet};
+pub use fields::FieldMap;
+pub use rule::{Level, LogSource, Rule};
+
+/// Why a rule was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SigmaError(pub String);
+
+impl SigmaError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        SigmaError(message.into())
+    }
+}
+
+pub type SigmaResult<T> = Result<T, SigmaError>;
+
+#[cfg(test)]
+mod tests;
