@@ -500,12 +500,6 @@ fn start_api(
     registry: &prometheus::Registry,
     ops: OpsState,
 ) -> anyhow::Result<(AppState, ApiTasks)> {
-    // Queries' spill files: on the data directory's disk, not in /tmp
-    // (often a RAM disk). Each query's directory is removed when it ends;
-    // only a crash leaves one behind (safe to delete while stopped).
-    let spill_dir = config.data_dir.join("tmp").join("sql");
-    std::fs::create_dir_all(&spill_dir)
-        .with_context(|| format!("creating {}", spill_dir.display()))?;
     let (meter, meter_task) = match producer {
         Some(p) => {
             let (meter, task) = query_api::metering::ApiMeter::start(
@@ -539,11 +533,7 @@ fn start_api(
         )),
         sign_in: Arc::new(query_api::signin::SignInGuard::new(&config.api)),
         openapi: Arc::new(query_api::openapi::build(&ingest::http::route_docs())),
-        sql: Arc::new(
-            SqlEngine::new(config.api.sql.clone(), lake)
-                .with_plans_from(store.clone())
-                .with_spill_dir(spill_dir),
-        ),
+        sql: Arc::new(SqlEngine::new(config.api.sql.clone(), lake).with_plans_from(store.clone())),
         meter,
         limits: Arc::new(control::RateLimits::new(
             config.api.rate_limit_per_sec,

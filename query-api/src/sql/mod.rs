@@ -74,10 +74,11 @@ pub struct SqlConfig {
     /// collected result that exceed it fail the query.
     pub memory_limit_bytes: usize,
     /// Disk a query's spill files may take at most (0: no spilling). Sorts
-    /// and aggregations over the pool spill under `<data_dir>/tmp/sql`
-    /// before they give up; the files go when the query ends. (Most such
-    /// queries still fail: the pool is full when they spill, and the next
-    /// batch any operator accounts is refused — docs/decisions.md.)
+    /// and aggregations over the pool spill into a directory of their own
+    /// under `$TMPDIR` (created at the first spill, removed when the query
+    /// ends) before they give up. (Most such queries still fail: the pool
+    /// is full when they spill, and the next batch any operator accounts
+    /// is refused — docs/decisions.md.)
     pub max_spill_bytes: u64,
     /// Rows returned at most; more are cut and the answer says `truncated`.
     pub max_result_rows: usize,
@@ -251,8 +252,6 @@ pub struct SqlEngine {
     lake: Lake,
     lanes: Arc<Lanes>,
     slots: Arc<FairSlots>,
-    /// Where queries spill (`None`: the OS's temporary directory).
-    spill_dir: Option<std::path::PathBuf>,
     /// Where an organization's plan is looked up, at every query; without
     /// it (an operator's command) `[api.sql]` applies as it is.
     store: Option<Arc<control::MetaStore>>,
@@ -299,7 +298,6 @@ impl SqlEngine {
             lake,
             lanes,
             slots,
-            spill_dir: None,
             store: None,
             metadata_cache: Arc::new(
                 DefaultCache::<object_store::path::Path, CachedFileMetadataEntry>::new(
@@ -320,23 +318,15 @@ impl SqlEngine {
         self
     }
 
-    /// Spill files under `dir`, which must exist (each query's in a
-    /// directory of its own, removed when the query ends), rather than in
-    /// the OS's temporary directory, often a RAM disk.
-    pub fn with_spill_dir(mut self, dir: std::path::PathBuf) -> Self {
-        self.spill_dir = Some(dir);
-        self
-    }
-
     /// A query's runtime: its own memory pool of `memory_limit_bytes`, its
     /// own spill budget, and the engine's shared Parquet metadata cache.
     fn runtime_env(&self, memory_limit_bytes: usize) -> datafusion::error::Result<Arc<RuntimeEnv>> {
-        let disk = match (&self.spill_dir, self.config.max_spill_bytes) {
-            (_, 0) => DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
-            (Some(dir), limit) => DiskManagerBuilder::default()
-                .with_mode(DiskManagerMode::Directories(vec![dir.clone()]))
-                .with_max_temp_directory_size(limit),
-            (None, limit) => DiskManagerBuilder::default().with_max_temp_directory_size(limit),
+        // The OS temporary directory (`$TMPDIR`), created only when a query
+        // first spills — not a directory per query made and removed on
+        // every query, and nothing written by a role that never spills.
+        let disk = match self.config.max_spill_bytes {
+            0 => DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            limit => DiskManagerBuilder::default().with_max_temp_directory_size(limit),
         };
         RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(GreedyMemoryPool::new(memory_limit_bytes)))
