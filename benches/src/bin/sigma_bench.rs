@@ -209,17 +209,28 @@ fn batches(rows: usize) -> anyhow::Result<Vec<RecordBatch>> {
     Ok(out)
 }
 
+/// A string column of a logs batch.
+fn text<'a>(b: &'a RecordBatch, name: &str) -> anyhow::Result<&'a arrow::array::StringArray> {
+    b.column_by_name(name)
+        .and_then(|c| c.as_string_opt::<i32>())
+        .ok_or_else(|| anyhow::anyhow!("logs batch without a text column {name}"))
+}
+
+/// The `severity` column of a logs batch.
+fn severity(b: &RecordBatch) -> anyhow::Result<&arrow::array::UInt8Array> {
+    b.column_by_name("severity")
+        .and_then(|c| c.as_primitive_opt::<UInt8Type>())
+        .ok_or_else(|| anyhow::anyhow!("logs batch without severity"))
+}
+
 /// Touches every value of the columns the rules read (the floor).
-fn scan(batches: &[RecordBatch]) -> u64 {
+fn scan(batches: &[RecordBatch]) -> anyhow::Result<u64> {
     let mut sum = 0u64;
     for b in batches {
-        let msg = b.column_by_name("message").unwrap().as_string::<i32>();
-        let app = b.column_by_name("app").unwrap().as_string::<i32>();
-        let src = b.column_by_name("source_ip").unwrap().as_string::<i32>();
-        let sev = b
-            .column_by_name("severity")
-            .unwrap()
-            .as_primitive::<UInt8Type>();
+        let msg = text(b, "message")?;
+        let app = text(b, "app")?;
+        let src = text(b, "source_ip")?;
+        let sev = severity(b)?;
         for i in 0..b.num_rows() {
             sum = sum
                 .wrapping_add(msg.value(i).bytes().map(u64::from).sum::<u64>())
@@ -230,7 +241,7 @@ fn scan(batches: &[RecordBatch]) -> u64 {
             }
         }
     }
-    sum
+    Ok(sum)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -241,14 +252,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn write_ndjson(batches: &[RecordBatch], path: &std::path::Path) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     for b in batches {
-        let msg = b.column_by_name("message").unwrap().as_string::<i32>();
-        let host = b.column_by_name("host").unwrap().as_string::<i32>();
-        let app = b.column_by_name("app").unwrap().as_string::<i32>();
-        let src = b.column_by_name("source_ip").unwrap().as_string::<i32>();
-        let sev = b
-            .column_by_name("severity")
-            .unwrap()
-            .as_primitive::<UInt8Type>();
+        let msg = text(b, "message")?;
+        let host = text(b, "host")?;
+        let app = text(b, "app")?;
+        let src = text(b, "source_ip")?;
+        let sev = severity(b)?;
         for i in 0..b.num_rows() {
             let line = serde_json::json!({
                 "message": msg.value(i),
@@ -294,16 +302,9 @@ fn main() -> anyhow::Result<()> {
     let compile_ms = compile_started.elapsed().as_secs_f64() * 1e3;
     let data = batches(rows)?;
     let total: usize = data.iter().map(RecordBatch::num_rows).sum();
-    let bytes: usize = data
-        .iter()
-        .map(|b| {
-            b.column_by_name("message")
-                .unwrap()
-                .as_string::<i32>()
-                .value_data()
-                .len()
-        })
-        .sum();
+    let bytes = data.iter().try_fold(0usize, |n, b| {
+        anyhow::Ok(n + text(b, "message")?.value_data().len())
+    })?;
     write_ndjson(&data, &dir.join("logs.ndjson"))?;
 
     let mut counts = vec![0u64; rule_count];
@@ -326,7 +327,7 @@ fn main() -> anyhow::Result<()> {
     let mut checksum = 0u64;
     for _ in 0..runs {
         let t = Instant::now();
-        checksum = checksum.wrapping_add(scan(&data));
+        checksum = checksum.wrapping_add(scan(&data)?);
         scan_s.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
         let mut hits = 0usize;
