@@ -123,6 +123,8 @@ pub struct PipelineConfig {
     pub maintenance: pipeline::maintenance::MaintenanceConfig,
     /// Streaming anomaly detection: feature windows and per-tenant models.
     pub detection: pipeline::detection::DetectionConfig,
+    /// Sigma rules evaluated on every `logs` batch.
+    pub rules: pipeline::rules::RulesConfig,
 }
 
 impl Default for Config {

@@ -8,6 +8,7 @@ mod config;
 mod http_server;
 mod insights;
 mod maintain;
+mod rules;
 mod serve;
 mod sigma;
 mod sql;

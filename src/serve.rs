@@ -204,6 +204,10 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
 struct PipelineRole {
     sinks: Vec<Arc<dyn Sink>>,
     detection: Option<Detection>,
+    /// Every organization's Sigma rules (`pipeline.rules.enabled`), kept
+    /// current by `rules_refresher`.
+    rules: Option<Arc<pipeline::rules::RuleBook>>,
+    rules_refresher: Option<JoinHandle<()>>,
     stop_detection: CancellationToken,
     maintenance: Option<(JoinHandle<()>, LeaseHandle)>,
     stop_maintenance: CancellationToken,
@@ -234,6 +238,27 @@ impl PipelineRole {
             clickhouse = Some(sink);
         }
         let stop_detection = CancellationToken::new();
+        let (rules, rules_refresher) = match config.pipeline.rules.enabled {
+            true => {
+                let rules = pipeline::rules::RuleBook::new(registry)?;
+                let operator =
+                    crate::rules::load_operator_rules(config.pipeline.rules.rules_dir.as_deref())
+                        .context("loading pipeline.rules.rules_dir")?;
+                sinks.push(Arc::new(crate::rules::NotifySink::new(
+                    store.clone(),
+                    &config.pipeline.rules,
+                )?));
+                let refresher = crate::rules::spawn_refresher(
+                    store.clone(),
+                    rules.clone(),
+                    &config.pipeline.rules,
+                    operator,
+                    stop_detection.clone(),
+                );
+                (Some(rules), Some(refresher))
+            }
+            false => (None, None),
+        };
         let detection = match config.pipeline.detection.enabled {
             true => Some(
                 Detection::start(
@@ -260,6 +285,8 @@ impl PipelineRole {
         Ok(Self {
             sinks,
             detection,
+            rules,
+            rules_refresher,
             stop_detection,
             maintenance,
             stop_maintenance,
@@ -276,7 +303,7 @@ impl PipelineRole {
         tokio::spawn(consumer::run(
             bus,
             self.sinks.clone(),
-            inline_detectors(self.detection.as_ref()),
+            inline_detectors(self.detection.as_ref(), self.rules.as_ref()),
             config.pipeline.consumer.clone(),
             metrics.clone(),
         ))
@@ -298,6 +325,9 @@ impl PipelineRole {
         self.stop_detection.cancel();
         if let Some(d) = self.detection {
             d.finish().await;
+        }
+        if let Some(r) = self.rules_refresher {
+            let _ = r.await;
         }
     }
 }
@@ -552,6 +582,11 @@ fn start_api(
         system: Default::default(),
         llm: config.api.llm.clone().map(Arc::new),
         notify: notifier,
+        detections: Arc::new(query_api::detections::Detections {
+            config: config.api.detections.clone(),
+            operator: crate::rules::load_operator_rules(config.pipeline.rules.rules_dir.as_deref())
+                .context("loading pipeline.rules.rules_dir")?,
+        }),
         data_dir: config.data_dir.clone(),
         ops,
     };
@@ -559,12 +594,18 @@ fn start_api(
 }
 
 /// Detectors every batch goes through before it is written: usage counting
-/// (its records are stored and acknowledged with the batch) and, when on,
-/// the streaming detector's feature windows.
-fn inline_detectors(detection: Option<&Detection>) -> consumer::InlineDetectors {
+/// and, when on, Sigma rules (what they derive is stored and acknowledged
+/// with the batch) and the streaming detector's feature windows.
+fn inline_detectors(
+    detection: Option<&Detection>,
+    rules: Option<&Arc<pipeline::rules::RuleBook>>,
+) -> consumer::InlineDetectors {
     let usage: Arc<std::sync::Mutex<dyn detectors::Detector>> =
         Arc::new(std::sync::Mutex::new(detectors::usage::UsageCounter));
     let mut all = vec![usage];
+    if let Some(rules) = rules {
+        all.push(Arc::new(std::sync::Mutex::new(rules.stage())));
+    }
     all.extend(detection.map(Detection::inline));
     all.into()
 }

@@ -23,7 +23,7 @@ pub fn run(command: SigmaCommand) -> anyhow::Result<()> {
 }
 
 /// Rule files named by `paths` (directories: their *.yml and *.yaml, sorted).
-fn rule_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn rule_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {

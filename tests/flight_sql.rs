@@ -85,6 +85,7 @@ async fn bi_clients_see_their_own_tables_with_the_api_keys_and_limits() {
         "anomalies",
         "usage",
         "api_requests",
+        "detections",
     ] {
         assert!(
             tables.contains_key(&format!("securenet.tenant.{table}")),

@@ -292,6 +292,7 @@ async fn after_a_broker_outage_refused_records_are_retried_and_nothing_is_lost_o
         "anomalies",
         "usage",
         "api_requests",
+        "detections",
     ] {
         mock.create_topic(&format!("{prefix}.{kind}.v1"), 1, 1)
             .unwrap();

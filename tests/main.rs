@@ -12,6 +12,7 @@ mod attack;
 mod billing;
 mod cli;
 mod clickhouse;
+mod detections;
 mod detectors;
 mod flight_sql;
 mod forwarders;

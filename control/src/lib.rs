@@ -17,6 +17,7 @@
 //! - [`models`]: the model registry and training sessions.
 //! - [`notify`]: notifications, channels (webhook, email), the delivery log.
 //! - [`audit`]: the audit log.
+//! - [`rules`]: Sigma detection rules per organization, MSP rule packs.
 //! - [`auth`]: turning request headers into an authenticated [`Principal`].
 //! - [`ratelimit`]: per-tenant token buckets.
 //!
@@ -40,6 +41,7 @@ pub mod notify;
 pub mod orgs;
 pub mod ratelimit;
 mod rows;
+pub mod rules;
 pub mod signature;
 pub mod store;
 pub mod stripe;

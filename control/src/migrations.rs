@@ -23,10 +23,14 @@ pub(crate) const SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0009_tenant_isolation.sql"),
     include_str!("../migrations/sqlite/0010_device_retirement_and_limits.sql"),
     include_str!("../migrations/sqlite/0011_email_lookup_index.sql"),
+    include_str!("../migrations/sqlite/0012_detection_rules.sql"),
 ];
 
 /// PostgreSQL migrations, oldest first.
-pub(crate) const POSTGRES: &[&str] = &[include_str!("../migrations/postgres/0001_schema.sql")];
+pub(crate) const POSTGRES: &[&str] = &[
+    include_str!("../migrations/postgres/0001_schema.sql"),
+    include_str!("../migrations/postgres/0002_detection_rules.sql"),
+];
 
 /// Applies PostgreSQL migrations not applied yet. Several processes may
 /// start at once against a new database: an advisory lock held for the
@@ -87,6 +91,7 @@ pub(crate) const TENANT_TABLES: &[&str] = &[
     "invoice_payments",
     "notification_channels",
     "deliveries",
+    "detection_rules",
 ];
 
 /// Tables with an `org_id` that deleting the organization keeps, and why

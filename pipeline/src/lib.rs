@@ -13,6 +13,8 @@
 //! - [`detection`]: the streaming detector (feature windows, per-tenant
 //!   models) ticking beside the consumer; anomalies to the sinks, models
 //!   to the lake.
+//! - [`rules`]: Sigma rules per tenant evaluated on every `logs` batch
+//!   (an inline detector deriving `detections`).
 //! - [`maintenance`]: retention, tenant purges and compaction, scheduled.
 //! - [`metrics`]: the pipeline's Prometheus metrics.
 
@@ -23,6 +25,7 @@ mod error;
 pub mod lake;
 pub mod maintenance;
 pub mod metrics;
+pub mod rules;
 pub mod sinks;
 #[cfg(test)]
 mod testutil;

@@ -18,6 +18,9 @@
 //!   organization; results as JSON, CSV or Arrow IPC.
 //! - [`alerts`]: `/api/anomalies` and `/api/notifications` (cursor
 //!   pagination, filters, mark as read).
+//! - [`detections`]: Sigma rules per organization (`/api/detections/rules`,
+//!   MSP packs, the operator's pack, backtests) and their matches
+//!   (`/api/detections`).
 //! - [`insights`]: the model registry, training-data upload, training and
 //!   prediction (`/api/insights/models…`).
 //! - [`data`]: `/api/logs`, `/api/devices`, `/api/scans`, `/api/findings`
@@ -51,6 +54,7 @@ pub mod auth;
 pub mod billing;
 pub mod dashboard;
 pub mod data;
+pub mod detections;
 pub mod error;
 pub mod extract;
 pub mod fair;

@@ -18,7 +18,8 @@ use utoipa::openapi::schema::Schema;
 
 use crate::state::AppState;
 use crate::{
-    alerts, analysis, audit, billing, dashboard, data, insights, notify, orgs, sql, usage,
+    alerts, analysis, audit, billing, dashboard, data, detections, insights, notify, orgs, sql,
+    usage,
 };
 
 /// Who may call a route.
@@ -167,6 +168,13 @@ pub fn table() -> Vec<Endpoint> {
         ep(M::POST, "/api/insights/threat-analysis", VIEWER, "risk per entity with its reasons", post(analysis::threat_analysis)).body::<analysis::RangeRequest>(),
         ep(M::GET, "/api/insights/recommendations", VIEWER, "security recommendations with evidence", get(analysis::recommendations)),
         ep(M::GET, "/api/anomalies", VIEWER, "anomalies (cursor pages, filters)", get(alerts::anomalies)).params::<alerts::AnomalyParams>(),
+        ep(M::GET, "/api/detections", VIEWER, "what Sigma rules matched in the stream (cursor pages, filters)", get(detections::list)).params::<detections::DetectionParams>(),
+        ep(M::GET, "/api/detections/rules", VIEWER, "Sigma rules: the organization's own, its MSP's pack, the operator's", get(detections::list_rules)),
+        ep(M::POST, "/api/detections/rules", MEMBER, "upload a Sigma rule (YAML); an MSP's scope children pushes it to its children", post(detections::create_rule)).created().body::<detections::NewRule>(),
+        ep(M::GET, "/api/detections/rules/{id}", VIEWER, "one rule with its YAML", get(detections::get_rule)),
+        ep(M::PATCH, "/api/detections/rules/{id}", MEMBER, "enable or disable one of the organization's own rules", patch(detections::set_rule)).body::<detections::RuleChange>(),
+        ep(M::DELETE, "/api/detections/rules/{id}", MEMBER, "delete one of the organization's own rules", delete(detections::delete_rule)),
+        ep(M::POST, "/api/detections/rules/{id}/test", VIEWER, "backtest: the rule over stored logs of a time range, as the stream runs it", post(detections::test_rule)).body::<detections::BacktestRequest>(),
         ep(M::GET, "/api/notifications", VIEWER, "notifications (severity, read/unread)", get(alerts::notifications)).params::<alerts::NotificationParams>(),
         ep(M::POST, "/api/notifications/{id}/read", MEMBER, "mark a notification read", post(alerts::mark_read)).no_content(),
         ep(M::GET, "/api/notifications/channels", ADMIN, "notification channels (webhook, email)", get(notify::list_channels)),

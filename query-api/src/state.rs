@@ -55,6 +55,8 @@ pub struct ApiConfig {
     pub training: crate::insights::TrainingConfig,
     /// `[api.flight_sql]`: the Arrow Flight SQL listener (off when unset).
     pub flight_sql: crate::flight_sql::FlightSqlConfig,
+    /// `[api.detections]`: detection rules and their backtests.
+    pub detections: crate::detections::DetectionsConfig,
 }
 
 impl Default for ApiConfig {
@@ -73,6 +75,7 @@ impl Default for ApiConfig {
             max_concurrent_password_hashes: 2,
             training: Default::default(),
             flight_sql: Default::default(),
+            detections: Default::default(),
         }
     }
 }
@@ -105,6 +108,8 @@ pub struct AppState {
     /// The OpenAPI document (`GET /api/openapi.json`), built at start with
     /// the ingest routes: [`crate::openapi::build`].
     pub openapi: Arc<utoipa::openapi::OpenApi>,
+    /// Detection rule limits and the operator's rule pack.
+    pub detections: Arc<crate::detections::Detections>,
 }
 
 /// What the operational endpoints need; every role serves them.

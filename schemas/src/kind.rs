@@ -18,10 +18,12 @@ pub enum RecordKind {
     Anomalies,
     Usage,
     ApiRequests,
+    /// Sigma rule matches, derived in the pipeline from `logs` batches.
+    Detections,
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 7] = [
+    pub const ALL: [RecordKind; 8] = [
         RecordKind::Logs,
         RecordKind::Devices,
         RecordKind::Scans,
@@ -29,6 +31,7 @@ impl RecordKind {
         RecordKind::Anomalies,
         RecordKind::Usage,
         RecordKind::ApiRequests,
+        RecordKind::Detections,
     ];
 
     /// The name used for headers, table names and object-store prefixes.
@@ -41,6 +44,7 @@ impl RecordKind {
             RecordKind::Anomalies => "anomalies",
             RecordKind::Usage => "usage",
             RecordKind::ApiRequests => "api_requests",
+            RecordKind::Detections => "detections",
         }
     }
 

@@ -52,7 +52,8 @@ pub fn version(kind: RecordKind) -> SchemaVersion {
         | RecordKind::Scans
         | RecordKind::Findings
         | RecordKind::Anomalies
-        | RecordKind::ApiRequests => SchemaVersion { major: 1, minor: 0 },
+        | RecordKind::ApiRequests
+        | RecordKind::Detections => SchemaVersion { major: 1, minor: 0 },
         // 1.1 added `subject` (the device a `devices` row counts).
         RecordKind::Usage => SchemaVersion { major: 1, minor: 1 },
     }
@@ -194,6 +195,32 @@ static API_REQUESTS: LazyLock<SchemaRef> = LazyLock::new(|| {
     ])
 });
 
+static DETECTIONS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    // `ts` and `received_at` are the matching row's; `batch_id` is the
+    // detections batch's own (derived from the source batch's id, so a
+    // replayed source batch derives the same one).
+    build(vec![
+        // Derived from (source batch, rule, row): the same match has the
+        // same id however often the source batch is replayed.
+        utf8("detection_id", false),
+        utf8("rule_id", false),
+        utf8("rule_title", false),
+        // Sigma's level: informational, low, medium, high, critical.
+        utf8("level", false),
+        // JSON array of the rule's tags (attack.t1110, ...).
+        utf8("tags", false),
+        // The kind of the record that matched (`logs`) and where it is.
+        utf8("source_kind", false),
+        utf8("source_batch_id", false),
+        Field::new("source_row", DataType::UInt32, false),
+        // The matching row's key fields.
+        utf8("host", true),
+        utf8("app", true),
+        utf8("source_ip", true),
+        utf8("message", true),
+    ])
+});
+
 /// The Arrow schema of `kind` at its current version.
 pub fn schema(kind: RecordKind) -> SchemaRef {
     match kind {
@@ -204,6 +231,7 @@ pub fn schema(kind: RecordKind) -> SchemaRef {
         RecordKind::Anomalies => ANOMALIES.clone(),
         RecordKind::Usage => USAGE.clone(),
         RecordKind::ApiRequests => API_REQUESTS.clone(),
+        RecordKind::Detections => DETECTIONS.clone(),
     }
 }
 

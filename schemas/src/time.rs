@@ -28,6 +28,14 @@ pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
         .map(|t| t.timestamp_millis())
 }
 
+/// Milliseconds → RFC 3339 in UTC with milliseconds
+/// (`2026-12-02T09:11:12.345Z`); out-of-range values as the epoch.
+pub fn to_rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -36,6 +44,7 @@ mod tests {
     fn the_clock_and_rfc3339() {
         let t = parse_rfc3339_ms("2026-12-02T10:11:12.345+01:00").unwrap();
         assert_eq!(t, 1_796_202_672_345);
+        assert_eq!(to_rfc3339(t), "2026-12-02T09:11:12.345Z");
         assert_eq!(
             t.div_euclid(DAY_MS) * DAY_MS,
             parse_rfc3339_ms("2026-12-02T00:00:00Z").unwrap()

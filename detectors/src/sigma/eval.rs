@@ -386,6 +386,18 @@ impl RuleSet {
         })
     }
 
+    /// A set of no rules (matches nothing).
+    pub fn empty(schema: Arc<Schema>) -> Self {
+        RuleSet {
+            rules: Vec::new(),
+            exprs: Vec::new(),
+            leaves: Vec::new(),
+            fields: Vec::new(),
+            groups: Vec::new(),
+            schema,
+        }
+    }
+
     pub fn rules(&self) -> &[Arc<Rule>] {
         &self.rules
     }

@@ -14,10 +14,13 @@
 //!   in one Aho-Corasick pass, each leaf predicate is computed once per
 //!   batch however many rules share it, and rules combine bitmaps.
 //!   Nothing interprets a rule row by row.
+//! - `detections.rs`: what a rule set matched in a `logs` batch as a
+//!   `detections` batch, with ids that a replayed batch derives again.
 //! - `fields.rs`: Sigma field names → record columns (or keys of the
 //!   `structured_data` JSON object).
 
 mod condition;
+pub mod detections;
 mod eval;
 mod fields;
 mod pattern;
@@ -39,6 +42,32 @@ impl SigmaError {
 }
 
 pub type SigmaResult<T> = Result<T, SigmaError>;
+
+/// Compiles `rules` for `logs` batches. A rule that does not compile is
+/// left out and returned with its error, so one bad rule never costs the
+/// others (rules are checked at upload; this is for rules a newer or
+/// older build stored).
+pub fn compile_for_logs(
+    rules: Vec<std::sync::Arc<Rule>>,
+    map: &FieldMap,
+) -> (RuleSet, Vec<(std::sync::Arc<Rule>, SigmaError)>) {
+    let schema = schemas::schema::schema(schemas::RecordKind::Logs);
+    if let Ok(set) = RuleSet::compile(rules.clone(), map, schema.clone()) {
+        return (set, Vec::new());
+    }
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for rule in rules {
+        match RuleSet::compile(vec![rule.clone()], map, schema.clone()) {
+            Ok(_) => good.push(rule),
+            Err(e) => bad.push((rule, e)),
+        }
+    }
+    // Each of `good` compiled alone; together they only share leaves.
+    let set =
+        RuleSet::compile(good, map, schema.clone()).unwrap_or_else(|_| RuleSet::empty(schema));
+    (set, bad)
+}
 
 #[cfg(test)]
 mod tests;

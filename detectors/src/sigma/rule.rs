@@ -44,6 +44,19 @@ impl Level {
         }
     }
 
+    /// The level named exactly `s` (as stored and as detections carry it).
+    pub fn parse_name(s: &str) -> Option<Self> {
+        [
+            Level::Informational,
+            Level::Low,
+            Level::Medium,
+            Level::High,
+            Level::Critical,
+        ]
+        .into_iter()
+        .find(|l| l.as_str() == s)
+    }
+
     fn parse(s: &str) -> SigmaResult<Self> {
         Ok(match s.to_ascii_lowercase().as_str() {
             "informational" => Level::Informational,

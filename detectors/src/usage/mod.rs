@@ -128,7 +128,7 @@ pub fn count(source: &Envelope) -> Result<Option<Envelope>> {
                 })
                 .collect()
         }
-        RecordKind::Usage | RecordKind::Anomalies => return Ok(None),
+        RecordKind::Usage | RecordKind::Anomalies | RecordKind::Detections => return Ok(None),
     };
     if rows.is_empty() {
         return Ok(None);

@@ -19,10 +19,12 @@ use crate::error::Result;
 use crate::lake::Lake;
 
 /// The kinds a plan's retention applies to.
-pub const RETAINED: [RecordKind; 3] = [
+pub const RETAINED: [RecordKind; 4] = [
     RecordKind::Logs,
     RecordKind::Anomalies,
     RecordKind::ApiRequests,
+    // Matches carry the matching row's message: kept no longer than it.
+    RecordKind::Detections,
 ];
 
 /// One tenant's retention.

@@ -437,8 +437,115 @@ impl SqlEngine {
     /// placeholders: the API's own queries (listings, analysis) never put
     /// a caller's value into SQL text.
     pub async fn execute_bound(&self, tenant: &TenantId, query: &Bound) -> Result<QueryResult> {
-        let (sql, params) = (query.sql.as_str(), query.params.clone());
         let started = Instant::now();
+        let max_bytes = self.config.max_result_bytes;
+        let root = self.lake.root().to_string();
+        let ((schema, batches, truncated), limits) = self
+            .run_in_lane(tenant, query, move |df, guard, pool, limits| async move {
+                let max_rows = limits.max_result_rows;
+                let schema = Arc::new(df.schema().as_arrow().clone());
+                // One row past the limit tells whether the result was cut.
+                // EXPLAIN must stay the plan's root (and its output is small).
+                let explain = matches!(
+                    df.logical_plan(),
+                    datafusion::logical_expr::LogicalPlan::Explain(_)
+                        | datafusion::logical_expr::LogicalPlan::Analyze(_)
+                );
+                let run = |df: datafusion::prelude::DataFrame| {
+                    let (guard, pool) = (guard.clone(), pool.clone());
+                    async move {
+                        let stream = guarded_stream(df, &guard).await?;
+                        collect(stream, max_rows, max_bytes, &pool).await
+                    }
+                };
+                let (mut batches, truncated) = if explain {
+                    run(df).await?
+                } else {
+                    // The limit lets DataFusion stop early (TopK instead of a
+                    // full sort). A plan it breaks (DISTINCT over a window
+                    // function: "Ordering direction required for DISTINCT with
+                    // limit", a DataFusion bug) runs again without it;
+                    // `collect` cuts the rows either way.
+                    let limited = df
+                        .clone()
+                        .limit(0, Some(max_rows + 1))
+                        .map_err(ApiError::from_datafusion)?;
+                    match run(limited).await {
+                        Err(ApiError::Internal(_)) if guard.stopped().is_none() => run(df).await?,
+                        other => other?,
+                    }
+                };
+                if explain {
+                    batches = session::redact_paths(batches, &root)?;
+                }
+                Ok((schema, batches, truncated))
+            })
+            .await?;
+        let (schema, batches) = session::plain_types(schema, batches)?;
+        Ok(QueryResult {
+            schema,
+            batches,
+            truncated,
+            max_rows: limits.max_result_rows,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Runs `query` for `tenant` like [`Self::execute_bound`] (same slot,
+    /// lane, memory pool and deadline) but hands each result batch to
+    /// `visit` instead of collecting it, until the result ends or `visit`
+    /// returns `false`: for work over more rows than a result may hold
+    /// (a detection rule's backtest). Batches keep DataFusion's types
+    /// (string columns may be views).
+    pub async fn scan_bound<S, F>(
+        &self,
+        tenant: &TenantId,
+        query: &Bound,
+        state: S,
+        mut visit: F,
+    ) -> Result<S>
+    where
+        S: Send + 'static,
+        F: FnMut(&mut S, RecordBatch) -> Result<bool> + Send + 'static,
+    {
+        let (state, _) = self
+            .run_in_lane(tenant, query, move |df, guard, _, _| async move {
+                let mut state = state;
+                let mut stream = guarded_stream(df, &guard).await?;
+                while let Some(batch) = stream.next().await {
+                    let batch = batch.map_err(ApiError::from_datafusion)?;
+                    if batch.num_rows() > 0 && !visit(&mut state, batch)? {
+                        break;
+                    }
+                }
+                Ok(state)
+            })
+            .await?;
+        Ok(state)
+    }
+
+    /// Plans `query` in `tenant`'s session on its lane, with a query slot,
+    /// its plan's memory pool and deadline, and runs `body` on the planned
+    /// frame there. Dropping the returned future cancels the work.
+    async fn run_in_lane<T, F, Fut>(
+        &self,
+        tenant: &TenantId,
+        query: &Bound,
+        body: F,
+    ) -> Result<(T, Limits)>
+    where
+        T: Send + 'static,
+        F: FnOnce(
+                datafusion::prelude::DataFrame,
+                Arc<QueryGuard>,
+                Arc<dyn MemoryPool>,
+                Limits,
+            ) -> Fut
+            + Send
+            + 'static,
+        Fut: std::future::Future<Output = Result<T>> + Send,
+    {
+        let (sql, params) = (query.sql.as_str(), query.params.clone());
         if sql.len() > self.config.max_sql_bytes {
             return Err(ApiError::BadRequest(format!(
                 "the query text is {} bytes, over the limit of {} (api.sql.max_sql_bytes)",
@@ -471,10 +578,9 @@ impl SqlEngine {
             .and_then(|runtime| session::tenant_session(&self.config, runtime, &self.lake, tenant))
             .map_err(ApiError::from_datafusion)?;
         let sql = sql.to_string();
-        let (max_rows, max_bytes) = (limits.max_result_rows, self.config.max_result_bytes);
-        let root = self.lake.root().to_string();
         let task_guard = guard.clone();
         let lane = self.lane(tenant)?;
+        let task_limits = limits;
         let task = lane.handle().clone().spawn(async move {
             // The slot and the lane belong to the work: they come back when
             // this task ends, however the request ended.
@@ -482,50 +588,7 @@ impl SqlEngine {
             let _lane = lane;
             let pool = ctx.runtime_env().memory_pool.clone();
             let df = session::plan_read_only(&ctx, &sql, params).await?;
-            let schema = Arc::new(df.schema().as_arrow().clone());
-            // One row past the limit tells whether the result was cut.
-            // EXPLAIN must stay the plan's root (and its output is small).
-            let explain = matches!(
-                df.logical_plan(),
-                datafusion::logical_expr::LogicalPlan::Explain(_)
-                    | datafusion::logical_expr::LogicalPlan::Analyze(_)
-            );
-            let run = |df: datafusion::prelude::DataFrame| {
-                let (guard, pool) = (task_guard.clone(), pool.clone());
-                async move {
-                    let task_ctx = Arc::new(df.task_ctx());
-                    let plan = df
-                        .create_physical_plan()
-                        .await
-                        .map_err(ApiError::from_datafusion)?;
-                    let plan =
-                        guard::guard_plan(plan, &guard).map_err(ApiError::from_datafusion)?;
-                    let stream = datafusion::physical_plan::execute_stream(plan, task_ctx)
-                        .map_err(ApiError::from_datafusion)?;
-                    collect(stream, max_rows, max_bytes, &pool).await
-                }
-            };
-            let (mut batches, truncated) = if explain {
-                run(df).await?
-            } else {
-                // The limit lets DataFusion stop early (TopK instead of a
-                // full sort). A plan it breaks (DISTINCT over a window
-                // function: "Ordering direction required for DISTINCT with
-                // limit", a DataFusion bug) runs again without it;
-                // `collect` cuts the rows either way.
-                let limited = df
-                    .clone()
-                    .limit(0, Some(max_rows + 1))
-                    .map_err(ApiError::from_datafusion)?;
-                match run(limited).await {
-                    Err(ApiError::Internal(_)) if task_guard.stopped().is_none() => run(df).await?,
-                    other => other?,
-                }
-            };
-            if explain {
-                batches = session::redact_paths(batches, &root)?;
-            }
-            Ok::<_, ApiError>((schema, batches, truncated))
+            body(df, task_guard, pool, task_limits).await
         });
         let grace = Duration::from_millis(200);
         let outcome = tokio::time::timeout(timeout + grace, task).await;
@@ -535,28 +598,35 @@ impl SqlEngine {
             },
             _ => e,
         };
-        let (schema, batches, truncated) = match outcome {
-            Ok(Ok(Ok(result))) => result,
-            Ok(Ok(Err(e))) => return Err(stopped(e)),
-            Ok(Err(join)) => return Err(ApiError::Internal(format!("query task failed: {join}"))),
+        match outcome {
+            Ok(Ok(Ok(result))) => Ok((result, limits)),
+            Ok(Ok(Err(e))) => Err(stopped(e)),
+            Ok(Err(join)) => Err(ApiError::Internal(format!("query task failed: {join}"))),
             Err(_) => {
                 // Planning does not poll: the task notices at its first
                 // batch and ends then, releasing its slot.
                 guard.cancel();
-                return Err(ApiError::QueryTimeout {
+                Err(ApiError::QueryTimeout {
                     limit_ms: limits.timeout_ms,
-                });
+                })
             }
-        };
-        let (schema, batches) = session::plain_types(schema, batches)?;
-        Ok(QueryResult {
-            schema,
-            batches,
-            truncated,
-            max_rows,
-            elapsed: started.elapsed(),
-        })
+        }
     }
+}
+
+/// `df` planned, its plan guarded (deadline, cancellation, memory), and
+/// started.
+async fn guarded_stream(
+    df: datafusion::prelude::DataFrame,
+    guard: &Arc<QueryGuard>,
+) -> Result<SendableRecordBatchStream> {
+    let task_ctx = Arc::new(df.task_ctx());
+    let plan = df
+        .create_physical_plan()
+        .await
+        .map_err(ApiError::from_datafusion)?;
+    let plan = guard::guard_plan(plan, guard).map_err(ApiError::from_datafusion)?;
+    datafusion::physical_plan::execute_stream(plan, task_ctx).map_err(ApiError::from_datafusion)
 }
 
 /// Collects a result of at most `max_rows` rows and `max_bytes` bytes

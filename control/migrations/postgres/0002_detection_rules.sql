@@ -1,0 +1,15 @@
+-- Sigma detection rules, per organization. `scope` is `own` (the
+-- organization's own stream) or `children` (an MSP's rule pack, applied to
+-- every child organization's stream).
+CREATE TABLE detection_rules (
+    org_id      TEXT NOT NULL REFERENCES organizations(id),
+    id          TEXT NOT NULL,
+    title       TEXT NOT NULL,
+    level       TEXT NOT NULL,
+    yaml        TEXT NOT NULL,
+    enabled     BIGINT NOT NULL DEFAULT 1,
+    scope       TEXT NOT NULL DEFAULT 'own',
+    created_at  BIGINT NOT NULL,
+    updated_at  BIGINT NOT NULL,
+    PRIMARY KEY (org_id, id)
+);

@@ -1,0 +1,544 @@
+//! Detection rules and their matches.
+//!
+//! - `GET/POST /api/detections/rules`, `GET/PATCH/DELETE
+//!   /api/detections/rules/{id}`: an organization's Sigma rules. A rule is
+//!   uploaded as YAML (in a JSON body), parsed and compiled exactly as the
+//!   pipeline will run it, and refused with the construct named if the
+//!   engine does not support it. An MSP uploads a pack for its children
+//!   with `"scope": "children"`. Listings also show the rules an
+//!   organization inherits (its MSP's pack, the operator's pack), which it
+//!   cannot change.
+//! - `POST /api/detections/rules/{id}/test`: the rule over the
+//!   organization's stored logs of a time range, read through DataFusion
+//!   in the caller's SQL session (same slot, memory and deadline as
+//!   `POST /api/sql`) and evaluated by the same compiled rule the stream
+//!   runs: the same rows match.
+//! - `GET /api/detections`: what the rules matched in the stream (the
+//!   `detections` table), newest first.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::DataType;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use control::rules::{DetectionRule, RuleScope};
+use detectors::sigma::detections::KeyFields;
+use detectors::sigma::{FieldMap, Level, Rule, RuleSet, compile_for_logs};
+use schemas::Plan;
+use schemas::time::{now_ms, to_rfc3339};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::auth::Caller;
+use crate::error::{ApiError, Result};
+use crate::listing::{Cursor, limit, page, rfc3339_ms, to_json_rows};
+use crate::sql::Bound;
+use crate::state::AppState;
+
+/// `[api.detections]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectionsConfig {
+    /// Rules an organization may keep (its own and, for an MSP, its packs).
+    pub max_rules_per_org: usize,
+    /// Matches a backtest returns (it counts them all).
+    pub backtest_max_matches: usize,
+}
+
+impl Default for DetectionsConfig {
+    fn default() -> Self {
+        Self {
+            max_rules_per_org: 500,
+            backtest_max_matches: 1000,
+        }
+    }
+}
+
+/// A rule of the operator's pack (`pipeline.rules.rules_dir`).
+pub struct OperatorRule {
+    pub id: String,
+    pub yaml: String,
+    pub rule: Arc<Rule>,
+}
+
+/// What the detection routes share.
+#[derive(Default)]
+pub struct Detections {
+    pub config: DetectionsConfig,
+    pub operator: Arc<Vec<OperatorRule>>,
+}
+
+/// Backtests look this far back unless told otherwise.
+const DEFAULT_BACKTEST_MS: i64 = 24 * 3_600_000;
+const MAX_ID_CHARS: usize = 128;
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewRule {
+    /// The rule, in Sigma's YAML format.
+    yaml: String,
+    /// Default true.
+    enabled: Option<bool>,
+    /// `own` (default) or, for an MSP organization, `children`: a pack
+    /// applied to every child organization.
+    scope: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuleChange {
+    enabled: bool,
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BacktestRequest {
+    /// Start of the range (RFC 3339, on `ts`); default 24 hours ago.
+    since: Option<String>,
+    /// End of the range (exclusive); default now.
+    until: Option<String>,
+    /// Matches returned (default and at most `api.detections.backtest_max_matches`).
+    limit: Option<usize>,
+}
+
+/// Where a rule an organization sees comes from.
+enum Found {
+    Own(DetectionRule),
+    Msp(DetectionRule),
+    Operator(String, Arc<Rule>),
+}
+
+impl Found {
+    fn rule(&self) -> Result<Arc<Rule>> {
+        match self {
+            Found::Own(r) | Found::Msp(r) => {
+                let mut rule = Rule::parse(&r.yaml)
+                    .map_err(|e| ApiError::Internal(format!("stored rule {}: {e}", r.id)))?;
+                rule.id = Some(r.id.clone());
+                Ok(Arc::new(rule))
+            }
+            Found::Operator(_, rule) => Ok(rule.clone()),
+        }
+    }
+
+    fn json(&self, with_yaml: bool) -> Value {
+        let (source, mut v) = match self {
+            Found::Own(r) => ("own", stored_json(r)),
+            Found::Msp(r) => ("msp", stored_json(r)),
+            Found::Operator(yaml, rule) => (
+                "operator",
+                json!({
+                    "id": rule.id,
+                    "title": rule.title,
+                    "level": rule.level.as_str(),
+                    "enabled": true,
+                    "scope": "own",
+                    "yaml": yaml,
+                }),
+            ),
+        };
+        v["source"] = json!(source);
+        if !with_yaml && let Some(o) = v.as_object_mut() {
+            o.remove("yaml");
+        }
+        v
+    }
+}
+
+fn stored_json(r: &DetectionRule) -> Value {
+    json!({
+        "id": r.id,
+        "title": r.title,
+        "level": r.level,
+        "enabled": r.enabled,
+        "scope": r.scope,
+        "created_at": to_rfc3339(r.created_at),
+        "updated_at": to_rfc3339(r.updated_at),
+        "yaml": r.yaml,
+    })
+}
+
+async fn find(state: &AppState, caller: &control::Principal, id: &str) -> Result<Found> {
+    if let Some(r) = state.store.detection_rule(&caller.tenant, id).await? {
+        return Ok(Found::Own(r));
+    }
+    if let Some(r) = state
+        .store
+        .inherited_detection_rules(&caller.tenant)
+        .await?
+        .into_iter()
+        .find(|r| r.id == id)
+    {
+        return Ok(Found::Msp(r));
+    }
+    if let Some(o) = state.detections.operator.iter().find(|o| o.id == id) {
+        return Ok(Found::Operator(o.yaml.clone(), o.rule.clone()));
+    }
+    Err(ApiError::NotFound(format!(
+        "detection rule {id:?} not found"
+    )))
+}
+
+/// The rule as the engine runs it alone, or a `400` naming what it refuses.
+fn compile_one(rule: Arc<Rule>) -> Result<RuleSet> {
+    let (set, bad) = compile_for_logs(vec![rule], &FieldMap::default());
+    match bad.into_iter().next() {
+        Some((_, e)) => Err(ApiError::BadRequest(format!("rule refused: {e}"))),
+        None => Ok(set),
+    }
+}
+
+fn valid_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.chars().count() <= MAX_ID_CHARS
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "rule id {:?}: 1 to {MAX_ID_CHARS} characters of A-Z a-z 0-9 - _ . :",
+            id.chars().take(MAX_ID_CHARS + 1).collect::<String>()
+        )))
+    }
+}
+
+/// `GET /api/detections/rules`
+pub async fn list_rules(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<Json<Value>> {
+    let mut rules: Vec<Value> = Vec::new();
+    for r in state.store.list_detection_rules(&caller.tenant).await? {
+        rules.push(Found::Own(r).json(false));
+    }
+    for r in state
+        .store
+        .inherited_detection_rules(&caller.tenant)
+        .await?
+    {
+        rules.push(Found::Msp(r).json(false));
+    }
+    for o in state.detections.operator.iter() {
+        rules.push(Found::Operator(String::new(), o.rule.clone()).json(false));
+    }
+    Ok(Json(json!({ "rules": rules })))
+}
+
+/// `GET /api/detections/rules/{id}`
+pub async fn get_rule(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
+    let found = find(&state, &caller, &id).await?;
+    let rule = found.rule()?;
+    let mut v = found.json(true);
+    v["tags"] = json!(rule.tags);
+    v["description"] = json!(rule.description);
+    v["status"] = json!(rule.status);
+    v["logsource"] = json!({
+        "product": rule.logsource.product,
+        "service": rule.logsource.service,
+        "category": rule.logsource.category,
+    });
+    Ok(Json(json!({ "rule": v })))
+}
+
+/// `POST /api/detections/rules`
+pub async fn create_rule(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    body: crate::extract::JsonBody<NewRule>,
+) -> Result<(StatusCode, Json<Value>)> {
+    let crate::extract::JsonBody(req) = body;
+    let scope = match req.scope.as_deref() {
+        None => RuleScope::Own,
+        Some(s) => RuleScope::parse(s).map_err(|e| ApiError::BadRequest(e.to_string()))?,
+    };
+    if scope == RuleScope::Children && state.caller_org(&caller).await?.plan != Plan::Msp {
+        return Err(ApiError::Forbidden(
+            "only an MSP organization pushes rule packs (scope children) to its children".into(),
+        ));
+    }
+    let mut rule =
+        Rule::parse(&req.yaml).map_err(|e| ApiError::BadRequest(format!("rule refused: {e}")))?;
+    let id = rule
+        .id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    valid_id(&id)?;
+    rule.id = Some(id.clone());
+    let rule = Arc::new(rule);
+    compile_one(rule.clone())?;
+    let max = state.detections.config.max_rules_per_org;
+    let count = state.store.count_detection_rules(&caller.tenant).await?;
+    if count >= max {
+        return Err(ApiError::Conflict(format!(
+            "this organization has {count} detection rules, the most allowed \
+             (api.detections.max_rules_per_org = {max}); delete some first"
+        )));
+    }
+    let now = now_ms();
+    let stored = DetectionRule {
+        org_id: caller.tenant.clone(),
+        id,
+        title: rule.title.clone(),
+        level: rule.level.as_str().into(),
+        yaml: req.yaml,
+        enabled: req.enabled.unwrap_or(true),
+        scope,
+        created_at: now,
+        updated_at: now,
+    };
+    state.store.add_detection_rule(&stored).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "rule": Found::Own(stored).json(true) })),
+    ))
+}
+
+/// An organization changes only its own rules.
+async fn own_rule(state: &AppState, caller: &control::Principal, id: &str) -> Result<()> {
+    match find(state, caller, id).await? {
+        Found::Own(_) => Ok(()),
+        Found::Msp(_) => Err(ApiError::Forbidden(format!(
+            "rule {id:?} is your MSP's; it manages it"
+        ))),
+        Found::Operator(..) => Err(ApiError::Forbidden(format!(
+            "rule {id:?} is the operator's; it applies to every organization"
+        ))),
+    }
+}
+
+/// `PATCH /api/detections/rules/{id}`
+pub async fn set_rule(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    body: crate::extract::JsonBody<RuleChange>,
+) -> Result<Json<Value>> {
+    let crate::extract::JsonBody(change) = body;
+    own_rule(&state, &caller, &id).await?;
+    state
+        .store
+        .set_detection_rule_enabled(&caller.tenant, &id, change.enabled, now_ms())
+        .await?;
+    get_rule(State(state), Caller(caller), Path(id)).await
+}
+
+/// `DELETE /api/detections/rules/{id}`
+pub async fn delete_rule(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    own_rule(&state, &caller, &id).await?;
+    state
+        .store
+        .delete_detection_rule(&caller.tenant, &id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// What a backtest gathers while the rows stream by.
+struct Backtest {
+    set: RuleSet,
+    keep: usize,
+    scanned: usize,
+    matched: usize,
+    matches: Vec<Value>,
+}
+
+impl Backtest {
+    fn visit(&mut self, batch: RecordBatch) -> Result<bool> {
+        self.scanned += batch.num_rows();
+        let internal = |e: arrow::error::ArrowError| ApiError::Internal(e.to_string());
+        let found = self.set.evaluate(&batch).map_err(internal)?;
+        let Some(hits) = found.first() else {
+            return Ok(true);
+        };
+        self.matched += hits.rows.len();
+        if self.matches.len() >= self.keep {
+            return Ok(true);
+        }
+        let keys = KeyFields::of(&batch).map_err(internal)?;
+        let batch_ids = match batch.column_by_name("batch_id") {
+            Some(c) => cast(c, &DataType::Utf8).map_err(internal)?,
+            None => return Err(ApiError::Internal("logs without batch_id".into())),
+        };
+        let batch_ids = batch_ids.as_string::<i32>();
+        let text =
+            |a: &arrow::array::StringArray, i: usize| a.is_valid(i).then(|| a.value(i).to_string());
+        for &row in hits.rows.iter().take(self.keep - self.matches.len()) {
+            let i = row as usize;
+            self.matches.push(json!({
+                "ts": to_rfc3339(keys.ts.value(i)),
+                "ts_ms": keys.ts.value(i),
+                "source_batch_id": batch_ids.value(i),
+                "host": text(&keys.host, i),
+                "app": text(&keys.app, i),
+                "source_ip": text(&keys.source_ip, i),
+                "message": text(&keys.message, i),
+            }));
+        }
+        Ok(true)
+    }
+}
+
+/// `POST /api/detections/rules/{id}/test`
+pub async fn test_rule(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    body: crate::extract::JsonBody<BacktestRequest>,
+) -> Result<Json<Value>> {
+    let crate::extract::JsonBody(req) = body;
+    let found = find(&state, &caller, &id).await?;
+    let rule = found.rule()?;
+    let set = compile_one(rule.clone())?;
+    let now = now_ms();
+    let until = match &req.until {
+        Some(u) => rfc3339_ms("until", u)?,
+        None => now + 1,
+    };
+    let since = match &req.since {
+        Some(s) => rfc3339_ms("since", s)?,
+        None => until - DEFAULT_BACKTEST_MS,
+    };
+    if since >= until {
+        return Err(ApiError::BadRequest("since must be before until".into()));
+    }
+    let max = state.detections.config.backtest_max_matches;
+    let keep = req.limit.unwrap_or(max).min(max);
+    let mut query = Bound::default();
+    let (lo, hi) = (query.bind(since), query.bind(until));
+    // Every column a rule may name; not `raw` (bytes as received).
+    query.sql = format!(
+        "SELECT tenant_id, ts, received_at, batch_id, host, app, pid, severity, facility, \
+         msg_id, message, source_ip, structured_data, parse_status, input \
+         FROM logs WHERE CAST(ts AS BIGINT) >= {lo} AND CAST(ts AS BIGINT) < {hi}"
+    );
+    let started = std::time::Instant::now();
+    let state_in = Backtest {
+        set,
+        keep,
+        scanned: 0,
+        matched: 0,
+        matches: Vec::new(),
+    };
+    let done = state
+        .sql
+        .scan_bound(&caller.tenant, &query, state_in, Backtest::visit)
+        .await?;
+    let mut matches = done.matches;
+    matches.sort_by(|a, b| {
+        let key = |v: &Value| {
+            (
+                v["ts_ms"].as_i64(),
+                v["source_batch_id"].as_str().map(str::to_string),
+                v["message"].as_str().map(str::to_string),
+            )
+        };
+        key(a).cmp(&key(b))
+    });
+    Ok(Json(json!({
+        "rule": { "id": rule.id, "title": rule.title, "level": rule.level.as_str() },
+        "since": to_rfc3339(since),
+        "until": to_rfc3339(until),
+        "rows_scanned": done.scanned,
+        "matched": done.matched,
+        "truncated": done.matched > matches.len(),
+        "elapsed_ms": started.elapsed().as_millis() as u64,
+        "matches": matches,
+    })))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DetectionParams {
+    /// Comma-separated: informational, low, medium, high, critical.
+    level: Option<String>,
+    /// One rule's matches.
+    rule_id: Option<String>,
+    /// Matches of rows at or after this event time (RFC 3339).
+    #[param(format = DateTime)]
+    since: Option<String>,
+    /// Matches of rows before this event time (RFC 3339).
+    #[param(format = DateTime)]
+    until: Option<String>,
+    /// Items per page (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// `GET /api/detections`
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    params: crate::extract::QueryParams<DetectionParams>,
+) -> Result<Json<Value>> {
+    let crate::extract::QueryParams(p) = params;
+    let limit = limit(p.limit)?;
+    let mut query = Bound::default();
+    let mut filters = vec!["1 = 1".to_string()];
+    if let Some(levels) = &p.level {
+        let mut list = Vec::new();
+        for l in levels.split(',') {
+            let level = Level::parse_name(l.trim()).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "level {:?} is not one of informational, low, medium, high, critical",
+                    l.trim()
+                ))
+            })?;
+            list.push(query.bind(level.as_str()));
+        }
+        filters.push(format!("level IN ({})", list.join(", ")));
+    }
+    if let Some(r) = &p.rule_id {
+        valid_id(r)?;
+        filters.push(format!("rule_id = {}", query.bind(r.as_str())));
+    }
+    let ts = "CAST(ts AS BIGINT)";
+    if let Some(s) = &p.since {
+        filters.push(format!("{ts} >= {}", query.bind(rfc3339_ms("since", s)?)));
+    }
+    if let Some(u) = &p.until {
+        filters.push(format!("{ts} < {}", query.bind(rfc3339_ms("until", u)?)));
+    }
+    if let Some(Cursor { at_ms, id, .. }) = Cursor::param(p.cursor.as_deref())? {
+        let (ms, id) = (query.bind(at_ms), query.bind(id.as_str()));
+        filters.push(format!(
+            "({ts} < {ms} OR ({ts} = {ms} AND detection_id < {id}))"
+        ));
+    }
+    query.sql = format!(
+        "SELECT detection_id, rule_id, rule_title, level, tags, {ts} AS ts_ms, host, app, \
+         source_ip, message, source_kind, source_batch_id, source_row FROM detections \
+         WHERE {} ORDER BY ts_ms DESC, detection_id DESC LIMIT {}",
+        filters.join(" AND "),
+        limit + 1
+    );
+    let result = state.sql.execute_bound(&caller.tenant, &query).await?;
+    let (mut rows, next) = page(to_json_rows(&result.batches)?, limit, |r| {
+        let at_ms = r["ts_ms"].as_i64().unwrap_or_default();
+        Cursor::new(at_ms, r["detection_id"].as_str().unwrap_or_default()).to_string()
+    });
+    for r in &mut rows {
+        if let Some(Value::String(s)) = r.get("tags") {
+            let parsed = serde_json::from_str(s).unwrap_or(Value::Null);
+            r["tags"] = parsed;
+        }
+        if let Some(ms) = r["ts_ms"].as_i64() {
+            r["ts"] = json!(to_rfc3339(ms));
+        }
+    }
+    Ok(Json(json!({ "detections": rows, "next_cursor": next })))
+}

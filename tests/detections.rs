@@ -1,0 +1,605 @@
+//! Sigma rules in the stream, end to end through the public interfaces:
+//! rules uploaded over HTTP (and an operator pack from a directory, and an
+//! MSP's pack for its children), logs ingested over HTTP, matches read back
+//! from `/api/detections`, SQL, ClickHouse and the notifications — each
+//! organization matched only against its own rules — and the backtest
+//! route finding the same rows in the stored logs as the stream did. Bad
+//! uploads get a clear error each and change nothing.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{Env, Server, curl, get, ingest, metric, post_json, rows, wait_count};
+
+const SSH_BRUTE: &str = r#"title: SSH password guessing
+id: ssh-password-guessing
+status: test
+description: Failed SSH password attempts, as OpenSSH logs them
+level: high
+tags:
+  - attack.credential_access
+  - attack.t1110.001
+logsource:
+  product: linux
+  service: sshd
+detection:
+  selection:
+    app: sshd
+    message|contains:
+      - 'Failed password for'
+      - 'authentication failure'
+  filter:
+    message|contains: 'from 10.'
+  condition: selection and not filter
+"#;
+
+const PACK: &str = r#"title: Sudo to root shell
+id: msp-sudo-shell
+level: medium
+logsource:
+  product: linux
+detection:
+  keywords:
+    - 'COMMAND=/bin/bash'
+    - 'COMMAND=/bin/sh'
+  condition: keywords
+"#;
+
+const OPERATOR: &str = r#"title: Kernel segfault
+id: op-segfault
+level: low
+logsource:
+  product: linux
+detection:
+  sel:
+    message|re: 'segfault at [0-9a-f]+ ip'
+  condition: sel
+"#;
+
+fn patch_json(server: &Server, path: &str, key: &str, body: &Value) -> crate::support::Reply {
+    curl(&[
+        "-X",
+        "PATCH",
+        &server.url(path),
+        "-H",
+        &format!("Authorization: Bearer {key}"),
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        &body.to_string(),
+    ])
+}
+
+fn delete(server: &Server, path: &str, key: &str) -> crate::support::Reply {
+    curl(&[
+        "-X",
+        "DELETE",
+        &server.url(path),
+        "-H",
+        &format!("Authorization: Bearer {key}"),
+    ])
+}
+
+/// Waits until the pipeline compiled `at_least` rules (summed over
+/// organizations).
+async fn wait_rules_loaded(server: &Server, at_least: f64) {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let loaded = metric(server, "securenet_rules_loaded").await;
+        if loaded >= at_least {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "rules loaded: {loaded} < {at_least}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn ndjson(lines: &[Value]) -> String {
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+/// Real-world lines: OpenSSH's own wording, PAM's, sudo's, the kernel's.
+fn acme_logs(ts: &str) -> Vec<Value> {
+    vec![
+        json!({"ts": ts, "host": "bastion-1", "app": "sshd", "src_ip": "203.0.113.7",
+               "message": "Failed password for invalid user admin from 203.0.113.7 port 52211 ssh2"}),
+        json!({"ts": ts, "host": "bastion-1", "app": "sshd", "src_ip": "198.51.100.23",
+               "message": "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=198.51.100.23  user=root"}),
+        // The filter: an internal address is not guessing.
+        json!({"ts": ts, "host": "bastion-1", "app": "sshd",
+               "message": "Failed password for deploy from 10.0.4.2 port 40022 ssh2"}),
+        // Not sshd.
+        json!({"ts": ts, "host": "web-1", "app": "nginx",
+               "message": "Failed password for admin (basic auth) from 203.0.113.9"}),
+        json!({"ts": ts, "host": "bastion-1", "app": "sshd",
+               "message": "Accepted publickey for alice from 192.0.2.10 port 50514 ssh2: ED25519 SHA256:abc"}),
+        json!({"ts": ts, "host": "web-1", "app": "kernel",
+               "message": "nginx[4242]: segfault at 7f3a2c000010 ip 000055d5c8a1b2c3 sp 00007ffd0a1b2c30 error 4 in nginx[55d5c8a00000+100000]"}),
+        json!({"ts": ts, "host": "web-1", "app": "sudo",
+               "message": "    alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/bin/bash"}),
+    ]
+}
+
+fn ids_of(v: &Value, field: &str) -> BTreeSet<String> {
+    v[field]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn sigma_rules_run_in_the_stream_per_organization_and_backtest_the_same() {
+    let ops_rules = tempfile::tempdir().unwrap();
+    std::fs::write(ops_rules.path().join("segfault.yml"), OPERATOR).unwrap();
+    let (env, ch) = Env::new().clickhouse();
+    let env = env
+        .set(
+            "SECURENET_PIPELINE__RULES__RULES_DIR",
+            ops_rules.path().to_str().unwrap(),
+        )
+        .set("SECURENET_PIPELINE__RULES__REFRESH_MS", "200")
+        .set("SECURENET_API__DETECTIONS__MAX_RULES_PER_ORG", "3");
+    let acme = env.org_with_key("acme");
+    let globex = env.org_with_key("globex");
+    let msp = env.org_on_plan("msp", "msp", &[]);
+    let kid = env.org_on_plan("kid", "business", &["--parent", "msp"]);
+    let server = env.serve();
+
+    // Uploads: the MSP's pack first, then acme's own rule.
+    let r = post_json(
+        &server,
+        "/api/detections/rules",
+        &msp,
+        &json!({"yaml": PACK, "scope": "children"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["rule"]["scope"], "children");
+    let r = post_json(
+        &server,
+        "/api/detections/rules",
+        &acme,
+        &json!({"yaml": SSH_BRUTE}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let created = r.json()["rule"].clone();
+    assert_eq!(created["id"], "ssh-password-guessing");
+    assert_eq!(created["level"], "high");
+    assert_eq!(created["source"], "own");
+
+    // What each organization sees.
+    let listed = get(&server, "/api/detections/rules", &acme).json();
+    assert_eq!(
+        ids_of(&listed, "rules"),
+        BTreeSet::from(["ssh-password-guessing".into(), "op-segfault".into()])
+    );
+    let listed = get(&server, "/api/detections/rules", &kid).json();
+    assert_eq!(
+        ids_of(&listed, "rules"),
+        BTreeSet::from(["msp-sudo-shell".into(), "op-segfault".into()])
+    );
+    let sources: BTreeSet<String> = listed["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["source"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(sources, BTreeSet::from(["msp".into(), "operator".into()]));
+    let one = get(
+        &server,
+        "/api/detections/rules/ssh-password-guessing",
+        &acme,
+    )
+    .json();
+    assert_eq!(one["rule"]["yaml"], SSH_BRUTE);
+    assert_eq!(
+        one["rule"]["tags"],
+        json!(["attack.credential_access", "attack.t1110.001"])
+    );
+    assert_eq!(one["rule"]["logsource"]["service"], "sshd");
+
+    // Another organization cannot see, change or test acme's rule.
+    for (status, r) in [
+        (
+            404,
+            get(
+                &server,
+                "/api/detections/rules/ssh-password-guessing",
+                &globex,
+            ),
+        ),
+        (
+            404,
+            patch_json(
+                &server,
+                "/api/detections/rules/ssh-password-guessing",
+                &globex,
+                &json!({"enabled": false}),
+            ),
+        ),
+        (
+            404,
+            delete(
+                &server,
+                "/api/detections/rules/ssh-password-guessing",
+                &globex,
+            ),
+        ),
+        (
+            404,
+            post_json(
+                &server,
+                "/api/detections/rules/ssh-password-guessing/test",
+                &globex,
+                &json!({}),
+            ),
+        ),
+        // Inherited rules are not the organization's to change.
+        (
+            403,
+            patch_json(
+                &server,
+                "/api/detections/rules/msp-sudo-shell",
+                &kid,
+                &json!({"enabled": false}),
+            ),
+        ),
+        (
+            403,
+            delete(&server, "/api/detections/rules/op-segfault", &acme),
+        ),
+    ] {
+        assert_eq!(r.status, status, "{}", r.body);
+    }
+
+    // Bad uploads: each a clear 4xx, nothing stored.
+    let bad: Vec<(Value, u16, &str)> = vec![
+        (json!({"yaml": "title: [unclosed"}), 400, "rule refused"),
+        (
+            json!({"yaml": SSH_BRUTE.replace("condition: selection and not filter", "condition: selection | count() > 5")}),
+            400,
+            "count",
+        ),
+        (
+            json!({"yaml": SSH_BRUTE.replace("message|contains:", "message|expand:")}),
+            400,
+            "expand",
+        ),
+        (
+            json!({"yaml": SSH_BRUTE.replace("'Failed password for'", "'(unclosed'").replace("message|contains:", "message|re:")}),
+            400,
+            "regex",
+        ),
+        (json!({"yaml": SSH_BRUTE}), 409, "already exists"),
+        (
+            json!({"yaml": SSH_BRUTE.replace("id: ssh-password-guessing", "id: has spaces/and slash")}),
+            400,
+            "rule id",
+        ),
+        (
+            json!({"yaml": SSH_BRUTE.replace("ssh-password-guessing", "other"), "scope": "children"}),
+            403,
+            "MSP",
+        ),
+        (
+            json!({"yaml": SSH_BRUTE, "scope": "everyone"}),
+            400,
+            "scope",
+        ),
+        (json!({"yml": SSH_BRUTE}), 400, "yml"),
+    ];
+    for (body, status, says) in bad {
+        let r = post_json(&server, "/api/detections/rules", &acme, &body);
+        assert_eq!(r.status, status, "{body:.200}: {}", r.body);
+        assert!(r.body.contains(says), "{says:?} not in {}", r.body);
+    }
+    let r = post(&server, &acme, "not json at all");
+    assert_eq!(r.status, 400, "{}", r.body);
+    // Oversized (too big for a curl argument: reqwest).
+    let big = json!({"yaml": format!("{SSH_BRUTE}\n# {}", "x".repeat(300 << 10))});
+    let r = crate::support::client()
+        .post(server.url("/api/detections/rules"))
+        .bearer_auth(&acme)
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("over the limit"), "{text}");
+    // Over the count limit (3 per organization here).
+    for id in ["extra-1", "extra-2"] {
+        let yaml = OPERATOR.replace("op-segfault", id);
+        assert_eq!(
+            post_json(
+                &server,
+                "/api/detections/rules",
+                &acme,
+                &json!({"yaml": yaml, "enabled": false})
+            )
+            .status,
+            201
+        );
+    }
+    let r = post_json(
+        &server,
+        "/api/detections/rules",
+        &acme,
+        &json!({"yaml": OPERATOR.replace("op-segfault", "extra-3")}),
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("max_rules_per_org = 3"), "{}", r.body);
+    // A viewer reads rules but does not upload them.
+    let viewer = env
+        .cli(&["keys", "create", "--org", "acme", "--role", "viewer"])
+        .trim()
+        .to_string();
+    assert_eq!(get(&server, "/api/detections/rules", &viewer).status, 200);
+    assert_eq!(
+        post_json(
+            &server,
+            "/api/detections/rules",
+            &viewer,
+            &json!({"yaml": PACK})
+        )
+        .status,
+        403
+    );
+
+    // Every organization has the operator's rule; acme and kid one more each.
+    let orgs = metric(&server, "securenet_rules_tenants").await;
+    wait_rules_loaded(&server, orgs + 2.0).await;
+
+    let ts = chrono_now();
+    for (key, lines) in [
+        (&acme, acme_logs(&ts)),
+        (&globex, acme_logs(&ts)),
+        (&kid, acme_logs(&ts)),
+    ] {
+        let (status, body) = ingest(&server, key, ndjson(&lines)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    for key in [&acme, &globex, &kid] {
+        assert_eq!(wait_count(&server, key, "logs", 7).await, 7);
+    }
+
+    // acme: its rule (2 rows) and the operator's (1); globex: the
+    // operator's alone, though it sent the same lines; kid: the MSP pack
+    // and the operator's.
+    let expect = [
+        (
+            &acme,
+            vec![("op-segfault", 1), ("ssh-password-guessing", 2)],
+        ),
+        (&globex, vec![("op-segfault", 1)]),
+        (&kid, vec![("msp-sudo-shell", 1), ("op-segfault", 1)]),
+    ];
+    for (key, want) in &expect {
+        let total: u64 = want.iter().map(|(_, n)| n).sum();
+        assert_eq!(wait_count(&server, key, "detections", total).await, total);
+        let got = rows(
+            &server,
+            key,
+            "SELECT rule_id, count(*) AS n FROM detections GROUP BY rule_id ORDER BY rule_id",
+        )
+        .await;
+        let got: Vec<(String, u64)> = got
+            .iter()
+            .map(|r| {
+                (
+                    r["rule_id"].as_str().unwrap().to_string(),
+                    r["n"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        let want: Vec<(String, u64)> = want.iter().map(|(r, n)| (r.to_string(), *n)).collect();
+        assert_eq!(got, want);
+    }
+
+    // The listing: key fields of the matching rows, tags as JSON.
+    let listed = get(
+        &server,
+        "/api/detections?rule_id=ssh-password-guessing",
+        &acme,
+    )
+    .json();
+    let found = listed["detections"].as_array().unwrap();
+    assert_eq!(found.len(), 2, "{listed}");
+    let first = found
+        .iter()
+        .find(|d| d["source_ip"] == "203.0.113.7")
+        .expect("the invalid-user line");
+    assert_eq!(first["level"], "high");
+    assert_eq!(first["rule_title"], "SSH password guessing");
+    assert_eq!(first["host"], "bastion-1");
+    assert_eq!(
+        first["tags"],
+        json!(["attack.credential_access", "attack.t1110.001"])
+    );
+    assert_eq!(first["source_kind"], "logs");
+    let level = get(&server, "/api/detections?level=low", &acme).json();
+    assert_eq!(level["detections"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        get(&server, "/api/detections?level=severe", &acme).status,
+        400
+    );
+
+    // ClickHouse holds the same matches.
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let counts = ch.counts("detections").await;
+        if counts.get("acme") == Some(&3)
+            && counts.get("globex") == Some(&1)
+            && counts.get("kid") == Some(&2)
+        {
+            break;
+        }
+        assert!(Instant::now() < until, "ClickHouse detections: {counts:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Notifications: one per rule and batch, the rule's level as severity.
+    let until = Instant::now() + Duration::from_secs(30);
+    let notes = loop {
+        let n = get(&server, "/api/notifications", &acme).json();
+        let detections: Vec<Value> = n["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["kind"] == "detection")
+            .cloned()
+            .collect();
+        if detections.len() == 2 || Instant::now() > until {
+            break detections;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    let ssh = notes
+        .iter()
+        .find(|x| x["body"]["rule_id"] == "ssh-password-guessing")
+        .expect("ssh notification");
+    assert_eq!(ssh["severity"], "high");
+    assert_eq!(ssh["body"]["matches"], 2);
+    assert!(
+        ssh["title"]
+            .as_str()
+            .unwrap()
+            .contains("SSH password guessing"),
+        "{ssh}"
+    );
+
+    // The backtest over the stored logs finds exactly the stream's rows.
+    let stream: BTreeSet<(String, i64, String)> = rows(
+        &server,
+        &acme,
+        "SELECT source_batch_id, CAST(ts AS BIGINT) AS ts_ms, message FROM detections WHERE rule_id = 'ssh-password-guessing'",
+    )
+    .await
+    .iter()
+    .map(|r| (r["source_batch_id"].as_str().unwrap().into(), r["ts_ms"].as_i64().unwrap(), r["message"].as_str().unwrap().into()))
+    .collect();
+    let r = post_json(
+        &server,
+        "/api/detections/rules/ssh-password-guessing/test",
+        &acme,
+        &json!({}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let test = r.json();
+    assert_eq!(test["rows_scanned"], 7, "{test}");
+    assert_eq!(test["matched"], 2, "{test}");
+    let backtest: BTreeSet<(String, i64, String)> = test["matches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["source_batch_id"].as_str().unwrap().into(),
+                m["ts_ms"].as_i64().unwrap(),
+                m["message"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(backtest, stream);
+    // Inherited rules backtest too; a range with no logs matches nothing.
+    let r = post_json(
+        &server,
+        "/api/detections/rules/msp-sudo-shell/test",
+        &kid,
+        &json!({}),
+    );
+    assert_eq!(r.json()["matched"], 1, "{}", r.body);
+    let r = post_json(
+        &server,
+        "/api/detections/rules/op-segfault/test",
+        &acme,
+        &json!({"since": "2020-01-01T00:00:00Z", "until": "2020-01-02T00:00:00Z"}),
+    );
+    assert_eq!(
+        (r.status, r.json()["matched"].clone()),
+        (200, json!(0)),
+        "{}",
+        r.body
+    );
+    let r = post_json(
+        &server,
+        "/api/detections/rules/op-segfault/test",
+        &acme,
+        &json!({"since": "yesterday"}),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+
+    // Disabled, the rule stops matching new logs; deleted, it is gone.
+    let r = patch_json(
+        &server,
+        "/api/detections/rules/ssh-password-guessing",
+        &acme,
+        &json!({"enabled": false}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["rule"]["enabled"], false);
+    let before = metric(&server, "securenet_rules_loaded").await;
+    let until = Instant::now() + Duration::from_secs(30);
+    while metric(&server, "securenet_rules_loaded").await >= before {
+        assert!(Instant::now() < until, "the disabled rule stayed loaded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _) = ingest(&server, &acme, ndjson(&acme_logs(&ts))).await;
+    assert_eq!(status, 200);
+    assert_eq!(wait_count(&server, &acme, "logs", 14).await, 14);
+    assert_eq!(
+        wait_count(&server, &acme, "detections", 4).await,
+        4,
+        "only the operator's rule matched again"
+    );
+    assert_eq!(
+        delete(
+            &server,
+            "/api/detections/rules/ssh-password-guessing",
+            &acme
+        )
+        .status,
+        204
+    );
+    assert_eq!(
+        get(
+            &server,
+            "/api/detections/rules/ssh-password-guessing",
+            &acme
+        )
+        .status,
+        404
+    );
+    server.stop();
+}
+
+/// POSTs a raw body to the rules route.
+fn post(server: &Server, key: &str, body: &str) -> crate::support::Reply {
+    crate::support::post(
+        server,
+        "/api/detections/rules",
+        key,
+        "application/json",
+        body,
+    )
+}
+
+/// Now as RFC 3339 (event times within the backtest's default 24 hours).
+fn chrono_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let out = crate::support::run(
+        "date",
+        &["-u", "-d", &format!("@{secs}"), "+%Y-%m-%dT%H:%M:%SZ"],
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
