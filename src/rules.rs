@@ -1,8 +1,8 @@
 //! Sigma rules between the metadata store and the pipeline.
 //!
-//! - [`OperatorRules`]: the operator's rule pack (`pipeline.rules.rules_dir`),
-//!   read once at start, applied to every organization; listed (read-only)
-//!   by the query API.
+//! - [`OperatorRules`]: the operator's rule pack (`pipeline.rules.rules_dir`:
+//!   detection and correlation rules), read once at start, applied to every
+//!   organization; listed (read-only) by the query API.
 //! - [`spawn_refresher`]: polls the store's rule version and the
 //!   organization list every `refresh_ms` and, when either changed,
 //!   compiles each organization's set — the operator pack, its own rules,
@@ -23,7 +23,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use control::MetaStore;
 use control::notify::Notification;
 use control::rules::{DetectionRule, RuleScope};
-use detectors::sigma::{FieldMap, Level, Rule, RuleSet, compile_for_logs};
+use detectors::sigma::{Document, FieldMap, Level, TenantRules};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use pipeline::rules::{RuleBook, RulesConfig};
@@ -41,8 +41,9 @@ use uuid::Uuid;
 pub type OperatorRules = Arc<Vec<OperatorRule>>;
 
 /// Reads every rule file of `dir` (refusing the start if one is not a rule
-/// this build runs: an operator pack is all or nothing). A rule's id is its
-/// own `id`, else its file name without the extension.
+/// this build runs, or a correlation names a rule the pack lacks: an
+/// operator pack is all or nothing). A rule's id is its own `id`, else its
+/// file name without the extension.
 pub fn load_operator_rules(dir: Option<&Path>) -> anyhow::Result<OperatorRules> {
     let Some(dir) = dir else {
         return Ok(Arc::default());
@@ -52,29 +53,33 @@ pub fn load_operator_rules(dir: Option<&Path>) -> anyhow::Result<OperatorRules> 
         let yaml = std::fs::read_to_string(&file)
             .with_context(|| format!("reading {}", file.display()))?;
         let mut rule =
-            Rule::parse(&yaml).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            Document::parse(&yaml).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         let stem = file
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let id = rule.id.clone().unwrap_or(stem);
-        rule.id = Some(id.clone());
-        let rule = Arc::new(rule);
-        let (_, bad) = compile_for_logs(vec![rule.clone()], &FieldMap::default());
-        if let Some((_, e)) = bad.first() {
-            anyhow::bail!("{}: {e}", file.display());
-        }
-        out.push(OperatorRule { id, yaml, rule });
+        let id = rule.id().map_or(stem, str::to_string);
+        rule.set_id(id.clone());
+        out.push(OperatorRule {
+            id,
+            yaml,
+            rule: Arc::new(rule),
+        });
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));
+    let docs: Vec<Arc<Document>> = out.iter().map(|o| o.rule.clone()).collect();
+    let (_, refused) = TenantRules::compile(&docs, &FieldMap::default());
+    if let Some((id, e)) = refused.first() {
+        anyhow::bail!("{}: rule {id}: {e}", dir.display());
+    }
     info!(dir = %dir.display(), rules = out.len(), "operator Sigma rules loaded");
     Ok(Arc::new(out))
 }
 
 /// A stored rule as the engine runs it (under the id it was stored as).
-pub fn stored_rule(r: &DetectionRule) -> Result<Arc<Rule>, detectors::sigma::SigmaError> {
-    let mut rule = Rule::parse(&r.yaml)?;
-    rule.id = Some(r.id.clone());
+pub fn stored_rule(r: &DetectionRule) -> Result<Arc<Document>, detectors::sigma::SigmaError> {
+    let mut rule = Document::parse(&r.yaml)?;
+    rule.set_id(r.id.clone());
     Ok(Arc::new(rule))
 }
 
@@ -141,7 +146,7 @@ fn compile_all(
     orgs: &[(TenantId, Option<TenantId>)],
     stored: &[DetectionRule],
     operator: &OperatorRules,
-) -> HashMap<TenantId, Arc<RuleSet>> {
+) -> HashMap<TenantId, Arc<TenantRules>> {
     let mut by_org: HashMap<(&TenantId, RuleScope), Vec<&DetectionRule>> = HashMap::new();
     for r in stored {
         by_org.entry((&r.org_id, r.scope)).or_default().push(r);
@@ -149,7 +154,7 @@ fn compile_all(
     let map = FieldMap::default();
     // Sets by the rules they hold: organizations with the same rules (the
     // operator pack alone, an MSP's children) share one compiled set.
-    let mut compiled: BTreeMap<Vec<(String, String, i64)>, Arc<RuleSet>> = BTreeMap::new();
+    let mut compiled: BTreeMap<Vec<(String, String, i64)>, Arc<TenantRules>> = BTreeMap::new();
     let mut out = HashMap::new();
     for (org, parent) in orgs {
         let mut mine: Vec<&DetectionRule> = by_org
@@ -169,7 +174,8 @@ fn compile_all(
         let set = compiled
             .entry(key)
             .or_insert_with(|| {
-                let mut rules: Vec<Arc<Rule>> = operator.iter().map(|o| o.rule.clone()).collect();
+                let mut rules: Vec<Arc<Document>> =
+                    operator.iter().map(|o| o.rule.clone()).collect();
                 for r in &mine {
                     match stored_rule(r) {
                         Ok(rule) => rules.push(rule),
@@ -177,9 +183,9 @@ fn compile_all(
                             "a stored Sigma rule does not parse; left out"),
                     }
                 }
-                let (set, bad) = compile_for_logs(rules, &map);
+                let (set, bad) = TenantRules::compile(&rules, &map);
                 for (rule, error) in bad {
-                    warn!(org = %org, rule = rule.id.as_deref().unwrap_or_default(), %error,
+                    warn!(org = %org, %rule, %error,
                         "a stored Sigma rule does not compile; left out");
                 }
                 Arc::new(set)
@@ -404,8 +410,9 @@ mod tests {
             stored("solo", "own-s", RuleScope::Own, RULE),
             stored("solo", "broken", RuleScope::Own, "title: [unclosed"),
         ];
-        let ids = |set: &RuleSet| -> Vec<String> {
-            set.rules()
+        let ids = |set: &TenantRules| -> Vec<String> {
+            set.set
+                .rules()
                 .iter()
                 .map(|r| r.id.clone().unwrap_or_default())
                 .collect()
@@ -422,8 +429,8 @@ mod tests {
         );
         assert!(!sets.contains_key(&t("bare")));
 
-        let mut op = Rule::parse(RULE).unwrap();
-        op.id = Some("op".into());
+        let mut op = Document::parse(RULE).unwrap();
+        op.set_id("op".into());
         let operator: OperatorRules = Arc::new(vec![OperatorRule {
             id: "op".into(),
             yaml: RULE.into(),

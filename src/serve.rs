@@ -303,7 +303,11 @@ impl PipelineRole {
         tokio::spawn(consumer::run(
             bus,
             self.sinks.clone(),
-            inline_detectors(self.detection.as_ref(), self.rules.as_ref()),
+            inline_detectors(
+                self.detection.as_ref(),
+                self.rules.as_ref(),
+                config.pipeline.detection.windows.lateness_ms,
+            ),
             config.pipeline.consumer.clone(),
             metrics.clone(),
         ))
@@ -599,12 +603,13 @@ fn start_api(
 fn inline_detectors(
     detection: Option<&Detection>,
     rules: Option<&Arc<pipeline::rules::RuleBook>>,
+    lateness_ms: i64,
 ) -> consumer::InlineDetectors {
     let usage: Arc<std::sync::Mutex<dyn detectors::Detector>> =
         Arc::new(std::sync::Mutex::new(detectors::usage::UsageCounter));
     let mut all = vec![usage];
     if let Some(rules) = rules {
-        all.push(Arc::new(std::sync::Mutex::new(rules.stage())));
+        all.push(Arc::new(std::sync::Mutex::new(rules.stage(lateness_ms))));
     }
     all.extend(detection.map(Detection::inline));
     all.into()

@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use detectors::sigma::{FieldMap, Rule, RuleSet};
-use schemas::{LogBatchBuilder, RecordKind, TenantId};
+use detectors::sigma::correlation::State as Windows;
+use detectors::sigma::detections::fire_context;
+use detectors::sigma::{Document, FieldMap, TenantRules};
+use schemas::{LogBatchBuilder, TenantId};
 
 use crate::cli::SigmaCommand;
 
@@ -41,35 +43,29 @@ pub(crate) fn rule_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn parse(file: &Path) -> anyhow::Result<Rule> {
+fn parse(file: &Path) -> anyhow::Result<Document> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    Rule::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
+    Document::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
 }
 
-fn compile(rules: Vec<Arc<Rule>>) -> anyhow::Result<RuleSet> {
-    RuleSet::compile(
-        rules,
-        &FieldMap::default(),
-        schemas::schema::schema(RecordKind::Logs),
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))
+/// The files' rules compiled together, as one organization's (a
+/// correlation finds the rules it names among them); what does not
+/// compile is returned with its reason.
+fn compile(docs: &[Arc<Document>]) -> (TenantRules, Vec<(String, detectors::sigma::SigmaError)>) {
+    TenantRules::compile(docs, &FieldMap::default())
 }
 
 fn check(paths: &[PathBuf]) -> anyhow::Result<()> {
     let mut refused = 0;
     let mut out = std::io::stdout().lock();
+    let mut docs = Vec::new();
+    let mut files = Vec::new();
     for file in rule_files(paths)? {
-        match parse(&file).and_then(|r| compile(vec![Arc::new(r)])) {
-            Ok(set) => {
-                let r = &set.rules()[0];
-                writeln!(
-                    out,
-                    "ok\t{}\t{}\t{}",
-                    file.display(),
-                    r.level.as_str(),
-                    r.title
-                )?;
+        match parse(&file) {
+            Ok(doc) => {
+                docs.push(Arc::new(doc));
+                files.push(file);
             }
             Err(e) => {
                 refused += 1;
@@ -77,17 +73,43 @@ fn check(paths: &[PathBuf]) -> anyhow::Result<()> {
             }
         }
     }
+    let (_, bad) = compile(&docs);
+    for (doc, file) in docs.iter().zip(&files) {
+        let key = doc.id().unwrap_or(doc.title());
+        match bad.iter().find(|(id, _)| id == key) {
+            Some((_, e)) => {
+                refused += 1;
+                writeln!(out, "refused\t{}: {e}", file.display())?;
+            }
+            None => writeln!(
+                out,
+                "ok\t{}\t{}\t{}\t{}",
+                file.display(),
+                doc.kind(),
+                doc.level().as_str(),
+                doc.title()
+            )?,
+        }
+    }
     anyhow::ensure!(refused == 0, "{refused} rule(s) refused");
     Ok(())
 }
 
 fn run_match(paths: &[PathBuf], logs: &Path) -> anyhow::Result<()> {
-    let rules = rule_files(paths)?
+    let docs = rule_files(paths)?
         .iter()
         .map(|f| parse(f).map(Arc::new))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    anyhow::ensure!(!rules.is_empty(), "no rules");
-    let set = compile(rules)?;
+    anyhow::ensure!(!docs.is_empty(), "no rules");
+    let (rules, bad) = compile(&docs);
+    if let Some((id, e)) = bad.first() {
+        anyhow::bail!("rule {id}: {e}");
+    }
+    let mut windows: Vec<Windows> = rules
+        .correlations
+        .iter()
+        .map(|_| Windows::default())
+        .collect();
     let input: Box<dyn BufRead> = if logs == Path::new("-") {
         Box::new(std::io::stdin().lock())
     } else {
@@ -100,8 +122,8 @@ fn run_match(paths: &[PathBuf], logs: &Path) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut pending: Vec<(usize, schemas::LogRecord)> = Vec::with_capacity(BATCH_ROWS);
     let mut bad = 0usize;
-    let flush = |pending: &mut Vec<(usize, schemas::LogRecord)>,
-                 out: &mut dyn Write|
+    let mut flush = |pending: &mut Vec<(usize, schemas::LogRecord)>,
+                     out: &mut dyn Write|
      -> anyhow::Result<()> {
         if pending.is_empty() {
             return Ok(());
@@ -111,15 +133,33 @@ fn run_match(paths: &[PathBuf], logs: &Path) -> anyhow::Result<()> {
             b.append(r);
         }
         let batch = b.finish(&tenant, uuid::Uuid::now_v7())?;
-        for m in set.evaluate(&batch)? {
-            let rule = &set.rules()[m.rule];
-            for row in m.rows {
+        let found = rules.set.evaluate(&batch)?;
+        for m in found.iter().filter(|m| rules.stores(m.rule)) {
+            let rule = &rules.set.rules()[m.rule];
+            for &row in &m.rows {
                 let line = pending[row as usize].0;
                 let hit = serde_json::json!({
                     "rule": rule.id.as_deref().unwrap_or(&rule.title),
                     "title": rule.title,
                     "level": rule.level.as_str(),
                     "line": line,
+                });
+                writeln!(out, "{hit}")?;
+            }
+        }
+        // Correlations: lines are taken in file order, so no lateness.
+        for (c, w) in rules.correlations.iter().zip(windows.iter_mut()) {
+            let events = c.events(&rules.map, &batch, &found, |row| pending[row as usize].0)?;
+            for fire in w.feed(&c.correlation, 0, events) {
+                let corr = &c.correlation;
+                let context: serde_json::Value =
+                    serde_json::from_str(&fire_context(corr, &fire)).unwrap_or_default();
+                let hit = serde_json::json!({
+                    "rule": corr.id.as_deref().unwrap_or(&corr.title),
+                    "title": corr.title,
+                    "level": corr.level.as_str(),
+                    "line": fire.origin,
+                    "correlation": context,
                 });
                 writeln!(out, "{hit}")?;
             }

@@ -603,3 +603,262 @@ fn chrono_now() -> String {
     );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
+
+const FAILED_LOGIN: &str = r#"title: Failed SSH login
+id: 3b2f0c1e-5a52-4b8e-9d1a-0c7a61f0a001
+name: ssh_failed_login
+level: low
+logsource:
+  product: linux
+  service: sshd
+detection:
+  selection:
+    app: sshd
+    message|contains: 'Failed password'
+  condition: selection
+"#;
+
+const BRUTE_FORCE: &str = r#"title: SSH brute force from one address
+id: 3b2f0c1e-5a52-4b8e-9d1a-0c7a61f0a002
+level: high
+tags:
+  - attack.t1110
+correlation:
+  type: event_count
+  rules:
+    - ssh_failed_login
+  group-by:
+    - source_ip
+  timespan: 5m
+  condition:
+    gte: 5
+"#;
+
+const SPRAY: &str = r#"title: Password spraying from one address
+id: spray
+level: medium
+correlation:
+  type: value_count
+  rules:
+    - ssh_failed_login
+  group-by:
+    - source_ip
+  timespan: 10m
+  condition:
+    field: user
+    gte: 3
+"#;
+
+/// OpenSSH's own failure line, with the user in structured data the way a
+/// JSON shipper sends it.
+fn failure(ts: &str, ip: &str, user: &str) -> Value {
+    json!({"ts": ts, "host": "bastion-1", "app": "sshd", "src_ip": ip, "user": user,
+           "message": format!("Failed password for {user} from {ip} port 52211 ssh2")})
+}
+
+/// RFC 3339 for `secs` after the epoch.
+fn at(secs: u64) -> String {
+    let out = crate::support::run(
+        "date",
+        &["-u", "-d", &format!("@{secs}"), "+%Y-%m-%dT%H:%M:%SZ"],
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[tokio::test]
+async fn correlation_rules_fire_per_group_in_the_stream_and_the_backtest() {
+    let env = Env::new().set("SECURENET_PIPELINE__RULES__REFRESH_MS", "200");
+    let acme = env.org_with_key("acme");
+    let server = env.serve();
+
+    // A correlation needs the rules it names; refusals name what is wrong.
+    for (yaml, says) in [
+        (BRUTE_FORCE.to_string(), "no detection rule with id or name"),
+        (BRUTE_FORCE.replace("gte: 5", "lt: 5"), "condition.lt"),
+        (
+            BRUTE_FORCE.replace("timespan: 5m", "timespan: forever"),
+            "timespan",
+        ),
+    ] {
+        let r = post_json(
+            &server,
+            "/api/detections/rules",
+            &acme,
+            &json!({"yaml": yaml}),
+        );
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert!(r.body.contains(says), "{says:?} not in {}", r.body);
+    }
+    for yaml in [FAILED_LOGIN, BRUTE_FORCE, SPRAY] {
+        let r = post_json(
+            &server,
+            "/api/detections/rules",
+            &acme,
+            &json!({"yaml": yaml}),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let r = post_json(
+        &server,
+        "/api/detections/rules",
+        &acme,
+        &json!({"yaml": SPRAY.replace("id: spray", "id: spray-2").replace("ssh_failed_login", "spray")}),
+    );
+    assert_eq!(r.status, 400, "chained: {}", r.body);
+    assert!(r.body.contains("chained correlations"), "{}", r.body);
+    let got = get(
+        &server,
+        "/api/detections/rules/3b2f0c1e-5a52-4b8e-9d1a-0c7a61f0a002",
+        &acme,
+    )
+    .json();
+    assert_eq!(got["rule"]["kind"], "correlation");
+    assert_eq!(got["rule"]["correlation"]["type"], "event_count");
+    assert_eq!(got["rule"]["correlation"]["at_least"], 5);
+    wait_rules_loaded(&server, 3.0).await;
+
+    // 203.0.113.7 fails 6 times as root within a minute (brute force: one
+    // fire at the 5th); 198.51.100.23 fails 4 times over 4 users within 2
+    // minutes (not 5 events, but 3 distinct users at the 3rd: spraying);
+    // 192.0.2.50 failed 5 times earlier, spread over 24 minutes (no fire).
+    let t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 3600;
+    let brute: Vec<Value> = (0..6)
+        .map(|i| failure(&at(t0 + i * 10), "203.0.113.7", "root"))
+        .collect();
+    let spray: Vec<Value> = ["admin", "oracle", "test", "guest"]
+        .iter()
+        .enumerate()
+        .map(|(i, user)| failure(&at(t0 + 5 + i as u64 * 30), "198.51.100.23", user))
+        .collect();
+    let spread: Vec<Value> = (0..5)
+        .map(|i| failure(&at(t0 - 1500 + i * 360), "192.0.2.50", "deploy"))
+        .collect();
+    // The later half of each burst arrives first (within the lateness
+    // allowed): events are placed by their own time.
+    let first: Vec<Value> = spread
+        .iter()
+        .chain(&brute[3..])
+        .chain(&spray[2..])
+        .cloned()
+        .collect();
+    let second: Vec<Value> = brute[..3].iter().chain(&spray[..2]).cloned().collect();
+    for part in [first, second] {
+        let (status, body) = ingest(&server, &acme, ndjson(&part)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(wait_count(&server, &acme, "logs", 15).await, 15);
+    assert_eq!(
+        wait_count(&server, &acme, "detections", 2).await,
+        2,
+        "the base rule's own matches are not stored (generate: false)"
+    );
+    let found = rows(
+        &server,
+        &acme,
+        "SELECT rule_id, level, context FROM detections ORDER BY rule_id",
+    )
+    .await;
+    let brute: Value = serde_json::from_str(found[0]["context"].as_str().unwrap()).unwrap();
+    assert_eq!(found[0]["rule_id"], "3b2f0c1e-5a52-4b8e-9d1a-0c7a61f0a002");
+    assert_eq!(found[0]["level"], "high");
+    assert_eq!(brute["correlation"], "event_count");
+    assert_eq!(brute["group"]["source_ip"], "203.0.113.7");
+    assert_eq!(brute["count"], 5);
+    let spray: Value = serde_json::from_str(found[1]["context"].as_str().unwrap()).unwrap();
+    assert_eq!(found[1]["rule_id"], "spray");
+    assert_eq!(spray["group"]["source_ip"], "198.51.100.23");
+    assert_eq!(spray["count"], 3);
+    let listed = get(&server, "/api/detections?rule_id=spray", &acme).json();
+    assert_eq!(
+        listed["detections"][0]["context"]["field"], "user",
+        "{listed}"
+    );
+
+    // The backtest replays the stored logs in time order: the same fires.
+    for (id, group, count) in [
+        ("3b2f0c1e-5a52-4b8e-9d1a-0c7a61f0a002", "203.0.113.7", 5),
+        ("spray", "198.51.100.23", 3),
+    ] {
+        let r = post_json(
+            &server,
+            &format!("/api/detections/rules/{id}/test"),
+            &acme,
+            &json!({}),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        let t = r.json();
+        assert_eq!(t["matched"], 1, "{t}");
+        assert_eq!(t["rule"]["kind"], "correlation");
+        assert_eq!(t["matches"][0]["context"]["group"]["source_ip"], group);
+        assert_eq!(t["matches"][0]["context"]["count"], count);
+    }
+    // The base rule alone matches all 15 failures.
+    let r = post_json(
+        &server,
+        "/api/detections/rules/3b2f0c1e-5a52-4b8e-9d1a-0c7a61f0a001/test",
+        &acme,
+        &json!({}),
+    );
+    assert_eq!(r.json()["matched"], 15, "{}", r.body);
+    server.stop();
+}
+
+/// `securenet sigma check/match` take correlation rules with the rules they
+/// name, as the stream does.
+#[test]
+fn the_sigma_command_runs_correlations_over_files() {
+    let env = Env::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("failed.yml"), FAILED_LOGIN).unwrap();
+    std::fs::write(dir.path().join("brute.yml"), BRUTE_FORCE).unwrap();
+    let checked = env.cli(&["sigma", "check", dir.path().to_str().unwrap()]);
+    assert!(
+        checked.contains("\tcorrelation\thigh\tSSH brute force from one address"),
+        "{checked}"
+    );
+    let logs = dir.path().join("logs.ndjson");
+    let lines: Vec<Value> = (0..6)
+        .map(|i| {
+            failure(
+                &format!("2026-12-01T10:00:{:02}Z", i * 5),
+                "203.0.113.7",
+                "root",
+            )
+        })
+        .chain([failure("2026-12-01T10:00:40Z", "198.51.100.1", "root")])
+        .collect();
+    std::fs::write(&logs, ndjson(&lines)).unwrap();
+    let out = env.cli(&[
+        "sigma",
+        "match",
+        "--rule",
+        dir.path().to_str().unwrap(),
+        logs.to_str().unwrap(),
+    ]);
+    let hits: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(hits.len(), 1, "{out}");
+    assert_eq!(hits[0]["line"], 5, "the 5th failure from one address fires");
+    assert_eq!(hits[0]["correlation"]["count"], 5);
+    assert_eq!(hits[0]["correlation"]["group"]["source_ip"], "203.0.113.7");
+
+    // Alone, the correlation names a rule the files lack: refused.
+    let alone = tempfile::tempdir().unwrap();
+    std::fs::write(alone.path().join("brute.yml"), BRUTE_FORCE).unwrap();
+    let out = env
+        .command(&["sigma", "check", alone.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("no detection rule with id or name"),
+        "{stdout}"
+    );
+}

@@ -18,11 +18,12 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use detectors::Detector;
-use detectors::sigma::RuleSet;
-use detectors::sigma::detections::detections_envelope;
+use detectors::sigma::TenantRules;
+use detectors::sigma::detections::{States, derive};
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use schemas::{Envelope, RecordKind, TenantId};
 use serde::{Deserialize, Serialize};
+use tracing::warn;
 
 /// `[pipeline.rules]`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -64,6 +65,7 @@ struct RuleMetrics {
     seconds: Histogram,
     tenants: IntGauge,
     rules: IntGauge,
+    errors: IntCounter,
 }
 
 impl RuleMetrics {
@@ -93,7 +95,11 @@ impl RuleMetrics {
             )?,
             rules: IntGauge::new(
                 "securenet_rules_loaded",
-                "Enabled rules compiled, summed over organizations",
+                "Enabled rules and correlations compiled, summed over organizations",
+            )?,
+            errors: IntCounter::new(
+                "securenet_rules_errors_total",
+                "Batches whose rules could not be evaluated (stored without detections)",
             )?,
         };
         registry.register(Box::new(m.rows.clone()))?;
@@ -101,13 +107,14 @@ impl RuleMetrics {
         registry.register(Box::new(m.seconds.clone()))?;
         registry.register(Box::new(m.tenants.clone()))?;
         registry.register(Box::new(m.rules.clone()))?;
+        registry.register(Box::new(m.errors.clone()))?;
         Ok(m)
     }
 }
 
 /// Every tenant's compiled rules.
 pub struct RuleBook {
-    sets: RwLock<Arc<HashMap<TenantId, Arc<RuleSet>>>>,
+    sets: RwLock<Arc<HashMap<TenantId, Arc<TenantRules>>>>,
     metrics: RuleMetrics,
 }
 
@@ -120,15 +127,15 @@ impl RuleBook {
     }
 
     /// Replaces every tenant's set (tenants left out have no rules).
-    pub fn replace(&self, sets: HashMap<TenantId, Arc<RuleSet>>) {
+    pub fn replace(&self, sets: HashMap<TenantId, Arc<TenantRules>>) {
         self.metrics.tenants.set(sets.len() as i64);
         self.metrics
             .rules
-            .set(sets.values().map(|s| s.rules().len() as i64).sum());
+            .set(sets.values().map(|s| s.len() as i64).sum());
         *self.sets.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(sets);
     }
 
-    pub fn get(&self, tenant: &TenantId) -> Option<Arc<RuleSet>> {
+    pub fn get(&self, tenant: &TenantId) -> Option<Arc<TenantRules>> {
         self.sets
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -136,15 +143,26 @@ impl RuleBook {
             .cloned()
     }
 
-    /// The consumer's inline detector over this book.
-    pub fn stage(self: &Arc<Self>) -> SigmaStage {
-        SigmaStage { book: self.clone() }
+    /// The consumer's inline detector over this book; correlation
+    /// windows accept events up to `lateness_ms` late (the feature
+    /// windows' allowance).
+    pub fn stage(self: &Arc<Self>, lateness_ms: i64) -> SigmaStage {
+        SigmaStage {
+            book: self.clone(),
+            lateness_ms,
+            states: HashMap::new(),
+        }
     }
 }
 
-/// Evaluates each `logs` batch against its tenant's rules.
+/// Evaluates each `logs` batch against its tenant's rules, and keeps each
+/// tenant's correlation windows (in memory: a restarted pipeline rebuilds
+/// them from the batches the bus redelivers, so a burst spanning a crash
+/// may go uncorrelated).
 pub struct SigmaStage {
     book: Arc<RuleBook>,
+    lateness_ms: i64,
+    states: HashMap<TenantId, States>,
 }
 
 impl Detector for SigmaStage {
@@ -156,15 +174,26 @@ impl Detector for SigmaStage {
         if envelope.kind() != RecordKind::Logs {
             return Ok(Vec::new());
         }
-        let Some(set) = self.book.get(envelope.tenant()) else {
+        let tenant = envelope.tenant();
+        let Some(rules) = self.book.get(tenant) else {
+            self.states.remove(tenant);
             return Ok(Vec::new());
         };
         let started = Instant::now();
-        let derived = detections_envelope(&set, envelope).map_err(|e| match e {
-            detectors::sigma::detections::Error::Arrow(e) => detectors::Error::Arrow(e),
-            detectors::sigma::detections::Error::Schema(e) => detectors::Error::Schema(e),
-        })?;
+        let states = self.states.entry(tenant.clone()).or_default();
         let m = &self.book.metrics;
+        // Evaluation is pure: a batch it fails on would fail again on every
+        // redelivery, holding up the organizations behind it on the bus.
+        // The batch is stored without detections and the failure counted.
+        let derived = match derive(&rules, states, self.lateness_ms, envelope) {
+            Ok(d) => d,
+            Err(error) => {
+                m.errors.inc();
+                warn!(%error, %tenant, batch_id = %envelope.batch_id(),
+                    "Sigma rules could not be evaluated on a batch; stored without detections");
+                None
+            }
+        };
         m.seconds.observe(started.elapsed().as_secs_f64());
         m.rows.inc_by(envelope.num_rows() as u64);
         let Some(derived) = derived else {
@@ -187,17 +216,11 @@ impl Detector for SigmaStage {
 mod tests {
     use super::*;
     use crate::testutil::envelope;
-    use detectors::sigma::{FieldMap, Rule};
+    use detectors::sigma::{Document, FieldMap};
 
-    fn set(yaml: &str) -> Arc<RuleSet> {
-        Arc::new(
-            RuleSet::compile(
-                vec![Arc::new(Rule::parse(yaml).unwrap())],
-                &FieldMap::default(),
-                schemas::schema::schema(RecordKind::Logs),
-            )
-            .unwrap(),
-        )
+    fn set(yaml: &str) -> Arc<TenantRules> {
+        let doc = Arc::new(Document::parse(yaml).unwrap());
+        Arc::new(TenantRules::compile(&[doc], &FieldMap::default()).0)
     }
 
     #[test]
@@ -208,7 +231,7 @@ mod tests {
             detection:\n  sel:\n    message|startswith: 'm'\n  condition: sel\n";
         let acme = TenantId::new("acme").unwrap();
         book.replace(HashMap::from([(acme.clone(), set(every_row))]));
-        let mut stage = book.stage();
+        let mut stage = book.stage(60_000);
         let out = stage.process_batch(&envelope("acme", 3)).unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].kind(), RecordKind::Detections);

@@ -25,8 +25,9 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use control::rules::{DetectionRule, RuleScope};
-use detectors::sigma::detections::KeyFields;
-use detectors::sigma::{FieldMap, Level, Rule, RuleSet, compile_for_logs};
+use detectors::sigma::correlation::{Event, State as Windows};
+use detectors::sigma::detections::{KeyFields, fire_context};
+use detectors::sigma::{Document, FieldMap, Level, TenantRules};
 use schemas::Plan;
 use schemas::time::{now_ms, to_rfc3339};
 use serde::{Deserialize, Serialize};
@@ -61,7 +62,7 @@ impl Default for DetectionsConfig {
 pub struct OperatorRule {
     pub id: String,
     pub yaml: String,
-    pub rule: Arc<Rule>,
+    pub rule: Arc<Document>,
 }
 
 /// What the detection routes share.
@@ -108,32 +109,36 @@ pub struct BacktestRequest {
 enum Found {
     Own(DetectionRule),
     Msp(DetectionRule),
-    Operator(String, Arc<Rule>),
+    Operator(String, Arc<Document>),
+}
+
+/// A stored rule as the engine runs it, under the id it was stored as.
+fn stored_document(r: &DetectionRule) -> Result<Arc<Document>> {
+    let mut doc = Document::parse(&r.yaml)
+        .map_err(|e| ApiError::Internal(format!("stored rule {}: {e}", r.id)))?;
+    doc.set_id(r.id.clone());
+    Ok(Arc::new(doc))
 }
 
 impl Found {
-    fn rule(&self) -> Result<Arc<Rule>> {
+    fn rule(&self) -> Result<Arc<Document>> {
         match self {
-            Found::Own(r) | Found::Msp(r) => {
-                let mut rule = Rule::parse(&r.yaml)
-                    .map_err(|e| ApiError::Internal(format!("stored rule {}: {e}", r.id)))?;
-                rule.id = Some(r.id.clone());
-                Ok(Arc::new(rule))
-            }
+            Found::Own(r) | Found::Msp(r) => stored_document(r),
             Found::Operator(_, rule) => Ok(rule.clone()),
         }
     }
 
-    fn json(&self, with_yaml: bool) -> Value {
+    fn json(&self, with_yaml: bool) -> Result<Value> {
+        let doc = self.rule()?;
         let (source, mut v) = match self {
             Found::Own(r) => ("own", stored_json(r)),
             Found::Msp(r) => ("msp", stored_json(r)),
             Found::Operator(yaml, rule) => (
                 "operator",
                 json!({
-                    "id": rule.id,
-                    "title": rule.title,
-                    "level": rule.level.as_str(),
+                    "id": rule.id(),
+                    "title": rule.title(),
+                    "level": rule.level().as_str(),
                     "enabled": true,
                     "scope": "own",
                     "yaml": yaml,
@@ -141,10 +146,11 @@ impl Found {
             ),
         };
         v["source"] = json!(source);
+        v["kind"] = json!(doc.kind());
         if !with_yaml && let Some(o) = v.as_object_mut() {
             o.remove("yaml");
         }
-        v
+        Ok(v)
     }
 }
 
@@ -182,12 +188,53 @@ async fn find(state: &AppState, caller: &control::Principal, id: &str) -> Result
     )))
 }
 
-/// The rule as the engine runs it alone, or a `400` naming what it refuses.
-fn compile_one(rule: Arc<Rule>) -> Result<RuleSet> {
-    let (set, bad) = compile_for_logs(vec![rule], &FieldMap::default());
-    match bad.into_iter().next() {
+/// The rules a correlation of `scope` may correlate: for the organization's
+/// own stream, every rule it runs (its own, its MSP's pack, the
+/// operator's); for an MSP's pack, the pack's other rules and the
+/// operator's.
+async fn correlatable(
+    state: &AppState,
+    caller: &control::Principal,
+    scope: RuleScope,
+) -> Result<Vec<Arc<Document>>> {
+    let mut docs = Vec::new();
+    for r in state.store.list_detection_rules(&caller.tenant).await? {
+        if r.scope == scope {
+            docs.push(stored_document(&r)?);
+        }
+    }
+    if scope == RuleScope::Own {
+        for r in state
+            .store
+            .inherited_detection_rules(&caller.tenant)
+            .await?
+        {
+            docs.push(stored_document(&r)?);
+        }
+    }
+    docs.extend(state.detections.operator.iter().map(|o| o.rule.clone()));
+    Ok(docs)
+}
+
+/// `doc` compiled as the stream runs it — a correlation with the rules it
+/// correlates, found among `others` — or a `400` naming what the engine
+/// refuses.
+fn compile_with(doc: &Arc<Document>, others: &[Arc<Document>]) -> Result<TenantRules> {
+    let mut docs = vec![doc.clone()];
+    if let Document::Correlation(c) = doc.as_ref() {
+        for reference in &c.rules {
+            let named = |d: &&Arc<Document>| {
+                d.id() == Some(reference.as_str()) || d.name() == Some(reference.as_str())
+            };
+            if let Some(d) = others.iter().find(named) {
+                docs.push(d.clone());
+            }
+        }
+    }
+    let (rules, refused) = TenantRules::compile(&docs, &FieldMap::default());
+    match refused.into_iter().next() {
         Some((_, e)) => Err(ApiError::BadRequest(format!("rule refused: {e}"))),
-        None => Ok(set),
+        None => Ok(rules),
     }
 }
 
@@ -214,17 +261,17 @@ pub async fn list_rules(
 ) -> Result<Json<Value>> {
     let mut rules: Vec<Value> = Vec::new();
     for r in state.store.list_detection_rules(&caller.tenant).await? {
-        rules.push(Found::Own(r).json(false));
+        rules.push(Found::Own(r).json(false)?);
     }
     for r in state
         .store
         .inherited_detection_rules(&caller.tenant)
         .await?
     {
-        rules.push(Found::Msp(r).json(false));
+        rules.push(Found::Msp(r).json(false)?);
     }
     for o in state.detections.operator.iter() {
-        rules.push(Found::Operator(String::new(), o.rule.clone()).json(false));
+        rules.push(Found::Operator(String::new(), o.rule.clone()).json(false)?);
     }
     Ok(Json(json!({ "rules": rules })))
 }
@@ -236,16 +283,31 @@ pub async fn get_rule(
     Path(id): Path<String>,
 ) -> Result<Json<Value>> {
     let found = find(&state, &caller, &id).await?;
-    let rule = found.rule()?;
-    let mut v = found.json(true);
-    v["tags"] = json!(rule.tags);
-    v["description"] = json!(rule.description);
-    v["status"] = json!(rule.status);
-    v["logsource"] = json!({
-        "product": rule.logsource.product,
-        "service": rule.logsource.service,
-        "category": rule.logsource.category,
-    });
+    let doc = found.rule()?;
+    let mut v = found.json(true)?;
+    v["tags"] = json!(doc.tags());
+    v["description"] = json!(doc.description());
+    match doc.as_ref() {
+        Document::Rule(rule) => {
+            v["status"] = json!(rule.status);
+            v["logsource"] = json!({
+                "product": rule.logsource.product,
+                "service": rule.logsource.service,
+                "category": rule.logsource.category,
+            });
+        }
+        Document::Correlation(c) => {
+            v["correlation"] = json!({
+                "type": c.kind.as_str(),
+                "rules": c.rules,
+                "group_by": c.group_by,
+                "timespan_ms": c.timespan_ms,
+                "at_least": c.at_least,
+                "field": c.field,
+                "generate": c.generate,
+            });
+        }
+    }
     Ok(Json(json!({ "rule": v })))
 }
 
@@ -265,16 +327,15 @@ pub async fn create_rule(
             "only an MSP organization pushes rule packs (scope children) to its children".into(),
         ));
     }
-    let mut rule =
-        Rule::parse(&req.yaml).map_err(|e| ApiError::BadRequest(format!("rule refused: {e}")))?;
+    let mut rule = Document::parse(&req.yaml)
+        .map_err(|e| ApiError::BadRequest(format!("rule refused: {e}")))?;
     let id = rule
-        .id
-        .clone()
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .id()
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
     valid_id(&id)?;
-    rule.id = Some(id.clone());
+    rule.set_id(id.clone());
     let rule = Arc::new(rule);
-    compile_one(rule.clone())?;
+    compile_with(&rule, &correlatable(&state, &caller, scope).await?)?;
     let max = state.detections.config.max_rules_per_org;
     let count = state.store.count_detection_rules(&caller.tenant).await?;
     if count >= max {
@@ -287,8 +348,8 @@ pub async fn create_rule(
     let stored = DetectionRule {
         org_id: caller.tenant.clone(),
         id,
-        title: rule.title.clone(),
-        level: rule.level.as_str().into(),
+        title: rule.title().to_string(),
+        level: rule.level().as_str().into(),
         yaml: req.yaml,
         enabled: req.enabled.unwrap_or(true),
         scope,
@@ -298,7 +359,7 @@ pub async fn create_rule(
     state.store.add_detection_rule(&stored).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "rule": Found::Own(stored).json(true) })),
+        Json(json!({ "rule": Found::Own(stored).json(true)? })),
     ))
 }
 
@@ -345,25 +406,40 @@ pub async fn delete_rule(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// What a backtest gathers while the rows stream by.
+/// The key fields of a row a backtest reports.
+fn row_json(keys: &KeyFields, batch_ids: &arrow::array::StringArray, i: usize) -> Value {
+    let text = |a: &arrow::array::StringArray| a.is_valid(i).then(|| a.value(i).to_string());
+    json!({
+        "ts": to_rfc3339(keys.ts.value(i)),
+        "ts_ms": keys.ts.value(i),
+        "source_batch_id": batch_ids.value(i),
+        "host": text(&keys.host),
+        "app": text(&keys.app),
+        "source_ip": text(&keys.source_ip),
+        "message": text(&keys.message),
+    })
+}
+
+/// What a backtest gathers while the rows stream by: the matches of rules
+/// that store their own, and the events of correlations (with the rows
+/// they came from), replayed in time order at the end.
 struct Backtest {
-    set: RuleSet,
+    rules: TenantRules,
     keep: usize,
     scanned: usize,
     matched: usize,
     matches: Vec<Value>,
+    events: Vec<Vec<Event>>,
+    /// Key fields of the rows events came from, by `Event::origin`.
+    origins: Vec<Value>,
 }
 
 impl Backtest {
     fn visit(&mut self, batch: RecordBatch) -> Result<bool> {
         self.scanned += batch.num_rows();
         let internal = |e: arrow::error::ArrowError| ApiError::Internal(e.to_string());
-        let found = self.set.evaluate(&batch).map_err(internal)?;
-        let Some(hits) = found.first() else {
-            return Ok(true);
-        };
-        self.matched += hits.rows.len();
-        if self.matches.len() >= self.keep {
+        let found = self.rules.set.evaluate(&batch).map_err(internal)?;
+        if found.is_empty() {
             return Ok(true);
         }
         let keys = KeyFields::of(&batch).map_err(internal)?;
@@ -372,21 +448,46 @@ impl Backtest {
             None => return Err(ApiError::Internal("logs without batch_id".into())),
         };
         let batch_ids = batch_ids.as_string::<i32>();
-        let text =
-            |a: &arrow::array::StringArray, i: usize| a.is_valid(i).then(|| a.value(i).to_string());
-        for &row in hits.rows.iter().take(self.keep - self.matches.len()) {
-            let i = row as usize;
-            self.matches.push(json!({
-                "ts": to_rfc3339(keys.ts.value(i)),
-                "ts_ms": keys.ts.value(i),
-                "source_batch_id": batch_ids.value(i),
-                "host": text(&keys.host, i),
-                "app": text(&keys.app, i),
-                "source_ip": text(&keys.source_ip, i),
-                "message": text(&keys.message, i),
-            }));
+        for m in found.iter().filter(|m| self.rules.stores(m.rule)) {
+            self.matched += m.rows.len();
+            let room = self.keep.saturating_sub(self.matches.len());
+            for &row in m.rows.iter().take(room) {
+                self.matches.push(row_json(&keys, batch_ids, row as usize));
+            }
+        }
+        for (k, c) in self.rules.correlations.iter().enumerate() {
+            let mut events = c
+                .events(&self.rules.map, &batch, &found, |row| row as usize)
+                .map_err(internal)?;
+            // Origins across batches: the index of the row's key fields.
+            for e in &mut events {
+                let row = e.origin;
+                e.origin = self.origins.len();
+                self.origins.push(row_json(&keys, batch_ids, row));
+            }
+            self.events[k].extend(events);
         }
         Ok(true)
+    }
+
+    /// Correlation events in time order through fresh windows: what fired.
+    fn fire(&mut self) {
+        for (k, c) in self.rules.correlations.iter().enumerate() {
+            let mut events = std::mem::take(&mut self.events[k]);
+            events.sort_by_key(|e| (e.ts, e.origin));
+            // Every event is in order here: no lateness to allow.
+            let fired = Windows::default().feed(&c.correlation, 0, events);
+            self.matched += fired.len();
+            for f in fired {
+                if self.matches.len() >= self.keep {
+                    continue;
+                }
+                let mut row = self.origins.get(f.origin).cloned().unwrap_or_default();
+                row["context"] =
+                    serde_json::from_str(&fire_context(&c.correlation, &f)).unwrap_or_default();
+                self.matches.push(row);
+            }
+        }
     }
 }
 
@@ -399,8 +500,14 @@ pub async fn test_rule(
 ) -> Result<Json<Value>> {
     let crate::extract::JsonBody(req) = body;
     let found = find(&state, &caller, &id).await?;
+    let scope = match &found {
+        Found::Own(r) => r.scope,
+        Found::Msp(_) | Found::Operator(..) => RuleScope::Own,
+    };
     let rule = found.rule()?;
-    let set = compile_one(rule.clone())?;
+    let mut rules = compile_with(&rule, &correlatable(&state, &caller, scope).await?)?;
+    // A correlation's rules feed it here even if they store their own.
+    let correlations = rules.correlations.len();
     let now = now_ms();
     let until = match &req.until {
         Some(u) => rfc3339_ms("until", u)?,
@@ -412,6 +519,9 @@ pub async fn test_rule(
     };
     if since >= until {
         return Err(ApiError::BadRequest("since must be before until".into()));
+    }
+    if correlations > 0 {
+        rules.store_none();
     }
     let max = state.detections.config.backtest_max_matches;
     let keep = req.limit.unwrap_or(max).min(max);
@@ -425,16 +535,19 @@ pub async fn test_rule(
     );
     let started = std::time::Instant::now();
     let state_in = Backtest {
-        set,
+        rules,
         keep,
         scanned: 0,
         matched: 0,
         matches: Vec::new(),
+        events: vec![Vec::new(); correlations],
+        origins: Vec::new(),
     };
-    let done = state
+    let mut done = state
         .sql
         .scan_bound(&caller.tenant, &query, state_in, Backtest::visit)
         .await?;
+    done.fire();
     let mut matches = done.matches;
     matches.sort_by(|a, b| {
         let key = |v: &Value| {
@@ -447,7 +560,7 @@ pub async fn test_rule(
         key(a).cmp(&key(b))
     });
     Ok(Json(json!({
-        "rule": { "id": rule.id, "title": rule.title, "level": rule.level.as_str() },
+        "rule": { "id": rule.id(), "title": rule.title(), "level": rule.level().as_str(), "kind": rule.kind() },
         "since": to_rfc3339(since),
         "until": to_rfc3339(until),
         "rows_scanned": done.scanned,
@@ -521,7 +634,7 @@ pub async fn list(
     }
     query.sql = format!(
         "SELECT detection_id, rule_id, rule_title, level, tags, {ts} AS ts_ms, host, app, \
-         source_ip, message, source_kind, source_batch_id, source_row FROM detections \
+         source_ip, message, source_kind, source_batch_id, source_row, context FROM detections \
          WHERE {} ORDER BY ts_ms DESC, detection_id DESC LIMIT {}",
         filters.join(" AND "),
         limit + 1
@@ -532,9 +645,11 @@ pub async fn list(
         Cursor::new(at_ms, r["detection_id"].as_str().unwrap_or_default()).to_string()
     });
     for r in &mut rows {
-        if let Some(Value::String(s)) = r.get("tags") {
-            let parsed = serde_json::from_str(s).unwrap_or(Value::Null);
-            r["tags"] = parsed;
+        for field in ["tags", "context"] {
+            if let Some(Value::String(s)) = r.get(field) {
+                let parsed = serde_json::from_str(s).unwrap_or(Value::Null);
+                r[field] = parsed;
+            }
         }
         if let Some(ms) = r["ts_ms"].as_i64() {
             r["ts"] = json!(to_rfc3339(ms));

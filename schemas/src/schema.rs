@@ -218,6 +218,9 @@ static DETECTIONS: LazyLock<SchemaRef> = LazyLock::new(|| {
         utf8("app", true),
         utf8("source_ip", true),
         utf8("message", true),
+        // Correlation detections: JSON of what fired (type, group values,
+        // count, first event time); null for a single rule's match.
+        utf8("context", true),
     ])
 });
 

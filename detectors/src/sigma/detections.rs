@@ -22,7 +22,11 @@ use schemas::envelope::constant_utf8;
 use schemas::{Envelope, RecordKind};
 use uuid::Uuid;
 
-use super::{RuleMatches, RuleSet};
+use std::collections::HashMap;
+
+use super::Correlation;
+use super::correlation::{Fire, State};
+use super::tenant::TenantRules;
 
 /// Namespace of detection ids (UUID v5).
 const NAMESPACE: Uuid = Uuid::from_u128(0x5ec0_4e7a_d37e_c7a0_0000_0000_0000_0019);
@@ -87,25 +91,106 @@ fn value(a: &StringArray, i: usize) -> Option<&str> {
     a.is_valid(i).then(|| a.value(i))
 }
 
-/// The `detections` envelope for what `set` matched in `source` (a `logs`
-/// envelope), or `None` when nothing matched.
-pub fn detections_envelope(set: &RuleSet, source: &Envelope) -> Result<Option<Envelope>, Error> {
-    if source.kind() != RecordKind::Logs || set.is_empty() {
+/// What one detections row says about the rule (or correlation) behind it.
+struct Meta<'a> {
+    id: &'a str,
+    title: &'a str,
+    level: &'static str,
+    tags: String,
+}
+
+/// One detections row: the rule (index into the metas), the source row,
+/// and, for a correlation, what it counted.
+struct Hit {
+    meta: usize,
+    row: u32,
+    context: Option<String>,
+}
+
+/// Correlation states of one organization, by correlation (see
+/// [`super::correlation::State`]).
+pub type States = HashMap<String, State>;
+
+/// Evaluates `rules` on `source` (a `logs` envelope): the matches of the
+/// rules that store their own, and what correlations fire, fed from the
+/// matches into `states` (event-time windows with `lateness_ms` allowed).
+/// `None` when nothing is to be stored.
+pub fn derive(
+    rules: &TenantRules,
+    states: &mut States,
+    lateness_ms: i64,
+    source: &Envelope,
+) -> Result<Option<Envelope>, Error> {
+    if source.kind() != RecordKind::Logs || rules.is_empty() {
         return Ok(None);
     }
     let batch = source.batch();
-    let matches = set.evaluate(batch)?;
+    let matches = rules.set.evaluate(batch)?;
+    states.retain(|key, _| rules.correlations.iter().any(|c| &c.key == key));
     if matches.is_empty() {
+        return Ok(None);
+    }
+    let mut metas: Vec<Meta> = rules
+        .set
+        .rules()
+        .iter()
+        .map(|r| Meta {
+            id: rule_key(r),
+            title: &r.title,
+            level: r.level.as_str(),
+            tags: serde_json::Value::from(r.tags.clone()).to_string(),
+        })
+        .collect();
+    let mut hits: Vec<Hit> = matches
+        .iter()
+        .filter(|m| rules.stores(m.rule))
+        .flat_map(|m| {
+            m.rows.iter().map(|row| Hit {
+                meta: m.rule,
+                row: *row,
+                context: None,
+            })
+        })
+        .collect();
+    for c in &rules.correlations {
+        let events = c.events(&rules.map, batch, &matches, |row| row as usize)?;
+        if events.is_empty() {
+            continue;
+        }
+        let corr = &c.correlation;
+        let fired = states
+            .entry(c.key.clone())
+            .or_default()
+            .feed(corr, lateness_ms, events);
+        if fired.is_empty() {
+            continue;
+        }
+        let meta = metas.len();
+        metas.push(Meta {
+            id: corr.id.as_deref().unwrap_or(&corr.title),
+            title: &corr.title,
+            level: corr.level.as_str(),
+            tags: serde_json::Value::from(corr.tags.clone()).to_string(),
+        });
+        for f in fired {
+            hits.push(Hit {
+                meta,
+                row: f.origin as u32,
+                context: Some(fire_context(corr, &f)),
+            });
+        }
+    }
+    if hits.is_empty() {
         return Ok(None);
     }
     let id = detections_batch_id(source.batch_id());
     let out = detections_batch(
-        set,
+        &metas,
+        &hits,
         source.tenant().as_str(),
         source.batch_id(),
         id,
         batch,
-        &matches,
     )?;
     Ok(Some(Envelope::new(
         source.tenant().clone(),
@@ -113,6 +198,23 @@ pub fn detections_envelope(set: &RuleSet, source: &Envelope) -> Result<Option<En
         id,
         out,
     )?))
+}
+
+/// What a correlation detection says beside the firing row's fields.
+pub fn fire_context(c: &Correlation, f: &Fire) -> String {
+    let values: Vec<serde_json::Value> = serde_json::from_str(&f.group).unwrap_or_default();
+    let group: serde_json::Map<String, serde_json::Value> =
+        c.group_by.iter().cloned().zip(values).collect();
+    serde_json::json!({
+        "correlation": c.kind.as_str(),
+        "rules": c.rules,
+        "group": group,
+        "count": f.count,
+        "field": c.field,
+        "first_ts": f.first_ts,
+        "timespan_ms": c.timespan_ms,
+    })
+    .to_string()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,37 +226,27 @@ pub enum Error {
 }
 
 fn detections_batch(
-    set: &RuleSet,
+    metas: &[Meta],
+    hits: &[Hit],
     tenant: &str,
     source: Uuid,
     id: Uuid,
     batch: &RecordBatch,
-    matches: &[RuleMatches],
 ) -> Result<RecordBatch, ArrowError> {
     let keys = KeyFields::of(batch)?;
-    // (rule index, row) in rule order, then row order.
-    let hits: Vec<(usize, u32)> = matches
-        .iter()
-        .flat_map(|m| m.rows.iter().map(move |r| (m.rule, *r)))
-        .collect();
     let n = hits.len();
-    let rule = |i: usize| &set.rules()[i];
-    let tags: Vec<String> = set
-        .rules()
-        .iter()
-        .map(|r| serde_json::Value::from(r.tags.clone()).to_string())
-        .collect();
+    let meta = |h: &Hit| &metas[h.meta];
     let times = |a: &TimestampMillisecondArray| -> ArrayRef {
         Arc::new(
             TimestampMillisecondArray::from_iter_values(
-                hits.iter().map(|(_, row)| a.value(*row as usize)),
+                hits.iter().map(|h| a.value(h.row as usize)),
             )
             .with_timezone("UTC"),
         )
     };
     let texts = |a: &StringArray| -> ArrayRef {
         Arc::new(StringArray::from_iter(
-            hits.iter().map(|(_, row)| value(a, *row as usize)),
+            hits.iter().map(|h| value(a, h.row as usize)),
         ))
     };
     let columns: Vec<ArrayRef> = vec![
@@ -162,30 +254,32 @@ fn detections_batch(
         times(&keys.ts),
         times(&keys.received_at),
         constant_utf8(&id.to_string(), n),
-        Arc::new(StringArray::from_iter_values(hits.iter().map(
-            |(r, row)| detection_id(source, rule_key(rule(*r)), *row).to_string(),
-        ))),
         Arc::new(StringArray::from_iter_values(
-            hits.iter().map(|(r, _)| rule_key(rule(*r))),
+            hits.iter()
+                .map(|h| detection_id(source, meta(h).id, h.row).to_string()),
         )),
         Arc::new(StringArray::from_iter_values(
-            hits.iter().map(|(r, _)| rule(*r).title.as_str()),
+            hits.iter().map(|h| meta(h).id),
         )),
         Arc::new(StringArray::from_iter_values(
-            hits.iter().map(|(r, _)| rule(*r).level.as_str()),
+            hits.iter().map(|h| meta(h).title),
         )),
         Arc::new(StringArray::from_iter_values(
-            hits.iter().map(|(r, _)| tags[*r].as_str()),
+            hits.iter().map(|h| meta(h).level),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            hits.iter().map(|h| meta(h).tags.as_str()),
         )),
         constant_utf8(RecordKind::Logs.as_str(), n),
         constant_utf8(&source.to_string(), n),
-        Arc::new(UInt32Array::from_iter_values(
-            hits.iter().map(|(_, row)| *row),
-        )),
+        Arc::new(UInt32Array::from_iter_values(hits.iter().map(|h| h.row))),
         texts(&keys.host),
         texts(&keys.app),
         texts(&keys.source_ip),
         texts(&keys.message),
+        Arc::new(StringArray::from_iter(
+            hits.iter().map(|h| h.context.as_deref()),
+        )),
     ];
     RecordBatch::try_new(schemas::schema::schema(RecordKind::Detections), columns)
 }
@@ -193,20 +287,21 @@ fn detections_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sigma::{FieldMap, Rule};
+    use crate::sigma::{Document, FieldMap};
     use schemas::{LogBatchBuilder, LogRecord, TenantId};
 
-    fn logs(tenant: &TenantId, messages: &[&str]) -> Envelope {
-        let mut b = LogBatchBuilder::with_capacity(messages.len());
-        for (i, m) in messages.iter().enumerate() {
+    /// A logs envelope: (seconds after t0, host, source ip, message).
+    fn logs(tenant: &TenantId, lines: &[(i64, &str, &str, &str)]) -> Envelope {
+        let mut b = LogBatchBuilder::with_capacity(lines.len());
+        for (at, host, ip, m) in lines {
             b.append(&LogRecord {
-                ts_ms: 1_700_000_000_000 + i as i64,
+                ts_ms: 1_700_000_000_000 + at * 1000,
                 received_ms: 1_700_000_000_500,
-                input: "test",
-                host: Some(format!("web-{i}")),
+                host: Some(host.to_string()),
                 app: Some("sshd".into()),
-                source_ip: Some("10.0.0.9".into()),
+                source_ip: Some(ip.to_string()),
                 message: m.to_string(),
+                input: "test",
                 ..Default::default()
             });
         }
@@ -220,25 +315,35 @@ mod tests {
         .unwrap()
     }
 
-    fn set(yaml: &[&str]) -> RuleSet {
-        let rules = yaml
+    fn rules(yaml: &[&str]) -> TenantRules {
+        let docs: Vec<Arc<Document>> = yaml
             .iter()
-            .map(|y| Arc::new(Rule::parse(y).unwrap()))
+            .map(|y| Arc::new(Document::parse(y).unwrap()))
             .collect();
-        RuleSet::compile(
-            rules,
-            &FieldMap::default(),
-            schemas::schema::schema(RecordKind::Logs),
-        )
-        .unwrap()
+        let (rules, refused) = TenantRules::compile(&docs, &FieldMap::default());
+        assert!(refused.is_empty(), "{refused:?}");
+        rules
     }
 
-    const FAILED: &str = "title: Failed SSH password\nid: ssh-failed\nlevel: medium\n\
+    fn column(env: &Envelope, name: &str) -> Vec<Option<String>> {
+        env.batch()
+            .column_by_name(name)
+            .unwrap()
+            .as_string::<i32>()
+            .iter()
+            .map(|v| v.map(str::to_string))
+            .collect()
+    }
+
+    const FAILED: &str = "title: Failed SSH password\nid: ssh-failed\nname: ssh_failed\nlevel: medium\n\
         tags: [attack.credential_access, attack.t1110]\n\
         logsource: {product: linux, service: sshd}\n\
         detection:\n  sel:\n    message|contains: 'Failed password'\n  condition: sel\n";
     const ROOT: &str = "title: Root login\nlevel: high\nlogsource: {product: linux}\n\
         detection:\n  keywords: ['for root']\n  condition: keywords\n";
+    const BRUTE: &str = "title: SSH brute force\nid: ssh-brute\nlevel: high\ncorrelation:\n  \
+        type: event_count\n  rules: [ssh_failed]\n  group-by: [source_ip]\n  \
+        timespan: 5m\n  condition: {gte: 3}\n";
 
     #[test]
     fn matches_become_rows_with_stable_ids() {
@@ -246,61 +351,112 @@ mod tests {
         let src = logs(
             &acme,
             &[
-                "Accepted publickey for alice",
-                "Failed password for root from 10.0.0.9",
-                "Failed password for bob",
+                (0, "web-0", "10.0.0.9", "Accepted publickey for alice"),
+                (
+                    1,
+                    "web-1",
+                    "10.0.0.9",
+                    "Failed password for root from 10.0.0.9",
+                ),
+                (2, "web-2", "10.0.0.9", "Failed password for bob"),
             ],
         );
-        let rules = set(&[FAILED, ROOT]);
-        let env = detections_envelope(&rules, &src).unwrap().unwrap();
+        let rules = rules(&[FAILED, ROOT]);
+        let env = derive(&rules, &mut States::new(), 0, &src)
+            .unwrap()
+            .unwrap();
         assert_eq!(env.kind(), RecordKind::Detections);
         assert_eq!(env.batch_id(), detections_batch_id(src.batch_id()));
-        let b = env.batch();
-        assert_eq!(b.num_rows(), 3);
-        let col = |n: &str| b.column_by_name(n).unwrap().as_string::<i32>().clone();
-        let rule_ids = col("rule_id");
-        let rule_ids: Vec<_> = rule_ids.iter().map(Option::unwrap).collect();
-        assert_eq!(rule_ids, ["ssh-failed", "ssh-failed", "Root login"]);
-        assert_eq!(col("level").value(2), "high");
+        assert_eq!(env.num_rows(), 3);
+        let ids: Vec<_> = column(&env, "rule_id").into_iter().flatten().collect();
+        assert_eq!(ids, ["ssh-failed", "ssh-failed", "Root login"]);
+        assert_eq!(column(&env, "level")[2].as_deref(), Some("high"));
         assert_eq!(
-            col("tags").value(0),
-            r#"["attack.credential_access","attack.t1110"]"#
+            column(&env, "tags")[0].as_deref(),
+            Some(r#"["attack.credential_access","attack.t1110"]"#)
         );
-        assert_eq!(col("host").value(0), "web-1");
-        assert_eq!(col("message").value(1), "Failed password for bob");
-        let rows = b
+        assert_eq!(column(&env, "host")[0].as_deref(), Some("web-1"));
+        assert_eq!(column(&env, "context")[0], None);
+        let rows = env
+            .batch()
             .column_by_name("source_row")
             .unwrap()
             .as_primitive::<arrow::datatypes::UInt32Type>();
         assert_eq!(rows.values().to_vec(), [1, 2, 1]);
-        let ts = b
-            .column_by_name("ts")
-            .unwrap()
-            .as_primitive::<arrow::datatypes::TimestampMillisecondType>();
-        assert_eq!(ts.value(0), 1_700_000_000_001);
         // The same source batch derives the same records.
-        let again = detections_envelope(&rules, &src).unwrap().unwrap();
+        let again = derive(&rules, &mut States::new(), 0, &src)
+            .unwrap()
+            .unwrap();
         assert_eq!(again.batch(), env.batch());
         assert_eq!(
-            col("detection_id").value(0),
-            detection_id(src.batch_id(), "ssh-failed", 1).to_string()
+            column(&env, "detection_id")[0].as_deref(),
+            Some(
+                detection_id(src.batch_id(), "ssh-failed", 1)
+                    .to_string()
+                    .as_str()
+            )
         );
     }
 
     #[test]
-    fn nothing_matched_or_other_kinds_derive_nothing() {
+    fn nothing_matched_or_no_rules_derive_nothing() {
         let acme = TenantId::new("acme").unwrap();
-        let rules = set(&[FAILED]);
+        let quiet = logs(&acme, &[(0, "h", "10.0.0.1", "all quiet")]);
         assert!(
-            detections_envelope(&rules, &logs(&acme, &["all quiet"]))
+            derive(&rules(&[FAILED]), &mut States::new(), 0, &quiet)
                 .unwrap()
                 .is_none()
         );
-        let empty = set(&[]);
+        let loud = logs(&acme, &[(0, "h", "10.0.0.1", "Failed password")]);
         assert!(
-            detections_envelope(&empty, &logs(&acme, &["Failed password"]))
+            derive(&rules(&[]), &mut States::new(), 0, &loud)
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_correlation_fires_once_per_burst_and_hides_its_rules_own_matches() {
+        let acme = TenantId::new("acme").unwrap();
+        let rules = rules(&[FAILED, BRUTE]);
+        let mut states = States::new();
+        // Two failures from .9 and one from .7: below the bound.
+        let first = logs(
+            &acme,
+            &[
+                (0, "b", "203.0.113.9", "Failed password for root"),
+                (10, "b", "203.0.113.7", "Failed password for admin"),
+                (20, "b", "203.0.113.9", "Failed password for admin"),
+            ],
+        );
+        assert!(
+            derive(&rules, &mut states, 60_000, &first)
+                .unwrap()
+                .is_none()
+        );
+        // The third from .9 within 5 minutes fires; the fourth does not
+        // fire again (the group starts afresh).
+        let second = logs(
+            &acme,
+            &[
+                (30, "b", "203.0.113.9", "Failed password for oracle"),
+                (40, "b", "203.0.113.9", "Failed password for test"),
+            ],
+        );
+        let env = derive(&rules, &mut states, 60_000, &second)
+            .unwrap()
+            .unwrap();
+        assert_eq!(env.num_rows(), 1);
+        assert_eq!(column(&env, "rule_id")[0].as_deref(), Some("ssh-brute"));
+        assert_eq!(
+            column(&env, "message")[0].as_deref(),
+            Some("Failed password for oracle")
+        );
+        let context: serde_json::Value =
+            serde_json::from_str(column(&env, "context")[0].as_deref().unwrap()).unwrap();
+        assert_eq!(context["correlation"], "event_count");
+        assert_eq!(context["group"]["source_ip"], "203.0.113.9");
+        assert_eq!(context["count"], 3);
+        assert_eq!(context["first_ts"], 1_700_000_000_000i64);
     }
 }

@@ -674,6 +674,41 @@ fn no_nulls(b: &BooleanArray) -> BooleanBuffer {
 }
 
 /// A column as `Utf8` text (numbers in their decimal form).
+/// The values of the Sigma fields `names` in `batch`, as text (all null
+/// where a field is absent), read as rules read them.
+pub(crate) fn read_fields(
+    map: &FieldMap,
+    batch: &RecordBatch,
+    names: &[String],
+) -> Result<Vec<StringArray>, ArrowError> {
+    let schema = batch.schema();
+    let mut out: Vec<Option<StringArray>> = vec![None; names.len()];
+    let mut json: Vec<(usize, Vec<String>)> = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        match map.resolve(name, &schema) {
+            Source::Column(c) => {
+                if let Some(col) = batch.column_by_name(&c) {
+                    out[i] = Some(as_text(col)?);
+                }
+            }
+            Source::Json(keys) => json.push((i, keys)),
+        }
+    }
+    if !json.is_empty()
+        && let Some(sd) = batch.column_by_name("structured_data")
+    {
+        let sd = as_text(sd)?;
+        let refs: Vec<(usize, &[String])> = json.iter().map(|(i, k)| (*i, k.as_slice())).collect();
+        for (i, column) in extract_json(&sd, &refs) {
+            out[i] = Some(column);
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|c| c.unwrap_or_else(|| StringArray::new_null(batch.num_rows())))
+        .collect())
+}
+
 fn as_text(col: &ArrayRef) -> Result<StringArray, ArrowError> {
     if col.data_type() == &DataType::Utf8 {
         return Ok(col.as_string::<i32>().clone());

@@ -14,21 +14,29 @@
 //!   in one Aho-Corasick pass, each leaf predicate is computed once per
 //!   batch however many rules share it, and rules combine bitmaps.
 //!   Nothing interprets a rule row by row.
+//! - `correlation.rs`: correlation rules (`event_count`, `value_count`,
+//!   `temporal`, `temporal_ordered`) and their event-time windows.
+//! - `tenant.rs`: one organization's rules compiled together, correlations
+//!   resolved to the rules they correlate.
 //! - `detections.rs`: what a rule set matched in a `logs` batch as a
 //!   `detections` batch, with ids that a replayed batch derives again.
 //! - `fields.rs`: Sigma field names → record columns (or keys of the
 //!   `structured_data` JSON object).
 
 mod condition;
+pub mod correlation;
 pub mod detections;
 mod eval;
 mod fields;
 mod pattern;
 mod rule;
+pub mod tenant;
 
+pub use correlation::Correlation;
 pub use eval::{RuleMatches, RuleSet};
 pub use fields::FieldMap;
 pub use rule::{Level, LogSource, Rule};
+pub use tenant::{Document, TenantRules};
 
 /// Why a rule was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -57,7 +57,7 @@ impl Level {
         .find(|l| l.as_str() == s)
     }
 
-    fn parse(s: &str) -> SigmaResult<Self> {
+    pub(crate) fn parse_loose(s: &str) -> SigmaResult<Self> {
         Ok(match s.to_ascii_lowercase().as_str() {
             "informational" => Level::Informational,
             "low" => Level::Low,
@@ -83,6 +83,8 @@ pub struct LogSource {
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub id: Option<String>,
+    /// What correlation rules may refer to it by, beside its id.
+    pub name: Option<String>,
     pub title: String,
     pub description: Option<String>,
     pub status: Option<String>,
@@ -139,38 +141,50 @@ pub(crate) enum CmpOp {
     Gte,
 }
 
+/// One YAML document as a mapping: size, form and YAML checked.
+pub(crate) fn document(yaml: &str) -> SigmaResult<Map<String, Value>> {
+    if yaml.len() > MAX_RULE_BYTES {
+        return Err(SigmaError::new(format!(
+            "the rule is {} bytes, over the limit of {MAX_RULE_BYTES}",
+            yaml.len()
+        )));
+    }
+    if yaml.lines().any(|l| l.trim_end() == "---") {
+        return Err(SigmaError::new(
+            "multi-document rule collections ('---') are not supported: upload each rule on its own",
+        ));
+    }
+    let doc: Value = serde_saphyr::from_str(yaml)
+        .map_err(|e| SigmaError::new(format!("not valid YAML: {e}")))?;
+    let Value::Object(doc) = doc else {
+        return Err(SigmaError::new("a rule is a YAML mapping"));
+    };
+    if doc.get("action").is_some() {
+        return Err(SigmaError::new(
+            "rule collections (action: global/repeat/reset) are not supported",
+        ));
+    }
+    Ok(doc)
+}
+
 impl Rule {
-    /// Parses one rule.
+    /// Parses one detection rule (a correlation rule is refused: parse it
+    /// as a [`super::Document`]).
     pub fn parse(yaml: &str) -> SigmaResult<Rule> {
-        if yaml.len() > MAX_RULE_BYTES {
-            return Err(SigmaError::new(format!(
-                "the rule is {} bytes, over the limit of {MAX_RULE_BYTES}",
-                yaml.len()
-            )));
-        }
-        if yaml.lines().any(|l| l.trim_end() == "---") {
-            return Err(SigmaError::new(
-                "multi-document rule collections ('---') are not supported: upload each rule on its own",
-            ));
-        }
-        let doc: Value = serde_saphyr::from_str(yaml)
-            .map_err(|e| SigmaError::new(format!("not valid YAML: {e}")))?;
-        let Value::Object(doc) = doc else {
-            return Err(SigmaError::new("a rule is a YAML mapping"));
-        };
+        let doc = document(yaml)?;
         if doc.contains_key("correlation") {
             return Err(SigmaError::new(
-                "correlation rules are not supported yet: upload the rules they refer to",
+                "this is a correlation rule, not a detection rule",
             ));
         }
-        if doc.get("action").is_some() {
-            return Err(SigmaError::new(
-                "rule collections (action: global/repeat/reset) are not supported",
-            ));
-        }
-        let title = text(&doc, "title")?.ok_or_else(|| SigmaError::new("the rule has no title"))?;
-        let level = match text(&doc, "level")? {
-            Some(l) => Level::parse(&l)?,
+        Rule::from_document(&doc)
+    }
+
+    /// A detection rule from its parsed document.
+    pub(crate) fn from_document(doc: &Map<String, Value>) -> SigmaResult<Rule> {
+        let title = text(doc, "title")?.ok_or_else(|| SigmaError::new("the rule has no title"))?;
+        let level = match text(doc, "level")? {
+            Some(l) => Level::parse_loose(&l)?,
             None => Level::Medium,
         };
         let tags = match doc.get("tags") {
@@ -223,10 +237,11 @@ impl Rule {
             _ => return Err(SigmaError::new("detection has no condition")),
         };
         Ok(Rule {
-            id: text(&doc, "id")?,
+            id: text(doc, "id")?,
+            name: text(doc, "name")?,
             title,
-            description: text(&doc, "description")?,
-            status: text(&doc, "status")?,
+            description: text(doc, "description")?,
+            status: text(doc, "status")?,
             level,
             tags,
             logsource,
@@ -236,7 +251,7 @@ impl Rule {
     }
 }
 
-fn text(map: &Map<String, Value>, key: &str) -> SigmaResult<Option<String>> {
+pub(crate) fn text(map: &Map<String, Value>, key: &str) -> SigmaResult<Option<String>> {
     match map.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => scalar_text(v)
@@ -245,7 +260,7 @@ fn text(map: &Map<String, Value>, key: &str) -> SigmaResult<Option<String>> {
     }
 }
 
-fn scalar_text(v: &Value) -> Option<String> {
+pub(crate) fn scalar_text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
