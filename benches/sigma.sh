@@ -4,7 +4,8 @@
 # a scan of the same columns in the same run; then DuckDB running the same
 # rules, converted by pySigma's DuckDB backend, over the same rows with one
 # thread and with every core (benches/python/sigma_duckdb.py), failing if
-# any rule's match count differs. Medians over RUNS.
+# any rule's match count differs; and INDICATORS (10,000) threat-intel
+# indicators alone and with the rules. Medians over RUNS.
 #
 #   benches/sigma.sh [ROWS] [RULES] [RUNS]      # defaults 1000000 100 5
 set -euo pipefail
@@ -27,6 +28,9 @@ print(f"| engine | threads | rows/s | vs SecureNet |")
 print(f"| --- | --- | --- | --- |")
 print(f"| column scan (floor) | 1 | {ours['baseline_scan']['rows_per_s']:,.0f} | {ours['baseline_scan']['rows_per_s'] / r:.2f} |")
 print(f"| SecureNet RuleSet | 1 | {r:,.0f} | 1.00 |")
+i, both = ours["indicators"], ours["rules_and_indicators"]
+print(f"| SecureNet indicators alone ({i['count']:,}; {i['rows_matched']:,} rows matched) | 1 | {i['rows_per_s']:,.0f} | {i['rows_per_s'] / r:.2f} |")
+print(f"| SecureNet rules + indicators | 1 | {both['rows_per_s']:,.0f} | {both['rows_per_s'] / r:.2f} |")
 print(f"| DuckDB (pySigma) | 1 | {one['rows_per_s']:,.0f} | {one['rows_per_s'] / r:.2f} |")
 print(f"| DuckDB (pySigma) | {every['threads']} | {every['rows_per_s']:,.0f} | {every['rows_per_s'] / r:.2f} |")
 print(json.dumps({"securenet": ours, "duckdb_1_thread": one, "duckdb_all_threads": every}))

@@ -23,10 +23,11 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use control::MetaStore;
 use control::notify::Notification;
 use control::rules::{DetectionRule, RuleScope};
+use detectors::intel::{Indicator, IndicatorSet, IntelList};
 use detectors::sigma::{Document, FieldMap, Level, TenantRules};
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use pipeline::rules::{RuleBook, RulesConfig};
+use pipeline::rules::{RuleBook, RulesConfig, TenantDetection};
 use pipeline::{Error as PipelineError, Sink};
 use query_api::detections::OperatorRule;
 use schemas::time::now_ms;
@@ -87,7 +88,10 @@ pub fn stored_rule(r: &DetectionRule) -> Result<Arc<Document>, detectors::sigma:
 #[derive(PartialEq)]
 struct Seen {
     version: (i64, i64),
+    intel: (i64, i64),
     orgs: Vec<(TenantId, Option<TenantId>)>,
+    /// The earliest indicator expiry ahead: the sets are rebuilt then.
+    expiry: Option<i64>,
 }
 
 pub fn spawn_refresher(
@@ -116,7 +120,8 @@ pub fn spawn_refresher(
     })
 }
 
-/// Reloads when rules or organizations changed; returns whether it did.
+/// Reloads when rules, lists or organizations changed, or an indicator
+/// expired; returns whether it did.
 async fn refresh(
     store: &MetaStore,
     book: &RuleBook,
@@ -124,20 +129,85 @@ async fn refresh(
     seen: &mut Option<Seen>,
 ) -> anyhow::Result<bool> {
     let version = store.detection_rules_version().await?;
+    let intel = store.threat_lists_version().await?;
     let orgs: Vec<(TenantId, Option<TenantId>)> = store
         .list_organizations()
         .await?
         .into_iter()
         .map(|o| (o.id, o.parent_id))
         .collect();
-    let now = Seen { version, orgs };
-    if seen.as_ref() == Some(&now) {
+    let now_ms = schemas::time::now_ms();
+    if let Some(s) = seen.as_ref()
+        && (s.version, s.intel) == (version, intel)
+        && s.orgs == orgs
+        && s.expiry.is_none_or(|at| at > now_ms)
+    {
         return Ok(false);
     }
     let stored = store.enabled_detection_rules().await?;
-    book.replace(compile_all(&now.orgs, &stored, operator));
-    *seen = Some(now);
+    let rules = compile_all(&orgs, &stored, operator);
+    let (intel_sets, expiry) = compile_intel(&store.all_threat_lists().await?, now_ms);
+    let empty = Arc::new(TenantRules::compile(&[], &FieldMap::default()).0);
+    let mut book_sets: HashMap<TenantId, Arc<TenantDetection>> = HashMap::new();
+    for (org, _) in &orgs {
+        let rules = rules.get(org).cloned();
+        let intel = intel_sets.get(org).cloned();
+        if rules.is_none() && intel.is_none() {
+            continue;
+        }
+        book_sets.insert(
+            org.clone(),
+            Arc::new(TenantDetection {
+                rules: rules.unwrap_or_else(|| empty.clone()),
+                intel,
+            }),
+        );
+    }
+    book.replace(book_sets);
+    *seen = Some(Seen {
+        version,
+        intel,
+        orgs,
+        expiry,
+    });
     Ok(true)
+}
+
+/// Each organization's unexpired indicators, compiled; and the earliest
+/// expiry still ahead.
+fn compile_intel(
+    lists: &[control::intel::ThreatList],
+    now_ms: i64,
+) -> (HashMap<TenantId, Arc<IndicatorSet>>, Option<i64>) {
+    let mut by_org: HashMap<&TenantId, Vec<Arc<IntelList>>> = HashMap::new();
+    for l in lists {
+        match serde_json::from_str::<Vec<Indicator>>(&l.indicators) {
+            Ok(indicators) => by_org
+                .entry(&l.info.org_id)
+                .or_default()
+                .push(Arc::new(IntelList {
+                    name: l.info.name.clone(),
+                    level: Level::parse_name(&l.info.level).unwrap_or(Level::High),
+                    indicators,
+                })),
+            Err(error) => warn!(org = %l.info.org_id, list = %l.info.name, %error,
+                "a stored threat-intel list does not parse; left out"),
+        }
+    }
+    let mut expiry: Option<i64> = None;
+    let mut out = HashMap::new();
+    for (org, lists) in by_org {
+        match IndicatorSet::compile(lists, now_ms) {
+            Ok(set) => {
+                if let Some(at) = set.next_expiry {
+                    expiry = Some(expiry.map_or(at, |e| e.min(at)));
+                }
+                out.insert(org.clone(), Arc::new(set));
+            }
+            Err(error) => warn!(%org, %error, "threat-intel lists do not compile; left out"),
+        }
+    }
+    (out, expiry)
 }
 
 /// Each organization's set: the operator pack, its own rules (scope

@@ -862,3 +862,285 @@ fn the_sigma_command_runs_correlations_over_files() {
         "{stdout}"
     );
 }
+
+const FEED: &str = "type,value,expires_at,description
+ip,203.0.113.66,,known scanner
+cidr,198.51.100.0/24,,bulletproof hosting
+domain,evil.example.com,,C2
+hash,44d88612fea8a8f36de82e1278abb02f,,EICAR test file (MD5)
+";
+
+const STIX: &str = r#"{"type": "bundle", "id": "bundle--5d0092c5-5f74-4287-9642-33f4c354e56d", "objects": [
+  {"type": "indicator", "spec_version": "2.1", "id": "indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f",
+   "created": "2026-11-01T00:00:00.000Z", "modified": "2026-11-01T00:00:00.000Z", "name": "Phishing landing page",
+   "pattern": "[url:value = 'https://login.phish.test/owa']", "pattern_type": "stix", "valid_from": "2026-11-01T00:00:00Z"},
+  {"type": "identity", "spec_version": "2.1", "id": "identity--1", "name": "ACME CERT"}
+]}"#;
+
+fn put(server: &Server, path: &str, key: &str, media: &str, body: &str) -> crate::support::Reply {
+    curl(&[
+        "-X",
+        "PUT",
+        &server.url(path),
+        "-H",
+        &format!("Authorization: Bearer {key}"),
+        "-H",
+        &format!("Content-Type: {media}"),
+        "--data-binary",
+        body,
+    ])
+}
+
+async fn wait_indicators(server: &Server, n: f64) {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let loaded = metric(server, "securenet_rules_indicators").await;
+        if loaded == n {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "indicators loaded: {loaded}, expected {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn threat_intel_lists_match_addresses_ranges_domains_urls_and_hashes_per_organization() {
+    let env = Env::new()
+        .set("SECURENET_PIPELINE__RULES__REFRESH_MS", "200")
+        .set("SECURENET_API__DETECTIONS__MAX_INDICATORS_PER_ORG", "8");
+    let acme = env.org_with_key("acme");
+    let globex = env.org_with_key("globex");
+    let server = env.serve();
+
+    let r = put(
+        &server,
+        "/api/detections/intel/feed?level=critical",
+        &acme,
+        "text/csv",
+        FEED,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["list"]["indicators"], 4);
+    let r = put(
+        &server,
+        "/api/detections/intel/stix",
+        &acme,
+        "application/json",
+        STIX,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["list"]["level"], "high");
+
+    // Bad uploads: every bad entry named, nothing stored.
+    for (path, media, body, status, says) in [
+        (
+            "/api/detections/intel/bad",
+            "text/csv",
+            "type,value\nip,999.0.0.1\nhash,xyz\n",
+            400,
+            "line 2",
+        ),
+        (
+            "/api/detections/intel/bad",
+            "text/csv",
+            "type,value\nip,999.0.0.1\nhash,xyz\n",
+            400,
+            "line 3",
+        ),
+        (
+            "/api/detections/intel/bad",
+            "application/json",
+            "{\"indicators\": [{\"type\": \"ip\"}]}",
+            400,
+            "indicators[0]",
+        ),
+        (
+            "/api/detections/intel/bad",
+            "application/json",
+            "not json",
+            400,
+            "not JSON",
+        ),
+        (
+            "/api/detections/intel/bad",
+            "application/xml",
+            "<x/>",
+            415,
+            "text/csv",
+        ),
+        (
+            "/api/detections/intel/bad?level=severe",
+            "text/csv",
+            "203.0.113.1\n",
+            400,
+            "level",
+        ),
+        (
+            "/api/detections/intel/bad%20name",
+            "text/csv",
+            "203.0.113.1\n",
+            400,
+            "rule id",
+        ),
+        (
+            "/api/detections/intel/big",
+            "text/csv",
+            "203.0.113.1\n203.0.113.2\n203.0.113.3\n203.0.113.4\n",
+            409,
+            "max_indicators_per_org",
+        ),
+    ] {
+        let r = put(&server, path, &acme, media, body);
+        assert_eq!(r.status, status, "{path}: {}", r.body);
+        assert!(r.body.contains(says), "{says:?} not in {}", r.body);
+    }
+    let lists = get(&server, "/api/detections/intel", &acme).json();
+    let names: Vec<&str> = lists["lists"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["feed", "stix"]);
+    let feed = get(&server, "/api/detections/intel/feed", &acme).json();
+    assert_eq!(feed["indicators"][1]["type"], "cidr");
+    assert_eq!(
+        get(&server, "/api/detections/intel/feed", &globex).status,
+        404
+    );
+    assert_eq!(
+        get(&server, "/api/detections/intel", &globex).json()["lists"],
+        json!([])
+    );
+    wait_indicators(&server, 5.0).await;
+
+    let ts = chrono_now();
+    let lines = vec![
+        json!({"ts": ts, "host": "fw-1", "app": "kernel", "src_ip": "203.0.113.66", "message": "UFW BLOCK IN=eth0 SRC=203.0.113.66 DPT=22"}),
+        json!({"ts": ts, "host": "fw-1", "app": "kernel", "src_ip": "198.51.100.200", "message": "UFW BLOCK IN=eth0 SRC=198.51.100.200 DPT=3389"}),
+        json!({"ts": ts, "host": "proxy-1", "app": "squid", "message": "TCP_MISS/200 GET http://cdn.evil.example.com/payload.bin - HIER_DIRECT"}),
+        json!({"ts": ts, "host": "proxy-1", "app": "squid", "message": "TCP_MISS/200 GET https://login.phish.test/owa?user=alice"}),
+        json!({"ts": ts, "host": "av-1", "app": "clamd", "message": "/tmp/eicar.com: Eicar-Signature FOUND md5=44D88612FEA8A8F36DE82E1278ABB02F"}),
+        // Near misses: another domain ending in the same letters, another
+        // address, a longer hex string.
+        json!({"ts": ts, "host": "proxy-1", "app": "squid", "message": "GET http://devil.example.com/ and evil.example.community"}),
+        json!({"ts": ts, "host": "fw-1", "app": "kernel", "src_ip": "203.0.113.67", "message": "UFW ALLOW SRC=203.0.113.67"}),
+        json!({"ts": ts, "host": "av-1", "app": "clamd", "message": "sha=44d88612fea8a8f36de82e1278abb02f00 clean"}),
+    ];
+    for key in [&acme, &globex] {
+        let (status, body) = ingest(&server, key, ndjson(&lines)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(wait_count(&server, key, "logs", 8).await, 8);
+    }
+    assert_eq!(wait_count(&server, &acme, "detections", 5).await, 5);
+    let found = rows(
+        &server,
+        &acme,
+        "SELECT rule_id, level, host, context FROM detections ORDER BY message",
+    )
+    .await;
+    let mut seen: Vec<(String, String, String)> = found
+        .iter()
+        .map(|r| {
+            let c: Value = serde_json::from_str(r["context"].as_str().unwrap()).unwrap();
+            (
+                r["rule_id"].as_str().unwrap().to_string(),
+                c["indicator"].as_str().unwrap().to_string(),
+                c["field"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            (
+                "intel:feed".into(),
+                "198.51.100.0/24".into(),
+                "source_ip".into()
+            ),
+            (
+                "intel:feed".into(),
+                "203.0.113.66".into(),
+                "source_ip".into()
+            ),
+            (
+                "intel:feed".into(),
+                "44d88612fea8a8f36de82e1278abb02f".into(),
+                "message".into()
+            ),
+            (
+                "intel:feed".into(),
+                "evil.example.com".into(),
+                "message".into()
+            ),
+            (
+                "intel:stix".into(),
+                "https://login.phish.test/owa".into(),
+                "message".into()
+            ),
+        ]
+    );
+    assert!(
+        found
+            .iter()
+            .filter(|r| r["rule_id"] == "intel:feed")
+            .all(|r| r["level"] == "critical")
+    );
+    // globex has no lists: the same lines matched nothing of acme's.
+    assert_eq!(
+        rows(&server, &globex, "SELECT count(*) AS n FROM detections").await[0]["n"],
+        0
+    );
+
+    // An indicator that expires stops matching; a deleted list too.
+    let soon = at(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3);
+    let r = put(
+        &server,
+        "/api/detections/intel/stix",
+        &acme,
+        "text/csv",
+        &format!("value,expires_at\n192.0.2.99,{soon}\n192.0.2.98,\n"),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_indicators(&server, 6.0).await;
+    let probe = |n: u32| {
+        ndjson(&[
+            json!({"ts": chrono_now(), "host": "h", "src_ip": "192.0.2.99", "message": format!("probe {n}")}),
+        ])
+    };
+    ingest(&server, &acme, probe(1)).await;
+    assert_eq!(wait_count(&server, &acme, "detections", 6).await, 6);
+    wait_indicators(&server, 5.0).await;
+    let deleted = curl(&[
+        "-X",
+        "DELETE",
+        &server.url("/api/detections/intel/feed"),
+        "-H",
+        &format!("Authorization: Bearer {acme}"),
+    ]);
+    assert_eq!(deleted.status, 204);
+    wait_indicators(&server, 1.0).await;
+    ingest(&server, &acme, probe(2)).await;
+    ingest(&server, &acme, ndjson(&lines)).await;
+    assert_eq!(wait_count(&server, &acme, "logs", 18).await, 18);
+    assert_eq!(
+        count_now(&server, &acme).await,
+        6,
+        "nothing matches once expired and deleted"
+    );
+    server.stop();
+}
+
+async fn count_now(server: &Server, key: &str) -> u64 {
+    rows(server, key, "SELECT count(*) AS n FROM detections").await[0]["n"]
+        .as_u64()
+        .unwrap()
+}

@@ -17,7 +17,8 @@
 //! - [`models`]: the model registry and training sessions.
 //! - [`notify`]: notifications, channels (webhook, email), the delivery log.
 //! - [`audit`]: the audit log.
-//! - [`rules`]: Sigma detection rules per organization, MSP rule packs.
+//! - [`rules`]: Sigma detection rules per organization, MSP rule packs;
+//!   [`intel`]: threat-intelligence lists.
 //! - [`auth`]: turning request headers into an authenticated [`Principal`].
 //! - [`ratelimit`]: per-tenant token buckets.
 //!
@@ -31,6 +32,7 @@ mod db;
 mod error;
 pub mod fuzzing;
 pub(crate) mod ids;
+pub mod intel;
 pub mod inventory;
 pub mod invoice;
 pub mod jwt;

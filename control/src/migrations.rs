@@ -24,12 +24,14 @@ pub(crate) const SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0010_device_retirement_and_limits.sql"),
     include_str!("../migrations/sqlite/0011_email_lookup_index.sql"),
     include_str!("../migrations/sqlite/0012_detection_rules.sql"),
+    include_str!("../migrations/sqlite/0013_threat_lists.sql"),
 ];
 
 /// PostgreSQL migrations, oldest first.
 pub(crate) const POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0001_schema.sql"),
     include_str!("../migrations/postgres/0002_detection_rules.sql"),
+    include_str!("../migrations/postgres/0003_threat_lists.sql"),
 ];
 
 /// Applies PostgreSQL migrations not applied yet. Several processes may
@@ -92,6 +94,7 @@ pub(crate) const TENANT_TABLES: &[&str] = &[
     "notification_channels",
     "deliveries",
     "detection_rules",
+    "threat_lists",
 ];
 
 /// Tables with an `org_id` that deleting the organization keeps, and why

@@ -10,6 +10,7 @@
 pub mod drain;
 pub mod fuzzing;
 pub mod iforest;
+pub mod intel;
 pub mod metrics;
 pub mod sigma;
 pub mod streaming;

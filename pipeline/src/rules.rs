@@ -18,6 +18,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use detectors::Detector;
+use detectors::intel::IndicatorSet;
 use detectors::sigma::TenantRules;
 use detectors::sigma::detections::{States, derive};
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
@@ -65,6 +66,7 @@ struct RuleMetrics {
     seconds: Histogram,
     tenants: IntGauge,
     rules: IntGauge,
+    indicators: IntGauge,
     errors: IntCounter,
 }
 
@@ -97,6 +99,10 @@ impl RuleMetrics {
                 "securenet_rules_loaded",
                 "Enabled rules and correlations compiled, summed over organizations",
             )?,
+            indicators: IntGauge::new(
+                "securenet_rules_indicators",
+                "Unexpired threat-intel indicators compiled, summed over organizations",
+            )?,
             errors: IntCounter::new(
                 "securenet_rules_errors_total",
                 "Batches whose rules could not be evaluated (stored without detections)",
@@ -108,13 +114,21 @@ impl RuleMetrics {
         registry.register(Box::new(m.tenants.clone()))?;
         registry.register(Box::new(m.rules.clone()))?;
         registry.register(Box::new(m.errors.clone()))?;
+        registry.register(Box::new(m.indicators.clone()))?;
         Ok(m)
     }
 }
 
+/// What one tenant's batches are evaluated against: its rules (shared by
+/// tenants with the same rules) and its threat-intel indicators.
+pub struct TenantDetection {
+    pub rules: Arc<TenantRules>,
+    pub intel: Option<Arc<IndicatorSet>>,
+}
+
 /// Every tenant's compiled rules.
 pub struct RuleBook {
-    sets: RwLock<Arc<HashMap<TenantId, Arc<TenantRules>>>>,
+    sets: RwLock<Arc<HashMap<TenantId, Arc<TenantDetection>>>>,
     metrics: RuleMetrics,
 }
 
@@ -127,15 +141,21 @@ impl RuleBook {
     }
 
     /// Replaces every tenant's set (tenants left out have no rules).
-    pub fn replace(&self, sets: HashMap<TenantId, Arc<TenantRules>>) {
+    pub fn replace(&self, sets: HashMap<TenantId, Arc<TenantDetection>>) {
         self.metrics.tenants.set(sets.len() as i64);
         self.metrics
             .rules
-            .set(sets.values().map(|s| s.len() as i64).sum());
+            .set(sets.values().map(|s| s.rules.len() as i64).sum());
+        self.metrics.indicators.set(
+            sets.values()
+                .filter_map(|s| s.intel.as_ref())
+                .map(|i| i.len() as i64)
+                .sum(),
+        );
         *self.sets.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(sets);
     }
 
-    pub fn get(&self, tenant: &TenantId) -> Option<Arc<TenantRules>> {
+    pub fn get(&self, tenant: &TenantId) -> Option<Arc<TenantDetection>> {
         self.sets
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -175,7 +195,7 @@ impl Detector for SigmaStage {
             return Ok(Vec::new());
         }
         let tenant = envelope.tenant();
-        let Some(rules) = self.book.get(tenant) else {
+        let Some(detection) = self.book.get(tenant) else {
             self.states.remove(tenant);
             return Ok(Vec::new());
         };
@@ -185,7 +205,13 @@ impl Detector for SigmaStage {
         // Evaluation is pure: a batch it fails on would fail again on every
         // redelivery, holding up the organizations behind it on the bus.
         // The batch is stored without detections and the failure counted.
-        let derived = match derive(&rules, states, self.lateness_ms, envelope) {
+        let derived = match derive(
+            &detection.rules,
+            detection.intel.as_deref(),
+            states,
+            self.lateness_ms,
+            envelope,
+        ) {
             Ok(d) => d,
             Err(error) => {
                 m.errors.inc();
@@ -218,9 +244,12 @@ mod tests {
     use crate::testutil::envelope;
     use detectors::sigma::{Document, FieldMap};
 
-    fn set(yaml: &str) -> Arc<TenantRules> {
+    fn set(yaml: &str) -> Arc<TenantDetection> {
         let doc = Arc::new(Document::parse(yaml).unwrap());
-        Arc::new(TenantRules::compile(&[doc], &FieldMap::default()).0)
+        Arc::new(TenantDetection {
+            rules: Arc::new(TenantRules::compile(&[doc], &FieldMap::default()).0),
+            intel: None,
+        })
     }
 
     #[test]

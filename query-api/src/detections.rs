@@ -47,6 +47,8 @@ pub struct DetectionsConfig {
     pub max_rules_per_org: usize,
     /// Matches a backtest returns (it counts them all).
     pub backtest_max_matches: usize,
+    /// Threat-intel indicators an organization may keep, over its lists.
+    pub max_indicators_per_org: usize,
 }
 
 impl Default for DetectionsConfig {
@@ -54,6 +56,7 @@ impl Default for DetectionsConfig {
         Self {
             max_rules_per_org: 500,
             backtest_max_matches: 1000,
+            max_indicators_per_org: 100_000,
         }
     }
 }
@@ -238,7 +241,7 @@ fn compile_with(doc: &Arc<Document>, others: &[Arc<Document>]) -> Result<TenantR
     }
 }
 
-fn valid_id(id: &str) -> Result<()> {
+pub(crate) fn valid_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.chars().count() <= MAX_ID_CHARS
         && id

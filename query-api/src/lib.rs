@@ -21,6 +21,7 @@
 //! - [`detections`]: Sigma rules per organization (`/api/detections/rules`,
 //!   MSP packs, the operator's pack, backtests) and their matches
 //!   (`/api/detections`).
+//! - [`intel`]: threat-intelligence lists (`/api/detections/intel`).
 //! - [`insights`]: the model registry, training-data upload, training and
 //!   prediction (`/api/insights/models…`).
 //! - [`data`]: `/api/logs`, `/api/devices`, `/api/scans`, `/api/findings`
@@ -61,6 +62,7 @@ pub mod fair;
 pub mod flight_sql;
 pub mod headers;
 pub mod insights;
+pub mod intel;
 pub(crate) mod listing;
 pub mod metering;
 pub mod notify;

@@ -10,7 +10,7 @@
 //! | `Platform` | the platform-admin token, or an MSP organization's admin (for its children) |
 
 use axum::http::Method;
-use axum::routing::{MethodRouter, delete, get, patch, post};
+use axum::routing::{MethodRouter, delete, get, patch, post, put};
 use control::Role;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::path::{Parameter, ParameterIn};
@@ -18,8 +18,8 @@ use utoipa::openapi::schema::Schema;
 
 use crate::state::AppState;
 use crate::{
-    alerts, analysis, audit, billing, dashboard, data, detections, insights, notify, orgs, sql,
-    usage,
+    alerts, analysis, audit, billing, dashboard, data, detections, insights, intel, notify, orgs,
+    sql, usage,
 };
 
 /// Who may call a route.
@@ -175,6 +175,10 @@ pub fn table() -> Vec<Endpoint> {
         ep(M::PATCH, "/api/detections/rules/{id}", MEMBER, "enable or disable one of the organization's own rules", patch(detections::set_rule)).body::<detections::RuleChange>(),
         ep(M::DELETE, "/api/detections/rules/{id}", MEMBER, "delete one of the organization's own rules", delete(detections::delete_rule)),
         ep(M::POST, "/api/detections/rules/{id}/test", VIEWER, "backtest: the rule over stored logs of a time range, as the stream runs it", post(detections::test_rule)).body::<detections::BacktestRequest>(),
+        ep(M::GET, "/api/detections/intel", VIEWER, "threat-intel lists (name, level, indicators)", get(intel::lists)),
+        ep(M::PUT, "/api/detections/intel/{name}", MEMBER, "upload a threat-intel list (CSV, JSON or a STIX bundle), replacing one of that name", put(intel::put_list).layer(axum::extract::DefaultBodyLimit::max(intel::MAX_UPLOAD_BYTES))).params::<intel::IntelParams>(),
+        ep(M::GET, "/api/detections/intel/{name}", VIEWER, "one threat-intel list with its indicators", get(intel::get_list)),
+        ep(M::DELETE, "/api/detections/intel/{name}", MEMBER, "delete a threat-intel list", delete(intel::delete_list)),
         ep(M::GET, "/api/notifications", VIEWER, "notifications (severity, read/unread)", get(alerts::notifications)).params::<alerts::NotificationParams>(),
         ep(M::POST, "/api/notifications/{id}/read", MEMBER, "mark a notification read", post(alerts::mark_read)).no_content(),
         ep(M::GET, "/api/notifications/channels", ADMIN, "notification channels (webhook, email)", get(notify::list_channels)),

@@ -3,7 +3,11 @@
 //! mixed forms, against a scan of the same columns in the same run; medians
 //! over RUNS, as JSON on stdout.
 //!
-//!     sigma_bench ROWS RULES RUNS OUT_DIR
+//!     sigma_bench ROWS RULES RUNS OUT_DIR       # INDICATORS=10000 by default
+//!
+//! Beside the rules, INDICATORS threat-intel indicators (addresses, CIDR
+//! ranges, domains, URLs, hashes; 50 of the addresses occur in the data)
+//! are matched alone and together with the rules (`detectors::intel`).
 //!
 //! Writes OUT_DIR/rules/*.yml (the rules), OUT_DIR/logs.ndjson (the rows:
 //! message, host, app, source_ip, severity) and OUT_DIR/counts.json (rows
@@ -26,11 +30,83 @@ use std::time::Instant;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::UInt8Type;
-use detectors::sigma::{FieldMap, Rule, RuleSet};
+use detectors::intel::{IndicatorSet, IntelList, indicator};
+use detectors::sigma::{FieldMap, Level, Rule, RuleSet};
 use ingest::testdata::{GenConfig, Generator};
 use schemas::{LogBatchBuilder, LogRecord, RecordKind, TenantId};
 
 const BATCH: usize = 8192;
+
+/// `count` indicators: 40% addresses (50 of them taken from the data's
+/// `source_ip`), 10% CIDR ranges, 30% domains, 10% URLs, 10% hashes; the
+/// rest of them absent from the data, as most indicators are.
+fn indicators(data: &[RecordBatch], count: usize) -> anyhow::Result<IndicatorSet> {
+    let mut present: Vec<String> = Vec::new();
+    for b in data {
+        for ip in text(b, "source_ip")?.iter().flatten() {
+            if present.len() < 50 && !present.iter().any(|p| p == ip) {
+                present.push(ip.to_string());
+            }
+        }
+    }
+    // A deterministic spread of values (no RNG needed for a fixed mix).
+    let mut values: Vec<String> = present;
+    let mut n: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        n ^= n << 13;
+        n ^= n >> 7;
+        n ^= n << 17;
+        n
+    };
+    while values.len() < count * 4 / 10 {
+        let v = next();
+        values.push(format!(
+            "{}.{}.{}.{}",
+            1 + v % 223,
+            (v >> 8) % 256,
+            (v >> 16) % 256,
+            (v >> 24) % 256
+        ));
+    }
+    while values.len() < count / 2 {
+        let v = next();
+        values.push(format!(
+            "{}.{}.{}.0/24",
+            1 + v % 223,
+            (v >> 8) % 256,
+            (v >> 16) % 256
+        ));
+    }
+    while values.len() < count * 8 / 10 {
+        let v = next();
+        values.push(format!("c2-{:x}.bad-{}.example", v, v % 977));
+    }
+    while values.len() < count * 9 / 10 {
+        let v = next();
+        values.push(format!("https://phish-{:x}.example/login", v));
+    }
+    while values.len() < count {
+        let (a, b) = (next(), next());
+        values.push(format!("{a:016x}{b:016x}{a:016x}{b:016x}"));
+    }
+    let list = IntelList {
+        name: "bench".into(),
+        level: Level::High,
+        indicators: values
+            .iter()
+            .map(|v| {
+                indicator(None, v).map(|(kind, value)| detectors::intel::Indicator {
+                    kind,
+                    value,
+                    expires_at: None,
+                    description: None,
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!(e))?,
+    };
+    IndicatorSet::compile(vec![Arc::new(list)], 0).map_err(|e| anyhow::anyhow!(e))
+}
 
 /// Tokens that occur in the generated logs.
 const PRESENT: &[&str] = &[
@@ -337,6 +413,33 @@ fn main() -> anyhow::Result<()> {
         rules_s.push(t.elapsed().as_secs_f64());
         checksum = checksum.wrapping_add(hits as u64);
     }
+    let indicator_count: usize = std::env::var("INDICATORS")
+        .ok()
+        .map(|v| v.parse())
+        .transpose()?
+        .unwrap_or(10_000);
+    let intel = indicators(&data, indicator_count)?;
+    let intel_hits: usize = data
+        .iter()
+        .map(|b| intel.matches(b).map(|h| h.len()))
+        .sum::<Result<usize, _>>()?;
+    let (mut intel_s, mut both_s) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let t = Instant::now();
+        let mut hits = 0usize;
+        for b in &data {
+            hits += intel.matches(b)?.len();
+        }
+        intel_s.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        for b in &data {
+            hits += set.evaluate(b)?.iter().map(|m| m.rows.len()).sum::<usize>();
+            hits += intel.matches(b)?.len();
+        }
+        both_s.push(t.elapsed().as_secs_f64());
+        checksum = checksum.wrapping_add(hits as u64);
+    }
+    let (intel_m, both_m) = (median(intel_s), median(both_s));
     let (scan_m, rules_m) = (median(scan_s), median(rules_s));
     let matching = counts.iter().filter(|c| **c > 0).count();
     println!(
@@ -353,6 +456,9 @@ fn main() -> anyhow::Result<()> {
             "sigma_rules": {"median_s": rules_m, "rows_per_s": (total as f64 / rules_m).round(),
                             "mb_per_s": (bytes as f64 / rules_m / 1e6 * 10.0).round() / 10.0},
             "rules_vs_scan": ((scan_m / rules_m) * 1000.0).round() / 1000.0,
+            "indicators": {"count": intel.len(), "rows_matched": intel_hits, "median_s": intel_m,
+                           "rows_per_s": (total as f64 / intel_m).round()},
+            "rules_and_indicators": {"median_s": both_m, "rows_per_s": (total as f64 / both_m).round()},
             "checksum": checksum,
         })
     );

@@ -27,6 +27,7 @@ use std::collections::HashMap;
 use super::Correlation;
 use super::correlation::{Fire, State};
 use super::tenant::TenantRules;
+use crate::intel::IndicatorSet;
 
 /// Namespace of detection ids (UUID v5).
 const NAMESPACE: Uuid = Uuid::from_u128(0x5ec0_4e7a_d37e_c7a0_0000_0000_0000_0019);
@@ -92,9 +93,9 @@ fn value(a: &StringArray, i: usize) -> Option<&str> {
 }
 
 /// What one detections row says about the rule (or correlation) behind it.
-struct Meta<'a> {
-    id: &'a str,
-    title: &'a str,
+struct Meta {
+    id: String,
+    title: String,
     level: &'static str,
     tags: String,
 }
@@ -112,31 +113,31 @@ struct Hit {
 pub type States = HashMap<String, State>;
 
 /// Evaluates `rules` on `source` (a `logs` envelope): the matches of the
-/// rules that store their own, and what correlations fire, fed from the
-/// matches into `states` (event-time windows with `lateness_ms` allowed).
-/// `None` when nothing is to be stored.
+/// rules that store their own, what correlations fire, fed from the
+/// matches into `states` (event-time windows with `lateness_ms` allowed),
+/// and the rows an `intel` indicator matches. `None` when nothing is to be
+/// stored.
 pub fn derive(
     rules: &TenantRules,
+    intel: Option<&IndicatorSet>,
     states: &mut States,
     lateness_ms: i64,
     source: &Envelope,
 ) -> Result<Option<Envelope>, Error> {
-    if source.kind() != RecordKind::Logs || rules.is_empty() {
+    let intel = intel.filter(|i| !i.is_empty());
+    if source.kind() != RecordKind::Logs || (rules.is_empty() && intel.is_none()) {
         return Ok(None);
     }
     let batch = source.batch();
     let matches = rules.set.evaluate(batch)?;
     states.retain(|key, _| rules.correlations.iter().any(|c| &c.key == key));
-    if matches.is_empty() {
-        return Ok(None);
-    }
     let mut metas: Vec<Meta> = rules
         .set
         .rules()
         .iter()
         .map(|r| Meta {
-            id: rule_key(r),
-            title: &r.title,
+            id: rule_key(r).to_string(),
+            title: r.title.clone(),
             level: r.level.as_str(),
             tags: serde_json::Value::from(r.tags.clone()).to_string(),
         })
@@ -167,8 +168,8 @@ pub fn derive(
         }
         let meta = metas.len();
         metas.push(Meta {
-            id: corr.id.as_deref().unwrap_or(&corr.title),
-            title: &corr.title,
+            id: corr.id.clone().unwrap_or_else(|| corr.title.clone()),
+            title: corr.title.clone(),
             level: corr.level.as_str(),
             tags: serde_json::Value::from(corr.tags.clone()).to_string(),
         });
@@ -177,6 +178,36 @@ pub fn derive(
                 meta,
                 row: f.origin as u32,
                 context: Some(fire_context(corr, &f)),
+            });
+        }
+    }
+    if let Some(intel) = intel {
+        let mut meta_of: HashMap<usize, usize> = HashMap::new();
+        for h in intel.matches(batch)? {
+            let list = intel.list(h.list);
+            let meta = *meta_of.entry(h.list).or_insert_with(|| {
+                metas.push(Meta {
+                    id: format!("intel:{}", list.name),
+                    title: format!("Threat intel: {}", list.name),
+                    level: list.level.as_str(),
+                    tags: r#"["threat-intel"]"#.into(),
+                });
+                metas.len() - 1
+            });
+            let ind = &list.indicators[h.indicator];
+            hits.push(Hit {
+                meta,
+                row: h.row,
+                context: Some(
+                    serde_json::json!({
+                        "intel": list.name,
+                        "indicator": ind.value,
+                        "type": ind.kind.as_str(),
+                        "field": h.field,
+                        "description": ind.description,
+                    })
+                    .to_string(),
+                ),
             });
         }
     }
@@ -256,13 +287,13 @@ fn detections_batch(
         constant_utf8(&id.to_string(), n),
         Arc::new(StringArray::from_iter_values(
             hits.iter()
-                .map(|h| detection_id(source, meta(h).id, h.row).to_string()),
+                .map(|h| detection_id(source, &meta(h).id, h.row).to_string()),
         )),
         Arc::new(StringArray::from_iter_values(
-            hits.iter().map(|h| meta(h).id),
+            hits.iter().map(|h| meta(h).id.as_str()),
         )),
         Arc::new(StringArray::from_iter_values(
-            hits.iter().map(|h| meta(h).title),
+            hits.iter().map(|h| meta(h).title.as_str()),
         )),
         Arc::new(StringArray::from_iter_values(
             hits.iter().map(|h| meta(h).level),
@@ -362,7 +393,7 @@ mod tests {
             ],
         );
         let rules = rules(&[FAILED, ROOT]);
-        let env = derive(&rules, &mut States::new(), 0, &src)
+        let env = derive(&rules, None, &mut States::new(), 0, &src)
             .unwrap()
             .unwrap();
         assert_eq!(env.kind(), RecordKind::Detections);
@@ -384,7 +415,7 @@ mod tests {
             .as_primitive::<arrow::datatypes::UInt32Type>();
         assert_eq!(rows.values().to_vec(), [1, 2, 1]);
         // The same source batch derives the same records.
-        let again = derive(&rules, &mut States::new(), 0, &src)
+        let again = derive(&rules, None, &mut States::new(), 0, &src)
             .unwrap()
             .unwrap();
         assert_eq!(again.batch(), env.batch());
@@ -403,13 +434,13 @@ mod tests {
         let acme = TenantId::new("acme").unwrap();
         let quiet = logs(&acme, &[(0, "h", "10.0.0.1", "all quiet")]);
         assert!(
-            derive(&rules(&[FAILED]), &mut States::new(), 0, &quiet)
+            derive(&rules(&[FAILED]), None, &mut States::new(), 0, &quiet)
                 .unwrap()
                 .is_none()
         );
         let loud = logs(&acme, &[(0, "h", "10.0.0.1", "Failed password")]);
         assert!(
-            derive(&rules(&[]), &mut States::new(), 0, &loud)
+            derive(&rules(&[]), None, &mut States::new(), 0, &loud)
                 .unwrap()
                 .is_none()
         );
@@ -430,7 +461,7 @@ mod tests {
             ],
         );
         assert!(
-            derive(&rules, &mut states, 60_000, &first)
+            derive(&rules, None, &mut states, 60_000, &first)
                 .unwrap()
                 .is_none()
         );
@@ -443,7 +474,7 @@ mod tests {
                 (40, "b", "203.0.113.9", "Failed password for test"),
             ],
         );
-        let env = derive(&rules, &mut states, 60_000, &second)
+        let env = derive(&rules, None, &mut states, 60_000, &second)
             .unwrap()
             .unwrap();
         assert_eq!(env.num_rows(), 1);
