@@ -12,6 +12,7 @@ mod rules;
 mod serve;
 mod sigma;
 mod sql;
+mod sql_alerts;
 mod testdata;
 mod usage;
 

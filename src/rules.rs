@@ -94,6 +94,24 @@ struct Seen {
     expiry: Option<i64>,
 }
 
+/// Rule sets by the stored rules they were compiled from.
+type RuleCache = BTreeMap<Vec<(String, String, i64)>, Arc<TenantRules>>;
+
+/// Per organization: its lists' (name, updated_at) and their compiled set.
+type IntelCache = HashMap<TenantId, (Vec<(String, i64)>, Arc<IndicatorSet>)>;
+
+/// What the refresher keeps between reloads: compiled sets by what they
+/// were compiled from, so a change recompiles (and an indicator list is
+/// fetched) only where something changed — one organization re-uploading
+/// a large list costs the others nothing.
+#[derive(Default)]
+struct Cache {
+    seen: Option<Seen>,
+    rules: RuleCache,
+    /// Per organization: its lists' (name, updated_at) and their set.
+    intel: IntelCache,
+}
+
 pub fn spawn_refresher(
     store: Arc<MetaStore>,
     book: Arc<RuleBook>,
@@ -103,9 +121,9 @@ pub fn spawn_refresher(
 ) -> JoinHandle<()> {
     let every = Duration::from_millis(config.refresh_ms.max(100));
     tokio::spawn(async move {
-        let mut seen: Option<Seen> = None;
+        let mut cache = Cache::default();
         loop {
-            match refresh(&store, &book, &operator, &mut seen).await {
+            match refresh(&store, &book, &operator, &mut cache).await {
                 Ok(true) => info!("Sigma rules reloaded"),
                 Ok(false) => {}
                 Err(error) => {
@@ -126,7 +144,7 @@ async fn refresh(
     store: &MetaStore,
     book: &RuleBook,
     operator: &OperatorRules,
-    seen: &mut Option<Seen>,
+    cache: &mut Cache,
 ) -> anyhow::Result<bool> {
     let version = store.detection_rules_version().await?;
     let intel = store.threat_lists_version().await?;
@@ -137,7 +155,7 @@ async fn refresh(
         .map(|o| (o.id, o.parent_id))
         .collect();
     let now_ms = schemas::time::now_ms();
-    if let Some(s) = seen.as_ref()
+    if let Some(s) = cache.seen.as_ref()
         && (s.version, s.intel) == (version, intel)
         && s.orgs == orgs
         && s.expiry.is_none_or(|at| at > now_ms)
@@ -145,13 +163,13 @@ async fn refresh(
         return Ok(false);
     }
     let stored = store.enabled_detection_rules().await?;
-    let rules = compile_all(&orgs, &stored, operator);
-    let (intel_sets, expiry) = compile_intel(&store.all_threat_lists().await?, now_ms);
+    let rules = compile_all(&orgs, &stored, operator, &mut cache.rules);
+    let expiry = refresh_intel(store, &mut cache.intel, now_ms).await?;
     let empty = Arc::new(TenantRules::compile(&[], &FieldMap::default()).0);
     let mut book_sets: HashMap<TenantId, Arc<TenantDetection>> = HashMap::new();
     for (org, _) in &orgs {
         let rules = rules.get(org).cloned();
-        let intel = intel_sets.get(org).cloned();
+        let intel = cache.intel.get(org).map(|(_, set)| set.clone());
         if rules.is_none() && intel.is_none() {
             continue;
         }
@@ -164,7 +182,7 @@ async fn refresh(
         );
     }
     book.replace(book_sets);
-    *seen = Some(Seen {
+    cache.seen = Some(Seen {
         version,
         intel,
         orgs,
@@ -173,41 +191,58 @@ async fn refresh(
     Ok(true)
 }
 
-/// Each organization's unexpired indicators, compiled; and the earliest
-/// expiry still ahead.
-fn compile_intel(
-    lists: &[control::intel::ThreatList],
+/// Brings `sets` up to the stored lists: an organization's set is
+/// recompiled (its lists fetched) only when its lists changed or one of
+/// its indicators expired. Returns the earliest expiry still ahead.
+async fn refresh_intel(
+    store: &MetaStore,
+    sets: &mut IntelCache,
     now_ms: i64,
-) -> (HashMap<TenantId, Arc<IndicatorSet>>, Option<i64>) {
-    let mut by_org: HashMap<&TenantId, Vec<Arc<IntelList>>> = HashMap::new();
-    for l in lists {
-        match serde_json::from_str::<Vec<Indicator>>(&l.indicators) {
-            Ok(indicators) => by_org
-                .entry(&l.info.org_id)
-                .or_default()
-                .push(Arc::new(IntelList {
-                    name: l.info.name.clone(),
-                    level: Level::parse_name(&l.info.level).unwrap_or(Level::High),
-                    indicators,
-                })),
-            Err(error) => warn!(org = %l.info.org_id, list = %l.info.name, %error,
-                "a stored threat-intel list does not parse; left out"),
-        }
+) -> anyhow::Result<Option<i64>> {
+    let mut by_org: HashMap<TenantId, Vec<(String, i64)>> = HashMap::new();
+    for i in store.all_threat_list_infos().await? {
+        by_org
+            .entry(i.org_id)
+            .or_default()
+            .push((i.name, i.updated_at));
     }
+    sets.retain(|org, _| by_org.contains_key(org));
     let mut expiry: Option<i64> = None;
-    let mut out = HashMap::new();
     for (org, lists) in by_org {
-        match IndicatorSet::compile(lists, now_ms) {
-            Ok(set) => {
-                if let Some(at) = set.next_expiry {
-                    expiry = Some(expiry.map_or(at, |e| e.min(at)));
+        let current = sets.get(&org).is_some_and(|(key, set)| {
+            key == &lists && set.next_expiry.is_none_or(|at| at > now_ms)
+        });
+        if !current {
+            let mut parsed = Vec::new();
+            for (name, _) in &lists {
+                let Some(list) = store.threat_list(&org, name).await? else {
+                    continue;
+                };
+                match serde_json::from_str::<Vec<Indicator>>(&list.indicators) {
+                    Ok(indicators) => parsed.push(Arc::new(IntelList {
+                        name: name.clone(),
+                        level: Level::parse_name(&list.info.level).unwrap_or(Level::High),
+                        indicators,
+                    })),
+                    Err(error) => warn!(%org, list = %name, %error,
+                        "a stored threat-intel list does not parse; left out"),
                 }
-                out.insert(org.clone(), Arc::new(set));
             }
-            Err(error) => warn!(%org, %error, "threat-intel lists do not compile; left out"),
+            match IndicatorSet::compile(parsed, now_ms) {
+                Ok(set) => {
+                    sets.insert(org.clone(), (lists, Arc::new(set)));
+                }
+                Err(error) => {
+                    warn!(%org, %error, "threat-intel lists do not compile; left out");
+                    sets.remove(&org);
+                }
+            }
+        }
+        if let Some(at) = sets.get(&org).and_then(|(_, s)| s.next_expiry) {
+            expiry = Some(expiry.map_or(at, |e| e.min(at)));
         }
     }
-    (out, expiry)
+    Ok(expiry)
 }
 
 /// Each organization's set: the operator pack, its own rules (scope
@@ -216,6 +251,7 @@ fn compile_all(
     orgs: &[(TenantId, Option<TenantId>)],
     stored: &[DetectionRule],
     operator: &OperatorRules,
+    compiled: &mut RuleCache,
 ) -> HashMap<TenantId, Arc<TenantRules>> {
     let mut by_org: HashMap<(&TenantId, RuleScope), Vec<&DetectionRule>> = HashMap::new();
     for r in stored {
@@ -223,8 +259,9 @@ fn compile_all(
     }
     let map = FieldMap::default();
     // Sets by the rules they hold: organizations with the same rules (the
-    // operator pack alone, an MSP's children) share one compiled set.
-    let mut compiled: BTreeMap<Vec<(String, String, i64)>, Arc<TenantRules>> = BTreeMap::new();
+    // operator pack alone, an MSP's children) share one compiled set, and
+    // a set compiled by an earlier reload is kept while its rules are.
+    let mut used: std::collections::BTreeSet<Vec<(String, String, i64)>> = Default::default();
     let mut out = HashMap::new();
     for (org, parent) in orgs {
         let mut mine: Vec<&DetectionRule> = by_org
@@ -241,6 +278,7 @@ fn compile_all(
             .iter()
             .map(|r| (r.org_id.to_string(), r.id.clone(), r.updated_at))
             .collect();
+        used.insert(key.clone());
         let set = compiled
             .entry(key)
             .or_insert_with(|| {
@@ -263,6 +301,7 @@ fn compile_all(
             .clone();
         out.insert(org.clone(), set);
     }
+    compiled.retain(|key, _| used.contains(key));
     out
 }
 
@@ -488,7 +527,7 @@ mod tests {
                 .collect()
         };
         let none: OperatorRules = Arc::default();
-        let sets = compile_all(&orgs, &rules, &none);
+        let sets = compile_all(&orgs, &rules, &none, &mut RuleCache::new());
         assert!(!sets.contains_key(&t("msp")), "a pack is not the MSP's own");
         assert_eq!(ids(&sets[&t("child-a")]), ["own-a", "pack"]);
         assert_eq!(ids(&sets[&t("child-b")]), ["pack"]);
@@ -506,12 +545,25 @@ mod tests {
             yaml: RULE.into(),
             rule: Arc::new(op),
         }]);
-        let sets = compile_all(&orgs, &rules, &operator);
+        let sets = compile_all(&orgs, &rules, &operator, &mut RuleCache::new());
         assert_eq!(ids(&sets[&t("bare")]), ["op"]);
         assert_eq!(ids(&sets[&t("child-a")]), ["op", "own-a", "pack"]);
         assert!(
             Arc::ptr_eq(&sets[&t("bare")], &sets[&t("msp")]),
             "same rules, one set"
+        );
+        // A reload with nothing changed reuses the sets compiled before;
+        // sets no organization uses any more are dropped.
+        let mut cache = RuleCache::new();
+        let first = compile_all(&orgs, &rules, &operator, &mut cache);
+        let again = compile_all(&orgs, &rules, &operator, &mut cache);
+        assert!(Arc::ptr_eq(&first[&t("solo")], &again[&t("solo")]));
+        let before = cache.len();
+        compile_all(&orgs, &rules[..1], &operator, &mut cache);
+        assert!(
+            cache.len() < before,
+            "{} sets kept of {before}",
+            cache.len()
         );
     }
 }

@@ -208,6 +208,8 @@ struct PipelineRole {
     /// current by `rules_refresher`.
     rules: Option<Arc<pipeline::rules::RuleBook>>,
     rules_refresher: Option<JoinHandle<()>>,
+    /// Scheduled SQL alerts (`pipeline.alerts.enabled`).
+    alerts: Option<JoinHandle<()>>,
     stop_detection: CancellationToken,
     maintenance: Option<(JoinHandle<()>, LeaseHandle)>,
     stop_maintenance: CancellationToken,
@@ -259,6 +261,19 @@ impl PipelineRole {
             }
             false => (None, None),
         };
+        let alerts = config.pipeline.alerts.enabled.then(|| {
+            // The same engine, sandbox and per-plan limits as POST /api/sql.
+            let sql = Arc::new(
+                SqlEngine::new(config.api.sql.clone(), lake.clone()).with_plans_from(store.clone()),
+            );
+            crate::sql_alerts::spawn(
+                store.clone(),
+                sql,
+                sinks.clone(),
+                config.pipeline.alerts.clone(),
+                stop_detection.clone(),
+            )
+        });
         let detection = match config.pipeline.detection.enabled {
             true => Some(
                 Detection::start(
@@ -287,6 +302,7 @@ impl PipelineRole {
             detection,
             rules,
             rules_refresher,
+            alerts,
             stop_detection,
             maintenance,
             stop_maintenance,
@@ -332,6 +348,9 @@ impl PipelineRole {
         }
         if let Some(r) = self.rules_refresher {
             let _ = r.await;
+        }
+        if let Some(a) = self.alerts {
+            let _ = a.await;
         }
     }
 }

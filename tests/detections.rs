@@ -1144,3 +1144,171 @@ async fn count_now(server: &Server, key: &str) -> u64 {
         .as_u64()
         .unwrap()
 }
+
+#[tokio::test]
+async fn scheduled_sql_alerts_run_on_schedule_and_fire_on_their_condition() {
+    let env = Env::new()
+        .set("SECURENET_API__DETECTIONS__MIN_ALERT_INTERVAL_MS", "1000")
+        .set("SECURENET_PIPELINE__ALERTS__TICK_MS", "200");
+    let acme = env.org_with_key("acme");
+    let globex = env.org_with_key("globex");
+    let server = env.serve();
+    let failures =
+        "SELECT count(*) AS n FROM logs WHERE app = 'sshd' AND message LIKE '%Failed password%'";
+    let alert = |name: &str, sql: &str, op: &str, value: f64| json!({"name": name, "sql": sql, "every": "1s", "condition": {"op": op, "value": value}, "severity": "critical"});
+
+    // Refused at once, each with its reason.
+    for (body, status, says) in [
+        (
+            alert("x", "SELECT count(*) FROM nowhere", "gt", 1.0),
+            400,
+            "query refused",
+        ),
+        (
+            alert("x", "DROP TABLE logs", "gt", 1.0),
+            400,
+            "query refused",
+        ),
+        (
+            alert("x", "SELECT 1; SELECT 2", "gt", 1.0),
+            400,
+            "query refused",
+        ),
+        (alert("x", failures, "about", 1.0), 400, "condition.op"),
+        (
+            json!({"name": "x", "sql": failures, "every": "1ms", "condition": {"op": "gt", "value": 1}}),
+            400,
+            "every",
+        ),
+        (
+            json!({"name": "x", "sql": failures, "every": "1s", "condition": {"op": "gt", "value": 1}, "severity": "urgent"}),
+            400,
+            "severity",
+        ),
+        (
+            json!({"name": "", "sql": failures, "every": "1s", "condition": {"op": "gt", "value": 1}}),
+            400,
+            "name",
+        ),
+    ] {
+        let r = post_json(&server, "/api/detections/alerts", &acme, &body);
+        assert_eq!(r.status, status, "{body}: {}", r.body);
+        assert!(r.body.contains(says), "{says:?} not in {}", r.body);
+    }
+    let r = post_json(
+        &server,
+        "/api/detections/alerts",
+        &acme,
+        &alert("SSH failures", failures, "gte", 3.0),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["alert"]["id"].as_str().unwrap().to_string();
+    let r = post_json(
+        &server,
+        "/api/detections/alerts",
+        &acme,
+        &alert("Quiet", failures, "gt", 1000.0),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let quiet = r.json()["alert"]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        get(&server, &format!("/api/detections/alerts/{id}"), &globex).status,
+        404
+    );
+
+    // Below the threshold: runs, does not fire.
+    let lines: Vec<Value> = (0..4)
+        .map(|i| failure(&chrono_now(), &format!("203.0.113.{i}"), "root"))
+        .collect();
+    let (status, _) = ingest(&server, &acme, ndjson(&lines[..2])).await;
+    assert_eq!(status, 200);
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let a = get(&server, &format!("/api/detections/alerts/{id}"), &acme).json();
+        if a["alert"]["last_value"] == 2.0 {
+            assert!(a["alert"]["last_fired_at"].is_null(), "{a}");
+            break;
+        }
+        assert!(Instant::now() < until, "the alert did not run: {a}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // globex's failures are not acme's.
+    let (status, _) = ingest(&server, &globex, ndjson(&lines)).await;
+    assert_eq!(status, 200);
+    let (status, _) = ingest(&server, &acme, ndjson(&lines[2..3])).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        wait_count(
+            &server,
+            &acme,
+            "detections WHERE source_kind = 'sql_alert'",
+            1
+        )
+        .await,
+        1
+    );
+    let found = rows(
+        &server,
+        &acme,
+        "SELECT rule_id, level, message, context FROM detections WHERE source_kind = 'sql_alert'",
+    )
+    .await;
+    assert_eq!(found[0]["rule_id"], format!("alert:{id}"));
+    assert_eq!(found[0]["level"], "critical");
+    let context: Value = serde_json::from_str(found[0]["context"].as_str().unwrap()).unwrap();
+    assert_eq!(context["value"], 3.0);
+    assert_eq!(context["rows"][0]["n"], 3);
+    let a = get(&server, &format!("/api/detections/alerts/{id}"), &acme).json();
+    assert!(a["alert"]["last_fired_at"].is_string(), "{a}");
+    let notes = get(&server, "/api/notifications", &acme).json();
+    assert!(
+        notes["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["kind"] == "sql_alert" && n["severity"] == "critical"),
+        "{notes}"
+    );
+    let q = get(&server, &format!("/api/detections/alerts/{quiet}"), &acme).json();
+    assert!(
+        q["alert"]["last_run_at"].is_string() && q["alert"]["last_fired_at"].is_null(),
+        "{q}"
+    );
+    assert_eq!(
+        rows(&server, &globex, "SELECT count(*) AS n FROM detections").await[0]["n"],
+        0
+    );
+
+    // Disabled, it stops running; deleted, it is gone.
+    let r = crate::support::curl(&[
+        "-X",
+        "PATCH",
+        &server.url(&format!("/api/detections/alerts/{id}")),
+        "-H",
+        &format!("Authorization: Bearer {acme}"),
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        "{\"enabled\": false}",
+    ]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let last = r.json()["alert"]["last_run_at"].clone();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        get(&server, &format!("/api/detections/alerts/{id}"), &acme).json()["alert"]["last_run_at"],
+        last
+    );
+    let r = crate::support::curl(&[
+        "-X",
+        "DELETE",
+        &server.url(&format!("/api/detections/alerts/{id}")),
+        "-H",
+        &format!("Authorization: Bearer {acme}"),
+    ]);
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        get(&server, &format!("/api/detections/alerts/{id}"), &acme).status,
+        404
+    );
+    server.stop();
+}

@@ -115,6 +115,20 @@ impl MetaStore {
             .collect()
     }
 
+    /// Every organization's lists without their indicators (what a
+    /// pipeline compares before fetching the lists that changed).
+    pub async fn all_threat_list_infos(&self) -> Result<Vec<ThreatListInfo>> {
+        self.db
+            .query(
+                &format!("SELECT {INFO} FROM threat_lists ORDER BY org_id, name"),
+                params![],
+            )
+            .await?
+            .iter()
+            .map(info_row)
+            .collect()
+    }
+
     /// Changes whenever a list is stored or deleted.
     pub async fn threat_lists_version(&self) -> Result<(i64, i64)> {
         let row = self
@@ -186,6 +200,7 @@ mod tests {
         let other = testing::t("intel-other");
         assert!(store.threat_list(&other, "feed").await.unwrap().is_none());
         assert_eq!(store.all_threat_lists().await.unwrap().len(), 1);
+        assert_eq!(store.all_threat_list_infos().await.unwrap()[0].count, 3);
         store.delete_threat_list(&acme, "feed").await.unwrap();
         let err = store.delete_threat_list(&acme, "feed").await.unwrap_err();
         assert!(matches!(err, Error::NotFound { .. }), "{err}");

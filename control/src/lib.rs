@@ -18,7 +18,8 @@
 //! - [`notify`]: notifications, channels (webhook, email), the delivery log.
 //! - [`audit`]: the audit log.
 //! - [`rules`]: Sigma detection rules per organization, MSP rule packs;
-//!   [`intel`]: threat-intelligence lists.
+//!   [`intel`]: threat-intelligence lists; [`sql_alerts`]: scheduled SQL
+//!   alerts.
 //! - [`auth`]: turning request headers into an authenticated [`Principal`].
 //! - [`ratelimit`]: per-tenant token buckets.
 //!
@@ -45,6 +46,7 @@ pub mod ratelimit;
 mod rows;
 pub mod rules;
 pub mod signature;
+pub mod sql_alerts;
 pub mod store;
 pub mod stripe;
 pub mod users;

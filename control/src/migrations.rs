@@ -25,6 +25,7 @@ pub(crate) const SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0011_email_lookup_index.sql"),
     include_str!("../migrations/sqlite/0012_detection_rules.sql"),
     include_str!("../migrations/sqlite/0013_threat_lists.sql"),
+    include_str!("../migrations/sqlite/0014_sql_alerts.sql"),
 ];
 
 /// PostgreSQL migrations, oldest first.
@@ -32,6 +33,7 @@ pub(crate) const POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0001_schema.sql"),
     include_str!("../migrations/postgres/0002_detection_rules.sql"),
     include_str!("../migrations/postgres/0003_threat_lists.sql"),
+    include_str!("../migrations/postgres/0004_sql_alerts.sql"),
 ];
 
 /// Applies PostgreSQL migrations not applied yet. Several processes may
@@ -95,6 +97,7 @@ pub(crate) const TENANT_TABLES: &[&str] = &[
     "deliveries",
     "detection_rules",
     "threat_lists",
+    "sql_alerts",
 ];
 
 /// Tables with an `org_id` that deleting the organization keeps, and why

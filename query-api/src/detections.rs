@@ -49,6 +49,10 @@ pub struct DetectionsConfig {
     pub backtest_max_matches: usize,
     /// Threat-intel indicators an organization may keep, over its lists.
     pub max_indicators_per_org: usize,
+    /// Scheduled SQL alerts an organization may keep.
+    pub max_alerts_per_org: usize,
+    /// The shortest schedule of a SQL alert.
+    pub min_alert_interval_ms: i64,
 }
 
 impl Default for DetectionsConfig {
@@ -57,6 +61,8 @@ impl Default for DetectionsConfig {
             max_rules_per_org: 500,
             backtest_max_matches: 1000,
             max_indicators_per_org: 100_000,
+            max_alerts_per_org: 50,
+            min_alert_interval_ms: 60_000,
         }
     }
 }

@@ -21,7 +21,8 @@
 //! - [`detections`]: Sigma rules per organization (`/api/detections/rules`,
 //!   MSP packs, the operator's pack, backtests) and their matches
 //!   (`/api/detections`).
-//! - [`intel`]: threat-intelligence lists (`/api/detections/intel`).
+//! - [`intel`]: threat-intelligence lists (`/api/detections/intel`);
+//!   [`sql_alerts`]: scheduled SQL alerts (`/api/detections/alerts`).
 //! - [`insights`]: the model registry, training-data upload, training and
 //!   prediction (`/api/insights/models…`).
 //! - [`data`]: `/api/logs`, `/api/devices`, `/api/scans`, `/api/findings`
@@ -72,6 +73,7 @@ pub mod orgs;
 pub mod routes;
 pub mod signin;
 pub mod sql;
+pub mod sql_alerts;
 pub mod state;
 pub mod usage;
 

@@ -19,7 +19,7 @@ use utoipa::openapi::schema::Schema;
 use crate::state::AppState;
 use crate::{
     alerts, analysis, audit, billing, dashboard, data, detections, insights, intel, notify, orgs,
-    sql, usage,
+    sql, sql_alerts, usage,
 };
 
 /// Who may call a route.
@@ -179,6 +179,11 @@ pub fn table() -> Vec<Endpoint> {
         ep(M::PUT, "/api/detections/intel/{name}", MEMBER, "upload a threat-intel list (CSV, JSON or a STIX bundle), replacing one of that name", put(intel::put_list).layer(axum::extract::DefaultBodyLimit::max(intel::MAX_UPLOAD_BYTES))).params::<intel::IntelParams>(),
         ep(M::GET, "/api/detections/intel/{name}", VIEWER, "one threat-intel list with its indicators", get(intel::get_list)),
         ep(M::DELETE, "/api/detections/intel/{name}", MEMBER, "delete a threat-intel list", delete(intel::delete_list)),
+        ep(M::GET, "/api/detections/alerts", VIEWER, "scheduled SQL alerts, with their last run", get(sql_alerts::list)),
+        ep(M::POST, "/api/detections/alerts", MEMBER, "save a query with a schedule, a condition on its value and a severity", post(sql_alerts::create)).created().body::<sql_alerts::NewAlert>(),
+        ep(M::GET, "/api/detections/alerts/{id}", VIEWER, "one SQL alert and its last run", get(sql_alerts::get_alert)),
+        ep(M::PATCH, "/api/detections/alerts/{id}", MEMBER, "enable or disable a SQL alert", patch(sql_alerts::set)).body::<sql_alerts::AlertChange>(),
+        ep(M::DELETE, "/api/detections/alerts/{id}", MEMBER, "delete a SQL alert", delete(sql_alerts::delete)),
         ep(M::GET, "/api/notifications", VIEWER, "notifications (severity, read/unread)", get(alerts::notifications)).params::<alerts::NotificationParams>(),
         ep(M::POST, "/api/notifications/{id}/read", MEMBER, "mark a notification read", post(alerts::mark_read)).no_content(),
         ep(M::GET, "/api/notifications/channels", ADMIN, "notification channels (webhook, email)", get(notify::list_channels)),

@@ -248,6 +248,59 @@ pub fn fire_context(c: &Correlation, f: &Fire) -> String {
     .to_string()
 }
 
+/// A detection not derived from a log row (a scheduled SQL alert's run).
+pub struct Standalone<'a> {
+    /// The run's id: the batch's and the source's.
+    pub id: Uuid,
+    /// When it happened (ms): `ts` and `received_at`.
+    pub at: i64,
+    pub rule_id: &'a str,
+    pub title: &'a str,
+    pub level: &'a str,
+    /// JSON array.
+    pub tags: &'a str,
+    pub source_kind: &'a str,
+    pub message: &'a str,
+    /// JSON: what fired.
+    pub context: &'a str,
+}
+
+/// `d` as a one-row `detections` envelope of `tenant`.
+pub fn standalone_detection(tenant: &schemas::TenantId, d: &Standalone) -> Result<Envelope, Error> {
+    let time = || -> ArrayRef {
+        Arc::new(TimestampMillisecondArray::from(vec![d.at]).with_timezone("UTC"))
+    };
+    let text = |v: &str| -> ArrayRef { Arc::new(StringArray::from(vec![v])) };
+    let none = || -> ArrayRef { Arc::new(StringArray::new_null(1)) };
+    let id = d.id.to_string();
+    let columns: Vec<ArrayRef> = vec![
+        text(tenant.as_str()),
+        time(),
+        time(),
+        text(&id),
+        text(&detection_id(d.id, d.rule_id, 0).to_string()),
+        text(d.rule_id),
+        text(d.title),
+        text(d.level),
+        text(d.tags),
+        text(d.source_kind),
+        text(&id),
+        Arc::new(UInt32Array::from(vec![0u32])),
+        none(),
+        none(),
+        none(),
+        text(d.message),
+        text(d.context),
+    ];
+    let batch = RecordBatch::try_new(schemas::schema::schema(RecordKind::Detections), columns)?;
+    Ok(Envelope::new(
+        tenant.clone(),
+        RecordKind::Detections,
+        d.id,
+        batch,
+    )?)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
