@@ -1,5 +1,12 @@
 #!/usr/bin/env bash
-# Sigma rules in the stream, end to end: HTTP NDJSON ingest → pipeline →
+# Detections, in two parts (one command):
+#
+# 1. The engine alone (benches/sigma.sh, skipped with SKIP_ENGINE=1): 1M
+#    generated log rows, RULES rules of mixed forms and 10,000 threat-intel
+#    indicators on one core — rules alone, indicators alone, both — beside
+#    the bare column scan and DuckDB running the pySigma-converted rules.
+#
+# 2. Sigma rules in the stream, end to end: HTTP NDJSON ingest → pipeline →
 # Parquet in `securenet serve` (acknowledged once stored, so the rules'
 # cost is on the acknowledged path), with RULES operator rules (the mixed
 # forms `benches/sigma.sh` measures, from sigma_bench) against the same
@@ -17,6 +24,11 @@ ROWS="${1:-200000}"; RUNS="${2:-3}"; RULES="${3:-100}"; ROUNDS="${4:-3}"
 BATCH="${BATCH:-2000}"; CONCURRENCY="${CONCURRENCY:-8}"
 
 [ -n "${NO_BUILD:-}" ] || cargo build --release -q -p securenet -p securenet-benches --bins
+if [ -z "${SKIP_ENGINE:-}" ]; then
+  echo "== part 1: the engine (benches/sigma.sh ${ENGINE_ROWS:-1000000} $RULES 5)" >&2
+  NO_BUILD=1 benches/sigma.sh "${ENGINE_ROWS:-1000000}" "$RULES" 5
+fi
+echo "== part 2: the pipeline, serve with and without the rules" >&2
 BIN="$CARGO_TARGET_DIR/release"
 WORK="$(mktemp -d)"
 PID=""

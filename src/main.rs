@@ -80,7 +80,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Maintain => maintain::run_once(&config),
         Command::Usage(c) => usage::run(&config, c),
         Command::Sql(args) => sql::run(&config, args),
-        Command::Sigma(c) => sigma::run(c),
+        Command::Sigma(c) => sigma::run(c, &config.pipeline.rules),
         Command::Config => {
             println!("{}", toml::to_string_pretty(&config)?);
             Ok(())

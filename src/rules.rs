@@ -45,7 +45,7 @@ pub type OperatorRules = Arc<Vec<OperatorRule>>;
 /// this build runs, or a correlation names a rule the pack lacks: an
 /// operator pack is all or nothing). A rule's id is its own `id`, else its
 /// file name without the extension.
-pub fn load_operator_rules(dir: Option<&Path>) -> anyhow::Result<OperatorRules> {
+pub fn load_operator_rules(dir: Option<&Path>, map: &FieldMap) -> anyhow::Result<OperatorRules> {
     let Some(dir) = dir else {
         return Ok(Arc::default());
     };
@@ -69,7 +69,7 @@ pub fn load_operator_rules(dir: Option<&Path>) -> anyhow::Result<OperatorRules> 
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));
     let docs: Vec<Arc<Document>> = out.iter().map(|o| o.rule.clone()).collect();
-    let (_, refused) = TenantRules::compile(&docs, &FieldMap::default());
+    let (_, refused) = TenantRules::compile(&docs, map);
     if let Some((id, e)) = refused.first() {
         anyhow::bail!("{}: rule {id}: {e}", dir.display());
     }
@@ -116,6 +116,7 @@ pub fn spawn_refresher(
     store: Arc<MetaStore>,
     book: Arc<RuleBook>,
     config: &RulesConfig,
+    map: FieldMap,
     operator: OperatorRules,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
@@ -123,7 +124,7 @@ pub fn spawn_refresher(
     tokio::spawn(async move {
         let mut cache = Cache::default();
         loop {
-            match refresh(&store, &book, &operator, &mut cache).await {
+            match refresh(&store, &book, &operator, &map, &mut cache).await {
                 Ok(true) => info!("Sigma rules reloaded"),
                 Ok(false) => {}
                 Err(error) => {
@@ -144,6 +145,7 @@ async fn refresh(
     store: &MetaStore,
     book: &RuleBook,
     operator: &OperatorRules,
+    map: &FieldMap,
     cache: &mut Cache,
 ) -> anyhow::Result<bool> {
     let version = store.detection_rules_version().await?;
@@ -163,9 +165,9 @@ async fn refresh(
         return Ok(false);
     }
     let stored = store.enabled_detection_rules().await?;
-    let rules = compile_all(&orgs, &stored, operator, &mut cache.rules);
+    let rules = compile_all(&orgs, &stored, operator, &mut cache.rules, map);
     let expiry = refresh_intel(store, &mut cache.intel, now_ms).await?;
-    let empty = Arc::new(TenantRules::compile(&[], &FieldMap::default()).0);
+    let empty = Arc::new(TenantRules::compile(&[], map).0);
     let mut book_sets: HashMap<TenantId, Arc<TenantDetection>> = HashMap::new();
     for (org, _) in &orgs {
         let rules = rules.get(org).cloned();
@@ -252,12 +254,12 @@ fn compile_all(
     stored: &[DetectionRule],
     operator: &OperatorRules,
     compiled: &mut RuleCache,
+    map: &FieldMap,
 ) -> HashMap<TenantId, Arc<TenantRules>> {
     let mut by_org: HashMap<(&TenantId, RuleScope), Vec<&DetectionRule>> = HashMap::new();
     for r in stored {
         by_org.entry((&r.org_id, r.scope)).or_default().push(r);
     }
-    let map = FieldMap::default();
     // Sets by the rules they hold: organizations with the same rules (the
     // operator pack alone, an MSP's children) share one compiled set, and
     // a set compiled by an earlier reload is kept while its rules are.
@@ -291,7 +293,7 @@ fn compile_all(
                             "a stored Sigma rule does not parse; left out"),
                     }
                 }
-                let (set, bad) = TenantRules::compile(&rules, &map);
+                let (set, bad) = TenantRules::compile(&rules, map);
                 for (rule, error) in bad {
                     warn!(org = %org, %rule, %error,
                         "a stored Sigma rule does not compile; left out");
@@ -527,7 +529,13 @@ mod tests {
                 .collect()
         };
         let none: OperatorRules = Arc::default();
-        let sets = compile_all(&orgs, &rules, &none, &mut RuleCache::new());
+        let sets = compile_all(
+            &orgs,
+            &rules,
+            &none,
+            &mut RuleCache::new(),
+            &FieldMap::default(),
+        );
         assert!(!sets.contains_key(&t("msp")), "a pack is not the MSP's own");
         assert_eq!(ids(&sets[&t("child-a")]), ["own-a", "pack"]);
         assert_eq!(ids(&sets[&t("child-b")]), ["pack"]);
@@ -545,7 +553,13 @@ mod tests {
             yaml: RULE.into(),
             rule: Arc::new(op),
         }]);
-        let sets = compile_all(&orgs, &rules, &operator, &mut RuleCache::new());
+        let sets = compile_all(
+            &orgs,
+            &rules,
+            &operator,
+            &mut RuleCache::new(),
+            &FieldMap::default(),
+        );
         assert_eq!(ids(&sets[&t("bare")]), ["op"]);
         assert_eq!(ids(&sets[&t("child-a")]), ["op", "own-a", "pack"]);
         assert!(
@@ -555,11 +569,17 @@ mod tests {
         // A reload with nothing changed reuses the sets compiled before;
         // sets no organization uses any more are dropped.
         let mut cache = RuleCache::new();
-        let first = compile_all(&orgs, &rules, &operator, &mut cache);
-        let again = compile_all(&orgs, &rules, &operator, &mut cache);
+        let first = compile_all(&orgs, &rules, &operator, &mut cache, &FieldMap::default());
+        let again = compile_all(&orgs, &rules, &operator, &mut cache, &FieldMap::default());
         assert!(Arc::ptr_eq(&first[&t("solo")], &again[&t("solo")]));
         let before = cache.len();
-        compile_all(&orgs, &rules[..1], &operator, &mut cache);
+        compile_all(
+            &orgs,
+            &rules[..1],
+            &operator,
+            &mut cache,
+            &FieldMap::default(),
+        );
         assert!(
             cache.len() < before,
             "{} sets kept of {before}",

@@ -243,9 +243,16 @@ impl PipelineRole {
         let (rules, rules_refresher) = match config.pipeline.rules.enabled {
             true => {
                 let rules = pipeline::rules::RuleBook::new(registry)?;
-                let operator =
-                    crate::rules::load_operator_rules(config.pipeline.rules.rules_dir.as_deref())
-                        .context("loading pipeline.rules.rules_dir")?;
+                let map = config
+                    .pipeline
+                    .rules
+                    .field_map()
+                    .context("pipeline.rules.fields")?;
+                let operator = crate::rules::load_operator_rules(
+                    config.pipeline.rules.rules_dir.as_deref(),
+                    &map,
+                )
+                .context("loading pipeline.rules.rules_dir")?;
                 sinks.push(Arc::new(crate::rules::NotifySink::new(
                     store.clone(),
                     &config.pipeline.rules,
@@ -254,6 +261,7 @@ impl PipelineRole {
                     store.clone(),
                     rules.clone(),
                     &config.pipeline.rules,
+                    map,
                     operator,
                     stop_detection.clone(),
                 );
@@ -605,11 +613,22 @@ fn start_api(
         system: Default::default(),
         llm: config.api.llm.clone().map(Arc::new),
         notify: notifier,
-        detections: Arc::new(query_api::detections::Detections {
-            config: config.api.detections.clone(),
-            operator: crate::rules::load_operator_rules(config.pipeline.rules.rules_dir.as_deref())
+        detections: {
+            let map = config
+                .pipeline
+                .rules
+                .field_map()
+                .context("pipeline.rules.fields")?;
+            Arc::new(query_api::detections::Detections {
+                config: config.api.detections.clone(),
+                operator: crate::rules::load_operator_rules(
+                    config.pipeline.rules.rules_dir.as_deref(),
+                    &map,
+                )
                 .context("loading pipeline.rules.rules_dir")?,
-        }),
+                map,
+            })
+        },
         data_dir: config.data_dir.clone(),
         ops,
     };

@@ -17,10 +17,11 @@ use crate::cli::SigmaCommand;
 /// Lines evaluated per batch (the pipeline's batches are of this order).
 const BATCH_ROWS: usize = 8192;
 
-pub fn run(command: SigmaCommand) -> anyhow::Result<()> {
+pub fn run(command: SigmaCommand, config: &pipeline::rules::RulesConfig) -> anyhow::Result<()> {
+    let map = config.field_map().context("pipeline.rules.fields")?;
     match command {
-        SigmaCommand::Check { rules } => check(&rules),
-        SigmaCommand::Match { rules, logs } => run_match(&rules, &logs),
+        SigmaCommand::Check { rules } => check(&rules, &map),
+        SigmaCommand::Match { rules, logs } => run_match(&rules, &logs, &map),
     }
 }
 
@@ -52,11 +53,14 @@ fn parse(file: &Path) -> anyhow::Result<Document> {
 /// The files' rules compiled together, as one organization's (a
 /// correlation finds the rules it names among them); what does not
 /// compile is returned with its reason.
-fn compile(docs: &[Arc<Document>]) -> (TenantRules, Vec<(String, detectors::sigma::SigmaError)>) {
-    TenantRules::compile(docs, &FieldMap::default())
+fn compile(
+    docs: &[Arc<Document>],
+    map: &FieldMap,
+) -> (TenantRules, Vec<(String, detectors::sigma::SigmaError)>) {
+    TenantRules::compile(docs, map)
 }
 
-fn check(paths: &[PathBuf]) -> anyhow::Result<()> {
+fn check(paths: &[PathBuf], map: &FieldMap) -> anyhow::Result<()> {
     let mut refused = 0;
     let mut out = std::io::stdout().lock();
     let mut docs = Vec::new();
@@ -73,7 +77,7 @@ fn check(paths: &[PathBuf]) -> anyhow::Result<()> {
             }
         }
     }
-    let (_, bad) = compile(&docs);
+    let (_, bad) = compile(&docs, map);
     for (doc, file) in docs.iter().zip(&files) {
         let key = doc.id().unwrap_or(doc.title());
         match bad.iter().find(|(id, _)| id == key) {
@@ -95,13 +99,13 @@ fn check(paths: &[PathBuf]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_match(paths: &[PathBuf], logs: &Path) -> anyhow::Result<()> {
+fn run_match(paths: &[PathBuf], logs: &Path, map: &FieldMap) -> anyhow::Result<()> {
     let docs = rule_files(paths)?
         .iter()
         .map(|f| parse(f).map(Arc::new))
         .collect::<anyhow::Result<Vec<_>>>()?;
     anyhow::ensure!(!docs.is_empty(), "no rules");
-    let (rules, bad) = compile(&docs);
+    let (rules, bad) = compile(&docs, map);
     if let Some((id, e)) = bad.first() {
         anyhow::bail!("rule {id}: {e}");
     }

@@ -53,6 +53,20 @@ impl Default for AlertsConfig {
     }
 }
 
+/// The run after one due at `due`: on the schedule's grid (counted from
+/// due times, not from when a busy tick got to it, so runs do not drift),
+/// and after `now` (runs missed while no pipeline ran are skipped, not
+/// caught up in a burst).
+pub fn next_run(due: i64, every: i64, now: i64) -> i64 {
+    let every = every.max(1);
+    let next = due.saturating_add(every);
+    if next > now {
+        return next;
+    }
+    let missed = (now - due) / every;
+    due.saturating_add((missed + 1).saturating_mul(every))
+}
+
 /// Whether `value` meets `op threshold`.
 pub fn holds(op: &str, value: f64, threshold: f64) -> bool {
     match op {
@@ -114,9 +128,7 @@ async fn tick(
     let due = store.due_sql_alerts(now, 64).await?;
     futures::stream::iter(due)
         .for_each_concurrent(concurrency, |alert| async move {
-            // The next run counts from this one's due time, not from when a
-            // busy tick got to it (no drift), but never into the past.
-            let next = (alert.next_run_at + alert.every_ms).max(now + 1);
+            let next = next_run(alert.next_run_at, alert.every_ms, now);
             match store.claim_sql_alert(&alert, next).await {
                 Ok(true) => run(store, sql, sinks, &alert, now).await,
                 Ok(false) => {}
@@ -252,6 +264,14 @@ fn query_rows(batches: &[RecordBatch], limit: usize) -> Vec<serde_json::Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runs_stay_on_the_grid_and_skip_what_was_missed() {
+        assert_eq!(next_run(10_000, 1_000, 10_050), 11_000);
+        // Down for 5.5 s: the next run is the next grid point, not 5 at once.
+        assert_eq!(next_run(10_000, 1_000, 15_500), 16_000);
+        assert_eq!(next_run(10_000, 1_000, 11_000), 12_000);
+    }
 
     #[test]
     fn conditions() {

@@ -1312,3 +1312,69 @@ async fn scheduled_sql_alerts_run_on_schedule_and_fire_on_their_condition() {
     );
     server.stop();
 }
+
+const CLIENT_RULE: &str = r#"title: Client from a watched range
+id: watched-client
+level: medium
+logsource:
+  category: webserver
+detection:
+  sel:
+    ClientIP|cidr: 203.0.113.0/24
+  condition: sel
+"#;
+
+/// `pipeline.rules.fields` maps a deployment's own field names: uploads,
+/// the stream and `securenet sigma` all read it.
+#[tokio::test]
+async fn a_configured_field_map_applies_to_the_stream_and_the_sigma_command() {
+    let env = Env::new()
+        .set("SECURENET_PIPELINE__RULES__REFRESH_MS", "200")
+        .set(
+            "SECURENET_PIPELINE__RULES__FIELDS__CLIENTIP",
+            "structured_data:client|clientAddr",
+        );
+    let acme = env.org_with_key("acme");
+    let server = env.serve();
+    let r = post_json(
+        &server,
+        "/api/detections/rules",
+        &acme,
+        &json!({"yaml": CLIENT_RULE}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    wait_rules_loaded(&server, 1.0).await;
+    let lines = vec![
+        json!({"ts": chrono_now(), "host": "web-1", "app": "nginx", "client": "203.0.113.5", "message": "GET /admin 403"}),
+        json!({"ts": chrono_now(), "host": "web-1", "app": "nginx", "clientAddr": "203.0.113.9", "message": "GET /login 200"}),
+        json!({"ts": chrono_now(), "host": "web-1", "app": "nginx", "client": "198.51.100.5", "message": "GET / 200"}),
+    ];
+    let (status, body) = ingest(&server, &acme, ndjson(&lines)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(wait_count(&server, &acme, "logs", 3).await, 3);
+    assert_eq!(wait_count(&server, &acme, "detections", 2).await, 2);
+    server.stop();
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("client.yml"), CLIENT_RULE).unwrap();
+    let logs = dir.path().join("logs.ndjson");
+    std::fs::write(&logs, ndjson(&lines)).unwrap();
+    let args = [
+        "sigma",
+        "match",
+        "--rule",
+        dir.path().to_str().unwrap(),
+        logs.to_str().unwrap(),
+    ];
+    assert_eq!(env.cli(&args).lines().count(), 2);
+    // Without the mapping, ClientIP is a key the records lack.
+    assert_eq!(Env::new().cli(&args).lines().count(), 0);
+    let bad = Env::new().set("SECURENET_PIPELINE__RULES__FIELDS__CLIENTIP", "raw");
+    let out = bad.command(&args).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pipeline.rules.fields"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

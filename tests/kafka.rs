@@ -332,3 +332,95 @@ async fn after_a_broker_outage_refused_records_are_retried_and_nothing_is_lost_o
     pipeline.stop();
     ingest_role.stop();
 }
+
+/// Two pipeline processes on one consumer group: each organization's rule
+/// matches once per matching row whichever process consumes its partition,
+/// and a scheduled SQL alert runs once per schedule, not once per process.
+#[tokio::test]
+async fn rules_and_scheduled_alerts_with_two_pipeline_processes() {
+    let env = Env::new()
+        .kafka()
+        .set("SECURENET_PIPELINE__RULES__REFRESH_MS", "200")
+        .set("SECURENET_PIPELINE__ALERTS__TICK_MS", "100")
+        .set("SECURENET_API__DETECTIONS__MIN_ALERT_INTERVAL_MS", "1000");
+    let tenants: Vec<(String, String)> = (0..4)
+        .map(|i| {
+            let id = format!("k{i}");
+            let key = env.org_with_key(&id);
+            (id, key)
+        })
+        .collect();
+    let api = env.role("query-api");
+    let rule = "title: Failed password\nid: failed-password\nlevel: medium\nlogsource: {product: linux}\n\
+                detection:\n  sel:\n    message|contains: 'Failed password'\n  condition: sel\n";
+    for (_, key) in &tenants {
+        let r =
+            crate::support::post_json(&api, "/api/detections/rules", key, &json!({"yaml": rule}));
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let r = crate::support::post_json(
+        &api,
+        "/api/detections/alerts",
+        &tenants[0].1,
+        &json!({"name": "always", "sql": "SELECT 1", "every": "1s", "condition": {"op": "gte", "value": 1}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let ingest_role = env.role("ingest");
+    let first = env.role("pipeline");
+    let second = env.role("pipeline");
+    for p in [&first, &second] {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while crate::support::metric(p, "securenet_rules_loaded").await < 4.0 {
+            assert!(std::time::Instant::now() < until, "rules not loaded");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    let sink_rows = "securenet_sink_rows_total";
+    let mut sent = 0u64;
+    for round in 0..60 {
+        for (tenant, key) in &tenants {
+            let body = format!(
+                "{}\n{}\n",
+                json!({"message": format!("Failed password for root ({tenant} {round})")}),
+                json!({"message": format!("Accepted publickey ({tenant} {round})")})
+            );
+            let (status, answer) = ingest(&ingest_role, key, body).await;
+            assert_eq!(status, 200, "{answer}");
+        }
+        sent += 1;
+        let a = crate::support::metric_sum(&first, sink_rows).await;
+        let b = crate::support::metric_sum(&second, sink_rows).await;
+        if a > 0.0 && b > 0.0 && round >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    for (_, key) in &tenants {
+        assert_eq!(wait_count(&api, key, "logs", sent * 2).await, sent * 2);
+        assert_eq!(
+            wait_count(
+                &api,
+                key,
+                "detections WHERE rule_id = 'failed-password'",
+                sent
+            )
+            .await,
+            sent,
+            "one detection per matching row"
+        );
+    }
+    // The alert ran about once a second for the whole test; two processes
+    // running each slot would put runs milliseconds apart.
+    let runs = crate::support::rows(
+        &api,
+        &tenants[0].1,
+        "SELECT CAST(ts AS BIGINT) AS at FROM detections WHERE source_kind = 'sql_alert' ORDER BY at",
+    )
+    .await;
+    let at: Vec<i64> = runs.iter().map(|r| r["at"].as_i64().unwrap()).collect();
+    assert!(at.len() >= 2, "the alert ran: {at:?}");
+    let closest = at.windows(2).map(|w| w[1] - w[0]).min().unwrap();
+    assert!(closest >= 500, "two runs {closest} ms apart: {at:?}");
+    first.stop();
+    second.stop();
+}

@@ -12,7 +12,7 @@
 //! against its own tenant's set alone, and the number and size of a
 //! tenant's rules are bounded where they are uploaded.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -45,6 +45,17 @@ pub struct RulesConfig {
     /// interval (per pipeline process); the detections themselves are all
     /// stored.
     pub notify_interval_ms: u64,
+    /// Sigma field names mapped over the defaults: `"ClientIP" =
+    /// "structured_data:client"`, `"user" = "host"` (docs/sigma.md). The
+    /// query API's uploads and backtests read the same table.
+    pub fields: BTreeMap<String, String>,
+}
+
+impl RulesConfig {
+    /// The field map rules are compiled with.
+    pub fn field_map(&self) -> Result<detectors::sigma::FieldMap, detectors::sigma::SigmaError> {
+        detectors::sigma::FieldMap::default().with_overrides(&self.fields)
+    }
 }
 
 impl Default for RulesConfig {
@@ -55,6 +66,7 @@ impl Default for RulesConfig {
             rules_dir: None,
             notify_min_level: "low".into(),
             notify_interval_ms: 60_000,
+            fields: BTreeMap::new(),
         }
     }
 }

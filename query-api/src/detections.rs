@@ -79,6 +79,9 @@ pub struct OperatorRule {
 pub struct Detections {
     pub config: DetectionsConfig,
     pub operator: Arc<Vec<OperatorRule>>,
+    /// `pipeline.rules.fields` over the defaults: uploads and backtests
+    /// compile rules as the pipelines do.
+    pub map: FieldMap,
 }
 
 /// Backtests look this far back unless told otherwise.
@@ -228,7 +231,11 @@ async fn correlatable(
 /// `doc` compiled as the stream runs it — a correlation with the rules it
 /// correlates, found among `others` — or a `400` naming what the engine
 /// refuses.
-fn compile_with(doc: &Arc<Document>, others: &[Arc<Document>]) -> Result<TenantRules> {
+fn compile_with(
+    doc: &Arc<Document>,
+    others: &[Arc<Document>],
+    map: &FieldMap,
+) -> Result<TenantRules> {
     let mut docs = vec![doc.clone()];
     if let Document::Correlation(c) = doc.as_ref() {
         for reference in &c.rules {
@@ -240,7 +247,7 @@ fn compile_with(doc: &Arc<Document>, others: &[Arc<Document>]) -> Result<TenantR
             }
         }
     }
-    let (rules, refused) = TenantRules::compile(&docs, &FieldMap::default());
+    let (rules, refused) = TenantRules::compile(&docs, map);
     match refused.into_iter().next() {
         Some((_, e)) => Err(ApiError::BadRequest(format!("rule refused: {e}"))),
         None => Ok(rules),
@@ -344,7 +351,11 @@ pub async fn create_rule(
     valid_id(&id)?;
     rule.set_id(id.clone());
     let rule = Arc::new(rule);
-    compile_with(&rule, &correlatable(&state, &caller, scope).await?)?;
+    compile_with(
+        &rule,
+        &correlatable(&state, &caller, scope).await?,
+        &state.detections.map,
+    )?;
     let max = state.detections.config.max_rules_per_org;
     let count = state.store.count_detection_rules(&caller.tenant).await?;
     if count >= max {
@@ -514,7 +525,11 @@ pub async fn test_rule(
         Found::Msp(_) | Found::Operator(..) => RuleScope::Own,
     };
     let rule = found.rule()?;
-    let mut rules = compile_with(&rule, &correlatable(&state, &caller, scope).await?)?;
+    let mut rules = compile_with(
+        &rule,
+        &correlatable(&state, &caller, scope).await?,
+        &state.detections.map,
+    )?;
     // A correlation's rules feed it here even if they store their own.
     let correlations = rules.correlations.len();
     let now = now_ms();

@@ -263,14 +263,8 @@ fn ingest_operation(r: &RouteDoc) -> utoipa::openapi::path::Operation {
                 "Served by processes running the ingest role. Needs the {role} role (or higher)."
             ))),
     };
-    if r.path.contains("{index}") {
-        op = op.parameter(
-            ParameterBuilder::new()
-                .name("index")
-                .parameter_in(ParameterIn::Path)
-                .required(Required::True)
-                .schema(Some(string())),
-        );
+    for name in path_params(r.path) {
+        op = op.parameter(path_param(name));
     }
     if !r.consumes.is_empty() {
         let mut body = RequestBodyBuilder::new().required(Some(Required::True));
@@ -334,14 +328,8 @@ pub fn build(ingest: &[RouteDoc]) -> OpenApi {
                 .securities(Some([bearer(), api_key()]))
                 .description(Some(format!("Needs the {role} role (or higher)."))),
         };
-        if e.path.contains("{id}") {
-            op = op.parameter(
-                ParameterBuilder::new()
-                    .name("id")
-                    .parameter_in(ParameterIn::Path)
-                    .required(Required::True)
-                    .schema(Some(string())),
-            );
+        for name in path_params(e.path) {
+            op = op.parameter(path_param(name));
         }
         for parameter in (e.query)() {
             op = op.parameter(parameter);
@@ -476,6 +464,21 @@ pub fn swagger_ui() -> axum::Router {
             response
         },
     ))
+}
+
+/// The `{name}` parameters of a route path, in order.
+fn path_params(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/')
+        .filter_map(|part| part.strip_prefix('{')?.strip_suffix('}'))
+}
+
+fn path_param(name: &str) -> utoipa::openapi::path::Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Path)
+        .required(Required::True)
+        .schema(Some(string()))
+        .build()
 }
 
 #[cfg(test)]

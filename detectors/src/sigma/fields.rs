@@ -174,6 +174,43 @@ impl Default for FieldMap {
 }
 
 impl FieldMap {
+    /// The default map with `overrides` (Sigma field name → `column` or
+    /// `structured_data:key|other.key`) put over it: a deployment's own
+    /// field names without a code change. A column must be one a rule may
+    /// name.
+    pub fn with_overrides(
+        mut self,
+        overrides: &std::collections::BTreeMap<String, String>,
+    ) -> super::SigmaResult<Self> {
+        for (name, to) in overrides {
+            let source = match to.strip_prefix("structured_data:") {
+                Some(keys) => {
+                    let keys: Vec<String> = keys
+                        .split('|')
+                        .map(str::trim)
+                        .filter(|k| !k.is_empty())
+                        .map(str::to_string)
+                        .collect();
+                    if keys.is_empty() {
+                        return Err(super::SigmaError::new(format!(
+                            "field {name:?}: structured_data: names no key"
+                        )));
+                    }
+                    Source::Json(keys)
+                }
+                None if COLUMNS.contains(&to.as_str()) => Source::Column(to.clone()),
+                None => {
+                    return Err(super::SigmaError::new(format!(
+                        "field {name:?} → {to:?}: a column ({}) or structured_data:key",
+                        COLUMNS.join(", ")
+                    )));
+                }
+            };
+            self.aliases.insert(name.to_ascii_lowercase(), source);
+        }
+        Ok(self)
+    }
+
     /// Where `field` is read from, for batches of `schema`.
     pub fn resolve(&self, field: &str, schema: &Schema) -> Source {
         let lower = field.to_ascii_lowercase();
@@ -216,5 +253,33 @@ impl FieldMap {
             .collect();
         rows.sort();
         rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn overrides_replace_and_add_names() {
+        let schema = schemas::schema::schema(schemas::RecordKind::Logs);
+        let overrides = BTreeMap::from([
+            (
+                "ClientIP".to_string(),
+                "structured_data:client|clientAddr".to_string(),
+            ),
+            ("user".to_string(), "host".to_string()),
+        ]);
+        let map = FieldMap::default().with_overrides(&overrides).unwrap();
+        assert_eq!(
+            map.resolve("clientip", &schema),
+            Source::Json(vec!["client".into(), "clientAddr".into()])
+        );
+        assert_eq!(map.resolve("user", &schema), Source::Column("host".into()));
+        for bad in ["raw", "structured_data:", "nowhere"] {
+            let o = BTreeMap::from([("x".to_string(), bad.to_string())]);
+            assert!(FieldMap::default().with_overrides(&o).is_err(), "{bad}");
+        }
     }
 }
