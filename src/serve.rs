@@ -643,11 +643,11 @@ fn inline_detectors(
     rules: Option<&Arc<pipeline::rules::RuleBook>>,
     lateness_ms: i64,
 ) -> consumer::InlineDetectors {
-    let usage: Arc<std::sync::Mutex<dyn detectors::Detector>> =
+    let usage: Arc<dyn consumer::Inline> =
         Arc::new(std::sync::Mutex::new(detectors::usage::UsageCounter));
     let mut all = vec![usage];
     if let Some(rules) = rules {
-        all.push(Arc::new(std::sync::Mutex::new(rules.stage(lateness_ms))));
+        all.push(Arc::new(rules.stage(lateness_ms)));
     }
     all.extend(detection.map(Detection::inline));
     all.into()

@@ -5,10 +5,13 @@
 //! `max_in_flight` deliveries are written concurrently, which bounds memory
 //! and keeps the Parquet encoder busy on every core.
 //!
-//! Inline detectors (usage counting) see each delivery first; what they
-//! derive from it is written to the sinks together with it and acknowledged
-//! with it, so a replayed delivery derives — and the idempotent sinks
-//! store — the very same records again, never twice.
+//! Inline detectors (usage counting, Sigma rules, the streaming detector's
+//! windows) see each delivery first; what they derive from it is written to
+//! the sinks together with it and acknowledged with it, so a replayed
+//! delivery derives — and the idempotent sinks store — the very same
+//! records again, never twice. A stateful [`Detector`] runs behind a lock
+//! (one delivery at a time); an [`Inline`] that needs no exclusive access,
+//! like the Sigma stage, runs for every delivery in flight at once.
 
 use std::sync::{Arc, Mutex};
 
@@ -40,9 +43,29 @@ impl Default for ConsumerConfig {
     }
 }
 
-/// Detectors run on every delivery before it is written (see the module
-/// docs). Each is locked for the length of one `process_batch` call.
-pub type InlineDetectors = Arc<[Arc<Mutex<dyn Detector>>]>;
+/// What the consumer runs on every delivery before writing it (see the
+/// module docs). Deliveries in flight call it concurrently.
+pub trait Inline: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// What `envelope` derives, written and acknowledged with it.
+    fn derive(&self, envelope: &Envelope) -> detectors::Result<Vec<Envelope>>;
+}
+
+/// A stateful [`Detector`] behind a lock: one delivery at a time.
+impl<D: Detector> Inline for Mutex<D> {
+    fn name(&self) -> &'static str {
+        self.lock().unwrap_or_else(|p| p.into_inner()).name()
+    }
+
+    fn derive(&self, envelope: &Envelope) -> detectors::Result<Vec<Envelope>> {
+        self.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .process_batch(envelope)
+    }
+}
+
+/// Inline detectors, in the order they run.
+pub type InlineDetectors = Arc<[Arc<dyn Inline>]>;
 
 /// Runs until the bus is closed and drained, then waits for every write in
 /// flight to settle.
@@ -94,13 +117,10 @@ async fn deliver(delivery: Delivery, sinks: &[Arc<dyn Sink>], detectors: &Inline
 fn derive(envelope: &Envelope, detectors: &InlineDetectors) -> Result<Vec<Envelope>> {
     let mut derived = Vec::new();
     for detector in detectors.iter() {
-        let mut detector = detector.lock().unwrap_or_else(|p| p.into_inner());
-        let out = detector
-            .process_batch(envelope)
-            .map_err(|e| Error::Detector {
-                detector: detector.name(),
-                message: e.to_string(),
-            })?;
+        let out = detector.derive(envelope).map_err(|e| Error::Detector {
+            detector: detector.name(),
+            message: e.to_string(),
+        })?;
         derived.extend(out);
     }
     Ok(derived)

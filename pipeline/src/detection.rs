@@ -291,7 +291,7 @@ impl Detection {
     }
 
     /// The detector as the consumer's inline detector (feeds the windows).
-    pub fn inline(&self) -> Arc<Mutex<dyn Detector>> {
+    pub fn inline(&self) -> Arc<dyn crate::consumer::Inline> {
         self.detector.clone()
     }
 

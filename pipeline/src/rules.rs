@@ -14,10 +14,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use detectors::Detector;
 use detectors::intel::IndicatorSet;
 use detectors::sigma::TenantRules;
 use detectors::sigma::detections::{States, derive};
@@ -182,7 +181,7 @@ impl RuleBook {
         SigmaStage {
             book: self.clone(),
             lateness_ms,
-            states: HashMap::new(),
+            states: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -190,29 +189,39 @@ impl RuleBook {
 /// Evaluates each `logs` batch against its tenant's rules, and keeps each
 /// tenant's correlation windows (in memory: a restarted pipeline rebuilds
 /// them from the batches the bus redelivers, so a burst spanning a crash
-/// may go uncorrelated).
+/// may go uncorrelated). Batches in flight are evaluated concurrently:
+/// only feeding a tenant's windows takes its lock.
 pub struct SigmaStage {
     book: Arc<RuleBook>,
     lateness_ms: i64,
-    states: HashMap<TenantId, States>,
+    states: Mutex<HashMap<TenantId, Arc<Mutex<States>>>>,
 }
 
-impl Detector for SigmaStage {
+impl crate::consumer::Inline for SigmaStage {
     fn name(&self) -> &'static str {
         "sigma"
     }
 
-    fn process_batch(&mut self, envelope: &Envelope) -> detectors::Result<Vec<Envelope>> {
+    fn derive(&self, envelope: &Envelope) -> detectors::Result<Vec<Envelope>> {
         if envelope.kind() != RecordKind::Logs {
             return Ok(Vec::new());
         }
         let tenant = envelope.tenant();
         let Some(detection) = self.book.get(tenant) else {
-            self.states.remove(tenant);
+            self.states
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(tenant);
             return Ok(Vec::new());
         };
         let started = Instant::now();
-        let states = self.states.entry(tenant.clone()).or_default();
+        let states = self
+            .states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(tenant.clone())
+            .or_default()
+            .clone();
         let m = &self.book.metrics;
         // Evaluation is pure: a batch it fails on would fail again on every
         // redelivery, holding up the organizations behind it on the bus.
@@ -220,7 +229,7 @@ impl Detector for SigmaStage {
         let derived = match derive(
             &detection.rules,
             detection.intel.as_deref(),
-            states,
+            &states,
             self.lateness_ms,
             envelope,
         ) {
@@ -253,6 +262,7 @@ impl Detector for SigmaStage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::consumer::Inline;
     use crate::testutil::envelope;
     use detectors::sigma::{Document, FieldMap};
 
@@ -272,26 +282,16 @@ mod tests {
             detection:\n  sel:\n    message|startswith: 'm'\n  condition: sel\n";
         let acme = TenantId::new("acme").unwrap();
         book.replace(HashMap::from([(acme.clone(), set(every_row))]));
-        let mut stage = book.stage(60_000);
-        let out = stage.process_batch(&envelope("acme", 3)).unwrap();
+        let stage = book.stage(60_000);
+        let out = stage.derive(&envelope("acme", 3)).unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].kind(), RecordKind::Detections);
         assert_eq!(out[0].num_rows(), 3);
         assert_eq!(out[0].tenant(), &acme);
         // Another tenant's batch: no rules of its own, nothing derived.
-        assert!(
-            stage
-                .process_batch(&envelope("globex", 3))
-                .unwrap()
-                .is_empty()
-        );
+        assert!(stage.derive(&envelope("globex", 3)).unwrap().is_empty());
         book.replace(HashMap::new());
-        assert!(
-            stage
-                .process_batch(&envelope("acme", 3))
-                .unwrap()
-                .is_empty()
-        );
+        assert!(stage.derive(&envelope("acme", 3)).unwrap().is_empty());
         let text = prometheus::TextEncoder::new()
             .encode_to_string(&registry.gather())
             .unwrap();

@@ -120,7 +120,7 @@ pub type States = HashMap<String, State>;
 pub fn derive(
     rules: &TenantRules,
     intel: Option<&IndicatorSet>,
-    states: &mut States,
+    states: &std::sync::Mutex<States>,
     lateness_ms: i64,
     source: &Envelope,
 ) -> Result<Option<Envelope>, Error> {
@@ -130,7 +130,8 @@ pub fn derive(
     }
     let batch = source.batch();
     let matches = rules.set.evaluate(batch)?;
-    states.retain(|key, _| rules.correlations.iter().any(|c| &c.key == key));
+    let lock = || states.lock().unwrap_or_else(|p| p.into_inner());
+    lock().retain(|key, _| rules.correlations.iter().any(|c| &c.key == key));
     let mut metas: Vec<Meta> = rules
         .set
         .rules()
@@ -159,7 +160,7 @@ pub fn derive(
             continue;
         }
         let corr = &c.correlation;
-        let fired = states
+        let fired = lock()
             .entry(c.key.clone())
             .or_default()
             .feed(corr, lateness_ms, events);
@@ -446,7 +447,7 @@ mod tests {
             ],
         );
         let rules = rules(&[FAILED, ROOT]);
-        let env = derive(&rules, None, &mut States::new(), 0, &src)
+        let env = derive(&rules, None, &std::sync::Mutex::new(States::new()), 0, &src)
             .unwrap()
             .unwrap();
         assert_eq!(env.kind(), RecordKind::Detections);
@@ -468,7 +469,7 @@ mod tests {
             .as_primitive::<arrow::datatypes::UInt32Type>();
         assert_eq!(rows.values().to_vec(), [1, 2, 1]);
         // The same source batch derives the same records.
-        let again = derive(&rules, None, &mut States::new(), 0, &src)
+        let again = derive(&rules, None, &std::sync::Mutex::new(States::new()), 0, &src)
             .unwrap()
             .unwrap();
         assert_eq!(again.batch(), env.batch());
@@ -487,15 +488,27 @@ mod tests {
         let acme = TenantId::new("acme").unwrap();
         let quiet = logs(&acme, &[(0, "h", "10.0.0.1", "all quiet")]);
         assert!(
-            derive(&rules(&[FAILED]), None, &mut States::new(), 0, &quiet)
-                .unwrap()
-                .is_none()
+            derive(
+                &rules(&[FAILED]),
+                None,
+                &std::sync::Mutex::new(States::new()),
+                0,
+                &quiet
+            )
+            .unwrap()
+            .is_none()
         );
         let loud = logs(&acme, &[(0, "h", "10.0.0.1", "Failed password")]);
         assert!(
-            derive(&rules(&[]), None, &mut States::new(), 0, &loud)
-                .unwrap()
-                .is_none()
+            derive(
+                &rules(&[]),
+                None,
+                &std::sync::Mutex::new(States::new()),
+                0,
+                &loud
+            )
+            .unwrap()
+            .is_none()
         );
     }
 
@@ -503,7 +516,7 @@ mod tests {
     fn a_correlation_fires_once_per_burst_and_hides_its_rules_own_matches() {
         let acme = TenantId::new("acme").unwrap();
         let rules = rules(&[FAILED, BRUTE]);
-        let mut states = States::new();
+        let states = std::sync::Mutex::new(States::new());
         // Two failures from .9 and one from .7: below the bound.
         let first = logs(
             &acme,
@@ -514,7 +527,7 @@ mod tests {
             ],
         );
         assert!(
-            derive(&rules, None, &mut states, 60_000, &first)
+            derive(&rules, None, &states, 60_000, &first)
                 .unwrap()
                 .is_none()
         );
@@ -527,7 +540,7 @@ mod tests {
                 (40, "b", "203.0.113.9", "Failed password for test"),
             ],
         );
-        let env = derive(&rules, None, &mut states, 60_000, &second)
+        let env = derive(&rules, None, &states, 60_000, &second)
             .unwrap()
             .unwrap();
         assert_eq!(env.num_rows(), 1);
