@@ -36,9 +36,13 @@ cleanup() { [ -z "$PID" ] || kill "$PID" 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 # The rules: sigma_bench writes them (and a small data set we do not use).
-"$BIN/sigma_bench" 1000 "$RULES" 1 "$WORK/gen" > /dev/null
-RULES_DIR="$WORK/gen/rules"
-[ "$(ls "$RULES_DIR" | wc -l)" -eq "$RULES" ] || { echo "expected $RULES rule files" >&2; exit 1; }
+# RULES_DIR=dir runs a rule pack of your own instead (RULES is then only
+# the label of the engine part).
+if [ -z "${RULES_DIR:-}" ]; then
+  "$BIN/sigma_bench" 1000 "$RULES" 1 "$WORK/gen" > /dev/null
+  RULES_DIR="$WORK/gen/rules"
+  [ "$(ls "$RULES_DIR" | wc -l)" -eq "$RULES" ] || { echo "expected $RULES rule files" >&2; exit 1; }
+fi
 
 wait_ready() { # file prefix
   for _ in $(seq 1 400); do
