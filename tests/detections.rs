@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Env, Server, curl, get, ingest, metric, post_json, rows, wait_count};
+use crate::support::{Env, Server, get, ingest, metric, post_json, rows, send, wait_count};
 
 const SSH_BRUTE: &str = r#"title: SSH password guessing
 id: ssh-password-guessing
@@ -59,27 +59,17 @@ detection:
 "#;
 
 fn patch_json(server: &Server, path: &str, key: &str, body: &Value) -> crate::support::Reply {
-    curl(&[
-        "-X",
+    send(
+        server,
         "PATCH",
-        &server.url(path),
-        "-H",
-        &format!("Authorization: Bearer {key}"),
-        "-H",
-        "Content-Type: application/json",
-        "--data-binary",
-        &body.to_string(),
-    ])
+        path,
+        key,
+        Some(("application/json", &body.to_string())),
+    )
 }
 
 fn delete(server: &Server, path: &str, key: &str) -> crate::support::Reply {
-    curl(&[
-        "-X",
-        "DELETE",
-        &server.url(path),
-        "-H",
-        &format!("Authorization: Bearer {key}"),
-    ])
+    send(server, "DELETE", path, key, None)
 }
 
 /// Waits until the pipeline compiled `at_least` rules (summed over
@@ -878,17 +868,7 @@ const STIX: &str = r#"{"type": "bundle", "id": "bundle--5d0092c5-5f74-4287-9642-
 ]}"#;
 
 fn put(server: &Server, path: &str, key: &str, media: &str, body: &str) -> crate::support::Reply {
-    curl(&[
-        "-X",
-        "PUT",
-        &server.url(path),
-        "-H",
-        &format!("Authorization: Bearer {key}"),
-        "-H",
-        &format!("Content-Type: {media}"),
-        "--data-binary",
-        body,
-    ])
+    send(server, "PUT", path, key, Some((media, body)))
 }
 
 async fn wait_indicators(server: &Server, n: f64) {
@@ -1119,13 +1099,7 @@ async fn threat_intel_lists_match_addresses_ranges_domains_urls_and_hashes_per_o
     ingest(&server, &acme, probe(1)).await;
     assert_eq!(wait_count(&server, &acme, "detections", 6).await, 6);
     wait_indicators(&server, 5.0).await;
-    let deleted = curl(&[
-        "-X",
-        "DELETE",
-        &server.url("/api/detections/intel/feed"),
-        "-H",
-        &format!("Authorization: Bearer {acme}"),
-    ]);
+    let deleted = delete(&server, "/api/detections/intel/feed", &acme);
     assert_eq!(deleted.status, 204);
     wait_indicators(&server, 1.0).await;
     ingest(&server, &acme, probe(2)).await;
@@ -1280,17 +1254,12 @@ async fn scheduled_sql_alerts_run_on_schedule_and_fire_on_their_condition() {
     );
 
     // Disabled, it stops running; deleted, it is gone.
-    let r = crate::support::curl(&[
-        "-X",
-        "PATCH",
-        &server.url(&format!("/api/detections/alerts/{id}")),
-        "-H",
-        &format!("Authorization: Bearer {acme}"),
-        "-H",
-        "Content-Type: application/json",
-        "--data-binary",
-        "{\"enabled\": false}",
-    ]);
+    let r = patch_json(
+        &server,
+        &format!("/api/detections/alerts/{id}"),
+        &acme,
+        &json!({"enabled": false}),
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     let last = r.json()["alert"]["last_run_at"].clone();
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -1298,13 +1267,7 @@ async fn scheduled_sql_alerts_run_on_schedule_and_fire_on_their_condition() {
         get(&server, &format!("/api/detections/alerts/{id}"), &acme).json()["alert"]["last_run_at"],
         last
     );
-    let r = crate::support::curl(&[
-        "-X",
-        "DELETE",
-        &server.url(&format!("/api/detections/alerts/{id}")),
-        "-H",
-        &format!("Authorization: Bearer {acme}"),
-    ]);
+    let r = delete(&server, &format!("/api/detections/alerts/{id}"), &acme);
     assert_eq!(r.status, 204);
     assert_eq!(
         get(&server, &format!("/api/detections/alerts/{id}"), &acme).status,

@@ -669,15 +669,26 @@ pub fn curl(args: &[&str]) -> Reply {
 /// `POST` with curl: an API key, a media type, and a body (`@file` reads a
 /// file, as curl does).
 pub fn post(server: &Server, path: &str, key: &str, media: &str, body: &str) -> Reply {
-    curl(&[
-        &server.url(path),
-        "-H",
-        &format!("Authorization: Bearer {key}"),
-        "-H",
-        &format!("Content-Type: {media}"),
-        "--data-binary",
-        body,
-    ])
+    send(server, "POST", path, key, Some((media, body)))
+}
+
+/// Any method with curl and an API key (or JWT), with a body of a media
+/// type or none.
+pub fn send(
+    server: &Server,
+    method: &str,
+    path: &str,
+    key: &str,
+    body: Option<(&str, &str)>,
+) -> Reply {
+    let url = server.url(path);
+    let auth = format!("Authorization: Bearer {key}");
+    let mut args = vec!["-X", method, &url, "-H", &auth];
+    let media = body.map(|(media, _)| format!("Content-Type: {media}"));
+    if let (Some(media), Some((_, data))) = (&media, body) {
+        args.extend(["-H", media, "--data-binary", data]);
+    }
+    curl(&args)
 }
 
 /// `GET` with curl and an API key (or JWT).

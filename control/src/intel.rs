@@ -8,8 +8,8 @@ use schemas::TenantId;
 use serde::Serialize;
 
 use crate::db::{Row, params};
-use crate::error::{Error, Result};
-use crate::rows::tenant;
+use crate::error::Result;
+use crate::rows::{changed, tenant};
 use crate::store::MetaStore;
 
 /// A list without its indicators (what listings show).
@@ -152,19 +152,14 @@ impl MetaStore {
                 params![org, name],
             )
             .await?;
-        if deleted == 0 {
-            return Err(Error::NotFound {
-                what: "threat-intel list",
-                id: name.to_string(),
-            });
-        }
-        Ok(())
+        changed(deleted, "threat-intel list", name)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
     use crate::testing;
 
     fn list(org: &TenantId, name: &str, count: u64, at: i64) -> ThreatList {

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::db::{Row, params};
 use crate::error::{Error, Result};
-use crate::rows::tenant;
+use crate::rows::{changed, tenant};
 use crate::store::MetaStore;
 
 /// Where a rule applies.
@@ -209,7 +209,7 @@ impl MetaStore {
     ) -> Result<()> {
         // `updated_at` only moves forward, so the version pipelines poll
         // changes even when two changes fall in one millisecond.
-        let changed = self
+        let n = self
             .db
             .execute(
                 "UPDATE detection_rules SET enabled = ?1, \
@@ -218,7 +218,7 @@ impl MetaStore {
                 params![enabled, now, org, id],
             )
             .await?;
-        not_found_unless(changed, id)
+        changed(n, "detection rule", id)
     }
 
     pub async fn delete_detection_rule(&self, org: &TenantId, id: &str) -> Result<()> {
@@ -229,18 +229,8 @@ impl MetaStore {
                 params![org, id],
             )
             .await?;
-        not_found_unless(deleted, id)
+        changed(deleted, "detection rule", id)
     }
-}
-
-fn not_found_unless(changed: u64, id: &str) -> Result<()> {
-    if changed == 0 {
-        return Err(Error::NotFound {
-            what: "detection rule",
-            id: id.to_string(),
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]

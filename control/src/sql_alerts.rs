@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::db::{Row, params};
 use crate::error::{Error, Result};
-use crate::rows::tenant;
+use crate::rows::{changed, tenant};
 use crate::store::MetaStore;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -141,7 +141,7 @@ impl MetaStore {
                 params![enabled, org, id],
             )
             .await?;
-        found(n, id)
+        changed(n, "SQL alert", id)
     }
 
     pub async fn delete_sql_alert(&self, org: &TenantId, id: &str) -> Result<()> {
@@ -152,7 +152,7 @@ impl MetaStore {
                 params![org, id],
             )
             .await?;
-        found(n, id)
+        changed(n, "SQL alert", id)
     }
 
     /// Enabled alerts due at `now`, oldest due first.
@@ -202,16 +202,6 @@ impl MetaStore {
             .await?;
         Ok(())
     }
-}
-
-fn found(changed: u64, id: &str) -> Result<()> {
-    if changed == 0 {
-        return Err(Error::NotFound {
-            what: "SQL alert",
-            id: id.to_string(),
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]

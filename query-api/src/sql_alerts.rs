@@ -67,17 +67,7 @@ fn every_ms(text: &str, min_ms: i64) -> Result<i64> {
             min_ms / 1000
         ))
     };
-    let t = text.trim();
-    let unit = t.chars().last().ok_or_else(bad)?;
-    let n: i64 = t[..t.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
-    let scale = match unit {
-        's' => 1_000,
-        'm' => 60_000,
-        'h' => 3_600_000,
-        'd' => 86_400_000,
-        _ => return Err(bad()),
-    };
-    let ms = n.checked_mul(scale).ok_or_else(bad)?;
+    let ms = schemas::time::parse_duration_ms(text).ok_or_else(bad)?;
     if ms < min_ms || ms > MAX_EVERY_MS {
         return Err(bad());
     }

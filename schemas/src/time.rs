@@ -28,6 +28,22 @@ pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
         .map(|t| t.timestamp_millis())
 }
 
+/// A duration written as a whole number and a unit — `30s`, `5m`, `1h`,
+/// `2d` — in milliseconds; `None` for anything else (or an overflow).
+pub fn parse_duration_ms(text: &str) -> Option<i64> {
+    let t = text.trim();
+    let unit = t.chars().last()?;
+    let n: i64 = t[..t.len() - unit.len_utf8()].parse().ok()?;
+    let scale = match unit {
+        's' => 1_000,
+        'm' => 60_000,
+        'h' => 3_600_000,
+        'd' => 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
+
 /// Milliseconds → RFC 3339 in UTC with milliseconds
 /// (`2026-12-02T09:11:12.345Z`); out-of-range values as the epoch.
 pub fn to_rfc3339(ms: i64) -> String {
@@ -45,6 +61,11 @@ mod tests {
         let t = parse_rfc3339_ms("2026-12-02T10:11:12.345+01:00").unwrap();
         assert_eq!(t, 1_796_202_672_345);
         assert_eq!(to_rfc3339(t), "2026-12-02T09:11:12.345Z");
+        assert_eq!(parse_duration_ms("90s"), Some(90_000));
+        assert_eq!(parse_duration_ms("2d"), Some(172_800_000));
+        for bad in ["", "5", "m", "5 minutes", "1.5h", "5w"] {
+            assert_eq!(parse_duration_ms(bad), None, "{bad}");
+        }
         assert_eq!(
             t.div_euclid(DAY_MS) * DAY_MS,
             parse_rfc3339_ms("2026-12-02T00:00:00Z").unwrap()

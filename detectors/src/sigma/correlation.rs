@@ -81,18 +81,7 @@ fn timespan(text: &str) -> SigmaResult<i64> {
             "correlation.timespan {text:?}: a number and s, m, h or d (e.g. 5m)"
         ))
     };
-    let unit = text.chars().last().ok_or_else(bad)?;
-    let n: i64 = text[..text.len() - unit.len_utf8()]
-        .parse()
-        .map_err(|_| bad())?;
-    let ms = match unit {
-        's' => 1_000,
-        'm' => 60_000,
-        'h' => 3_600_000,
-        'd' => 86_400_000,
-        _ => return Err(bad()),
-    };
-    let total = n.checked_mul(ms).ok_or_else(bad)?;
+    let total = schemas::time::parse_duration_ms(text).ok_or_else(bad)?;
     if total <= 0 || total > MAX_TIMESPAN_MS {
         return Err(SigmaError::new(format!(
             "correlation.timespan {text:?}: between 1s and 7d"
@@ -264,6 +253,8 @@ pub struct Resolved {
     /// Identifies the correlation and its definition (its state is kept
     /// across reloads while this stays the same).
     pub key: String,
+    /// The correlation's tags as the JSON array detections carry.
+    pub tags: String,
 }
 
 /// One matched row as a correlation sees it.

@@ -22,6 +22,7 @@ use schemas::envelope::constant_utf8;
 use schemas::{Envelope, RecordKind};
 use uuid::Uuid;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use super::Correlation;
@@ -93,11 +94,11 @@ fn value(a: &StringArray, i: usize) -> Option<&str> {
 }
 
 /// What one detections row says about the rule (or correlation) behind it.
-struct Meta {
-    id: String,
-    title: String,
+struct Meta<'a> {
+    id: Cow<'a, str>,
+    title: Cow<'a, str>,
     level: &'static str,
-    tags: String,
+    tags: Cow<'a, str>,
 }
 
 /// One detections row: the rule (index into the metas), the source row,
@@ -136,11 +137,12 @@ pub fn derive(
         .set
         .rules()
         .iter()
-        .map(|r| Meta {
-            id: rule_key(r).to_string(),
-            title: r.title.clone(),
+        .zip(&rules.tags)
+        .map(|(r, tags)| Meta {
+            id: Cow::Borrowed(rule_key(r)),
+            title: Cow::Borrowed(&r.title),
             level: r.level.as_str(),
-            tags: serde_json::Value::from(r.tags.clone()).to_string(),
+            tags: Cow::Borrowed(tags),
         })
         .collect();
     let mut hits: Vec<Hit> = matches
@@ -169,10 +171,10 @@ pub fn derive(
         }
         let meta = metas.len();
         metas.push(Meta {
-            id: corr.id.clone().unwrap_or_else(|| corr.title.clone()),
-            title: corr.title.clone(),
+            id: Cow::Borrowed(corr.id.as_deref().unwrap_or(&corr.title)),
+            title: Cow::Borrowed(&corr.title),
             level: corr.level.as_str(),
-            tags: serde_json::Value::from(corr.tags.clone()).to_string(),
+            tags: Cow::Borrowed(&c.tags),
         });
         for f in fired {
             hits.push(Hit {
@@ -188,10 +190,10 @@ pub fn derive(
             let list = intel.list(h.list);
             let meta = *meta_of.entry(h.list).or_insert_with(|| {
                 metas.push(Meta {
-                    id: format!("intel:{}", list.name),
-                    title: format!("Threat intel: {}", list.name),
+                    id: Cow::Owned(format!("intel:{}", list.name)),
+                    title: Cow::Owned(format!("Threat intel: {}", list.name)),
                     level: list.level.as_str(),
-                    tags: r#"["threat-intel"]"#.into(),
+                    tags: Cow::Borrowed(r#"["threat-intel"]"#),
                 });
                 metas.len() - 1
             });
@@ -344,16 +346,16 @@ fn detections_batch(
                 .map(|h| detection_id(source, &meta(h).id, h.row).to_string()),
         )),
         Arc::new(StringArray::from_iter_values(
-            hits.iter().map(|h| meta(h).id.as_str()),
+            hits.iter().map(|h| meta(h).id.as_ref()),
         )),
         Arc::new(StringArray::from_iter_values(
-            hits.iter().map(|h| meta(h).title.as_str()),
+            hits.iter().map(|h| meta(h).title.as_ref()),
         )),
         Arc::new(StringArray::from_iter_values(
             hits.iter().map(|h| meta(h).level),
         )),
         Arc::new(StringArray::from_iter_values(
-            hits.iter().map(|h| meta(h).tags.as_str()),
+            hits.iter().map(|h| meta(h).tags.as_ref()),
         )),
         constant_utf8(RecordKind::Logs.as_str(), n),
         constant_utf8(&source.to_string(), n),

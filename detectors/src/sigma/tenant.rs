@@ -96,6 +96,14 @@ pub struct TenantRules {
     /// specifies).
     stored: Vec<bool>,
     pub map: FieldMap,
+    /// Per rule of `set`: its tags as the JSON array detections carry
+    /// (computed once here, not for every batch).
+    pub tags: Vec<String>,
+}
+
+/// `tags` as a JSON array.
+fn tags_json(tags: &[String]) -> String {
+    serde_json::Value::from(tags.to_vec()).to_string()
 }
 
 impl TenantRules {
@@ -135,6 +143,7 @@ impl TenantRules {
                             "{:?}/{:?}/{:?}/{:?}/{}/{}/{:?}",
                             c.id, c.kind, c.rules, c.group_by, c.timespan_ms, c.at_least, c.field
                         ),
+                        tags: tags_json(&c.tags),
                         correlation: Arc::new(c.clone()),
                         rule_index,
                     });
@@ -142,6 +151,7 @@ impl TenantRules {
                 Err(e) => refused.push((c.id.clone().unwrap_or_else(|| c.title.clone()), e)),
             }
         }
+        let tags = set.rules().iter().map(|r| tags_json(&r.tags)).collect();
         for (i, s) in stored.iter_mut().enumerate() {
             *s = !referenced[i] || generated[i];
         }
@@ -150,6 +160,7 @@ impl TenantRules {
                 set,
                 correlations,
                 stored,
+                tags,
                 map: map.clone(),
             },
             refused,
