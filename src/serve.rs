@@ -514,6 +514,22 @@ impl IngestRole {
             )),
             producer: producer.clone(),
         };
+        if let Some(listen) = config.ingest.otlp.grpc_listen {
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding ingest.otlp.grpc_listen {listen}"))?;
+            let addr = listener.local_addr()?;
+            info!(%addr, "OTLP/gRPC listening");
+            println!("securenet ready otlp_grpc={addr}");
+            let stop = stop_listeners.clone();
+            let stopped = async move { stop.cancelled().await };
+            let state = state.clone();
+            listeners.spawn(async move {
+                if let Err(error) = ingest::otlp::grpc::serve(listener, state, stopped).await {
+                    tracing::error!(%error, "OTLP/gRPC listener failed");
+                }
+            });
+        }
         Ok(Self {
             batcher,
             batcher_task,

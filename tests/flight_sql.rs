@@ -7,13 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Env, count, ingest, rows};
-
-fn python() -> String {
-    std::env::var("SECURENET_TEST_PYTHON").expect(
-        "SECURENET_TEST_PYTHON is unset: run ./scripts/test.sh, which builds the venv with pyarrow and adbc-driver-flightsql",
-    )
-}
+use crate::support::{Env, count, ingest, python, rows};
 
 #[tokio::test]
 async fn bi_clients_see_their_own_tables_with_the_api_keys_and_limits() {
@@ -40,13 +34,7 @@ async fn bi_clients_see_their_own_tables_with_the_api_keys_and_limits() {
     let globex_apps = rows(&server, &globex, by_app).await;
     assert_ne!(acme_apps, globex_apps, "the two organizations' data differ");
 
-    let uri = format!(
-        "grpc://{}",
-        server
-            .flight_sql
-            .as_deref()
-            .expect("Flight SQL listener announced")
-    );
+    let uri = format!("grpc://{}", server.listener("flight_sql"));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/flight_sql_client.py");
     let out = std::process::Command::new(python())
         .args([script, &uri, &acme, &globex])

@@ -1,5 +1,5 @@
 //! Forwarder-compatible HTTP routes (Splunk HEC, Elasticsearch bulk, Loki
-//! push) driven by curl, the client every forwarder's docs use to check a
+//! push, OTLP/HTTP) driven by curl, the client every forwarder's docs use to check a
 //! destination. Each test reads the stored rows back through SQL.
 
 use std::io::Write;
@@ -357,6 +357,8 @@ async fn loki_push_keeps_stream_labels_as_fields() {
         "{}",
         r.body
     );
+    // Protobuf pushes must be snappy-compressed (as every Loki client
+    // sends them); other media types are named in the refusal.
     let r = curl(&[
         &server.url("/loki/api/v1/push"),
         "-H",
@@ -366,8 +368,19 @@ async fn loki_push_keeps_stream_labels_as_fields() {
         "--data-binary",
         "\x08\x01",
     ]);
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("snappy"), "{}", r.body);
+    let r = curl(&[
+        &server.url("/loki/api/v1/push"),
+        "-H",
+        &bearer(DEFAULT_KEY),
+        "-H",
+        "Content-Type: text/plain",
+        "-d",
+        "hello",
+    ]);
     assert_eq!(r.status, 415);
-    assert!(r.body.contains("JSON"), "{}", r.body);
+    assert!(r.body.contains("application/x-protobuf"), "{}", r.body);
     assert_eq!(count(&server, DEFAULT_KEY, "logs").await, 4);
 }
 
@@ -383,6 +396,10 @@ fn each_route(server: &Server) -> Vec<(&'static str, String, String, String)> {
         json!({"streams": [{"stream": {}, "values": [["1795687200000000000", "via loki"]]}]})
             .to_string();
     let logs = json!({"message": "via logs"}).to_string();
+    let otlp = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [
+        {"body": {"stringValue": "via otlp"}}
+    ]}]}]})
+    .to_string();
     let ndjson = "application/x-ndjson".to_string();
     let json = "application/json".to_string();
     vec![
@@ -394,7 +411,8 @@ fn each_route(server: &Server) -> Vec<(&'static str, String, String, String)> {
             hec,
         ),
         ("bulk", server.url("/api/ingest/_bulk"), ndjson, bulk),
-        ("loki", server.url("/loki/api/v1/push"), json, loki),
+        ("loki", server.url("/loki/api/v1/push"), json.clone(), loki),
+        ("otlp", server.url("/v1/logs"), json, otlp),
     ]
 }
 
@@ -424,7 +442,10 @@ async fn gzip_is_accepted_on_every_route() {
     )
     .await;
     let messages: Vec<&str> = got.iter().map(|r| r["message"].as_str().unwrap()).collect();
-    assert_eq!(messages, ["via bulk", "via hec", "via logs", "via loki"]);
+    assert_eq!(
+        messages,
+        ["via bulk", "via hec", "via logs", "via loki", "via otlp"]
+    );
 }
 
 #[tokio::test]
@@ -506,6 +527,6 @@ async fn every_route_answers_429_with_retry_after_over_the_tenant_rate() {
         );
         std::thread::sleep(std::time::Duration::from_millis(1100));
     }
-    assert_eq!(count(&server, DEFAULT_KEY, "logs").await, 4);
-    assert_eq!(count(&server, &acme, "logs").await, 4);
+    assert_eq!(count(&server, DEFAULT_KEY, "logs").await, 5);
+    assert_eq!(count(&server, &acme, "logs").await, 5);
 }

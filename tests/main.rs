@@ -25,6 +25,7 @@ mod listings;
 mod maintenance;
 mod notify;
 mod orgs;
+mod otlp;
 mod scans;
 mod sigma;
 mod sql_tenancy;

@@ -62,9 +62,7 @@ fn rules_match_what_pysigma_and_duckdb_match() {
             .insert(hit["line"].as_u64().unwrap());
     }
 
-    let python = std::env::var("SECURENET_TEST_PYTHON").expect(
-        "SECURENET_TEST_PYTHON is unset: run ./scripts/test.sh, which builds the venv with pySigma",
-    );
+    let python = crate::support::python();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/sigma_reference.py");
     let reference = std::process::Command::new(python)
         .args([script, data().to_str().unwrap(), logs.to_str().unwrap()])

@@ -386,8 +386,9 @@ pub struct Server {
     pub base: String,
     /// Syslog listener name → bound address.
     pub syslog: BTreeMap<String, String>,
-    /// The Flight SQL listener's address, when `api.flight_sql.listen` is set.
-    pub flight_sql: Option<String>,
+    /// Other listeners' bound addresses by name (`flight_sql`,
+    /// `otlp_grpc`…), from the ready lines.
+    pub listeners: BTreeMap<String, String>,
 }
 
 impl Server {
@@ -402,34 +403,42 @@ impl Server {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut syslog = BTreeMap::new();
-            let mut flight_sql = None;
+            let mut listeners = BTreeMap::new();
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(listener) = line.strip_prefix("securenet ready syslog ")
+                let Some(ready) = line.strip_prefix("securenet ready ") else {
+                    continue;
+                };
+                if let Some(listener) = ready.strip_prefix("syslog ")
                     && let Some((name, addr)) = listener.split_once('=')
                 {
                     syslog.insert(name.to_string(), addr.to_string());
-                }
-                if let Some(addr) = line.strip_prefix("securenet ready flight_sql=") {
-                    flight_sql = Some(addr.to_string());
-                }
-                if let Some(addr) = line.strip_prefix("securenet ready http=") {
+                } else if let Some(addr) = ready.strip_prefix("http=") {
                     let _ = tx.send((
                         addr.to_string(),
                         std::mem::take(&mut syslog),
-                        flight_sql.take(),
+                        std::mem::take(&mut listeners),
                     ));
+                } else if let Some((name, addr)) = ready.split_once('=') {
+                    listeners.insert(name.to_string(), addr.to_string());
                 }
             }
         });
-        let (addr, syslog, flight_sql) = rx
+        let (addr, syslog, listeners) = rx
             .recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|_| panic!("securenet {role} did not become ready within 30s"));
         Self {
             child,
             base: format!("http://{addr}"),
             syslog,
-            flight_sql,
+            listeners,
         }
+    }
+
+    /// A listener's bound address (`flight_sql`, `otlp_grpc`…).
+    pub fn listener(&self, name: &str) -> &str {
+        self.listeners
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} listener was announced"))
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -559,6 +568,14 @@ pub async fn wait_count(server: &Server, key: &str, from_where: &str, expected: 
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The Python of the test venv (scripts/test.sh builds it with the pinned
+/// client libraries: pyarrow, ADBC, pySigma, the OpenTelemetry SDK...).
+pub fn python() -> String {
+    std::env::var("SECURENET_TEST_PYTHON").expect(
+        "SECURENET_TEST_PYTHON is unset: run ./scripts/test.sh, which builds the venv of pinned client libraries",
+    )
 }
 
 /// The server's `/metrics` exposition text.

@@ -18,6 +18,20 @@ pub struct IngestConfig {
     /// Syslog listeners (`[[ingest.syslog]]`); the default is TCP and UDP
     /// on 127.0.0.1:5514 for the `default` organization.
     pub syslog: Vec<SyslogConfig>,
+    /// OpenTelemetry logs over gRPC (OTLP/HTTP is always on the HTTP
+    /// listener, at `/v1/logs`).
+    pub otlp: OtlpConfig,
+}
+
+/// `[ingest.otlp]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpConfig {
+    /// Where OTLP/gRPC listens (`LogsService/Export`; collectors' default
+    /// port is 4317); off when unset. Messages are limited to
+    /// `ingest.http.max_body_bytes`, records to `max_record_bytes`, and the
+    /// organization's `rate_limit_per_sec` applies, as on HTTP.
+    pub grpc_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for IngestConfig {
@@ -31,6 +45,7 @@ impl Default for IngestConfig {
         Self {
             batch: BatchConfig::default(),
             http: HttpIngestConfig::default(),
+            otlp: OtlpConfig::default(),
             syslog: vec![
                 listener("tcp", Protocol::Tcp),
                 listener("udp", Protocol::Udp),

@@ -14,6 +14,7 @@
 //!   RFC 6587 framing.
 //! - [`scans`]: nmap XML and JSON scan reports, device inventories, and
 //!   their admission against plan limits.
+//! - [`otlp`]: OpenTelemetry logs (OTLP/HTTP and OTLP/gRPC) → records.
 //! - [`metrics`]: ingest's Prometheus metrics.
 
 pub mod batcher;
@@ -24,11 +25,12 @@ pub mod fuzzing;
 pub mod http;
 pub mod json;
 pub mod metrics;
+pub mod otlp;
 pub mod scans;
 pub mod syslog;
 pub mod testdata;
 
 pub use batcher::Batcher;
-pub use config::{BatchConfig, HttpIngestConfig, IngestConfig};
+pub use config::{BatchConfig, HttpIngestConfig, IngestConfig, OtlpConfig};
 pub use error::{Error, Result};
 pub use metrics::IngestMetrics;

@@ -216,6 +216,9 @@ fn ingest_operation(r: &RouteDoc) -> utoipa::openapi::path::Operation {
     if r.success != 204 {
         ok = ok.content(r.produces, content(r.produces));
     }
+    if r.error_shape == ErrorShape::Otlp {
+        ok = ok.content("application/json", content("application/json"));
+    }
     let mut responses = ResponsesBuilder::new().response(r.success.to_string(), ok.build());
     for status in r.errors {
         let response = match r.error_shape {
@@ -243,6 +246,11 @@ fn ingest_operation(r: &RouteDoc) -> utoipa::openapi::path::Operation {
             ErrorShape::Text => ResponseBuilder::new()
                 .description(ingest_error(*status))
                 .content("text/plain", content("text/plain"))
+                .build(),
+            ErrorShape::Otlp => ResponseBuilder::new()
+                .description(ingest_error(*status))
+                .content("application/x-protobuf", content("application/x-protobuf"))
+                .content("application/json", content("application/json"))
                 .build(),
         };
         responses = responses.response(status.to_string(), response);

@@ -20,6 +20,9 @@ pub enum ErrorShape {
     Protocol,
     /// Plain text (Loki's push API).
     Text,
+    /// OTLP/HTTP: answers (a `google.rpc.Status` for errors) in the
+    /// request's encoding, protobuf or JSON.
+    Otlp,
 }
 
 #[derive(Debug, Clone)]

@@ -4,7 +4,8 @@
 //! - `logs.rs`: `POST /api/ingest/logs` (NDJSON or a JSON array).
 //! - `hec.rs`: Splunk HEC (`/services/collector/...`).
 //! - `bulk.rs`: Elasticsearch `_bulk` (`/api/ingest/_bulk`).
-//! - `loki.rs`: Loki push (`/loki/api/v1/push`, JSON).
+//! - `loki.rs`: Loki push (`/loki/api/v1/push`, JSON or snappy protobuf).
+//! - `otlp.rs`: OpenTelemetry logs (`/v1/logs`, protobuf or JSON).
 //! - `scans.rs`: scan reports (nmap XML, JSON) and device inventories.
 //!
 //! Every route authenticates first — ingesting needs the `member` role or
@@ -21,6 +22,7 @@ pub(crate) mod bulk;
 pub(crate) mod hec;
 pub(crate) mod logs;
 pub(crate) mod loki;
+mod otlp;
 mod scans;
 
 use std::sync::Arc;
@@ -214,14 +216,30 @@ fn routes() -> Vec<(RouteDoc, MethodRouter<IngestState>)> {
                 produces: "text/plain",
                 errors: PROTOCOL_ERRORS,
                 error_shape: Text,
+                consumes: &["application/x-protobuf", "application/json"],
                 ..doc(
                     Post,
                     "/loki/api/v1/push",
-                    "Loki push (JSON streams)",
+                    "Loki push (snappy protobuf or JSON streams)",
                     "loki",
                 )
             },
             post(loki::push),
+        ),
+        (
+            RouteDoc {
+                consumes: &["application/x-protobuf", "application/json"],
+                produces: "application/x-protobuf",
+                errors: PROTOCOL_ERRORS,
+                error_shape: schemas::api::ErrorShape::Otlp,
+                ..doc(
+                    Post,
+                    "/v1/logs",
+                    "OpenTelemetry logs (OTLP/HTTP, protobuf or JSON)",
+                    "otlp",
+                )
+            },
+            post(otlp::export),
         ),
     ]
 }
@@ -301,11 +319,24 @@ impl IngestState {
         + Send
         + 'static,
     ) -> Result<(T, Reservation), Error> {
+        self.build(wire, move |wire, charge| parse(&wire.decode()?, charge))
+            .await
+    }
+
+    /// Builds records from `input` on a blocking thread, charging each to
+    /// the in-flight budget as [`Self::parse`] does (for input that is
+    /// already decoded, such as a gRPC message).
+    pub(crate) async fn build<I: Send + 'static, T: Send + 'static>(
+        &self,
+        input: I,
+        build: impl FnOnce(I, &mut dyn FnMut(&LogRecord) -> Result<(), Error>) -> Result<T, Error>
+        + Send
+        + 'static,
+    ) -> Result<(T, Reservation), Error> {
         let mut reservation = self.batcher.reservation();
         tokio::task::spawn_blocking(move || {
-            let bytes = wire.decode()?;
-            let parsed = parse(&bytes, &mut |r| reservation.charge(r))?;
-            Ok((parsed, reservation))
+            let built = build(input, &mut |r| reservation.charge(r))?;
+            Ok((built, reservation))
         })
         .await
         .map_err(|e| Error::Unavailable(format!("parsing task failed: {e}")))?
@@ -385,13 +416,7 @@ pub(crate) fn classify(err: &Error) -> (StatusCode, &'static str, String) {
 
 /// Adds `Retry-After` / `WWW-Authenticate` where the status calls for it.
 pub(crate) fn with_retry_headers(mut response: Response, err: &Error) -> Response {
-    let retry = match err {
-        Error::Overloaded { retry_after_secs } => Some(*retry_after_secs),
-        Error::RateLimited(limited) => Some(limited.retry_after_secs()),
-        Error::Unavailable(_) | Error::Auth(control::Error::Store(_)) => Some(5),
-        _ => None,
-    };
-    if let Some(secs) = retry {
+    if let Some(secs) = retry_after_secs(err) {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -403,6 +428,17 @@ pub(crate) fn with_retry_headers(mut response: Response, err: &Error) -> Respons
         );
     }
     response
+}
+
+/// When a client should retry after an error, in seconds (none: it should
+/// not retry the same request).
+pub(crate) fn retry_after_secs(err: &Error) -> Option<u64> {
+    match err {
+        Error::Overloaded { retry_after_secs } => Some(*retry_after_secs),
+        Error::RateLimited(limited) => Some(limited.retry_after_secs()),
+        Error::Unavailable(_) | Error::Auth(control::Error::Store(_)) => Some(5),
+        _ => None,
+    }
 }
 
 /// Maps an ingest error to its status and a JSON body `{"error", "code"}`.

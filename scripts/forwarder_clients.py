@@ -1,0 +1,181 @@
+"""Forwarders' own client libraries against SecureNet's receivers (tests/otlp.rs).
+
+    forwarder_clients.py otlp-http ENDPOINT KEY RUN COUNT   # OpenTelemetry SDK, OTLP/HTTP protobuf, gzip
+    forwarder_clients.py otlp-grpc ENDPOINT KEY RUN COUNT   # OpenTelemetry SDK, OTLP/gRPC, gzip
+    forwarder_clients.py loki-protobuf URL KEY RUN COUNT    # Loki push.proto, snappy, as Promtail sends
+
+Each emits COUNT records, one export (or push) per record so that a rate
+limit between them is met, and prints JSON: the result of every export and
+the SDK's own warnings (its retries).
+"""
+
+import json
+import logging
+import sys
+import time
+
+
+class Warnings(logging.Handler):
+    def __init__(self):
+        super().__init__(level=logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def otlp(kind, endpoint, key, run, count):
+    from opentelemetry._logs import SeverityNumber
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+    from opentelemetry.sdk.resources import Resource
+
+    if kind == "otlp-http":
+        from opentelemetry.exporter.otlp.proto.http import Compression
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+
+        exporter = OTLPLogExporter(
+            endpoint=endpoint, headers={"x-api-key": key}, compression=Compression.Gzip, timeout=30
+        )
+    else:
+        from grpc import Compression
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+
+        exporter = OTLPLogExporter(
+            endpoint=endpoint,
+            insecure=True,
+            headers={"authorization": f"Bearer {key}"},
+            compression=Compression.Gzip,
+            timeout=30,
+        )
+
+    results = []
+
+    class Recording:
+        """The exporter, recording what each export returned."""
+
+        def export(self, batch):
+            result = exporter.export(batch)
+            results.append(result.name)
+            return result
+
+        def force_flush(self, timeout_millis=30_000):
+            return exporter.force_flush(timeout_millis)
+
+        def shutdown(self):
+            exporter.shutdown()
+
+    provider = LoggerProvider(
+        resource=Resource.create(
+            {"service.name": "checkout", "host.name": "web-7", "process.pid": 4242, "run": run}
+        )
+    )
+    provider.add_log_record_processor(SimpleLogRecordProcessor(Recording()))
+    logger = provider.get_logger("securenet.test", "1.2.3")
+    levels = [
+        (SeverityNumber.INFO, "INFO"),
+        (SeverityNumber.WARN, "WARN"),
+        (SeverityNumber.ERROR, "ERROR"),
+        (SeverityNumber.DEBUG, "DEBUG"),
+    ]
+    for i in range(count):
+        number, text = levels[i % len(levels)]
+        # Every fourth body is a map: OTLP bodies are any value.
+        body = {"event": "payment", "n": i} if i % 4 == 3 else f"{kind} record {i} of {run}"
+        logger.emit(
+            timestamp=1_795_687_200_000_000_000 + i * 1_000_000,
+            severity_number=number,
+            severity_text=text,
+            body=body,
+            attributes={"client.address": "203.0.113.7", "attempt": i, "ok": i % 2 == 0},
+            event_name="checkout.step",
+        )
+    provider.shutdown()
+    return results
+
+
+def loki_protobuf(url, key, run, count):
+    """Builds Loki's push.proto messages (package logproto) from its
+    definition, compresses them with snappy and POSTs them as Promtail does."""
+    import requests
+    import snappy
+    from google.protobuf import descriptor_pb2, descriptor_pool, timestamp_pb2
+    from google.protobuf.message_factory import GetMessageClass
+
+    F = descriptor_pb2.FieldDescriptorProto
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="pkg/push/push.proto",
+        package="logproto",
+        dependency=["google/protobuf/timestamp.proto"],
+        syntax="proto3",
+    )
+
+    def message(name, fields):
+        m = proto.message_type.add(name=name)
+        for number, (field, kind, label, type_name) in enumerate(fields, start=1):
+            f = m.field.add(name=field, number=number, type=kind, label=label)
+            if type_name:
+                f.type_name = type_name
+
+    one, many = F.LABEL_OPTIONAL, F.LABEL_REPEATED
+    message("PushRequest", [("streams", F.TYPE_MESSAGE, many, ".logproto.StreamAdapter")])
+    message(
+        "StreamAdapter",
+        [
+            ("labels", F.TYPE_STRING, one, None),
+            ("entries", F.TYPE_MESSAGE, many, ".logproto.EntryAdapter"),
+            ("hash", F.TYPE_UINT64, one, None),
+        ],
+    )
+    message(
+        "EntryAdapter",
+        [
+            ("timestamp", F.TYPE_MESSAGE, one, ".google.protobuf.Timestamp"),
+            ("line", F.TYPE_STRING, one, None),
+            ("structuredMetadata", F.TYPE_MESSAGE, many, ".logproto.LabelPairAdapter"),
+        ],
+    )
+    message("LabelPairAdapter", [("name", F.TYPE_STRING, one, None), ("value", F.TYPE_STRING, one, None)])
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(timestamp_pb2.DESCRIPTOR.serialized_pb)
+    pool.Add(proto)
+    Push = GetMessageClass(pool.FindMessageTypeByName("logproto.PushRequest"))
+
+    statuses = []
+    for i in range(count):
+        push = Push()
+        stream = push.streams.add(labels=f'{{job="varlogs", host="loki-{i % 2}", level="warn", run="{run}"}}')
+        entry = stream.entries.add(line=f'level=warn msg="disk \\"sda\\" {i}" run={run}')
+        entry.timestamp.seconds = 1_795_687_200 + i
+        entry.timestamp.nanos = 250_000_000
+        entry.structuredMetadata.add(name="trace_id", value=f"t-{i}")
+        response = requests.post(
+            url,
+            data=snappy.compress(push.SerializeToString()),
+            headers={"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {key}"},
+            timeout=30,
+        )
+        statuses.append(response.status_code)
+    return statuses
+
+
+def main():
+    kind, target, key, run, count = sys.argv[1:6]
+    warnings = Warnings()
+    logging.getLogger().addHandler(warnings)
+    started = time.monotonic()
+    if kind.startswith("otlp-"):
+        results = otlp(kind, target, key, run, int(count))
+    elif kind == "loki-protobuf":
+        results = loki_protobuf(target, key, run, int(count))
+    else:
+        raise SystemExit(f"unknown client {kind}")
+    print(
+        json.dumps(
+            {"results": results, "warnings": warnings.messages, "seconds": time.monotonic() - started}
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
