@@ -3,6 +3,9 @@
     forwarder_clients.py otlp-http ENDPOINT KEY RUN COUNT   # OpenTelemetry SDK, OTLP/HTTP protobuf, gzip
     forwarder_clients.py otlp-grpc ENDPOINT KEY RUN COUNT   # OpenTelemetry SDK, OTLP/gRPC, gzip
     forwarder_clients.py loki-protobuf URL KEY RUN COUNT    # Loki push.proto, snappy, as Promtail sends
+    forwarder_clients.py gelf-udp HOST:PORT KEY RUN COUNT   # pygelf: zlib, chunked over 1300 bytes
+    forwarder_clients.py gelf-tcp HOST:PORT KEY RUN COUNT   # pygelf: NUL-delimited
+    forwarder_clients.py gelf-http HOST:PORT KEY RUN COUNT  # pygelf: POST /gelf, zlib
 
 Each emits COUNT records, one export (or push) per record so that a rate
 limit between them is met, and prints JSON: the result of every export and
@@ -159,6 +162,38 @@ def loki_protobuf(url, key, run, count):
     return statuses
 
 
+def gelf(kind, target, key, run, count):
+    """pygelf's handlers under Python's logging, as applications use them.
+    The key travels as the additional field _securenet_key (pygelf cannot
+    set headers); every other message is large and random, so that over UDP
+    it is compressed and still split into chunks."""
+    import os
+
+    from pygelf import GelfHttpHandler, GelfTcpHandler, GelfUdpHandler
+
+    host, port = target.rsplit(":", 1)
+    fields = {"_securenet_key": key, "_app": "billing", "_run": run}
+    if kind == "gelf-udp":
+        handler = GelfUdpHandler(host=host, port=int(port), compress=True, chunk_size=1300, **fields)
+    elif kind == "gelf-tcp":
+        handler = GelfTcpHandler(host=host, port=int(port), **fields)
+    else:
+        handler = GelfHttpHandler(host=host, port=int(port), compress=True, **fields)
+    logger = logging.getLogger(f"securenet.{kind}")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    sizes = []
+    for i in range(count):
+        text = f"{kind} message {i} of {run}"
+        if i % 2 == 1:
+            text += " " + os.urandom(3000).hex()
+        sizes.append(len(text))
+        (logger.error if i % 3 == 0 else logger.info)(text)
+    handler.close()
+    return sizes
+
+
 def main():
     kind, target, key, run, count = sys.argv[1:6]
     warnings = Warnings()
@@ -168,6 +203,8 @@ def main():
         results = otlp(kind, target, key, run, int(count))
     elif kind == "loki-protobuf":
         results = loki_protobuf(target, key, run, int(count))
+    elif kind.startswith("gelf-"):
+        results = gelf(kind, target, key, run, int(count))
     else:
         raise SystemExit(f"unknown client {kind}")
     print(

@@ -18,6 +18,9 @@
 //!   maximum at start) and `http.max_connections_per_ip` from one address.
 //!   A connection over a cap gets an immediate `503` with `Retry-After`
 //!   and is closed, so clients see a clear refusal instead of a hang.
+//! - **Half-close**: a client that sends its request and closes its side
+//!   still has the request served (its records stored); only the answer
+//!   is lost.
 //! - **Bounded shutdown**: in-flight requests get `http.shutdown_grace_ms`
 //!   to finish, then connections are dropped.
 //!
@@ -201,9 +204,14 @@ pub async fn serve(
         Duration::from_millis(limits.body_read_timeout_ms),
     ));
     let mut builder = Builder::new(TokioExecutor::new());
+    // Half-closed connections are served to the end: fire-and-forget
+    // senders (pygelf's HTTP handler, `curl` piped into `head`) send a whole
+    // request and close, and without this hyper dropped the request — and
+    // the records it was storing — at the EOF.
     builder
         .http1()
         .timer(TokioTimer::new())
+        .half_close(true)
         .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms));
     builder
         .http2()

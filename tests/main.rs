@@ -16,6 +16,7 @@ mod detections;
 mod detectors;
 mod flight_sql;
 mod forwarders;
+mod gelf;
 mod hosts;
 mod ingest_http;
 mod insights;

@@ -7,27 +7,9 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{DEFAULT_KEY, Env, Server, count, curl, metric, python, rows};
-
-/// Runs one client of scripts/forwarder_clients.py; its JSON report.
-fn client(kind: &str, target: &str, key: &str, run: &str, records: usize) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/forwarder_clients.py");
-    let out = std::process::Command::new(python())
-        .args([script, kind, target, key, run, &records.to_string()])
-        .output()
-        .expect("run forwarder_clients.py");
-    assert!(
-        out.status.success(),
-        "{kind} client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{kind}: not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
+use crate::support::{
+    DEFAULT_KEY, Env, Server, count, curl, forwarder_client as client, metric, rows,
+};
 
 fn otlp_server(env: &Env) -> (Server, String, String) {
     let server = env.serve();

@@ -578,6 +578,26 @@ pub fn python() -> String {
     )
 }
 
+/// Runs one client of scripts/forwarder_clients.py; its JSON report.
+pub fn forwarder_client(kind: &str, target: &str, key: &str, run: &str, records: usize) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/forwarder_clients.py");
+    let out = std::process::Command::new(python())
+        .args([script, kind, target, key, run, &records.to_string()])
+        .output()
+        .expect("run forwarder_clients.py");
+    assert!(
+        out.status.success(),
+        "{kind} client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{kind}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
 /// The server's `/metrics` exposition text.
 pub async fn exposition(server: &Server) -> String {
     client()

@@ -14,6 +14,7 @@
 //!   RFC 6587 framing.
 //! - [`scans`]: nmap XML and JSON scan reports, device inventories, and
 //!   their admission against plan limits.
+//! - [`gelf`]: GELF messages (UDP chunks, compression) → records.
 //! - [`otlp`]: OpenTelemetry logs (OTLP/HTTP and OTLP/gRPC) → records.
 //! - [`metrics`]: ingest's Prometheus metrics.
 
@@ -22,6 +23,7 @@ mod config;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gelf;
 pub mod http;
 pub mod json;
 pub mod metrics;

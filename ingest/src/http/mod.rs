@@ -6,6 +6,7 @@
 //! - `bulk.rs`: Elasticsearch `_bulk` (`/api/ingest/_bulk`).
 //! - `loki.rs`: Loki push (`/loki/api/v1/push`, JSON or snappy protobuf).
 //! - `otlp.rs`: OpenTelemetry logs (`/v1/logs`, protobuf or JSON).
+//! - `gelf.rs`: GELF over HTTP (`/gelf`, Graylog's GELF HTTP input).
 //! - `scans.rs`: scan reports (nmap XML, JSON) and device inventories.
 //!
 //! Every route authenticates first — ingesting needs the `member` role or
@@ -19,6 +20,7 @@
 
 mod body;
 pub(crate) mod bulk;
+mod gelf;
 pub(crate) mod hec;
 pub(crate) mod logs;
 pub(crate) mod loki;
@@ -225,6 +227,21 @@ fn routes() -> Vec<(RouteDoc, MethodRouter<IngestState>)> {
                 )
             },
             post(loki::push),
+        ),
+        (
+            RouteDoc {
+                success: 202,
+                produces: "text/plain",
+                errors: PROTOCOL_ERRORS,
+                error_shape: Text,
+                ..doc(
+                    Post,
+                    "/gelf",
+                    "GELF messages (one, or one per line; plain, gzip or zlib)",
+                    "gelf",
+                )
+            },
+            post(gelf::gelf),
         ),
         (
             RouteDoc {

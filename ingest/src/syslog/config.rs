@@ -15,6 +15,18 @@ pub enum Protocol {
     Tls,
 }
 
+/// What a listener's messages are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// RFC 5424 / RFC 3164 syslog (RFC 6587 framing on streams).
+    #[default]
+    Syslog,
+    /// GELF 1.1 JSON: chunked and zlib/gzip on UDP, NUL-delimited on
+    /// TCP/TLS (crate::gelf).
+    Gelf,
+}
+
 /// One syslog listener (`[[ingest.syslog]]`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -23,6 +35,9 @@ pub struct SyslogConfig {
     pub name: String,
     /// `udp`, `tcp` or `tls`.
     pub protocol: Protocol,
+    /// `syslog` (the default) or `gelf`.
+    #[serde(default)]
+    pub format: Format,
     /// Address to listen on.
     pub listen: SocketAddr,
     /// Certificate and key (PEM) for `tls`.
@@ -110,6 +125,7 @@ impl SyslogConfig {
         Self {
             name: name.into(),
             protocol,
+            format: Format::Syslog,
             listen,
             tls: None,
             default_tenant: None,

@@ -6,6 +6,9 @@
 //! newline-framed message without PRI that starts with "digits + space" is
 //! ambiguous by the RFC's own design; senders put `<PRI>` first.)
 //!
+//! GELF over TCP ([`Framer::nul_delimited`]) has one framing only: every
+//! message ends with a NUL byte.
+//!
 //! Memory is bounded by `max_frame`: an over-long frame is emitted cut at
 //! `max_frame` bytes and marked truncated, and the rest of it is skipped as
 //! it arrives — it is never buffered.
@@ -24,9 +27,13 @@ pub struct Framer {
     buf: BytesMut,
     max_frame: usize,
     /// Bytes of the current over-long frame still to discard: `Some(n)` for
-    /// octet counting, `None` + `skip_to_newline` for newline framing.
+    /// octet counting, `None` + `skip_to_delimiter` for delimited framing.
     skip: usize,
-    skip_to_newline: bool,
+    skip_to_delimiter: bool,
+    /// Frames end with this byte (`\n` for syslog, NUL for GELF).
+    delimiter: u8,
+    /// Octet counting is recognised (syslog only).
+    octet_counting: bool,
 }
 
 impl Framer {
@@ -35,7 +42,18 @@ impl Framer {
             buf: BytesMut::with_capacity(64 * 1024),
             max_frame: max_frame.max(16),
             skip: 0,
-            skip_to_newline: false,
+            skip_to_delimiter: false,
+            delimiter: b'\n',
+            octet_counting: true,
+        }
+    }
+
+    /// Frames that end with a NUL byte (GELF over TCP).
+    pub fn nul_delimited(max_frame: usize) -> Self {
+        Self {
+            delimiter: 0,
+            octet_counting: false,
+            ..Self::new(max_frame)
         }
     }
 
@@ -63,10 +81,13 @@ impl Framer {
                 self.buf.advance(1);
                 continue;
             }
+            if !self.octet_counting {
+                return self.delimited();
+            }
             return match octet_count(&self.buf) {
                 Count::Complete(len, header) => self.counted(len, header),
                 Count::NeedMore => None,
-                Count::NotCounted => self.newline(),
+                Count::NotCounted => self.delimited(),
             };
         }
     }
@@ -76,7 +97,7 @@ impl Framer {
         if let Some(f) = self.next_frame() {
             return Some(f);
         }
-        if self.skip > 0 || self.skip_to_newline || self.buf.is_empty() {
+        if self.skip > 0 || self.skip_to_delimiter || self.buf.is_empty() {
             self.buf.clear();
             return None;
         }
@@ -98,11 +119,11 @@ impl Framer {
                 return false;
             }
         }
-        if self.skip_to_newline {
-            match self.buf.iter().position(|b| *b == b'\n') {
+        if self.skip_to_delimiter {
+            match self.buf.iter().position(|b| *b == self.delimiter) {
                 Some(i) => {
                     self.buf.advance(i + 1);
-                    self.skip_to_newline = false;
+                    self.skip_to_delimiter = false;
                 }
                 None => {
                     self.buf.clear();
@@ -136,13 +157,13 @@ impl Framer {
         })
     }
 
-    fn newline(&mut self) -> Option<Frame> {
+    fn delimited(&mut self) -> Option<Frame> {
         let limit = self.buf.len().min(self.max_frame + 1);
-        match self.buf[..limit].iter().position(|b| *b == b'\n') {
+        match self.buf[..limit].iter().position(|b| *b == self.delimiter) {
             Some(i) => {
                 let mut bytes = self.buf.split_to(i + 1).freeze();
                 bytes.truncate(i);
-                if bytes.ends_with(b"\r") {
+                if self.delimiter == b'\n' && bytes.ends_with(b"\r") {
                     bytes.truncate(i - 1);
                 }
                 Some(Frame {
@@ -152,7 +173,7 @@ impl Framer {
             }
             None if self.buf.len() > self.max_frame => {
                 let bytes = self.buf.split_to(self.max_frame).freeze();
-                self.skip_to_newline = true;
+                self.skip_to_delimiter = true;
                 Some(Frame {
                     bytes,
                     truncated: true,
@@ -253,6 +274,23 @@ mod tests {
             got,
             [(format!("<13>{}", "y".repeat(16)), true), ok("<13>after")]
         );
+    }
+
+    #[test]
+    fn gelf_frames_end_only_at_nul() {
+        let mut f = Framer::nul_delimited(64);
+        f.buffer()
+            .extend_from_slice(b"{\"a\":\n1}\0\0{\"b\":2}\x00{\"c\"");
+        let mut got = Vec::new();
+        while let Some(frame) = f.next_frame() {
+            got.push(String::from_utf8(frame.bytes.to_vec()).unwrap());
+        }
+        assert_eq!(got, ["{\"a\":\n1}", "{\"b\":2}"]);
+        f.buffer().extend_from_slice(&[b'x'; 100]);
+        f.buffer().extend_from_slice(b"\0{}\0");
+        let cut = f.next_frame().unwrap();
+        assert!(cut.truncated && cut.bytes.len() == 64);
+        assert_eq!(&f.next_frame().unwrap().bytes[..], b"{}");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Syslog receivers: UDP, TCP and TCP+TLS.
+//! Syslog receivers: UDP, TCP and TCP+TLS (and GELF on the same listeners,
+//! `format = "gelf"`: crate::gelf).
 //!
 //! - `config.rs`: one `[[ingest.syslog]]` entry per listener.
 //! - `framing.rs`: RFC 6587 framing for streams (octet counting or newline).
@@ -22,6 +23,6 @@ mod tenant;
 #[cfg(test)]
 mod proptests;
 
-pub use config::{Protocol, SourceRule, SyslogConfig, TlsConfig};
+pub use config::{Format, Protocol, SourceRule, SyslogConfig, TlsConfig};
 pub use server::{SyslogMetrics, SyslogServer};
 pub use tenant::TenantResolver;

@@ -17,7 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::config::{Protocol, SyslogConfig};
+use super::config::{Format, Protocol, SyslogConfig};
 use super::framing::{Frame, Framer};
 use super::parse::{ParseContext, parse};
 use super::tenant::TenantResolver;
@@ -103,6 +103,9 @@ pub struct SyslogServer {
 struct Processor {
     name: String,
     input: &'static str,
+    format: Format,
+    /// Longest message, inflated (GELF).
+    max_frame: usize,
     zone: Tz,
     keep_raw: bool,
     resolver: TenantResolver,
@@ -146,14 +149,19 @@ impl SyslogServer {
                 })?),
                 None => None,
             };
-        let input = match config.protocol {
-            Protocol::Udp => "syslog_udp",
-            Protocol::Tcp => "syslog_tcp",
-            Protocol::Tls => "syslog_tls",
+        let input = match (config.format, config.protocol) {
+            (Format::Syslog, Protocol::Udp) => "syslog_udp",
+            (Format::Syslog, Protocol::Tcp) => "syslog_tcp",
+            (Format::Syslog, Protocol::Tls) => "syslog_tls",
+            (Format::Gelf, Protocol::Udp) => "gelf_udp",
+            (Format::Gelf, Protocol::Tcp) => "gelf_tcp",
+            (Format::Gelf, Protocol::Tls) => "gelf_tls",
         };
         let processor = Arc::new(Processor {
             name: config.name.clone(),
             input,
+            format: config.format,
+            max_frame: config.max_frame_bytes,
             // Validated above.
             zone: config.bsd_timezone.parse().unwrap_or(Tz::UTC),
             keep_raw: config.keep_raw,
@@ -307,7 +315,10 @@ impl Processor {
             input: self.input,
         };
         for frame in frames {
-            let mut parsed = parse(&frame.bytes, &ctx);
+            let mut parsed = match self.format {
+                Format::Syslog => parse(&frame.bytes, &ctx),
+                Format::Gelf => crate::gelf::parse(&frame.bytes, &ctx, self.max_frame),
+            };
             if frame.truncated {
                 parsed.record.parse_status = ParseStatus::Truncated;
                 let raw = parsed
@@ -330,18 +341,21 @@ impl Processor {
             };
             match resolved {
                 Ok(tenant) => groups.entry(tenant).or_default().push(parsed.record),
-                Err(reason) => {
-                    self.metrics
-                        .rejected
-                        .with_label_values(&[&self.name, reason.as_str()])
-                        .inc();
-                    self.ingest
-                        .records
-                        .with_label_values(&[self.input, "rejected"])
-                        .inc();
-                }
+                Err(reason) => self.count_rejected(reason.as_str(), 1),
             }
         }
+    }
+
+    /// Counts messages refused for `reason` (`bad_key`, `gelf_incomplete`…).
+    fn count_rejected(&self, reason: &str, n: u64) {
+        self.metrics
+            .rejected
+            .with_label_values(&[&self.name, reason])
+            .inc_by(n);
+        self.ingest
+            .records
+            .with_label_values(&[self.input, "rejected"])
+            .inc_by(n);
     }
 
     /// Hands groups to the batcher, waiting for budget (TCP backpressure).
@@ -391,12 +405,9 @@ async fn serve_udp(
 ) {
     let mut buf = vec![0u8; 65_536];
     let mut groups = HashMap::new();
-    let frame = |buf: &[u8], n: usize| {
-        let n = n.min(buf.len());
-        Frame {
-            truncated: n > max_frame,
-            bytes: bytes::Bytes::copy_from_slice(&buf[..n.min(max_frame)]),
-        }
+    let mut datagrams = Datagrams {
+        max_frame,
+        gelf: (processor.format == Format::Gelf).then(|| crate::gelf::Assembler::new(max_frame)),
     };
     loop {
         let first = tokio::select! {
@@ -405,9 +416,8 @@ async fn serve_udp(
         };
         match first {
             Ok((n, peer)) => {
-                processor
-                    .process([frame(&buf, n)], peer.ip(), &mut groups)
-                    .await
+                let frame = datagrams.frame(&buf[..n.min(buf.len())], peer.ip(), &processor);
+                processor.process(frame, peer.ip(), &mut groups).await
             }
             Err(error) => {
                 warn!(%error, listener = %processor.name, "udp receive failed");
@@ -418,16 +428,60 @@ async fn serve_udp(
         for _ in 1..UDP_BATCH {
             match socket.try_recv_from(&mut buf) {
                 Ok((n, peer)) => {
-                    processor
-                        .process([frame(&buf, n)], peer.ip(), &mut groups)
-                        .await
+                    let frame = datagrams.frame(&buf[..n.min(buf.len())], peer.ip(), &processor);
+                    processor.process(frame, peer.ip(), &mut groups).await
                 }
                 Err(_) => break,
             }
         }
         processor.try_enqueue(&mut groups).await;
+        datagrams.expire(&processor);
     }
     info!(listener = %processor.name, "udp syslog listener stopped");
+}
+
+/// Datagrams → frames: one each for syslog; GELF chunks are reassembled
+/// first (a chunk yields nothing until its message is whole).
+struct Datagrams {
+    max_frame: usize,
+    gelf: Option<crate::gelf::Assembler>,
+}
+
+impl Datagrams {
+    fn frame(&mut self, datagram: &[u8], peer: IpAddr, processor: &Processor) -> Option<Frame> {
+        let max = self.max_frame;
+        let (bytes, size) = match &mut self.gelf {
+            None => (
+                bytes::Bytes::copy_from_slice(&datagram[..datagram.len().min(max)]),
+                datagram.len(),
+            ),
+            Some(assembler) => match assembler.accept(peer, datagram, std::time::Instant::now()) {
+                crate::gelf::Datagram::Complete(bytes) => {
+                    let size = bytes.len();
+                    (bytes.slice(..size.min(max)), size)
+                }
+                crate::gelf::Datagram::Partial => return None,
+                crate::gelf::Datagram::Refused(reason) => {
+                    processor.count_rejected(reason, 1);
+                    return None;
+                }
+            },
+        };
+        Some(Frame {
+            bytes,
+            truncated: size > max,
+        })
+    }
+
+    /// Counts GELF messages whose chunks did not all arrive in time.
+    fn expire(&mut self, processor: &Processor) {
+        if let Some(assembler) = &mut self.gelf {
+            let expired = assembler.expire(std::time::Instant::now());
+            if expired > 0 {
+                processor.count_rejected("gelf_incomplete", expired as u64);
+            }
+        }
+    }
 }
 
 /// The open TCP/TLS connections of one listener: who they are from, when
@@ -626,7 +680,10 @@ async fn serve_stream<S: AsyncRead + Unpin>(
     shutdown: &CancellationToken,
     activity: &Activity,
 ) {
-    let mut framer = Framer::new(max_frame);
+    let mut framer = match processor.format {
+        Format::Syslog => Framer::new(max_frame),
+        Format::Gelf => Framer::nul_delimited(max_frame),
+    };
     let mut groups = HashMap::new();
     let mut frames = Vec::new();
     // Far enough away to mean "never" when idle connections are kept.
