@@ -6,6 +6,7 @@
     forwarder_clients.py gelf-udp HOST:PORT KEY RUN COUNT   # pygelf: zlib, chunked over 1300 bytes
     forwarder_clients.py gelf-tcp HOST:PORT KEY RUN COUNT   # pygelf: NUL-delimited
     forwarder_clients.py gelf-http HOST:PORT KEY RUN COUNT  # pygelf: POST /gelf, zlib
+    forwarder_clients.py fluent HOST:PORT KEY RUN COUNT     # fluent-logger: Message mode, EventTime
 
 Each emits COUNT records, one export (or push) per record so that a rate
 limit between them is met, and prints JSON: the result of every export and
@@ -194,6 +195,26 @@ def gelf(kind, target, key, run, count):
     return sizes
 
 
+def fluent(target, key, run, count):
+    """fluent-logger's FluentSender (Message mode, nanosecond EventTime), as
+    Python applications log to Fluentd/Fluent Bit. It cannot ask for acks:
+    each emit returns whether the bytes were written."""
+    from fluent import sender
+
+    host, port = target.rsplit(":", 1)
+    logger = sender.FluentSender("py", host=host, port=int(port), nanosecond_precision=True, timeout=10)
+    results = []
+    for i in range(count):
+        ok = logger.emit_with_time(
+            "checkout",
+            sender.EventTime(1_795_687_300 + i, 500_000_000),
+            {"message": f"fluent-logger event {i} of {run}", "host": "py-1", "securenet_key": key, "run": run},
+        )
+        results.append(ok or str(logger.last_error))
+    logger.close()
+    return results
+
+
 def main():
     kind, target, key, run, count = sys.argv[1:6]
     warnings = Warnings()
@@ -203,6 +224,8 @@ def main():
         results = otlp(kind, target, key, run, int(count))
     elif kind == "loki-protobuf":
         results = loki_protobuf(target, key, run, int(count))
+    elif kind == "fluent":
+        results = fluent(target, key, run, int(count))
     elif kind.startswith("gelf-"):
         results = gelf(kind, target, key, run, int(count))
     else:

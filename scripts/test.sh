@@ -96,6 +96,22 @@ if [ ! -x "$VENV/bin/python" ]; then
   mv "$VENV.tmp" "$VENV"
 fi
 
+# The Fluent forward tests' Node.js client (@fluent-org/logger: every event
+# mode, acks, the shared-key handshake), pinned by its lockfile, installed
+# outside the clone and reinstalled when it changes.
+command -v node >/dev/null 2>&1 || need_pkg nodejs
+command -v npm >/dev/null 2>&1 || need_pkg npm
+FLUENT_SRC=scripts/fluent-client
+FLUENT_DIR="$HOME/.cache/securenet/fluent-client-$(cat "$FLUENT_SRC/package-lock.json" "$FLUENT_SRC/client.mjs" | sha256sum | cut -c1-12)"
+if [ ! -f "$FLUENT_DIR/node_modules/@fluent-org/logger/package.json" ]; then
+  step "fluent client $FLUENT_DIR"
+  rm -rf "$FLUENT_DIR.tmp" && mkdir -p "$FLUENT_DIR.tmp"
+  cp "$FLUENT_SRC/package.json" "$FLUENT_SRC/package-lock.json" "$FLUENT_SRC/client.mjs" "$FLUENT_DIR.tmp/"
+  (cd "$FLUENT_DIR.tmp" && npm ci --silent --no-audit --no-fund)
+  rm -rf "$FLUENT_DIR" && mv "$FLUENT_DIR.tmp" "$FLUENT_DIR"
+fi
+export SECURENET_TEST_FLUENT_CLIENT="$FLUENT_DIR/client.mjs"
+
 source scripts/lib/services.sh
 SERVICES_DIR="$(mktemp -d)"
 started_dirs=("$SERVICES_DIR")

@@ -15,6 +15,7 @@ mod clickhouse;
 mod detections;
 mod detectors;
 mod flight_sql;
+mod fluent;
 mod forwarders;
 mod gelf;
 mod hosts;

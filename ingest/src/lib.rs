@@ -14,6 +14,7 @@
 //!   RFC 6587 framing.
 //! - [`scans`]: nmap XML and JSON scan reports, device inventories, and
 //!   their admission against plan limits.
+//! - [`fluent`]: the Fluent forward protocol (event modes, acks, handshake).
 //! - [`gelf`]: GELF messages (UDP chunks, compression) → records.
 //! - [`otlp`]: OpenTelemetry logs (OTLP/HTTP and OTLP/gRPC) → records.
 //! - [`metrics`]: ingest's Prometheus metrics.
@@ -21,6 +22,7 @@
 pub mod batcher;
 mod config;
 mod error;
+pub mod fluent;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gelf;

@@ -25,6 +25,8 @@ pub enum Format {
     /// GELF 1.1 JSON: chunked and zlib/gzip on UDP, NUL-delimited on
     /// TCP/TLS (crate::gelf).
     Gelf,
+    /// Fluent forward protocol v1 on TCP/TLS (crate::fluent).
+    Fluent,
 }
 
 /// One syslog listener (`[[ingest.syslog]]`).
@@ -35,9 +37,13 @@ pub struct SyslogConfig {
     pub name: String,
     /// `udp`, `tcp` or `tls`.
     pub protocol: Protocol,
-    /// `syslog` (the default) or `gelf`.
+    /// `syslog` (the default), `gelf` or `fluent`.
     #[serde(default)]
     pub format: Format,
+    /// Fluent forward: the shared key of the HELO/PING/PONG handshake each
+    /// connection must pass first (off when unset).
+    #[serde(default)]
+    pub fluent_shared_key: Option<schemas::Secret>,
     /// Address to listen on.
     pub listen: SocketAddr,
     /// Certificate and key (PEM) for `tls`.
@@ -126,6 +132,7 @@ impl SyslogConfig {
             name: name.into(),
             protocol,
             format: Format::Syslog,
+            fluent_shared_key: None,
             listen,
             tls: None,
             default_tenant: None,
@@ -154,6 +161,14 @@ impl SyslogConfig {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         {
             return bad("name must be non-empty letters, digits, '-' or '_'".into());
+        }
+        if self.format == Format::Fluent && self.protocol == Protocol::Udp {
+            return bad(
+                "format fluent needs protocol tcp or tls (forward's UDP is only heartbeats)".into(),
+            );
+        }
+        if self.fluent_shared_key.is_some() && self.format != Format::Fluent {
+            return bad("fluent_shared_key is only for format fluent".into());
         }
         if self.protocol == Protocol::Tls && self.tls.is_none() {
             return bad("protocol tls needs tls.cert_path and tls.key_path".into());

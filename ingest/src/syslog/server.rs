@@ -11,7 +11,7 @@ use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use schemas::{LogRecord, ParseStatus, TenantId};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -104,8 +104,10 @@ struct Processor {
     name: String,
     input: &'static str,
     format: Format,
-    /// Longest message, inflated (GELF).
+    /// Longest message, inflated (GELF); longest forward message (Fluent).
     max_frame: usize,
+    /// Fluent forward's handshake key.
+    fluent_key: Option<schemas::Secret>,
     zone: Tz,
     keep_raw: bool,
     resolver: TenantResolver,
@@ -156,12 +158,16 @@ impl SyslogServer {
             (Format::Gelf, Protocol::Udp) => "gelf_udp",
             (Format::Gelf, Protocol::Tcp) => "gelf_tcp",
             (Format::Gelf, Protocol::Tls) => "gelf_tls",
+            // UDP is refused by validation.
+            (Format::Fluent, Protocol::Tcp | Protocol::Udp) => "fluent_tcp",
+            (Format::Fluent, Protocol::Tls) => "fluent_tls",
         };
         let processor = Arc::new(Processor {
             name: config.name.clone(),
             input,
             format: config.format,
             max_frame: config.max_frame_bytes,
+            fluent_key: config.fluent_shared_key.clone(),
             // Validated above.
             zone: config.bsd_timezone.parse().unwrap_or(Tz::UTC),
             keep_raw: config.keep_raw,
@@ -317,7 +323,9 @@ impl Processor {
         for frame in frames {
             let mut parsed = match self.format {
                 Format::Syslog => parse(&frame.bytes, &ctx),
-                Format::Gelf => crate::gelf::parse(&frame.bytes, &ctx, self.max_frame),
+                Format::Gelf | Format::Fluent => {
+                    crate::gelf::parse(&frame.bytes, &ctx, self.max_frame)
+                }
             };
             if frame.truncated {
                 parsed.record.parse_status = ParseStatus::Truncated;
@@ -635,13 +643,14 @@ async fn serve_tcp(
             };
             match tls {
                 None => {
-                    serve_stream(stream, peer, &processor, max_frame, &shutdown, &activity).await
+                    serve_connection(stream, peer, &processor, max_frame, &shutdown, &activity)
+                        .await
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
                     {
                         Ok(Ok(tls_stream)) => {
-                            serve_stream(
+                            serve_connection(
                                 tls_stream, peer, &processor, max_frame, &shutdown, &activity,
                             )
                             .await
@@ -672,6 +681,67 @@ struct Activity {
     idle_timeout: Option<Duration>,
 }
 
+/// One accepted connection, served in its listener's format.
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    peer: SocketAddr,
+    processor: &Processor,
+    max_frame: usize,
+    shutdown: &CancellationToken,
+    activity: &Activity,
+) {
+    match processor.format {
+        Format::Fluent => {
+            serve_fluent(stream, peer, processor, max_frame, shutdown, activity).await
+        }
+        Format::Syslog | Format::Gelf => {
+            serve_stream(stream, peer, processor, max_frame, shutdown, activity).await
+        }
+    }
+}
+
+/// Reads what the peer sent next into `buf`; false when the connection is
+/// done (closed, failed, idle too long, evicted, shutting down).
+async fn read_more<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut bytes::BytesMut,
+    peer: SocketAddr,
+    shutdown: &CancellationToken,
+    activity: &Activity,
+) -> bool {
+    // Far enough away to mean "never" when idle connections are kept.
+    let idle = activity
+        .idle_timeout
+        .unwrap_or(Duration::from_secs(100 * 365 * 86_400));
+    buf.reserve(64 * 1024);
+    let read = tokio::select! {
+        _ = shutdown.cancelled() => return false,
+        _ = activity.close.cancelled() => {
+            debug!(%peer, "idle connection closed to admit another sender");
+            return false;
+        }
+        r = tokio::time::timeout(idle, stream.read_buf(buf)) => match r {
+            Ok(r) => r,
+            Err(_) => {
+                debug!(%peer, "idle connection closed (idle_timeout_secs)");
+                return false;
+            }
+        },
+    };
+    match read {
+        Ok(0) => return false,
+        Ok(_) => {}
+        Err(error) => {
+            debug!(%error, %peer, "connection read failed");
+            return false;
+        }
+    }
+    activity
+        .last_active
+        .store(since(activity.epoch), std::sync::atomic::Ordering::Relaxed);
+    true
+}
+
 async fn serve_stream<S: AsyncRead + Unpin>(
     mut stream: S,
     peer: SocketAddr,
@@ -681,42 +751,15 @@ async fn serve_stream<S: AsyncRead + Unpin>(
     activity: &Activity,
 ) {
     let mut framer = match processor.format {
-        Format::Syslog => Framer::new(max_frame),
         Format::Gelf => Framer::nul_delimited(max_frame),
+        Format::Syslog | Format::Fluent => Framer::new(max_frame),
     };
     let mut groups = HashMap::new();
     let mut frames = Vec::new();
-    // Far enough away to mean "never" when idle connections are kept.
-    let idle = activity
-        .idle_timeout
-        .unwrap_or(Duration::from_secs(100 * 365 * 86_400));
     loop {
-        framer.buffer().reserve(64 * 1024);
-        let read = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = activity.close.cancelled() => {
-                debug!(%peer, "idle syslog connection closed to admit another sender");
-                break;
-            }
-            r = tokio::time::timeout(idle, stream.read_buf(framer.buffer())) => match r {
-                Ok(r) => r,
-                Err(_) => {
-                    debug!(%peer, "idle syslog connection closed (idle_timeout_secs)");
-                    break;
-                }
-            },
-        };
-        match read {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(error) => {
-                debug!(%error, %peer, "syslog connection read failed");
-                break;
-            }
+        if !read_more(&mut stream, framer.buffer(), peer, shutdown, activity).await {
+            break;
         }
-        activity
-            .last_active
-            .store(since(activity.epoch), std::sync::atomic::Ordering::Relaxed);
         while let Some(f) = framer.next_frame() {
             frames.push(f);
         }
@@ -734,5 +777,165 @@ async fn serve_stream<S: AsyncRead + Unpin>(
     if let Some(f) = framer.finish() {
         processor.process([f], peer.ip(), &mut groups).await;
         let _ = processor.enqueue(&mut groups).await;
+    }
+}
+
+/// What a forward message came to.
+enum Forwarded {
+    /// Stored (durable): acknowledge this chunk.
+    Ack(String),
+    /// Nothing to acknowledge (no chunk asked, or nothing could be stored
+    /// now: the sender resends an unacknowledged chunk).
+    Done,
+    /// The pipeline is gone: close the connection.
+    Stop,
+}
+
+/// A Fluent forward connection: the optional handshake, then forward
+/// messages, each acknowledged once durable when it asks (crate::fluent).
+async fn serve_fluent<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    peer: SocketAddr,
+    processor: &Processor,
+    max_frame: usize,
+    shutdown: &CancellationToken,
+    activity: &Activity,
+) {
+    use crate::fluent;
+    let hostname = format!("securenet-{}", processor.name);
+    let nonce: Option<[u8; 16]> = processor.fluent_key.as_ref().map(|_| rand::random());
+    if let Some(nonce) = &nonce
+        && stream.write_all(&fluent::helo(nonce)).await.is_err()
+    {
+        return;
+    }
+    let mut authenticated = nonce.is_none();
+    let mut buf = bytes::BytesMut::with_capacity(64 * 1024);
+    while read_more(&mut stream, &mut buf, peer, shutdown, activity).await {
+        loop {
+            let len = match fluent::value_len(&buf) {
+                Ok(Some(len)) if len <= max_frame => len,
+                Ok(Some(_)) => {
+                    debug!(%peer, max_frame, "forward message over max_frame_bytes: closing");
+                    processor.count_rejected("fluent_too_large", 1);
+                    return;
+                }
+                Ok(None) => break,
+                Err(why) => {
+                    debug!(%peer, %why, "not MessagePack: closing the forward connection");
+                    processor.count_rejected("fluent_malformed", 1);
+                    return;
+                }
+            };
+            let bytes = buf.split_to(len);
+            let Ok(value) = rmpv::decode::read_value_with_max_depth(&mut &bytes[..], 64) else {
+                processor.count_rejected("fluent_malformed", 1);
+                return;
+            };
+            if !authenticated {
+                let (Some(nonce), Some(key)) = (&nonce, &processor.fluent_key) else {
+                    return;
+                };
+                let (pong, ok) = fluent::answer_ping(&value, nonce, key.expose(), &hostname);
+                if stream.write_all(&pong).await.is_err() || !ok {
+                    processor.count_rejected("fluent_bad_shared_key", 1);
+                    return;
+                }
+                authenticated = true;
+                continue;
+            }
+            match processor.forward(value, peer.ip()).await {
+                Forwarded::Ack(chunk) => {
+                    if stream.write_all(&fluent::ack(&chunk)).await.is_err() {
+                        return;
+                    }
+                }
+                Forwarded::Done => {}
+                Forwarded::Stop => return,
+            }
+        }
+        if buf.len() > max_frame {
+            // A MessagePack stream cannot be resynchronised: close, and the
+            // sender (which got no ack) resends after reconnecting.
+            debug!(%peer, max_frame, "forward message over max_frame_bytes: closing");
+            processor.count_rejected("fluent_too_large", 1);
+            return;
+        }
+    }
+}
+
+impl Processor {
+    /// One forward message: its events to records, grouped by tenant and
+    /// stored — durably before answering when the sender asked for an ack.
+    async fn forward(&self, value: rmpv::Value, peer: IpAddr) -> Forwarded {
+        use crate::fluent;
+        let events = match fluent::decode(value, self.max_frame) {
+            Ok(events) => events,
+            Err(why) => {
+                debug!(%peer, %why, "not a forward message");
+                self.count_rejected("fluent_malformed", 1);
+                return Forwarded::Done;
+            }
+        };
+        if !events.errors.is_empty() {
+            self.count_rejected("fluent_invalid_record", events.errors.len() as u64);
+        }
+        let received = schemas::time::now_ms();
+        let mut groups: HashMap<TenantId, Vec<LogRecord>> = HashMap::new();
+        for (ms, mut record) in events.entries {
+            let key = match record.remove(fluent::KEY_FIELD) {
+                Some(serde_json::Value::String(key)) => Some(key),
+                Some(_) => {
+                    self.count_rejected("bad_key", 1);
+                    continue;
+                }
+                None => None,
+            };
+            let tenant = match self.resolver.resolve(key.as_deref(), peer).await {
+                Ok(tenant) => tenant,
+                Err(reason) => {
+                    self.count_rejected(reason.as_str(), 1);
+                    continue;
+                }
+            };
+            let text = serde_json::Value::Object(record).to_string();
+            let extra = [("fluent_tag", events.tag.as_str())];
+            match crate::json::parse_record_with(&text, &tenant, received, self.input, &extra) {
+                Ok(mut r) => {
+                    r.ts_ms = ms;
+                    if r.app.is_none() {
+                        r.app = Some(events.tag.clone());
+                    }
+                    if r.source_ip.is_none() {
+                        r.source_ip = Some(peer.to_string());
+                    }
+                    groups.entry(tenant).or_default().push(r);
+                }
+                Err(_) => self.count_rejected("fluent_invalid_record", 1),
+            }
+        }
+        let stored: u64 = groups.values().map(|g| g.len() as u64).sum();
+        self.metrics
+            .messages
+            .with_label_values(&[&self.name, "ok"])
+            .inc_by(stored);
+        let Some(chunk) = events.chunk else {
+            return match self.enqueue(&mut groups).await {
+                Ok(()) => Forwarded::Done,
+                Err(_) => Forwarded::Stop,
+            };
+        };
+        for (tenant, records) in groups {
+            let n = records.len() as u64;
+            if let Err(error) = self.batcher.submit(tenant, records).await {
+                debug!(%error, %peer, "forward chunk not stored: no ack");
+                return Forwarded::Done;
+            }
+            self.ingest
+                .records
+                .with_label_values(&[self.input, "accepted"])
+                .inc_by(n);
+        }
+        Forwarded::Ack(chunk)
     }
 }
