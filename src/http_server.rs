@@ -21,6 +21,10 @@
 //! - **Half-close**: a client that sends its request and closes its side
 //!   still has the request served (its records stored); only the answer
 //!   is lost.
+//! - **TLS** (`http.tls`): the handshake runs in the connection's task
+//!   (a slow handshake never holds the accept loop) within the header read
+//!   timeout; certificates come from [`ingest::tls`] and are reloaded on
+//!   SIGHUP.
 //! - **Bounded shutdown**: in-flight requests get `http.shutdown_grace_ms`
 //!   to finish, then connections are dropped.
 //!
@@ -65,6 +69,9 @@ pub struct HttpConfig {
     pub body_read_timeout_ms: u64,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace_ms: u64,
+    /// HTTPS: certificate chain and key (PEM). The files are read again on
+    /// SIGHUP; open connections keep their sessions.
+    pub tls: Option<ingest::syslog::TlsConfig>,
 }
 
 impl Default for HttpConfig {
@@ -76,6 +83,7 @@ impl Default for HttpConfig {
             header_read_timeout_ms: 30_000,
             body_read_timeout_ms: 120_000,
             shutdown_grace_ms: 30_000,
+            tls: None,
         }
     }
 }
@@ -196,6 +204,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: HttpConfig,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     metrics: HttpMetrics,
     shutdown: impl Future<Output = ()> + Send,
 ) {
@@ -275,13 +284,34 @@ pub async fn serve(
                 req
             });
         let service = TowerToHyperService::new(service);
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let Some(acceptor) = tls.clone() else {
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    debug!(%peer, %error, "connection ended with an error");
+                }
+                drop(admitted);
+            });
+            continue;
+        };
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let handshake = Duration::from_millis(limits.header_read_timeout_ms);
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                debug!(%peer, %error, "connection ended with an error");
+            match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let connection = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    if let Err(error) = watcher.watch(connection).await {
+                        debug!(%peer, %error, "connection ended with an error");
+                    }
+                }
+                Ok(Err(error)) => debug!(%peer, %error, "TLS handshake failed"),
+                Err(_) => debug!(%peer, "TLS handshake timed out"),
             }
             drop(admitted);
         });
@@ -328,7 +358,7 @@ mod tests {
         );
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let metrics = HttpMetrics::new(&Registry::new()).unwrap();
-        tokio::spawn(serve(listener, app, limits, metrics, async move {
+        tokio::spawn(serve(listener, app, limits, None, metrics, async move {
             let _ = rx.await;
         }));
         (addr, tx)

@@ -129,6 +129,20 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
         .method_not_allowed_fallback(query_api::method_not_allowed)
         .layer(middleware::from_fn(query_api::headers::security_headers));
 
+    // HTTPS when http.tls is set; its certificates (and the TLS syslog
+    // listeners') are read again on SIGHUP.
+    let tls = match &config.http.tls {
+        Some(files) => {
+            let certificates = ingest::tls::Certificates::load(&files.cert_path, &files.key_path)
+                .context("http.tls")?;
+            let server = certificates
+                .server_config(&[b"h2", b"http/1.1"])
+                .context("http.tls")?;
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
+        }
+        None => None,
+    };
+    reload_certificates_on_hangup()?;
     let listener = TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("binding {}", config.http.listen))?;
@@ -170,7 +184,15 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
         }
     };
     let http_metrics = crate::http_server::HttpMetrics::new(&registry)?;
-    crate::http_server::serve(listener, app, config.http.clone(), http_metrics, shutdown).await;
+    crate::http_server::serve(
+        listener,
+        app,
+        config.http.clone(),
+        tls,
+        http_metrics,
+        shutdown,
+    )
+    .await;
 
     // Stop, in this order: the API's background tasks (the router and its
     // meter handle are gone: the meter publishes what it holds before the
@@ -774,6 +796,30 @@ fn health_checks(
 /// Installs the SIGINT/SIGTERM handlers now (before the server announces
 /// readiness, so an early signal is never fatal) and returns a future that
 /// resolves on the first of them.
+/// SIGHUP reloads every TLS certificate of the process (HTTP and the TLS
+/// log listeners) from its files; open connections keep their sessions. A
+/// file that cannot be loaded keeps its listener on the certificate it had.
+/// (Without a handler SIGHUP would end the process.)
+fn reload_certificates_on_hangup() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            for (cert, result) in ingest::tls::reload_all() {
+                match result {
+                    Ok(()) => info!(cert = %cert.display(), "TLS certificate reloaded"),
+                    Err(error) => tracing::warn!(
+                        cert = %cert.display(),
+                        %error,
+                        "TLS certificate not reloaded; the previous one stays in use"
+                    ),
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
 fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;

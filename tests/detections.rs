@@ -527,6 +527,9 @@ async fn sigma_rules_run_in_the_stream_per_organization_and_backtest_the_same() 
     assert_eq!(r.status, 400, "{}", r.body);
 
     // Disabled, the rule stops matching new logs; deleted, it is gone.
+    // (The count is read before the change: a refresh may land between
+    // the PATCH's answer and a read after it.)
+    let before = metric(&server, "securenet_rules_loaded").await;
     let r = patch_json(
         &server,
         "/api/detections/rules/ssh-password-guessing",
@@ -535,7 +538,6 @@ async fn sigma_rules_run_in_the_stream_per_organization_and_backtest_the_same() 
     );
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["rule"]["enabled"], false);
-    let before = metric(&server, "securenet_rules_loaded").await;
     let until = Instant::now() + Duration::from_secs(30);
     while metric(&server, "securenet_rules_loaded").await >= before {
         assert!(Instant::now() < until, "the disabled rule stayed loaded");

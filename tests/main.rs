@@ -33,4 +33,5 @@ mod sigma;
 mod sql_tenancy;
 mod streaming;
 mod syslog;
+mod tls;
 mod usage;

@@ -580,9 +580,27 @@ pub fn python() -> String {
 
 /// Runs one client of scripts/forwarder_clients.py; its JSON report.
 pub fn forwarder_client(kind: &str, target: &str, key: &str, run: &str, records: usize) -> Value {
+    forwarder_client_with(kind, target, key, run, records, &[])
+}
+
+/// [`forwarder_client`] with environment variables for the client (e.g.
+/// `OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE` to trust a test certificate).
+pub fn forwarder_client_with(
+    kind: &str,
+    target: &str,
+    key: &str,
+    run: &str,
+    records: usize,
+    env: &[(&str, &str)],
+) -> Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/forwarder_clients.py");
     let out = std::process::Command::new(python())
         .args([script, kind, target, key, run, &records.to_string()])
+        // requests lets these override a client's own trust setting (such
+        // as OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE); some machines set them.
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .env_remove("CURL_CA_BUNDLE")
+        .envs(env.iter().copied())
         .output()
         .expect("run forwarder_clients.py");
     assert!(

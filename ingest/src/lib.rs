@@ -17,6 +17,7 @@
 //! - [`fluent`]: the Fluent forward protocol (event modes, acks, handshake).
 //! - [`gelf`]: GELF messages (UDP chunks, compression) → records.
 //! - [`otlp`]: OpenTelemetry logs (OTLP/HTTP and OTLP/gRPC) → records.
+//! - [`tls`]: certificates of the TLS listeners, reloaded on SIGHUP.
 //! - [`metrics`]: ingest's Prometheus metrics.
 
 pub mod batcher;
@@ -33,8 +34,11 @@ pub mod otlp;
 pub mod scans;
 pub mod syslog;
 pub mod testdata;
+pub mod tls;
 
 pub use batcher::Batcher;
 pub use config::{BatchConfig, HttpIngestConfig, IngestConfig, OtlpConfig};
 pub use error::{Error, Result};
+/// Loki's push messages (for clients and benchmarks that build pushes).
+pub use http::loki::proto as loki_proto;
 pub use metrics::IngestMetrics;

@@ -1,8 +1,12 @@
-//! End-to-end load generator for `POST /api/ingest/logs`.
+//! End-to-end load generator for SecureNet's receivers.
 //!
-//! `loadgen http` pre-renders NDJSON bodies with the seeded generator, sends
-//! them with bounded concurrency, and reports acknowledged rows per second
-//! (only 2xx answers count; SecureNet answers once rows are in Parquet).
+//! `loadgen http` pre-renders bodies with the seeded generator — NDJSON for
+//! `POST /api/ingest/logs`, or the same records in another forwarder
+//! protocol (`--protocol`, securenet_benches::protocols) — sends them with
+//! bounded concurrency, and reports acknowledged rows per second (only 2xx
+//! answers, gRPC successes and Fluent acks count; SecureNet acknowledges
+//! once rows are in Parquet). GELF over TCP has no acknowledgement: a run
+//! ends when `SELECT count(*)` sees all its rows.
 //! `loadgen null-server` is the baseline: an HTTP server that reads and
 //! discards bodies, i.e. the ceiling of HTTP + client on this machine.
 
@@ -13,8 +17,9 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
-use ingest::testdata::{Format, GenConfig, Generator};
+use ingest::testdata::{Event, GenConfig, Generator};
 use schemas::TenantId;
+use securenet_benches::protocols::{self, Payload, Protocol};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -47,6 +52,12 @@ enum Cmd {
         runs: usize,
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        /// What to send (the same records in each).
+        #[arg(long, value_enum, default_value = "ndjson")]
+        protocol: Protocol,
+        /// host:port of the OTLP/gRPC, GELF TCP or Fluent listener.
+        #[arg(long)]
+        target: Option<String>,
     },
     /// Accept and discard request bodies (baseline).
     NullServer {
@@ -66,114 +77,220 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             runs,
             seed,
-        } => http(&url, &key, rows, batch, concurrency, runs, seed).await,
+            protocol,
+            target,
+        } => {
+            let load = Load {
+                url,
+                key,
+                rows,
+                batch,
+                concurrency,
+                runs,
+                seed,
+                protocol,
+                target,
+            };
+            http(&load).await
+        }
         Cmd::NullServer { listen } => null_server(listen).await,
     }
 }
 
-fn bodies(rows: usize, batch: usize, seed: u64) -> (Vec<bytes_body::Body>, usize) {
-    let generator = Generator::new(GenConfig {
-        seed,
-        tenants: vec![TenantId::new("default").expect("valid id")],
-        rows,
-        anomalies: 0,
-        start_ms: 1_795_651_200_000,
-        duration_ms: 3_600_000,
-    });
-    let mut out = Vec::new();
-    let mut current = String::new();
-    let mut n = 0;
-    let mut total_bytes = 0;
-    for event in generator {
-        // The generator's tenant is the key's; the tenant_id field is dropped
-        // so the same bodies work for any key.
-        let mut line = event.render(Format::Ndjson);
-        line = line.replacen(",\"tenant_id\":\"default\"", "", 1);
-        total_bytes += line.len() + 1;
-        current.push_str(&line);
-        current.push('\n');
-        n += 1;
-        if n == batch {
-            out.push(bytes_body::Body {
-                rows: n,
-                data: std::mem::take(&mut current).into(),
-            });
-            n = 0;
-        }
-    }
-    if n > 0 {
-        out.push(bytes_body::Body {
-            rows: n,
-            data: current.into(),
-        });
-    }
-    (out, total_bytes)
-}
-
-mod bytes_body {
-    pub struct Body {
-        pub rows: usize,
-        pub data: bytes::Bytes,
-    }
-}
-
-async fn http(
-    url: &str,
-    key: &str,
+/// One `loadgen http` invocation.
+struct Load {
+    url: String,
+    key: String,
     rows: usize,
     batch: usize,
     concurrency: usize,
     runs: usize,
     seed: u64,
-) -> anyhow::Result<()> {
-    let (bodies, total_bytes) = bodies(rows, batch, seed);
-    let bodies = Arc::new(bodies);
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .build()?;
-    let endpoint = format!("{url}/api/ingest/logs");
-    let mut rates = Vec::new();
-    for run in 0..=runs {
-        let started = Instant::now();
-        let results: Vec<anyhow::Result<(usize, u16)>> = futures::stream::iter(0..bodies.len())
-            .map(|i| {
-                let client = client.clone();
-                let endpoint = endpoint.clone();
-                let bodies = bodies.clone();
-                async move {
-                    let b = &bodies[i];
-                    let status = client
-                        .post(&endpoint)
-                        .bearer_auth(key)
-                        .header("content-type", "application/x-ndjson")
-                        .body(b.data.clone())
-                        .send()
-                        .await
-                        .context("request")?
-                        .status()
-                        .as_u16();
-                    Ok((b.rows, status))
-                }
-            })
-            .buffer_unordered(concurrency)
-            .collect()
-            .await;
-        let elapsed = started.elapsed().as_secs_f64();
-        let mut acked = 0;
-        let mut refused = 0;
-        for r in results {
-            let (n, status) = r?;
-            if (200..300).contains(&status) {
-                acked += n;
-            } else {
-                refused += n;
-            }
+    protocol: Protocol,
+    target: Option<String>,
+}
+
+fn bodies(load: &Load) -> (Vec<Payload>, usize) {
+    let generator = Generator::new(GenConfig {
+        seed: load.seed,
+        tenants: vec![TenantId::new("default").expect("valid id")],
+        rows: load.rows,
+        anomalies: 0,
+        start_ms: 1_795_651_200_000,
+        duration_ms: 3_600_000,
+    });
+    let events: Vec<Event> = generator.collect();
+    let payloads: Vec<Payload> = events
+        .chunks(load.batch.max(1))
+        .enumerate()
+        .map(|(i, batch)| protocols::encode(load.protocol, batch, &format!("chunk-{i}")))
+        .collect();
+    let total_bytes = payloads.iter().map(|p| p.data.len()).sum();
+    (payloads, total_bytes)
+}
+
+/// Rows the organization of `key` holds (for protocols without acks).
+async fn stored_rows(client: &reqwest::Client, url: &str, key: &str) -> anyhow::Result<u64> {
+    let answer: serde_json::Value = client
+        .post(format!("{url}/api/sql"))
+        .bearer_auth(key)
+        .json(&json!({"sql": "SELECT count(*) AS n FROM logs"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    answer["rows"][0]["n"]
+        .as_u64()
+        .context("count(*) in the SQL answer")
+}
+
+/// Sends every payload once; (acknowledged rows, refused rows).
+async fn send_all(
+    load: &Load,
+    payloads: &Arc<Vec<Payload>>,
+    client: &reqwest::Client,
+) -> anyhow::Result<(usize, usize)> {
+    let concurrency = load.concurrency;
+    let target = || load.target.clone().context("--target host:port is needed");
+    let outcomes: Vec<anyhow::Result<(usize, bool)>> = match load.protocol {
+        Protocol::OtlpGrpc => {
+            use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", target()?))?
+                .connect()
+                .await?;
+            let auth: tonic::metadata::MetadataValue<_> = format!("Bearer {}", load.key).parse()?;
+            futures::stream::iter(0..payloads.len())
+                .map(|i| {
+                    let mut client =
+                        LogsServiceClient::new(channel.clone()).max_decoding_message_size(64 << 20);
+                    let payloads = payloads.clone();
+                    let auth = auth.clone();
+                    async move {
+                        let p = &payloads[i];
+                        let mut request =
+                            tonic::Request::new(p.otlp.clone().context("an OTLP message")?);
+                        request.metadata_mut().insert("authorization", auth);
+                        Ok((p.rows, client.export(request).await.is_ok()))
+                    }
+                })
+                .buffer_unordered(concurrency)
+                .collect()
+                .await
         }
+        Protocol::Fluent | Protocol::GelfTcp => {
+            // One connection per in-flight slot, each taking the next
+            // payload; Fluent waits for each chunk's ack before the next.
+            let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let addr = target()?;
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..concurrency {
+                let (next, payloads, addr) = (next.clone(), payloads.clone(), addr.clone());
+                let fluent = load.protocol == Protocol::Fluent;
+                tasks.spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut stream = tokio::net::TcpStream::connect(&addr).await?;
+                    stream.set_nodelay(true)?;
+                    let mut done = Vec::new();
+                    let mut buf = vec![0u8; 4096];
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(p) = payloads.get(i) else { break };
+                        stream.write_all(&p.data).await?;
+                        if fluent {
+                            // {"ack": "chunk-N"}: a fixmap of one entry.
+                            let n = stream.read(&mut buf).await?;
+                            done.push((p.rows, n > 0 && buf[..n].starts_with(&[0x81])));
+                        } else {
+                            done.push((p.rows, true));
+                        }
+                    }
+                    stream.shutdown().await?;
+                    anyhow::Ok(done)
+                });
+            }
+            let mut all = Vec::new();
+            while let Some(r) = tasks.join_next().await {
+                all.extend(r??.into_iter().map(Ok));
+            }
+            all
+        }
+        protocol => {
+            let (path, media) = protocol.http().context("an HTTP protocol")?;
+            let endpoint = format!("{}{path}", load.url);
+            futures::stream::iter(0..payloads.len())
+                .map(|i| {
+                    let client = client.clone();
+                    let endpoint = endpoint.clone();
+                    let payloads = payloads.clone();
+                    let key = load.key.clone();
+                    async move {
+                        let p = &payloads[i];
+                        let status = client
+                            .post(&endpoint)
+                            .bearer_auth(&key)
+                            .header("content-type", media)
+                            .body(p.data.clone())
+                            .send()
+                            .await
+                            .context("request")?
+                            .status();
+                        Ok((p.rows, status.is_success()))
+                    }
+                })
+                .buffer_unordered(concurrency)
+                .collect()
+                .await
+        }
+    };
+    let mut acked = 0;
+    let mut refused = 0;
+    for outcome in outcomes {
+        match outcome? {
+            (n, true) => acked += n,
+            (n, false) => refused += n,
+        }
+    }
+    Ok((acked, refused))
+}
+
+async fn http(load: &Load) -> anyhow::Result<()> {
+    let (payloads, total_bytes) = bodies(load);
+    let rows = load.rows;
+    let payloads = Arc::new(payloads);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(load.concurrency)
+        .build()?;
+    let runs = load.runs;
+    let mut rates = Vec::new();
+    let mut total_acked = 0;
+    for run in 0..=runs {
+        let before = match load.protocol {
+            Protocol::GelfTcp => stored_rows(&client, &load.url, &load.key).await?,
+            _ => 0,
+        };
+        let started = Instant::now();
+        let (mut acked, refused) = send_all(load, &payloads, &client).await?;
+        if load.protocol == Protocol::GelfTcp {
+            // No acks: the run ends when every row is queryable.
+            let until = Instant::now() + std::time::Duration::from_secs(120);
+            let mut seen = 0;
+            while Instant::now() < until {
+                seen = stored_rows(&client, &load.url, &load.key).await? - before;
+                if seen >= acked as u64 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            acked = seen as usize;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        total_acked += acked;
         let rate = acked as f64 / elapsed;
         let warmup = run == 0 && runs > 0;
         let label = if warmup { "warmup" } else { "run" };
         eprintln!(
-            "{label} {run}: {acked} rows acknowledged, {refused} refused, {elapsed:.2}s, {rate:.0} rows/s, {:.1} MB/s",
+            "{label} {run} {:?}: {acked} rows acknowledged, {refused} refused, {elapsed:.2}s, {rate:.0} rows/s, {:.1} MB/s",
+            load.protocol,
             total_bytes as f64 / elapsed / 1e6
         );
         if !warmup {
@@ -185,10 +302,12 @@ async fn http(
     println!(
         "{}",
         json!({
+            "protocol": format!("{:?}", load.protocol),
             "rows_per_run": rows,
+            "acknowledged": total_acked,
             "bytes_per_row": total_bytes / rows.max(1),
-            "batch": batch,
-            "concurrency": concurrency,
+            "batch": load.batch,
+            "concurrency": load.concurrency,
             "runs": rates,
             "median_rows_per_s": median.round(),
             "median_mb_per_s": (median * total_bytes as f64 / rows as f64 / 1e6 * 10.0).round() / 10.0,

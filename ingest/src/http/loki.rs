@@ -118,7 +118,7 @@ pub(crate) fn parse_push(
 }
 
 /// Loki's `push.proto` (package `logproto`), the messages a push carries.
-mod proto {
+pub mod proto {
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct PushRequest {
         #[prost(message, repeated, tag = "1")]

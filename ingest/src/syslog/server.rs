@@ -8,8 +8,6 @@ use std::time::Duration;
 use chrono_tz::Tz;
 use control::MetaStore;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use schemas::{LogRecord, ParseStatus, TenantId};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
@@ -240,62 +238,11 @@ impl SyslogServer {
     }
 }
 
-/// Why a syslog listener's TLS could not be set up.
-#[derive(Debug, thiserror::Error)]
-enum TlsSetupError {
-    #[error("reading certificate {}: {source}", path.display())]
-    ReadCertificate {
-        path: std::path::PathBuf,
-        source: rustls::pki_types::pem::Error,
-    },
-    #[error("parsing certificate {}: {source}", path.display())]
-    ParseCertificate {
-        path: std::path::PathBuf,
-        source: rustls::pki_types::pem::Error,
-    },
-    #[error("no certificate in {}", .0.display())]
-    NoCertificate(std::path::PathBuf),
-    #[error("reading private key {}: {source}", path.display())]
-    ReadKey {
-        path: std::path::PathBuf,
-        source: rustls::pki_types::pem::Error,
-    },
-    #[error("certificate and key do not match: {0}")]
-    Mismatch(rustls::Error),
-    #[error("TLS protocol versions: {0}")]
-    Versions(rustls::Error),
-}
-
 fn tls_acceptor(
     cert: &std::path::Path,
     key: &std::path::Path,
-) -> std::result::Result<TlsAcceptor, TlsSetupError> {
-    let certs = CertificateDer::pem_file_iter(cert)
-        .map_err(|source| TlsSetupError::ReadCertificate {
-            path: cert.to_path_buf(),
-            source,
-        })?
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|source| TlsSetupError::ParseCertificate {
-            path: cert.to_path_buf(),
-            source,
-        })?;
-    if certs.is_empty() {
-        return Err(TlsSetupError::NoCertificate(cert.to_path_buf()));
-    }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsSetupError::ReadKey {
-        path: key.to_path_buf(),
-        source,
-    })?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(TlsSetupError::Versions)?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(TlsSetupError::Mismatch)?;
-    let mut config = config;
+) -> std::result::Result<TlsAcceptor, crate::tls::TlsSetupError> {
+    let mut config = crate::tls::Certificates::load(cert, key)?.server_config(&[])?;
     // No TLS 1.3 session tickets: syslog senders write and never read, and a
     // client that closes with unread tickets in its receive buffer makes its
     // kernel send RST instead of FIN — which discards the messages still in
