@@ -21,10 +21,13 @@ PROTOCOLS="${PROTOCOLS:-ndjson otlp-http otlp-json otlp-grpc loki-protobuf loki-
 RESULTS="${RESULTS:-benches/results/forwarders-$(date -u +%F).json}"
 
 [ -n "${NO_BUILD:-}" ] || cargo build --release -q -p securenet -p securenet-benches --bins
-BIN="$CARGO_TARGET_DIR/release"
+BIN="${BIN:-$CARGO_TARGET_DIR/release}"
 WORK="$(mktemp -d)"
 PID=
-cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$WORK"; }
+cleanup() {
+  if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 
 wait_ready() { # file prefix
