@@ -9,6 +9,10 @@
 # counted. Acknowledged rows/s (GELF over TCP has no acks: until SQL sees
 # every row) and wire MB/s, medians over the rounds, and each protocol's
 # ratio to NDJSON's median. Fails unless SQL holds every acknowledged row.
+# The batcher's linger is LINGER_MS (100 ms; the default is 1 s): receivers
+# without acks (GELF over TCP) hand records over unacknowledged, and their
+# last batch waits out the linger before SQL sees it — at 1 s that tail,
+# not the receiver, would dominate a 200,000-row run.
 # Results: benches/results/forwarders-<date>.json (RESULTS=path overrides).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,6 +46,7 @@ KEY="bench-key-0123456789abcdef"
 SECURENET_DATA_DIR="$WORK/data" SECURENET_HTTP__LISTEN=127.0.0.1:0 \
 SECURENET_CONTROL__DEFAULT_API_KEY="$KEY" RUST_LOG=warn \
 SECURENET_INGEST__OTLP__GRPC_LISTEN=127.0.0.1:0 \
+SECURENET_INGEST__BATCH__LINGER_MS="${LINGER_MS:-100}" \
 SECURENET_INGEST__SYSLOG='[{name="gelf",protocol="tcp",format="gelf",listen="127.0.0.1:0",default_tenant="default"},{name="fluent",protocol="tcp",format="fluent",listen="127.0.0.1:0",default_tenant="default",max_frame_bytes=16777216}]' \
   "$BIN/securenet" serve > "$WORK/serve.out" &
 PID=$!

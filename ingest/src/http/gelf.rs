@@ -35,7 +35,13 @@ struct Messages {
 
 pub async fn gelf(State(state): State<IngestState>, headers: HeaderMap, body: Body) -> Response {
     match receive(&state, headers, body).await {
-        Ok(errors) if errors.is_empty() => StatusCode::ACCEPTED.into_response(),
+        // Empty, as Graylog answers (typed, as every answer of the API is).
+        Ok(errors) if errors.is_empty() => (
+            StatusCode::ACCEPTED,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "",
+        )
+            .into_response(),
         Ok(errors) => {
             let shown: Vec<_> = errors.iter().take(20).cloned().collect();
             let text = format!("{} messages rejected: {}\n", errors.len(), shown.join("; "));
