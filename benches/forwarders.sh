@@ -64,37 +64,47 @@ target() {
   esac
 }
 
+# The server's CPU time (user + system, clock ticks) from /proc: what each
+# protocol costs SecureNet itself, apart from the load generator sharing
+# the machine.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
+TICKS=$(getconf CLK_TCK)
+
 : > "$WORK/runs.jsonl"
 for round in $(seq 0 "$ROUNDS"); do
   for p in $PROTOCOLS; do
     t=$(target "$p")
+    cpu0=$(cpu_ticks)
     out=$("$BIN/loadgen" http --url "http://$ADDR" --key "$KEY" --protocol "$p" \
       ${t:+--target "$t"} --rows "$ROWS" --batch "$BATCH" --concurrency "$CONCURRENCY" --runs 0)
-    echo "{\"round\": $round, \"result\": $out}" >> "$WORK/runs.jsonl"
+    cpu1=$(cpu_ticks)
+    echo "{\"round\": $round, \"server_cpu_ticks\": $((cpu1 - cpu0)), \"result\": $out}" >> "$WORK/runs.jsonl"
   done
 done
 
 STORED=$(curl -s -H "X-API-Key: $KEY" -H 'content-type: application/json' \
   -d '{"sql":"SELECT input, count(*) AS n FROM logs GROUP BY input ORDER BY input"}' "http://$ADDR/api/sql")
 mkdir -p "$(dirname "$RESULTS")"
-python3 - "$WORK/runs.jsonl" "$STORED" "$ROWS" "$ROUNDS" "$RESULTS" <<'PY'
+python3 - "$WORK/runs.jsonl" "$STORED" "$ROWS" "$ROUNDS" "$RESULTS" "$TICKS" <<'PY'
 import json, statistics, sys, subprocess
 runs = [json.loads(l) for l in open(sys.argv[1])]
 stored = json.loads(sys.argv[2])
-rows, rounds, path = int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+rows, rounds, path, ticks = int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
 total_stored = sum(r["n"] for r in stored["rows"])
 acked = sum(r["result"]["acknowledged"] for r in runs)
 by = {}
 for r in runs:
     if r["round"] == 0:
         continue  # warm-up
-    res = r["result"]
+    res = dict(r["result"], server_cpu_s=r["server_cpu_ticks"] / ticks)
     by.setdefault(res["protocol"], []).append(res)
 summary = {}
 for p, rs in by.items():
     rate = statistics.median(x["median_rows_per_s"] for x in rs)
     mb = statistics.median(x["median_mb_per_s"] for x in rs)
+    cpu_us = statistics.median(x["server_cpu_s"] for x in rs) / rows * 1e6
     summary[p] = {"rows_per_s": rate, "mb_per_s": mb, "bytes_per_row": rs[0]["bytes_per_row"],
+                  "server_cpu_us_per_row": round(cpu_us, 2),
                   "runs": [x["median_rows_per_s"] for x in rs]}
 base = summary["Ndjson"]["rows_per_s"]
 for p, s in summary.items():
@@ -103,9 +113,9 @@ cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d:
 out = {"rows_per_run": rows, "rounds": rounds, "cpu": cpu, "stored_by_input": stored["rows"],
        "stored_total": total_stored, "sent_total": acked, "protocols": summary}
 json.dump(out, open(path, "w"), indent=1)
-print(f"{'protocol':<14} {'rows/s':>10} {'MB/s':>7} {'B/row':>6} {'x NDJSON':>9}  runs")
+print(f"{'protocol':<14} {'rows/s':>10} {'MB/s':>7} {'B/row':>6} {'x NDJSON':>9} {'srv us/row':>10}  runs")
 for p, s in summary.items():
-    print(f"{p:<14} {s['rows_per_s']:>10.0f} {s['mb_per_s']:>7.1f} {s['bytes_per_row']:>6} {s['ratio_to_ndjson']:>9.3f}  {s['runs']}")
+    print(f"{p:<14} {s['rows_per_s']:>10.0f} {s['mb_per_s']:>7.1f} {s['bytes_per_row']:>6} {s['ratio_to_ndjson']:>9.3f} {s['server_cpu_us_per_row']:>10.2f}  {s['runs']}")
 print(f"stored {total_stored} rows, sent {acked}; results in {path}")
 if total_stored != acked:
     sys.exit(f"SQL holds {total_stored} rows, {acked} were acknowledged")

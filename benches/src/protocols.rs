@@ -57,8 +57,6 @@ impl Protocol {
 pub struct Payload {
     pub rows: usize,
     pub data: Bytes,
-    /// The OTLP message itself (gRPC sends messages, not bytes).
-    pub otlp: Option<ExportLogsServiceRequest>,
 }
 
 fn severity(e: &Event) -> &'static str {
@@ -227,21 +225,18 @@ fn fluent_entry(e: &Event, out: &mut Vec<u8>) {
 /// Encodes one batch; `chunk` names a Fluent chunk to acknowledge.
 pub fn encode(protocol: Protocol, events: &[Event], chunk: &str) -> Payload {
     let rows = events.len();
-    let (data, otlp_message) = match protocol {
+    let data = match protocol {
         Protocol::Ndjson => {
             let mut body = String::new();
             for e in events {
                 body.push_str(&ndjson(e));
                 body.push('\n');
             }
-            (body.into_bytes(), None)
+            body.into_bytes()
         }
-        Protocol::OtlpHttp => (otlp(events).encode_to_vec(), None),
-        Protocol::OtlpJson => (serde_json::to_vec(&otlp(events)).unwrap_or_default(), None),
-        Protocol::OtlpGrpc => {
-            let message = otlp(events);
-            (message.encode_to_vec(), Some(message))
-        }
+        Protocol::OtlpHttp => otlp(events).encode_to_vec(),
+        Protocol::OtlpJson => serde_json::to_vec(&otlp(events)).unwrap_or_default(),
+        Protocol::OtlpGrpc => otlp(events).encode_to_vec(),
         Protocol::LokiJson => {
             let streams: Vec<Value> = loki_streams(events)
                 .into_iter()
@@ -263,7 +258,7 @@ pub fn encode(protocol: Protocol, events: &[Event], chunk: &str) -> Payload {
                     json!({"stream": stream, "values": values})
                 })
                 .collect();
-            (json!({ "streams": streams }).to_string().into_bytes(), None)
+            json!({ "streams": streams }).to_string().into_bytes()
         }
         Protocol::LokiProtobuf => {
             use ingest::loki_proto as p;
@@ -295,12 +290,9 @@ pub fn encode(protocol: Protocol, events: &[Event], chunk: &str) -> Payload {
                 })
                 .collect();
             let raw = p::PushRequest { streams }.encode_to_vec();
-            (
-                snap::raw::Encoder::new()
-                    .compress_vec(&raw)
-                    .unwrap_or_default(),
-                None,
-            )
+            snap::raw::Encoder::new()
+                .compress_vec(&raw)
+                .unwrap_or_default()
         }
         Protocol::GelfHttp => {
             let mut body = String::new();
@@ -308,7 +300,7 @@ pub fn encode(protocol: Protocol, events: &[Event], chunk: &str) -> Payload {
                 body.push_str(&gelf(e).to_string());
                 body.push('\n');
             }
-            (body.into_bytes(), None)
+            body.into_bytes()
         }
         Protocol::GelfTcp => {
             let mut body = Vec::new();
@@ -316,7 +308,7 @@ pub fn encode(protocol: Protocol, events: &[Event], chunk: &str) -> Payload {
                 body.extend_from_slice(gelf(e).to_string().as_bytes());
                 body.push(0);
             }
-            (body, None)
+            body
         }
         Protocol::Fluent => {
             use rmpv::Value as Mp;
@@ -334,12 +326,11 @@ pub fn encode(protocol: Protocol, events: &[Event], chunk: &str) -> Payload {
             ]);
             let mut out = Vec::new();
             let _ = rmpv::encode::write_value(&mut out, &message);
-            (out, None)
+            out
         }
     };
     Payload {
         rows,
         data: Bytes::from(data),
-        otlp: otlp_message,
     }
 }

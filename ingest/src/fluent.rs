@@ -27,7 +27,6 @@
 use std::io::Read;
 
 use rmpv::Value as Mp;
-use serde_json::{Map, Value};
 use sha2::{Digest, Sha512};
 
 /// The record field that carries an API key.
@@ -107,8 +106,8 @@ pub fn value_len(buf: &[u8]) -> Result<Option<usize>, String> {
 #[derive(Debug, Default, PartialEq)]
 pub struct Events {
     pub tag: String,
-    /// (event time in ms, record)
-    pub entries: Vec<(i64, Map<String, Value>)>,
+    /// (event time in ms, the record's map entries)
+    pub entries: Vec<(i64, Vec<(Mp, Mp)>)>,
     /// `option.chunk`: the id to acknowledge.
     pub chunk: Option<String>,
     /// Entries that could not be read, by position.
@@ -187,8 +186,8 @@ impl Events {
             Mp::Array(mut pair) if pair.len() == 2 => {
                 let record = pair.pop().unwrap_or(Mp::Nil);
                 let time = pair.pop().unwrap_or(Mp::Nil);
-                match (event_time_ms(&time), to_json(record)) {
-                    (Some(ms), Value::Object(record)) => self.entries.push((ms, record)),
+                match (event_time_ms(&time), record) {
+                    (Some(ms), Mp::Map(record)) => self.entries.push((ms, record)),
                     (None, _) => self.errors.push(format!(
                         "entry {i}: the time is not seconds or an EventTime"
                     )),
@@ -246,35 +245,90 @@ fn gunzip(bytes: &[u8], max: usize) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// A MessagePack value as JSON: binary strings as (lossy) text, as Fluentd's
-/// older clients send strings; ext values other than times as null.
-pub fn to_json(value: Mp) -> Value {
+/// A record as the JSON object text the receivers' JSON mapping reads,
+/// written straight from MessagePack (no JSON tree in between), without the
+/// key field, which is returned apart: `Some(Ok(key))`, or `Some(Err(()))`
+/// when the field is there but not a string.
+pub fn record_text(record: Vec<(Mp, Mp)>) -> (String, Option<Result<String, ()>>) {
+    let mut out = Vec::with_capacity(256);
+    let mut key = None;
+    out.push(b'{');
+    let mut first = true;
+    for (k, v) in record {
+        let name = match k {
+            Mp::String(s) => lossy(s.into_bytes()),
+            Mp::Binary(b) => lossy(b),
+            other => other.to_string(),
+        };
+        if name == KEY_FIELD {
+            key = Some(match v {
+                Mp::String(s) => s.into_str().ok_or(()),
+                _ => Err(()),
+            });
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_str(&mut out, &name);
+        out.push(b':');
+        write_json(&mut out, v);
+    }
+    out.push(b'}');
+    // Only UTF-8 was written (strings are lossy-converted first).
+    (String::from_utf8(out).unwrap_or_default(), key)
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    // serde_json's escaping; writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn write_json(out: &mut Vec<u8>, value: Mp) {
+    use std::io::Write as _;
     match value {
-        Mp::Nil => Value::Null,
-        Mp::Boolean(b) => Value::Bool(b),
-        Mp::Integer(i) => match (i.as_i64(), i.as_u64()) {
-            (Some(v), _) => Value::from(v),
-            (_, Some(v)) => Value::from(v),
-            _ => Value::Null,
-        },
-        Mp::F32(f) => serde_json::Number::from_f64(f64::from(f)).map_or(Value::Null, Value::Number),
-        Mp::F64(f) => serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number),
-        Mp::String(s) => Value::String(lossy(s.into_bytes())),
-        Mp::Binary(b) => Value::String(lossy(b)),
-        Mp::Array(items) => Value::Array(items.into_iter().map(to_json).collect()),
+        Mp::Nil | Mp::Ext(..) => out.extend_from_slice(b"null"),
+        Mp::Boolean(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
+        Mp::Integer(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Mp::F32(f) if f.is_finite() => {
+            let _ = write!(out, "{f}");
+        }
+        Mp::F64(f) if f.is_finite() => {
+            let _ = write!(out, "{f}");
+        }
+        Mp::F32(_) | Mp::F64(_) => out.extend_from_slice(b"null"),
+        Mp::String(s) => write_str(out, &lossy(s.into_bytes())),
+        Mp::Binary(b) => write_str(out, &lossy(b)),
+        Mp::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json(out, item);
+            }
+            out.push(b']');
+        }
         Mp::Map(entries) => {
-            let mut map = Map::new();
-            for (k, v) in entries {
-                let key = match k {
+            out.push(b'{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let name = match k {
                     Mp::String(s) => lossy(s.into_bytes()),
                     Mp::Binary(b) => lossy(b),
                     other => other.to_string(),
                 };
-                map.insert(key, to_json(v));
+                write_str(out, &name);
+                out.push(b':');
+                write_json(out, v);
             }
-            Value::Object(map)
+            out.push(b'}');
         }
-        Mp::Ext(..) => Value::Null,
     }
 }
 
@@ -401,7 +455,8 @@ mod tests {
         let e = decode(message, 1 << 20).unwrap();
         assert_eq!(e.tag, "app.web");
         assert_eq!(e.entries[0].0, 1_795_687_200_250);
-        assert_eq!(e.entries[0].1["log"], "one");
+        let (text, key) = record_text(e.entries[0].1.clone());
+        assert_eq!((text.as_str(), key), (r#"{"log":"one"}"#, None));
         assert_eq!(e.chunk.as_deref(), Some("c1"));
 
         let pair = |t: u64, m: &str| Mp::Array(vec![Mp::from(t), record(m)]);
@@ -442,6 +497,34 @@ mod tests {
                 .unwrap_err()
                 .contains("more than 8 bytes")
         );
+    }
+
+    #[test]
+    fn records_become_json_text_and_give_up_their_key() {
+        let record = vec![
+            (Mp::from("log"), Mp::from("say \"hi\"")),
+            (Mp::from("securenet_key"), Mp::from("sn_k")),
+            (Mp::Binary(b"n".to_vec()), Mp::from(-3)),
+            (Mp::from("f"), Mp::F64(f64::NAN)),
+            (
+                Mp::from("m"),
+                Mp::Map(vec![(
+                    Mp::from("a"),
+                    Mp::Array(vec![Mp::Nil, Mp::Boolean(true), Mp::F64(1.5)]),
+                )]),
+            ),
+            (Mp::from("bad"), Mp::Binary(vec![0xff, b'x'])),
+        ];
+        let (text, key) = record_text(record);
+        assert_eq!(key, Some(Ok("sn_k".to_string())));
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"log": "say \"hi\"", "n": -3, "f": null,
+                               "m": {"a": [null, true, 1.5]}, "bad": "\u{fffd}x"})
+        );
+        let (_, key) = record_text(vec![(Mp::from("securenet_key"), Mp::from(5))]);
+        assert_eq!(key, Some(Err(())));
     }
 
     #[test]

@@ -143,19 +143,20 @@ struct Context<'a> {
 }
 
 fn record(
-    log: opentelemetry_proto::tonic::logs::v1::LogRecord,
+    mut log: opentelemetry_proto::tonic::logs::v1::LogRecord,
     context: &Context<'_>,
     now_ms: i64,
     max_record: usize,
 ) -> Result<LogRecord, String> {
     let size = log.encoded_len();
-    let message = match &log.body {
+    // Moved out, not copied: the request is ours.
+    let message = match log.body.take() {
         Some(AnyValue {
             value: Some(Value::StringValue(text)),
-        }) => text.clone(),
+        }) => text,
         Some(AnyValue { value: Some(value) }) => {
             let mut out = String::new();
-            value_json(&mut out, value);
+            value_json(&mut out, &value);
             out
         }
         _ => String::new(),
@@ -199,7 +200,7 @@ fn record(
         app,
         pid,
         severity,
-        msg_id: (!log.event_name.is_empty()).then(|| log.event_name.clone()),
+        msg_id: (!log.event_name.is_empty()).then(|| std::mem::take(&mut log.event_name)),
         message,
         source_ip,
         structured_data,
@@ -227,7 +228,7 @@ fn structured(
     };
     if !log.attributes.is_empty() {
         field(&mut out, "attributes");
-        out.push_str(&object_json(&log.attributes));
+        write_object(&mut out, &log.attributes);
     }
     if let Some(resource) = context.resource_json {
         field(&mut out, "resource");
@@ -291,20 +292,26 @@ fn scalar_attr(attributes: &[KeyValue], key: &str) -> Option<String> {
 /// Key-values as a JSON object (a later duplicate key wins, as JSON
 /// readers do).
 fn object_json(attributes: &[KeyValue]) -> String {
-    let mut out = String::from("{");
+    let mut out = String::new();
+    write_object(&mut out, attributes);
+    out
+}
+
+/// [`object_json`], appended to `out`.
+fn write_object(out: &mut String, attributes: &[KeyValue]) {
+    out.push('{');
     for (i, kv) in attributes.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        json_str(&mut out, &kv.key);
+        json_str(out, &kv.key);
         out.push(':');
         match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-            Some(value) => value_json(&mut out, value),
+            Some(value) => value_json(out, value),
             None => out.push_str("null"),
         }
     }
     out.push('}');
-    out
 }
 
 fn value_json(out: &mut String, value: &Value) {
@@ -332,7 +339,7 @@ fn value_json(out: &mut String, value: &Value) {
             }
             out.push(']');
         }
-        Value::KvlistValue(list) => out.push_str(&object_json(&list.values)),
+        Value::KvlistValue(list) => write_object(out, &list.values),
         Value::BytesValue(bytes) => json_str(
             out,
             &base64::engine::general_purpose::STANDARD.encode(bytes),
@@ -345,6 +352,14 @@ fn value_json(out: &mut String, value: &Value) {
 }
 
 fn json_str(out: &mut String, s: &str) {
+    // Most keys and values need no escaping: copied as they are (this runs
+    // for every attribute of every record).
+    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     // serde_json's escaping; writing a &str into a String cannot fail.
     if let Ok(quoted) = serde_json::to_string(s) {
         out.push_str(&quoted);

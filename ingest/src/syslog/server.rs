@@ -267,6 +267,9 @@ impl Processor {
             source_ip: Some(peer.to_string()),
             input: self.input,
         };
+        // Counted per call, not per message: a label lookup per message
+        // cost more than parsing a short one.
+        let mut statuses = [0u64; 4];
         for frame in frames {
             let mut parsed = match self.format {
                 Format::Syslog => parse(&frame.bytes, &ctx),
@@ -284,10 +287,7 @@ impl Processor {
                     super::parse::redact_key(raw, key);
                 }
             }
-            self.metrics
-                .messages
-                .with_label_values(&[&self.name, parsed.record.parse_status.as_str()])
-                .inc();
+            statuses[parsed.record.parse_status as usize] += 1;
             let resolved = if parsed.unreadable_key {
                 // It carries a key we cannot read: never route it by source.
                 Err(super::tenant::Rejection::BadKey)
@@ -297,6 +297,20 @@ impl Processor {
             match resolved {
                 Ok(tenant) => groups.entry(tenant).or_default().push(parsed.record),
                 Err(reason) => self.count_rejected(reason.as_str(), 1),
+            }
+        }
+        for status in [
+            ParseStatus::Ok,
+            ParseStatus::Truncated,
+            ParseStatus::InvalidUtf8,
+            ParseStatus::Error,
+        ] {
+            let n = statuses[status as usize];
+            if n > 0 {
+                self.metrics
+                    .messages
+                    .with_label_values(&[&self.name, status.as_str()])
+                    .inc_by(n);
             }
         }
     }
@@ -829,10 +843,11 @@ impl Processor {
         }
         let received = schemas::time::now_ms();
         let mut groups: HashMap<TenantId, Vec<LogRecord>> = HashMap::new();
-        for (ms, mut record) in events.entries {
-            let key = match record.remove(fluent::KEY_FIELD) {
-                Some(serde_json::Value::String(key)) => Some(key),
-                Some(_) => {
+        for (ms, record) in events.entries {
+            let (text, key) = fluent::record_text(record);
+            let key = match key {
+                Some(Ok(key)) => Some(key),
+                Some(Err(())) => {
                     self.count_rejected("bad_key", 1);
                     continue;
                 }
@@ -845,7 +860,6 @@ impl Processor {
                     continue;
                 }
             };
-            let text = serde_json::Value::Object(record).to_string();
             let extra = [("fluent_tag", events.tag.as_str())];
             match crate::json::parse_record_with(&text, &tenant, received, self.input, &extra) {
                 Ok(mut r) => {
