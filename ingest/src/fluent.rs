@@ -597,4 +597,55 @@ mod tests {
         assert_eq!(pong[2].as_str(), Some("shared key mismatch"));
         assert!(!answer_ping(&Mp::from("PING"), nonce, "s3cret", "x").1);
     }
+
+    use proptest::prelude::*;
+
+    /// MessagePack values of every kind, nested.
+    fn values() -> impl Strategy<Value = Mp> {
+        let leaf = prop_oneof![
+            Just(Mp::Nil),
+            any::<bool>().prop_map(Mp::Boolean),
+            any::<i64>().prop_map(Mp::from),
+            any::<u64>().prop_map(Mp::from),
+            any::<f64>().prop_map(Mp::F64),
+            any::<f32>().prop_map(Mp::F32),
+            ".{0,300}".prop_map(|s: String| Mp::from(s)),
+            proptest::collection::vec(any::<u8>(), 0..300).prop_map(Mp::Binary),
+            (any::<i8>(), proptest::collection::vec(any::<u8>(), 0..20))
+                .prop_map(|(t, d)| Mp::Ext(t, d)),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..20).prop_map(Mp::Array),
+                proptest::collection::vec((inner.clone(), inner), 0..10).prop_map(Mp::Map),
+            ]
+        })
+    }
+
+    proptest! {
+        // The scanner agrees with the encoder on where every value ends,
+        // and calls every cut-off prefix incomplete.
+        #[test]
+        fn value_len_is_the_encoded_length(value in values(), cut in any::<prop::sample::Index>()) {
+            let bytes = mp(&value);
+            prop_assert_eq!(value_len(&bytes), Ok(Some(bytes.len())));
+            let at = cut.index(bytes.len());
+            prop_assert_eq!(value_len(&bytes[..at]), Ok(None));
+        }
+
+        // Whatever a sender writes, the scanner answers (never panics), and
+        // a length it reports is inside the buffer.
+        #[test]
+        fn value_len_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(Some(n)) = value_len(&bytes) {
+                prop_assert!(n <= bytes.len());
+            }
+        }
+
+        // Whatever decodes, decode() turns into events or named errors.
+        #[test]
+        fn decode_never_panics(value in values()) {
+            let _ = decode(value, 1 << 16);
+        }
+    }
 }
