@@ -263,10 +263,19 @@ impl Assembler {
         key_id.copy_from_slice(id);
         let key = (peer, key_id);
         if !self.pending.contains_key(&key) {
-            if self.pending.len() >= MAX_PENDING
-                && let Some((_, oldest)) = self.order.pop_front()
-            {
-                self.pending.remove(&oldest);
+            // Evict the oldest message still pending; entries of messages
+            // that completed meanwhile are skipped (they free nothing).
+            while self.pending.len() >= MAX_PENDING {
+                let Some((started, oldest)) = self.order.pop_front() else {
+                    break;
+                };
+                if self
+                    .pending
+                    .get(&oldest)
+                    .is_some_and(|p| p.started == started)
+                {
+                    self.pending.remove(&oldest);
+                }
             }
             self.pending.insert(
                 key,
@@ -438,6 +447,33 @@ mod tests {
         let mut c = vec![0x1e, 0x0f, id, 0, 0, 0, 0, 0, 0, 0, seq, count];
         c.extend_from_slice(data);
         c
+    }
+
+    #[test]
+    fn pending_messages_stay_bounded_whatever_completes_in_between() {
+        let peer: IpAddr = "192.0.2.1".parse().unwrap();
+        let t0 = Instant::now();
+        let mut a = Assembler::new(1024);
+        let first = |id: u32| {
+            let mut c = vec![0x1e, 0x0f];
+            c.extend_from_slice(&u64::from(id).to_be_bytes());
+            c.extend_from_slice(&[0, 2, b'x']);
+            c
+        };
+        // Many messages complete (their order entries go stale), then more
+        // than the bound stay incomplete: eviction must not stop at the
+        // stale entries.
+        let n = MAX_PENDING as u32;
+        for id in 0..2 * n {
+            a.accept(peer, &first(id), t0);
+            let mut second = first(id);
+            second[10] = 1;
+            assert!(matches!(a.accept(peer, &second, t0), Datagram::Complete(_)));
+        }
+        for id in 2 * n..3 * n + 1000 {
+            assert_eq!(a.accept(peer, &first(id), t0), Datagram::Partial);
+        }
+        assert!(a.pending.len() <= MAX_PENDING, "{}", a.pending.len());
     }
 
     #[test]
