@@ -255,11 +255,7 @@ pub fn record_text(record: Vec<(Mp, Mp)>) -> (String, Option<Result<String, ()>>
     out.push(b'{');
     let mut first = true;
     for (k, v) in record {
-        let name = match k {
-            Mp::String(s) => lossy(s.into_bytes()),
-            Mp::Binary(b) => lossy(b),
-            other => other.to_string(),
-        };
+        let name = key_text(k);
         if name == KEY_FIELD {
             key = Some(match v {
                 Mp::String(s) => s.into_str().ok_or(()),
@@ -318,17 +314,23 @@ fn write_json(out: &mut Vec<u8>, value: Mp) {
                 if i > 0 {
                     out.push(b',');
                 }
-                let name = match k {
-                    Mp::String(s) => lossy(s.into_bytes()),
-                    Mp::Binary(b) => lossy(b),
-                    other => other.to_string(),
-                };
+                let name = key_text(k);
                 write_str(out, &name);
                 out.push(b':');
                 write_json(out, v);
             }
             out.push(b'}');
         }
+    }
+}
+
+/// A map key as text: strings (binary from older clients) as they are,
+/// anything else as MessagePack's display of it.
+fn key_text(key: Mp) -> String {
+    match key {
+        Mp::String(s) => lossy(s.into_bytes()),
+        Mp::Binary(b) => lossy(b),
+        other => other.to_string(),
     }
 }
 

@@ -102,10 +102,6 @@ impl Certificates {
         Ok(())
     }
 
-    pub fn cert_path(&self) -> &Path {
-        &self.cert
-    }
-
     /// A server configuration presenting these certificates (ALPN as
     /// given: `h2` and `http/1.1` for HTTP, none for log streams).
     pub fn server_config(

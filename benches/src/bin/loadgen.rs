@@ -30,35 +30,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Send generated NDJSON to a SecureNet (or the null server).
-    Http {
-        /// Base URL, e.g. http://127.0.0.1:8080
-        #[arg(long)]
-        url: String,
-        #[arg(long, default_value = "none")]
-        key: String,
-        /// Rows per run.
-        #[arg(long, default_value_t = 500_000)]
-        rows: usize,
-        /// Rows per request.
-        #[arg(long, default_value_t = 2_000)]
-        batch: usize,
-        /// Requests in flight.
-        #[arg(long, default_value_t = 8)]
-        concurrency: usize,
-        /// Measured runs after one warm-up run; 0: a single measured run
-        /// without warm-up.
-        #[arg(long, default_value_t = 5)]
-        runs: usize,
-        #[arg(long, default_value_t = 7)]
-        seed: u64,
-        /// What to send (the same records in each).
-        #[arg(long, value_enum, default_value = "ndjson")]
-        protocol: Protocol,
-        /// host:port of the OTLP/gRPC, GELF TCP or Fluent listener.
-        #[arg(long)]
-        target: Option<String>,
-    },
+    /// Send generated records to a SecureNet (or the null server).
+    Http(Load),
     /// Accept and discard request bodies (baseline).
     NullServer {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -69,44 +42,39 @@ enum Cmd {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Cmd::Http {
-            url,
-            key,
-            rows,
-            batch,
-            concurrency,
-            runs,
-            seed,
-            protocol,
-            target,
-        } => {
-            let load = Load {
-                url,
-                key,
-                rows,
-                batch,
-                concurrency,
-                runs,
-                seed,
-                protocol,
-                target,
-            };
-            http(&load).await
-        }
+        Cmd::Http(load) => http(&load).await,
         Cmd::NullServer { listen } => null_server(listen).await,
     }
 }
 
 /// One `loadgen http` invocation.
+#[derive(clap::Args)]
 struct Load {
+    /// Base URL, e.g. http://127.0.0.1:8080
+    #[arg(long)]
     url: String,
+    #[arg(long, default_value = "none")]
     key: String,
+    /// Rows per run.
+    #[arg(long, default_value_t = 500_000)]
     rows: usize,
+    /// Rows per request.
+    #[arg(long, default_value_t = 2_000)]
     batch: usize,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Measured runs after one warm-up run; 0: a single measured run
+    /// without warm-up.
+    #[arg(long, default_value_t = 5)]
     runs: usize,
+    #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// What to send (the same records in each).
+    #[arg(long, value_enum, default_value = "ndjson")]
     protocol: Protocol,
+    /// host:port of the OTLP/gRPC, GELF TCP or Fluent listener.
+    #[arg(long)]
     target: Option<String>,
 }
 

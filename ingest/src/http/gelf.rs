@@ -17,14 +17,9 @@ use axum::response::{IntoResponse, Response};
 use schemas::{LogRecord, ParseStatus};
 use serde_json::{Map, Value};
 
-use super::{IngestState, authenticate, classify, with_retry_headers};
+use super::{IngestState, authenticate, text_error};
 use crate::error::Error;
 use crate::syslog::parse::{ParseContext, Parsed};
-
-fn gelf_error(err: Error) -> Response {
-    let (status, _, message) = classify(&err);
-    with_retry_headers((status, format!("{message}\n")).into_response(), &err)
-}
 
 /// The messages of a body, each parsed or refused.
 struct Messages {
@@ -47,7 +42,7 @@ pub async fn gelf(State(state): State<IngestState>, headers: HeaderMap, body: Bo
             let text = format!("{} messages rejected: {}\n", errors.len(), shown.join("; "));
             (StatusCode::BAD_REQUEST, text).into_response()
         }
-        Err(e) => gelf_error(e),
+        Err(e) => text_error(e),
     }
 }
 

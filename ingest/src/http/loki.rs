@@ -20,7 +20,7 @@ use schemas::{LogRecord, ParseStatus, TenantId};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{IngestState, classify, with_retry_headers};
+use super::{IngestState, text_error};
 use crate::error::Error;
 
 #[derive(Deserialize)]
@@ -35,25 +35,20 @@ struct Stream {
     values: Vec<Vec<Value>>,
 }
 
-fn loki_error(err: Error) -> Response {
-    let (status, _, message) = classify(&err);
-    with_retry_headers((status, format!("{message}\n")).into_response(), &err)
-}
-
 pub async fn push(State(state): State<IngestState>, headers: HeaderMap, body: Body) -> Response {
     let (principal, wire) = match state
         .begin(&headers, body, state.config.max_body_bytes)
         .await
     {
         Ok(b) => b,
-        Err(e) => return loki_error(e),
+        Err(e) => return text_error(e),
     };
     let media = super::body::media_type(&headers);
     let protobuf = match media.as_str() {
         "" | "application/json" => false,
         "application/x-protobuf" | "application/protobuf" => true,
         _ => {
-            return loki_error(Error::UnsupportedContentType(format!(
+            return text_error(Error::UnsupportedContentType(format!(
                 "{media} (Loki pushes are application/x-protobuf, snappy-compressed, or application/json)"
             )));
         }
@@ -70,7 +65,7 @@ pub async fn push(State(state): State<IngestState>, headers: HeaderMap, body: Bo
         .await;
     let ((records, errors), reservation) = match parsed {
         Ok(p) => p,
-        Err(e) => return loki_error(e),
+        Err(e) => return text_error(e),
     };
     if records.is_empty() && errors.is_empty() {
         return StatusCode::NO_CONTENT.into_response();
@@ -79,7 +74,7 @@ pub async fn push(State(state): State<IngestState>, headers: HeaderMap, body: Bo
         .store_records(principal.tenant, "loki", records, errors.len(), reservation)
         .await
     {
-        return loki_error(e);
+        return text_error(e);
     }
     if errors.is_empty() {
         StatusCode::NO_CONTENT.into_response()

@@ -447,6 +447,13 @@ pub(crate) fn with_retry_headers(mut response: Response, err: &Error) -> Respons
     response
 }
 
+/// An error as plain text (the Loki and GELF routes answer so), with its
+/// retry headers.
+pub(crate) fn text_error(err: Error) -> Response {
+    let (status, _, message) = classify(&err);
+    with_retry_headers((status, format!("{message}\n")).into_response(), &err)
+}
+
 /// When a client should retry after an error, in seconds (none: it should
 /// not retry the same request).
 pub(crate) fn retry_after_secs(err: &Error) -> Option<u64> {

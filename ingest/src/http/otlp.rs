@@ -73,15 +73,7 @@ fn response_json(response: &ExportLogsServiceResponse) -> Value {
 
 fn otlp_error(encoding: Encoding, err: Error) -> Response {
     let (status, _, message) = classify(&err);
-    // The gRPC code an OTLP/HTTP status corresponds to (the spec's table).
-    let code = match status.as_u16() {
-        400 | 413 | 415 => 3, // INVALID_ARGUMENT
-        401 => 16,            // UNAUTHENTICATED
-        403 => 7,             // PERMISSION_DENIED
-        429 => 8,             // RESOURCE_EXHAUSTED
-        503 => 14,            // UNAVAILABLE
-        _ => 13,              // INTERNAL
-    };
+    let code = crate::otlp::grpc_code(status) as i32;
     let json = json!({"code": code, "message": message});
     let body = RpcStatus { code, message };
     with_retry_headers(encoding.answer(status, &body, json), &err)

@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
 };
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::MetadataValue;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
 use crate::error::Error;
 use crate::http::{IngestState, authenticate, classify, retry_after_secs};
@@ -95,15 +95,7 @@ struct ProtoDuration {
 /// `INVALID_ARGUMENT`, `UNAUTHENTICATED` or `PERMISSION_DENIED`.
 fn status(err: Error) -> Status {
     let (http, _, message) = classify(&err);
-    let code = match http.as_u16() {
-        401 => Code::Unauthenticated,
-        403 => Code::PermissionDenied,
-        429 => Code::ResourceExhausted,
-        503 => Code::Unavailable,
-        500..=599 => Code::Internal,
-        _ => Code::InvalidArgument,
-    };
-    let mut status = Status::new(code, message);
+    let mut status = Status::new(super::grpc_code(http), message);
     if let Some(secs) = retry_after_secs(&err) {
         let info = RetryInfo {
             retry_delay: Some(ProtoDuration {

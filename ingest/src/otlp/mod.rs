@@ -59,7 +59,7 @@ impl Mapped {
 
 /// The first refusals, joined (a request of 10,000 bad records must not
 /// answer with 10,000 reasons).
-pub(crate) fn rejected_message(rejected: &[String]) -> String {
+fn rejected_message(rejected: &[String]) -> String {
     let mut text = format!("{} log records rejected: ", rejected.len());
     for (i, reason) in rejected.iter().take(20).enumerate() {
         if i > 0 {
@@ -363,6 +363,23 @@ fn json_str(out: &mut String, s: &str) {
     // serde_json's escaping; writing a &str into a String cannot fail.
     if let Ok(quoted) = serde_json::to_string(s) {
         out.push_str(&quoted);
+    }
+}
+
+/// The gRPC code of an answer's HTTP status, as the OTLP specification
+/// pairs them (OTLP/gRPC answers with it; OTLP/HTTP error bodies carry it):
+/// refusals a retry cannot fix are `INVALID_ARGUMENT`, `UNAUTHENTICATED`
+/// or `PERMISSION_DENIED`; the organization's rate limit is
+/// `RESOURCE_EXHAUSTED` and backpressure `UNAVAILABLE` (both retried).
+pub fn grpc_code(status: axum::http::StatusCode) -> tonic::Code {
+    use tonic::Code;
+    match status.as_u16() {
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        429 => Code::ResourceExhausted,
+        503 => Code::Unavailable,
+        500..=599 => Code::Internal,
+        _ => Code::InvalidArgument,
     }
 }
 
