@@ -45,9 +45,10 @@ def otlp(kind, endpoint, key, run, count):
         from grpc import Compression
         from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 
+        # An https:// endpoint is TLS, trusting OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE.
         exporter = OTLPLogExporter(
             endpoint=endpoint,
-            insecure=True,
+            insecure=not endpoint.startswith("https://"),
             headers={"authorization": f"Bearer {key}"},
             compression=Compression.Gzip,
             timeout=30,
@@ -166,15 +167,29 @@ def loki_protobuf(url, key, run, count):
 def gelf(kind, target, key, run, count):
     """pygelf's handlers under Python's logging, as applications use them.
     The key travels as the additional field _securenet_key (pygelf cannot
-    set headers); every other message is large and random, so that over UDP
+    set headers; an empty key sends none); every other message is large and random, so that over UDP
     it is compressed and still split into chunks."""
     import os
 
-    from pygelf import GelfHttpHandler, GelfTcpHandler, GelfUdpHandler
+    from pygelf import GelfHttpHandler, GelfTcpHandler, GelfTlsHandler, GelfUdpHandler
 
     host, port = target.rsplit(":", 1)
-    fields = {"_securenet_key": key, "_app": "billing", "_run": run}
-    if kind == "gelf-udp":
+    fields = {"_app": "billing", "_run": run}
+    if key:
+        fields["_securenet_key"] = key
+    if kind == "gelf-tls":
+        # Trusts GELF_TLS_CA; presents GELF_TLS_CERT/GELF_TLS_KEY when set
+        # (a client certificate whose subject names the tenant).
+        handler = GelfTlsHandler(
+            host=host,
+            port=int(port),
+            validate=True,
+            ca_certs=os.environ["GELF_TLS_CA"],
+            certfile=os.environ.get("GELF_TLS_CERT"),
+            keyfile=os.environ.get("GELF_TLS_KEY"),
+            **fields,
+        )
+    elif kind == "gelf-udp":
         handler = GelfUdpHandler(host=host, port=int(port), compress=True, chunk_size=1300, **fields)
     elif kind == "gelf-tcp":
         handler = GelfTcpHandler(host=host, port=int(port), **fields)

@@ -92,9 +92,27 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
         false => None,
     };
     let bus = Bus::start(role, &config, pipeline.as_ref(), &metrics).await?;
+    // With http.tls, HTTPS on http.listen and TLS on the gRPC listeners
+    // (OTLP/gRPC, Flight SQL), one certificate, read again on SIGHUP (with
+    // the TLS syslog listeners').
+    let certificates = match &config.http.tls {
+        Some(files) => Some(
+            ingest::tls::Certificates::load(&files.cert_path, &files.key_path)
+                .context("http.tls")?,
+        ),
+        None => None,
+    };
+    let acceptor = |alpn: &[&[u8]]| -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+        let Some(certificates) = &certificates else {
+            return Ok(None);
+        };
+        let server = certificates.server_config(alpn, None).context("http.tls")?;
+        Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(server))))
+    };
+    let grpc_tls = acceptor(&[b"h2"])?;
     let ingest = match (role.ingests(), &bus.producer) {
         (true, Some(producer)) => {
-            Some(IngestRole::start(&config, &store, producer, &registry).await?)
+            Some(IngestRole::start(&config, &store, producer, &registry, grpc_tls.clone()).await?)
         }
         _ => None,
     };
@@ -129,19 +147,7 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
         .method_not_allowed_fallback(query_api::method_not_allowed)
         .layer(middleware::from_fn(query_api::headers::security_headers));
 
-    // HTTPS when http.tls is set; its certificates (and the TLS syslog
-    // listeners') are read again on SIGHUP.
-    let tls = match &config.http.tls {
-        Some(files) => {
-            let certificates = ingest::tls::Certificates::load(&files.cert_path, &files.key_path)
-                .context("http.tls")?;
-            let server = certificates
-                .server_config(&[b"h2", b"http/1.1"])
-                .context("http.tls")?;
-            Some(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
-        }
-        None => None,
-    };
+    let tls = acceptor(&[b"h2", b"http/1.1"])?;
     reload_certificates_on_hangup()?;
     let listener = TcpListener::bind(config.http.listen)
         .await
@@ -166,7 +172,8 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
             println!("securenet ready flight_sql={flight_addr}");
             Some(tokio::spawn(async move {
                 let stopped = async move { stop.cancelled().await };
-                if let Err(error) = query_api::flight_sql::serve(listener, service, stopped).await {
+                let incoming = ingest::tls::grpc_incoming(listener, grpc_tls);
+                if let Err(error) = query_api::flight_sql::serve(incoming, service, stopped).await {
                     tracing::error!(%error, "Flight SQL listener failed");
                 }
             }))
@@ -499,6 +506,7 @@ impl IngestRole {
         store: &Arc<MetaStore>,
         producer: &Arc<dyn BusProducer>,
         registry: &prometheus::Registry,
+        grpc_tls: Option<tokio_rustls::TlsAcceptor>,
     ) -> anyhow::Result<Self> {
         let ingest_metrics = ingest::IngestMetrics::new(registry)?;
         let (batcher, batcher_task) = Batcher::start(
@@ -547,7 +555,9 @@ impl IngestRole {
             let stopped = async move { stop.cancelled().await };
             let state = state.clone();
             listeners.spawn(async move {
-                if let Err(error) = ingest::otlp::grpc::serve(listener, state, stopped).await {
+                if let Err(error) =
+                    ingest::otlp::grpc::serve(listener, grpc_tls, state, stopped).await
+                {
                     tracing::error!(%error, "OTLP/gRPC listener failed");
                 }
             });

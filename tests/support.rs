@@ -951,3 +951,88 @@ impl Drop for Tansu {
         self.kill();
     }
 }
+
+/// A certificate authority of a test's own (openssl), issuing server and
+/// client certificates.
+pub struct TestCa {
+    pub cert: PathBuf,
+    key: PathBuf,
+}
+
+impl TestCa {
+    /// A self-signed CA, `CN={name} test CA`, written under `dir`.
+    pub fn new(dir: &Path, name: &str) -> Self {
+        let (cert, key) = (
+            dir.join(format!("{name}-ca.crt")),
+            dir.join(format!("{name}-ca.key")),
+        );
+        let subject = format!("/CN={name} test CA");
+        run(
+            "openssl",
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                &subject,
+                "-keyout",
+                path_str(&key),
+                "-out",
+                path_str(&cert),
+            ],
+        );
+        Self { cert, key }
+    }
+
+    /// Issues a certificate for `subject` (openssl's `/O=…/CN=…` form) to
+    /// `cert`/`key` (overwriting them, as operators renew), with the
+    /// extensions in `ext` (e.g. `subjectAltName=DNS:localhost`).
+    pub fn issue(&self, subject: &str, cert: &Path, key: &Path, ext: &str) {
+        let csr = cert.with_extension("csr");
+        let ext_file = cert.with_extension("ext");
+        std::fs::write(&ext_file, format!("{ext}\n")).unwrap();
+        run(
+            "openssl",
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                subject,
+                "-keyout",
+                path_str(key),
+                "-out",
+                path_str(&csr),
+            ],
+        );
+        run(
+            "openssl",
+            &[
+                "x509",
+                "-req",
+                "-in",
+                path_str(&csr),
+                "-CA",
+                path_str(&self.cert),
+                "-CAkey",
+                path_str(&self.key),
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-extfile",
+                path_str(&ext_file),
+                "-out",
+                path_str(cert),
+            ],
+        );
+    }
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("test paths are UTF-8")
+}

@@ -6,7 +6,11 @@ use std::net::{TcpStream, UdpSocket};
 
 use serde_json::Value;
 
-use crate::support::{DEFAULT_KEY, Env, metric, metric_sum, rows, run, wait_count};
+use std::path::PathBuf;
+
+use crate::support::{
+    DEFAULT_KEY, Env, TestCa, forwarder_client_with, metric, metric_sum, rows, run, wait_count,
+};
 
 fn logger(port: u16, args: &[&str], message: &str) {
     let port = port.to_string();
@@ -562,4 +566,160 @@ async fn the_real_world_corpus_parses_the_same_over_udp_tcp_and_tls() {
             "{input}: no stored row matches {failures:?}"
         );
     }
+}
+
+/// Writes `payload` over TLS with openssl s_client, presenting the client
+/// certificate and key when given.
+fn openssl_client(port: u16, identity: Option<&(PathBuf, PathBuf)>, payload: &[u8]) {
+    let mut cmd = std::process::Command::new("openssl");
+    cmd.args(["s_client", "-quiet", "-no_ign_eof", "-connect"])
+        .arg(format!("127.0.0.1:{port}"));
+    if let Some((cert, key)) = identity {
+        cmd.arg("-cert").arg(cert).arg("-key").arg(key);
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_client");
+    // A refused handshake may close the pipe before everything is written.
+    let _ = child.stdin.take().unwrap().write_all(payload);
+    let _ = child.wait();
+}
+
+#[tokio::test]
+async fn client_certificates_name_the_tenant_and_unmapped_or_foreign_ones_are_refused() {
+    let env = Env::new();
+    let dir = env.path().to_path_buf();
+    let acme = env.org_with_key("acme");
+    let globex = env.org_with_key("globex");
+    let (server_cert, server_key) = (dir.join("server.crt"), dir.join("server.key"));
+    let server_ca = TestCa::new(&dir, "server");
+    server_ca.issue(
+        "/CN=localhost",
+        &server_cert,
+        &server_key,
+        "subjectAltName=DNS:localhost,IP:127.0.0.1",
+    );
+    let clients = TestCa::new(&dir, "clients");
+    let rogue = TestCa::new(&dir, "rogue");
+    let identity = |ca: &TestCa, name: &str, subject: &str| {
+        let pair = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        ca.issue(subject, &pair.0, &pair.1, "extendedKeyUsage=clientAuth");
+        pair
+    };
+    let acme_fw = identity(
+        &clients,
+        "acme-fw",
+        "/C=DE/O=Acme Inc/OU=Firewalls/CN=fw01.acme.example",
+    );
+    let globex_gw = identity(&clients, "globex-gw", "/O=Globex/CN=gw1");
+    let initech = identity(&clients, "initech", "/O=Initech/CN=gw1");
+    // Acme's subject, but not from the CA the listener trusts.
+    let forged = identity(
+        &rogue,
+        "forged",
+        "/C=DE/O=Acme Inc/OU=Firewalls/CN=fw01.acme.example",
+    );
+    let tls = |require: bool| {
+        format!(
+            r#"tls={{cert_path="{}",key_path="{}",client_ca_path="{}",require_client_certificate={require}}}"#,
+            server_cert.display(),
+            server_key.display(),
+            clients.cert.display()
+        )
+    };
+    let listeners = format!(
+        r#"[{{name="mtls",protocol="tls",listen="127.0.0.1:0",default_tenant="default",{},client_certificates=[{{subject="O=Acme Inc",tenant="acme"}},{{subject="O=Globex",tenant="globex"}}]}},{{name="gelf-mtls",protocol="tls",format="gelf",listen="127.0.0.1:0",default_tenant="default",{},client_certificates=[{{subject="OU=Firewalls,O=Acme Inc",tenant="acme"}}]}}]"#,
+        tls(true),
+        tls(false)
+    );
+    // The environment owns the directory of certificates: keep it.
+    let env = env.set("SECURENET_INGEST__SYSLOG", &listeners);
+    let server = env.serve();
+    let port = server.syslog_port("mtls");
+
+    // Refused: a certificate no rule maps (never the default tenant), one
+    // from another CA, none at all where one is required.
+    openssl_client(
+        port,
+        Some(&initech),
+        b"<13>Dec  4 10:00:00 gw1 app: mtls initech\n",
+    );
+    openssl_client(
+        port,
+        Some(&forged),
+        b"<13>Dec  4 10:00:00 fw01 app: mtls forged\n",
+    );
+    openssl_client(
+        port,
+        None,
+        b"<13>Dec  4 10:00:00 anon app: mtls anonymous\n",
+    );
+    // Served: each certificate's tenant; a key in the message still wins.
+    let with_key = format!(
+        "<13>1 2026-12-04T10:00:00Z fw01 app - - [securenet@32473 key=\"{globex}\"] mtls keyed\n"
+    );
+    openssl_client(
+        port,
+        Some(&acme_fw),
+        format!("<13>Dec  4 10:00:00 fw01 app: mtls acme\n{with_key}").as_bytes(),
+    );
+    openssl_client(
+        port,
+        Some(&globex_gw),
+        b"<13>Dec  4 10:00:00 gw1 app: mtls globex\n",
+    );
+    // pygelf over TLS where a certificate is optional: with one, its
+    // tenant; without, the listener's default.
+    let gelf = server
+        .syslog_addr("gelf-mtls")
+        .to_string()
+        .replace("127.0.0.1", "localhost");
+    let ca = server_ca.cert.to_str().unwrap();
+    let mut with_cert = vec![("GELF_TLS_CA", ca)];
+    with_cert.push(("GELF_TLS_CERT", acme_fw.0.to_str().unwrap()));
+    with_cert.push(("GELF_TLS_KEY", acme_fw.1.to_str().unwrap()));
+    forwarder_client_with("gelf-tls", &gelf, "", "certified", 4, &with_cert);
+    forwarder_client_with(
+        "gelf-tls",
+        &gelf,
+        "",
+        "anonymous",
+        3,
+        &[("GELF_TLS_CA", ca)],
+    );
+
+    let acme_where =
+        "logs WHERE message = 'mtls acme' OR message LIKE 'gelf-tls message % of certified%'";
+    assert_eq!(wait_count(&server, &acme, acme_where, 5).await, 5);
+    let globex_where = "logs WHERE message IN ('mtls globex', 'mtls keyed')";
+    assert_eq!(wait_count(&server, &globex, globex_where, 2).await, 2);
+    let anonymous = "logs WHERE message LIKE 'gelf-tls message % of anonymous%'";
+    assert_eq!(wait_count(&server, DEFAULT_KEY, anonymous, 3).await, 3);
+    for key in [DEFAULT_KEY, acme.as_str(), globex.as_str()] {
+        let total = rows(&server, key, "SELECT count(*) AS n FROM logs").await;
+        let expected = if key == DEFAULT_KEY {
+            3
+        } else if key == acme {
+            5
+        } else {
+            2
+        };
+        assert_eq!(
+            total[0]["n"], expected,
+            "nothing refused was stored anywhere"
+        );
+    }
+    let refused = |reason: &str| {
+        format!(
+            r#"securenet_syslog_connections_refused_total{{listener="mtls",reason="{reason}"}}"#
+        )
+    };
+    assert_eq!(metric(&server, &refused("unmapped_certificate")).await, 1.0);
+    assert!(metric(&server, &refused("tls_handshake")).await >= 2.0);
 }

@@ -1,81 +1,27 @@
-//! HTTPS on the HTTP listener (`http.tls`): curl and the OpenTelemetry
-//! SDK's OTLP/HTTP exporter over TLS, and the certificate reloaded on
-//! SIGHUP while open connections keep working.
+//! HTTPS on the HTTP listener (`http.tls`), and TLS with the same
+//! certificate on the gRPC listeners: curl, the OpenTelemetry SDK's
+//! OTLP/HTTP and OTLP/gRPC exporters, ADBC's Flight SQL driver; the
+//! certificate reloaded on SIGHUP while open connections keep working.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{DEFAULT_KEY, Env, curl, forwarder_client_with, run, signal};
+use crate::support::{DEFAULT_KEY, Env, TestCa, curl, forwarder_client_with, python, signal};
 
 /// A certificate for localhost and 127.0.0.1, subject `CN=cn`, signed by a
 /// CA of its own, written to `cert`/`key` (overwriting them: that is how
 /// operators renew). Returns the CA's certificate, what clients trust.
 fn certificate(cert: &Path, key: &Path, cn: &str) -> PathBuf {
-    let dir = cert.parent().unwrap();
-    let ca = dir.join(format!("{cn}-ca.crt"));
-    let ca_key = dir.join(format!("{cn}-ca.key"));
-    let csr = dir.join(format!("{cn}.csr"));
-    let ext = dir.join(format!("{cn}.ext"));
-    std::fs::write(&ext, "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
-    let path = |p: &Path| p.to_str().unwrap().to_string();
-    let subject = format!("/CN={cn}");
-    let ca_subject = format!("/CN={cn} test CA");
-    run(
-        "openssl",
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            &ca_subject,
-            "-keyout",
-            &path(&ca_key),
-            "-out",
-            &path(&ca),
-        ],
+    let ca = TestCa::new(cert.parent().unwrap(), cn);
+    ca.issue(
+        &format!("/CN={cn}"),
+        cert,
+        key,
+        "subjectAltName=DNS:localhost,IP:127.0.0.1",
     );
-    run(
-        "openssl",
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            &subject,
-            "-keyout",
-            &path(key),
-            "-out",
-            &path(&csr),
-        ],
-    );
-    run(
-        "openssl",
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &path(&csr),
-            "-CA",
-            &path(&ca),
-            "-CAkey",
-            &path(&ca_key),
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            &path(&ext),
-            "-out",
-            &path(cert),
-        ],
-    );
-    ca
+    ca.cert
 }
 
 fn client_trusting(cert: &Path) -> reqwest::Client {
@@ -102,6 +48,35 @@ async fn count_logs(client: &reqwest::Client, base: &str) -> u64 {
     answer["rows"][0]["n"].as_u64().unwrap()
 }
 
+/// `SELECT count(*) FROM logs` through ADBC's Flight SQL driver over TLS,
+/// trusting `ca`; the driver's error when it fails.
+fn flight_count(addr: &str, ca: &Path) -> Result<u64, String> {
+    let script = r#"
+import sys
+import adbc_driver_flightsql.dbapi as flight_sql
+uri, key, ca = sys.argv[1:4]
+options = {
+    "adbc.flight.sql.authorization_header": f"Bearer {key}",
+    "adbc.flight.sql.client_option.tls_root_certs": open(ca).read(),
+}
+with flight_sql.connect(uri, db_kwargs=options) as conn, conn.cursor() as cur:
+    cur.execute("SELECT count(*) FROM logs")
+    print(cur.fetchall()[0][0])
+"#;
+    let out = std::process::Command::new(python())
+        .args(["-c", script, &format!("grpc+tls://{addr}"), DEFAULT_KEY])
+        .arg(ca)
+        .output()
+        .expect("run ADBC");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(|e| format!("{e}"))
+}
+
 #[tokio::test]
 async fn https_serves_ingest_and_the_api_and_reloads_its_certificate_on_sighup() {
     let env = Env::new();
@@ -109,7 +84,9 @@ async fn https_serves_ingest_and_the_api_and_reloads_its_certificate_on_sighup()
     let first = certificate(&cert, &key, "first");
     let env = env
         .set("SECURENET_HTTP__TLS__CERT_PATH", cert.to_str().unwrap())
-        .set("SECURENET_HTTP__TLS__KEY_PATH", key.to_str().unwrap());
+        .set("SECURENET_HTTP__TLS__KEY_PATH", key.to_str().unwrap())
+        .set("SECURENET_INGEST__OTLP__GRPC_LISTEN", "127.0.0.1:0")
+        .set("SECURENET_API__FLIGHT_SQL__LISTEN", "127.0.0.1:0");
     let server = env.serve();
     let port = server.base.rsplit(':').next().unwrap().to_string();
     let base = format!("https://localhost:{port}");
@@ -156,17 +133,48 @@ async fn https_serves_ingest_and_the_api_and_reloads_its_certificate_on_sighup()
         .unwrap();
     assert!(!String::from_utf8_lossy(&plain.stdout).contains("\"ok\""));
 
+    // The gRPC listeners serve TLS with the same certificate: the SDK's
+    // OTLP/gRPC exporter, and ADBC's Flight SQL driver.
+    let grpc = server
+        .listener("otlp_grpc")
+        .replace("127.0.0.1", "localhost");
+    let report = forwarder_client_with(
+        "otlp-grpc",
+        &format!("https://{grpc}"),
+        DEFAULT_KEY,
+        "tls",
+        3,
+        &[(
+            "OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE",
+            first.to_str().unwrap(),
+        )],
+    );
+    assert_eq!(
+        report["results"],
+        json!(["SUCCESS", "SUCCESS", "SUCCESS"]),
+        "{report}"
+    );
+    let flight = server
+        .listener("flight_sql")
+        .replace("127.0.0.1", "localhost");
+    assert_eq!(flight_count(&flight, &first), Ok(7));
+
     let old = client_trusting(&first);
-    assert_eq!(count_logs(&old, &base).await, 4);
+    assert_eq!(count_logs(&old, &base).await, 7);
 
     // Renewal: new files, SIGHUP. The open (pooled) connection goes on;
     // new connections get the new certificate.
     let second = certificate(&cert, &key, "second");
     signal(server.pid(), "HUP");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(count_logs(&old, &base).await, 4, "open connection kept");
+    assert_eq!(count_logs(&old, &base).await, 7, "open connection kept");
     let new = client_trusting(&second);
-    assert_eq!(count_logs(&new, &base).await, 4);
+    assert_eq!(count_logs(&new, &base).await, 7);
+    assert_eq!(flight_count(&flight, &second), Ok(7));
+    assert!(
+        flight_count(&flight, &first).is_err(),
+        "a new gRPC connection must present the renewed certificate"
+    );
     let stale = client_trusting(&first);
     assert!(
         stale
@@ -182,7 +190,7 @@ async fn https_serves_ingest_and_the_api_and_reloads_its_certificate_on_sighup()
     signal(server.pid(), "HUP");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = client_trusting(&second);
-    assert_eq!(count_logs(&after, &base).await, 4);
+    assert_eq!(count_logs(&after, &base).await, 7);
     drop(server);
 }
 

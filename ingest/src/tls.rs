@@ -1,6 +1,8 @@
 //! TLS for the listeners that serve it — the HTTP listener (ingest and the
-//! API) and syslog/GELF/Fluent listeners with `protocol = "tls"`:
-//! certificate chain and key from PEM files, reloadable in place.
+//! API), with the same certificate the gRPC listeners (OTLP/gRPC, Flight
+//! SQL), and syslog/GELF/Fluent listeners with `protocol = "tls"`:
+//! certificate chain and key from PEM files, reloadable in place; client
+//! certificates on the log stream listeners.
 //!
 //! Each listener's [`Certificates`] is the rustls certificate resolver of
 //! its server configuration, so a reload ([`reload_all`], on SIGHUP) changes
@@ -10,13 +12,18 @@
 //! and says why.
 
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::task::{Context, Poll};
 
 use rustls::crypto::CryptoProvider;
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 
 /// Why a certificate could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +49,13 @@ pub enum TlsSetupError {
     Mismatch(rustls::Error),
     #[error("TLS protocol versions: {0}")]
     Versions(rustls::Error),
+    #[error("reading client CA certificates {}: {source}", path.display())]
+    ReadClientCa {
+        path: PathBuf,
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("client CA certificates {}: {why}", path.display())]
+    ClientCa { path: PathBuf, why: String },
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -103,16 +117,21 @@ impl Certificates {
     }
 
     /// A server configuration presenting these certificates (ALPN as
-    /// given: `h2` and `http/1.1` for HTTP, none for log streams).
+    /// given: `h2` and `http/1.1` for HTTP, none for log streams), asking
+    /// clients for certificates when a verifier is given.
     pub fn server_config(
         self: &Arc<Self>,
         alpn: &[&[u8]],
+        clients: Option<Arc<dyn ClientCertVerifier>>,
     ) -> Result<rustls::ServerConfig, TlsSetupError> {
-        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(TlsSetupError::Versions)?
-            .with_no_client_auth()
-            .with_cert_resolver(self.clone());
+            .map_err(TlsSetupError::Versions)?;
+        let builder = match clients {
+            Some(verifier) => builder.with_client_cert_verifier(verifier),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(self.clone());
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(config)
     }
@@ -127,6 +146,231 @@ impl ResolvesServerCert for Certificates {
                 .clone(),
         )
     }
+}
+
+/// Verifies client certificates against the CAs in `ca` (PEM). With
+/// `required`, a client without a certificate fails the handshake;
+/// otherwise it is served without one. The CA file is read once, at start.
+pub fn client_verifier(
+    ca: &Path,
+    required: bool,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsSetupError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca)
+        .map_err(|source| TlsSetupError::ReadClientCa {
+            path: ca.to_path_buf(),
+            source,
+        })?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| TlsSetupError::ReadClientCa {
+            path: ca.to_path_buf(),
+            source,
+        })?;
+    let (added, ignored) = roots.add_parsable_certificates(certs);
+    let bad = |why: String| TlsSetupError::ClientCa {
+        path: ca.to_path_buf(),
+        why,
+    };
+    if added == 0 {
+        return Err(bad("no usable CA certificate".into()));
+    }
+    if ignored > 0 {
+        return Err(bad(format!("{ignored} certificate(s) could not be parsed")));
+    }
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+    let builder = if required {
+        builder
+    } else {
+        builder.allow_unauthenticated()
+    };
+    builder.build().map_err(|e| bad(e.to_string()))
+}
+
+/// Maps a client certificate's subject to a tenant: rules are RFC 4514
+/// names (`O=Acme,OU=Firewalls`) that match a certificate whose subject
+/// has every attribute they name (values compared without regard to
+/// ASCII case, as X.520's caseIgnoreMatch does for names); the rule naming
+/// the most attributes wins, then the first configured.
+#[derive(Debug, Clone)]
+pub struct SubjectRules<T> {
+    /// Each rule's attributes as `type=value` text, lowercased; most
+    /// specific first.
+    rules: Vec<(Vec<String>, T)>,
+}
+
+/// A certificate's subject in RFC 4514 form, for logs and errors.
+pub fn subject_of(der: &[u8]) -> Option<String> {
+    use x509_cert::der::Decode;
+    let cert = x509_cert::Certificate::from_der(der).ok()?;
+    Some(cert.tbs_certificate.subject.to_string())
+}
+
+fn attributes(name: &x509_cert::name::Name) -> Vec<String> {
+    name.0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .map(|atv| atv.to_string().to_ascii_lowercase())
+        .collect()
+}
+
+impl<T: Clone> SubjectRules<T> {
+    /// Parses each rule's subject; an error names the one that is not an
+    /// RFC 4514 name.
+    pub fn new(rules: impl IntoIterator<Item = (String, T)>) -> Result<Self, String> {
+        let mut parsed = Vec::new();
+        for (subject, target) in rules {
+            let name: x509_cert::name::Name = subject
+                .parse()
+                .map_err(|e| format!("subject {subject:?} is not an RFC 4514 name: {e}"))?;
+            let attrs = attributes(&name);
+            if attrs.is_empty() {
+                return Err(format!("subject {subject:?} names no attribute"));
+            }
+            parsed.push((attrs, target));
+        }
+        parsed.sort_by_key(|(attrs, _)| std::cmp::Reverse(attrs.len()));
+        Ok(Self { rules: parsed })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The target of the certificate (DER) a client presented; None when
+    /// no rule matches or it does not parse.
+    pub fn lookup(&self, der: &[u8]) -> Option<T> {
+        use x509_cert::der::Decode;
+        let cert = x509_cert::Certificate::from_der(der).ok()?;
+        let have = attributes(&cert.tbs_certificate.subject);
+        self.rules
+            .iter()
+            .find(|(want, _)| want.iter().all(|w| have.contains(w)))
+            .map(|(_, target)| target.clone())
+    }
+}
+
+/// A connection of a gRPC listener (OTLP/gRPC, Flight SQL): plain TCP, or
+/// TLS with the handshake done.
+pub enum GrpcConn {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for GrpcConn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            GrpcConn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            GrpcConn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for GrpcConn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            GrpcConn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            GrpcConn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            GrpcConn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            GrpcConn::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            GrpcConn::Plain(s) => s.is_write_vectored(),
+            GrpcConn::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            GrpcConn::Plain(s) => Pin::new(s).poll_flush(cx),
+            GrpcConn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            GrpcConn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            GrpcConn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+impl tonic::transport::server::Connected for GrpcConn {
+    /// The client's address.
+    type ConnectInfo = Option<std::net::SocketAddr>;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        match self {
+            GrpcConn::Plain(s) => s.peer_addr().ok(),
+            GrpcConn::Tls(s) => s.get_ref().0.peer_addr().ok(),
+        }
+    }
+}
+
+/// How long a client may take to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The connections of a gRPC listener, for tonic's `serve_with_incoming`:
+/// accepted here, and with `tls` each handshake done in a task of its own
+/// (a client that stalls its handshake holds up no one else); a failed
+/// handshake is dropped. The accept loop ends with the server.
+pub fn grpc_incoming(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> impl futures::Stream<Item = std::io::Result<GrpcConn>> + Send + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<GrpcConn>>(64);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = tx.closed() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(error) => {
+                        tracing::warn!(%error, "gRPC accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let Some(acceptor) = tls.clone() else {
+                if tx.send(Ok(GrpcConn::Plain(tcp))).await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(GrpcConn::Tls(Box::new(stream)))).await;
+                    }
+                    Ok(Err(error)) => tracing::debug!(%error, %peer, "gRPC TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "gRPC TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
 }
 
 /// Reloads every listener's certificates (SIGHUP): each certificate file
@@ -144,6 +388,61 @@ pub fn reload_all() -> Vec<(PathBuf, Result<(), TlsSetupError>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `C=DE, O=Acme Inc, OU=Firewalls, CN=fw01.acme.example` (openssl
+    /// req, self-signed P-256).
+    const FW01: &str = "-----BEGIN CERTIFICATE-----
+MIIB9zCCAZ2gAwIBAgIUWtzbjFKr98FYL8Zv7lW6HV+1kGowCgYIKoZIzj0EAwIw
+UDELMAkGA1UEBhMCREUxETAPBgNVBAoMCEFjbWUgSW5jMRIwEAYDVQQLDAlGaXJl
+d2FsbHMxGjAYBgNVBAMMEWZ3MDEuYWNtZS5leGFtcGxlMCAXDTI2MTIwNDE1MTA1
+MFoYDzIxMjYxMTEwMTUxMDUwWjBQMQswCQYDVQQGEwJERTERMA8GA1UECgwIQWNt
+ZSBJbmMxEjAQBgNVBAsMCUZpcmV3YWxsczEaMBgGA1UEAwwRZncwMS5hY21lLmV4
+YW1wbGUwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAASialWVQFaznXPoXGOHmn+p
+Y4z6jXZTAS9FrZ7oWAQBUnDNJaTECMqPaoSCOtoXdinnGhTsv+v7tfAIuWwhuhkX
+o1MwUTAdBgNVHQ4EFgQU0ZRYsjnxY2iyp83DucNXEfivgaUwHwYDVR0jBBgwFoAU
+0ZRYsjnxY2iyp83DucNXEfivgaUwDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQD
+AgNIADBFAiA7Kri6YPxkBWGaMjlI61QBUqPbSikYk/VkkkeI/j+TuAIhAOi5Jw/D
+KaxIlaXf1efAOdpsLTjuy5wyWuGL3dPIyrQ4
+-----END CERTIFICATE-----";
+
+    fn fw01() -> Vec<u8> {
+        CertificateDer::from_pem_slice(FW01.as_bytes())
+            .unwrap()
+            .to_vec()
+    }
+
+    #[test]
+    fn subject_rules_match_every_named_attribute_most_specific_first() {
+        let rules = SubjectRules::new([
+            ("O=Acme Inc".to_string(), "acme"),
+            ("OU=Firewalls,O=Acme Inc".to_string(), "acme-fw"),
+            ("O=Globex".to_string(), "globex"),
+        ])
+        .unwrap();
+        assert_eq!(rules.lookup(&fw01()), Some("acme-fw"));
+        // Values compare without regard to case; every attribute must match.
+        let rules = SubjectRules::new([
+            ("CN=FW01.ACME.EXAMPLE,O=Other".to_string(), "other"),
+            ("CN=FW01.ACME.EXAMPLE".to_string(), "by-cn"),
+        ])
+        .unwrap();
+        assert_eq!(rules.lookup(&fw01()), Some("by-cn"));
+        let rules = SubjectRules::new([("O=Globex".to_string(), "globex")]).unwrap();
+        assert_eq!(rules.lookup(&fw01()), None);
+        assert_eq!(rules.lookup(b"not a certificate"), None);
+        assert_eq!(
+            subject_of(&fw01()).as_deref(),
+            Some("CN=fw01.acme.example,OU=Firewalls,O=Acme Inc,C=DE")
+        );
+    }
+
+    #[test]
+    fn a_subject_that_is_not_a_name_is_refused_with_its_text() {
+        for bad in ["CN", "", "XX=1"] {
+            let err = SubjectRules::new([(bad.to_string(), ())]).unwrap_err();
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+        }
+    }
 
     #[test]
     fn missing_files_are_named() {

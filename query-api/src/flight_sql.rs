@@ -715,17 +715,26 @@ impl FlightSqlService for FlightSql {
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
 }
 
-/// Serves Flight SQL on `listener` until `shutdown` completes.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+/// Serves Flight SQL on the connections of `incoming` (plain or TLS, as
+/// the caller accepts them) until `shutdown` completes.
+pub async fn serve<I, IO, IE>(
+    incoming: I,
     service: FlightSql,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), tonic::transport::Error>
+where
+    I: futures::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     tonic::transport::Server::builder()
         .add_service(service.into_service())
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }

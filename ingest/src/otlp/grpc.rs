@@ -111,11 +111,13 @@ fn status(err: Error) -> Status {
     status
 }
 
-/// Serves OTLP/gRPC on `listener` until `shutdown` resolves. Requests may be
+/// Serves OTLP/gRPC on `listener` (over TLS with `tls`: the HTTP
+/// listener's certificate) until `shutdown` resolves. Requests may be
 /// gzip-compressed (the SDKs' `compression=gzip`); a message may be as
 /// large as an HTTP ingest body (`ingest.http.max_body_bytes`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     state: IngestState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
@@ -130,9 +132,6 @@ pub async fn serve(
         .initial_stream_window_size(4 << 20)
         .initial_connection_window_size(8 << 20)
         .add_service(service)
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(crate::tls::grpc_incoming(listener, tls), shutdown)
         .await
 }

@@ -46,9 +46,15 @@ pub struct SyslogConfig {
     pub fluent_shared_key: Option<schemas::Secret>,
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// Certificate and key (PEM) for `tls`.
+    /// Certificate and key (PEM) for `tls`, and the CA of client
+    /// certificates.
     #[serde(default)]
-    pub tls: Option<TlsConfig>,
+    pub tls: Option<StreamTlsConfig>,
+    /// Tenants by the subject of the client certificate a sender presented
+    /// (needs `tls.client_ca_path`); the rule naming the most attributes
+    /// wins. A verified certificate no rule claims is refused.
+    #[serde(default)]
+    pub client_certificates: Vec<CertificateRule>,
     /// Tenant of messages no rule below claims. Without it, such messages
     /// are rejected (and counted).
     #[serde(default)]
@@ -93,6 +99,35 @@ pub struct TlsConfig {
     pub key_path: PathBuf,
 }
 
+/// TLS of a log stream listener: the HTTP listener's certificate and key,
+/// plus client certificates.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamTlsConfig {
+    /// PEM certificate chain.
+    pub cert_path: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: PathBuf,
+    /// CA certificates (PEM) client certificates must chain to. Set, the
+    /// listener asks every sender for a certificate.
+    #[serde(default)]
+    pub client_ca_path: Option<PathBuf>,
+    /// Refuse senders without a valid client certificate at the handshake
+    /// (otherwise they are served, their tenant found as without TLS).
+    #[serde(default)]
+    pub require_client_certificate: bool,
+}
+
+/// A client certificate subject and its tenant.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateRule {
+    /// RFC 4514 attributes the certificate's subject must all have, e.g.
+    /// `O=Acme,OU=Firewalls` or `CN=fw01.acme.example,O=Acme`.
+    pub subject: String,
+    pub tenant: TenantId,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceRule {
@@ -135,6 +170,7 @@ impl SyslogConfig {
             fluent_shared_key: None,
             listen,
             tls: None,
+            client_certificates: Vec::new(),
             default_tenant: None,
             sources: Vec::new(),
             max_frame_bytes: default_max_frame(),
@@ -145,6 +181,15 @@ impl SyslogConfig {
             idle_timeout_secs: default_idle_timeout(),
             evict_idle_after_secs: default_evict_idle_after(),
         }
+    }
+
+    /// The client certificate rules, parsed.
+    pub fn subject_rules(&self) -> std::result::Result<crate::tls::SubjectRules<TenantId>, String> {
+        crate::tls::SubjectRules::new(
+            self.client_certificates
+                .iter()
+                .map(|r| (r.subject.clone(), r.tenant.clone())),
+        )
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -176,6 +221,25 @@ impl SyslogConfig {
         if self.protocol != Protocol::Tls && self.tls.is_some() {
             return bad("tls settings given but protocol is not tls".into());
         }
+        let client_ca = self
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_ca_path.is_some());
+        if !client_ca
+            && (!self.client_certificates.is_empty()
+                || self
+                    .tls
+                    .as_ref()
+                    .is_some_and(|t| t.require_client_certificate))
+        {
+            return bad(
+                "client_certificates and tls.require_client_certificate need tls.client_ca_path"
+                    .into(),
+            );
+        }
+        if let Err(why) = self.subject_rules() {
+            return bad(why);
+        }
         if self.bsd_timezone.parse::<chrono_tz::Tz>().is_err() {
             return bad(format!("unknown time zone {:?}", self.bsd_timezone));
         }
@@ -189,5 +253,49 @@ impl SyslogConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tls_listener() -> SyslogConfig {
+        let mut c = SyslogConfig::new("mtls", Protocol::Tls, "127.0.0.1:0".parse().unwrap());
+        c.tls = Some(StreamTlsConfig {
+            cert_path: "/etc/securenet/tls.crt".into(),
+            key_path: "/etc/securenet/tls.key".into(),
+            client_ca_path: None,
+            require_client_certificate: false,
+        });
+        c
+    }
+
+    fn rule(subject: &str) -> CertificateRule {
+        CertificateRule {
+            subject: subject.into(),
+            tenant: TenantId::new("acme").unwrap(),
+        }
+    }
+
+    #[test]
+    fn client_certificate_settings_need_a_client_ca_and_valid_subjects() {
+        let mut c = tls_listener();
+        c.client_certificates = vec![rule("O=Acme Inc")];
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("need tls.client_ca_path"), "{err}");
+
+        let mut c = tls_listener();
+        c.tls.as_mut().unwrap().require_client_certificate = true;
+        assert!(c.validate().is_err());
+
+        let mut c = tls_listener();
+        c.tls.as_mut().unwrap().client_ca_path = Some("/etc/securenet/ca.pem".into());
+        c.client_certificates = vec![rule("O=Acme Inc"), rule("Acme")];
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("\"Acme\""), "{err}");
+
+        c.client_certificates = vec![rule("O=Acme Inc,OU=Firewalls")];
+        c.validate().unwrap();
     }
 }

@@ -23,6 +23,8 @@ mod tenant;
 #[cfg(test)]
 mod proptests;
 
-pub use config::{Format, Protocol, SourceRule, SyslogConfig, TlsConfig};
+pub use config::{
+    CertificateRule, Format, Protocol, SourceRule, StreamTlsConfig, SyslogConfig, TlsConfig,
+};
 pub use server::{SyslogMetrics, SyslogServer};
 pub use tenant::TenantResolver;

@@ -38,7 +38,8 @@ pub struct SyslogMetrics {
     pub udp_dropped: IntCounterVec,
     /// Open TCP/TLS connections.
     pub connections: IntGaugeVec,
-    /// TCP/TLS connections refused, by listener and the cap they hit.
+    /// TCP/TLS connections refused, by listener and reason (a cap,
+    /// `tls_handshake`, `unmapped_certificate`).
     pub refused: IntCounterVec,
 }
 
@@ -76,7 +77,7 @@ impl SyslogMetrics {
             refused: IntCounterVec::new(
                 Opts::new(
                     "securenet_syslog_connections_refused_total",
-                    "Syslog TCP/TLS connections refused, by the cap they hit",
+                    "Syslog TCP/TLS connections refused, by reason: the cap they hit, a failed TLS handshake, a client certificate no rule maps",
                 ),
                 &["listener", "reason"],
             )?,
@@ -109,6 +110,8 @@ struct Processor {
     zone: Tz,
     keep_raw: bool,
     resolver: TenantResolver,
+    /// Tenants by client certificate subject (TLS with client_ca_path).
+    subjects: crate::tls::SubjectRules<TenantId>,
     batcher: Batcher,
     metrics: SyslogMetrics,
     ingest: IngestMetrics,
@@ -128,7 +131,8 @@ impl SyslogServer {
         let named = config
             .default_tenant
             .iter()
-            .chain(config.sources.iter().map(|s| &s.tenant));
+            .chain(config.sources.iter().map(|s| &s.tenant))
+            .chain(config.client_certificates.iter().map(|c| &c.tenant));
         for tenant in named {
             let exists = store
                 .organization(tenant)
@@ -144,11 +148,13 @@ impl SyslogServer {
         }
         let tls =
             match &config.tls {
-                Some(t) => Some(tls_acceptor(&t.cert_path, &t.key_path).map_err(|e| {
+                Some(t) => Some(tls_acceptor(t).map_err(|e| {
                     Error::Config(format!("syslog listener {:?}: {e}", config.name))
                 })?),
                 None => None,
             };
+        // Validated above.
+        let subjects = config.subject_rules().map_err(Error::Config)?;
         let input = match (config.format, config.protocol) {
             (Format::Syslog, Protocol::Udp) => "syslog_udp",
             (Format::Syslog, Protocol::Tcp) => "syslog_tcp",
@@ -178,6 +184,7 @@ impl SyslogServer {
                     .collect(),
                 store,
             ),
+            subjects,
             batcher,
             metrics,
             ingest,
@@ -239,10 +246,17 @@ impl SyslogServer {
 }
 
 fn tls_acceptor(
-    cert: &std::path::Path,
-    key: &std::path::Path,
+    tls: &super::StreamTlsConfig,
 ) -> std::result::Result<TlsAcceptor, crate::tls::TlsSetupError> {
-    let mut config = crate::tls::Certificates::load(cert, key)?.server_config(&[])?;
+    let clients = match &tls.client_ca_path {
+        Some(ca) => Some(crate::tls::client_verifier(
+            ca,
+            tls.require_client_certificate,
+        )?),
+        None => None,
+    };
+    let mut config = crate::tls::Certificates::load(&tls.cert_path, &tls.key_path)?
+        .server_config(&[], clients)?;
     // No TLS 1.3 session tickets: syslog senders write and never read, and a
     // client that closes with unread tickets in its receive buffer makes its
     // kernel send RST instead of FIN — which discards the messages still in
@@ -253,11 +267,42 @@ fn tls_acceptor(
 }
 
 impl Processor {
+    /// The tenant a TLS connection's client certificate (verified by the
+    /// handshake) maps to; none without a certificate or without rules.
+    /// A certificate no rule claims is refused — it never falls back to the
+    /// sources or the default tenant.
+    fn certified<S>(
+        &self,
+        tls: &tokio_rustls::server::TlsStream<S>,
+        peer: SocketAddr,
+    ) -> std::result::Result<Option<TenantId>, &'static str> {
+        let Some(cert) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) else {
+            return Ok(None);
+        };
+        if self.subjects.is_empty() {
+            return Ok(None);
+        }
+        match self.subjects.lookup(cert) {
+            Some(tenant) => Ok(Some(tenant)),
+            None => {
+                let subject = crate::tls::subject_of(cert);
+                warn!(
+                    listener = %self.name,
+                    %peer,
+                    subject = subject.as_deref().unwrap_or("(unparsable)"),
+                    "client certificate maps to no tenant: connection refused"
+                );
+                Err("unmapped_certificate")
+            }
+        }
+    }
+
     /// Parses frames from one sender and groups the records by tenant.
     async fn process(
         &self,
         frames: impl IntoIterator<Item = Frame>,
         peer: IpAddr,
+        certified: Option<&TenantId>,
         groups: &mut HashMap<TenantId, Vec<LogRecord>>,
     ) {
         let ctx = ParseContext {
@@ -292,7 +337,9 @@ impl Processor {
                 // It carries a key we cannot read: never route it by source.
                 Err(super::tenant::Rejection::BadKey)
             } else {
-                self.resolver.resolve(parsed.api_key.as_deref(), peer).await
+                self.resolver
+                    .resolve(parsed.api_key.as_deref(), peer, certified)
+                    .await
             };
             match resolved {
                 Ok(tenant) => groups.entry(tenant).or_default().push(parsed.record),
@@ -386,7 +433,7 @@ async fn serve_udp(
         match first {
             Ok((n, peer)) => {
                 let frame = datagrams.frame(&buf[..n.min(buf.len())], peer.ip(), &processor);
-                processor.process(frame, peer.ip(), &mut groups).await
+                processor.process(frame, peer.ip(), None, &mut groups).await
             }
             Err(error) => {
                 warn!(%error, listener = %processor.name, "udp receive failed");
@@ -398,7 +445,7 @@ async fn serve_udp(
             match socket.try_recv_from(&mut buf) {
                 Ok((n, peer)) => {
                     let frame = datagrams.frame(&buf[..n.min(buf.len())], peer.ip(), &processor);
-                    processor.process(frame, peer.ip(), &mut groups).await
+                    processor.process(frame, peer.ip(), None, &mut groups).await
                 }
                 Err(_) => break,
             }
@@ -604,19 +651,41 @@ async fn serve_tcp(
             };
             match tls {
                 None => {
-                    serve_connection(stream, peer, &processor, max_frame, &shutdown, &activity)
-                        .await
+                    serve_connection(
+                        stream, peer, None, &processor, max_frame, &shutdown, &activity,
+                    )
+                    .await
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
                     {
-                        Ok(Ok(tls_stream)) => {
-                            serve_connection(
-                                tls_stream, peer, &processor, max_frame, &shutdown, &activity,
-                            )
-                            .await
+                        Ok(Ok(tls_stream)) => match processor.certified(&tls_stream, peer) {
+                            Ok(certified) => {
+                                serve_connection(
+                                    tls_stream,
+                                    peer,
+                                    certified.as_ref(),
+                                    &processor,
+                                    max_frame,
+                                    &shutdown,
+                                    &activity,
+                                )
+                                .await
+                            }
+                            Err(reason) => processor
+                                .metrics
+                                .refused
+                                .with_label_values(&[&processor.name, reason])
+                                .inc(),
+                        },
+                        Ok(Err(error)) => {
+                            debug!(%error, %peer, "tls handshake failed");
+                            processor
+                                .metrics
+                                .refused
+                                .with_label_values(&[&processor.name, "tls_handshake"])
+                                .inc();
                         }
-                        Ok(Err(error)) => debug!(%error, %peer, "tls handshake failed"),
                         Err(_) => debug!(%peer, "tls handshake timed out"),
                     }
                 }
@@ -646,6 +715,7 @@ struct Activity {
 async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     peer: SocketAddr,
+    certified: Option<&TenantId>,
     processor: &Processor,
     max_frame: usize,
     shutdown: &CancellationToken,
@@ -653,10 +723,16 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
 ) {
     match processor.format {
         Format::Fluent => {
-            serve_fluent(stream, peer, processor, max_frame, shutdown, activity).await
+            serve_fluent(
+                stream, peer, certified, processor, max_frame, shutdown, activity,
+            )
+            .await
         }
         Format::Syslog | Format::Gelf => {
-            serve_stream(stream, peer, processor, max_frame, shutdown, activity).await
+            serve_stream(
+                stream, peer, certified, processor, max_frame, shutdown, activity,
+            )
+            .await
         }
     }
 }
@@ -706,6 +782,7 @@ async fn read_more<S: AsyncRead + Unpin>(
 async fn serve_stream<S: AsyncRead + Unpin>(
     mut stream: S,
     peer: SocketAddr,
+    certified: Option<&TenantId>,
     processor: &Processor,
     max_frame: usize,
     shutdown: &CancellationToken,
@@ -728,7 +805,7 @@ async fn serve_stream<S: AsyncRead + Unpin>(
             continue;
         }
         processor
-            .process(frames.drain(..), peer.ip(), &mut groups)
+            .process(frames.drain(..), peer.ip(), certified, &mut groups)
             .await;
         if processor.enqueue(&mut groups).await.is_err() {
             return;
@@ -736,7 +813,9 @@ async fn serve_stream<S: AsyncRead + Unpin>(
     }
     // What the sender sent before closing (or before shutdown) is kept.
     if let Some(f) = framer.finish() {
-        processor.process([f], peer.ip(), &mut groups).await;
+        processor
+            .process([f], peer.ip(), certified, &mut groups)
+            .await;
         let _ = processor.enqueue(&mut groups).await;
     }
 }
@@ -757,6 +836,7 @@ enum Forwarded {
 async fn serve_fluent<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     peer: SocketAddr,
+    certified: Option<&TenantId>,
     processor: &Processor,
     max_frame: usize,
     shutdown: &CancellationToken,
@@ -805,7 +885,7 @@ async fn serve_fluent<S: AsyncRead + AsyncWrite + Unpin>(
                 authenticated = true;
                 continue;
             }
-            match processor.forward(value, peer.ip()).await {
+            match processor.forward(value, peer.ip(), certified).await {
                 Forwarded::Ack(chunk) => {
                     if stream.write_all(&fluent::ack(&chunk)).await.is_err() {
                         return;
@@ -828,7 +908,12 @@ async fn serve_fluent<S: AsyncRead + AsyncWrite + Unpin>(
 impl Processor {
     /// One forward message: its events to records, grouped by tenant and
     /// stored — durably before answering when the sender asked for an ack.
-    async fn forward(&self, value: rmpv::Value, peer: IpAddr) -> Forwarded {
+    async fn forward(
+        &self,
+        value: rmpv::Value,
+        peer: IpAddr,
+        certified: Option<&TenantId>,
+    ) -> Forwarded {
         use crate::fluent;
         let events = match fluent::decode(value, self.max_frame) {
             Ok(events) => events,
@@ -853,7 +938,7 @@ impl Processor {
                 }
                 None => None,
             };
-            let tenant = match self.resolver.resolve(key.as_deref(), peer).await {
+            let tenant = match self.resolver.resolve(key.as_deref(), peer, certified).await {
                 Ok(tenant) => tenant,
                 Err(reason) => {
                     self.count_rejected(reason.as_str(), 1);

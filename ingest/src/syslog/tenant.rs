@@ -1,10 +1,12 @@
 //! Which organization a syslog message belongs to.
 //!
 //! In order: an API key carried in the message's structured data
-//! (`[securenet@32473 key="…"]`); the sender's address matched against the
-//! listener's `sources` (most specific network first); the listener's
-//! `default_tenant`. A key that is unknown or revoked rejects the message —
-//! it never falls back to another tenant.
+//! (`[securenet@32473 key="…"]`); on TLS, the tenant the connection's
+//! client certificate maps to (`client_certificates`); the sender's address
+//! matched against the listener's `sources` (most specific network first);
+//! the listener's `default_tenant`. A key that is unknown or revoked rejects
+//! the message — it never falls back to another tenant (nor does a
+//! certificate no rule claims: the connection is refused at the handshake).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -68,13 +70,19 @@ impl TenantResolver {
         }
     }
 
+    /// The tenant of a message with this key (if any) from `peer`, whose
+    /// connection's client certificate maps to `certified` (if any).
     pub async fn resolve(
         &self,
         api_key: Option<&str>,
         peer: IpAddr,
+        certified: Option<&TenantId>,
     ) -> Result<TenantId, Rejection> {
         if let Some(key) = api_key {
             return self.by_key(key).await.ok_or(Rejection::BadKey);
+        }
+        if let Some(tenant) = certified {
+            return Ok(tenant.clone());
         }
         let peer = match peer {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(peer),
@@ -150,13 +158,27 @@ mod tests {
             store,
         );
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(r.resolve(Some(&key), ip("10.1.2.3")).await, Ok(t("acme")));
-        assert_eq!(r.resolve(None, ip("10.1.2.3")).await, Ok(t("narrow")));
-        assert_eq!(r.resolve(None, ip("10.9.2.3")).await, Ok(t("wide")));
-        assert_eq!(r.resolve(None, ip("::ffff:10.9.2.3")).await, Ok(t("wide")));
-        assert_eq!(r.resolve(None, ip("192.0.2.1")).await, Ok(t("fallback")));
+        let cert = t("certified");
         assert_eq!(
-            r.resolve(Some("sn_0000000000000000_bad"), ip("10.1.2.3"))
+            r.resolve(Some(&key), ip("10.1.2.3"), Some(&cert)).await,
+            Ok(t("acme"))
+        );
+        assert_eq!(
+            r.resolve(None, ip("10.1.2.3"), Some(&cert)).await,
+            Ok(cert.clone())
+        );
+        assert_eq!(r.resolve(None, ip("10.1.2.3"), None).await, Ok(t("narrow")));
+        assert_eq!(r.resolve(None, ip("10.9.2.3"), None).await, Ok(t("wide")));
+        assert_eq!(
+            r.resolve(None, ip("::ffff:10.9.2.3"), None).await,
+            Ok(t("wide"))
+        );
+        assert_eq!(
+            r.resolve(None, ip("192.0.2.1"), None).await,
+            Ok(t("fallback"))
+        );
+        assert_eq!(
+            r.resolve(Some("sn_0000000000000000_bad"), ip("10.1.2.3"), Some(&cert))
                 .await,
             Err(Rejection::BadKey)
         );
@@ -167,7 +189,7 @@ mod tests {
         let (store, _) = store_with_key().await;
         let r = TenantResolver::new(None, vec![], store);
         assert_eq!(
-            r.resolve(None, "192.0.2.1".parse().unwrap()).await,
+            r.resolve(None, "192.0.2.1".parse().unwrap(), None).await,
             Err(Rejection::UnknownSender)
         );
     }
