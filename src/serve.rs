@@ -276,7 +276,7 @@ impl PipelineRole {
                     .pipeline
                     .rules
                     .field_map()
-                    .context("pipeline.rules.fields")?;
+                    .context("pipeline.rules.fields or pipeline.rules.logsources")?;
                 let operator = crate::rules::load_operator_rules(
                     config.pipeline.rules.rules_dir.as_deref(),
                     &map,
@@ -666,7 +666,7 @@ fn start_api(
                 .pipeline
                 .rules
                 .field_map()
-                .context("pipeline.rules.fields")?;
+                .context("pipeline.rules.fields or pipeline.rules.logsources")?;
             Arc::new(query_api::detections::Detections {
                 config: config.api.detections.clone(),
                 operator: crate::rules::load_operator_rules(

@@ -18,7 +18,9 @@ use crate::cli::SigmaCommand;
 const BATCH_ROWS: usize = 8192;
 
 pub fn run(command: SigmaCommand, config: &pipeline::rules::RulesConfig) -> anyhow::Result<()> {
-    let map = config.field_map().context("pipeline.rules.fields")?;
+    let map = config
+        .field_map()
+        .context("pipeline.rules.fields or pipeline.rules.logsources")?;
     match command {
         SigmaCommand::Check { rules } => check(&rules, &map),
         SigmaCommand::Match { rules, logs } => run_match(&rules, &logs, &map),

@@ -1343,3 +1343,62 @@ async fn a_configured_field_map_applies_to_the_stream_and_the_sigma_command() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// SigmaHQ-style: the selection is only words, the logsource says whose.
+const SSHD_WORDS: &str = r#"title: Failed password (sshd only)
+id: sshd-failed-password-words
+level: low
+logsource:
+  product: linux
+  service: sshd
+detection:
+  keywords:
+    - 'Failed password'
+  condition: keywords
+"#;
+
+/// A rule's `logsource` selects the records it sees, in the stream and in
+/// its backtest alike: the same words from another program do not match.
+#[tokio::test]
+async fn a_rules_logsource_selects_the_records_it_sees_in_the_stream_and_the_backtest() {
+    let env = Env::new().set("SECURENET_PIPELINE__RULES__REFRESH_MS", "200");
+    let acme = env.org_with_key("acme");
+    let server = env.serve();
+    let r = post_json(
+        &server,
+        "/api/detections/rules",
+        &acme,
+        &json!({"yaml": SSHD_WORDS}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    wait_rules_loaded(&server, 1.0).await;
+    let ts = chrono_now();
+    let lines = vec![
+        json!({"ts": ts, "host": "bastion-1", "app": "sshd", "message": "Failed password for root from 203.0.113.7 port 52211 ssh2"}),
+        // OpenSSH 9.8+: per-connection processes are sshd-session.
+        json!({"ts": ts, "host": "bastion-2", "app": "sshd-session", "message": "Failed password for invalid user admin from 203.0.113.8 port 40110 ssh2"}),
+        // Same words, other programs: a web app's login, a test runner.
+        json!({"ts": ts, "host": "web-1", "app": "nginx", "message": "Failed password for admin (basic auth) from 203.0.113.9"}),
+        json!({"ts": ts, "host": "ci-1", "app": "pytest", "message": "test_login: Failed password branch covered"}),
+    ];
+    let (status, body) = ingest(&server, &acme, ndjson(&lines)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(wait_count(&server, &acme, "logs", 4).await, 4);
+    assert_eq!(wait_count(&server, &acme, "detections", 2).await, 2);
+    let hosts = rows(&server, &acme, "SELECT host FROM detections ORDER BY host").await;
+    assert_eq!(
+        hosts,
+        [json!({"host": "bastion-1"}), json!({"host": "bastion-2"})]
+    );
+    let r = post_json(
+        &server,
+        "/api/detections/rules/sshd-failed-password-words/test",
+        &acme,
+        &json!({}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let test = r.json();
+    assert_eq!(test["rows_scanned"], 4, "{test}");
+    assert_eq!(test["matched"], 2, "{test}");
+    server.stop();
+}

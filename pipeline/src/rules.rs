@@ -48,12 +48,18 @@ pub struct RulesConfig {
     /// "structured_data:client"`, `"user" = "host"` (docs/sigma.md). The
     /// query API's uploads and backtests read the same table.
     pub fields: BTreeMap<String, String>,
+    /// Which records the rules of a log source see, over the defaults:
+    /// `"service:sshd" = "{app: [sshd, sshd-session]}"` (a Sigma search in
+    /// YAML; `""` makes the term narrow nothing) — docs/sigma.md.
+    pub logsources: BTreeMap<String, String>,
 }
 
 impl RulesConfig {
-    /// The field map rules are compiled with.
+    /// The field map rules are compiled with: fields and log sources.
     pub fn field_map(&self) -> Result<detectors::sigma::FieldMap, detectors::sigma::SigmaError> {
-        detectors::sigma::FieldMap::default().with_overrides(&self.fields)
+        detectors::sigma::FieldMap::default()
+            .with_overrides(&self.fields)?
+            .with_logsources(&self.logsources)
     }
 }
 
@@ -66,6 +72,7 @@ impl Default for RulesConfig {
             notify_min_level: "low".into(),
             notify_interval_ms: 60_000,
             fields: BTreeMap::new(),
+            logsources: BTreeMap::new(),
         }
     }
 }

@@ -358,7 +358,20 @@ impl RuleSet {
             for (name, search) in &rule.searches {
                 searches.insert(name.as_str(), c.search(search)?);
             }
-            exprs.push(condition(&rule.condition, &searches));
+            let detection = condition(&rule.condition, &searches);
+            // The rule sees only records of its log source: each term the
+            // map knows is one more search every match must pass.
+            let mut parts = map
+                .logsource_searches(&rule.logsource)
+                .into_iter()
+                .map(|s| c.search(s))
+                .collect::<SigmaResult<Vec<_>>>()?;
+            if parts.is_empty() {
+                exprs.push(detection);
+            } else {
+                parts.push(detection);
+                exprs.push(Expr::And(parts));
+            }
         }
         let Compiler {
             leaves,

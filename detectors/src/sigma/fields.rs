@@ -15,6 +15,8 @@ use std::collections::HashMap;
 
 use arrow::datatypes::{DataType, Schema};
 
+use super::rule::Search;
+
 /// Where a Sigma field is read from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Source {
@@ -28,6 +30,51 @@ pub struct FieldMap {
     /// Lower-cased Sigma name → source.
     aliases: HashMap<String, Source>,
     keyword_field: String,
+    /// `product:x`, `service:x`, `category:x` (lower case) → the search a
+    /// record must pass for rules of that log source to see it, as YAML
+    /// text (kept for the documentation table) and parsed.
+    logsources: HashMap<String, (String, Search)>,
+}
+
+/// Which records rules of a log source see, by default: each entry is a
+/// Sigma search (YAML) over the record's fields. A `logsource` term not
+/// listed here (or in `[pipeline.rules.logsources]`) narrows nothing: a
+/// rule missing records it should see is worse than one evaluated on
+/// records it cannot match, so only terms a record identifies reliably
+/// are listed — by program name (any shipper keeps it in `app`), facility,
+/// or an access log's request method.
+const LOGSOURCES: &[(&str, &str)] = &[
+    // sshd, OpenSSH ≥ 9.8's sshd-session, journald's sshd.service.
+    ("service:sshd", "{app|startswith: sshd}"),
+    // Syslog's auth (4) and authpriv (10) facilities, or the programs
+    // that log there when a shipper dropped the facility.
+    (
+        "service:auth",
+        "[{facility: [4, 10]}, {app|startswith: sshd}, {app: [sudo, su, login, systemd-logind, passwd, useradd, usermod, userdel, groupadd, chpasswd, polkitd]}]",
+    ),
+    ("service:sudo", "{app: sudo}"),
+    ("service:su", "{app: su}"),
+    ("service:cron", "{app|startswith: cron}"),
+    ("service:vsftpd", "{app: vsftpd}"),
+    ("service:syslog", "{input|startswith: syslog_}"),
+    // Access logs: a web server's or proxy's program name, or a request
+    // method among the fields the HTTP receivers keep.
+    (
+        "category:webserver",
+        "[{app: [nginx, apache, apache2, httpd, lighttpd, caddy, iis, w3svc, tomcat]}, {cs-method|exists: true}]",
+    ),
+    (
+        "category:proxy",
+        "[{app: [squid, haproxy, traefik, envoy, nginx]}, {cs-method|exists: true}]",
+    ),
+];
+
+fn parse_logsource(term: &str, yaml: &str) -> super::SigmaResult<Search> {
+    let body: serde_json::Value = serde_saphyr::from_str(yaml)
+        .map_err(|e| super::SigmaError::new(format!("logsource {term:?}: not valid YAML: {e}")))?;
+    let mut budget = super::rule::MAX_VALUES;
+    super::rule::parse_search("logsource", &body, &mut budget)
+        .map_err(|e| super::SigmaError::new(format!("logsource {term:?}: {}", e.0)))
 }
 
 /// Record columns a rule may name (the others are bookkeeping or bytes).
@@ -166,9 +213,17 @@ impl Default for FieldMap {
             &["user", "username", "user.name", "targetusername"],
             &["user", "username", "user.name", "TargetUserName"],
         );
+        let logsources = LOGSOURCES
+            .iter()
+            .map(|(term, yaml)| {
+                let search = parse_logsource(term, yaml).expect("the default log sources parse");
+                (term.to_string(), (yaml.to_string(), search))
+            })
+            .collect();
         FieldMap {
             aliases,
             keyword_field: "message".into(),
+            logsources,
         }
     }
 }
@@ -209,6 +264,62 @@ impl FieldMap {
             self.aliases.insert(name.to_ascii_lowercase(), source);
         }
         Ok(self)
+    }
+
+    /// The default log sources with `overrides` (`"service:sshd" =
+    /// "{app: [sshd, sshd-session]}"`) put over them; an empty value makes
+    /// the term narrow nothing.
+    pub fn with_logsources(
+        mut self,
+        overrides: &std::collections::BTreeMap<String, String>,
+    ) -> super::SigmaResult<Self> {
+        for (term, yaml) in overrides {
+            let key = term.to_ascii_lowercase();
+            let valid = key.split_once(':').is_some_and(|(kind, name)| {
+                matches!(kind, "product" | "service" | "category") && !name.is_empty()
+            });
+            if !valid {
+                return Err(super::SigmaError::new(format!(
+                    "logsource {term:?}: write product:NAME, service:NAME or category:NAME"
+                )));
+            }
+            if yaml.trim().is_empty() {
+                self.logsources.remove(&key);
+                continue;
+            }
+            let search = parse_logsource(term, yaml)?;
+            self.logsources.insert(key, (yaml.clone(), search));
+        }
+        Ok(self)
+    }
+
+    /// The searches a record must pass for a rule of `logsource` to see
+    /// it: one per term (product, service, category) the map knows.
+    pub(crate) fn logsource_searches(&self, logsource: &super::LogSource) -> Vec<&Search> {
+        [
+            ("product", &logsource.product),
+            ("service", &logsource.service),
+            ("category", &logsource.category),
+        ]
+        .into_iter()
+        .filter_map(|(kind, name)| {
+            let name = name.as_deref()?.to_ascii_lowercase();
+            self.logsources
+                .get(&format!("{kind}:{name}"))
+                .map(|(_, search)| search)
+        })
+        .collect()
+    }
+
+    /// The log source table as documented: (term, search YAML).
+    pub fn logsource_table(&self) -> Vec<(String, String)> {
+        let mut rows: Vec<(String, String)> = self
+            .logsources
+            .iter()
+            .map(|(term, (yaml, _))| (term.clone(), yaml.clone()))
+            .collect();
+        rows.sort();
+        rows
     }
 
     /// Where `field` is read from, for batches of `schema`.
@@ -260,6 +371,16 @@ impl FieldMap {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn the_documented_log_source_table_is_the_default() {
+        let doc = include_str!("../../../docs/sigma.md");
+        for (term, yaml) in FieldMap::default().logsource_table() {
+            // A `|` in a table cell is written `\|`.
+            let row = format!("| `{term}` | `{}` |", yaml.replace('|', "\\|"));
+            assert!(doc.contains(&row), "docs/sigma.md lacks {row}");
+        }
+    }
 
     #[test]
     fn overrides_replace_and_add_names() {

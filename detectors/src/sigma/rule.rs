@@ -22,7 +22,7 @@ use super::{SigmaError, SigmaResult};
 /// Largest rule text accepted.
 pub const MAX_RULE_BYTES: usize = 256 << 10;
 /// Values of one rule at most (after `windash`/`base64offset` expand them).
-const MAX_VALUES: usize = 10_000;
+pub(crate) const MAX_VALUES: usize = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Level {
@@ -269,7 +269,7 @@ pub(crate) fn scalar_text(v: &Value) -> Option<String> {
     }
 }
 
-fn parse_search(name: &str, body: &Value, budget: &mut usize) -> SigmaResult<Search> {
+pub(crate) fn parse_search(name: &str, body: &Value, budget: &mut usize) -> SigmaResult<Search> {
     if name.is_empty() || name.contains(char::is_whitespace) {
         return Err(SigmaError::new(
             "a search name cannot be empty or contain spaces",

@@ -521,3 +521,98 @@ fn rules_share_leaves_and_report_each_its_own_rows() {
         ]
     );
 }
+
+#[test]
+fn logsource_selects_the_records_a_rule_sees() {
+    let lines = [
+        Line {
+            app: Some("sshd"),
+            ..msg("Failed password for root from 203.0.113.9")
+        },
+        Line {
+            app: Some("sshd-session"),
+            ..msg("Failed password for admin from 203.0.113.9")
+        },
+        // Same words from another program: not an sshd event.
+        Line {
+            app: Some("myapp"),
+            ..msg("test fixture: Failed password for root")
+        },
+        Line {
+            sd: Some(r#"{"method":"GET","url":"/login","status":401}"#),
+            ..msg("GET /login Failed password")
+        },
+        Line {
+            app: Some("nginx"),
+            ..msg("POST /login 401 Failed password")
+        },
+    ];
+    let detection = "  keywords: 'Failed password'\n  condition: keywords\n";
+    let with = |logsource: &str| {
+        format!(
+            "title: t\nid: 6f2b0f0e-0000-4000-8000-000000000002\nlogsource:\n{logsource}detection:\n{detection}"
+        )
+    };
+    let sshd = with("  product: linux\n  service: sshd\n");
+    assert_eq!(matches(&sshd, &lines), [0, 1]);
+    let web = with("  category: webserver\n");
+    assert_eq!(matches(&web, &lines), [3, 4]);
+    // Terms the map does not know narrow nothing.
+    let windows = with("  product: windows\n  service: security\n");
+    assert_eq!(matches(&windows, &lines), [0, 1, 2, 3, 4]);
+
+    // Configured: another term, a replaced one, one made to narrow nothing.
+    let overrides = std::collections::BTreeMap::from([
+        ("product:windows".to_string(), "{app: myapp}".to_string()),
+        ("Category:Webserver".to_string(), String::new()),
+    ]);
+    let map = FieldMap::default().with_logsources(&overrides).unwrap();
+    let eval = |yaml: &str| {
+        let set = RuleSet::compile(
+            vec![Arc::new(Rule::parse(yaml).unwrap())],
+            &map,
+            schemas::schema::schema(RecordKind::Logs),
+        )
+        .unwrap();
+        let out = set.evaluate(&batch(&lines)).unwrap();
+        out.into_iter().flat_map(|m| m.rows).collect::<Vec<u32>>()
+    };
+    assert_eq!(eval(&windows), [2]);
+    assert_eq!(eval(&web), [0, 1, 2, 3, 4]);
+    for bad in [("linux", "{app: x}"), ("service:x", "{app: [x")] {
+        let o = std::collections::BTreeMap::from([(bad.0.to_string(), bad.1.to_string())]);
+        let err = FieldMap::default().with_logsources(&o).unwrap_err().0;
+        assert!(err.contains(bad.0), "{err}");
+    }
+}
+
+#[test]
+fn the_auth_service_is_the_auth_and_authpriv_facilities() {
+    let tenant = TenantId::new("acme").unwrap();
+    let mut b = LogBatchBuilder::with_capacity(3);
+    for facility in [4u8, 10, 3] {
+        b.append(&LogRecord {
+            ts_ms: 1_795_687_200_000,
+            received_ms: 1_795_687_200_000,
+            facility: Some(facility),
+            message: "session opened for user root".into(),
+            input: "test",
+            ..Default::default()
+        });
+    }
+    let batch = b.finish(&tenant, uuid::Uuid::now_v7()).unwrap();
+    let yaml = "title: t\nlogsource:\n  product: linux\n  service: auth\ndetection:\n  k: 'session opened'\n  condition: k\n";
+    let set = RuleSet::compile(
+        vec![Arc::new(Rule::parse(yaml).unwrap())],
+        &FieldMap::default(),
+        schemas::schema::schema(RecordKind::Logs),
+    )
+    .unwrap();
+    let rows: Vec<u32> = set
+        .evaluate(&batch)
+        .unwrap()
+        .into_iter()
+        .flat_map(|m| m.rows)
+        .collect();
+    assert_eq!(rows, [0, 1]);
+}
