@@ -125,6 +125,8 @@ pub struct PipelineConfig {
     pub detection: pipeline::detection::DetectionConfig,
     /// Sigma rules evaluated on every `logs` batch.
     pub rules: pipeline::rules::RulesConfig,
+    /// GeoIP databases: country and AS of `logs.source_ip`.
+    pub geoip: pipeline::geoip::GeoIpConfig,
     /// Scheduled SQL alerts run by the pipeline role.
     pub alerts: crate::sql_alerts::AlertsConfig,
 }

@@ -237,6 +237,8 @@ struct PipelineRole {
     /// current by `rules_refresher`.
     rules: Option<Arc<pipeline::rules::RuleBook>>,
     rules_refresher: Option<JoinHandle<()>>,
+    /// Country and AS of `logs.source_ip` (`pipeline.geoip`).
+    geoip: Option<Arc<pipeline::geoip::GeoIp>>,
     /// Scheduled SQL alerts (`pipeline.alerts.enabled`).
     alerts: Option<JoinHandle<()>>,
     stop_detection: CancellationToken,
@@ -269,6 +271,9 @@ impl PipelineRole {
             clickhouse = Some(sink);
         }
         let stop_detection = CancellationToken::new();
+        let geoip = pipeline::geoip::GeoIp::start(&config.pipeline.geoip, registry)
+            .context("pipeline.geoip")?
+            .map(Arc::new);
         let (rules, rules_refresher) = match config.pipeline.rules.enabled {
             true => {
                 let rules = pipeline::rules::RuleBook::new(registry)?;
@@ -339,6 +344,7 @@ impl PipelineRole {
             detection,
             rules,
             rules_refresher,
+            geoip,
             alerts,
             stop_detection,
             maintenance,
@@ -357,6 +363,7 @@ impl PipelineRole {
             bus,
             self.sinks.clone(),
             inline_detectors(
+                self.geoip.as_ref(),
                 self.detection.as_ref(),
                 self.rules.as_ref(),
                 config.pipeline.detection.windows.lateness_ms,
@@ -687,13 +694,19 @@ fn start_api(
 /// and, when on, Sigma rules (what they derive is stored and acknowledged
 /// with the batch) and the streaming detector's feature windows.
 fn inline_detectors(
+    geoip: Option<&Arc<pipeline::geoip::GeoIp>>,
     detection: Option<&Detection>,
     rules: Option<&Arc<pipeline::rules::RuleBook>>,
     lateness_ms: i64,
 ) -> consumer::InlineDetectors {
     let usage: Arc<dyn consumer::Inline> =
         Arc::new(std::sync::Mutex::new(detectors::usage::UsageCounter));
-    let mut all = vec![usage];
+    // GeoIP first: it fills columns every later stage (and sink) sees.
+    let mut all: Vec<Arc<dyn consumer::Inline>> = geoip
+        .map(|g| g.clone() as Arc<dyn consumer::Inline>)
+        .into_iter()
+        .collect();
+    all.push(usage);
     if let Some(rules) = rules {
         all.push(Arc::new(rules.stage(lateness_ms)));
     }

@@ -18,6 +18,7 @@ mod flight_sql;
 mod fluent;
 mod forwarders;
 mod gelf;
+mod geoip;
 mod hosts;
 mod ingest_http;
 mod insights;

@@ -47,6 +47,11 @@ impl Default for ConsumerConfig {
 /// module docs). Deliveries in flight call it concurrently.
 pub trait Inline: Send + Sync {
     fn name(&self) -> &'static str;
+    /// The delivery as it is to be written and seen by the detectors after
+    /// this one (an enrichment fills columns: GeoIP); unchanged by default.
+    fn enrich(&self, envelope: Envelope) -> detectors::Result<Envelope> {
+        Ok(envelope)
+    }
     /// What `envelope` derives, written and acknowledged with it.
     fn derive(&self, envelope: &Envelope) -> detectors::Result<Vec<Envelope>>;
 }
@@ -101,29 +106,45 @@ pub async fn run(
 
 async fn deliver(delivery: Delivery, sinks: &[Arc<dyn Sink>], detectors: &InlineDetectors) {
     let Delivery { envelope, ack } = delivery;
-    let outcome = match derive(&envelope, detectors) {
-        Ok(derived) => write_all(sinks, std::iter::once(&envelope).chain(&derived)).await,
+    let (tenant, kind, batch_id) = (
+        envelope.tenant().clone(),
+        envelope.kind(),
+        envelope.batch_id(),
+    );
+    let outcome = match derive(envelope, detectors) {
+        Ok((envelope, derived)) => {
+            write_all(sinks, std::iter::once(&envelope).chain(&derived)).await
+        }
         Err(e) => Err(e),
     };
     if let Err(error) = &outcome {
-        warn!(%error, tenant = %envelope.tenant(), kind = %envelope.kind(),
-            batch_id = %envelope.batch_id(), "batch not written; not acknowledged");
+        warn!(%error, %tenant, %kind, %batch_id, "batch not written; not acknowledged");
     }
     ack.settle(outcome);
 }
 
-/// What the inline detectors derive from `envelope`. A detector failing is
-/// the batch failing: billing counts are never silently skipped.
-fn derive(envelope: &Envelope, detectors: &InlineDetectors) -> Result<Vec<Envelope>> {
+/// The delivery as enriched, and what the inline detectors derive from it.
+/// A detector failing is the batch failing: billing counts are never
+/// silently skipped.
+fn derive(
+    mut envelope: Envelope,
+    detectors: &InlineDetectors,
+) -> Result<(Envelope, Vec<Envelope>)> {
+    let failed = |detector: &Arc<dyn Inline>, e: detectors::Error| Error::Detector {
+        detector: detector.name(),
+        message: e.to_string(),
+    };
+    for detector in detectors.iter() {
+        envelope = detector.enrich(envelope).map_err(|e| failed(detector, e))?;
+    }
     let mut derived = Vec::new();
     for detector in detectors.iter() {
-        let out = detector.derive(envelope).map_err(|e| Error::Detector {
-            detector: detector.name(),
-            message: e.to_string(),
-        })?;
+        let out = detector
+            .derive(&envelope)
+            .map_err(|e| failed(detector, e))?;
         derived.extend(out);
     }
-    Ok(derived)
+    Ok((envelope, derived))
 }
 
 /// Writes every envelope to every sink concurrently; the first failure wins.

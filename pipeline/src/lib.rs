@@ -22,6 +22,7 @@ pub mod bus;
 pub mod consumer;
 pub mod detection;
 mod error;
+pub mod geoip;
 pub mod lake;
 pub mod maintenance;
 pub mod metrics;

@@ -33,12 +33,14 @@ struct Listing {
 const LOGS: Listing = Listing {
     table: "logs",
     columns: "ts, received_at, batch_id, host, app, pid, severity, facility, msg_id, message, \
-              source_ip, structured_data, parse_status, input, bytes",
+              source_ip, structured_data, parse_status, input, bytes, source_country, source_asn, \
+              source_as_org",
     filters: &[
         ("host", "host", false),
         ("app", "app", false),
         ("severity", "severity", false),
         ("source_ip", "source_ip", false),
+        ("source_country", "source_country", false),
         ("input", "input", false),
         ("parse_status", "parse_status", false),
     ],

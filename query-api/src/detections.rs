@@ -554,7 +554,8 @@ pub async fn test_rule(
     // Every column a rule may name; not `raw` (bytes as received).
     query.sql = format!(
         "SELECT tenant_id, ts, received_at, batch_id, host, app, pid, severity, facility, \
-         msg_id, message, source_ip, structured_data, parse_status, input \
+         msg_id, message, source_ip, structured_data, parse_status, input, source_country, \
+         source_asn, source_as_org \
          FROM logs WHERE CAST(ts AS BIGINT) >= {lo} AND CAST(ts AS BIGINT) < {hi}"
     );
     let started = std::time::Instant::now();

@@ -150,6 +150,16 @@ impl Envelope {
         self.batch.num_rows()
     }
 
+    /// The same envelope with `batch` in place of its batch (an enrichment
+    /// that filled columns); checked against the kind's schema again.
+    pub fn with_batch(self, batch: RecordBatch) -> Result<Self> {
+        let batch = conform(&self.headers, batch)?;
+        Ok(Self {
+            headers: self.headers,
+            batch,
+        })
+    }
+
     /// Encodes the batch as one Arrow IPC stream (schema + one batch).
     pub fn encode(&self) -> Result<Bytes> {
         let mut out = Vec::with_capacity(self.batch.get_array_memory_size() + 1024);
@@ -447,8 +457,29 @@ mod tests {
         let msg = err.to_string();
         assert_eq!(
             msg,
-            "schema mismatch for logs v1.0: missing column \"message\" (16 columns, expected 17)"
+            "schema mismatch for logs v1.1: missing column \"message\" (19 columns, expected 20)"
         );
+    }
+
+    #[test]
+    fn a_logs_batch_of_schema_1_0_is_padded_with_the_geoip_columns() {
+        let (id, batch) = logs("acme", 3);
+        let env = Envelope::new(tenant("acme"), RecordKind::Logs, id, batch.clone()).unwrap();
+        // What a 1.0 producer sent: the columns before `source_country`.
+        let old = batch.project(&(0..17).collect::<Vec<_>>()).unwrap();
+        let mut out = Vec::new();
+        let mut writer = StreamWriter::try_new(&mut out, &old.schema()).unwrap();
+        writer.write(&old).unwrap();
+        writer.finish().unwrap();
+        drop(writer);
+        let mut headers = env.headers().clone();
+        headers.schema_version = SchemaVersion { major: 1, minor: 0 };
+        let decoded = Envelope::decode(headers, &out).unwrap();
+        assert_eq!(decoded.batch().num_columns(), 20);
+        for name in ["source_country", "source_asn", "source_as_org"] {
+            let column = decoded.batch().column_by_name(name).unwrap();
+            assert_eq!(column.null_count(), 3, "{name}");
+        }
     }
 
     #[test]

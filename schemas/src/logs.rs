@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use arrow::array::{
     ArrayRef, BinaryBuilder, RecordBatch, StringBuilder, TimestampMillisecondBuilder, UInt8Builder,
-    UInt32Builder,
+    UInt32Builder, new_null_array,
 };
+use arrow::datatypes::DataType;
 use uuid::Uuid;
 
 use crate::envelope::constant_utf8;
@@ -244,6 +245,10 @@ impl LogBatchBuilder {
             Arc::new(self.parse_status.finish()),
             Arc::new(self.input.finish()),
             Arc::new(self.bytes.finish()),
+            // GeoIP columns: the pipeline fills them (crate pipeline::geoip).
+            new_null_array(&DataType::Utf8, n),
+            new_null_array(&DataType::UInt32, n),
+            new_null_array(&DataType::Utf8, n),
         ];
         Ok(RecordBatch::try_new(
             schema::schema(RecordKind::Logs),

@@ -47,8 +47,9 @@ impl FromStr for SchemaVersion {
 /// The current version of each kind's schema.
 pub fn version(kind: RecordKind) -> SchemaVersion {
     match kind {
-        RecordKind::Logs
-        | RecordKind::Devices
+        // 1.1 added `source_country`, `source_asn`, `source_as_org` (GeoIP).
+        RecordKind::Logs => SchemaVersion { major: 1, minor: 1 },
+        RecordKind::Devices
         | RecordKind::Scans
         | RecordKind::Findings
         | RecordKind::Anomalies
@@ -108,6 +109,12 @@ static LOGS: LazyLock<SchemaRef> = LazyLock::new(|| {
         utf8("input", false),
         // Size of the record as received; the basis of `log_bytes` usage.
         Field::new("bytes", DataType::UInt32, false),
+        // 1.1 — where `source_ip` is (GeoIP, filled by the pipeline when a
+        // database is configured): ISO 3166-1 alpha-2 country, autonomous
+        // system number and its organization.
+        utf8("source_country", true),
+        Field::new("source_asn", DataType::UInt32, true),
+        utf8("source_as_org", true),
     ])
 });
 

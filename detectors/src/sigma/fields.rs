@@ -89,6 +89,9 @@ const COLUMNS: &[&str] = &[
     "source_ip",
     "input",
     "parse_status",
+    "source_country",
+    "source_asn",
+    "source_as_org",
 ];
 
 impl Default for FieldMap {

@@ -1,0 +1,469 @@
+//! GeoIP: where a log's `source_ip` is, from MaxMind-format databases.
+//!
+//! With `pipeline.geoip.country_db` and/or `asn_db` set, the consumer fills
+//! the `logs` columns `source_country` (ISO 3166-1 alpha-2: the located
+//! country, else the registered one — MaxMind's advice for anycast and
+//! satellite ranges), `source_asn` and `source_as_org` of every batch before
+//! anything derives from it or writes it, so Sigma rules, SQL and ClickHouse
+//! all see them. Any `.mmdb` with the GeoIP2/GeoLite2 field names works:
+//! GeoLite2/GeoIP2 Country or City, GeoLite2/GeoIP2 ASN, DB-IP's lite
+//! databases.
+//!
+//! Enrichment never fails a batch: an address that does not parse, is not
+//! in the database, or cannot be looked up (IPv6 in an IPv4-only database)
+//! leaves the columns null. Each distinct address of a batch is looked up
+//! once. A database file replaced in place (geoipupdate writes a new file
+//! and renames it) is read again within [`RELOAD_CHECK`]; a replacement
+//! that does not open keeps the database in use.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use arrow::array::{Array, ArrayRef, RecordBatch, StringArray, StringBuilder, UInt32Builder};
+use arrow::error::ArrowError;
+use maxminddb::{PathElement, Reader};
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use schemas::{Envelope, RecordKind};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+/// How often a database file is checked for a replacement.
+pub const RELOAD_CHECK: Duration = Duration::from_secs(60);
+
+/// `[pipeline.geoip]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeoIpConfig {
+    /// A Country or City database (`GeoLite2-Country.mmdb`…): fills
+    /// `source_country`.
+    pub country_db: Option<PathBuf>,
+    /// An ASN database (`GeoLite2-ASN.mmdb`): fills `source_asn` and
+    /// `source_as_org`.
+    pub asn_db: Option<PathBuf>,
+}
+
+impl GeoIpConfig {
+    pub fn enabled(&self) -> bool {
+        self.country_db.is_some() || self.asn_db.is_some()
+    }
+}
+
+/// Why a database could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("GeoIP database {}: {why}", path.display())]
+pub struct GeoIpError {
+    pub path: PathBuf,
+    pub why: String,
+}
+
+/// One database file and the reader of its current contents.
+struct Database {
+    /// `country` or `asn`, in metrics and logs.
+    name: &'static str,
+    path: PathBuf,
+    reader: RwLock<Arc<Reader<Vec<u8>>>>,
+    /// When the file was last checked, and its modification time then.
+    checked: Mutex<(Instant, Option<SystemTime>)>,
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+fn open(path: &Path) -> Result<Reader<Vec<u8>>, GeoIpError> {
+    Reader::open_readfile(path).map_err(|e| GeoIpError {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    })
+}
+
+impl Database {
+    fn load(name: &'static str, path: &Path, metrics: &GeoIpMetrics) -> Result<Self, GeoIpError> {
+        let mtime = modified(path);
+        let reader = open(path)?;
+        metrics.observe(name, &reader);
+        info!(database = name, path = %path.display(), kind = %reader.metadata.database_type, "GeoIP database loaded");
+        Ok(Self {
+            name,
+            path: path.to_path_buf(),
+            reader: RwLock::new(Arc::new(reader)),
+            checked: Mutex::new((Instant::now(), mtime)),
+        })
+    }
+
+    /// The reader to use now, having read the file again if it changed
+    /// (checked at most every [`RELOAD_CHECK`]).
+    fn current(&self, metrics: &GeoIpMetrics) -> Arc<Reader<Vec<u8>>> {
+        let changed = {
+            let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
+            if checked.0.elapsed() < RELOAD_CHECK {
+                false
+            } else {
+                let now = modified(&self.path);
+                let changed = now.is_some() && now != checked.1;
+                *checked = (Instant::now(), now.or(checked.1));
+                changed
+            }
+        };
+        if changed {
+            match open(&self.path) {
+                Ok(fresh) => {
+                    info!(database = self.name, path = %self.path.display(), "GeoIP database reloaded");
+                    metrics.observe(self.name, &fresh);
+                    *self.reader.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+                }
+                Err(error) => {
+                    warn!(%error, "GeoIP database not reloaded; the previous one stays in use")
+                }
+            }
+        }
+        self.reader
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+#[derive(Clone)]
+struct GeoIpMetrics {
+    /// Rows enriched, by database and outcome.
+    rows: IntCounterVec,
+    /// Each database's build time (seconds since the epoch): how stale it is.
+    built: IntGaugeVec,
+}
+
+impl GeoIpMetrics {
+    fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let m = Self {
+            rows: IntCounterVec::new(
+                Opts::new(
+                    "securenet_geoip_rows_total",
+                    "Log rows looked up in a GeoIP database, by database and result (found, not_found, no_address)",
+                ),
+                &["database", "result"],
+            )?,
+            built: IntGaugeVec::new(
+                Opts::new(
+                    "securenet_geoip_database_build_timestamp_seconds",
+                    "When the GeoIP database in use was built",
+                ),
+                &["database"],
+            )?,
+        };
+        registry.register(Box::new(m.rows.clone()))?;
+        registry.register(Box::new(m.built.clone()))?;
+        Ok(m)
+    }
+
+    fn observe(&self, name: &str, reader: &Reader<Vec<u8>>) {
+        self.built
+            .with_label_values(&[name])
+            .set(reader.metadata.build_epoch as i64);
+    }
+}
+
+/// What one address is.
+#[derive(Default, Clone)]
+struct Place {
+    country: Option<String>,
+    asn: Option<u32>,
+    as_org: Option<String>,
+}
+
+/// The GeoIP stage of the consumer.
+pub struct GeoIp {
+    country: Option<Database>,
+    asn: Option<Database>,
+    metrics: GeoIpMetrics,
+}
+
+/// The address in a `source_ip` value: an IP, IPv4-mapped IPv6 as IPv4.
+fn address(text: &str) -> Option<IpAddr> {
+    let ip: IpAddr = text.trim().parse().ok()?;
+    Some(match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    })
+}
+
+impl GeoIp {
+    /// Opens the configured databases (an error names the file); None when
+    /// none is configured.
+    pub fn start(config: &GeoIpConfig, registry: &Registry) -> Result<Option<Self>, GeoIpError> {
+        if !config.enabled() {
+            return Ok(None);
+        }
+        let metrics = GeoIpMetrics::new(registry).map_err(|e| GeoIpError {
+            path: PathBuf::new(),
+            why: e.to_string(),
+        })?;
+        let load = |name, path: &Option<PathBuf>| {
+            path.as_deref()
+                .map(|p| Database::load(name, p, &metrics))
+                .transpose()
+        };
+        Ok(Some(Self {
+            country: load("country", &config.country_db)?,
+            asn: load("asn", &config.asn_db)?,
+            metrics,
+        }))
+    }
+
+    fn locate(
+        &self,
+        ip: IpAddr,
+        country: Option<&Reader<Vec<u8>>>,
+        asn: Option<&Reader<Vec<u8>>>,
+    ) -> Place {
+        let mut place = Place::default();
+        if let Some(reader) = country
+            && let Ok(found) = reader.lookup(ip)
+        {
+            let code = |key| {
+                found
+                    .decode_path::<String>(&[PathElement::Key(key), PathElement::Key("iso_code")])
+                    .ok()
+                    .flatten()
+            };
+            place.country = code("country").or_else(|| code("registered_country"));
+        }
+        if let Some(reader) = asn
+            && let Ok(found) = reader.lookup(ip)
+            && let Ok(Some(record)) = found.decode::<maxminddb::geoip2::Asn>()
+        {
+            place.asn = record.autonomous_system_number;
+            place.as_org = record.autonomous_system_organization.map(str::to_string);
+        }
+        place
+    }
+
+    /// `batch` (of `logs`) with its GeoIP columns filled from `source_ip`.
+    pub fn enrich_batch(&self, batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+        let schema = batch.schema();
+        let (Ok(ip_col), Ok(country_col), Ok(asn_col), Ok(org_col)) = (
+            schema.index_of("source_ip"),
+            schema.index_of("source_country"),
+            schema.index_of("source_asn"),
+            schema.index_of("source_as_org"),
+        ) else {
+            return Ok(batch.clone());
+        };
+        let Some(ips) = batch.column(ip_col).as_any().downcast_ref::<StringArray>() else {
+            return Ok(batch.clone());
+        };
+        let country = self.country.as_ref().map(|d| d.current(&self.metrics));
+        let asn = self.asn.as_ref().map(|d| d.current(&self.metrics));
+        let rows = batch.num_rows();
+        let mut seen: HashMap<&str, Place> = HashMap::new();
+        let mut countries = StringBuilder::with_capacity(rows, rows * 2);
+        let mut numbers = UInt32Builder::with_capacity(rows);
+        let mut orgs = StringBuilder::with_capacity(rows, rows * 8);
+        let (mut found, mut not_found, mut no_address) = ([0u64; 2], [0u64; 2], 0u64);
+        for text in ips.iter() {
+            let place = match text {
+                Some(text) => match seen.get(text) {
+                    Some(place) => Some(place),
+                    None => match address(text) {
+                        Some(ip) => {
+                            let place = self.locate(ip, country.as_deref(), asn.as_deref());
+                            Some(&*seen.entry(text).or_insert(place))
+                        }
+                        None => None,
+                    },
+                },
+                None => None,
+            };
+            let Some(place) = place else {
+                no_address += 1;
+                countries.append_null();
+                numbers.append_null();
+                orgs.append_null();
+                continue;
+            };
+            let count = |hit: bool, i: usize, found: &mut [u64; 2], missed: &mut [u64; 2]| {
+                if hit { found[i] += 1 } else { missed[i] += 1 }
+            };
+            count(place.country.is_some(), 0, &mut found, &mut not_found);
+            count(place.asn.is_some(), 1, &mut found, &mut not_found);
+            countries.append_option(place.country.as_deref());
+            numbers.append_option(place.asn);
+            orgs.append_option(place.as_org.as_deref());
+        }
+        for (i, db) in [(0, &self.country), (1, &self.asn)] {
+            let Some(db) = db else { continue };
+            let rows = &self.metrics.rows;
+            rows.with_label_values(&[db.name, "found"]).inc_by(found[i]);
+            rows.with_label_values(&[db.name, "not_found"])
+                .inc_by(not_found[i]);
+            rows.with_label_values(&[db.name, "no_address"])
+                .inc_by(no_address);
+        }
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        if self.country.is_some() {
+            columns[country_col] = Arc::new(countries.finish());
+        }
+        if self.asn.is_some() {
+            columns[asn_col] = Arc::new(numbers.finish());
+            columns[org_col] = Arc::new(orgs.finish());
+        }
+        RecordBatch::try_new(schema, columns)
+    }
+}
+
+impl crate::consumer::Inline for GeoIp {
+    fn name(&self) -> &'static str {
+        "geoip"
+    }
+
+    fn enrich(&self, envelope: Envelope) -> detectors::Result<Envelope> {
+        if envelope.kind() != RecordKind::Logs {
+            return Ok(envelope);
+        }
+        let batch = self.enrich_batch(envelope.batch())?;
+        Ok(envelope.with_batch(batch)?)
+    }
+
+    fn derive(&self, _: &Envelope) -> detectors::Result<Vec<Envelope>> {
+        Ok(Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::UInt32Array;
+    use schemas::{LogBatchBuilder, LogRecord, TenantId};
+
+    fn data(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/data/geoip")
+            .join(name)
+    }
+
+    fn geoip(country: bool, asn: bool) -> GeoIp {
+        let config = GeoIpConfig {
+            country_db: country.then(|| data("country.mmdb")),
+            asn_db: asn.then(|| data("asn.mmdb")),
+        };
+        GeoIp::start(&config, &Registry::new()).unwrap().unwrap()
+    }
+
+    fn batch(ips: &[Option<&str>]) -> RecordBatch {
+        let mut b = LogBatchBuilder::with_capacity(ips.len());
+        for ip in ips {
+            b.append(&LogRecord {
+                message: "m".into(),
+                source_ip: ip.map(String::from),
+                input: "test",
+                ..Default::default()
+            });
+        }
+        b.finish(&TenantId::new("acme").unwrap(), uuid::Uuid::nil())
+            .unwrap()
+    }
+
+    fn strings(batch: &RecordBatch, name: &str) -> Vec<Option<String>> {
+        let col = batch.column_by_name(name).unwrap();
+        let col = col.as_any().downcast_ref::<StringArray>().unwrap();
+        col.iter().map(|v| v.map(String::from)).collect()
+    }
+
+    #[test]
+    fn fills_country_and_as_from_the_source_address() {
+        let ips = [
+            Some("198.51.100.7"),
+            Some("203.0.113.9"),
+            Some("2001:db8:1::5"),
+            Some("::ffff:198.51.100.8"),
+            Some("192.0.2.1"),
+            Some("10.0.0.1"),
+            Some("not an address"),
+            None,
+            Some("198.51.100.7"),
+        ];
+        let out = geoip(true, true).enrich_batch(&batch(&ips)).unwrap();
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(
+            strings(&out, "source_country"),
+            [
+                s("DE"),
+                s("JP"),
+                s("FR"),
+                s("DE"),
+                None,
+                None,
+                None,
+                None,
+                s("DE")
+            ]
+        );
+        let asn = out.column_by_name("source_asn").unwrap();
+        let asn: Vec<Option<u32>> = asn
+            .as_any()
+            .downcast_ref::<UInt32Array>()
+            .unwrap()
+            .iter()
+            .collect();
+        assert_eq!(
+            asn,
+            [
+                Some(64500),
+                Some(64501),
+                Some(64502),
+                Some(64500),
+                None,
+                None,
+                None,
+                None,
+                Some(64500)
+            ]
+        );
+        assert_eq!(strings(&out, "source_as_org")[1], s("Beispiel K.K."));
+        // Everything else is the batch as it was.
+        assert_eq!(out.num_columns(), 20);
+        assert_eq!(out.column(11), batch(&ips).column(11));
+    }
+
+    #[test]
+    fn one_database_fills_only_its_columns() {
+        let out = geoip(false, true)
+            .enrich_batch(&batch(&[Some("198.51.100.7")]))
+            .unwrap();
+        assert_eq!(strings(&out, "source_country"), [None]);
+        assert_eq!(
+            strings(&out, "source_as_org"),
+            [Some("Example Transit GmbH".to_string())]
+        );
+    }
+
+    #[test]
+    fn a_missing_or_broken_database_is_named() {
+        let config = GeoIpConfig {
+            country_db: Some("/nonexistent/GeoLite2-Country.mmdb".into()),
+            asn_db: None,
+        };
+        let err = GeoIp::start(&config, &Registry::new()).err().unwrap();
+        assert!(
+            err.to_string()
+                .contains("/nonexistent/GeoLite2-Country.mmdb"),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.mmdb");
+        std::fs::write(&bad, b"not a database").unwrap();
+        let config = GeoIpConfig {
+            country_db: Some(bad.clone()),
+            asn_db: None,
+        };
+        let err = GeoIp::start(&config, &Registry::new()).err().unwrap();
+        assert!(err.to_string().contains("bad.mmdb"), "{err}");
+        assert!(
+            GeoIp::start(&GeoIpConfig::default(), &Registry::new())
+                .unwrap()
+                .is_none()
+        );
+    }
+}
