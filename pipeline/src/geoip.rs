@@ -11,14 +11,15 @@
 //!
 //! Enrichment never fails a batch: an address that does not parse, is not
 //! in the database, or cannot be looked up (IPv6 in an IPv4-only database)
-//! leaves the columns null. Each distinct address of a batch is looked up
-//! once. A database file replaced in place (geoipupdate writes a new file
+//! leaves the columns null. An address is looked up once per batch and
+//! then cached across batches (up to 200,000 addresses). A database file replaced in place (geoipupdate writes a new file
 //! and renames it) is read again within [`RELOAD_CHECK`]; a replacement
 //! that does not open keeps the database in use.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -67,6 +68,11 @@ struct Database {
     reader: RwLock<Arc<Reader<Vec<u8>>>>,
     /// When the file was last checked, and its modification time then.
     checked: Mutex<(Instant, Option<SystemTime>)>,
+    /// How often to check ([`RELOAD_CHECK`]; tests check every time).
+    check_every: Duration,
+    /// Times a file was (re)loaded: cached lookups of an older load are
+    /// dropped.
+    loads: AtomicU64,
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {
@@ -91,6 +97,8 @@ impl Database {
             path: path.to_path_buf(),
             reader: RwLock::new(Arc::new(reader)),
             checked: Mutex::new((Instant::now(), mtime)),
+            check_every: RELOAD_CHECK,
+            loads: AtomicU64::new(1),
         })
     }
 
@@ -99,7 +107,7 @@ impl Database {
     fn current(&self, metrics: &GeoIpMetrics) -> Arc<Reader<Vec<u8>>> {
         let changed = {
             let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
-            if checked.0.elapsed() < RELOAD_CHECK {
+            if checked.0.elapsed() < self.check_every {
                 false
             } else {
                 let now = modified(&self.path);
@@ -114,6 +122,7 @@ impl Database {
                     info!(database = self.name, path = %self.path.display(), "GeoIP database reloaded");
                     metrics.observe(self.name, &fresh);
                     *self.reader.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+                    self.loads.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(error) => {
                     warn!(%error, "GeoIP database not reloaded; the previous one stays in use")
@@ -173,11 +182,24 @@ struct Place {
     as_org: Option<String>,
 }
 
+/// Addresses at most in [`Cache`]; when full it starts afresh.
+const CACHE_MAX: usize = 200_000;
+
+/// Addresses looked up lately, across batches (the sources of logs repeat
+/// far more than within one batch), for the databases as loaded
+/// `generation` times.
+#[derive(Default)]
+struct Cache {
+    generation: u64,
+    places: HashMap<IpAddr, Place>,
+}
+
 /// The GeoIP stage of the consumer.
 pub struct GeoIp {
     country: Option<Database>,
     asn: Option<Database>,
     metrics: GeoIpMetrics,
+    cache: Mutex<Cache>,
 }
 
 /// The address in a `source_ip` value: an IP, IPv4-mapped IPv6 as IPv4.
@@ -209,6 +231,7 @@ impl GeoIp {
             country: load("country", &config.country_db)?,
             asn: load("asn", &config.asn_db)?,
             metrics,
+            cache: Mutex::default(),
         }))
     }
 
@@ -256,26 +279,40 @@ impl GeoIp {
         };
         let country = self.country.as_ref().map(|d| d.current(&self.metrics));
         let asn = self.asn.as_ref().map(|d| d.current(&self.metrics));
+        let generation = [&self.country, &self.asn]
+            .iter()
+            .map(|d| d.as_ref().map_or(0, |d| d.loads.load(Ordering::Relaxed)))
+            .fold(0u64, |g, loads| g.wrapping_mul(1 << 32).wrapping_add(loads));
         let rows = batch.num_rows();
-        let mut seen: HashMap<&str, Place> = HashMap::new();
+        let addresses: Vec<Option<IpAddr>> = ips.iter().map(|t| t.and_then(address)).collect();
+        // Addresses neither this batch nor the cache has seen: looked up
+        // outside the lock (deliveries in flight enrich concurrently).
+        let mut misses: HashMap<IpAddr, Place> = HashMap::new();
+        {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            let fresh = cache.generation == generation;
+            for ip in addresses.iter().flatten() {
+                if !(fresh && cache.places.contains_key(ip)) {
+                    misses.entry(*ip).or_default();
+                }
+            }
+        }
+        for (ip, place) in misses.iter_mut() {
+            *place = self.locate(*ip, country.as_deref(), asn.as_deref());
+        }
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.generation != generation || cache.places.len() + misses.len() > CACHE_MAX {
+            // A new database, or full: start afresh (simple, and a full
+            // cache means the sources do not repeat much anyway).
+            cache.places.clear();
+            cache.generation = generation;
+        }
         let mut countries = StringBuilder::with_capacity(rows, rows * 2);
         let mut numbers = UInt32Builder::with_capacity(rows);
         let mut orgs = StringBuilder::with_capacity(rows, rows * 8);
         let (mut found, mut not_found, mut no_address) = ([0u64; 2], [0u64; 2], 0u64);
-        for text in ips.iter() {
-            let place = match text {
-                Some(text) => match seen.get(text) {
-                    Some(place) => Some(place),
-                    None => match address(text) {
-                        Some(ip) => {
-                            let place = self.locate(ip, country.as_deref(), asn.as_deref());
-                            Some(&*seen.entry(text).or_insert(place))
-                        }
-                        None => None,
-                    },
-                },
-                None => None,
-            };
+        for ip in &addresses {
+            let place = ip.and_then(|ip| misses.get(&ip).or_else(|| cache.places.get(&ip)));
             let Some(place) = place else {
                 no_address += 1;
                 countries.append_null();
@@ -292,6 +329,8 @@ impl GeoIp {
             numbers.append_option(place.asn);
             orgs.append_option(place.as_org.as_deref());
         }
+        cache.places.extend(misses);
+        drop(cache);
         for (i, db) in [(0, &self.country), (1, &self.asn)] {
             let Some(db) = db else { continue };
             let rows = &self.metrics.rows;
@@ -437,6 +476,41 @@ mod tests {
             strings(&out, "source_as_org"),
             [Some("Example Transit GmbH".to_string())]
         );
+    }
+
+    #[test]
+    fn a_replaced_database_is_read_again_and_a_broken_replacement_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("GeoLite2-Country.mmdb");
+        std::fs::copy(data("country.mmdb"), &path).unwrap();
+        let config = GeoIpConfig {
+            country_db: Some(path.clone()),
+            asn_db: None,
+        };
+        let mut geoip = GeoIp::start(&config, &Registry::new()).unwrap().unwrap();
+        if let Some(db) = geoip.country.as_mut() {
+            db.check_every = Duration::ZERO;
+        }
+        let one = batch(&[Some("198.51.100.7")]);
+        let country = |g: &GeoIp| strings(&g.enrich_batch(&one).unwrap(), "source_country");
+        assert_eq!(country(&geoip), [Some("DE".to_string())]);
+        // A new release in place (here: a database without countries),
+        // with a new modification time, as geoipupdate's rename gives.
+        let replace = |bytes: &[u8], secs: u64| {
+            let tmp = dir.path().join("new.mmdb");
+            std::fs::write(&tmp, bytes).unwrap();
+            let file = std::fs::File::options().write(true).open(&tmp).unwrap();
+            file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+                .unwrap();
+            std::fs::rename(&tmp, &path).unwrap();
+        };
+        // A broken replacement keeps the database in use.
+        replace(b"half-written", 1_800_000_000);
+        assert_eq!(country(&geoip), [Some("DE".to_string())]);
+        replace(&std::fs::read(data("asn.mmdb")).unwrap(), 1_800_000_100);
+        assert_eq!(country(&geoip), [None]);
+        replace(&std::fs::read(data("country.mmdb")).unwrap(), 1_800_000_200);
+        assert_eq!(country(&geoip), [Some("DE".to_string())]);
     }
 
     #[test]
