@@ -23,6 +23,7 @@ use ingest::http::IngestState;
 use ingest::syslog::{SyslogMetrics, SyslogServer};
 use pipeline::bus::{embedded, kafka};
 use pipeline::detection::Detection;
+use pipeline::entitlements::{Gated, PlanBook};
 use pipeline::maintenance::LeaseHandle;
 use pipeline::sinks::clickhouse::ClickHouseSink;
 use pipeline::{BusProducer, Lake, PipelineMetrics, Sink, consumer};
@@ -232,7 +233,9 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
 /// maintenance loop (the bus that feeds them is [`Bus`]).
 struct PipelineRole {
     sinks: Vec<Arc<dyn Sink>>,
-    detection: Option<Detection>,
+    /// The streaming detector, its inline stage gated by plan, and the
+    /// task keeping the plans current.
+    detection: Option<(Detection, Arc<dyn consumer::Inline>, JoinHandle<()>)>,
     /// Every organization's Sigma rules (`pipeline.rules.enabled`), kept
     /// current by `rules_refresher`.
     rules: Option<Arc<pipeline::rules::RuleBook>>,
@@ -317,8 +320,8 @@ impl PipelineRole {
             )
         });
         let detection = match config.pipeline.detection.enabled {
-            true => Some(
-                Detection::start(
+            true => {
+                let detection = Detection::start(
                     config.pipeline.detection.clone(),
                     lake.clone(),
                     sinks.clone(),
@@ -327,8 +330,22 @@ impl PipelineRole {
                     stop_detection.clone(),
                 )
                 .await
-                .context("starting the detector")?,
-            ),
+                .context("starting the detector")?;
+                // ML detection is sold from the professional plan up: the
+                // streaming models see only those organizations' batches.
+                let plans = Arc::new(PlanBook::default());
+                refresh_plans(store, &plans)
+                    .await
+                    .context("reading the organizations' plans")?;
+                let gated: Arc<dyn consumer::Inline> = Arc::new(Gated::new(
+                    detection.inline(),
+                    plans.clone(),
+                    schemas::Feature::MlDetection,
+                    registry,
+                )?);
+                let refresher = spawn_plan_refresher(store.clone(), plans, stop_detection.clone());
+                Some((detection, gated, refresher))
+            }
             false => None,
         };
         let stop_maintenance = CancellationToken::new();
@@ -364,7 +381,7 @@ impl PipelineRole {
             self.sinks.clone(),
             inline_detectors(
                 self.geoip.as_ref(),
-                self.detection.as_ref(),
+                self.detection.as_ref().map(|(_, gated, _)| gated),
                 self.rules.as_ref(),
                 config.pipeline.detection.windows.lateness_ms,
             ),
@@ -387,8 +404,9 @@ impl PipelineRole {
     /// Last: close every open window and store what it yields.
     async fn finish(self) {
         self.stop_detection.cancel();
-        if let Some(d) = self.detection {
+        if let Some((d, _, plans)) = self.detection {
             d.finish().await;
+            let _ = plans.await;
         }
         if let Some(r) = self.rules_refresher {
             let _ = r.await;
@@ -693,9 +711,43 @@ fn start_api(
 /// Detectors every batch goes through before it is written: usage counting
 /// and, when on, Sigma rules (what they derive is stored and acknowledged
 /// with the batch) and the streaming detector's feature windows.
+/// How often a pipeline reads every organization's plan: a plan change
+/// reaches its gated stages (ML detection) within this long.
+const PLAN_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn refresh_plans(store: &MetaStore, plans: &PlanBook) -> anyhow::Result<()> {
+    let orgs = store.list_organizations().await?;
+    plans.replace(orgs.into_iter().map(|o| (o.id, o.plan)).collect());
+    Ok(())
+}
+
+/// Re-reads the plans every [`PLAN_REFRESH`], and at once (at most every
+/// 200 ms) when a batch of an organization it does not know arrives, until
+/// `stop`; a failed read keeps the plans known (and is logged).
+fn spawn_plan_refresher(
+    store: Arc<MetaStore>,
+    plans: Arc<PlanBook>,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(PLAN_REFRESH) => {}
+                _ = plans.unknown_seen() => {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            }
+            if let Err(error) = refresh_plans(&store, &plans).await {
+                tracing::warn!(%error, "plans not refreshed; the last ones known stay in force");
+            }
+        }
+    })
+}
+
 fn inline_detectors(
     geoip: Option<&Arc<pipeline::geoip::GeoIp>>,
-    detection: Option<&Detection>,
+    detection: Option<&Arc<dyn consumer::Inline>>,
     rules: Option<&Arc<pipeline::rules::RuleBook>>,
     lateness_ms: i64,
 ) -> consumer::InlineDetectors {
@@ -710,7 +762,7 @@ fn inline_detectors(
     if let Some(rules) = rules {
         all.push(Arc::new(rules.stage(lateness_ms)));
     }
-    all.extend(detection.map(Detection::inline));
+    all.extend(detection.cloned());
     all.into()
 }
 

@@ -465,7 +465,7 @@ async fn a_downgrade_stops_webhooks_at_once_and_the_day_is_billed_at_the_higher_
         delivery["last_error"]
             .as_str()
             .unwrap()
-            .contains("no longer includes webhooks"),
+            .contains("webhooks is not included in the starter plan"),
         "{delivery}"
     );
     let received = curl(&[&format!("{receiver}/requests")]).json();

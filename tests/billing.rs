@@ -476,3 +476,166 @@ async fn devices_can_be_retired_and_the_operator_sets_contract_limits() {
     assert_eq!(org["limits"]["max_devices"], 50, "{org}");
     assert!(org.get("limits_override").is_none(), "{org}");
 }
+
+/// Training data the insights API accepts: numeric features and a label.
+fn training_csv(n: usize) -> String {
+    let mut out = String::from("attempts,failures,hour,label\n");
+    for i in 0..n {
+        let bad = i % 10 == 0;
+        let (a, f) = if bad {
+            (200 + i % 50, 180 + i % 40)
+        } else {
+            (1 + i % 6, i % 2)
+        };
+        let label = if bad { "brute_force" } else { "benign" };
+        out.push_str(&format!("{a},{f},{},{label}\n", i % 24));
+    }
+    out
+}
+
+/// Every sold feature is checked where it is used, with the same `402`
+/// (the feature, the plan, the plan that has it); an upgrade opens it and a
+/// downgrade the same day closes it at once — in the API and in the
+/// pipeline's streaming models.
+#[tokio::test]
+async fn plan_features_are_checked_at_use_and_a_same_day_downgrade_stops_them() {
+    let env = Env::new();
+    let key = env.org_on_plan("featuretest", "starter", &[]);
+    let server = env.serve();
+    let upload = || {
+        crate::support::post(
+            &server,
+            "/api/insights/models/upload-training-data",
+            &key,
+            "text/csv",
+            &training_csv(300),
+        )
+    };
+    let refused = |r: &Reply, feature: &str, required: &str| {
+        assert_eq!(r.status, 402, "{}", r.body);
+        let body = r.json();
+        assert_eq!(body["code"], "feature_not_in_plan", "{body}");
+        assert_eq!(body["feature"], feature, "{body}");
+        assert_eq!(body["plan"], "starter", "{body}");
+        assert_eq!(body["required_plan"], required, "{body}");
+    };
+    refused(&upload(), "ml_detection", "professional");
+    let train = json!({"dataset_id": "none", "name": "egress"});
+    refused(
+        &post_json(&server, "/api/insights/models/train", &key, &train),
+        "ml_detection",
+        "professional",
+    );
+    refused(
+        &post_json(
+            &server,
+            "/api/notifications/channels",
+            &key,
+            &json!({"kind": "webhook", "target": "http://127.0.0.1:9/hook"}),
+        ),
+        "webhooks",
+        "professional",
+    );
+    // The catalogue says what each plan includes.
+    let plans = get(&server, "/api/billing/plans", &key).json();
+    let starter = &plans["plans"][0];
+    assert_eq!(starter["entitlements"], json!([]), "{plans}");
+    assert_eq!(
+        plans["plans"][4]["entitlements"],
+        json!([
+            "ml_detection",
+            "webhooks",
+            "compliance_reports",
+            "white_label",
+            "reseller"
+        ])
+    );
+
+    // The pipeline's streaming models pass a starter organization's
+    // batches by.
+    let not_entitled =
+        r#"securenet_pipeline_batches_not_entitled_total{feature="ml_detection",stage="windows"}"#;
+    let logs = |tag: &str| {
+        (0..20)
+            .map(|i| format!("{{\"message\": \"login {tag} {i}\", \"host\": \"h{i}\"}}\n"))
+            .collect::<String>()
+    };
+    let (status, body) = crate::support::ingest(&server, &key, logs("starter")).await;
+    assert_eq!(status, 200, "{body}");
+    crate::support::wait_count(&server, &key, "logs", 20).await;
+    let passed_by = crate::support::metric(&server, not_entitled).await;
+    assert!(passed_by >= 1.0, "{passed_by}");
+
+    // Upgrade: the API at once, the pipeline within its plan refresh (5 s).
+    let r = post_json(
+        &server,
+        "/api/billing/upgrade",
+        &key,
+        &json!({"plan": "professional"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(upload().status, 201);
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    // (Batches handled before the refresh, such as the API calls' metering,
+    // may have been passed by meanwhile.)
+    let passed_by = crate::support::metric(&server, not_entitled).await;
+    let (status, body) = crate::support::ingest(&server, &key, logs("professional")).await;
+    assert_eq!(status, 200, "{body}");
+    crate::support::wait_count(&server, &key, "logs", 40).await;
+    assert_eq!(
+        crate::support::metric(&server, not_entitled).await,
+        passed_by,
+        "a professional organization's batches reach the models"
+    );
+
+    // Downgrade the same day: refused at the next call.
+    let r = post_json(
+        &server,
+        "/api/billing/upgrade",
+        &key,
+        &json!({"plan": "starter"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    refused(&upload(), "ml_detection", "professional");
+    server.stop();
+}
+
+/// Enterprise and MSP are sold with "1,000+ devices": the 1,001st device is
+/// accepted and billed as overage, not refused; business still stops at its
+/// limit unless overage is allowed.
+#[tokio::test]
+async fn enterprise_devices_beyond_a_thousand_are_billed_not_refused() {
+    let env = Env::new();
+    let big = env.org_on_plan("bigcorp", "enterprise", &[]);
+    let mid = env.org_on_plan("midcorp", "business", &[]);
+    let server = env.serve();
+    let inventory = |key: &str, n: u32| {
+        let devices: Vec<Value> = (0..n)
+            .map(
+                |i| json!({"ip": format!("10.{}.{}.{}", 20 + i / 65536, (i / 256) % 256, i % 256)}),
+            )
+            .collect();
+        post_json(
+            &server,
+            "/api/ingest/devices",
+            key,
+            &json!({ "devices": devices }),
+        )
+    };
+    let r = inventory(&big, 1_003);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let check = get(&server, "/api/billing/limits/check", &big).json();
+    assert_eq!(check["checks"][0]["used"], 1_003, "{check}");
+    assert_eq!(check["checks"][0]["exceeded"], true, "{check}");
+    assert_eq!(check["checks"][0]["allowed"], true, "{check}");
+    assert_eq!(check["checks"][0]["overage_cents"], 1_500, "{check}");
+    let invoice = get(&server, "/api/billing/invoices", &big).json();
+    let current = &invoice["invoices"][0];
+    assert_eq!(current["devices"], 1_003, "{current}");
+    assert_eq!(current["overage_cents"], 1_500, "{current}");
+
+    let r = inventory(&mid, 501);
+    assert_eq!(r.status, 402, "{}", r.body);
+    assert_eq!(r.json()["code"], "plan_limit_exceeded");
+    server.stop();
+}

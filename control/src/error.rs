@@ -21,6 +21,17 @@ pub enum Error {
     #[error("{0}")]
     PlanLimit(String),
 
+    /// A feature the organization's plan does not include, at the moment
+    /// it is used (`schemas::Feature`).
+    #[error(
+        "{feature} is not included in the {plan} plan; it comes with the {} plan and up",
+        feature.lowest_plan()
+    )]
+    NotInPlan {
+        feature: schemas::Feature,
+        plan: schemas::Plan,
+    },
+
     #[error(transparent)]
     Schema(#[from] schemas::Error),
 
@@ -53,6 +64,7 @@ impl Error {
             Error::Conflict { .. } => (409, "conflict"),
             Error::Invalid(_) | Error::Schema(_) => (400, "bad_request"),
             Error::PlanLimit(_) => (402, "plan_limit_exceeded"),
+            Error::NotInPlan { .. } => (402, "feature_not_in_plan"),
             Error::Store(_) => (503, "metadata_unavailable"),
         }
     }

@@ -477,7 +477,7 @@ async fn upsert(
             .await?,
         )?;
         let limit = org.limits.max_devices;
-        if current.saturating_add(adding) > limit && !org.allow_overage {
+        if current.saturating_add(adding) > limit && !org.device_overage_allowed() {
             return Err(Error::PlanLimit(format!(
                 "device limit reached: the {} plan allows {limit} devices a month, {} has {current} active this month and this request adds {adding}; \
                  retire devices no longer in use, upgrade the plan or enable overage billing",

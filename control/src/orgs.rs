@@ -27,6 +27,27 @@ pub struct Organization {
     pub created_at: i64,
 }
 
+impl Organization {
+    /// `Ok` when the plan includes `feature`; otherwise the `402` every
+    /// gated path answers (the feature, the plan, the plan that has it).
+    pub fn require(&self, feature: schemas::Feature) -> crate::Result<()> {
+        if self.plan.includes(feature) {
+            Ok(())
+        } else {
+            Err(crate::Error::NotInPlan {
+                feature,
+                plan: self.plan,
+            })
+        }
+    }
+
+    /// Devices over the limit are billed rather than refused: the operator
+    /// allowed overage, or the plan is sold with "1,000+ devices".
+    pub fn device_overage_allowed(&self) -> bool {
+        self.allow_overage || self.plan.bills_device_overage()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct NewOrganization {
     pub id: TenantId,

@@ -21,6 +21,7 @@
 pub mod bus;
 pub mod consumer;
 pub mod detection;
+pub mod entitlements;
 mod error;
 pub mod geoip;
 pub mod lake;

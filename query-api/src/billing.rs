@@ -41,6 +41,8 @@ pub async fn plans() -> Json<Value> {
                 "price_cents": p.price_cents(),
                 "limits": p.limits(),
                 "features": p.features(),
+                "entitlements": p.entitlements(),
+                "device_overage_billed": p.bills_device_overage(),
             })
         })
         .collect();
@@ -116,7 +118,7 @@ pub async fn limits_check(
     let org = state.caller_org(&caller).await?;
     let devices = state.store.device_count(&org, now_ms()).await?;
     let scans = state.store.scans_in_month(&org, now_ms()).await?;
-    let check = |name: &str, used: u64, more: u64, limit: u64, unit: u64| {
+    let check = |name: &str, used: u64, more: u64, limit: u64, unit: u64, overage: bool| {
         // Bounded above, and saturating anyway: numbers from a request
         // never overflow.
         let after = used.saturating_add(more);
@@ -128,7 +130,7 @@ pub async fn limits_check(
             "max": limit,
             "remaining": limit.saturating_sub(used),
             "exceeded": after > limit,
-            "allowed": after <= limit || org.allow_overage,
+            "allowed": after <= limit || overage,
             "overage_units": over,
             "overage_cents": over.saturating_mul(unit),
         })
@@ -140,6 +142,7 @@ pub async fn limits_check(
             p.additional_devices,
             org.limits.max_devices,
             DEVICE_OVERAGE_CENTS,
+            org.device_overage_allowed(),
         ),
         check(
             "scans_per_month",
@@ -147,6 +150,7 @@ pub async fn limits_check(
             p.additional_scans,
             org.limits.max_scans_per_month,
             SCAN_OVERAGE_CENTS,
+            org.allow_overage,
         ),
     ];
     let within = checks.iter().all(|c| c["exceeded"] == false);

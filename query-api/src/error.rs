@@ -156,8 +156,13 @@ impl IntoResponse for ApiError {
             ApiError::TooBusy(_) => Some(1),
             _ => None,
         };
-        let mut response =
-            (status, Json(json!({ "error": message, "code": code }))).into_response();
+        let mut body = json!({ "error": message, "code": code });
+        if let ApiError::Auth(control::Error::NotInPlan { feature, plan }) = &self {
+            body["feature"] = json!(feature);
+            body["plan"] = json!(plan);
+            body["required_plan"] = json!(feature.lowest_plan());
+        }
+        let mut response = (status, Json(body)).into_response();
         if let Some(secs) = retry_after {
             response
                 .headers_mut()

@@ -240,6 +240,9 @@ pub async fn upload(
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>)> {
+    state
+        .entitled_org(&caller, schemas::Feature::MlDetection)
+        .await?;
     let body = body.map_err(|e| ApiError::from_body(e, MAX_UPLOAD_BYTES))?;
     let media = crate::error::media_type(&headers);
     let format = match media.as_str() {
@@ -320,6 +323,9 @@ pub async fn train(
     Caller(caller): Caller,
     body: crate::extract::JsonBody<TrainRequest>,
 ) -> Result<(StatusCode, Json<Value>)> {
+    state
+        .entitled_org(&caller, schemas::Feature::MlDetection)
+        .await?;
     let crate::extract::JsonBody(req) = body;
     let id = slug(&req.name);
     if id.is_empty() || id == WINDOW_MODEL_ID {
@@ -602,6 +608,9 @@ pub async fn predict(
     UrlPath(id): UrlPath<String>,
     body: crate::extract::JsonBody<PredictRequest>,
 ) -> Result<Json<Value>> {
+    state
+        .entitled_org(&caller, schemas::Feature::MlDetection)
+        .await?;
     let crate::extract::JsonBody(req) = body;
     if req.rows.is_empty() || req.rows.len() > MAX_PREDICT_ROWS {
         return Err(ApiError::BadRequest(format!(

@@ -38,7 +38,7 @@ use crate::routes::{Access, table};
 const ERRORS: &[(u16, &str)] = &[
     (400, "malformed request"),
     (401, "missing or bad credentials"),
-    (402, "plan limit"),
+    (402, "plan limit, or a feature the plan does not include"),
     (403, "role or organization not allowed"),
     (404, "not found (or another organization's)"),
     (409, "conflict"),

@@ -133,6 +133,19 @@ impl AppState {
                 ApiError::NotFound(format!("organization {} no longer exists", caller.tenant))
             })
     }
+
+    /// The caller's organization, when its plan includes `feature` now;
+    /// otherwise `402 feature_not_in_plan` (checked at every use, so a
+    /// downgrade stops the feature at once).
+    pub async fn entitled_org(
+        &self,
+        caller: &control::Principal,
+        feature: schemas::Feature,
+    ) -> Result<control::Organization, ApiError> {
+        let org = self.caller_org(caller).await?;
+        org.require(feature)?;
+        Ok(org)
+    }
 }
 
 impl FromRef<AppState> for OpsState {

@@ -24,26 +24,58 @@ pub enum Plan {
     Msp,
 }
 
-/// Features sold by plan (the catalogue's feature column).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Features sold by plan (the catalogue's feature column): the one table
+/// every gated path consults, where the feature is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Feature {
+    /// "ML detection": the pipeline's streaming models (scoring and
+    /// training) and the insights models API.
+    MlDetection,
     /// Webhook notification channels ("integrations").
     Webhooks,
+    /// "Compliance reporting".
+    ComplianceReports,
+    /// Branding of notifications and reports.
+    WhiteLabel,
+    /// Reseller capabilities: consolidated invoices, markups, moving a
+    /// child between plans.
+    Reseller,
 }
 
 impl Feature {
+    pub const ALL: [Feature; 5] = [
+        Feature::MlDetection,
+        Feature::Webhooks,
+        Feature::ComplianceReports,
+        Feature::WhiteLabel,
+        Feature::Reseller,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
+            Feature::MlDetection => "ml_detection",
             Feature::Webhooks => "webhooks",
+            Feature::ComplianceReports => "compliance_reports",
+            Feature::WhiteLabel => "white_label",
+            Feature::Reseller => "reseller",
         }
     }
 
-    /// The lowest plan that includes it.
+    /// The lowest plan that includes it (every plan above it does too).
     pub fn lowest_plan(self) -> Plan {
         match self {
-            Feature::Webhooks => Plan::Professional,
+            Feature::MlDetection | Feature::Webhooks => Plan::Professional,
+            Feature::ComplianceReports => Plan::Business,
+            Feature::WhiteLabel => Plan::Enterprise,
+            Feature::Reseller => Plan::Msp,
         }
+    }
+}
+
+impl fmt::Display for Feature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -139,6 +171,22 @@ impl Plan {
         self >= feature.lowest_plan()
     }
 
+    /// The gated features the plan includes.
+    pub fn entitlements(self) -> Vec<Feature> {
+        Feature::ALL
+            .into_iter()
+            .filter(|f| self.includes(*f))
+            .collect()
+    }
+
+    /// Whether devices over the limit are billed as overage rather than
+    /// refused even without `allow_overage`: Enterprise and MSP are sold
+    /// with "1,000+ devices" (1,000 included, the rest at
+    /// [`DEVICE_OVERAGE_CENTS`] each).
+    pub fn bills_device_overage(self) -> bool {
+        matches!(self, Plan::Enterprise | Plan::Msp)
+    }
+
     pub fn features(self) -> &'static [&'static str] {
         match self {
             Plan::Starter => &["basic scanning", "email alerts"],
@@ -169,6 +217,39 @@ impl FromStr for Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_feature_from_its_plan_up() {
+        let names =
+            |p: Plan| -> Vec<&str> { p.entitlements().into_iter().map(Feature::as_str).collect() };
+        assert!(names(Plan::Starter).is_empty());
+        assert_eq!(names(Plan::Professional), ["ml_detection", "webhooks"]);
+        assert_eq!(
+            names(Plan::Business),
+            ["ml_detection", "webhooks", "compliance_reports"]
+        );
+        assert_eq!(
+            names(Plan::Enterprise),
+            [
+                "ml_detection",
+                "webhooks",
+                "compliance_reports",
+                "white_label"
+            ]
+        );
+        assert_eq!(
+            names(Plan::Msp),
+            [
+                "ml_detection",
+                "webhooks",
+                "compliance_reports",
+                "white_label",
+                "reseller"
+            ]
+        );
+        assert!(!Plan::Business.bills_device_overage());
+        assert!(Plan::Enterprise.bills_device_overage() && Plan::Msp.bills_device_overage());
+    }
 
     #[test]
     fn features_follow_the_catalogue_order() {

@@ -191,23 +191,19 @@ impl Notifier {
         // Entitlement at use: a webhook of an organization whose plan no
         // longer includes webhooks (a downgrade) is not delivered, nor
         // retried.
-        let entitled = due.channel.kind != ChannelKind::Webhook
-            || store
+        let refused = match due.channel.kind {
+            ChannelKind::Webhook => store
                 .organization(&due.notification.org_id)
                 .await
                 .ok()
                 .flatten()
-                .is_none_or(|o| o.plan.includes(Feature::Webhooks));
-        let outcome = if entitled {
-            self.send(&due.channel, &due.notification, &d.id).await
-        } else {
-            Err((
-                None,
-                format!(
-                    "not sent: the organization's plan no longer includes webhooks ({} and up)",
-                    Feature::Webhooks.lowest_plan()
-                ),
-            ))
+                .and_then(|o| o.require(Feature::Webhooks).err()),
+            _ => None,
+        };
+        let entitled = refused.is_none();
+        let outcome = match refused {
+            None => self.send(&due.channel, &due.notification, &d.id).await,
+            Some(why) => Err((None, format!("not sent: {why}"))),
         };
         let kind = due.channel.kind.as_str();
         let retry_at = match &outcome {

@@ -111,16 +111,9 @@ pub const MAX_CHANNELS_PER_ORG: usize = 20;
 /// `402` unless the organization's plan includes webhooks — checked when a
 /// channel is created or tested and again at every delivery.
 async fn webhooks_included(state: &AppState, tenant: &schemas::TenantId) -> Result<()> {
-    let org = state.store.organization(tenant).await?;
-    match org {
-        Some(o) if !o.plan.includes(Feature::Webhooks) => {
-            Err(ApiError::Auth(control::Error::PlanLimit(format!(
-                "webhooks are an integration of the {} plan and up; the {} plan has email alerts",
-                Feature::Webhooks.lowest_plan(),
-                o.plan
-            ))))
-        }
-        _ => Ok(()),
+    match state.store.organization(tenant).await? {
+        Some(o) => Ok(o.require(Feature::Webhooks)?),
+        None => Ok(()),
     }
 }
 
@@ -158,10 +151,12 @@ pub async fn create_channel(
             )));
         }
     };
-    validate_target(&state.notify.config, kind, req.target.trim())?;
+    // The plan first: a starter organization learns webhooks are not in
+    // its plan before being told how to fix the URL.
     if kind == ChannelKind::Webhook {
         webhooks_included(&state, &caller.tenant).await?;
     }
+    validate_target(&state.notify.config, kind, req.target.trim())?;
     let existing = state.store.list_channels(&caller.tenant).await?.len();
     if existing >= MAX_CHANNELS_PER_ORG {
         return Err(ApiError::Conflict(format!(
