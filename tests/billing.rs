@@ -639,3 +639,107 @@ async fn enterprise_devices_beyond_a_thousand_are_billed_not_refused() {
     assert_eq!(r.json()["code"], "plan_limit_exceeded");
     server.stop();
 }
+
+/// Reseller capabilities of the MSP plan: a markup per child that the
+/// child's invoice carries, moving a child between plans, and one
+/// consolidated invoice over every child; other plans get the same `402`.
+#[tokio::test]
+async fn an_msp_resells_with_markups_moves_children_and_sees_one_consolidated_invoice() {
+    let env = Env::new();
+    let msp = env.org_on_plan("resell", "msp", &[]);
+    let loner = env.org_on_plan("lonely", "business", &[]);
+    let server = env.serve();
+    let create = |body: Value| post_json(&server, "/api/orgs", &msp, &body);
+    let r = create(
+        json!({"id": "kid-a", "name": "Kid A", "owner_email": "it@a.test", "plan": "professional"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let kid_a = r.json()["api_key"]["key"].as_str().unwrap().to_string();
+    let r = create(
+        json!({"id": "kid-b", "name": "Kid B", "owner_email": "it@b.test", "plan": "business"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    let markup = |who: &str, org: &str, bps: Value| {
+        crate::support::send(
+            &server,
+            "PUT",
+            &format!("/api/orgs/{org}/markup"),
+            who,
+            Some((
+                "application/json",
+                &json!({ "markup_bps": bps }).to_string(),
+            )),
+        )
+    };
+    let r = markup(&msp, "kid-a", json!(1_250));
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Not another organization's, not absurd, not by a child.
+    assert_eq!(markup(&msp, "lonely", json!(1_000)).status, 404);
+    assert_eq!(markup(&msp, "kid-a", json!(100_001)).status, 400);
+    assert_eq!(markup(&kid_a, "kid-a", json!(0)).status, 403);
+
+    // The child's invoice is what its reseller bills: cost plus markup.
+    let inv = get(&server, "/api/billing/invoices", &kid_a).json();
+    let current = &inv["invoices"][0];
+    let markup_cents = current["markup_cents"].as_u64().unwrap();
+    let total = current["total_cents"].as_u64().unwrap();
+    let cost = current["base_cents"].as_u64().unwrap() + current["overage_cents"].as_u64().unwrap();
+    assert_eq!(
+        markup_cents,
+        (2 * cost * 1_250 + 10_000) / 20_000,
+        "{current}"
+    );
+    assert_eq!(total, cost + markup_cents, "{current}");
+    assert_eq!(
+        current["lines"].as_array().unwrap().last().unwrap()["description"],
+        "reseller markup 12.50 %"
+    );
+
+    // Moving a child between plans: the MSP's admin, acting for it.
+    let r = curl(&[
+        "-X",
+        "POST",
+        &server.url("/api/billing/upgrade"),
+        "-H",
+        &format!("Authorization: Bearer {msp}"),
+        "-H",
+        "X-Organization-Id: kid-b",
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        r#"{"plan": "enterprise"}"#,
+    ]);
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    let all = get(&server, "/api/billing/invoices/consolidated", &msp);
+    assert_eq!(all.status, 200, "{}", all.body);
+    let all = all.json();
+    let kids = all["children"].as_array().unwrap();
+    assert_eq!(kids.len(), 2, "{all}");
+    assert_eq!(kids[0]["organization"], "kid-a");
+    assert_eq!(kids[0]["markup_bps"], 1_250);
+    assert_eq!(kids[0]["billed_cents"], total);
+    assert_eq!(kids[1]["organization"], "kid-b");
+    assert_eq!(
+        kids[1]["plan"], "enterprise",
+        "the day's highest plan: {all}"
+    );
+    assert_eq!(kids[1]["markup_cents"], 0);
+    let cost_sum: u64 = kids.iter().map(|k| k["cost_cents"].as_u64().unwrap()).sum();
+    assert_eq!(all["children_cost_cents"], cost_sum);
+    assert_eq!(all["children_billed_cents"], cost_sum + markup_cents);
+    assert_eq!(
+        all["due_cents"],
+        all["own"]["total_cents"].as_u64().unwrap() + cost_sum,
+        "the platform bills the MSP its own plan and its children at cost"
+    );
+    // Reseller is the MSP plan's: everyone else gets the same 402.
+    for key in [&loner, &kid_a] {
+        let r = get(&server, "/api/billing/invoices/consolidated", key);
+        assert_eq!(r.status, 402, "{}", r.body);
+        assert_eq!(r.json()["feature"], "reseller");
+        assert_eq!(r.json()["required_plan"], "msp");
+    }
+    server.stop();
+}

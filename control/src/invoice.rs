@@ -30,6 +30,9 @@ pub struct Invoice {
     pub lines: Vec<InvoiceLine>,
     pub base_cents: u64,
     pub overage_cents: u64,
+    /// The reseller's markup (a child organization of an MSP), included in
+    /// `total_cents`.
+    pub markup_cents: u64,
     pub total_cents: u64,
     pub devices: u64,
     pub scans: u64,
@@ -133,10 +136,30 @@ pub fn compute_invoice(
         lines,
         base_cents,
         overage_cents,
+        markup_cents: 0,
         total_cents: base_cents + overage_cents,
         devices,
         scans,
     })
+}
+
+/// A child organization's invoice as its reseller (MSP) bills it: one more
+/// line, `bps` basis points (1500 = 15.00 %) of the total at cost, rounded
+/// half up to a cent.
+pub fn with_markup(mut invoice: Invoice, bps: u32) -> Invoice {
+    if bps == 0 {
+        return invoice;
+    }
+    let amount = div_round(invoice.total_cents * u64::from(bps), 10_000);
+    invoice.lines.push(InvoiceLine {
+        description: format!("reseller markup {}.{:02} %", bps / 100, bps % 100),
+        quantity: 1,
+        unit_cents: amount,
+        amount_cents: amount,
+    });
+    invoice.markup_cents = amount;
+    invoice.total_cents += amount;
+    invoice
 }
 
 /// The first day of the UTC month containing `ms`.
@@ -289,5 +312,27 @@ mod tests {
             [997, 6_600]
         );
         assert_eq!(inv.plan, Plan::Starter);
+    }
+
+    #[test]
+    fn a_reseller_markup_is_one_line_rounded_half_up() {
+        let first = NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
+        let created = first
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc()
+            .timestamp_millis();
+        let at_cost =
+            compute_invoice(first, created, &[(created, Plan::Starter)], 7, 30, None).unwrap();
+        assert_eq!(at_cost.total_cents, 10_950);
+        // 12.5 % of 10,950 = 1,368.75 → 1,369.
+        let billed = with_markup(at_cost.clone(), 1_250);
+        assert_eq!(billed.markup_cents, 1_369);
+        assert_eq!(billed.total_cents, 12_319);
+        assert_eq!(billed.base_cents, at_cost.base_cents);
+        let line = billed.lines.last().unwrap();
+        assert_eq!(line.description, "reseller markup 12.50 %");
+        assert_eq!(line.amount_cents, 1_369);
+        assert_eq!(with_markup(at_cost.clone(), 0), at_cost);
     }
 }

@@ -26,6 +26,7 @@ pub(crate) const SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0012_detection_rules.sql"),
     include_str!("../migrations/sqlite/0013_threat_lists.sql"),
     include_str!("../migrations/sqlite/0014_sql_alerts.sql"),
+    include_str!("../migrations/sqlite/0015_reseller_markups.sql"),
 ];
 
 /// PostgreSQL migrations, oldest first.
@@ -34,6 +35,7 @@ pub(crate) const POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0002_detection_rules.sql"),
     include_str!("../migrations/postgres/0003_threat_lists.sql"),
     include_str!("../migrations/postgres/0004_sql_alerts.sql"),
+    include_str!("../migrations/postgres/0005_reseller_markups.sql"),
 ];
 
 /// Applies PostgreSQL migrations not applied yet. Several processes may
@@ -98,6 +100,7 @@ pub(crate) const TENANT_TABLES: &[&str] = &[
     "detection_rules",
     "threat_lists",
     "sql_alerts",
+    "reseller_markups",
 ];
 
 /// Tables with an `org_id` that deleting the organization keeps, and why

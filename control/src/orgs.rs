@@ -186,6 +186,44 @@ impl MetaStore {
         })
     }
 
+    /// The markup (basis points; 0: none) `child`'s reseller puts on its
+    /// invoices.
+    pub async fn markup_bps(&self, child: &TenantId) -> Result<u32> {
+        let row = self
+            .db
+            .query_opt(
+                "SELECT markup_bps FROM reseller_markups WHERE org_id = ?1",
+                params![child],
+            )
+            .await?;
+        Ok(match row {
+            Some(r) => u32::try_from(r.get::<i64>(0)?).unwrap_or(u32::MAX),
+            None => 0,
+        })
+    }
+
+    /// Sets `child`'s markup (0 removes it).
+    pub async fn set_markup(&self, child: &TenantId, bps: u32) -> Result<()> {
+        if bps == 0 {
+            self.db
+                .execute(
+                    "DELETE FROM reseller_markups WHERE org_id = ?1",
+                    params![child],
+                )
+                .await?;
+            return Ok(());
+        }
+        self.db
+            .execute(
+                "INSERT INTO reseller_markups (org_id, markup_bps, updated_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(org_id) DO UPDATE SET markup_bps = excluded.markup_bps, \
+                 updated_at = excluded.updated_at",
+                params![child, i64::from(bps), now_ms()],
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Deleted organizations whose data the maintenance job still purges.
     pub async fn deleted_organizations(&self) -> Result<Vec<TenantId>> {
         let rows = self
@@ -289,6 +327,18 @@ impl RawOrg {
 mod tests {
     use super::*;
     use crate::testing::{org, t};
+
+    #[tokio::test]
+    async fn a_markup_is_set_replaced_and_removed() {
+        let store = crate::testing::store().await;
+        org(&store, "kid").await;
+        assert_eq!(store.markup_bps(&t("kid")).await.unwrap(), 0);
+        store.set_markup(&t("kid"), 1_500).await.unwrap();
+        store.set_markup(&t("kid"), 2_000).await.unwrap();
+        assert_eq!(store.markup_bps(&t("kid")).await.unwrap(), 2_000);
+        store.set_markup(&t("kid"), 0).await.unwrap();
+        assert_eq!(store.markup_bps(&t("kid")).await.unwrap(), 0);
+    }
 
     #[tokio::test]
     async fn organizations_are_unique_and_validated() {

@@ -268,11 +268,17 @@ pub async fn invoices(
         return Err(ApiError::BadRequest("no invoices for future months".into()));
     }
     let payments = state.store.invoice_payments(&org.id).await?;
+    // A child of an MSP is billed by its reseller: at cost plus its markup.
+    let markup = match org.parent_id {
+        Some(_) => state.store.markup_bps(&org.id).await?,
+        None => 0,
+    };
     let mut out = Vec::new();
     for first in months {
         let Some(invoice) = invoice_for(&state, &org, &history, first).await? else {
             continue;
         };
+        let invoice = invoice::with_markup(invoice, markup);
         let payment = payments
             .iter()
             .rev()
@@ -285,6 +291,80 @@ pub async fn invoices(
         out.push(v);
     }
     Ok(Json(json!({ "organization": org.id, "invoices": out })))
+}
+
+/// `GET /api/billing/invoices/consolidated[?month=YYYY-MM]` (the current
+/// month by default) — an MSP's month as a reseller sees it: its own
+/// invoice, one line per child organization (plan, usage, base and overage
+/// at cost, the markup set on it and what the child is billed), and the
+/// totals: what the platform bills the MSP (its own invoice and every
+/// child's at cost) and what the MSP bills its children.
+pub async fn consolidated(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    params: crate::extract::QueryParams<InvoiceParams>,
+) -> Result<Json<Value>> {
+    let crate::extract::QueryParams(p) = params;
+    let msp = state
+        .entitled_org(&caller, schemas::Feature::Reseller)
+        .await?;
+    let current = invoice::month_start(now_ms());
+    let first = match &p.month {
+        Some(m) => parse_month(m)?,
+        None => current,
+    };
+    if first > current {
+        return Err(ApiError::BadRequest("no invoices for future months".into()));
+    }
+    let history = state.store.plan_history(&msp).await?;
+    let own = invoice_for(&state, &msp, &history, first).await?;
+    let mut children: Vec<Value> = Vec::new();
+    let (mut cost, mut markup, mut billed) = (0u64, 0u64, 0u64);
+    let mut kids: Vec<control::Organization> = state
+        .store
+        .list_organizations()
+        .await?
+        .into_iter()
+        .filter(|o| o.parent_id.as_ref() == Some(&msp.id))
+        .collect();
+    kids.sort_by(|a, b| a.id.cmp(&b.id));
+    for child in kids {
+        let history = state.store.plan_history(&child).await?;
+        let Some(at_cost) = invoice_for(&state, &child, &history, first).await? else {
+            continue;
+        };
+        let bps = state.store.markup_bps(&child.id).await?;
+        let sold = invoice::with_markup(at_cost.clone(), bps);
+        cost += at_cost.total_cents;
+        markup += sold.markup_cents;
+        billed += sold.total_cents;
+        children.push(json!({
+            "organization": child.id,
+            "name": child.name,
+            "plan": at_cost.plan,
+            "devices": at_cost.devices,
+            "scans": at_cost.scans,
+            "base_cents": at_cost.base_cents,
+            "overage_cents": at_cost.overage_cents,
+            "cost_cents": at_cost.total_cents,
+            "markup_bps": bps,
+            "markup_cents": sold.markup_cents,
+            "billed_cents": sold.total_cents,
+        }));
+    }
+    let own_cents = own.as_ref().map_or(0, |i| i.total_cents);
+    Ok(Json(json!({
+        "organization": msp.id,
+        "month": first.format("%Y-%m").to_string(),
+        "status": if first == current { "open" } else { "final" },
+        "currency": "usd",
+        "own": own,
+        "children": children,
+        "children_cost_cents": cost,
+        "markup_cents": markup,
+        "children_billed_cents": billed,
+        "due_cents": own_cents + cost,
+    })))
 }
 
 /// `POST /api/billing/webhook/stripe` — verified with `Stripe-Signature`

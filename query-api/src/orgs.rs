@@ -403,3 +403,69 @@ pub async fn set_terms(
     .await;
     Ok(Json(json!({ "organization": org })))
 }
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Markup {
+    /// Basis points over the child's invoice at cost (1500 = 15.00 %;
+    /// 0 removes the markup); at most 100000 (1,000 %).
+    markup_bps: u32,
+}
+
+/// At most 1,000 %: a markup past that is a typo, not a price.
+const MAX_MARKUP_BPS: u32 = 100_000;
+
+/// `PUT /api/orgs/{id}/markup` — an MSP's markup on a child organization's
+/// invoices (reseller capability of the MSP plan); the platform admin may
+/// set it too.
+pub async fn set_markup(
+    State(state): State<AppState>,
+    caller: PlatformCaller,
+    Path(id): Path<String>,
+    body: crate::extract::JsonBody<Markup>,
+) -> Result<Json<Value>> {
+    let bps = body.0.markup_bps;
+    if bps > MAX_MARKUP_BPS {
+        return Err(ApiError::BadRequest(format!(
+            "markup_bps {bps} is over {MAX_MARKUP_BPS} (1,000 %)"
+        )));
+    }
+    let id = TenantId::new(&id)?;
+    let child = state
+        .store
+        .organization(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("organization {id:?} not found")))?;
+    let actor = match &caller {
+        PlatformCaller::Operator => "platform-admin".to_string(),
+        PlatformCaller::Msp(p) => {
+            // Another MSP's child, or a top-level organization: as if it
+            // did not exist (no probing of other organizations).
+            if child.parent_id.as_ref() != Some(&p.tenant) {
+                return Err(ApiError::NotFound(format!("organization {id:?} not found")));
+            }
+            state.entitled_org(p, schemas::Feature::Reseller).await?;
+            p.tenant.to_string()
+        }
+    };
+    if child.parent_id.is_none() {
+        return Err(ApiError::BadRequest(format!(
+            "{id} has no reseller: a markup is for a child organization of an MSP"
+        )));
+    }
+    state.store.set_markup(&id, bps).await?;
+    crate::audit::record(
+        &state.store,
+        control::audit::AuditEntry::system(
+            &id,
+            &actor,
+            "platform",
+            "PUT",
+            "/api/orgs/{id}/markup",
+            format!("markup_bps {bps}"),
+            200,
+        ),
+    )
+    .await;
+    Ok(Json(json!({ "organization": id, "markup_bps": bps })))
+}
