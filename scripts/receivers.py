@@ -76,6 +76,7 @@ class Sink:
             MAIL.append(
                 {
                     "from": envelope.mail_from,
+                    "from_header": msg.get("From", ""),
                     "to": envelope.rcpt_tos,
                     "subject": msg.get("Subject", ""),
                     "body": msg.get_payload(decode=True).decode("utf-8", "replace")

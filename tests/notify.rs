@@ -388,3 +388,145 @@ async fn findings_reach_webhooks_and_email_with_signatures_retries_and_a_deliver
         3
     );
 }
+
+/// White-label (enterprise and MSP plans): an organization's name, logo and
+/// sender replace SecureNet's in its webhooks and e-mails; an MSP's apply to
+/// its children without their own; other plans get `402`; a downgrade drops
+/// the branding at the next delivery.
+#[tokio::test]
+async fn white_label_branding_reaches_webhooks_and_email_and_an_msps_children() {
+    let u = unique();
+    let env = Env::new()
+        .set("SECURENET_API__NOTIFY__ALLOW_PRIVATE_TARGETS", "true")
+        .set(
+            "SECURENET_API__NOTIFY__SMTP__URL",
+            &format!("smtp://{}", smtp()),
+        )
+        .set(
+            "SECURENET_API__NOTIFY__SMTP__FROM",
+            "SecureNet <alerts@securenet.test>",
+        );
+    let brandco = env.org_on_plan("brandco", "enterprise", &[]);
+    let msp = env.org_on_plan("brandmsp", "msp", &[]);
+    let plain = env.org_on_plan("plainco", "business", &[]);
+    let server = env.serve();
+    let r = post_json(
+        &server,
+        "/api/orgs",
+        &msp,
+        &json!({"id": "brandkid", "name": "Kid", "owner_email": "it@kid.test", "plan": "professional"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let kid = r.json()["api_key"]["key"].as_str().unwrap().to_string();
+
+    let put = |key: &str, body: Value| {
+        crate::support::send(
+            &server,
+            "PUT",
+            "/api/orgs/current/branding",
+            key,
+            Some(("application/json", &body.to_string())),
+        )
+    };
+    let acme = json!({"name": "Acme Shield", "logo_url": "https://cdn.acme.test/logo.png",
+        "primary_color": "#0A1B2C", "sender_name": "Acme SOC", "sender_address": "soc@acme.test"});
+    let r = put(&brandco, acme.clone());
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = put(&plain, acme.clone());
+    assert_eq!(r.status, 402, "{}", r.body);
+    assert_eq!(r.json()["feature"], "white_label");
+    assert_eq!(r.json()["required_plan"], "enterprise");
+    let r = put(&brandco, json!({"name": "Acme", "primary_color": "blue"}));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("primary_color"), "{}", r.body);
+    assert_eq!(put(&msp, json!({"name": "Guardian MSP"})).status, 200);
+    let seen = get(&server, "/api/orgs/current/branding", &kid).json();
+    assert_eq!(seen["branding"], Value::Null, "{seen}");
+    assert_eq!(
+        seen["applied"]["branding"]["name"], "Guardian MSP",
+        "{seen}"
+    );
+    assert_eq!(seen["applied"]["from"], "brandmsp", "{seen}");
+
+    let base = receiver();
+    let test = |key: &str, id: &str| {
+        let r = post_json(
+            &server,
+            &format!("/api/notifications/channels/{id}/test"),
+            key,
+            &json!({}),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.json()["delivered"], true, "{}", r.body);
+    };
+    let hook = |path: &str| {
+        recorded("requests")
+            .into_iter()
+            .filter(|r| r["path"] == path)
+            .map(|r| serde_json::from_str::<Value>(r["body"].as_str().unwrap()).unwrap())
+            .collect::<Vec<Value>>()
+    };
+    let acme_hook = format!("/{u}/acme");
+    let (acme_id, _) = channel(
+        &server,
+        &brandco,
+        "webhook",
+        &format!("{base}{acme_hook}"),
+        "low",
+    );
+    let mail_to = format!("soc-{u}@example.test");
+    let (mail_id, _) = channel(&server, &brandco, "email", &mail_to, "low");
+    let kid_hook = format!("/{u}/kid");
+    let (kid_id, _) = channel(
+        &server,
+        &kid,
+        "webhook",
+        &format!("{base}{kid_hook}"),
+        "low",
+    );
+    test(&brandco, &acme_id);
+    test(&brandco, &mail_id);
+    test(&kid, &kid_id);
+
+    let sent = hook(&acme_hook);
+    assert_eq!(sent[0]["source"]["name"], "Acme Shield", "{sent:?}");
+    assert_eq!(
+        sent[0]["source"]["logo_url"],
+        "https://cdn.acme.test/logo.png"
+    );
+    assert_eq!(sent[0]["source"]["primary_color"], "#0A1B2C");
+    assert_eq!(hook(&kid_hook)[0]["source"]["name"], "Guardian MSP");
+    assert_eq!(hook(&kid_hook)[0]["source"]["branded_by"], "brandmsp");
+    let mail = wait_for("mail", |m| m.iter().any(|x| x["to"][0] == mail_to)).await;
+    let mail = mail.iter().find(|x| x["to"][0] == mail_to).unwrap();
+    assert_eq!(
+        mail["subject"], "[Acme Shield] low: Test notification",
+        "{mail}"
+    );
+    assert_eq!(mail["from"], "soc@acme.test", "{mail}");
+    assert!(
+        mail["from_header"].as_str().unwrap().contains("Acme SOC"),
+        "{mail}"
+    );
+    assert!(
+        mail["body"].as_str().unwrap().contains("Acme Shield"),
+        "{mail}"
+    );
+
+    // Downgraded below enterprise: SecureNet's name at the next delivery.
+    let r = post_json(
+        &server,
+        "/api/billing/upgrade",
+        &brandco,
+        &json!({"plan": "business"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    test(&brandco, &acme_id);
+    let sent = hook(&acme_hook);
+    assert_eq!(
+        sent.last().unwrap()["source"],
+        json!({"name": "SecureNet"}),
+        "{sent:?}"
+    );
+    server.stop();
+}

@@ -29,6 +29,7 @@
 pub mod audit;
 pub mod auth;
 pub mod billing;
+pub mod branding;
 mod db;
 mod error;
 pub mod fuzzing;

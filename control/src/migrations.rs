@@ -27,6 +27,7 @@ pub(crate) const SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0013_threat_lists.sql"),
     include_str!("../migrations/sqlite/0014_sql_alerts.sql"),
     include_str!("../migrations/sqlite/0015_reseller_markups.sql"),
+    include_str!("../migrations/sqlite/0016_branding.sql"),
 ];
 
 /// PostgreSQL migrations, oldest first.
@@ -36,6 +37,7 @@ pub(crate) const POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0003_threat_lists.sql"),
     include_str!("../migrations/postgres/0004_sql_alerts.sql"),
     include_str!("../migrations/postgres/0005_reseller_markups.sql"),
+    include_str!("../migrations/postgres/0006_branding.sql"),
 ];
 
 /// Applies PostgreSQL migrations not applied yet. Several processes may
@@ -101,6 +103,7 @@ pub(crate) const TENANT_TABLES: &[&str] = &[
     "threat_lists",
     "sql_alerts",
     "reseller_markups",
+    "branding",
 ];
 
 /// Tables with an `org_id` that deleting the organization keeps, and why

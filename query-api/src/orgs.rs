@@ -33,6 +33,48 @@ pub async fn current(State(state): State<AppState>, Caller(caller): Caller) -> R
     ))
 }
 
+/// `GET /api/orgs/current/branding` — the organization's own branding,
+/// the branding its notifications carry now (its own, its MSP's, or none:
+/// SecureNet's) and whether its plan includes white-label.
+pub async fn branding(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<Json<Value>> {
+    let org = state.caller_org(&caller).await?;
+    let own = state.store.branding(&org.id).await?;
+    let applied = state.store.applied_branding(&org).await?;
+    Ok(Json(json!({
+        "branding": own,
+        "applied": applied,
+        "white_label": org.plan.includes(schemas::Feature::WhiteLabel),
+    })))
+}
+
+/// `PUT /api/orgs/current/branding` — white-label (enterprise and MSP
+/// plans): the name, logo, colours and sender of the organization's
+/// notifications (an MSP's also its children's that have none).
+pub async fn set_branding(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    body: crate::extract::JsonBody<control::branding::Branding>,
+) -> Result<Json<Value>> {
+    let org = state
+        .entitled_org(&caller, schemas::Feature::WhiteLabel)
+        .await?;
+    state.store.set_branding(&org.id, &body.0).await?;
+    Ok(Json(json!({ "branding": body.0 })))
+}
+
+/// `DELETE /api/orgs/current/branding` — back to SecureNet's (or the
+/// MSP's) branding; allowed on any plan.
+pub async fn clear_branding(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<StatusCode> {
+    state.store.clear_branding(&caller.tenant).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// `GET /api/orgs/current/api-keys`
 pub async fn list_keys(
     State(state): State<AppState>,

@@ -99,7 +99,11 @@ impl Notifier {
         channel: &Channel,
         n: &control::notify::Notification,
         delivery_id: &str,
+        brand: Option<&control::branding::Applied>,
     ) -> std::result::Result<Option<u16>, (Option<u16>, String)> {
+        // White-label: the organization's (or its MSP's) name, logo and
+        // sender in place of SecureNet's.
+        let name = brand.map_or("SecureNet", |b| b.branding.name.as_str());
         match channel.kind {
             ChannelKind::Webhook => {
                 // A channel stored while private targets were allowed, or
@@ -115,9 +119,20 @@ impl Notifier {
                             .into(),
                     ));
                 }
+                let source = match brand {
+                    Some(b) => json!({
+                        "name": b.branding.name,
+                        "logo_url": b.branding.logo_url,
+                        "primary_color": b.branding.primary_color,
+                        "accent_color": b.branding.accent_color,
+                        "branded_by": b.from,
+                    }),
+                    None => json!({ "name": name }),
+                };
                 let body = json!({
                     "id": delivery_id,
                     "event": "notification",
+                    "source": source,
                     "organization": n.org_id,
                     "notification": {
                         "id": n.id, "kind": n.kind, "severity": n.severity, "title": n.title,
@@ -162,7 +177,7 @@ impl Notifier {
                 };
                 let to: Mailbox = channel.target.parse().map_err(|e| (None, format!("{e}")))?;
                 let text = format!(
-                    "{}\n\nSeverity: {}\nKind: {}\nOrganization: {}\nNotification: {}\n\n{}\n",
+                    "{}\n\nSeverity: {}\nKind: {}\nOrganization: {}\nNotification: {}\n\n{}\n\n-- \n{name}\n",
                     n.title,
                     n.severity,
                     n.kind,
@@ -170,10 +185,23 @@ impl Notifier {
                     n.id,
                     serde_json::to_string_pretty(&n.body).unwrap_or_default()
                 );
+                let from = match brand {
+                    Some(b) => {
+                        let address = b
+                            .branding
+                            .sender_address
+                            .as_deref()
+                            .and_then(|a| a.parse().ok())
+                            .unwrap_or_else(|| from.email.clone());
+                        let display = b.branding.sender_name.as_deref().unwrap_or(name);
+                        Mailbox::new(Some(display.to_string()), address)
+                    }
+                    None => from.clone(),
+                };
                 let message = Message::builder()
-                    .from(from.clone())
+                    .from(from)
                     .to(to)
-                    .subject(format!("[SecureNet] {}: {}", n.severity, n.title))
+                    .subject(format!("[{name}] {}: {}", n.severity, n.title))
                     .header(lettre::message::header::ContentType::TEXT_PLAIN)
                     .body(text)
                     .map_err(|e| (None, e.to_string()))?;
@@ -191,18 +219,28 @@ impl Notifier {
         // Entitlement at use: a webhook of an organization whose plan no
         // longer includes webhooks (a downgrade) is not delivered, nor
         // retried.
+        let org = store
+            .organization(&due.notification.org_id)
+            .await
+            .ok()
+            .flatten();
         let refused = match due.channel.kind {
-            ChannelKind::Webhook => store
-                .organization(&due.notification.org_id)
-                .await
-                .ok()
-                .flatten()
+            ChannelKind::Webhook => org
+                .as_ref()
                 .and_then(|o| o.require(Feature::Webhooks).err()),
             _ => None,
         };
+        // Branding as of this attempt (a downgrade drops it at once).
+        let brand = match &org {
+            Some(o) => store.applied_branding(o).await.ok().flatten(),
+            None => None,
+        };
         let entitled = refused.is_none();
         let outcome = match refused {
-            None => self.send(&due.channel, &due.notification, &d.id).await,
+            None => {
+                self.send(&due.channel, &due.notification, &d.id, brand.as_ref())
+                    .await
+            }
             Some(why) => Err((None, format!("not sent: {why}"))),
         };
         let kind = due.channel.kind.as_str();

@@ -213,15 +213,17 @@ pub async fn test_channel(
         org_id: caller.tenant.clone(),
         kind: "test".into(),
         severity: "low".into(),
-        title: "SecureNet test notification".into(),
+        title: "Test notification".into(),
         body: json!({"message": "this channel works"}),
         ref_id: "test".into(),
         created_at: schemas::time::now_ms(),
         read_at: None,
     };
+    let org = state.caller_org(&caller).await?;
+    let brand = state.store.applied_branding(&org).await?;
     let outcome = state
         .notify
-        .send(&channel, &notification, &notification.id)
+        .send(&channel, &notification, &notification.id, brand.as_ref())
         .await;
     Ok(Json(match outcome {
         Ok(status) => json!({"delivered": true, "status": status}),

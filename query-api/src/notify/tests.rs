@@ -131,7 +131,7 @@ async fn webhook_names_resolving_to_private_addresses_are_not_reached() {
         created_at: 0,
         read_at: None,
     };
-    let (status, err) = notifier.send(&channel, &n, "d1").await.unwrap_err();
+    let (status, err) = notifier.send(&channel, &n, "d1", None).await.unwrap_err();
     assert_eq!(status, None);
     assert!(err.contains("private or loopback"), "{err}");
 }
