@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every fuzz target (fuzz/fuzz_targets: syslog, framing, NDJSON/JSON,
-# HEC, _bulk, Loki, nmap XML, scan reports, training uploads, bus
-# envelopes, tokens) for SECONDS each, growing the corpus kept in
+# HEC, _bulk, Loki JSON and protobuf, OTLP, GELF, Fluent forward, nmap XML,
+# scan reports, training uploads, bus envelopes, tokens) for SECONDS each, growing the corpus kept in
 # fuzz/corpus/<target>/ and saving any crash to fuzz/regressions/<target>/,
 # where unit tests replay it (ingest::fuzzing, detectors, schemas, control).
 # Prints executions, corpus size and crashes per target.
@@ -50,6 +50,22 @@ seeds = {
     "jwt": ['eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1c2VyOjEiLCJvcmciOiJkZWZhdWx0In0.c2ln', 'sn_0123456789abcdef_00'],
     "envelope": ['\x00ARROW1'],
 }
+def field(number, payload):
+    """A length-delimited protobuf field (payload under 128 bytes)."""
+    return bytes([number << 3 | 2, len(payload)]) + payload
+entry = field(1, bytes([8, 1])) + field(2, b"line")
+push = field(1, field(1, b'{job="x"}') + field(2, entry))
+message_mode = bytes([0x93, 0xA3]) + b"tag" + bytes([0xCE, 0x69, 0x24, 0x1A, 0x00, 0x81, 0xA7]) + b"message" + bytes([0xA1]) + b"m"
+seeds["otlp"] = ['{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"x"}}]},"scopeLogs":[{"logRecords":[{"timeUnixNano":"1764000000000000000","severityNumber":9,"body":{"stringValue":"m"},"attributes":[{"key":"a","value":{"intValue":"1"}}]}]}]}]}']
+seeds["gelf"] = ['{"version":"1.1","host":"h","short_message":"m","level":3,"_securenet_key":"k","_a":1}']
+binary = {"loki_protobuf": [push], "fluent": [message_mode]}
+for target, items in binary.items():
+    d = f"fuzz/corpus/{target}"
+    if os.path.isdir(d) and os.listdir(d):
+        continue
+    os.makedirs(d, exist_ok=True)
+    for data in items:
+        open(f"{d}/{hashlib.sha1(data).hexdigest()}", "wb").write(data)
 for target, items in seeds.items():
     d = f"fuzz/corpus/{target}"
     if os.path.isdir(d) and os.listdir(d):

@@ -46,6 +46,71 @@ pub fn loki(data: &[u8]) {
     let _ = crate::http::loki::parse_push(data, &tenant(), 0, 1 << 20, &mut free);
 }
 
+/// Loki's snappy-compressed protobuf push.
+pub fn loki_protobuf(data: &[u8]) {
+    let _ = crate::http::loki::parse_protobuf(data, 1 << 20, &tenant(), 0, 1 << 16, &mut free);
+    // Valid snappy around arbitrary bytes, so the protobuf decoder is
+    // reached too.
+    if let Ok(block) = snap::raw::Encoder::new().compress_vec(data) {
+        let _ =
+            crate::http::loki::parse_protobuf(&block, 1 << 20, &tenant(), 0, 1 << 16, &mut free);
+    }
+}
+
+/// OTLP logs: a protobuf and an OTLP/JSON `ExportLogsServiceRequest`,
+/// mapped to records.
+pub fn otlp(data: &[u8]) {
+    for json in [false, true] {
+        if let Ok(request) = crate::otlp::decode(data, json) {
+            let _ = crate::otlp::map_request(request, &tenant(), 0, 1 << 16, &mut free);
+        }
+    }
+}
+
+/// GELF: one frame (plain, zlib or gzip JSON), and the bytes as a stream
+/// of UDP datagrams (one length byte each) through chunk reassembly.
+pub fn gelf(data: &[u8]) {
+    let ctx = ParseContext {
+        bsd_zone: chrono_tz::Tz::UTC,
+        received_ms: 0,
+        keep_raw: false,
+        source_ip: None,
+        input: "fuzz",
+    };
+    let _ = crate::gelf::parse(data, &ctx, 1 << 16);
+    let mut assembler = crate::gelf::Assembler::new(1 << 16);
+    let peer = std::net::IpAddr::from([192, 0, 2, 1]);
+    let now = std::time::Instant::now();
+    let mut rest = data;
+    while let [len, tail @ ..] = rest {
+        let (datagram, next) = tail.split_at((*len as usize).min(tail.len()));
+        if let crate::gelf::Datagram::Complete(message) = assembler.accept(peer, datagram, now) {
+            let _ = crate::gelf::parse(&message, &ctx, 1 << 16);
+        }
+        rest = next;
+    }
+}
+
+/// Fluent forward: the stream scanned value by value as the server does,
+/// each whole value decoded in every event mode and its records rendered.
+pub fn fluent(data: &[u8]) {
+    let mut rest = data;
+    while let Ok(Some(len)) = crate::fluent::value_len(rest) {
+        let (value, next) = rest.split_at(len.min(rest.len()));
+        if len == 0 {
+            break;
+        }
+        if let Ok(value) = rmpv::decode::read_value_with_max_depth(&mut &value[..], 64)
+            && let Ok(events) = crate::fluent::decode(value, 1 << 16)
+        {
+            for (_, record) in events.entries {
+                let _ = crate::fluent::record_text(record);
+            }
+        }
+        rest = next;
+    }
+}
+
 /// One syslog message, RFC 5424 or 3164.
 pub fn syslog(data: &[u8]) {
     let ctx = ParseContext {
@@ -104,6 +169,10 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("hec", hec),
     ("bulk", bulk),
     ("loki", loki),
+    ("loki_protobuf", loki_protobuf),
+    ("otlp", otlp),
+    ("gelf", gelf),
+    ("fluent", fluent),
     ("syslog", syslog),
     ("syslog_stream", syslog_stream),
     ("nmap", nmap),
