@@ -612,6 +612,7 @@ struct ApiTasks {
     notify: JoinHandle<()>,
     sweeper: JoinHandle<()>,
     meter: Option<JoinHandle<()>>,
+    invoices: Option<JoinHandle<()>>,
 }
 
 impl ApiTasks {
@@ -619,6 +620,9 @@ impl ApiTasks {
         self.stop.cancel();
         let _ = self.notify.await;
         let _ = self.sweeper.await;
+        if let Some(task) = self.invoices {
+            let _ = task.await;
+        }
         if let Some(task) = self.meter {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
         }
@@ -653,10 +657,11 @@ fn start_api(
         registry,
     )?);
     let stop = CancellationToken::new();
-    let tasks = ApiTasks {
+    let mut tasks = ApiTasks {
         notify: query_api::notify::spawn_dispatcher(store.clone(), notifier.clone(), stop.clone()),
         sweeper: query_api::insights::spawn_stale_session_sweeper(store.clone(), stop.clone()),
         meter: meter_task,
+        invoices: None,
         stop,
     };
     let state = AppState {
@@ -705,6 +710,12 @@ fn start_api(
         data_dir: config.data_dir.clone(),
         ops,
     };
+    // Every API replica runs it: each invoice is issued once whoever wins.
+    tasks.invoices = Some(query_api::billing::spawn_finalizer(
+        state.clone(),
+        config.api.invoice_grace_hours,
+        tasks.stop.clone(),
+    ));
     Ok((state, tasks))
 }
 

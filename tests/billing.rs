@@ -5,7 +5,7 @@
 use chrono::{Datelike, Months, NaiveDate, Utc};
 use serde_json::{Value, json};
 
-use crate::support::{Env, Reply, Server, curl, get, post_json, rows, run};
+use crate::support::{Env, Reply, Server, curl, download, get, post_json, read_pdf, rows, run};
 
 const STRIPE_SECRET: &str = "whsec_e2e_billing_secret";
 
@@ -741,5 +741,133 @@ async fn an_msp_resells_with_markups_moves_children_and_sees_one_consolidated_in
         assert_eq!(r.json()["feature"], "reseller");
         assert_eq!(r.json()["required_plan"], "msp");
     }
+    server.stop();
+}
+
+/// Makes `org` (created now by the CLI) look created at `at_ms`: as if the
+/// server had run since then. The embedded store is a SQLite file.
+fn backdate(env: &Env, org: &str, at_ms: i64) {
+    let db = rusqlite::Connection::open(env.path().join("meta.db")).unwrap();
+    db.execute(
+        "UPDATE organizations SET created_at = ?1 WHERE id = ?2",
+        rusqlite::params![at_ms, org],
+    )
+    .unwrap();
+    db.execute(
+        "UPDATE plan_changes SET at = ?1 WHERE org_id = ?2",
+        rusqlite::params![at_ms, org],
+    )
+    .unwrap();
+}
+
+/// A closed month's invoice is issued once by the monthly job — numbered,
+/// final, the same after a restart — and served as JSON and as a PDF that
+/// pypdf reads back and PDFium renders; numbers of other organizations or
+/// of no invoice answer 404.
+#[tokio::test]
+async fn closed_months_are_issued_once_with_a_number_as_json_and_pdf() {
+    let env = Env::new().set("SECURENET_API__INVOICE_GRACE_HOURS", "0");
+    let key = env.org_on_plan("oldco", "professional", &[]);
+    let other = env.org_on_plan("otherco", "starter", &[]);
+    let now = Utc::now().date_naive();
+    let current = NaiveDate::from_ymd_opt(now.year(), now.month(), 1).unwrap();
+    let previous = current.checked_sub_months(Months::new(1)).unwrap();
+    let created = previous.and_hms_opt(12, 0, 0).unwrap().and_utc();
+    backdate(&env, "oldco", created.timestamp_millis());
+    let (cur, prev) = (
+        current.format("%Y%m").to_string(),
+        previous.format("%Y%m").to_string(),
+    );
+    let number = format!("SN-{prev}-oldco");
+
+    let server = env.serve();
+    // The job runs at start; wait for it.
+    let mut listing = Value::Null;
+    for _ in 0..100 {
+        listing = get(&server, "/api/billing/invoices", &key).json();
+        if listing["invoices"][1]["status"] == "final" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let open = &listing["invoices"][0];
+    assert_eq!(open["number"], format!("SN-{cur}-oldco"), "{listing}");
+    assert_eq!(open["status"], "open", "{listing}");
+    let issued = listing["invoices"][1].clone();
+    assert_eq!(issued["status"], "final", "{listing}");
+    assert_eq!(issued["number"], number.as_str());
+    // Created on the 1st: the whole month of professional, no usage.
+    assert_eq!(issued["total_cents"], 29_900, "{issued}");
+    assert_eq!(issued["base_cents"], 29_900, "{issued}");
+    let finalized_at = issued["finalized_at"].as_i64().expect("finalized_at");
+
+    let one = get(&server, &format!("/api/billing/invoices/{number}"), &key);
+    assert_eq!(one.status, 200, "{}", one.body);
+    let one = one.json();
+    assert_eq!(one["number"], number.as_str());
+    assert_eq!(one["total_cents"], 29_900);
+    assert_eq!(one["lines"], issued["lines"]);
+    assert_eq!(one["organization"], "oldco");
+
+    let pdf = env.path().join("invoice.pdf");
+    let (status, media) = download(
+        &server,
+        &format!("/api/billing/invoices/{number}?format=pdf"),
+        &key,
+        &pdf,
+    );
+    assert_eq!((status, media.as_str()), (200, "application/pdf"));
+    let read = read_pdf(&pdf);
+    let text = read["text"].as_array().unwrap()[0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for expected in [
+        format!("Invoice {number}"),
+        "professional plan".to_string(),
+        "$299.00".to_string(),
+        "Status: final".to_string(),
+        "oldco".to_string(),
+    ] {
+        assert!(text.contains(&expected), "{expected:?} not in {text}");
+    }
+    assert_eq!(read["title"], format!("Invoice {number}"));
+    assert_eq!(read["render"]["width"], 595, "{read}");
+    // SecureNet's letterhead band (no white-label on professional) and text.
+    assert_eq!(read["render"]["band_rgb"], "#1F3A5F", "{read}");
+    assert!(
+        read["render"]["dark_fraction"].as_f64().unwrap() > 0.001,
+        "{read}"
+    );
+
+    // Not the caller's, or not an invoice: 404 alike; a bad format: 400.
+    for bad in [
+        format!("SN-{prev}-otherco"),
+        "SN-299901-oldco".into(),
+        "INV-1".into(),
+    ] {
+        let r = get(&server, &format!("/api/billing/invoices/{bad}"), &key);
+        assert_eq!(r.status, 404, "{bad}: {}", r.body);
+    }
+    let r = get(
+        &server,
+        &format!("/api/billing/invoices/{number}?format=xml"),
+        &key,
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    // otherco was created this month: nothing to issue for last month.
+    let theirs = get(&server, "/api/billing/invoices", &other).json();
+    assert_eq!(theirs["invoices"].as_array().unwrap().len(), 1, "{theirs}");
+    server.stop();
+
+    // A restart runs the job again: nothing is issued twice.
+    let server = env.serve();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let again = get(&server, "/api/billing/invoices", &key).json();
+    assert_eq!(
+        again["invoices"][1]["finalized_at"], finalized_at,
+        "{again}"
+    );
+    assert_eq!(again["invoices"][1]["number"], number.as_str());
     server.stop();
 }

@@ -755,6 +755,45 @@ pub fn get(server: &Server, path: &str, key: &str) -> Reply {
     ])
 }
 
+/// Downloads `path` with curl into `out` (binary-safe): the status and the
+/// `Content-Type`.
+pub fn download(server: &Server, path: &str, key: &str, out: &Path) -> (u16, String) {
+    let o = run(
+        "curl",
+        &[
+            "-sS",
+            "-o",
+            out.to_str().unwrap(),
+            "-w",
+            "%{http_code} %{content_type}",
+            &server.url(path),
+            "-H",
+            &format!("Authorization: Bearer {key}"),
+        ],
+    );
+    let w = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (code, media) = w.split_once(' ').unwrap_or((&w, ""));
+    (code.parse().unwrap_or(0), media.to_string())
+}
+
+/// A PDF read back by scripts/pdf_probe.py (pypdf's text extraction and
+/// PDFium's rendering of page 1, saved as `<pdf>.png`): pages, title,
+/// text per page, and the render's band colour and share of dark pixels.
+pub fn read_pdf(pdf: &Path) -> serde_json::Value {
+    let probe = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pdf_probe.py");
+    let png = pdf.with_extension("png");
+    let o = run(
+        &python(),
+        &[probe, pdf.to_str().unwrap(), png.to_str().unwrap()],
+    );
+    assert!(
+        o.status.success(),
+        "pdf_probe: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).expect("pdf_probe prints JSON")
+}
+
 /// `POST` of a JSON value with curl and an API key (or JWT).
 pub fn post_json(server: &Server, path: &str, key: &str, body: &serde_json::Value) -> Reply {
     post(server, path, key, "application/json", &body.to_string())

@@ -11,10 +11,10 @@
 use chrono::{DateTime, Datelike, Months, NaiveDate};
 use schemas::Plan;
 use schemas::plans::{DEVICE_OVERAGE_CENTS, SCAN_OVERAGE_CENTS};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One plan held for a number of days of an invoice's month.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvoiceLine {
     pub description: String,
     pub quantity: u64,
@@ -22,7 +22,7 @@ pub struct InvoiceLine {
     pub amount_cents: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Invoice {
     pub month: String,
     /// The plan billed for overage: the one on the last billed day.
@@ -36,6 +36,26 @@ pub struct Invoice {
     pub total_cents: u64,
     pub devices: u64,
     pub scans: u64,
+}
+
+/// An invoice's number: `SN-<YYYYMM>-<organization id>`, e.g.
+/// `SN-202611-acme`. Derived, not allocated: every replica and every
+/// restart gives an organization's month the same number without
+/// coordinating, it is unique because organization ids are, and it tells
+/// a reader whose month it is. `month` is `YYYY-MM`.
+pub fn number(org: &schemas::TenantId, month: &str) -> String {
+    format!("SN-{}-{}", month.replace('-', ""), org.as_str())
+}
+
+/// The month (`YYYY-MM`) and organization id an invoice number names, if it
+/// is one of ours.
+pub fn parse_number(number: &str) -> Option<(String, String)> {
+    let rest = number.strip_prefix("SN-")?;
+    let (month, org) = rest.split_once('-')?;
+    if month.len() != 6 || !month.bytes().all(|b| b.is_ascii_digit()) || org.is_empty() {
+        return None;
+    }
+    Some((format!("{}-{}", &month[..4], &month[4..]), org.to_string()))
 }
 
 fn day_of(ms: i64) -> NaiveDate {
@@ -312,6 +332,27 @@ mod tests {
             [997, 6_600]
         );
         assert_eq!(inv.plan, Plan::Starter);
+    }
+
+    #[test]
+    fn invoice_numbers_round_trip() {
+        let org = schemas::TenantId::new("acme-eu_2").unwrap();
+        let n = number(&org, "2026-11");
+        assert_eq!(n, "SN-202611-acme-eu_2");
+        assert_eq!(
+            parse_number(&n),
+            Some(("2026-11".to_string(), "acme-eu_2".to_string()))
+        );
+        for bad in [
+            "",
+            "SN-",
+            "SN-2026-acme",
+            "SN-20261a-acme",
+            "XX-202611-acme",
+            "SN-202611-",
+        ] {
+            assert_eq!(parse_number(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -53,6 +53,7 @@ pub mod stripe;
 pub mod users;
 
 pub use auth::{Principal, Role, authenticate};
+pub use billing::IssuedInvoice;
 pub use db::{Backend, StoreError, fresh_postgres_database};
 pub use error::{Error, Result};
 pub use inventory::{Device, DeviceObservation, ScanAdmission};

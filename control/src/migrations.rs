@@ -28,6 +28,7 @@ pub(crate) const SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0014_sql_alerts.sql"),
     include_str!("../migrations/sqlite/0015_reseller_markups.sql"),
     include_str!("../migrations/sqlite/0016_branding.sql"),
+    include_str!("../migrations/sqlite/0017_issued_invoices.sql"),
 ];
 
 /// PostgreSQL migrations, oldest first.
@@ -38,6 +39,7 @@ pub(crate) const POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0004_sql_alerts.sql"),
     include_str!("../migrations/postgres/0005_reseller_markups.sql"),
     include_str!("../migrations/postgres/0006_branding.sql"),
+    include_str!("../migrations/postgres/0007_issued_invoices.sql"),
 ];
 
 /// Applies PostgreSQL migrations not applied yet. Several processes may
@@ -109,10 +111,16 @@ pub(crate) const TENANT_TABLES: &[&str] = &[
 /// Tables with an `org_id` that deleting the organization keeps, and why
 /// (read by the test that holds deletion to the schema).
 #[cfg_attr(not(test), expect(dead_code))]
-pub(crate) const KEPT_ON_DELETE: &[(&str, &str)] = &[(
-    "stripe_events",
-    "Stripe event ids keep webhook deliveries idempotent after the organization is gone",
-)];
+pub(crate) const KEPT_ON_DELETE: &[(&str, &str)] = &[
+    (
+        "stripe_events",
+        "Stripe event ids keep webhook deliveries idempotent after the organization is gone",
+    ),
+    (
+        "issued_invoices",
+        "issued invoices are accounting records (amounts and the organization id, no tenant data)",
+    ),
+];
 
 #[cfg(test)]
 mod tests {

@@ -7,6 +7,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
+use axum::response::IntoResponse;
 use chrono::{Months, NaiveDate};
 use control::invoice::{self, Invoice};
 use control::signature;
@@ -237,9 +238,73 @@ async fn invoice_for(
     ))
 }
 
+/// An organization's invoice of one month as it is billed (a child of an
+/// MSP: at cost plus its markup).
+pub(crate) struct MonthInvoice {
+    pub invoice: Invoice,
+    pub number: String,
+    /// `open` (the current month), `draft` (a closed month not finalised
+    /// yet) or `final` (issued: served as stored from then on).
+    pub status: &'static str,
+    pub finalized_at: Option<i64>,
+}
+
+/// The invoice of the month starting `first`: the issued one once the
+/// month is finalised, else computed from the usage recorded so far.
+async fn month_invoice(
+    state: &AppState,
+    org: &control::Organization,
+    history: &[(i64, Plan)],
+    issued: &[control::IssuedInvoice],
+    first: NaiveDate,
+) -> Result<Option<MonthInvoice>> {
+    let month = first.format("%Y-%m").to_string();
+    if let Some(i) = issued.iter().find(|i| i.invoice.month == month) {
+        return Ok(Some(MonthInvoice {
+            invoice: i.invoice.clone(),
+            number: i.number.clone(),
+            status: "final",
+            finalized_at: Some(i.finalized_at),
+        }));
+    }
+    let Some(at_cost) = invoice_for(state, org, history, first).await? else {
+        return Ok(None);
+    };
+    // A child of an MSP is billed by its reseller: at cost plus its markup.
+    let markup = match org.parent_id {
+        Some(_) => state.store.markup_bps(&org.id).await?,
+        None => 0,
+    };
+    let current = invoice::month_start(now_ms());
+    Ok(Some(MonthInvoice {
+        invoice: invoice::with_markup(at_cost, markup),
+        number: invoice::number(&org.id, &month),
+        status: if first >= current { "open" } else { "draft" },
+        finalized_at: None,
+    }))
+}
+
+impl MonthInvoice {
+    fn to_json(&self, payments: &[control::stripe::InvoicePayment]) -> Result<Value> {
+        let payment = payments
+            .iter()
+            .rev()
+            .find(|pay| pay.period.as_deref() == Some(self.invoice.month.as_str()));
+        let mut v =
+            serde_json::to_value(&self.invoice).map_err(|e| ApiError::Internal(e.to_string()))?;
+        v["number"] = json!(self.number);
+        v["status"] = json!(self.status);
+        v["finalized_at"] = json!(self.finalized_at);
+        v["payment"] = json!(payment);
+        v["currency"] = json!("usd");
+        Ok(v)
+    }
+}
+
 /// `GET /api/billing/invoices[?month=YYYY-MM]` — newest first; the current
-/// month's invoice is `open` (its usage is still growing), earlier ones
-/// `final`, with Stripe's payment status when one was reported.
+/// month's invoice is `open` (its usage is still growing), a closed month's
+/// `draft` until the monthly job issues it, then `final`, with Stripe's
+/// payment status when one was reported.
 pub async fn invoices(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -251,46 +316,196 @@ pub async fn invoices(
     let current = invoice::month_start(now_ms());
     let months: Vec<NaiveDate> = match &p.month {
         Some(m) => vec![parse_month(m)?],
-        None => {
-            let created = invoice::month_start(org.created_at);
-            let mut out = Vec::new();
-            let mut m = current;
-            while m >= created && out.len() < MAX_INVOICES {
-                out.push(m);
-                m = m
-                    .checked_sub_months(Months::new(1))
-                    .ok_or_else(|| ApiError::Internal("month out of range".into()))?;
-            }
-            out
-        }
+        None => recent_months(org.created_at, current)?,
     };
     if months.first().is_some_and(|m| *m > current) {
         return Err(ApiError::BadRequest("no invoices for future months".into()));
     }
     let payments = state.store.invoice_payments(&org.id).await?;
-    // A child of an MSP is billed by its reseller: at cost plus its markup.
-    let markup = match org.parent_id {
-        Some(_) => state.store.markup_bps(&org.id).await?,
-        None => 0,
-    };
+    let issued = state.store.issued_invoices(&org.id).await?;
     let mut out = Vec::new();
     for first in months {
-        let Some(invoice) = invoice_for(&state, &org, &history, first).await? else {
-            continue;
-        };
-        let invoice = invoice::with_markup(invoice, markup);
-        let payment = payments
-            .iter()
-            .rev()
-            .find(|pay| pay.period.as_deref() == Some(invoice.month.as_str()));
-        let mut v =
-            serde_json::to_value(&invoice).map_err(|e| ApiError::Internal(e.to_string()))?;
-        v["status"] = json!(if first == current { "open" } else { "final" });
-        v["payment"] = json!(payment);
-        v["currency"] = json!("usd");
-        out.push(v);
+        if let Some(m) = month_invoice(&state, &org, &history, &issued, first).await? {
+            out.push(m.to_json(&payments)?);
+        }
     }
     Ok(Json(json!({ "organization": org.id, "invoices": out })))
+}
+
+/// The first days of the months from `current` back to the one of
+/// `created_at`, at most [`MAX_INVOICES`], newest first.
+fn recent_months(created_at: i64, current: NaiveDate) -> Result<Vec<NaiveDate>> {
+    let created = invoice::month_start(created_at);
+    let mut out = Vec::new();
+    let mut m = current;
+    while m >= created && out.len() < MAX_INVOICES {
+        out.push(m);
+        m = m
+            .checked_sub_months(Months::new(1))
+            .ok_or_else(|| ApiError::Internal("month out of range".into()))?;
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DocumentParams {
+    /// `json` (default) or `pdf`; `Accept: application/pdf` also asks for
+    /// the PDF.
+    #[param(pattern = "^(json|pdf)$")]
+    format: Option<String>,
+}
+
+/// `GET /api/billing/invoices/{number}[?format=json|pdf]` — one invoice by
+/// its number (`SN-YYYYMM-<organization>`), the caller's own only (another
+/// organization's number answers 404, as an unknown one does).
+pub async fn invoice_document(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    axum::extract::Path(number): axum::extract::Path<String>,
+    headers: HeaderMap,
+    params: crate::extract::QueryParams<DocumentParams>,
+) -> Result<axum::response::Response> {
+    let crate::extract::QueryParams(p) = params;
+    let pdf = crate::document::wants_pdf(p.format.as_deref(), &headers)?;
+    let org = state.caller_org(&caller).await?;
+    let not_found = || ApiError::NotFound(format!("invoice {number:?}"));
+    let (month, owner) = invoice::parse_number(&number).ok_or_else(not_found)?;
+    if owner != org.id.as_str() {
+        return Err(not_found());
+    }
+    let first = parse_month(&month).map_err(|_| not_found())?;
+    if first > invoice::month_start(now_ms()) {
+        return Err(not_found());
+    }
+    let history = state.store.plan_history(&org).await?;
+    let issued = state.store.issued_invoices(&org.id).await?;
+    let m = month_invoice(&state, &org, &history, &issued, first)
+        .await?
+        .ok_or_else(not_found)?;
+    if !pdf {
+        let payments = state.store.invoice_payments(&org.id).await?;
+        let mut v = m.to_json(&payments)?;
+        v["organization"] = json!(org.id);
+        v["organization_name"] = json!(org.name);
+        return Ok(Json(v).into_response());
+    }
+    let letterhead = crate::document::letterhead_for(&state, &org).await?;
+    let doc = invoice_pdf(&m, &org, letterhead);
+    Ok(crate::document::pdf_response(doc.to_pdf(), &m.number))
+}
+
+fn money(cents: u64) -> String {
+    let dollars = cents / 100;
+    let mut grouped = String::new();
+    let digits = dollars.to_string();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    format!("${grouped}.{:02}", cents % 100)
+}
+
+fn invoice_pdf(
+    m: &MonthInvoice,
+    org: &control::Organization,
+    letterhead: crate::document::Letterhead,
+) -> crate::document::Document {
+    use crate::document::Document;
+    let inv = &m.invoice;
+    let mut doc = Document::new(letterhead, format!("Invoice {}", m.number));
+    doc.subtitle.push(format!("{} ({})", org.name, org.id));
+    doc.subtitle.push(format!("Period: {} (UTC)", inv.month));
+    let status = match (m.status, m.finalized_at) {
+        ("final", Some(at)) => format!("final, issued {}", crate::document::utc(at)),
+        ("draft", _) => "draft: the month is closed, the invoice is not issued yet".into(),
+        _ => "open: the month is not over, usage is still counted".into(),
+    };
+    doc.subtitle.push(format!("Status: {status}"));
+    let rows = inv
+        .lines
+        .iter()
+        .map(|l| {
+            vec![
+                l.description.clone(),
+                l.quantity.to_string(),
+                money(l.unit_cents),
+                money(l.amount_cents),
+            ]
+        })
+        .collect();
+    doc.heading("Lines")
+        .table(&["description", "quantity", "unit", "amount"], rows)
+        .heading("Totals")
+        .facts([
+            ("Plan billed for overage", inv.plan.to_string()),
+            ("Devices counted", inv.devices.to_string()),
+            ("Scans counted", inv.scans.to_string()),
+            ("Base", money(inv.base_cents)),
+            ("Overage", money(inv.overage_cents)),
+            ("Reseller markup", money(inv.markup_cents)),
+            ("Total (USD)", money(inv.total_cents)),
+        ]);
+    doc
+}
+
+/// How long after a month ends its invoices are issued: records that
+/// arrive late (forwarder buffers, replays from the bus) still count until
+/// then.
+pub const DEFAULT_INVOICE_GRACE_HOURS: u32 = 6;
+
+/// Issues every closed month's invoice not issued yet — the last
+/// [`MAX_INVOICES`] months, for every organization — once the month is
+/// `grace_hours` behind `now`. Each is issued once: the store keeps the
+/// first writer's, so replicas and restarts running this at the same time
+/// issue each invoice exactly once. Returns how many this call issued.
+pub async fn finalize_due(state: &AppState, now: i64, grace_hours: u32) -> Result<usize> {
+    let closed_before = invoice::month_start(now - i64::from(grace_hours) * 3_600_000);
+    let mut issued_now = 0;
+    for org in state.store.list_organizations().await? {
+        let issued = state.store.issued_invoices(&org.id).await?;
+        let history = state.store.plan_history(&org).await?;
+        for first in recent_months(org.created_at, closed_before)? {
+            if first >= closed_before {
+                continue;
+            }
+            let Some(m) = month_invoice(state, &org, &history, &issued, first).await? else {
+                continue;
+            };
+            if m.status == "final" {
+                continue;
+            }
+            if state.store.issue_invoice(&org.id, &m.invoice).await? {
+                issued_now += 1;
+                info!(organization = %org.id, number = %m.number, total_cents = m.invoice.total_cents, "invoice issued");
+            }
+        }
+    }
+    Ok(issued_now)
+}
+
+/// Runs [`finalize_due`] at start and every 10 minutes until `stop`; a
+/// failed run is logged and retried at the next tick.
+pub fn spawn_finalizer(
+    state: AppState,
+    grace_hours: u32,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = finalize_due(&state, now_ms(), grace_hours).await {
+                tracing::warn!(error = %e, "issuing invoices failed; retrying in 10 minutes");
+            }
+        }
+    })
 }
 
 /// `GET /api/billing/invoices/consolidated[?month=YYYY-MM]` (the current
@@ -317,9 +532,11 @@ pub async fn consolidated(
         return Err(ApiError::BadRequest("no invoices for future months".into()));
     }
     let history = state.store.plan_history(&msp).await?;
-    let own = invoice_for(&state, &msp, &history, first).await?;
+    let issued = state.store.issued_invoices(&msp.id).await?;
+    let own = month_invoice(&state, &msp, &history, &issued, first).await?;
     let mut children: Vec<Value> = Vec::new();
     let (mut cost, mut markup, mut billed) = (0u64, 0u64, 0u64);
+    let mut every_final = own.as_ref().is_none_or(|m| m.status == "final");
     let mut kids: Vec<control::Organization> = state
         .store
         .list_organizations()
@@ -330,35 +547,53 @@ pub async fn consolidated(
     kids.sort_by(|a, b| a.id.cmp(&b.id));
     for child in kids {
         let history = state.store.plan_history(&child).await?;
-        let Some(at_cost) = invoice_for(&state, &child, &history, first).await? else {
+        let issued = state.store.issued_invoices(&child.id).await?;
+        let Some(sold) = month_invoice(&state, &child, &history, &issued, first).await? else {
             continue;
         };
-        let bps = state.store.markup_bps(&child.id).await?;
-        let sold = invoice::with_markup(at_cost.clone(), bps);
-        cost += at_cost.total_cents;
-        markup += sold.markup_cents;
-        billed += sold.total_cents;
+        every_final &= sold.status == "final";
+        let inv = &sold.invoice;
+        let at_cost = inv.total_cents - inv.markup_cents;
+        // The markup in force now; an issued invoice keeps the one it was
+        // issued with (in `markup_cents`).
+        let bps = match sold.status {
+            "final" => None,
+            _ => Some(state.store.markup_bps(&child.id).await?),
+        };
+        cost += at_cost;
+        markup += inv.markup_cents;
+        billed += inv.total_cents;
         children.push(json!({
             "organization": child.id,
             "name": child.name,
-            "plan": at_cost.plan,
-            "devices": at_cost.devices,
-            "scans": at_cost.scans,
-            "base_cents": at_cost.base_cents,
-            "overage_cents": at_cost.overage_cents,
-            "cost_cents": at_cost.total_cents,
+            "number": sold.number,
+            "status": sold.status,
+            "plan": inv.plan,
+            "devices": inv.devices,
+            "scans": inv.scans,
+            "base_cents": inv.base_cents,
+            "overage_cents": inv.overage_cents,
+            "cost_cents": at_cost,
             "markup_bps": bps,
-            "markup_cents": sold.markup_cents,
-            "billed_cents": sold.total_cents,
+            "markup_cents": inv.markup_cents,
+            "billed_cents": inv.total_cents,
         }));
     }
-    let own_cents = own.as_ref().map_or(0, |i| i.total_cents);
+    let own_cents = own.as_ref().map_or(0, |m| m.invoice.total_cents);
+    let status = if first == current {
+        "open"
+    } else if every_final {
+        "final"
+    } else {
+        "draft"
+    };
     Ok(Json(json!({
         "organization": msp.id,
         "month": first.format("%Y-%m").to_string(),
-        "status": if first == current { "open" } else { "final" },
+        "status": status,
         "currency": "usd",
-        "own": own,
+        "own": own.as_ref().map(|m| &m.invoice),
+        "own_number": own.as_ref().map(|m| &m.number),
         "children": children,
         "children_cost_cents": cost,
         "markup_cents": markup,

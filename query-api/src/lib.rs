@@ -57,6 +57,7 @@ pub mod billing;
 pub mod dashboard;
 pub mod data;
 pub mod detections;
+pub mod document;
 pub mod error;
 pub mod extract;
 pub mod fair;

@@ -153,6 +153,7 @@ pub fn table() -> Vec<Endpoint> {
         ep(M::POST, "/api/billing/upgrade", ADMIN, "change plan (effective now, prorated by day)", post(billing::change_plan)).body::<billing::PlanChange>(),
         ep(M::GET, "/api/billing/invoices", VIEWER, "invoices per month: base price and overage, in cents", get(billing::invoices)).params::<billing::InvoiceParams>(),
         ep(M::GET, "/api/billing/invoices/consolidated", ADMIN, "an MSP's month: its own invoice and one line per child at cost, markup and billed (reseller)", get(billing::consolidated)).params::<billing::InvoiceParams>(),
+        ep(M::GET, "/api/billing/invoices/{number}", VIEWER, "one invoice by number (SN-YYYYMM-<org>), as JSON or PDF", get(billing::invoice_document)).params::<billing::DocumentParams>(),
         ep(M::POST, "/api/billing/webhook/stripe", Access::Public, "Stripe events (Stripe-Signature verified)", post(billing::stripe_webhook)),
         ep(M::GET, "/api/metrics/system", ADMIN, "CPU, memory, disk and connections of this process and host", get(dashboard::system)),
         ep(M::GET, "/api/metrics/organization", VIEWER, "devices, scans, anomalies and security score", get(dashboard::organization)),

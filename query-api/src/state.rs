@@ -40,6 +40,10 @@ pub struct ApiConfig {
     /// Stripe webhook signing secret (`whsec_…`); unset: the webhook
     /// answers 503.
     pub stripe_webhook_secret: Option<schemas::Secret>,
+    /// Hours after a month ends before its invoices are issued (final,
+    /// numbered, never recomputed): records arriving late still count
+    /// until then.
+    pub invoice_grace_hours: u32,
     /// An OpenAI-compatible endpoint that may narrate
     /// `POST /api/insights/summary` (the built-in summary stays).
     pub llm: Option<crate::analysis::LlmConfig>,
@@ -68,6 +72,7 @@ impl Default for ApiConfig {
             platform_admin_token: None,
             jwt_secret: None,
             stripe_webhook_secret: None,
+            invoice_grace_hours: crate::billing::DEFAULT_INVOICE_GRACE_HOURS,
             llm: None,
             notify: Default::default(),
             sign_in_per_minute_per_account: 10,

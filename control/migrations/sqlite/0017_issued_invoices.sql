@@ -1,0 +1,14 @@
+-- Issued invoices: a closed month's invoice, finalised once and then
+-- served as stored (late usage no longer changes it). The first writer
+-- wins (INSERT .. ON CONFLICT DO NOTHING), so every API replica may run
+-- the monthly job. No foreign key: issued invoices outlive a deleted
+-- organization (accounting records; see KEPT_ON_DELETE).
+CREATE TABLE issued_invoices (
+    org_id       TEXT NOT NULL,
+    month        TEXT NOT NULL,
+    number       TEXT NOT NULL UNIQUE,
+    total_cents  INTEGER NOT NULL,
+    document     TEXT NOT NULL,
+    finalized_at INTEGER NOT NULL,
+    PRIMARY KEY (org_id, month)
+);
