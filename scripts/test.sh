@@ -200,7 +200,7 @@ SECURENET_TEST_LAKE=s3 cargo test --features securenet/e2e --test e2e -- \
 # inventory, listings, the roles on Kafka, the streaming detector, and the
 # API suites whose answers depend on keys and plans (ingest over HTTP and
 # the forwarder protocols, syslog tenancy, SQL tenancy and Flight SQL,
-# usage). (Not the
+# usage, the compliance report). (Not the
 # broker-outage test: it is about Kafka, and its mock broker's port,
 # released while "down", can be taken by any new connection meanwhile.
 # Not cli::, which reads the SQLite file itself, nor the issued-invoice
@@ -209,7 +209,7 @@ SECURENET_TEST_LAKE=s3 cargo test --features securenet/e2e --test e2e -- \
 step "the control plane on PostgreSQL, end to end"
 SECURENET_TEST_CONTROL=postgres cargo test --features securenet/e2e --test e2e -- \
   access:: attack:: billing:: orgs:: notify:: insights:: scans:: listings:: kafka:: streaming:: \
-  ingest_http:: forwarders:: syslog:: sql_tenancy:: flight_sql:: usage:: \
+  ingest_http:: forwarders:: syslog:: sql_tenancy:: flight_sql:: usage:: reports:: \
   --skip kafka::after_a_broker_outage \
   --skip billing::closed_months_are_issued_once_with_a_number_as_json_and_pdf
 

@@ -29,6 +29,7 @@ mod maintenance;
 mod notify;
 mod orgs;
 mod otlp;
+mod reports;
 mod scans;
 mod sigma;
 mod sql_tenancy;

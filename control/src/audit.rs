@@ -10,6 +10,18 @@ use crate::error::Result;
 use crate::rows::tenant;
 use crate::store::{MetaStore, now_ms};
 
+/// Audited calls of one key (or user) and role to one route: how many
+/// and when last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditSummary {
+    pub key_id: String,
+    pub role: String,
+    pub method: String,
+    pub route: String,
+    pub count: u64,
+    pub last_at: i64,
+}
+
 /// One audited call: who (key, role), what (method, route template and
 /// path), when, and the HTTP status it got.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -132,6 +144,38 @@ impl MetaStore {
                     path: r.get(6)?,
                     status: r.get(7)?,
                     at: r.get(8)?,
+                })
+            })
+            .collect()
+    }
+
+    /// `org`'s audit log from `from` to before `until` (ms), summarised:
+    /// one line per key (or user) and role, method and route, with how
+    /// many times and when last; most frequent first.
+    pub async fn audit_summary(
+        &self,
+        org: &TenantId,
+        from: i64,
+        until: i64,
+    ) -> Result<Vec<AuditSummary>> {
+        self.db
+            .query(
+                "SELECT key_id, role, method, route, COUNT(*), MAX(at) FROM audit_log \
+                 WHERE org_id = ?1 AND at >= ?2 AND at < ?3 \
+                 GROUP BY key_id, role, method, route \
+                 ORDER BY COUNT(*) DESC, key_id, route, method",
+                params![org, from, until],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(AuditSummary {
+                    key_id: r.get(0)?,
+                    role: r.get(1)?,
+                    method: r.get(2)?,
+                    route: r.get(3)?,
+                    count: r.get::<i64>(4)?.max(0) as u64,
+                    last_at: r.get(5)?,
                 })
             })
             .collect()

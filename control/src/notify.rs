@@ -188,6 +188,13 @@ pub struct Channel {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeliverySummary {
+    pub channel_kind: String,
+    pub status: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Delivery {
     pub id: String,
     pub org_id: String,
@@ -505,6 +512,35 @@ impl MetaStore {
             }
         };
         Ok(())
+    }
+
+    /// `org`'s notification deliveries created from `from` to before
+    /// `until` (ms), counted per channel kind and status (a deleted
+    /// channel's as `deleted channel`).
+    pub async fn delivery_summary(
+        &self,
+        org: &TenantId,
+        from: i64,
+        until: i64,
+    ) -> Result<Vec<DeliverySummary>> {
+        self.db
+            .query(
+                "SELECT COALESCE(c.kind, 'deleted channel') AS kind, d.status, COUNT(*) \
+                 FROM deliveries d LEFT JOIN notification_channels c ON c.id = d.channel_id \
+                 WHERE d.org_id = ?1 AND d.created_at >= ?2 AND d.created_at < ?3 \
+                 GROUP BY COALESCE(c.kind, 'deleted channel'), d.status ORDER BY 1, 2",
+                params![org, from, until],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(DeliverySummary {
+                    channel_kind: r.get(0)?,
+                    status: r.get(1)?,
+                    count: r.get::<i64>(2)?.max(0) as u64,
+                })
+            })
+            .collect()
     }
 
     /// The delivery log of `org`, newest first (`before`: a delivery's

@@ -155,6 +155,8 @@ impl Document {
         for block in &self.blocks {
             match block {
                 Block::Heading(t) => {
+                    // Never a heading alone at the foot of a page.
+                    layout.need(60.0);
                     layout.gap(8.0);
                     layout.line(Font::Bold, 13.0, t);
                 }
@@ -174,8 +176,18 @@ impl Document {
                     }
                 }
                 Block::Table { columns, rows } => {
-                    for line in table_lines(columns, rows) {
-                        layout.line(Font::Mono, 9.0, &line);
+                    // A wide table is set smaller (down to 6 pt, 137
+                    // characters) before any line is cut.
+                    let lines = table_lines(columns, rows);
+                    let widest = lines.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+                    let size = if widest > COURIER_CHARS_PER_LINE {
+                        (LINE_WIDTH / (0.6 * widest as f32)).max(6.0)
+                    } else {
+                        9.0
+                    };
+                    let per_line = (LINE_WIDTH / (0.6 * size)) as usize;
+                    for line in lines.iter().flat_map(|l| wrap_hard(l, per_line)) {
+                        layout.line(Font::Mono, size, &line);
                     }
                 }
             }
@@ -200,6 +212,8 @@ fn rgb(c: &str) -> (f32, f32, f32) {
 const PAGE_W: f32 = 595.0;
 const PAGE_H: f32 = 842.0;
 const MARGIN: f32 = 50.0;
+/// The text width between the margins, in points.
+const LINE_WIDTH: f32 = PAGE_W - 2.0 * MARGIN;
 /// Courier is 0.6 em wide: 495 pt of line at 9 pt.
 const COURIER_CHARS_PER_LINE: usize = 91;
 /// Helvetica averages about 0.5 em; 10 pt prose wraps on the safe side.
@@ -276,9 +290,7 @@ fn table_lines(columns: &[String], rows: &[Vec<String>]) -> Vec<String> {
         out.push("(none)".into());
     }
     out.extend(rows.iter().map(|r| render(r)));
-    out.into_iter()
-        .flat_map(|l| wrap_hard(&l, COURIER_CHARS_PER_LINE))
-        .collect()
+    out
 }
 
 /// Cuts a fixed-width line into pieces (a table wider than the page
@@ -365,6 +377,13 @@ impl Layout {
         page.set_fill_rgb(0.13, 0.13, 0.13);
         self.pages.push(page);
         self.y = PAGE_H - 36.0 - 30.0;
+    }
+
+    /// A new page unless `points` of height are left on this one.
+    fn need(&mut self, points: f32) {
+        if self.y - points < MARGIN {
+            self.new_page();
+        }
     }
 
     fn gap(&mut self, points: f32) {

@@ -71,6 +71,7 @@ pub mod notify;
 pub mod openapi;
 pub mod ops;
 pub mod orgs;
+pub mod reports;
 pub mod routes;
 pub mod signin;
 pub mod sql;
