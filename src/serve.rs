@@ -613,6 +613,7 @@ struct ApiTasks {
     sweeper: JoinHandle<()>,
     meter: Option<JoinHandle<()>>,
     invoices: Option<JoinHandle<()>>,
+    stripe: Option<JoinHandle<()>>,
 }
 
 impl ApiTasks {
@@ -621,6 +622,9 @@ impl ApiTasks {
         let _ = self.notify.await;
         let _ = self.sweeper.await;
         if let Some(task) = self.invoices {
+            let _ = task.await;
+        }
+        if let Some(task) = self.stripe {
             let _ = task.await;
         }
         if let Some(task) = self.meter {
@@ -662,8 +666,17 @@ fn start_api(
         sweeper: query_api::insights::spawn_stale_session_sweeper(store.clone(), stop.clone()),
         meter: meter_task,
         invoices: None,
+        stripe: None,
         stop,
     };
+    let stripe = query_api::stripe_out::StripeOut::new(&config.api.stripe)?;
+    if let Some(out) = &stripe {
+        tasks.stripe = Some(query_api::stripe_out::spawn_dispatcher(
+            out.clone(),
+            store.clone(),
+            tasks.stop.clone(),
+        ));
+    }
     let state = AppState {
         store: store.clone(),
         insights: Arc::new(query_api::insights::Insights::new(
@@ -687,6 +700,7 @@ fn start_api(
         billing: Arc::new(query_api::billing::Billing {
             stripe_secret: config.api.stripe_webhook_secret.clone(),
             tolerance_secs: control::signature::DEFAULT_TOLERANCE_SECS,
+            stripe,
         }),
         system: Default::default(),
         llm: config.api.llm.clone().map(Arc::new),

@@ -871,3 +871,246 @@ async fn closed_months_are_issued_once_with_a_number_as_json_and_pdf() {
     assert_eq!(again["invoices"][1]["number"], number.as_str());
     server.stop();
 }
+
+/// The first job of `kind` SecureNet's Stripe queue ended (per
+/// `GET /api/billing/stripe`).
+async fn stripe_job_ended(server: &Server, key: &str, kind: &str) -> Value {
+    for _ in 0..150 {
+        let calls = get(server, "/api/billing/stripe", key).json();
+        if let Some(job) = calls["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["kind"] == kind && j["status"] != "pending")
+        {
+            return job.clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("no {kind} job ended");
+}
+
+/// scripts/stripe_double.py, a test double of the Stripe API that checks
+/// requests as Stripe does; stopped when dropped.
+struct StripeDouble {
+    child: std::process::Child,
+    url: String,
+}
+
+impl StripeDouble {
+    fn start() -> Self {
+        use std::io::BufRead;
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/stripe_double.py");
+        let mut child = std::process::Command::new(crate::support::python())
+            .arg(script)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the Stripe double");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().strip_prefix("port ").expect("port N");
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let r = crate::support::client()
+            .post(format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        r.json().await.unwrap()
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let r = crate::support::client()
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        r.json().await.unwrap()
+    }
+}
+
+impl Drop for StripeDouble {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// With `api.stripe.secret_key`: a plan change moves the Stripe
+/// subscription to the plan's price (no Stripe proration), an issued
+/// invoice becomes a finalised Stripe invoice with SecureNet's number and
+/// one item per line whose total Stripe computes equal to ours; every POST
+/// carries an Idempotency-Key, failures (500, 429) are retried with the
+/// same key, every request is recorded, and a restart sends nothing twice.
+#[tokio::test]
+async fn plan_changes_and_issued_invoices_reach_stripe_once_with_retries() {
+    let stripe = StripeDouble::start();
+    let seeded = stripe
+        .post(
+            "/_seed",
+            json!({"email": "sec@stripeco.test", "plan": "professional",
+                   "plans": ["starter", "professional", "business", "enterprise", "msp"]}),
+        )
+        .await;
+    let (customer, subscription) = (
+        seeded["customer"].as_str().unwrap().to_string(),
+        seeded["subscription"].as_str().unwrap().to_string(),
+    );
+    let env = env()
+        .set("SECURENET_API__STRIPE__SECRET_KEY", "sk_test_securenet_e2e")
+        .set("SECURENET_API__STRIPE__API_BASE", &stripe.url)
+        // Nothing is issued until the subscription is linked (below).
+        .set("SECURENET_API__INVOICE_GRACE_HOURS", "100000");
+    let key = env.org_on_plan("stripeco", "professional", &[]);
+    let now = Utc::now().date_naive();
+    let current = NaiveDate::from_ymd_opt(now.year(), now.month(), 1).unwrap();
+    let previous = current.checked_sub_months(Months::new(1)).unwrap();
+    backdate(
+        &env,
+        "stripeco",
+        previous
+            .and_hms_opt(12, 0, 0)
+            .unwrap()
+            .and_utc()
+            .timestamp_millis(),
+    );
+    let number = format!("SN-{}-stripeco", previous.format("%Y%m"));
+
+    let server = env.serve();
+    // Stripe tells SecureNet about the subscription (signed webhook).
+    let t = Utc::now().timestamp();
+    let created = event(
+        "evt_link",
+        "customer.subscription.created",
+        t - 5,
+        json!({"id": subscription, "customer": customer, "status": "active",
+               "metadata": {"org_id": "stripeco"},
+               "items": {"data": [{"price": {"lookup_key": "professional"}}]}}),
+    );
+    let r = webhook(
+        &server,
+        Some(&openssl_signature(STRIPE_SECRET, t, &created)),
+        &created,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // A plan change through SecureNet, with Stripe failing twice first.
+    stripe
+        .post(
+            "/_faults",
+            json!({"method": "POST", "path": "/v1/subscriptions", "status": 503, "count": 2}),
+        )
+        .await;
+    let r = post_json(
+        &server,
+        "/api/billing/upgrade",
+        &key,
+        &json!({"plan": "business"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let job = stripe_job_ended(&server, &key, "subscription").await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["attempts"], 3, "two 503s, then through: {job}");
+    let posts: Vec<&Value> = job["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["method"] == "POST")
+        .collect();
+    assert_eq!(posts.len(), 3, "{job}");
+    assert!(
+        posts
+            .iter()
+            .all(|r| r["idempotency_key"] == posts[0]["idempotency_key"])
+    );
+    assert_eq!(posts[2]["status"], 200);
+    let state = stripe.get("/_state").await;
+    let sub = &state["subscriptions"][0];
+    assert_eq!(
+        sub["items"]["data"][0]["price"]["lookup_key"], "business",
+        "{sub}"
+    );
+    assert_eq!(sub["metadata"]["plan"], "business");
+    assert_eq!(sub["proration_behavior_last"], "none");
+    server.stop();
+
+    // Month end: the job issues last month's invoice at start; Stripe
+    // fails the invoice creation once and rate-limits an item once.
+    stripe
+        .post(
+            "/_faults",
+            json!({"method": "POST", "path": "/v1/invoices", "status": 500, "count": 1}),
+        )
+        .await;
+    stripe
+        .post(
+            "/_faults",
+            json!({"method": "POST", "path": "/v1/invoiceitems", "status": 429, "count": 1}),
+        )
+        .await;
+    let env = env.set("SECURENET_API__INVOICE_GRACE_HOURS", "0");
+    let server = env.serve();
+    let job = stripe_job_ended(&server, &key, "invoice").await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["key"], number.as_str());
+    let ours = get(&server, "/api/billing/invoices", &key).json()["invoices"][1].clone();
+    assert_eq!(ours["number"], number.as_str(), "{ours}");
+    assert_eq!(ours["status"], "final");
+    assert_eq!(ours["stripe"]["status"], "succeeded", "{ours}");
+    let state = stripe.get("/_state").await;
+    let invoices = state["invoices"].as_array().unwrap();
+    assert_eq!(
+        invoices.len(),
+        1,
+        "one Stripe invoice despite the retries: {state}"
+    );
+    let theirs = &invoices[0];
+    assert_eq!(theirs["number"], number.as_str());
+    assert_eq!(theirs["status"], "open", "finalised");
+    assert_eq!(theirs["customer"], customer.as_str());
+    assert_eq!(
+        theirs["metadata"]["period"],
+        previous.format("%Y-%m").to_string()
+    );
+    // Stripe's own sum of the items is SecureNet's total.
+    assert_eq!(theirs["total"], ours["total_cents"], "{theirs} vs {ours}");
+    assert_eq!(ours["stripe"]["invoice"]["id"], theirs["id"]);
+
+    let requests = stripe.get("/_requests").await["requests"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let posts: Vec<&Value> = requests.iter().filter(|r| r["method"] == "POST").collect();
+    assert!(
+        posts.iter().all(|r| r["idempotency_key"].is_string()),
+        "every POST has an Idempotency-Key: {posts:#?}"
+    );
+    assert!(
+        posts
+            .iter()
+            .all(|r| r["content_type"] == "application/x-www-form-urlencoded"),
+        "{posts:#?}"
+    );
+    let sent = posts.len();
+    server.stop();
+
+    // A restart sends nothing again.
+    let server = env.serve();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let again = stripe.get("/_requests").await["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["method"] == "POST")
+        .count();
+    assert_eq!(again, sent);
+    server.stop();
+}

@@ -50,6 +50,7 @@ pub mod signature;
 pub mod sql_alerts;
 pub mod store;
 pub mod stripe;
+pub mod stripe_out;
 pub mod users;
 
 pub use auth::{Principal, Role, authenticate};

@@ -29,6 +29,7 @@ pub(crate) const SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0015_reseller_markups.sql"),
     include_str!("../migrations/sqlite/0016_branding.sql"),
     include_str!("../migrations/sqlite/0017_issued_invoices.sql"),
+    include_str!("../migrations/sqlite/0018_stripe_outbound.sql"),
 ];
 
 /// PostgreSQL migrations, oldest first.
@@ -40,6 +41,7 @@ pub(crate) const POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0005_reseller_markups.sql"),
     include_str!("../migrations/postgres/0006_branding.sql"),
     include_str!("../migrations/postgres/0007_issued_invoices.sql"),
+    include_str!("../migrations/postgres/0008_stripe_outbound.sql"),
 ];
 
 /// Applies PostgreSQL migrations not applied yet. Several processes may
@@ -106,6 +108,8 @@ pub(crate) const TENANT_TABLES: &[&str] = &[
     "sql_alerts",
     "reseller_markups",
     "branding",
+    "stripe_jobs",
+    "stripe_requests",
 ];
 
 /// Tables with an `org_id` that deleting the organization keeps, and why

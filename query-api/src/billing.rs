@@ -28,6 +28,8 @@ pub struct Billing {
     /// The Stripe endpoint secret; `None`: the webhook answers 503.
     pub stripe_secret: Option<schemas::Secret>,
     pub tolerance_secs: i64,
+    /// Calls to Stripe (`api.stripe.secret_key`); `None`: nothing is sent.
+    pub stripe: Option<std::sync::Arc<crate::stripe_out::StripeOut>>,
 }
 
 use schemas::time::now_ms;
@@ -198,6 +200,9 @@ pub async fn change_plan(
     }
     let after = state.store.change_plan(&caller.tenant, plan, "api").await?;
     info!(org = %after.id, from = %before.plan, to = %after.plan, "plan changed");
+    if before.plan != after.plan {
+        crate::stripe_out::plan_changed(&state, &after, now_ms()).await?;
+    }
     Ok(Json(json!({
         "organization": after.id,
         "previous_plan": before.plan,
@@ -323,13 +328,27 @@ pub async fn invoices(
     }
     let payments = state.store.invoice_payments(&org.id).await?;
     let issued = state.store.issued_invoices(&org.id).await?;
+    let sent = state.store.stripe_jobs(&org.id, 100).await?;
     let mut out = Vec::new();
     for first in months {
         if let Some(m) = month_invoice(&state, &org, &history, &issued, first).await? {
-            out.push(m.to_json(&payments)?);
+            let mut v = m.to_json(&payments)?;
+            v["stripe"] = stripe_status(&sent, &m.number);
+            out.push(v);
         }
     }
     Ok(Json(json!({ "organization": org.id, "invoices": out })))
+}
+
+/// What Stripe was told of invoice `number`: the job's status and, once
+/// sent, Stripe's invoice (`null` when nothing was queued).
+fn stripe_status(jobs: &[control::stripe_out::StripeJob], number: &str) -> Value {
+    jobs.iter()
+        .find(|j| j.kind == "invoice" && j.key == number)
+        .map_or(
+            Value::Null,
+            |j| json!({"status": j.status, "invoice": j.result, "error": j.last_error}),
+        )
 }
 
 /// The first days of the months from `current` back to the one of
@@ -464,23 +483,61 @@ pub const DEFAULT_INVOICE_GRACE_HOURS: u32 = 6;
 /// issue each invoice exactly once. Returns how many this call issued.
 pub async fn finalize_due(state: &AppState, now: i64, grace_hours: u32) -> Result<usize> {
     let closed_before = invoice::month_start(now - i64::from(grace_hours) * 3_600_000);
+    let mut orgs = state.store.list_organizations().await?;
+    // Children first: an MSP's invoice for Stripe carries its children's
+    // issued invoices.
+    orgs.sort_by_key(|o| (o.parent_id.is_none(), o.id.clone()));
     let mut issued_now = 0;
-    for org in state.store.list_organizations().await? {
-        let issued = state.store.issued_invoices(&org.id).await?;
-        let history = state.store.plan_history(&org).await?;
+    // (MSP, month) → its children's issued invoices of that month.
+    let mut children: std::collections::HashMap<
+        (String, String),
+        Vec<(control::Organization, Invoice)>,
+    > = Default::default();
+    for org in &orgs {
+        let history = state.store.plan_history(org).await?;
         for first in recent_months(org.created_at, closed_before)? {
             if first >= closed_before {
                 continue;
             }
-            let Some(m) = month_invoice(state, &org, &history, &issued, first).await? else {
+            let issued = state.store.issued_invoices(&org.id).await?;
+            let Some(m) = month_invoice(state, org, &history, &issued, first).await? else {
                 continue;
             };
-            if m.status == "final" {
-                continue;
-            }
-            if state.store.issue_invoice(&org.id, &m.invoice).await? {
+            let newly =
+                m.status != "final" && state.store.issue_invoice(&org.id, &m.invoice).await?;
+            if newly {
                 issued_now += 1;
                 info!(organization = %org.id, number = %m.number, total_cents = m.invoice.total_cents, "invoice issued");
+            }
+            // The stored one stands (another replica may have issued it).
+            let stored = state
+                .store
+                .issued_invoices(&org.id)
+                .await?
+                .into_iter()
+                .find(|i| i.invoice.month == m.invoice.month);
+            let Some(stored) = stored else { continue };
+            if let Some(parent) = &org.parent_id {
+                children
+                    .entry((parent.to_string(), stored.invoice.month.clone()))
+                    .or_default()
+                    .push((org.clone(), stored.invoice.clone()));
+            }
+            // Queued once per number (a no-op when it is queued already):
+            // also covers a crash between issuing and queuing.
+            if newly || first.checked_add_months(Months::new(1)) == Some(closed_before) {
+                let kids = children
+                    .get(&(org.id.to_string(), stored.invoice.month.clone()))
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                crate::stripe_out::invoice_issued(
+                    state,
+                    org,
+                    &stored.number,
+                    &stored.invoice,
+                    kids,
+                )
+                .await?;
             }
         }
     }

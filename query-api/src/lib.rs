@@ -77,6 +77,7 @@ pub mod signin;
 pub mod sql;
 pub mod sql_alerts;
 pub mod state;
+pub mod stripe_out;
 pub mod usage;
 
 pub use error::{ApiError, Result};

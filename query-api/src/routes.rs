@@ -19,7 +19,7 @@ use utoipa::openapi::schema::Schema;
 use crate::state::AppState;
 use crate::{
     alerts, analysis, audit, billing, dashboard, data, detections, insights, intel, notify, orgs,
-    reports, sql, sql_alerts, usage,
+    reports, sql, sql_alerts, stripe_out, usage,
 };
 
 /// Who may call a route.
@@ -154,6 +154,7 @@ pub fn table() -> Vec<Endpoint> {
         ep(M::GET, "/api/billing/invoices", VIEWER, "invoices per month: base price and overage, in cents", get(billing::invoices)).params::<billing::InvoiceParams>(),
         ep(M::GET, "/api/billing/invoices/consolidated", ADMIN, "an MSP's month: its own invoice and one line per child at cost, markup and billed (reseller)", get(billing::consolidated)).params::<billing::InvoiceParams>(),
         ep(M::GET, "/api/billing/invoices/{number}", VIEWER, "one invoice by number (SN-YYYYMM-<org>), as JSON or PDF", get(billing::invoice_document)).params::<billing::DocumentParams>(),
+        ep(M::GET, "/api/billing/stripe", ADMIN, "what SecureNet sent Stripe: plan changes and invoices, each request recorded", get(stripe_out::calls)),
         ep(M::GET, "/api/reports/compliance", ADMIN, "the month's compliance report as HTML, PDF or JSON (business plan and up)", get(reports::compliance)).params::<reports::ReportParams>(),
         ep(M::POST, "/api/billing/webhook/stripe", Access::Public, "Stripe events (Stripe-Signature verified)", post(billing::stripe_webhook)),
         ep(M::GET, "/api/metrics/system", ADMIN, "CPU, memory, disk and connections of this process and host", get(dashboard::system)),

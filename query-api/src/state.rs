@@ -44,6 +44,8 @@ pub struct ApiConfig {
     /// numbered, never recomputed): records arriving late still count
     /// until then.
     pub invoice_grace_hours: u32,
+    /// `[api.stripe]`: telling Stripe about plan changes and invoices.
+    pub stripe: crate::stripe_out::StripeConfig,
     /// An OpenAI-compatible endpoint that may narrate
     /// `POST /api/insights/summary` (the built-in summary stays).
     pub llm: Option<crate::analysis::LlmConfig>,
@@ -73,6 +75,7 @@ impl Default for ApiConfig {
             jwt_secret: None,
             stripe_webhook_secret: None,
             invoice_grace_hours: crate::billing::DEFAULT_INVOICE_GRACE_HOURS,
+            stripe: Default::default(),
             llm: None,
             notify: Default::default(),
             sign_in_per_minute_per_account: 10,
