@@ -900,7 +900,7 @@ struct StripeDouble {
 impl StripeDouble {
     fn start() -> Self {
         use std::io::BufRead;
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/stripe_double.py");
+        let script = crate::support::repo_path("scripts/stripe_double.py");
         let mut child = std::process::Command::new(crate::support::python())
             .arg(script)
             .stdout(std::process::Stdio::piped())

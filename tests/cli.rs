@@ -325,7 +325,7 @@ fn generator_is_seeded_and_reports_ground_truth() {
 
 #[test]
 fn shipped_example_configuration_is_valid() {
-    let root = env!("CARGO_MANIFEST_DIR");
+    let root = crate::support::repo_path("");
     let env = Env::new();
     let shown = env.cli(&[
         "--config",

@@ -35,9 +35,9 @@ async fn bi_clients_see_their_own_tables_with_the_api_keys_and_limits() {
     assert_ne!(acme_apps, globex_apps, "the two organizations' data differ");
 
     let uri = format!("grpc://{}", server.listener("flight_sql"));
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/flight_sql_client.py");
+    let script = crate::support::repo_path("scripts/flight_sql_client.py");
     let out = std::process::Command::new(python())
-        .args([script, &uri, &acme, &globex])
+        .args([&script, &uri, &acme, &globex])
         .output()
         .expect("run the Flight SQL clients");
     assert!(

@@ -9,8 +9,8 @@ use crate::support::{DEFAULT_KEY, Env, ingest, python, rows, run, wait_count};
 
 /// Writes the test databases into `dir`: country.mmdb and asn.mmdb.
 fn databases(dir: &std::path::Path) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/geoip_testdb.py");
-    run(&python(), &[script, dir.to_str().unwrap()]);
+    let script = crate::support::repo_path("scripts/geoip_testdb.py");
+    run(&python(), &[&script, dir.to_str().unwrap()]);
 }
 
 const FROM_GERMANY: &str = r#"title: Login from Germany

@@ -5,14 +5,13 @@
 //! backend refuses, and the one documented difference.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 use serde_json::Value;
 
 use crate::support::Env;
 
-fn data() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sigma"))
+fn data() -> std::path::PathBuf {
+    crate::support::repo_path("tests/data/sigma").into()
 }
 
 /// Rule file name → its `id:`.
@@ -63,9 +62,9 @@ fn rules_match_what_pysigma_and_duckdb_match() {
     }
 
     let python = crate::support::python();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/sigma_reference.py");
+    let script = crate::support::repo_path("scripts/sigma_reference.py");
     let reference = std::process::Command::new(python)
-        .args([script, data().to_str().unwrap(), logs.to_str().unwrap()])
+        .args([&script, data().to_str().unwrap(), logs.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(

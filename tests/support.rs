@@ -572,6 +572,15 @@ pub async fn wait_count(server: &Server, key: &str, from_where: &str, expected: 
 
 /// The Python of the test venv (scripts/test.sh builds it with the pinned
 /// client libraries: pyarrow, ADBC, pySigma, the OpenTelemetry SDK...).
+/// A file of this repository. Read at run time, not baked in at compile
+/// time: a test binary cargo reuses from a checkout elsewhere (the same
+/// target directory, unchanged sources) must still find this checkout's.
+pub fn repo_path(rel: &str) -> String {
+    let root = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    format!("{root}/{rel}")
+}
+
 pub fn python() -> String {
     std::env::var("SECURENET_TEST_PYTHON").expect(
         "SECURENET_TEST_PYTHON is unset: run ./scripts/test.sh, which builds the venv of pinned client libraries",
@@ -593,9 +602,9 @@ pub fn forwarder_client_with(
     records: usize,
     env: &[(&str, &str)],
 ) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/forwarder_clients.py");
+    let script = repo_path("scripts/forwarder_clients.py");
     let out = std::process::Command::new(python())
-        .args([script, kind, target, key, run, &records.to_string()])
+        .args([&script, kind, target, key, run, &records.to_string()])
         // requests lets these override a client's own trust setting (such
         // as OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE); some machines set them.
         .env_remove("REQUESTS_CA_BUNDLE")
@@ -780,11 +789,11 @@ pub fn download(server: &Server, path: &str, key: &str, out: &Path) -> (u16, Str
 /// PDFium's rendering of page 1, saved as `<pdf>.png`): pages, title,
 /// text per page, and the render's band colour and share of dark pixels.
 pub fn read_pdf(pdf: &Path) -> serde_json::Value {
-    let probe = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pdf_probe.py");
+    let probe = repo_path("scripts/pdf_probe.py");
     let png = pdf.with_extension("png");
     let o = run(
         &python(),
-        &[probe, pdf.to_str().unwrap(), png.to_str().unwrap()],
+        &[&probe, pdf.to_str().unwrap(), png.to_str().unwrap()],
     );
     assert!(
         o.status.success(),

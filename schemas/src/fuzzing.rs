@@ -24,7 +24,11 @@ pub fn envelope(data: &[u8]) {
 /// Every input kept for fuzz target `target`: the crashes once found
 /// (`fuzz/regressions/<target>/`) and the corpus (`fuzz/corpus/<target>/`).
 pub fn inputs(target: &str) -> Vec<Vec<u8>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    // At run time (cargo sets it): a binary reused from another checkout
+    // sharing the target directory must read this checkout's corpus.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    let root = std::path::Path::new(&manifest).join("../fuzz");
     let mut out = Vec::new();
     for dir in ["regressions", "corpus"] {
         let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else {
