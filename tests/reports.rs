@@ -6,7 +6,7 @@
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use crate::support::{Env, download, get, post, post_json, read_pdf, send};
+use crate::support::{Env, download, get, post, post_json, read_pdf, send, unique};
 
 fn scan(scan_id: &str, hosts: Value) -> String {
     let now = Utc::now().to_rfc3339();
@@ -17,7 +17,9 @@ fn scan(scan_id: &str, hosts: Value) -> String {
 
 #[tokio::test]
 async fn the_compliance_report_shows_the_api_s_numbers_as_html_pdf_and_json() {
-    let env = Env::new();
+    let env = Env::new()
+        .set("SECURENET_API__NOTIFY__POLL_MS", "100")
+        .set("SECURENET_API__NOTIFY__ALLOW_PRIVATE_TARGETS", "true");
     let admin = env.org_on_plan("auditco", "enterprise", &[]);
     let small = env.org_on_plan("tinyco", "starter", &[]);
     let server = env.serve();
@@ -41,6 +43,18 @@ async fn the_compliance_report_shows_the_api_s_numbers_as_html_pdf_and_json() {
         Some(("application/json", &brand.to_string())),
     );
     assert_eq!(r.status, 200, "{}", r.body);
+
+    // A webhook channel (the test receiver) for critical notifications.
+    let receiver = std::env::var("SECURENET_TEST_RECEIVER_HTTP")
+        .expect("SECURENET_TEST_RECEIVER_HTTP is unset: run ./scripts/test.sh");
+    let r = post_json(
+        &server,
+        "/api/notifications/channels",
+        &admin,
+        &json!({"kind": "webhook", "target": format!("{receiver}/{}/report", unique()),
+                "min_severity": "critical"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
 
     // Two scans: web-01 first with three findings, then again with one —
     // its latest findings are the second scan's. A hostile host name.
@@ -82,6 +96,26 @@ async fn the_compliance_report_shows_the_api_s_numbers_as_html_pdf_and_json() {
     );
     assert_eq!(r.status, 201, "{}", r.body);
 
+    // The findings' notifications: the critical ones delivered to the
+    // webhook, the others skipped (below its threshold).
+    let mut deliveries = Vec::new();
+    for _ in 0..100 {
+        deliveries =
+            get(&server, "/api/notifications/deliveries?limit=500", &admin).json()["deliveries"]
+                .as_array()
+                .unwrap()
+                .clone();
+        if deliveries.len() >= 3 && deliveries.iter().all(|d| d["status"] != "pending") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let of = |status: &str| deliveries.iter().filter(|d| d["status"] == status).count();
+    assert_eq!(
+        of("delivered"),
+        2,
+        "old sshd and rdp are critical: {deliveries:?}"
+    );
     let r = get(
         &server,
         &format!("/api/reports/compliance?month={month}&format=json"),
@@ -89,6 +123,12 @@ async fn the_compliance_report_shows_the_api_s_numbers_as_html_pdf_and_json() {
     );
     assert_eq!(r.status, 200, "{}", r.body);
     let report = r.json();
+    assert_eq!(
+        report["deliveries"],
+        json!([{"channel_kind": "webhook", "status": "delivered", "count": of("delivered")},
+               {"channel_kind": "webhook", "status": "skipped", "count": of("skipped")}]),
+        "{report}"
+    );
     assert_eq!(report["organization"], "auditco");
     assert_eq!(report["month"], month.as_str());
 
