@@ -1114,3 +1114,147 @@ async fn plan_changes_and_issued_invoices_reach_stripe_once_with_retries() {
     assert_eq!(again, sent);
     server.stop();
 }
+
+/// Reselling and Stripe: the platform bills the MSP — its own lines and
+/// each child at cost — in one Stripe invoice; a child's invoice (with the
+/// markup) and a child's plan change are the MSP's to collect and never
+/// reach Stripe; the consolidated invoice's `due_cents` is Stripe's total.
+#[tokio::test]
+async fn an_msp_is_billed_in_stripe_for_itself_and_its_children_at_cost() {
+    let stripe = StripeDouble::start();
+    let seeded = stripe
+        .post(
+            "/_seed",
+            json!({"email": "billing@resellco.test", "plan": "msp",
+                   "plans": ["starter", "professional", "business", "enterprise", "msp"]}),
+        )
+        .await;
+    let env = env()
+        .set("SECURENET_API__STRIPE__SECRET_KEY", "sk_test_securenet_e2e")
+        .set("SECURENET_API__STRIPE__API_BASE", &stripe.url)
+        .set("SECURENET_API__INVOICE_GRACE_HOURS", "100000");
+    let msp = env.org_on_plan("resellco", "msp", &[]);
+    let server = env.serve();
+    let r = post_json(
+        &server,
+        "/api/orgs",
+        &msp,
+        &json!({"id": "kid-x", "name": "Kid X", "owner_email": "it@x.test", "plan": "professional"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let kid = r.json()["api_key"]["key"].as_str().unwrap().to_string();
+    let r = crate::support::send(
+        &server,
+        "PUT",
+        "/api/orgs/kid-x/markup",
+        &msp,
+        Some(("application/json", r#"{"markup_bps": 1000}"#)),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let t = Utc::now().timestamp();
+    let created = event(
+        "evt_msp",
+        "customer.subscription.created",
+        t - 5,
+        json!({"id": seeded["subscription"], "customer": seeded["customer"], "status": "active",
+               "metadata": {"org_id": "resellco"},
+               "items": {"data": [{"price": {"lookup_key": "msp"}}]}}),
+    );
+    let r = webhook(
+        &server,
+        Some(&openssl_signature(STRIPE_SECRET, t, &created)),
+        &created,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    server.stop();
+
+    let now = Utc::now().date_naive();
+    let current = NaiveDate::from_ymd_opt(now.year(), now.month(), 1).unwrap();
+    let previous = current.checked_sub_months(Months::new(1)).unwrap();
+    let at = previous
+        .and_hms_opt(12, 0, 0)
+        .unwrap()
+        .and_utc()
+        .timestamp_millis();
+    backdate(&env, "resellco", at);
+    backdate(&env, "kid-x", at);
+    let month = previous.format("%Y-%m").to_string();
+    let number = format!("SN-{}-resellco", previous.format("%Y%m"));
+
+    let env = env.set("SECURENET_API__INVOICE_GRACE_HOURS", "0");
+    let server = env.serve();
+    let job = stripe_job_ended(&server, &msp, "invoice").await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["key"], number.as_str());
+
+    // The child's invoice carries the markup; Stripe gets it at cost.
+    let kid_invoice = get(&server, "/api/billing/invoices", &kid).json()["invoices"][1].clone();
+    assert_eq!(kid_invoice["status"], "final", "{kid_invoice}");
+    let kid_cost = kid_invoice["total_cents"].as_u64().unwrap()
+        - kid_invoice["markup_cents"].as_u64().unwrap();
+    assert_eq!(
+        kid_invoice["markup_cents"],
+        (2 * kid_cost * 1_000 + 10_000) / 20_000
+    );
+    let own = get(&server, "/api/billing/invoices", &msp).json()["invoices"][1].clone();
+    assert_eq!(own["number"], number.as_str(), "{own}");
+
+    let state = stripe.get("/_state").await;
+    let invoices = state["invoices"].as_array().unwrap();
+    assert_eq!(invoices.len(), 1, "the MSP's only: {state}");
+    let theirs = &invoices[0];
+    assert_eq!(theirs["number"], number.as_str());
+    assert_eq!(theirs["status"], "open");
+    assert_eq!(
+        theirs["total"].as_u64().unwrap(),
+        own["total_cents"].as_u64().unwrap() + kid_cost,
+        "{theirs}"
+    );
+    let lines: Vec<&str> = theirs["lines"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["description"].as_str().unwrap())
+        .collect();
+    assert!(
+        lines.contains(&format!("kid-x (professional) at cost, {month}").as_str()),
+        "{lines:?}"
+    );
+    let consolidated = get(
+        &server,
+        &format!("/api/billing/invoices/consolidated?month={month}"),
+        &msp,
+    )
+    .json();
+    assert_eq!(consolidated["status"], "final", "{consolidated}");
+    assert_eq!(consolidated["due_cents"], theirs["total"], "{consolidated}");
+
+    // Moving the child between plans is not Stripe's business either.
+    let r = curl(&[
+        "-X",
+        "POST",
+        &server.url("/api/billing/upgrade"),
+        "-H",
+        &format!("Authorization: Bearer {msp}"),
+        "-H",
+        "X-Organization-Id: kid-x",
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        r#"{"plan": "business"}"#,
+    ]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let kid_calls = get(&server, "/api/billing/stripe", &kid).json();
+    assert_eq!(kid_calls["jobs"], json!([]), "{kid_calls}");
+    let posts = stripe.get("/_requests").await["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["method"] == "POST" && r["path"].as_str().unwrap().starts_with("/v1/subscriptions")
+        })
+        .count();
+    assert_eq!(posts, 0, "no subscription update for a child");
+    server.stop();
+}
