@@ -1402,3 +1402,127 @@ async fn a_rules_logsource_selects_the_records_it_sees_in_the_stream_and_the_bac
     assert_eq!(test["matched"], 2, "{test}");
     server.stop();
 }
+
+const CRITICAL_SSH: &str = "title: Critical finding on SSH
+id: critical-ssh-finding
+level: critical
+logsource:
+  category: vulnerability
+detection:
+  sel:
+    DestinationPort: 22
+    cvss|gte: 9
+  terrapin:
+    vulnerability.id: CVE-2023-48795
+  condition: sel or terrapin
+";
+
+/// Rules over scan findings (`logsource: {category: vulnerability}`): a
+/// scan report's findings meet them in the stream, detections carry the
+/// finding, the backtest over stored findings finds the same, and a rule
+/// naming a field findings do not have is refused at upload.
+#[tokio::test]
+async fn rules_over_scan_findings_run_in_the_stream_and_backtest_the_same() {
+    let env = Env::new().set("SECURENET_PIPELINE__RULES__REFRESH_MS", "200");
+    let acme = env.org_with_key("acme");
+    let server = env.serve();
+    let r = post_json(
+        &server,
+        "/api/detections/rules",
+        &acme,
+        &json!({ "yaml": CRITICAL_SSH }),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let bad = CRITICAL_SSH
+        .replace("critical-ssh-finding", "bad")
+        .replace("DestinationPort", "CommandLine");
+    let r = post_json(
+        &server,
+        "/api/detections/rules",
+        &acme,
+        &json!({ "yaml": bad }),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body.contains("is not a finding field"),
+        "the refusal names the problem: {}",
+        r.body
+    );
+    wait_rules_loaded(&server, 1.0).await;
+
+    let now = chrono::Utc::now().to_rfc3339();
+    let report = json!({"scan_id": "weekly-49", "scanner": "openvas 22.4", "status": "completed",
+        "started": now, "finished": now, "hosts": [
+        {"ip": "10.7.0.5", "hostname": "bastion", "status": "up", "findings": [
+            {"port": 22, "protocol": "tcp", "service": "ssh", "product": "OpenSSH 7.2",
+             "cvss": 9.8, "title": "OpenSSH pre-auth RCE"},
+            {"port": 22, "protocol": "tcp", "service": "ssh", "product": "OpenSSH 9.2",
+             "cvss": 5.9, "title": "Terrapin prefix truncation", "cve": "CVE-2023-48795"},
+            {"port": 443, "protocol": "tcp", "service": "https", "cvss": 9.1, "title": "TLS RCE"},
+            {"port": 22, "protocol": "tcp", "service": "ssh", "severity": "low", "title": "ssh banner"}]}]});
+    let r = crate::support::post(
+        &server,
+        "/api/ingest/scans",
+        &acme,
+        "application/json",
+        &report.to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    let mut stream = Vec::new();
+    for _ in 0..150 {
+        stream = get(
+            &server,
+            "/api/detections?rule_id=critical-ssh-finding",
+            &acme,
+        )
+        .json()["detections"]
+            .as_array()
+            .unwrap()
+            .clone();
+        if stream.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut titles: Vec<&str> = stream
+        .iter()
+        .map(|d| d["message"].as_str().unwrap())
+        .collect();
+    titles.sort();
+    assert_eq!(
+        titles,
+        ["OpenSSH pre-auth RCE", "Terrapin prefix truncation"],
+        "{stream:#?}"
+    );
+    for d in &stream {
+        assert_eq!(d["source_kind"], "findings", "{d}");
+        assert_eq!(d["host"], "10.7.0.5");
+        assert_eq!(d["level"], "critical");
+        assert_eq!(d["context"]["port"], "22", "{d}");
+    }
+    assert!(
+        stream
+            .iter()
+            .any(|d| d["context"]["cve"] == "CVE-2023-48795")
+    );
+
+    let test = post_json(
+        &server,
+        "/api/detections/rules/critical-ssh-finding/test",
+        &acme,
+        &json!({}),
+    );
+    assert_eq!(test.status, 200, "{}", test.body);
+    let test = test.json();
+    assert_eq!(test["rows_scanned"], 4, "{test}");
+    let mut backtest: Vec<&str> = test["matches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["message"].as_str().unwrap())
+        .collect();
+    backtest.sort();
+    assert_eq!(backtest, titles, "the backtest finds what the stream found");
+    server.stop();
+}

@@ -93,7 +93,7 @@ impl RuleMetrics {
         let m = Self {
             rows: IntCounter::new(
                 "securenet_rules_rows_evaluated_total",
-                "Log rows evaluated against their organization's Sigma rules",
+                "Rows (logs and scan findings) evaluated against their organization's Sigma rules",
             )?,
             detections: IntCounterVec::new(
                 Opts::new(
@@ -193,7 +193,8 @@ impl RuleBook {
     }
 }
 
-/// Evaluates each `logs` batch against its tenant's rules, and keeps each
+/// Evaluates each `logs` batch (and each `findings` batch, against the
+/// rules over scan findings) against its tenant's rules, and keeps each
 /// tenant's correlation windows (in memory: a restarted pipeline rebuilds
 /// them from the batches the bus redelivers, so a burst spanning a crash
 /// may go uncorrelated). Batches in flight are evaluated concurrently:
@@ -210,7 +211,9 @@ impl crate::consumer::Inline for SigmaStage {
     }
 
     fn derive(&self, envelope: &Envelope) -> detectors::Result<Vec<Envelope>> {
-        if envelope.kind() != RecordKind::Logs {
+        // Logs meet the rules over logs, correlations and threat intel;
+        // scan findings the rules over findings.
+        if !matches!(envelope.kind(), RecordKind::Logs | RecordKind::Findings) {
             return Ok(Vec::new());
         }
         let tenant = envelope.tenant();

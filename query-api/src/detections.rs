@@ -445,6 +445,8 @@ fn row_json(keys: &KeyFields, batch_ids: &arrow::array::StringArray, i: usize) -
 /// they came from), replayed in time order at the end.
 struct Backtest {
     rules: TenantRules,
+    /// A rule over scan findings: `findings` rows through `rules.findings`.
+    over_findings: bool,
     keep: usize,
     scanned: usize,
     matched: usize,
@@ -458,7 +460,11 @@ impl Backtest {
     fn visit(&mut self, batch: RecordBatch) -> Result<bool> {
         self.scanned += batch.num_rows();
         let internal = |e: arrow::error::ArrowError| ApiError::Internal(e.to_string());
-        let found = self.rules.set.evaluate(&batch).map_err(internal)?;
+        let set = match self.over_findings {
+            true => &self.rules.findings,
+            false => &self.rules.set,
+        };
+        let found = set.evaluate(&batch).map_err(internal)?;
         if found.is_empty() {
             return Ok(true);
         }
@@ -468,7 +474,8 @@ impl Backtest {
             None => return Err(ApiError::Internal("logs without batch_id".into())),
         };
         let batch_ids = batch_ids.as_string::<i32>();
-        for m in found.iter().filter(|m| self.rules.stores(m.rule)) {
+        let stores = |i: usize| self.over_findings || self.rules.stores(i);
+        for m in found.iter().filter(|m| stores(m.rule)) {
             self.matched += m.rows.len();
             let room = self.keep.saturating_sub(self.matches.len());
             for &row in m.rows.iter().take(room) {
@@ -552,15 +559,25 @@ pub async fn test_rule(
     let mut query = Bound::default();
     let (lo, hi) = (query.bind(since), query.bind(until));
     // Every column a rule may name; not `raw` (bytes as received).
-    query.sql = format!(
-        "SELECT tenant_id, ts, received_at, batch_id, host, app, pid, severity, facility, \
-         msg_id, message, source_ip, structured_data, parse_status, input, source_country, \
-         source_asn, source_as_org \
-         FROM logs WHERE CAST(ts AS BIGINT) >= {lo} AND CAST(ts AS BIGINT) < {hi}"
-    );
+    let over_findings = !rules.findings.is_empty();
+    query.sql = if over_findings {
+        format!(
+            "SELECT tenant_id, ts, received_at, batch_id, finding_id, scan_id, device_id, ip, \
+             port, protocol, service, product, severity, cvss, title, cve \
+             FROM findings WHERE CAST(ts AS BIGINT) >= {lo} AND CAST(ts AS BIGINT) < {hi}"
+        )
+    } else {
+        format!(
+            "SELECT tenant_id, ts, received_at, batch_id, host, app, pid, severity, facility, \
+             msg_id, message, source_ip, structured_data, parse_status, input, source_country, \
+             source_asn, source_as_org \
+             FROM logs WHERE CAST(ts AS BIGINT) >= {lo} AND CAST(ts AS BIGINT) < {hi}"
+        )
+    };
     let started = std::time::Instant::now();
     let state_in = Backtest {
         rules,
+        over_findings,
         keep,
         scanned: 0,
         matched: 0,

@@ -62,12 +62,20 @@ pub struct KeyFields {
 }
 
 impl KeyFields {
+    /// A `logs` batch's key fields, or a `findings` batch's in their place:
+    /// `host` and `source_ip` its `ip`, `app` its `service`, `message` its
+    /// `title`.
     pub fn of(batch: &RecordBatch) -> Result<Self, ArrowError> {
+        let findings =
+            batch.column_by_name("message").is_none() && batch.column_by_name("title").is_some();
         let text = |name: &str| -> Result<StringArray, ArrowError> {
-            match batch.column_by_name(name) {
-                Some(c) => Ok(cast(c, &DataType::Utf8)?.as_string::<i32>().clone()),
-                None => Ok(StringArray::new_null(batch.num_rows())),
-            }
+            let name = match (findings, name) {
+                (true, "host" | "source_ip") => "ip",
+                (true, "app") => "service",
+                (true, "message") => "title",
+                _ => name,
+            };
+            text_column(batch, name)
         };
         let time = |name: &str| -> Result<TimestampMillisecondArray, ArrowError> {
             let c = batch
@@ -86,6 +94,14 @@ impl KeyFields {
             source_ip: text("source_ip")?,
             message: text("message")?,
         })
+    }
+}
+
+/// Column `name` of `batch` as text (all null when absent).
+fn text_column(batch: &RecordBatch, name: &str) -> Result<StringArray, ArrowError> {
+    match batch.column_by_name(name) {
+        Some(c) => Ok(cast(c, &DataType::Utf8)?.as_string::<i32>().clone()),
+        None => Ok(StringArray::new_null(batch.num_rows())),
     }
 }
 
@@ -126,7 +142,10 @@ pub fn derive(
     source: &Envelope,
 ) -> Result<Option<Envelope>, Error> {
     let intel = intel.filter(|i| !i.is_empty());
-    if source.kind() != RecordKind::Logs || (rules.is_empty() && intel.is_none()) {
+    if source.kind() == RecordKind::Findings {
+        return derive_findings(rules, source);
+    }
+    if source.kind() != RecordKind::Logs || (rules.set.is_empty() && intel.is_none()) {
         return Ok(None);
     }
     let batch = source.batch();
@@ -222,7 +241,82 @@ pub fn derive(
         &metas,
         &hits,
         source.tenant().as_str(),
-        source.batch_id(),
+        (RecordKind::Logs, source.batch_id()),
+        id,
+        batch,
+    )?;
+    Ok(Some(Envelope::new(
+        source.tenant().clone(),
+        RecordKind::Detections,
+        id,
+        out,
+    )?))
+}
+
+/// The finding columns a detection of a rule over scan findings keeps in
+/// its `context` (its key fields hold the address, service and title).
+const FINDING_CONTEXT: [&str; 7] = [
+    "finding_id",
+    "device_id",
+    "port",
+    "product",
+    "severity",
+    "cvss",
+    "cve",
+];
+
+/// What the rules over scan findings matched in a `findings` batch: every
+/// match stored (no correlation is over findings), the finding's own
+/// fields in `context`.
+pub fn derive_findings(rules: &TenantRules, source: &Envelope) -> Result<Option<Envelope>, Error> {
+    if rules.findings.is_empty() {
+        return Ok(None);
+    }
+    let batch = source.batch();
+    let matches = rules.findings.evaluate(batch)?;
+    let metas: Vec<Meta> = rules
+        .findings
+        .rules()
+        .iter()
+        .zip(&rules.findings_tags)
+        .map(|(r, tags)| Meta {
+            id: Cow::Borrowed(rule_key(r)),
+            title: Cow::Borrowed(&r.title),
+            level: r.level.as_str(),
+            tags: Cow::Borrowed(tags),
+        })
+        .collect();
+    let columns = FINDING_CONTEXT
+        .iter()
+        .map(|c| text_column(batch, c))
+        .collect::<Result<Vec<_>, _>>()?;
+    let context = |row: usize| {
+        let fields: serde_json::Map<String, serde_json::Value> = FINDING_CONTEXT
+            .iter()
+            .zip(&columns)
+            .filter_map(|(name, col)| value(col, row).map(|v| (name.to_string(), v.into())))
+            .collect();
+        serde_json::Value::Object(fields).to_string()
+    };
+    let hits: Vec<Hit> = matches
+        .iter()
+        .flat_map(|m| {
+            m.rows.iter().map(|row| Hit {
+                meta: m.rule,
+                row: *row,
+                context: Some(context(*row as usize)),
+            })
+        })
+        .collect();
+    if hits.is_empty() {
+        return Ok(None);
+    }
+    let id = detections_batch_id(source.batch_id());
+    let out = detections_batch(
+        &metas,
+        &hits,
+        source.tenant().as_str(),
+        (RecordKind::Findings, source.batch_id()),
         id,
         batch,
     )?;
@@ -316,7 +410,7 @@ fn detections_batch(
     metas: &[Meta],
     hits: &[Hit],
     tenant: &str,
-    source: Uuid,
+    (kind, source): (RecordKind, Uuid),
     id: Uuid,
     batch: &RecordBatch,
 ) -> Result<RecordBatch, ArrowError> {
@@ -357,7 +451,7 @@ fn detections_batch(
         Arc::new(StringArray::from_iter_values(
             hits.iter().map(|h| meta(h).tags.as_ref()),
         )),
-        constant_utf8(RecordKind::Logs.as_str(), n),
+        constant_utf8(kind.as_str(), n),
         constant_utf8(&source.to_string(), n),
         Arc::new(UInt32Array::from_iter_values(hits.iter().map(|h| h.row))),
         texts(&keys.host),
@@ -483,6 +577,143 @@ mod tests {
                     .as_str()
             )
         );
+    }
+
+    fn findings(tenant: &TenantId, rows: &[(&str, u16, f32, &str, Option<&str>)]) -> Envelope {
+        let rows: Vec<schemas::inventory::FindingRow> = rows
+            .iter()
+            .enumerate()
+            .map(
+                |(i, (ip, port, cvss, title, cve))| schemas::inventory::FindingRow {
+                    ts_ms: 1_700_000_000_000,
+                    received_ms: 1_700_000_000_500,
+                    finding_id: format!("f-{i}"),
+                    device_id: Some(format!("dev-{ip}")),
+                    ip: Some(ip.to_string()),
+                    port: Some(*port),
+                    protocol: Some("tcp".into()),
+                    service: Some("ssh".into()),
+                    product: Some("OpenSSH 9.2".into()),
+                    severity: "high".into(),
+                    cvss: Some(*cvss),
+                    title: title.to_string(),
+                    cve: cve.map(str::to_string),
+                    ..Default::default()
+                },
+            )
+            .collect();
+        let id = Uuid::now_v7();
+        let batch = schemas::inventory::findings_batch(tenant, id, &rows).unwrap();
+        Envelope::new(tenant.clone(), RecordKind::Findings, id, batch).unwrap()
+    }
+
+    #[test]
+    fn rules_over_scan_findings_see_findings_only_with_the_finding_in_context() {
+        let t = TenantId::new("acme").unwrap();
+        let rules = rules(&[
+            "title: Critical SSH\nid: crit-ssh\nlevel: critical\nlogsource: {category: vulnerability}\n\
+             detection:\n  sel:\n    DestinationPort: 22\n    cvss|gte: 9\n  condition: sel\n",
+            "title: Terrapin\nid: terrapin\nlevel: medium\nlogsource: {category: vulnerability}\n\
+             detection:\n  sel:\n    vulnerability.id: CVE-2023-48795\n  kw:\n    - '*prefix*'\n  condition: sel or kw\n",
+            "title: Any log\nid: any-log\nlevel: low\nlogsource: {product: linux}\n\
+             detection:\n  sel:\n    message|contains: 'ssh'\n  condition: sel\n",
+        ]);
+        assert_eq!(rules.findings.rules().len(), 2);
+        assert_eq!(rules.set.rules().len(), 1);
+        let batch = findings(
+            &t,
+            &[
+                ("10.0.0.5", 22, 9.8, "old sshd", None),
+                (
+                    "10.0.0.6",
+                    22,
+                    5.9,
+                    "Terrapin prefix truncation",
+                    Some("CVE-2023-48795"),
+                ),
+                ("10.0.0.7", 443, 9.1, "tls", None),
+            ],
+        );
+        let out = derive(&rules, None, &Default::default(), 0, &batch)
+            .unwrap()
+            .expect("matches");
+        let b = out.batch();
+        let col = |name: &str| -> Vec<Option<String>> {
+            let a = cast(b.column_by_name(name).unwrap(), &DataType::Utf8).unwrap();
+            a.as_string::<i32>()
+                .iter()
+                .map(|v| v.map(str::to_string))
+                .collect()
+        };
+        let mut found: Vec<(String, String)> = col("rule_id")
+            .into_iter()
+            .zip(col("host"))
+            .map(|(r, h)| (r.unwrap(), h.unwrap()))
+            .collect();
+        found.sort();
+        assert_eq!(
+            found,
+            [
+                ("crit-ssh".to_string(), "10.0.0.5".to_string()),
+                ("terrapin".to_string(), "10.0.0.6".to_string())
+            ]
+        );
+        assert!(
+            col("source_kind")
+                .iter()
+                .all(|k| k.as_deref() == Some("findings"))
+        );
+        let terrapin = col("rule_id")
+            .iter()
+            .position(|r| r.as_deref() == Some("terrapin"))
+            .unwrap();
+        assert_eq!(
+            col("message")[terrapin].as_deref(),
+            Some("Terrapin prefix truncation")
+        );
+        assert_eq!(col("app")[terrapin].as_deref(), Some("ssh"));
+        let context: serde_json::Value =
+            serde_json::from_str(col("context")[terrapin].as_deref().unwrap()).unwrap();
+        assert_eq!(context["cve"], "CVE-2023-48795");
+        assert_eq!(context["port"], "22");
+        assert_eq!(context["finding_id"], "f-1");
+        // The log rule never sees findings, the finding rules never logs.
+        let log = logs(
+            &t,
+            &[(0, "web-1", "10.0.0.9", "sshd: old sshd CVE-2023-48795")],
+        );
+        let out = derive(&rules, None, &Default::default(), 0, &log)
+            .unwrap()
+            .unwrap();
+        assert_eq!(col_of(&out, "rule_id"), [Some("any-log".to_string())]);
+    }
+
+    fn col_of(env: &Envelope, name: &str) -> Vec<Option<String>> {
+        let a = cast(env.batch().column_by_name(name).unwrap(), &DataType::Utf8).unwrap();
+        a.as_string::<i32>()
+            .iter()
+            .map(|v| v.map(str::to_string))
+            .collect()
+    }
+
+    #[test]
+    fn a_rule_over_findings_may_name_finding_fields_only() {
+        let docs = vec![Arc::new(
+            Document::parse(
+                "title: Bad\nid: bad\nlogsource: {category: vulnerability}\n\
+                 detection:\n  sel:\n    CommandLine|contains: x\n  condition: sel\n",
+            )
+            .unwrap(),
+        )];
+        let (rules, refused) = TenantRules::compile(&docs, &FieldMap::default());
+        assert!(rules.is_empty());
+        assert_eq!(refused.len(), 1);
+        let message = refused[0].1.to_string();
+        assert!(
+            message.contains("\"CommandLine\" is not a finding field"),
+            "{message}"
+        );
+        assert!(message.contains("cve"), "{message}");
     }
 
     #[test]

@@ -138,18 +138,18 @@ struct Compiler<'a> {
 }
 
 impl Compiler<'_> {
-    fn field(&mut self, name: Option<&str>) -> usize {
+    fn field(&mut self, name: Option<&str>) -> SigmaResult<usize> {
         let source = match name {
-            Some(n) => self.map.resolve(n, self.schema),
+            Some(n) => self.map.resolve_checked(n, self.schema)?,
             None => self.map.keyword_source(),
         };
-        match self.fields.iter().position(|f| *f == source) {
+        Ok(match self.fields.iter().position(|f| *f == source) {
             Some(i) => i,
             None => {
                 self.fields.push(source);
                 self.fields.len() - 1
             }
-        }
+        })
     }
 
     fn leaf(
@@ -269,7 +269,7 @@ impl Compiler<'_> {
     }
 
     fn test(&mut self, test: &FieldTest) -> SigmaResult<Expr> {
-        let field = self.field(test.field.as_deref());
+        let field = self.field(test.field.as_deref())?;
         let values = test
             .values
             .iter()

@@ -27,6 +27,12 @@ pub enum Source {
 
 #[derive(Debug, Clone)]
 pub struct FieldMap {
+    /// The record columns a rule may name.
+    columns: &'static [&'static str],
+    /// Whether a name that is no column or alias is read from
+    /// `structured_data` (logs) or refused at compile time (findings,
+    /// which have no such column).
+    json_fallback: bool,
     /// Lower-cased Sigma name → source.
     aliases: HashMap<String, Source>,
     keyword_field: String,
@@ -224,9 +230,93 @@ impl Default for FieldMap {
             })
             .collect();
         FieldMap {
+            columns: COLUMNS,
+            json_fallback: true,
             aliases,
             keyword_field: "message".into(),
             logsources,
+        }
+    }
+}
+
+/// Finding columns a rule may name.
+const FINDING_COLUMNS: &[&str] = &[
+    "ip",
+    "port",
+    "protocol",
+    "service",
+    "product",
+    "severity",
+    "cvss",
+    "title",
+    "cve",
+    "device_id",
+    "scan_id",
+    "finding_id",
+];
+
+/// The `logsource` category that selects scan findings instead of logs.
+pub const FINDINGS_CATEGORY: &str = "vulnerability";
+
+impl FieldMap {
+    /// The map of rules over scan findings (`logsource: {category:
+    /// vulnerability}`): the finding's columns under their names and the
+    /// taxonomy's (ECS's `destination.ip`, `vulnerability.id`…); keyword
+    /// searches match the title. A name that is none of these is refused
+    /// when the rule is compiled.
+    pub fn findings() -> Self {
+        let mut aliases = HashMap::new();
+        for (column, names) in [
+            (
+                "ip",
+                &[
+                    "dst_ip",
+                    "dest_ip",
+                    "destinationip",
+                    "destination.ip",
+                    "host.ip",
+                    "target",
+                ][..],
+            ),
+            (
+                "port",
+                &[
+                    "dst_port",
+                    "dest_port",
+                    "destinationport",
+                    "destination.port",
+                ][..],
+            ),
+            ("protocol", &["network.transport", "proto"][..]),
+            ("service", &["service.name", "network.protocol"][..]),
+            ("product", &["software", "product.name", "package.name"][..]),
+            ("severity", &["vulnerability.severity", "risk", "level"][..]),
+            (
+                "cvss",
+                &["cvss_score", "vulnerability.score.base", "score"][..],
+            ),
+            (
+                "title",
+                &[
+                    "name",
+                    "vulnerability.description",
+                    "vulnerability.name",
+                    "finding",
+                ][..],
+            ),
+            ("cve", &["cve_id", "cveid", "vulnerability.id"][..]),
+            ("device_id", &["device", "asset", "asset_id"][..]),
+        ] {
+            for n in names {
+                aliases.insert(n.to_string(), Source::Column(column.to_string()));
+            }
+        }
+        FieldMap {
+            columns: FINDING_COLUMNS,
+            json_fallback: false,
+            aliases,
+            keyword_field: "title".into(),
+            logsources: HashMap::new(),
         }
     }
 }
@@ -256,11 +346,11 @@ impl FieldMap {
                     }
                     Source::Json(keys)
                 }
-                None if COLUMNS.contains(&to.as_str()) => Source::Column(to.clone()),
+                None if self.columns.contains(&to.as_str()) => Source::Column(to.clone()),
                 None => {
                     return Err(super::SigmaError::new(format!(
                         "field {name:?} → {to:?}: a column ({}) or structured_data:key",
-                        COLUMNS.join(", ")
+                        self.columns.join(", ")
                     )));
                 }
             };
@@ -325,10 +415,24 @@ impl FieldMap {
         rows
     }
 
+    /// Where `field` is read from, refusing a name this map cannot read
+    /// (findings have no `structured_data` to fall back on).
+    pub fn resolve_checked(&self, field: &str, schema: &Schema) -> super::SigmaResult<Source> {
+        let source = self.resolve(field, schema);
+        if !self.json_fallback && matches!(source, Source::Json(_)) {
+            return Err(super::SigmaError::new(format!(
+                "field {field:?} is not a finding field; rules over scan findings \
+                 (logsource category {FINDINGS_CATEGORY}) may name {}",
+                self.columns.join(", ")
+            )));
+        }
+        Ok(source)
+    }
+
     /// Where `field` is read from, for batches of `schema`.
     pub fn resolve(&self, field: &str, schema: &Schema) -> Source {
         let lower = field.to_ascii_lowercase();
-        if COLUMNS.contains(&lower.as_str()) && schema.index_of(&lower).is_ok() {
+        if self.columns.contains(&lower.as_str()) && schema.index_of(&lower).is_ok() {
             return Source::Column(lower);
         }
         if let Some(source) = self.aliases.get(&lower) {

@@ -21,7 +21,8 @@
 //! - `detections.rs`: what a rule set matched in a `logs` batch as a
 //!   `detections` batch, with ids that a replayed batch derives again.
 //! - `fields.rs`: Sigma field names → record columns (or keys of the
-//!   `structured_data` JSON object).
+//!   `structured_data` JSON object); the findings map for rules over scan
+//!   findings (`logsource: {category: vulnerability}`).
 
 mod condition;
 pub mod correlation;
@@ -59,7 +60,25 @@ pub fn compile_for_logs(
     rules: Vec<std::sync::Arc<Rule>>,
     map: &FieldMap,
 ) -> (RuleSet, Vec<(std::sync::Arc<Rule>, SigmaError)>) {
-    let schema = schemas::schema::schema(schemas::RecordKind::Logs);
+    compile_for(schemas::RecordKind::Logs, rules, map)
+}
+
+/// Whether `rule` is over scan findings (`logsource: {category:
+/// vulnerability}`) rather than logs.
+pub fn is_findings_rule(rule: &Rule) -> bool {
+    rule.logsource
+        .category
+        .as_deref()
+        .is_some_and(|c| c.eq_ignore_ascii_case(fields::FINDINGS_CATEGORY))
+}
+
+/// [`compile_for_logs`] for batches of `kind`.
+pub fn compile_for(
+    kind: schemas::RecordKind,
+    rules: Vec<std::sync::Arc<Rule>>,
+    map: &FieldMap,
+) -> (RuleSet, Vec<(std::sync::Arc<Rule>, SigmaError)>) {
+    let schema = schemas::schema::schema(kind);
     if let Ok(set) = RuleSet::compile(rules.clone(), map, schema.clone()) {
         return (set, Vec::new());
     }

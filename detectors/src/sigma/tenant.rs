@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use super::correlation::{Correlation, Resolved};
-use super::{FieldMap, Level, Rule, RuleSet, SigmaError, compile_for_logs};
+use super::{
+    FieldMap, Level, Rule, RuleSet, SigmaError, compile_for, compile_for_logs, is_findings_rule,
+};
 
 /// A Sigma document: a detection rule or a correlation rule.
 #[derive(Debug, Clone)]
@@ -89,7 +91,14 @@ fn names(doc: &Document, reference: &str) -> bool {
 
 /// One organization's rules, ready for its batches.
 pub struct TenantRules {
+    /// The rules over logs.
     pub set: RuleSet,
+    /// The rules over scan findings (`logsource: {category:
+    /// vulnerability}`), compiled with [`FieldMap::findings`]; they store
+    /// every match (correlations are over logs).
+    pub findings: RuleSet,
+    /// Per rule of `findings`: its tags as JSON.
+    pub findings_tags: Vec<String>,
     pub correlations: Vec<Resolved>,
     /// Per rule of `set`: whether its own matches are stored (a rule that
     /// only feeds correlations without `generate: true` is not, as Sigma
@@ -112,16 +121,22 @@ impl TenantRules {
     /// rules, is left out and returned with the reason: one bad rule costs
     /// only itself.
     pub fn compile(docs: &[Arc<Document>], map: &FieldMap) -> (Self, Vec<(String, SigmaError)>) {
-        let rules: Vec<Arc<Rule>> = docs
+        let (finding_rules, rules): (Vec<Arc<Rule>>, Vec<Arc<Rule>>) = docs
             .iter()
             .filter_map(|d| match d.as_ref() {
                 Document::Rule(r) => Some(Arc::new(r.clone())),
                 Document::Correlation(_) => None,
             })
-            .collect();
+            .partition(|r| is_findings_rule(r));
         let (set, bad) = compile_for_logs(rules, map);
+        let (findings, bad_findings) = compile_for(
+            schemas::RecordKind::Findings,
+            finding_rules,
+            &FieldMap::findings(),
+        );
         let mut refused: Vec<(String, SigmaError)> = bad
             .into_iter()
+            .chain(bad_findings)
             .map(|(r, e)| (super::detections::rule_key(&r).to_string(), e))
             .collect();
         let mut stored = vec![true; set.rules().len()];
@@ -152,12 +167,19 @@ impl TenantRules {
             }
         }
         let tags = set.rules().iter().map(|r| tags_json(&r.tags)).collect();
+        let findings_tags = findings
+            .rules()
+            .iter()
+            .map(|r| tags_json(&r.tags))
+            .collect();
         for (i, s) in stored.iter_mut().enumerate() {
             *s = !referenced[i] || generated[i];
         }
         (
             TenantRules {
                 set,
+                findings,
+                findings_tags,
                 correlations,
                 stored,
                 tags,
@@ -179,12 +201,12 @@ impl TenantRules {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.set.is_empty()
+        self.set.is_empty() && self.findings.is_empty()
     }
 
     /// Rules and correlations that run.
     pub fn len(&self) -> usize {
-        self.set.rules().len() + self.correlations.len()
+        self.set.rules().len() + self.findings.rules().len() + self.correlations.len()
     }
 }
 
@@ -210,6 +232,13 @@ fn resolve(
             {
                 return Err(SigmaError::new(format!(
                     "correlation.rules: {reference:?} is a correlation; chained correlations are not supported"
+                )));
+            }
+            if docs.iter().any(|d| {
+                matches!(d.as_ref(), Document::Rule(r) if is_findings_rule(r)) && names(d, reference)
+            }) {
+                return Err(SigmaError::new(format!(
+                    "correlation.rules: {reference:?} is a rule over scan findings; correlations are over logs"
                 )));
             }
             Err(SigmaError::new(format!(
