@@ -69,7 +69,7 @@ pub struct RetainedTable {
     pub table: String,
     /// The first day kept today under the policy.
     pub first_kept_day: String,
-    /// The oldest record the table holds now (received day), if any.
+    /// The oldest record the table holds now (its event day), if any.
     pub oldest_day: Option<String>,
     pub within_policy: bool,
 }
@@ -160,6 +160,14 @@ fn month_ms(first: NaiveDate) -> Result<(i64, i64)> {
     Ok((ms(first)?, ms(next)?))
 }
 
+/// `sql` with `$1` bound to `value`.
+fn bound(sql: String, value: i64) -> Bound {
+    let mut q = Bound::default();
+    let p = q.bind(value);
+    q.sql = sql.replace("$1", &p);
+    q
+}
+
 async fn query(state: &AppState, org: &control::Organization, q: &Bound) -> Result<Vec<Value>> {
     let result = state.sql.execute_bound(&org.id, q).await?;
     to_json_rows(&result.batches)
@@ -189,45 +197,83 @@ pub async fn build(
         format!("CAST({column} AS BIGINT) >= {a} AND CAST({column} AS BIGINT) < {b}")
     };
 
-    // Devices known by the end of the month, and the findings of each
-    // one's latest scan up to then.
-    let mut q = Bound::default();
-    let end = q.bind(until);
-    q.sql = format!(
-        "SELECT device_id, max(ip) AS ip, max(hostname) AS hostname, \
-         max(CAST(ts AS BIGINT)) AS seen_ms FROM devices \
-         WHERE CAST(ts AS BIGINT) < {end} GROUP BY device_id ORDER BY device_id"
+    // Devices known by the end of the month (counted in SQL: the listing
+    // stops at MAX_LISTED), and the findings of each one's latest scan
+    // that reported findings on it, up to then.
+    let known = "SELECT device_id FROM devices WHERE CAST(ts AS BIGINT) < $1 GROUP BY device_id";
+    let count = |rows: Vec<Value>| rows.first().map_or(0, |r| number(r, "n"));
+    let devices_total = count(
+        query(
+            state,
+            org,
+            &bound(format!("SELECT count(*) AS n FROM ({known}) AS d"), until),
+        )
+        .await?,
     );
-    let device_rows = query(state, org, &q).await?;
-    let mut q = Bound::default();
-    let end = q.bind(until);
-    q.sql = format!(
-        "WITH f AS (SELECT device_id, severity, CAST(ts AS BIGINT) AS t FROM findings \
-         WHERE CAST(ts AS BIGINT) < {end}), \
-         latest AS (SELECT device_id, max(t) AS t FROM f GROUP BY device_id) \
-         SELECT f.device_id, f.severity, count(*) AS n FROM f \
-         JOIN latest ON f.device_id = latest.device_id AND f.t = latest.t \
-         GROUP BY f.device_id, f.severity"
-    );
-    let mut findings: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let device_rows = query(
+        state,
+        org,
+        &bound(
+            format!(
+                "SELECT device_id, max(ip) AS ip, max(hostname) AS hostname, \
+                 max(CAST(ts AS BIGINT)) AS seen_ms FROM devices \
+                 WHERE CAST(ts AS BIGINT) < $1 GROUP BY device_id ORDER BY device_id \
+                 LIMIT {MAX_LISTED}"
+            ),
+            until,
+        ),
+    )
+    .await?;
+    let latest = "WITH f AS (SELECT device_id, severity, CAST(ts AS BIGINT) AS t FROM findings \
+                  WHERE CAST(ts AS BIGINT) < $1), \
+                  latest AS (SELECT device_id, max(t) AS t FROM f GROUP BY device_id), \
+                  l AS (SELECT f.device_id, f.severity FROM f \
+                  JOIN latest ON f.device_id = latest.device_id AND f.t = latest.t)";
     let mut findings_by_severity: BTreeMap<String, u64> =
         SEVERITIES.iter().map(|s| (s.to_string(), 0)).collect();
-    for r in query(state, org, &q).await? {
-        let (Some(device), Some(severity)) = (text(&r, "device_id"), text(&r, "severity")) else {
-            continue;
-        };
-        let n = number(&r, "n");
-        *findings
-            .entry(device)
-            .or_default()
-            .entry(severity.clone())
-            .or_default() += n;
-        *findings_by_severity.entry(severity).or_default() += n;
+    for r in query(
+        state,
+        org,
+        &bound(
+            format!("{latest} SELECT severity, count(*) AS n FROM l GROUP BY severity"),
+            until,
+        ),
+    )
+    .await?
+    {
+        if let Some(severity) = text(&r, "severity") {
+            *findings_by_severity.entry(severity).or_default() += number(&r, "n");
+        }
     }
-    let devices_total = device_rows.len() as u64;
+    let mut findings: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let listed: Vec<String> = device_rows
+        .iter()
+        .filter_map(|r| text(r, "device_id"))
+        .collect();
+    if !listed.is_empty() {
+        let mut q = Bound::default();
+        let end = q.bind(until);
+        let ids: Vec<String> = listed.iter().map(|d| q.bind(d.as_str())).collect();
+        q.sql = format!(
+            "{} SELECT device_id, severity, count(*) AS n FROM l WHERE device_id IN ({}) \
+             GROUP BY device_id, severity",
+            latest.replace("$1", &end),
+            ids.join(", ")
+        );
+        for r in query(state, org, &q).await? {
+            let (Some(device), Some(severity)) = (text(&r, "device_id"), text(&r, "severity"))
+            else {
+                continue;
+            };
+            *findings
+                .entry(device)
+                .or_default()
+                .entry(severity)
+                .or_default() += number(&r, "n");
+        }
+    }
     let devices = device_rows
         .iter()
-        .take(MAX_LISTED)
         .map(|r| {
             let device_id = text(r, "device_id").unwrap_or_default();
             DeviceLine {
@@ -240,15 +286,19 @@ pub async fn build(
         })
         .collect();
 
-    // Scans received in the month.
+    // Scans of the month (by the scan's time, as `/api/scans` filters).
+    let mut q = Bound::default();
+    let cond = in_month("ts", &mut q);
+    q.sql = format!("SELECT count(*) AS n FROM scans WHERE {cond}");
+    let scans_run = count(query(state, org, &q).await?);
     let mut q = Bound::default();
     let cond = in_month("ts", &mut q);
     q.sql = format!(
         "SELECT scan_id, target, scanner, status, hosts_up, hosts_total, \
-         CAST(ts AS BIGINT) AS ts_ms FROM scans WHERE {cond} ORDER BY ts_ms, scan_id"
+         CAST(ts AS BIGINT) AS ts_ms FROM scans WHERE {cond} ORDER BY ts_ms, scan_id \
+         LIMIT {MAX_LISTED}"
     );
     let scans = query(state, org, &q).await?;
-    let scans_run = scans.len() as u64;
 
     // Retention in force and the oldest record each retained table holds.
     let today = chrono::DateTime::from_timestamp_millis(now)
@@ -263,7 +313,9 @@ pub async fn build(
     for kind in pipeline::maintenance::retention::RETAINED {
         let table = kind.as_str();
         let q = Bound::new(format!(
-            "SELECT min(CAST(received_at AS BIGINT)) AS oldest FROM {table}"
+            // Event time: the lake's `date=` partitions, which retention
+            // drops, are by `ts`.
+            "SELECT min(CAST(ts AS BIGINT)) AS oldest FROM {table}"
         ));
         let oldest = query(state, org, &q)
             .await?
