@@ -99,8 +99,17 @@ pub(crate) fn parse_push(
     let mut records = Vec::new();
     let mut errors = Vec::new();
     for (s, stream) in push.streams.iter().enumerate() {
+        let base = StreamBase::new(&stream.stream, tenant, now);
         for (v, entry) in stream.values.iter().enumerate() {
-            match entry_record(&stream.stream, entry, tenant, now, max_record) {
+            let built = match entry.as_slice() {
+                // No structured metadata: the stream's shared fields.
+                [Value::String(ts), Value::String(line)] => {
+                    entry_ts(ts).and_then(|ts_ms| base.record(ts_ms, line.clone(), max_record))
+                }
+                _ => entry_record(&stream.stream, entry, tenant, now, max_record)
+                    .map_err(|e| e.to_string()),
+            };
+            match built {
                 Ok(r) => {
                     charge(&r)?;
                     records.push(r);
@@ -193,17 +202,24 @@ pub(crate) fn parse_protobuf(
                 continue;
             }
         };
+        let base = StreamBase::new(&labels, tenant, now);
         for (v, entry) in stream.entries.into_iter().enumerate() {
             let ts_ms = entry
                 .timestamp
                 .map_or(now, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000);
-            let metadata = entry
-                .structured_metadata
-                .into_iter()
-                .map(|pair| (pair.name, Value::String(pair.value)));
-            match record(
-                &labels, metadata, ts_ms, entry.line, tenant, now, max_record,
-            ) {
+            let built = if entry.structured_metadata.is_empty() {
+                base.record(ts_ms, entry.line, max_record)
+            } else {
+                let metadata = entry
+                    .structured_metadata
+                    .into_iter()
+                    .map(|pair| (pair.name, Value::String(pair.value)));
+                record(
+                    &labels, metadata, ts_ms, entry.line, tenant, now, max_record,
+                )
+                .map_err(|e| e.to_string())
+            };
+            match built {
                 Ok(r) => {
                     charge(&r)?;
                     records.push(r);
@@ -285,6 +301,54 @@ enum InvalidEntry {
         "label tenant_id {found:?} does not match the organization of the API key ({expected})"
     )]
     WrongTenant { found: String, expected: TenantId },
+}
+
+/// What every entry of a stream without structured metadata of its own
+/// shares — the labels as `structured_data` JSON, host, app, severity, or
+/// the stream's error (a foreign `tenant_id`) — built once per stream
+/// rather than once per entry.
+struct StreamBase(Result<LogRecord, String>);
+
+impl StreamBase {
+    fn new(labels: &Map<String, Value>, tenant: &TenantId, now_ms: i64) -> Self {
+        Self(
+            record(
+                labels,
+                Map::new(),
+                0,
+                String::new(),
+                tenant,
+                now_ms,
+                usize::MAX,
+            )
+            .map_err(|e| e.to_string()),
+        )
+    }
+
+    fn record(&self, ts_ms: i64, line: String, max_record: usize) -> Result<LogRecord, String> {
+        if line.len() > max_record {
+            return Err(InvalidEntry::TooLarge {
+                size: line.len(),
+                limit: max_record,
+            }
+            .to_string());
+        }
+        let base = self.0.as_ref().map_err(Clone::clone)?;
+        Ok(LogRecord {
+            ts_ms,
+            bytes: u32::try_from(line.len()).unwrap_or(u32::MAX),
+            message: line,
+            ..base.clone()
+        })
+    }
+}
+
+/// An entry's timestamp: nanoseconds since the epoch, as a string.
+fn entry_ts(ts: &str) -> Result<i64, String> {
+    let ns: i128 = ts
+        .parse()
+        .map_err(|_| InvalidEntry::NotNanoseconds(ts.to_string()).to_string())?;
+    i64::try_from(ns / 1_000_000).map_err(|_| InvalidEntry::OutOfRange(ts.to_string()).to_string())
 }
 
 fn entry_record(
