@@ -31,7 +31,7 @@ use bytes::Bytes;
 use flate2::read::{GzDecoder, ZlibDecoder};
 use schemas::logs::severity_from_name;
 use schemas::{LogRecord, ParseStatus};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::syslog::parse::{ParseContext, Parsed};
 
@@ -82,7 +82,7 @@ pub fn parse(frame: &[u8], ctx: &ParseContext, max: usize) -> Parsed {
         Ok(p) => p,
         Err(why) => return unparsed(frame, ctx, ParseStatus::Error, Some(why)),
     };
-    let fields = match serde_json::from_slice::<Map<String, Value>>(&payload) {
+    let fields = match serde_json::from_slice::<Fields>(&payload) {
         Ok(fields) if !truncated => fields,
         Ok(_) => return unparsed(&payload, ctx, ParseStatus::Truncated, None),
         Err(_) if truncated => return unparsed(&payload, ctx, ParseStatus::Truncated, None),
@@ -101,28 +101,74 @@ pub fn parse(frame: &[u8], ctx: &ParseContext, max: usize) -> Parsed {
     parsed
 }
 
-/// A GELF object → a record and the key it carried.
-pub fn from_fields(mut fields: Map<String, Value>, ctx: &ParseContext) -> Parsed {
-    let (api_key, unreadable_key) = match fields.remove(KEY_FIELD) {
-        Some(Value::String(key)) => (Some(key), false),
-        Some(_) => (None, true),
-        None => (None, false),
-    };
-    let text = |v: Value| match v {
-        Value::String(s) => Some(s),
+/// A JSON object's members in the order they came, read without building
+/// a map: a GELF message is read once, front to back (the map it used to
+/// be read into cost a sorted tree per message — insertions, removals and
+/// a second tree for the structured data).
+pub struct Fields(pub Vec<(String, Value)>);
+
+impl<'de> serde::Deserialize<'de> for Fields {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Fields;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Fields, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(pair) = map.next_entry::<String, Value>()? {
+                    out.push(pair);
+                }
+                Ok(Fields(out))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
+}
+
+/// A GELF object → a record and the key it carried. A member repeated in
+/// the object counts once, its last value (as a JSON object read into a
+/// map would have it).
+pub fn from_fields(fields: Fields, ctx: &ParseContext) -> Parsed {
+    let pairs = fields.0;
+    // Where each name is last found.
+    let at = |name: &str| pairs.iter().rposition(|(k, _)| k == name);
+    let text = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     };
-    let mut take_first = |names: &[&str]| {
-        names
-            .iter()
-            .find_map(|n| fields.get(*n).is_some().then_some(*n))
-            .and_then(|n| fields.remove(n))
-            .and_then(text)
+    let mut taken = vec![false; pairs.len()];
+    let mut take = |i: Option<usize>| -> Option<&Value> {
+        let i = i?;
+        taken[i] = true;
+        Some(&pairs[i].1)
     };
-    let host = take_first(&["host"]);
-    let message = take_first(&["short_message"]);
-    let pid = take_first(&["_pid", "_process_id"]);
+    let (api_key, unreadable_key) = match take(at(KEY_FIELD)) {
+        Some(Value::String(key)) => (Some(key.clone()), false),
+        Some(_) => (None, true),
+        None => (None, false),
+    };
+    let host = take(at("host")).and_then(text);
+    let message = take(at("short_message")).and_then(text);
+    let pid = take(at("_pid").or_else(|| at("_process_id"))).and_then(text);
+    let ts_ms = match take(at("timestamp")) {
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(Value::String(s)) => s.parse::<f64>().ok(),
+        _ => None,
+    }
+    .filter(|s| s.is_finite() && s.abs() < 1e13)
+    .map_or(ctx.received_ms, |s| (s * 1000.0).round() as i64);
+    let severity = match take(at("level")) {
+        Some(Value::Number(n)) => n.as_u64().filter(|l| *l <= 7).map(|l| l as u8),
+        Some(Value::String(s)) => severity_from_name(s),
+        _ => None,
+    };
+    take(at("version"));
     // The field `app` came from stays in structured data too (Docker's
     // container name, tag and image belong together there).
     let app = [
@@ -134,28 +180,37 @@ pub fn from_fields(mut fields: Map<String, Value>, ctx: &ParseContext) -> Parsed
         "facility",
     ]
     .iter()
-    .find_map(|n| fields.get(*n).cloned().and_then(text));
-    let ts_ms = match fields.remove("timestamp") {
-        Some(Value::Number(n)) => n.as_f64(),
-        Some(Value::String(s)) => s.parse::<f64>().ok(),
-        _ => None,
-    }
-    .filter(|s| s.is_finite() && s.abs() < 1e13)
-    .map_or(ctx.received_ms, |s| (s * 1000.0).round() as i64);
-    let severity = match fields.remove("level") {
-        Some(Value::Number(n)) => n.as_u64().filter(|l| *l <= 7).map(|l| l as u8),
-        Some(Value::String(s)) => severity_from_name(&s),
-        _ => None,
-    };
-    fields.remove("version");
+    .find_map(|n| at(n).and_then(|i| text(&pairs[i].1)));
     // Additional fields lose their underscore; the rest keep their names.
-    let structured: Map<String, Value> = fields
-        .into_iter()
-        .map(|(k, v)| match k.strip_prefix('_') {
-            Some(name) => (name.to_string(), v),
-            None => (k, v),
-        })
-        .collect();
+    // A name met again later (as written, or once its underscore is
+    // gone) is written once, with the later value.
+    let name = |k: &str| k.strip_prefix('_').unwrap_or(k).to_string();
+    let mut structured: Vec<u8> = Vec::new();
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if taken[i] {
+            continue;
+        }
+        let written = name(k);
+        // The same member again later (whatever became of it), or a later
+        // kept member written under the same name.
+        let later = pairs[i + 1..]
+            .iter()
+            .enumerate()
+            .any(|(j, (k2, _))| k2 == k || (!taken[i + 1 + j] && name(k2) == written));
+        if later {
+            continue;
+        }
+        structured.push(if structured.is_empty() { b'{' } else { b',' });
+        // Writing a string or a Value into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut structured, &written);
+        structured.push(b':');
+        let _ = serde_json::to_writer(&mut structured, v);
+    }
+    if !structured.is_empty() {
+        structured.push(b'}');
+    }
+    // serde_json writes UTF-8.
+    let structured = String::from_utf8(structured).unwrap_or_default();
     let status = if message.is_some() {
         ParseStatus::Ok
     } else {
@@ -171,8 +226,7 @@ pub fn from_fields(mut fields: Map<String, Value>, ctx: &ParseContext) -> Parsed
             severity,
             message: message.unwrap_or_default(),
             source_ip: ctx.source_ip.clone(),
-            structured_data: (!structured.is_empty())
-                .then(|| Value::Object(structured).to_string()),
+            structured_data: (!structured.is_empty()).then_some(structured),
             parse_status: status,
             input: ctx.input,
             ..Default::default()
@@ -386,6 +440,27 @@ mod tests {
             sd.get("securenet_key").is_none()
                 && !r.structured_data.as_deref().unwrap().contains("sn_k")
         );
+    }
+
+    #[test]
+    fn repeated_members_count_once_with_their_last_value() {
+        let msg = br#"{"version":"1.1","host":"a","short_message":"first","_pid":1,
+            "_process_id":2,"_user":"x","user":"y","_user":"z","short_message":"second",
+            "_pid":3,"level":"warning","empty":{}}"#;
+        let p = parse(msg, &ctx(), 65_536);
+        let r = &p.record;
+        assert_eq!(r.message, "second");
+        assert_eq!(r.pid.as_deref(), Some("3"));
+        assert_eq!(r.severity, Some(4));
+        let sd: serde_json::Map<String, Value> =
+            serde_json::from_str(r.structured_data.as_deref().unwrap()).unwrap();
+        // `_user` (last: "z") and `user` both write `user`: the later one.
+        assert_eq!(
+            Value::Object(sd),
+            serde_json::json!({"process_id": 2, "user": "z", "empty": {}})
+        );
+        let text = r.structured_data.as_deref().unwrap();
+        assert_eq!(text.matches("\"user\"").count(), 1, "{text}");
     }
 
     #[test]

@@ -15,7 +15,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use schemas::{LogRecord, ParseStatus};
-use serde_json::{Map, Value};
 
 use super::{IngestState, authenticate, text_error};
 use crate::error::Error;
@@ -142,7 +141,7 @@ fn parse_body(bytes: &[u8], limit: usize, max_record: usize, now: i64) -> Messag
             return out;
         }
     };
-    let stream = serde_json::Deserializer::from_slice(&payload).into_iter::<Map<String, Value>>();
+    let stream = serde_json::Deserializer::from_slice(&payload).into_iter::<crate::gelf::Fields>();
     for (i, message) in stream.enumerate() {
         match message {
             Ok(fields) => {
