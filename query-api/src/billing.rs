@@ -495,11 +495,11 @@ pub async fn finalize_due(state: &AppState, now: i64, grace_hours: u32) -> Resul
     > = Default::default();
     for org in &orgs {
         let history = state.store.plan_history(org).await?;
+        let mut issued = state.store.issued_invoices(&org.id).await?;
         for first in recent_months(org.created_at, closed_before)? {
             if first >= closed_before {
                 continue;
             }
-            let issued = state.store.issued_invoices(&org.id).await?;
             let Some(m) = month_invoice(state, org, &history, &issued, first).await? else {
                 continue;
             };
@@ -509,14 +509,18 @@ pub async fn finalize_due(state: &AppState, now: i64, grace_hours: u32) -> Resul
                 issued_now += 1;
                 info!(organization = %org.id, number = %m.number, total_cents = m.invoice.total_cents, "invoice issued");
             }
-            // The stored one stands (another replica may have issued it).
-            let stored = state
-                .store
-                .issued_invoices(&org.id)
-                .await?
-                .into_iter()
-                .find(|i| i.invoice.month == m.invoice.month);
-            let Some(stored) = stored else { continue };
+            if m.status != "final" {
+                // The stored one stands (another replica may have issued
+                // it): read back only when this pass tried to issue.
+                issued = state.store.issued_invoices(&org.id).await?;
+            }
+            let Some(stored) = issued
+                .iter()
+                .find(|i| i.invoice.month == m.invoice.month)
+                .cloned()
+            else {
+                continue;
+            };
             if let Some(parent) = &org.parent_id {
                 children
                     .entry((parent.to_string(), stored.invoice.month.clone()))

@@ -392,11 +392,13 @@ impl Layout {
 
     fn line(&mut self, font: Font, size: f32, text: &str) {
         let leading = size * 1.35;
-        if self.y - leading < MARGIN {
+        if self.y - leading < MARGIN || self.pages.is_empty() {
             self.new_page();
         }
         self.y -= leading;
-        let page = self.pages.last_mut().expect("a page");
+        let Some(page) = self.pages.last_mut() else {
+            return;
+        };
         page.begin_text();
         page.set_font(font.resource(), size);
         page.next_line(MARGIN, self.y);

@@ -152,18 +152,7 @@ pub fn derive(
     let matches = rules.set.evaluate(batch)?;
     let lock = || states.lock().unwrap_or_else(|p| p.into_inner());
     lock().retain(|key, _| rules.correlations.iter().any(|c| &c.key == key));
-    let mut metas: Vec<Meta> = rules
-        .set
-        .rules()
-        .iter()
-        .zip(&rules.tags)
-        .map(|(r, tags)| Meta {
-            id: Cow::Borrowed(rule_key(r)),
-            title: Cow::Borrowed(&r.title),
-            level: r.level.as_str(),
-            tags: Cow::Borrowed(tags),
-        })
-        .collect();
+    let mut metas = rule_metas(&rules.set, &rules.tags);
     let mut hits: Vec<Hit> = matches
         .iter()
         .filter(|m| rules.stores(m.rule))
@@ -236,21 +225,7 @@ pub fn derive(
     if hits.is_empty() {
         return Ok(None);
     }
-    let id = detections_batch_id(source.batch_id());
-    let out = detections_batch(
-        &metas,
-        &hits,
-        source.tenant().as_str(),
-        (RecordKind::Logs, source.batch_id()),
-        id,
-        batch,
-    )?;
-    Ok(Some(Envelope::new(
-        source.tenant().clone(),
-        RecordKind::Detections,
-        id,
-        out,
-    )?))
+    detections_envelope(&metas, &hits, source).map(Some)
 }
 
 /// The finding columns a detection of a rule over scan findings keeps in
@@ -274,18 +249,7 @@ pub fn derive_findings(rules: &TenantRules, source: &Envelope) -> Result<Option<
     }
     let batch = source.batch();
     let matches = rules.findings.evaluate(batch)?;
-    let metas: Vec<Meta> = rules
-        .findings
-        .rules()
-        .iter()
-        .zip(&rules.findings_tags)
-        .map(|(r, tags)| Meta {
-            id: Cow::Borrowed(rule_key(r)),
-            title: Cow::Borrowed(&r.title),
-            level: r.level.as_str(),
-            tags: Cow::Borrowed(tags),
-        })
-        .collect();
+    let metas = rule_metas(&rules.findings, &rules.findings_tags);
     let columns = FINDING_CONTEXT
         .iter()
         .map(|c| text_column(batch, c))
@@ -311,21 +275,41 @@ pub fn derive_findings(rules: &TenantRules, source: &Envelope) -> Result<Option<
     if hits.is_empty() {
         return Ok(None);
     }
+    detections_envelope(&metas, &hits, source).map(Some)
+}
+
+/// The metadata of each rule of `set` as its detections carry it.
+fn rule_metas<'a>(set: &'a super::RuleSet, tags: &'a [String]) -> Vec<Meta<'a>> {
+    set.rules()
+        .iter()
+        .zip(tags)
+        .map(|(r, tags)| Meta {
+            id: Cow::Borrowed(rule_key(r)),
+            title: Cow::Borrowed(&r.title),
+            level: r.level.as_str(),
+            tags: Cow::Borrowed(tags),
+        })
+        .collect()
+}
+
+/// The `detections` envelope of `hits` in `source` (a `logs` or
+/// `findings` envelope), with an id its replay derives again.
+fn detections_envelope(metas: &[Meta], hits: &[Hit], source: &Envelope) -> Result<Envelope, Error> {
     let id = detections_batch_id(source.batch_id());
     let out = detections_batch(
-        &metas,
-        &hits,
+        metas,
+        hits,
         source.tenant().as_str(),
-        (RecordKind::Findings, source.batch_id()),
+        (source.kind(), source.batch_id()),
         id,
-        batch,
+        source.batch(),
     )?;
-    Ok(Some(Envelope::new(
+    Ok(Envelope::new(
         source.tenant().clone(),
         RecordKind::Detections,
         id,
         out,
-    )?))
+    )?)
 }
 
 /// What a correlation detection says beside the firing row's fields.
