@@ -24,7 +24,9 @@
 //! tenant's API key and is removed; without it the listener's `sources` and
 //! `default_tenant` decide, as for syslog.
 
+use std::borrow::Cow;
 use std::io::Read;
+use std::ops::Range;
 
 use rmpv::Value as Mp;
 use sha2::{Digest, Sha512};
@@ -106,63 +108,114 @@ pub fn value_len(buf: &[u8]) -> Result<Option<usize>, String> {
 #[derive(Debug, Default, PartialEq)]
 pub struct Events {
     pub tag: String,
-    /// (event time in ms, the record's map entries)
-    pub entries: Vec<(i64, Vec<(Mp, Mp)>)>,
+    pub entries: Vec<Entry>,
     /// `option.chunk`: the id to acknowledge.
     pub chunk: Option<String>,
     /// Entries that could not be read, by position.
     pub errors: Vec<String>,
 }
 
-/// A forward message (any event mode) → its events. `max_inflate` bounds a
-/// `CompressedPackedForward`'s entries once inflated.
-pub fn decode(value: Mp, max_inflate: usize) -> Result<Events, String> {
-    let Mp::Array(mut parts) = value else {
-        return Err("a forward message is an array [tag, …]".into());
+/// One event: its time and its record, already JSON text.
+#[derive(Debug, PartialEq)]
+pub struct Entry {
+    /// Event time, ms since the epoch.
+    pub ms: i64,
+    pub record: Record,
+}
+
+/// A record as the JSON object text the receivers' JSON mapping reads,
+/// written straight from the MessagePack bytes (no value tree in between),
+/// with where each member is in it — the mapping reads those instead of
+/// parsing the text again — and without the key field, which is kept apart.
+#[derive(Debug, Default, PartialEq)]
+pub struct Record {
+    pub text: String,
+    /// Each member: its name (JSON string, quotes included) and its value.
+    members: Vec<(Range<usize>, Range<usize>)>,
+    /// [`KEY_FIELD`]: `Some(Ok(key))`, or `Some(Err(()))` when the field is
+    /// there but not a UTF-8 string.
+    pub key: Option<Result<String, ()>>,
+}
+
+impl Record {
+    /// The members as the JSON mapping takes them (name, value text).
+    pub(crate) fn entries(&self) -> Vec<(crate::json::Key<'_>, &str)> {
+        self.members
+            .iter()
+            .map(|(name, value)| {
+                let quoted = &self.text[name.clone()];
+                let inner = &quoted[1..quoted.len() - 1];
+                let name = if inner.contains('\\') {
+                    // Escaped on the way in (quotes, control characters):
+                    // the mapping compares names unescaped.
+                    Cow::Owned(serde_json::from_str::<String>(quoted).unwrap_or_default())
+                } else {
+                    Cow::Borrowed(inner)
+                };
+                (crate::json::Key(name), &self.text[value.clone()])
+            })
+            .collect()
+    }
+}
+
+/// How deep arrays and maps may nest inside a record.
+const MAX_DEPTH: u32 = 64;
+
+/// A forward message (any event mode), its whole MessagePack encoding →
+/// its events. `max_inflate` bounds a `CompressedPackedForward`'s entries
+/// once inflated.
+pub fn decode(bytes: &[u8], max_inflate: usize) -> Result<Events, String> {
+    let mut reader = Reader(bytes);
+    let count = match reader.header()? {
+        Header::Array(n) => n as usize,
+        _ => return Err("a forward message is an array [tag, …]".into()),
     };
-    if parts.len() < 2 || parts.len() > 4 {
+    if !(2..=4).contains(&count) {
         return Err(format!(
-            "a forward message has 2 to 4 elements, not {}",
-            parts.len()
+            "a forward message has 2 to 4 elements, not {count}"
         ));
     }
-    let tag = match &parts[0] {
-        Mp::String(s) => s.as_str().unwrap_or_default().to_string(),
+    let mut parts = Vec::with_capacity(count);
+    for _ in 0..count {
+        parts.push(reader.value()?);
+    }
+    let tag = match Reader(parts[0]).header()? {
+        Header::Str(s) => String::from_utf8(s.to_vec()).unwrap_or_default(),
         _ => return Err("the tag is not a string".into()),
     };
     let mut events = Events {
         tag,
         ..Events::default()
     };
-    let second = std::mem::replace(&mut parts[1], Mp::Nil);
-    let option_at = match second {
-        Mp::Array(entries) => {
-            for (i, entry) in entries.into_iter().enumerate() {
+    let mut second = Reader(parts[1]);
+    let option_at = match second.header()? {
+        Header::Array(n) => {
+            for i in 0..n as usize {
+                let entry = second.value()?;
                 events.push_entry(i, entry);
             }
             2
         }
-        Mp::Binary(_) | Mp::String(_) => {
-            let bytes = match second {
-                Mp::Binary(b) => b,
-                Mp::String(s) => s.into_bytes(),
-                _ => Vec::new(),
-            };
+        Header::Bin(packed) | Header::Str(packed) => {
             let compressed = parts.get(2).and_then(|o| option(o, "compressed"));
-            let bytes = match compressed.as_deref() {
-                None | Some("text") => bytes,
-                Some("gzip") => gunzip(&bytes, max_inflate)?,
+            let packed = match compressed.as_deref() {
+                None | Some("text") => Cow::Borrowed(packed),
+                Some("gzip") => Cow::Owned(gunzip(packed, max_inflate)?),
                 Some(other) => return Err(format!("compression {other:?} is not supported")),
             };
-            let mut rest = &bytes[..];
+            let mut rest = &packed[..];
             let mut i = 0;
             while !rest.is_empty() {
-                match rmpv::decode::read_value(&mut rest) {
-                    Ok(entry) => events.push_entry(i, entry),
-                    Err(e) => {
-                        events
-                            .errors
-                            .push(format!("entry {i}: packed entries end in the middle: {e}"));
+                match value_len(rest) {
+                    Ok(Some(len)) => {
+                        let (entry, next) = rest.split_at(len);
+                        events.push_entry(i, entry);
+                        rest = next;
+                    }
+                    Ok(None) | Err(_) => {
+                        events.errors.push(format!(
+                            "entry {i}: packed entries end in the middle of a value"
+                        ));
                         break;
                     }
                 }
@@ -170,9 +223,10 @@ pub fn decode(value: Mp, max_inflate: usize) -> Result<Events, String> {
             }
             2
         }
-        time => {
-            let record = std::mem::replace(parts.get_mut(2).unwrap_or(&mut Mp::Nil), Mp::Nil);
-            events.push_entry(0, Mp::Array(vec![time, record]));
+        _ => {
+            // `Message`: [tag, time, record, option?].
+            let record = parts.get(2).copied().unwrap_or(NIL);
+            events.push_pair(0, parts[1], record);
             3
         }
     };
@@ -180,36 +234,47 @@ pub fn decode(value: Mp, max_inflate: usize) -> Result<Events, String> {
     Ok(events)
 }
 
+/// MessagePack `nil`.
+const NIL: &[u8] = &[0xc0];
+
 impl Events {
-    fn push_entry(&mut self, i: usize, entry: Mp) {
-        match entry {
-            Mp::Array(mut pair) if pair.len() == 2 => {
-                let record = pair.pop().unwrap_or(Mp::Nil);
-                let time = pair.pop().unwrap_or(Mp::Nil);
-                match (event_time_ms(&time), record) {
-                    (Some(ms), Mp::Map(record)) => self.entries.push((ms, record)),
-                    (None, _) => self.errors.push(format!(
-                        "entry {i}: the time is not seconds or an EventTime"
-                    )),
-                    (_, _) => self
-                        .errors
-                        .push(format!("entry {i}: the record is not a map")),
-                }
-            }
-            _ => self
+    /// A `[time, record]` pair (its encoding).
+    fn push_entry(&mut self, i: usize, entry: &[u8]) {
+        let mut reader = Reader(entry);
+        let pair = match reader.header() {
+            Ok(Header::Array(2)) => reader.value().and_then(|t| Ok((t, reader.value()?))),
+            _ => Err(String::new()),
+        };
+        match pair {
+            Ok((time, record)) => self.push_pair(i, time, record),
+            Err(_) => self
                 .errors
                 .push(format!("entry {i}: not a [time, record] pair")),
+        }
+    }
+
+    fn push_pair(&mut self, i: usize, time: &[u8], record: &[u8]) {
+        let Some(ms) = event_time_ms(time) else {
+            self.errors.push(format!(
+                "entry {i}: the time is not seconds or an EventTime"
+            ));
+            return;
+        };
+        match record_json(record) {
+            Ok(record) => self.entries.push(Entry { ms, record }),
+            Err(why) => self.errors.push(format!("entry {i}: {why}")),
         }
     }
 }
 
 /// Seconds (integer or float) or EventTime (ext 0: u32 seconds, u32 ns).
-fn event_time_ms(time: &Mp) -> Option<i64> {
-    match time {
-        Mp::Integer(i) => i.as_i64().map(|s| s.saturating_mul(1000)),
-        Mp::F64(f) if f.is_finite() => Some((f * 1000.0) as i64),
-        Mp::F32(f) if f.is_finite() => Some((f64::from(*f) * 1000.0) as i64),
-        Mp::Ext(0, data) if data.len() == 8 => {
+fn event_time_ms(time: &[u8]) -> Option<i64> {
+    match Reader(time).header().ok()? {
+        Header::Int(s) => Some(s.saturating_mul(1000)),
+        Header::Uint(s) => Some(i64::try_from(s).ok()?.saturating_mul(1000)),
+        Header::F64(f) if f.is_finite() => Some((f * 1000.0) as i64),
+        Header::F32(f) if f.is_finite() => Some((f64::from(f) * 1000.0) as i64),
+        Header::Ext(0, data) if data.len() == 8 => {
             let secs = u32::from_be_bytes([data[0], data[1], data[2], data[3]]);
             let nanos = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
             Some(i64::from(secs) * 1000 + i64::from(nanos) / 1_000_000)
@@ -218,8 +283,11 @@ fn event_time_ms(time: &Mp) -> Option<i64> {
     }
 }
 
-fn option(option: &Mp, key: &str) -> Option<String> {
-    let Mp::Map(entries) = option else {
+/// A string entry of the option map (decoded as a value: options are small).
+fn option(option: &[u8], key: &str) -> Option<String> {
+    // (rmpv counts a level for each value, container and string: 16 is a
+    // map of short strings with room to spare.)
+    let Ok(Mp::Map(entries)) = rmpv::decode::read_value_with_max_depth(&mut &option[..], 16) else {
         return None;
     };
     entries.iter().find_map(|(k, v)| {
@@ -245,35 +313,134 @@ fn gunzip(bytes: &[u8], max: usize) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// A record as the JSON object text the receivers' JSON mapping reads,
-/// written straight from MessagePack (no JSON tree in between), without the
-/// key field, which is returned apart: `Some(Ok(key))`, or `Some(Err(()))`
-/// when the field is there but not a string.
-pub fn record_text(record: Vec<(Mp, Mp)>) -> (String, Option<Result<String, ()>>) {
-    let mut out = Vec::with_capacity(256);
-    let mut key = None;
+/// The head of one MessagePack value: scalars whole, strings/binary/ext
+/// with their payload (borrowed), arrays and maps with their length (the
+/// elements follow).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Header<'a> {
+    Nil,
+    Bool(bool),
+    Int(i64),
+    Uint(u64),
+    F32(f32),
+    F64(f64),
+    Str(&'a [u8]),
+    Bin(&'a [u8]),
+    Ext(i8, &'a [u8]),
+    Array(u32),
+    Map(u32),
+}
+
+/// Reads MessagePack from the front of a slice, borrowing payloads.
+struct Reader<'a>(&'a [u8]);
+
+const TRUNCATED: &str = "the value ends early";
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if n > self.0.len() {
+            return Err(TRUNCATED.into());
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    /// A big-endian unsigned number of `n` bytes.
+    fn be(&mut self, n: usize) -> Result<u64, String> {
+        Ok(self
+            .take(n)?
+            .iter()
+            .fold(0u64, |v, b| (v << 8) | u64::from(*b)))
+    }
+
+    fn header(&mut self) -> Result<Header<'a>, String> {
+        let marker = self.take(1)?[0];
+        Ok(match marker {
+            0x00..=0x7f => Header::Int(i64::from(marker)),
+            0xe0..=0xff => Header::Int(i64::from(marker as i8)),
+            0x80..=0x8f => Header::Map(u32::from(marker & 0x0f)),
+            0x90..=0x9f => Header::Array(u32::from(marker & 0x0f)),
+            0xa0..=0xbf => Header::Str(self.take(usize::from(marker & 0x1f))?),
+            0xc0 => Header::Nil,
+            0xc2 => Header::Bool(false),
+            0xc3 => Header::Bool(true),
+            0xc4..=0xc6 => {
+                let n = self.be(1 << (marker - 0xc4))? as usize;
+                Header::Bin(self.take(n)?)
+            }
+            0xc7..=0xc9 => {
+                let n = self.be(1 << (marker - 0xc7))? as usize;
+                let kind = self.take(1)?[0] as i8;
+                Header::Ext(kind, self.take(n)?)
+            }
+            0xca => Header::F32(f32::from_bits(self.be(4)? as u32)),
+            0xcb => Header::F64(f64::from_bits(self.be(8)?)),
+            0xcc..=0xcf => Header::Uint(self.be(1 << (marker - 0xcc))?),
+            0xd0 => Header::Int(i64::from(self.be(1)? as u8 as i8)),
+            0xd1 => Header::Int(i64::from(self.be(2)? as u16 as i16)),
+            0xd2 => Header::Int(i64::from(self.be(4)? as u32 as i32)),
+            0xd3 => Header::Int(self.be(8)? as i64),
+            0xd4..=0xd8 => {
+                let kind = self.take(1)?[0] as i8;
+                Header::Ext(kind, self.take(1 << (marker - 0xd4))?)
+            }
+            0xd9..=0xdb => {
+                let n = self.be(1 << (marker - 0xd9))? as usize;
+                Header::Str(self.take(n)?)
+            }
+            0xdc | 0xdd => Header::Array(self.be(2 << (marker - 0xdc))? as u32),
+            0xde | 0xdf => Header::Map(self.be(2 << (marker - 0xde))? as u32),
+            0xc1 => return Err("0xc1 is not a MessagePack marker".into()),
+        })
+    }
+
+    /// The whole next value's encoding.
+    fn value(&mut self) -> Result<&'a [u8], String> {
+        let len = value_len(self.0)?.ok_or_else(|| TRUNCATED.to_string())?;
+        self.take(len)
+    }
+}
+
+/// A record (a MessagePack map's encoding) → [`Record`].
+fn record_json(bytes: &[u8]) -> Result<Record, String> {
+    let mut reader = Reader(bytes);
+    let Ok(Header::Map(n)) = reader.header() else {
+        return Err("the record is not a map".into());
+    };
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 4 + 16);
+    let mut record = Record {
+        members: Vec::with_capacity(n as usize),
+        ..Record::default()
+    };
     out.push(b'{');
-    let mut first = true;
-    for (k, v) in record {
-        let name = key_text(k);
+    for _ in 0..n {
+        let name = key_text(&mut reader, 1)?;
         if name == KEY_FIELD {
-            key = Some(match v {
-                Mp::String(s) => s.into_str().ok_or(()),
+            let value = reader.value()?;
+            record.key = Some(match Reader(value).header() {
+                Ok(Header::Str(s)) => std::str::from_utf8(s).map(str::to_string).map_err(|_| ()),
                 _ => Err(()),
             });
             continue;
         }
-        if !first {
+        if !record.members.is_empty() {
             out.push(b',');
         }
-        first = false;
+        let name_start = out.len();
         write_str(&mut out, &name);
+        let name_end = out.len();
         out.push(b':');
-        write_json(&mut out, v);
+        let value_start = out.len();
+        write_json(&mut reader, &mut out, 1)?;
+        record
+            .members
+            .push((name_start..name_end, value_start..out.len()));
     }
     out.push(b'}');
     // Only UTF-8 was written (strings are lossy-converted first).
-    (String::from_utf8(out).unwrap_or_default(), key)
+    record.text = String::from_utf8(out).unwrap_or_default();
+    Ok(record)
 }
 
 fn write_str(out: &mut Vec<u8>, s: &str) {
@@ -281,62 +448,75 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
-fn write_json(out: &mut Vec<u8>, value: Mp) {
+/// The next value as JSON: strings and binary as (lossy) text, ext as null,
+/// non-finite floats as null, maps' non-string keys as their display.
+fn write_json(reader: &mut Reader<'_>, out: &mut Vec<u8>, depth: u32) -> Result<(), String> {
     use std::io::Write as _;
-    match value {
-        Mp::Nil | Mp::Ext(..) => out.extend_from_slice(b"null"),
-        Mp::Boolean(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
-        Mp::Integer(i) => {
+    if depth > MAX_DEPTH {
+        return Err(format!("the record nests deeper than {MAX_DEPTH} levels"));
+    }
+    match reader.header()? {
+        Header::Nil | Header::Ext(..) => out.extend_from_slice(b"null"),
+        Header::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
+        Header::Int(i) => {
             let _ = write!(out, "{i}");
         }
-        Mp::F32(f) if f.is_finite() => {
+        Header::Uint(u) => {
+            let _ = write!(out, "{u}");
+        }
+        Header::F32(f) if f.is_finite() => {
             let _ = write!(out, "{f}");
         }
-        Mp::F64(f) if f.is_finite() => {
+        Header::F64(f) if f.is_finite() => {
             let _ = write!(out, "{f}");
         }
-        Mp::F32(_) | Mp::F64(_) => out.extend_from_slice(b"null"),
-        Mp::String(s) => write_str(out, &lossy(s.into_bytes())),
-        Mp::Binary(b) => write_str(out, &lossy(b)),
-        Mp::Array(items) => {
+        Header::F32(_) | Header::F64(_) => out.extend_from_slice(b"null"),
+        Header::Str(s) | Header::Bin(s) => write_str(out, &String::from_utf8_lossy(s)),
+        Header::Array(n) => {
             out.push(b'[');
-            for (i, item) in items.into_iter().enumerate() {
+            for i in 0..n {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_json(out, item);
+                write_json(reader, out, depth + 1)?;
             }
             out.push(b']');
         }
-        Mp::Map(entries) => {
+        Header::Map(n) => {
             out.push(b'{');
-            for (i, (k, v)) in entries.into_iter().enumerate() {
+            for i in 0..n {
                 if i > 0 {
                     out.push(b',');
                 }
-                let name = key_text(k);
+                let name = key_text(reader, depth + 1)?;
                 write_str(out, &name);
                 out.push(b':');
-                write_json(out, v);
+                write_json(reader, out, depth + 1)?;
             }
             out.push(b'}');
         }
     }
+    Ok(())
 }
 
 /// A map key as text: strings (binary from older clients) as they are,
 /// anything else as MessagePack's display of it.
-fn key_text(key: Mp) -> String {
-    match key {
-        Mp::String(s) => lossy(s.into_bytes()),
-        Mp::Binary(b) => lossy(b),
-        other => other.to_string(),
+fn key_text<'a>(reader: &mut Reader<'a>, depth: u32) -> Result<Cow<'a, str>, String> {
+    let start = reader.0;
+    match reader.header()? {
+        Header::Str(s) | Header::Bin(s) => Ok(String::from_utf8_lossy(s)),
+        _ => {
+            // Rare: decode the key as a value for its display.
+            reader.0 = start;
+            let whole = reader.value()?;
+            // rmpv counts several levels per nesting (value, container,
+            // string): four per level left.
+            let room = 4 * (MAX_DEPTH.saturating_sub(depth) as usize + 1);
+            let key = rmpv::decode::read_value_with_max_depth(&mut &whole[..], room)
+                .map_err(|e| format!("a map key is not readable: {e}"))?;
+            Ok(Cow::Owned(key.to_string()))
+        }
     }
-}
-
-/// Text as sent, invalid UTF-8 replaced (never dropped).
-fn lossy(bytes: Vec<u8>) -> String {
-    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 fn encode(value: &Mp) -> Vec<u8> {
@@ -454,11 +634,14 @@ mod tests {
             record("one"),
             chunk.clone(),
         ]);
-        let e = decode(message, 1 << 20).unwrap();
+        let e = decode(&mp(&message), 1 << 20).unwrap();
         assert_eq!(e.tag, "app.web");
-        assert_eq!(e.entries[0].0, 1_795_687_200_250);
-        let (text, key) = record_text(e.entries[0].1.clone());
-        assert_eq!((text.as_str(), key), (r#"{"log":"one"}"#, None));
+        assert_eq!(e.entries[0].ms, 1_795_687_200_250);
+        let first = &e.entries[0].record;
+        assert_eq!(
+            (first.text.as_str(), &first.key),
+            (r#"{"log":"one"}"#, &None)
+        );
         assert_eq!(e.chunk.as_deref(), Some("c1"));
 
         let pair = |t: u64, m: &str| Mp::Array(vec![Mp::from(t), record(m)]);
@@ -466,16 +649,16 @@ mod tests {
             Mp::from("t"),
             Mp::Array(vec![pair(1, "a"), pair(2, "b"), Mp::from(3)]),
         ]);
-        let e = decode(forward, 1 << 20).unwrap();
+        let e = decode(&mp(&forward), 1 << 20).unwrap();
         assert_eq!(e.entries.len(), 2);
-        assert_eq!(e.entries[1].0, 2000);
+        assert_eq!(e.entries[1].ms, 2000);
         assert_eq!(e.errors, ["entry 2: not a [time, record] pair"]);
         assert_eq!(e.chunk, None);
 
         let mut packed = mp(&pair(1, "a"));
         packed.extend(mp(&pair(2, "b")));
         let e = decode(
-            Mp::Array(vec![Mp::from("t"), Mp::Binary(packed.clone())]),
+            &mp(&Mp::Array(vec![Mp::from("t"), Mp::Binary(packed.clone())])),
             1 << 20,
         )
         .unwrap();
@@ -492,10 +675,11 @@ mod tests {
             Mp::Binary(gz.finish().unwrap()),
             option,
         ]);
-        let e = decode(compressed.clone(), 1 << 20).unwrap();
+        let compressed = mp(&compressed);
+        let e = decode(&compressed, 1 << 20).unwrap();
         assert_eq!((e.entries.len(), e.chunk.as_deref()), (2, Some("c2")));
         assert!(
-            decode(compressed, 8)
+            decode(&compressed, 8)
                 .unwrap_err()
                 .contains("more than 8 bytes")
         );
@@ -517,7 +701,7 @@ mod tests {
             ),
             (Mp::from("bad"), Mp::Binary(vec![0xff, b'x'])),
         ];
-        let (text, key) = record_text(record);
+        let Record { text, key, .. } = record_json(&mp(&Mp::Map(record))).unwrap();
         assert_eq!(key, Some(Ok("sn_k".to_string())));
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(
@@ -525,20 +709,50 @@ mod tests {
             serde_json::json!({"log": "say \"hi\"", "n": -3, "f": null,
                                "m": {"a": [null, true, 1.5]}, "bad": "\u{fffd}x"})
         );
-        let (_, key) = record_text(vec![(Mp::from("securenet_key"), Mp::from(5))]);
-        assert_eq!(key, Some(Err(())));
+        let odd_key = Mp::Map(vec![(Mp::from("securenet_key"), Mp::from(5))]);
+        assert_eq!(record_json(&mp(&odd_key)).unwrap().key, Some(Err(())));
+        // A key of another type still reads as text, and a member whose
+        // name needs escaping is named unescaped to the mapping.
+        let odd = Mp::Map(vec![
+            (Mp::from(7), Mp::from("seven")),
+            (Mp::from("a\"b"), Mp::from(1)),
+        ]);
+        let record = record_json(&mp(&odd)).unwrap();
+        assert_eq!(record.text, r#"{"7":"seven","a\"b":1}"#);
+        let names: Vec<String> = record
+            .entries()
+            .iter()
+            .map(|(k, _)| k.0.to_string())
+            .collect();
+        assert_eq!(names, ["7", "a\"b"]);
     }
 
     #[test]
     fn bad_messages_are_named() {
-        assert!(decode(Mp::from(1), 1024).is_err());
-        assert!(decode(Mp::Array(vec![Mp::from(1), Mp::from(2)]), 1024).is_err());
+        assert!(decode(&mp(&Mp::from(1)), 1024).is_err());
+        assert!(decode(&mp(&Mp::Array(vec![Mp::from(1), Mp::from(2)])), 1024).is_err());
         // Packed entries cut in the middle of a [time, record] pair.
         let cut = Mp::Binary(vec![0x92, 0x01]);
-        let e = decode(Mp::Array(vec![Mp::from("t"), cut, Mp::from(3)]), 1024).unwrap();
+        let e = decode(&mp(&Mp::Array(vec![Mp::from("t"), cut, Mp::from(3)])), 1024).unwrap();
         assert!(e.errors[0].contains("packed entries end"), "{:?}", e.errors);
-        let e = decode(Mp::Array(vec![Mp::from("t"), Mp::Nil, record("x")]), 1024).unwrap();
+        let nil_time = Mp::Array(vec![Mp::from("t"), Mp::Nil, record("x")]);
+        let e = decode(&mp(&nil_time), 1024).unwrap();
         assert!(e.errors[0].contains("time"), "{:?}", e.errors);
+        // A record nested deeper than allowed is that entry's error only.
+        let mut deep = Mp::from("bottom");
+        for _ in 0..100 {
+            deep = Mp::Array(vec![deep]);
+        }
+        let forward = Mp::Array(vec![
+            Mp::from("t"),
+            Mp::Array(vec![
+                Mp::Array(vec![Mp::from(1), Mp::Map(vec![(Mp::from("d"), deep)])]),
+                Mp::Array(vec![Mp::from(2), record("fine")]),
+            ]),
+        ]);
+        let e = decode(&mp(&forward), 1024).unwrap();
+        assert_eq!(e.entries.len(), 1);
+        assert!(e.errors[0].contains("deeper than 64"), "{:?}", e.errors);
     }
 
     #[test]
@@ -647,7 +861,29 @@ mod tests {
         // Whatever decodes, decode() turns into events or named errors.
         #[test]
         fn decode_never_panics(value in values()) {
-            let _ = decode(value, 1 << 16);
+            let _ = decode(&mp(&value), 1 << 16);
+        }
+
+        // A record's text is one JSON object whose members are where the
+        // record says they are: the JSON mapping reading those sees what
+        // parsing the text gives.
+        #[test]
+        fn record_text_and_members_agree(
+            members in proptest::collection::vec((".{0,12}", values()), 0..12)
+        ) {
+            let map = Mp::Map(members.into_iter().map(|(k, v)| (Mp::from(k), v)).collect());
+            let record = record_json(&mp(&map)).unwrap();
+            let parsed: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&record.text).unwrap();
+            let entries = record.entries();
+            for (name, value) in &entries {
+                // A repeated name keeps its last value in the parsed map.
+                if entries.iter().filter(|(n, _)| n.0 == name.0).count() > 1 {
+                    continue;
+                }
+                let value: serde_json::Value = serde_json::from_str(value).unwrap();
+                prop_assert_eq!(parsed.get(name.0.as_ref()), Some(&value));
+            }
         }
     }
 }

@@ -100,11 +100,12 @@ pub fn fluent(data: &[u8]) {
         if len == 0 {
             break;
         }
-        if let Ok(value) = rmpv::decode::read_value_with_max_depth(&mut &value[..], 64)
-            && let Ok(events) = crate::fluent::decode(value, 1 << 16)
-        {
-            for (_, record) in events.entries {
-                let _ = crate::fluent::record_text(record);
+        if let Ok(events) = crate::fluent::decode(value, 1 << 16) {
+            let tenant = tenant();
+            for entry in events.entries {
+                let entries = entry.record.entries();
+                let size = entry.record.text.len();
+                let _ = crate::json::map_entries(&entries, size, &tenant, 0, "fuzz", &[]);
             }
         }
         rest = next;

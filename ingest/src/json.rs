@@ -94,7 +94,7 @@ fn column_of(key: &str) -> Option<(usize, usize)> {
 }
 
 /// A JSON object key, borrowed from the input unless it had escapes.
-struct Key<'a>(Cow<'a, str>);
+pub(crate) struct Key<'a>(pub(crate) Cow<'a, str>);
 
 impl<'de> Deserialize<'de> for Key<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -115,8 +115,9 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
-/// The top-level entries of a JSON object, values left unparsed.
-struct Entries<'a>(Vec<(Key<'a>, &'a RawValue)>);
+/// The top-level entries of a JSON object, values left unparsed (their
+/// JSON text).
+struct Entries<'a>(Vec<(Key<'a>, &'a str)>);
 
 impl<'de> Deserialize<'de> for Entries<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -128,8 +129,8 @@ impl<'de> Deserialize<'de> for Entries<'de> {
             }
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Entries<'de>, M::Error> {
                 let mut out = Vec::with_capacity(map.size_hint().unwrap_or(12));
-                while let Some(entry) = map.next_entry::<Key<'de>, &'de RawValue>()? {
-                    out.push(entry);
+                while let Some((key, value)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
+                    out.push((key, value.get()));
                 }
                 Ok(Entries(out))
             }
@@ -197,6 +198,21 @@ pub fn parse_record_with(
     }
     let Entries(entries) =
         serde_json::from_str(text).map_err(|e| RecordError::InvalidJson(e.to_string()))?;
+    map_entries(&entries, text.len(), tenant, received_ms, input, extra)
+}
+
+/// The mapping of [`parse_record_with`] over an object's top-level entries
+/// (key, value's JSON text), for receivers that wrote the text themselves
+/// and know where its members are (Fluent's MessagePack): `size` is the
+/// object text's length.
+pub(crate) fn map_entries(
+    entries: &[(Key<'_>, &str)],
+    size: usize,
+    tenant: &TenantId,
+    received_ms: i64,
+    input: &'static str,
+    extra: &[(&str, &str)],
+) -> Result<LogRecord, RecordError> {
     // Best-ranked entry per column.
     let mut chosen: [Option<(usize, usize)>; COLUMNS.len()] = [None; COLUMNS.len()];
     for (i, (key, _)) in entries.iter().enumerate() {
@@ -208,7 +224,7 @@ pub fn parse_record_with(
     }
     let raw = |c: Column| {
         let idx = COLUMNS.iter().position(|(col, _)| *col == c)?;
-        chosen[idx].map(|(_, i)| entries[i].1.get())
+        chosen[idx].map(|(_, i)| entries[i].1)
     };
     if let Some(t) = raw(Column::Tenant) {
         let matches = serde_json::from_str::<&str>(t).is_ok_and(|s| s == tenant.as_str())
@@ -266,7 +282,7 @@ pub fn parse_record_with(
             Cow::Owned(ref k) => rest.push_str(&Value::from(k.as_str()).to_string()),
         }
         rest.push(':');
-        rest.push_str(value.get());
+        rest.push_str(value);
     }
     for (key, value) in extra {
         if entries.iter().any(|(k, _)| k.0 == *key) {
@@ -296,7 +312,7 @@ pub fn parse_record_with(
         raw: None,
         parse_status: schemas::ParseStatus::Ok,
         input,
-        bytes: u32::try_from(text.len()).unwrap_or(u32::MAX),
+        bytes: u32::try_from(size).unwrap_or(u32::MAX),
     })
 }
 

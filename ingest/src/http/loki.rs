@@ -18,21 +18,184 @@ use axum::response::{IntoResponse, Response};
 use schemas::logs::severity_from_name;
 use schemas::{LogRecord, ParseStatus, TenantId};
 use serde::Deserialize;
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::fmt;
 
 use super::{IngestState, text_error};
 use crate::error::Error;
 
 #[derive(Deserialize)]
-struct Push {
-    streams: Vec<Stream>,
+struct Push<'a> {
+    #[serde(borrow)]
+    streams: Vec<Stream<'a>>,
 }
 
 #[derive(Deserialize)]
-struct Stream {
+struct Stream<'a> {
     #[serde(default)]
     stream: Map<String, Value>,
-    values: Vec<Vec<Value>>,
+    #[serde(borrow)]
+    values: Vec<Entry<'a>>,
+}
+
+/// One entry of `values`, read in place: `["<unix ns>", "<line>",
+/// {structured metadata}?]` — or, when it is anything else, the reason,
+/// which refuses that entry alone. No JSON tree per entry: the line is
+/// moved into the record, the timestamp borrowed from the body.
+enum Entry<'a> {
+    Line {
+        ts: Cow<'a, str>,
+        line: String,
+        metadata: Vec<(String, Value)>,
+    },
+    Bad(InvalidEntry),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Entry<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Entry<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("[\"<unix epoch ns>\", \"<line>\", {metadata}?]")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Entry<'a>, A::Error> {
+                let ts = seq.next_element::<Text<'a>>()?.and_then(|t| t.0);
+                let line = seq.next_element::<Text<'a>>()?.and_then(|t| t.0);
+                let metadata = seq.next_element::<Metadata>()?.unwrap_or_default().0;
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(match (ts, line) {
+                    (Some(ts), Some(line)) => Entry::Line {
+                        ts,
+                        line: line.into_owned(),
+                        metadata,
+                    },
+                    _ => Entry::Bad(InvalidEntry::Shape),
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entry<'a>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Entry::Bad(InvalidEntry::Shape))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Entry<'a>, E> {
+                Ok(Entry::Bad(InvalidEntry::Shape))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Entry<'a>, E> {
+                Ok(Entry::Bad(InvalidEntry::Shape))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Entry<'a>, E> {
+                Ok(Entry::Bad(InvalidEntry::Shape))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Entry<'a>, E> {
+                Ok(Entry::Bad(InvalidEntry::Shape))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Entry<'a>, E> {
+                Ok(Entry::Bad(InvalidEntry::Shape))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Entry<'a>, E> {
+                Ok(Entry::Bad(InvalidEntry::Shape))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// A JSON string (borrowed when it has no escapes), or `None` for any
+/// other value, which is skipped.
+struct Text<'a>(Option<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Text<'a>, E> {
+                Ok(Text(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text<'a>, E> {
+                Ok(Text(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Text<'a>, E> {
+                Ok(Text(Some(Cow::Owned(v))))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Text<'a>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Text(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Text<'a>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Text(None))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Text<'a>, E> {
+                Ok(Text(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Text<'a>, E> {
+                Ok(Text(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Text<'a>, E> {
+                Ok(Text(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Text<'a>, E> {
+                Ok(Text(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Text<'a>, E> {
+                Ok(Text(None))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// An entry's structured metadata: an object's members in order (no
+/// sorted map per entry); anything else counts as none, as before.
+#[derive(Default)]
+struct Metadata(Vec<(String, Value)>);
+
+impl<'de> Deserialize<'de> for Metadata {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Metadata;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of structured metadata")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Metadata, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(entry) = map.next_entry::<String, Value>()? {
+                    out.push(entry);
+                }
+                Ok(Metadata(out))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Metadata, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Metadata::default())
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Metadata, E> {
+                Ok(Metadata::default())
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Metadata, E> {
+                Ok(Metadata::default())
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Metadata, E> {
+                Ok(Metadata::default())
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Metadata, E> {
+                Ok(Metadata::default())
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Metadata, E> {
+                Ok(Metadata::default())
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Metadata, E> {
+                Ok(Metadata::default())
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 pub async fn push(State(state): State<IngestState>, headers: HeaderMap, body: Body) -> Response {
@@ -98,16 +261,29 @@ pub(crate) fn parse_push(
         .map_err(|e| Error::BadRequest(format!("body is not a Loki JSON push: {e}")))?;
     let mut records = Vec::new();
     let mut errors = Vec::new();
-    for (s, stream) in push.streams.iter().enumerate() {
+    for (s, stream) in push.streams.into_iter().enumerate() {
         let base = StreamBase::new(&stream.stream, tenant, now);
-        for (v, entry) in stream.values.iter().enumerate() {
-            let built = match entry.as_slice() {
+        for (v, entry) in stream.values.into_iter().enumerate() {
+            let built = match entry {
                 // No structured metadata: the stream's shared fields.
-                [Value::String(ts), Value::String(line)] => {
-                    entry_ts(ts).and_then(|ts_ms| base.record(ts_ms, line.clone(), max_record))
+                Entry::Line {
+                    ts, line, metadata, ..
+                } if metadata.is_empty() => {
+                    entry_ts(&ts).and_then(|ts_ms| base.record(ts_ms, line, max_record))
                 }
-                _ => entry_record(&stream.stream, entry, tenant, now, max_record)
-                    .map_err(|e| e.to_string()),
+                Entry::Line { ts, line, metadata } => entry_ts(&ts).and_then(|ts_ms| {
+                    record(
+                        &stream.stream,
+                        metadata,
+                        ts_ms,
+                        line,
+                        tenant,
+                        now,
+                        max_record,
+                    )
+                    .map_err(|e| e.to_string())
+                }),
+                Entry::Bad(why) => Err(why.to_string()),
             };
             match built {
                 Ok(r) => {
@@ -351,36 +527,6 @@ fn entry_ts(ts: &str) -> Result<i64, String> {
     i64::try_from(ns / 1_000_000).map_err(|_| InvalidEntry::OutOfRange(ts.to_string()).to_string())
 }
 
-fn entry_record(
-    labels: &Map<String, Value>,
-    entry: &[Value],
-    tenant: &TenantId,
-    now_ms: i64,
-    max_record: usize,
-) -> Result<LogRecord, InvalidEntry> {
-    let (ts, line) = match entry {
-        [Value::String(ts), Value::String(line), ..] => (ts, line),
-        _ => return Err(InvalidEntry::Shape),
-    };
-    let ns: i128 = ts
-        .parse()
-        .map_err(|_| InvalidEntry::NotNanoseconds(ts.clone()))?;
-    let ts_ms = i64::try_from(ns / 1_000_000).map_err(|_| InvalidEntry::OutOfRange(ts.clone()))?;
-    let metadata = match entry.get(2) {
-        Some(Value::Object(meta)) => meta.clone(),
-        _ => Map::new(),
-    };
-    record(
-        labels,
-        metadata,
-        ts_ms,
-        line.clone(),
-        tenant,
-        now_ms,
-        max_record,
-    )
-}
-
 /// One entry of a stream, either encoding: labels and the entry's
 /// structured metadata become fields.
 fn record(
@@ -398,11 +544,19 @@ fn record(
             limit: max_record,
         });
     }
-    let mut fields = labels.clone();
-    for (k, v) in metadata {
-        fields.entry(k).or_insert(v);
+    // Labels, then the entry's metadata under names the labels do not
+    // have (a label wins; a repeated metadata name counts once, its first
+    // value), sorted by name — a handful of fields, no map per entry.
+    let metadata: Vec<(String, Value)> = metadata.into_iter().collect();
+    let mut fields: Vec<(&str, &Value)> = labels.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    for (k, v) in &metadata {
+        if !fields.iter().any(|(name, _)| name == k) {
+            fields.push((k, v));
+        }
     }
-    if let Some(Value::String(t)) = fields.get("tenant_id")
+    fields.sort_by(|a, b| a.0.cmp(b.0));
+    let get = |name: &str| fields.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+    if let Some(Value::String(t)) = get("tenant_id")
         && t != tenant.as_str()
     {
         return Err(InvalidEntry::WrongTenant {
@@ -413,12 +567,27 @@ fn record(
     let pick = |names: &[&str]| {
         names
             .iter()
-            .find_map(|n| fields.get(*n).and_then(Value::as_str).map(str::to_string))
+            .find_map(|n| get(n).and_then(Value::as_str).map(str::to_string))
     };
     let host = pick(&["host", "hostname", "instance"]);
     let app = pick(&["app", "service_name", "job", "application"]);
     let severity =
         pick(&["level", "severity", "detected_level"]).and_then(|l| severity_from_name(&l));
+    let structured_data = (!fields.is_empty()).then(|| {
+        let mut out = Vec::with_capacity(32 * fields.len());
+        out.push(b'{');
+        for (i, (name, value)) in fields.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            // Writing JSON into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut out, name);
+            out.push(b':');
+            let _ = serde_json::to_writer(&mut out, value);
+        }
+        out.push(b'}');
+        String::from_utf8(out).unwrap_or_default()
+    });
     Ok(LogRecord {
         ts_ms,
         received_ms: now_ms,
@@ -427,7 +596,7 @@ fn record(
         severity,
         bytes: u32::try_from(line.len()).unwrap_or(u32::MAX),
         message: line,
-        structured_data: (!fields.is_empty()).then(|| Value::Object(fields).to_string()),
+        structured_data,
         parse_status: ParseStatus::Ok,
         input: "loki",
         ..Default::default()
@@ -439,32 +608,39 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn push(body: Value) -> (Vec<LogRecord>, Vec<String>) {
+        let t = TenantId::new("acme").unwrap();
+        parse_push(body.to_string().as_bytes(), &t, 0, 1024, &mut |_| Ok(())).unwrap()
+    }
+
     #[test]
     fn labels_become_fields() {
-        let labels = json!({"job": "varlogs", "host": "web-1", "level": "error", "env": "prod"});
-        let entry = [
-            json!("1795687200123456789"),
-            json!("boom"),
-            json!({"trace_id": "abc"}),
-        ];
-        let r = entry_record(
-            labels.as_object().unwrap(),
-            &entry,
-            &TenantId::new("acme").unwrap(),
-            0,
-            1024,
-        )
-        .unwrap();
+        let (records, errors) = push(json!({"streams": [{
+            "stream": {"job": "varlogs", "host": "web-1", "level": "error", "env": "prod"},
+            "values": [
+                ["1795687200123456789", "boom", {"trace_id": "abc", "env": "ignored", "level": "debug"}],
+                ["1795687200123456790", "say \"hi\""],
+            ]
+        }]}));
+        assert!(errors.is_empty(), "{errors:?}");
+        let r = &records[0];
         assert_eq!(r.ts_ms, 1_795_687_200_123);
         assert_eq!(
             (r.host.as_deref(), r.app.as_deref(), r.severity),
             (Some("web-1"), Some("varlogs"), Some(3))
         );
         assert_eq!(r.message, "boom");
-        let sd: Value = serde_json::from_str(r.structured_data.as_deref().unwrap()).unwrap();
+        // Labels win over metadata of the same name; fields sorted by name.
         assert_eq!(
-            (sd["env"].as_str(), sd["trace_id"].as_str()),
-            (Some("prod"), Some("abc"))
+            r.structured_data.as_deref(),
+            Some(
+                r#"{"env":"prod","host":"web-1","job":"varlogs","level":"error","trace_id":"abc"}"#
+            )
+        );
+        assert_eq!(records[1].message, "say \"hi\"");
+        assert_eq!(
+            records[1].structured_data.as_deref(),
+            Some(r#"{"env":"prod","host":"web-1","job":"varlogs","level":"error"}"#)
         );
     }
 
@@ -546,20 +722,36 @@ mod tests {
     }
 
     #[test]
-    fn bad_entries_name_the_problem() {
+    fn bad_entries_name_the_problem_and_lose_nothing_else() {
+        let (records, errors) = push(json!({"streams": [
+            {"stream": {"tenant_id": "globex"}, "values": [["1", "theirs"]]},
+            {"stream": {"job": "a"}, "values": [
+                ["soon", "x"],
+                [1],
+                {"ts": "1", "line": "x"},
+                "1 x",
+                ["1000000", {"not": "a line"}],
+                ["2000000", "kept", "metadata that is not an object", "extra"],
+                ["3000000", "also kept", {"tenant_id": "globex"}],
+            ]},
+        ]}));
+        assert_eq!(records.len(), 1, "{errors:?}");
+        assert_eq!((records[0].ts_ms, records[0].message.as_str()), (2, "kept"));
+        assert_eq!(errors.len(), 7, "{errors:?}");
+        assert!(
+            errors[0].starts_with("stream 0 entry 0: label tenant_id \"globex\""),
+            "{errors:?}"
+        );
+        assert!(errors[1].contains("nanoseconds"), "{errors:?}");
+        for e in &errors[2..6] {
+            assert!(e.contains("expected [\"<unix epoch ns>\""), "{errors:?}");
+        }
+        assert!(
+            errors[6].starts_with("stream 1 entry 6: label tenant_id"),
+            "{errors:?}"
+        );
+        // A body that is not a push at all is one error for the request.
         let t = TenantId::new("acme").unwrap();
-        let empty = Map::new();
-        assert!(
-            entry_record(&empty, &[json!("soon"), json!("x")], &t, 0, 1024)
-                .unwrap_err()
-                .to_string()
-                .contains("nanoseconds")
-        );
-        assert!(
-            entry_record(&empty, &[json!(1)], &t, 0, 1024)
-                .unwrap_err()
-                .to_string()
-                .contains("expected")
-        );
+        assert!(parse_push(b"{\"streams\": 5}", &t, 0, 1024, &mut |_| Ok(())).is_err());
     }
 }

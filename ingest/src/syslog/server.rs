@@ -869,15 +869,15 @@ async fn serve_fluent<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             };
             let bytes = buf.split_to(len);
-            let Ok(value) = rmpv::decode::read_value_with_max_depth(&mut &bytes[..], 64) else {
-                processor.count_rejected("fluent_malformed", 1);
-                return;
-            };
             if !authenticated {
                 let (Some(nonce), Some(key)) = (&nonce, &processor.fluent_key) else {
                     return;
                 };
-                let (pong, ok) = fluent::answer_ping(&value, nonce, key.expose(), &hostname);
+                let Ok(ping) = rmpv::decode::read_value_with_max_depth(&mut &bytes[..], 16) else {
+                    processor.count_rejected("fluent_malformed", 1);
+                    return;
+                };
+                let (pong, ok) = fluent::answer_ping(&ping, nonce, key.expose(), &hostname);
                 if stream.write_all(&pong).await.is_err() || !ok {
                     processor.count_rejected("fluent_bad_shared_key", 1);
                     return;
@@ -885,7 +885,7 @@ async fn serve_fluent<S: AsyncRead + AsyncWrite + Unpin>(
                 authenticated = true;
                 continue;
             }
-            match processor.forward(value, peer.ip(), certified).await {
+            match processor.forward(&bytes, peer.ip(), certified).await {
                 Forwarded::Ack(chunk) => {
                     if stream.write_all(&fluent::ack(&chunk)).await.is_err() {
                         return;
@@ -910,12 +910,12 @@ impl Processor {
     /// stored — durably before answering when the sender asked for an ack.
     async fn forward(
         &self,
-        value: rmpv::Value,
+        message: &[u8],
         peer: IpAddr,
         certified: Option<&TenantId>,
     ) -> Forwarded {
         use crate::fluent;
-        let events = match fluent::decode(value, self.max_frame) {
+        let events = match fluent::decode(message, self.max_frame) {
             Ok(events) => events,
             Err(why) => {
                 debug!(%peer, %why, "not a forward message");
@@ -928,9 +928,9 @@ impl Processor {
         }
         let received = schemas::time::now_ms();
         let mut groups: HashMap<TenantId, Vec<LogRecord>> = HashMap::new();
-        for (ms, record) in events.entries {
-            let (text, key) = fluent::record_text(record);
-            let key = match key {
+        let extra = [("fluent_tag", events.tag.as_str())];
+        for fluent::Entry { ms, mut record } in events.entries {
+            let key = match record.key.take() {
                 Some(Ok(key)) => Some(key),
                 Some(Err(())) => {
                     self.count_rejected("bad_key", 1);
@@ -945,8 +945,9 @@ impl Processor {
                     continue;
                 }
             };
-            let extra = [("fluent_tag", events.tag.as_str())];
-            match crate::json::parse_record_with(&text, &tenant, received, self.input, &extra) {
+            let entries = record.entries();
+            let size = record.text.len();
+            match crate::json::map_entries(&entries, size, &tenant, received, self.input, &extra) {
                 Ok(mut r) => {
                     r.ts_ms = ms;
                     if r.app.is_none() {
