@@ -217,7 +217,20 @@ fn structured(
     log: &opentelemetry_proto::tonic::logs::v1::LogRecord,
     context: &Context<'_>,
 ) -> Option<String> {
-    let mut out = String::from("{");
+    // Sized once for what will be written (attributes, resource, scope,
+    // ids): grown from empty it took ~7 reallocations and copies a record.
+    let attributes: usize = log
+        .attributes
+        .iter()
+        .map(|kv| kv.key.len() + 4 + value_size(kv.value.as_ref()))
+        .sum();
+    let mut out = String::with_capacity(
+        128 + attributes
+            + context.resource_json.map_or(0, str::len)
+            + context.scope_json.map_or(0, str::len)
+            + log.severity_text.len(),
+    );
+    out.push('{');
     let field = |out: &mut String, name: &str| {
         if out.len() > 1 {
             out.push(',');
@@ -267,6 +280,15 @@ fn structured(
     }
     out.push('}');
     Some(out)
+}
+
+/// About how many bytes an attribute's value takes as JSON (exact for
+/// strings without escapes, the usual case).
+fn value_size(value: Option<&AnyValue>) -> usize {
+    match value.and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => s.len() + 2,
+        _ => 24,
+    }
 }
 
 fn string_attr<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
