@@ -6,12 +6,13 @@
 #
 # Each round sends ROWS_PER_RUN rows once in every protocol, in turn, so a
 # noisy machine slows them alike; a first round is a warm-up and is not
-# counted. Acknowledged rows/s (GELF over TCP has no acks: until SQL sees
-# every row) and wire MB/s, medians over the rounds, and each protocol's
-# ratio to NDJSON's median. Fails unless SQL holds every acknowledged row.
+# counted. Acknowledged rows/s (GELF over TCP has no acks: until the
+# server's Parquet sink has written every row, read from its /metrics) and
+# wire MB/s, medians over the rounds, and each protocol's ratio to NDJSON's
+# median. Fails unless SQL holds every acknowledged row.
 # The batcher's linger is LINGER_MS (100 ms; the default is 1 s): receivers
 # without acks (GELF over TCP) hand records over unacknowledged, and their
-# last batch waits out the linger before SQL sees it — at 1 s that tail,
+# last batch waits out the linger before it is written — at 1 s that tail,
 # not the receiver, would dominate a 200,000-row run.
 # Results: benches/results/forwarders-<date>.json (RESULTS=path overrides).
 set -euo pipefail
