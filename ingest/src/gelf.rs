@@ -31,7 +31,7 @@ use bytes::Bytes;
 use flate2::read::{GzDecoder, ZlibDecoder};
 use schemas::logs::severity_from_name;
 use schemas::{LogRecord, ParseStatus};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::syslog::parse::{ParseContext, Parsed};
 
@@ -102,26 +102,29 @@ pub fn parse(frame: &[u8], ctx: &ParseContext, max: usize) -> Parsed {
 }
 
 /// A JSON object's members in the order they came, read without building
-/// a map: a GELF message is read once, front to back (the map it used to
-/// be read into cost a sorted tree per message — insertions, removals and
-/// a second tree for the structured data).
-pub struct Fields(pub Vec<(String, Value)>);
+/// a map or a value per member: names borrowed (unless escaped), values
+/// left as their JSON text — a GELF message is read once, front to back,
+/// and what goes to the structured data is copied as it came, as the NDJSON
+/// receiver does.
+pub struct Fields<'a>(pub Vec<(Cow<'a, str>, &'a RawValue)>);
 
-impl<'de> serde::Deserialize<'de> for Fields {
+impl<'de> serde::Deserialize<'de> for Fields<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Visitor;
         impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = Fields;
+            type Value = Fields<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 mut map: A,
-            ) -> Result<Fields, A::Error> {
-                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(8));
-                while let Some(pair) = map.next_entry::<String, Value>()? {
-                    out.push(pair);
+            ) -> Result<Fields<'de>, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(12));
+                while let Some((key, value)) =
+                    map.next_entry::<crate::json::Key<'de>, &'de RawValue>()?
+                {
+                    out.push((key.0, value));
                 }
                 Ok(Fields(out))
             }
@@ -130,44 +133,70 @@ impl<'de> serde::Deserialize<'de> for Fields {
     }
 }
 
+/// A JSON string's text (borrowed when it has no escapes), from its raw
+/// JSON; `None` for any other value.
+fn raw_str(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let t = raw.get();
+    if !t.starts_with('"') {
+        return None;
+    }
+    if !t.contains('\\') {
+        // Validated JSON without escapes: the text between the quotes.
+        return Some(Cow::Borrowed(&t[1..t.len() - 1]));
+    }
+    serde_json::from_str::<String>(t).ok().map(Cow::Owned)
+}
+
+/// An additional field's name without its underscore.
+fn name(k: &str) -> &str {
+    k.strip_prefix('_').unwrap_or(k)
+}
+
+/// A number's JSON text, as it came.
+fn raw_number(raw: &RawValue) -> Option<&str> {
+    let t = raw.get();
+    t.starts_with(|c: char| c == '-' || c.is_ascii_digit())
+        .then_some(t)
+}
+
 /// A GELF object → a record and the key it carried. A member repeated in
 /// the object counts once, its last value (as a JSON object read into a
 /// map would have it).
-pub fn from_fields(fields: Fields, ctx: &ParseContext) -> Parsed {
+pub fn from_fields(fields: Fields<'_>, ctx: &ParseContext) -> Parsed {
     let pairs = fields.0;
     // Where each name is last found.
     let at = |name: &str| pairs.iter().rposition(|(k, _)| k == name);
-    let text = |v: &Value| match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
+    // Strings as themselves, numbers as their text.
+    let text = |raw: &RawValue| {
+        raw_str(raw)
+            .map(Cow::into_owned)
+            .or_else(|| raw_number(raw).map(str::to_string))
     };
     let mut taken = vec![false; pairs.len()];
-    let mut take = |i: Option<usize>| -> Option<&Value> {
+    let mut take = |i: Option<usize>| -> Option<&RawValue> {
         let i = i?;
         taken[i] = true;
-        Some(&pairs[i].1)
+        Some(pairs[i].1)
     };
-    let (api_key, unreadable_key) = match take(at(KEY_FIELD)) {
-        Some(Value::String(key)) => (Some(key.clone()), false),
-        Some(_) => (None, true),
+    let (api_key, unreadable_key) = match take(at(KEY_FIELD)).map(raw_str) {
+        Some(Some(key)) => (Some(key.into_owned()), false),
+        Some(None) => (None, true),
         None => (None, false),
     };
     let host = take(at("host")).and_then(text);
     let message = take(at("short_message")).and_then(text);
     let pid = take(at("_pid").or_else(|| at("_process_id"))).and_then(text);
-    let ts_ms = match take(at("timestamp")) {
-        Some(Value::Number(n)) => n.as_f64(),
-        Some(Value::String(s)) => s.parse::<f64>().ok(),
-        _ => None,
-    }
-    .filter(|s| s.is_finite() && s.abs() < 1e13)
-    .map_or(ctx.received_ms, |s| (s * 1000.0).round() as i64);
-    let severity = match take(at("level")) {
-        Some(Value::Number(n)) => n.as_u64().filter(|l| *l <= 7).map(|l| l as u8),
-        Some(Value::String(s)) => severity_from_name(s),
-        _ => None,
-    };
+    let ts_ms = take(at("timestamp"))
+        .and_then(|raw| match raw_number(raw) {
+            Some(n) => n.parse::<f64>().ok(),
+            None => raw_str(raw).and_then(|s| s.parse::<f64>().ok()),
+        })
+        .filter(|s| s.is_finite() && s.abs() < 1e13)
+        .map_or(ctx.received_ms, |s| (s * 1000.0).round() as i64);
+    let severity = take(at("level")).and_then(|raw| match raw_number(raw) {
+        Some(n) => n.parse::<u64>().ok().filter(|l| *l <= 7).map(|l| l as u8),
+        None => raw_str(raw).and_then(|s| severity_from_name(&s)),
+    });
     take(at("version"));
     // The field `app` came from stays in structured data too (Docker's
     // container name, tag and image belong together there).
@@ -180,11 +209,10 @@ pub fn from_fields(fields: Fields, ctx: &ParseContext) -> Parsed {
         "facility",
     ]
     .iter()
-    .find_map(|n| at(n).and_then(|i| text(&pairs[i].1)));
+    .find_map(|n| at(n).and_then(|i| text(pairs[i].1)));
     // Additional fields lose their underscore; the rest keep their names.
     // A name met again later (as written, or once its underscore is
     // gone) is written once, with the later value.
-    let name = |k: &str| k.strip_prefix('_').unwrap_or(k).to_string();
     let mut structured: Vec<u8> = Vec::new();
     for (i, (k, v)) in pairs.iter().enumerate() {
         if taken[i] {
@@ -201,15 +229,15 @@ pub fn from_fields(fields: Fields, ctx: &ParseContext) -> Parsed {
             continue;
         }
         structured.push(if structured.is_empty() { b'{' } else { b',' });
-        // Writing a string or a Value into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut structured, &written);
+        // Writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut structured, written);
         structured.push(b':');
-        let _ = serde_json::to_writer(&mut structured, v);
+        structured.extend_from_slice(v.get().as_bytes());
     }
     if !structured.is_empty() {
         structured.push(b'}');
     }
-    // serde_json writes UTF-8.
+    // Only UTF-8 was written (JSON text and serde_json's strings).
     let structured = String::from_utf8(structured).unwrap_or_default();
     let status = if message.is_some() {
         ParseStatus::Ok
@@ -395,6 +423,7 @@ mod tests {
     use std::io::Write;
 
     use super::*;
+    use serde_json::Value;
 
     fn ctx() -> ParseContext {
         ParseContext {
