@@ -24,9 +24,9 @@ python3 - "$out" "$(du -b "$WORK/country.mmdb" | cut -f1)" "$(du -b "$WORK/asn.m
 import json, sys
 r = json.loads(sys.argv[1])
 print(f"{r['rows']} rows, {r['runs']} runs; databases of {int(sys.argv[4]):,} networks: country {int(sys.argv[2]):,} B, ASN {int(sys.argv[3]):,} B")
-print("| addresses | parse floor rows/s | GeoIP rows/s (median) | ns/row | GeoIP / floor | first run rows/s | located |")
-print("| --- | --- | --- | --- | --- | --- | --- |")
+print("| addresses | parse floor rows/s | GeoIP rows/s (median) | ns/row | GeoIP / floor | first run rows/s | located | databases opened in |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- |")
 for mix in ["pool_50000", "every_row_distinct"]:
     m = r[mix]
-    print(f"| {mix} | {m['parse_floor_rows_per_s']:,.0f} | {m['geoip_rows_per_s']:,.0f} | {m['geoip_ns_per_row']:.0f} | {m['ratio_to_floor']:.3f} | {m['geoip_first_run_rows_per_s']:,.0f} | {m['rows_located']:,} |")
+    print(f"| {mix} | {m['parse_floor_rows_per_s']:,.0f} | {m['geoip_rows_per_s']:,.0f} | {m['geoip_ns_per_row']:.0f} | {m['ratio_to_floor']:.3f} | {m['geoip_first_run_rows_per_s']:,.0f} | {m['rows_located']:,} | {m.get('load_ms', 0):,.0f} ms |")
 PY

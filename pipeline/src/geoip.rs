@@ -65,7 +65,7 @@ struct Database {
     /// `country` or `asn`, in metrics and logs.
     name: &'static str,
     path: PathBuf,
-    reader: RwLock<Arc<Reader<Vec<u8>>>>,
+    loaded: RwLock<Arc<Loaded>>,
     /// When the file was last checked, and its modification time then.
     checked: Mutex<(Instant, Option<SystemTime>)>,
     /// How often to check ([`RELOAD_CHECK`]; tests check every time).
@@ -86,16 +86,142 @@ fn open(path: &Path) -> Result<Reader<Vec<u8>>, GeoIpError> {
     })
 }
 
+/// A database as loaded: its reader (IPv6 addresses) and its IPv4 networks
+/// flattened ([`V4Index`]).
+struct Loaded {
+    reader: Reader<Vec<u8>>,
+    v4: V4Index,
+}
+
+impl Loaded {
+    fn new(name: &'static str, path: &Path) -> Result<Self, GeoIpError> {
+        let reader = open(path)?;
+        let started = Instant::now();
+        let v4 = V4Index::build(&reader, |found| part(name, found)).map_err(|e| GeoIpError {
+            path: path.to_path_buf(),
+            why: format!("reading its IPv4 networks: {e}"),
+        })?;
+        info!(
+            database = name,
+            networks = v4.len(),
+            values = v4.table.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "GeoIP IPv4 index built"
+        );
+        Ok(Self { reader, v4 })
+    }
+
+    /// What this database says of `ip`.
+    fn find(&self, name: &'static str, ip: IpAddr) -> Option<Place> {
+        match ip {
+            IpAddr::V4(v4) => self.v4.get(u32::from(v4)).cloned(),
+            IpAddr::V6(_) => {
+                let found = self.reader.lookup(ip).ok()?;
+                found.has_data().then(|| part(name, &found))
+            }
+        }
+    }
+}
+
+/// The part of a [`Place`] a database gives (`country`: its country;
+/// `asn`: the AS number and organization) for one of its records.
+fn part(name: &str, found: &maxminddb::LookupResult<'_, Vec<u8>>) -> Place {
+    let mut place = Place::default();
+    if name == "country" {
+        let code = |key| {
+            found
+                .decode_path::<String>(&[PathElement::Key(key), PathElement::Key("iso_code")])
+                .ok()
+                .flatten()
+        };
+        place.country = code("country")
+            .or_else(|| code("registered_country"))
+            .map(Arc::from);
+    } else if let Ok(Some(record)) = found.decode::<maxminddb::geoip2::Asn>() {
+        place.asn = record.autonomous_system_number;
+        place.as_org = record.autonomous_system_organization.map(Arc::from);
+    }
+    place
+}
+
+/// Every IPv4 network of a database with data, flattened at load into
+/// sorted, disjoint address ranges that point into a table of the distinct
+/// records (decoded once each), with the first range of every /16: a lookup
+/// is a short binary search inside one /16 instead of a walk down the
+/// database's 32-level search tree and a decode of the record it reaches
+/// (the tree walk alone was 58 % of 2.3 µs a row when every address was new).
+/// ClickHouse's `ip_trie` dictionaries flatten networks the same way.
+#[derive(Default)]
+struct V4Index {
+    starts: Vec<u32>,
+    ends: Vec<u32>,
+    /// Index into `table` of each range.
+    values: Vec<u32>,
+    table: Vec<Place>,
+    /// For each /16 `p`, the first range starting at or after `p << 16`;
+    /// one more entry for the end.
+    slots: Vec<u32>,
+}
+
+impl V4Index {
+    fn build(
+        reader: &Reader<Vec<u8>>,
+        decode: impl Fn(&maxminddb::LookupResult<'_, Vec<u8>>) -> Place,
+    ) -> Result<Self, maxminddb::MaxMindDbError> {
+        let mut ranges: Vec<(u32, u32, u32)> = Vec::new();
+        let mut index = Self::default();
+        let mut by_offset: HashMap<usize, u32> = HashMap::new();
+        for found in reader.within("0.0.0.0/0".parse().expect("a CIDR"), Default::default())? {
+            let found = found?;
+            let (Some(offset), Ok(network)) = (found.offset(), found.network()) else {
+                continue;
+            };
+            let IpAddr::V4(start) = network.network() else {
+                continue;
+            };
+            let start = u32::from(start);
+            let size = 32 - u32::from(network.prefix()).min(32);
+            let end = start | ((1u64 << size) - 1) as u32;
+            let value = *by_offset.entry(offset).or_insert_with(|| {
+                index.table.push(decode(&found));
+                (index.table.len() - 1) as u32
+            });
+            ranges.push((start, end, value));
+        }
+        ranges.sort_unstable_by_key(|r| r.0);
+        index.starts = ranges.iter().map(|r| r.0).collect();
+        index.ends = ranges.iter().map(|r| r.1).collect();
+        index.values = ranges.iter().map(|r| r.2).collect();
+        index.slots = (0..=1u64 << 16)
+            .map(|p| index.starts.partition_point(|s| u64::from(*s) < p << 16) as u32)
+            .collect();
+        Ok(index)
+    }
+
+    fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    fn get(&self, ip: u32) -> Option<&Place> {
+        let p = (ip >> 16) as usize;
+        let (lo, hi) = (self.slots[p] as usize, self.slots[p + 1] as usize);
+        // The last range starting at or before `ip`: inside this /16, or
+        // the one before it (a network wider than a /16).
+        let i = (lo + self.starts[lo..hi].partition_point(|s| *s <= ip)).checked_sub(1)?;
+        (self.ends[i] >= ip).then(|| &self.table[self.values[i] as usize])
+    }
+}
+
 impl Database {
     fn load(name: &'static str, path: &Path, metrics: &GeoIpMetrics) -> Result<Self, GeoIpError> {
         let mtime = modified(path);
-        let reader = open(path)?;
-        metrics.observe(name, &reader);
-        info!(database = name, path = %path.display(), kind = %reader.metadata.database_type, "GeoIP database loaded");
+        let loaded = Loaded::new(name, path)?;
+        metrics.observe(name, &loaded.reader);
+        info!(database = name, path = %path.display(), kind = %loaded.reader.metadata.database_type, "GeoIP database loaded");
         Ok(Self {
             name,
             path: path.to_path_buf(),
-            reader: RwLock::new(Arc::new(reader)),
+            loaded: RwLock::new(Arc::new(loaded)),
             checked: Mutex::new((Instant::now(), mtime)),
             check_every: RELOAD_CHECK,
             loads: AtomicU64::new(1),
@@ -104,7 +230,7 @@ impl Database {
 
     /// The reader to use now, having read the file again if it changed
     /// (checked at most every [`RELOAD_CHECK`]).
-    fn current(&self, metrics: &GeoIpMetrics) -> Arc<Reader<Vec<u8>>> {
+    fn current(&self, metrics: &GeoIpMetrics) -> Arc<Loaded> {
         let changed = {
             let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
             if checked.0.elapsed() < self.check_every {
@@ -117,11 +243,11 @@ impl Database {
             }
         };
         if changed {
-            match open(&self.path) {
+            match Loaded::new(self.name, &self.path) {
                 Ok(fresh) => {
                     info!(database = self.name, path = %self.path.display(), "GeoIP database reloaded");
-                    metrics.observe(self.name, &fresh);
-                    *self.reader.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+                    metrics.observe(self.name, &fresh.reader);
+                    *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
                     self.loads.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(error) => {
@@ -129,7 +255,7 @@ impl Database {
                 }
             }
         }
-        self.reader
+        self.loaded
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
@@ -174,12 +300,12 @@ impl GeoIpMetrics {
     }
 }
 
-/// What one address is.
-#[derive(Default, Clone)]
+/// What one address is (shared text: a place is copied per address).
+#[derive(Default, Clone, Debug, PartialEq)]
 struct Place {
-    country: Option<String>,
+    country: Option<Arc<str>>,
     asn: Option<u32>,
-    as_org: Option<String>,
+    as_org: Option<Arc<str>>,
 }
 
 /// Addresses at most in [`Cache`]; when full it starts afresh.
@@ -235,30 +361,14 @@ impl GeoIp {
         }))
     }
 
-    fn locate(
-        &self,
-        ip: IpAddr,
-        country: Option<&Reader<Vec<u8>>>,
-        asn: Option<&Reader<Vec<u8>>>,
-    ) -> Place {
+    fn locate(&self, ip: IpAddr, country: Option<&Loaded>, asn: Option<&Loaded>) -> Place {
         let mut place = Place::default();
-        if let Some(reader) = country
-            && let Ok(found) = reader.lookup(ip)
-        {
-            let code = |key| {
-                found
-                    .decode_path::<String>(&[PathElement::Key(key), PathElement::Key("iso_code")])
-                    .ok()
-                    .flatten()
-            };
-            place.country = code("country").or_else(|| code("registered_country"));
+        if let Some(found) = country.and_then(|db| db.find("country", ip)) {
+            place.country = found.country;
         }
-        if let Some(reader) = asn
-            && let Ok(found) = reader.lookup(ip)
-            && let Ok(Some(record)) = found.decode::<maxminddb::geoip2::Asn>()
-        {
-            place.asn = record.autonomous_system_number;
-            place.as_org = record.autonomous_system_organization.map(str::to_string);
+        if let Some(found) = asn.and_then(|db| db.find("asn", ip)) {
+            place.asn = found.asn;
+            place.as_org = found.as_org;
         }
         place
     }
@@ -465,6 +575,37 @@ mod tests {
         // Everything else is the batch as it was.
         assert_eq!(out.num_columns(), 20);
         assert_eq!(out.column(11), batch(&ips).column(11));
+    }
+
+    #[test]
+    fn the_ipv4_index_answers_as_the_database_does() {
+        for name in ["country", "asn"] {
+            let loaded = Loaded::new(name, &data(&format!("{name}.mmdb"))).unwrap();
+            assert!(loaded.v4.len() > 0, "{name}");
+            // Every range's edges and their neighbours, the ends of the
+            // address space, and pseudo-random addresses.
+            let mut probes: Vec<u32> = vec![0, u32::MAX];
+            for (start, end) in loaded.v4.starts.iter().zip(&loaded.v4.ends) {
+                probes.extend([start.wrapping_sub(1), *start, *end, end.wrapping_add(1)]);
+            }
+            let mut x = 0x9e37_79b9u32;
+            for _ in 0..50_000 {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                probes.push(x);
+            }
+            for ip in probes {
+                let ip = IpAddr::V4(ip.into());
+                let by_tree = loaded
+                    .reader
+                    .lookup(ip)
+                    .ok()
+                    .filter(|found| found.has_data())
+                    .map(|found| part(name, &found));
+                assert_eq!(loaded.find(name, ip), by_tree, "{name} {ip}");
+            }
+        }
     }
 
     #[test]
