@@ -39,69 +39,20 @@ pub const KEY_FIELD: &str = "securenet_key";
 /// allocated), so a message arriving in many reads is scanned, not decoded,
 /// until it is whole.
 pub fn value_len(buf: &[u8]) -> Result<Option<usize>, String> {
-    let mut pos = 0usize;
+    let mut reader = Reader(buf);
     // Values still to read (arrays and maps add their children).
     let mut pending: u64 = 1;
-    let be = |at: usize, n: usize| -> Option<u64> {
-        let bytes = buf.get(at..at + n)?;
-        Some(bytes.iter().fold(0u64, |v, b| (v << 8) | u64::from(*b)))
-    };
     while pending > 0 {
-        let Some(&marker) = buf.get(pos) else {
-            return Ok(None);
-        };
         pending -= 1;
-        // (header bytes after the marker, payload bytes, children)
-        let (header, payload, children): (usize, u64, u64) = match marker {
-            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0, 0),
-            0x80..=0x8f => (0, 0, 2 * u64::from(marker & 0x0f)),
-            0x90..=0x9f => (0, 0, u64::from(marker & 0x0f)),
-            0xa0..=0xbf => (0, u64::from(marker & 0x1f), 0),
-            0xc4 | 0xd9 => (1, 0, 0),
-            0xc5 | 0xda => (2, 0, 0),
-            0xc6 | 0xdb => (4, 0, 0),
-            // ext 8/16/32: the length, then a type byte (counted below).
-            0xc7 => (1, 0, 0),
-            0xc8 => (2, 0, 0),
-            0xc9 => (4, 0, 0),
-            0xca => (0, 4, 0),
-            0xcb => (0, 8, 0),
-            0xcc | 0xd0 => (0, 1, 0),
-            0xcd | 0xd1 => (0, 2, 0),
-            0xce | 0xd2 => (0, 4, 0),
-            0xcf | 0xd3 => (0, 8, 0),
-            0xd4 => (0, 2, 0),
-            0xd5 => (0, 3, 0),
-            0xd6 => (0, 5, 0),
-            0xd7 => (0, 9, 0),
-            0xd8 => (0, 17, 0),
-            0xdc | 0xde => (2, 0, 0),
-            0xdd | 0xdf => (4, 0, 0),
-            0xc1 => return Err("0xc1 is not a MessagePack marker".into()),
-        };
-        let Some(length) = (header > 0).then(|| be(pos + 1, header)) else {
-            pos += 1 + payload as usize;
-            pending += children;
-            continue;
-        };
-        let Some(length) = length else {
-            return Ok(None);
-        };
-        match marker {
-            // Lengths of bin/str/ext payloads (ext: plus its type byte).
-            0xc4..=0xc6 | 0xd9..=0xdb => pos += 1 + header + length as usize,
-            0xc7..=0xc9 => pos += 1 + header + 1 + length as usize,
-            0xdc | 0xdd => {
-                pos += 1 + header;
-                pending += length;
-            }
-            _ => {
-                pos += 1 + header;
-                pending += 2 * length;
-            }
+        match reader.header() {
+            Ok(Header::Array(n)) => pending += u64::from(n),
+            Ok(Header::Map(n)) => pending += 2 * u64::from(n),
+            Ok(_) => {}
+            Err(ReadError::Truncated) => return Ok(None),
+            Err(e) => return Err(e.into()),
         }
     }
-    Ok((pos <= buf.len()).then_some(pos))
+    Ok(Some(buf.len() - reader.0.len()))
 }
 
 /// One decoded forward message.
@@ -242,12 +193,12 @@ impl Events {
     fn push_entry(&mut self, i: usize, entry: &[u8]) {
         let mut reader = Reader(entry);
         let pair = match reader.header() {
-            Ok(Header::Array(2)) => reader.value().and_then(|t| Ok((t, reader.value()?))),
-            _ => Err(String::new()),
+            Ok(Header::Array(2)) => reader.value().and_then(|t| Ok((t, reader.value()?))).ok(),
+            _ => None,
         };
         match pair {
-            Ok((time, record)) => self.push_pair(i, time, record),
-            Err(_) => self
+            Some((time, record)) => self.push_pair(i, time, record),
+            None => self
                 .errors
                 .push(format!("entry {i}: not a [time, record] pair")),
         }
@@ -331,15 +282,33 @@ enum Header<'a> {
     Map(u32),
 }
 
-/// Reads MessagePack from the front of a slice, borrowing payloads.
+/// Reads MessagePack from the front of a slice, borrowing payloads; the
+/// one reading of the format's markers (whole values are found with
+/// [`value_len`], which uses it too).
 struct Reader<'a>(&'a [u8]);
 
-const TRUNCATED: &str = "the value ends early";
+/// Why a value could not be read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum ReadError {
+    /// The bytes end before the value does.
+    Truncated,
+    /// `0xc1`, the one byte that is no marker.
+    NotMessagePack,
+}
+
+impl From<ReadError> for String {
+    fn from(e: ReadError) -> String {
+        match e {
+            ReadError::Truncated => "the value ends early".into(),
+            ReadError::NotMessagePack => "0xc1 is not a MessagePack marker".into(),
+        }
+    }
+}
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ReadError> {
         if n > self.0.len() {
-            return Err(TRUNCATED.into());
+            return Err(ReadError::Truncated);
         }
         let (head, rest) = self.0.split_at(n);
         self.0 = rest;
@@ -347,14 +316,14 @@ impl<'a> Reader<'a> {
     }
 
     /// A big-endian unsigned number of `n` bytes.
-    fn be(&mut self, n: usize) -> Result<u64, String> {
+    fn be(&mut self, n: usize) -> Result<u64, ReadError> {
         Ok(self
             .take(n)?
             .iter()
             .fold(0u64, |v, b| (v << 8) | u64::from(*b)))
     }
 
-    fn header(&mut self) -> Result<Header<'a>, String> {
+    fn header(&mut self) -> Result<Header<'a>, ReadError> {
         let marker = self.take(1)?[0];
         Ok(match marker {
             0x00..=0x7f => Header::Int(i64::from(marker)),
@@ -391,13 +360,15 @@ impl<'a> Reader<'a> {
             }
             0xdc | 0xdd => Header::Array(self.be(2 << (marker - 0xdc))? as u32),
             0xde | 0xdf => Header::Map(self.be(2 << (marker - 0xde))? as u32),
-            0xc1 => return Err("0xc1 is not a MessagePack marker".into()),
+            0xc1 => return Err(ReadError::NotMessagePack),
         })
     }
 
     /// The whole next value's encoding.
-    fn value(&mut self) -> Result<&'a [u8], String> {
-        let len = value_len(self.0)?.ok_or_else(|| TRUNCATED.to_string())?;
+    fn value(&mut self) -> Result<&'a [u8], ReadError> {
+        let len = value_len(self.0)
+            .map_err(|_| ReadError::NotMessagePack)?
+            .ok_or(ReadError::Truncated)?;
         self.take(len)
     }
 }

@@ -171,8 +171,7 @@ impl V4Index {
         let mut ranges: Vec<(u32, u32, u32)> = Vec::new();
         let mut index = Self::default();
         let mut by_offset: HashMap<usize, u32> = HashMap::new();
-        // A constant CIDR: its parse cannot fail.
-        let everything = "0.0.0.0/0".parse().expect("0.0.0.0/0 is a CIDR");
+        let everything = "0.0.0.0/0".parse()?;
         for found in reader.within(everything, Default::default())? {
             let found = found?;
             let (Some(offset), Ok(network)) = (found.offset(), found.network()) else {

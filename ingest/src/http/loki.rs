@@ -40,6 +40,29 @@ struct Stream<'a> {
     values: Vec<Entry<'a>>,
 }
 
+/// A visitor's answer to every scalar it does not want (booleans,
+/// numbers, strings, null): `$value`. The three lenient readers below
+/// differ only in what they accept.
+macro_rules! other_scalars {
+    ($out:ty, $value:expr) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<$out, E> {
+            Ok($value)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<$out, E> {
+            Ok($value)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<$out, E> {
+            Ok($value)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<$out, E> {
+            Ok($value)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<$out, E> {
+            Ok($value)
+        }
+    };
+}
+
 /// One entry of `values`, read in place: `["<unix ns>", "<line>",
 /// {structured metadata}?]` — or, when it is anything else, the reason,
 /// which refuses that entry alone. No JSON tree per entry: the line is
@@ -79,22 +102,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for Entry<'a> {
                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
                 Ok(Entry::Bad(InvalidEntry::Shape))
             }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Entry<'a>, E> {
-                Ok(Entry::Bad(InvalidEntry::Shape))
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Entry<'a>, E> {
-                Ok(Entry::Bad(InvalidEntry::Shape))
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Entry<'a>, E> {
-                Ok(Entry::Bad(InvalidEntry::Shape))
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Entry<'a>, E> {
-                Ok(Entry::Bad(InvalidEntry::Shape))
-            }
+            other_scalars!(Entry<'a>, Entry::Bad(InvalidEntry::Shape));
             fn visit_str<E: de::Error>(self, _: &str) -> Result<Entry<'a>, E> {
-                Ok(Entry::Bad(InvalidEntry::Shape))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Entry<'a>, E> {
                 Ok(Entry::Bad(InvalidEntry::Shape))
             }
         }
@@ -131,21 +140,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
                 Ok(Text(None))
             }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Text<'a>, E> {
-                Ok(Text(None))
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Text<'a>, E> {
-                Ok(Text(None))
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Text<'a>, E> {
-                Ok(Text(None))
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Text<'a>, E> {
-                Ok(Text(None))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Text<'a>, E> {
-                Ok(Text(None))
-            }
+            other_scalars!(Text<'a>, Text(None));
         }
         d.deserialize_any(V(std::marker::PhantomData))
     }
@@ -175,22 +170,8 @@ impl<'de> Deserialize<'de> for Metadata {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
                 Ok(Metadata::default())
             }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Metadata, E> {
-                Ok(Metadata::default())
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Metadata, E> {
-                Ok(Metadata::default())
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Metadata, E> {
-                Ok(Metadata::default())
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Metadata, E> {
-                Ok(Metadata::default())
-            }
+            other_scalars!(Metadata, Metadata::default());
             fn visit_str<E: de::Error>(self, _: &str) -> Result<Metadata, E> {
-                Ok(Metadata::default())
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Metadata, E> {
                 Ok(Metadata::default())
             }
         }
