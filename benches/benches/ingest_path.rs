@@ -2,7 +2,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ingest::testdata::{Format, GenConfig, Generator};
-use schemas::{Envelope, LogBatchBuilder, RecordKind, TenantId};
+use schemas::{Envelope, LogBatchBuilder, PayloadCompression, RecordKind, TenantId};
 use uuid::Uuid;
 
 fn lines(n: usize) -> Vec<String> {
@@ -57,9 +57,12 @@ fn bench(c: &mut Criterion) {
         builder.finish(&tenant, id).unwrap(),
     )
     .unwrap();
-    let encoded = envelope.encode().unwrap();
+    let encoded = envelope.encode(PayloadCompression::Zstd).unwrap();
     group.bench_function("envelope_encode_10k", |b| {
-        b.iter(|| envelope.encode().unwrap())
+        b.iter(|| envelope.encode(PayloadCompression::Zstd).unwrap())
+    });
+    group.bench_function("envelope_encode_uncompressed_10k", |b| {
+        b.iter(|| envelope.encode(PayloadCompression::None).unwrap())
     });
     group.bench_function("envelope_decode_10k", |b| {
         b.iter(|| Envelope::decode(envelope.headers().clone(), &encoded).unwrap())

@@ -5,14 +5,22 @@
 //! [`Envelope::new`] and [`Envelope::decode`] are the only ways to obtain an
 //! envelope, and both enforce the invariants sinks rely on: the batch has the
 //! schema of its kind, every row belongs to the header's tenant, and every row
-//! carries the header's batch id. IPC-level compression is off on purpose:
-//! transport compression happens once, at the Kafka level.
+//! carries the header's batch id.
+//!
+//! On Kafka the payload's buffers are compressed by Arrow IPC itself (zstd,
+//! [`PayloadCompression`]), not by the Kafka client: the broker then stores
+//! and serves opaque bytes whatever it is. Tansu decompresses and
+//! re-encodes Kafka-level compressed batches on every produce, which cost it
+//! ~5× the CPU of both SecureNet roles together (docs/benchmarks.md);
+//! Apache Kafka keeps either form as it came. Decoding bounds what the
+//! compressed buffers may claim to inflate to before arrow allocates it.
 
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, RecordBatch, StringArray, new_null_array};
+use arrow::ipc::CompressionType;
 use arrow::ipc::reader::StreamReader;
-use arrow::ipc::writer::StreamWriter;
+use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -27,6 +35,24 @@ pub const HEADER_KIND: &str = "kind";
 pub const HEADER_SCHEMA_VERSION: &str = "schema_version";
 pub const HEADER_BATCH_ID: &str = "batch_id";
 pub const HEADER_PRODUCED_AT: &str = "produced_at";
+
+/// How an envelope's Arrow IPC buffers are compressed on the Kafka bus
+/// (`bus.kafka.compression`). Readers accept either, so a topic may hold
+/// both while producers are reconfigured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadCompression {
+    None,
+    /// zstd (arrow's default level, 3), each buffer on its own.
+    #[default]
+    Zstd,
+}
+
+/// The most a payload's compressed buffers may declare as their
+/// uncompressed size together. arrow allocates what a buffer declares
+/// before inflating it, so a damaged or hostile length must be refused
+/// first; 1 GiB is ~16× the largest message the bus accepts.
+pub const MAX_INFLATED_BYTES: u64 = 1 << 30;
 
 /// Envelope metadata; on Kafka these are message headers (and the tenant is
 /// also the message key).
@@ -160,10 +186,16 @@ impl Envelope {
         })
     }
 
-    /// Encodes the batch as one Arrow IPC stream (schema + one batch).
-    pub fn encode(&self) -> Result<Bytes> {
+    /// Encodes the batch as one Arrow IPC stream (schema + one batch), its
+    /// buffers compressed as asked.
+    pub fn encode(&self, compression: PayloadCompression) -> Result<Bytes> {
         let mut out = Vec::with_capacity(self.batch.get_array_memory_size() + 1024);
-        let mut writer = StreamWriter::try_new(&mut out, &self.batch.schema())?;
+        let options = IpcWriteOptions::default().try_with_compression(match compression {
+            PayloadCompression::None => None,
+            PayloadCompression::Zstd => Some(CompressionType::ZSTD),
+        })?;
+        let mut writer =
+            StreamWriter::try_new_with_options(&mut out, &self.batch.schema(), options)?;
         writer.write(&self.batch)?;
         writer.finish()?;
         drop(writer);
@@ -247,8 +279,63 @@ fn check_framing(payload: &[u8]) -> Result<()> {
                     message.bodyLength()
                 ))
             })?;
+        let batch = message
+            .header_as_record_batch()
+            .or_else(|| message.header_as_dictionary_batch().and_then(|d| d.data()));
+        if let Some(batch) = batch {
+            check_inflation(&batch, &payload[at..at + body])?;
+        }
         at += body;
     }
+}
+
+/// A compressed batch's buffers each start with the size they inflate to,
+/// which arrow allocates before inflating: checks that every buffer lies in
+/// the body, that the codec is zstd (the only one written; arrow's LZ4
+/// frame reader would inflate past the declared size) and that the sizes
+/// together stay under [`MAX_INFLATED_BYTES`].
+fn check_inflation(batch: &arrow::ipc::RecordBatch<'_>, body: &[u8]) -> Result<()> {
+    let Some(compression) = batch.compression() else {
+        return Ok(());
+    };
+    if compression.codec() != CompressionType::ZSTD {
+        return Err(Error::CorruptPayload(format!(
+            "compression codec {:?} is not accepted (zstd only)",
+            compression.codec()
+        )));
+    }
+    let mut total: u64 = 0;
+    for buffer in batch.buffers().into_iter().flatten() {
+        let bytes = usize::try_from(buffer.offset())
+            .ok()
+            .zip(usize::try_from(buffer.length()).ok())
+            .and_then(|(offset, length)| body.get(offset..offset.checked_add(length)?))
+            .ok_or_else(|| {
+                Error::CorruptPayload(format!(
+                    "buffer at {} of {} bytes runs past its message body",
+                    buffer.offset(),
+                    buffer.length()
+                ))
+            })?;
+        // An empty buffer has no prefix; -1 means stored uncompressed.
+        let Some(prefix) = bytes.first_chunk::<8>() else {
+            continue;
+        };
+        let declared = i64::from_le_bytes(*prefix);
+        if declared == -1 {
+            continue;
+        }
+        total = u64::try_from(declared)
+            .ok()
+            .and_then(|declared| total.checked_add(declared))
+            .filter(|total| *total <= MAX_INFLATED_BYTES)
+            .ok_or_else(|| {
+                Error::CorruptPayload(format!(
+                    "compressed buffers declare more than {MAX_INFLATED_BYTES} bytes (buffer declares {declared})"
+                ))
+            })?;
+    }
+    Ok(())
 }
 
 /// Brings `batch` to the current schema of the header's kind and checks the
@@ -373,8 +460,8 @@ mod tests {
         (id, b.finish(&tenant(t), id).unwrap())
     }
 
-    fn round_trip(env: &Envelope) -> Result<Envelope> {
-        let bytes = env.encode()?;
+    fn round_trip(env: &Envelope, compression: PayloadCompression) -> Result<Envelope> {
+        let bytes = env.encode(compression)?;
         let pairs = env.headers().to_pairs();
         let headers = EnvelopeHeaders::from_pairs(pairs.iter().map(|(k, v)| (*k, v.as_bytes())))?;
         Envelope::decode(headers, &bytes)
@@ -390,11 +477,13 @@ mod tests {
             garbage in proptest::collection::vec(proptest::num::u8::ANY, 0..2048),
             flips in proptest::collection::vec((proptest::num::usize::ANY, proptest::num::u8::ANY), 1..16),
             cut in proptest::num::usize::ANY,
+            zstd in proptest::bool::ANY,
         ) {
             let (id, batch) = logs("acme", 4);
             let env = Envelope::new(tenant("acme"), RecordKind::Logs, id, batch).unwrap();
             let _ = Envelope::decode(env.headers().clone(), &garbage);
-            let mut bytes = env.encode().unwrap().to_vec();
+            let compression = if zstd { PayloadCompression::Zstd } else { PayloadCompression::None };
+            let mut bytes = env.encode(compression).unwrap().to_vec();
             for (at, value) in flips {
                 let i = at % bytes.len();
                 bytes[i] ^= value | 1;
@@ -411,17 +500,104 @@ mod tests {
     fn round_trips_batch_and_headers() {
         let (id, batch) = logs("acme", 10);
         let env = Envelope::new(tenant("acme"), RecordKind::Logs, id, batch.clone()).unwrap();
-        let back = round_trip(&env).unwrap();
-        assert_eq!(back.headers(), env.headers());
-        assert_eq!(back.batch(), &batch);
-        assert_eq!(back.num_rows(), 10);
+        for compression in [PayloadCompression::None, PayloadCompression::Zstd] {
+            let back = round_trip(&env, compression).unwrap();
+            assert_eq!(back.headers(), env.headers());
+            assert_eq!(back.batch(), &batch);
+            assert_eq!(back.num_rows(), 10);
+        }
+    }
+
+    #[test]
+    fn zstd_payloads_are_smaller() {
+        let (id, batch) = logs("acme", 2_000);
+        let env = Envelope::new(tenant("acme"), RecordKind::Logs, id, batch).unwrap();
+        let plain = env.encode(PayloadCompression::None).unwrap().len();
+        let zstd = env.encode(PayloadCompression::Zstd).unwrap().len();
+        assert!(zstd * 4 < plain, "zstd {zstd} bytes, plain {plain}");
+    }
+
+    /// Where each buffer of the stream's record batch starts in `payload`.
+    fn buffer_starts(payload: &[u8]) -> Vec<usize> {
+        let mut at = 0;
+        loop {
+            let mut len = u32::from_le_bytes(payload[at..at + 4].try_into().unwrap()) as usize;
+            at += 4;
+            if len == 0xFFFF_FFFF {
+                len = u32::from_le_bytes(payload[at..at + 4].try_into().unwrap()) as usize;
+                at += 4;
+            }
+            let message = arrow::ipc::root_as_message(&payload[at..at + len]).unwrap();
+            at += len;
+            if let Some(batch) = message.header_as_record_batch() {
+                return batch
+                    .buffers()
+                    .unwrap()
+                    .iter()
+                    .filter(|b| b.length() >= 8)
+                    .map(|b| at + b.offset() as usize)
+                    .collect();
+            }
+            at += message.bodyLength() as usize;
+        }
+    }
+
+    #[test]
+    fn a_buffer_claiming_to_inflate_past_the_bound_is_refused_before_allocating() {
+        let (id, batch) = logs("acme", 100);
+        let env = Envelope::new(tenant("acme"), RecordKind::Logs, id, batch).unwrap();
+        let bytes = env.encode(PayloadCompression::Zstd).unwrap();
+        let starts = buffer_starts(&bytes);
+        assert!(starts.len() > 3);
+        for declared in [i64::MAX, (MAX_INFLATED_BYTES + 1) as i64, -2] {
+            let mut damaged = bytes.to_vec();
+            damaged[starts[2]..starts[2] + 8].copy_from_slice(&declared.to_le_bytes());
+            let err = Envelope::decode(env.headers().clone(), &damaged).unwrap_err();
+            assert!(
+                err.to_string().contains(&format!(
+                    "compressed buffers declare more than {MAX_INFLATED_BYTES} bytes"
+                )),
+                "{err}"
+            );
+        }
+        // Many buffers each under the bound but over it together.
+        let mut damaged = bytes.to_vec();
+        for start in &starts {
+            damaged[*start..*start + 8]
+                .copy_from_slice(&((MAX_INFLATED_BYTES / 2) as i64).to_le_bytes());
+        }
+        let err = Envelope::decode(env.headers().clone(), &damaged).unwrap_err();
+        assert!(
+            err.to_string().contains("compressed buffers declare more"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn lz4_payloads_are_refused_with_the_codec_named() {
+        let (id, batch) = logs("acme", 10);
+        let env = Envelope::new(tenant("acme"), RecordKind::Logs, id, batch.clone()).unwrap();
+        let options = IpcWriteOptions::default()
+            .try_with_compression(Some(CompressionType::LZ4_FRAME))
+            .unwrap();
+        let mut out = Vec::new();
+        let mut writer =
+            StreamWriter::try_new_with_options(&mut out, &batch.schema(), options).unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        drop(writer);
+        let err = Envelope::decode(env.headers().clone(), &out).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "corrupt envelope payload: compression codec LZ4_FRAME is not accepted (zstd only)"
+        );
     }
 
     #[test]
     fn corrupt_payload_is_a_clear_error() {
         let (id, batch) = logs("acme", 3);
         let env = Envelope::new(tenant("acme"), RecordKind::Logs, id, batch).unwrap();
-        let mut bytes = env.encode().unwrap().to_vec();
+        let mut bytes = env.encode(PayloadCompression::Zstd).unwrap().to_vec();
         bytes.truncate(bytes.len() / 2);
         let err = Envelope::decode(env.headers().clone(), &bytes).unwrap_err();
         assert!(matches!(err, Error::CorruptPayload(_)), "{err}");
@@ -438,7 +614,8 @@ mod tests {
         let env = Envelope::new(tenant("acme"), RecordKind::Logs, id, batch).unwrap();
         let mut headers = env.headers().clone();
         headers.kind = RecordKind::Devices;
-        let err = Envelope::decode(headers, &env.encode().unwrap()).unwrap_err();
+        let err =
+            Envelope::decode(headers, &env.encode(PayloadCompression::Zstd).unwrap()).unwrap_err();
         assert_eq!(
             err.to_string(),
             "envelope says kind devices but the batch has the schema of logs"
@@ -488,7 +665,8 @@ mod tests {
         let env = Envelope::new(tenant("acme"), RecordKind::Logs, id, batch).unwrap();
         let mut headers = env.headers().clone();
         headers.schema_version = SchemaVersion { major: 2, minor: 0 };
-        let err = Envelope::decode(headers, &env.encode().unwrap()).unwrap_err();
+        let err =
+            Envelope::decode(headers, &env.encode(PayloadCompression::Zstd).unwrap()).unwrap_err();
         assert!(
             err.to_string().contains("unsupported major version"),
             "{err}"

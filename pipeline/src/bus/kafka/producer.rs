@@ -53,7 +53,7 @@ fn headers_of(headers: &EnvelopeHeaders) -> OwnedHeaders {
 impl BusProducer for KafkaProducer {
     fn publish(&self, envelope: Envelope) -> BoxFuture<'_, Result<()>> {
         async move {
-            let payload = envelope.encode()?;
+            let payload = envelope.encode(self.config.compression)?;
             let topic = self.config.topic(envelope.kind());
             let key = envelope.tenant().as_str();
             let record = FutureRecord::to(&topic)

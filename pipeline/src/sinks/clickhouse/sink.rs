@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use schemas::{Envelope, RecordKind};
+use schemas::{Envelope, PayloadCompression, RecordKind};
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
@@ -306,7 +306,7 @@ impl ClickHouseSink {
     }
 
     async fn dead_letter(&self, envelope: &Envelope, error: &str) -> Result<()> {
-        let payload = envelope.encode()?;
+        let payload = envelope.encode(PayloadCompression::Zstd)?;
         let mut row = Vec::new();
         for v in [
             envelope.kind().as_str(),
