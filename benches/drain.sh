@@ -12,6 +12,10 @@
 # latency, for each `pipeline.consumer.max_in_flight` given (default: 4 16),
 # runs alternating; medians at the end. Needs tansu and clickhouse-server
 # on PATH (./scripts/test.sh installs them).
+#
+# A/B of two builds in one sitting: BINS="old=/dir/of/old/release
+# new=$CARGO_TARGET_DIR/release" (label=directory holding `securenet`);
+# each run then goes through every build in turn, per setting.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/securenet/target}"
@@ -19,7 +23,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 ROWS="${1:-200000}"; RUNS="${2:-3}"
 SETTINGS=("${@:3}"); [ ${#SETTINGS[@]} -gt 0 ] || SETTINGS=(4 16)
 cargo build --release -q -p securenet -p securenet-benches --bins
-BIN="$CARGO_TARGET_DIR/release"
+read -r -a BUILDS <<< "${BINS:-current=$CARGO_TARGET_DIR/release}"
 WORK="$(mktemp -d)"; PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 1; rm -rf "$WORK"; }
 trap cleanup EXIT
@@ -42,7 +46,9 @@ KEY="bench-key-0123456789abcdef"
 RESULTS="$WORK/results.tsv"
 for run in $(seq 1 "$RUNS"); do
   for m in "${SETTINGS[@]}"; do
-    tag="r${run}m${m}"
+  for build in "${BUILDS[@]}"; do
+    label="${build%%=*}"; BIN="${build#*=}"
+    tag="r${run}m${m}${label//[^a-z0-9]/}"
     ENVS="SECURENET_HTTP__LISTEN=127.0.0.1:0 SECURENET_CONTROL__DEFAULT_API_KEY=$KEY RUST_LOG=error
       SECURENET_INGEST__SYSLOG=[] SECURENET_PIPELINE__MAINTENANCE__ENABLED=false
       SECURENET_DATA_DIR=$WORK/$tag SECURENET_BUS__KIND=kafka SECURENET_BUS__KAFKA__BROKERS=$KAFKA_BROKERS
@@ -71,13 +77,15 @@ for run in $(seq 1 "$RUNS"); do
     END=$(date +%s.%N)
     drain_cpu="$(cpu_s "$PIPE") $(python3 -c "print(round($(cpu_s "$TANSU") - $t0, 2), round($(cpu_s "$CH") - $c0, 2))")"
     batches=$(metric "$PADDR" securenet_sink_batches_total 'kind="logs",sink="parquet"')
+    inserts=$(metric "$PADDR" securenet_sink_inserts_total 'kind="logs",sink="clickhouse"')
     lat_ch=$(python3 -c "print(round(1000 * $(metric "$PADDR" securenet_sink_write_duration_seconds_sum 'sink="clickhouse"') / $(metric "$PADDR" securenet_sink_write_duration_seconds_count 'sink="clickhouse"')))")
     lat_pq=$(python3 -c "print(round(1000 * $(metric "$PADDR" securenet_sink_write_duration_seconds_sum 'sink="parquet"') / $(metric "$PADDR" securenet_sink_write_duration_seconds_count 'sink="parquet"')))")
     DRAIN=$(python3 -c "print(round($ROWS / ($END - $START)))")
     kill "$PIPE"; wait "$PIPE" 2>/dev/null || true
-    echo "run $run max_in_flight=$m: load $LOAD rows/s (cpu s: ingest tansu clickhouse = $load_cpu); drain $DRAIN rows/s in $batches batches (cpu s: pipeline tansu clickhouse = $drain_cpu; mean write ms: clickhouse $lat_ch parquet $lat_pq)" >&2
-    printf '%s\t%s\t%s\t%s\t%s\n' "$m" "$LOAD" "$DRAIN" "$load_cpu" "$drain_cpu" >> "$RESULTS"
+    echo "run $run $label max_in_flight=$m: load $LOAD rows/s (cpu s: ingest tansu clickhouse = $load_cpu); drain $DRAIN rows/s in $batches batches, ${inserts:-?} ClickHouse inserts (cpu s: pipeline tansu clickhouse = $drain_cpu; mean write ms: clickhouse $lat_ch parquet $lat_pq)" >&2
+    printf '%s\t%s\t%s\t%s\t%s\n' "$label max_in_flight=$m" "$LOAD" "$DRAIN" "$load_cpu" "$drain_cpu" >> "$RESULTS"
     curl -s "$CLICKHOUSE_URL/" -d "DROP DATABASE $tag" > /dev/null
+  done
   done
 done
 python3 - "$RESULTS" "$ROWS" <<'PY'
@@ -88,7 +96,7 @@ for m in dict.fromkeys(r[0] for r in rows):
     rs = [r for r in rows if r[0] == m]
     med = lambda i: statistics.median(float(r[i]) for r in rs)
     cpu = lambda i, j: statistics.median(float(r[i].split()[j]) for r in rs)
-    out["settings"][f"max_in_flight={m}"] = {
+    out["settings"][m] = {
         "load_rows_per_s": med(1), "drain_rows_per_s": med(2),
         "load_cpu_s": {"ingest": cpu(3, 0), "tansu": cpu(3, 1), "clickhouse": cpu(3, 2)},
         "drain_cpu_s": {"pipeline": cpu(4, 0), "tansu": cpu(4, 1), "clickhouse": cpu(4, 2)},

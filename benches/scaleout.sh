@@ -7,7 +7,8 @@
 #      inserts of the same rows.
 #   3. End to end: HTTP NDJSON → `securenet ingest` → Kafka → `securenet
 #      pipeline` → Parquet + ClickHouse, rows/s from the first request until
-#      both sinks hold every row; baseline: the embedded `securenet serve`
+#      both sinks have written every row (the pipelines' metrics; the stored
+#      counts are checked after); baseline: the embedded `securenet serve`
 #      (Parquet only) with the same load. 3b: one process per role sharing a
 #      data directory; 3c: share-nothing — two of each role, each with its
 #      own data directory, the lake on S3 (moto) and the control plane on
@@ -69,8 +70,27 @@ count_sql() { # addr
     -d '{"sql":"SELECT count(*) AS n FROM logs"}' "http://$1/api/sql" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["rows"][0]["n"])'
 }
-wait_stored() { # query-api address, ClickHouse database → sets P and C
-  while :; do
+# A run ends when the pipelines' sinks report every row written (their
+# /metrics, summed over the pipeline processes, polled every 20 ms); the
+# stored counts are checked after the clock stops. Polling `count() FINAL`
+# and SQL counts during the run took CPU from the system being measured
+# (each SQL count over the S3 lake lists and reads footers through moto).
+sink_rows() { # sink, pipeline addresses... → rows that sink wrote
+  local sink=$1 total=0 n; shift
+  for a in "$@"; do
+    n=$(curl -s "http://$a/metrics" | awk -v s="sink=\"$sink\"" \
+      '/^securenet_sink_rows_total/ && index($0, s) && index($0, "kind=\"logs\"") {print $2}')
+    total=$((total + ${n:-0}))
+  done
+  echo "$total"
+}
+wait_written() { # pipeline addresses...
+  while [ "$(sink_rows parquet "$@")" -lt "$E2E_ROWS" ] || [ "$(sink_rows clickhouse "$@")" -lt "$E2E_ROWS" ]; do
+    sleep 0.02
+  done
+}
+wait_stored() { # query-api address, ClickHouse database → sets P and C (after the clock)
+  for _ in $(seq 1 300); do
     P=$(count_sql "$1"); C=$(count_ch "$2")
     [ "$P" -ge "$E2E_ROWS" ] && [ "${C:-0}" -ge "$E2E_ROWS" ] && return
     sleep 0.1
@@ -96,7 +116,7 @@ for run in $(seq 1 "$RUNS"); do
     SECURENET_PIPELINE__CLICKHOUSE__URL=$CH SECURENET_PIPELINE__CLICKHOUSE__DATABASE=$DB"
   env $ROLE_ENV "$BIN/securenet" pipeline > "$WORK/pipeline$run.out" 2>"$WORK/pipeline$run.err" &
   PIDS+=($!); PIPE_PID=$!
-  wait_ready "$WORK/pipeline$run.out" "securenet ready http=" > /dev/null
+  PIPE=$(wait_ready "$WORK/pipeline$run.out" "securenet ready http=")
   env $ROLE_ENV "$BIN/securenet" ingest > "$WORK/ingest$run.out" 2>"$WORK/ingest$run.err" &
   PIDS+=($!); INGEST_PID=$!
   INGEST=$(wait_ready "$WORK/ingest$run.out" "securenet ready http=")
@@ -105,8 +125,9 @@ for run in $(seq 1 "$RUNS"); do
   API=$(wait_ready "$WORK/api$run.out" "securenet ready http=")
   START=$(date +%s.%N)
   "$BIN/loadgen" http --url "http://$INGEST" --key "$KEY" --rows "$E2E_ROWS" --runs 0 > "$WORK/load$run.json"
-  wait_stored "$API" "$DB"
+  wait_written "$PIPE"
   END=$(date +%s.%N)
+  wait_stored "$API" "$DB"
   RATE=$(python3 -c "print(round($E2E_ROWS / ($END - $START)))")
   echo "run $run: parquet=$P clickhouse=$C in $(python3 -c "print(round($END - $START, 2))")s = $RATE rows/s (ingest acknowledged: $(cat "$WORK/load$run.json"))" >&2
   [ "$P" -eq "$E2E_ROWS" ] && [ "$C" -eq "$E2E_ROWS" ] || { echo "count mismatch: parquet $P clickhouse $C" >&2; exit 1; }
@@ -152,8 +173,9 @@ for run in $(seq 1 "$RUNS"); do
   L1=$!
   "$BIN/loadgen" http --url "http://${ADDRS[3]}" --key "$KEY" --rows $((E2E_ROWS - HALF)) --runs 0 > "$WORK/sn$run/load2.json"
   wait "$L1"
-  wait_stored "${ADDRS[4]}" "$DB"
+  wait_written "${ADDRS[0]}" "${ADDRS[1]}"
   END=$(date +%s.%N)
+  wait_stored "${ADDRS[4]}" "$DB"
   RATE=$(python3 -c "print(round($E2E_ROWS / ($END - $START)))")
   P2=$(count_sql "${ADDRS[5]}")
   echo "run $run: parquet=$P (other query-api: $P2) clickhouse=$C in $(python3 -c "print(round($END - $START, 2))")s = $RATE rows/s" >&2

@@ -14,6 +14,10 @@ pub struct PipelineMetrics {
     pub sink_rows: IntCounterVec,
     /// Envelopes written, by sink and kind.
     pub sink_batches: IntCounterVec,
+    /// Inserts the ClickHouse sink made, by kind (`sink="clickhouse"`):
+    /// beside `sink_batches` it shows how many envelopes group commit put
+    /// in one insert.
+    pub sink_inserts: IntCounterVec,
     /// Failed writes, by sink.
     pub sink_errors: IntCounterVec,
     /// Time to write one envelope, by sink.
@@ -43,6 +47,13 @@ impl PipelineMetrics {
             )?,
             sink_batches: IntCounterVec::new(
                 Opts::new("securenet_sink_batches_total", "Batches written by a sink"),
+                &["sink", "kind"],
+            )?,
+            sink_inserts: IntCounterVec::new(
+                Opts::new(
+                    "securenet_sink_inserts_total",
+                    "Inserts a sink made (one may hold several batches)",
+                ),
                 &["sink", "kind"],
             )?,
             sink_errors: IntCounterVec::new(
@@ -84,6 +95,7 @@ impl PipelineMetrics {
         registry.register(Box::new(m.dead_letters.clone()))?;
         registry.register(Box::new(m.sink_rows.clone()))?;
         registry.register(Box::new(m.sink_batches.clone()))?;
+        registry.register(Box::new(m.sink_inserts.clone()))?;
         registry.register(Box::new(m.sink_errors.clone()))?;
         registry.register(Box::new(m.sink_write_seconds.clone()))?;
         registry.register(Box::new(m.bus_depth.clone()))?;

@@ -16,6 +16,13 @@
 //! shares with current releases are used (no DateTime64, LowCardinality,
 //! Map, TTL or insert deduplication tokens).
 //!
+//! Group commit: envelopes written to the same table at the same time
+//! share one insert (the ones that queued while the previous insert ran),
+//! and each is acknowledged when that insert succeeded — fewer, larger
+//! parts for ClickHouse to write and merge, no added wait. A refused group
+//! is retried envelope by envelope, so only the guilty one is
+//! dead-lettered.
+//!
 //! Rows ClickHouse rejects as data (a parse or type error) go to the
 //! `dead_letters` table with the error, and the batch counts as written, so
 //! one bad batch never blocks the stream; transport errors fail the write,

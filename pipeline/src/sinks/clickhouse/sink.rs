@@ -1,5 +1,6 @@
 //! The sink: tables, the batch ledger, inserts and dead letters.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -7,6 +8,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use schemas::{Envelope, PayloadCompression, RecordKind};
+use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
@@ -62,6 +64,45 @@ pub struct ClickHouseSink {
     timeout: Duration,
     metrics: PipelineMetrics,
     ledger: Arc<Ledger>,
+    groups: Mutex<HashMap<String, mpsc::UnboundedSender<Member>>>,
+}
+
+/// Group commit: envelopes written concurrently to the same table (and
+/// with the same columns) share one insert. Each statement has a task that
+/// takes the first waiting envelope, everything queued behind it (up to
+/// [`GROUP_MAX_BYTES`]), inserts it all at once and answers every member;
+/// envelopes that arrive meanwhile wait for the next insert. Nothing waits
+/// for company — one envelope alone is inserted at once — so the groups
+/// grow only while ClickHouse is slower than the stream. Fewer, larger
+/// inserts mean fewer parts for ClickHouse to write and merge, which is
+/// most of its CPU here (`benches/drain.sh`). The queue needs no bound of
+/// its own: every member's writer awaits its answer, and the consumer
+/// bounds its writers (`pipeline.consumer.max_in_flight`).
+const GROUP_MAX_BYTES: usize = 64 << 20;
+/// A group stays within one insert block (ClickHouse's
+/// `max_insert_block_size` is 1,048,576 rows), which ClickHouse writes
+/// whole or not at all: a refused group leaves no rows behind.
+const GROUP_MAX_ROWS: usize = 500_000;
+
+/// One envelope's rows waiting for its statement's next insert.
+struct Member {
+    data: Vec<u8>,
+    rows: usize,
+    done: oneshot::Sender<GroupOutcome>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum GroupOutcome {
+    Inserted,
+    /// ClickHouse refused the data (a [`DATA_ERRORS`] code). `alone`: the
+    /// insert held this envelope only, so the error is its own; otherwise
+    /// the writer inserts it again alone to learn whether it is to blame.
+    Rejected {
+        error: String,
+        alone: bool,
+    },
+    /// Transport or server trouble: the write fails and is retried.
+    Failed(String),
 }
 
 /// Ledger rows wait at most this long, or until this many are pending,
@@ -146,6 +187,7 @@ impl ClickHouseSink {
             timeout: Duration::from_millis(config.timeout_ms.max(1)),
             metrics,
             ledger: Arc::default(),
+            groups: Mutex::default(),
         };
         sink.migrate().await?;
         sink.spawn_ledger_writer();
@@ -287,12 +329,59 @@ impl ClickHouseSink {
     }
 
     async fn insert(&self, sql: String, data: Vec<u8>) -> Result<(), clickhouse::error::Error> {
-        let mut insert = self
-            .client
-            .insert_formatted_with(sql)
-            .with_timeouts(Some(self.timeout), Some(self.timeout));
-        insert.send(Bytes::from(data)).await?;
-        insert.end().await
+        insert(&self.client, self.timeout, sql, data).await
+    }
+
+    /// Queues `data` for its statement's next insert (see [`Member`]) and
+    /// waits for the outcome.
+    async fn insert_grouped(
+        &self,
+        sql: String,
+        data: Vec<u8>,
+        rows: usize,
+        kind: &'static str,
+    ) -> Result<GroupOutcome> {
+        let (done, outcome) = oneshot::channel();
+        let mut member = Member { data, rows, done };
+        // A statement's task ends only with the sink (its sender lives in
+        // `groups`), so the retry below runs at most once, and only if the
+        // task died (a panic).
+        for _ in 0..2 {
+            let queue = {
+                let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+                groups
+                    .entry(sql.clone())
+                    .or_insert_with(|| self.spawn_group(sql.clone(), kind))
+                    .clone()
+            };
+            match queue.send(member) {
+                Ok(()) => {
+                    return outcome
+                        .await
+                        .map_err(|_| sink_error("the insert task ended before answering"));
+                }
+                Err(mpsc::error::SendError(back)) => {
+                    member = back;
+                    self.groups
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&sql);
+                }
+            }
+        }
+        Err(sink_error("the insert task is gone"))
+    }
+
+    fn spawn_group(&self, sql: String, kind: &'static str) -> mpsc::UnboundedSender<Member> {
+        let (tx, rx) = mpsc::unbounded_channel::<Member>();
+        let (client, timeout) = (self.client.clone(), self.timeout);
+        let inserts = self.metrics.sink_inserts.with_label_values(&[NAME, kind]);
+        tokio::spawn(run_group(rx, move |data| {
+            inserts.inc();
+            let (client, sql) = (client.clone(), sql.clone());
+            async move { insert(&client, timeout, sql, data).await }
+        }));
+        tx
     }
 
     /// Records the batch as written (in the ledger's next insert).
@@ -346,17 +435,36 @@ impl ClickHouseSink {
             self.database,
             table(envelope.kind()),
         );
-        match self.insert(sql, data).await {
-            Ok(()) => {}
-            Err(e) if server_code(&e).is_some_and(|c| DATA_ERRORS.contains(&c)) => {
-                warn!(error = %e, batch_id = %envelope.batch_id(), "ClickHouse rejected the batch; dead-lettered");
-                self.metrics
-                    .sink_errors
-                    .with_label_values(&["clickhouse_rejected"])
-                    .inc();
-                self.dead_letter(envelope, &e.to_string()).await?;
+        let rejected = match self
+            .insert_grouped(
+                sql.clone(),
+                data,
+                envelope.num_rows(),
+                envelope.kind().as_str(),
+            )
+            .await?
+        {
+            GroupOutcome::Inserted => None,
+            GroupOutcome::Failed(e) => return Err(sink_error(e)),
+            GroupOutcome::Rejected { error, alone: true } => Some(error),
+            // Someone in the group is to blame; this envelope alone tells
+            // whether it is (the others do the same).
+            GroupOutcome::Rejected { alone: false, .. } => {
+                let (_, data) = encode_insert(envelope)?;
+                match self.insert(sql, data).await {
+                    Ok(()) => None,
+                    Err(e) if is_data_error(&e) => Some(e.to_string()),
+                    Err(e) => return Err(sink_error(e)),
+                }
             }
-            Err(e) => return Err(sink_error(e)),
+        };
+        if let Some(error) = rejected {
+            warn!(%error, batch_id = %envelope.batch_id(), "ClickHouse rejected the batch; dead-lettered");
+            self.metrics
+                .sink_errors
+                .with_label_values(&["clickhouse_rejected"])
+                .inc();
+            self.dead_letter(envelope, &error).await?;
         }
         self.record(envelope);
         Ok(())
@@ -364,6 +472,63 @@ impl ClickHouseSink {
 }
 
 use rowbinary::bytes as rowbinary_bytes;
+
+async fn insert(
+    client: &clickhouse::Client,
+    timeout: Duration,
+    sql: String,
+    data: Vec<u8>,
+) -> Result<(), clickhouse::error::Error> {
+    let mut insert = client
+        .insert_formatted_with(sql)
+        .with_timeouts(Some(timeout), Some(timeout));
+    insert.send(Bytes::from(data)).await?;
+    insert.end().await
+}
+
+/// A statement's insert task (see [`Member`]): `insert` sends one body.
+async fn run_group<F, Fut>(mut queue: mpsc::UnboundedReceiver<Member>, mut insert: F)
+where
+    F: FnMut(Vec<u8>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), clickhouse::error::Error>>,
+{
+    while let Some(first) = queue.recv().await {
+        let (mut bytes, mut rows) = (first.data.len(), first.rows);
+        let mut members = vec![first];
+        while bytes < GROUP_MAX_BYTES && rows < GROUP_MAX_ROWS {
+            let Ok(next) = queue.try_recv() else { break };
+            bytes += next.data.len();
+            rows += next.rows;
+            members.push(next);
+        }
+        let alone = members.len() == 1;
+        let data = if alone {
+            std::mem::take(&mut members[0].data)
+        } else {
+            let mut data = Vec::with_capacity(bytes);
+            for m in &mut members {
+                data.append(&mut m.data);
+            }
+            data
+        };
+        let outcome = match insert(data).await {
+            Ok(()) => GroupOutcome::Inserted,
+            Err(e) if is_data_error(&e) => GroupOutcome::Rejected {
+                error: e.to_string(),
+                alone,
+            },
+            Err(e) => GroupOutcome::Failed(e.to_string()),
+        };
+        for m in members {
+            // A writer that gave up (its future dropped) no longer listens.
+            let _ = m.done.send(outcome.clone());
+        }
+    }
+}
+
+fn is_data_error(e: &clickhouse::error::Error) -> bool {
+    server_code(e).is_some_and(|c| DATA_ERRORS.contains(&c))
+}
 
 /// One insert of every pending ledger row; they leave the queue only once
 /// it succeeded (rows pushed meanwhile stay for the next).
@@ -472,5 +637,101 @@ mod tests {
         let e = clickhouse::error::Error::BadResponse("Code: 241. DB::Exception: memory".into());
         assert_eq!(server_code(&e), Some(241));
         assert_eq!(server_code(&clickhouse::error::Error::TimedOut), None);
+    }
+
+    fn member(data: &[u8], rows: usize) -> (Member, oneshot::Receiver<GroupOutcome>) {
+        let (done, outcome) = oneshot::channel();
+        let data = data.to_vec();
+        (Member { data, rows, done }, outcome)
+    }
+
+    /// A body with a `!` in it is refused as data, one with `?` fails as
+    /// an outage; every body sent is recorded.
+    fn fake_server(
+        sent: Arc<Mutex<Vec<Vec<u8>>>>,
+    ) -> impl FnMut(Vec<u8>) -> futures::future::Ready<Result<(), clickhouse::error::Error>> {
+        move |data| {
+            let answer = if data.contains(&b'!') {
+                Err(clickhouse::error::Error::BadResponse(
+                    "Code: 27, e.displayText() = DB::Exception: Cannot parse input".into(),
+                ))
+            } else if data.contains(&b'?') {
+                Err(clickhouse::error::Error::TimedOut)
+            } else {
+                Ok(())
+            };
+            sent.lock().unwrap().push(data);
+            futures::future::ready(answer)
+        }
+    }
+
+    #[tokio::test]
+    async fn queued_members_share_one_insert_and_its_outcome() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut answers = vec![];
+        for body in [&b"ab"[..], b"cd", b"ef"] {
+            let (m, a) = member(body, 1);
+            tx.send(m).unwrap();
+            answers.push(a);
+        }
+        let sent = Arc::new(Mutex::new(vec![]));
+        let task = tokio::spawn(run_group(rx, fake_server(sent.clone())));
+        for a in answers {
+            assert_eq!(a.await.unwrap(), GroupOutcome::Inserted);
+        }
+        assert_eq!(*sent.lock().unwrap(), [b"abcdef".to_vec()]);
+        // One arriving alone is sent at once, alone.
+        let (m, a) = member(b"gh", 1);
+        tx.send(m).unwrap();
+        assert_eq!(a.await.unwrap(), GroupOutcome::Inserted);
+        assert_eq!(sent.lock().unwrap().len(), 2);
+        drop(tx);
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_refused_group_tells_its_members_they_were_not_alone() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (good, good_answer) = member(b"ok", 1);
+        let (bad, bad_answer) = member(b"!", 1);
+        tx.send(good).unwrap();
+        tx.send(bad).unwrap();
+        let sent = Arc::new(Mutex::new(vec![]));
+        tokio::spawn(run_group(rx, fake_server(sent.clone())));
+        for a in [good_answer, bad_answer] {
+            assert!(
+                matches!(a.await.unwrap(), GroupOutcome::Rejected { alone: false, ref error } if error.contains("Code: 27"))
+            );
+        }
+        // Alone, the error is the member's own; an outage is no data error.
+        let (bad, bad_answer) = member(b"!", 1);
+        tx.send(bad).unwrap();
+        assert!(matches!(
+            bad_answer.await.unwrap(),
+            GroupOutcome::Rejected { alone: true, .. }
+        ));
+        let (down, down_answer) = member(b"?", 1);
+        tx.send(down).unwrap();
+        assert!(matches!(
+            down_answer.await.unwrap(),
+            GroupOutcome::Failed(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn groups_stop_at_the_row_bound() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut answers = vec![];
+        for body in [&b"a"[..], b"b", b"c"] {
+            let (m, a) = member(body, GROUP_MAX_ROWS / 2);
+            tx.send(m).unwrap();
+            answers.push(a);
+        }
+        let sent = Arc::new(Mutex::new(vec![]));
+        tokio::spawn(run_group(rx, fake_server(sent.clone())));
+        for a in answers {
+            assert_eq!(a.await.unwrap(), GroupOutcome::Inserted);
+        }
+        assert_eq!(*sent.lock().unwrap(), [b"ab".to_vec(), b"c".to_vec()]);
     }
 }
