@@ -16,6 +16,10 @@
 #
 #   benches/scaleout.sh [E2E_ROWS] [RUNS]
 #
+# Services' and processes' data go under $TMPDIR (mktemp); see
+# docs/benchmarks.md for why the figures there were taken with
+# TMPDIR=/dev/shm on this machine.
+#
 # Needs tansu and clickhouse-server on PATH (./scripts/test.sh installs
 # them). Starts both on free ports in a temporary directory and stops them.
 set -euo pipefail
@@ -25,8 +29,10 @@ export PATH="$HOME/.cargo/bin:$PATH"
 E2E_ROWS="${1:-200000}"
 RUNS="${2:-5}"
 
-cargo build --release -q -p securenet -p securenet-benches --bins
-BIN="$CARGO_TARGET_DIR/release"
+# BIN: a directory with other builds' securenet, loadgen and scaleout (an
+# A/B of two builds); NO_BUILD=1 skips the build.
+[ -n "${NO_BUILD:-}" ] || cargo build --release -q -p securenet -p securenet-benches --bins
+BIN="${BIN:-$CARGO_TARGET_DIR/release}"
 WORK="$(mktemp -d)"
 PIDS=()
 STOPS=()
