@@ -15,6 +15,15 @@ fn body(tenant: &str, from: usize, n: usize) -> String {
         .collect()
 }
 
+/// Batches the server's ClickHouse sink dead-lettered.
+async fn rejected_batches(server: &crate::support::Server) -> f64 {
+    crate::support::metric(
+        server,
+        r#"securenet_sink_errors_total{sink="clickhouse_rejected"}"#,
+    )
+    .await
+}
+
 async fn wait_clickhouse(
     ch: &crate::support::ClickHouse,
     want: &BTreeMap<String, u64>,
@@ -202,14 +211,7 @@ async fn rows_clickhouse_rejects_go_to_the_dead_letter_table_and_do_not_block_th
             > 100,
         "{dead:?}"
     );
-    assert_eq!(
-        crate::support::metric(
-            &server,
-            r#"securenet_sink_errors_total{sink="clickhouse_rejected"}"#
-        )
-        .await,
-        1.0
-    );
+    assert_eq!(rejected_batches(&server).await, 1.0);
     assert_eq!(count(&server, DEFAULT_KEY, "logs").await, 10);
     // The stream goes on: once the column is fixed, later batches land.
     ch.rows("ALTER TABLE {db}.logs MODIFY COLUMN message String")
@@ -262,14 +264,7 @@ async fn batches_refused_together_are_dead_lettered_one_by_one() {
             ("initech".to_string(), "30/1".to_string()),
         ])
     );
-    assert_eq!(
-        crate::support::metric(
-            &server,
-            r#"securenet_sink_errors_total{sink="clickhouse_rejected"}"#
-        )
-        .await,
-        3.0
-    );
+    assert_eq!(rejected_batches(&server).await, 3.0);
     // The stream goes on for every tenant once the column is fixed.
     ch.rows("ALTER TABLE {db}.logs MODIFY COLUMN message String")
         .await;
