@@ -4,12 +4,14 @@
 #   1. Kafka (Tansu 0.6.0, sqlite): envelopes through the bus's producer and
 #      consumer vs the same bytes through bare librdkafka (same settings).
 #   2. ClickHouse 18.16 (Debian): the ClickHouse sink vs bare RowBinary
-#      inserts of the same rows.
+#      inserts of the same rows, one write at a time and 4 in flight (as the
+#      pipeline drives it by default), the same for both.
 #   3. End to end: HTTP NDJSON → `securenet ingest` → Kafka → `securenet
 #      pipeline` → Parquet + ClickHouse, rows/s from the first request until
 #      both sinks have written every row (the pipelines' metrics; the stored
-#      counts are checked after); baseline: the embedded `securenet serve`
-#      (Parquet only) with the same load. 3b: one process per role sharing a
+#      counts are checked after); baselines: the embedded `securenet serve`
+#      with the same load and the same clock, writing Parquet only and
+#      Parquet + ClickHouse. 3b: one process per role sharing a
 #      data directory; 3c: share-nothing — two of each role, each with its
 #      own data directory, the lake on S3 (moto) and the control plane on
 #      PostgreSQL, the load split over both ingest nodes.
@@ -62,9 +64,10 @@ CH="$CLICKHOUSE_URL"
 echo "== 1. Kafka bus vs bare librdkafka (Tansu)" >&2
 KAFKA=$(RUST_LOG=error "$BIN/scaleout" kafka --brokers "$BROKERS" --envelopes 100 --rows 2000 --runs "$RUNS")
 echo "$KAFKA"
-echo "== 2. ClickHouse sink vs bare RowBinary inserts" >&2
-CLICK=$("$BIN/scaleout" clickhouse --url "$CH" --envelopes 20 --rows 10000 --runs "$RUNS")
-echo "$CLICK"
+echo "== 2. ClickHouse sink vs bare RowBinary inserts, one write at a time and 4 in flight" >&2
+for c in 1 4; do
+  "$BIN/scaleout" clickhouse --url "$CH" --envelopes 20 --rows 10000 --concurrency "$c" --runs "$RUNS"
+done
 
 KEY="bench-key-0123456789abcdef"
 common_env() {
@@ -90,10 +93,20 @@ sink_rows() { # sink, pipeline addresses... → rows that sink wrote
   done
   echo "$total"
 }
-wait_written() { # pipeline addresses...
-  while [ "$(sink_rows parquet "$@")" -lt "$E2E_ROWS" ] || [ "$(sink_rows clickhouse "$@")" -lt "$E2E_ROWS" ]; do
-    sleep 0.02
+wait_written() { # pipeline addresses... (the sinks in $SINKS, default both)
+  local s
+  for s in ${SINKS:-parquet clickhouse}; do
+    while [ "$(sink_rows "$s" "$@")" -lt "$E2E_ROWS" ]; do sleep 0.02; done
   done
+}
+# A run's clock starts when the load generator sent its first request (its
+# bodies are generated before that) and stops when the sinks wrote every
+# row: the same for the embedded baselines and the distributed shapes.
+started() { # loadgen outputs... → the earliest first request, unix seconds
+  python3 -c 'import json,sys; print(min(json.loads(a)["last_run_started_unix_s"] for a in sys.argv[1:]))' "$@"
+}
+rate() { # start end → rows/s
+  python3 -c "print(round($E2E_ROWS / ($2 - $1)))"
 }
 wait_stored() { # query-api address, ClickHouse database → sets P and C (after the clock)
   for _ in $(seq 1 300); do
@@ -106,12 +119,29 @@ count_ch() { # database
   curl -s "$CH/?query=SELECT%20count()%20FROM%20$1.logs%20FINAL" 2>/dev/null || echo 0
 }
 
-echo "== 3a. baseline: securenet serve (embedded bus, Parquet) — $E2E_ROWS rows" >&2
-env $(common_env) SECURENET_DATA_DIR="$WORK/serve" "$BIN/securenet" serve > "$WORK/serve.out" 2>"$WORK/serve.err" &
-PIDS+=($!); SERVE_PID=$!
-ADDR=$(wait_ready "$WORK/serve.out" "securenet ready http=")
-BASE=$("$BIN/loadgen" http --url "http://$ADDR" --key "$KEY" --rows "$E2E_ROWS" --runs 0)
-kill "$SERVE_PID"; wait "$SERVE_PID" 2>/dev/null || true
+# 3a. Baselines: the embedded `serve` (one process, in-memory bus) with
+# Parquet only, and with Parquet + ClickHouse — the distributed shapes below
+# write both, so the second is the like-for-like one.
+BASE_RATES=(); BASE_CH_RATES=()
+for run in $(seq 1 "$RUNS"); do
+  for sinks in "parquet" "parquet clickhouse"; do
+    echo "== 3a. run $run: securenet serve (embedded bus, $sinks) — $E2E_ROWS rows" >&2
+    DATA="$WORK/serve$run${sinks// /}"; DB="bench_serve_${run}_$$"
+    CH_ENV=""
+    [ "$sinks" = "parquet" ] || CH_ENV="SECURENET_PIPELINE__CLICKHOUSE__URL=$CH SECURENET_PIPELINE__CLICKHOUSE__DATABASE=$DB"
+    env $(common_env) $CH_ENV SECURENET_DATA_DIR="$DATA" "$BIN/securenet" serve > "$DATA.out" 2>"$DATA.err" &
+    PIDS+=($!); SERVE_PID=$!
+    ADDR=$(wait_ready "$DATA.out" "securenet ready http=")
+    LOAD=$("$BIN/loadgen" http --url "http://$ADDR" --key "$KEY" --rows "$E2E_ROWS" --runs 0)
+    SINKS="$sinks" wait_written "$ADDR"
+    END=$(date +%s.%N)
+    RATE=$(rate "$(started "$LOAD")" "$END")
+    echo "run $run ($sinks): $RATE rows/s until written (acknowledged: $LOAD)" >&2
+    if [ "$sinks" = "parquet" ]; then BASE_RATES+=("$RATE"); else BASE_CH_RATES+=("$RATE"); fi
+    kill "$SERVE_PID"; wait "$SERVE_PID" 2>/dev/null || true
+    [ "$sinks" = "parquet" ] || curl -s "$CH/" -d "DROP DATABASE IF EXISTS $DB" > /dev/null
+  done
+done
 
 E2E_RATES=()
 for run in $(seq 1 "$RUNS"); do
@@ -129,12 +159,12 @@ for run in $(seq 1 "$RUNS"); do
   env $ROLE_ENV "$BIN/securenet" query-api > "$WORK/api$run.out" 2>"$WORK/api$run.err" &
   PIDS+=($!); API_PID=$!
   API=$(wait_ready "$WORK/api$run.out" "securenet ready http=")
-  START=$(date +%s.%N)
   "$BIN/loadgen" http --url "http://$INGEST" --key "$KEY" --rows "$E2E_ROWS" --runs 0 > "$WORK/load$run.json"
   wait_written "$PIPE"
   END=$(date +%s.%N)
+  START=$(started "$(cat "$WORK/load$run.json")")
   wait_stored "$API" "$DB"
-  RATE=$(python3 -c "print(round($E2E_ROWS / ($END - $START)))")
+  RATE=$(rate "$START" "$END")
   echo "run $run: parquet=$P clickhouse=$C in $(python3 -c "print(round($END - $START, 2))")s = $RATE rows/s (ingest acknowledged: $(cat "$WORK/load$run.json"))" >&2
   [ "$P" -eq "$E2E_ROWS" ] && [ "$C" -eq "$E2E_ROWS" ] || { echo "count mismatch: parquet $P clickhouse $C" >&2; exit 1; }
   E2E_RATES+=("$RATE")
@@ -173,7 +203,6 @@ for run in $(seq 1 "$RUNS"); do
     PIDS+=($!); ROLE_PIDS+=($!)
     ADDRS+=("$(wait_ready "$h/out" "securenet ready http=")")
   done
-  START=$(date +%s.%N)
   HALF=$((E2E_ROWS / 2))
   "$BIN/loadgen" http --url "http://${ADDRS[2]}" --key "$KEY" --rows "$HALF" --runs 0 > "$WORK/sn$run/load1.json" &
   L1=$!
@@ -181,8 +210,9 @@ for run in $(seq 1 "$RUNS"); do
   wait "$L1"
   wait_written "${ADDRS[0]}" "${ADDRS[1]}"
   END=$(date +%s.%N)
+  START=$(started "$(cat "$WORK/sn$run/load1.json")" "$(cat "$WORK/sn$run/load2.json")")
   wait_stored "${ADDRS[4]}" "$DB"
-  RATE=$(python3 -c "print(round($E2E_ROWS / ($END - $START)))")
+  RATE=$(rate "$START" "$END")
   P2=$(count_sql "${ADDRS[5]}")
   echo "run $run: parquet=$P (other query-api: $P2) clickhouse=$C in $(python3 -c "print(round($END - $START, 2))")s = $RATE rows/s" >&2
   [ "$P" -eq "$E2E_ROWS" ] && [ "$P2" -eq "$E2E_ROWS" ] && [ "$C" -eq "$E2E_ROWS" ] ||
@@ -192,22 +222,25 @@ for run in $(seq 1 "$RUNS"); do
   curl -s "$CH/" -d "DROP DATABASE $DB" > /dev/null
 done
 
-python3 - "$BASE" "${#E2E_RATES[@]}" "${E2E_RATES[@]}" "${SN_RATES[@]}" <<'PY'
+python3 - "${BASE_RATES[*]}" "${BASE_CH_RATES[*]}" "${E2E_RATES[*]}" "${SN_RATES[*]}" <<'PY'
 import json, sys
-base = json.loads(sys.argv[1])
-n = int(sys.argv[2])
-rates = sorted(int(r) for r in sys.argv[3:3 + n])
-shared_nothing = sorted(int(r) for r in sys.argv[3 + n:])
-med = rates[len(rates) // 2]
-sn = shared_nothing[len(shared_nothing) // 2]
+runs = [sorted(int(r) for r in a.split()) for a in sys.argv[1:5]]
+base, base_ch, e2e, sn = runs
+med = lambda r: r[len(r) // 2]
 print(json.dumps({
     "bench": "end_to_end",
-    "baseline_serve_parquet_rows_per_s": base["median_rows_per_s"],
-    "kafka_both_sinks_runs_rows_per_s": rates,
-    "kafka_both_sinks_median_rows_per_s": med,
-    "ratio_to_baseline": round(med / base["median_rows_per_s"], 3),
-    "share_nothing_runs_rows_per_s": shared_nothing,
-    "share_nothing_median_rows_per_s": sn,
-    "share_nothing_ratio_to_baseline": round(sn / base["median_rows_per_s"], 3),
+    "clock": "first request sent until the sinks wrote every row",
+    "serve_parquet_runs_rows_per_s": base,
+    "baseline_serve_parquet_rows_per_s": med(base),
+    "serve_both_sinks_runs_rows_per_s": base_ch,
+    "baseline_serve_both_sinks_rows_per_s": med(base_ch),
+    "kafka_both_sinks_runs_rows_per_s": e2e,
+    "kafka_both_sinks_median_rows_per_s": med(e2e),
+    "ratio_to_baseline": round(med(e2e) / med(base), 3),
+    "ratio_to_serve_both_sinks": round(med(e2e) / med(base_ch), 3),
+    "share_nothing_runs_rows_per_s": sn,
+    "share_nothing_median_rows_per_s": med(sn),
+    "share_nothing_ratio_to_baseline": round(med(sn) / med(base), 3),
+    "share_nothing_ratio_to_serve_both_sinks": round(med(sn) / med(base_ch), 3),
 }))
 PY

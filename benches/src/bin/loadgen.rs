@@ -264,12 +264,14 @@ async fn http(load: &Load) -> anyhow::Result<()> {
     let runs = load.runs;
     let mut rates = Vec::new();
     let mut total_acked = 0;
+    let mut started_unix = 0.0;
     for run in 0..=runs {
         let before = match load.protocol {
             Protocol::GelfTcp => stored_rows(&client, &load.url, &load.key).await?,
             _ => 0,
         };
         let started = Instant::now();
+        started_unix = unix_now();
         let (mut acked, refused) = send_all(load, &payloads, &client).await?;
         if load.protocol == Protocol::GelfTcp {
             // No acks: the run ends when every row is stored in the lake.
@@ -312,9 +314,19 @@ async fn http(load: &Load) -> anyhow::Result<()> {
             "runs": rates,
             "median_rows_per_s": median.round(),
             "median_mb_per_s": (median * total_bytes as f64 / rows as f64 / 1e6 * 10.0).round() / 10.0,
+            // When the last run's first request went out (after the bodies
+            // were generated), for scripts that time a run to its end
+            // elsewhere (scaleout.sh: until the sinks wrote every row).
+            "last_run_started_unix_s": started_unix,
         })
     );
     Ok(())
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// A gRPC codec that sends pre-encoded messages and ignores answers.

@@ -57,9 +57,19 @@ enum Cmd {
         envelopes: usize,
         #[arg(long, default_value_t = 10_000)]
         rows: usize,
+        /// Writes in flight, through the sink and bare alike (the pipeline
+        /// drives its sinks with `pipeline.consumer.max_in_flight`, 4).
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+}
+
+/// The median of some durations, in whole milliseconds.
+fn median_ms(took: &mut [Duration]) -> u128 {
+    took.sort();
+    took.get(took.len() / 2).map_or(0, Duration::as_millis)
 }
 
 #[tokio::main]
@@ -76,8 +86,9 @@ async fn main() -> anyhow::Result<()> {
             url,
             envelopes,
             rows,
+            concurrency,
             runs,
-        } => clickhouse(&url, envelopes, rows, runs).await,
+        } => clickhouse(&url, envelopes, rows, concurrency, runs).await,
     }
 }
 
@@ -173,6 +184,8 @@ async fn kafka(
     let metrics = PipelineMetrics::new(&prometheus::Registry::new())?;
     let (mut ours_p, mut base_p, mut ours_c, mut base_c) =
         (Rates::new(), Rates::new(), Rates::new(), Rates::new());
+    // Subscribe to first message, per consumer (warm-up run included).
+    let (mut base_first, mut ours_first) = (Vec::new(), Vec::new());
     let (mut payload_bytes, mut wire_bytes) = (0, 0);
     for run in 0..=runs {
         let prefix = format!("bench{}r{run}", std::process::id());
@@ -274,20 +287,30 @@ async fn kafka(
             c.create()?
         };
         consumer.subscribe(&[&raw_topic_name])?;
-        let started = Instant::now();
+        // Each consumer's clock starts at its first message: the group join
+        // and the first fetch before it (Tansu 0.6.0 answers a fetch no
+        // sooner than about half of `fetch.wait.max.ms`) are reported apart.
+        let subscribed = Instant::now();
+        let mut started = subscribed;
         let mut got = 0;
         let mut bytes = 0;
         while got < n {
             let m = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
                 .await
                 .context("baseline consumer stalled")??;
-            bytes += rdkafka::Message::payload(&m).map_or(0, <[u8]>::len);
+            if got == 0 {
+                started = Instant::now();
+                base_first.push(started - subscribed);
+            } else {
+                bytes += rdkafka::Message::payload(&m).map_or(0, <[u8]>::len);
+            }
             got += 1;
         }
+        let after_first = (n - 1) * rows;
         base_c.push(
             "baseline consume",
             run,
-            total_rows,
+            after_first,
             bytes,
             started.elapsed(),
         );
@@ -295,21 +318,28 @@ async fn kafka(
         // Ours: KafkaConsumer (fetch, decode, validate, track offsets).
         let stop = tokio_util::sync::CancellationToken::new();
         let mut bus = KafkaConsumer::new(&config, stop.clone(), metrics.clone())?;
-        let started = Instant::now();
+        let subscribed = Instant::now();
+        let mut started = subscribed;
         let mut got_rows = 0;
+        let mut first_rows = 0;
         while got_rows < total_rows {
             let d = tokio::time::timeout(Duration::from_secs(60), bus.next())
                 .await
                 .context("consumer stalled")?
                 .context("consumer closed")?;
+            if got_rows == 0 {
+                started = Instant::now();
+                ours_first.push(started - subscribed);
+                first_rows = d.envelope.num_rows();
+            }
             got_rows += d.envelope.num_rows();
             d.ack.settle(Ok(()));
         }
         ours_c.push(
             "securenet consume",
             run,
-            total_rows,
-            payload_bytes,
+            total_rows - first_rows,
+            payload_bytes * (total_rows - first_rows) / total_rows,
             started.elapsed(),
         );
         stop.cancel();
@@ -328,12 +358,22 @@ async fn kafka(
             "securenet_publish": ours_p.json(),
             "baseline_consume": base_c.json(),
             "securenet_consume": ours_c.json(),
+            "consume_clock": "from the first message to the last (the rows after the first)",
+            "baseline_join_and_first_fetch_ms": median_ms(&mut base_first),
+            "securenet_join_and_first_fetch_ms": median_ms(&mut ours_first),
         })
     );
     Ok(())
 }
 
-async fn clickhouse(url: &str, n: usize, rows: usize, runs: usize) -> anyhow::Result<()> {
+async fn clickhouse(
+    url: &str,
+    n: usize,
+    rows: usize,
+    concurrency: usize,
+    runs: usize,
+) -> anyhow::Result<()> {
+    let concurrency = concurrency.max(1);
     let metrics = PipelineMetrics::new(&prometheus::Registry::new())?;
     let database = format!("bench_{}", std::process::id());
     let config = ClickHouseConfig {
@@ -370,20 +410,32 @@ async fn clickhouse(url: &str, n: usize, rows: usize, runs: usize) -> anyhow::Re
         // first leave ClickHouse merging parts while the second runs.
         let bare = async {
             let started = Instant::now();
-            for (columns, data) in bodies {
-                let mut insert = client.insert_formatted_with(format!(
-                    "INSERT INTO {database}.logs_raw ({columns}) FORMAT RowBinary"
-                ));
-                insert.send(bytes::Bytes::from(data)).await?;
-                insert.end().await?;
-            }
+            futures::stream::iter(bodies)
+                .map(|(columns, data)| {
+                    let mut insert = client.insert_formatted_with(format!(
+                        "INSERT INTO {database}.logs_raw ({columns}) FORMAT RowBinary"
+                    ));
+                    async move {
+                        insert.send(bytes::Bytes::from(data)).await?;
+                        insert.end().await
+                    }
+                })
+                .buffer_unordered(concurrency)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<Result<Vec<()>, _>>()?;
             anyhow::Ok(started.elapsed())
         };
         let through_sink = async {
             let started = Instant::now();
-            for e in &batch {
-                sink.write(e).await?;
-            }
+            futures::stream::iter(&batch)
+                .map(|e| sink.write(e))
+                .buffer_unordered(concurrency)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<Result<Vec<()>, _>>()?;
             anyhow::Ok(started.elapsed())
         };
         let (bare_took, sink_took) = if run % 2 == 0 {
@@ -415,6 +467,7 @@ async fn clickhouse(url: &str, n: usize, rows: usize, runs: usize) -> anyhow::Re
             "bench": "clickhouse",
             "clickhouse_version": version,
             "envelopes_per_run": n,
+            "writes_in_flight": concurrency,
             "rows_per_envelope": rows,
             "payload_bytes_per_run": payload,
             "baseline_insert": base.json(),

@@ -14,6 +14,12 @@ pub struct ClickHouseConfig {
     pub password: schemas::Secret,
     /// Per-request timeout.
     pub timeout_ms: u64,
+    /// Inserts into one table that may run at once. ClickHouse works one
+    /// insert on one thread, so one at a time leaves its other cores idle;
+    /// batches that arrive while every slot is busy wait and share the next
+    /// free one (group commit). 2 measured best on 2 cores
+    /// (`benches/scaleout.sh`, docs/benchmarks.md).
+    pub max_inserts_per_table: usize,
 }
 
 impl Default for ClickHouseConfig {
@@ -24,6 +30,7 @@ impl Default for ClickHouseConfig {
             user: "default".into(),
             password: Default::default(),
             timeout_ms: 30_000,
+            max_inserts_per_table: 2,
         }
     }
 }

@@ -5,8 +5,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::FutureExt;
 use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use schemas::{Envelope, PayloadCompression, RecordKind};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
@@ -65,15 +66,21 @@ pub struct ClickHouseSink {
     metrics: PipelineMetrics,
     ledger: Arc<Ledger>,
     groups: Mutex<HashMap<String, mpsc::UnboundedSender<Member>>>,
+    /// `max_inserts_per_table`.
+    inserts_at_once: usize,
 }
 
 /// Group commit: envelopes written concurrently to the same table (and
-/// with the same columns) share one insert. Each statement has a task that
-/// takes the first waiting envelope, everything queued behind it (up to
-/// [`GROUP_MAX_BYTES`]), inserts it all at once and answers every member;
-/// envelopes that arrive meanwhile wait for the next insert. Nothing waits
-/// for company — one envelope alone is inserted at once — so the groups
-/// grow only while ClickHouse is slower than the stream. Fewer, larger
+/// with the same columns) share inserts. Each statement has a task that
+/// runs up to `max_inserts_per_table` inserts at once; whenever one of
+/// them is free it takes the first waiting envelope and everything queued
+/// behind it (up to [`GROUP_MAX_BYTES`]), inserts it all at once and
+/// answers every member; envelopes that arrive while every slot is busy
+/// wait for the next free one. Nothing waits for company — one envelope
+/// alone is inserted at once — so the groups grow only while ClickHouse is
+/// slower than the stream. ClickHouse handles an insert on one thread: one
+/// slot per table left the second core idle (`benches/scaleout.sh`, part 2
+/// with 4 writes in flight). Fewer, larger
 /// inserts mean fewer parts for ClickHouse to write and merge, which is
 /// most of its CPU here (`benches/drain.sh`). The queue needs no bound of
 /// its own: every member's writer awaits its answer, and the consumer
@@ -188,6 +195,7 @@ impl ClickHouseSink {
             metrics,
             ledger: Arc::default(),
             groups: Mutex::default(),
+            inserts_at_once: config.max_inserts_per_table.max(1),
         };
         sink.migrate().await?;
         sink.spawn_ledger_writer();
@@ -376,7 +384,7 @@ impl ClickHouseSink {
         let (tx, rx) = mpsc::unbounded_channel::<Member>();
         let (client, timeout) = (self.client.clone(), self.timeout);
         let inserts = self.metrics.sink_inserts.with_label_values(&[NAME, kind]);
-        tokio::spawn(run_group(rx, move |data| {
+        tokio::spawn(run_group(rx, self.inserts_at_once, move |data| {
             inserts.inc();
             let (client, sql) = (client.clone(), sql.clone());
             async move { insert(&client, timeout, sql, data).await }
@@ -487,31 +495,60 @@ async fn insert(
 }
 
 /// A statement's insert task (see [`Member`]): `insert` sends one body.
-async fn run_group<F, Fut>(mut queue: mpsc::UnboundedReceiver<Member>, mut insert: F)
+async fn run_group<F, Fut>(
+    mut queue: mpsc::UnboundedReceiver<Member>,
+    at_once: usize,
+    mut insert: F,
+) where
+    F: FnMut(Vec<u8>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), clickhouse::error::Error>>,
+{
+    let mut running = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            // A new group only when a slot is free: until then the queue
+            // fills, and the next group takes all of it.
+            first = queue.recv(), if running.len() < at_once.max(1) => {
+                let Some(first) = first else { break };
+                running.push(insert_group(first, &mut queue, &mut insert));
+            }
+            Some(()) = running.next(), if !running.is_empty() => {}
+        }
+    }
+    while running.next().await.is_some() {}
+}
+
+/// `first` and what queued behind it, as one insert; answers every member.
+fn insert_group<F, Fut>(
+    first: Member,
+    queue: &mut mpsc::UnboundedReceiver<Member>,
+    insert: &mut F,
+) -> impl std::future::Future<Output = ()> + use<F, Fut>
 where
     F: FnMut(Vec<u8>) -> Fut,
     Fut: std::future::Future<Output = Result<(), clickhouse::error::Error>>,
 {
-    while let Some(first) = queue.recv().await {
-        let (mut bytes, mut rows) = (first.data.len(), first.rows);
-        let mut members = vec![first];
-        while bytes < GROUP_MAX_BYTES && rows < GROUP_MAX_ROWS {
-            let Ok(next) = queue.try_recv() else { break };
-            bytes += next.data.len();
-            rows += next.rows;
-            members.push(next);
+    let (mut bytes, mut rows) = (first.data.len(), first.rows);
+    let mut members = vec![first];
+    while bytes < GROUP_MAX_BYTES && rows < GROUP_MAX_ROWS {
+        let Ok(next) = queue.try_recv() else { break };
+        bytes += next.data.len();
+        rows += next.rows;
+        members.push(next);
+    }
+    let alone = members.len() == 1;
+    let data = if alone {
+        std::mem::take(&mut members[0].data)
+    } else {
+        let mut data = Vec::with_capacity(bytes);
+        for m in &mut members {
+            data.append(&mut m.data);
         }
-        let alone = members.len() == 1;
-        let data = if alone {
-            std::mem::take(&mut members[0].data)
-        } else {
-            let mut data = Vec::with_capacity(bytes);
-            for m in &mut members {
-                data.append(&mut m.data);
-            }
-            data
-        };
-        let outcome = match insert(data).await {
+        data
+    };
+    let inserted = insert(data);
+    async move {
+        let outcome = match inserted.await {
             Ok(()) => GroupOutcome::Inserted,
             Err(e) if is_data_error(&e) => GroupOutcome::Rejected {
                 error: e.to_string(),
@@ -675,7 +712,7 @@ mod tests {
             answers.push(a);
         }
         let sent = Arc::new(Mutex::new(vec![]));
-        let task = tokio::spawn(run_group(rx, fake_server(sent.clone())));
+        let task = tokio::spawn(run_group(rx, 2, fake_server(sent.clone())));
         for a in answers {
             assert_eq!(a.await.unwrap(), GroupOutcome::Inserted);
         }
@@ -697,7 +734,7 @@ mod tests {
         tx.send(good).unwrap();
         tx.send(bad).unwrap();
         let sent = Arc::new(Mutex::new(vec![]));
-        tokio::spawn(run_group(rx, fake_server(sent.clone())));
+        tokio::spawn(run_group(rx, 2, fake_server(sent.clone())));
         for a in [good_answer, bad_answer] {
             assert!(
                 matches!(a.await.unwrap(), GroupOutcome::Rejected { alone: false, ref error } if error.contains("Code: 27"))
@@ -719,6 +756,55 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn inserts_run_side_by_side_and_the_queue_waits_for_a_free_one() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let sent = Arc::new(Mutex::new(Vec::<Vec<u8>>::new()));
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let (s, g) = (sent.clone(), gate.clone());
+        tokio::spawn(run_group(rx, 2, move |data| {
+            s.lock().unwrap().push(data);
+            let g = g.clone();
+            async move {
+                g.acquire().await.unwrap().forget();
+                Ok(())
+            }
+        }));
+        let sent_now = |n: usize| {
+            let sent = sent.clone();
+            async move {
+                while sent.lock().unwrap().len() < n {
+                    tokio::task::yield_now().await;
+                }
+            }
+        };
+        let mut answers = vec![];
+        for (body, started) in [(&b"a"[..], 1), (b"b", 2)] {
+            let (m, a) = member(body, 1);
+            tx.send(m).unwrap();
+            answers.push(a);
+            sent_now(started).await;
+        }
+        // Both slots busy: these wait, and then go in together.
+        for body in [&b"c"[..], b"d"] {
+            let (m, a) = member(body, 1);
+            tx.send(m).unwrap();
+            answers.push(a);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(sent.lock().unwrap().len(), 2);
+        gate.add_permits(1);
+        sent_now(3).await;
+        gate.add_permits(2);
+        for a in answers {
+            assert_eq!(a.await.unwrap(), GroupOutcome::Inserted);
+        }
+        assert_eq!(
+            *sent.lock().unwrap(),
+            [b"a".to_vec(), b"b".to_vec(), b"cd".to_vec()]
+        );
+    }
+
+    #[tokio::test]
     async fn groups_stop_at_the_row_bound() {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut answers = vec![];
@@ -728,7 +814,7 @@ mod tests {
             answers.push(a);
         }
         let sent = Arc::new(Mutex::new(vec![]));
-        tokio::spawn(run_group(rx, fake_server(sent.clone())));
+        tokio::spawn(run_group(rx, 2, fake_server(sent.clone())));
         for a in answers {
             assert_eq!(a.await.unwrap(), GroupOutcome::Inserted);
         }
