@@ -1,6 +1,7 @@
 //! Session-level tests: the tenant boundary and read-only planning. The
 //! same properties are tested over HTTP in the end-to-end suite.
 
+use arrow::array::StringArray;
 use arrow::util::pretty::pretty_format_batches;
 use pipeline::sinks::parquet::ParquetSinkConfig;
 use pipeline::{Lake, PipelineMetrics, Sink};
@@ -14,33 +15,46 @@ fn t(s: &str) -> TenantId {
 }
 
 async fn lake_with(rows: &[(&str, &str)]) -> (tempfile::TempDir, Lake) {
-    let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::local(dir.path()).unwrap();
-    let metrics = PipelineMetrics::new(&prometheus::Registry::new()).unwrap();
-    let sink = ParquetSinkConfig::default()
-        .build(lake.clone(), metrics)
-        .unwrap();
+    let (dir, lake) = empty_lake();
     for (tenant, message) in rows {
-        let tenant = t(tenant);
-        let id = Uuid::now_v7();
-        let mut b = LogBatchBuilder::with_capacity(1);
-        b.append(&LogRecord {
+        let record = LogRecord {
             ts_ms: 1_795_687_200_000,
             received_ms: 1_795_687_200_000,
             message: message.to_string(),
             input: "test",
             ..Default::default()
-        });
-        let env = Envelope::new(
-            tenant.clone(),
-            RecordKind::Logs,
-            id,
-            b.finish(&tenant, id).unwrap(),
-        )
-        .unwrap();
-        sink.write(&env).await.unwrap();
+        };
+        write_logs(&lake, tenant, &[record]).await;
     }
     (dir, lake)
+}
+
+fn empty_lake() -> (tempfile::TempDir, Lake) {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::local(dir.path()).unwrap();
+    (dir, lake)
+}
+
+/// Writes `records` as one batch (one Parquet object) of `tenant`.
+async fn write_logs(lake: &Lake, tenant: &str, records: &[LogRecord]) {
+    let metrics = PipelineMetrics::new(&prometheus::Registry::new()).unwrap();
+    let sink = ParquetSinkConfig::default()
+        .build(lake.clone(), metrics)
+        .unwrap();
+    let tenant = t(tenant);
+    let id = Uuid::now_v7();
+    let mut b = LogBatchBuilder::with_capacity(records.len());
+    for r in records {
+        b.append(r);
+    }
+    let env = Envelope::new(
+        tenant.clone(),
+        RecordKind::Logs,
+        id,
+        b.finish(&tenant, id).unwrap(),
+    )
+    .unwrap();
+    sink.write(&env).await.unwrap();
 }
 
 fn engine(lake: Lake, config: SqlConfig) -> SqlEngine {
@@ -557,6 +571,92 @@ async fn time_predicates_keep_other_days_unread() {
         count("SELECT count(*) AS n FROM logs WHERE ts < TIMESTAMP '2026-11-21T00:00:00Z'")
             .await
             .is_err()
+    );
+}
+
+/// The build side (first child) of the outermost hash join in `plan`'s
+/// physical plan text, as its lines.
+fn outer_join_build_side(plan: &str) -> Vec<&str> {
+    let lines: Vec<&str> = plan.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let join = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("HashJoinExec"))
+        .unwrap_or_else(|| panic!("no hash join in\n{plan}"));
+    let child = indent(lines[join]) + 2;
+    let mut side = Vec::new();
+    for l in &lines[join + 1..] {
+        if indent(l) <= child && !side.is_empty() {
+            break;
+        }
+        side.push(*l);
+    }
+    side
+}
+
+/// A chain of joins hashes its small side: estimates carry through joins
+/// (DataFusion's statistics registry), so the second join of
+/// `logs ⋈ hosts ⋈ per_host` builds its table on `per_host` (4 rows), not
+/// on the first join's output (400). Without the registry the first join's
+/// estimate came out below the other side's (see `tenant_session`), so that
+/// output stayed the build side whatever it held — in benches/sql.sh's logs ⋈ devices ⋈ findings, every
+/// matching log row.
+#[tokio::test]
+async fn a_chain_of_joins_hashes_the_small_side() {
+    let (_dir, lake) = empty_lake();
+    let records: Vec<LogRecord> = (0..400)
+        .map(|i| LogRecord {
+            ts_ms: 1_795_687_200_000 + i,
+            received_ms: 1_795_687_200_000,
+            host: Some(format!("h{}", i % 4)),
+            message: format!("m{i}"),
+            input: "test",
+            ..Default::default()
+        })
+        .collect();
+    for part in records.chunks(50) {
+        write_logs(&lake, "acme", part).await;
+    }
+    let e = engine(lake, SqlConfig::default());
+    // Shaped like benches/sql.sh's logs ⋈ devices ⋈ findings: the first
+    // join's other side is a filtered aggregate, estimated at a fifth of its
+    // input, the second join's an aggregate estimated at all of it.
+    let sql = "WITH hosts AS (SELECT message, max(host) AS host FROM logs \
+               WHERE message IS NOT NULL GROUP BY message), \
+               per_host AS (SELECT host, count(DISTINCT message) AS n FROM logs GROUP BY host) \
+               SELECT per_host.n AS per_host, count(*) AS joined FROM logs a \
+               JOIN hosts ON a.message = hosts.message JOIN per_host ON per_host.host = hosts.host \
+               GROUP BY per_host.n";
+    assert!(
+        run(&e, "acme", sql)
+            .await
+            .unwrap()
+            .contains("| 100      | 400    |"),
+        "4 hosts of 100 messages each"
+    );
+    let r = e
+        .execute(&t("acme"), &format!("EXPLAIN {sql}"))
+        .await
+        .unwrap();
+    let plan = r
+        .batches
+        .iter()
+        .find_map(|b| {
+            let kinds = b.column(0).as_any().downcast_ref::<StringArray>()?;
+            let plans = b.column(1).as_any().downcast_ref::<StringArray>()?;
+            (0..b.num_rows())
+                .find(|&i| kinds.value(i) == "physical_plan")
+                .map(|i| plans.value(i).to_string())
+        })
+        .expect("a physical plan");
+    let build = outer_join_build_side(&plan);
+    assert!(
+        !build.iter().any(|l| l.contains("HashJoinExec")),
+        "the outer join hashes the first join's output:\n{plan}"
+    );
+    assert!(
+        build.iter().any(|l| l.contains("AggregateExec")),
+        "the outer join hashes per_host:\n{plan}"
     );
 }
 
