@@ -7,11 +7,11 @@
 #      inserts of the same rows, one write at a time and 4 in flight (as the
 #      pipeline drives it by default), the same for both.
 #   3. End to end: HTTP NDJSON → `securenet ingest` → Kafka → `securenet
-#      pipeline` → Parquet + ClickHouse, rows/s from the first request until
-#      both sinks have written every row (the pipelines' metrics; the stored
-#      counts are checked after); baselines: the embedded `securenet serve`
-#      with the same load and the same clock, writing Parquet only and
-#      Parquet + ClickHouse. 3b: one process per role sharing a
+#      pipeline` → Parquet only, and Parquet + ClickHouse, rows/s from the
+#      first request until the sinks have written every row (the pipelines'
+#      metrics; the stored counts are checked after); baselines: the
+#      embedded `securenet serve` with the same load and the same clock,
+#      writing the same sinks. 3b: one process per role sharing a
 #      data directory; 3c: share-nothing — two of each role, each with its
 #      own data directory, the lake on S3 (moto) and the control plane on
 #      PostgreSQL, the load split over both ingest nodes.
@@ -56,8 +56,8 @@ wait_ready() { # file marker
 
 # Services.
 mkdir -p "$WORK/tansu"
-start_tansu "$WORK/tansu" PIDS
-start_clickhouse "$WORK/clickhouse" PIDS
+start_tansu "$WORK/tansu" PIDS; TANSU_PID=${PIDS[-1]}
+start_clickhouse "$WORK/clickhouse" PIDS; CH_PID=${PIDS[-1]}
 BROKERS="$KAFKA_BROKERS"
 CH="$CLICKHOUSE_URL"
 
@@ -99,6 +99,21 @@ wait_written() { # pipeline addresses... (the sinks in $SINKS, default both)
     while [ "$(sink_rows "$s" "$@")" -lt "$E2E_ROWS" ]; do sleep 0.02; done
   done
 }
+# The distributed shapes start their load once every pipeline holds
+# partitions (`securenet_bus_assigned_partitions` > 0): a run measures the
+# topology at work, not the consumer group forming. Without it, a second
+# pipeline joining after the load began rebalanced the group mid-run and
+# now and then stalled a 3c run for ~3 s.
+wait_assigned() { # pipeline addresses...
+  local a n
+  for a in "$@"; do
+    for _ in $(seq 1 600); do
+      n=$(curl -s "http://$a/metrics" | awk '/^securenet_bus_assigned_partitions / {print $2}')
+      [ "${n:-0}" -gt 0 ] && break
+      sleep 0.05
+    done
+  done
+}
 # A run's clock starts when the load generator sent its first request (its
 # bodies are generated before that) and stops when the sinks wrote every
 # row: the same for the embedded baselines and the distributed shapes.
@@ -108,9 +123,48 @@ started() { # loadgen outputs... → the earliest first request, unix seconds
 rate() { # start end → rows/s
   python3 -c "print(round($E2E_ROWS / ($2 - $1)))"
 }
-wait_stored() { # query-api address, ClickHouse database → sets P and C (after the clock)
+# CPU seconds (user + system, from /proc, each process with its
+# descendants) of named groups of processes: `cpu_snap name=pid,pid …`
+# prints `name:seconds …`; `cpu_diff BEFORE AFTER` prints `name=seconds …`
+# spent between the two snapshots. Where the time of a run goes; the load
+# generator (an exited child) is not counted.
+cpu_snap() {
+  python3 - "$@" <<'PY'
+import os, sys
+tick = os.sysconf("SC_CLK_TCK")
+procs = {}
+for d in os.listdir("/proc"):
+    if d.isdigit():
+        try:
+            f = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        procs[int(d)] = (int(f[1]), int(f[11]) + int(f[12]))
+def total(pid):
+    t, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        t += procs.get(p, (0, 0))[1]
+        todo += [c for c, (pp, _) in procs.items() if pp == p]
+    return t
+out = []
+for arg in sys.argv[1:]:
+    name, pids = arg.split("=", 1)
+    out.append(f"{name}:{sum(total(int(p)) for p in pids.split(',') if p) / tick:.2f}")
+print(" ".join(out))
+PY
+}
+cpu_diff() { # before after
+  python3 -c '
+import sys
+b = dict(kv.split(":") for kv in sys.argv[1].split())
+a = dict(kv.split(":") for kv in sys.argv[2].split())
+print(" ".join(f"{k}={float(a[k]) - float(b[k]):.2f}" for k in a))' "$1" "$2"
+}
+wait_stored() { # query-api address, ClickHouse database ("" when only Parquet) → sets P and C (after the clock)
   for _ in $(seq 1 300); do
-    P=$(count_sql "$1"); C=$(count_ch "$2")
+    P=$(count_sql "$1")
+    if [ -n "$2" ]; then C=$(count_ch "$2"); else C=$E2E_ROWS; fi
     [ "$P" -ge "$E2E_ROWS" ] && [ "${C:-0}" -ge "$E2E_ROWS" ] && return
     sleep 0.1
   done
@@ -132,44 +186,59 @@ for run in $(seq 1 "$RUNS"); do
     env $(common_env) $CH_ENV SECURENET_DATA_DIR="$DATA" "$BIN/securenet" serve > "$DATA.out" 2>"$DATA.err" &
     PIDS+=($!); SERVE_PID=$!
     ADDR=$(wait_ready "$DATA.out" "securenet ready http=")
+    GROUPS_CPU=("serve=$SERVE_PID" "clickhouse=$CH_PID"); CPU0=$(cpu_snap "${GROUPS_CPU[@]}")
     LOAD=$("$BIN/loadgen" http --url "http://$ADDR" --key "$KEY" --rows "$E2E_ROWS" --runs 0)
     SINKS="$sinks" wait_written "$ADDR"
     END=$(date +%s.%N)
+    CPU=$(cpu_diff "$CPU0" "$(cpu_snap "${GROUPS_CPU[@]}")")
     RATE=$(rate "$(started "$LOAD")" "$END")
-    echo "run $run ($sinks): $RATE rows/s until written (acknowledged: $LOAD)" >&2
+    echo "run $run ($sinks): $RATE rows/s until written (acknowledged: $LOAD); CPU s: $CPU" >&2
+    echo "serve ${sinks// /+}	$CPU" >> "$WORK/cpu.log"
     if [ "$sinks" = "parquet" ]; then BASE_RATES+=("$RATE"); else BASE_CH_RATES+=("$RATE"); fi
     kill "$SERVE_PID"; wait "$SERVE_PID" 2>/dev/null || true
     [ "$sinks" = "parquet" ] || curl -s "$CH/" -d "DROP DATABASE IF EXISTS $DB" > /dev/null
   done
 done
 
-E2E_RATES=()
+E2E_RATES=(); E2E_PQ_RATES=()
 for run in $(seq 1 "$RUNS"); do
-  echo "== 3b. run $run: ingest → Kafka → pipeline → Parquet + ClickHouse — $E2E_ROWS rows" >&2
-  DATA="$WORK/e2e$run"; DB="bench_e2e_${run}_$$"
+  for sinks in "parquet" "parquet clickhouse"; do
+  echo "== 3b. run $run: ingest → Kafka → pipeline → $sinks — $E2E_ROWS rows" >&2
+  DATA="$WORK/e2e$run${sinks// /}"; DB=""; CH_ENV=""
+  if [ "$sinks" != "parquet" ]; then
+    DB="bench_e2e_${run}_$$"
+    CH_ENV="SECURENET_PIPELINE__CLICKHOUSE__URL=$CH SECURENET_PIPELINE__CLICKHOUSE__DATABASE=$DB"
+  fi
+  T="bench$run${#sinks}$$"
   ROLE_ENV="$(common_env) SECURENET_DATA_DIR=$DATA SECURENET_BUS__KIND=kafka SECURENET_BUS__KAFKA__BROKERS=$BROKERS \
-    SECURENET_BUS__KAFKA__TOPIC_PREFIX=bench$run$$ SECURENET_BUS__KAFKA__GROUP_ID=bench$run$$ \
-    SECURENET_PIPELINE__CLICKHOUSE__URL=$CH SECURENET_PIPELINE__CLICKHOUSE__DATABASE=$DB"
-  env $ROLE_ENV "$BIN/securenet" pipeline > "$WORK/pipeline$run.out" 2>"$WORK/pipeline$run.err" &
+    SECURENET_BUS__KAFKA__TOPIC_PREFIX=$T SECURENET_BUS__KAFKA__GROUP_ID=$T $CH_ENV"
+  L="$WORK/e2e$run${#sinks}"
+  env $ROLE_ENV "$BIN/securenet" pipeline > "$L.pipeline.out" 2>"$L.pipeline.err" &
   PIDS+=($!); PIPE_PID=$!
-  PIPE=$(wait_ready "$WORK/pipeline$run.out" "securenet ready http=")
-  env $ROLE_ENV "$BIN/securenet" ingest > "$WORK/ingest$run.out" 2>"$WORK/ingest$run.err" &
+  PIPE=$(wait_ready "$L.pipeline.out" "securenet ready http=")
+  env $ROLE_ENV "$BIN/securenet" ingest > "$L.ingest.out" 2>"$L.ingest.err" &
   PIDS+=($!); INGEST_PID=$!
-  INGEST=$(wait_ready "$WORK/ingest$run.out" "securenet ready http=")
-  env $ROLE_ENV "$BIN/securenet" query-api > "$WORK/api$run.out" 2>"$WORK/api$run.err" &
+  INGEST=$(wait_ready "$L.ingest.out" "securenet ready http=")
+  env $ROLE_ENV "$BIN/securenet" query-api > "$L.api.out" 2>"$L.api.err" &
   PIDS+=($!); API_PID=$!
-  API=$(wait_ready "$WORK/api$run.out" "securenet ready http=")
-  "$BIN/loadgen" http --url "http://$INGEST" --key "$KEY" --rows "$E2E_ROWS" --runs 0 > "$WORK/load$run.json"
-  wait_written "$PIPE"
+  API=$(wait_ready "$L.api.out" "securenet ready http=")
+  wait_assigned "$PIPE"
+  GROUPS_CPU=("ingest=$INGEST_PID" "pipeline=$PIPE_PID" "tansu=$TANSU_PID" "clickhouse=$CH_PID")
+  CPU0=$(cpu_snap "${GROUPS_CPU[@]}")
+  "$BIN/loadgen" http --url "http://$INGEST" --key "$KEY" --rows "$E2E_ROWS" --runs 0 > "$L.load.json"
+  SINKS="$sinks" wait_written "$PIPE"
   END=$(date +%s.%N)
-  START=$(started "$(cat "$WORK/load$run.json")")
+  CPU=$(cpu_diff "$CPU0" "$(cpu_snap "${GROUPS_CPU[@]}")")
+  START=$(started "$(cat "$L.load.json")")
   wait_stored "$API" "$DB"
   RATE=$(rate "$START" "$END")
-  echo "run $run: parquet=$P clickhouse=$C in $(python3 -c "print(round($END - $START, 2))")s = $RATE rows/s (ingest acknowledged: $(cat "$WORK/load$run.json"))" >&2
+  echo "run $run ($sinks): parquet=$P clickhouse=$C in $(python3 -c "print(round($END - $START, 2))")s = $RATE rows/s (ingest acknowledged: $(cat "$L.load.json")); CPU s: $CPU" >&2
   [ "$P" -eq "$E2E_ROWS" ] && [ "$C" -eq "$E2E_ROWS" ] || { echo "count mismatch: parquet $P clickhouse $C" >&2; exit 1; }
-  E2E_RATES+=("$RATE")
+  echo "kafka ${sinks// /+}	$CPU" >> "$WORK/cpu.log"
+  if [ "$sinks" = "parquet" ]; then E2E_PQ_RATES+=("$RATE"); else E2E_RATES+=("$RATE"); fi
   kill "$INGEST_PID" "$PIPE_PID" "$API_PID"; wait "$INGEST_PID" "$PIPE_PID" "$API_PID" 2>/dev/null || true
-  curl -s "$CH/" -d "DROP DATABASE $DB" > /dev/null
+  [ -z "$DB" ] || curl -s "$CH/" -d "DROP DATABASE $DB" > /dev/null
+  done
 done
 
 # 3c. Share-nothing: the services the hosts share (S3 server, PostgreSQL)
@@ -180,64 +249,94 @@ if [ ! -x "$TEST_VENV/bin/python" ]; then
   "$TEST_VENV.tmp/bin/pip" install -q --disable-pip-version-check -r scripts/requirements-test.txt
   mv "$TEST_VENV.tmp" "$TEST_VENV"
 fi
-start_moto "$WORK" PIDS "$TEST_VENV/bin/python"
+start_moto "$WORK" PIDS "$TEST_VENV/bin/python"; MOTO_PID=${PIDS[-1]}
 PG_DIR="$(mktemp -d)"
 start_postgres "$PG_DIR" STOPS
 PSQL="$(postgres_bin)/psql"
-SN_RATES=()
+SN_RATES=(); SN_PQ_RATES=()
 for run in $(seq 1 "$RUNS"); do
-  echo "== 3c. run $run: share-nothing, 2 × each role — $E2E_ROWS rows" >&2
-  DB="bench_sn_${run}_$$"
+  for sinks in "parquet" "parquet clickhouse"; do
+  echo "== 3c. run $run: share-nothing, 2 × each role → $sinks — $E2E_ROWS rows" >&2
+  # DB names the run's PostgreSQL database and lake prefix, and its
+  # ClickHouse database when that sink is on.
+  DB="bench_sn_${run}_${#sinks}_$$"; CH_ENV=""; CH_DB=""
+  if [ "$sinks" != "parquet" ]; then
+    CH_DB="$DB"
+    CH_ENV="SECURENET_PIPELINE__CLICKHOUSE__URL=$CH SECURENET_PIPELINE__CLICKHOUSE__DATABASE=$DB"
+  fi
   "$PSQL" -q "$POSTGRES_URL" -c "CREATE DATABASE $DB"
   PGURL="${POSTGRES_URL%/postgres}/$DB"
+  T="sn$run${#sinks}$$"
   SN_ENV="$(common_env) SECURENET_BUS__KIND=kafka SECURENET_BUS__KAFKA__BROKERS=$BROKERS \
-    SECURENET_BUS__KAFKA__TOPIC_PREFIX=sn$run$$ SECURENET_BUS__KAFKA__GROUP_ID=sn$run$$ \
-    SECURENET_PIPELINE__CLICKHOUSE__URL=$CH SECURENET_PIPELINE__CLICKHOUSE__DATABASE=$DB \
+    SECURENET_BUS__KAFKA__TOPIC_PREFIX=$T SECURENET_BUS__KAFKA__GROUP_ID=$T $CH_ENV \
     SECURENET_CONTROL__DATABASE=$PGURL SECURENET_PIPELINE__LAKE_URL=s3://$S3_BUCKET/$DB \
     AWS_ENDPOINT_URL=$S3_ENDPOINT AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
     AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true"
-  ROLE_PIDS=(); ADDRS=()
+  ROLE_PIDS=(); ADDRS=(); H="$WORK/sn$run${#sinks}"
   for role in pipeline pipeline ingest ingest query-api query-api; do
-    h="$WORK/sn$run/${#ROLE_PIDS[@]}"; mkdir -p "$h"
+    h="$H/${#ROLE_PIDS[@]}"; mkdir -p "$h"
     env $SN_ENV SECURENET_DATA_DIR="$h" "$BIN/securenet" $role > "$h/out" 2>"$h/err" &
     PIDS+=($!); ROLE_PIDS+=($!)
     ADDRS+=("$(wait_ready "$h/out" "securenet ready http=")")
   done
+  wait_assigned "${ADDRS[0]}" "${ADDRS[1]}"
+  PG_PID=$(head -1 "$PG_DIR/data/postmaster.pid")
+  GROUPS_CPU=("ingest=${ROLE_PIDS[2]},${ROLE_PIDS[3]}" "pipeline=${ROLE_PIDS[0]},${ROLE_PIDS[1]}"
+    "query_api=${ROLE_PIDS[4]},${ROLE_PIDS[5]}" "tansu=$TANSU_PID" "clickhouse=$CH_PID" "s3_moto=$MOTO_PID"
+    "postgres=$PG_PID")
+  CPU0=$(cpu_snap "${GROUPS_CPU[@]}")
   HALF=$((E2E_ROWS / 2))
-  "$BIN/loadgen" http --url "http://${ADDRS[2]}" --key "$KEY" --rows "$HALF" --runs 0 > "$WORK/sn$run/load1.json" &
+  "$BIN/loadgen" http --url "http://${ADDRS[2]}" --key "$KEY" --rows "$HALF" --runs 0 > "$H/load1.json" &
   L1=$!
-  "$BIN/loadgen" http --url "http://${ADDRS[3]}" --key "$KEY" --rows $((E2E_ROWS - HALF)) --runs 0 > "$WORK/sn$run/load2.json"
+  "$BIN/loadgen" http --url "http://${ADDRS[3]}" --key "$KEY" --rows $((E2E_ROWS - HALF)) --runs 0 > "$H/load2.json"
   wait "$L1"
-  wait_written "${ADDRS[0]}" "${ADDRS[1]}"
+  SINKS="$sinks" wait_written "${ADDRS[0]}" "${ADDRS[1]}"
   END=$(date +%s.%N)
-  START=$(started "$(cat "$WORK/sn$run/load1.json")" "$(cat "$WORK/sn$run/load2.json")")
-  wait_stored "${ADDRS[4]}" "$DB"
+  CPU=$(cpu_diff "$CPU0" "$(cpu_snap "${GROUPS_CPU[@]}")")
+  START=$(started "$(cat "$H/load1.json")" "$(cat "$H/load2.json")")
+  wait_stored "${ADDRS[4]}" "$CH_DB"
   RATE=$(rate "$START" "$END")
   P2=$(count_sql "${ADDRS[5]}")
-  echo "run $run: parquet=$P (other query-api: $P2) clickhouse=$C in $(python3 -c "print(round($END - $START, 2))")s = $RATE rows/s" >&2
+  echo "run $run ($sinks): parquet=$P (other query-api: $P2) clickhouse=$C in $(python3 -c "print(round($END - $START, 2))")s = $RATE rows/s; CPU s: $CPU" >&2
   [ "$P" -eq "$E2E_ROWS" ] && [ "$P2" -eq "$E2E_ROWS" ] && [ "$C" -eq "$E2E_ROWS" ] ||
     { echo "count mismatch: parquet $P / $P2, clickhouse $C" >&2; exit 1; }
-  SN_RATES+=("$RATE")
+  echo "share_nothing ${sinks// /+}	$CPU" >> "$WORK/cpu.log"
+  if [ "$sinks" = "parquet" ]; then SN_PQ_RATES+=("$RATE"); else SN_RATES+=("$RATE"); fi
   kill "${ROLE_PIDS[@]}"; wait "${ROLE_PIDS[@]}" 2>/dev/null || true
-  curl -s "$CH/" -d "DROP DATABASE $DB" > /dev/null
+  [ -z "$CH_DB" ] || curl -s "$CH/" -d "DROP DATABASE $CH_DB" > /dev/null
+  done
 done
 
-python3 - "${BASE_RATES[*]}" "${BASE_CH_RATES[*]}" "${E2E_RATES[*]}" "${SN_RATES[*]}" <<'PY'
+python3 - "${BASE_RATES[*]}" "${BASE_CH_RATES[*]}" "${E2E_RATES[*]}" "${SN_RATES[*]}" "${E2E_PQ_RATES[*]}" "${SN_PQ_RATES[*]}" "$WORK/cpu.log" <<'PY'
 import json, sys
-runs = [sorted(int(r) for r in a.split()) for a in sys.argv[1:5]]
-base, base_ch, e2e, sn = runs
+runs = [sorted(int(r) for r in a.split()) for a in sys.argv[1:7]]
+base, base_ch, e2e, sn, e2e_pq, sn_pq = runs
 med = lambda r: r[len(r) // 2]
+# CPU seconds per run of each process group, median over the runs of a shape.
+cpu = {}
+for line in open(sys.argv[7]):
+    shape, groups = line.rstrip("\n").split("\t")
+    for kv in groups.split():
+        k, v = kv.split("=")
+        cpu.setdefault(shape, {}).setdefault(k, []).append(float(v))
 print(json.dumps({
+    "cpu_s_per_run_median": {shape: {k: sorted(v)[len(v) // 2] for k, v in g.items()} for shape, g in cpu.items()},
     "bench": "end_to_end",
     "clock": "first request sent until the sinks wrote every row",
     "serve_parquet_runs_rows_per_s": base,
     "baseline_serve_parquet_rows_per_s": med(base),
     "serve_both_sinks_runs_rows_per_s": base_ch,
     "baseline_serve_both_sinks_rows_per_s": med(base_ch),
+    "kafka_parquet_runs_rows_per_s": e2e_pq,
+    "kafka_parquet_median_rows_per_s": med(e2e_pq),
+    "kafka_parquet_ratio_to_serve_parquet": round(med(e2e_pq) / med(base), 3),
     "kafka_both_sinks_runs_rows_per_s": e2e,
     "kafka_both_sinks_median_rows_per_s": med(e2e),
     "ratio_to_baseline": round(med(e2e) / med(base), 3),
     "ratio_to_serve_both_sinks": round(med(e2e) / med(base_ch), 3),
+    "share_nothing_parquet_runs_rows_per_s": sn_pq,
+    "share_nothing_parquet_median_rows_per_s": med(sn_pq),
+    "share_nothing_parquet_ratio_to_serve_parquet": round(med(sn_pq) / med(base), 3),
     "share_nothing_runs_rows_per_s": sn,
     "share_nothing_median_rows_per_s": med(sn),
     "share_nothing_ratio_to_baseline": round(med(sn) / med(base), 3),

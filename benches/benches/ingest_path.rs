@@ -1,9 +1,27 @@
 //! CPU stages of the ingest path, per ~300-byte NDJSON log object.
 
+use arrow::array::RecordBatch;
+use arrow::ipc::CompressionType;
+use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ingest::testdata::{Format, GenConfig, Generator};
 use schemas::{Envelope, LogBatchBuilder, PayloadCompression, RecordKind, TenantId};
 use uuid::Uuid;
+
+/// An Arrow IPC stream of `batch`, zstd level 3 (arrow's default).
+fn ipc_zstd3(batch: &RecordBatch) -> Vec<u8> {
+    let options = IpcWriteOptions::default()
+        .try_with_compression(Some(CompressionType::ZSTD))
+        .and_then(|o| o.try_with_compression_level(Some(3)))
+        .unwrap();
+    let mut out = Vec::new();
+    let mut writer =
+        StreamWriter::try_new_with_options(&mut out, &batch.schema(), options).unwrap();
+    writer.write(batch).unwrap();
+    writer.finish().unwrap();
+    drop(writer);
+    out
+}
 
 fn lines(n: usize) -> Vec<String> {
     Generator::new(GenConfig {
@@ -60,6 +78,17 @@ fn bench(c: &mut Criterion) {
     let encoded = envelope.encode(PayloadCompression::Zstd).unwrap();
     group.bench_function("envelope_encode_10k", |b| {
         b.iter(|| envelope.encode(PayloadCompression::Zstd).unwrap())
+    });
+    // The baseline of the level choice (`schemas::envelope::ZSTD_LEVEL`):
+    // the same batch at zstd's default level 3.
+    eprintln!(
+        "10k log rows: {} bytes at zstd level {}, {} bytes at level 3",
+        encoded.len(),
+        schemas::envelope::ZSTD_LEVEL,
+        ipc_zstd3(envelope.batch()).len()
+    );
+    group.bench_function("envelope_encode_zstd3_10k", |b| {
+        b.iter(|| ipc_zstd3(envelope.batch()))
     });
     group.bench_function("envelope_encode_uncompressed_10k", |b| {
         b.iter(|| envelope.encode(PayloadCompression::None).unwrap())
