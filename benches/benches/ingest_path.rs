@@ -99,5 +99,53 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// OTLP/gRPC decodes each request from tonic's receive buffer (a
+/// `BytesMut` behind `DecodeBuf`), OTLP/HTTP from the request body's
+/// bytes: the same 2,000-record export decoded from a `BytesMut` (as tonic's
+/// prost codec does), from `Bytes` and from a slice.
+fn otlp_decode(c: &mut Criterion) {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use prost::Message as _;
+    let events: Vec<_> = Generator::new(GenConfig {
+        seed: 1,
+        tenants: vec![TenantId::new("acme").unwrap()],
+        rows: 2_000,
+        anomalies: 0,
+        start_ms: 1_795_651_200_000,
+        duration_ms: 3_600_000,
+    })
+    .collect();
+    let payload = securenet_benches::protocols::encode(
+        securenet_benches::protocols::Protocol::OtlpGrpc,
+        &events,
+        "",
+    )
+    .data;
+    let mut group = c.benchmark_group("otlp_decode");
+    group.throughput(Throughput::Elements(2_000));
+    group.bench_function("from_bytes_mut_2k", |b| {
+        b.iter_batched(
+            || bytes::BytesMut::from(&payload[..]),
+            |mut buf| ExportLogsServiceRequest::decode(&mut buf).unwrap(),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("from_bytes_2k", |b| {
+        b.iter_batched(
+            || bytes::Bytes::copy_from_slice(&payload[..]),
+            |buf| ExportLogsServiceRequest::decode(buf).unwrap(),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("from_slice_2k", |b| {
+        b.iter_batched(
+            || &payload[..],
+            |buf| ExportLogsServiceRequest::decode(buf).unwrap(),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, otlp_decode);
 criterion_main!(benches);
