@@ -93,6 +93,9 @@ fn bench(c: &mut Criterion) {
     group.bench_function("envelope_encode_uncompressed_10k", |b| {
         b.iter(|| envelope.encode(PayloadCompression::None).unwrap())
     });
+    group.bench_function("clickhouse_rowbinary_10k", |b| {
+        b.iter(|| pipeline::sinks::clickhouse::encode_insert(&envelope).unwrap())
+    });
     group.bench_function("envelope_decode_10k", |b| {
         b.iter(|| Envelope::decode(envelope.headers().clone(), &encoded).unwrap())
     });
