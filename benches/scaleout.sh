@@ -102,8 +102,8 @@ wait_written() { # pipeline addresses... (the sinks in $SINKS, default both)
 # The distributed shapes start their load once every pipeline holds
 # partitions (`securenet_bus_assigned_partitions` > 0): a run measures the
 # topology at work, not the consumer group forming. Without it, a second
-# pipeline joining after the load began rebalanced the group mid-run and
-# now and then stalled a 3c run for ~3 s.
+# pipeline could still be joining when the load began — the likely cause
+# of 3c runs that now and then stalled for ~3 s (docs/benchmarks.md).
 wait_assigned() { # pipeline addresses...
   local a n
   for a in "$@"; do
