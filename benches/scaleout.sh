@@ -252,6 +252,8 @@ fi
 start_moto "$WORK" PIDS "$TEST_VENV/bin/python"; MOTO_PID=${PIDS[-1]}
 PG_DIR="$(mktemp -d)"
 start_postgres "$PG_DIR" STOPS
+# Outside $WORK (the server's user cannot enter it): removed once stopped.
+STOPS+=("rm -rf $PG_DIR")
 PSQL="$(postgres_bin)/psql"
 SN_RATES=(); SN_PQ_RATES=()
 for run in $(seq 1 "$RUNS"); do
