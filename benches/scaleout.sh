@@ -74,6 +74,10 @@ common_env() {
   echo SECURENET_HTTP__LISTEN=127.0.0.1:0 SECURENET_CONTROL__DEFAULT_API_KEY=$KEY \
     RUST_LOG=error SECURENET_INGEST__SYSLOG=[] SECURENET_PIPELINE__MAINTENANCE__ENABLED=false
 }
+ch_env() { # sinks database → the ClickHouse sink's settings; nothing for "parquet"
+  [ "$1" = "parquet" ] ||
+    echo "SECURENET_PIPELINE__CLICKHOUSE__URL=$CH SECURENET_PIPELINE__CLICKHOUSE__DATABASE=$2"
+}
 count_sql() { # addr
   curl -s -H "X-API-Key: $KEY" -H 'content-type: application/json' \
     -d '{"sql":"SELECT count(*) AS n FROM logs"}' "http://$1/api/sql" |
@@ -161,7 +165,7 @@ b = dict(kv.split(":") for kv in sys.argv[1].split())
 a = dict(kv.split(":") for kv in sys.argv[2].split())
 print(" ".join(f"{k}={float(a[k]) - float(b[k]):.2f}" for k in a))' "$1" "$2"
 }
-wait_stored() { # query-api address, ClickHouse database ("" when only Parquet) → sets P and C (after the clock)
+wait_stored() { # query-api address, ClickHouse database ("" when only Parquet: C is then set to the expected count) → sets P and C (after the clock)
   for _ in $(seq 1 300); do
     P=$(count_sql "$1")
     if [ -n "$2" ]; then C=$(count_ch "$2"); else C=$E2E_ROWS; fi
@@ -181,9 +185,7 @@ for run in $(seq 1 "$RUNS"); do
   for sinks in "parquet" "parquet clickhouse"; do
     echo "== 3a. run $run: securenet serve (embedded bus, $sinks) — $E2E_ROWS rows" >&2
     DATA="$WORK/serve$run${sinks// /}"; DB="bench_serve_${run}_$$"
-    CH_ENV=""
-    [ "$sinks" = "parquet" ] || CH_ENV="SECURENET_PIPELINE__CLICKHOUSE__URL=$CH SECURENET_PIPELINE__CLICKHOUSE__DATABASE=$DB"
-    env $(common_env) $CH_ENV SECURENET_DATA_DIR="$DATA" "$BIN/securenet" serve > "$DATA.out" 2>"$DATA.err" &
+    env $(common_env) $(ch_env "$sinks" "$DB") SECURENET_DATA_DIR="$DATA" "$BIN/securenet" serve > "$DATA.out" 2>"$DATA.err" &
     PIDS+=($!); SERVE_PID=$!
     ADDR=$(wait_ready "$DATA.out" "securenet ready http=")
     GROUPS_CPU=("serve=$SERVE_PID" "clickhouse=$CH_PID"); CPU0=$(cpu_snap "${GROUPS_CPU[@]}")
@@ -203,41 +205,38 @@ done
 E2E_RATES=(); E2E_PQ_RATES=()
 for run in $(seq 1 "$RUNS"); do
   for sinks in "parquet" "parquet clickhouse"; do
-  echo "== 3b. run $run: ingest → Kafka → pipeline → $sinks — $E2E_ROWS rows" >&2
-  DATA="$WORK/e2e$run${sinks// /}"; DB=""; CH_ENV=""
-  if [ "$sinks" != "parquet" ]; then
-    DB="bench_e2e_${run}_$$"
-    CH_ENV="SECURENET_PIPELINE__CLICKHOUSE__URL=$CH SECURENET_PIPELINE__CLICKHOUSE__DATABASE=$DB"
-  fi
-  T="bench$run${#sinks}$$"
-  ROLE_ENV="$(common_env) SECURENET_DATA_DIR=$DATA SECURENET_BUS__KIND=kafka SECURENET_BUS__KAFKA__BROKERS=$BROKERS \
-    SECURENET_BUS__KAFKA__TOPIC_PREFIX=$T SECURENET_BUS__KAFKA__GROUP_ID=$T $CH_ENV"
-  L="$WORK/e2e$run${#sinks}"
-  env $ROLE_ENV "$BIN/securenet" pipeline > "$L.pipeline.out" 2>"$L.pipeline.err" &
-  PIDS+=($!); PIPE_PID=$!
-  PIPE=$(wait_ready "$L.pipeline.out" "securenet ready http=")
-  env $ROLE_ENV "$BIN/securenet" ingest > "$L.ingest.out" 2>"$L.ingest.err" &
-  PIDS+=($!); INGEST_PID=$!
-  INGEST=$(wait_ready "$L.ingest.out" "securenet ready http=")
-  env $ROLE_ENV "$BIN/securenet" query-api > "$L.api.out" 2>"$L.api.err" &
-  PIDS+=($!); API_PID=$!
-  API=$(wait_ready "$L.api.out" "securenet ready http=")
-  wait_assigned "$PIPE"
-  GROUPS_CPU=("ingest=$INGEST_PID" "pipeline=$PIPE_PID" "tansu=$TANSU_PID" "clickhouse=$CH_PID")
-  CPU0=$(cpu_snap "${GROUPS_CPU[@]}")
-  "$BIN/loadgen" http --url "http://$INGEST" --key "$KEY" --rows "$E2E_ROWS" --runs 0 > "$L.load.json"
-  SINKS="$sinks" wait_written "$PIPE"
-  END=$(date +%s.%N)
-  CPU=$(cpu_diff "$CPU0" "$(cpu_snap "${GROUPS_CPU[@]}")")
-  START=$(started "$(cat "$L.load.json")")
-  wait_stored "$API" "$DB"
-  RATE=$(rate "$START" "$END")
-  echo "run $run ($sinks): parquet=$P clickhouse=$C in $(python3 -c "print(round($END - $START, 2))")s = $RATE rows/s (ingest acknowledged: $(cat "$L.load.json")); CPU s: $CPU" >&2
-  [ "$P" -eq "$E2E_ROWS" ] && [ "$C" -eq "$E2E_ROWS" ] || { echo "count mismatch: parquet $P clickhouse $C" >&2; exit 1; }
-  echo "kafka ${sinks// /+}	$CPU" >> "$WORK/cpu.log"
-  if [ "$sinks" = "parquet" ]; then E2E_PQ_RATES+=("$RATE"); else E2E_RATES+=("$RATE"); fi
-  kill "$INGEST_PID" "$PIPE_PID" "$API_PID"; wait "$INGEST_PID" "$PIPE_PID" "$API_PID" 2>/dev/null || true
-  [ -z "$DB" ] || curl -s "$CH/" -d "DROP DATABASE $DB" > /dev/null
+    echo "== 3b. run $run: ingest → Kafka → pipeline → $sinks — $E2E_ROWS rows" >&2
+    DATA="$WORK/e2e$run${sinks// /}"; DB=""
+    [ "$sinks" = "parquet" ] || DB="bench_e2e_${run}_$$"
+    T="bench$run${#sinks}$$"
+    ROLE_ENV="$(common_env) SECURENET_DATA_DIR=$DATA SECURENET_BUS__KIND=kafka SECURENET_BUS__KAFKA__BROKERS=$BROKERS \
+      SECURENET_BUS__KAFKA__TOPIC_PREFIX=$T SECURENET_BUS__KAFKA__GROUP_ID=$T $(ch_env "$sinks" "$DB")"
+    L="$WORK/e2e$run${#sinks}"
+    env $ROLE_ENV "$BIN/securenet" pipeline > "$L.pipeline.out" 2>"$L.pipeline.err" &
+    PIDS+=($!); PIPE_PID=$!
+    PIPE=$(wait_ready "$L.pipeline.out" "securenet ready http=")
+    env $ROLE_ENV "$BIN/securenet" ingest > "$L.ingest.out" 2>"$L.ingest.err" &
+    PIDS+=($!); INGEST_PID=$!
+    INGEST=$(wait_ready "$L.ingest.out" "securenet ready http=")
+    env $ROLE_ENV "$BIN/securenet" query-api > "$L.api.out" 2>"$L.api.err" &
+    PIDS+=($!); API_PID=$!
+    API=$(wait_ready "$L.api.out" "securenet ready http=")
+    wait_assigned "$PIPE"
+    GROUPS_CPU=("ingest=$INGEST_PID" "pipeline=$PIPE_PID" "tansu=$TANSU_PID" "clickhouse=$CH_PID")
+    CPU0=$(cpu_snap "${GROUPS_CPU[@]}")
+    "$BIN/loadgen" http --url "http://$INGEST" --key "$KEY" --rows "$E2E_ROWS" --runs 0 > "$L.load.json"
+    SINKS="$sinks" wait_written "$PIPE"
+    END=$(date +%s.%N)
+    CPU=$(cpu_diff "$CPU0" "$(cpu_snap "${GROUPS_CPU[@]}")")
+    START=$(started "$(cat "$L.load.json")")
+    wait_stored "$API" "$DB"
+    RATE=$(rate "$START" "$END")
+    echo "run $run ($sinks): parquet=$P${DB:+ clickhouse=$C} in $(python3 -c "print(round($END - $START, 2))")s = $RATE rows/s (ingest acknowledged: $(cat "$L.load.json")); CPU s: $CPU" >&2
+    [ "$P" -eq "$E2E_ROWS" ] && [ "$C" -eq "$E2E_ROWS" ] || { echo "count mismatch: parquet $P clickhouse $C" >&2; exit 1; }
+    echo "kafka ${sinks// /+}	$CPU" >> "$WORK/cpu.log"
+    if [ "$sinks" = "parquet" ]; then E2E_PQ_RATES+=("$RATE"); else E2E_RATES+=("$RATE"); fi
+    kill "$INGEST_PID" "$PIPE_PID" "$API_PID"; wait "$INGEST_PID" "$PIPE_PID" "$API_PID" 2>/dev/null || true
+    [ -z "$DB" ] || curl -s "$CH/" -d "DROP DATABASE $DB" > /dev/null
   done
 done
 
@@ -258,28 +257,25 @@ PSQL="$(postgres_bin)/psql"
 SN_RATES=(); SN_PQ_RATES=()
 for run in $(seq 1 "$RUNS"); do
   for sinks in "parquet" "parquet clickhouse"; do
-  echo "== 3c. run $run: share-nothing, 2 × each role → $sinks — $E2E_ROWS rows" >&2
-  # DB names the run's PostgreSQL database and lake prefix, and its
-  # ClickHouse database when that sink is on.
-  DB="bench_sn_${run}_${#sinks}_$$"; CH_ENV=""; CH_DB=""
-  if [ "$sinks" != "parquet" ]; then
-    CH_DB="$DB"
-    CH_ENV="SECURENET_PIPELINE__CLICKHOUSE__URL=$CH SECURENET_PIPELINE__CLICKHOUSE__DATABASE=$DB"
-  fi
-  "$PSQL" -q "$POSTGRES_URL" -c "CREATE DATABASE $DB"
-  PGURL="${POSTGRES_URL%/postgres}/$DB"
-  T="sn$run${#sinks}$$"
-  SN_ENV="$(common_env) SECURENET_BUS__KIND=kafka SECURENET_BUS__KAFKA__BROKERS=$BROKERS \
-    SECURENET_BUS__KAFKA__TOPIC_PREFIX=$T SECURENET_BUS__KAFKA__GROUP_ID=$T $CH_ENV \
-    SECURENET_CONTROL__DATABASE=$PGURL SECURENET_PIPELINE__LAKE_URL=s3://$S3_BUCKET/$DB \
-    AWS_ENDPOINT_URL=$S3_ENDPOINT AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
-    AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true"
-  ROLE_PIDS=(); ADDRS=(); H="$WORK/sn$run${#sinks}"
-  for role in pipeline pipeline ingest ingest query-api query-api; do
-    h="$H/${#ROLE_PIDS[@]}"; mkdir -p "$h"
-    env $SN_ENV SECURENET_DATA_DIR="$h" "$BIN/securenet" $role > "$h/out" 2>"$h/err" &
-    PIDS+=($!); ROLE_PIDS+=($!)
-    ADDRS+=("$(wait_ready "$h/out" "securenet ready http=")")
+    echo "== 3c. run $run: share-nothing, 2 × each role → $sinks — $E2E_ROWS rows" >&2
+    # DB names the run's PostgreSQL database and lake prefix, and its
+    # ClickHouse database when that sink is on.
+    DB="bench_sn_${run}_${#sinks}_$$"; CH_DB=""
+    [ "$sinks" = "parquet" ] || CH_DB="$DB"
+    "$PSQL" -q "$POSTGRES_URL" -c "CREATE DATABASE $DB"
+    PGURL="${POSTGRES_URL%/postgres}/$DB"
+    T="sn$run${#sinks}$$"
+    SN_ENV="$(common_env) SECURENET_BUS__KIND=kafka SECURENET_BUS__KAFKA__BROKERS=$BROKERS \
+      SECURENET_BUS__KAFKA__TOPIC_PREFIX=$T SECURENET_BUS__KAFKA__GROUP_ID=$T $(ch_env "$sinks" "$DB") \
+      SECURENET_CONTROL__DATABASE=$PGURL SECURENET_PIPELINE__LAKE_URL=s3://$S3_BUCKET/$DB \
+      AWS_ENDPOINT_URL=$S3_ENDPOINT AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
+      AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true"
+    ROLE_PIDS=(); ADDRS=(); H="$WORK/sn$run${#sinks}"
+    for role in pipeline pipeline ingest ingest query-api query-api; do
+      h="$H/${#ROLE_PIDS[@]}"; mkdir -p "$h"
+      env $SN_ENV SECURENET_DATA_DIR="$h" "$BIN/securenet" $role > "$h/out" 2>"$h/err" &
+      PIDS+=($!); ROLE_PIDS+=($!)
+      ADDRS+=("$(wait_ready "$h/out" "securenet ready http=")")
   done
   wait_assigned "${ADDRS[0]}" "${ADDRS[1]}"
   PG_PID=$(head -1 "$PG_DIR/data/postmaster.pid")
@@ -299,7 +295,7 @@ for run in $(seq 1 "$RUNS"); do
   wait_stored "${ADDRS[4]}" "$CH_DB"
   RATE=$(rate "$START" "$END")
   P2=$(count_sql "${ADDRS[5]}")
-  echo "run $run ($sinks): parquet=$P (other query-api: $P2) clickhouse=$C in $(python3 -c "print(round($END - $START, 2))")s = $RATE rows/s; CPU s: $CPU" >&2
+  echo "run $run ($sinks): parquet=$P (other query-api: $P2)${CH_DB:+ clickhouse=$C} in $(python3 -c "print(round($END - $START, 2))")s = $RATE rows/s; CPU s: $CPU" >&2
   [ "$P" -eq "$E2E_ROWS" ] && [ "$P2" -eq "$E2E_ROWS" ] && [ "$C" -eq "$E2E_ROWS" ] ||
     { echo "count mismatch: parquet $P / $P2, clickhouse $C" >&2; exit 1; }
   echo "share_nothing ${sinks// /+}	$CPU" >> "$WORK/cpu.log"
