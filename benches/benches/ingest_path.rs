@@ -1,10 +1,11 @@
-//! CPU stages of the ingest path, per ~300-byte NDJSON log object.
+//! CPU stages of the ingest path, per ~300-byte NDJSON log object: parsing,
+//! batches, bus envelopes, the ClickHouse sink's encoding, and OTLP decoding.
 
 use arrow::array::RecordBatch;
 use arrow::ipc::CompressionType;
 use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ingest::testdata::{Format, GenConfig, Generator};
+use ingest::testdata::{Event, Format, GenConfig, Generator};
 use schemas::{Envelope, LogBatchBuilder, PayloadCompression, RecordKind, TenantId};
 use uuid::Uuid;
 
@@ -23,7 +24,8 @@ fn ipc_zstd3(batch: &RecordBatch) -> Vec<u8> {
     out
 }
 
-fn lines(n: usize) -> Vec<String> {
+/// `n` generated log events of one organization.
+fn events(n: usize) -> Vec<Event> {
     Generator::new(GenConfig {
         seed: 1,
         tenants: vec![TenantId::new("acme").unwrap()],
@@ -32,8 +34,11 @@ fn lines(n: usize) -> Vec<String> {
         start_ms: 1_795_651_200_000,
         duration_ms: 3_600_000,
     })
-    .map(|e| e.render(Format::Ndjson))
     .collect()
+}
+
+fn lines(n: usize) -> Vec<String> {
+    events(n).iter().map(|e| e.render(Format::Ndjson)).collect()
 }
 
 fn bench(c: &mut Criterion) {
@@ -109,18 +114,9 @@ fn bench(c: &mut Criterion) {
 fn otlp_decode(c: &mut Criterion) {
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
     use prost::Message as _;
-    let events: Vec<_> = Generator::new(GenConfig {
-        seed: 1,
-        tenants: vec![TenantId::new("acme").unwrap()],
-        rows: 2_000,
-        anomalies: 0,
-        start_ms: 1_795_651_200_000,
-        duration_ms: 3_600_000,
-    })
-    .collect();
     let payload = securenet_benches::protocols::encode(
         securenet_benches::protocols::Protocol::OtlpGrpc,
-        &events,
+        &events(2_000),
         "",
     )
     .data;
