@@ -98,7 +98,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("envelope_encode_uncompressed_10k", |b| {
         b.iter(|| envelope.encode(PayloadCompression::None).unwrap())
     });
-    group.bench_function("clickhouse_rowbinary_10k", |b| {
+    group.bench_function("clickhouse_native_10k", |b| {
         b.iter(|| pipeline::sinks::clickhouse::encode_insert(&envelope).unwrap())
     });
     group.bench_function("envelope_decode_10k", |b| {

@@ -6,8 +6,8 @@
 //!   the same bytes sent and read by a bare librdkafka producer/consumer with
 //!   the same settings.
 //! - `scaleout clickhouse`: envelopes written through `ClickHouseSink`
-//!   (ledger check, RowBinary encoding, insert, ledger row) against the
-//!   same RowBinary bytes inserted bare.
+//!   (ledger check, Native encoding, insert, ledger row) against the
+//!   same Native bytes inserted bare.
 //!
 //! Each prints one JSON line with medians (rows/s, MB/s of envelope
 //! payload) over the measured runs.
@@ -415,7 +415,7 @@ async fn clickhouse(
             .iter()
             .map(|e| e.encode(PayloadCompression::None).map(|b| b.len()))
             .sum::<Result<usize, _>>()?;
-        // Baseline: the same rows, pre-encoded RowBinary, inserted bare.
+        // Baseline: the same rows, pre-encoded (Native), inserted bare.
         let mut bodies = Vec::new();
         let started = Instant::now();
         for e in &batch {
@@ -433,7 +433,8 @@ async fn clickhouse(
             futures::stream::iter(bodies)
                 .map(|(columns, data)| {
                     let mut insert = client.insert_formatted_with(format!(
-                        "INSERT INTO {database}.logs_raw ({columns}) FORMAT RowBinary"
+                        "INSERT INTO {database}.logs_raw ({columns}) FORMAT {}",
+                        pipeline::sinks::clickhouse::INSERT_FORMAT
                     ));
                     async move {
                         insert.send(bytes::Bytes::from(data)).await?;

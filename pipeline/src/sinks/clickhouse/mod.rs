@@ -1,4 +1,4 @@
-//! The ClickHouse sink (HTTP, RowBinary, through the `clickhouse` crate).
+//! The ClickHouse sink (HTTP, Native blocks, through the `clickhouse` crate).
 //!
 //! Tables are created or migrated at start from the Arrow schemas
 //! (idempotent: `CREATE TABLE IF NOT EXISTS`, then `ADD COLUMN` for columns
@@ -31,17 +31,19 @@
 //! - `config.rs`: what operators set.
 //! - `sink.rs`: table creation and migration, the ledger, inserts, dead
 //!   letters.
-//! - `rowbinary.rs`: Arrow columns → RowBinary; `maintenance.rs`: retention
-//!   and the usage roll-up.
+//! - `native.rs`: Arrow batches → Native blocks; `rowbinary.rs`: column
+//!   types, and RowBinary strings for the ledger and dead letters;
+//!   `maintenance.rs`: retention and the usage roll-up.
 
 mod config;
 mod maintenance;
+mod native;
 mod rowbinary;
 mod sink;
 
 pub use config::ClickHouseConfig;
 pub use maintenance::{ClickHouseRetentionReport, UsageRollupReport};
 pub use rowbinary::column_type;
-pub use sink::{ClickHouseSink, encode_insert};
+pub use sink::{ClickHouseSink, INSERT_FORMAT, encode_insert};
 
 const NAME: &str = "clickhouse";

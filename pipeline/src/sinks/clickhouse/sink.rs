@@ -16,15 +16,18 @@ use crate::error::{Error, Result};
 use crate::metrics::PipelineMetrics;
 use crate::sinks::Sink;
 
+use super::native;
 use super::rowbinary::{self, column_type};
 use super::{ClickHouseConfig, NAME};
 
 /// ClickHouse error codes that mean "this data is wrong", not "the server
 /// is unwell": such batches are dead-lettered instead of retried forever.
-/// RowBinary rows that no longer fit the table's columns (a column's type
-/// changed server-side) end early or late depending on the bytes: 32 or 33.
-/// A truncated upload does not get here (the client sees the connection
-/// fail, not a server answer).
+/// A Native block whose column no longer has the table's type (changed
+/// server-side): 18.16 answers 368, current releases cast the column and
+/// answer 6, 53 or 70 when that fails (and RowBinary rows that no longer fit
+/// ended early or late depending on the bytes: 32 or 33). A truncated upload
+/// does not get here (the client sees the connection fail, not a server
+/// answer).
 const DATA_ERRORS: &[u32] = &[
     6,   // CANNOT_PARSE_TEXT
     26,  // CANNOT_PARSE_QUOTED_STRING
@@ -39,6 +42,7 @@ const DATA_ERRORS: &[u32] = &[
     72,  // CANNOT_PARSE_NUMBER
     117, // INCORRECT_DATA
     131, // TOO_LARGE_STRING_SIZE
+    368, // BAD_CAST
 ];
 
 fn server_code(e: &clickhouse::error::Error) -> Option<u32> {
@@ -439,7 +443,7 @@ impl ClickHouseSink {
         }
         let (columns, data) = encoded?;
         let sql = format!(
-            "INSERT INTO {}.{} ({columns}) FORMAT RowBinary",
+            "INSERT INTO {}.{} ({columns}) FORMAT {INSERT_FORMAT}",
             self.database,
             table(envelope.kind()),
         );
@@ -606,14 +610,14 @@ async fn write_ledger(
     Ok(())
 }
 
-/// An envelope's insert: the column list and its rows in RowBinary (with
-/// `row_in_batch`, part of the de-duplication key). One insert per
+/// An envelope's insert: the column list and its rows as one Native block
+/// (with `row_in_batch`, part of the de-duplication key). One insert per
 /// envelope: splitting one into concurrent inserts measured slower (more
 /// parts for ClickHouse to write and merge; `benches/scaleout.sh`).
 pub fn encode_insert(envelope: &Envelope) -> Result<(String, Vec<u8>)> {
     let batch = envelope.batch();
     let mut data = Vec::new();
-    rowbinary::encode(batch, &mut data)?;
+    native::encode(batch, &mut data)?;
     let columns: Vec<String> = batch
         .schema()
         .fields()
@@ -623,6 +627,9 @@ pub fn encode_insert(envelope: &Envelope) -> Result<(String, Vec<u8>)> {
         .collect();
     Ok((columns.join(", "), data))
 }
+
+/// The format of [`encode_insert`]'s data, for its `INSERT … FORMAT`.
+pub const INSERT_FORMAT: &str = "Native";
 
 fn rowbinary_string(s: &str, out: &mut Vec<u8>) {
     rowbinary_bytes(s.as_bytes(), out);
