@@ -41,8 +41,11 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::cache::TableScopedPath;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
-use datafusion::execution::cache::cache_manager::{CachedFileMetadataEntry, FileMetadataCache};
+use datafusion::execution::cache::cache_manager::{
+    CachedFileMetadata, CachedFileMetadataEntry, FileMetadataCache, FileStatisticsCache,
+};
 use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryConsumer, MemoryPool};
@@ -262,11 +265,21 @@ pub struct SqlEngine {
     /// objects its own listing returned. Saves a request per object and
     /// query on object stores.
     metadata_cache: Arc<FileMetadataCache>,
+    /// Each file's statistics as DataFusion plans with them (row counts,
+    /// min/max/nulls per column, from the footer above), shared the same
+    /// way: without it every query converted them again for every file it
+    /// listed. An entry is used only for the object it was made from (path,
+    /// size and time checked) and the table schema it was made under.
+    /// Listings are not cached: a query sees every object written before it
+    /// started.
+    statistics_cache: Arc<FileStatisticsCache>,
 }
 
 /// Memory for [`SqlEngine`]'s shared Parquet metadata cache (least
 /// recently used entries go first).
 const METADATA_CACHE_BYTES: usize = 64 << 20;
+/// Memory for [`SqlEngine`]'s shared per-file statistics cache.
+const STATISTICS_CACHE_BYTES: usize = 32 << 20;
 
 /// A finished query.
 pub struct QueryResult {
@@ -305,6 +318,10 @@ impl SqlEngine {
                 )
                 .with_name("securenet parquet metadata"),
             ),
+            statistics_cache: Arc::new(
+                DefaultCache::<TableScopedPath, CachedFileMetadata>::new(STATISTICS_CACHE_BYTES)
+                    .with_name("securenet file statistics"),
+            ),
         }
     }
 
@@ -328,14 +345,18 @@ impl SqlEngine {
             0 => DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
             limit => DiskManagerBuilder::default().with_max_temp_directory_size(limit),
         };
+        // No listing cache: every query lists the tenant's prefix, so what
+        // the sinks wrote a moment ago is in it (see SqlEngine's caches).
+        let caches = CacheManagerConfig::default()
+            .with_file_metadata_cache(Some(Arc::clone(&self.metadata_cache)))
+            .with_metadata_cache_limit(self.metadata_cache.cache_limit())
+            .with_file_statistics_cache(Some(Arc::clone(&self.statistics_cache)))
+            .with_file_statistics_cache_limit(self.statistics_cache.cache_limit())
+            .with_list_files_cache_limit(0);
         RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(GreedyMemoryPool::new(memory_limit_bytes)))
             .with_disk_manager_builder(disk)
-            .with_cache_manager(
-                CacheManagerConfig::default()
-                    .with_file_metadata_cache(Some(Arc::clone(&self.metadata_cache)))
-                    .with_metadata_cache_limit(self.metadata_cache.cache_limit()),
-            )
+            .with_cache_manager(caches)
             .build_arc()
     }
 

@@ -58,7 +58,10 @@ pub fn tenant_session(
         let table_config = ListingTableConfig::new(table_url)
             .with_listing_options(options)
             .with_schema(view_schema(&schema::schema(kind)));
-        let table = Arc::new(ListingTable::try_new(table_config)?);
+        let table = Arc::new(
+            ListingTable::try_new(table_config)?
+                .with_cache(ctx.runtime_env().cache_manager.get_file_statistic_cache()),
+        );
         // Column 1 of every kind is `ts`, whose UTC day names the partition.
         let time_column = schema::schema(kind).field(1).name().clone();
         ctx.register_table(

@@ -541,6 +541,33 @@ async fn parquet_metadata_is_cached_across_sessions() {
     assert_eq!(e.metadata_cache.len(), cached + 1);
 }
 
+/// Each object's statistics, once made, serve every later query; the
+/// listing is not cached, so an object written after a query is counted by
+/// the next one.
+#[tokio::test]
+async fn file_statistics_are_cached_and_new_objects_seen_at_once() {
+    let (_dir, lake) = lake_with(&[("acme", "a1"), ("acme", "a2"), ("globex", "g1")]).await;
+    let e = engine(lake.clone(), SqlConfig::default());
+    let count = "SELECT count(*) AS n FROM logs";
+    assert!(run(&e, "acme", count).await.unwrap().contains("| 2 "));
+    assert_eq!(e.statistics_cache.len(), 2, "one entry per acme object");
+    assert!(run(&e, "acme", count).await.unwrap().contains("| 2 "));
+    assert_eq!(e.statistics_cache.len(), 2);
+    let record = LogRecord {
+        ts_ms: 1_795_687_200_000,
+        received_ms: 1_795_687_200_000,
+        message: "a3".to_string(),
+        input: "test",
+        ..Default::default()
+    };
+    write_logs(&lake, "acme", &[record]).await;
+    assert!(run(&e, "acme", count).await.unwrap().contains("| 3 "));
+    assert_eq!(e.statistics_cache.len(), 3);
+    let globex = run(&e, "globex", "SELECT message FROM logs").await.unwrap();
+    assert!(globex.contains("g1") && !globex.contains("a3"), "{globex}");
+    assert_eq!(e.statistics_cache.len(), 4);
+}
+
 #[tokio::test]
 async fn time_predicates_keep_other_days_unread() {
     let (dir, lake) = lake_with(&[("acme", "a1"), ("acme", "a2")]).await;
