@@ -3,8 +3,8 @@
 #
 #   1. Kafka (Tansu 0.6.0, sqlite): envelopes through the bus's producer and
 #      consumer vs the same bytes through bare librdkafka (same settings).
-#   2. ClickHouse 18.16 (Debian): the ClickHouse sink vs bare RowBinary
-#      inserts of the same rows, one write at a time and 4 in flight (as the
+#   2. ClickHouse 18.16 (Debian): the ClickHouse sink vs bare inserts of
+#      the same Native blocks, one write at a time and 4 in flight (as the
 #      pipeline drives it by default), the same for both.
 #   3. End to end: HTTP NDJSON → `securenet ingest` → Kafka → `securenet
 #      pipeline` → Parquet only, and Parquet + ClickHouse, rows/s from the
