@@ -63,6 +63,10 @@ enum Cmd {
         concurrency: usize,
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// The sink's `pipeline.clickhouse.max_inserts_per_table` (its
+        /// default when unset).
+        #[arg(long)]
+        max_inserts_per_table: Option<usize>,
     },
 }
 
@@ -88,7 +92,17 @@ async fn main() -> anyhow::Result<()> {
             rows,
             concurrency,
             runs,
-        } => clickhouse(&url, envelopes, rows, concurrency, runs).await,
+            max_inserts_per_table,
+        } => {
+            let mut config = ClickHouseConfig {
+                url,
+                ..ClickHouseConfig::default()
+            };
+            if let Some(n) = max_inserts_per_table {
+                config.max_inserts_per_table = n;
+            }
+            clickhouse(config, envelopes, rows, concurrency, runs).await
+        }
     }
 }
 
@@ -383,7 +397,7 @@ async fn quiet(client: &clickhouse::Client, database: &str) -> anyhow::Result<()
 }
 
 async fn clickhouse(
-    url: &str,
+    config: ClickHouseConfig,
     n: usize,
     rows: usize,
     concurrency: usize,
@@ -393,13 +407,12 @@ async fn clickhouse(
     let metrics = PipelineMetrics::new(&prometheus::Registry::new())?;
     let database = format!("bench_{}", std::process::id());
     let config = ClickHouseConfig {
-        url: url.to_string(),
         database: database.clone(),
-        ..ClickHouseConfig::default()
+        ..config
     };
     let sink = ClickHouseSink::connect(&config, metrics).await?;
     let client = clickhouse::Client::default()
-        .with_url(url)
+        .with_url(&config.url)
         .with_validation(false);
     client
         .query(&format!(
@@ -490,6 +503,7 @@ async fn clickhouse(
             "clickhouse_version": version,
             "envelopes_per_run": n,
             "writes_in_flight": concurrency,
+            "max_inserts_per_table": config.max_inserts_per_table,
             "rows_per_envelope": rows,
             "payload_bytes_per_run": payload,
             "baseline_insert": base.json(),
