@@ -20,12 +20,10 @@
 //! - `Nullable(T)`: one `UInt8` a row (1 = null), then the `T` column with
 //!   a default value in the null rows.
 
+use arrow::array::ArrayData;
 use arrow::array::{Array, ArrayRef, AsArray, OffsetSizeTrait};
-use arrow::buffer::{NullBuffer, ScalarBuffer};
-use arrow::datatypes::{
-    ArrowNativeType, DataType, Date32Type, Field, Float32Type, Float64Type, Int64Type, TimeUnit,
-    TimestampMillisecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
-};
+use arrow::buffer::NullBuffer;
+use arrow::datatypes::{DataType, Date32Type, Field};
 use arrow::record_batch::RecordBatch;
 
 use super::rowbinary::{bytes as string, column_type, varint};
@@ -73,17 +71,6 @@ fn column(array: &ArrayRef, field: &Field, out: &mut Vec<u8>) -> Result<()> {
             let a = array.as_binary::<i32>();
             strings(a.value_offsets(), a.value_data(), nulls, out);
         }
-        DataType::Timestamp(TimeUnit::Millisecond, _) => fixed(
-            array.as_primitive::<TimestampMillisecondType>().values(),
-            out,
-        ),
-        DataType::Int64 => fixed(array.as_primitive::<Int64Type>().values(), out),
-        DataType::UInt64 => fixed(array.as_primitive::<UInt64Type>().values(), out),
-        DataType::UInt32 => fixed(array.as_primitive::<UInt32Type>().values(), out),
-        DataType::UInt16 => fixed(array.as_primitive::<UInt16Type>().values(), out),
-        DataType::UInt8 => fixed(array.as_primitive::<UInt8Type>().values(), out),
-        DataType::Float64 => fixed(array.as_primitive::<Float64Type>().values(), out),
-        DataType::Float32 => fixed(array.as_primitive::<Float32Type>().values(), out),
         DataType::Boolean => {
             let a = array.as_boolean();
             out.extend(a.values().iter().map(u8::from));
@@ -106,12 +93,10 @@ fn column(array: &ArrayRef, field: &Field, out: &mut Vec<u8>) -> Result<()> {
                 out.extend_from_slice(&days.to_le_bytes());
             }
         }
-        other => {
-            return Err(Error::Config(format!(
-                "column {} has type {other}, which the ClickHouse sink does not map",
-                field.name()
-            )));
-        }
+        // Timestamps (milliseconds), integers and floats.
+        t if t.is_primitive() => fixed(&array.to_data(), out),
+        // `encode` asked `column_type` first, which refuses other types.
+        other => unreachable!("column_type maps no {other}"),
     }
     Ok(())
 }
@@ -129,10 +114,16 @@ fn null_map(nulls: Option<&NullBuffer>, rows: usize, out: &mut Vec<u8>) {
 #[cfg(target_endian = "big")]
 compile_error!("the ClickHouse Native encoder needs a little-endian target");
 
-/// Fixed-width values: Arrow's buffer as it is; whatever Arrow holds under
-/// a null is written too (ClickHouse ignores values under its null map).
-fn fixed<T: ArrowNativeType>(values: &ScalarBuffer<T>, out: &mut Vec<u8>) {
-    out.extend_from_slice(values.inner().as_slice());
+/// Fixed-width values: the array's part of Arrow's value buffer as it is;
+/// whatever Arrow holds under a null is written too (ClickHouse ignores
+/// values under its null map).
+fn fixed(data: &ArrayData, out: &mut Vec<u8>) {
+    let width = data
+        .data_type()
+        .primitive_width()
+        .expect("a primitive type");
+    let (from, to) = (data.offset() * width, (data.offset() + data.len()) * width);
+    out.extend_from_slice(&data.buffers()[0].as_slice()[from..to]);
 }
 
 /// `String` values (null rows as empty strings). Appending value by value
@@ -165,7 +156,10 @@ mod tests {
         BinaryArray, BooleanArray, Date32Array, Float32Array, Float64Array, Int64Array,
         StringArray, TimestampMillisecondArray, UInt8Array, UInt16Array, UInt32Array, UInt64Array,
     };
-    use arrow::datatypes::Schema;
+    use arrow::datatypes::{
+        Float32Type, Float64Type, Int64Type, Schema, TimeUnit, TimestampMillisecondType, UInt8Type,
+        UInt16Type, UInt32Type, UInt64Type,
+    };
 
     use super::*;
 
