@@ -396,9 +396,22 @@ impl Server {
         let mut child = env
             .command(&[role])
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn securenet {role}: {e}"));
+        // Each line the process logs, prefixed with its role (and network
+        // namespace), so the logs of a test with several processes say
+        // which one spoke.
+        let stderr = child.stderr.take().expect("stderr");
+        let who = match &env.netns {
+            Some(ns) => format!("{role}@{ns}[{}]", child.id()),
+            None => format!("{role}[{}]", child.id()),
+        };
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{who}| {line}");
+            }
+        });
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
