@@ -346,3 +346,96 @@ async fn batches_refused_together_are_dead_lettered_one_by_one() {
     assert_eq!(wait_clickhouse(&ch, &want).await, want);
     server.stop();
 }
+
+/// Commits offset 0 for every partition of the environment's topics in its
+/// consumer group (no member may be running): the next pipeline process is
+/// handed everything again, as after a crash that lost every commit.
+fn rewind_consumer_group(env: &Env) {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    let var = |name: &str| env.vars[name].clone();
+    let prefix = var("SECURENET_BUS__KAFKA__TOPIC_PREFIX");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", var("SECURENET_BUS__KAFKA__BROKERS"))
+        .set("group.id", var("SECURENET_BUS__KAFKA__GROUP_ID"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("a Kafka consumer");
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("topic metadata");
+    let mut list = rdkafka::TopicPartitionList::new();
+    for topic in metadata.topics() {
+        if topic.name().starts_with(&format!("{prefix}.")) {
+            for p in topic.partitions() {
+                list.add_partition_offset(topic.name(), p.id(), rdkafka::Offset::Offset(0))
+                    .unwrap();
+            }
+        }
+    }
+    assert!(list.count() > 0, "no topics under {prefix}");
+    consumer
+        .commit(&list, CommitMode::Sync)
+        .expect("committing offset 0");
+}
+
+#[tokio::test]
+async fn first_deliveries_skip_the_ledger_and_replays_are_looked_up_and_not_inserted_twice() {
+    let (env, ch) = Env::new().kafka().clickhouse();
+    let env = env.set("SECURENET_INGEST__BATCH__LINGER_MS", "5");
+    let ingest_role = env.role("ingest");
+    let pipeline = env.role("pipeline");
+    let (batches, per_batch) = (20, 50);
+    for b in 0..batches {
+        let (status, answer) = ingest(
+            &ingest_role,
+            DEFAULT_KEY,
+            body("default", b * per_batch, per_batch),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let total = (batches * per_batch) as u64;
+    let want = BTreeMap::from([("default".to_string(), total)]);
+    assert_eq!(wait_clickhouse(&ch, &want).await, want);
+    let lookups = async |server: &crate::support::Server, outcome: &str| {
+        crate::support::metric(
+            server,
+            &format!("securenet_clickhouse_ledger_lookups_total{{outcome=\"{outcome}\"}}"),
+        )
+        .await
+    };
+    // One process, never restarted: every delivery was a first one above
+    // its partition's reservations, so none was looked up in the ledger.
+    assert_eq!(lookups(&pipeline, "looked_up").await, 0.0);
+    let first = lookups(&pipeline, "skipped").await;
+    assert!(
+        first >= batches as f64,
+        "{first} batches skipped the lookup"
+    );
+    pipeline.stop();
+
+    // Every partition delivered again from its start to a new process: all
+    // of it lies under the reservations, so every batch is looked up, found
+    // in the ledger and not inserted again — no row twice even before
+    // ClickHouse merges (no FINAL).
+    rewind_consumer_group(&env);
+    let pipeline = env.role("pipeline");
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while lookups(&pipeline, "looked_up").await < first {
+        assert!(
+            std::time::Instant::now() < until,
+            "{} of {first} replayed batches looked up after 60 s",
+            lookups(&pipeline, "looked_up").await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(lookups(&pipeline, "skipped").await, 0.0);
+    let stored = ch.rows("SELECT count() AS n FROM {db}.logs").await;
+    assert_eq!(
+        text(&stored[0]["n"]),
+        total.to_string(),
+        "rows inserted twice"
+    );
+    pipeline.stop();
+}

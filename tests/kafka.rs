@@ -96,6 +96,20 @@ async fn http_and_syslog_flow_through_kafka_to_parquet_and_clickhouse_per_tenant
     };
     let lag = lag.expect("no consumer lag series for logs");
     assert!(lag.ends_with(" 0"), "{lag}");
+    // First deliveries of one process: none looked up in the ClickHouse
+    // ledger (their bus offsets lie above every reservation), and no row
+    // is in ClickHouse twice even before merges.
+    let looked_up = crate::support::metric(
+        &pipeline,
+        r#"securenet_clickhouse_ledger_lookups_total{outcome="looked_up"}"#,
+    )
+    .await;
+    assert_eq!(looked_up, 0.0);
+    let plain = ch.rows("SELECT count() AS n FROM {db}.logs").await;
+    assert_eq!(
+        plain[0]["n"].to_string().trim_matches('"'),
+        (sent["default"] + sent["acme"]).to_string()
+    );
     // Clean shutdown of every role.
     ingest_role.stop();
     pipeline.stop();

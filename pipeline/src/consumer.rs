@@ -134,15 +134,20 @@ fn derive(
         detector: detector.name(),
         message: e.to_string(),
     };
+    // What the sinks learn from the bus position (first delivery or a
+    // possible replay) holds for everything derived from the delivery: a
+    // replayed batch derives the same envelopes again.
+    let position = envelope.position().cloned();
     for detector in detectors.iter() {
         envelope = detector.enrich(envelope).map_err(|e| failed(detector, e))?;
     }
+    let envelope = envelope.with_position(position.clone());
     let mut derived = Vec::new();
     for detector in detectors.iter() {
         let out = detector
             .derive(&envelope)
             .map_err(|e| failed(detector, e))?;
-        derived.extend(out);
+        derived.extend(out.into_iter().map(|d| d.with_position(position.clone())));
     }
     Ok((envelope, derived))
 }

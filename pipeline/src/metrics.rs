@@ -36,6 +36,9 @@ pub struct PipelineMetrics {
     pub in_flight: IntGauge,
     /// Bus messages that could not be decoded and went to the dead-letter topic.
     pub dead_letters: IntCounter,
+    /// ClickHouse batches by whether the sink looked them up in its ledger
+    /// (`looked_up`: a possible replay) or knew them new (`skipped`).
+    pub ledger_lookups: IntCounterVec,
 }
 
 impl PipelineMetrics {
@@ -91,6 +94,14 @@ impl PipelineMetrics {
                 "securenet_bus_dead_letters_total",
                 "Undecodable bus messages moved to the dead-letter topic",
             )?,
+            ledger_lookups: IntCounterVec::new(
+                Opts::new(
+                    "securenet_clickhouse_ledger_lookups_total",
+                    "ClickHouse batches looked up in the ledger before their insert \
+                     (looked_up: a possible replay) or known new from their bus position (skipped)",
+                ),
+                &["outcome"],
+            )?,
         };
         registry.register(Box::new(m.dead_letters.clone()))?;
         registry.register(Box::new(m.sink_rows.clone()))?;
@@ -102,6 +113,7 @@ impl PipelineMetrics {
         registry.register(Box::new(m.consumer_lag.clone()))?;
         registry.register(Box::new(m.assigned_partitions.clone()))?;
         registry.register(Box::new(m.in_flight.clone()))?;
+        registry.register(Box::new(m.ledger_lookups.clone()))?;
         Ok(m)
     }
 

@@ -143,6 +143,25 @@ impl EnvelopeHeaders {
 pub struct Envelope {
     headers: EnvelopeHeaders,
     batch: RecordBatch,
+    position: Option<BusPosition>,
+}
+
+/// Where a delivered envelope came from on a partitioned bus (Kafka): what
+/// a sink needs to tell a first delivery from a possible replay. Set by the
+/// consumer, never encoded; envelopes derived from a delivery carry its
+/// position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusPosition {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    /// Changes whenever the partition is assigned to this consumer anew;
+    /// a previous owner may have written anything at or after the
+    /// committed offset before this epoch began.
+    pub epoch: u64,
+    /// Handed to the sinks before, in this process (a retry after a failed
+    /// write, which may have landed anyway).
+    pub redelivery: bool,
 }
 
 impl Envelope {
@@ -162,7 +181,11 @@ impl Envelope {
             produced_at: DateTime::from_timestamp_millis(crate::time::now_ms()).unwrap_or_default(),
         };
         let batch = conform(&headers, batch)?;
-        Ok(Self { headers, batch })
+        Ok(Self {
+            headers,
+            batch,
+            position: None,
+        })
     }
 
     pub fn headers(&self) -> &EnvelopeHeaders {
@@ -191,7 +214,19 @@ impl Envelope {
         Ok(Self {
             headers: self.headers,
             batch,
+            position: self.position,
         })
+    }
+
+    /// Where the bus delivered this envelope from, if it says.
+    pub fn position(&self) -> Option<&BusPosition> {
+        self.position.as_ref()
+    }
+
+    /// The same envelope, delivered from `position`.
+    pub fn with_position(mut self, position: Option<BusPosition>) -> Self {
+        self.position = position;
+        self
     }
 
     /// Encodes the batch as one Arrow IPC stream (schema + one batch), its
@@ -228,7 +263,11 @@ impl Envelope {
                 Err(Error::CorruptPayload(format!("malformed Arrow IPC: {why}")))
             })?;
         let batch = conform(&headers, batch)?;
-        Ok(Self { headers, batch })
+        Ok(Self {
+            headers,
+            batch,
+            position: None,
+        })
     }
 }
 

@@ -31,7 +31,7 @@ pub mod severity;
 pub mod tenant;
 pub mod time;
 
-pub use envelope::{Envelope, EnvelopeHeaders, PayloadCompression};
+pub use envelope::{BusPosition, Envelope, EnvelopeHeaders, PayloadCompression};
 pub use error::{Error, InvalidSetting, Result};
 pub use kind::RecordKind;
 pub use logs::{LogBatchBuilder, LogRecord, ParseStatus};

@@ -7,7 +7,10 @@
 //!   the same settings.
 //! - `scaleout clickhouse`: envelopes written through `ClickHouseSink`
 //!   (ledger check, Native encoding, insert, ledger row) against the
-//!   same Native bytes inserted bare.
+//!   same Native bytes inserted bare. The envelopes carry bus positions as
+//!   the Kafka consumer's do (one partition, offsets in order, one
+//!   assignment), so the sink looks up only what may be a replay; with
+//!   `--no-positions` it looks every batch up, as for the embedded bus.
 //!
 //! Each prints one JSON line with medians (rows/s, MB/s of envelope
 //! payload) over the measured runs.
@@ -24,7 +27,7 @@ use pipeline::{BusConsumer, BusProducer, PipelineMetrics, Sink};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::FutureRecord;
 use schemas::PayloadCompression;
-use schemas::{Envelope, LogBatchBuilder, LogRecord, RecordKind, TenantId};
+use schemas::{BusPosition, Envelope, LogBatchBuilder, LogRecord, RecordKind, TenantId};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -67,6 +70,10 @@ enum Cmd {
         /// default when unset).
         #[arg(long)]
         max_inserts_per_table: Option<usize>,
+        /// Envelopes without bus positions (as the embedded bus delivers
+        /// them): the sink looks every batch up in its ledger.
+        #[arg(long)]
+        no_positions: bool,
     },
 }
 
@@ -93,6 +100,7 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             runs,
             max_inserts_per_table,
+            no_positions,
         } => {
             let mut config = ClickHouseConfig {
                 url,
@@ -101,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
             if let Some(n) = max_inserts_per_table {
                 config.max_inserts_per_table = n;
             }
-            clickhouse(config, envelopes, rows, concurrency, runs).await
+            clickhouse(config, envelopes, rows, concurrency, runs, !no_positions).await
         }
     }
 }
@@ -402,6 +410,7 @@ async fn clickhouse(
     rows: usize,
     concurrency: usize,
     runs: usize,
+    positions: bool,
 ) -> anyhow::Result<()> {
     let concurrency = concurrency.max(1);
     let metrics = PipelineMetrics::new(&prometheus::Registry::new())?;
@@ -423,7 +432,23 @@ async fn clickhouse(
     let (mut ours, mut base, mut encoding) = (Rates::new(), Rates::new(), Rates::new());
     let mut payload = 0;
     for run in 0..=runs {
-        let batch = envelopes(n, rows, run);
+        let mut batch = envelopes(n, rows, run);
+        if positions {
+            let topic: Arc<str> = "bench.logs.v1".into();
+            batch = batch
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    e.with_position(Some(BusPosition {
+                        topic: topic.clone(),
+                        partition: 0,
+                        offset: (run * n + i) as i64,
+                        epoch: 1,
+                        redelivery: false,
+                    }))
+                })
+                .collect();
+        }
         payload = batch
             .iter()
             .map(|e| e.encode(PayloadCompression::None).map(|b| b.len()))
@@ -504,6 +529,7 @@ async fn clickhouse(
             "envelopes_per_run": n,
             "writes_in_flight": concurrency,
             "max_inserts_per_table": config.max_inserts_per_table,
+            "bus_positions": positions,
             "rows_per_envelope": rows,
             "payload_bytes_per_run": payload,
             "baseline_insert": base.json(),

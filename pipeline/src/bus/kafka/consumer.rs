@@ -12,7 +12,7 @@ use rdkafka::consumer::{
 };
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use schemas::{Envelope, EnvelopeHeaders, RecordKind};
+use schemas::{BusPosition, Envelope, EnvelopeHeaders, RecordKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -166,6 +166,13 @@ impl KafkaConsumer {
     }
 
     fn delivery(&self, envelope: Envelope, ticket: Ticket, attempt: u32) -> Delivery {
+        let envelope = envelope.with_position(Some(BusPosition {
+            topic: ticket.topic.as_str().into(),
+            partition: ticket.partition,
+            offset: ticket.offset,
+            epoch: ticket.epoch,
+            redelivery: attempt > 0,
+        }));
         let consumer = self.consumer.clone();
         let tracker = self.tracker.clone();
         let retry_tx = self.retry_tx.clone();

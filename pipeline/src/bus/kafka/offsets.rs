@@ -26,8 +26,8 @@ struct Partition {
 pub struct Ticket {
     pub(super) topic: String,
     pub(super) partition: i32,
-    offset: i64,
-    epoch: u64,
+    pub(super) offset: i64,
+    pub(super) epoch: u64,
 }
 
 impl OffsetTracker {

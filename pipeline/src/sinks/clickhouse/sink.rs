@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use schemas::{Envelope, PayloadCompression, RecordKind};
+use schemas::{BusPosition, Envelope, PayloadCompression, RecordKind};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
@@ -72,7 +72,39 @@ pub struct ClickHouseSink {
     groups: Mutex<HashMap<String, mpsc::UnboundedSender<Member>>>,
     /// `max_inserts_per_table`.
     inserts_at_once: usize,
+    replay_bounds: Mutex<HashMap<(Arc<str>, i32), ReplayBound>>,
 }
+
+/// Which deliveries of one bus partition may be replays, for the epoch this
+/// process holds the partition in: those at or below the highest offset any
+/// process had reserved in `bus_positions` when the epoch's first delivery
+/// arrived. A sink reserves offsets before it writes them (up to
+/// [`RESERVE_OFFSETS`] past the one in hand, one insert per that many
+/// batches), so nothing above that offset was ever written: those batches
+/// need no ledger lookup — a `SELECT` per envelope, which cost the sink
+/// about a sixth of its rows/s (docs/benchmarks.md, "Ledger lookups only
+/// for possible replays"). Only a
+/// previous owner still writing after losing the partition (and reserving
+/// more after the new owner read the bound) can have its rows inserted
+/// twice, which `ReplacingMergeTree` collapses.
+struct ReplayBound {
+    epoch: u64,
+    offsets: Arc<EpochOffsets>,
+}
+
+#[derive(Default)]
+struct EpochOffsets {
+    /// One past the highest offset anyone had reserved when the epoch
+    /// began (0: none).
+    highest: tokio::sync::OnceCell<u64>,
+    /// One past the highest offset this process reserved in the epoch.
+    reserved: tokio::sync::Mutex<u64>,
+}
+
+/// How far past the offset in hand a reservation reaches: after a
+/// rebalance, the new owner looks up at most this many batches per
+/// partition that were never written.
+const RESERVE_OFFSETS: u64 = 256;
 
 /// Group commit: envelopes written concurrently to the same table (and
 /// with the same columns) share inserts. Each statement has a task that
@@ -176,6 +208,9 @@ impl ClickHouseSink {
     /// Connects and creates or migrates the tables.
     pub async fn connect(config: &ClickHouseConfig, metrics: PipelineMetrics) -> Result<Self> {
         metrics.register_sink(NAME);
+        for outcome in ["looked_up", "skipped"] {
+            metrics.ledger_lookups.with_label_values(&[outcome]);
+        }
         if !config
             .database
             .chars()
@@ -200,6 +235,7 @@ impl ClickHouseSink {
             ledger: Arc::default(),
             groups: Mutex::default(),
             inserts_at_once: config.max_inserts_per_table.max(1),
+            replay_bounds: Mutex::default(),
         };
         sink.migrate().await?;
         sink.spawn_ledger_writer();
@@ -298,6 +334,14 @@ impl ClickHouseSink {
              ENGINE = ReplacingMergeTree() ORDER BY (kind, batch_id)"
         ))
         .await?;
+        // Offsets reserved before their batches are written, per topic and
+        // partition (see `ReplayBound`); merges keep the highest row.
+        self.execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {db}.bus_positions (bus_topic String, \
+             bus_partition Int32, bus_offset UInt64, at DateTime DEFAULT now()) \
+             ENGINE = ReplacingMergeTree(bus_offset) ORDER BY (bus_topic, bus_partition)"
+        ))
+        .await?;
         // Billing rollup: exact daily sums per tenant and metric, rebuilt
         // from the de-duplicated `usage` rows by the maintenance job (see
         // `maintenance.rs`), never appended to directly — a replayed batch
@@ -319,6 +363,106 @@ impl ClickHouseSink {
         Ok(())
     }
 
+    /// The partition's [`ReplayBound`] for the delivery's epoch (a later
+    /// epoch replaces it); `None` for a delivery from an earlier epoch.
+    fn replay_bound(&self, position: &BusPosition) -> Option<Arc<EpochOffsets>> {
+        let mut bounds = self.replay_bounds.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = || ReplayBound {
+            epoch: position.epoch,
+            offsets: Arc::default(),
+        };
+        let bound = bounds
+            .entry((position.topic.clone(), position.partition))
+            .or_insert_with(fresh);
+        if position.epoch > bound.epoch {
+            *bound = fresh();
+        } else if position.epoch < bound.epoch {
+            return None;
+        }
+        Some(bound.offsets.clone())
+    }
+
+    /// Whether a previous delivery of this envelope may have reached
+    /// ClickHouse: always, unless the bus says it is a first delivery above
+    /// its partition's [`ReplayBound`].
+    async fn may_be_replay(&self, envelope: &Envelope) -> Result<bool> {
+        let Some(position) = envelope.position() else {
+            return Ok(true);
+        };
+        let Ok(offset) = u64::try_from(position.offset) else {
+            return Ok(true);
+        };
+        if position.redelivery {
+            return Ok(true);
+        }
+        let Some(offsets) = self.replay_bound(position) else {
+            return Ok(true);
+        };
+        let end = *offsets
+            .highest
+            .get_or_try_init(|| self.reserved_end(&position.topic, position.partition))
+            .await?;
+        Ok(offset < end)
+    }
+
+    /// Reserves the envelope's offset (and [`RESERVE_OFFSETS`] after it)
+    /// before its rows are inserted, unless a reservation covers it.
+    async fn reserve(&self, envelope: &Envelope) -> Result<()> {
+        let Some(position) = envelope.position() else {
+            return Ok(());
+        };
+        let Ok(offset) = u64::try_from(position.offset) else {
+            return Ok(());
+        };
+        let upto = offset.saturating_add(RESERVE_OFFSETS);
+        let Some(offsets) = self.replay_bound(position) else {
+            // Written for an earlier epoch: reserved on its own.
+            return self
+                .record_reservation(&position.topic, position.partition, upto)
+                .await;
+        };
+        let mut reserved = offsets.reserved.lock().await;
+        if offset < *reserved || offsets.highest.get().is_some_and(|end| offset < *end) {
+            return Ok(());
+        }
+        self.record_reservation(&position.topic, position.partition, upto)
+            .await?;
+        *reserved = upto.saturating_add(1);
+        Ok(())
+    }
+
+    async fn record_reservation(&self, topic: &str, partition: i32, upto: u64) -> Result<()> {
+        let mut data = Vec::with_capacity(topic.len() + 16);
+        rowbinary_string(topic, &mut data);
+        data.extend_from_slice(&partition.to_le_bytes());
+        data.extend_from_slice(&upto.to_le_bytes());
+        self.insert(
+            format!(
+                "INSERT INTO {}.bus_positions (bus_topic, bus_partition, bus_offset) FORMAT RowBinary",
+                self.database
+            ),
+            data,
+        )
+        .await
+        .map_err(sink_error)
+    }
+
+    /// One past the highest offset of a partition anyone reserved (0:
+    /// none was).
+    async fn reserved_end(&self, topic: &str, partition: i32) -> Result<u64> {
+        self.client
+            .query(&format!(
+                "SELECT if(count() = 0, toUInt64(0), max(bus_offset) + 1) \
+                 FROM {}.bus_positions WHERE bus_topic = ? AND bus_partition = ?",
+                self.database
+            ))
+            .bind(topic)
+            .bind(partition)
+            .fetch_one()
+            .await
+            .map_err(sink_error)
+    }
+
     async fn already_written(&self, envelope: &Envelope) -> Result<bool> {
         if self
             .ledger
@@ -326,6 +470,17 @@ impl ClickHouseSink {
         {
             return Ok(true);
         }
+        if !self.may_be_replay(envelope).await? {
+            self.metrics
+                .ledger_lookups
+                .with_label_values(&["skipped"])
+                .inc();
+            return Ok(false);
+        }
+        self.metrics
+            .ledger_lookups
+            .with_label_values(&["looked_up"])
+            .inc();
         let n: u64 = self
             .client
             .query(&format!(
@@ -441,6 +596,7 @@ impl ClickHouseSink {
         if written? {
             return Ok(());
         }
+        self.reserve(envelope).await?;
         let (columns, data) = encoded?;
         let sql = format!(
             "INSERT INTO {}.{} ({columns}) FORMAT {INSERT_FORMAT}",
