@@ -15,6 +15,17 @@ fn body(tenant: &str, from: usize, n: usize) -> String {
         .collect()
 }
 
+/// Batch `b` of `per_batch` rows for the default tenant, acknowledged.
+async fn send_batch(ingest_role: &crate::support::Server, b: usize, per_batch: usize) {
+    let (status, answer) = ingest(
+        ingest_role,
+        DEFAULT_KEY,
+        body("default", b * per_batch, per_batch),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+}
+
 /// Batches the server's ClickHouse sink dead-lettered.
 async fn rejected_batches(server: &crate::support::Server) -> f64 {
     crate::support::metric(
@@ -162,13 +173,7 @@ async fn crashing_the_pipeline_role_loses_and_duplicates_nothing() {
     let mut pipeline = env.role("pipeline");
     let (batches, per_batch) = (40, 250);
     for b in 0..batches {
-        let (status, answer) = ingest(
-            &ingest_role,
-            DEFAULT_KEY,
-            body("default", b * per_batch, per_batch),
-        )
-        .await;
-        assert_eq!(status, 200, "{answer}");
+        send_batch(&ingest_role, b, per_batch).await;
         if b % 10 == 5 {
             // SIGKILL a member that is consuming (its partitions assigned,
             // the batches so far waiting for it), then restart it.
@@ -387,13 +392,7 @@ async fn first_deliveries_skip_the_ledger_and_replays_are_looked_up_and_not_inse
     let pipeline = env.role("pipeline");
     let (batches, per_batch) = (20, 50);
     for b in 0..batches {
-        let (status, answer) = ingest(
-            &ingest_role,
-            DEFAULT_KEY,
-            body("default", b * per_batch, per_batch),
-        )
-        .await;
-        assert_eq!(status, 200, "{answer}");
+        send_batch(&ingest_role, b, per_batch).await;
     }
     let total = (batches * per_batch) as u64;
     let want = BTreeMap::from([("default".to_string(), total)]);
