@@ -5,7 +5,8 @@
 #      consumer vs the same bytes through bare librdkafka (same settings).
 #   2. ClickHouse 18.16 (Debian): the ClickHouse sink vs bare inserts of
 #      the same Native blocks, one write at a time and 4 in flight (as the
-#      pipeline drives it by default), the same for both.
+#      pipeline drives it by default), the same for both; with the insert
+#      bodies LZ4-compressed (the default) and uncompressed.
 #   3. End to end: HTTP NDJSON → `securenet ingest` → Kafka → `securenet
 #      pipeline` → Parquet only, and Parquet + ClickHouse, rows/s from the
 #      first request until the sinks have written every row (the pipelines'
@@ -64,9 +65,11 @@ CH="$CLICKHOUSE_URL"
 echo "== 1. Kafka bus vs bare librdkafka (Tansu)" >&2
 KAFKA=$(RUST_LOG=error "$BIN/scaleout" kafka --brokers "$BROKERS" --envelopes 100 --rows 2000 --runs "$RUNS")
 echo "$KAFKA"
-echo "== 2. ClickHouse sink vs bare RowBinary inserts, one write at a time and 4 in flight" >&2
-for c in 1 4; do
-  "$BIN/scaleout" clickhouse --url "$CH" --envelopes 20 --rows 10000 --concurrency "$c" --runs "$RUNS"
+echo "== 2. ClickHouse sink vs bare Native inserts, one write at a time and 4 in flight, lz4 and none" >&2
+for comp in lz4 none; do
+  for c in 1 4; do
+    "$BIN/scaleout" clickhouse --url "$CH" --envelopes 20 --rows 10000 --concurrency "$c" --runs "$RUNS" --compression "$comp"
+  done
 done
 
 KEY="bench-key-0123456789abcdef"

@@ -157,6 +157,16 @@ fn configuration_errors_are_clear() {
         "{err}"
     );
 
+    // A compression ClickHouse's HTTP inserts do not get from us is named
+    // with the ones they do.
+    let env = Env::new().set("SECURENET_PIPELINE__CLICKHOUSE__COMPRESSION", "zstd");
+    let err =
+        String::from_utf8_lossy(&env.command(&["serve"]).output().unwrap().stderr).to_string();
+    assert!(
+        err.contains("invalid configuration") && err.contains("zstd") && err.contains("lz4"),
+        "{err}"
+    );
+
     let env = Env::new().set("SECURENET_CONTROL__DEFAULT_PLAN", "gold");
     let err =
         String::from_utf8_lossy(&env.command(&["serve"]).output().unwrap().stderr).to_string();

@@ -60,12 +60,26 @@ fn text(v: &serde_json::Value) -> String {
 
 #[tokio::test]
 async fn every_column_reaches_clickhouse_as_parquet_holds_it() {
+    every_column_round_trip(None).await;
+}
+
+/// The same with the insert bodies in ClickHouse's LZ4-compressed blocks
+/// (`pipeline.clickhouse.compression = "lz4"`; uncompressed by default).
+#[tokio::test]
+async fn every_column_reaches_clickhouse_lz4_compressed_too() {
+    every_column_round_trip(Some("lz4")).await;
+}
+
+async fn every_column_round_trip(compression: Option<&str>) {
     // Records with every optional field set, with none, with multi-byte
     // text, and with a message longer than a two-byte length prefix: each
     // column of each row must read back from ClickHouse as from Parquet
     // (the inserts are ClickHouse Native blocks: null maps, string lengths
     // and fixed-width values per column).
-    let (env, ch) = Env::new().clickhouse();
+    let (mut env, ch) = Env::new().clickhouse();
+    if let Some(c) = compression {
+        env = env.set("SECURENET_PIPELINE__CLICKHOUSE__COMPRESSION", c);
+    }
     let server = env.serve();
     let long = "x".repeat(20_000);
     let lines = [

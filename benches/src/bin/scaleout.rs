@@ -74,6 +74,10 @@ enum Cmd {
         /// them): the sink looks every batch up in its ledger.
         #[arg(long)]
         no_positions: bool,
+        /// `pipeline.clickhouse.compression` (`lz4` or `none`), for the
+        /// sink and the bare inserts alike (the sink's default when unset).
+        #[arg(long)]
+        compression: Option<String>,
     },
 }
 
@@ -101,6 +105,7 @@ async fn main() -> anyhow::Result<()> {
             runs,
             max_inserts_per_table,
             no_positions,
+            compression,
         } => {
             let mut config = ClickHouseConfig {
                 url,
@@ -108,6 +113,9 @@ async fn main() -> anyhow::Result<()> {
             };
             if let Some(n) = max_inserts_per_table {
                 config.max_inserts_per_table = n;
+            }
+            if let Some(c) = compression {
+                config.compression = serde_json::from_value(json!(c))?;
             }
             clickhouse(config, envelopes, rows, concurrency, runs, !no_positions).await
         }
@@ -422,6 +430,7 @@ async fn clickhouse(
     let sink = ClickHouseSink::connect(&config, metrics).await?;
     let client = clickhouse::Client::default()
         .with_url(&config.url)
+        .with_compression(config.compression.into())
         .with_validation(false);
     client
         .query(&format!(
@@ -530,6 +539,7 @@ async fn clickhouse(
             "writes_in_flight": concurrency,
             "max_inserts_per_table": config.max_inserts_per_table,
             "bus_positions": positions,
+            "compression": config.compression,
             "rows_per_envelope": rows,
             "payload_bytes_per_run": payload,
             "baseline_insert": base.json(),

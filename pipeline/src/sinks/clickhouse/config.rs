@@ -20,6 +20,30 @@ pub struct ClickHouseConfig {
     /// free one (group commit). 2 measured best on 2 cores
     /// (`benches/scaleout.sh`, docs/benchmarks.md).
     pub max_inserts_per_table: usize,
+    /// How insert bodies travel: `lz4` (ClickHouse's own compressed
+    /// blocks, the client's default) or `none`. Compressing costs the
+    /// sink's CPU and ClickHouse's (it decompresses) to save network bytes:
+    /// worth it when the link is slower than the cores, not when ClickHouse
+    /// is on the same host or a fast LAN (docs/benchmarks.md, "Insert
+    /// compression").
+    pub compression: InsertCompression,
+}
+
+/// `pipeline.clickhouse.compression`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InsertCompression {
+    None,
+    Lz4,
+}
+
+impl From<InsertCompression> for clickhouse::Compression {
+    fn from(c: InsertCompression) -> Self {
+        match c {
+            InsertCompression::None => clickhouse::Compression::None,
+            InsertCompression::Lz4 => clickhouse::Compression::Lz4,
+        }
+    }
 }
 
 impl Default for ClickHouseConfig {
@@ -31,6 +55,7 @@ impl Default for ClickHouseConfig {
             password: Default::default(),
             timeout_ms: 30_000,
             max_inserts_per_table: 2,
+            compression: InsertCompression::None,
         }
     }
 }

@@ -41,7 +41,7 @@ mod native;
 mod rowbinary;
 mod sink;
 
-pub use config::ClickHouseConfig;
+pub use config::{ClickHouseConfig, InsertCompression};
 pub use maintenance::{ClickHouseRetentionReport, UsageRollupReport};
 pub use rowbinary::column_type;
 pub use sink::{ClickHouseSink, INSERT_FORMAT, encode_insert};
