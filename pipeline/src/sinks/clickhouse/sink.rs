@@ -848,6 +848,22 @@ mod tests {
         (Member { data, rows, done }, outcome)
     }
 
+    /// Queues one member per body, in order; their answers.
+    fn queue(
+        tx: &mpsc::UnboundedSender<Member>,
+        bodies: &[&[u8]],
+        rows: usize,
+    ) -> Vec<oneshot::Receiver<GroupOutcome>> {
+        bodies
+            .iter()
+            .map(|body| {
+                let (m, a) = member(body, rows);
+                tx.send(m).unwrap();
+                a
+            })
+            .collect()
+    }
+
     /// A body with a `!` in it is refused as data, one with `?` fails as
     /// an outage; every body sent is recorded.
     fn fake_server(
@@ -873,12 +889,7 @@ mod tests {
     #[tokio::test]
     async fn queued_members_share_one_insert_and_its_outcome() {
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut answers = vec![];
-        for body in [&b"ab"[..], b"cd", b"ef"] {
-            let (m, a) = member(body, 1);
-            tx.send(m).unwrap();
-            answers.push(a);
-        }
+        let answers = queue(&tx, &[&b"ab"[..], b"cd", b"ef"], 1);
         let sent = Arc::new(Mutex::new(vec![]));
         let task = tokio::spawn(run_group(rx, 2, fake_server(sent.clone())));
         for a in answers {
@@ -897,12 +908,7 @@ mod tests {
     #[tokio::test]
     async fn a_group_sends_its_members_data_as_they_came_in_queue_order() {
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut answers = vec![];
-        for body in [&b"first"[..], b"second", b"third"] {
-            let (m, a) = member(body, 1);
-            tx.send(m).unwrap();
-            answers.push(a);
-        }
+        let answers = queue(&tx, &[&b"first"[..], b"second", b"third"], 1);
         let chunks = Arc::new(Mutex::new(Vec::<Vec<Vec<u8>>>::new()));
         let c = chunks.clone();
         tokio::spawn(run_group(rx, 1, move |sent: Vec<Vec<u8>>| {
@@ -1004,12 +1010,7 @@ mod tests {
     #[tokio::test]
     async fn groups_stop_at_the_row_bound() {
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut answers = vec![];
-        for body in [&b"a"[..], b"b", b"c"] {
-            let (m, a) = member(body, GROUP_MAX_ROWS / 2);
-            tx.send(m).unwrap();
-            answers.push(a);
-        }
+        let answers = queue(&tx, &[&b"a"[..], b"b", b"c"], GROUP_MAX_ROWS / 2);
         let sent = Arc::new(Mutex::new(vec![]));
         tokio::spawn(run_group(rx, 2, fake_server(sent.clone())));
         for a in answers {
