@@ -107,10 +107,12 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-/// OTLP/gRPC decodes each request from tonic's receive buffer (a
-/// `BytesMut` behind `DecodeBuf`), OTLP/HTTP from the request body's
-/// bytes: the same 2,000-record export decoded from a `BytesMut` (as tonic's
-/// prost codec does), from `Bytes` and from a slice.
+/// The same 2,000-record export decoded by prost into the generated owned
+/// types (from a `BytesMut` as tonic's prost codec did, from `Bytes`, from
+/// a slice) and by the receiver's borrowed views (`ingest::otlp::view`,
+/// what OTLP/gRPC and OTLP/HTTP use); its OTLP/JSON form decoded by
+/// opentelemetry-proto's serde types and by the views; and each form
+/// decoded and mapped to records, as the receiver does.
 fn otlp_decode(c: &mut Criterion) {
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
     use prost::Message as _;
@@ -143,6 +145,33 @@ fn otlp_decode(c: &mut Criterion) {
             criterion::BatchSize::SmallInput,
         )
     });
+    group.bench_function("views_from_slice_2k", |b| {
+        b.iter(|| ingest::otlp::view::Request::decode(&payload).unwrap())
+    });
+    let json = securenet_benches::protocols::encode(
+        securenet_benches::protocols::Protocol::OtlpJson,
+        &events(2_000),
+        "",
+    )
+    .data;
+    group.bench_function("json_serde_owned_2k", |b| {
+        b.iter(|| serde_json::from_slice::<ExportLogsServiceRequest>(&json).unwrap())
+    });
+    group.bench_function("json_views_2k", |b| {
+        b.iter(|| ingest::otlp::view::Request::from_json(&json).unwrap())
+    });
+    let tenant = TenantId::new("acme").unwrap();
+    for (name, body, is_json) in [
+        ("map_protobuf_2k", &payload, false),
+        ("map_json_2k", &json, true),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let request = ingest::otlp::decode(body, is_json).unwrap();
+                ingest::otlp::map_request(request, &tenant, 0, 1 << 16, &mut |_| Ok(())).unwrap()
+            })
+        });
+    }
     group.finish();
 }
 

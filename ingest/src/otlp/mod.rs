@@ -22,20 +22,20 @@
 //! organization than the credential's.
 
 pub mod grpc;
+pub mod view;
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use base64::Engine as _;
 use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+    ExportLogsPartialSuccess, ExportLogsServiceResponse,
 };
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
-use prost::Message as _;
 use schemas::logs::severity_from_name;
 use schemas::{LogRecord, ParseStatus, TenantId};
 
 use crate::error::Error;
+use view::{KeyValue, Value};
 
 /// What one export request became.
 #[derive(Debug, Default)]
@@ -72,7 +72,7 @@ fn rejected_message(rejected: &[String]) -> String {
 
 /// Maps a request to records, charging each as it is built.
 pub fn map_request(
-    request: ExportLogsServiceRequest,
+    request: view::Request<'_>,
     tenant: &TenantId,
     now_ms: i64,
     max_record: usize,
@@ -137,29 +137,25 @@ pub fn map_request(
 /// What a record's resource and scope contribute, rendered once for all of
 /// their records.
 struct Context<'a> {
-    resource: &'a [KeyValue],
+    resource: &'a [KeyValue<'a>],
     resource_json: Option<&'a str>,
     scope_json: Option<&'a str>,
 }
 
 fn record(
-    mut log: opentelemetry_proto::tonic::logs::v1::LogRecord,
+    mut log: view::Log<'_>,
     context: &Context<'_>,
     now_ms: i64,
     max_record: usize,
 ) -> Result<LogRecord, String> {
-    let size = log.encoded_len();
-    // Moved out, not copied: the request is ours.
     let message = match log.body.take() {
-        Some(AnyValue {
-            value: Some(Value::StringValue(text)),
-        }) => text,
-        Some(AnyValue { value: Some(value) }) => {
+        Some(Value::String(text)) => text.into_owned(),
+        Some(value) => {
             let mut out = String::new();
             value_json(&mut out, &value);
             out
         }
-        _ => String::new(),
+        None => String::new(),
     };
     if message.len() > max_record {
         return Err(format!(
@@ -200,23 +196,20 @@ fn record(
         app,
         pid,
         severity,
-        msg_id: (!log.event_name.is_empty()).then(|| std::mem::take(&mut log.event_name)),
+        msg_id: (!log.event_name.is_empty()).then(|| log.event_name.into_owned()),
         message,
         source_ip,
         structured_data,
         parse_status: ParseStatus::Ok,
         input: "otlp",
-        bytes: u32::try_from(size).unwrap_or(u32::MAX),
+        bytes: u32::try_from(log.size).unwrap_or(u32::MAX),
         ..Default::default()
     })
 }
 
 /// The record's structured data: everything OTLP carries that has no
 /// column of its own, as one JSON object (absent when there is nothing).
-fn structured(
-    log: &opentelemetry_proto::tonic::logs::v1::LogRecord,
-    context: &Context<'_>,
-) -> Option<String> {
+fn structured(log: &view::Log<'_>, context: &Context<'_>) -> Option<String> {
     // Sized once for what will be written (attributes, resource, scope,
     // ids): grown from empty it took ~7 reallocations and copies a record.
     let attributes: usize = log
@@ -259,7 +252,7 @@ fn structured(
         if id.len() == len && id.iter().any(|b| *b != 0) {
             field(&mut out, name);
             out.push('"');
-            out.push_str(&hex::encode(id));
+            out.push_str(&hex::encode(&id[..]));
             out.push('"');
         }
     }
@@ -284,43 +277,45 @@ fn structured(
 
 /// About how many bytes an attribute's value takes as JSON (exact for
 /// strings without escapes, the usual case).
-fn value_size(value: Option<&AnyValue>) -> usize {
-    match value.and_then(|v| v.value.as_ref()) {
-        Some(Value::StringValue(s)) => s.len() + 2,
+fn value_size(value: Option<&Value<'_>>) -> usize {
+    match value {
+        Some(Value::String(s)) => s.len() + 2,
         _ => 24,
     }
 }
 
-fn string_attr<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
-        match kv.value.as_ref()?.value.as_ref()? {
-            Value::StringValue(s) => Some(s.as_str()),
+fn string_attr<'a>(attributes: &'a [KeyValue<'_>], key: &str) -> Option<&'a str> {
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| match kv.value.as_ref()? {
+            Value::String(s) => Some(&**s),
             _ => None,
-        }
-    })
+        })
 }
 
 /// A string or integer attribute as text (`process.pid` is an int).
-fn scalar_attr(attributes: &[KeyValue], key: &str) -> Option<String> {
-    attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
-        match kv.value.as_ref()?.value.as_ref()? {
-            Value::StringValue(s) => Some(s.clone()),
-            Value::IntValue(i) => Some(i.to_string()),
+fn scalar_attr(attributes: &[KeyValue<'_>], key: &str) -> Option<String> {
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| match kv.value.as_ref()? {
+            Value::String(s) => Some(s.to_string()),
+            Value::Int(i) => Some(i.to_string()),
             _ => None,
-        }
-    })
+        })
 }
 
 /// Key-values as a JSON object (a later duplicate key wins, as JSON
 /// readers do).
-fn object_json(attributes: &[KeyValue]) -> String {
+fn object_json(attributes: &[KeyValue<'_>]) -> String {
     let mut out = String::new();
     write_object(&mut out, attributes);
     out
 }
 
 /// [`object_json`], appended to `out`.
-fn write_object(out: &mut String, attributes: &[KeyValue]) {
+fn write_object(out: &mut String, attributes: &[KeyValue<'_>]) {
     out.push('{');
     for (i, kv) in attributes.iter().enumerate() {
         if i > 0 {
@@ -328,7 +323,7 @@ fn write_object(out: &mut String, attributes: &[KeyValue]) {
         }
         json_str(out, &kv.key);
         out.push(':');
-        match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+        match &kv.value {
             Some(value) => value_json(out, value),
             None => out.push_str("null"),
         }
@@ -336,38 +331,37 @@ fn write_object(out: &mut String, attributes: &[KeyValue]) {
     out.push('}');
 }
 
-fn value_json(out: &mut String, value: &Value) {
+fn value_json(out: &mut String, value: &Value<'_>) {
     match value {
-        Value::StringValue(s) => json_str(out, s),
-        Value::BoolValue(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::IntValue(i) => {
+        Value::String(s) => json_str(out, s),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Int(i) => {
             let _ = write!(out, "{i}");
         }
         // JSON has no NaN or infinities: those become strings.
-        Value::DoubleValue(d) if d.is_finite() => {
+        Value::Double(d) if d.is_finite() => {
             let _ = write!(out, "{d}");
         }
-        Value::DoubleValue(d) => json_str(out, &d.to_string()),
-        Value::ArrayValue(array) => {
+        Value::Double(d) => json_str(out, &d.to_string()),
+        Value::Array(values) => {
             out.push('[');
-            for (i, item) in array.values.iter().enumerate() {
+            for (i, item) in values.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                match &item.value {
+                match item {
                     Some(v) => value_json(out, v),
                     None => out.push_str("null"),
                 }
             }
             out.push(']');
         }
-        Value::KvlistValue(list) => write_object(out, &list.values),
-        Value::BytesValue(bytes) => json_str(
+        Value::Kvlist(values) => write_object(out, values),
+        Value::Bytes(bytes) => json_str(
             out,
             &base64::engine::general_purpose::STANDARD.encode(bytes),
         ),
-        // Only meaningful for profiles (a string-table index).
-        Value::StringValueStrindex(i) => {
+        Value::Strindex(i) => {
             let _ = write!(out, "{i}");
         }
     }
@@ -405,13 +399,13 @@ pub fn grpc_code(status: axum::http::StatusCode) -> tonic::Code {
     }
 }
 
-/// Decodes an OTLP/HTTP body: protobuf, or OTLP/JSON.
-pub fn decode(bytes: &[u8], json: bool) -> Result<ExportLogsServiceRequest, Error> {
+/// Decodes an export request: protobuf (OTLP/gRPC, OTLP/HTTP), or OTLP/JSON.
+pub fn decode(bytes: &[u8], json: bool) -> Result<view::Request<'_>, Error> {
     if json {
-        serde_json::from_slice(bytes)
+        view::Request::from_json(bytes)
             .map_err(|e| Error::BadRequest(format!("body is not an OTLP/JSON logs request: {e}")))
     } else {
-        ExportLogsServiceRequest::decode(bytes).map_err(|e| {
+        view::Request::decode(bytes).map_err(|e| {
             Error::BadRequest(format!("body is not an OTLP protobuf logs request: {e}"))
         })
     }
@@ -420,13 +414,15 @@ pub fn decode(bytes: &[u8], json: bool) -> Result<ExportLogsServiceRequest, Erro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use prost::Message as _;
     use serde_json::Value as Json;
 
     fn tenant() -> TenantId {
         TenantId::new("acme").unwrap()
     }
 
-    fn map(request: ExportLogsServiceRequest) -> Mapped {
+    fn map(request: view::Request<'_>) -> Mapped {
         map_request(request, &tenant(), 1_000, 64, &mut |_| Ok(())).unwrap()
     }
 
@@ -484,11 +480,217 @@ mod tests {
         assert_eq!(sd["resource"]["service.name"], "my.service");
         assert_eq!(sd["scope"]["version"], "1.0.0");
         assert_eq!(sd["severity_text"], "Information");
-        // The protobuf form of the same request maps to the same record.
-        let request = decode(SPEC_EXAMPLE.as_bytes(), true).unwrap();
-        let again = map(decode(&request.encode_to_vec(), false).unwrap());
-        assert_eq!(again.records[0].structured_data, r.structured_data);
-        assert_eq!(again.records[0].bytes, r.bytes);
+        // The same request encoded by prost (from opentelemetry-proto's own
+        // reading of the JSON) maps to the same record, metered the same.
+        let owned: ExportLogsServiceRequest = serde_json::from_str(SPEC_EXAMPLE).unwrap();
+        let protobuf = owned.encode_to_vec();
+        let again = map(decode(&protobuf, false).unwrap());
+        assert_eq!(again.records, mapped.records);
+    }
+
+    /// A request using every field and value type, nested, as the
+    /// generated types hold it.
+    fn rich_request() -> ExportLogsServiceRequest {
+        use opentelemetry_proto::tonic::common::v1::{
+            AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
+            any_value::Value as V,
+        };
+        use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        let any = |v: V| Some(AnyValue { value: Some(v) });
+        let kv = |key: &str, v: V| KeyValue {
+            key: key.into(),
+            value: any(v),
+            ..Default::default()
+        };
+        let nested = V::KvlistValue(KeyValueList {
+            values: vec![
+                kv(
+                    "list",
+                    V::ArrayValue(ArrayValue {
+                        values: vec![
+                            AnyValue {
+                                value: Some(V::IntValue(-7)),
+                            },
+                            AnyValue { value: None },
+                            AnyValue {
+                                value: Some(V::StringValue("é \"q\"\n".into())),
+                            },
+                        ],
+                    }),
+                ),
+                kv("raw", V::BytesValue(vec![0, 1, 2, 255])),
+            ],
+        });
+        let record = LogRecord {
+            time_unix_nano: 1_700_000_000_123_456_789,
+            observed_time_unix_nano: 1_700_000_001_000_000_000,
+            severity_number: 13,
+            severity_text: "WARN".into(),
+            body: any(nested.clone()),
+            attributes: vec![
+                kv("host.name", V::StringValue("db-7".into())),
+                kv("process.pid", V::IntValue(4242)),
+                kv("ratio", V::DoubleValue(0.25)),
+                kv("ok", V::BoolValue(false)),
+                kv("client.address", V::StringValue("2001:db8::1".into())),
+                kv("tree", nested),
+            ],
+            dropped_attributes_count: 0,
+            flags: 1,
+            trace_id: (1..=16).collect(),
+            span_id: (1..=8).collect(),
+            event_name: "login.failed".into(),
+        };
+        ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", V::StringValue("auth".into()))],
+                    ..Default::default()
+                }),
+                scope_logs: vec![ScopeLogs {
+                    scope: Some(InstrumentationScope {
+                        name: "lib".into(),
+                        version: "2".into(),
+                        ..Default::default()
+                    }),
+                    log_records: vec![record.clone(), LogRecord::default(), record],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn protobuf_and_json_forms_of_every_value_type_map_alike() {
+        let owned = rich_request();
+        let protobuf = owned.encode_to_vec();
+        // opentelemetry-proto's serde writes the JSON form.
+        let json = serde_json::to_vec(&owned).unwrap();
+        let map =
+            |request| map_request(request, &tenant(), 1_000, 1 << 16, &mut |_| Ok(())).unwrap();
+        let from_protobuf = map(decode(&protobuf, false).unwrap());
+        let from_json = map(decode(&json, true).unwrap());
+        assert!(from_protobuf.rejected.is_empty());
+        assert_eq!(from_protobuf.records, from_json.records);
+        let records = &from_protobuf.records;
+        assert_eq!(records.len(), 3);
+        // Metered as prost sizes the record.
+        assert_eq!(
+            records[0].bytes as usize,
+            owned.resource_logs[0].scope_logs[0].log_records[0].encoded_len()
+        );
+        let r = &records[0];
+        assert_eq!(r.ts_ms, 1_700_000_000_123);
+        assert_eq!(
+            (r.host.as_deref(), r.app.as_deref(), r.pid.as_deref()),
+            (Some("db-7"), Some("auth"), Some("4242"))
+        );
+        assert_eq!(r.source_ip.as_deref(), Some("2001:db8::1"));
+        assert_eq!(
+            (r.severity, r.msg_id.as_deref()),
+            (Some(4), Some("login.failed"))
+        );
+        let body: Json = serde_json::from_str(&r.message).unwrap();
+        assert_eq!(body["list"], serde_json::json!([-7, null, "é \"q\"\n"]));
+        assert_eq!(body["raw"], "AAEC/w==");
+        let sd: Json = serde_json::from_str(r.structured_data.as_deref().unwrap()).unwrap();
+        assert_eq!(sd["attributes"]["ratio"], 0.25);
+        assert_eq!(sd["attributes"]["ok"], false);
+        assert_eq!(sd["attributes"]["tree"], body);
+        assert_eq!(sd["trace_id"], "0102030405060708090a0b0c0d0e0f10");
+        assert_eq!(sd["span_id"], "0102030405060708");
+        assert_eq!(
+            (sd["flags"].clone(), sd["scope"]["version"].clone()),
+            (1.into(), "2".into())
+        );
+        // An empty record: arrival time, no columns, nothing structured.
+        let empty = &records[1];
+        assert_eq!((empty.ts_ms, empty.message.as_str()), (1_000, ""));
+        assert_eq!(
+            empty.structured_data.as_deref(),
+            Some(r#"{"resource":{"service.name":"auth"},"scope":{"name":"lib","version":"2"}}"#)
+        );
+    }
+
+    #[test]
+    fn json_in_the_mappings_other_spellings_is_read() {
+        // Proto field names, 64-bit integers as numbers, the severity as
+        // its enum name, doubles JSON cannot write as numbers, nulls.
+        let json = r#"{"resource_logs":[{"scope_logs":[{"log_records":[{
+            "time_unix_nano": 1700000000000000000,
+            "severityNumber": "SEVERITY_NUMBER_ERROR",
+            "body": {"doubleValue": "-Infinity"},
+            "attributes": [{"key": "n", "value": {"int_value": 12}},
+                           {"key": "nan", "value": {"doubleValue": "NaN"}},
+                           {"key": "none", "value": null},
+                           {"key": "unknown", "value": {"futureValue": {"a": [1]}}}],
+            "someFutureField": {"x": 1}
+        }]}]}]}"#;
+        let mapped = map(decode(json.as_bytes(), true).unwrap());
+        let r = &mapped.records[0];
+        assert_eq!((r.ts_ms, r.severity), (1_700_000_000_000, Some(3)));
+        assert_eq!(r.message, "\"-inf\"");
+        let sd: Json = serde_json::from_str(r.structured_data.as_deref().unwrap()).unwrap();
+        assert_eq!(sd["attributes"]["n"], 12);
+        assert_eq!(sd["attributes"]["nan"], "NaN");
+        assert_eq!(sd["attributes"]["none"], Json::Null);
+        assert_eq!(sd["attributes"]["unknown"], Json::Null);
+    }
+
+    #[test]
+    fn hostile_protobuf_is_refused_not_crashed_on() {
+        let bad = |bytes: &[u8]| match decode(bytes, false) {
+            Err(Error::BadRequest(why)) => why,
+            other => panic!("{other:?}"),
+        };
+        let protobuf = rich_request().encode_to_vec();
+        // Truncated anywhere inside.
+        for cut in [1, 10, protobuf.len() / 2, protobuf.len() - 1] {
+            bad(&protobuf[..cut]);
+        }
+        // A string that is not UTF-8: resource_logs { scope_logs { log_records { severity_text } } }.
+        let text = [0x1a, 0x02, 0xc3, 0x28];
+        let nest = |tag: u8, inner: &[u8]| [&[tag, inner.len() as u8][..], inner].concat();
+        let request = nest(0x0a, &nest(0x12, &nest(0x12, &text)));
+        assert!(bad(&request).contains("UTF-8"), "{}", bad(&request));
+        // The body's field with the wrong wire type (a varint for a message).
+        bad(&nest(0x0a, &nest(0x12, &nest(0x12, &[0x28, 0x01]))));
+        // Arrays nested 200 deep: refused at prost's limit, no stack overflow.
+        let mut value = vec![0x10, 0x01];
+        for _ in 0..200 {
+            // AnyValue { array_value (5) { values (1) { value } } }
+            let array = [&[0x0a][..], &varint(value.len()), &value].concat();
+            value = [&[0x2a][..], &varint(array.len()), &array].concat();
+        }
+        let log = [&[0x2a][..], &varint(value.len()), &value].concat();
+        let scope = [&[0x12][..], &varint(log.len()), &log].concat();
+        let resource = [&[0x12][..], &varint(scope.len()), &scope].concat();
+        let request = [&[0x0a][..], &varint(resource.len()), &resource].concat();
+        assert!(bad(&request).contains("recursion"), "{}", bad(&request));
+        // Unknown fields of every wire type are skipped.
+        let unknown = [
+            0xf8, 0x01, 0x05, // field 31 varint
+            0xfd, 0x01, 1, 2, 3, 4, // field 31 fixed32
+            0xf9, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, // field 31 fixed64
+            0xfa, 0x01, 0x01, 0x00, // field 31 bytes
+        ];
+        let with_unknown = nest(
+            0x0a,
+            &nest(
+                0x12,
+                &nest(0x12, &[&unknown[..], &text[..2], b"ok"].concat()),
+            ),
+        );
+        let mapped = map(decode(&with_unknown, false).unwrap());
+        assert_eq!(mapped.records.len(), 1);
+    }
+
+    fn varint(n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        prost::encoding::encode_varint(n as u64, &mut out);
+        out
     }
 
     #[test]
