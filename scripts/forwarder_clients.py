@@ -7,6 +7,7 @@
     forwarder_clients.py gelf-tcp HOST:PORT KEY RUN COUNT   # pygelf: NUL-delimited
     forwarder_clients.py gelf-http HOST:PORT KEY RUN COUNT  # pygelf: POST /gelf, zlib
     forwarder_clients.py fluent HOST:PORT KEY RUN COUNT     # fluent-logger: Message mode, EventTime
+    forwarder_clients.py grpc-raw ENDPOINT KEY CASE 1       # grpcio: a hand-built LogsService/Export message
 
 Each emits COUNT records, one export (or push) per record so that a rate
 limit between them is met, and prints JSON: the result of every export and
@@ -230,6 +231,80 @@ def fluent(target, key, run, count):
     return results
 
 
+def grpc_raw(endpoint, key, case):
+    """One Export of a message no SDK would send (CASE: garbage, not-utf8,
+    deep, mixed), through grpcio's generic stub: bytes in, bytes out. The
+    result is the status code name, its details, and for OK the answer's
+    partial success."""
+    import grpc
+    from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as service
+    from opentelemetry.proto.common.v1 import common_pb2 as common
+    from opentelemetry.proto.logs.v1 import logs_pb2 as logs
+
+    def nest(tag, inner):
+        return bytes([tag, len(inner)]) + inner
+
+    def varint(n):
+        out = bytearray()
+        while n >= 0x80:
+            out.append(n & 0x7F | 0x80)
+            n >>= 7
+        out.append(n)
+        return bytes(out)
+
+    def delimited(tag, inner):
+        return bytes([tag]) + varint(len(inner)) + inner
+
+    if case == "garbage":
+        message = b"\xff\xff\xff"
+    elif case == "not-utf8":
+        # resource_logs { scope_logs { log_records { severity_text: C3 28 } } }
+        message = nest(0x0A, nest(0x12, nest(0x12, bytes([0x1A, 0x02, 0xC3, 0x28]))))
+    elif case == "deep":
+        # A body of arrays nested 200 deep.
+        value = bytes([0x10, 0x01])
+        for _ in range(200):
+            value = delimited(0x2A, delimited(0x0A, value))
+        message = delimited(0x0A, delimited(0x12, delimited(0x12, delimited(0x2A, value))))
+    elif case == "mixed":
+        def record(body, tenant=None):
+            attributes = []
+            if tenant:
+                attributes.append(
+                    common.KeyValue(key="tenant_id", value=common.AnyValue(string_value=tenant))
+                )
+            return logs.LogRecord(body=common.AnyValue(string_value=body), attributes=attributes)
+
+        request = service.ExportLogsServiceRequest(
+            resource_logs=[
+                logs.ResourceLogs(
+                    scope_logs=[
+                        logs.ScopeLogs(
+                            log_records=[record("grpc-raw kept"), record("grpc-raw theirs", "globex")]
+                        )
+                    ]
+                )
+            ]
+        )
+        message = request.SerializeToString()
+    else:
+        raise SystemExit(f"unknown grpc-raw case {case}")
+    channel = grpc.insecure_channel(endpoint.removeprefix("http://"))
+    export = channel.unary_unary("/opentelemetry.proto.collector.logs.v1.LogsService/Export")
+    try:
+        answer = export(message, metadata=[("x-api-key", key)], timeout=30)
+    except grpc.RpcError as e:
+        return [{"code": e.code().name, "details": e.details()}]
+    response = service.ExportLogsServiceResponse.FromString(answer)
+    return [
+        {
+            "code": "OK",
+            "rejected": response.partial_success.rejected_log_records,
+            "error_message": response.partial_success.error_message,
+        }
+    ]
+
+
 def main():
     kind, target, key, run, count = sys.argv[1:6]
     warnings = Warnings()
@@ -241,6 +316,8 @@ def main():
         results = loki_protobuf(target, key, run, int(count))
     elif kind == "fluent":
         results = fluent(target, key, run, int(count))
+    elif kind == "grpc-raw":
+        results = grpc_raw(target, key, run)
     elif kind.startswith("gelf-"):
         results = gelf(kind, target, key, run, int(count))
     else:

@@ -229,6 +229,51 @@ async fn otlp_json_partial_success_and_every_kind_of_bad_request() {
     assert_eq!(count(&server, DEFAULT_KEY, "logs").await, 0);
 }
 
+/// Messages no SDK sends, through grpcio's generic stub: refused with
+/// INVALID_ARGUMENT naming why (OTLP's code for a request that will stay
+/// invalid), another organization's record refused by name beside a
+/// stored one, and nothing of the refused requests stored.
+#[tokio::test]
+async fn otlp_grpc_refuses_bad_messages_and_names_refused_records() {
+    let env = Env::new().set("SECURENET_INGEST__OTLP__GRPC_LISTEN", "127.0.0.1:0");
+    let (server, _, grpc) = otlp_server(&env);
+    let send =
+        |case: &str, key: &str| client("grpc-raw", &grpc, key, case, 1)["results"][0].clone();
+    for (case, why) in [
+        ("garbage", "OTLP protobuf"),
+        ("not-utf8", "UTF-8"),
+        ("deep", "recursion limit"),
+    ] {
+        let answer = send(case, DEFAULT_KEY);
+        assert_eq!(answer["code"], "INVALID_ARGUMENT", "{case}: {answer}");
+        assert!(
+            answer["details"].as_str().unwrap().contains(why),
+            "{case}: {answer}"
+        );
+    }
+    let answer = send("mixed", "not-a-key");
+    assert_eq!(answer["code"], "UNAUTHENTICATED", "{answer}");
+    let answer = send("mixed", DEFAULT_KEY);
+    assert_eq!(
+        (&answer["code"], &answer["rejected"]),
+        (&json!("OK"), &json!(1)),
+        "{answer}"
+    );
+    assert!(
+        answer["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("record 1: attribute tenant_id \"globex\""),
+        "{answer}"
+    );
+    let got = rows(&server, DEFAULT_KEY, "SELECT message, input FROM logs").await;
+    assert_eq!(
+        got,
+        vec![json!({"message": "grpc-raw kept", "input": "otlp"})],
+        "only the valid record of the valid request"
+    );
+}
+
 #[tokio::test]
 async fn loki_protobuf_pushes_built_from_push_proto_are_stored() {
     let env = Env::new();

@@ -14,7 +14,10 @@
 //! | `body`: a string verbatim; any other AnyValue as JSON (maps as objects, bytes as base64) | `message` |
 //! | attribute `client.address` / `source.address` / `network.peer.address`, when an IP | `source_ip` |
 //! | record attributes, resource attributes, scope name/version/attributes, `trace_id`/`span_id` (hex), `severity_text`, `severity_number`, `flags` | `structured_data` (JSON: `attributes`, `resource`, `scope`, `trace_id`, …) |
-//! | the record's protobuf size | `bytes` (metered the same for JSON and protobuf) |
+//! | the record's protobuf size (as received; an OTLP/JSON record as prost would encode it) | `bytes` (metered the same for JSON and protobuf) |
+//!
+//! Requests are decoded as borrowed views ([`view`]), protobuf and
+//! OTLP/JSON alike, and mapped here.
 //!
 //! A record is refused (counted in `partial_success.rejected_log_records`,
 //! named in `error_message`; the rest are stored) when its body is over
