@@ -765,5 +765,15 @@ mod tests {
             decode(b"{\"resourceLogs\": 3}", true),
             Err(Error::BadRequest(_))
         ));
+        // Invalid UTF-8 inside a string, and outside one.
+        for body in [
+            &b"{\"resourceLogs\": [], \"x\": \"\xc3\x28\"}"[..],
+            b"{\xff}",
+        ] {
+            match decode(body, true) {
+                Err(Error::BadRequest(why)) => assert!(why.contains("not UTF-8"), "{why}"),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 }

@@ -181,8 +181,12 @@ impl<'a> Request<'a> {
     }
 
     /// Decodes an OTLP/JSON `ExportLogsServiceRequest`.
-    pub fn from_json(buf: &'a [u8]) -> Result<Self, serde_json::Error> {
-        let mut request: Request<'a> = serde_json::from_slice(buf)?;
+    pub fn from_json(buf: &'a [u8]) -> Result<Self, JsonError> {
+        // The body checked as UTF-8 once, in one pass, instead of string by
+        // string as serde_json's byte reader does (3.3 % of the server's
+        // CPU under OTLP/JSON in a profile); a JSON text must be UTF-8.
+        let text = std::str::from_utf8(buf).map_err(JsonError::Utf8)?;
+        let mut request: Request<'a> = serde_json::from_str(text).map_err(JsonError::Json)?;
         for log in request
             .resource_logs
             .iter_mut()
@@ -478,6 +482,22 @@ fn fixed32(wire: WireType, buf: &mut &[u8]) -> Result<u32, DecodeError> {
 }
 
 // ---- OTLP/JSON ----
+
+/// Why an OTLP/JSON request could not be read.
+#[derive(Debug)]
+pub enum JsonError {
+    Utf8(std::str::Utf8Error),
+    Json(serde_json::Error),
+}
+
+impl fmt::Display for JsonError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            JsonError::Utf8(e) => write!(f, "not UTF-8: {e}"),
+            JsonError::Json(e) => e.fmt(f),
+        }
+    }
+}
 
 /// An `AnyValue` object: `{"stringValue": "…"}`, `{"intValue": "10"}`, …;
 /// `{}` or `null` is an empty value.
