@@ -206,14 +206,9 @@ impl<'a> ResourceLogs<'a> {
             match tag {
                 1 => {
                     let resource = out.resource.get_or_insert_with(Resource::default);
-                    fields(delimited(wire, buf)?, |tag, wire, buf| {
-                        match tag {
-                            1 => resource
-                                .attributes
-                                .push(KeyValue::decode(delimited(wire, buf)?, 0)?),
-                            _ => return Ok(false),
-                        }
-                        Ok(true)
+                    repeated_1(delimited(wire, buf)?, |item| {
+                        resource.attributes.push(KeyValue::decode(item, 0)?);
+                        Ok(())
                     })?;
                 }
                 2 => out
@@ -359,23 +354,17 @@ fn any_value_decode(buf: &[u8], depth: u32) -> Result<Option<Value<'_>>, DecodeE
             4 => Value::Double(f64::from_bits(fixed64(wire, buf)?)),
             5 => {
                 let mut values = Vec::new();
-                fields(delimited(wire, buf)?, |tag, wire, buf| {
-                    match tag {
-                        1 => values.push(any_value_decode(delimited(wire, buf)?, depth + 1)?),
-                        _ => return Ok(false),
-                    }
-                    Ok(true)
+                repeated_1(delimited(wire, buf)?, |item| {
+                    values.push(any_value_decode(item, depth + 1)?);
+                    Ok(())
                 })?;
                 Value::Array(values)
             }
             6 => {
                 let mut values = Vec::new();
-                fields(delimited(wire, buf)?, |tag, wire, buf| {
-                    match tag {
-                        1 => values.push(KeyValue::decode(delimited(wire, buf)?, depth + 1)?),
-                        _ => return Ok(false),
-                    }
-                    Ok(true)
+                repeated_1(delimited(wire, buf)?, |item| {
+                    values.push(KeyValue::decode(item, depth + 1)?);
+                    Ok(())
                 })?;
                 Value::Kvlist(values)
             }
@@ -435,6 +424,22 @@ fn fields<'a>(
         }
     }
     Ok(())
+}
+
+/// Calls `item` with each value of field 1, a repeated message, of the
+/// message in `buf` (`Resource`, `ArrayValue`, `KeyValueList`); other
+/// fields are skipped.
+fn repeated_1<'a>(
+    buf: &'a [u8],
+    mut item: impl FnMut(&'a [u8]) -> Result<(), DecodeError>,
+) -> Result<(), DecodeError> {
+    fields(buf, |tag, wire, buf| {
+        if tag != 1 {
+            return Ok(false);
+        }
+        item(delimited(wire, buf)?)?;
+        Ok(true)
+    })
 }
 
 /// A length-delimited field's bytes.
