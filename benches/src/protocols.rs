@@ -12,6 +12,7 @@ use ingest::testdata::{Event, Format};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message as _;
 use serde_json::{Value, json};
 
@@ -24,6 +25,11 @@ pub enum Protocol {
     OtlpHttp,
     /// `POST /v1/logs`, OTLP/JSON.
     OtlpJson,
+    /// `POST /v1/logs`, OTLP/JSON in the shape this bench sent before
+    /// 2026-12-06 (kept for comparison, not a sender's shape): one empty
+    /// resource, every attribute on every record, every default field
+    /// written (opentelemetry-proto's serde output).
+    OtlpJsonFlat,
     /// OTLP/gRPC `LogsService/Export`.
     OtlpGrpc,
     /// `POST /loki/api/v1/push`, snappy protobuf.
@@ -44,7 +50,7 @@ impl Protocol {
         match self {
             Protocol::Ndjson => Some(("/api/ingest/logs", "application/x-ndjson")),
             Protocol::OtlpHttp => Some(("/v1/logs", "application/x-protobuf")),
-            Protocol::OtlpJson => Some(("/v1/logs", "application/json")),
+            Protocol::OtlpJson | Protocol::OtlpJsonFlat => Some(("/v1/logs", "application/json")),
             Protocol::LokiProtobuf => Some(("/loki/api/v1/push", "application/x-protobuf")),
             Protocol::LokiJson => Some(("/loki/api/v1/push", "application/json")),
             Protocol::GelfHttp => Some(("/gelf", "application/json")),
@@ -82,46 +88,52 @@ fn kv(key: &str, value: &str) -> KeyValue {
     }
 }
 
+/// OTLP as senders structure it: one `ResourceLogs` per resource — here
+/// per (host, service), the resource attributes `host.name`,
+/// `service.name` and `env` — and each record with its own attributes (as
+/// the Loki encodings group entries into streams by their labels).
 fn otlp(events: &[Event]) -> ExportLogsServiceRequest {
+    let mut resources: Vec<((&str, &str), Vec<&Event>)> = Vec::new();
+    for e in events {
+        let key = (e.host.as_str(), e.app);
+        match resources.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, records)) => records.push(e),
+            None => resources.push((key, vec![e])),
+        }
+    }
+    let resource_logs = resources
+        .into_iter()
+        .map(|((host, app), records)| ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("host.name", host),
+                    kv("service.name", app),
+                    kv("env", "production"),
+                ],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: records.into_iter().map(|e| otlp_record(e, &[])).collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .collect();
+    ExportLogsServiceRequest { resource_logs }
+}
+
+/// [`otlp`]'s form before 2026-12-06: one resource without attributes,
+/// theirs on every record.
+fn otlp_flat(events: &[Event]) -> ExportLogsServiceRequest {
     let records = events
         .iter()
         .map(|e| {
-            let mut attributes = vec![
+            let resource = [
                 kv("host.name", &e.host),
                 kv("service.name", e.app),
-                KeyValue {
-                    key: "process.pid".into(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::IntValue(i64::from(e.pid))),
-                    }),
-                    ..Default::default()
-                },
-                kv("log.facility", facility(e)),
                 kv("env", "production"),
-                kv("dc", "eu-west-1a"),
-                kv("trace_id", &trace_id(e)),
             ];
-            if let Some(ip) = &e.source_ip {
-                attributes.push(kv("client.address", ip));
-            }
-            // Syslog severity → OTLP severity number (the receiver's table
-            // read backwards).
-            let severity_number = match e.severity {
-                0..=2 => 21,
-                3 => 17,
-                4 | 5 => 13,
-                6 => 9,
-                _ => 5,
-            };
-            LogRecord {
-                time_unix_nano: e.ts_ms as u64 * 1_000_000,
-                severity_number,
-                body: Some(AnyValue {
-                    value: Some(any_value::Value::StringValue(e.message.clone())),
-                }),
-                attributes,
-                ..Default::default()
-            }
+            otlp_record(e, &resource)
         })
         .collect();
     ExportLogsServiceRequest {
@@ -133,6 +145,82 @@ fn otlp(events: &[Event]) -> ExportLogsServiceRequest {
             ..Default::default()
         }],
     }
+}
+
+/// A record with its own attributes, after `also` (resource attributes
+/// carried by the record instead).
+fn otlp_record(e: &Event, also: &[KeyValue]) -> LogRecord {
+    let mut attributes = also.to_vec();
+    attributes.extend([
+        KeyValue {
+            key: "process.pid".into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::IntValue(i64::from(e.pid))),
+            }),
+            ..Default::default()
+        },
+        kv("log.facility", facility(e)),
+        kv("dc", "eu-west-1a"),
+        kv("trace_id", &trace_id(e)),
+    ]);
+    if let Some(ip) = &e.source_ip {
+        attributes.push(kv("client.address", ip));
+    }
+    // Syslog severity → OTLP severity number (the receiver's table read
+    // backwards).
+    let severity_number = match e.severity {
+        0..=2 => 21,
+        3 => 17,
+        4 | 5 => 13,
+        6 => 9,
+        _ => 5,
+    };
+    LogRecord {
+        time_unix_nano: e.ts_ms as u64 * 1_000_000,
+        severity_number,
+        body: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(e.message.clone())),
+        }),
+        attributes,
+        ..Default::default()
+    }
+}
+
+/// OTLP/JSON as senders write it: the protobuf JSON mapping, which leaves
+/// out every field holding its default value (proto3 "JSON Mapping":
+/// default values are omitted unless a printer is told otherwise).
+/// opentelemetry-proto's serde types write every field — `"traceId": ""`,
+/// `"observedTimeUnixNano": "0"`, `"droppedAttributesCount": 0`, … — so
+/// their output is cleaned of defaults here. An `AnyValue` is a `oneof`,
+/// whose member is written even when it holds its type's default
+/// (`{"intValue": "0"}`), so its own field is kept.
+fn otlp_json(request: &ExportLogsServiceRequest) -> Vec<u8> {
+    fn is_default(key: &str, value: &Value) -> bool {
+        match value {
+            Value::Null | Value::Bool(false) => true,
+            Value::Number(n) => n.as_f64() == Some(0.0),
+            // 64-bit integers are strings in the mapping.
+            Value::String(s) => s.is_empty() || (s == "0" && key.ends_with("UnixNano")),
+            Value::Array(items) => items.is_empty(),
+            Value::Bool(true) | Value::Object(_) => false,
+        }
+    }
+    fn omit_defaults(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                let any_value = map.keys().any(|k| k.ends_with("Value"));
+                if !any_value {
+                    map.retain(|key, v| !is_default(key, v));
+                }
+                map.values_mut().for_each(omit_defaults);
+            }
+            Value::Array(items) => items.iter_mut().for_each(omit_defaults),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(request).unwrap_or_default();
+    omit_defaults(&mut value);
+    serde_json::to_vec(&value).unwrap_or_default()
 }
 
 /// A stream's label set, as (name, value) pairs.
@@ -235,7 +323,8 @@ pub fn encode(protocol: Protocol, events: &[Event], chunk: &str) -> Payload {
             body.into_bytes()
         }
         Protocol::OtlpHttp => otlp(events).encode_to_vec(),
-        Protocol::OtlpJson => serde_json::to_vec(&otlp(events)).unwrap_or_default(),
+        Protocol::OtlpJson => otlp_json(&otlp(events)),
+        Protocol::OtlpJsonFlat => serde_json::to_vec(&otlp_flat(events)).unwrap_or_default(),
         Protocol::OtlpGrpc => otlp(events).encode_to_vec(),
         Protocol::LokiJson => {
             let streams: Vec<Value> = loki_streams(events)
@@ -332,5 +421,109 @@ pub fn encode(protocol: Protocol, events: &[Event], chunk: &str) -> Payload {
     Payload {
         rows,
         data: Bytes::from(data),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ingest::testdata::{GenConfig, Generator};
+    use schemas::tenant::TenantId;
+
+    #[test]
+    fn otlp_json_without_defaults_carries_the_same_records() {
+        let tenant = TenantId::new("acme").unwrap();
+        let events: Vec<Event> = Generator::new(GenConfig {
+            seed: 7,
+            tenants: vec![tenant.clone()],
+            rows: 300,
+            anomalies: 0,
+            start_ms: 1_795_651_200_000,
+            duration_ms: 3_600_000,
+        })
+        .collect();
+        let request = otlp(&events);
+        let canonical = encode(Protocol::OtlpJson, &events, "").data;
+        let every_field = serde_json::to_vec(&request).unwrap();
+        let flat = encode(Protocol::OtlpJsonFlat, &events, "").data;
+        let text = String::from_utf8(canonical.to_vec()).unwrap();
+        for default in [
+            "\"traceId\"",
+            "\"observedTimeUnixNano\"",
+            "\"droppedAttributesCount\"",
+            "\"severityText\"",
+            "null",
+        ] {
+            assert!(
+                !text.contains(default),
+                "{default} left in {}",
+                &text[..400]
+            );
+        }
+        assert!(canonical.len() < every_field.len() * 9 / 10);
+        let map = |body: &[u8], json: bool| {
+            let request = ingest::otlp::decode(body, json).unwrap();
+            ingest::otlp::map_request(request, &tenant, 0, 1 << 16, &mut |_| Ok(())).unwrap()
+        };
+        let protobuf = map(&request.encode_to_vec(), false);
+        let canonical = map(&canonical, true);
+        let every_field = map(&every_field, true);
+        let flat = map(&flat, true);
+        assert_eq!(protobuf.records.len(), 300);
+        assert!(protobuf.rejected.is_empty() && canonical.rejected.is_empty());
+        assert_eq!(protobuf.records, canonical.records);
+        // Grouped by resource, the records are the events, in another order.
+        let mut stored: Vec<_> = protobuf
+            .records
+            .iter()
+            .map(|r| {
+                (
+                    r.host.clone(),
+                    r.app.clone(),
+                    r.pid.clone(),
+                    r.message.clone(),
+                    r.source_ip.clone(),
+                )
+            })
+            .collect();
+        let mut sent: Vec<_> = events
+            .iter()
+            .map(|e| {
+                (
+                    Some(e.host.clone()),
+                    Some(e.app.to_string()),
+                    Some(e.pid.to_string()),
+                    e.message.clone(),
+                    e.source_ip.clone(),
+                )
+            })
+            .collect();
+        stored.sort();
+        sent.sort();
+        assert_eq!(stored, sent);
+        assert!(request.resource_logs.len() > 1 && request.resource_logs.len() < 100);
+        assert_eq!(protobuf.records, every_field.records);
+        // The flat shape stores the same columns (the resource's attributes
+        // under "attributes" instead of "resource" in structured data).
+        let columns = |m: &ingest::otlp::Mapped| {
+            let mut c: Vec<_> = m
+                .records
+                .iter()
+                .map(|r| {
+                    (
+                        r.ts_ms,
+                        r.host.clone(),
+                        r.app.clone(),
+                        r.pid.clone(),
+                        r.severity,
+                        r.message.clone(),
+                        r.source_ip.clone(),
+                    )
+                })
+                .collect();
+            c.sort();
+            c
+        };
+        assert_eq!(columns(&flat), columns(&protobuf));
     }
 }
