@@ -89,6 +89,38 @@ fn bench(c: &mut Criterion) {
             assert_eq!(n, LINES);
         })
     });
+    // Delimited framing, 64 KiB reads: newline-terminated syslog (RFC 6587
+    // non-transparent framing) and NUL-terminated GELF over TCP.
+    for (name, delimiter, framer) in [
+        (
+            "frame_newline_300B",
+            b'\n',
+            Framer::new as fn(usize) -> Framer,
+        ),
+        ("frame_nul_300B", 0u8, Framer::nul_delimited),
+    ] {
+        let stream: Vec<u8> = lines(Format::Rfc5424)
+            .iter()
+            .flat_map(|l| {
+                let mut f = l.to_vec();
+                f.push(delimiter);
+                f
+            })
+            .collect();
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut framer = framer(8192);
+                let mut n = 0;
+                for chunk in stream.chunks(64 * 1024) {
+                    framer.buffer().extend_from_slice(chunk);
+                    while framer.next_frame().is_some() {
+                        n += 1;
+                    }
+                }
+                assert_eq!(n, LINES);
+            })
+        });
+    }
     group.finish();
 }
 

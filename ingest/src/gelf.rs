@@ -268,7 +268,7 @@ pub fn from_fields(fields: Fields<'_>, ctx: &ParseContext) -> Parsed {
 fn unparsed(bytes: &[u8], ctx: &ParseContext, status: ParseStatus, why: Option<String>) -> Parsed {
     let message = String::from_utf8_lossy(bytes).into_owned();
     // A key we cannot read must never route the message by its source.
-    let unreadable_key = memchr_find(bytes, KEY_FIELD.as_bytes());
+    let unreadable_key = memchr::memmem::find(bytes, KEY_FIELD.as_bytes()).is_some();
     Parsed {
         record: LogRecord {
             ts_ms: ctx.received_ms,
@@ -285,10 +285,6 @@ fn unparsed(bytes: &[u8], ctx: &ParseContext, status: ParseStatus, why: Option<S
         api_key: None,
         unreadable_key,
     }
-}
-
-fn memchr_find(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// What became of one UDP datagram.
