@@ -28,7 +28,8 @@ pub enum Protocol {
     /// `POST /v1/logs`, OTLP/JSON in the shape this bench sent before
     /// 2026-12-06 (kept for comparison, not a sender's shape): one empty
     /// resource, every attribute on every record, every default field
-    /// written (opentelemetry-proto's serde output).
+    /// written (opentelemetry-proto's serde output); the same attributes
+    /// and bytes per record as before, `env` now third.
     OtlpJsonFlat,
     /// OTLP/gRPC `LogsService/Export`.
     OtlpGrpc,
