@@ -94,15 +94,7 @@ fn kv(key: &str, value: &str) -> KeyValue {
 /// `service.name` and `env` — and each record with its own attributes (as
 /// the Loki encodings group entries into streams by their labels).
 fn otlp(events: &[Event]) -> ExportLogsServiceRequest {
-    let mut resources: Vec<((&str, &str), Vec<&Event>)> = Vec::new();
-    for e in events {
-        let key = (e.host.as_str(), e.app);
-        match resources.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, records)) => records.push(e),
-            None => resources.push((key, vec![e])),
-        }
-    }
-    let resource_logs = resources
+    let resource_logs = group_by(events, |e| (e.host.as_str(), e.app))
         .into_iter()
         .map(|((host, app), records)| ResourceLogs {
             resource: Some(Resource {
@@ -237,15 +229,24 @@ fn labels(e: &Event) -> Labels {
 
 /// Loki streams: one per (host, app), entries in order.
 fn loki_streams(events: &[Event]) -> Vec<(Labels, Vec<&Event>)> {
-    let mut streams: Vec<(Labels, Vec<&Event>)> = Vec::new();
+    group_by(events, labels)
+}
+
+/// Events grouped by `key`, groups in order of first appearance and events
+/// in order within each (a batch holds few distinct keys).
+fn group_by<'e, K: PartialEq>(
+    events: &'e [Event],
+    key: impl Fn(&'e Event) -> K,
+) -> Vec<(K, Vec<&'e Event>)> {
+    let mut groups: Vec<(K, Vec<&Event>)> = Vec::new();
     for e in events {
-        let l = labels(e);
-        match streams.iter_mut().find(|(k, _)| *k == l) {
-            Some((_, entries)) => entries.push(e),
-            None => streams.push((l, vec![e])),
+        let k = key(e);
+        match groups.iter_mut().find(|(g, _)| *g == k) {
+            Some((_, members)) => members.push(e),
+            None => groups.push((k, vec![e])),
         }
     }
-    streams
+    groups
 }
 
 fn loki_metadata(e: &Event) -> Vec<(&'static str, String)> {
