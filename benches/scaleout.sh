@@ -14,8 +14,9 @@
 #      embedded `securenet serve` with the same load and the same clock,
 #      writing the same sinks. 3b: one process per role sharing a
 #      data directory; 3c: share-nothing — two of each role, each with its
-#      own data directory, the lake on S3 (moto) and the control plane on
-#      PostgreSQL, the load split over both ingest nodes.
+#      own data directory, the lake on S3 and the control plane on
+#      PostgreSQL, the load split over both ingest nodes; once against each
+#      S3 server in S3_SERVERS (default "s3s moto").
 #
 #   benches/scaleout.sh [E2E_ROWS] [RUNS]
 #
@@ -24,7 +25,8 @@
 # TMPDIR=/dev/shm on this machine.
 #
 # Needs tansu and clickhouse-server on PATH (./scripts/test.sh installs
-# them). Starts both on free ports in a temporary directory and stops them.
+# them); installs s3s-fs with cargo on first use. Starts every service on
+# free ports in a temporary directory and stops them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/securenet/target}"
@@ -244,26 +246,37 @@ for run in $(seq 1 "$RUNS"); do
 done
 
 # 3c. Share-nothing: the services the hosts share (S3 server, PostgreSQL)
-# as scripts/test.sh starts them; moto from the test venv.
+# as scripts/test.sh starts them. The runs go once against each S3 server
+# in S3_SERVERS (default "s3s moto"): s3s-fs, a Rust S3 server over a
+# directory (installed with cargo once), and moto (Python, the test
+# suite's), both on the same two cores as everything else; the S3 server's
+# CPU is a cost of this machine, not of a deployment's object store, so
+# the figures are reported per server (docs/benchmarks.md).
+S3_SERVERS="${S3_SERVERS:-s3s moto}"
 TEST_VENV="$HOME/.cache/securenet/venv-$(sha256sum scripts/requirements-test.txt | cut -c1-12)"
 if [ ! -x "$TEST_VENV/bin/python" ]; then
   python3 -m venv "$TEST_VENV.tmp"
   "$TEST_VENV.tmp/bin/pip" install -q --disable-pip-version-check -r scripts/requirements-test.txt
   mv "$TEST_VENV.tmp" "$TEST_VENV"
 fi
-start_moto "$WORK" PIDS "$TEST_VENV/bin/python"; MOTO_PID=${PIDS[-1]}
 PG_DIR="$(mktemp -d)"
 start_postgres "$PG_DIR" STOPS
 # Outside $WORK (the server's user cannot enter it): removed once stopped.
 STOPS+=("rm -rf $PG_DIR")
 PSQL="$(postgres_bin)/psql"
-SN_RATES=(); SN_PQ_RATES=()
+for s3 in $S3_SERVERS; do
+case $s3 in
+  s3s) start_s3s "$WORK/s3s" PIDS ;;
+  moto) start_moto "$WORK" PIDS "$TEST_VENV/bin/python" ;;
+  *) echo "S3_SERVERS: unknown server $s3 (s3s, moto)" >&2; exit 1 ;;
+esac
+S3_PID=${PIDS[-1]}
 for run in $(seq 1 "$RUNS"); do
   for sinks in "parquet" "parquet clickhouse"; do
-    echo "== 3c. run $run: share-nothing, 2 × each role → $sinks — $E2E_ROWS rows" >&2
+    echo "== 3c. run $run ($s3): share-nothing, 2 × each role → $sinks — $E2E_ROWS rows" >&2
     # DB names the run's PostgreSQL database and lake prefix, and its
     # ClickHouse database when that sink is on.
-    DB="bench_sn_${run}_${#sinks}_$$"; CH_DB=""
+    DB="bench_sn_${s3}_${run}_${#sinks}_$$"; CH_DB=""
     [ "$sinks" = "parquet" ] || CH_DB="$DB"
     "$PSQL" -q "$POSTGRES_URL" -c "CREATE DATABASE $DB"
     PGURL="${POSTGRES_URL%/postgres}/$DB"
@@ -283,7 +296,7 @@ for run in $(seq 1 "$RUNS"); do
   wait_assigned "${ADDRS[0]}" "${ADDRS[1]}"
   PG_PID=$(head -1 "$PG_DIR/data/postmaster.pid")
   GROUPS_CPU=("ingest=${ROLE_PIDS[2]},${ROLE_PIDS[3]}" "pipeline=${ROLE_PIDS[0]},${ROLE_PIDS[1]}"
-    "query_api=${ROLE_PIDS[4]},${ROLE_PIDS[5]}" "tansu=$TANSU_PID" "clickhouse=$CH_PID" "s3_moto=$MOTO_PID"
+    "query_api=${ROLE_PIDS[4]},${ROLE_PIDS[5]}" "tansu=$TANSU_PID" "clickhouse=$CH_PID" "s3_$s3=$S3_PID"
     "postgres=$PG_PID")
   CPU0=$(cpu_snap "${GROUPS_CPU[@]}")
   HALF=$((E2E_ROWS / 2))
@@ -298,24 +311,31 @@ for run in $(seq 1 "$RUNS"); do
   wait_stored "${ADDRS[4]}" "$CH_DB"
   RATE=$(rate "$START" "$END")
   P2=$(count_sql "${ADDRS[5]}")
-  echo "run $run ($sinks): parquet=$P (other query-api: $P2)${CH_DB:+ clickhouse=$C} in $(python3 -c "print(round($END - $START, 2))")s = $RATE rows/s; CPU s: $CPU" >&2
+  echo "run $run ($s3, $sinks): parquet=$P (other query-api: $P2)${CH_DB:+ clickhouse=$C} in $(python3 -c "print(round($END - $START, 2))")s = $RATE rows/s; CPU s: $CPU" >&2
   [ "$P" -eq "$E2E_ROWS" ] && [ "$P2" -eq "$E2E_ROWS" ] && [ "$C" -eq "$E2E_ROWS" ] ||
     { echo "count mismatch: parquet $P / $P2, clickhouse $C" >&2; exit 1; }
-  echo "share_nothing ${sinks// /+}	$CPU" >> "$WORK/cpu.log"
-  if [ "$sinks" = "parquet" ]; then SN_PQ_RATES+=("$RATE"); else SN_RATES+=("$RATE"); fi
+  echo "share_nothing_$s3 ${sinks// /+}	$CPU" >> "$WORK/cpu.log"
+  echo "$s3 ${sinks// /+} $RATE" >> "$WORK/sn_rates"
   kill "${ROLE_PIDS[@]}"; wait "${ROLE_PIDS[@]}" 2>/dev/null || true
   [ -z "$CH_DB" ] || curl -s "$CH/" -d "DROP DATABASE $CH_DB" > /dev/null
   done
 done
+kill "$S3_PID"; wait "$S3_PID" 2>/dev/null || true
+done
 
-python3 - "${BASE_RATES[*]}" "${BASE_CH_RATES[*]}" "${E2E_RATES[*]}" "${SN_RATES[*]}" "${E2E_PQ_RATES[*]}" "${SN_PQ_RATES[*]}" "$WORK/cpu.log" <<'PY'
+python3 - "${BASE_RATES[*]}" "${BASE_CH_RATES[*]}" "${E2E_RATES[*]}" "${E2E_PQ_RATES[*]}" "$WORK/cpu.log" "$WORK/sn_rates" <<'PY'
 import json, sys
-runs = [sorted(int(r) for r in a.split()) for a in sys.argv[1:7]]
-base, base_ch, e2e, sn, e2e_pq, sn_pq = runs
+runs = [sorted(int(r) for r in a.split()) for a in sys.argv[1:5]]
+base, base_ch, e2e, e2e_pq = runs
+# Share-nothing rates per S3 server and sinks, in the order the servers ran.
+sn_runs = {}
+for line in open(sys.argv[6]):
+    server, sinks, rate = line.split()
+    sn_runs.setdefault(server, {}).setdefault(sinks, []).append(int(rate))
 med = lambda r: r[len(r) // 2]
 # CPU seconds per run of each process group, median over the runs of a shape.
 cpu = {}
-for line in open(sys.argv[7]):
+for line in open(sys.argv[5]):
     shape, groups = line.rstrip("\n").split("\t")
     for kv in groups.split():
         k, v = kv.split("=")
@@ -335,12 +355,16 @@ print(json.dumps({
     "kafka_both_sinks_median_rows_per_s": med(e2e),
     "ratio_to_baseline": round(med(e2e) / med(base), 3),
     "ratio_to_serve_both_sinks": round(med(e2e) / med(base_ch), 3),
-    "share_nothing_parquet_runs_rows_per_s": sn_pq,
-    "share_nothing_parquet_median_rows_per_s": med(sn_pq),
-    "share_nothing_parquet_ratio_to_serve_parquet": round(med(sn_pq) / med(base), 3),
-    "share_nothing_runs_rows_per_s": sn,
-    "share_nothing_median_rows_per_s": med(sn),
-    "share_nothing_ratio_to_baseline": round(med(sn) / med(base), 3),
-    "share_nothing_ratio_to_serve_both_sinks": round(med(sn) / med(base_ch), 3),
+    "share_nothing_by_s3_server": {
+        server: {
+            "parquet_runs_rows_per_s": sorted(r["parquet"]),
+            "parquet_median_rows_per_s": med(sorted(r["parquet"])),
+            "parquet_ratio_to_serve_parquet": round(med(sorted(r["parquet"])) / med(base), 3),
+            "both_sinks_runs_rows_per_s": sorted(r["parquet+clickhouse"]),
+            "both_sinks_median_rows_per_s": med(sorted(r["parquet+clickhouse"])),
+            "both_sinks_ratio_to_serve_both_sinks": round(med(sorted(r["parquet+clickhouse"])) / med(base_ch), 3),
+        }
+        for server, r in sn_runs.items()
+    },
 }))
 PY

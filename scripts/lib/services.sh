@@ -76,6 +76,26 @@ boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
 PY
 }
 
+S3S_VERSION=0.14.1
+start_s3s() { # dir pids-array → sets S3_ENDPOINT, S3_BUCKET
+  # s3s-fs (crates.io): an S3 API server in Rust over a directory, a bucket
+  # per subdirectory. benches/scaleout.sh runs the share-nothing shape
+  # against it beside moto, whose Python takes ~0.3 s of CPU per run on
+  # the cores the bench measures. Installed with cargo on first use.
+  local -n pids=$2
+  if ! command -v s3s-fs >/dev/null 2>&1 || ! s3s-fs --version 2>/dev/null | grep -q "$S3S_VERSION"; then
+    echo "installing s3s-fs $S3S_VERSION (once; a few minutes on 2 cores)" >&2
+    env -u CARGO_TARGET_DIR cargo install s3s-fs --locked --version "$S3S_VERSION" --features binary -q >&2
+  fi
+  local port; port=$(free_port)
+  S3_BUCKET=securenet-test
+  mkdir -p "$1/$S3_BUCKET"
+  RUST_LOG=error s3s-fs --host 127.0.0.1 --port "$port" --access-key test --secret-key test "$1" > "$1.log" 2>&1 &
+  pids+=($!)
+  wait_port "$port" s3s-fs
+  S3_ENDPOINT="http://127.0.0.1:$port"
+}
+
 postgres_bin() { # the newest PostgreSQL server's bin directory, or nothing
   local d
   d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)

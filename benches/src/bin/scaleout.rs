@@ -313,7 +313,9 @@ async fn kafka(
             c.set("group.id", format!("{prefix}-raw"))
                 .set("auto.offset.reset", "earliest")
                 .set("enable.auto.commit", "false")
-                .set("fetch.message.max.bytes", (64 << 20).to_string());
+                .set("fetch.message.max.bytes", (64 << 20).to_string())
+                // The same fetch pacing as the bus's consumer.
+                .set("fetch.wait.max.ms", config.fetch_wait_max_ms.to_string());
             c.create()?
         };
         consumer.subscribe(&[&raw_topic_name])?;

@@ -131,6 +131,7 @@ impl KafkaConsumer {
                 (config.session_timeout_ms / 3).max(1).to_string(),
             )
             .set("fetch.message.max.bytes", (64 << 20).to_string())
+            .set("fetch.wait.max.ms", config.fetch_wait_max_ms.to_string())
             // Feeds securenet_bus_consumer_lag_messages.
             .set("statistics.interval.ms", "5000");
         if let Some(instance) = &config.group_instance_id {

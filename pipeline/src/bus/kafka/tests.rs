@@ -55,6 +55,14 @@ fn bad_group_settings_are_config_errors() {
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("session_timeout_ms"), "{err}");
     }
+    for bad in [0, 300_001] {
+        let config = KafkaConfig {
+            fetch_wait_max_ms: bad,
+            ..Default::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("fetch_wait_max_ms"), "{err}");
+    }
     assert!(KafkaConfig::default().validate().is_ok());
     let blank = KafkaConfig {
         group_instance_id: Some(" ".into()),
