@@ -84,7 +84,7 @@ start_s3s() { # dir pids-array → sets S3_ENDPOINT, S3_BUCKET
   # the cores the bench measures. Installed with cargo on first use.
   local -n pids=$2
   if ! command -v s3s-fs >/dev/null 2>&1 || ! s3s-fs --version 2>/dev/null | grep -q "$S3S_VERSION"; then
-    echo "installing s3s-fs $S3S_VERSION (once; a few minutes on 2 cores)" >&2
+    echo "installing s3s-fs $S3S_VERSION (once; about 6 minutes on 2 cores)" >&2
     env -u CARGO_TARGET_DIR cargo install s3s-fs --locked --version "$S3S_VERSION" --features binary -q >&2
   fi
   local port; port=$(free_port)
