@@ -120,24 +120,8 @@ impl KafkaConsumer {
     ) -> Result<Self> {
         config.validate()?;
         let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
-        let mut c = config.client();
-        c.set("group.id", &config.group_id)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
-            .set("session.timeout.ms", config.session_timeout_ms.to_string())
-            .set(
-                "heartbeat.interval.ms",
-                (config.session_timeout_ms / 3).max(1).to_string(),
-            )
-            .set("fetch.message.max.bytes", (64 << 20).to_string())
-            .set("fetch.wait.max.ms", config.fetch_wait_max_ms.to_string())
-            // Feeds securenet_bus_consumer_lag_messages.
-            .set("statistics.interval.ms", "5000");
-        if let Some(instance) = &config.group_instance_id {
-            c.set("group.instance.id", instance);
-        }
-        let consumer: Inner = c
+        let consumer: Inner = config
+            .consumer_client()
             .create_with_context(RebalanceContext {
                 tracker: tracker.clone(),
                 lag: metrics.consumer_lag.clone(),

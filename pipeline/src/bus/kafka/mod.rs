@@ -133,6 +133,29 @@ impl KafkaConfig {
         c
     }
 
+    /// The pipeline consumer's settings: manual commits, from the earliest
+    /// offset, the group timing and fetch pacing of this config.
+    pub fn consumer_client(&self) -> ClientConfig {
+        let mut c = self.client();
+        c.set("group.id", &self.group_id)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("session.timeout.ms", self.session_timeout_ms.to_string())
+            .set(
+                "heartbeat.interval.ms",
+                (self.session_timeout_ms / 3).max(1).to_string(),
+            )
+            .set("fetch.message.max.bytes", (64 << 20).to_string())
+            .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string())
+            // Feeds securenet_bus_consumer_lag_messages.
+            .set("statistics.interval.ms", "5000");
+        if let Some(instance) = &self.group_instance_id {
+            c.set("group.instance.id", instance);
+        }
+        c
+    }
+
     /// A producer with the bus's settings (idempotent, acks=all, no
     /// Kafka-level compression); benchmarks use it as the raw baseline.
     pub fn producer(&self) -> Result<FutureProducer> {

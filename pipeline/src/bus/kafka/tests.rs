@@ -72,6 +72,22 @@ fn bad_group_settings_are_config_errors() {
     assert!(err.contains("group_instance_id"), "{err}");
 }
 
+#[test]
+fn the_consumer_takes_its_timing_from_the_config() {
+    let default = KafkaConfig::default().consumer_client();
+    assert_eq!(default.get("fetch.wait.max.ms"), Some("100"));
+    assert_eq!(default.get("session.timeout.ms"), Some("10000"));
+    assert_eq!(default.get("group.instance.id"), None);
+    let tuned = KafkaConfig {
+        fetch_wait_max_ms: 500,
+        group_instance_id: Some("pipeline-0".into()),
+        ..Default::default()
+    }
+    .consumer_client();
+    assert_eq!(tuned.get("fetch.wait.max.ms"), Some("500"));
+    assert_eq!(tuned.get("group.instance.id"), Some("pipeline-0"));
+}
+
 use crate::consumer::{self, ConsumerConfig};
 use crate::sinks::Sink;
 use crate::testutil::envelope;
