@@ -12,6 +12,11 @@
 #      ranged GETs of each object's footer and columns), and the objects.
 #
 #   benches/lake.sh [ROWS] [RUNS]
+#   LAKES="file s3 s3-nocache" benches/lake.sh   # which lakes, alternated
+#
+# A lake named `<lake>-nocache` is that lake with the SQL engine's cache of
+# small objects off (`api.sql.object_cache_bytes = 0`): the requests and
+# time that cache saves, in the same command.
 #
 # moto is an in-memory Python server on the same two cores: the ratios say
 # what the object store path costs in requests and CPU here, not what AWS
@@ -22,8 +27,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/securenet/target}"
 ROWS="${1:-200000}"
 RUNS="${2:-3}"
 
-cargo build --release -q -p securenet -p securenet-benches --bins
-BIN="$CARGO_TARGET_DIR/release"
+# NO_BUILD=1 skips the build; BIN=DIR takes the binaries from DIR.
+[ -n "${NO_BUILD:-}" ] || cargo build --release -q -p securenet -p securenet-benches --bins
+BIN="${BIN:-$CARGO_TARGET_DIR/release}"
 WORK="$(mktemp -d)"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 1; rm -rf "$WORK"; }
@@ -55,8 +61,11 @@ requests() { sed 's/\x1b\[[0-9;]*m//g' "$WORK/moto.log" | grep -c '"[A-Z]* /secu
 one_run() { # lake(file|s3) run → prints "rate ms_median requests_per_query"
   local lake=$1 run=$2 data="$WORK/$1-$2"
   local extra=()
+  case "$lake" in
+    *-nocache) extra=(SECURENET_API__SQL__OBJECT_CACHE_BYTES=0); lake=${lake%-nocache} ;;
+  esac
   if [ "$lake" = s3 ]; then
-    extra=(SECURENET_PIPELINE__LAKE_URL="s3://$S3_BUCKET/run-$run-$$" AWS_ENDPOINT_URL="$S3_ENDPOINT"
+    extra+=(SECURENET_PIPELINE__LAKE_URL="s3://$S3_BUCKET/$1-run-$run-$$" AWS_ENDPOINT_URL="$S3_ENDPOINT"
       AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true)
   fi
   env SECURENET_DATA_DIR="$data" SECURENET_HTTP__LISTEN=127.0.0.1:0 SECURENET_CONTROL__DEFAULT_API_KEY=$KEY \
@@ -95,27 +104,41 @@ print(round(rows / (end - start)), times[len(times) // 2], round((after - before
 PY
 }
 
-FILE=() S3=()
+LAKES=(${LAKES:-file s3})
+declare -A RESULTS=()
 for run in $(seq 1 "$RUNS"); do
-  echo "== run $run: file" >&2; FILE+=("$(one_run file "$run")"); echo "   ${FILE[-1]}" >&2
-  echo "== run $run: s3" >&2; S3+=("$(one_run s3 "$run")"); echo "   ${S3[-1]}" >&2
+  for lake in "${LAKES[@]}"; do
+    echo "== run $run: $lake" >&2
+    r=$(one_run "$lake" "$run"); echo "   $r" >&2
+    RESULTS[$lake]+="$r;"
+  done
 done
-python3 - "$ROWS" "${#FILE[@]}" "${FILE[@]}" "${S3[@]}" <<'PY'
+args=()
+for lake in "${LAKES[@]}"; do args+=("$lake" "${RESULTS[$lake]}"); done
+python3 - "$ROWS" "${args[@]}" <<'PY'
 import json, sys
-rows, n = int(sys.argv[1]), int(sys.argv[2])
-runs = [list(map(float, r.split())) for r in sys.argv[3:]]
-file, s3 = runs[:n], runs[n:]
+rows = int(sys.argv[1])
+lakes = {name: [list(map(float, r.split())) for r in runs.split(";") if r]
+         for name, runs in zip(sys.argv[2::2], sys.argv[3::2])}
 med = lambda xs: sorted(xs)[len(xs) // 2]
-f_rate, s_rate = med([r[0] for r in file]), med([r[0] for r in s3])
-f_ms, s_ms = med([r[1] for r in file]), med([r[1] for r in s3])
-print(json.dumps({
-    "bench": "lake_s3_vs_file",
-    "rows": rows,
-    "ingest_to_parquet_rows_per_s": {"file": [r[0] for r in file], "s3": [r[0] for r in s3],
-                                     "median_file": f_rate, "median_s3": s_rate,
-                                     "ratio_s3_to_file": round(s_rate / f_rate, 3)},
-    "full_scan_query_ms": {"median_file": f_ms, "median_s3": s_ms,
-                           "ratio_s3_to_file": round(s_ms / max(f_ms, 1), 3)},
-    "s3_requests_per_query": med([r[2] for r in s3]),
-}))
+out = {"bench": "lake_s3_vs_file", "rows": rows, "lakes": {}}
+for name, runs in lakes.items():
+    out["lakes"][name] = {
+        "ingest_to_parquet_rows_per_s": [r[0] for r in runs],
+        "median_rows_per_s": med([r[0] for r in runs]),
+        "full_scan_query_ms_per_run": [r[1] for r in runs],
+        "median_query_ms": med([r[1] for r in runs]),
+        "s3_requests_per_query": med([r[2] for r in runs]) if name.startswith("s3") else None,
+    }
+if "file" in lakes and "s3" in lakes:
+    f, s = out["lakes"]["file"], out["lakes"]["s3"]
+    out["ratio_s3_to_file"] = {
+        "ingest": round(s["median_rows_per_s"] / f["median_rows_per_s"], 3),
+        "query": round(s["median_query_ms"] / max(f["median_query_ms"], 1), 3)}
+for name in lakes:
+    if name.endswith("-nocache") and name[:-len("-nocache")] in lakes:
+        on, off = out["lakes"][name[:-len("-nocache")]], out["lakes"][name]
+        out[f"query_ms_ratio_{name[:-len('-nocache')]}_cache_to_nocache"] = round(
+            on["median_query_ms"] / max(off["median_query_ms"], 1), 3)
+print(json.dumps(out))
 PY

@@ -104,6 +104,10 @@ if [ ! -f "$CACHE/loaded.json" ]; then
   for d in $(seq 0 $(( DAYS - 1 ))); do
     DAY=$(date -u -d "$START + $d day" +%Y-%m-%d)
     DAY_ROWS=$(( ROWS * (d + 1) / DAYS - ROWS * d / DAYS ))
+    # Emptied here, not by the redirection below: that runs in the
+    # background child, and wait_ready could read yesterday's ready line
+    # (a dead server's address) before the child truncates the file.
+    : > "$WORK/load.out"
     # shellcheck disable=SC2016 # $LIB is expanded by the dynamic loader
     LD_PRELOAD='/usr/$LIB/faketime/libfaketimeMT.so.1' FAKETIME="@$DAY 23:58:00" FAKETIME_DONT_FAKE_MONOTONIC=1 \
       "$BIN/securenet" serve > "$WORK/load.out" 2> "$WORK/load.err" &

@@ -75,6 +75,9 @@ KEYS="${KEYS%,}}"
 # Runs the phases against `securenet query-api` from DIR, writing OUT.
 measure() {
   local dir="$1" out="$2"
+  # Emptied before the start (not by the background redirection): the
+  # previous pass's ready line must not be read as this one's.
+  : > "$WORK/query.out"
   "$dir/securenet" query-api > "$WORK/query.out" 2> "$WORK/query.err" &
   PID=$!
   for _ in $(seq 1 600); do grep -q "securenet ready http=" "$WORK/query.out" 2>/dev/null && break; sleep 0.05; done

@@ -27,6 +27,7 @@ pub mod format;
 pub mod functions;
 pub mod guard;
 mod lanes;
+mod object_cache;
 mod prune;
 mod session;
 
@@ -101,6 +102,14 @@ pub struct SqlConfig {
     /// DataFusion partitions per query (parallelism), and the threads of
     /// each organization's lane.
     pub target_partitions: usize,
+    /// Memory for lake objects kept between queries (0: none). Objects of
+    /// at most `object_cache_max_object_bytes` are read whole once and then
+    /// served from memory (`object_cache.rs`): a request per object and
+    /// query saved on S3, a file open and read on a local lake.
+    pub object_cache_bytes: usize,
+    /// Largest object kept in that memory; larger ones are read by range
+    /// at every query.
+    pub object_cache_max_object_bytes: u64,
     /// What differs by plan (`[api.sql.plans.<plan>]`): each value given
     /// replaces the one above for organizations on that plan, read at every
     /// query, so a plan change applies to the next query.
@@ -212,6 +221,8 @@ impl Default for SqlConfig {
             max_concurrent_queries_per_org: 2,
             max_queued_queries_per_org: 16,
             target_partitions: 2,
+            object_cache_bytes: 256 << 20,
+            object_cache_max_object_bytes: 8 << 20,
             plans: SqlPlans::default(),
         }
     }
@@ -258,6 +269,9 @@ pub struct SqlEngine {
     /// Where an organization's plan is looked up, at every query; without
     /// it (an operator's command) `[api.sql]` applies as it is.
     store: Option<Arc<control::MetaStore>>,
+    /// Small lake objects kept between queries (`object_cache.rs`); none
+    /// when `object_cache_bytes` is 0.
+    object_cache: Option<Arc<object_cache::ObjectCache>>,
     /// Parquet footers (and page indexes) read by earlier queries, shared
     /// by every session: lake objects are written whole and never changed,
     /// so an entry (checked against the object's size and time) stays
@@ -306,9 +320,17 @@ impl SqlEngine {
         );
         // Every lane busy at once has a slot; as many idle ones kept.
         let lanes = Lanes::new(config.target_partitions, config.max_concurrent_queries);
+        let object_cache = (config.object_cache_bytes > 0).then(|| {
+            Arc::new(object_cache::ObjectCache::new(
+                lake.store(),
+                config.object_cache_bytes,
+                config.object_cache_max_object_bytes,
+            ))
+        });
         Self {
             config,
             lake,
+            object_cache,
             lanes,
             slots,
             store: None,
@@ -327,6 +349,15 @@ impl SqlEngine {
 
     pub fn config(&self) -> &SqlConfig {
         &self.config
+    }
+
+    /// The lake's store as sessions read it: through the small-object
+    /// cache when there is one.
+    fn objects(&self) -> Arc<dyn object_store::ObjectStore> {
+        match &self.object_cache {
+            Some(cache) => Arc::clone(cache) as Arc<dyn object_store::ObjectStore>,
+            None => self.lake.store(),
+        }
     }
 
     /// Applies each organization's plan's limits (`[api.sql.plans]`).
@@ -399,7 +430,9 @@ impl SqlEngine {
         }
         let ctx = self
             .runtime_env(self.config.memory_limit_bytes)
-            .and_then(|runtime| session::tenant_session(&self.config, runtime, &self.lake, tenant))
+            .and_then(|runtime| {
+                session::tenant_session(&self.config, runtime, &self.lake, &self.objects(), tenant)
+            })
             .map_err(ApiError::from_datafusion)?;
         let (sql, params) = (query.sql.clone(), query.params.clone());
         let lane = self.lane(tenant)?;
@@ -596,7 +629,9 @@ impl SqlEngine {
         let _cancel = CancelOnDrop(guard.clone());
         let ctx = self
             .runtime_env(limits.memory_limit_bytes)
-            .and_then(|runtime| session::tenant_session(&self.config, runtime, &self.lake, tenant))
+            .and_then(|runtime| {
+                session::tenant_session(&self.config, runtime, &self.lake, &self.objects(), tenant)
+            })
             .map_err(ApiError::from_datafusion)?;
         let sql = sql.to_string();
         let task_guard = guard.clone();

@@ -22,11 +22,13 @@ use super::prune::DatePartitioned;
 use crate::error::ApiError;
 
 /// A session in which only `tenant`'s tables exist, running on `runtime`
-/// (the query's memory pool, spill budget and the engine's caches).
+/// (the query's memory pool, spill budget and the engine's caches), reading
+/// the lake through `objects` (the lake's store, or the engine's cache of it).
 pub fn tenant_session(
     config: &SqlConfig,
     runtime: Arc<RuntimeEnv>,
     lake: &Lake,
+    objects: &Arc<dyn object_store::ObjectStore>,
     tenant: &TenantId,
 ) -> DfResult<SessionContext> {
     let mut session_config = SessionConfig::new()
@@ -48,7 +50,7 @@ pub fn tenant_session(
     let mut ctx = SessionContext::new_with_config_rt(session_config, runtime);
     let url = url::Url::parse(lake.store_url())
         .map_err(|e| datafusion::error::DataFusionError::Configuration(e.to_string()))?;
-    ctx.register_object_store(&url, lake.store());
+    ctx.register_object_store(&url, Arc::clone(objects));
     super::functions::install(&mut ctx)?;
     for kind in RecordKind::ALL {
         let table_url = ListingTableUrl::parse(lake.table_url(kind, tenant))?;

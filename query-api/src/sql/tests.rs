@@ -3,6 +3,8 @@
 
 use arrow::array::StringArray;
 use arrow::util::pretty::pretty_format_batches;
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
 use pipeline::sinks::parquet::ParquetSinkConfig;
 use pipeline::{Lake, PipelineMetrics, Sink};
 use schemas::{Envelope, LogBatchBuilder, LogRecord, RecordKind, TenantId};
@@ -566,6 +568,54 @@ async fn file_statistics_are_cached_and_new_objects_seen_at_once() {
     let globex = run(&e, "globex", "SELECT message FROM logs").await.unwrap();
     assert!(globex.contains("g1") && !globex.contains("a3"), "{globex}");
     assert_eq!(e.statistics_cache.len(), 4);
+}
+
+/// Small objects are read once and then served from memory; what a query
+/// reads is still what its listing returned, so an object written or
+/// deleted since the last query counts at once, and with the cache off
+/// (`object_cache_bytes = 0`) the answers are the same.
+#[tokio::test]
+async fn small_objects_are_kept_in_memory_and_listings_still_decide() {
+    let (_dir, lake) = lake_with(&[("acme", "a1"), ("acme", "a2"), ("globex", "g1")]).await;
+    let e = engine(lake.clone(), SqlConfig::default());
+    let off = engine(
+        lake.clone(),
+        SqlConfig {
+            object_cache_bytes: 0,
+            ..SqlConfig::default()
+        },
+    );
+    let cache = e.object_cache.clone().expect("on by default");
+    let q = "SELECT message FROM logs ORDER BY message";
+    let first = run(&e, "acme", q).await.unwrap();
+    assert!(first.contains("a1") && first.contains("a2"), "{first}");
+    let held = cache.memory_used();
+    assert!(held > 0, "both acme objects kept");
+    assert_eq!(run(&e, "acme", q).await.unwrap(), first);
+    assert_eq!(
+        cache.memory_used(),
+        held,
+        "the second query read from memory"
+    );
+    assert_eq!(run(&off, "acme", q).await.unwrap(), first);
+    // One acme object deleted (as compaction and retention do): not read.
+    let objects: Vec<_> = lake
+        .raw_store()
+        .list(Some(lake.root()))
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    let acme: Vec<_> = objects
+        .iter()
+        .filter(|m| m.location.as_ref().contains("tenant_id=acme"))
+        .collect();
+    assert_eq!(acme.len(), 2);
+    lake.raw_store().delete(&acme[0].location).await.unwrap();
+    let after = run(&e, "acme", q).await.unwrap();
+    assert_eq!(after, run(&off, "acme", q).await.unwrap());
+    assert_eq!(after.matches("| a").count(), 1, "{after}");
+    let globex = run(&e, "globex", "SELECT message FROM logs").await.unwrap();
+    assert!(globex.contains("g1") && !globex.contains("a2"), "{globex}");
 }
 
 #[tokio::test]
