@@ -85,21 +85,34 @@ one_run() { # lake(file|s3) run → prints "rate ms_median requests_per_query"
   done
   end=$(date +%s.%N)
   [ "$n" -eq "$ROWS" ] || { echo "$lake: $n rows stored, $ROWS sent" >&2; exit 1; }
-  local before after times=()
+  local before after times
   before=$(requests)
-  for _ in $(seq 1 20); do
-    local t0 t1
-    t0=$(date +%s%N)
-    sql "$addr" "SELECT count(*) AS n, count(DISTINCT host) AS h FROM logs" > /dev/null
-    t1=$(date +%s%N)
-    times+=($(( (t1 - t0) / 1000000 )))
-  done
+  # Timed from one client process (one connection), so the figure is the
+  # query's and not a curl and python start per query.
+  times=$(python3 - "$addr" "$KEY" <<'PY'
+import http.client, json, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+conn = http.client.HTTPConnection(host, int(port), timeout=120)
+body = json.dumps({"sql": "SELECT count(*) AS n, count(DISTINCT host) AS h FROM logs"})
+out = []
+for _ in range(20):
+    t = time.perf_counter()
+    conn.request("POST", "/api/sql", body=body,
+                 headers={"X-API-Key": sys.argv[2], "Content-Type": "application/json"})
+    resp = conn.getresponse(); data = resp.read()
+    if resp.status != 200:
+        sys.exit(f"HTTP {resp.status}: {data[:300]!r}")
+    out.append((time.perf_counter() - t) * 1000)
+print(" ".join(f"{x:.2f}" for x in out))
+PY
+)
   after=$(requests)
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  python3 - "$ROWS" "$start" "$end" "$before" "$after" "${times[@]}" <<'PY'
+  # shellcheck disable=SC2086 # the times are one word each
+  python3 - "$ROWS" "$start" "$end" "$before" "$after" $times <<'PY'
 import sys
 rows, start, end, before, after = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-times = sorted(int(t) for t in sys.argv[6:])
+times = sorted(float(t) for t in sys.argv[6:])
 print(round(rows / (end - start)), times[len(times) // 2], round((after - before) / len(times), 1))
 PY
 }
