@@ -3,9 +3,10 @@
 //! Every query lists its tables' prefixes and then reads column chunks of
 //! each object it kept: on S3 that is a GET per object and query, on a
 //! local lake a `spawn_blocking` open and read. Lake objects are written
-//! whole under names of their own and never changed in place (compaction
-//! writes new objects and deletes the old ones), so a copy of an object's
-//! bytes stays right for as long as the object exists. This store wraps the
+//! whole under names of their own and not changed (compaction writes new
+//! objects and deletes the old ones; a replayed batch rewrites its object
+//! with the same rows), so a copy of an object's bytes stays right for as
+//! long as the object exists. This store wraps the
 //! lake's: objects of at most `max_object_bytes` that a listing returned
 //! are fetched whole at their first read (one request) and served from
 //! memory afterwards, within an LRU budget of `budget_bytes`; larger objects
