@@ -685,7 +685,11 @@ fn start_api(
         )),
         sign_in: Arc::new(query_api::signin::SignInGuard::new(&config.api)),
         openapi: Arc::new(query_api::openapi::build(&ingest::http::route_docs())),
-        sql: Arc::new(SqlEngine::new(config.api.sql.clone(), lake).with_plans_from(store.clone())),
+        sql: {
+            let sql = SqlEngine::new(config.api.sql.clone(), lake).with_plans_from(store.clone());
+            sql.register_metrics(registry)?;
+            Arc::new(sql)
+        },
         meter,
         limits: Arc::new(control::RateLimits::new(
             config.api.rate_limit_per_sec,

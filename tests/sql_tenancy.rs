@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::support::{Env, client, count, ingest, rows, sql};
+use crate::support::{Env, client, count, ingest, metric, rows, sql};
 
 /// Messages of a generated NDJSON file, sorted.
 fn messages(path: &std::path::Path) -> Vec<String> {
@@ -69,6 +69,13 @@ async fn two_tenants_round_trip_exactly_their_own_rows() {
     .await;
     assert_eq!(r[0]["app"], "sshd");
     assert!(r[0]["s"].as_u64().unwrap() <= 6);
+    // Those queries read the same small objects again and again: each was
+    // fetched whole once (on S3 one GET), later reads came from memory.
+    let fetches = metric(&server, "securenet_sql_object_cache_fetches_total").await;
+    let hits = metric(&server, "securenet_sql_object_cache_hits_total").await;
+    assert!(fetches >= 2.0, "at least an object per tenant: {fetches}");
+    assert!(hits > fetches, "hits {hits}, fetches {fetches}");
+    assert!(metric(&server, "securenet_sql_object_cache_bytes").await > 0.0);
 }
 
 #[tokio::test]

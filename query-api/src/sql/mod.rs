@@ -351,6 +351,15 @@ impl SqlEngine {
         &self.config
     }
 
+    /// Shows the object cache's counters on `registry` (`/metrics`); one
+    /// engine a registry.
+    pub fn register_metrics(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
+        match &self.object_cache {
+            Some(cache) => cache.register(registry),
+            None => Ok(()),
+        }
+    }
+
     /// The lake's store as sessions read it: through the small-object
     /// cache when there is one.
     fn objects(&self) -> Arc<dyn object_store::ObjectStore> {

@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -77,6 +77,40 @@ pub struct ObjectCache {
     max_object_bytes: u64,
     listed: Arc<Mutex<HashMap<Path, Version>>>,
     objects: DefaultCache<Path, Cached>,
+    /// Counted from [`ObjectCache::register`] on (at start, before any
+    /// query).
+    metrics: OnceLock<CacheMetrics>,
+}
+
+/// What `/metrics` shows of the cache.
+#[derive(Clone)]
+struct CacheMetrics {
+    /// Reads answered from memory.
+    hits: prometheus::IntCounter,
+    /// Whole-object reads from the store (a small object's first read, or
+    /// a newer version).
+    fetches: prometheus::IntCounter,
+    /// Bytes held.
+    bytes: prometheus::IntGauge,
+}
+
+impl CacheMetrics {
+    fn new() -> prometheus::Result<Self> {
+        Ok(Self {
+            hits: prometheus::IntCounter::new(
+                "securenet_sql_object_cache_hits_total",
+                "SQL reads of lake objects answered from memory",
+            )?,
+            fetches: prometheus::IntCounter::new(
+                "securenet_sql_object_cache_fetches_total",
+                "Small lake objects read whole from the store into the SQL object cache",
+            )?,
+            bytes: prometheus::IntGauge::new(
+                "securenet_sql_object_cache_bytes",
+                "Bytes of lake objects the SQL object cache holds",
+            )?,
+        })
+    }
 }
 
 impl ObjectCache {
@@ -86,7 +120,19 @@ impl ObjectCache {
             max_object_bytes,
             listed: Arc::default(),
             objects: DefaultCache::new(budget_bytes).with_name("securenet small lake objects"),
+            metrics: OnceLock::new(),
         }
+    }
+
+    /// Shows the cache's counters on `registry` (`/metrics`); once.
+    pub fn register(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
+        let metrics = CacheMetrics::new()?;
+        registry.register(Box::new(metrics.hits.clone()))?;
+        registry.register(Box::new(metrics.fetches.clone()))?;
+        registry.register(Box::new(metrics.bytes.clone()))?;
+        self.metrics
+            .set(metrics)
+            .map_err(|_| prometheus::Error::Msg("the SQL object cache is registered once".into()))
     }
 
     /// Bytes held now.
@@ -123,7 +169,13 @@ impl ObjectCache {
         if let Some(hit) = self.objects.get(location)
             && Version::from(hit.meta.as_ref()) == listed
         {
+            if let Some(m) = self.metrics.get() {
+                m.hits.inc();
+            }
             return Ok(Some(hit));
+        }
+        if let Some(m) = self.metrics.get() {
+            m.fetches.inc();
         }
         let got = self.inner.get_opts(location, GetOptions::default()).await?;
         let meta = got.meta.clone();
@@ -138,6 +190,9 @@ impl ObjectCache {
             && cached.bytes.len() as u64 == cached.meta.size
         {
             self.objects.put(location, cached.clone());
+            if let Some(m) = self.metrics.get() {
+                m.bytes.set(self.memory_used() as i64);
+            }
         }
         Ok(Some(cached))
     }
@@ -362,6 +417,9 @@ mod tests {
             gets: Default::default(),
         });
         let cache = ObjectCache::new(counting.clone(), 1 << 20, 64);
+        let registry = prometheus::Registry::new();
+        cache.register(&registry).unwrap();
+        assert!(cache.register(&registry).is_err(), "once");
         (counting, cache)
     }
 
@@ -398,6 +456,9 @@ mod tests {
         assert_eq!(suffix.range, 7..10);
         assert_eq!(suffix.bytes().await.unwrap(), &b"789"[..]);
         assert_eq!(gets(&counting), 1, "one whole read, then memory");
+        let m = cache.metrics.get().unwrap();
+        assert_eq!((m.fetches.get(), m.hits.get()), (1, 2));
+        assert_eq!(m.bytes.get(), cache.memory_used() as i64);
         assert!(cache.memory_used() >= 10);
         // Past the end as the stores answer: the end cut, a start refused.
         assert_eq!(cache.get_range(&path, 5..11).await.unwrap(), &b"56789"[..]);
