@@ -77,9 +77,51 @@ pub struct ObjectCache {
     max_object_bytes: u64,
     listed: Arc<Mutex<HashMap<Path, Version>>>,
     objects: DefaultCache<Path, Cached>,
+    /// Objects being fetched now, each with the lock its readers queue on.
+    fetching: Fetching,
     /// Counted from [`ObjectCache::register`] on (at start, before any
     /// query).
     metrics: OnceLock<CacheMetrics>,
+}
+
+type Fetching = Mutex<HashMap<Path, Arc<tokio::sync::Mutex<()>>>>;
+
+/// A reader's turn to fetch an object: held while it fetches; the entry
+/// leaves the map with the last reader that queued on it.
+struct Turn<'a> {
+    map: &'a Fetching,
+    location: Path,
+    gate: Arc<tokio::sync::Mutex<()>>,
+    _held: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl<'a> Turn<'a> {
+    async fn take(map: &'a Fetching, location: &Path) -> Turn<'a> {
+        let gate = Arc::clone(
+            map.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(location.clone())
+                .or_default(),
+        );
+        let held = Arc::clone(&gate).lock_owned().await;
+        Turn {
+            map,
+            location: location.clone(),
+            gate,
+            _held: held,
+        }
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        // The map's reference, this turn's and its guard's: nobody else
+        // queued (clones are made under the map's lock).
+        if Arc::strong_count(&self.gate) <= 3 {
+            map.remove(&self.location);
+        }
+    }
 }
 
 /// What `/metrics` shows of the cache.
@@ -120,6 +162,7 @@ impl ObjectCache {
             max_object_bytes,
             listed: Arc::default(),
             objects: DefaultCache::new(budget_bytes).with_name("securenet small lake objects"),
+            fetching: Fetching::default(),
             metrics: OnceLock::new(),
         }
     }
@@ -153,6 +196,18 @@ impl ObjectCache {
         listed.insert(meta.location.clone(), Version::from(meta));
     }
 
+    /// The held copy of `location` if it is the `listed` version.
+    fn current(&self, location: &Path, listed: &Version) -> Option<Cached> {
+        let hit = self.objects.get(location)?;
+        if Version::from(hit.meta.as_ref()) != *listed {
+            return None;
+        }
+        if let Some(m) = self.metrics.get() {
+            m.hits.inc();
+        }
+        Some(hit)
+    }
+
     /// The whole object at `location` from memory, or fetched and kept;
     /// `None` when it is not a small object of the latest listing (the
     /// caller reads through).
@@ -166,12 +221,14 @@ impl ObjectCache {
         else {
             return Ok(None);
         };
-        if let Some(hit) = self.objects.get(location)
-            && Version::from(hit.meta.as_ref()) == listed
-        {
-            if let Some(m) = self.metrics.get() {
-                m.hits.inc();
-            }
+        if let Some(hit) = self.current(location, &listed) {
+            return Ok(Some(hit));
+        }
+        // One fetch of an object at a time: reads of it that arrive
+        // meanwhile (the same dashboard from several clients) wait for it
+        // and are then served from memory, not fetched again.
+        let _turn = Turn::take(&self.fetching, location).await;
+        if let Some(hit) = self.current(location, &listed) {
             return Ok(Some(hit));
         }
         if let Some(m) = self.metrics.get() {
@@ -518,6 +575,32 @@ mod tests {
         assert_eq!(cache.get_range(&path, 0..5).await.unwrap(), &b"newer"[..]);
         assert_eq!(cache.get_range(&path, 0..5).await.unwrap(), &b"newer"[..]);
         assert_eq!(gets(&counting), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_first_reads_of_an_object_fetch_it_once() {
+        let (counting, cache) = store();
+        let cache = Arc::new(cache);
+        let path = Path::from("findings/f.parquet");
+        counting
+            .put(&path, PutPayload::from_static(b"0123456789"))
+            .await
+            .unwrap();
+        list_all(&cache).await;
+        let reads: Vec<_> = (0..16)
+            .map(|i| {
+                let (cache, path) = (Arc::clone(&cache), path.clone());
+                tokio::spawn(async move { cache.get_range(&path, i % 5..10).await.unwrap() })
+            })
+            .collect();
+        for (i, r) in reads.into_iter().enumerate() {
+            assert_eq!(r.await.unwrap().len(), 10 - i % 5);
+        }
+        assert_eq!(gets(&counting), 1);
+        assert!(
+            cache.fetching.lock().unwrap().is_empty(),
+            "no turn left behind"
+        );
     }
 
     #[tokio::test]
