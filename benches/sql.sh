@@ -27,12 +27,15 @@
 # files, results fetched. Fails if the two engines' results differ.
 #
 # BASELINE_BIN=DIR also runs the queries through the `securenet` binary in
-# DIR (e.g. a release build of an earlier commit) over the same lake, in
-# the same command, and reports both beside DuckDB: how much a change
-# moved each query. Last, FETCH_ROWS (default 1,000,000) rows are fetched
-# whole through Flight SQL (ADBC) and through POST /api/sql as Arrow IPC and
-# as JSON. NO_BUILD=1 skips the cargo build (uses the binaries
-# already in $CARGO_TARGET_DIR/release); BENCH_VENV overrides the venv.
+# DIR (e.g. a release build of an earlier commit) over the same lake, each
+# run alternated with the current build's beside the same DuckDB runs, and
+# reports both: how much a change moved each query. BASELINE_ENV="VAR=VALUE
+# ..." starts that baseline with this environment (alone: the same binary),
+# e.g. BASELINE_ENV=SECURENET_API__SQL__OBJECT_CACHE_BYTES=0. Last,
+# FETCH_ROWS (default 1,000,000) rows are fetched whole through Flight SQL
+# (ADBC) and through POST /api/sql as Arrow IPC and as JSON. NO_BUILD=1
+# skips the cargo build (uses the binaries already in
+# $CARGO_TARGET_DIR/release); BENCH_VENV overrides the venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/securenet/target}"
@@ -142,19 +145,17 @@ echo "== lake: $CACHE ($(du -sh "$CACHE/lake" | cut -f1); $(cat "$CACHE/loaded.j
 # store, so nothing the benchmark does writes to the cache.
 cp "$CACHE"/meta.db* "$WORK/"
 KEY=""
-run_queries() { # NAME BIN -> $WORK/result-NAME.json
+start_query_api() { # NAME BIN [VAR=VALUE ...] -> $QADDR; the process in PIDS
   local name="$1" bin="$2" dir="$WORK/$1"
+  shift 2
   mkdir -p "$dir"
   cp "$WORK"/meta.db* "$dir/"
   printf '%s\n' "data_dir = \"$dir\"" '[http]' 'listen = "127.0.0.1:0"' '[log]' 'level = "warn"' \
     '[control]' "database = \"$dir/meta.db\"" '[pipeline]' "lake_dir = \"$CACHE/lake\"" > "$dir/query.toml"
-  SECURENET_CONFIG="$dir/query.toml" "$bin/securenet" query-api > "$dir/query.out" 2> "$dir/query.err" &
-  local pid=$!; PIDS+=("$pid")
-  local addr
-  addr=$(wait_ready "$dir/query.out" "securenet ready http=" "$pid")
-  echo "== $name ($bin/securenet): $RUNS runs per query (after one warm-up) at $addr vs DuckDB" >&2
-  $PY bench "http://$addr" "$KEY" "$CACHE/lake" "$TENANT" "$RUNS" "$LOGS" > "$WORK/result-$name.json"
-  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+  : > "$dir/query.out"
+  env "$@" SECURENET_CONFIG="$dir/query.toml" "$bin/securenet" query-api > "$dir/query.out" 2> "$dir/query.err" &
+  PIDS+=("$!")
+  QADDR=$(wait_ready "$dir/query.out" "securenet ready http=" "$!")
 }
 export SECURENET_CONFIG="$WORK/query.toml"
 printf '%s\n' "data_dir = \"$WORK\"" '[control]' "database = \"$WORK/meta.db\"" \
@@ -162,8 +163,19 @@ printf '%s\n' "data_dir = \"$WORK\"" '[control]' "database = \"$WORK/meta.db\"" 
 KEY=$("$BIN/securenet" keys create --org "$TENANT" --name sqlbench --role viewer 2>/dev/null)
 "$BIN/securenet" config | sed -n '/^\[api.sql\]/,/^$/p' >&2
 unset SECURENET_CONFIG
-run_queries current "$BIN"
-[ -z "${BASELINE_BIN:-}" ] || run_queries baseline "$BASELINE_BIN"
+start_query_api current "$BIN"; ADDR=$QADDR
+BASE_URL=()
+if [ -n "${BASELINE_BIN:-}${BASELINE_ENV:-}" ]; then
+  # shellcheck disable=SC2086 # BASELINE_ENV is a list of VAR=VALUE words
+  start_query_api baseline "${BASELINE_BIN:-$BIN}" ${BASELINE_ENV:-}; BASE_ADDR=$QADDR
+  BASE_URL=("http://$BASE_ADDR")
+  echo "== baseline: ${BASELINE_BIN:-$BIN}/securenet ${BASELINE_ENV:-} at $BASE_ADDR, runs alternated with the current build's" >&2
+fi
+echo "== current ($BIN/securenet): $RUNS runs per query (after one warm-up) at $ADDR vs DuckDB" >&2
+$PY bench "http://$ADDR" "$KEY" "$CACHE/lake" "$TENANT" "$RUNS" "$LOGS" "${BASE_URL[@]}" > "$WORK/result-current.json"
+for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+PIDS=()
 
 # Fetching one wide result of FETCH_ROWS rows whole: Flight SQL (ADBC)
 # against POST /api/sql as Arrow IPC and as JSON, on a query-api whose
@@ -182,11 +194,11 @@ FLIGHT=$(sed -n 's/^securenet ready flight_sql=//p' "$dir/query.out" | head -n1)
 echo "== fetch: $FETCH_ROWS rows through Flight SQL ($FLIGHT) and POST /api/sql ($FADDR)" >&2
 $PY fetch "http://$FADDR" "grpc://$FLIGHT" "$KEY" "$RUNS" "$FETCH_ROWS" > "$WORK/result-fetch.json"
 kill -TERM "$FPID"; wait "$FPID" 2>/dev/null || true
-python3 - "$WORK" $(( $(date +%s) - STARTED_AT )) "${BASELINE_BIN:-}" <<'PY'
+python3 - "$WORK" $(( $(date +%s) - STARTED_AT )) <<'PY'
 import json, os, sys
-work, total, baseline_bin = sys.argv[1], sys.argv[2], sys.argv[3]
+work, total = sys.argv[1], sys.argv[2]
 r = json.load(open(f"{work}/result-current.json"))
-base = json.load(open(f"{work}/result-baseline.json")) if baseline_bin else None
+base = {"results": r["baseline_results"]} if r.get("baseline_results") else None
 print(f"\n{r['log_rows']:,} log rows, medians of {r['runs']} runs after one warm-up; DuckDB {r['duckdb']} "
       f"({r['duckdb_threads']} threads); Parquet objects {r['files']}; script total {total} s\n")
 head = "| query | rows | SecureNet ms | DuckDB ms | ratio |"

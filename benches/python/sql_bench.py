@@ -19,7 +19,9 @@ laid out exactly as in production.
 
 `bench` runs the analyst queries of QUERIES through `POST /api/sql` and through DuckDB
 (default threads) over the same Parquet files, checks that both return the
-same rows, and prints JSON with the medians.
+same rows, and prints JSON with the medians. Given a second query API (a
+baseline build or configuration), its runs alternate with the first's,
+beside the same DuckDB runs, so both are measured in the same moments.
 """
 import http.client
 import json
@@ -419,7 +421,7 @@ def compare(name, ordered, sn_cols, sn_rows, dk_cols, dk_rows):
             raise SystemExit(f"{name}: row {i} differs: securenet {a}, duckdb {b}")
 
 
-def bench(url, key, lake, tenant, runs, expected_logs):
+def bench(url, key, lake, tenant, runs, expected_logs, baseline_url=None):
     import duckdb
 
     lake = Path(lake)
@@ -448,51 +450,63 @@ def bench(url, key, lake, tenant, runs, expected_logs):
                          "GROUP BY source_ip ORDER BY count(*), source_ip LIMIT 1").fetchone()[0]
     print(f"  needle: {needle}", file=sys.stderr)
 
-    results = []
+    # Each engine under test: (label, connection). With a baseline, its runs
+    # alternate with the current build's, beside the same DuckDB runs.
+    engines = [("current", conn)] + ([("baseline", connect(baseline_url))] if baseline_url else [])
+    results = {label: [] for label, _ in engines}
     for q in QUERIES:
         name = q["name"]
         sn_sql = q["securenet"].replace("{needle}", needle)
         dk_sql = q.get("duckdb", q["securenet"]).replace("{needle}", needle)
-        sn_times, dk_times, server_ms = [], [], []
-        failure = None
-        try:
-            _, answer = securenet_sql(conn, key, sn_sql)  # warm-up
-        except QueryFailed as e:
-            failure = str(e)
+        dk_times = []
+        sn = {label: {"times": [], "server_ms": [], "failure": None} for label, _ in engines}
+        answers = {}
+        for label, c in engines:
+            try:
+                _, answers[label] = securenet_sql(c, key, sn_sql)  # warm-up
+            except QueryFailed as e:
+                sn[label]["failure"] = str(e)
         _, dk_cols, dk_rows = duckdb_sql(con, dk_sql)  # warm-up
-        if failure is None:
+        for label, answer in answers.items():
             sn_cols, sn_rows = norm_securenet(answer)
             compare(name, q["ordered"], sn_cols, sn_rows, dk_cols, norm_duckdb(dk_rows))
-        for _ in range(runs):
-            if failure is None:
+        for i in range(runs):
+            order = engines if i % 2 == 0 else engines[::-1]
+            for label, c in order:
+                e = sn[label]
+                if e["failure"] is not None:
+                    continue
                 try:
-                    t, answer = securenet_sql(conn, key, sn_sql)
-                    sn_times.append(t)
-                    server_ms.append(answer["elapsed_ms"])
+                    t, answer = securenet_sql(c, key, sn_sql)
+                    e["times"].append(t)
+                    e["server_ms"].append(answer["elapsed_ms"])
                     sn_cols, sn_rows = norm_securenet(answer)
                     compare(name, q["ordered"], sn_cols, sn_rows, dk_cols, norm_duckdb(dk_rows))
-                except QueryFailed as e:
-                    failure = str(e)
+                except QueryFailed as err:
+                    e["failure"] = str(err)
             t, _, rows = duckdb_sql(con, dk_sql)
             dk_times.append(t)
             compare(name, q["ordered"], dk_cols, norm_duckdb(rows), dk_cols, norm_duckdb(dk_rows))
-        r = {"query": name, "rows": len(dk_rows),
-             "duckdb_ms": round(statistics.median(dk_times) * 1000, 1),
-             "duckdb_runs_ms": [round(t * 1000, 1) for t in dk_times]}
-        if failure is None:
-            r.update({
-                "securenet_ms": round(statistics.median(sn_times) * 1000, 1),
-                "securenet_server_ms": statistics.median(server_ms),
-                "securenet_runs_ms": [round(t * 1000, 1) for t in sn_times],
-                "ratio": round(statistics.median(sn_times) / statistics.median(dk_times), 2),
-            })
-        else:
-            r["securenet_error"] = failure
-        print(f"  {name}: {r}", file=sys.stderr)
-        results.append(r)
+        for label, _ in engines:
+            e = sn[label]
+            r = {"query": name, "rows": len(dk_rows),
+                 "duckdb_ms": round(statistics.median(dk_times) * 1000, 1),
+                 "duckdb_runs_ms": [round(t * 1000, 1) for t in dk_times]}
+            if e["failure"] is None:
+                r.update({
+                    "securenet_ms": round(statistics.median(e["times"]) * 1000, 1),
+                    "securenet_server_ms": statistics.median(e["server_ms"]),
+                    "securenet_runs_ms": [round(t * 1000, 1) for t in e["times"]],
+                    "ratio": round(statistics.median(e["times"]) / statistics.median(dk_times), 2),
+                })
+            else:
+                r["securenet_error"] = e["failure"]
+            print(f"  {name} ({label}): {r}", file=sys.stderr)
+            results[label].append(r)
     print(json.dumps({"bench": "sql", "log_rows": sn_count, "runs": runs, "files": files,
                       "duckdb": duckdb.__version__, "duckdb_threads": threads,
-                      "queries": QUERIES, "results": results}))
+                      "queries": QUERIES, "results": results["current"],
+                      "baseline_results": results.get("baseline")}))
 
 
 # The fetch comparison: one wide result, fetched whole by each transport.
@@ -646,7 +660,7 @@ if __name__ == "__main__":
     elif cmd == "ingest-scan":
         ingest_scan(args[0], args[1], args[2], int(args[3]), int(args[4]))
     elif cmd == "bench":
-        bench(args[0], args[1], args[2], args[3], int(args[4]), int(args[5]))
+        bench(args[0], args[1], args[2], args[3], int(args[4]), int(args[5]), *args[6:7])
     elif cmd == "concurrency":
         concurrency(args[0], args[1], int(args[2]), int(args[3]))
     elif cmd == "fetch":
