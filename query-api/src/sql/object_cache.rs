@@ -36,9 +36,11 @@ use object_store::{
     PutResult,
 };
 
-/// Listed versions remembered at most; past it the map is emptied and
-/// refilled by the next listings (an object not in it is read through).
-const MAX_LISTED: usize = 1 << 20;
+/// Listed versions remembered at most (~200 bytes each: path, time,
+/// e-tag); past it the map is emptied. Each query lists its own tables
+/// right before it reads them, so the entries it needs come back at once;
+/// an object not in the map is read through, never served stale.
+const MAX_LISTED: usize = 1 << 17;
 
 /// One object's bytes, as of the version in `meta`.
 #[derive(Clone)]
