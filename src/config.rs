@@ -207,6 +207,7 @@ impl Config {
     fn validate(&self) -> anyhow::Result<()> {
         self.ingest.validate()?;
         self.http.validate()?;
+        self.api.sql.validate().map_err(anyhow::Error::msg)?;
         if self.bus.kind == BusKind::Kafka {
             self.bus.kafka.validate()?;
         }

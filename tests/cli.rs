@@ -167,6 +167,20 @@ fn configuration_errors_are_clear() {
         "{err}"
     );
 
+    // An object cache whose largest object would not leave room for others.
+    let env = Env::new()
+        .set("SECURENET_API__SQL__OBJECT_CACHE_BYTES", "1048576")
+        .set(
+            "SECURENET_API__SQL__OBJECT_CACHE_MAX_OBJECT_BYTES",
+            "1048576",
+        );
+    let err =
+        String::from_utf8_lossy(&env.command(&["serve"]).output().unwrap().stderr).to_string();
+    assert!(
+        err.contains("object_cache_max_object_bytes") && err.contains("at most half"),
+        "{err}"
+    );
+
     let env = Env::new().set("SECURENET_CONTROL__DEFAULT_PLAN", "gold");
     let err =
         String::from_utf8_lossy(&env.command(&["serve"]).output().unwrap().stderr).to_string();

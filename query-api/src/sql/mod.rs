@@ -228,6 +228,25 @@ impl Default for SqlConfig {
     }
 }
 
+impl SqlConfig {
+    /// Settings that cannot work together, named.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        // An object over half the budget would push every other one out
+        // (and one over the whole budget would be fetched whole at every
+        // read and never kept).
+        if self.object_cache_bytes > 0
+            && self.object_cache_max_object_bytes > self.object_cache_bytes as u64 / 2
+        {
+            return Err(format!(
+                "api.sql.object_cache_max_object_bytes ({}) must be at most half of \
+                 api.sql.object_cache_bytes ({}), or set object_cache_bytes = 0",
+                self.object_cache_max_object_bytes, self.object_cache_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A query's text, with `$1`, `$2`… placeholders, and the values bound to
 /// them. The text is built only from the API's own column names and
 /// placeholders; every value a caller sent is bound.
