@@ -85,7 +85,11 @@ wait_ready() { # file marker pid
 # injected bursts (SSH brute force, port scans, ...) and the nightly scan.
 # v2: objects carry bloom filters on the lookup columns (a lake written by
 # an older binary would not).
+# LAKE_COMPRESSION=lz4_raw|snappy writes (and caches) the lake with that
+# pipeline.parquet.compression instead of the default zstd.
+LAKE_COMPRESSION="${LAKE_COMPRESSION:-zstd}"
 CACHE="$HOME/.cache/securenet/sqlbench/rows-$ROWS-seed$SEED-v2"
+[ "$LAKE_COMPRESSION" = zstd ] || CACHE="$CACHE-$LAKE_COMPRESSION"
 if [ ! -f "$CACHE/loaded.json" ]; then
   if ! command -v faketime >/dev/null 2>&1; then
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
@@ -97,6 +101,7 @@ if [ ! -f "$CACHE/loaded.json" ]; then
   rm -rf "$BUILD" && mkdir -p "$BUILD"
   printf '%s\n' "data_dir = \"$BUILD\"" \
     '[http]' 'listen = "127.0.0.1:0"' '[log]' 'level = "warn"' '[ingest]' 'syslog = []' \
+    '[pipeline.parquet]' "compression = \"$LAKE_COMPRESSION\"" \
     '[pipeline.detection]' 'enabled = false' '[pipeline.maintenance]' 'enabled = false' \
     '[pipeline.maintenance.compaction]' 'min_age_secs = 0' 'grace_secs = 0' > "$BUILD/load.toml"
   export SECURENET_CONFIG="$BUILD/load.toml"

@@ -167,6 +167,18 @@ fn configuration_errors_are_clear() {
         "{err}"
     );
 
+    // A Parquet codec we do not write is named with the ones we do.
+    let env = Env::new().set("SECURENET_PIPELINE__PARQUET__COMPRESSION", "gzip");
+    let err =
+        String::from_utf8_lossy(&env.command(&["serve"]).output().unwrap().stderr).to_string();
+    assert!(
+        err.contains("invalid configuration")
+            && err.contains("gzip")
+            && err.contains("lz4_raw")
+            && err.contains("snappy"),
+        "{err}"
+    );
+
     // An object cache whose largest object would not leave room for others.
     let env = Env::new()
         .set("SECURENET_API__SQL__OBJECT_CACHE_BYTES", "1048576")

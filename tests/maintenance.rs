@@ -417,3 +417,107 @@ async fn large_lake_objects_go_up_in_parts_and_read_back_whole() {
     assert!(back == body, "the object read back differs");
     assert_eq!(env.lake_objects("big"), ["big/object.bin"]);
 }
+
+/// `pipeline.parquet.compression`: the sink writes the codec asked for,
+/// compaction keeps it, and both SecureNet and pyarrow read the objects
+/// back (on either lake).
+#[tokio::test]
+async fn lake_objects_take_the_configured_codec_and_compaction_keeps_it() {
+    use object_store::ObjectStoreExt;
+    let env = Env::new()
+        .set("SECURENET_PIPELINE__MAINTENANCE__ENABLED", "false")
+        .set("SECURENET_PIPELINE__PARQUET__COMPRESSION", "lz4_raw")
+        .set(
+            "SECURENET_PIPELINE__MAINTENANCE__COMPACTION__MIN_AGE_SECS",
+            "0",
+        )
+        .set(
+            "SECURENET_PIPELINE__MAINTENANCE__COMPACTION__MIN_FILES",
+            "2",
+        )
+        .set(
+            "SECURENET_PIPELINE__MAINTENANCE__COMPACTION__GRACE_SECS",
+            "0",
+        );
+    let server = env.serve();
+    let (requests, per) = (4, 100);
+    for r in 0..requests {
+        let (status, answer) = ingest(
+            &server,
+            DEFAULT_KEY,
+            lines("default", r * per, per, 1_795_687_200_000),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let total = (requests * per) as u64;
+    assert_eq!(exact_count(&server, DEFAULT_KEY).await, (total, total));
+    assert!(env.lake_file_names("logs").len() >= 2);
+
+    // What a Parquet reader of the ecosystem sees in each object: the
+    // codec of every column chunk, and the rows.
+    let codecs = |env: &Env| -> Value {
+        let lake = env.this_lake();
+        let dir = tempfile::tempdir().unwrap();
+        let names: Vec<String> = env
+            .lake_objects("logs")
+            .into_iter()
+            .filter(|n| n.ends_with(".parquet"))
+            .collect();
+        let mut paths = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let location = name
+                .split('/')
+                .fold(lake.root().clone(), |p, part| p.join(part));
+            let bytes = std::thread::scope(|s| {
+                s.spawn(|| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap()
+                        .block_on(async { lake.store().get(&location).await?.bytes().await })
+                })
+                .join()
+                .unwrap()
+            })
+            .unwrap();
+            let path = dir.path().join(format!("{i}.parquet"));
+            std::fs::write(&path, &bytes).unwrap();
+            paths.push(path.to_string_lossy().into_owned());
+        }
+        let script = r#"
+import json, sys
+import pyarrow.parquet as pq
+codecs, rows = set(), 0
+for path in sys.argv[1:]:
+    meta = pq.ParquetFile(path).metadata
+    rows += meta.num_rows
+    for g in range(meta.num_row_groups):
+        for c in range(meta.num_columns):
+            codecs.add(meta.row_group(g).column(c).compression)
+print(json.dumps({"codecs": sorted(codecs), "rows": rows, "objects": len(sys.argv) - 1}))
+"#;
+        let mut args = vec!["-c", script];
+        args.extend(paths.iter().map(String::as_str));
+        let out = crate::support::run(&crate::support::python(), &args);
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let written = codecs(&env);
+    assert_eq!(written["codecs"], json!(["LZ4_RAW"]), "{written}");
+    assert_eq!(written["rows"], json!(total), "{written}");
+
+    for _ in 0..2 {
+        let report: Value = serde_json::from_str(&env.cli(&["maintain"])).unwrap();
+        assert!(report["skipped"].is_null(), "{report}");
+    }
+    let names = env.lake_file_names("logs");
+    assert!(
+        names.iter().all(|n| n.starts_with("c-")),
+        "not compacted: {names:?}"
+    );
+    let compacted = codecs(&env);
+    assert_eq!(compacted["codecs"], json!(["LZ4_RAW"]), "{compacted}");
+    assert_eq!(compacted["rows"], json!(total), "{compacted}");
+    assert_eq!(exact_count(&server, DEFAULT_KEY).await, (total, total));
+    server.stop();
+}

@@ -9,7 +9,11 @@ use crate::metrics::PipelineMetrics;
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ParquetSinkConfig {
-    /// zstd level, 1 (fast) to 22 (small). 3 is zstd's own default.
+    /// Page compression of the objects the pipeline writes (and compaction
+    /// rewrites). Readers need nothing set: each column chunk names its own.
+    pub compression: ParquetCompression,
+    /// zstd level, 1 (fast) to 22 (small). 3 is zstd's own default. Used
+    /// when `compression` is `zstd`.
     pub zstd_level: i32,
     /// Maximum rows per row group.
     pub max_row_group_rows: usize,
@@ -23,12 +27,28 @@ pub struct ParquetSinkConfig {
     pub bloom_filter_columns: Vec<String>,
 }
 
+/// Page compression codecs offered for lake objects: the ones every
+/// Parquet reader an analyst is likely to point at the lake (DuckDB,
+/// pyarrow, Spark, Trino, ClickHouse) reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParquetCompression {
+    /// Smallest objects (level `zstd_level`).
+    Zstd,
+    /// LZ4 block format (Parquet's `LZ4_RAW`): larger objects, cheaper to
+    /// decode.
+    Lz4Raw,
+    /// Snappy, the Parquet ecosystem's common default.
+    Snappy,
+}
+
 /// Columns analysts look values up in: addresses, host names, CVE ids.
 pub const DEFAULT_BLOOM_FILTER_COLUMNS: &[&str] = &["source_ip", "host", "ip", "hostname", "cve"];
 
 impl Default for ParquetSinkConfig {
     fn default() -> Self {
         Self {
+            compression: ParquetCompression::Zstd,
             zstd_level: 3,
             max_row_group_rows: 128 * 1024,
             fsync: true,

@@ -14,6 +14,6 @@ mod config;
 mod encoder;
 mod sink;
 
-pub use config::ParquetSinkConfig;
+pub use config::{ParquetCompression, ParquetSinkConfig};
 pub use encoder::encode;
 pub use sink::ParquetSink;
