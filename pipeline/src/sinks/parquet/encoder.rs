@@ -148,7 +148,7 @@ mod tests {
                 .unwrap()
                 .collect::<std::result::Result<_, _>>()
                 .unwrap();
-            assert_eq!(back, [batch.clone()], "{codec:?}");
+            assert_eq!(back, std::slice::from_ref(&batch), "{codec:?}");
         }
         // The default is the smallest: zstd.
         assert_eq!(
