@@ -38,11 +38,11 @@ async fn exact_count(server: &crate::support::Server, key: &str) -> (u64, u64) {
     (r[0]["n"].as_u64().unwrap(), r[0]["d"].as_u64().unwrap())
 }
 
-#[tokio::test]
-async fn compaction_killed_at_random_moments_never_shows_a_row_twice_or_loses_one() {
-    let env = Env::new()
+/// Scheduled maintenance off; a `maintain` pass compacts at once (no
+/// minimum age, two objects suffice, no grace period).
+fn compacting_env() -> Env {
+    Env::new()
         .set("SECURENET_PIPELINE__MAINTENANCE__ENABLED", "false")
-        .set("SECURENET_PIPELINE__MAINTENANCE__LEASE_TTL_SECS", "1")
         .set(
             "SECURENET_PIPELINE__MAINTENANCE__COMPACTION__MIN_AGE_SECS",
             "0",
@@ -55,24 +55,35 @@ async fn compaction_killed_at_random_moments_never_shows_a_row_twice_or_loses_on
             "SECURENET_PIPELINE__MAINTENANCE__COMPACTION__GRACE_SECS",
             "0",
         )
-        // Several merges per directory, so kills land between them too.
-        .set(
-            "SECURENET_PIPELINE__MAINTENANCE__COMPACTION__TARGET_BYTES",
-            "40000",
-        );
-    let server = env.serve();
-    // Sequential acknowledged requests: one small object each.
-    let (requests, per) = (60, 50);
+}
+
+/// `requests` sequential acknowledged requests of `per` rows of tenant
+/// `default` (one small object each); the rows sent.
+async fn ingest_requests(server: &crate::support::Server, requests: usize, per: usize) -> u64 {
     for r in 0..requests {
         let (status, answer) = ingest(
-            &server,
+            server,
             DEFAULT_KEY,
             lines("default", r * per, per, 1_795_687_200_000),
         )
         .await;
         assert_eq!(status, 200, "{answer}");
     }
-    let total = (requests * per) as u64;
+    (requests * per) as u64
+}
+
+#[tokio::test]
+async fn compaction_killed_at_random_moments_never_shows_a_row_twice_or_loses_one() {
+    let env = compacting_env()
+        .set("SECURENET_PIPELINE__MAINTENANCE__LEASE_TTL_SECS", "1")
+        // Several merges per directory, so kills land between them too.
+        .set(
+            "SECURENET_PIPELINE__MAINTENANCE__COMPACTION__TARGET_BYTES",
+            "40000",
+        );
+    let server = env.serve();
+    let (requests, per) = (60, 50);
+    let total = ingest_requests(&server, requests, per).await;
     let before = env.lake_file_names("logs").len();
     assert!(before >= requests / 2, "{before} objects");
     assert_eq!(exact_count(&server, DEFAULT_KEY).await, (total, total));
@@ -424,33 +435,10 @@ async fn large_lake_objects_go_up_in_parts_and_read_back_whole() {
 #[tokio::test]
 async fn lake_objects_take_the_configured_codec_and_compaction_keeps_it() {
     use object_store::ObjectStoreExt;
-    let env = Env::new()
-        .set("SECURENET_PIPELINE__MAINTENANCE__ENABLED", "false")
-        .set("SECURENET_PIPELINE__PARQUET__COMPRESSION", "lz4_raw")
-        .set(
-            "SECURENET_PIPELINE__MAINTENANCE__COMPACTION__MIN_AGE_SECS",
-            "0",
-        )
-        .set(
-            "SECURENET_PIPELINE__MAINTENANCE__COMPACTION__MIN_FILES",
-            "2",
-        )
-        .set(
-            "SECURENET_PIPELINE__MAINTENANCE__COMPACTION__GRACE_SECS",
-            "0",
-        );
+    let env = compacting_env().set("SECURENET_PIPELINE__PARQUET__COMPRESSION", "lz4_raw");
     let server = env.serve();
     let (requests, per) = (4, 100);
-    for r in 0..requests {
-        let (status, answer) = ingest(
-            &server,
-            DEFAULT_KEY,
-            lines("default", r * per, per, 1_795_687_200_000),
-        )
-        .await;
-        assert_eq!(status, 200, "{answer}");
-    }
-    let total = (requests * per) as u64;
+    let total = ingest_requests(&server, requests, per).await;
     assert_eq!(exact_count(&server, DEFAULT_KEY).await, (total, total));
     assert!(env.lake_file_names("logs").len() >= 2);
 
