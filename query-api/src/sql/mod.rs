@@ -23,6 +23,7 @@
 //! and no more than an even split of them while others wait. A slot is
 //! released when the query's work ends, not when its request does.
 
+mod distinct;
 pub mod format;
 pub mod functions;
 pub mod guard;
