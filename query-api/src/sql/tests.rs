@@ -720,6 +720,53 @@ async fn null_join_keys_are_dropped_before_an_inner_join_only() {
     );
 }
 
+/// "Events, and from how many sources" over the lake: `count(*)` beside
+/// `count(DISTINCT …)` is planned as two plain aggregations
+/// (`distinct.rs`) and answers exactly, null sources not counted.
+#[tokio::test]
+async fn counts_beside_distinct_counts_answer_exactly_as_two_aggregations() {
+    let (_dir, lake) = empty_lake();
+    let records: Vec<LogRecord> = (0..600)
+        .map(|i| LogRecord {
+            ts_ms: 1_795_687_200_000 + i,
+            received_ms: 1_795_687_200_000,
+            host: Some(format!("h{}", i % 3)),
+            // Every fourth row has no address.
+            source_ip: (i % 4 != 0).then(|| format!("10.0.0.{}", i % 10)),
+            message: format!("m{i}"),
+            input: "test",
+            ..Default::default()
+        })
+        .collect();
+    for part in records.chunks(150) {
+        write_logs(&lake, "acme", part).await;
+    }
+    let e = engine(lake, SqlConfig::default());
+    let sql = "SELECT host, count(*) AS events, count(source_ip) AS with_ip, \
+               count(DISTINCT source_ip) AS sources, max(message) AS last \
+               FROM logs GROUP BY host ORDER BY host";
+    let expected = |host: i64| {
+        let rows: Vec<i64> = (0..600).filter(|i| i % 3 == host).collect();
+        let with_ip: Vec<i64> = rows.iter().copied().filter(|i| i % 4 != 0).collect();
+        let mut sources: Vec<i64> = with_ip.iter().map(|i| i % 10).collect();
+        sources.sort();
+        sources.dedup();
+        let last = rows.iter().map(|i| format!("m{i}")).max().unwrap();
+        format!(
+            "| h{host}   | {:<6} | {:<7} | {:<7} | {last:<4} |",
+            rows.len(),
+            with_ip.len(),
+            sources.len()
+        )
+    };
+    let out = run(&e, "acme", sql).await.unwrap();
+    for host in 0..3 {
+        assert!(out.contains(&expected(host)), "{}\n{out}", expected(host));
+    }
+    let plan = physical_plan(&e, "acme", sql).await;
+    assert!(plan.contains("__securenet_distinct"), "{plan}");
+}
+
 /// The build side (first child) of the outermost hash join in `plan`'s
 /// physical plan text, as its lines.
 fn outer_join_build_side(plan: &str) -> Vec<&str> {
