@@ -304,6 +304,8 @@ mod tests {
              GROUP BY k, host IS NULL ORDER BY 1, 2",
             "SELECT t.k, count(*) FILTER (WHERE v > 3), count(DISTINCT host) FROM t GROUP BY t.k ORDER BY 1",
             "SELECT count(*), count(DISTINCT host) FROM t",
+            // The distinct argument is the key itself.
+            "SELECT k, count(*), count(DISTINCT k) FROM t GROUP BY k ORDER BY k",
             "SELECT k, count(*) AS n, count(DISTINCT host) FROM t WHERE v > 1000 GROUP BY k",
         ];
         let (with, without) = (session(true), session(false));
