@@ -16,17 +16,21 @@ fn t(s: &str) -> TenantId {
     TenantId::new(s).unwrap()
 }
 
+/// A log record `offset_ms` after 2026-11-25T10:00Z, received then.
+fn record(offset_ms: i64, message: impl Into<String>) -> LogRecord {
+    LogRecord {
+        ts_ms: 1_795_687_200_000 + offset_ms,
+        received_ms: 1_795_687_200_000,
+        message: message.into(),
+        input: "test",
+        ..Default::default()
+    }
+}
+
 async fn lake_with(rows: &[(&str, &str)]) -> (tempfile::TempDir, Lake) {
     let (dir, lake) = empty_lake();
     for (tenant, message) in rows {
-        let record = LogRecord {
-            ts_ms: 1_795_687_200_000,
-            received_ms: 1_795_687_200_000,
-            message: message.to_string(),
-            input: "test",
-            ..Default::default()
-        };
-        write_logs(&lake, tenant, &[record]).await;
+        write_logs(&lake, tenant, &[record(0, *message)]).await;
     }
     (dir, lake)
 }
@@ -555,14 +559,7 @@ async fn file_statistics_are_cached_and_new_objects_seen_at_once() {
     assert_eq!(e.statistics_cache.len(), 2, "one entry per acme object");
     assert!(run(&e, "acme", count).await.unwrap().contains("| 2 "));
     assert_eq!(e.statistics_cache.len(), 2);
-    let record = LogRecord {
-        ts_ms: 1_795_687_200_000,
-        received_ms: 1_795_687_200_000,
-        message: "a3".to_string(),
-        input: "test",
-        ..Default::default()
-    };
-    write_logs(&lake, "acme", &[record]).await;
+    write_logs(&lake, "acme", &[record(0, "a3")]).await;
     assert!(run(&e, "acme", count).await.unwrap().contains("| 3 "));
     assert_eq!(e.statistics_cache.len(), 3);
     let globex = run(&e, "globex", "SELECT message FROM logs").await.unwrap();
@@ -677,13 +674,9 @@ async fn null_join_keys_are_dropped_before_an_inner_join_only() {
     let (_dir, lake) = empty_lake();
     let records: Vec<LogRecord> = (0..300)
         .map(|i| LogRecord {
-            ts_ms: 1_795_687_200_000 + i,
-            received_ms: 1_795_687_200_000,
             // A third of the rows have no host.
             host: (i % 3 != 0).then(|| format!("h{}", i % 5)),
-            message: format!("m{i}"),
-            input: "test",
-            ..Default::default()
+            ..record(i, format!("m{i}"))
         })
         .collect();
     for part in records.chunks(100) {
@@ -728,14 +721,10 @@ async fn counts_beside_distinct_counts_answer_exactly_as_two_aggregations() {
     let (_dir, lake) = empty_lake();
     let records: Vec<LogRecord> = (0..600)
         .map(|i| LogRecord {
-            ts_ms: 1_795_687_200_000 + i,
-            received_ms: 1_795_687_200_000,
             host: Some(format!("h{}", i % 3)),
             // Every fourth row has no address.
             source_ip: (i % 4 != 0).then(|| format!("10.0.0.{}", i % 10)),
-            message: format!("m{i}"),
-            input: "test",
-            ..Default::default()
+            ..record(i, format!("m{i}"))
         })
         .collect();
     for part in records.chunks(150) {
@@ -799,12 +788,8 @@ async fn a_chain_of_joins_hashes_the_small_side() {
     let (_dir, lake) = empty_lake();
     let records: Vec<LogRecord> = (0..400)
         .map(|i| LogRecord {
-            ts_ms: 1_795_687_200_000 + i,
-            received_ms: 1_795_687_200_000,
             host: Some(format!("h{}", i % 4)),
-            message: format!("m{i}"),
-            input: "test",
-            ..Default::default()
+            ..record(i, format!("m{i}"))
         })
         .collect();
     for part in records.chunks(50) {
