@@ -13,7 +13,7 @@
 //!   also the idle timeout. hyper's timer starts only once hyper-util has
 //!   read the first bytes to tell HTTP/1 from HTTP/2, which it waits for
 //!   without a limit: a client that connected and sent nothing held its
-//!   slot until it went away. [`FirstBytesWithin`] gives those first bytes
+//!   slot until it went away. [`ingest::first_bytes::FirstBytesWithin`] gives those first bytes
 //!   the same timeout.
 //! - **Body read timeout** (`http.body_read_timeout_ms`): a body must
 //!   arrive within it once the head is in (slow uploads get 408).
@@ -36,11 +36,8 @@
 //! (sign-in throttling per address uses it).
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -49,9 +46,10 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
+use ingest::first_bytes::FirstBytesWithin;
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
@@ -340,113 +338,6 @@ pub async fn serve(
 }
 
 /// Answers `503` at once and closes: a clear refusal costs one write.
-/// The HTTP/2 connection preface: hyper-util reads a connection's first
-/// bytes until they differ from it (HTTP/1) or it is complete (HTTP/2).
-const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// A connection whose first bytes must arrive within a deadline: until they
-/// tell HTTP/1 (a byte that differs from the HTTP/2 preface) from HTTP/2
-/// (the whole preface), a read still waiting at the deadline fails with
-/// `TimedOut` and the connection ends. From then on it is the stream
-/// itself, and hyper's own timeouts govern.
-struct FirstBytesWithin<S> {
-    inner: S,
-    /// `None` once the protocol is told.
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// Bytes of the preface matched so far.
-    matched: usize,
-}
-
-impl<S> FirstBytesWithin<S> {
-    fn new(inner: S, within: Duration) -> Self {
-        Self {
-            inner,
-            deadline: Some(Box::pin(tokio::time::sleep(within))),
-            matched: 0,
-        }
-    }
-
-    /// Follows the preface through `bytes`; the deadline ends once the
-    /// protocol is told.
-    fn saw(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            if b != H2_PREFACE[self.matched] {
-                self.deadline = None;
-                return;
-            }
-            self.matched += 1;
-            if self.matched == H2_PREFACE.len() {
-                self.deadline = None;
-                return;
-            }
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for FirstBytesWithin<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = &mut *self;
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        let Some(deadline) = this.deadline.as_mut() else {
-            return polled;
-        };
-        match polled {
-            Poll::Ready(Ok(())) => {
-                let new = &buf.filled()[before..];
-                if new.is_empty() {
-                    // End of stream: nothing left to wait for.
-                    this.deadline = None;
-                } else {
-                    this.saw(new);
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
-                Poll::Ready(Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "no request within http.header_read_timeout_ms",
-                )))
-            }
-            other => other,
-        }
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for FirstBytesWithin<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 async fn refuse(mut stream: TcpStream) {
     let response = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
@@ -525,7 +416,7 @@ mod tests {
         let mut buf = Vec::new();
         // Not one byte; then half of the HTTP/2 preface, which is still
         // "not yet known" to the protocol detection.
-        for sent in [&b""[..], &H2_PREFACE[..10]] {
+        for sent in [&b""[..], &ingest::first_bytes::H2_PREFACE[..10]] {
             let mut s = TcpStream::connect(addr).await.unwrap();
             s.write_all(sent).await.unwrap();
             let read = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut buf)).await;
@@ -542,40 +433,6 @@ mod tests {
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    }
-
-    #[tokio::test]
-    async fn the_first_bytes_deadline_ends_once_the_protocol_is_told() {
-        let within = Duration::from_millis(100);
-        // HTTP/1: the first byte differs from the preface.
-        let (client, server) = tokio::io::duplex(64);
-        let mut wrapped = FirstBytesWithin::new(server, within);
-        let mut client = client;
-        client.write_all(b"G").await.unwrap();
-        let mut byte = [0u8; 1];
-        wrapped.read_exact(&mut byte).await.unwrap();
-        tokio::time::sleep(within * 2).await;
-        client.write_all(b"ET").await.unwrap();
-        let mut two = [0u8; 2];
-        wrapped.read_exact(&mut two).await.unwrap();
-        assert_eq!(&two, b"ET");
-        // HTTP/2: the whole preface, then a pause, then frames.
-        let (mut client, server) = tokio::io::duplex(64);
-        let mut wrapped = FirstBytesWithin::new(server, within);
-        client.write_all(H2_PREFACE).await.unwrap();
-        let mut preface = [0u8; 24];
-        wrapped.read_exact(&mut preface).await.unwrap();
-        tokio::time::sleep(within * 2).await;
-        client.write_all(b"x").await.unwrap();
-        wrapped.read_exact(&mut byte).await.unwrap();
-        // Still within the preface: the deadline holds.
-        let (mut client, server) = tokio::io::duplex(64);
-        let mut wrapped = FirstBytesWithin::new(server, within);
-        client.write_all(b"PRI * ").await.unwrap();
-        let mut six = [0u8; 6];
-        wrapped.read_exact(&mut six).await.unwrap();
-        let err = wrapped.read_exact(&mut byte).await.unwrap_err();
-        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
     }
 
     #[tokio::test]

@@ -655,6 +655,47 @@ async fn idle_and_slow_clients_cannot_exhaust_the_server() {
     assert_eq!(statuses[11], 429, "{statuses:?}");
 }
 
+/// The gRPC listeners (Flight SQL, OTLP/gRPC) close a connection that
+/// sends nothing within the handshake timeout (10 s), while clients that
+/// speak keep working beside it.
+#[tokio::test]
+async fn silent_connections_to_the_grpc_listeners_are_closed() {
+    let env = Env::new()
+        .set("SECURENET_API__FLIGHT_SQL__LISTEN", "127.0.0.1:0")
+        .set("SECURENET_INGEST__OTLP__GRPC_LISTEN", "127.0.0.1:0");
+    let server = env.serve();
+    let silent: Vec<TcpStream> = ["flight_sql", "otlp_grpc"]
+        .iter()
+        .map(|name| TcpStream::connect(server.listener(name)).unwrap())
+        .collect();
+    let opened = Instant::now();
+    for mut conn in silent {
+        conn.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        // Closed: EOF or a reset, not a read that waits out its timeout.
+        let closed = loop {
+            match std::io::Read::read(&mut conn, &mut buf) {
+                Ok(0) => break true,
+                Ok(_) => continue,
+                Err(e) => {
+                    break !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    );
+                }
+            }
+        };
+        assert!(closed, "still open after {:?}", opened.elapsed());
+    }
+    assert!(
+        opened.elapsed() < Duration::from_secs(20),
+        "closed only after {:?}",
+        opened.elapsed()
+    );
+    assert!(health_ok(&server).await);
+}
+
 /// Numbers from a request never overflow: extreme values are 400s.
 #[tokio::test]
 async fn extreme_numbers_in_requests_are_refused_not_panicked_on() {

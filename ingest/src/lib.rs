@@ -23,6 +23,7 @@
 pub mod batcher;
 mod config;
 mod error;
+pub mod first_bytes;
 pub mod fluent;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -25,6 +25,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::first_bytes::FirstBytesWithin;
+
 /// Why a certificate could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
@@ -250,10 +252,11 @@ impl<T: Clone> SubjectRules<T> {
 }
 
 /// A connection of a gRPC listener (OTLP/gRPC, Flight SQL): plain TCP, or
-/// TLS with the handshake done.
+/// TLS with the handshake done; either way its HTTP/2 preface must arrive
+/// within [`HANDSHAKE_TIMEOUT`] ([`FirstBytesWithin`]).
 pub enum GrpcConn {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Plain(FirstBytesWithin<TcpStream>),
+    Tls(Box<FirstBytesWithin<tokio_rustls::server::TlsStream<TcpStream>>>),
 }
 
 impl AsyncRead for GrpcConn {
@@ -320,13 +323,14 @@ impl tonic::transport::server::Connected for GrpcConn {
 
     fn connect_info(&self) -> Self::ConnectInfo {
         match self {
-            GrpcConn::Plain(s) => s.peer_addr().ok(),
-            GrpcConn::Tls(s) => s.get_ref().0.peer_addr().ok(),
+            GrpcConn::Plain(s) => s.get_ref().peer_addr().ok(),
+            GrpcConn::Tls(s) => s.get_ref().get_ref().0.peer_addr().ok(),
         }
     }
 }
 
-/// How long a client may take to finish its TLS handshake.
+/// How long a client may take to finish its TLS handshake, and then to send
+/// the HTTP/2 preface.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The connections of a gRPC listener, for tonic's `serve_with_incoming`:
@@ -336,6 +340,14 @@ const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10
 pub fn grpc_incoming(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
+) -> impl futures::Stream<Item = std::io::Result<GrpcConn>> + Send + 'static {
+    incoming_within(listener, tls, HANDSHAKE_TIMEOUT)
+}
+
+fn incoming_within(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    within: std::time::Duration,
 ) -> impl futures::Stream<Item = std::io::Result<GrpcConn>> + Send + 'static {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<GrpcConn>>(64);
     tokio::spawn(async move {
@@ -353,16 +365,18 @@ pub fn grpc_incoming(
             };
             let _ = tcp.set_nodelay(true);
             let Some(acceptor) = tls.clone() else {
-                if tx.send(Ok(GrpcConn::Plain(tcp))).await.is_err() {
+                let conn = GrpcConn::Plain(FirstBytesWithin::new(tcp, within));
+                if tx.send(Ok(conn)).await.is_err() {
                     return;
                 }
                 continue;
             };
             let tx = tx.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                match tokio::time::timeout(within, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(GrpcConn::Tls(Box::new(stream)))).await;
+                        let conn = GrpcConn::Tls(Box::new(FirstBytesWithin::new(stream, within)));
+                        let _ = tx.send(Ok(conn)).await;
                     }
                     Ok(Err(error)) => tracing::debug!(%error, %peer, "gRPC TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "gRPC TLS handshake timed out"),
@@ -388,6 +402,40 @@ pub fn reload_all() -> Vec<(PathBuf, Result<(), TlsSetupError>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn grpc_connections_must_send_the_preface_in_time() {
+        use futures::StreamExt;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let within = std::time::Duration::from_millis(200);
+        let mut incoming = Box::pin(incoming_within(listener, None, within));
+        // Silent: the server's read of the preface fails at the deadline.
+        let _silent = TcpStream::connect(addr).await.unwrap();
+        let mut conn = incoming.next().await.unwrap().unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 24];
+        let err = conn.read_exact(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        // The preface in time: read whole, and the connection then waits
+        // for frames as long as the client likes.
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(crate::first_bytes::H2_PREFACE)
+            .await
+            .unwrap();
+        let mut conn = incoming.next().await.unwrap().unwrap();
+        conn.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, crate::first_bytes::H2_PREFACE);
+        tokio::time::sleep(within * 2).await;
+        client.write_all(b"frame").await.unwrap();
+        let mut frame = [0u8; 5];
+        conn.read_exact(&mut frame).await.unwrap();
+        assert_eq!(&frame, b"frame");
+    }
 
     /// `C=DE, O=Acme Inc, OU=Firewalls, CN=fw01.acme.example` (openssl
     /// req, self-signed P-256).

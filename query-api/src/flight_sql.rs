@@ -733,7 +733,11 @@ where
     IO::ConnectInfo: Clone + Send + Sync + 'static,
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    // As on the HTTP listener's HTTP/2: a peer that stops answering pings
+    // (gone, or a client that opened a connection and left it) is closed.
     tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
         .add_service(service.into_service())
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
