@@ -168,12 +168,13 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
             let flight_addr = listener.local_addr()?;
             let service = query_api::flight_sql::FlightSql::new(state)?;
             let stop = stop_flight.clone();
+            let caps = grpc_caps(&config);
             info!(addr = %flight_addr, "Flight SQL serving");
             // Machine-readable, like the ready line below (which stays last).
             println!("securenet ready flight_sql={flight_addr}");
             Some(tokio::spawn(async move {
                 let stopped = async move { stop.cancelled().await };
-                let incoming = ingest::tls::grpc_incoming(listener, grpc_tls);
+                let incoming = ingest::tls::grpc_incoming(listener, grpc_tls, caps);
                 if let Err(error) = query_api::flight_sql::serve(incoming, service, stopped).await {
                     tracing::error!(%error, "Flight SQL listener failed");
                 }
@@ -579,9 +580,10 @@ impl IngestRole {
             let stop = stop_listeners.clone();
             let stopped = async move { stop.cancelled().await };
             let state = state.clone();
+            let caps = grpc_caps(config);
             listeners.spawn(async move {
                 if let Err(error) =
-                    ingest::otlp::grpc::serve(listener, grpc_tls, state, stopped).await
+                    ingest::otlp::grpc::serve(listener, grpc_tls, caps, state, stopped).await
                 {
                     tracing::error!(%error, "OTLP/gRPC listener failed");
                 }
@@ -934,4 +936,13 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
             _ = terminate.recv() => {},
         }
     })
+}
+
+/// The gRPC listeners take the HTTP listener's connection caps, each
+/// counted on its own.
+fn grpc_caps(config: &Config) -> ingest::tls::GrpcCaps {
+    ingest::tls::GrpcCaps {
+        total: crate::http_server::effective_max_connections(config.http.max_connections),
+        per_ip: config.http.max_connections_per_ip,
+    }
 }

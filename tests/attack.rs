@@ -655,45 +655,72 @@ async fn idle_and_slow_clients_cannot_exhaust_the_server() {
     assert_eq!(statuses[11], 429, "{statuses:?}");
 }
 
-/// The gRPC listeners (Flight SQL, OTLP/gRPC) close a connection that
-/// sends nothing within the handshake timeout (10 s), while clients that
-/// speak keep working beside it.
+/// The gRPC listeners (Flight SQL, OTLP/gRPC) take the HTTP listener's
+/// per-address cap (a connection over it is closed at once) and close a
+/// connection that sends nothing within the handshake timeout (10 s).
 #[tokio::test]
-async fn silent_connections_to_the_grpc_listeners_are_closed() {
+async fn grpc_listeners_cap_connections_and_close_silent_ones() {
     let env = Env::new()
         .set("SECURENET_API__FLIGHT_SQL__LISTEN", "127.0.0.1:0")
-        .set("SECURENET_INGEST__OTLP__GRPC_LISTEN", "127.0.0.1:0");
+        .set("SECURENET_INGEST__OTLP__GRPC_LISTEN", "127.0.0.1:0")
+        .set("SECURENET_HTTP__MAX_CONNECTIONS_PER_IP", "2");
     let server = env.serve();
-    let silent: Vec<TcpStream> = ["flight_sql", "otlp_grpc"]
-        .iter()
-        .map(|name| TcpStream::connect(server.listener(name)).unwrap())
-        .collect();
     let opened = Instant::now();
-    for mut conn in silent {
-        conn.set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let mut buf = [0u8; 64];
-        // Closed: EOF or a reset, not a read that waits out its timeout.
-        let closed = loop {
-            match std::io::Read::read(&mut conn, &mut buf) {
-                Ok(0) => break true,
-                Ok(_) => continue,
-                Err(e) => {
-                    break !matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    );
-                }
-            }
-        };
-        assert!(closed, "still open after {:?}", opened.elapsed());
+    let mut silent = Vec::new();
+    for name in ["flight_sql", "otlp_grpc"] {
+        let addr = server.listener(name);
+        silent.push(TcpStream::connect(addr).unwrap());
+        silent.push(TcpStream::connect(addr).unwrap());
+        let mut over = TcpStream::connect(addr).unwrap();
+        assert!(
+            closed_within(&mut over, Duration::from_secs(5)),
+            "{name}: the third connection from one address was left open"
+        );
+        assert!(
+            opened.elapsed() < Duration::from_secs(8),
+            "{name}: closed only after {:?}, not at once",
+            opened.elapsed()
+        );
+    }
+    for conn in &mut silent {
+        assert!(
+            closed_within(conn, Duration::from_secs(30)),
+            "a silent connection was still open after {:?}",
+            opened.elapsed()
+        );
     }
     assert!(
         opened.elapsed() < Duration::from_secs(20),
-        "closed only after {:?}",
+        "silent connections closed only after {:?}",
         opened.elapsed()
     );
+    // Their places came back.
+    for name in ["flight_sql", "otlp_grpc"] {
+        let mut again = TcpStream::connect(server.listener(name)).unwrap();
+        assert!(
+            !closed_within(&mut again, Duration::from_millis(500)),
+            "{name}: a new connection was refused after the silent ones closed"
+        );
+    }
     assert!(health_ok(&server).await);
+}
+
+/// Whether the peer closes `conn` (EOF or a reset) within `wait`.
+fn closed_within(conn: &mut TcpStream, wait: Duration) -> bool {
+    conn.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 64];
+    loop {
+        match std::io::Read::read(conn, &mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                );
+            }
+        }
+    }
 }
 
 /// Numbers from a request never overflow: extreme values are 400s.

@@ -253,10 +253,69 @@ impl<T: Clone> SubjectRules<T> {
 
 /// A connection of a gRPC listener (OTLP/gRPC, Flight SQL): plain TCP, or
 /// TLS with the handshake done; either way its HTTP/2 preface must arrive
-/// within [`HANDSHAKE_TIMEOUT`] ([`FirstBytesWithin`]).
-pub enum GrpcConn {
+/// within [`HANDSHAKE_TIMEOUT`] ([`FirstBytesWithin`]), and it holds its
+/// place under the listener's [`GrpcCaps`] until it closes.
+pub struct GrpcConn {
+    io: GrpcIo,
+    _slot: Slot,
+}
+
+enum GrpcIo {
     Plain(FirstBytesWithin<TcpStream>),
     Tls(Box<FirstBytesWithin<tokio_rustls::server::TlsStream<TcpStream>>>),
+}
+
+/// Open connections a gRPC listener takes at most, from all clients and
+/// from one address (the HTTP listener's `http.max_connections` and
+/// `http.max_connections_per_ip`, counted per listener). A connection over
+/// either is closed at once: HTTP/2 has nothing to answer before the
+/// client's preface, so there is no `503` to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcCaps {
+    pub total: usize,
+    pub per_ip: usize,
+}
+
+#[derive(Default)]
+struct Open {
+    total: usize,
+    by_ip: std::collections::HashMap<std::net::IpAddr, usize>,
+}
+
+/// A connection's place under the caps, given back when it is dropped.
+struct Slot {
+    open: Arc<Mutex<Open>>,
+    ip: std::net::IpAddr,
+}
+
+impl Slot {
+    /// A place for a connection from `ip`, unless a cap is reached.
+    fn take(open: &Arc<Mutex<Open>>, caps: GrpcCaps, ip: std::net::IpAddr) -> Option<Slot> {
+        let mut o = open.lock().unwrap_or_else(|p| p.into_inner());
+        let from_ip = o.by_ip.get(&ip).copied().unwrap_or(0);
+        if o.total >= caps.total || from_ip >= caps.per_ip {
+            return None;
+        }
+        o.total += 1;
+        *o.by_ip.entry(ip).or_default() += 1;
+        Some(Slot {
+            open: open.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut o = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        o.total = o.total.saturating_sub(1);
+        if let Some(n) = o.by_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                o.by_ip.remove(&self.ip);
+            }
+        }
+    }
 }
 
 impl AsyncRead for GrpcConn {
@@ -265,9 +324,9 @@ impl AsyncRead for GrpcConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            GrpcConn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            GrpcConn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        match &mut self.get_mut().io {
+            GrpcIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            GrpcIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -278,9 +337,9 @@ impl AsyncWrite for GrpcConn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            GrpcConn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            GrpcConn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        match &mut self.get_mut().io {
+            GrpcIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            GrpcIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -289,30 +348,30 @@ impl AsyncWrite for GrpcConn {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            GrpcConn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            GrpcConn::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        match &mut self.get_mut().io {
+            GrpcIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            GrpcIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
-        match self {
-            GrpcConn::Plain(s) => s.is_write_vectored(),
-            GrpcConn::Tls(s) => s.is_write_vectored(),
+        match &self.io {
+            GrpcIo::Plain(s) => s.is_write_vectored(),
+            GrpcIo::Tls(s) => s.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            GrpcConn::Plain(s) => Pin::new(s).poll_flush(cx),
-            GrpcConn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        match &mut self.get_mut().io {
+            GrpcIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            GrpcIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            GrpcConn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            GrpcConn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        match &mut self.get_mut().io {
+            GrpcIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            GrpcIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -322,9 +381,9 @@ impl tonic::transport::server::Connected for GrpcConn {
     type ConnectInfo = Option<std::net::SocketAddr>;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        match self {
-            GrpcConn::Plain(s) => s.get_ref().peer_addr().ok(),
-            GrpcConn::Tls(s) => s.get_ref().get_ref().0.peer_addr().ok(),
+        match &self.io {
+            GrpcIo::Plain(s) => s.get_ref().peer_addr().ok(),
+            GrpcIo::Tls(s) => s.get_ref().get_ref().0.peer_addr().ok(),
         }
     }
 }
@@ -340,16 +399,19 @@ const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10
 pub fn grpc_incoming(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    caps: GrpcCaps,
 ) -> impl futures::Stream<Item = std::io::Result<GrpcConn>> + Send + 'static {
-    incoming_within(listener, tls, HANDSHAKE_TIMEOUT)
+    incoming_within(listener, tls, caps, HANDSHAKE_TIMEOUT)
 }
 
 fn incoming_within(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    caps: GrpcCaps,
     within: std::time::Duration,
 ) -> impl futures::Stream<Item = std::io::Result<GrpcConn>> + Send + 'static {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<GrpcConn>>(64);
+    let open = Arc::new(Mutex::new(Open::default()));
     tokio::spawn(async move {
         loop {
             let (tcp, peer) = tokio::select! {
@@ -363,9 +425,16 @@ fn incoming_within(
                     }
                 },
             };
+            let Some(slot) = Slot::take(&open, caps, peer.ip()) else {
+                tracing::debug!(%peer, ?caps, "gRPC connection over a cap closed");
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let Some(acceptor) = tls.clone() else {
-                let conn = GrpcConn::Plain(FirstBytesWithin::new(tcp, within));
+                let conn = GrpcConn {
+                    io: GrpcIo::Plain(FirstBytesWithin::new(tcp, within)),
+                    _slot: slot,
+                };
                 if tx.send(Ok(conn)).await.is_err() {
                     return;
                 }
@@ -375,7 +444,10 @@ fn incoming_within(
             tokio::spawn(async move {
                 match tokio::time::timeout(within, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let conn = GrpcConn::Tls(Box::new(FirstBytesWithin::new(stream, within)));
+                        let conn = GrpcConn {
+                            io: GrpcIo::Tls(Box::new(FirstBytesWithin::new(stream, within))),
+                            _slot: slot,
+                        };
                         let _ = tx.send(Ok(conn)).await;
                     }
                     Ok(Err(error)) => tracing::debug!(%error, %peer, "gRPC TLS handshake failed"),
@@ -404,6 +476,63 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn grpc_connections_over_a_cap_are_closed_and_their_places_come_back() {
+        use futures::StreamExt;
+        use tokio::io::AsyncReadExt;
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let caps = GrpcCaps {
+            total: 3,
+            per_ip: 2,
+        };
+        let within = std::time::Duration::from_secs(60);
+        let mut incoming = Box::pin(incoming_within(listener, None, caps, within));
+        let _a = TcpStream::connect(addr).await.unwrap();
+        let first = incoming.next().await.unwrap().unwrap();
+        let _b = TcpStream::connect(addr).await.unwrap();
+        let _second = incoming.next().await.unwrap().unwrap();
+        // A third from the same address: closed at once, never handed over.
+        let mut over = TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 8];
+        let read = tokio::time::timeout(std::time::Duration::from_secs(2), over.read(&mut buf))
+            .await
+            .expect("the connection over the cap was left open");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        // One closes: the next connection gets its place.
+        drop(first);
+        let mut next = TcpStream::connect(addr).await.unwrap();
+        let handed = tokio::time::timeout(std::time::Duration::from_secs(2), incoming.next())
+            .await
+            .expect("no place came back");
+        let _kept = handed.unwrap().unwrap();
+        let still_open =
+            tokio::time::timeout(std::time::Duration::from_millis(200), next.read(&mut buf)).await;
+        assert!(still_open.is_err(), "the admitted connection was closed");
+    }
+
+    #[test]
+    fn slots_count_per_address_and_in_total() {
+        let open = Arc::new(Mutex::new(Open::default()));
+        let caps = GrpcCaps {
+            total: 3,
+            per_ip: 2,
+        };
+        let a: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let b: std::net::IpAddr = "10.0.0.2".parse().unwrap();
+        let a1 = Slot::take(&open, caps, a).unwrap();
+        let _a2 = Slot::take(&open, caps, a).unwrap();
+        assert!(Slot::take(&open, caps, a).is_none(), "per address");
+        let _b1 = Slot::take(&open, caps, b).unwrap();
+        assert!(Slot::take(&open, caps, b).is_none(), "in total");
+        drop(a1);
+        let _b2 = Slot::take(&open, caps, b).unwrap();
+        let o = open.lock().unwrap();
+        assert_eq!(o.total, 3);
+        assert_eq!(o.by_ip[&a], 1);
+    }
+
+    #[tokio::test]
     async fn grpc_connections_must_send_the_preface_in_time() {
         use futures::StreamExt;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -411,7 +540,11 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let within = std::time::Duration::from_millis(200);
-        let mut incoming = Box::pin(incoming_within(listener, None, within));
+        let caps = GrpcCaps {
+            total: 100,
+            per_ip: 100,
+        };
+        let mut incoming = Box::pin(incoming_within(listener, None, caps, within));
         // Silent: the server's read of the preface fails at the deadline.
         let _silent = TcpStream::connect(addr).await.unwrap();
         let mut conn = incoming.next().await.unwrap().unwrap();
