@@ -35,9 +35,8 @@
 //! The peer address is given to handlers as [`axum::extract::ConnectInfo`]
 //! (sign-in throttling per address uses it).
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -46,6 +45,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
+use ingest::conn_caps::{ConnectionCaps, ConnectionMetrics, OpenConnections, Refusal};
 use ingest::first_bytes::FirstBytesWithin;
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use serde::{Deserialize, Serialize};
@@ -163,40 +163,19 @@ impl HttpMetrics {
             ),
             &["reason"],
         )?;
-        for reason in ["max_connections", "max_connections_per_ip"] {
-            refused.with_label_values(&[reason]);
+        for reason in Refusal::ALL {
+            refused.with_label_values(&[reason.as_str()]);
         }
         registry.register(Box::new(open.clone()))?;
         registry.register(Box::new(refused.clone()))?;
         Ok(Self { open, refused })
     }
-}
 
-/// Open connections per address, and in all.
-#[derive(Default)]
-struct Counts {
-    total: usize,
-    by_ip: HashMap<IpAddr, usize>,
-}
-
-/// Releases a connection's place in [`Counts`] when dropped.
-struct Admitted {
-    counts: Arc<Mutex<Counts>>,
-    ip: IpAddr,
-    gauge: IntGauge,
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        c.total -= 1;
-        if let Some(n) = c.by_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                c.by_ip.remove(&self.ip);
-            }
+    fn connections(&self) -> ConnectionMetrics {
+        ConnectionMetrics {
+            open: self.open.clone(),
+            refused: Refusal::ALL.map(|r| self.refused.with_label_values(&[r.as_str()])),
         }
-        self.gauge.dec();
     }
 }
 
@@ -235,7 +214,13 @@ pub async fn serve(
         .max_concurrent_streams(64);
     let builder = Arc::new(builder);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let counts = Arc::new(Mutex::new(Counts::default()));
+    let open = OpenConnections::new(
+        ConnectionCaps {
+            total: max_connections,
+            per_ip: limits.max_connections_per_ip,
+        },
+        Some(metrics.connections()),
+    );
     let mut refusals = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -253,29 +238,10 @@ pub async fn serve(
                 continue;
             }
         };
-        let admitted = {
-            let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
-            let from_ip = c.by_ip.get(&peer.ip()).copied().unwrap_or(0);
-            if c.total >= max_connections {
-                Err("max_connections")
-            } else if from_ip >= limits.max_connections_per_ip {
-                Err("max_connections_per_ip")
-            } else {
-                c.total += 1;
-                *c.by_ip.entry(peer.ip()).or_default() += 1;
-                metrics.open.inc();
-                Ok(Admitted {
-                    counts: counts.clone(),
-                    ip: peer.ip(),
-                    gauge: metrics.open.clone(),
-                })
-            }
-        };
-        let admitted = match admitted {
-            Ok(a) => a,
-            Err(reason) => {
-                metrics.refused.with_label_values(&[reason]).inc();
-                debug!(%peer, reason, "connection refused");
+        let admitted = match open.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                debug!(%peer, reason = refusal.as_str(), "connection refused");
                 refusals.spawn(refuse(stream));
                 continue;
             }

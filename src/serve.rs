@@ -84,6 +84,7 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
     }
     let registry = prometheus::Registry::new();
     let metrics = PipelineMetrics::new(&registry)?;
+    let grpc_connections = GrpcConnections::new(&registry)?;
     let lake = config.lake()?;
 
     // Start: what writes (sinks, detector, maintenance), the bus between
@@ -112,9 +113,17 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
     };
     let grpc_tls = acceptor(&[b"h2"])?;
     let ingest = match (role.ingests(), &bus.producer) {
-        (true, Some(producer)) => {
-            Some(IngestRole::start(&config, &store, producer, &registry, grpc_tls.clone()).await?)
-        }
+        (true, Some(producer)) => Some(
+            IngestRole::start(
+                &config,
+                &store,
+                producer,
+                &registry,
+                grpc_tls.clone(),
+                &grpc_connections,
+            )
+            .await?,
+        ),
         _ => None,
     };
     let sinks = pipeline.as_ref().map_or(&[][..], |p| &p.sinks[..]);
@@ -168,13 +177,13 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
             let flight_addr = listener.local_addr()?;
             let service = query_api::flight_sql::FlightSql::new(state)?;
             let stop = stop_flight.clone();
-            let caps = grpc_caps(&config);
+            let open = grpc_connections.listener(&config, "flight_sql");
             info!(addr = %flight_addr, "Flight SQL serving");
             // Machine-readable, like the ready line below (which stays last).
             println!("securenet ready flight_sql={flight_addr}");
             Some(tokio::spawn(async move {
                 let stopped = async move { stop.cancelled().await };
-                let incoming = ingest::tls::grpc_incoming(listener, grpc_tls, caps);
+                let incoming = ingest::tls::grpc_incoming(listener, grpc_tls, open);
                 if let Err(error) = query_api::flight_sql::serve(incoming, service, stopped).await {
                     tracing::error!(%error, "Flight SQL listener failed");
                 }
@@ -533,6 +542,7 @@ impl IngestRole {
         producer: &Arc<dyn BusProducer>,
         registry: &prometheus::Registry,
         grpc_tls: Option<tokio_rustls::TlsAcceptor>,
+        grpc_connections: &GrpcConnections,
     ) -> anyhow::Result<Self> {
         let ingest_metrics = ingest::IngestMetrics::new(registry)?;
         let (batcher, batcher_task) = Batcher::start(
@@ -580,10 +590,10 @@ impl IngestRole {
             let stop = stop_listeners.clone();
             let stopped = async move { stop.cancelled().await };
             let state = state.clone();
-            let caps = grpc_caps(config);
+            let open = grpc_connections.listener(config, "otlp_grpc");
             listeners.spawn(async move {
                 if let Err(error) =
-                    ingest::otlp::grpc::serve(listener, grpc_tls, caps, state, stopped).await
+                    ingest::otlp::grpc::serve(listener, grpc_tls, open, state, stopped).await
                 {
                     tracing::error!(%error, "OTLP/gRPC listener failed");
                 }
@@ -938,11 +948,50 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-/// The gRPC listeners take the HTTP listener's connection caps, each
-/// counted on its own.
-fn grpc_caps(config: &Config) -> ingest::tls::GrpcCaps {
-    ingest::tls::GrpcCaps {
-        total: crate::http_server::effective_max_connections(config.http.max_connections),
-        per_ip: config.http.max_connections_per_ip,
+/// The gRPC listeners' connections in the metrics, by listener
+/// (`flight_sql`, `otlp_grpc`), as the HTTP listener's are.
+#[derive(Clone)]
+struct GrpcConnections {
+    open: prometheus::IntGaugeVec,
+    refused: prometheus::IntCounterVec,
+}
+
+impl GrpcConnections {
+    fn new(registry: &prometheus::Registry) -> prometheus::Result<Self> {
+        let open = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new(
+                "securenet_grpc_connections",
+                "Open connections of a gRPC listener",
+            ),
+            &["listener"],
+        )?;
+        let refused = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "securenet_grpc_connections_refused_total",
+                "gRPC connections closed at accept, by listener and the cap they hit",
+            ),
+            &["listener", "reason"],
+        )?;
+        registry.register(Box::new(open.clone()))?;
+        registry.register(Box::new(refused.clone()))?;
+        Ok(Self { open, refused })
+    }
+
+    /// `listener`'s connections under the HTTP listener's caps
+    /// (`http.max_connections`, `http.max_connections_per_ip`), counted on
+    /// their own.
+    fn listener(&self, config: &Config, listener: &str) -> Arc<ingest::conn_caps::OpenConnections> {
+        use ingest::conn_caps::{ConnectionCaps, ConnectionMetrics, OpenConnections, Refusal};
+        let metrics = ConnectionMetrics {
+            open: self.open.with_label_values(&[listener]),
+            refused: Refusal::ALL.map(|r| self.refused.with_label_values(&[listener, r.as_str()])),
+        };
+        OpenConnections::new(
+            ConnectionCaps {
+                total: crate::http_server::effective_max_connections(config.http.max_connections),
+                per_ip: config.http.max_connections_per_ip,
+            },
+            Some(metrics),
+        )
     }
 }

@@ -695,14 +695,24 @@ async fn grpc_listeners_cap_connections_and_close_silent_ones() {
         opened.elapsed()
     );
     // Their places came back.
+    let mut again = Vec::new();
     for name in ["flight_sql", "otlp_grpc"] {
-        let mut again = TcpStream::connect(server.listener(name)).unwrap();
+        let mut conn = TcpStream::connect(server.listener(name)).unwrap();
         assert!(
-            !closed_within(&mut again, Duration::from_millis(500)),
+            !closed_within(&mut conn, Duration::from_millis(500)),
             "{name}: a new connection was refused after the silent ones closed"
         );
+        again.push(conn);
     }
     assert!(health_ok(&server).await);
+    for name in ["flight_sql", "otlp_grpc"] {
+        let refused = format!(
+            r#"securenet_grpc_connections_refused_total{{listener="{name}",reason="max_connections_per_ip"}}"#
+        );
+        assert_eq!(metric(&server, &refused).await, 1.0, "{name}");
+        let open = format!(r#"securenet_grpc_connections{{listener="{name}"}}"#);
+        assert_eq!(metric(&server, &open).await, 1.0, "{name}");
+    }
 }
 
 /// Whether the peer closes `conn` (EOF or a reset) within `wait`.

@@ -22,6 +22,7 @@
 
 pub mod batcher;
 mod config;
+pub mod conn_caps;
 mod error;
 pub mod first_bytes;
 pub mod fluent;

@@ -25,6 +25,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::conn_caps::{OpenConnections, Slot};
 use crate::first_bytes::FirstBytesWithin;
 
 /// Why a certificate could not be loaded.
@@ -254,7 +255,7 @@ impl<T: Clone> SubjectRules<T> {
 /// A connection of a gRPC listener (OTLP/gRPC, Flight SQL): plain TCP, or
 /// TLS with the handshake done; either way its HTTP/2 preface must arrive
 /// within [`HANDSHAKE_TIMEOUT`] ([`FirstBytesWithin`]), and it holds its
-/// place under the listener's [`GrpcCaps`] until it closes.
+/// place under the listener's caps until it closes.
 pub struct GrpcConn {
     io: GrpcIo,
     _slot: Slot,
@@ -263,59 +264,6 @@ pub struct GrpcConn {
 enum GrpcIo {
     Plain(FirstBytesWithin<TcpStream>),
     Tls(Box<FirstBytesWithin<tokio_rustls::server::TlsStream<TcpStream>>>),
-}
-
-/// Open connections a gRPC listener takes at most, from all clients and
-/// from one address (the HTTP listener's `http.max_connections` and
-/// `http.max_connections_per_ip`, counted per listener). A connection over
-/// either is closed at once: HTTP/2 has nothing to answer before the
-/// client's preface, so there is no `503` to send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GrpcCaps {
-    pub total: usize,
-    pub per_ip: usize,
-}
-
-#[derive(Default)]
-struct Open {
-    total: usize,
-    by_ip: std::collections::HashMap<std::net::IpAddr, usize>,
-}
-
-/// A connection's place under the caps, given back when it is dropped.
-struct Slot {
-    open: Arc<Mutex<Open>>,
-    ip: std::net::IpAddr,
-}
-
-impl Slot {
-    /// A place for a connection from `ip`, unless a cap is reached.
-    fn take(open: &Arc<Mutex<Open>>, caps: GrpcCaps, ip: std::net::IpAddr) -> Option<Slot> {
-        let mut o = open.lock().unwrap_or_else(|p| p.into_inner());
-        let from_ip = o.by_ip.get(&ip).copied().unwrap_or(0);
-        if o.total >= caps.total || from_ip >= caps.per_ip {
-            return None;
-        }
-        o.total += 1;
-        *o.by_ip.entry(ip).or_default() += 1;
-        Some(Slot {
-            open: open.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut o = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        o.total = o.total.saturating_sub(1);
-        if let Some(n) = o.by_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                o.by_ip.remove(&self.ip);
-            }
-        }
-    }
 }
 
 impl AsyncRead for GrpcConn {
@@ -393,25 +341,26 @@ impl tonic::transport::server::Connected for GrpcConn {
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The connections of a gRPC listener, for tonic's `serve_with_incoming`:
-/// accepted here, and with `tls` each handshake done in a task of its own
-/// (a client that stalls its handshake holds up no one else); a failed
-/// handshake is dropped. The accept loop ends with the server.
+/// accepted here while `open`'s caps hold (a connection over one is closed
+/// at once: HTTP/2 has nothing to answer before the client's preface, so
+/// there is no `503` to send), and with `tls` each handshake done in a task
+/// of its own (a client that stalls its handshake holds up no one else); a
+/// failed handshake is dropped. The accept loop ends with the server.
 pub fn grpc_incoming(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    caps: GrpcCaps,
+    open: Arc<OpenConnections>,
 ) -> impl futures::Stream<Item = std::io::Result<GrpcConn>> + Send + 'static {
-    incoming_within(listener, tls, caps, HANDSHAKE_TIMEOUT)
+    incoming_within(listener, tls, open, HANDSHAKE_TIMEOUT)
 }
 
 fn incoming_within(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    caps: GrpcCaps,
+    open: Arc<OpenConnections>,
     within: std::time::Duration,
 ) -> impl futures::Stream<Item = std::io::Result<GrpcConn>> + Send + 'static {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<GrpcConn>>(64);
-    let open = Arc::new(Mutex::new(Open::default()));
     tokio::spawn(async move {
         loop {
             let (tcp, peer) = tokio::select! {
@@ -425,9 +374,13 @@ fn incoming_within(
                     }
                 },
             };
-            let Some(slot) = Slot::take(&open, caps, peer.ip()) else {
-                tracing::debug!(%peer, ?caps, "gRPC connection over a cap closed");
-                continue;
+            let slot = match open.admit(peer.ip()) {
+                Ok(slot) => slot,
+                Err(refusal) => {
+                    let reason = refusal.as_str();
+                    tracing::debug!(%peer, reason, "gRPC connection over a cap closed");
+                    continue;
+                }
             };
             let _ = tcp.set_nodelay(true);
             let Some(acceptor) = tls.clone() else {
@@ -482,12 +435,15 @@ mod tests {
 
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let caps = GrpcCaps {
-            total: 3,
-            per_ip: 2,
-        };
+        let open = OpenConnections::new(
+            crate::conn_caps::ConnectionCaps {
+                total: 3,
+                per_ip: 2,
+            },
+            None,
+        );
         let within = std::time::Duration::from_secs(60);
-        let mut incoming = Box::pin(incoming_within(listener, None, caps, within));
+        let mut incoming = Box::pin(incoming_within(listener, None, open, within));
         let _a = TcpStream::connect(addr).await.unwrap();
         let first = incoming.next().await.unwrap().unwrap();
         let _b = TcpStream::connect(addr).await.unwrap();
@@ -511,27 +467,6 @@ mod tests {
         assert!(still_open.is_err(), "the admitted connection was closed");
     }
 
-    #[test]
-    fn slots_count_per_address_and_in_total() {
-        let open = Arc::new(Mutex::new(Open::default()));
-        let caps = GrpcCaps {
-            total: 3,
-            per_ip: 2,
-        };
-        let a: std::net::IpAddr = "10.0.0.1".parse().unwrap();
-        let b: std::net::IpAddr = "10.0.0.2".parse().unwrap();
-        let a1 = Slot::take(&open, caps, a).unwrap();
-        let _a2 = Slot::take(&open, caps, a).unwrap();
-        assert!(Slot::take(&open, caps, a).is_none(), "per address");
-        let _b1 = Slot::take(&open, caps, b).unwrap();
-        assert!(Slot::take(&open, caps, b).is_none(), "in total");
-        drop(a1);
-        let _b2 = Slot::take(&open, caps, b).unwrap();
-        let o = open.lock().unwrap();
-        assert_eq!(o.total, 3);
-        assert_eq!(o.by_ip[&a], 1);
-    }
-
     #[tokio::test]
     async fn grpc_connections_must_send_the_preface_in_time() {
         use futures::StreamExt;
@@ -540,11 +475,14 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let within = std::time::Duration::from_millis(200);
-        let caps = GrpcCaps {
-            total: 100,
-            per_ip: 100,
-        };
-        let mut incoming = Box::pin(incoming_within(listener, None, caps, within));
+        let open = OpenConnections::new(
+            crate::conn_caps::ConnectionCaps {
+                total: 100,
+                per_ip: 100,
+            },
+            None,
+        );
+        let mut incoming = Box::pin(incoming_within(listener, None, open, within));
         // Silent: the server's read of the preface fails at the deadline.
         let _silent = TcpStream::connect(addr).await.unwrap();
         let mut conn = incoming.next().await.unwrap().unwrap();

@@ -204,7 +204,7 @@ fn status(err: Error) -> Status {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    caps: crate::tls::GrpcCaps,
+    open: Arc<crate::conn_caps::OpenConnections>,
     state: IngestState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
@@ -223,6 +223,6 @@ pub async fn serve(
         .initial_stream_window_size(4 << 20)
         .initial_connection_window_size(8 << 20)
         .add_service(service)
-        .serve_with_incoming_shutdown(crate::tls::grpc_incoming(listener, tls, caps), shutdown)
+        .serve_with_incoming_shutdown(crate::tls::grpc_incoming(listener, tls, open), shutdown)
         .await
 }
