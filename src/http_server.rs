@@ -13,8 +13,8 @@
 //!   also the idle timeout. hyper's timer starts only once hyper-util has
 //!   read the first bytes to tell HTTP/1 from HTTP/2, which it waits for
 //!   without a limit: a client that connected and sent nothing held its
-//!   slot until it went away. [`ingest::first_bytes::FirstBytesWithin`] gives those first bytes
-//!   the same timeout.
+//!   slot until it went away. [`ingest::first_bytes::FirstBytesWithin`]
+//!   gives those first bytes the same timeout.
 //! - **Body read timeout** (`http.body_read_timeout_ms`): a body must
 //!   arrive within it once the head is in (slow uploads get 408).
 //! - **Connection caps**: at most `http.max_connections` open connections

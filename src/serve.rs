@@ -84,7 +84,13 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
     }
     let registry = prometheus::Registry::new();
     let metrics = PipelineMetrics::new(&registry)?;
-    let grpc_connections = GrpcConnections::new(&registry)?;
+    // The connection caps every listener takes, bounded by the
+    // file-descriptor limit once (that bound logs when it lowers the cap).
+    let caps = ingest::conn_caps::ConnectionCaps {
+        total: crate::http_server::effective_max_connections(config.http.max_connections),
+        per_ip: config.http.max_connections_per_ip,
+    };
+    let grpc_connections = GrpcConnections::new(&registry, caps)?;
     let lake = config.lake()?;
 
     // Start: what writes (sinks, detector, maintenance), the bus between
@@ -177,7 +183,7 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
             let flight_addr = listener.local_addr()?;
             let service = query_api::flight_sql::FlightSql::new(state)?;
             let stop = stop_flight.clone();
-            let open = grpc_connections.listener(&config, "flight_sql");
+            let open = grpc_connections.listener("flight_sql");
             info!(addr = %flight_addr, "Flight SQL serving");
             // Machine-readable, like the ready line below (which stays last).
             println!("securenet ready flight_sql={flight_addr}");
@@ -205,7 +211,10 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
     crate::http_server::serve(
         listener,
         app,
-        config.http.clone(),
+        crate::http_server::HttpConfig {
+            max_connections: caps.total,
+            ..config.http.clone()
+        },
         tls,
         http_metrics,
         shutdown,
@@ -590,7 +599,7 @@ impl IngestRole {
             let stop = stop_listeners.clone();
             let stopped = async move { stop.cancelled().await };
             let state = state.clone();
-            let open = grpc_connections.listener(config, "otlp_grpc");
+            let open = grpc_connections.listener("otlp_grpc");
             listeners.spawn(async move {
                 if let Err(error) =
                     ingest::otlp::grpc::serve(listener, grpc_tls, open, state, stopped).await
@@ -952,12 +961,16 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 /// (`flight_sql`, `otlp_grpc`), as the HTTP listener's are.
 #[derive(Clone)]
 struct GrpcConnections {
+    caps: ingest::conn_caps::ConnectionCaps,
     open: prometheus::IntGaugeVec,
     refused: prometheus::IntCounterVec,
 }
 
 impl GrpcConnections {
-    fn new(registry: &prometheus::Registry) -> prometheus::Result<Self> {
+    fn new(
+        registry: &prometheus::Registry,
+        caps: ingest::conn_caps::ConnectionCaps,
+    ) -> prometheus::Result<Self> {
         let open = prometheus::IntGaugeVec::new(
             prometheus::Opts::new(
                 "securenet_grpc_connections",
@@ -974,24 +987,22 @@ impl GrpcConnections {
         )?;
         registry.register(Box::new(open.clone()))?;
         registry.register(Box::new(refused.clone()))?;
-        Ok(Self { open, refused })
+        Ok(Self {
+            caps,
+            open,
+            refused,
+        })
     }
 
     /// `listener`'s connections under the HTTP listener's caps
     /// (`http.max_connections`, `http.max_connections_per_ip`), counted on
     /// their own.
-    fn listener(&self, config: &Config, listener: &str) -> Arc<ingest::conn_caps::OpenConnections> {
-        use ingest::conn_caps::{ConnectionCaps, ConnectionMetrics, OpenConnections, Refusal};
+    fn listener(&self, listener: &str) -> Arc<ingest::conn_caps::OpenConnections> {
+        use ingest::conn_caps::{ConnectionMetrics, OpenConnections, Refusal};
         let metrics = ConnectionMetrics {
             open: self.open.with_label_values(&[listener]),
             refused: Refusal::ALL.map(|r| self.refused.with_label_values(&[listener, r.as_str()])),
         };
-        OpenConnections::new(
-            ConnectionCaps {
-                total: crate::http_server::effective_max_connections(config.http.max_connections),
-                per_ip: config.http.max_connections_per_ip,
-            },
-            Some(metrics),
-        )
+        OpenConnections::new(self.caps, Some(metrics))
     }
 }
