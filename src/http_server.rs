@@ -209,8 +209,8 @@ pub async fn serve(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_interval(ingest::tls::H2_KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(ingest::tls::H2_KEEPALIVE_TIMEOUT)
         .max_concurrent_streams(64);
     let builder = Arc::new(builder);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();

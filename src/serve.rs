@@ -190,7 +190,14 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
             Some(tokio::spawn(async move {
                 let stopped = async move { stop.cancelled().await };
                 let incoming = ingest::tls::grpc_incoming(listener, grpc_tls, open);
-                if let Err(error) = query_api::flight_sql::serve(incoming, service, stopped).await {
+                if let Err(error) = query_api::flight_sql::serve(
+                    ingest::tls::grpc_server(),
+                    incoming,
+                    service,
+                    stopped,
+                )
+                .await
+                {
                     tracing::error!(%error, "Flight SQL listener failed");
                 }
             }))

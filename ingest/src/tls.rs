@@ -340,6 +340,30 @@ impl tonic::transport::server::Connected for GrpcConn {
 /// the HTTP/2 preface.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// HTTP/2 keep-alive of every listener that speaks it (the HTTP listener's
+/// HTTP/2 and the gRPC listeners): a ping after this long without frames
+/// from the peer...
+pub const H2_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// ...and the connection closed if the ping is not answered within this:
+/// a peer that vanished without a FIN (a host that crashed, a NAT that
+/// dropped the mapping) or a client that stopped reading gives its
+/// connection slot back.
+pub const H2_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The gRPC listeners' server, with the keep-alive above.
+pub fn grpc_server() -> tonic::transport::Server {
+    grpc_server_pinging(H2_KEEPALIVE_INTERVAL, H2_KEEPALIVE_TIMEOUT)
+}
+
+fn grpc_server_pinging(
+    interval: std::time::Duration,
+    timeout: std::time::Duration,
+) -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(interval))
+        .http2_keepalive_timeout(Some(timeout))
+}
+
 /// The connections of a gRPC listener, for tonic's `serve_with_incoming`:
 /// accepted here while `open`'s caps hold (a connection over one is closed
 /// at once: HTTP/2 has nothing to answer before the client's preface, so
@@ -506,6 +530,107 @@ mod tests {
         let mut frame = [0u8; 5];
         conn.read_exact(&mut frame).await.unwrap();
         assert_eq!(&frame, b"frame");
+    }
+
+    /// Reads HTTP/2 frames (type, flags, payload) from `conn` until EOF or
+    /// an error.
+    async fn frames(conn: &mut TcpStream) -> Vec<(u8, u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        let mut frames = Vec::new();
+        let mut head = [0u8; 9];
+        while conn.read_exact(&mut head).await.is_ok() {
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            if conn.read_exact(&mut payload).await.is_err() {
+                break;
+            }
+            frames.push((head[3], head[4], payload));
+        }
+        frames
+    }
+
+    const PING: u8 = 0x6;
+    const GOAWAY: u8 = 0x7;
+    const ACK: u8 = 0x1;
+
+    #[tokio::test]
+    async fn grpc_peers_that_stop_answering_pings_are_closed_and_others_kept() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let gauge = prometheus::IntGauge::new("open", "open").unwrap();
+        let metrics = crate::conn_caps::ConnectionMetrics {
+            open: gauge.clone(),
+            refused: [
+                prometheus::IntCounter::new("a", "a").unwrap(),
+                prometheus::IntCounter::new("b", "b").unwrap(),
+            ],
+        };
+        let open = OpenConnections::new(
+            crate::conn_caps::ConnectionCaps {
+                total: 10,
+                per_ip: 10,
+            },
+            Some(metrics),
+        );
+        let (interval, timeout) = (
+            std::time::Duration::from_millis(300),
+            std::time::Duration::from_millis(300),
+        );
+        let incoming = incoming_within(listener, None, open, HANDSHAKE_TIMEOUT);
+        tokio::spawn(
+            grpc_server_pinging(interval, timeout)
+                .add_routes(tonic::service::Routes::default())
+                .serve_with_incoming(incoming),
+        );
+        // An empty SETTINGS frame after the preface: a client's opening.
+        let hello: Vec<u8> = [
+            &crate::first_bytes::H2_PREFACE[..],
+            &[0, 0, 0, 0x4, 0, 0, 0, 0, 0],
+        ]
+        .concat();
+
+        // A peer that never answers: pinged, then closed, its slot freed.
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        silent.write_all(&hello).await.unwrap();
+        let started = std::time::Instant::now();
+        let seen = tokio::time::timeout(std::time::Duration::from_secs(10), frames(&mut silent))
+            .await
+            .expect("a peer that answers no ping was not closed");
+        let took = started.elapsed();
+        assert!(
+            seen.iter().any(|(t, f, _)| *t == PING && f & ACK == 0),
+            "closed without being pinged: {seen:?}"
+        );
+        assert!(seen.iter().any(|(t, _, _)| *t == GOAWAY), "{seen:?}");
+        assert!(took >= interval, "closed after {took:?}");
+
+        // A peer that answers every ping stays: three intervals and more.
+        let mut answering = TcpStream::connect(addr).await.unwrap();
+        answering.write_all(&hello).await.unwrap();
+        let until = std::time::Instant::now() + (interval + timeout) * 3;
+        let mut pings = 0;
+        let mut head = [0u8; 9];
+        while std::time::Instant::now() < until {
+            let left = until - std::time::Instant::now();
+            let Ok(read) = tokio::time::timeout(left, answering.read_exact(&mut head)).await else {
+                break;
+            };
+            read.expect("a peer that answers pings was closed");
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            answering.read_exact(&mut payload).await.unwrap();
+            assert_ne!(head[3], GOAWAY, "a peer that answers pings was sent GOAWAY");
+            if head[3] == PING && head[4] & ACK == 0 {
+                pings += 1;
+                let mut pong = vec![0, 0, 8, PING, ACK, 0, 0, 0, 0];
+                pong.extend_from_slice(&payload);
+                answering.write_all(&pong).await.unwrap();
+            }
+        }
+        assert!(pings >= 2, "pinged {pings} times in three intervals");
+        assert_eq!(gauge.get(), 1, "the silent peer's slot was not given back");
     }
 
     /// `C=DE, O=Acme Inc, OU=Firewalls, CN=fw01.acme.example` (openssl

@@ -716,8 +716,11 @@ impl FlightSqlService for FlightSql {
 }
 
 /// Serves Flight SQL on the connections of `incoming` (plain or TLS, as
-/// the caller accepts them) until `shutdown` completes.
+/// the caller accepts them) with `server`'s settings (the binary passes
+/// the gRPC listeners' own, keep-alive included) until `shutdown`
+/// completes.
 pub async fn serve<I, IO, IE>(
+    mut server: tonic::transport::Server,
     incoming: I,
     service: FlightSql,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -733,11 +736,7 @@ where
     IO::ConnectInfo: Clone + Send + Sync + 'static,
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    // As on the HTTP listener's HTTP/2: a peer that stops answering pings
-    // (gone, or a client that opened a connection and left it) is closed.
-    tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+    server
         .add_service(service.into_service())
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
