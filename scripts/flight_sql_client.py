@@ -139,6 +139,40 @@ def main():
         }
     out["pyarrow_flight"] = step(pyarrow_flight)
 
+    def bad_input():
+        """What a broken or hostile client sends: each must get an error of
+        its own, and the server must go on serving."""
+        client = fl.FlightClient(uri)
+        header = client.authenticate_basic_token(b"analyst", key.encode())
+        options = fl.FlightCallOptions(headers=[header])
+        sql_type = "type.googleapis.com/arrow.flight.protocol.sql."
+        answers = {}
+        # A ticket that is no protobuf at all.
+        answers["garbage_ticket"] = step(
+            lambda: client.do_get(fl.Ticket(b"\xff\x00 not a ticket"), options).read_all())
+        # A command of a type no Flight SQL server knows.
+        answers["unknown_command"] = step(lambda: client.get_flight_info(
+            fl.FlightDescriptor.for_command(field(1, b"type.googleapis.com/evil.Command") + field(2, b"")),
+            options))
+        # A statement ticket whose SQL is not UTF-8.
+        answers["not_utf8"] = step(lambda: client.do_get(
+            fl.Ticket(field(1, (sql_type + "TicketStatementQuery").encode()) + field(2, field(1, b"SELECT \xff\xfe"))),
+            options).read_all())
+        # Not SQL.
+        answers["syntax"] = step(lambda: client.get_flight_info(
+            fl.FlightDescriptor.for_command(statement_query("SELEC app FROM logs")), options))
+        # A statement of 5 MB: over the server's message limit.
+        answers["oversized"] = step(lambda: client.get_flight_info(
+            fl.FlightDescriptor.for_command(statement_query("SELECT 1 -- " + "x" * (5 << 20))), options))
+        # And then an ordinary query on the same connection.
+        answers["then"] = step(lambda: client.do_get(
+            client.get_flight_info(
+                fl.FlightDescriptor.for_command(statement_query("SELECT count(*) AS n FROM logs")),
+                options).endpoints[0].ticket,
+            options).read_all().to_pylist())
+        return answers
+    out["bad_input"] = step(bad_input)
+
     print(json.dumps(out, default=str))
 
 

@@ -113,6 +113,22 @@ async fn bi_clients_see_their_own_tables_with_the_api_keys_and_limits() {
         "{got}"
     );
 
+    // Bad input, each with an error that says what was wrong, and the same
+    // connection then answers an ordinary query.
+    let bad = &got["bad_input"];
+    for (case, says) in [
+        ("garbage_ticket", "DecodeError"),
+        ("unknown_command", "evil.Command"),
+        ("not_utf8", "not UTF-8"),
+        ("syntax", "Expected: an SQL statement"),
+        ("oversized", "message length too large"),
+    ] {
+        let message = bad[case]["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{case} was not refused: {bad}"));
+        assert!(message.contains(says), "{case}: {message}");
+    }
+    assert_eq!(bad["then"], json!([{ "n": acme_rows }]), "{bad}");
     // Flight SQL calls are metered like API calls.
     let until = Instant::now() + Duration::from_secs(20);
     loop {
