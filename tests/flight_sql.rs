@@ -129,6 +129,7 @@ async fn bi_clients_see_their_own_tables_with_the_api_keys_and_limits() {
         assert!(message.contains(says), "{case}: {message}");
     }
     assert_eq!(bad["then"], json!([{ "n": acme_rows }]), "{bad}");
+
     // Flight SQL calls are metered like API calls.
     let until = Instant::now() + Duration::from_secs(20);
     loop {
