@@ -197,7 +197,7 @@ FPID=$!; PIDS+=("$FPID")
 FADDR=$(wait_ready "$dir/query.out" "securenet ready http=" "$FPID")
 FLIGHT=$(sed -n 's/^securenet ready flight_sql=//p' "$dir/query.out" | head -n1)
 echo "== fetch: $FETCH_ROWS rows through Flight SQL ($FLIGHT) and POST /api/sql ($FADDR)" >&2
-$PY fetch "http://$FADDR" "grpc://$FLIGHT" "$KEY" "$RUNS" "$FETCH_ROWS" > "$WORK/result-fetch.json"
+$PY fetch "http://$FADDR" "grpc://$FLIGHT" "$KEY" "$RUNS" "$FETCH_ROWS" "$FPID" > "$WORK/result-fetch.json"
 kill -TERM "$FPID"; wait "$FPID" 2>/dev/null || true
 python3 - "$WORK" $(( $(date +%s) - STARTED_AT )) <<'PY'
 import json, os, sys
@@ -233,6 +233,9 @@ print("| transport | median ms | rows/s | bytes (HTTP: body; Flight SQL: decoded
 print("| --- | --- | --- | --- | --- |")
 for name, f in fetch["results"].items():
     print(f"| {name} | {f['median_ms']} | {f['rows_per_s']:,} | {f['bytes']:,} | {f['time_vs_flight_sql']} |")
+flight = fetch["results"]["flight_sql"]
+print(f"\nFlight SQL: first batch after {flight.get('first_batch_median_ms')} ms (median); "
+      f"query-api peak RSS after its runs {flight.get('server_peak_rss_kb')} kB")
 print()
 print(json.dumps({"current": r["results"], "baseline": base["results"] if base else None,
                   "fetch": fetch["results"]}))

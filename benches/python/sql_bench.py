@@ -4,7 +4,7 @@
     sql_bench.py ingest-logs URL KEY            < NDJSON (securenet gen)
     sql_bench.py ingest-scan URL KEY DAY INDEX SEED
     sql_bench.py bench URL KEY LAKE TENANT RUNS EXPECTED_LOGS
-    sql_bench.py fetch URL FLIGHT_URI KEY RUNS ROWS
+    sql_bench.py fetch URL FLIGHT_URI KEY RUNS ROWS [SERVER_PID]
     sql_bench.py concurrency URL KEYS_JSON SECONDS CLIENTS_PER_TENANT
 
 `ingest-logs` streams NDJSON from stdin to `POST /api/ingest/logs` (~1 MiB
@@ -513,10 +513,13 @@ def bench(url, key, lake, tenant, runs, expected_logs, baseline_url=None):
 FETCH_SQL = "SELECT ts, host, app, severity, message, source_ip FROM logs LIMIT {rows}"
 
 
-def fetch(url, flight_uri, key, runs, rows):
+def fetch(url, flight_uri, key, runs, rows, server_pid=None):
     """Fetches ROWS rows through Flight SQL (ADBC, Arrow), POST /api/sql as
     an Arrow IPC stream and as JSON; medians of RUNS after one warm-up,
-    each run fetched whole and decoded by the client."""
+    each run fetched whole and decoded by the client. For Flight SQL also
+    the time to the first batch, and (with SERVER_PID, a query-api started
+    for this step) the server's peak resident memory after the Flight SQL
+    runs, before the HTTP ones (which collect the result)."""
     import adbc_driver_flightsql.dbapi as flight_sql
     import pyarrow as pa
 
@@ -548,10 +551,33 @@ def fetch(url, flight_uri, key, runs, rows):
             table = cur.fetch_arrow_table()
         return time.perf_counter() - t, table.num_rows, table.nbytes
 
+    def first_flight_batch():
+        t = time.perf_counter()
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            reader = cur.fetch_record_batch()
+            reader.read_next_batch()
+            first = time.perf_counter() - t
+            for _ in reader:  # the rest: the next run starts on an idle server
+                pass
+        return first
+
+    def peak_rss_kb():
+        if server_pid is None:
+            return None
+        for line in open(f"/proc/{server_pid}/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        return None
+
     ways = {"flight_sql": over_flight, "http_arrow": lambda: over_http("arrow"),
             "http_json": lambda: over_http("json")}
     out = {}
     for name, way in ways.items():
+        if name == "http_arrow":
+            firsts = [first_flight_batch() for _ in range(runs)]
+            out["flight_sql"]["first_batch_median_ms"] = round(statistics.median(firsts) * 1000, 1)
+            out["flight_sql"]["server_peak_rss_kb"] = peak_rss_kb()
         _, n, size = way()  # warm-up
         if n != rows:
             raise SystemExit(f"{name}: {n} rows, expected {rows}")
@@ -664,6 +690,6 @@ if __name__ == "__main__":
     elif cmd == "concurrency":
         concurrency(args[0], args[1], int(args[2]), int(args[3]))
     elif cmd == "fetch":
-        fetch(args[0], args[1], args[2], int(args[3]), int(args[4]))
+        fetch(args[0], args[1], args[2], int(args[3]), int(args[4]), *map(int, args[5:6]))
     else:
         raise SystemExit(__doc__)

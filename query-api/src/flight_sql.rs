@@ -12,10 +12,16 @@
 //! - **Same sandbox and limits** as `POST /api/sql`: statements run through
 //!   [`SqlEngine`] in the caller's tenant session (only its tables,
 //!   read-only, the time and memory limits, the per-organization query
-//!   slots) and count against the organization's request rate. A result
-//!   over `api.sql.max_result_rows`/`max_result_bytes` is refused with
-//!   `RESOURCE_EXHAUSTED` rather than cut, since Flight has no way to say
-//!   "truncated" that clients show.
+//!   slots) and count against the organization's request rate.
+//! - **Results stream**: DoGet sends batches as the query makes them (two
+//!   ahead of the client), so the server holds a few batches, not the
+//!   result, and the first rows arrive before the last are made. A result
+//!   that grows over `api.sql.max_result_rows`/`max_result_bytes` ends with
+//!   `RESOURCE_EXHAUSTED` rather than being cut, since Flight has no way to
+//!   say "truncated" that clients show: clients raise it instead of
+//!   returning the rows before it. The query's deadline covers the sending,
+//!   so a slow reader holds its query slot until then, no longer; a client
+//!   that goes away stops the query.
 //! - **Stateless**: tickets and prepared-statement handles carry the SQL
 //!   (and bound parameters) themselves, so any query-api replica can serve
 //!   any step, and a ticket is always run as the organization of the
@@ -63,7 +69,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::ApiError;
-use crate::sql::{Bound, SqlEngine};
+use crate::sql::{Bound, SqlEngine, StreamEnd};
 use crate::state::AppState;
 
 /// `[api.flight_sql]`.
@@ -192,26 +198,71 @@ impl FlightSql {
             .map(|info| info.with_endpoint(endpoint).with_descriptor(descriptor))
     }
 
-    /// Runs `query` for `tenant` and streams the result.
+    /// Runs `query` for `tenant` and streams the result as it is made
+    /// ([`SqlEngine::stream_bound`]), metering the call (`call`, begun at
+    /// `started`) when it ends. A failure before the first batch (planning,
+    /// limits, a slot) is the call's answer; one after it — the result
+    /// growing over the row or byte limit, the deadline — ends the stream
+    /// with its status, so a client never takes part of a result for all
+    /// of it.
     async fn run(
         &self,
         tenant: &TenantId,
-        query: &Bound,
+        query: Bound,
+        call: &'static str,
+        started: Instant,
     ) -> Result<Stream<arrow_flight::FlightData>, Status> {
-        let result = self
-            .engine()
-            .execute_bound(tenant, query)
-            .await
-            .map_err(to_status)?;
-        if result.truncated {
-            return Err(Status::resource_exhausted(format!(
-                "the result is over {} rows or {} bytes (api.sql.max_result_rows or its \
-                 plan's, api.sql.max_result_bytes); aggregate it or add a LIMIT",
-                result.max_rows,
-                self.engine().config().max_result_bytes
-            )));
-        }
-        Ok(encode(result.schema, result.batches))
+        let (schema_tx, schema_rx) = tokio::sync::oneshot::channel();
+        // Two batches ahead of the client: the query runs while the last
+        // one is encoded and sent, and holds no more than that (8 and 32
+        // were no faster: docs/benchmarks.md, "Flight SQL results
+        // streamed").
+        let (batches_tx, batches_rx) = tokio::sync::mpsc::channel(2);
+        let (end_tx, end_rx) = tokio::sync::oneshot::channel::<Status>();
+        let engine = self.state.sql.clone();
+        let meter = self.state.meter.clone();
+        let max_bytes = engine.config().max_result_bytes;
+        let owner = tenant.clone();
+        tokio::spawn(async move {
+            let outcome = engine
+                .stream_bound(&owner, &query, schema_tx, batches_tx)
+                .await;
+            let failed = match outcome {
+                Ok(StreamEnd::Complete | StreamEnd::Abandoned) => None,
+                Ok(StreamEnd::OverLimit { max_rows }) => Some(Status::resource_exhausted(format!(
+                    "the result is over {max_rows} rows or {max_bytes} bytes \
+                     (api.sql.max_result_rows or its plan's, api.sql.max_result_bytes); \
+                     aggregate it or add a LIMIT"
+                ))),
+                Err(e) => Some(to_status(e)),
+            };
+            if let Some(meter) = &meter {
+                let code = failed.as_ref().map_or(tonic::Code::Ok, Status::code);
+                meter.record(&owner, "GRPC", call, http_status(code), started.elapsed());
+            }
+            if let Some(status) = failed {
+                let _ = end_tx.send(status);
+            }
+        });
+        let Ok(schema) = schema_rx.await else {
+            // Ended before it was planned: its status is the answer.
+            return Err(end_rx
+                .await
+                .unwrap_or_else(|_| Status::internal("the query ended without an answer")));
+        };
+        use futures::StreamExt;
+        let batches = futures::stream::unfold(batches_rx, |mut rx| async move {
+            rx.recv().await.map(|batch| (Ok(batch), rx))
+        })
+        .chain(futures::stream::once(end_rx).filter_map(|end| async move {
+            end.ok()
+                .map(|status| Err(arrow_flight::error::FlightError::Tonic(Box::new(status))))
+        }));
+        let stream = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches)
+            .map_err(Status::from);
+        Ok(Box::pin(stream))
     }
 
     /// A metadata answer (one batch) as a Flight stream.
@@ -438,8 +489,8 @@ impl FlightSqlService for FlightSql {
         let caller = self.caller(&request, "DoGet/Statement").await?;
         let sql = String::from_utf8(ticket.statement_handle.to_vec())
             .map_err(|_| Status::invalid_argument("the ticket is not UTF-8 SQL"))?;
-        let outcome = self.run(&caller.tenant, &Bound::new(sql)).await;
-        self.metered(&caller.tenant, "DoGet/Statement", started, outcome)
+        self.run(&caller.tenant, Bound::new(sql), "DoGet/Statement", started)
+            .await
             .map(Response::new)
     }
 
@@ -570,8 +621,19 @@ impl FlightSqlService for FlightSql {
         let started = Instant::now();
         let caller = self.caller(&request, "DoGet/PreparedStatement").await?;
         let handle = Handle::decode_from(&command.prepared_statement_handle)?;
-        let outcome = async { self.run(&caller.tenant, &handle.bound()?).await }.await;
-        self.metered(&caller.tenant, "DoGet/PreparedStatement", started, outcome)
+        let bound = match handle.bound() {
+            Ok(bound) => bound,
+            Err(status) => {
+                return self.metered(
+                    &caller.tenant,
+                    "DoGet/PreparedStatement",
+                    started,
+                    Err(status),
+                );
+            }
+        };
+        self.run(&caller.tenant, bound, "DoGet/PreparedStatement", started)
+            .await
             .map(Response::new)
     }
 

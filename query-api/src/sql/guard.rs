@@ -129,6 +129,11 @@ impl QueryGuard {
         })
     }
 
+    /// When the query must have ended.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
     pub fn cancel(&self) {
         let _ =
             self.stop

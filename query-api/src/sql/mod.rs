@@ -315,6 +315,18 @@ const METADATA_CACHE_BYTES: usize = 64 << 20;
 /// Memory for [`SqlEngine`]'s shared per-file statistics cache.
 const STATISTICS_CACHE_BYTES: usize = 32 << 20;
 
+/// How a result handed on by [`SqlEngine::stream_bound`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// Every row was handed on.
+    Complete,
+    /// The receiver went away; the query stopped.
+    Abandoned,
+    /// The result was over `max_rows` rows (the organization's limit) or
+    /// `api.sql.max_result_bytes`; the query stopped there.
+    OverLimit { max_rows: usize },
+}
+
 /// A finished query.
 pub struct QueryResult {
     pub schema: SchemaRef,
@@ -607,6 +619,110 @@ impl SqlEngine {
         Ok(state)
     }
 
+    /// Runs `query` for `tenant` like [`Self::execute_bound`] (same slot,
+    /// lane, memory pool and deadline) but hands the result on as it is
+    /// made: its schema to `schema` once planned, then each batch to
+    /// `batches`, both with plain string types. A result over the row or
+    /// byte limit ends with [`StreamEnd::OverLimit`] after the batches
+    /// within them, without the batch that crossed them. The deadline
+    /// covers the sending too: a client that reads slowly holds its query
+    /// slot until the deadline, no longer; one that goes away (`batches`
+    /// dropped) stops the query at its next batch. Nothing is collected, so
+    /// the result is bounded by the channel's capacity, not by
+    /// `max_result_bytes` held in memory.
+    pub async fn stream_bound(
+        &self,
+        tenant: &TenantId,
+        query: &Bound,
+        schema: tokio::sync::oneshot::Sender<SchemaRef>,
+        batches: tokio::sync::mpsc::Sender<RecordBatch>,
+    ) -> Result<StreamEnd> {
+        let max_bytes = self.config.max_result_bytes;
+        let root = self.lake.root().to_string();
+        let (end, _) = self
+            .run_in_lane(tenant, query, move |df, guard, pool, limits| async move {
+                let max_rows = limits.max_result_rows;
+                let raw = Arc::new(df.schema().as_arrow().clone());
+                if schema.send(session::plain_schema(&raw)).is_err() {
+                    return Ok(StreamEnd::Abandoned);
+                }
+                let plain = |batch: RecordBatch| {
+                    session::plain_types(raw.clone(), vec![batch]).map(|(_, mut b)| {
+                        b.pop()
+                            .unwrap_or_else(|| RecordBatch::new_empty(raw.clone()))
+                    })
+                };
+                if matches!(
+                    df.logical_plan(),
+                    datafusion::logical_expr::LogicalPlan::Explain(_)
+                        | datafusion::logical_expr::LogicalPlan::Analyze(_)
+                ) {
+                    // A plan, small, and its paths redacted as a whole.
+                    let stream = guarded_stream(df, &guard).await?;
+                    let (out, truncated) = collect(stream, max_rows, max_bytes, &pool).await?;
+                    for batch in session::redact_paths(out, &root)? {
+                        if !hand_on(&batches, plain(batch)?, &guard, limits.timeout_ms).await? {
+                            return Ok(StreamEnd::Abandoned);
+                        }
+                    }
+                    return Ok(if truncated {
+                        StreamEnd::OverLimit { max_rows }
+                    } else {
+                        StreamEnd::Complete
+                    });
+                }
+                // As in `execute_bound`: the limit lets DataFusion stop early,
+                // and a plan it breaks runs again without it — only while
+                // nothing has been sent yet.
+                let limited = df
+                    .clone()
+                    .limit(0, Some(max_rows + 1))
+                    .map_err(ApiError::from_datafusion)?;
+                let (mut rows, mut bytes) = (0usize, 0usize);
+                let mut attempts = vec![df, limited];
+                while let Some(plan) = attempts.pop() {
+                    let retry = !attempts.is_empty();
+                    let mut stream = match guarded_stream(plan, &guard).await {
+                        Ok(stream) => stream,
+                        Err(ApiError::Internal(_)) if retry && guard.stopped().is_none() => {
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    let mut broke_early = false;
+                    while let Some(batch) = stream.next().await {
+                        let batch = match batch.map_err(ApiError::from_datafusion) {
+                            Ok(batch) => batch,
+                            Err(ApiError::Internal(_))
+                                if retry && rows == 0 && guard.stopped().is_none() =>
+                            {
+                                broke_early = true;
+                                break;
+                            }
+                            Err(e) => return Err(e),
+                        };
+                        if batch.num_rows() == 0 {
+                            continue;
+                        }
+                        rows += batch.num_rows();
+                        bytes += batch.get_array_memory_size();
+                        if rows > max_rows || bytes > max_bytes {
+                            return Ok(StreamEnd::OverLimit { max_rows });
+                        }
+                        if !hand_on(&batches, plain(batch)?, &guard, limits.timeout_ms).await? {
+                            return Ok(StreamEnd::Abandoned);
+                        }
+                    }
+                    if !broke_early {
+                        return Ok(StreamEnd::Complete);
+                    }
+                }
+                Ok(StreamEnd::Complete)
+            })
+            .await?;
+        Ok(end)
+    }
+
     /// Plans `query` in `tenant`'s session on its lane, with a query slot,
     /// its plan's memory pool and deadline, and runs `body` on the planned
     /// frame there. Dropping the returned future cancels the work.
@@ -696,6 +812,22 @@ impl SqlEngine {
                 })
             }
         }
+    }
+}
+
+/// Hands `batch` on within the query's deadline (`false`: the receiver is
+/// gone): a receiver that stops taking batches — a client that stopped
+/// reading — cannot hold the query and its slot past it.
+async fn hand_on(
+    batches: &tokio::sync::mpsc::Sender<RecordBatch>,
+    batch: RecordBatch,
+    guard: &QueryGuard,
+    limit_ms: u64,
+) -> Result<bool> {
+    let deadline = tokio::time::Instant::from_std(guard.deadline());
+    match tokio::time::timeout_at(deadline, batches.send(batch)).await {
+        Ok(sent) => Ok(sent.is_ok()),
+        Err(_) => Err(ApiError::QueryTimeout { limit_ms }),
     }
 }
 

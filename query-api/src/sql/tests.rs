@@ -955,3 +955,136 @@ async fn over_the_pool_a_query_spills_or_fails_cleanly() {
         ),
     }
 }
+
+/// What [`SqlEngine::stream_bound`] hands on, and how it ended.
+async fn streamed(
+    e: &SqlEngine,
+    tenant: &str,
+    sql: &str,
+    capacity: usize,
+) -> (
+    Result<StreamEnd>,
+    Option<arrow::datatypes::SchemaRef>,
+    Vec<RecordBatch>,
+) {
+    let (schema_tx, schema_rx) = tokio::sync::oneshot::channel();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(capacity);
+    let receiving = async move {
+        let mut got = Vec::new();
+        while let Some(batch) = rx.recv().await {
+            got.push(batch);
+        }
+        got
+    };
+    let (tenant, query) = (t(tenant), Bound::new(sql));
+    let (end, got) = tokio::join!(e.stream_bound(&tenant, &query, schema_tx, tx), receiving);
+    (end, schema_rx.await.ok(), got)
+}
+
+/// Results handed on batch by batch (Flight SQL's DoGet): whole, with plain
+/// string types; stopped at the row limit after the batches within it;
+/// stopped when the receiver goes away, giving the slot back; a plan the
+/// limit breaks (DISTINCT over a window function) run again before
+/// anything was sent; EXPLAIN without server paths.
+#[tokio::test]
+async fn streamed_results_come_batch_by_batch_within_the_limits() {
+    let (dir, lake) = lake_with(&[("acme", "a1"), ("acme", "a2"), ("acme", "a2")]).await;
+    let e = engine(
+        lake,
+        SqlConfig {
+            max_result_rows: 20_000,
+            ..Default::default()
+        },
+    );
+    let rows = |got: &[RecordBatch]| got.iter().map(RecordBatch::num_rows).sum::<usize>();
+
+    let (end, schema, got) =
+        streamed(&e, "acme", "SELECT value FROM generate_series(1, 19000)", 2).await;
+    assert_eq!(end.unwrap(), StreamEnd::Complete);
+    assert_eq!(rows(&got), 19_000);
+    assert!(got.len() > 1, "one batch: {}", got.len());
+    assert_eq!(schema.unwrap().field(0).name(), "value");
+
+    let (end, _, got) = streamed(&e, "acme", "SELECT message FROM logs ORDER BY message", 2).await;
+    assert_eq!(end.unwrap(), StreamEnd::Complete);
+    assert_eq!(
+        got[0].schema().field(0).data_type(),
+        &arrow::datatypes::DataType::Utf8
+    );
+
+    let (end, _, got) = streamed(
+        &e,
+        "acme",
+        "SELECT value FROM generate_series(1, 100000)",
+        2,
+    )
+    .await;
+    assert_eq!(end.unwrap(), StreamEnd::OverLimit { max_rows: 20_000 });
+    assert!(
+        rows(&got) <= 20_000 && !got.is_empty(),
+        "{} rows",
+        rows(&got)
+    );
+
+    let (end, _, _) = streamed(
+        &e,
+        "acme",
+        "SELECT DISTINCT message, count(*) OVER (PARTITION BY message) AS n FROM logs",
+        2,
+    )
+    .await;
+    assert_eq!(end.unwrap(), StreamEnd::Complete);
+
+    let (end, _, got) = streamed(&e, "acme", "EXPLAIN SELECT * FROM logs", 2).await;
+    assert_eq!(end.unwrap(), StreamEnd::Complete);
+    let plan = pretty_format_batches(&got).unwrap().to_string();
+    assert!(!plan.contains(&dir.path().display().to_string()), "{plan}");
+
+    // The receiver takes one batch of a long result and goes away.
+    let (schema_tx, _schema) = tokio::sync::oneshot::channel();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let e = std::sync::Arc::new(e);
+    let running = tokio::spawn({
+        let e = e.clone();
+        async move {
+            let q = Bound::new("SELECT value FROM generate_series(1, 1000000000)");
+            e.stream_bound(&t("acme"), &q, schema_tx, tx).await
+        }
+    });
+    assert!(rx.recv().await.is_some());
+    drop(rx);
+    let end = tokio::time::timeout(std::time::Duration::from_secs(5), running)
+        .await
+        .expect("the query went on without its receiver")
+        .unwrap();
+    assert_eq!(end.unwrap(), StreamEnd::Abandoned);
+    assert_eq!(e.running(&t("acme")), 0);
+}
+
+/// A receiver that stops taking batches (a client that stopped reading)
+/// holds the query and its slot until the deadline, no longer.
+#[tokio::test]
+async fn a_stalled_receiver_cannot_hold_a_streamed_query_past_its_deadline() {
+    let (_dir, lake) = lake_with(&[("acme", "a1")]).await;
+    let e = engine(
+        lake,
+        SqlConfig {
+            timeout_ms: 300,
+            max_concurrent_queries_per_org: 1,
+            ..Default::default()
+        },
+    );
+    let (schema_tx, _schema) = tokio::sync::oneshot::channel();
+    let (tx, _never_read) = tokio::sync::mpsc::channel(1);
+    let started = std::time::Instant::now();
+    let q = Bound::new("SELECT value FROM generate_series(1, 1000000000)");
+    let end = e.stream_bound(&t("acme"), &q, schema_tx, tx).await;
+    assert!(
+        matches!(end, Err(ApiError::QueryTimeout { limit_ms: 300 })),
+        "{end:?}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    assert_eq!(e.running(&t("acme")), 0);
+    let r = e.execute(&t("acme"), "SELECT 1 AS one").await.unwrap();
+    assert_eq!(r.num_rows(), 1);
+}
