@@ -183,16 +183,19 @@ const REFUSAL: &str =
     "{\"error\":\"the server is at its connection limit; retry shortly\",\"code\":\"overloaded\"}";
 
 /// Serves `app` on `listener` until `shutdown` resolves, then gives
-/// in-flight requests `limits.shutdown_grace_ms` to finish.
+/// in-flight requests `limits.shutdown_grace_ms` to finish. `caps` are the
+/// connection caps as the caller settled them (`http.max_connections`
+/// after [`effective_max_connections`], `http.max_connections_per_ip`),
+/// the same the gRPC listeners take.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: HttpConfig,
+    caps: ConnectionCaps,
     tls: Option<tokio_rustls::TlsAcceptor>,
     metrics: HttpMetrics,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    let max_connections = effective_max_connections(limits.max_connections);
     let app = app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
         Duration::from_millis(limits.body_read_timeout_ms),
     ));
@@ -214,13 +217,7 @@ pub async fn serve(
         .max_concurrent_streams(64);
     let builder = Arc::new(builder);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let open = OpenConnections::new(
-        ConnectionCaps {
-            total: max_connections,
-            per_ip: limits.max_connections_per_ip,
-        },
-        Some(metrics.connections()),
-    );
+    let open = OpenConnections::new(caps, Some(metrics.connections()));
     let mut refusals = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -332,9 +329,21 @@ mod tests {
         );
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let metrics = HttpMetrics::new(&Registry::new()).unwrap();
-        tokio::spawn(serve(listener, app, limits, None, metrics, async move {
-            let _ = rx.await;
-        }));
+        let caps = ConnectionCaps {
+            total: limits.max_connections,
+            per_ip: limits.max_connections_per_ip,
+        };
+        tokio::spawn(serve(
+            listener,
+            app,
+            limits,
+            caps,
+            None,
+            metrics,
+            async move {
+                let _ = rx.await;
+            },
+        ));
         (addr, tx)
     }
 

@@ -218,10 +218,8 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
     crate::http_server::serve(
         listener,
         app,
-        crate::http_server::HttpConfig {
-            max_connections: caps.total,
-            ..config.http.clone()
-        },
+        config.http.clone(),
+        caps,
         tls,
         http_metrics,
         shutdown,

@@ -61,7 +61,7 @@ use base64::Engine;
 use bytes::Bytes;
 use control::Principal;
 use datafusion::scalar::ScalarValue;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use schemas::{RecordKind, TenantId};
 use serde::{Deserialize, Serialize};
@@ -250,7 +250,6 @@ impl FlightSql {
                 .await
                 .unwrap_or_else(|_| Status::internal("the query ended without an answer")));
         };
-        use futures::StreamExt;
         let batches = futures::stream::unfold(batches_rx, |mut rx| async move {
             rx.recv().await.map(|batch| (Ok(batch), rx))
         })

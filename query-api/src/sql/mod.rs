@@ -647,10 +647,9 @@ impl SqlEngine {
                     return Ok(StreamEnd::Abandoned);
                 }
                 let plain = |batch: RecordBatch| {
-                    session::plain_types(raw.clone(), vec![batch]).map(|(_, mut b)| {
-                        b.pop()
-                            .unwrap_or_else(|| RecordBatch::new_empty(raw.clone()))
-                    })
+                    let (_, mut one) = session::plain_types(raw.clone(), vec![batch])?;
+                    one.pop()
+                        .ok_or_else(|| ApiError::Internal("a batch lost in type conversion".into()))
                 };
                 if matches!(
                     df.logical_plan(),
