@@ -24,6 +24,7 @@
 //! released when the query's work ends, not when its request does.
 
 mod distinct;
+mod eager;
 pub mod format;
 pub mod functions;
 pub mod guard;
@@ -31,6 +32,7 @@ mod lanes;
 mod object_cache;
 mod prune;
 mod session;
+mod view_count;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -10,6 +10,7 @@ use datafusion::datasource::listing::{
 };
 use datafusion::error::Result as DfResult;
 use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::Statement as DfStatement;
@@ -54,8 +55,17 @@ pub fn tenant_session(
     // DataFusion filters only the sides whose rows may be dropped (both
     // of an inner join, the non-preserved side of an outer one).
     session_config.options_mut().optimizer.filter_null_join_keys = true;
-    let mut ctx = SessionContext::new_with_config_rt(session_config, runtime);
+    let state = SessionStateBuilder::new()
+        .with_config(session_config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        // After DataFusion's own rules: it replaces the partial aggregations
+        // they planned.
+        .with_physical_optimizer_rule(Arc::new(super::view_count::CountByView))
+        .build();
+    let mut ctx = SessionContext::new_with_state(state);
     ctx.add_optimizer_rule(Arc::new(super::distinct::MixedDistinctToGroupBy));
+    ctx.add_optimizer_rule(Arc::new(super::eager::EagerAggregation));
     let url = url::Url::parse(lake.store_url())
         .map_err(|e| datafusion::error::DataFusionError::Configuration(e.to_string()))?;
     ctx.register_object_store(&url, Arc::clone(objects));
