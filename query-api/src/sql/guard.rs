@@ -207,6 +207,19 @@ pub fn guard_plan(
     }))
 }
 
+/// The one child of an operator of ours that has exactly one.
+pub(super) fn only_child(
+    mut children: Vec<Arc<dyn ExecutionPlan>>,
+    operator: &str,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    match children.len() {
+        1 => Ok(children.swap_remove(0)),
+        n => Err(DataFusionError::Internal(format!(
+            "{operator} has exactly one child, not {n}"
+        ))),
+    }
+}
+
 /// Passes its input's batches through, checking the query's deadline,
 /// cancellation and memory pool at each one. Invisible to downcasts.
 #[derive(Debug)]
@@ -252,15 +265,10 @@ impl ExecutionPlan for GuardExec {
 
     fn replace_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        if children.len() != 1 {
-            return Err(DataFusionError::Internal(
-                "GuardExec has exactly one child".into(),
-            ));
-        }
-        let input = children.swap_remove(0);
+        let input = only_child(children, "GuardExec")?;
         Ok(Arc::new(GuardExec {
             properties: input.properties().clone(),
             input,

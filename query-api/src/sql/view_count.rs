@@ -52,7 +52,9 @@ use datafusion::physical_plan::InputOrderMode;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::filter::FilterExec;
-use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::{Stream, StreamExt};
 
@@ -240,15 +242,10 @@ impl ExecutionPlan for CountByViewExec {
 
     fn replace_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
         options: ReplaceChildrenOptions,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        if children.len() != 1 {
-            return Err(DataFusionError::Internal(
-                "CountByViewExec has exactly one child".into(),
-            ));
-        }
-        let input = children.swap_remove(0);
+        let input = super::guard::only_child(children, "CountByViewExec")?;
         let mut aggregate = Arc::clone(&self.aggregate);
         let mut properties = self.properties.clone();
         if options.children_properties == ChildrenPropertiesMode::Recompute {
@@ -304,6 +301,8 @@ impl ExecutionPlan for CountByViewExec {
             batch_size: context.session_config().batch_size().max(1),
             ready: VecDeque::new(),
             baseline: BaselineMetrics::new(&self.metrics, partition),
+            resolves: MetricBuilder::new(&self.metrics).counter("resolves", partition),
+            views_resolved: MetricBuilder::new(&self.metrics).counter("views_resolved", partition),
         }))
     }
 
@@ -328,18 +327,53 @@ struct Pending {
     offset: u32,
 }
 
+/// The views waiting to be resolved, with the default, randomly seeded
+/// hasher: an inline view is the string's own bytes, which whoever sends
+/// the logs chooses, so an unkeyed hash (FxHash, faster on integers) would
+/// let crafted values collide and stall the tenant's queries.
+type ViewMap = HashMap<u128, Pending>;
+
 #[derive(Debug, Default)]
 struct ViewCounter {
     /// Keyed by the view itself (inline strings: the length, in the low 32
     /// bits, is ≤ 12) or by the bytes' address and length (length > 12):
     /// the two kinds cannot collide.
-    views: HashMap<u128, Pending>,
+    views: ViewMap,
     held: Vec<Buffer>,
     /// Address of a held buffer → its index in `held`.
     held_at: HashMap<usize, u32>,
     held_bytes: usize,
     groups: HashMap<Box<str>, u64>,
+    /// The bytes of the groups' strings.
+    group_bytes: usize,
     null_rows: u64,
+    /// Resolutions and views resolved, for the operator's metrics.
+    resolves: usize,
+    views_resolved: usize,
+}
+
+/// Counts one view: by itself when the string is inline, else by the
+/// address and length of its bytes (`bases`: each data buffer's address,
+/// `slots`: its index among the held buffers).
+#[inline(always)]
+fn count_view(views: &mut ViewMap, v: u128, bases: &[usize], slots: &[u32]) {
+    let len = v as u32;
+    let (key, held, offset) = if len <= 12 {
+        (v, u32::MAX, 0)
+    } else {
+        let buffer = (v >> 64) as u32 as usize;
+        let offset = (v >> 96) as u32;
+        let at = bases[buffer] + offset as usize;
+        (((at as u128) << 32) | len as u128, slots[buffer], offset)
+    };
+    views
+        .entry(key)
+        .or_insert(Pending {
+            rows: 0,
+            held,
+            offset,
+        })
+        .rows += 1;
 }
 
 impl ViewCounter {
@@ -376,29 +410,16 @@ impl ViewCounter {
             slots.push(slot);
         }
         let views = array.views();
-        let mut count = |v: u128| {
-            let len = v as u32;
-            let (key, held, offset) = if len <= 12 {
-                (v, u32::MAX, 0)
-            } else {
-                let buffer = (v >> 64) as u32 as usize;
-                let offset = (v >> 96) as u32;
-                let at = buffers[buffer].as_ptr() as usize + offset as usize;
-                (((at as u128) << 32) | len as u128, slots[buffer], offset)
-            };
-            self.views
-                .entry(key)
-                .or_insert(Pending {
-                    rows: 0,
-                    held,
-                    offset,
-                })
-                .rows += 1;
-        };
+        let bases: Vec<usize> = buffers.iter().map(|b| b.as_ptr() as usize).collect();
+        let map = &mut self.views;
         match array.nulls() {
-            None => views.iter().for_each(|&v| count(v)),
+            None => views
+                .iter()
+                .for_each(|&v| count_view(map, v, &bases, &slots)),
             Some(nulls) => {
-                nulls.valid_indices().for_each(|i| count(views[i]));
+                nulls
+                    .valid_indices()
+                    .for_each(|i| count_view(map, views[i], &bases, &slots));
                 if !skip_nulls {
                     self.null_rows += nulls.null_count() as u64;
                 }
@@ -413,6 +434,10 @@ impl ViewCounter {
     /// Moves the views' counts into their strings' groups and lets the
     /// buffers go.
     fn resolve(&mut self) -> DfResult<()> {
+        if !self.views.is_empty() {
+            self.resolves += 1;
+            self.views_resolved += self.views.len();
+        }
         for (key, p) in self.views.drain() {
             let len = key as u32 as usize;
             let inline;
@@ -428,6 +453,7 @@ impl ViewCounter {
             match self.groups.get_mut(s) {
                 Some(n) => *n += p.rows,
                 None => {
+                    self.group_bytes += s.len();
                     self.groups.insert(s.into(), p.rows);
                 }
             }
@@ -443,7 +469,7 @@ impl ViewCounter {
             + self.held_bytes
             + self.held_at.capacity() * 16
             + self.groups.capacity() * (16 + 8)
-            + self.groups.keys().map(|k| k.len()).sum::<usize>()
+            + self.group_bytes
     }
 
     /// The groups counted so far as batches of at most `batch_size` rows;
@@ -457,6 +483,7 @@ impl ViewCounter {
         self.resolve()?;
         let mut groups: Vec<(Option<Box<str>>, u64)> =
             self.groups.drain().map(|(k, n)| (Some(k), n)).collect();
+        self.group_bytes = 0;
         if self.null_rows > 0 {
             groups.push((None, std::mem::take(&mut self.null_rows)));
         }
@@ -493,6 +520,11 @@ struct CountStream {
     batch_size: usize,
     ready: VecDeque<RecordBatch>,
     baseline: BaselineMetrics,
+    /// How often the views were resolved into groups, and how many: with
+    /// shared dictionary buffers, once per column chunk and about as many
+    /// views as the chunk has distinct values.
+    resolves: Count,
+    views_resolved: Count,
 }
 
 impl CountStream {
@@ -505,6 +537,10 @@ impl CountStream {
                 DataFusionError::Internal("CountByViewExec's column is not Utf8View".into())
             })?;
         self.counter.add(array, self.skip_nulls)?;
+        self.resolves
+            .add(std::mem::take(&mut self.counter.resolves));
+        self.views_resolved
+            .add(std::mem::take(&mut self.counter.views_resolved));
         if self.counter.groups.len() > MAX_GROUPS {
             let batches = self
                 .counter
@@ -545,6 +581,10 @@ impl Stream for CountStream {
                         Ok(batches) => this.ready.extend(batches),
                         Err(e) => return Poll::Ready(Some(Err(e))),
                     }
+                    this.resolves
+                        .add(std::mem::take(&mut this.counter.resolves));
+                    this.views_resolved
+                        .add(std::mem::take(&mut this.counter.views_resolved));
                 }
             }
         }
