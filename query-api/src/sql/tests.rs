@@ -1150,6 +1150,18 @@ async fn counts_by_address_and_star_joins_answer_exactly() {
     assert_eq!(cells(&run(&e, "acme", sql).await.unwrap()), want);
     let plan = physical_plan(&e, "acme", sql).await;
     assert!(plan.contains("CountByViewExec"), "{plan}");
+    // Without the filter, the rows without an address are one group:
+    // counted by count(*), not by count(source_ip).
+    let sql = "SELECT source_ip, count(*) AS n, count(source_ip) AS v FROM logs \
+               GROUP BY source_ip ORDER BY source_ip NULLS FIRST";
+    let mut want_all = vec![vec![String::new(), "180".to_string(), "0".to_string()]];
+    want_all.extend(want);
+    assert_eq!(cells(&run(&e, "acme", sql).await.unwrap()), want_all);
+    assert!(
+        physical_plan(&e, "acme", sql)
+            .await
+            .contains("CountByViewExec")
+    );
 
     let sql = "WITH dim AS (SELECT source_ip AS ip, min(host) AS first_host FROM logs \
                GROUP BY source_ip) \

@@ -28,7 +28,9 @@
 //! counting). A partial aggregation may emit a group more than once — the
 //! final phase adds them up — so memory stays bounded: views are resolved
 //! when they or the buffers they hold grow large, and groups are emitted
-//! when there are many.
+//! when there are many, when their strings grow large, or when the
+//! query's memory pool is full (as DataFusion's own partial aggregation
+//! does; the query fails only if that frees too little).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -39,8 +41,8 @@ use std::task::{Context, Poll};
 use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringViewArray};
 use arrow::buffer::Buffer;
 use arrow::datatypes::{DataType, SchemaRef};
-use datafusion::common::HashMap;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Constraints, HashMap};
 use datafusion::config::ConfigOptions;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
@@ -186,10 +188,20 @@ impl CountByViewExec {
             input,
             column: group.index(),
             counts,
-            properties: agg.properties().clone(),
+            properties: without_uniqueness(agg.properties()),
             metrics: ExecutionPlanMetricsSet::new(),
         }))
     }
+}
+
+/// `properties` without the constraints an aggregation declares (its group
+/// key unique): a partial count may emit a group more than once.
+fn without_uniqueness(properties: &Arc<PlanProperties>) -> Arc<PlanProperties> {
+    let eq = properties
+        .eq_properties
+        .clone()
+        .with_constraints(Constraints::default());
+    Arc::new(properties.as_ref().clone().with_eq_properties(eq))
 }
 
 /// The input of `plan` when it is a `FilterExec` of exactly `column IS NOT
@@ -235,9 +247,12 @@ impl ExecutionPlan for CountByViewExec {
 
     fn apply_expressions(
         &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
     ) -> DfResult<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
+        match &self.not_null {
+            Some(predicate) => f(predicate),
+            None => Ok(TreeNodeRecursion::Continue),
+        }
     }
 
     fn replace_children(
@@ -258,7 +273,7 @@ impl ExecutionPlan for CountByViewExec {
                 vec![agg_input],
                 ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
             )?;
-            properties = aggregate.properties().clone();
+            properties = without_uniqueness(aggregate.properties());
         }
         Ok(Arc::new(Self {
             aggregate,
@@ -315,8 +330,10 @@ impl ExecutionPlan for CountByViewExec {
 const MAX_VIEWS: usize = 1 << 16;
 /// … or the buffers they point into hold this many bytes.
 const MAX_HELD_BYTES: usize = 64 << 20;
-/// Emit the groups (a partial result) once there are this many.
+/// Emit the groups (a partial result) once there are this many, or their
+/// strings hold this many bytes.
 const MAX_GROUPS: usize = 1 << 16;
+const MAX_GROUP_BYTES: usize = 16 << 20;
 
 /// A view's count until it is resolved, and where its bytes are.
 #[derive(Debug, Clone, Copy)]
@@ -464,6 +481,13 @@ impl ViewCounter {
         Ok(())
     }
 
+    /// Gives back the memory of the (empty) maps.
+    fn shrink(&mut self) {
+        self.views.shrink_to_fit();
+        self.held_at.shrink_to_fit();
+        self.groups.shrink_to_fit();
+    }
+
     fn memory(&self) -> usize {
         self.views.capacity() * (16 + std::mem::size_of::<Pending>())
             + self.held_bytes
@@ -529,7 +553,8 @@ struct CountStream {
 
 impl CountStream {
     fn count_batch(&mut self, batch: &RecordBatch) -> DfResult<()> {
-        let _timer = self.baseline.elapsed_compute().timer();
+        let elapsed = self.baseline.elapsed_compute().clone();
+        let _timer = elapsed.timer();
         let array = batch
             .column(self.column)
             .as_string_view_opt()
@@ -537,17 +562,31 @@ impl CountStream {
                 DataFusionError::Internal("CountByViewExec's column is not Utf8View".into())
             })?;
         self.counter.add(array, self.skip_nulls)?;
+        if self.counter.groups.len() > MAX_GROUPS || self.counter.group_bytes > MAX_GROUP_BYTES {
+            self.emit()?;
+        }
         self.resolves
             .add(std::mem::take(&mut self.counter.resolves));
         self.views_resolved
             .add(std::mem::take(&mut self.counter.views_resolved));
-        if self.counter.groups.len() > MAX_GROUPS {
-            let batches = self
-                .counter
-                .take(&self.schema, &self.counts, self.batch_size)?;
-            self.ready.extend(batches);
+        // Over the query's memory, a partial result is emitted (as
+        // DataFusion's own partial aggregation does) and the counter
+        // starts over; only if that is not enough does the query fail.
+        if self.reservation.try_resize(self.counter.memory()).is_err() {
+            self.emit()?;
+            self.counter.shrink();
+            self.reservation.try_resize(self.counter.memory())?;
         }
-        self.reservation.try_resize(self.counter.memory())
+        Ok(())
+    }
+
+    /// Queues the groups counted so far as output and empties the counter.
+    fn emit(&mut self) -> DfResult<()> {
+        let batches = self
+            .counter
+            .take(&self.schema, &self.counts, self.batch_size)?;
+        self.ready.extend(batches);
+        Ok(())
     }
 }
 
@@ -621,6 +660,9 @@ mod tests {
             })
             .collect();
         values.push(Some(String::new()));
+        // Either side of the inline limit.
+        values.push(Some("exactly12byt".into()));
+        values.push(Some("exactly13byte".into()));
         values.push(None);
         values.into_iter().collect()
     }
@@ -646,7 +688,11 @@ mod tests {
                 keys = Arc::new(StringViewArray::from_iter(plain.iter()));
             }
             let n: Int64Array = (0..1000).map(|i| i as i64).collect();
-            let batch = RecordBatch::try_new(schema.clone(), vec![keys, Arc::new(n)]).unwrap();
+            let mut batch = RecordBatch::try_new(schema.clone(), vec![keys, Arc::new(n)]).unwrap();
+            if b % 5 == 4 {
+                // A slice: its views' buffers hold rows it does not.
+                batch = batch.slice(100, 800);
+            }
             parts[b % partitions].push(batch);
         }
         Arc::new(MemTable::try_new(schema, parts).unwrap())
@@ -663,6 +709,18 @@ mod tests {
         let ctx = SessionContext::new_with_state(builder.build());
         ctx.register_table("t", table).unwrap();
         ctx
+    }
+
+    /// The rows the plan's `CountByViewExec` operators emitted.
+    fn partial_rows(plan: &Arc<dyn ExecutionPlan>) -> usize {
+        let own = match plan.downcast_ref::<CountByViewExec>() {
+            Some(exec) => exec
+                .metrics()
+                .and_then(|m| m.output_rows())
+                .unwrap_or_default(),
+            None => 0,
+        };
+        own + plan.children().into_iter().map(partial_rows).sum::<usize>()
     }
 
     async fn run(ctx: &SessionContext, sql: &str) -> (String, String) {
@@ -751,9 +809,26 @@ mod tests {
         let sql = "SELECT count(*) AS groups, min(c) AS least, max(c) AS most, sum(c) AS rows \
                    FROM (SELECT k, count(*) AS c FROM t GROUP BY k)";
         let (want, _) = run(&session(false, table.clone()), sql).await;
-        let (got, plan) = run(&session(true, table), sql).await;
+        let fast = session(true, table);
+        let (got, plan) = run(&fast, sql).await;
         assert!(plan.contains("CountByViewExec"), "{plan}");
         assert_eq!(got, want);
+        // Some groups were emitted by more than one partial result.
+        let plan = fast
+            .sql("SELECT k, count(*) FROM t GROUP BY k")
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        datafusion::physical_plan::collect(plan.clone(), fast.task_ctx())
+            .await
+            .unwrap();
+        let emitted = partial_rows(&plan);
+        assert!(
+            emitted > distinct,
+            "{emitted} partial rows for {distinct} groups"
+        );
         let rows = 3 * distinct;
         assert!(
             got.contains(&format!("| {distinct}  | 3     | 3    | {rows} |")),
