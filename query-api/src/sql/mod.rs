@@ -23,6 +23,7 @@
 //! and no more than an even split of them while others wait. A slot is
 //! released when the query's work ends, not when its request does.
 
+mod dict_scan;
 mod distinct;
 mod eager;
 pub mod format;

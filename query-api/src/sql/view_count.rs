@@ -21,6 +21,14 @@
 //! resolved, so an address cannot be reused for other bytes meanwhile;
 //! views are resolved whenever a batch brings buffers not seen before.
 //!
+//! When the aggregation's input is a Parquet scan of nothing but the
+//! grouping column, the rule also replaces the scan by one that reads the
+//! column as its dictionary's keys ([`super::dict_scan`]); rows are then
+//! counted by key in an array while batches share a dictionary (a column
+//! chunk's), and each key with rows is looked up once when the dictionary
+//! changes — no hashing a row at all (top 10 sources at 10M rows: 26 ms of
+//! counting instead of 87).
+//!
 //! The rule replaces a `Partial` aggregation (the first of two phases) whose
 //! only grouping expression is a `Utf8View` column and whose aggregates are
 //! all plain `count(*)` or `count(<that column>)`; a `<column> IS NOT NULL`
@@ -38,9 +46,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringViewArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, DictionaryArray, Int64Array, RecordBatch, StringViewArray,
+};
 use arrow::buffer::Buffer;
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::{DataType, Int32Type, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Constraints, HashMap};
 use datafusion::config::ConfigOptions;
@@ -59,6 +69,8 @@ use datafusion::physical_plan::metrics::{
 };
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::{Stream, StreamExt};
+
+use super::dict_scan::DictScanExec;
 
 /// The rule; added to every tenant session ([`super::session`]) after
 /// DataFusion's own physical rules.
@@ -182,6 +194,12 @@ impl CountByViewExec {
             Some((below, predicate)) => (below, Some(predicate)),
             None => (Arc::clone(agg.input()), None),
         };
+        // A scan of nothing but the column is read by dictionary key
+        // (super::dict_scan), when it is a Parquet scan.
+        let input = match DictScanExec::replacing(&input, not_null.is_some()) {
+            Some(scan) => Arc::new(scan) as Arc<dyn ExecutionPlan>,
+            None => input,
+        };
         Ok(Some(Self {
             aggregate: Arc::clone(node),
             not_null,
@@ -263,7 +281,13 @@ impl ExecutionPlan for CountByViewExec {
         let input = super::guard::only_child(children, "CountByViewExec")?;
         let mut aggregate = Arc::clone(&self.aggregate);
         let mut properties = self.properties.clone();
-        if options.children_properties == ChildrenPropertiesMode::Recompute {
+        // Over a dictionary scan (which only this rule puts below it, with
+        // the partitions of the scan it replaced) the aggregation's
+        // properties stand; the aggregation could not be rebuilt over its
+        // dictionary-typed column.
+        if options.children_properties == ChildrenPropertiesMode::Recompute
+            && input.downcast_ref::<DictScanExec>().is_none()
+        {
             // The aggregation over the same new input gives the properties.
             let agg_input: Arc<dyn ExecutionPlan> = match &self.not_null {
                 Some(p) => Arc::new(FilterExec::try_new(Arc::clone(p), Arc::clone(&input))?),
@@ -363,6 +387,11 @@ struct ViewCounter {
     groups: HashMap<Box<str>, u64>,
     /// The bytes of the groups' strings.
     group_bytes: usize,
+    /// Input read by dictionary key ([`DictScanExec`]): the dictionary of
+    /// the batches counted so far (one column chunk's, shared by its
+    /// batches) and the rows counted by each of its keys.
+    dictionary: Option<ArrayRef>,
+    key_rows: Vec<u64>,
     null_rows: u64,
     /// Resolutions and views resolved, for the operator's metrics.
     resolves: usize,
@@ -467,13 +496,7 @@ impl ViewCounter {
             };
             let s = std::str::from_utf8(bytes)
                 .map_err(|e| DataFusionError::Internal(format!("a Utf8View value: {e}")))?;
-            match self.groups.get_mut(s) {
-                Some(n) => *n += p.rows,
-                None => {
-                    self.group_bytes += s.len();
-                    self.groups.insert(s.into(), p.rows);
-                }
-            }
+            add_group(&mut self.groups, &mut self.group_bytes, s, p.rows);
         }
         self.held.clear();
         self.held_at.clear();
@@ -481,8 +504,77 @@ impl ViewCounter {
         Ok(())
     }
 
+    /// Counts the rows of a batch read by dictionary key: by key while the
+    /// batches share a dictionary, into the groups when it changes.
+    fn add_keys(&mut self, array: &DictionaryArray<Int32Type>, skip_nulls: bool) -> DfResult<()> {
+        let values = array.values();
+        // The reader builds each batch's dictionary array anew over the
+        // same buffers: the same dictionary is the same buffers (held here
+        // while counted by key, so their addresses are not reused).
+        let same = |d: &ArrayRef| Arc::ptr_eq(d, values) || d.to_data().ptr_eq(&values.to_data());
+        if !self.dictionary.as_ref().is_some_and(same) {
+            self.resolve_keys()?;
+            self.key_rows.resize(values.len(), 0);
+            self.dictionary = Some(Arc::clone(values));
+        }
+        let rows = &mut self.key_rows;
+        let keys = array.keys();
+        match keys.nulls() {
+            None => {
+                for &k in keys.values() {
+                    // A valid key is below the dictionary's length (the
+                    // array was validated when it was built).
+                    if let Some(n) = rows.get_mut(k as usize) {
+                        *n += 1;
+                    }
+                }
+            }
+            Some(nulls) => {
+                // The key of a null row is arbitrary: counted as 0 rows.
+                for (&k, valid) in keys.values().iter().zip(nulls.inner().iter()) {
+                    if let Some(n) = rows.get_mut(k as usize) {
+                        *n += u64::from(valid);
+                    }
+                }
+                if !skip_nulls {
+                    self.null_rows += nulls.null_count() as u64;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the rows counted by key into their strings' groups.
+    fn resolve_keys(&mut self) -> DfResult<()> {
+        let Some(dictionary) = self.dictionary.take() else {
+            return Ok(());
+        };
+        let values = dictionary.as_string_opt::<i32>().ok_or_else(|| {
+            DataFusionError::Internal("CountByViewExec's dictionary is not Utf8".into())
+        })?;
+        self.resolves += 1;
+        for (k, rows) in self.key_rows.drain(..).enumerate() {
+            if rows == 0 {
+                continue;
+            }
+            self.views_resolved += 1;
+            if values.is_null(k) {
+                self.null_rows += rows;
+            } else {
+                add_group(
+                    &mut self.groups,
+                    &mut self.group_bytes,
+                    values.value(k),
+                    rows,
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Gives back the memory of the (empty) maps.
     fn shrink(&mut self) {
+        self.key_rows.shrink_to_fit();
         self.views.shrink_to_fit();
         self.held_at.shrink_to_fit();
         self.groups.shrink_to_fit();
@@ -494,6 +586,11 @@ impl ViewCounter {
             + self.held_at.capacity() * 16
             + self.groups.capacity() * (16 + 8)
             + self.group_bytes
+            + self.key_rows.capacity() * 8
+            + self
+                .dictionary
+                .as_ref()
+                .map_or(0, |d| d.get_array_memory_size())
     }
 
     /// The groups counted so far as batches of at most `batch_size` rows;
@@ -505,6 +602,7 @@ impl ViewCounter {
         batch_size: usize,
     ) -> DfResult<Vec<RecordBatch>> {
         self.resolve()?;
+        self.resolve_keys()?;
         let mut groups: Vec<(Option<Box<str>>, u64)> =
             self.groups.drain().map(|(k, n)| (Some(k), n)).collect();
         self.group_bytes = 0;
@@ -532,6 +630,17 @@ impl ViewCounter {
     }
 }
 
+/// Adds `rows` to the group of `s`.
+fn add_group(groups: &mut HashMap<Box<str>, u64>, group_bytes: &mut usize, s: &str, rows: u64) {
+    match groups.get_mut(s) {
+        Some(n) => *n += rows,
+        None => {
+            *group_bytes += s.len();
+            groups.insert(s.into(), rows);
+        }
+    }
+}
+
 struct CountStream {
     /// `None` once the input is exhausted.
     input: Option<SendableRecordBatchStream>,
@@ -555,13 +664,17 @@ impl CountStream {
     fn count_batch(&mut self, batch: &RecordBatch) -> DfResult<()> {
         let elapsed = self.baseline.elapsed_compute().clone();
         let _timer = elapsed.timer();
-        let array = batch
-            .column(self.column)
-            .as_string_view_opt()
-            .ok_or_else(|| {
-                DataFusionError::Internal("CountByViewExec's column is not Utf8View".into())
-            })?;
-        self.counter.add(array, self.skip_nulls)?;
+        let column = batch.column(self.column);
+        if let Some(array) = column.as_string_view_opt() {
+            self.counter.add(array, self.skip_nulls)?;
+        } else if let Some(array) = column.as_dictionary_opt::<Int32Type>() {
+            self.counter.add_keys(array, self.skip_nulls)?;
+        } else {
+            return Err(DataFusionError::Internal(format!(
+                "CountByViewExec's column is {}, not Utf8View or a dictionary",
+                column.data_type()
+            )));
+        }
         if self.counter.groups.len() > MAX_GROUPS || self.counter.group_bytes > MAX_GROUP_BYTES {
             self.emit()?;
         }
