@@ -71,6 +71,7 @@ pub fn install(ctx: &mut SessionContext) -> DfResult<()> {
     }));
     ctx.register_udf(concat.clone())?;
     ctx.register_expr_planner(Arc::new(ConcatPlanner { udf: concat }))?;
+    ctx.register_expr_planner(Arc::new(super::imatch::IMatchPlanner))?;
     Ok(())
 }
 

@@ -29,6 +29,7 @@ mod eager;
 pub mod format;
 pub mod functions;
 pub mod guard;
+mod imatch;
 mod lanes;
 mod object_cache;
 mod prune;
