@@ -351,7 +351,6 @@ mod tests {
     use std::fs::File;
 
     use arrow::array::{Array, ArrayRef, Int64Array, StringArray};
-    use arrow::util::pretty::pretty_format_batches;
     use datafusion::datasource::file_format::parquet::ParquetFormat;
     use datafusion::datasource::listing::{
         ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
@@ -362,6 +361,7 @@ mod tests {
     use parquet::file::properties::WriterProperties;
 
     use super::*;
+    use crate::sql::tests::answer_and_plan as run;
 
     /// Writes `rows` rows of `k` (with `n`) into `path`, `k` as the writer
     /// `props` encode it; `k: None` writes a file without the column.
@@ -500,19 +500,6 @@ mod tests {
         .unwrap();
         ctx.register_table("t", Arc::new(table)).unwrap();
         ctx
-    }
-
-    async fn run(ctx: &SessionContext, sql: &str) -> (String, String) {
-        let df = ctx.sql(sql).await.unwrap();
-        let plan = df.clone().create_physical_plan().await.unwrap();
-        let explain = datafusion::physical_plan::displayable(plan.as_ref())
-            .indent(true)
-            .to_string();
-        let batches = df.collect().await.unwrap();
-        (
-            pretty_format_batches(&batches).unwrap().to_string(),
-            explain,
-        )
     }
 
     #[tokio::test]

@@ -224,12 +224,12 @@ impl ExprPlanner for IMatchPlanner {
 mod tests {
     use arrow::array::{RecordBatch, StringArray, StringViewArray};
     use arrow::datatypes::{Field, Schema};
-    use arrow::util::pretty::pretty_format_batches;
     use datafusion::datasource::MemTable;
     use datafusion::execution::FunctionRegistry;
     use datafusion::prelude::SessionContext;
 
     use super::*;
+    use crate::sql::tests::answer_and_plan as run;
 
     /// Texts an outsider's logs hold: every case, non-ASCII letters that
     /// fold to ASCII ones (the Kelvin sign, the long s), other scripts,
@@ -269,19 +269,6 @@ mod tests {
         let table = MemTable::try_new(schema, vec![vec![batch]]).unwrap();
         ctx.register_table("t", Arc::new(table)).unwrap();
         ctx
-    }
-
-    async fn run(ctx: &SessionContext, sql: &str) -> (String, String) {
-        let df = ctx.sql(sql).await.unwrap();
-        let plan = df.clone().create_physical_plan().await.unwrap();
-        let explain = datafusion::physical_plan::displayable(plan.as_ref())
-            .indent(true)
-            .to_string();
-        let batches = df.collect().await.unwrap();
-        (
-            pretty_format_batches(&batches).unwrap().to_string(),
-            explain,
-        )
     }
 
     #[tokio::test]

@@ -12,6 +12,25 @@ use uuid::Uuid;
 
 use super::*;
 
+/// The answer of `sql` in `ctx` (pretty-printed) and its physical plan:
+/// the rules' unit tests compare answers with and without a rule and look
+/// for their operators in the plan.
+pub(super) async fn answer_and_plan(
+    ctx: &datafusion::prelude::SessionContext,
+    sql: &str,
+) -> (String, String) {
+    let df = ctx.sql(sql).await.unwrap();
+    let plan = df.clone().create_physical_plan().await.unwrap();
+    let explain = datafusion::physical_plan::displayable(plan.as_ref())
+        .indent(true)
+        .to_string();
+    let batches = df.collect().await.unwrap();
+    (
+        pretty_format_batches(&batches).unwrap().to_string(),
+        explain,
+    )
+}
+
 fn t(s: &str) -> TenantId {
     TenantId::new(s).unwrap()
 }

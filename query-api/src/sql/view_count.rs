@@ -754,12 +754,12 @@ mod tests {
     use arrow::array::{StringArray, UInt32Array};
     use arrow::compute::take;
     use arrow::datatypes::{Field, Schema};
-    use arrow::util::pretty::pretty_format_batches;
     use datafusion::datasource::MemTable;
     use datafusion::execution::session_state::SessionStateBuilder;
     use datafusion::prelude::{SessionConfig, SessionContext};
 
     use super::*;
+    use crate::sql::tests::answer_and_plan as run;
 
     /// Values of every kind: inline (≤ 12 bytes) and not, one only 13
     /// bytes long, an empty string, nulls.
@@ -834,19 +834,6 @@ mod tests {
             None => 0,
         };
         own + plan.children().into_iter().map(partial_rows).sum::<usize>()
-    }
-
-    async fn run(ctx: &SessionContext, sql: &str) -> (String, String) {
-        let df = ctx.sql(sql).await.unwrap();
-        let plan = df.clone().create_physical_plan().await.unwrap();
-        let explain = datafusion::physical_plan::displayable(plan.as_ref())
-            .indent(true)
-            .to_string();
-        let batches = df.collect().await.unwrap();
-        (
-            pretty_format_batches(&batches).unwrap().to_string(),
-            explain,
-        )
     }
 
     #[tokio::test]
