@@ -382,7 +382,16 @@ mod tests {
                 vec![Arc::new((0..777i64).collect::<Int64Array>())],
             ),
         };
-        let schema = Arc::new(schema);
+        write_batch(path, Arc::new(schema), columns, props);
+    }
+
+    /// Writes one batch of `columns` into a Parquet file at `path`.
+    fn write_batch(
+        path: &std::path::Path,
+        schema: Arc<Schema>,
+        columns: Vec<ArrayRef>,
+        props: WriterProperties,
+    ) {
         let batch = RecordBatch::try_new(Arc::clone(&schema), columns).unwrap();
         let mut writer =
             ArrowWriter::try_new(File::create(path).unwrap(), schema, Some(props)).unwrap();
@@ -450,11 +459,12 @@ mod tests {
             Array::data_type(&k).clone(),
             true,
         )]));
-        let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(k)]).unwrap();
-        let file = File::create(dir.path().join("f.parquet")).unwrap();
-        let mut writer = ArrowWriter::try_new(file, schema, None).unwrap();
-        writer.write(&batch).unwrap();
-        writer.close().unwrap();
+        write_batch(
+            &dir.path().join("f.parquet"),
+            schema,
+            vec![Arc::new(k)],
+            WriterProperties::new(),
+        );
         dir
     }
 
