@@ -1,4 +1,4 @@
-//! One string column read as its Parquet dictionary's keys.
+//! String columns read as their Parquet dictionaries' keys.
 //!
 //! A dictionary-encoded column chunk stores each distinct string once and a
 //! small integer a row. DataFusion's scan hands every row over as a string
@@ -6,20 +6,20 @@
 //! source" — hashes a view a row. Read as `Dictionary(Int32, Utf8)`, the
 //! reader hands over the keys as they are stored and one dictionary array
 //! shared by every batch of the chunk, and [`super::view_count`] counts rows
-//! by key in an array: no hashing until the chunk ends, when each distinct
-//! key is looked up once.
+//! by key (or by pair of keys, for two columns) in an array: no hashing
+//! until the chunk ends, when each distinct key is looked up once.
 //!
-//! This scan replaces a `DataSourceExec` only below `CountByViewExec`
-//! (which counts both kinds of input) and only when the scan reads nothing
-//! but that one column of Parquet files, without a limit: the files, their
-//! byte ranges (which row groups each partition reads, as DataFusion
-//! decides them), the partitions and the metadata cache are the scan's own.
-//! Predicates the scan held are not evaluated here: below the count there
-//! are only those DataFusion keeps for pruning (a `IS NOT NULL` the count
-//! applies itself, partition bounds the listing applied, a join's dynamic
-//! filter the join applies); row groups of nulls alone are skipped when the
-//! count skips nulls. A file without the column (written before it
-//! existed) reads as nulls, as DataFusion's own scan reads it.
+//! This scan replaces a `DataSourceExec` only below `CountByViewExec` and
+//! only when the scan reads nothing but the grouping columns of Parquet
+//! files, without a limit: the files, their byte ranges (which row groups
+//! each partition reads, as DataFusion decides them), the partitions and
+//! the metadata cache are the scan's own. Predicates the scan held are not
+//! evaluated here: below the count there are only those DataFusion keeps
+//! for pruning (a `IS NOT NULL` the count applies itself, partition bounds
+//! the listing applied, a join's dynamic filter the join applies); row
+//! groups whose counted-when-not-null column is null throughout are
+//! skipped. A file without a column (written before it existed) reads it
+//! as nulls, as DataFusion's own scan reads it.
 
 use std::fmt;
 use std::sync::Arc;
@@ -38,8 +38,11 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::execution_plan::{
+    Boundedness, ChildrenPropertiesMode, EmissionType, ReplaceChildrenOptions,
+};
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::{StreamExt, TryStreamExt, stream};
@@ -63,16 +66,18 @@ fn is_text(t: &DataType) -> bool {
     }
 }
 
-/// Reads one string column of Parquet files by dictionary key; see the
+/// Reads string columns of Parquet files by dictionary key; see the
 /// module documentation.
 #[derive(Debug)]
 pub struct DictScanExec {
     store: ObjectStoreUrl,
     /// The files of each output partition.
     partitions: Vec<Vec<PartitionedFile>>,
-    column: String,
-    /// Skip row groups whose statistics say the column is null throughout.
-    skip_null_row_groups: bool,
+    /// The columns read, in output order.
+    columns: Vec<String>,
+    /// Skip row groups whose statistics say this column (an index into
+    /// `columns`) is null throughout.
+    skip_null_row_groups: Option<usize>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
@@ -80,31 +85,42 @@ pub struct DictScanExec {
 
 impl DictScanExec {
     /// The dictionary scan replacing `plan`, when `plan` is a Parquet scan
-    /// of one string column of the files (no partition column, no
-    /// expression, no limit).
-    pub fn replacing(plan: &Arc<dyn ExecutionPlan>, skip_null_row_groups: bool) -> Option<Self> {
+    /// of nothing but string columns of the files (no partition column, no
+    /// expression, no limit); `skip_null_row_groups` names the output
+    /// column whose rows the reader's consumer drops when null.
+    pub fn replacing(
+        plan: &Arc<dyn ExecutionPlan>,
+        skip_null_row_groups: Option<usize>,
+    ) -> Option<Self> {
         let exec = plan.downcast_ref::<DataSourceExec>()?;
         let (config, _) = exec.downcast_to_file_source::<ParquetSource>()?;
-        if config.limit.is_some() || plan.schema().fields().len() != 1 {
-            return None;
-        }
-        let [projected] = config.file_source.projection()?.as_ref() else {
-            return None;
-        };
-        let column = projected.expr.downcast_ref::<Column>()?;
-        let file_schema = config.file_schema();
-        let field = file_schema.fields().get(column.index())?;
-        if field.name() != column.name()
-            || projected.alias != *field.name()
-            || !is_text(field.data_type())
+        let projection = config.file_source.projection()?;
+        if config.limit.is_some()
+            || projection.as_ref().is_empty()
+            || plan.schema().fields().len() != projection.as_ref().len()
         {
             return None;
         }
-        let schema = Arc::new(Schema::new(vec![Field::new(
-            field.name(),
-            dictionary_type(),
-            true,
-        )]));
+        let file_schema = config.file_schema();
+        let mut columns = Vec::with_capacity(projection.as_ref().len());
+        for projected in projection.as_ref() {
+            let column = projected.expr.downcast_ref::<Column>()?;
+            let field = file_schema.fields().get(column.index())?;
+            if field.name() != column.name()
+                || projected.alias != *field.name()
+                || !is_text(field.data_type())
+                || columns.contains(field.name())
+            {
+                return None;
+            }
+            columns.push(field.name().clone());
+        }
+        let schema = Arc::new(Schema::new(
+            columns
+                .iter()
+                .map(|c| Field::new(c, dictionary_type(), true))
+                .collect::<Vec<_>>(),
+        ));
         let partitions: Vec<Vec<PartitionedFile>> = config
             .file_groups
             .iter()
@@ -119,8 +135,8 @@ impl DictScanExec {
         Some(Self {
             store: config.object_store_url.clone(),
             partitions,
-            column: field.name().clone(),
-            skip_null_row_groups,
+            columns,
+            skip_null_row_groups: skip_null_row_groups.filter(|&i| i < schema.fields().len()),
             schema,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
@@ -128,15 +144,50 @@ impl DictScanExec {
     }
 }
 
+/// `plan` read by dictionary key, when it is a Parquet scan
+/// [`DictScanExec::replacing`] takes or a round-robin repartition of one
+/// (how DataFusion spreads a single file's batches over the partitions:
+/// each partition's batches of a row group still share its dictionary).
+pub fn read_by_key(
+    plan: &Arc<dyn ExecutionPlan>,
+    skip_null_row_groups: Option<usize>,
+) -> Option<Arc<dyn ExecutionPlan>> {
+    if let Some(scan) = DictScanExec::replacing(plan, skip_null_row_groups) {
+        return Some(Arc::new(scan));
+    }
+    let repartition = plan.downcast_ref::<RepartitionExec>()?;
+    if !matches!(repartition.partitioning(), Partitioning::RoundRobinBatch(_))
+        || repartition.preserve_order()
+    {
+        return None;
+    }
+    let scan = DictScanExec::replacing(repartition.input(), skip_null_row_groups)?;
+    Arc::clone(plan)
+        .replace_children(
+            vec![Arc::new(scan)],
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+        .ok()
+}
+
+/// Whether `plan` is what [`read_by_key`] gives.
+pub fn reads_by_key(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.downcast_ref::<DictScanExec>().is_some()
+        || plan
+            .downcast_ref::<RepartitionExec>()
+            .is_some_and(|r| r.input().downcast_ref::<DictScanExec>().is_some())
+}
+
 impl DisplayAs for DictScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let files: usize = self.partitions.iter().map(Vec::len).sum();
         write!(
             f,
-            "DictScanExec: column={}, files={files}, partitions={}, skip_null_row_groups={}",
-            self.column,
+            "DictScanExec: columns=[{}], files={files}, partitions={}, skip_null_row_groups={}",
+            self.columns.join(", "),
             self.partitions.len(),
             self.skip_null_row_groups
+                .map_or("none", |i| self.columns[i].as_str())
         )
     }
 }
@@ -189,7 +240,7 @@ impl ExecutionPlan for DictScanExec {
         let file = FileScan {
             factory,
             partition,
-            column: self.column.clone(),
+            columns: self.columns.clone(),
             skip_null_row_groups: self.skip_null_row_groups,
             schema: Arc::clone(&self.schema),
             batch_size: context.session_config().batch_size().max(1),
@@ -219,8 +270,8 @@ impl ExecutionPlan for DictScanExec {
 struct FileScan {
     factory: Arc<CachedParquetFileReaderFactory>,
     partition: usize,
-    column: String,
-    skip_null_row_groups: bool,
+    columns: Vec<String>,
+    skip_null_row_groups: Option<usize>,
     schema: SchemaRef,
     batch_size: usize,
     metrics: ExecutionPlanMetricsSet,
@@ -252,9 +303,31 @@ impl FileScan {
             })
         };
         let file_schema = Arc::clone(metadata.schema());
-        let Ok(index) = file_schema.index_of(&self.column) else {
-            // Written before the column existed: nulls, one batch a row group.
-            let rows: Vec<usize> = if self.skip_null_row_groups {
+        // Each column's index in the file; a file written before a column
+        // existed reads it as nulls.
+        let indices: Vec<Option<usize>> = self
+            .columns
+            .iter()
+            .map(|c| file_schema.index_of(c).ok())
+            .collect();
+        for (column, index) in self.columns.iter().zip(&indices) {
+            if let Some(i) = *index
+                && !is_text(file_schema.field(i).data_type())
+            {
+                return Err(DataFusionError::Execution(format!(
+                    "column {column} of {} is {}, not a string",
+                    file.object_meta.location,
+                    file_schema.field(i).data_type()
+                )));
+            }
+        }
+        let skipped_is_missing = self
+            .skip_null_row_groups
+            .is_some_and(|i| indices[i].is_none());
+        if skipped_is_missing || indices.iter().all(Option::is_none) {
+            // Nothing stored: nulls, one batch a row group (none when the
+            // nulls are dropped anyway).
+            let rows: Vec<usize> = if skipped_is_missing {
                 Vec::new()
             } else {
                 parquet
@@ -270,28 +343,22 @@ impl FileScan {
                 let schema = Arc::clone(&schema);
                 (0..n).step_by(batch_size).map(move |start| {
                     let len = batch_size.min(n - start);
-                    Ok(RecordBatch::try_new(
-                        Arc::clone(&schema),
-                        vec![new_null_array(&dictionary_type(), len)],
-                    )?)
+                    let columns = schema
+                        .fields()
+                        .iter()
+                        .map(|_| new_null_array(&dictionary_type(), len))
+                        .collect();
+                    Ok(RecordBatch::try_new(Arc::clone(&schema), columns)?)
                 })
             });
             return Ok(stream::iter(batches).boxed());
-        };
-        if !is_text(file_schema.field(index).data_type()) {
-            return Err(DataFusionError::Execution(format!(
-                "column {} of {} is {}, not a string",
-                self.column,
-                file.object_meta.location,
-                file_schema.field(index).data_type()
-            )));
         }
         let fields: Vec<Arc<Field>> = file_schema
             .fields()
             .iter()
             .enumerate()
             .map(|(i, f)| {
-                if i == index {
+                if indices.contains(&Some(i)) {
                     Arc::new(f.as_ref().clone().with_data_type(dictionary_type()))
                 } else {
                     Arc::clone(f)
@@ -305,10 +372,13 @@ impl FileScan {
         let metadata =
             ArrowReaderMetadata::try_new(Arc::clone(&parquet), options.with_schema(supplied))?;
         let descr = parquet.file_metadata().schema_descr();
-        let leaf = descr
-            .columns()
-            .iter()
-            .position(|c| c.path().parts() == [self.column.as_str()]);
+        let skip_leaf = self.skip_null_row_groups.and_then(|i| {
+            let name = self.columns[i].as_str();
+            descr
+                .columns()
+                .iter()
+                .position(|c| c.path().parts() == [name])
+        });
         let row_groups: Vec<usize> = parquet
             .row_groups()
             .iter()
@@ -316,17 +386,24 @@ impl FileScan {
             .filter(|(_, rg)| in_range(rg))
             .filter(|(_, rg)| {
                 // Statistics that say every row is null: nothing to count.
-                !(self.skip_null_row_groups
-                    && leaf.is_some_and(|l| {
-                        rg.column(l)
-                            .statistics()
-                            .and_then(|s| s.null_count_opt())
-                            .is_some_and(|n| i64::try_from(n).ok() == Some(rg.num_rows()))
-                    }))
+                !skip_leaf.is_some_and(|l| {
+                    rg.column(l)
+                        .statistics()
+                        .and_then(|s| s.null_count_opt())
+                        .is_some_and(|n| i64::try_from(n).ok() == Some(rg.num_rows()))
+                })
             })
             .map(|(i, _)| i)
             .collect();
-        let mask = ProjectionMask::roots(descr, [index]);
+        // The reader returns the columns in the file's order: each output
+        // column's place among them, or `None` for a column the file lacks.
+        let mut stored: Vec<usize> = indices.iter().flatten().copied().collect();
+        stored.sort_unstable();
+        let places: Vec<Option<usize>> = indices
+            .iter()
+            .map(|i| i.and_then(|i| stored.iter().position(|&s| s == i)))
+            .collect();
+        let mask = ProjectionMask::roots(descr, stored.iter().copied());
         let schema = self.schema;
         let batches = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata)
             .with_projection(mask)
@@ -334,13 +411,17 @@ impl FileScan {
             .with_batch_size(self.batch_size)
             .build()?
             .map(move |batch| {
-                // The file's field may say "not null"; the scan's says
-                // nullable (files that lack the column read as nulls).
+                // The file's fields may say "not null"; the scan's say
+                // nullable (files that lack a column read it as nulls).
                 let batch = batch?;
-                Ok(RecordBatch::try_new(
-                    Arc::clone(&schema),
-                    batch.columns().to_vec(),
-                )?)
+                let columns = places
+                    .iter()
+                    .map(|place| match place {
+                        Some(p) => Arc::clone(batch.column(*p)),
+                        None => new_null_array(&dictionary_type(), batch.num_rows()),
+                    })
+                    .collect();
+                Ok(RecordBatch::try_new(Arc::clone(&schema), columns)?)
             });
         Ok(batches.boxed())
     }
@@ -363,18 +444,25 @@ mod tests {
     use super::*;
     use crate::sql::tests::answer_and_plan as run;
 
-    /// Writes `rows` rows of `k` (with `n`) into `path`, `k` as the writer
-    /// `props` encode it; `k: None` writes a file without the column.
+    /// Writes `rows` rows of `k` (with `n`, and `j`: other values of the
+    /// same kinds) into `path`, `k` and `j` as the writer `props` encode
+    /// them; `k: None` writes a file without either.
     fn write(path: &std::path::Path, k: Option<Vec<Option<String>>>, props: WriterProperties) {
         let (schema, columns): (Schema, Vec<ArrayRef>) = match k {
             Some(k) => {
                 let n: Int64Array = (0..k.len() as i64).collect();
+                let j = values(k.len(), k.len() % 7);
                 (
                     Schema::new(vec![
                         Field::new("k", DataType::Utf8, true),
                         Field::new("n", DataType::Int64, false),
+                        Field::new("j", DataType::Utf8, true),
                     ]),
-                    vec![Arc::new(StringArray::from(k)), Arc::new(n)],
+                    vec![
+                        Arc::new(StringArray::from(k)),
+                        Arc::new(n),
+                        Arc::new(StringArray::from(j)),
+                    ],
                 )
             }
             None => (
@@ -416,10 +504,11 @@ mod tests {
             .collect()
     }
 
-    /// A lake directory of six files: dictionary-encoded in several row
+    /// A lake directory of eight files: dictionary-encoded in several row
     /// groups, a dictionary that falls back to plain pages, no dictionary,
-    /// one without the column, a row group of nulls alone, and one whose
-    /// Arrow schema declares the column a dictionary.
+    /// one without the columns, a row group of nulls alone, one whose
+    /// Arrow schema declares `k` a dictionary (and has no `j`), one with
+    /// `j` but no `k`, and one whose `j` is null throughout.
     fn lake() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let small_groups = WriterProperties::builder()
@@ -465,6 +554,35 @@ mod tests {
             vec![Arc::new(k)],
             WriterProperties::new(),
         );
+        let j: StringArray = values(400, 6).into_iter().collect();
+        let schema = Arc::new(Schema::new(vec![Field::new("j", DataType::Utf8, true)]));
+        write_batch(
+            &dir.path().join("g.parquet"),
+            schema,
+            vec![Arc::new(j)],
+            WriterProperties::new(),
+        );
+        // `j` null throughout, `k` not: row groups skipped when only `j`'s
+        // nulls are not counted.
+        let k: StringArray = values(600, 2).into_iter().collect();
+        let j: StringArray = (0..600).map(|_| None::<&str>).collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, false),
+            Field::new("j", DataType::Utf8, true),
+        ]));
+        write_batch(
+            &dir.path().join("h.parquet"),
+            schema,
+            vec![
+                Arc::new(k),
+                Arc::new((0..600i64).collect::<Int64Array>()),
+                Arc::new(j),
+            ],
+            WriterProperties::builder()
+                .set_max_row_group_row_count(Some(300))
+                .build(),
+        );
         dir
     }
 
@@ -499,6 +617,7 @@ mod tests {
         let schema = Arc::new(Schema::new(vec![
             Field::new("k", DataType::Utf8View, true),
             Field::new("n", DataType::Int64, true),
+            Field::new("j", DataType::Utf8View, true),
         ]));
         let options =
             ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
@@ -527,7 +646,7 @@ mod tests {
                 let (want, _) = run(&plain, sql).await;
                 let (got, plan) = run(&fast, sql).await;
                 assert_eq!(got, want, "{sql} (split: {split})\n{plan}");
-                assert!(plan.contains("DictScanExec: column=k"), "{sql}:\n{plan}");
+                assert!(plan.contains("DictScanExec: columns=[k]"), "{sql}:\n{plan}");
             }
             // Every row is counted once, whichever partition reads it.
             let (total, _) = run(
@@ -535,7 +654,108 @@ mod tests {
                 "SELECT sum(c) AS rows FROM (SELECT k, count(*) AS c FROM t GROUP BY k)",
             )
             .await;
-            assert!(total.contains("| 9577 |"), "{total}");
+            assert!(total.contains("| 10577 |"), "{total}");
+        }
+    }
+
+    #[tokio::test]
+    async fn counts_by_two_dictionary_keys_equal_datafusions_own() {
+        let dir = lake();
+        for split in [false, true] {
+            let plain = session(&dir, false, split).await;
+            let fast = session(&dir, true, split).await;
+            for sql in [
+                "SELECT k, j, count(*) AS c FROM t GROUP BY k, j ORDER BY k, j",
+                "SELECT j, k, count(*) AS c FROM t WHERE k IS NOT NULL GROUP BY j, k ORDER BY c DESC, j, k LIMIT 7",
+                "SELECT k, j, count(*) AS c FROM t WHERE j IS NOT NULL GROUP BY k, j ORDER BY k, j",
+                "SELECT k, j, count(k) AS a, count(j) AS b, count(*) AS c FROM t GROUP BY k, j ORDER BY k, j",
+                "SELECT count(*) AS groups, sum(c) AS rows FROM (SELECT k, j, count(*) AS c FROM t GROUP BY k, j)",
+            ] {
+                let (want, _) = run(&plain, sql).await;
+                let (got, plan) = run(&fast, sql).await;
+                assert_eq!(got, want, "{sql} (split: {split})\n{plan}");
+                assert!(
+                    plan.contains("DictScanExec: columns=[k, j]")
+                        || plan.contains("DictScanExec: columns=[j, k]"),
+                    "{sql}:\n{plan}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn pairs_of_large_dictionaries_are_counted_in_a_map() {
+        // 1,500 × 1,200 distinct values in one row group: more pairs of keys
+        // than the counter keeps in an array.
+        let dir = tempfile::tempdir().unwrap();
+        for (file, skew) in [("a.parquet", 0), ("b.parquet", 1)] {
+            let k: StringArray = (0..6000)
+                .map(|i| (i % 97 != 0).then(|| format!("10.{}.{}.1", skew, i % 1500)))
+                .collect();
+            let j: StringArray = (0..6000)
+                .map(|i| Some(format!("host-{}", (i * 7) % 1200)))
+                .collect();
+            let n: Int64Array = (0..6000).collect();
+            let schema = Arc::new(Schema::new(vec![
+                Field::new("k", DataType::Utf8, true),
+                Field::new("n", DataType::Int64, false),
+                Field::new("j", DataType::Utf8, true),
+            ]));
+            let props = WriterProperties::builder()
+                .set_dictionary_page_size_limit(1 << 20)
+                .build();
+            write_batch(
+                &dir.path().join(file),
+                schema,
+                vec![Arc::new(k), Arc::new(n), Arc::new(j)],
+                props,
+            );
+        }
+        let plain = session(&dir, false, false).await;
+        let fast = session(&dir, true, false).await;
+        for sql in [
+            "SELECT count(*) AS groups, sum(c) AS rows, min(c) AS lo, max(c) AS hi FROM (SELECT k, j, count(*) AS c FROM t GROUP BY k, j)",
+            "SELECT k, j, count(*) AS c FROM t WHERE k IS NOT NULL GROUP BY k, j ORDER BY c DESC, k, j LIMIT 10",
+        ] {
+            let (want, _) = run(&plain, sql).await;
+            let (got, plan) = run(&fast, sql).await;
+            assert_eq!(got, want, "{sql}\n{plan}");
+            assert!(
+                plan.contains("DictScanExec: columns=[k, j]"),
+                "{sql}:\n{plan}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_single_file_dealt_round_robin_is_read_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(700))
+            .build();
+        write(&dir.path().join("a.parquet"), Some(values(3000, 4)), props);
+        let plain = session(&dir, false, false).await;
+        let fast = session(&dir, true, false).await;
+        // With a filter, DataFusion deals the batches round-robin.
+        for (sql, dealt) in [
+            (
+                "SELECT k, count(*) AS c FROM t WHERE k IS NOT NULL GROUP BY k ORDER BY c DESC, k",
+                true,
+            ),
+            (
+                "SELECT k, j, count(*) AS c FROM t WHERE j IS NOT NULL GROUP BY k, j ORDER BY k, j",
+                true,
+            ),
+            (
+                "SELECT k, j, count(*) AS c FROM t GROUP BY k, j ORDER BY k, j",
+                false,
+            ),
+        ] {
+            let (want, _) = run(&plain, sql).await;
+            let (got, plan) = run(&fast, sql).await;
+            assert_eq!(got, want, "{sql}\n{plan}");
+            assert_eq!(plan.contains("RoundRobinBatch"), dealt, "{sql}:\n{plan}");
+            assert!(plan.contains("DictScanExec: columns=["), "{sql}:\n{plan}");
         }
     }
 
@@ -561,8 +781,8 @@ mod tests {
         let props = WriterProperties::builder()
             .set_max_row_group_row_count(Some(1000))
             .build();
-        // Two files, one a partition (a single file would be read by one
-        // scan and its batches dealt round-robin: not a dictionary scan).
+        // Two files, one a partition (a single file's batches would be
+        // dealt round-robin, alternately to each partition).
         write(
             &dir.path().join("a.parquet"),
             Some(values(2000, 1)),

@@ -33,15 +33,20 @@
 //! tell), the pre-aggregated side is not (else there is nothing to fold),
 //! that side is not itself an aggregation, and the side's columns the
 //! query groups by follow from its join keys (so the pre-aggregation has
-//! one group per key; a single string key is counted by `view_count.rs`).
+//! one group per key; a single string key is counted by `view_count.rs`)
+//! — or, grouped by one more string column, the side is a table scan whose
+//! rows are only counted (`view_count.rs` counts them by the two columns'
+//! dictionary keys, where a hash aggregation would cost more than the join
+//! saves).
 //! A join with a filter, a
 //! `DISTINCT`, `FILTER` or ordered aggregate, or grouping by expressions
 //! other than columns is left alone.
 
 use std::sync::Arc;
 
+use arrow::datatypes::DataType;
 use datafusion::common::tree_node::Transformed;
-use datafusion::common::{Column, Dependency, NullEquality};
+use datafusion::common::{Column, Dependency, ExprSchema, NullEquality};
 use datafusion::error::Result as DfResult;
 use datafusion::functions::core::expr_fn::coalesce;
 use datafusion::functions_aggregate::sum::sum_udaf;
@@ -149,15 +154,18 @@ fn rewrite(aggregate: &Aggregate) -> DfResult<Option<LogicalPlan>> {
         // keys, so the pre-aggregation has as many groups as keys: grouping
         // `logs ⋈ findings` by address *and* host made it 1.5× slower — a
         // two-column hash aggregation over 5.6 M rows costs more than the
-        // join it saves (docs/benchmarks.md).
+        // join it saves (docs/benchmarks.md). Unless the pre-aggregation
+        // counts the rows of a scan by two of its string columns, which
+        // `view_count.rs` does by the Parquet dictionaries' keys.
         let side_groups: Vec<Column> = group_columns
             .iter()
             .filter(|c| side.schema().has_column(c))
             .cloned()
             .collect();
-        if !side_groups
+        let follows = side_groups
             .iter()
-            .all(|c| side_keys.contains(c) || determined_by(side, side_keys, c))
+            .all(|c| side_keys.contains(c) || determined_by(side, side_keys, c));
+        if !(follows || counted_by_key_pair(side, side_keys, &side_groups, &arguments))
             || !arguments
                 .iter()
                 .flatten()
@@ -204,6 +212,59 @@ fn unalias(e: &Expr) -> &Expr {
     match e {
         Expr::Alias(a) => unalias(&a.expr),
         other => other,
+    }
+}
+
+/// Whether the pre-aggregation of `side` would count rows (`count(*)`
+/// alone) by exactly two string columns of a table scan whose filters test
+/// nothing but those columns: the shape `view_count.rs` counts by the
+/// Parquet dictionaries' keys (when the table is Parquet; else DataFusion
+/// aggregates, as slowly as the doc of `rewrite` says).
+fn counted_by_key_pair(
+    side: &LogicalPlan,
+    keys: &[Column],
+    groups: &[Column],
+    arguments: &[Option<Column>],
+) -> bool {
+    let mut columns: Vec<&Column> = Vec::with_capacity(2);
+    for c in keys.iter().chain(groups) {
+        if !columns.contains(&c) {
+            columns.push(c);
+        }
+    }
+    let schema = side.schema();
+    columns.len() == 2
+        && arguments.iter().all(Option::is_none)
+        && columns.iter().all(|c| {
+            schema.field_from_column(c).is_ok_and(|f| {
+                matches!(
+                    f.data_type(),
+                    DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+                )
+            })
+        })
+        && scans_only(
+            side,
+            &columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        )
+}
+
+/// Whether `plan` is a scan of a table (no limit) under renames, column
+/// projections and filters, where every filter reads only `names`.
+fn scans_only(plan: &LogicalPlan, names: &[&str]) -> bool {
+    let reads_only = |e: &Expr| {
+        e.column_refs()
+            .iter()
+            .all(|c| names.contains(&c.name.as_str()))
+    };
+    match plan {
+        LogicalPlan::SubqueryAlias(a) => scans_only(&a.input, names),
+        LogicalPlan::Projection(p) => {
+            p.expr.iter().all(|e| matches!(e, Expr::Column(_))) && scans_only(&p.input, names)
+        }
+        LogicalPlan::Filter(f) => reads_only(&f.predicate) && scans_only(&f.input, names),
+        LogicalPlan::TableScan(t) => t.fetch.is_none() && t.filters.iter().all(reads_only),
+        _ => false,
     }
 }
 
@@ -471,6 +532,22 @@ mod tests {
                      JOIN hot ON hot.ip = dim.ip GROUP BY 1, 2 ORDER BY n DESC, 1, 2 LIMIT 5"
             ),
             format!("{DIM} SELECT count(*) AS n, sum(f.v) AS s FROM f JOIN dim ON f.ip = dim.ip"),
+            // Grouped by another string column of the events and only
+            // counted (by the two columns' keys, view_count.rs), also as a
+            // distinct count and with a filter on the two columns.
+            format!(
+                "{DIM} SELECT dim.name, f.host, count(*) AS n FROM f JOIN dim ON f.ip = dim.ip \
+                     GROUP BY dim.name, f.host ORDER BY 1, 2"
+            ),
+            format!(
+                "{DIM} SELECT dim.name, dim.score, count(*) AS n, count(DISTINCT f.host) AS hosts \
+                     FROM f JOIN dim ON f.ip = dim.ip GROUP BY dim.name, dim.score \
+                     ORDER BY n DESC, 1, 2"
+            ),
+            format!(
+                "{DIM} SELECT dim.name, count(*) AS n, count(DISTINCT f.host) AS hosts \
+                     FROM f JOIN dim ON f.ip = dim.ip WHERE f.host <> 'h3' GROUP BY dim.name ORDER BY 1"
+            ),
             // No event matches: a count is 0 and a sum null, as without the rule.
             format!(
                 "{DIM} SELECT count(*) AS n, sum(f.v) AS s FROM f JOIN dim ON f.ip = dim.ip \
@@ -506,13 +583,17 @@ mod tests {
             // An aggregate of the dimension's column.
             "WITH dim AS (SELECT ip, max(score) AS score FROM d GROUP BY ip) \
              SELECT f.host, sum(dim.score) FROM f JOIN dim ON f.ip = dim.ip GROUP BY f.host ORDER BY 1",
-            // Grouped by another column of the events, also as a distinct count.
+            // Grouped by another column of the events, but not only
+            // counted, or not a string, or filtered by a third column.
             "WITH dim AS (SELECT ip, max(name) AS name FROM d GROUP BY ip) \
-             SELECT dim.name, f.host, count(*) FROM f JOIN dim ON f.ip = dim.ip \
+             SELECT dim.name, f.host, sum(f.v) FROM f JOIN dim ON f.ip = dim.ip \
              GROUP BY dim.name, f.host ORDER BY 1, 2",
             "WITH dim AS (SELECT ip, max(name) AS name FROM d GROUP BY ip) \
+             SELECT dim.name, f.v, count(*) FROM f JOIN dim ON f.ip = dim.ip \
+             GROUP BY dim.name, f.v ORDER BY 1, 2",
+            "WITH dim AS (SELECT ip, max(name) AS name FROM d GROUP BY ip) \
              SELECT dim.name, count(*), count(DISTINCT f.host) FROM f JOIN dim ON f.ip = dim.ip \
-             GROUP BY dim.name ORDER BY 1",
+             WHERE f.v > 10 GROUP BY dim.name ORDER BY 1",
             // A join filter; an outer join; a grouping expression.
             "WITH dim AS (SELECT ip, max(score) AS score FROM d GROUP BY ip) \
              SELECT f.host, count(*) FROM f JOIN dim ON f.ip = dim.ip AND f.v > dim.score GROUP BY f.host ORDER BY 1",
