@@ -1197,4 +1197,38 @@ async fn counts_by_address_and_star_joins_answer_exactly() {
     assert_eq!(cells(&run(&e, "acme", sql).await.unwrap()), want);
     let plan = physical_plan(&e, "acme", sql).await;
     assert!(plan.contains("__securenet_eager_0"), "{plan}");
+
+    // Grouped by an event column too (its distinct count): the events are
+    // counted by address and host, by the pair of their dictionary keys.
+    let sql = "WITH dim AS (SELECT source_ip AS ip, min(host) AS first_host FROM logs \
+               GROUP BY source_ip) \
+               SELECT dim.ip, dim.first_host, count(*) AS n, count(DISTINCT l.host) AS hosts \
+               FROM logs l JOIN dim ON l.source_ip = dim.ip \
+               GROUP BY dim.ip, dim.first_host ORDER BY 1";
+    let mut hosts: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for i in 0..900 {
+        if let Some(a) = ip(i) {
+            hosts.entry(a).or_default().insert(format!("h{}", i % 3));
+        }
+    }
+    let want: Vec<Vec<String>> = per_ip
+        .iter()
+        .map(|(a, (n, first))| {
+            vec![
+                a.clone(),
+                first.clone(),
+                n.to_string(),
+                hosts[a].len().to_string(),
+            ]
+        })
+        .collect();
+    assert_eq!(cells(&run(&e, "acme", sql).await.unwrap()), want);
+    let plan = physical_plan(&e, "acme", sql).await;
+    assert!(plan.contains("__securenet_eager_0"), "{plan}");
+    assert!(
+        plan.contains("CountByViewExec: gby=[source_ip, host]"),
+        "{plan}"
+    );
+    assert!(plan.contains("DictScanExec"), "{plan}");
 }

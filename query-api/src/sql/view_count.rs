@@ -61,8 +61,9 @@ use std::task::{Context, Poll};
 use arrow::array::{
     Array, ArrayRef, AsArray, DictionaryArray, Int64Array, RecordBatch, StringViewArray,
 };
-use arrow::buffer::{Buffer, NullBuffer};
+use arrow::buffer::Buffer;
 use arrow::datatypes::{DataType, Int32Type, SchemaRef};
+use arrow::util::bit_chunk_iterator::BitChunks;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Constraints, HashMap};
 use datafusion::config::ConfigOptions;
@@ -866,8 +867,6 @@ struct PairCounter {
     /// more than [`MAX_CELLS`] cells, and `sparse` counts.
     cells: Vec<u64>,
     sparse: HashMap<u64, u64>,
-    /// Each row's cell, for the batch being counted.
-    rows: Vec<u64>,
     strings: [Strings; 2],
     groups: PairGroups,
     resolves: usize,
@@ -902,47 +901,21 @@ impl PairCounter {
             }
             self.dictionaries = Some([Arc::clone(a), Arc::clone(b)]);
         }
-        // Each row's cell, `first * width + second` (a null key is one past
-        // the dictionary's last); rows not counted (a null the filter
-        // drops) go to a cell at or past `trash`, which is never resolved.
-        let [n1, n2] = self.lengths.map(|n| n as u64);
-        let width = n2 + 1;
-        let trash = (n1 + 1) * width;
-        let key = |k: i32, n: u64| u64::from(k as u32).min(n);
-        let (k1, k2) = (first.keys(), second.keys());
-        let rows = &mut self.rows;
-        rows.clear();
-        rows.extend(k1.values().iter().map(|&k| key(k, n1) * width));
-        if let Some(nulls) = k1.nulls() {
-            let null = if skip_nulls == Some(0) {
-                trash
-            } else {
-                n1 * width
-            };
-            replace_nulls(rows, nulls, |_, _| null);
-        }
-        for (cell, &k) in rows.iter_mut().zip(k2.values()) {
-            *cell += key(k, n2);
-        }
-        if let Some(nulls) = k2.nulls() {
-            if skip_nulls == Some(1) {
-                replace_nulls(rows, nulls, |_, _| trash);
-            } else {
-                let keys = k2.values();
-                replace_nulls(rows, nulls, |i, cell| cell - key(keys[i], n2) + n2);
-            }
-        }
+        let trash = (self.lengths[0] as u64 + 1) * (self.lengths[1] as u64 + 1);
         if self.cells.is_empty() {
-            for &cell in rows.iter().filter(|&&c| c < trash) {
-                *self.sparse.entry(cell).or_insert(0) += 1;
-            }
+            let sparse = &mut self.sparse;
+            for_each_cell(first, second, self.lengths, skip_nulls, |cell| {
+                if cell < trash {
+                    *sparse.entry(cell).or_insert(0) += 1;
+                }
+            });
         } else {
             let cells = &mut self.cells;
-            for &cell in rows.iter() {
+            for_each_cell(first, second, self.lengths, skip_nulls, |cell| {
                 if let Some(c) = cells.get_mut(cell as usize) {
                     *c += 1;
                 }
-            }
+            });
         }
         Ok(())
     }
@@ -1006,7 +979,6 @@ impl PairCounter {
 
     fn memory(&self) -> usize {
         self.cells.capacity() * 8
-            + self.rows.capacity() * 8
             + self.sparse.capacity() * 16
             + self.groups.memory()
             + self.strings[0].memory()
@@ -1064,29 +1036,58 @@ impl PairCounter {
     }
 }
 
-/// Replaces each null row's cell by `null(row, cell)`, without a branch a
-/// row (nulls are as frequent as not in an address column, and a branch on
-/// each cost more than the counting).
-fn replace_nulls(rows: &mut [u64], nulls: &NullBuffer, null: impl Fn(usize, u64) -> u64) {
-    let chunks = nulls.inner().bit_chunks();
-    let words = chunks
-        .iter()
-        .chain(std::iter::once(chunks.remainder_bits()));
-    for (w, bits) in words.enumerate() {
-        let start = w * 64;
-        let end = (start + 64).min(rows.len());
-        if start >= end {
-            break;
-        }
-        if bits == u64::MAX {
-            continue;
-        }
-        for (j, cell) in rows[start..end].iter_mut().enumerate() {
+/// Calls `count` with each row's cell, `first * width + second` for keys
+/// of dictionaries of `lengths` (`width` = the second's length + 1; a null
+/// key is one past the dictionary's last); a row not counted (a null of
+/// the `skip_nulls` column) gets a cell at or past `(lengths[0] + 1) *
+/// width`. One pass over both columns and their validity, 64 rows a word,
+/// without a branch a row: nulls are as frequent as not in an address
+/// column, and a branch on each cost more than the counting.
+fn for_each_cell(
+    first: &DictionaryArray<Int32Type>,
+    second: &DictionaryArray<Int32Type>,
+    lengths: [usize; 2],
+    skip_nulls: Option<usize>,
+    mut count: impl FnMut(u64),
+) {
+    let [n1, n2] = lengths.map(|n| n as u64);
+    let width = n2 + 1;
+    let trash = (n1 + 1) * width;
+    // A skipped null of the first column lands past the last row of cells.
+    let null1 = if skip_nulls == Some(0) { n1 + 1 } else { n1 };
+    // All ones: a null of the second column is counted (as the null key).
+    let keep2 = if skip_nulls == Some(1) { 0 } else { u64::MAX };
+    let (k1, k2) = (first.keys(), second.keys());
+    let (v1, v2) = (k1.values(), k2.values());
+    let len = v1.len().min(v2.len());
+    let chunks1 = k1.nulls().map(|n| n.inner().bit_chunks());
+    let chunks2 = k2.nulls().map(|n| n.inner().bit_chunks());
+    let key = |k: i32, n: u64| u64::from(k as u32).min(n);
+    for ((start, bits1), bits2) in (0..len)
+        .step_by(64)
+        .zip(validity_words(&chunks1))
+        .zip(validity_words(&chunks2))
+    {
+        let end = (start + 64).min(len);
+        for (j, (&a, &b)) in v1[start..end].iter().zip(&v2[start..end]).enumerate() {
             // All ones for a valid row, all zeros for a null one.
-            let valid = ((bits >> j) & 1).wrapping_neg();
-            *cell = (*cell & valid) | (null(start + j, *cell) & !valid);
+            let valid1 = ((bits1 >> j) & 1).wrapping_neg();
+            let valid2 = ((bits2 >> j) & 1).wrapping_neg();
+            let x = (key(a, n1) & valid1) | (null1 & !valid1);
+            let y = (key(b, n2) & valid2) | (n2 & !valid2);
+            let counted = valid2 | keep2;
+            count(((x * width + y) & counted) | (trash & !counted));
         }
     }
+}
+
+/// A column's validity 64 rows a word (all ones past its end, or without
+/// nulls).
+fn validity_words<'a>(chunks: &'a Option<BitChunks<'a>>) -> impl Iterator<Item = u64> + 'a {
+    chunks
+        .iter()
+        .flat_map(|c| c.iter().chain(std::iter::once(c.remainder_bits())))
+        .chain(std::iter::repeat(u64::MAX))
 }
 
 /// The counter of one or of two grouping columns.
