@@ -664,20 +664,35 @@ impl ViewCounter {
             .map(|chunk| {
                 let keys: StringViewArray = chunk.iter().map(|(k, _)| k.as_deref()).collect();
                 let mut columns: Vec<ArrayRef> = vec![Arc::new(keys)];
-                for c in counts {
-                    let values: Int64Array = chunk
-                        .iter()
-                        .map(|(k, n)| match (c, k) {
-                            (Counts::Values(_), None) => Some(0),
-                            _ => Some(i64::try_from(*n).unwrap_or(i64::MAX)),
-                        })
-                        .collect();
-                    columns.push(Arc::new(values));
-                }
+                columns.extend(count_columns(
+                    counts,
+                    chunk.iter().map(|(k, n)| ([k.is_none(), false], *n)),
+                ));
                 Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
             })
             .collect()
     }
+}
+
+/// The output counts of groups given as (which grouping columns are null,
+/// rows): `count(x)` is 0 where `x` is null.
+fn count_columns(
+    counts: &[Counts],
+    groups: impl Iterator<Item = ([bool; 2], u64)> + Clone,
+) -> Vec<ArrayRef> {
+    counts
+        .iter()
+        .map(|c| {
+            let values: Int64Array = groups
+                .clone()
+                .map(|(null, n)| match c {
+                    Counts::Values(i) if null.get(*i).copied().unwrap_or(false) => Some(0),
+                    _ => Some(i64::try_from(n).unwrap_or(i64::MAX)),
+                })
+                .collect();
+            Arc::new(values) as ArrayRef
+        })
+        .collect()
 }
 
 /// Adds `rows` to the group of `s`.
@@ -1015,17 +1030,12 @@ impl PairCounter {
                 let a: StringViewArray = chunk.iter().map(|g| first.value(g.0)).collect();
                 let b: StringViewArray = chunk.iter().map(|g| second.value(g.1)).collect();
                 let mut columns: Vec<ArrayRef> = vec![Arc::new(a), Arc::new(b)];
-                for c in counts {
-                    let values: Int64Array = chunk
+                columns.extend(count_columns(
+                    counts,
+                    chunk
                         .iter()
-                        .map(|&(x, y, n)| match c {
-                            Counts::Values(0) if x == NULL_ID => Some(0),
-                            Counts::Values(1) if y == NULL_ID => Some(0),
-                            _ => Some(i64::try_from(n).unwrap_or(i64::MAX)),
-                        })
-                        .collect();
-                    columns.push(Arc::new(values));
-                }
+                        .map(|&(x, y, n)| ([x == NULL_ID, y == NULL_ID], n)),
+                ));
                 Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
             })
             .collect::<DfResult<Vec<_>>>();
