@@ -558,11 +558,11 @@ impl ViewCounter {
     /// batches share a dictionary, into the groups when it changes.
     fn add_keys(&mut self, array: &DictionaryArray<Int32Type>, skip_nulls: bool) -> DfResult<()> {
         let values = array.values();
-        // The reader builds each batch's dictionary array anew over the
-        // same buffers: the same dictionary is the same buffers (held here
-        // while counted by key, so their addresses are not reused).
-        let same = |d: &ArrayRef| Arc::ptr_eq(d, values) || d.to_data().ptr_eq(&values.to_data());
-        if !self.dictionary.as_ref().is_some_and(same) {
+        if !self
+            .dictionary
+            .as_ref()
+            .is_some_and(|held| same_dictionary(held, values))
+        {
             self.resolve_keys()?;
             self.key_rows.resize(values.len(), 0);
             self.dictionary = Some(Arc::clone(values));
@@ -599,9 +599,7 @@ impl ViewCounter {
         let Some(dictionary) = self.dictionary.take() else {
             return Ok(());
         };
-        let values = dictionary.as_string_opt::<i32>().ok_or_else(|| {
-            DataFusionError::Internal("CountByViewExec's dictionary is not Utf8".into())
-        })?;
+        let values = dictionary_strings(&dictionary)?;
         self.resolves += 1;
         for (k, rows) in self.key_rows.drain(..).enumerate() {
             if rows == 0 {
@@ -693,6 +691,20 @@ fn count_columns(
             Arc::new(values) as ArrayRef
         })
         .collect()
+}
+
+/// Whether `d`, a batch's dictionary, is the one `held` for the batches
+/// counted so far: the reader builds each batch's dictionary array anew
+/// over the same buffers, so the same dictionary is the same buffers (held
+/// while counted by key, so their addresses are not reused).
+fn same_dictionary(held: &ArrayRef, d: &ArrayRef) -> bool {
+    Arc::ptr_eq(held, d) || held.to_data().ptr_eq(&d.to_data())
+}
+
+/// The strings of a dictionary read by key (`Dictionary(Int32, Utf8)`).
+fn dictionary_strings(d: &ArrayRef) -> DfResult<&arrow::array::StringArray> {
+    d.as_string_opt::<i32>()
+        .ok_or_else(|| DataFusionError::Internal("CountByViewExec's dictionary is not Utf8".into()))
 }
 
 /// Adds `rows` to the group of `s`.
@@ -897,15 +909,11 @@ impl PairCounter {
         second: &DictionaryArray<Int32Type>,
         skip_nulls: Option<usize>,
     ) -> DfResult<()> {
-        // Rebuilt each batch over the same buffers, as in `add_keys`.
-        let same = |held: &ArrayRef, d: &ArrayRef| {
-            Arc::ptr_eq(held, d) || held.to_data().ptr_eq(&d.to_data())
-        };
         let (a, b) = (first.values(), second.values());
         if !self
             .dictionaries
             .as_ref()
-            .is_some_and(|[x, y]| same(x, a) && same(y, b))
+            .is_some_and(|[x, y]| same_dictionary(x, a) && same_dictionary(y, b))
         {
             self.resolve()?;
             self.lengths = [a.len(), b.len()];
@@ -940,12 +948,7 @@ impl PairCounter {
         let Some([a, b]) = self.dictionaries.take() else {
             return Ok(());
         };
-        let as_text = |d: &ArrayRef| {
-            d.as_string_opt::<i32>().cloned().ok_or_else(|| {
-                DataFusionError::Internal("CountByViewExec's dictionary is not Utf8".into())
-            })
-        };
-        let dictionaries = [as_text(&a)?, as_text(&b)?];
+        let dictionaries = [dictionary_strings(&a)?, dictionary_strings(&b)?];
         self.resolves += 1;
         let width = self.lengths[1] + 1;
         let counted = (self.lengths[0] + 1) * width;
