@@ -83,12 +83,12 @@ wait_ready() { # file marker pid
 # with it the usage day, which follows receipt, not event time — is that
 # day. Each day gets ROWS/DAYS generated log rows spread over the day, a few
 # injected bursts (SSH brute force, port scans, ...) and the nightly scan.
-# v2: objects carry bloom filters on the lookup columns (a lake written by
-# an older binary would not).
+# v2: objects carry bloom filters on the lookup columns; v3: 64 KiB data
+# pages (a lake written by an older binary would have neither).
 # LAKE_COMPRESSION=lz4_raw|snappy writes (and caches) the lake with that
 # pipeline.parquet.compression instead of the default zstd.
 LAKE_COMPRESSION="${LAKE_COMPRESSION:-zstd}"
-CACHE="$HOME/.cache/securenet/sqlbench/rows-$ROWS-seed$SEED-v2"
+CACHE="$HOME/.cache/securenet/sqlbench/rows-$ROWS-seed$SEED-v3"
 [ "$LAKE_COMPRESSION" = zstd ] || CACHE="$CACHE-$LAKE_COMPRESSION"
 if [ ! -f "$CACHE/loaded.json" ]; then
   if ! command -v faketime >/dev/null 2>&1; then

@@ -31,6 +31,7 @@ pub mod functions;
 pub mod guard;
 mod imatch;
 mod lanes;
+mod lookup;
 mod object_cache;
 mod prune;
 mod session;

@@ -27,17 +27,28 @@ use datafusion::scalar::ScalarValue;
 
 const MS_PER_DAY: i64 = 86_400_000;
 
+/// The listing partition column: the UTC day of the time column.
+const PARTITION_COLUMN: &str = "date";
+
 /// A listing table partitioned by `date` = the UTC day of `time_column`.
 #[derive(Debug)]
 pub struct DatePartitioned {
     inner: Arc<dyn TableProvider>,
+    /// The same files read with filters evaluated while decoding, for
+    /// scans that look values up (`super::lookup`).
+    lookups: Arc<dyn TableProvider>,
     time_column: String,
 }
 
 impl DatePartitioned {
-    pub fn new(inner: Arc<dyn TableProvider>, time_column: impl Into<String>) -> Self {
+    pub fn new(
+        inner: Arc<dyn TableProvider>,
+        lookups: Arc<dyn TableProvider>,
+        time_column: impl Into<String>,
+    ) -> Self {
         Self {
             inner,
+            lookups,
             time_column: time_column.into(),
         }
     }
@@ -51,10 +62,10 @@ impl DatePartitioned {
         }
         let day = |ms: i64| i32::try_from(ms.div_euclid(MS_PER_DAY)).ok();
         if let Some(d) = range.lower.and_then(day) {
-            out.push(col("date").gt_eq(lit(ScalarValue::Date32(Some(d)))));
+            out.push(col(PARTITION_COLUMN).gt_eq(lit(ScalarValue::Date32(Some(d)))));
         }
         if let Some(d) = range.upper.and_then(day) {
-            out.push(col("date").lt_eq(lit(ScalarValue::Date32(Some(d)))));
+            out.push(col(PARTITION_COLUMN).lt_eq(lit(ScalarValue::Date32(Some(d)))));
         }
         out
     }
@@ -88,6 +99,14 @@ impl TableProvider for DatePartitioned {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if super::lookup::is_lookup(filters, &[PARTITION_COLUMN]) {
+            let filters = self.with_date_bounds(filters);
+            let scan = self
+                .lookups
+                .scan(state, projection, &filters, limit)
+                .await?;
+            return Ok(Arc::new(super::lookup::CompactViewsExec::new(scan)));
+        }
         let filters = self.with_date_bounds(filters);
         self.inner.scan(state, projection, &filters, limit).await
     }
@@ -316,12 +335,11 @@ mod tests {
 
     #[test]
     fn date_bounds_are_the_utc_days_of_the_range() {
-        let table = DatePartitioned::new(
+        let empty: Arc<dyn TableProvider> =
             Arc::new(datafusion::datasource::empty::EmptyTable::new(Arc::new(
                 arrow::datatypes::Schema::empty(),
-            ))),
-            "ts",
-        );
+            )));
+        let table = DatePartitioned::new(empty.clone(), empty, "ts");
         // 2026-10-05T23:00 .. before 2026-10-07T00:00.
         let d5 = 20_731;
         let filters = [col("ts")

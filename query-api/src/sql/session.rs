@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::TableProvider;
+use datafusion::config::TableParquetOptions;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
@@ -72,21 +74,30 @@ pub fn tenant_session(
     super::functions::install(&mut ctx)?;
     for kind in RecordKind::ALL {
         let table_url = ListingTableUrl::parse(lake.table_url(kind, tenant))?;
-        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-            .with_file_extension(".parquet")
-            .with_table_partition_cols(vec![("date".to_string(), DataType::Date32)]);
-        let table_config = ListingTableConfig::new(table_url)
-            .with_listing_options(options)
-            .with_schema(view_schema(&schema::schema(kind)));
-        let table = Arc::new(
-            ListingTable::try_new(table_config)?
-                .with_cache(ctx.runtime_env().cache_manager.get_file_statistic_cache()),
-        );
+        let schema = view_schema(&schema::schema(kind));
+        let listing = |format: ParquetFormat| -> DfResult<Arc<dyn TableProvider>> {
+            let options = ListingOptions::new(Arc::new(format))
+                .with_file_extension(".parquet")
+                .with_table_partition_cols(vec![("date".to_string(), DataType::Date32)]);
+            let table_config = ListingTableConfig::new(table_url.clone())
+                .with_listing_options(options)
+                .with_schema(schema.clone());
+            Ok(Arc::new(ListingTable::try_new(table_config)?.with_cache(
+                ctx.runtime_env().cache_manager.get_file_statistic_cache(),
+            )))
+        };
+        // Lookups read the same files with filters evaluated while
+        // decoding (`lookup.rs`); every other scan decodes whole columns.
+        let mut lookup_options = TableParquetOptions::default();
+        lookup_options.global.pushdown_filters = true;
+        lookup_options.global.reorder_filters = true;
+        let table = listing(ParquetFormat::default())?;
+        let lookups = listing(ParquetFormat::default().with_options(lookup_options))?;
         // Column 1 of every kind is `ts`, whose UTC day names the partition.
         let time_column = schema::schema(kind).field(1).name().clone();
         ctx.register_table(
             kind.as_str(),
-            Arc::new(DatePartitioned::new(table, time_column)),
+            Arc::new(DatePartitioned::new(table, lookups, time_column)),
         )?;
     }
     Ok(ctx)

@@ -17,6 +17,11 @@ pub struct ParquetSinkConfig {
     pub zstd_level: i32,
     /// Maximum rows per row group.
     pub max_row_group_rows: usize,
+    /// Target size of a data page before compression. Pages are the unit a
+    /// reader decompresses and the page index prunes: small pages let a
+    /// lookup of a few rows (`source_ip = '…'`) decompress only the pages
+    /// holding them instead of most of every column.
+    pub data_page_bytes: usize,
     /// fsync each object (and its directory) on the local filesystem before
     /// acknowledging. Turning it off survives a process crash, not a power loss.
     pub fsync: bool,
@@ -51,6 +56,7 @@ impl Default for ParquetSinkConfig {
             compression: ParquetCompression::Zstd,
             zstd_level: 3,
             max_row_group_rows: 128 * 1024,
+            data_page_bytes: 64 * 1024,
             fsync: true,
             bloom_filter_columns: DEFAULT_BLOOM_FILTER_COLUMNS
                 .iter()
@@ -72,6 +78,11 @@ impl ParquetSinkConfig {
         if self.max_row_group_rows == 0 {
             return Err(Error::Config(
                 "parquet.max_row_group_rows must be positive".into(),
+            ));
+        }
+        if self.data_page_bytes == 0 {
+            return Err(Error::Config(
+                "parquet.data_page_bytes must be positive".into(),
             ));
         }
         metrics.register_sink("parquet");

@@ -12,8 +12,9 @@ use crate::error::Result;
 const BLOOM_FILTER_FPP: f64 = 0.01;
 
 /// Encodes `batch` as one Parquet file (the configured codec; page statistics and the page
-/// index on, so readers can prune by `ts`; bloom filters on the configured
-/// lookup columns). CPU-bound: call from a blocking thread.
+/// index on, so readers can prune by `ts`; pages of `data_page_bytes`, so a
+/// lookup decompresses only the pages holding its rows; bloom filters on
+/// the configured lookup columns). CPU-bound: call from a blocking thread.
 pub fn encode(batch: &RecordBatch, config: &ParquetSinkConfig) -> Result<Vec<u8>> {
     let compression = match config.compression {
         ParquetCompression::Zstd => Compression::ZSTD(ZstdLevel::try_new(config.zstd_level)?),
@@ -23,6 +24,7 @@ pub fn encode(batch: &RecordBatch, config: &ParquetSinkConfig) -> Result<Vec<u8>
     let mut props = WriterProperties::builder()
         .set_compression(compression)
         .set_max_row_group_row_count(Some(config.max_row_group_rows))
+        .set_data_page_size_limit(config.data_page_bytes)
         .set_created_by(format!("securenet {}", env!("CARGO_PKG_VERSION")));
     // Sized for a row group of distinct values; the writer folds each
     // filter down to what the values it saw need.
@@ -156,5 +158,46 @@ mod tests {
             ParquetCompression::Zstd
         );
         assert!(sizes[0] < sizes[1] && sizes[0] < sizes[2], "{sizes:?}");
+    }
+
+    #[test]
+    fn pages_are_cut_at_the_configured_size_and_indexed() {
+        use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+        use parquet::file::metadata::PageIndexPolicy;
+        // 20,000 distinct ~100-byte messages: 2 MB, as a row group of logs.
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "message",
+            DataType::Utf8,
+            false,
+        )]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(StringArray::from_iter_values((0..20_000).map(|i| {
+                format!("sshd[{i}]: Failed password for invalid user u{i} from 10.1.{}.{} port {i} ssh2 {i:040}", i / 256 % 256, i % 256)
+            })))],
+        )
+        .unwrap();
+        let pages = |config: &ParquetSinkConfig| {
+            let bytes = Bytes::from(encode(&batch, config).unwrap());
+            let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(
+                bytes,
+                ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required),
+            )
+            .unwrap();
+            let index = reader.metadata().offset_index().expect("an offset index");
+            index[0][0].page_locations().len()
+        };
+        let default = pages(&ParquetSinkConfig::default());
+        // 64 KiB pages of ~2 MB (the writer checks the size every 1,024
+        // values, ~100 KB here): about 20, not the 2 of 1 MiB pages.
+        assert!((15..=40).contains(&default), "{default} pages");
+        let larger = pages(&ParquetSinkConfig {
+            data_page_bytes: 1024 * 1024,
+            ..ParquetSinkConfig::default()
+        });
+        assert!(
+            larger < default / 4,
+            "{larger} pages of 1 MiB against {default}"
+        );
     }
 }

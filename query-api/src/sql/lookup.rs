@@ -1,0 +1,325 @@
+//! Lookups filter while decoding.
+//!
+//! An analyst pivoting on one value (`WHERE source_ip = '…'`, `host IN
+//! (…)`) keeps a handful of rows out of millions. Decoding every column of
+//! every row and filtering afterwards spends the scan on rows nobody sees;
+//! Parquet filter pushdown ("late materialisation") decodes the looked-up
+//! column first and then only the pages of the other columns that hold
+//! selected rows (the page index says which), skipping the rest inside
+//! them. That pays because the lake's pages are small (64 KiB before
+//! compression, `pipeline.parquet.data_page_bytes`): the 1,001 rows of the
+//! benchmark's rarest address touch ~8 % of `message`'s pages, where with
+//! 1 MiB pages they touched most of them and the pushed-down scan was
+//! slower than decoding everything (docs/benchmarks.md).
+//!
+//! Pushdown stays off for every other scan: measured on the 10M-row bench
+//! lake, it made aggregations over an `IS NOT NULL` filter 1.6× and the
+//! joins (whose dynamic filters then run inside the scan) 2.9× slower.
+//! For the same reason [`CompactViewsExec`] lets through to a lookup's
+//! scan only the dynamic filters that read fixed-width columns.
+//!
+//! The rows a pushed-down scan hands over are string views into whole
+//! decoded pages; [`CompactViewsExec`] copies such rows out of their pages
+//! as they leave the scan, so a sort over a few rows does not hold (and
+//! count against the query's memory) every page they came from.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::Statistics;
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::execution_plan::{
+    CardinalityEffect, ChildrenPropertiesMode, ReplaceChildrenOptions,
+};
+use datafusion::physical_plan::filter_pushdown::{
+    ChildFilterDescription, ChildPushdownResult, FilterDescription, FilterPushdownPhase,
+    FilterPushdownPropagation,
+};
+use datafusion::physical_plan::{
+    ChildStats, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, StatisticsArgs,
+};
+use futures::Stream;
+
+/// Whether `filters` (a scan's conjuncts) look one or a few values up: an
+/// equality or `IN` list between a column of the files (not one of
+/// `partition_columns`, which only choose directories) and literals.
+pub fn is_lookup(filters: &[Expr], partition_columns: &[&str]) -> bool {
+    let in_files =
+        |e: &Expr| matches!(e, Expr::Column(c) if !partition_columns.contains(&c.name.as_str()));
+    filters.iter().any(|f| match f {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) => {
+            (in_files(left) && matches!(right.as_ref(), Expr::Literal(..)))
+                || (in_files(right) && matches!(left.as_ref(), Expr::Literal(..)))
+        }
+        Expr::InList(list) => {
+            !list.negated
+                && in_files(&list.expr)
+                && list.list.iter().all(|e| matches!(e, Expr::Literal(..)))
+        }
+        _ => false,
+    })
+}
+
+/// Copies string and binary views out of the buffers they point into when
+/// those buffers are more than twice what the rows use.
+#[derive(Debug)]
+pub struct CompactViewsExec {
+    input: Arc<dyn ExecutionPlan>,
+    properties: Arc<PlanProperties>,
+}
+
+impl CompactViewsExec {
+    pub fn new(input: Arc<dyn ExecutionPlan>) -> Self {
+        Self {
+            properties: input.properties().clone(),
+            input,
+        }
+    }
+}
+
+impl DisplayAs for CompactViewsExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CompactViewsExec")
+    }
+}
+
+impl ExecutionPlan for CompactViewsExec {
+    fn name(&self) -> &str {
+        "CompactViewsExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    // It does keep the order (its properties say so), but answering `true`
+    // lets DataFusion push a sort below it, and the sort then buffers the
+    // scan's batches with their whole decoded pages: the copy must come
+    // first. `false` keeps every operator above it.
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return Err(DataFusionError::Internal(
+                "CompactViewsExec has exactly one child".into(),
+            ));
+        }
+        Ok(Arc::new(Self::new(children.swap_remove(0))))
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let inner = self.input.execute(partition, context)?;
+        Ok(Box::pin(CompactStream {
+            schema: inner.schema(),
+            inner,
+        }))
+    }
+
+    fn child_stats_requests(&self, partition: Option<usize>) -> Vec<ChildStats> {
+        vec![ChildStats::At(partition)]
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        input_stats: &[Arc<Statistics>],
+        _args: &StatisticsArgs,
+    ) -> DfResult<Arc<Statistics>> {
+        Ok(input_stats[0].clone())
+    }
+
+    fn cardinality_effect(&self) -> CardinalityEffect {
+        CardinalityEffect::Equal
+    }
+
+    // The query's own filters pass through to the scan: that is where they
+    // are pushed. Filters made while the query runs (a TopK's threshold, a
+    // join's key set, `max(col)`'s running maximum) pass only when they
+    // read no string column: the scan evaluates whatever it gets row by
+    // row, so a threshold on `message` (`ORDER BY …, message` under the
+    // API's row limit) decoded that column whole for every row — the
+    // needle lookup took twice its time.
+    fn gather_filters_for_pushdown(
+        &self,
+        phase: FilterPushdownPhase,
+        parent_filters: Vec<Arc<dyn PhysicalExpr>>,
+        _config: &ConfigOptions,
+    ) -> DfResult<FilterDescription> {
+        if phase == FilterPushdownPhase::Pre {
+            return FilterDescription::from_children(parent_filters, &self.children());
+        }
+        let fixed_width: HashSet<usize> = self
+            .input
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.data_type().is_primitive() || f.data_type() == &DataType::Boolean)
+            .map(|(i, _)| i)
+            .collect();
+        Ok(FilterDescription::new().with_child(
+            ChildFilterDescription::from_child_with_allowed_indices(
+                &parent_filters,
+                fixed_width,
+                &self.input,
+            )?,
+        ))
+    }
+
+    fn handle_child_pushdown_result(
+        &self,
+        _phase: FilterPushdownPhase,
+        child_pushdown_result: ChildPushdownResult,
+        _config: &ConfigOptions,
+    ) -> DfResult<FilterPushdownPropagation<Arc<dyn ExecutionPlan>>> {
+        Ok(FilterPushdownPropagation::if_all(child_pushdown_result))
+    }
+}
+
+struct CompactStream {
+    schema: SchemaRef,
+    inner: SendableRecordBatchStream,
+}
+
+/// `column` copied out of its buffers if they hold more than twice the
+/// bytes its rows refer to (inline values refer to none).
+fn compact(column: &ArrayRef) -> ArrayRef {
+    fn sparse(buffers: usize, used: usize) -> bool {
+        buffers > 2 * used.max(1024)
+    }
+    match column.data_type() {
+        DataType::Utf8View => {
+            let a = column.as_string_view();
+            let buffers: usize = a.data_buffers().iter().map(|b| b.len()).sum();
+            let used = a.total_buffer_bytes_used();
+            if sparse(buffers, used) {
+                return Arc::new(a.gc());
+            }
+        }
+        DataType::BinaryView => {
+            let a = column.as_binary_view();
+            let buffers: usize = a.data_buffers().iter().map(|b| b.len()).sum();
+            let used = a.total_buffer_bytes_used();
+            if sparse(buffers, used) {
+                return Arc::new(a.gc());
+            }
+        }
+        _ => {}
+    }
+    column.clone()
+}
+
+impl Stream for CompactStream {
+    type Item = DfResult<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(batch))) => {
+                let columns: Vec<ArrayRef> = batch.columns().iter().map(compact).collect();
+                let out = RecordBatch::try_new(batch.schema(), columns)
+                    .map_err(|e| DataFusionError::ArrowError(Box::new(e), None));
+                Poll::Ready(Some(out))
+            }
+            other => other,
+        }
+    }
+}
+
+impl RecordBatchStream for CompactStream {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::StringViewArray;
+    use datafusion::logical_expr::{col, lit};
+
+    use super::*;
+
+    #[test]
+    fn lookups_are_equalities_and_in_lists_of_literals() {
+        let lookup = |filters: &[Expr]| is_lookup(filters, &["date"]);
+        assert!(lookup(&[col("source_ip").eq(lit("10.0.0.1"))]));
+        assert!(lookup(&[lit("h1").eq(col("host"))]));
+        assert!(lookup(&[
+            col("host").in_list(vec![lit("a"), lit("b")], false)
+        ]));
+        assert!(lookup(&[col("x").is_not_null(), col("host").eq(lit("a"))]));
+        for not in [
+            col("source_ip").is_not_null(),
+            col("host").in_list(vec![lit("a")], true),
+            col("a").eq(col("b")),
+            col("ts").gt_eq(lit(5)),
+            col("message").like(lit("%x%")),
+            // The partition column picks directories, not rows.
+            col("date").eq(lit("2026-10-05")),
+            col("date").in_list(vec![lit("2026-10-05")], false),
+        ] {
+            assert!(!lookup(std::slice::from_ref(&not)), "{not}");
+        }
+    }
+
+    #[test]
+    fn views_into_mostly_unused_buffers_are_copied_out_and_equal() {
+        let long: Vec<String> = (0..10_000)
+            .map(|i| format!("a fairly long value {i:08}"))
+            .collect();
+        let all = StringViewArray::from_iter_values(long.iter());
+        // Three rows kept of 10,000: the slice still points into everything.
+        let kept: ArrayRef = Arc::new(all.slice(5, 3));
+        let out = compact(&kept);
+        let out = out.as_string_view();
+        assert_eq!(out, kept.as_string_view());
+        let bytes: usize = out.data_buffers().iter().map(|b| b.len()).sum();
+        assert!(bytes < 1024, "{bytes} bytes kept");
+        // Dense ones are passed through as they are.
+        let dense: ArrayRef = Arc::new(all);
+        assert!(Arc::ptr_eq(&compact(&dense), &dense));
+    }
+}
