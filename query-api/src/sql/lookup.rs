@@ -8,9 +8,9 @@
 //! selected rows (the page index says which), skipping the rest inside
 //! them. That pays because the lake's pages are small (64 KiB before
 //! compression, `pipeline.parquet.data_page_bytes`): the 1,001 rows of the
-//! benchmark's rarest address touch ~8 % of `message`'s pages, where with
-//! 1 MiB pages they touched most of them and the pushed-down scan was
-//! slower than decoding everything (docs/benchmarks.md).
+//! benchmark's rarest address lie on 10 % of `message`'s pages, where with
+//! 1 MiB pages they lay on 64 % and the pushed-down scan was slower than
+//! decoding everything (docs/benchmarks.md).
 //!
 //! Pushdown stays off for every other scan: measured on the 10M-row bench
 //! lake, it made aggregations over an `IS NOT NULL` filter 1.6× and the
