@@ -127,15 +127,11 @@ impl ExecutionPlan for CompactViewsExec {
 
     fn replace_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        if children.len() != 1 {
-            return Err(DataFusionError::Internal(
-                "CompactViewsExec has exactly one child".into(),
-            ));
-        }
-        Ok(Arc::new(Self::new(children.swap_remove(0))))
+        let input = super::guard::only_child(children, "CompactViewsExec")?;
+        Ok(Arc::new(Self::new(input)))
     }
 
     fn with_new_children(
@@ -169,7 +165,9 @@ impl ExecutionPlan for CompactViewsExec {
         input_stats: &[Arc<Statistics>],
         _args: &StatisticsArgs,
     ) -> DfResult<Arc<Statistics>> {
-        Ok(input_stats[0].clone())
+        input_stats.first().cloned().ok_or_else(|| {
+            DataFusionError::Internal("CompactViewsExec has one input's statistics".into())
+        })
     }
 
     fn cardinality_effect(&self) -> CardinalityEffect {
