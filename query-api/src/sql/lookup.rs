@@ -12,11 +12,17 @@
 //! 1 MiB pages they lay on 64 % and the pushed-down scan was slower than
 //! decoding everything (docs/benchmarks.md).
 //!
-//! Pushdown stays off for every other scan: measured on the 10M-row bench
-//! lake, it made aggregations over an `IS NOT NULL` filter 1.6× and the
-//! joins (whose dynamic filters then run inside the scan) 2.9× slower.
-//! For the same reason [`CompactViewsExec`] lets through to a lookup's
-//! scan only the dynamic filters that read fixed-width columns.
+//! It pays only for a few rows and wide columns, so [`pays`] decides from
+//! the footer of the scan's first file: the looked-up column holds
+//! thousands of distinct values per value looked up, and the other
+//! columns read are several times its size. A value among a few (`app =
+//! 'sshd'`, 16 % of the rows) took 1.3–2.3× its time with pushdown, a
+//! lookup of an address reading only `host` beside it 1.15×. Pushdown
+//! stays off for every other scan: measured on the 10M-row bench lake, it
+//! made aggregations over an `IS NOT NULL` filter 1.6× and the joins
+//! (whose dynamic filters then run inside the scan) 2.9× slower. For the
+//! same reason [`CompactViewsExec`] lets through to a lookup's scan only
+//! the dynamic filters that read fixed-width columns.
 //!
 //! The rows a pushed-down scan hands over are string views into whole
 //! decoded pages; [`CompactViewsExec`] copies such rows out of their pages
@@ -31,9 +37,15 @@ use std::task::{Context, Poll};
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::Session;
 use datafusion::common::Statistics;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::physical_plan::ParquetSource;
+use datafusion::datasource::physical_plan::parquet::{
+    CachedParquetFileReaderFactory, ParquetFileReaderFactory,
+};
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
@@ -45,33 +57,125 @@ use datafusion::physical_plan::filter_pushdown::{
     ChildFilterDescription, ChildPushdownResult, FilterDescription, FilterPushdownPhase,
     FilterPushdownPropagation,
 };
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion::physical_plan::{
     ChildStats, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, StatisticsArgs,
 };
 use futures::Stream;
 
-/// Whether `filters` (a scan's conjuncts) look one or a few values up: an
-/// equality or `IN` list between a column of the files (not one of
-/// `partition_columns`, which only choose directories) and literals.
-pub fn is_lookup(filters: &[Expr], partition_columns: &[&str]) -> bool {
-    let in_files =
-        |e: &Expr| matches!(e, Expr::Column(c) if !partition_columns.contains(&c.name.as_str()));
-    filters.iter().any(|f| match f {
-        Expr::BinaryExpr(BinaryExpr {
-            left,
-            op: Operator::Eq,
-            right,
-        }) => {
-            (in_files(left) && matches!(right.as_ref(), Expr::Literal(..)))
-                || (in_files(right) && matches!(left.as_ref(), Expr::Literal(..)))
+/// The columns `filters` (a scan's conjuncts) look values up in, each with
+/// how many values it is compared with: those an equality (one) or an `IN`
+/// list (its length) compares with literals — columns of the files, not
+/// `partition_columns`, which only choose directories.
+pub fn lookup_columns(filters: &[Expr], partition_columns: &[&str]) -> Vec<(String, usize)> {
+    let in_files = |e: &Expr| match e {
+        Expr::Column(c) if !partition_columns.contains(&c.name.as_str()) => Some(c.name.clone()),
+        _ => None,
+    };
+    let literal = |e: &Expr| matches!(e, Expr::Literal(..));
+    let mut columns: Vec<(String, usize)> = Vec::new();
+    for f in filters {
+        let looked_up = match f {
+            Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::Eq,
+                right,
+            }) if literal(right) => in_files(left).map(|c| (c, 1)),
+            Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::Eq,
+                right,
+            }) if literal(left) => in_files(right).map(|c| (c, 1)),
+            Expr::InList(list) if !list.negated && list.list.iter().all(literal) => {
+                in_files(&list.expr).map(|c| (c, list.list.len()))
+            }
+            _ => None,
+        };
+        let Some((column, values)) = looked_up else {
+            continue;
+        };
+        // Conjuncts on one column: the fewest values bound the rows.
+        match columns.iter_mut().find(|(c, _)| *c == column) {
+            Some((_, n)) => *n = (*n).min(values),
+            None => columns.push((column, values)),
         }
-        Expr::InList(list) => {
-            !list.negated
-                && in_files(&list.expr)
-                && list.list.iter().all(|e| matches!(e, Expr::Literal(..)))
+    }
+    columns
+}
+
+/// A looked-up column whose dictionary page takes at least this much
+/// (compressed) for each value looked up holds thousands of distinct values
+/// a row group per value: one value is then a few rows in 10,000 (the
+/// bench's addresses: 8.4 KB for 2,746; its 6 hosts and 7 apps: ~65
+/// bytes). Measured on the bench lake, pushdown paid for one address
+/// (~0.05 % of the rows: 0.70× the time) and lost from five on (~0.24 %:
+/// 1.29×, twenty 1.41×, two hundred 2.36×).
+const RARE_DICTIONARY_BYTES: i64 = 4096;
+
+/// The other columns read must hold at least this many times the bytes of
+/// the looked-up ones, or decoding everything costs less than picking.
+const WIDE_RATIO: i64 = 4;
+
+/// Whether `scan` (the plain listing's plan of the same files) is better
+/// read with its filters evaluated while decoding: one of its looked-up
+/// `columns` (with the number of values looked up) holds rare values and
+/// the other columns it reads are wide. Without
+/// that, pushdown loses — measured on the 10M-row bench lake, `app =
+/// 'sshd'` (16 % of the rows) took 1.3–2.3× and a lookup reading only a
+/// dictionary column beside it (`GROUP BY host`) 1.15× the time. Judged
+/// on the first row group of the scan's first file, from its footer
+/// (cached by then: the listing read it for its statistics).
+pub async fn pays(
+    state: &dyn Session,
+    scan: &Arc<dyn ExecutionPlan>,
+    columns: &[(String, usize)],
+) -> bool {
+    let Some(exec) = scan.downcast_ref::<DataSourceExec>() else {
+        return false;
+    };
+    let Some((config, _)) = exec.downcast_to_file_source::<ParquetSource>() else {
+        return false;
+    };
+    let Some(file) = config.file_groups.iter().flat_map(|g| g.files()).next() else {
+        return false;
+    };
+    let runtime = state.runtime_env();
+    let Ok(store) = runtime.object_store(&config.object_store_url) else {
+        return false;
+    };
+    let factory =
+        CachedParquetFileReaderFactory::new(store, runtime.cache_manager.get_file_metadata_cache());
+    let Ok(mut reader) =
+        factory.create_reader(0, file.clone(), None, &ExecutionPlanMetricsSet::new())
+    else {
+        return false;
+    };
+    let Ok(metadata) = reader.get_metadata(None).await else {
+        return false;
+    };
+    let Some(group) = metadata.row_groups().first() else {
+        return false;
+    };
+    let read: Vec<String> = scan
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let (mut looked_up, mut others, mut rare) = (0i64, 0i64, false);
+    for chunk in group.columns() {
+        let name = chunk.column_descr().name();
+        if let Some((_, values)) = columns.iter().find(|(c, _)| c == name) {
+            looked_up += chunk.uncompressed_size();
+            let enough = RARE_DICTIONARY_BYTES.saturating_mul(*values as i64);
+            rare |= chunk
+                .dictionary_page_offset()
+                .is_none_or(|d| chunk.data_page_offset() - d >= enough);
+        } else if read.iter().any(|c| c == name) {
+            others += chunk.uncompressed_size();
         }
-        _ => false,
-    })
+    }
+    rare && others >= WIDE_RATIO * looked_up.max(1)
 }
 
 /// Copies string and binary views out of the buffers they point into when
@@ -282,13 +386,35 @@ mod tests {
 
     #[test]
     fn lookups_are_equalities_and_in_lists_of_literals() {
-        let lookup = |filters: &[Expr]| is_lookup(filters, &["date"]);
+        let lookup = |filters: &[Expr]| !lookup_columns(filters, &["date"]).is_empty();
         assert!(lookup(&[col("source_ip").eq(lit("10.0.0.1"))]));
         assert!(lookup(&[lit("h1").eq(col("host"))]));
         assert!(lookup(&[
             col("host").in_list(vec![lit("a"), lit("b")], false)
         ]));
         assert!(lookup(&[col("x").is_not_null(), col("host").eq(lit("a"))]));
+        assert_eq!(
+            lookup_columns(
+                &[
+                    col("host").eq(lit("a")),
+                    col("app").in_list(vec![lit("b")], false),
+                    lit("c").eq(col("host")),
+                    col("date").eq(lit("2026-10-05")),
+                ],
+                &["date"]
+            ),
+            [("host".to_string(), 1), ("app".to_string(), 1)]
+        );
+        assert_eq!(
+            lookup_columns(
+                &[
+                    col("ip").in_list(vec![lit("a"), lit("b"), lit("c")], false),
+                    col("ip").in_list(vec![lit("a"), lit("b")], false),
+                ],
+                &[]
+            ),
+            [("ip".to_string(), 2)]
+        );
         for not in [
             col("source_ip").is_not_null(),
             col("host").in_list(vec![lit("a")], true),

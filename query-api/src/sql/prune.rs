@@ -99,16 +99,17 @@ impl TableProvider for DatePartitioned {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        if super::lookup::is_lookup(filters, &[PARTITION_COLUMN]) {
-            let filters = self.with_date_bounds(filters);
+        let looked_up = super::lookup::lookup_columns(filters, &[PARTITION_COLUMN]);
+        let filters = self.with_date_bounds(filters);
+        let scan = self.inner.scan(state, projection, &filters, limit).await?;
+        if !looked_up.is_empty() && super::lookup::pays(state, &scan, &looked_up).await {
             let scan = self
                 .lookups
                 .scan(state, projection, &filters, limit)
                 .await?;
             return Ok(Arc::new(super::lookup::CompactViewsExec::new(scan)));
         }
-        let filters = self.with_date_bounds(filters);
-        self.inner.scan(state, projection, &filters, limit).await
+        Ok(scan)
     }
 }
 
