@@ -35,7 +35,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, GenericByteViewArray, RecordBatch};
+use arrow::datatypes::ByteViewType;
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::common::Statistics;
@@ -330,29 +331,16 @@ struct CompactStream {
 /// `column` copied out of its buffers if they hold more than twice the
 /// bytes its rows refer to (inline values refer to none).
 fn compact(column: &ArrayRef) -> ArrayRef {
-    fn sparse(buffers: usize, used: usize) -> bool {
-        buffers > 2 * used.max(1024)
+    fn compacted<T: ByteViewType + ?Sized>(a: &GenericByteViewArray<T>) -> Option<ArrayRef> {
+        let buffers: usize = a.data_buffers().iter().map(|b| b.len()).sum();
+        (buffers > 2 * a.total_buffer_bytes_used().max(1024)).then(|| Arc::new(a.gc()) as ArrayRef)
     }
-    match column.data_type() {
-        DataType::Utf8View => {
-            let a = column.as_string_view();
-            let buffers: usize = a.data_buffers().iter().map(|b| b.len()).sum();
-            let used = a.total_buffer_bytes_used();
-            if sparse(buffers, used) {
-                return Arc::new(a.gc());
-            }
-        }
-        DataType::BinaryView => {
-            let a = column.as_binary_view();
-            let buffers: usize = a.data_buffers().iter().map(|b| b.len()).sum();
-            let used = a.total_buffer_bytes_used();
-            if sparse(buffers, used) {
-                return Arc::new(a.gc());
-            }
-        }
-        _ => {}
-    }
-    column.clone()
+    let copy = match column.data_type() {
+        DataType::Utf8View => compacted(column.as_string_view()),
+        DataType::BinaryView => compacted(column.as_binary_view()),
+        _ => None,
+    };
+    copy.unwrap_or_else(|| column.clone())
 }
 
 impl Stream for CompactStream {
