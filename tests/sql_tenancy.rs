@@ -126,6 +126,40 @@ async fn two_tenants_round_trip_exactly_their_own_rows() {
             "{order}"
         );
     }
+    // A distinct count over a small input aggregates both of its levels in
+    // one pass each, after one repartition by the outer key, and counts
+    // what the rows written above hold: each host a third of the rows, each
+    // row its own address but the rare one's.
+    let distinct = format!(
+        "SELECT host, count(DISTINCT source_ip) AS ips, count(*) AS n FROM logs \
+         WHERE {day} GROUP BY host ORDER BY host"
+    );
+    let plan = rows(&server, &acme, &format!("EXPLAIN {distinct}")).await;
+    let physical = plan
+        .iter()
+        .filter_map(|r| r["plan"].as_str())
+        .find(|p| p.contains("DataSourceExec"))
+        .unwrap_or_default();
+    assert_eq!(
+        physical.matches("mode=SinglePartitioned").count(),
+        2,
+        "{physical}"
+    );
+    let expected: Vec<(String, u64, u64)> = (0..3)
+        .map(|h| {
+            let own = (0..6000).filter(|i| i % 3 == h && i % 50 != 7).count() as u64;
+            (format!("web-0{h}"), own + 1, 2000)
+        })
+        .collect();
+    let got: Vec<(String, u64, u64)> = rows(&server, &acme, &distinct)
+        .await
+        .iter()
+        .map(|r| {
+            let n = |k: &str| r[k].as_u64().unwrap();
+            (r["host"].as_str().unwrap().to_string(), n("ips"), n("n"))
+        })
+        .collect();
+    assert_eq!(got, expected);
     // Those queries read the same small objects again and again: each was
     // fetched whole once (on S3 one GET), later reads came from memory.
     let fetches = metric(&server, "securenet_sql_object_cache_fetches_total").await;

@@ -32,6 +32,7 @@ pub mod guard;
 mod imatch;
 mod lanes;
 mod lookup;
+mod nested_agg;
 mod object_cache;
 mod prune;
 mod session;

@@ -64,6 +64,7 @@ pub fn tenant_session(
         // After DataFusion's own rules: it replaces the partial aggregations
         // they planned.
         .with_physical_optimizer_rule(Arc::new(super::view_count::CountByView))
+        .with_physical_optimizer_rule(Arc::new(super::nested_agg::NestedAggregationInOnePass))
         .build();
     let mut ctx = SessionContext::new_with_state(state);
     ctx.add_optimizer_rule(Arc::new(super::distinct::MixedDistinctToGroupBy));

@@ -13,6 +13,8 @@
 mod config;
 mod encoder;
 mod sink;
+#[cfg(test)]
+mod zstd_contexts;
 
 pub use config::{ParquetCompression, ParquetSinkConfig};
 pub use encoder::encode;
