@@ -166,27 +166,30 @@ fn collapse(node: &Arc<dyn ExecutionPlan>) -> DfResult<Option<Arc<dyn ExecutionP
         Arc::clone(input),
         Partitioning::Hash(deal_by, partitions),
     )?);
-    let inner: Arc<dyn ExecutionPlan> = Arc::new(AggregateExec::try_new(
-        AggregateMode::SinglePartitioned,
-        inner_partial.group_expr().clone(),
-        inner_partial.aggr_expr().to_vec(),
-        inner_partial.filter_expr().to_vec(),
-        dealt,
-        inner_partial.input_schema(),
-    )?);
-    let outer: Arc<dyn ExecutionPlan> = Arc::new(AggregateExec::try_new(
-        AggregateMode::SinglePartitioned,
-        outer_partial.group_expr().clone(),
-        outer_partial.aggr_expr().to_vec(),
-        outer_partial.filter_expr().to_vec(),
-        inner,
-        outer_partial.input_schema(),
-    )?);
+    let inner = in_one_pass(inner_partial, dealt)?;
+    let outer = in_one_pass(outer_partial, inner)?;
     // The plan above expects the names and types the final aggregation gave.
     if outer.schema() != node.schema() {
         return Ok(None);
     }
     Ok(Some(outer))
+}
+
+/// The whole aggregation `partial` began, in one pass over `input`, whose
+/// rows are dealt by its keys (or some of them) and which yields what
+/// `partial`'s input did.
+fn in_one_pass(
+    partial: &AggregateExec,
+    input: Arc<dyn ExecutionPlan>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    Ok(Arc::new(AggregateExec::try_new(
+        AggregateMode::SinglePartitioned,
+        partial.group_expr().clone(),
+        partial.aggr_expr().to_vec(),
+        partial.filter_expr().to_vec(),
+        input,
+        partial.input_schema(),
+    )?))
 }
 
 #[cfg(test)]
