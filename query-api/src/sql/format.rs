@@ -140,6 +140,17 @@ pub fn encode(format: OutputFormat, result: &QueryResult, max_bytes: usize) -> R
             "text/csv; charset=utf-8"
         }
         OutputFormat::Arrow => {
+            // The stream is about as long as the batches' buffers: reserve
+            // it once. Grown by doubling, a result of 100+ MB was copied
+            // again at each step — 1.5× the time of a 1M-row fetch with
+            // jemalloc, whose large reallocations copy where glibc's remap
+            // pages (docs/benchmarks.md, "The allocator, again").
+            let estimate: usize = result
+                .batches
+                .iter()
+                .map(|b| b.get_array_memory_size())
+                .sum();
+            body.reserve(estimate.saturating_add(64 * 1024).min(max_bytes));
             let mut w = StreamWriter::try_new(&mut body, &result.schema).map_err(encode_err)?;
             for chunk in chunks {
                 // IPC bodies are the batch's buffers: their size bounds it.
