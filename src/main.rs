@@ -29,10 +29,10 @@ use crate::config::Config;
 /// ship. `perf` put glibc's malloc, free, realloc and the page faults of
 /// memory it handed back to the kernel at ~20 % of a small analyst query's
 /// CPU (many short-lived buffers: aggregation groups, decoded pages, plan
-/// trees); with jemalloc the SQL and ingest benches were as fast or faster
-/// in every query and protocol measured (docs/benchmarks.md, "The
-/// allocator, again"). mimalloc, measured earlier, slowed the scale-out
-/// shapes and was not kept.
+/// trees); with jemalloc that query took 0.82× the time, the other analyst
+/// queries and the forwarder protocols moved within the noise or gained
+/// (docs/benchmarks.md, "The allocator, again"). mimalloc, measured
+/// earlier, slowed the scale-out shapes and was not kept.
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
