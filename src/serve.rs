@@ -330,19 +330,22 @@ impl PipelineRole {
             }
             false => (None, None),
         };
-        let alerts = config.pipeline.alerts.enabled.then(|| {
-            // The same engine, sandbox and per-plan limits as POST /api/sql.
-            let sql = Arc::new(
-                SqlEngine::new(config.api.sql.clone(), lake.clone()).with_plans_from(store.clone()),
-            );
-            crate::sql_alerts::spawn(
-                store.clone(),
-                sql,
-                sinks.clone(),
-                config.pipeline.alerts.clone(),
-                stop_detection.clone(),
-            )
-        });
+        let alerts = match config.pipeline.alerts.enabled {
+            true => {
+                // The same engine, sandbox and per-plan limits as POST /api/sql.
+                let sql = SqlEngine::new(config.api.sql.clone(), lake.clone())
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                    .with_plans_from(store.clone());
+                Some(crate::sql_alerts::spawn(
+                    store.clone(),
+                    Arc::new(sql),
+                    sinks.clone(),
+                    config.pipeline.alerts.clone(),
+                    stop_detection.clone(),
+                ))
+            }
+            false => None,
+        };
         let detection = match config.pipeline.detection.enabled {
             true => {
                 let detection = Detection::start(
@@ -712,7 +715,9 @@ fn start_api(
         sign_in: Arc::new(query_api::signin::SignInGuard::new(&config.api)),
         openapi: Arc::new(query_api::openapi::build(&ingest::http::route_docs())),
         sql: {
-            let sql = SqlEngine::new(config.api.sql.clone(), lake).with_plans_from(store.clone());
+            let sql = SqlEngine::new(config.api.sql.clone(), lake)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .with_plans_from(store.clone());
             sql.register_metrics(registry)?;
             Arc::new(sql)
         },

@@ -38,7 +38,8 @@ pub fn run(config: &Config, args: SqlArgs) -> anyhow::Result<()> {
     };
     anyhow::ensure!(!query.trim().is_empty(), "the query is empty");
     let lake = config.lake()?;
-    let engine = SqlEngine::new(config.api.sql.clone(), lake);
+    let engine =
+        SqlEngine::new(config.api.sql.clone(), lake).map_err(|e| anyhow::anyhow!("{e}"))?;
     let result = runtime
         .block_on(engine.execute(&tenant, &query))
         .map_err(|e| anyhow::anyhow!("{e}"))?;

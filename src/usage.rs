@@ -177,7 +177,7 @@ pub async fn reconcile(
     sql_config.max_result_rows = 1 << 40;
     sql_config.max_result_bytes = usize::MAX;
     let lake = config.lake()?;
-    let engine = SqlEngine::new(sql_config, lake);
+    let engine = SqlEngine::new(sql_config, lake).map_err(|e| anyhow::anyhow!("{e}"))?;
     let query = |sql: String| {
         let engine = &engine;
         async move {

@@ -11,7 +11,8 @@
 //!   and the [`auth::Caller`] the handlers get.
 //! - [`billing`]: plans, current plan, limits, plan changes, invoices, the
 //!   Stripe webhook.
-//! - [`sql`]: `POST /api/sql` — a DataFusion session per query that only has
+//! - [`sql`]: `POST /api/sql` — a DataFusion session per query (a copy of
+//!   the engine's template with its own pool) that only has
 //!   the caller's tables registered, on its own runtime, with bounded
 //!   expression depth, a deadline and cancellation inside execution, memory
 //!   limits that cover functions and results, and fair slots per

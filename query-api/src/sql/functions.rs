@@ -22,6 +22,7 @@ use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::FunctionRegistry;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool};
+use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::interval_arithmetic::Interval;
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
@@ -32,18 +33,19 @@ use datafusion::logical_expr::{
     ColumnarValue, Documentation, Expr, ExprSchemable, ReturnFieldArgs, ScalarFunctionArgs,
     ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
-use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::BinaryOperator;
+
+use super::session::QueryRuntime;
 
 /// Functions left unwrapped: they only rearrange their inputs, and the
 /// optimizer recognises them by type (struct field access, log/power
 /// simplification).
 const UNWRAPPED: &[&str] = &["get_field", "named_struct", "struct", "log", "power", "pow"];
 
-/// Wraps every scalar function of `ctx` and plans `||` with the check.
-pub fn install(ctx: &mut SessionContext) -> DfResult<()> {
-    let pool = ctx.runtime_env().memory_pool.clone();
-    let state = ctx.state();
+/// Wraps every scalar function of `state` and plans `||` with the check.
+/// Each call checks against its query's pool ([`QueryRuntime`] in the
+/// options DataFusion hands it), or `fallback` where a session has none.
+pub fn install(state: &mut SessionState, fallback: Arc<dyn MemoryPool>) -> DfResult<()> {
     let functions: Vec<Arc<ScalarUDF>> = state
         .scalar_functions()
         .values()
@@ -58,20 +60,20 @@ pub fn install(ctx: &mut SessionContext) -> DfResult<()> {
         }
         // `date_trunc` gets its UTC fast path; the rest run as they are.
         let fast = (f.name() == "date_trunc").then_some(FastPath::UtcDateTrunc);
-        ctx.register_udf(Arc::new(ScalarUDF::new_from_impl(Limited {
+        state.register_udf(Arc::new(ScalarUDF::new_from_impl(Limited {
             inner: UdfEq::from(f.inner().clone()),
-            pool: Pool(pool.clone()),
+            fallback: Pool(fallback.clone()),
             fast,
         })))?;
     }
     let concat = Arc::new(ScalarUDF::new_from_impl(Limited {
         inner: UdfEq::from(Arc::new(StrictConcat::new()) as Arc<dyn ScalarUDFImpl>),
-        pool: Pool(pool),
+        fallback: Pool(fallback),
         fast: None,
     }));
-    ctx.register_udf(concat.clone())?;
-    ctx.register_expr_planner(Arc::new(ConcatPlanner { udf: concat }))?;
-    ctx.register_expr_planner(Arc::new(super::imatch::IMatchPlanner))?;
+    state.register_udf(concat.clone())?;
+    state.register_expr_planner(Arc::new(ConcatPlanner { udf: concat }))?;
+    state.register_expr_planner(Arc::new(super::imatch::IMatchPlanner))?;
     Ok(())
 }
 
@@ -132,7 +134,7 @@ fn utc_date_trunc(args: &ScalarFunctionArgs) -> DfResult<Option<ColumnarValue>> 
     Ok(Some(ColumnarValue::Array(out)))
 }
 
-/// The session's pool, compared by identity.
+/// A pool, compared by identity.
 #[derive(Debug, Clone)]
 struct Pool(Arc<dyn MemoryPool>);
 
@@ -168,14 +170,22 @@ impl FastPath {
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct Limited {
     inner: UdfEq<Arc<dyn ScalarUDFImpl>>,
-    pool: Pool,
+    /// Checked where the options carry no query's runtime.
+    fallback: Pool,
     fast: Option<FastPath>,
 }
 
 impl Limited {
-    fn reserve(&self, bytes: usize, what: &str) -> DfResult<()> {
-        let probe =
-            MemoryConsumer::new(format!("function {}", self.inner.name())).register(&self.pool.0);
+    /// The pool of the query `args` belong to.
+    fn pool(&self, args: &ScalarFunctionArgs) -> Arc<dyn MemoryPool> {
+        match args.config_options.extensions.get::<QueryRuntime>() {
+            Some(QueryRuntime(runtime)) => Arc::clone(&runtime.memory_pool),
+            None => Arc::clone(&self.fallback.0),
+        }
+    }
+
+    fn reserve(&self, pool: &Arc<dyn MemoryPool>, bytes: usize, what: &str) -> DfResult<()> {
+        let probe = MemoryConsumer::new(format!("function {}", self.inner.name())).register(pool);
         probe.try_grow(bytes).map_err(|_| {
             DataFusionError::ResourcesExhausted(format!(
                 "{}() {what} about {} bytes, more than the query's memory limit has left",
@@ -223,8 +233,9 @@ impl ScalarUDFImpl for Limited {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let pool = self.pool(&args);
         if let Some(bound) = output_bound(self.inner.name(), &args.args, args.number_rows)? {
-            self.reserve(bound, "would produce")?;
+            self.reserve(&pool, bound, "would produce")?;
         }
         let fast = match self.fast {
             Some(fast) => fast.answer(&args)?,
@@ -238,7 +249,7 @@ impl ScalarUDFImpl for Limited {
             ColumnarValue::Array(a) => a.get_array_memory_size(),
             ColumnarValue::Scalar(s) => s.size(),
         };
-        self.reserve(size, "produced")?;
+        self.reserve(&pool, size, "produced")?;
         Ok(out)
     }
 

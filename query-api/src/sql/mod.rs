@@ -38,6 +38,7 @@ mod prune;
 mod session;
 mod view_count;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,7 +49,6 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::cache::TableScopedPath;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::cache::cache_manager::{
@@ -57,7 +57,10 @@ use datafusion::execution::cache::cache_manager::{
 use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryConsumer, MemoryPool};
+use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::session_state::SessionState;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
 use pipeline::Lake;
@@ -313,6 +316,11 @@ pub struct SqlEngine {
     /// Listings are not cached: a query sees every object written before it
     /// started.
     statistics_cache: Arc<FileStatisticsCache>,
+    /// Where every runtime of the engine finds the lake's store (or the
+    /// object cache over it): planning lists through it, execution reads.
+    object_stores: Arc<dyn ObjectStoreRegistry>,
+    /// Tenant sessions are copies of this one (`session.rs`).
+    template: session::SessionTemplate,
 }
 
 /// Memory for [`SqlEngine`]'s shared Parquet metadata cache (least
@@ -350,7 +358,7 @@ impl QueryResult {
 }
 
 impl SqlEngine {
-    pub fn new(config: SqlConfig, lake: Lake) -> Self {
+    pub fn new(config: SqlConfig, lake: Lake) -> Result<Self> {
         let slots = FairSlots::new(
             config.max_concurrent_queries,
             config.max_concurrent_queries_per_org,
@@ -365,24 +373,52 @@ impl SqlEngine {
                 config.object_cache_max_object_bytes,
             ))
         });
-        Self {
+        let objects: Arc<dyn object_store::ObjectStore> = match &object_cache {
+            Some(cache) => Arc::clone(cache) as Arc<dyn object_store::ObjectStore>,
+            None => lake.store(),
+        };
+        let url = url::Url::parse(lake.store_url())
+            .map_err(|e| ApiError::Internal(format!("the lake's URL: {e}")))?;
+        let object_stores: Arc<dyn ObjectStoreRegistry> =
+            Arc::new(DefaultObjectStoreRegistry::new());
+        object_stores.register_store(&url, objects);
+        let metadata_cache: Arc<FileMetadataCache> = Arc::new(
+            DefaultCache::<object_store::path::Path, CachedFileMetadataEntry>::new(
+                METADATA_CACHE_BYTES,
+            )
+            .with_name("securenet parquet metadata"),
+        );
+        let statistics_cache: Arc<FileStatisticsCache> = Arc::new(
+            DefaultCache::<TableScopedPath, CachedFileMetadata>::new(STATISTICS_CACHE_BYTES)
+                .with_name("securenet file statistics"),
+        );
+        // Plans are made on a runtime of their own (nothing executes on
+        // it); a scalar function called outside a query's session checks
+        // its output against a pool of the default memory limit.
+        let fallback: Arc<dyn MemoryPool> =
+            Arc::new(GreedyMemoryPool::new(config.memory_limit_bytes));
+        let planning = runtime_env(
+            &config,
+            config.memory_limit_bytes,
+            &object_stores,
+            &metadata_cache,
+            &statistics_cache,
+        )
+        .map_err(ApiError::from_datafusion)?;
+        let template = session::SessionTemplate::new(&config, planning, fallback)
+            .map_err(ApiError::from_datafusion)?;
+        Ok(Self {
             config,
             lake,
             object_cache,
             lanes,
             slots,
             store: None,
-            metadata_cache: Arc::new(
-                DefaultCache::<object_store::path::Path, CachedFileMetadataEntry>::new(
-                    METADATA_CACHE_BYTES,
-                )
-                .with_name("securenet parquet metadata"),
-            ),
-            statistics_cache: Arc::new(
-                DefaultCache::<TableScopedPath, CachedFileMetadata>::new(STATISTICS_CACHE_BYTES)
-                    .with_name("securenet file statistics"),
-            ),
-        }
+            metadata_cache,
+            statistics_cache,
+            object_stores,
+            template,
+        })
     }
 
     pub fn config(&self) -> &SqlConfig {
@@ -398,44 +434,23 @@ impl SqlEngine {
         }
     }
 
-    /// The lake's store as sessions read it: through the small-object
-    /// cache when there is one.
-    fn objects(&self) -> Arc<dyn object_store::ObjectStore> {
-        match &self.object_cache {
-            Some(cache) => Arc::clone(cache) as Arc<dyn object_store::ObjectStore>,
-            None => self.lake.store(),
-        }
-    }
-
     /// Applies each organization's plan's limits (`[api.sql.plans]`).
     pub fn with_plans_from(mut self, store: Arc<control::MetaStore>) -> Self {
         self.store = Some(store);
         self
     }
 
-    /// A query's runtime: its own memory pool of `memory_limit_bytes`, its
-    /// own spill budget, and the engine's shared Parquet metadata cache.
-    fn runtime_env(&self, memory_limit_bytes: usize) -> datafusion::error::Result<Arc<RuntimeEnv>> {
-        // The OS temporary directory (`$TMPDIR`), created only when a query
-        // first spills — not a directory per query made and removed on
-        // every query, and nothing written by a role that never spills.
-        let disk = match self.config.max_spill_bytes {
-            0 => DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
-            limit => DiskManagerBuilder::default().with_max_temp_directory_size(limit),
-        };
-        // No listing cache: every query lists the tenant's prefix, so what
-        // the sinks wrote a moment ago is in it (see SqlEngine's caches).
-        let caches = CacheManagerConfig::default()
-            .with_file_metadata_cache(Some(Arc::clone(&self.metadata_cache)))
-            .with_metadata_cache_limit(self.metadata_cache.cache_limit())
-            .with_file_statistics_cache(Some(Arc::clone(&self.statistics_cache)))
-            .with_file_statistics_cache_limit(self.statistics_cache.cache_limit())
-            .with_list_files_cache_limit(0);
-        RuntimeEnvBuilder::new()
-            .with_memory_pool(Arc::new(GreedyMemoryPool::new(memory_limit_bytes)))
-            .with_disk_manager_builder(disk)
-            .with_cache_manager(caches)
-            .build_arc()
+    /// `tenant`'s session for a query that may use `memory_limit_bytes`.
+    fn session(&self, tenant: &TenantId, memory_limit_bytes: usize) -> Result<SessionState> {
+        runtime_env(
+            &self.config,
+            memory_limit_bytes,
+            &self.object_stores,
+            &self.metadata_cache,
+            &self.statistics_cache,
+        )
+        .and_then(|runtime| self.template.session(&self.lake, tenant, runtime))
+        .map_err(ApiError::from_datafusion)
     }
 
     /// The limits `tenant`'s next query runs under.
@@ -475,17 +490,12 @@ impl SqlEngine {
                 self.config.max_sql_bytes
             )));
         }
-        let ctx = self
-            .runtime_env(self.config.memory_limit_bytes)
-            .and_then(|runtime| {
-                session::tenant_session(&self.config, runtime, &self.lake, &self.objects(), tenant)
-            })
-            .map_err(ApiError::from_datafusion)?;
+        let state = self.session(tenant, self.config.memory_limit_bytes)?;
         let (sql, params) = (query.sql.clone(), query.params.clone());
         let lane = self.lane(tenant)?;
         let task = lane.handle().clone().spawn(async move {
             let _lane = lane;
-            let df = session::plan_read_only(&ctx, &sql, params).await?;
+            let df = session::plan_read_only(state, &sql, params).await?;
             let schema = Arc::new(df.schema().as_arrow().clone());
             let mut placeholders: Vec<(usize, String, Option<arrow::datatypes::DataType>)> = df
                 .logical_plan()
@@ -777,12 +787,7 @@ impl SqlEngine {
         // The request going away (client disconnect, handler dropped)
         // stops the query at its next batch.
         let _cancel = CancelOnDrop(guard.clone());
-        let ctx = self
-            .runtime_env(limits.memory_limit_bytes)
-            .and_then(|runtime| {
-                session::tenant_session(&self.config, runtime, &self.lake, &self.objects(), tenant)
-            })
-            .map_err(ApiError::from_datafusion)?;
+        let state = self.session(tenant, limits.memory_limit_bytes)?;
         let sql = sql.to_string();
         let task_guard = guard.clone();
         let lane = self.lane(tenant)?;
@@ -792,8 +797,8 @@ impl SqlEngine {
             // this task ends, however the request ended.
             let _slot = slot;
             let _lane = lane;
-            let pool = ctx.runtime_env().memory_pool.clone();
-            let df = session::plan_read_only(&ctx, &sql, params).await?;
+            let pool = Arc::clone(&session::query_runtime(&state).memory_pool);
+            let df = session::plan_read_only(state, &sql, params).await?;
             body(df, task_guard, pool, task_limits).await
         });
         let grace = Duration::from_millis(200);
@@ -820,6 +825,38 @@ impl SqlEngine {
     }
 }
 
+/// A runtime: a memory pool of `memory_limit_bytes`, the spill budget, the
+/// engine's shared Parquet metadata and statistics caches and its stores.
+fn runtime_env(
+    config: &SqlConfig,
+    memory_limit_bytes: usize,
+    object_stores: &Arc<dyn ObjectStoreRegistry>,
+    metadata_cache: &Arc<FileMetadataCache>,
+    statistics_cache: &Arc<FileStatisticsCache>,
+) -> datafusion::error::Result<Arc<RuntimeEnv>> {
+    // The OS temporary directory (`$TMPDIR`), created only when a query
+    // first spills — not a directory per query made and removed on
+    // every query, and nothing written by a role that never spills.
+    let disk = match config.max_spill_bytes {
+        0 => DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+        limit => DiskManagerBuilder::default().with_max_temp_directory_size(limit),
+    };
+    // No listing cache: every query lists the tenant's prefix, so what
+    // the sinks wrote a moment ago is in it (see SqlEngine's caches).
+    let caches = CacheManagerConfig::default()
+        .with_file_metadata_cache(Some(Arc::clone(metadata_cache)))
+        .with_metadata_cache_limit(metadata_cache.cache_limit())
+        .with_file_statistics_cache(Some(Arc::clone(statistics_cache)))
+        .with_file_statistics_cache_limit(statistics_cache.cache_limit())
+        .with_list_files_cache_limit(0);
+    RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(GreedyMemoryPool::new(memory_limit_bytes)))
+        .with_disk_manager_builder(disk)
+        .with_cache_manager(caches)
+        .with_object_store_registry(Arc::clone(object_stores))
+        .build_arc()
+}
+
 /// Hands `batch` on within the query's deadline (`false`: the receiver is
 /// gone): a receiver that stops taking batches — a client that stopped
 /// reading — cannot hold the query and its slot past it.
@@ -842,11 +879,24 @@ async fn guarded_stream(
     df: datafusion::prelude::DataFrame,
     guard: &Arc<QueryGuard>,
 ) -> Result<SendableRecordBatchStream> {
-    let task_ctx = Arc::new(df.task_ctx());
-    let plan = df
-        .create_physical_plan()
+    let (state, plan) = df.into_parts();
+    let plan = state
+        .create_physical_plan(&plan)
         .await
         .map_err(ApiError::from_datafusion)?;
+    // The query's own runtime, not the template's. Executing plans look
+    // functions up by the handles they hold, never by name: the task
+    // needs no copy of the session's function registry.
+    let task_ctx = Arc::new(TaskContext::new(
+        None,
+        state.session_id().to_string(),
+        state.config().clone(),
+        HashMap::new(),
+        HashMap::new(),
+        HashMap::new(),
+        HashMap::new(),
+        session::query_runtime(&state),
+    ));
     let plan = guard::guard_plan(plan, guard).map_err(ApiError::from_datafusion)?;
     datafusion::physical_plan::execute_stream(plan, task_ctx).map_err(ApiError::from_datafusion)
 }

@@ -1,19 +1,24 @@
 //! The tenant session: the caller's tables and nothing else.
 
+use std::any::Any;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::TableProvider;
-use datafusion::config::TableParquetOptions;
+use datafusion::catalog::{
+    CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
+    MemorySchemaProvider, SchemaProvider, TableProvider,
+};
+use datafusion::config::{ConfigEntry, ConfigExtension, ExtensionOptions, TableParquetOptions};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
-use datafusion::error::Result as DfResult;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::memory_pool::MemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnv;
-use datafusion::execution::session_state::SessionStateBuilder;
-use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
+use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig};
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement;
@@ -24,85 +29,174 @@ use super::SqlConfig;
 use super::prune::DatePartitioned;
 use crate::error::ApiError;
 
-/// A session in which only `tenant`'s tables exist, running on `runtime`
-/// (the query's memory pool, spill budget and the engine's caches), reading
-/// the lake through `objects` (the lake's store, or the engine's cache of it).
-pub fn tenant_session(
-    config: &SqlConfig,
-    runtime: Arc<RuntimeEnv>,
-    lake: &Lake,
-    objects: &Arc<dyn object_store::ObjectStore>,
-    tenant: &TenantId,
-) -> DfResult<SessionContext> {
-    let mut session_config = SessionConfig::new()
-        .with_information_schema(false)
-        .with_target_partitions(config.target_partitions.max(1))
-        .with_default_catalog_and_schema("securenet", "tenant");
-    // Join sides are chosen from estimates that carry through joins
-    // (DataFusion's statistics registry). Without it a join estimates its
-    // output as left × right ÷ the larger side's rows (Parquet records no
-    // distinct counts) — for a fact table joined to a dimension, the
-    // dimension's size — and that output stays the next join's build side
-    // whatever it holds: `logs ⋈ devices ⋈ findings` hashed every
-    // matching log row instead of the few hundred vulnerable hosts
-    // (docs/benchmarks.md, analyst SQL).
-    session_config
-        .options_mut()
-        .optimizer
-        .use_statistics_registry = true;
-    // Rows whose join key is null can match nothing in an inner join, yet
-    // the hash join hashes and looks each one up: with 44 % of the log
-    // rows carrying no `source_ip`, dropping them before the join made
-    // the two analyst joins of benches/sql.sh 0.77–0.79× their time.
-    // DataFusion filters only the sides whose rows may be dropped (both
-    // of an inner join, the non-preserved side of an outer one).
-    session_config.options_mut().optimizer.filter_null_join_keys = true;
-    let state = SessionStateBuilder::new()
-        .with_config(session_config)
-        .with_runtime_env(runtime)
-        .with_default_features()
-        // After DataFusion's own rules: it replaces the partial aggregations
-        // they planned.
-        .with_physical_optimizer_rule(Arc::new(super::view_count::CountByView))
-        .with_physical_optimizer_rule(Arc::new(super::nested_agg::NestedAggregationInOnePass))
-        .build();
-    let mut ctx = SessionContext::new_with_state(state);
-    ctx.add_optimizer_rule(Arc::new(super::distinct::MixedDistinctToGroupBy));
-    ctx.add_optimizer_rule(Arc::new(super::eager::EagerAggregation));
-    let url = url::Url::parse(lake.store_url())
-        .map_err(|e| datafusion::error::DataFusionError::Configuration(e.to_string()))?;
-    ctx.register_object_store(&url, Arc::clone(objects));
-    super::functions::install(&mut ctx)?;
-    for kind in RecordKind::ALL {
-        let table_url = ListingTableUrl::parse(lake.table_url(kind, tenant))?;
-        let schema = view_schema(&schema::schema(kind));
-        let listing = |format: ParquetFormat| -> DfResult<Arc<dyn TableProvider>> {
-            let options = ListingOptions::new(Arc::new(format))
-                .with_file_extension(".parquet")
-                .with_table_partition_cols(vec![("date".to_string(), DataType::Date32)]);
-            let table_config = ListingTableConfig::new(table_url.clone())
-                .with_listing_options(options)
-                .with_schema(schema.clone());
-            Ok(Arc::new(ListingTable::try_new(table_config)?.with_cache(
-                ctx.runtime_env().cache_manager.get_file_statistic_cache(),
-            )))
-        };
-        // Lookups read the same files with filters evaluated while
-        // decoding (`lookup.rs`); every other scan decodes whole columns.
-        let mut lookup_options = TableParquetOptions::default();
-        lookup_options.global.pushdown_filters = true;
-        lookup_options.global.reorder_filters = true;
-        let table = listing(ParquetFormat::default())?;
-        let lookups = listing(ParquetFormat::default().with_options(lookup_options))?;
-        // Column 1 of every kind is `ts`, whose UTC day names the partition.
-        let time_column = schema::schema(kind).field(1).name().clone();
-        ctx.register_table(
-            kind.as_str(),
-            Arc::new(DatePartitioned::new(table, lookups, time_column)),
-        )?;
-    }
-    Ok(ctx)
+/// Everything of a tenant session but its tables and its query's runtime,
+/// made once per engine: building DataFusion's state (its ~400 functions,
+/// then wrapping each scalar one, `functions.rs`) and dropping it again
+/// took a quarter of the CPU of a small query (`SELECT 1` profiled at
+/// 1,000 queries: 25 % building, 9 % dropping). A query's session is a
+/// copy of this one with the caller's tables and its own runtime.
+pub struct SessionTemplate {
+    state: SessionState,
 }
+
+/// The query's runtime (its memory pool, spill budget and the engine's
+/// caches), carried in the session's options to where DataFusion gives
+/// no other way in: scalar functions see only the options
+/// ([`super::functions`] bounds their output by this pool) and the
+/// template's state keeps the runtime it was built with, which plans but
+/// never executes ([`query_runtime`]). Shared, not copied, on purpose:
+/// the pool is what the query's operators account against. It has no
+/// settable entries (and tenant sessions refuse `SET`).
+#[derive(Debug, Clone)]
+pub struct QueryRuntime(pub Arc<RuntimeEnv>);
+
+impl ConfigExtension for QueryRuntime {
+    const PREFIX: &'static str = "securenet_query_runtime";
+}
+
+impl ExtensionOptions for QueryRuntime {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn cloned(&self) -> Box<dyn ExtensionOptions> {
+        Box::new(self.clone())
+    }
+
+    fn set(&mut self, key: &str, _value: &str) -> DfResult<()> {
+        Err(DataFusionError::Configuration(format!(
+            "{}.{key} cannot be set",
+            Self::PREFIX
+        )))
+    }
+
+    fn entries(&self) -> Vec<ConfigEntry> {
+        Vec::new()
+    }
+}
+
+/// The runtime a session's query executes on: the one the session was
+/// made for, else the state's own.
+pub fn query_runtime(state: &SessionState) -> Arc<RuntimeEnv> {
+    match state.config_options().extensions.get::<QueryRuntime>() {
+        Some(QueryRuntime(runtime)) => Arc::clone(runtime),
+        None => Arc::clone(state.runtime_env()),
+    }
+}
+
+impl SessionTemplate {
+    /// `planning`: the runtime plans are made on (the lake's store and the
+    /// engine's caches; nothing executes on it). `fallback`: the pool
+    /// scalar functions check against where a caller made a session
+    /// without a [`QueryRuntime`].
+    pub fn new(
+        config: &SqlConfig,
+        planning: Arc<RuntimeEnv>,
+        fallback: Arc<dyn MemoryPool>,
+    ) -> DfResult<Self> {
+        let mut session_config = SessionConfig::new()
+            .with_information_schema(false)
+            .with_target_partitions(config.target_partitions.max(1))
+            .with_default_catalog_and_schema(CATALOG, SCHEMA)
+            .with_create_default_catalog_and_schema(false);
+        // Join sides are chosen from estimates that carry through joins
+        // (DataFusion's statistics registry). Without it a join estimates its
+        // output as left × right ÷ the larger side's rows (Parquet records no
+        // distinct counts) — for a fact table joined to a dimension, the
+        // dimension's size — and that output stays the next join's build side
+        // whatever it holds: `logs ⋈ devices ⋈ findings` hashed every
+        // matching log row instead of the few hundred vulnerable hosts
+        // (docs/benchmarks.md, analyst SQL).
+        session_config
+            .options_mut()
+            .optimizer
+            .use_statistics_registry = true;
+        // Rows whose join key is null can match nothing in an inner join, yet
+        // the hash join hashes and looks each one up: with 44 % of the log
+        // rows carrying no `source_ip`, dropping them before the join made
+        // the two analyst joins of benches/sql.sh 0.77–0.79× their time.
+        // DataFusion filters only the sides whose rows may be dropped (both
+        // of an inner join, the non-preserved side of an outer one).
+        session_config.options_mut().optimizer.filter_null_join_keys = true;
+        let mut state = SessionStateBuilder::new()
+            .with_config(session_config)
+            .with_runtime_env(planning)
+            .with_default_features()
+            // After DataFusion's own rules: it replaces the partial aggregations
+            // they planned.
+            .with_physical_optimizer_rule(Arc::new(super::view_count::CountByView))
+            .with_physical_optimizer_rule(Arc::new(super::nested_agg::NestedAggregationInOnePass))
+            .with_optimizer_rule(Arc::new(super::distinct::MixedDistinctToGroupBy))
+            .with_optimizer_rule(Arc::new(super::eager::EagerAggregation))
+            .build();
+        super::functions::install(&mut state, fallback)?;
+        Ok(Self { state })
+    }
+
+    /// A session in which only `tenant`'s tables exist, executing on
+    /// `runtime` (the query's memory pool and spill budget), reading the
+    /// lake through the planning runtime's store (the lake's, or the
+    /// engine's cache of it).
+    pub fn session(
+        &self,
+        lake: &Lake,
+        tenant: &TenantId,
+        runtime: Arc<RuntimeEnv>,
+    ) -> DfResult<SessionState> {
+        let mut state = self.state.clone();
+        state
+            .config_mut()
+            .options_mut()
+            .extensions
+            .insert(QueryRuntime(runtime));
+        // The query's start (`now()`) and its options for planning.
+        state.mark_start_execution();
+        let statistics = state.runtime_env().cache_manager.get_file_statistic_cache();
+        let tables = MemorySchemaProvider::new();
+        for kind in RecordKind::ALL {
+            let table_url = ListingTableUrl::parse(lake.table_url(kind, tenant))?;
+            let schema = view_schema(&schema::schema(kind));
+            let listing = |format: ParquetFormat| -> DfResult<Arc<dyn TableProvider>> {
+                let options = ListingOptions::new(Arc::new(format))
+                    .with_file_extension(".parquet")
+                    .with_table_partition_cols(vec![("date".to_string(), DataType::Date32)]);
+                let table_config = ListingTableConfig::new(table_url.clone())
+                    .with_listing_options(options)
+                    .with_schema(schema.clone());
+                Ok(Arc::new(
+                    ListingTable::try_new(table_config)?.with_cache(statistics.clone()),
+                ))
+            };
+            // Lookups read the same files with filters evaluated while
+            // decoding (`lookup.rs`); every other scan decodes whole columns.
+            let mut lookup_options = TableParquetOptions::default();
+            lookup_options.global.pushdown_filters = true;
+            lookup_options.global.reorder_filters = true;
+            let table = listing(ParquetFormat::default())?;
+            let lookups = listing(ParquetFormat::default().with_options(lookup_options))?;
+            // Column 1 of every kind is `ts`, whose UTC day names the partition.
+            let time_column = schema::schema(kind).field(1).name().clone();
+            tables.register_table(
+                kind.as_str().to_string(),
+                Arc::new(DatePartitioned::new(table, lookups, time_column)),
+            )?;
+        }
+        let catalog = MemoryCatalogProvider::new();
+        catalog.register_schema(SCHEMA, Arc::new(tables))?;
+        let catalogs = MemoryCatalogProviderList::new();
+        catalogs.register_catalog(CATALOG.to_string(), Arc::new(catalog));
+        state.register_catalog_list(Arc::new(catalogs));
+        Ok(state)
+    }
+}
+
+/// The only catalog and schema of a tenant session.
+const CATALOG: &str = "securenet";
+const SCHEMA: &str = "tenant";
 
 /// The table schema with string and binary columns as views: the Parquet
 /// reader then decodes them without copying each value (2–3× faster scans
@@ -191,11 +285,10 @@ pub fn plain_types(
 /// plans it with DDL, DML and statements disabled as a second line of
 /// defence; `params` replace its placeholders.
 pub async fn plan_read_only(
-    ctx: &SessionContext,
+    state: SessionState,
     sql: &str,
     params: Vec<ScalarValue>,
 ) -> Result<DataFrame, ApiError> {
-    let state = ctx.state();
     let dialect = state.config().options().sql_parser.dialect;
     let statement = state
         .sql_to_statement(sql, &dialect)
@@ -222,9 +315,7 @@ pub async fn plan_read_only(
                 e.strip_backtrace()
             ))
         })?;
-    ctx.execute_logical_plan(plan)
-        .await
-        .map_err(ApiError::from_datafusion)
+    Ok(DataFrame::new(state, plan))
 }
 
 fn ensure_read_only(statement: &DfStatement) -> Result<(), ApiError> {

@@ -83,7 +83,7 @@ async fn write_logs(lake: &Lake, tenant: &str, records: &[LogRecord]) {
 }
 
 fn engine(lake: Lake, config: SqlConfig) -> SqlEngine {
-    SqlEngine::new(config, lake)
+    SqlEngine::new(config, lake).unwrap()
 }
 
 async fn run(engine: &SqlEngine, tenant: &str, sql: &str) -> Result<String> {
@@ -465,6 +465,63 @@ async fn memory_limits_cover_functions_results_and_concatenation() {
         .unwrap();
     assert!(r.truncated);
     assert!(r.num_rows() < 64, "{}", r.num_rows());
+}
+
+/// A query runs on its own runtime though every session is a copy of the
+/// engine's template: operators account against the query's pool, and a
+/// scalar function checks its output against it (carried in the session's
+/// options) both when the optimizer folds it into a constant and when an
+/// operator calls it on rows — never against the template's or the
+/// fallback pool (here the config's limit, 1 KiB, and no spilling).
+#[tokio::test]
+async fn a_query_runs_on_its_own_pool() {
+    let (_dir, lake) = lake_with(&[("acme", "a1")]).await;
+    let e = engine(
+        lake,
+        SqlConfig {
+            memory_limit_bytes: 1 << 10,
+            max_spill_bytes: 0,
+            ..Default::default()
+        },
+    );
+    // The window sorts every row first: a few MiB held at once.
+    let sort = "SELECT sum(n) AS s FROM (SELECT row_number() OVER (ORDER BY v) AS n \
+                FROM (SELECT value * 7919 % 1000003 AS v FROM generate_series(1, 300000)))";
+    async fn answer(state: SessionState, sql: &str) -> Result<Vec<RecordBatch>> {
+        let df = session::plan_read_only(state, sql, vec![]).await?;
+        let guard = QueryGuard::new(Instant::now() + Duration::from_secs(60));
+        let stream = guarded_stream(df, &guard).await?;
+        stream
+            .try_collect()
+            .await
+            .map_err(ApiError::from_datafusion)
+    }
+    let roomy = || e.session(&t("acme"), 256 << 20).unwrap();
+    for sql in [
+        "SELECT length(repeat('ab', 1000)) AS n",
+        "SELECT length(repeat(message, 1000)) AS n FROM logs",
+    ] {
+        let batches = answer(roomy(), sql).await.unwrap();
+        let out = pretty_format_batches(&batches).unwrap().to_string();
+        assert!(out.contains("| 2000 |"), "{sql}: {out}");
+    }
+    let batches = answer(roomy(), sort).await.unwrap();
+    let out = pretty_format_batches(&batches).unwrap().to_string();
+    assert!(out.contains("45000150000"), "{out}");
+    let tight = || e.session(&t("acme"), 1 << 20).unwrap();
+    for sql in [
+        "SELECT repeat('x', 2000000) AS x",
+        "SELECT length(repeat(message, 1000000)) AS n FROM logs",
+    ] {
+        match answer(tight(), sql).await {
+            Err(ApiError::ResourcesExhausted(m)) => assert!(m.contains("repeat"), "{sql}: {m}"),
+            other => panic!("{sql}: expected 422, got {:?}", other.map(|b| b.len())),
+        }
+    }
+    assert!(matches!(
+        answer(tight(), sort).await,
+        Err(ApiError::ResourcesExhausted(_))
+    ));
 }
 
 /// EXPLAIN shows files relative to the lake, never server paths.
