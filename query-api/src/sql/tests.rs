@@ -856,7 +856,7 @@ fn outer_join_build_side(plan: &str) -> Vec<&str> {
 /// (DataFusion's statistics registry), so the second join of
 /// `logs ⋈ hosts ⋈ per_host` builds its table on `per_host` (4 rows), not
 /// on the first join's output (400). Without the registry the first join's
-/// estimate came out below the other side's (see `tenant_session`), so that
+/// estimate came out below the other side's (see `SessionTemplate::new`), so that
 /// output stayed the build side whatever it held — in benches/sql.sh's
 /// logs ⋈ devices ⋈ findings, every matching log row.
 #[tokio::test]
