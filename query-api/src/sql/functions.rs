@@ -13,7 +13,7 @@
 //! the operator's semantics (NULL if either side is NULL) and the same
 //! check, since operators are not functions.
 
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray};
@@ -44,8 +44,13 @@ const UNWRAPPED: &[&str] = &["get_field", "named_struct", "struct", "log", "powe
 
 /// Wraps every scalar function of `state` and plans `||` with the check.
 /// Each call checks against its query's pool ([`QueryRuntime`] in the
-/// options DataFusion hands it), or `fallback` where a session has none.
-pub fn install(state: &mut SessionState, fallback: Arc<dyn MemoryPool>) -> DfResult<()> {
+/// options DataFusion hands it). A few of DataFusion's own calls come
+/// without the session's options — partition pruning of listed files,
+/// subquery decorrelation, outer-join null checks, all on arguments a
+/// tenant writes — and are held to `fallback_bytes` instead: the smallest
+/// memory limit any query may run under, so no plan gets more there than
+/// in its own pool, and no pool shared between queries.
+pub fn install(state: &mut SessionState, fallback_bytes: usize) -> DfResult<()> {
     let functions: Vec<Arc<ScalarUDF>> = state
         .scalar_functions()
         .values()
@@ -62,13 +67,13 @@ pub fn install(state: &mut SessionState, fallback: Arc<dyn MemoryPool>) -> DfRes
         let fast = (f.name() == "date_trunc").then_some(FastPath::UtcDateTrunc);
         state.register_udf(Arc::new(ScalarUDF::new_from_impl(Limited {
             inner: UdfEq::from(f.inner().clone()),
-            fallback: Pool(fallback.clone()),
+            fallback_bytes,
             fast,
         })))?;
     }
     let concat = Arc::new(ScalarUDF::new_from_impl(Limited {
         inner: UdfEq::from(Arc::new(StrictConcat::new()) as Arc<dyn ScalarUDFImpl>),
-        fallback: Pool(fallback),
+        fallback_bytes,
         fast: None,
     }));
     state.register_udf(concat.clone())?;
@@ -134,22 +139,6 @@ fn utc_date_trunc(args: &ScalarFunctionArgs) -> DfResult<Option<ColumnarValue>> 
     Ok(Some(ColumnarValue::Array(out)))
 }
 
-/// A pool, compared by identity.
-#[derive(Debug, Clone)]
-struct Pool(Arc<dyn MemoryPool>);
-
-impl PartialEq for Pool {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-impl Eq for Pool {}
-impl Hash for Pool {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        (Arc::as_ptr(&self.0) as *const () as usize).hash(state);
-    }
-}
-
 /// A faster way to answer some calls of a function than the function's own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum FastPath {
@@ -170,29 +159,41 @@ impl FastPath {
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct Limited {
     inner: UdfEq<Arc<dyn ScalarUDFImpl>>,
-    /// Checked where the options carry no query's runtime.
-    fallback: Pool,
+    /// The bound where the options carry no query's runtime ([`install`]).
+    fallback_bytes: usize,
     fast: Option<FastPath>,
 }
 
 impl Limited {
-    /// The pool of the query `args` belong to.
-    fn pool(&self, args: &ScalarFunctionArgs) -> Arc<dyn MemoryPool> {
-        match args.config_options.extensions.get::<QueryRuntime>() {
-            Some(QueryRuntime(runtime)) => Arc::clone(&runtime.memory_pool),
-            None => Arc::clone(&self.fallback.0),
-        }
+    /// The pool of the query `args` belong to, if DataFusion passed it on.
+    fn pool(args: &ScalarFunctionArgs) -> Option<Arc<dyn MemoryPool>> {
+        args.config_options
+            .extensions
+            .get::<QueryRuntime>()
+            .map(|QueryRuntime(runtime)| Arc::clone(&runtime.memory_pool))
     }
 
-    fn reserve(&self, pool: &Arc<dyn MemoryPool>, bytes: usize, what: &str) -> DfResult<()> {
-        let probe = MemoryConsumer::new(format!("function {}", self.inner.name())).register(pool);
-        probe.try_grow(bytes).map_err(|_| {
-            DataFusionError::ResourcesExhausted(format!(
-                "{}() {what} about {} bytes, more than the query's memory limit has left",
-                self.inner.name(),
-                bytes
-            ))
-        })
+    fn reserve(
+        &self,
+        pool: Option<&Arc<dyn MemoryPool>>,
+        bytes: usize,
+        what: &str,
+    ) -> DfResult<()> {
+        let fits = match pool {
+            Some(pool) => MemoryConsumer::new(format!("function {}", self.inner.name()))
+                .register(pool)
+                .try_grow(bytes)
+                .is_ok(),
+            None => bytes <= self.fallback_bytes,
+        };
+        if fits {
+            return Ok(());
+        }
+        Err(DataFusionError::ResourcesExhausted(format!(
+            "{}() {what} about {} bytes, more than the query's memory limit has left",
+            self.inner.name(),
+            bytes
+        )))
     }
 }
 
@@ -233,9 +234,9 @@ impl ScalarUDFImpl for Limited {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let pool = self.pool(&args);
+        let pool = Self::pool(&args);
         if let Some(bound) = output_bound(self.inner.name(), &args.args, args.number_rows)? {
-            self.reserve(&pool, bound, "would produce")?;
+            self.reserve(pool.as_ref(), bound, "would produce")?;
         }
         let fast = match self.fast {
             Some(fast) => fast.answer(&args)?,
@@ -249,7 +250,7 @@ impl ScalarUDFImpl for Limited {
             ColumnarValue::Array(a) => a.get_array_memory_size(),
             ColumnarValue::Scalar(s) => s.size(),
         };
-        self.reserve(&pool, size, "produced")?;
+        self.reserve(pool.as_ref(), size, "produced")?;
         Ok(out)
     }
 

@@ -202,6 +202,15 @@ pub struct Limits {
 }
 
 impl SqlConfig {
+    /// The smallest memory limit a query may run under, whatever its
+    /// organization's plan.
+    pub fn smallest_memory_limit(&self) -> usize {
+        Plan::ALL
+            .into_iter()
+            .map(|p| self.limits(Some(p)).memory_limit_bytes)
+            .fold(self.memory_limit_bytes, usize::min)
+    }
+
     /// The limits of a query by an organization on `plan` (`None`: an
     /// operator's query, or an organization unknown to this engine).
     pub fn limits(&self, plan: Option<Plan>) -> Limits {
@@ -392,11 +401,7 @@ impl SqlEngine {
             DefaultCache::<TableScopedPath, CachedFileMetadata>::new(STATISTICS_CACHE_BYTES)
                 .with_name("securenet file statistics"),
         );
-        // Plans are made on a runtime of their own (nothing executes on
-        // it); a scalar function called outside a query's session checks
-        // its output against a pool of the default memory limit.
-        let fallback: Arc<dyn MemoryPool> =
-            Arc::new(GreedyMemoryPool::new(config.memory_limit_bytes));
+        // Plans are made on a runtime of their own (nothing executes on it).
         let planning = runtime_env(
             &config,
             config.memory_limit_bytes,
@@ -405,8 +410,8 @@ impl SqlEngine {
             &statistics_cache,
         )
         .map_err(ApiError::from_datafusion)?;
-        let template = session::SessionTemplate::new(&config, planning, fallback)
-            .map_err(ApiError::from_datafusion)?;
+        let template =
+            session::SessionTemplate::new(&config, planning).map_err(ApiError::from_datafusion)?;
         Ok(Self {
             config,
             lake,

@@ -15,7 +15,6 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::error::{DataFusionError, Result as DfResult};
-use datafusion::execution::memory_pool::MemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig};
@@ -90,14 +89,8 @@ pub fn query_runtime(state: &SessionState) -> Arc<RuntimeEnv> {
 
 impl SessionTemplate {
     /// `planning`: the runtime plans are made on (the lake's store and the
-    /// engine's caches; nothing executes on it). `fallback`: the pool
-    /// scalar functions check against where a caller made a session
-    /// without a [`QueryRuntime`].
-    pub fn new(
-        config: &SqlConfig,
-        planning: Arc<RuntimeEnv>,
-        fallback: Arc<dyn MemoryPool>,
-    ) -> DfResult<Self> {
+    /// engine's caches; nothing executes on it).
+    pub fn new(config: &SqlConfig, planning: Arc<RuntimeEnv>) -> DfResult<Self> {
         let mut session_config = SessionConfig::new()
             .with_information_schema(false)
             .with_target_partitions(config.target_partitions.max(1))
@@ -133,7 +126,7 @@ impl SessionTemplate {
             .with_optimizer_rule(Arc::new(super::distinct::MixedDistinctToGroupBy))
             .with_optimizer_rule(Arc::new(super::eager::EagerAggregation))
             .build();
-        super::functions::install(&mut state, fallback)?;
+        super::functions::install(&mut state, config.smallest_memory_limit())?;
         Ok(Self { state })
     }
 

@@ -471,8 +471,8 @@ async fn memory_limits_cover_functions_results_and_concatenation() {
 /// engine's template: operators account against the query's pool, and a
 /// scalar function checks its output against it (carried in the session's
 /// options) both when the optimizer folds it into a constant and when an
-/// operator calls it on rows — never against the template's or the
-/// fallback pool (here the config's limit, 1 KiB, and no spilling).
+/// operator calls it on rows — not against the template's pool nor the
+/// fallback bound (here the config's limit, 1 KiB, and no spilling).
 #[tokio::test]
 async fn a_query_runs_on_its_own_pool() {
     let (_dir, lake) = lake_with(&[("acme", "a1")]).await;
@@ -522,6 +522,44 @@ async fn a_query_runs_on_its_own_pool() {
         answer(tight(), sort).await,
         Err(ApiError::ResourcesExhausted(_))
     ));
+}
+
+/// DataFusion evaluates a filter on the `date` partition alone while it
+/// prunes the listed files, without the session's options (so without the
+/// query's pool), and never again: such calls are held to the smallest
+/// memory limit of any plan, here starter's 1 MiB — not the default
+/// 512 MiB, which a starter organization's query could otherwise reach.
+#[tokio::test]
+async fn functions_outside_the_query_pool_get_the_smallest_limit() {
+    let (_dir, lake) = lake_with(&[("acme", "a1")]).await;
+    let mut config = SqlConfig::default();
+    config.plans.starter.memory_limit_bytes = Some(1 << 20);
+    assert_eq!(config.smallest_memory_limit(), 1 << 20);
+    let e = engine(lake, config);
+    let starter = || e.session(&t("acme"), 1 << 20).unwrap();
+    let run = |sql: &'static str| async move {
+        let df = session::plan_read_only(starter(), sql, vec![]).await?;
+        let guard = QueryGuard::new(Instant::now() + Duration::from_secs(60));
+        let stream = guarded_stream(df, &guard).await?;
+        stream
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(ApiError::from_datafusion)
+    };
+    match run("SELECT count(*) AS n FROM logs \
+               WHERE length(repeat(CAST(date AS VARCHAR), 1000000)) > 0")
+    .await
+    {
+        Err(ApiError::ResourcesExhausted(m)) => assert!(m.contains("repeat"), "{m}"),
+        other => panic!("expected 422, got {:?}", other.map(|b| b.len())),
+    }
+    // Under the limit the same filter prunes as before.
+    let batches = run("SELECT count(*) AS n FROM logs \
+                       WHERE length(repeat(CAST(date AS VARCHAR), 1000)) > 0")
+    .await
+    .unwrap();
+    let out = pretty_format_batches(&batches).unwrap().to_string();
+    assert!(out.contains("| 1 |"), "{out}");
 }
 
 /// EXPLAIN shows files relative to the lake, never server paths.
