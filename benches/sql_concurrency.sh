@@ -33,7 +33,8 @@ CLIENTS="${2:-4}"
 ROWS="${3:-10000000}"
 for v in $(compgen -e | grep '^SECURENET_' | grep -v '^SECURENET_API__SQL__' || true); do unset "$v"; done
 
-CACHE="$HOME/.cache/securenet/sqlbench/rows-$ROWS-seed42-v2"
+# The lake benches/sql.sh caches (its seed and layout version).
+CACHE="$HOME/.cache/securenet/sqlbench/rows-$ROWS-seed42-v3"
 [ -f "$CACHE/loaded.json" ] || { echo "no cached lake at $CACHE: run benches/sql.sh $ROWS first" >&2; exit 1; }
 . benches/venv.sh
 [ -n "${NO_BUILD:-}" ] || cargo build --release -q -p securenet -p securenet-benches --bins
