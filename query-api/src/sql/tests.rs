@@ -467,6 +467,18 @@ async fn memory_limits_cover_functions_results_and_concatenation() {
     assert!(r.num_rows() < 64, "{}", r.num_rows());
 }
 
+/// `sql` planned and run in `state` as the engine runs queries (read-only
+/// planning, a guarded stream on the session's own runtime).
+async fn answer(state: SessionState, sql: &str) -> Result<Vec<RecordBatch>> {
+    let df = session::plan_read_only(state, sql, vec![]).await?;
+    let guard = QueryGuard::new(Instant::now() + Duration::from_secs(60));
+    let stream = guarded_stream(df, &guard).await?;
+    stream
+        .try_collect()
+        .await
+        .map_err(ApiError::from_datafusion)
+}
+
 /// A query runs on its own runtime though every session is a copy of the
 /// engine's template: operators account against the query's pool, and a
 /// scalar function checks its output against it (carried in the session's
@@ -487,15 +499,6 @@ async fn a_query_runs_on_its_own_pool() {
     // The window sorts every row first: a few MiB held at once.
     let sort = "SELECT sum(n) AS s FROM (SELECT row_number() OVER (ORDER BY v) AS n \
                 FROM (SELECT value * 7919 % 1000003 AS v FROM generate_series(1, 300000)))";
-    async fn answer(state: SessionState, sql: &str) -> Result<Vec<RecordBatch>> {
-        let df = session::plan_read_only(state, sql, vec![]).await?;
-        let guard = QueryGuard::new(Instant::now() + Duration::from_secs(60));
-        let stream = guarded_stream(df, &guard).await?;
-        stream
-            .try_collect()
-            .await
-            .map_err(ApiError::from_datafusion)
-    }
     let roomy = || e.session(&t("acme"), 256 << 20).unwrap();
     for sql in [
         "SELECT length(repeat('ab', 1000)) AS n",
@@ -537,15 +540,7 @@ async fn functions_outside_the_query_pool_get_the_smallest_limit() {
     assert_eq!(config.smallest_memory_limit(), 1 << 20);
     let e = engine(lake, config);
     let starter = || e.session(&t("acme"), 1 << 20).unwrap();
-    let run = |sql: &'static str| async move {
-        let df = session::plan_read_only(starter(), sql, vec![]).await?;
-        let guard = QueryGuard::new(Instant::now() + Duration::from_secs(60));
-        let stream = guarded_stream(df, &guard).await?;
-        stream
-            .try_collect::<Vec<_>>()
-            .await
-            .map_err(ApiError::from_datafusion)
-    };
+    let run = |sql: &'static str| answer(starter(), sql);
     match run("SELECT count(*) AS n FROM logs \
                WHERE length(repeat(CAST(date AS VARCHAR), 1000000)) > 0")
     .await
