@@ -31,11 +31,47 @@ use crate::error::ApiError;
 /// Everything of a tenant session but its tables and its query's runtime,
 /// made once per engine: building DataFusion's state (its ~400 functions,
 /// then wrapping each scalar one, `functions.rs`) and dropping it again
-/// took a quarter of the CPU of a small query (`SELECT 1` profiled at
-/// 1,000 queries: 25 % building, 9 % dropping). A query's session is a
+/// took a quarter of the CPU of a small query (`SELECT 1` profiled over
+/// 400 queries: 25 % building, 9 % dropping). A query's session is a
 /// copy of this one with the caller's tables and its own runtime.
 pub struct SessionTemplate {
     state: SessionState,
+    /// What every tenant's tables of a kind share, made once too.
+    kinds: Vec<KindTables>,
+}
+
+/// How a record kind's table is read, whoever's it is.
+struct KindTables {
+    kind: RecordKind,
+    /// With string and binary columns as views ([`view_schema`]).
+    schema: SchemaRef,
+    /// Column 1 of every kind is `ts`, whose UTC day names the partition.
+    time_column: String,
+    /// Whole columns decoded.
+    scans: ListingOptions,
+    /// Filters evaluated while decoding (`lookup.rs`), over the same files.
+    lookups: ListingOptions,
+}
+
+impl KindTables {
+    fn new(kind: RecordKind) -> Self {
+        let stored = schema::schema(kind);
+        let options = |format: ParquetFormat| {
+            ListingOptions::new(Arc::new(format))
+                .with_file_extension(".parquet")
+                .with_table_partition_cols(vec![("date".to_string(), DataType::Date32)])
+        };
+        let mut lookup_options = TableParquetOptions::default();
+        lookup_options.global.pushdown_filters = true;
+        lookup_options.global.reorder_filters = true;
+        Self {
+            kind,
+            schema: view_schema(&stored),
+            time_column: stored.field(1).name().clone(),
+            scans: options(ParquetFormat::default()),
+            lookups: options(ParquetFormat::default().with_options(lookup_options)),
+        }
+    }
 }
 
 /// The query's runtime (its memory pool, spill budget and the engine's
@@ -127,7 +163,8 @@ impl SessionTemplate {
             .with_optimizer_rule(Arc::new(super::eager::EagerAggregation))
             .build();
         super::functions::install(&mut state, config.smallest_memory_limit())?;
-        Ok(Self { state })
+        let kinds = RecordKind::ALL.into_iter().map(KindTables::new).collect();
+        Ok(Self { state, kinds })
     }
 
     /// A session in which only `tenant`'s tables exist, executing on
@@ -150,32 +187,23 @@ impl SessionTemplate {
         state.mark_start_execution();
         let statistics = state.runtime_env().cache_manager.get_file_statistic_cache();
         let tables = MemorySchemaProvider::new();
-        for kind in RecordKind::ALL {
-            let table_url = ListingTableUrl::parse(lake.table_url(kind, tenant))?;
-            let schema = view_schema(&schema::schema(kind));
-            let listing = |format: ParquetFormat| -> DfResult<Arc<dyn TableProvider>> {
-                let options = ListingOptions::new(Arc::new(format))
-                    .with_file_extension(".parquet")
-                    .with_table_partition_cols(vec![("date".to_string(), DataType::Date32)]);
+        for k in &self.kinds {
+            let table_url = ListingTableUrl::parse(lake.table_url(k.kind, tenant))?;
+            let listing = |options: &ListingOptions| -> DfResult<Arc<dyn TableProvider>> {
                 let table_config = ListingTableConfig::new(table_url.clone())
-                    .with_listing_options(options)
-                    .with_schema(schema.clone());
+                    .with_listing_options(options.clone())
+                    .with_schema(Arc::clone(&k.schema));
                 Ok(Arc::new(
                     ListingTable::try_new(table_config)?.with_cache(statistics.clone()),
                 ))
             };
-            // Lookups read the same files with filters evaluated while
-            // decoding (`lookup.rs`); every other scan decodes whole columns.
-            let mut lookup_options = TableParquetOptions::default();
-            lookup_options.global.pushdown_filters = true;
-            lookup_options.global.reorder_filters = true;
-            let table = listing(ParquetFormat::default())?;
-            let lookups = listing(ParquetFormat::default().with_options(lookup_options))?;
-            // Column 1 of every kind is `ts`, whose UTC day names the partition.
-            let time_column = schema::schema(kind).field(1).name().clone();
             tables.register_table(
-                kind.as_str().to_string(),
-                Arc::new(DatePartitioned::new(table, lookups, time_column)),
+                k.kind.as_str().to_string(),
+                Arc::new(DatePartitioned::new(
+                    listing(&k.scans)?,
+                    listing(&k.lookups)?,
+                    k.time_column.clone(),
+                )),
             )?;
         }
         let catalog = MemoryCatalogProvider::new();
